@@ -1,0 +1,304 @@
+"""``daulat.toml`` → validated configuration.
+
+Every problem becomes a :class:`ConfigError` whose message names the file, the store and the
+field, on one line per problem, so the CLI can print it and exit 2 without a traceback.
+Credential values may reference the environment as ``"${NAME}"``; they are held as
+``SecretStr`` so that printing a config never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from daulat.errors import ConfigError
+from daulat.providers import Provider, ProviderId, UnknownRegion, load_catalogue
+
+CONFIG_NAME = "daulat.toml"
+STATE_DIR = ".daulat"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class Credentials(BaseModel):
+    """Explicit credentials for one store. Absent fields fall back to the provider's standard
+    environment variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    account_name: str | None = None
+    account_key: SecretStr | None = None
+    sas_token: SecretStr | None = None
+
+
+class StoreConfig(BaseModel):
+    """One ``[stores.NAME]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    url: str
+    provider: ProviderId
+    region: str | None = None
+    endpoint: str | None = None
+    country: str | None = None
+    addressing: Literal["path", "virtual"] | None = None
+    credentials: Credentials | None = None
+    encrypt_to: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in ("s3", "az", "file"):
+            raise ValueError(
+                f"unsupported URL {v!r}: use s3://bucket[/prefix], az://container[/prefix] "
+                "or file:///path"
+            )
+        if scheme in ("s3", "az") and not urlsplit(v).netloc:
+            raise ValueError(f"URL {v!r} names no bucket or container")
+        if scheme == "file" and not urlsplit(v).path:
+            raise ValueError(f"URL {v!r} names no directory")
+        return v
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Z]{2}", v):
+            raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 code such as 'ID' or 'DE'")
+        return v
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def bucket(self) -> str:
+        """Bucket or container name (empty for file:// stores)."""
+        return urlsplit(self.url).netloc if self.scheme != "file" else ""
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix inside the bucket, without leading or trailing '/'."""
+        return unquote(urlsplit(self.url).path).strip("/") if self.scheme != "file" else ""
+
+    @property
+    def path(self) -> Path:
+        """Directory of a file:// store."""
+        return Path(unquote(urlsplit(self.url).path))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a store's data sits and whose law reaches it."""
+
+    provider: Provider
+    country: str
+    jurisdictions: list[str]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded configuration."""
+
+    path: Path
+    stores: dict[str, StoreConfig]
+    raw_policies: list[dict[str, Any]]
+
+    @property
+    def state_dir(self) -> Path:
+        """Where daulat keeps its manifest, journals and audit log: beside the config."""
+        return self.path.parent / STATE_DIR
+
+    def store(self, name: str) -> StoreConfig:
+        try:
+            return self.stores[name]
+        except KeyError:
+            known = ", ".join(sorted(self.stores)) or "none configured"
+            raise ConfigError(f"{self.path}: unknown store {name!r} (known: {known})") from None
+
+    def placement(self, name: str) -> Placement:
+        return placement_of(self.store(name))
+
+
+def placement_of(store: StoreConfig) -> Placement:
+    provider = load_catalogue().provider(store.provider)
+    country = store.country
+    if country is None and store.region is not None:
+        country = load_catalogue().region(store.provider, store.region).country
+    assert country is not None, "validated at load time"
+    return Placement(provider, country, provider.jurisdictions(country))
+
+
+def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
+    """The config file to use: ``--config`` if given, else ``./daulat.toml``."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    candidate = (cwd or Path.cwd()) / CONFIG_NAME
+    if not candidate.is_file():
+        raise ConfigError(
+            f"no {CONFIG_NAME} in {candidate.parent}: run `daulat init` to write one, "
+            "or pass --config PATH"
+        )
+    return candidate
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
+    """Read and validate ``path``. Raises :class:`ConfigError` listing every problem found."""
+    environ = dict(os.environ) if env is None else env
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(data, path, environ)
+
+
+def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Config:
+    problems: list[str] = []
+    unknown = sorted(set(data) - {"stores", "policies"})
+    for key in unknown:
+        problems.append(f"{path}: unknown top-level key {key!r} (expected 'stores', 'policies')")
+    raw_stores = data.get("stores", {})
+    if not isinstance(raw_stores, dict):
+        raise ConfigError(f"{path}: 'stores' must be a table of [stores.NAME] sections")
+    stores: dict[str, StoreConfig] = {}
+    for name, raw in raw_stores.items():
+        where = f"{path}: store {name!r}"
+        if not _STORE_NAME.match(name):
+            problems.append(f"{where}: invalid name (letters, digits, '.', '_', '-'; max 63)")
+            continue
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: must be a table with url and provider")
+            continue
+        try:
+            raw = _expand_env(raw, env, where)
+            store = StoreConfig.model_validate({**raw, "name": name})
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        except ValidationError as exc:
+            problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
+            continue
+        problems.extend(f"{where}: {p}" for p in _check_store(store))
+        stores[name] = store
+    policies = data.get("policies", [])
+    if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
+        problems.append(f"{path}: 'policies' must be an array of [[policies]] tables")
+        policies = []
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Config(path=path.resolve(), stores=stores, raw_policies=policies)
+
+
+def _expand_env(value: Any, env: dict[str, str], where: str, field: str = "") -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _expand_env(v, env, where, f"{field}.{k}" if field else k) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_expand_env(v, env, where, field) for v in value]
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var = m.group(1)
+            if var not in env:
+                raise ConfigError(
+                    f"{where}: field {field!r} refers to ${{{var}}}, which is not set in the "
+                    "environment"
+                )
+            return env[var]
+
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(part) for part in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field {loc!r}"
+    if kind == "missing":
+        return f"missing required field {loc!r}"
+    if loc == "provider" and kind == "enum":
+        valid = ", ".join(p.value for p in ProviderId)
+        return f"field 'provider': unknown provider {err['input']!r} (one of: {valid})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"field {loc!r}: {msg}"
+
+
+def _check_store(store: StoreConfig) -> list[str]:
+    """Consistency between provider, URL, region and country."""
+    problems: list[str] = []
+    catalogue = load_catalogue()
+    provider = catalogue.provider(store.provider)
+    expected_scheme = {
+        ProviderId.AZURE: "az",
+        ProviderId.LOCAL: "file",
+    }.get(store.provider, "s3")
+    if store.scheme != expected_scheme:
+        problems.append(
+            f"field 'url': provider {store.provider.value!r} needs a {expected_scheme}:// URL, "
+            f"got {store.url!r}"
+        )
+    if store.region is not None and provider.regions:
+        try:
+            region = catalogue.region(store.provider, store.region)
+        except UnknownRegion as exc:
+            hint = getattr(exc, "suggestions", None)
+            extra = f" (did you mean {', '.join(hint)}?)" if hint else ""
+            problems.append(
+                f"field 'region': unknown region {store.region!r} for {provider.name}{extra}"
+            )
+        else:
+            if store.country is not None and store.country != region.country:
+                problems.append(
+                    f"field 'country': {store.country!r} contradicts region {store.region!r}, "
+                    f"which is in {region.country}"
+                )
+    elif store.region is None and provider.regions and store.country is None:
+        problems.append(
+            f"field 'region': required for provider {store.provider.value!r} (it tells the "
+            "country where the data sits)"
+        )
+    if provider.country_required and store.country is None:
+        problems.append(
+            f"field 'country': required for provider {store.provider.value!r} (where is the "
+            "server?)"
+        )
+    if store.endpoint is not None and not re.match(r"^https?://", store.endpoint):
+        problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
+    creds = store.credentials
+    if creds is not None:
+        s3_fields = (creds.access_key_id, creds.secret_access_key, creds.session_token)
+        az_fields = (creds.account_name, creds.account_key, creds.sas_token)
+        if store.scheme == "az" and any(s3_fields):
+            problems.append(
+                "field 'credentials': Azure stores take account_name with account_key or "
+                "sas_token, not access keys"
+            )
+        if store.scheme == "s3" and any(az_fields):
+            problems.append(
+                "field 'credentials': S3 stores take access_key_id and secret_access_key "
+                "(optional session_token)"
+            )
+        if store.scheme == "s3" and bool(creds.access_key_id) != bool(creds.secret_access_key):
+            problems.append(
+                "field 'credentials': access_key_id and secret_access_key must be given together"
+            )
+        if store.scheme == "file" and (any(s3_fields) or any(az_fields)):
+            problems.append("field 'credentials': local stores take no credentials")
+    return problems

@@ -1,0 +1,261 @@
+"""The manifest: what each store holds, kept in SQLite under ``.daulat/``.
+
+Scans stream listings into the database in batches, so memory stays flat however many objects a
+store holds. A re-scan compares each batch with what the previous scan saw (in SQL, not in
+Python) and records additions, changes and, at the end, deletions.
+
+Tables
+    ``scans``    one row per scan of a store: when, status, totals, counts of changes
+    ``objects``  the latest known state of every object: size, modified time, the provider's
+                 ETag labelled with its scheme, and the content SHA-256 once daulat has hashed it
+    ``changes``  what each scan found added, changed or removed
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daulat.errors import ManifestError
+from daulat.stores.base import ObjectInfo
+
+MANIFEST_NAME = "manifest.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    id INTEGER PRIMARY KEY,
+    store TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,          -- running | complete | failed
+    objects INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    added INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS objects (
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    modified TEXT NOT NULL,
+    etag TEXT,
+    etag_scheme TEXT NOT NULL,
+    checksums TEXT NOT NULL DEFAULT '{}',
+    sha256 TEXT,
+    first_scan INTEGER NOT NULL,
+    last_scan INTEGER NOT NULL,
+    PRIMARY KEY (store, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    scan_id INTEGER NOT NULL,
+    store TEXT NOT NULL,
+    key TEXT NOT NULL,
+    change TEXT NOT NULL,          -- added | changed | removed
+    size INTEGER
+);
+CREATE INDEX IF NOT EXISTS changes_by_scan ON changes (scan_id);
+"""
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    id: int
+    store: str
+    started: str
+    finished: str | None
+    status: str
+    objects: int
+    bytes: int
+    added: int
+    changed: int
+    removed: int
+
+
+class Manifest:
+    """The SQLite manifest. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ManifestError(f"cannot open manifest {path}: {exc}") from None
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Manifest:
+        return cls(state_dir / MANIFEST_NAME)
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- scans -------------------------------------------------------------------------------
+
+    def begin_scan(self, store: str) -> int:
+        cur = self._db.execute(
+            "INSERT INTO scans (store, started, status) VALUES (?, ?, 'running')", (store, _now())
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def record_batch(self, scan_id: int, store: str, batch: Iterable[ObjectInfo]) -> None:
+        """Merge one listing batch into ``objects`` and note what was added or changed."""
+        rows = [
+            (
+                o.key,
+                o.size,
+                o.modified.isoformat(),
+                o.etag,
+                o.etag_scheme,
+                json.dumps(dict(o.checksums), sort_keys=True),
+            )
+            for o in batch
+        ]
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (key TEXT PRIMARY KEY, size INTEGER, "
+                "modified TEXT, etag TEXT, etag_scheme TEXT, checksums TEXT)"
+            )
+            db.executemany("INSERT OR REPLACE INTO incoming VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.execute(
+                """INSERT INTO changes (scan_id, store, key, change, size)
+                   SELECT ?, ?, i.key,
+                          CASE WHEN o.key IS NULL THEN 'added' ELSE 'changed' END, i.size
+                   FROM incoming i LEFT JOIN objects o ON o.store = ? AND o.key = i.key
+                   WHERE o.key IS NULL OR o.size != i.size OR o.etag IS NOT i.etag
+                      OR (i.etag IS NULL AND o.modified != i.modified)""",
+                (scan_id, store, store),
+            )
+            db.execute(
+                """INSERT INTO objects (store, key, size, modified, etag, etag_scheme, checksums,
+                                        sha256, first_scan, last_scan)
+                   SELECT ?, key, size, modified, etag, etag_scheme, checksums, NULL, ?, ?
+                   FROM incoming WHERE true
+                   ON CONFLICT (store, key) DO UPDATE SET
+                       sha256 = CASE WHEN objects.size = excluded.size
+                                      AND objects.etag IS excluded.etag
+                                      AND objects.modified = excluded.modified
+                                     THEN objects.sha256 END,
+                       size = excluded.size, modified = excluded.modified, etag = excluded.etag,
+                       etag_scheme = excluded.etag_scheme, checksums = excluded.checksums,
+                       last_scan = excluded.last_scan""",
+                (store, scan_id, scan_id),
+            )
+            db.execute("DELETE FROM incoming")
+            db.execute(
+                "UPDATE scans SET objects = objects + ?, bytes = bytes + ? WHERE id = ?",
+                (len(rows), sum(r[1] for r in rows), scan_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def finish_scan(self, scan_id: int, store: str) -> ScanSummary:
+        """Close a complete scan: objects not seen in it were removed from the store."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                """INSERT INTO changes (scan_id, store, key, change, size)
+                   SELECT ?, store, key, 'removed', size FROM objects
+                   WHERE store = ? AND last_scan < ?""",
+                (scan_id, store, scan_id),
+            )
+            db.execute("DELETE FROM objects WHERE store = ? AND last_scan < ?", (store, scan_id))
+            db.execute(
+                """UPDATE scans SET status = 'complete', finished = ?,
+                     added = (SELECT count(*) FROM changes WHERE scan_id = ? AND change = 'added'),
+                     changed = (SELECT count(*) FROM changes WHERE scan_id = ? AND change = 'changed'),
+                     removed = (SELECT count(*) FROM changes WHERE scan_id = ? AND change = 'removed')
+                   WHERE id = ?""",
+                (_now(), scan_id, scan_id, scan_id, scan_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        summary = self.scan(scan_id)
+        assert summary is not None
+        return summary
+
+    def fail_scan(self, scan_id: int, error: str) -> None:
+        self._db.execute(
+            "UPDATE scans SET status = 'failed', finished = ?, error = ? WHERE id = ?",
+            (_now(), error, scan_id),
+        )
+
+    def scan(self, scan_id: int) -> ScanSummary | None:
+        row = self._db.execute(
+            "SELECT id, store, started, finished, status, objects, bytes, added, changed, removed "
+            "FROM scans WHERE id = ?",
+            (scan_id,),
+        ).fetchone()
+        return ScanSummary(*row) if row else None
+
+    def last_scan(self, store: str) -> ScanSummary | None:
+        """The latest complete scan of ``store``."""
+        row = self._db.execute(
+            "SELECT id FROM scans WHERE store = ? AND status = 'complete' ORDER BY id DESC LIMIT 1",
+            (store,),
+        ).fetchone()
+        return self.scan(row[0]) if row else None
+
+    def changes(self, scan_id: int) -> Iterator[tuple[str, str, int | None]]:
+        """(key, change, size) for every change a scan recorded."""
+        yield from self._db.execute(
+            "SELECT key, change, size FROM changes WHERE scan_id = ? ORDER BY key", (scan_id,)
+        )
+
+    # --- objects -----------------------------------------------------------------------------
+
+    def objects(self, store: str, prefix: str = "") -> Iterator[ObjectRow]:
+        """Objects of ``store`` in key order, streamed from the database."""
+        cur = self._db.execute(
+            "SELECT key, size, modified, etag, etag_scheme, checksums, sha256 FROM objects "
+            "WHERE store = ? AND key >= ? ORDER BY key",
+            (store, prefix),
+        )
+        for key, size, modified, etag, scheme, checksums, sha in cur:
+            if not key.startswith(prefix):
+                break
+            yield ObjectRow(key, size, modified, etag, scheme, json.loads(checksums), sha)
+
+    def totals(self, store: str) -> tuple[int, int]:
+        """(objects, bytes) currently known for ``store``."""
+        n, b = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE store = ?", (store,)
+        ).fetchone()
+        return int(n), int(b)
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    key: str
+    size: int
+    modified: str
+    etag: str | None
+    etag_scheme: str
+    checksums: dict[str, str]
+    sha256: str | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,296 @@
+"""A Store over an obstore object store (S3 and S3-compatible, Azure Blob).
+
+Provider-specific construction lives in ``s3.py`` and ``azure.py``; this module holds what they
+share: streaming puts with hashing, ranged reads, string-prefix listing and error translation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import obstore
+import obstore.exceptions as oe
+
+from daulat.errors import (
+    AccessDenied,
+    InvalidKey,
+    NotFound,
+    StoreError,
+    Transient,
+    Unsupported,
+)
+from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.hashing import StreamHasher, check_digest, hashed
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+MiB = 1024 * 1024
+# Below this size an object is sent as one PUT: obstore turns any iterable body into a multipart
+# upload, which costs three requests and ~2x the client CPU for small objects.
+SINGLE_PUT_MAX = 8 * MiB
+PART_SIZE = 8 * MiB
+PARTS_IN_FLIGHT = 2
+READ_CHUNK = 1 * MiB
+LIST_PAGE = 1000
+METADATA_PREFIX = "daulat_"  # Azure metadata names must be C# identifiers: no hyphens
+
+
+class ObstoreStore:
+    """Store adapter over an obstore ``ObjectStore``; see :mod:`daulat.stores.base`."""
+
+    def __init__(
+        self,
+        name: str,
+        inner: ObjectStore,
+        *,
+        etag_scheme: str,
+        capabilities: Capabilities | None = None,
+        key_problem: Callable[[str], str | None] = portable_key_problem,
+    ) -> None:
+        self._name = name
+        self._inner: ObjectStore | None = inner
+        self._etag_scheme = etag_scheme
+        self._capabilities = capabilities or Capabilities()
+        self._key_problem = key_problem
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    @property
+    def inner(self) -> ObjectStore:
+        if self._inner is None:
+            raise StoreError(f"store {self._name!r} is closed", store=self._name)
+        return self._inner
+
+    def _check(self, key: str) -> None:
+        reason = self._key_problem(key)
+        if reason is not None:
+            raise InvalidKey(
+                f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
+            )
+
+    def _info(self, meta: Mapping[str, Any]) -> ObjectInfo:
+        return ObjectInfo(
+            key=meta["path"],
+            size=meta["size"],
+            modified=meta["last_modified"],
+            etag=meta.get("e_tag"),
+            etag_scheme=self._etag_scheme,
+        )
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        # obstore matches prefixes by whole path segments; list the enclosing "directory" and
+        # filter so that "f" matches "f00001.bin" as S3 users expect.
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        try:
+            stream = obstore.list(self.inner, prefix=directory or None, chunk_size=LIST_PAGE)
+            async for page in stream:
+                batch = [self._info(m) for m in page if m["path"].startswith(prefix)]
+                if batch:
+                    yield batch
+        except Exception as exc:
+            raise translate(exc, store=self._name, key=None, op="list") from None
+
+    async def head(self, key: str) -> ObjectInfo:
+        self._check(key)
+        try:
+            return self._info(await obstore.head_async(self.inner, key))
+        except Exception as exc:
+            raise translate(exc, store=self._name, key=key, op="head") from None
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObstoreReader:
+        self._check(key)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid range [{start}, {end})")
+        if end is not None and end == start:
+            return ObstoreReader(await self.head(key), {}, None, self._name)
+        options: dict[str, Any] = {}
+        if end is not None:
+            options["range"] = (start, end)
+        elif start:
+            options["range"] = {"offset": start}
+        try:
+            result = await obstore.get_async(self.inner, key, options=options or None)  # type: ignore[arg-type]
+        except Exception as exc:
+            err = translate(exc, store=self._name, key=key, op="get")
+            if options and not isinstance(err, (NotFound, AccessDenied)):
+                # Providers answer a range starting at or past the end with 416; the contract
+                # says such a read is empty.
+                info = await self.head(key)
+                if start >= info.size:
+                    return ObstoreReader(info, {}, None, self._name)
+            raise err from None
+        metadata = {
+            k[len(METADATA_PREFIX) :]: v
+            for k, v in result.attributes.items()
+            if k.startswith(METADATA_PREFIX)
+        }
+        return ObstoreReader(self._info(result.meta), metadata, result, self._name)
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        self._check(key)
+        attributes: dict[str, str] | None = None
+        if metadata:
+            attributes = {METADATA_PREFIX + k: v for k, v in metadata.items()}
+        hasher = StreamHasher()
+        body: bytes | AsyncIterator[bytes]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body = bytes(data)
+        else:
+            body = await _small_or_stream(data)
+        if isinstance(body, bytes):
+            await hasher.update(body)
+            check_digest(hasher, sha256, store=self._name, key=key)
+        else:
+            body = hashed(body, hasher, expected=sha256, store=self._name, key=key)
+        try:
+            result = await obstore.put_async(
+                self.inner,
+                key,
+                body,
+                attributes=attributes,  # type: ignore[arg-type]
+                chunk_size=PART_SIZE,
+                max_concurrency=PARTS_IN_FLIGHT,
+            )
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise translate(exc, store=self._name, key=key, op="put") from None
+        return PutResult(key=key, size=hasher.size, sha256=hasher.hexdigest(), etag=result["e_tag"])
+
+    async def delete(self, key: str) -> None:
+        self._check(key)
+        try:
+            await obstore.delete_async(self.inner, key)
+        except Exception as exc:
+            err = translate(exc, store=self._name, key=key, op="delete")
+            if not isinstance(err, NotFound):
+                raise err from None
+
+    async def close(self) -> None:
+        # obstore has no explicit close; dropping the last reference releases the client.
+        # Doing it here, inside the event loop, avoids the tokio shutdown abort seen at exit.
+        self._inner = None
+
+
+async def _small_or_stream(data: AsyncIterable[bytes]) -> bytes | AsyncIterator[bytes]:
+    """Read ahead: a body that ends within SINGLE_PUT_MAX becomes bytes, else a stream."""
+    it = aiter(data)
+    head: list[bytes] = []
+    size = 0
+    async for chunk in it:
+        head.append(bytes(chunk))
+        size += len(chunk)
+        if size > SINGLE_PUT_MAX:
+            return _chain(head, it)
+    return b"".join(head)
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    while head:
+        yield head.pop(0)
+    async for chunk in rest:
+        yield chunk
+
+
+class ObstoreReader:
+    """Streaming read of one object through obstore."""
+
+    def __init__(
+        self, info: ObjectInfo, metadata: Mapping[str, str], result: Any, store: str
+    ) -> None:
+        self.info = info
+        self.metadata = metadata
+        self._result = result
+        self._store = store
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._result is None:
+            return
+        try:
+            async for chunk in self._result.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(chunk)
+        except Exception as exc:
+            raise translate(exc, store=self._store, key=self.info.key, op="read") from None
+
+    async def read_all(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
+
+
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationFailure",
+        "AuthenticationFailed", "AuthorizationPermissionMismatch", "NoSuchBucket",
+        "ContainerNotFound", "AccountIsDisabled", "InvalidToken", "ExpiredToken",
+        "UserSuspended", "AllAccessDisabled", "AccountProblem", "InsufficientAccountPermissions",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "ServerBusy", "TooManyRequests",
+     "InternalError", "ServiceUnavailable", "OperationTimedOut", "RequestTimeout"}
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "BlobNotFound", "ResourceNotFound"})
+_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_STATUS = re.compile(r"status(?: code)?: (\d{3})")
+_NETWORK = re.compile(r"timed out|timeout error|connection|reset by peer|broken pipe|"
+                      r"error sending request|incomplete message", re.IGNORECASE)
+
+
+def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> StoreError:
+    """Map an obstore/OS exception to daulat's hierarchy with a secret-free message.
+
+    Raw SDK messages can carry signed URLs and request headers, so they are never echoed: the
+    message names the provider's error code or HTTP status only.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    where = f"{op} {key!r}" if key is not None else op
+    text = str(exc)
+    code_m = _CODE.search(text)
+    status_m = _STATUS.search(text)
+    code = code_m.group(1) if code_m else None
+    status = int(status_m.group(1)) if status_m else None
+    reason = code or (f"HTTP {status}" if status else type(exc).__name__)
+    if isinstance(exc, FileNotFoundError) or code in _NOT_FOUND_CODES or (
+        status == 404 and code is None
+    ):
+        return NotFound(f"store {store!r}: {key!r} does not exist", store=store, key=key)
+    if (
+        isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError))
+        or code in _ACCESS_CODES
+        or status in (401, 403)
+    ):
+        return AccessDenied(
+            f"store {store!r} refused {where} ({reason}): credentials may be wrong or "
+            "revoked, or the bucket/account may be missing or disabled",
+            store=store,
+            key=key,
+        )
+    if isinstance(exc, ValueError) and "path" in text.lower():
+        return InvalidKey(f"store {store!r} cannot address key {key!r}", store=store, key=key)
+    if isinstance(exc, oe.NotSupportedError):
+        return Unsupported(f"store {store!r} does not support {op}", store=store, key=key)
+    if (
+        code in _TRANSIENT_CODES
+        or status == 429
+        or (status is not None and status >= 500)
+        or isinstance(exc, (TimeoutError, ConnectionError))
+        or (status is None and _NETWORK.search(text))
+    ):
+        return Transient(f"store {store!r}: {where} failed ({reason})", store=store, key=key)
+    return StoreError(f"store {store!r}: {where} failed ({reason})", store=store, key=key)

@@ -1,0 +1,298 @@
+"""The one conformance suite: every store kind must pass it unchanged.
+
+Parametrised by the ``make_store`` fixture over the filesystem, S3 (SeaweedFS) and Azure Blob
+(Azurite), all real. The contracts are written in :mod:`daulat.stores.base`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+import unicodedata
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import StoreMaker, run
+
+from daulat.errors import IntegrityError, InvalidKey, NotFound
+from daulat.stores import Store
+
+
+async def _all_keys(store: Store, prefix: str = "") -> list[str]:
+    return sorted([o.key async for batch in store.list(prefix) for o in batch])
+
+
+async def _chunks(total: int, chunk: int = 1024 * 1024, seed: bytes = b"x") -> AsyncIterator[bytes]:
+    block = hashlib.sha256(seed).digest() * (chunk // 32)
+    sent = 0
+    while sent < total:
+        n = min(chunk, total - sent)
+        yield block[:n]
+        sent += n
+
+
+def _expected_sha(total: int, chunk: int = 1024 * 1024, seed: bytes = b"x") -> str:
+    h = hashlib.sha256()
+    block = hashlib.sha256(seed).digest() * (chunk // 32)
+    sent = 0
+    while sent < total:
+        n = min(chunk, total - sent)
+        h.update(block[:n])
+        sent += n
+    return h.hexdigest()
+
+
+def test_round_trip(store: Store) -> None:
+    async def go() -> None:
+        data = b"daulat \x00\xff" * 1000
+        res = await store.put("a/b/c.bin", data, metadata={"sha256": "deadbeef"})
+        assert res.size == len(data)
+        assert res.sha256 == hashlib.sha256(data).hexdigest()
+        info = await store.head("a/b/c.bin")
+        assert info.key == "a/b/c.bin" and info.size == len(data)
+        reader = await store.get("a/b/c.bin")
+        assert await reader.read_all() == data
+        assert reader.metadata.get("sha256") == "deadbeef"
+        assert reader.info.size == len(data)
+        await store.close()
+
+    run(go())
+
+
+def test_overwrite_replaces_content(store: Store) -> None:
+    async def go() -> None:
+        await store.put("k", b"first version")
+        await store.put("k", b"second")
+        assert await (await store.get("k")).read_all() == b"second"
+        assert (await store.head("k")).size == 6
+
+    run(go())
+
+
+def test_zero_length_object(store: Store) -> None:
+    async def go() -> None:
+        res = await store.put("empty", b"")
+        assert res.sha256 == hashlib.sha256(b"").hexdigest()
+        assert (await store.head("empty")).size == 0
+        assert await (await store.get("empty")).read_all() == b""
+        assert await _all_keys(store) == ["empty"]
+        # An empty async body is an empty object too.
+        await store.put("empty2", _chunks(0))
+        assert (await store.head("empty2")).size == 0
+
+    run(go())
+
+
+def test_ranged_reads(store: Store) -> None:
+    async def go() -> None:
+        data = bytes(range(256)) * 40  # 10,240 bytes
+        await store.put("r", data)
+
+        async def read(start: int, end: int | None) -> bytes:
+            return await (await store.get("r", start=start, end=end)).read_all()
+
+        assert await read(0, 10) == data[:10]
+        assert await read(100, 1100) == data[100:1100]
+        assert await read(5000, None) == data[5000:]
+        assert await read(10_000, 20_000) == data[10_000:]  # end past the size is clipped
+        assert await read(10_240, None) == b""  # start at the end: empty
+        assert await read(50_000, 60_000) == b""  # start past the end: empty
+        assert await read(7, 7) == b""
+        with pytest.raises(NotFound):
+            await store.get("missing", start=0, end=10)
+
+    run(go())
+
+
+def test_listing_paginates_over_5000_keys(store: Store) -> None:
+    n = 5_100
+
+    async def go() -> None:
+        sem = asyncio.Semaphore(64)
+
+        async def put(i: int) -> None:
+            async with sem:
+                await store.put(f"many/{i:05d}.txt", str(i).encode())
+
+        await asyncio.gather(*(put(i) for i in range(n)))
+        batches = [batch async for batch in store.list("many/")]
+        keys = [o.key for b in batches for o in b]
+        assert len(batches) > 1, "a listing this large must arrive in more than one batch"
+        assert len(keys) == n and len(set(keys)) == n
+        assert sorted(keys) == [f"many/{i:05d}.txt" for i in range(n)]
+        assert all(o.size == len(o.key.split("/")[1].split(".")[0].lstrip("0") or "0")
+                   for b in batches for o in b)
+
+    run(go())
+
+
+def test_prefix_listing_is_a_string_prefix(store: Store) -> None:
+    async def go() -> None:
+        for key in ["f00001.bin", "f/x", "g", "dir/a", "dir/b/c", "dira", "di"]:
+            await store.put(key, b"1")
+        assert await _all_keys(store, "f") == ["f/x", "f00001.bin"]
+        assert await _all_keys(store, "dir/") == ["dir/a", "dir/b/c"]
+        assert await _all_keys(store, "dir") == ["dir/a", "dir/b/c", "dira"]
+        assert await _all_keys(store, "dir/b/") == ["dir/b/c"]
+        assert await _all_keys(store, "nothing") == []
+        assert len(await _all_keys(store)) == 7
+
+    run(go())
+
+
+ODD_KEYS = [
+    "with space/and more spaces.txt",
+    "percent%20literal%2F.txt",
+    "unicode/Indonésia/日本語/عربى.txt",
+    unicodedata.normalize("NFC", "norm/café"),
+    unicodedata.normalize("NFD", "norm/café"),
+    "emoji/🗳️ ballot 😀.json",
+    "hash#1",
+    "plus+and&amp=eq;semi,comma'quote\"",
+    "brackets[1](2){3}!@$^~`",
+    "tab-like but not\u00a0nbsp",
+]
+
+
+def test_odd_keys_round_trip_exactly(store: Store) -> None:
+    async def go() -> None:
+        for i, key in enumerate(ODD_KEYS):
+            await store.put(key, f"content {i}".encode())
+        assert await _all_keys(store) == sorted(ODD_KEYS)
+        for i, key in enumerate(ODD_KEYS):
+            assert await (await store.get(key)).read_all() == f"content {i}".encode()
+            assert (await store.head(key)).size == len(f"content {i}")
+
+    run(go())
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/../../b", "/absolute", "a//b", "trailing/", "nul\x00byte", ".", "a/./b", ""])
+def test_non_portable_keys_are_refused_and_nothing_written(store: Store, key: str) -> None:
+    async def go() -> None:
+        with pytest.raises(InvalidKey):
+            await store.put(key, b"payload")
+        assert await _all_keys(store) == []
+
+    run(go())
+
+
+def test_missing_key_is_not_found(store: Store) -> None:
+    async def go() -> None:
+        with pytest.raises(NotFound):
+            await store.head("no/such/key")
+        with pytest.raises(NotFound):
+            await store.get("no/such/key")
+
+    run(go())
+
+
+def test_delete_is_idempotent(store: Store) -> None:
+    async def go() -> None:
+        await store.put("d/x", b"1")
+        await store.delete("d/x")
+        await store.delete("d/x")
+        await store.delete("never/existed")
+        with pytest.raises(NotFound):
+            await store.head("d/x")
+        assert await _all_keys(store) == []
+
+    run(go())
+
+
+@pytest.mark.parametrize("size", [1000, 20 * 1024 * 1024], ids=["single-put", "multipart"])
+def test_wrong_hash_fails_and_leaves_nothing(store: Store, size: int) -> None:
+    async def go() -> None:
+        wrong = hashlib.sha256(b"something else").hexdigest()
+        with pytest.raises(IntegrityError):
+            await store.put("bad", _chunks(size), sha256=wrong)
+        with pytest.raises(NotFound):
+            await store.head("bad")
+        assert await _all_keys(store) == []
+        # An earlier version under the key survives a failed overwrite untouched.
+        await store.put("bad", b"good old content")
+        with pytest.raises(IntegrityError):
+            await store.put("bad", _chunks(size), sha256=wrong)
+        assert await (await store.get("bad")).read_all() == b"good old content"
+        # The right hash is accepted.
+        res = await store.put("good", _chunks(size), sha256=_expected_sha(size))
+        assert res.size == size and res.sha256 == _expected_sha(size)
+
+    run(go())
+
+
+LARGE = 96 * 1024 * 1024
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, hashlib, json, resource, sys
+    from pathlib import Path
+    from daulat.config import load_config
+    from daulat.stores import open_store
+
+    SIZE = int(sys.argv[2])
+
+    async def body():
+        block = hashlib.sha256(b"big").digest() * (1024 * 1024 // 32)
+        sent = 0
+        while sent < SIZE:
+            n = min(len(block), SIZE - sent)
+            yield block[:n]
+            sent += n
+
+    def rss():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    async def main():
+        cfg = load_config(Path(sys.argv[1]))
+        store = open_store(next(iter(cfg.stores.values())))
+        await store.put("tiny", b"warm up the client")
+        await (await store.get("tiny")).read_all()
+        base = rss()
+        put = await store.put("big.bin", body())
+        h = hashlib.sha256()
+        got = 0
+        async for chunk in await store.get("big.bin"):
+            h.update(chunk)
+            got += len(chunk)
+        await store.close()
+        print(json.dumps({"base": base, "peak": rss(), "put_sha": put.sha256,
+                          "get_sha": h.hexdigest(), "size": got}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_large_object_streams_in_bounded_memory(make_store: StoreMaker, tmp_path: Path) -> None:
+    _store, raw = make_store()
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml_store(raw))
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(config), str(LARGE)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["size"] == LARGE
+    assert out["put_sha"] == out["get_sha"] == _expected_sha(LARGE, seed=b"big")
+    growth = out["peak"] - out["base"]
+    assert growth < LARGE // 3, f"peak RSS grew by {growth / 2**20:.0f} MiB for a 96 MiB object"
+
+
+def _toml_store(raw: dict[str, object]) -> str:
+    name = raw["name"]
+    lines = [f"[stores.{name}]"]
+    creds = raw.get("credentials")
+    for k, v in raw.items():
+        if k in ("name", "credentials"):
+            continue
+        lines.append(f"{k} = {json.dumps(v)}")
+    if isinstance(creds, dict):
+        lines.append(f"[stores.{name}.credentials]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in creds.items()]
+    return "\n".join(lines) + "\n"
