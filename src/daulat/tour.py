@@ -1,0 +1,73 @@
+"""``daulat demo``: the whole tour on local stores, narrated, using the same library calls as the
+commands."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from daulat.config import load_config
+from daulat.errors import ConfigError
+from daulat.inventory import scan_store, store_statuses
+from daulat.manifest import Manifest
+from daulat.scaffold import DemoData, is_demo_dir, write_config
+from daulat.stores import open_store
+
+
+def run_tour(directory: Path, console: Console) -> None:
+    """Create demo stores in ``directory`` (replacing an earlier tour there) and walk through
+    what daulat does with them."""
+    if directory.exists():
+        if not is_demo_dir(directory):
+            raise ConfigError(
+                f"{directory} exists and is not a daulat demo; choose another --dir"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+    console.rule("1. daulat init --demo")
+    demo = write_config(directory, demo=True)
+    assert isinstance(demo, DemoData)
+    console.print(f"Wrote {demo.config} describing three local stores:")
+    for name, path in demo.stores.items():
+        console.print(f"  {name:<12} {path}")
+    console.print(
+        f"and filled kpu-primary with {demo.objects:,} sample objects "
+        f"({demo.bytes / 2**20:.1f} MiB): election tally forms, scans, recap tables, archives."
+    )
+    config = load_config(demo.config)
+
+    with Manifest.in_state_dir(config.state_dir) as manifest:
+        console.rule("2. daulat stores")
+        rows = asyncio.run(store_statuses(config, manifest))
+        for r in rows:
+            state = "reachable" if r.reachable else f"UNREACHABLE ({r.problem})"
+            console.print(
+                f"  {r.name:<12} provider={r.provider} country={r.country} "
+                f"jurisdictions={','.join(r.jurisdictions)} {state}"
+            )
+
+        console.rule("3. daulat scan")
+        for name, cfg in config.stores.items():
+            store = open_store(cfg)
+
+            async def scan_one() -> None:
+                try:
+                    s = await scan_store(store, manifest)
+                finally:
+                    await store.close()
+                console.print(
+                    f"  {name:<12} {s.objects:,} objects, {s.bytes / 2**20:.1f} MiB "
+                    f"(+{s.added:,} new since the last scan)"
+                )
+
+            asyncio.run(scan_one())
+        console.print(f"The manifest is {manifest.path} (SQLite; query it with any SQLite tool).")
+
+    console.rule("Done")
+    console.print(
+        f"Try it yourself:  cd {directory} && daulat stores && daulat scan kpu-primary"
+    )
