@@ -17,10 +17,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import AzuriteServer, S3Server, azurite, seaweedfs  # noqa: E402
+from servers import AzuriteServer, S3Server, azurite, seaweedfs
 
-from daulat.config import StoreConfig  # noqa: E402
-from daulat.stores import Store, open_store  # noqa: E402
+from daulat.config import StoreConfig
+from daulat.stores import Store, open_store
 
 T = TypeVar("T")
 STORE_KINDS = ("fs", "s3", "azure")
@@ -67,7 +67,9 @@ def s3_store_config(server: S3Server, name: str, bucket: str, prefix: str = "") 
     }
 
 
-def azure_store_config(server: AzuriteServer, name: str, container: str, prefix: str = "") -> dict[str, Any]:
+def azure_store_config(
+    server: AzuriteServer, name: str, container: str, prefix: str = ""
+) -> dict[str, Any]:
     server.create_container(container)
     url = f"az://{container}/{prefix}" if prefix else f"az://{container}"
     return {

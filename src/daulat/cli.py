@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import asdict
 from pathlib import Path
@@ -96,7 +97,9 @@ def init(
     demo: Annotated[
         bool, typer.Option("--demo", help="Also create local demo stores with sample data.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing daulat.toml.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing daulat.toml.")
+    ] = False,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where to write daulat.toml.", show_default=False)
     ] = Path("."),
@@ -116,7 +119,8 @@ def init(
 
 def _stores_table(rows: list[StoreStatus]) -> Table:
     table = Table(title="Stores")
-    for col in ("store", "provider", "region", "country", "jurisdictions", "reachable", "objects", "size", "last scan"):
+    columns = ("store", "provider", "region", "country", "jurisdictions", "reachable")
+    for col in (*columns, "objects", "size", "last scan"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
@@ -171,12 +175,10 @@ async def _scan_all(cfg: Config, names: list[str], manifest: Manifest) -> list[S
         for name in names:
             store = open_store(cfg.store(name))
             task = progress.add_task(f"scan {name}", total=None, rate=0.0)
-            loop = asyncio.get_running_loop()
-            start = loop.time()
+            start = time.monotonic()
 
             def update(n: int, size: int, task: Any = task, start: float = start) -> None:
-                elapsed = max(loop.time() - start, 1e-6)
-                progress.update(task, completed=n, rate=n / elapsed)
+                progress.update(task, completed=n, rate=n / max(time.monotonic() - start, 1e-6))
 
             try:
                 summaries.append(await scan_store(store, manifest, update))
@@ -187,7 +189,10 @@ async def _scan_all(cfg: Config, names: list[str], manifest: Manifest) -> list[S
 
 @app.command()
 def scan(
-    names: Annotated[list[str] | None, typer.Argument(metavar="[STORE]...", help="Stores to scan (default: all).")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[STORE]...", help="Stores to scan (default: all)."),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -254,4 +259,3 @@ def main() -> None:
     # Skip interpreter shutdown: obstore's runtime threads can abort the process (exit 134) while
     # Python finalises, which would make the exit code lie. Everything is flushed and closed here.
     os._exit(code)
-

@@ -15,7 +15,9 @@ from daulat.stores import Store, open_store
 Progress = Callable[[int, int], None]
 
 
-async def scan_store(store: Store, manifest: Manifest, progress: Progress | None = None) -> ScanSummary:
+async def scan_store(
+    store: Store, manifest: Manifest, progress: Progress | None = None
+) -> ScanSummary:
     """List ``store`` completely into ``manifest``; returns the scan's summary.
 
     Memory stays flat: each listing batch is merged into SQLite before the next is fetched. If
@@ -71,7 +73,9 @@ async def probe(store: Store, timeout: float = 10.0) -> str | None:
     return None
 
 
-async def store_statuses(config: Config, manifest: Manifest, *, check: bool = True) -> list[StoreStatus]:
+async def store_statuses(
+    config: Config, manifest: Manifest, *, check: bool = True
+) -> list[StoreStatus]:
     """Describe every configured store: where, whose law, reachable, last scan."""
 
     async def one(cfg: StoreConfig) -> StoreStatus:

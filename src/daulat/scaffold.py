@@ -114,8 +114,16 @@ def write_config(directory: Path, *, demo: bool = False, force: bool = False) ->
 
 
 _PROVINCES = [
-    "aceh", "sumatera-utara", "dki-jakarta", "jawa-barat", "jawa-tengah", "jawa-timur",
-    "bali", "kalimantan-timur", "sulawesi-selatan", "papua",
+    "aceh",
+    "sumatera-utara",
+    "dki-jakarta",
+    "jawa-barat",
+    "jawa-tengah",
+    "jawa-timur",
+    "bali",
+    "kalimantan-timur",
+    "sulawesi-selatan",
+    "papua",
 ]
 
 
@@ -149,7 +157,9 @@ def make_sample_data(root: Path, *, seed: int = 2024) -> tuple[int, int]:
                 base = f"pemilu-2024/{province}/kab-{regency:02d}/tps-{tps:03d}"
                 write(f"{base}/c1.json", json.dumps(form, indent=2).encode())
                 write(f"{base}/c1-scan.jpg", _noise(rng, rng.randint(8_000, 60_000)))
-                rows.append(f"{tps},{votes[0]},{votes[1]},{votes[2]},{sum(votes)},{form['tidak_sah']}")
+                rows.append(
+                    f"{tps},{votes[0]},{votes[1]},{votes[2]},{sum(votes)},{form['tidak_sah']}"
+                )
             write(f"rekap/{province}/kab-{regency:02d}.csv", ("\n".join(rows) + "\n").encode())
     for i, mib in enumerate((8, 16, 24)):
         write(f"arsip/sirekap-backup-{i + 1}.tar", _noise(rng, mib * 1024 * 1024))

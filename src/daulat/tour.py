@@ -12,9 +12,16 @@ from rich.console import Console
 from daulat.config import load_config
 from daulat.errors import ConfigError
 from daulat.inventory import scan_store, store_statuses
-from daulat.manifest import Manifest
+from daulat.manifest import Manifest, ScanSummary
 from daulat.scaffold import DemoData, is_demo_dir, write_config
-from daulat.stores import open_store
+from daulat.stores import Store, open_store
+
+
+async def _scan(store: Store, manifest: Manifest) -> ScanSummary:
+    try:
+        return await scan_store(store, manifest)
+    finally:
+        await store.close()
 
 
 def run_tour(directory: Path, console: Console) -> None:
@@ -22,9 +29,7 @@ def run_tour(directory: Path, console: Console) -> None:
     what daulat does with them."""
     if directory.exists():
         if not is_demo_dir(directory):
-            raise ConfigError(
-                f"{directory} exists and is not a daulat demo; choose another --dir"
-            )
+            raise ConfigError(f"{directory} exists and is not a daulat demo; choose another --dir")
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
 
@@ -52,22 +57,12 @@ def run_tour(directory: Path, console: Console) -> None:
 
         console.rule("3. daulat scan")
         for name, cfg in config.stores.items():
-            store = open_store(cfg)
-
-            async def scan_one() -> None:
-                try:
-                    s = await scan_store(store, manifest)
-                finally:
-                    await store.close()
-                console.print(
-                    f"  {name:<12} {s.objects:,} objects, {s.bytes / 2**20:.1f} MiB "
-                    f"(+{s.added:,} new since the last scan)"
-                )
-
-            asyncio.run(scan_one())
+            s = asyncio.run(_scan(open_store(cfg), manifest))
+            console.print(
+                f"  {name:<12} {s.objects:,} objects, {s.bytes / 2**20:.1f} MiB "
+                f"(+{s.added:,} new since the last scan)"
+            )
         console.print(f"The manifest is {manifest.path} (SQLite; query it with any SQLite tool).")
 
     console.rule("Done")
-    console.print(
-        f"Try it yourself:  cd {directory} && daulat stores && daulat scan kpu-primary"
-    )
+    console.print(f"Try it yourself:  cd {directory} && daulat stores && daulat scan kpu-primary")

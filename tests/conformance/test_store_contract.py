@@ -125,8 +125,11 @@ def test_listing_paginates_over_5000_keys(store: Store) -> None:
         assert len(batches) > 1, "a listing this large must arrive in more than one batch"
         assert len(keys) == n and len(set(keys)) == n
         assert sorted(keys) == [f"many/{i:05d}.txt" for i in range(n)]
-        assert all(o.size == len(o.key.split("/")[1].split(".")[0].lstrip("0") or "0")
-                   for b in batches for o in b)
+        assert all(
+            o.size == len(o.key.split("/")[1].split(".")[0].lstrip("0") or "0")
+            for b in batches
+            for o in b
+        )
 
     run(go())
 
@@ -171,7 +174,10 @@ def test_odd_keys_round_trip_exactly(store: Store) -> None:
     run(go())
 
 
-@pytest.mark.parametrize("key", ["../escape", "a/../../b", "/absolute", "a//b", "trailing/", "nul\x00byte", ".", "a/./b", ""])
+@pytest.mark.parametrize(
+    "key",
+    ["../escape", "a/../../b", "/absolute", "a//b", "trailing/", "nul\x00byte", ".", "a/./b", ""],
+)
 def test_non_portable_keys_are_refused_and_nothing_written(store: Store, key: str) -> None:
     async def go() -> None:
         with pytest.raises(InvalidKey):
@@ -274,7 +280,9 @@ def test_large_object_streams_in_bounded_memory(make_store: StoreMaker, tmp_path
     config.write_text(_toml_store(raw))
     proc = subprocess.run(
         [sys.executable, "-c", _MEMORY_SCRIPT, str(config), str(LARGE)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -18,7 +18,9 @@ write outside it). Listing reports regular files only and does not follow symlin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import stat
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
@@ -121,9 +123,13 @@ class FsStore:
         try:
             st = await asyncio.to_thread(os.stat, path, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key) from None
+            raise NotFound(
+                f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key
+            ) from None
         if not _is_regular(st):
-            raise NotFound(f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key)
+            raise NotFound(
+                f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key
+            )
         return self._info(key, st)
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> FsReader:
@@ -133,13 +139,21 @@ class FsStore:
         try:
             fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key) from None
+            raise NotFound(
+                f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key
+            ) from None
         except (IsADirectoryError, OSError) as exc:
-            raise NotFound(f"store {self._name!r}: {key!r} is not an object ({exc.strerror})", store=self._name, key=key) from None
+            raise NotFound(
+                f"store {self._name!r}: {key!r} is not an object ({exc.strerror})",
+                store=self._name,
+                key=key,
+            ) from None
         st = os.fstat(fd)
         if not _is_regular(st):
             os.close(fd)
-            raise NotFound(f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key)
+            raise NotFound(
+                f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key
+            )
         metadata = _read_xattrs(fd)
         stop = st.st_size if end is None else min(end, st.st_size)
         return FsReader(self._info(key, st), metadata, fd, min(start, stop), stop)
@@ -287,8 +301,6 @@ def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
 
 
 def _is_regular(st: os.stat_result) -> bool:
-    import stat
-
     return stat.S_ISREG(st.st_mode)
 
 
@@ -319,15 +331,19 @@ def _write_sync(fd: int, view: memoryview) -> None:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass
 
 
 def _os_error(exc: OSError, store: str, key: str, op: str) -> StoreError:
     if isinstance(exc, PermissionError):
-        return AccessDenied(f"store {store!r}: permission denied for {op} {key!r}", store=store, key=key)
+        return AccessDenied(
+            f"store {store!r}: permission denied for {op} {key!r}", store=store, key=key
+        )
     if exc.errno == 36:  # ENAMETOOLONG
-        return InvalidKey(f"store {store!r} cannot hold key {key!r}: name too long", store=store, key=key)
-    return StoreError(f"store {store!r}: {op} {key!r} failed ({exc.strerror})", store=store, key=key)
+        return InvalidKey(
+            f"store {store!r} cannot hold key {key!r}: name too long", store=store, key=key
+        )
+    return StoreError(
+        f"store {store!r}: {op} {key!r} failed ({exc.strerror})", store=store, key=key
+    )

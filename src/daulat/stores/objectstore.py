@@ -163,7 +163,7 @@ class ObstoreStore:
                 self.inner,
                 key,
                 body,
-                attributes=attributes,  # type: ignore[arg-type]
+                attributes=attributes,
                 chunk_size=PART_SIZE,
                 max_concurrency=PARTS_IN_FLIGHT,
             )
@@ -234,21 +234,44 @@ class ObstoreReader:
 
 _ACCESS_CODES = frozenset(
     {
-        "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthorizationFailure",
-        "AuthenticationFailed", "AuthorizationPermissionMismatch", "NoSuchBucket",
-        "ContainerNotFound", "AccountIsDisabled", "InvalidToken", "ExpiredToken",
-        "UserSuspended", "AllAccessDisabled", "AccountProblem", "InsufficientAccountPermissions",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthorizationFailure",
+        "AuthenticationFailed",
+        "AuthorizationPermissionMismatch",
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "AccountIsDisabled",
+        "InvalidToken",
+        "ExpiredToken",
+        "UserSuspended",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InsufficientAccountPermissions",
     }
 )
 _TRANSIENT_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "ServerBusy", "TooManyRequests",
-     "InternalError", "ServiceUnavailable", "OperationTimedOut", "RequestTimeout"}
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ServerBusy",
+        "TooManyRequests",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationTimedOut",
+        "RequestTimeout",
+    }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "BlobNotFound", "ResourceNotFound"})
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _STATUS = re.compile(r"status(?: code)?: (\d{3})")
-_NETWORK = re.compile(r"timed out|timeout error|connection|reset by peer|broken pipe|"
-                      r"error sending request|incomplete message", re.IGNORECASE)
+_NETWORK = re.compile(
+    r"timed out|timeout error|connection|reset by peer|broken pipe|"
+    r"error sending request|incomplete message",
+    re.IGNORECASE,
+)
 
 
 def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> StoreError:
@@ -266,8 +289,10 @@ def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> St
     code = code_m.group(1) if code_m else None
     status = int(status_m.group(1)) if status_m else None
     reason = code or (f"HTTP {status}" if status else type(exc).__name__)
-    if isinstance(exc, FileNotFoundError) or code in _NOT_FOUND_CODES or (
-        status == 404 and code is None
+    if (
+        isinstance(exc, FileNotFoundError)
+        or code in _NOT_FOUND_CODES
+        or (status == 404 and code is None)
     ):
         return NotFound(f"store {store!r}: {key!r} does not exist", store=store, key=key)
     if (

@@ -24,7 +24,11 @@ CLIENT_OPTIONS: dict[str, Any] = {
 # Standard environment variables per provider, beyond the AWS_* ones obstore reads itself.
 _ENV_KEYS = {
     ProviderId.ALIBABA: (
-        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"),
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            "ALIBABA_CLOUD_SECURITY_TOKEN",
+        ),
         ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"),
     ),
 }
@@ -69,13 +73,19 @@ def open_s3(cfg: StoreConfig, env: dict[str, str] | None = None) -> ObstoreStore
             credential_provider=provider_cb,  # type: ignore[arg-type]
         )
     except Exception as exc:  # obstore validates the configuration eagerly
-        raise ConfigError(f"store {cfg.name!r}: cannot configure S3 client ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"store {cfg.name!r}: cannot configure S3 client ({type(exc).__name__})"
+        ) from None
     return ObstoreStore(cfg.name, inner, etag_scheme="s3")
 
 
 def _credentials(cfg: StoreConfig, env: Any) -> dict[str, Any] | None:
     creds = cfg.credentials
-    if creds is not None and creds.access_key_id is not None and creds.secret_access_key is not None:
+    if (
+        creds is not None
+        and creds.access_key_id is not None
+        and creds.secret_access_key is not None
+    ):
         token = creds.session_token.get_secret_value() if creds.session_token else None
         return {
             "access_key_id": creds.access_key_id.get_secret_value(),
