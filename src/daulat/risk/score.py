@@ -226,7 +226,9 @@ def _country_component(
     return Component(name="country", weight=COUNTRY_WEIGHT, value=value, reason=reason)
 
 
-def _sector_component(provider: str, restrictive: list[Event], sector: TargetType | None) -> Component:
+def _sector_component(
+    provider: str, restrictive: list[Event], sector: TargetType | None
+) -> Component:
     if sector is None:
         return Component(
             name="sector", weight=SECTOR_WEIGHT, value=0, reason="sector not given (+0)"
