@@ -21,10 +21,12 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
@@ -36,6 +38,8 @@ from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
 from daulat.scaffold import DemoData, write_config
 from daulat.stores import open_store
+from daulat.transfer import Kind, Options, Summary, run_transfer
+from daulat.transfer import Progress as TransferProgress
 
 T = TypeVar("T")
 
@@ -223,6 +227,178 @@ def demo(
     from daulat.tour import run_tour
 
     run_tour(directory, out)
+
+
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", min=1, max=1024, help="Objects in flight at once.")
+]
+BwlimitOpt = Annotated[
+    str | None,
+    typer.Option("--bwlimit", help="Bandwidth cap in bytes/s; suffixes K, M, G (powers of 1024)."),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")]
+
+
+def _parse_rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    t = text.strip().upper().removesuffix("B").removesuffix("/S")
+    suffix = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(suffix)]) * units[suffix]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a rate like 50M or 1048576") from None
+    if value <= 0:
+        raise typer.BadParameter("the bandwidth limit must be positive")
+    return value
+
+
+def _transfer_command(
+    kind: Kind,
+    src: str,
+    dst: str,
+    config: Path | None,
+    as_json: bool,
+    options: Options,
+) -> None:
+    cfg = _load(config)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[objects]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"{kind.value} {src} → {dst}", total=None, objects="")
+
+        def update(p: TransferProgress) -> None:
+            bar.update(
+                task,
+                total=p.planned_bytes or None,
+                completed=p.done_bytes,
+                objects=f"{p.done_objects:,}/{p.planned_objects:,} objects"
+                + (f", {p.failed} failed" if p.failed else "")
+                + (f", {p.retries} retries" if p.retries else ""),
+            )
+
+        summary = _run(run_transfer(cfg, kind, src, dst, options, update))
+    if as_json:
+        out.print_json(json.dumps(summary.to_json(), default=str))
+    else:
+        _print_summary(summary, kind, src, dst, options)
+    if not summary.ok:
+        raise ExitCode(1)
+
+
+def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
+    head = f"{kind.value} {src} → {dst}"
+    if s.dry_run:
+        out.print(
+            f"{head} (dry run): {s.source_objects:,} objects ({_human_bytes(s.source_bytes)}) at "
+            f"the source; would copy {s.planned_objects:,} ({_human_bytes(s.planned_bytes)}), "
+            f"skip {s.skipped_objects:,} already copied"
+            + (f", delete {s.deleted_objects:,}" if s.deleted_objects else "")
+        )
+        return
+    rate = _human_bytes(int(s.throughput_bps)) + "/s"
+    out.print(
+        f"{head}: {s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source; "
+        f"{s.duration_s:.1f} s, {rate}"
+    )
+    parts = [
+        f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})",
+        f"skipped {s.skipped_objects:,}",
+    ]
+    if s.verified_objects is not None:
+        parts.append(f"verified {s.verified_objects:,}")
+    if kind == Kind.SYNC and options.delete:
+        parts.append(f"deleted {s.deleted_objects:,}")
+    parts += [
+        f"failed {len(s.failed):,}",
+        f"refused {len(s.refused):,}",
+        f"left {s.left_objects:,} ({_human_bytes(s.left_bytes)})",
+    ]
+    if s.retries:
+        parts.append(f"retries {s.retries:,}")
+    out.print("  " + ", ".join(parts))
+    for label, rows in (("failed", s.failed), ("refused", s.refused), ("unverified", s.unverified)):
+        for key, reason in rows[:20]:
+            out.print(f"  {label}: {key!r}: {reason}", highlight=False)
+        if len(rows) > 20:
+            out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
+    if s.manifest_key:
+        out.print(f"  manifest of the copy: {dst.split(':')[0]}:{s.manifest_key}")
+    if s.stopped:
+        err.print(
+            f"[bold red]stopped:[/bold red] {s.stopped}\n"
+            f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
+            "nothing already copied is lost.\n"
+            f"  Once access is back, resume with: daulat {kind.value} {src} {dst}",
+            highlight=False,
+        )
+    elif s.ok:
+        out.print(
+            "  [green]complete[/green]" + (": every object verified" if kind == Kind.EXIT else "")
+        )
+    else:
+        err.print(
+            f"[yellow]incomplete[/yellow]: run the same command again to retry what is left: "
+            f"daulat {kind.value} {src} {dst}",
+            highlight=False,
+        )
+
+
+@app.command()
+def copy(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 64,
+    bwlimit: BwlimitOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Copy objects that are missing or different at DST."""
+    opts = Options(concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run)
+    _transfer_command(Kind.COPY, src, dst, config, as_json, opts)
+
+
+@app.command()
+def sync(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete objects at DST that SRC does not have.")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 64,
+    bwlimit: BwlimitOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
+    opts = Options(
+        concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run, delete=delete
+    )
+    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts)
+
+
+@app.command(name="exit")
+def exit_(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 64,
+    bwlimit: BwlimitOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
+    opts = Options(concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run)
+    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
 
 
 def _fail(message: str, code: int) -> int:

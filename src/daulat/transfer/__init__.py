@@ -1,0 +1,61 @@
+"""Copy, sync, exit and verify between configured stores.
+
+:func:`run_transfer` is what the commands call: it resolves ``STORE[:PREFIX]`` addresses against
+the configuration, opens the stores and the journal, runs the engine and closes everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from daulat.config import Config, placement_of
+from daulat.errors import ConfigError
+from daulat.stores import open_store
+from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
+from daulat.transfer.journal import Journal
+
+__all__ = ["Endpoint", "Kind", "Options", "Progress", "Summary", "open_endpoint", "run_transfer"]
+
+
+def open_endpoint(config: Config, spec: str) -> Endpoint:
+    """``STORE`` or ``STORE:PREFIX`` → an Endpoint (store opened, no I/O yet)."""
+    name, _, prefix = spec.partition(":")
+    if not name:
+        raise ConfigError(f"{spec!r}: expected STORE or STORE:PREFIX")
+    cfg = config.store(name)
+    placement = placement_of(cfg)
+    norm = Endpoint.normalise(prefix)
+    return Endpoint(
+        store=open_store(cfg),
+        prefix=norm,
+        label=f"{name}:{norm}" if norm else name,
+        describe={
+            "provider": cfg.provider.value,
+            "region": cfg.region,
+            "country": placement.country,
+        },
+    )
+
+
+async def run_transfer(
+    config: Config,
+    kind: Kind,
+    src_spec: str,
+    dst_spec: str,
+    options: Options | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Summary:
+    src = open_endpoint(config, src_spec)
+    dst = open_endpoint(config, dst_spec)
+    if src.store.name == dst.store.name and (
+        src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)
+    ):
+        raise ConfigError(
+            f"{src_spec!r} and {dst_spec!r} overlap: a store cannot be copied into itself"
+        )
+    try:
+        with Journal.in_state_dir(config.state_dir) as journal:
+            return await transfer(kind, src, dst, journal, options, on_progress)
+    finally:
+        await src.store.close()
+        await dst.store.close()

@@ -1,0 +1,530 @@
+"""The transfer engine: copy, sync and exit between any two stores.
+
+Shape: list both sides into the journal's temporary tables, plan with one SQL join (pure, no
+I/O), then run the plan with an asyncio pool of workers over the Store interface.
+
+- **Streaming, bounded memory.** Objects up to ``SMALL_OBJECT`` are read whole and sent as one
+  PUT; larger ones stream through a multipart upload. A byte budget caps the bytes held in flight,
+  so peak memory depends neither on object sizes nor on their number.
+- **Hashing.** The plaintext SHA-256 is computed while streaming and recorded in the journal;
+  single-PUT objects also carry it as ``daulat_sha256`` metadata (a streamed object's hash is
+  known only after its upload began, so it lives in the journal and the destination manifest).
+- **Faults.** Transient errors are retried per object with backoff inside a time budget and halve
+  the concurrency (AIMD). A permanent refusal (revoked credentials, disabled account, missing
+  bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
+- **Hostile keys.** A key the destination cannot hold safely is refused for that object only and
+  listed in the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from daulat.errors import AccessDenied, InvalidKey, NotFound, StoreError, Transient
+from daulat.stores.base import Store
+from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem, now
+from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
+
+MiB = 1024 * 1024
+SMALL_OBJECT = 8 * MiB
+# What one streamed object can hold at once: read chunks plus the parts being uploaded
+# (obstore buffers PART_SIZE per part in flight, plus the one being filled).
+STREAM_RESERVATION = 28 * MiB
+DST_MANIFEST_PREFIX = ".daulat/"
+
+
+class Kind(StrEnum):
+    COPY = "copy"
+    SYNC = "sync"
+    EXIT = "exit"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A store and a key prefix within it (empty, or ending in '/')."""
+
+    store: Store
+    prefix: str = ""
+    label: str = ""  # how the user named it, e.g. "kpu:pemilu-2024/"
+    describe: dict[str, str | None] = field(default_factory=dict)  # provider, region, country
+
+    @staticmethod
+    def normalise(prefix: str) -> str:
+        prefix = prefix.strip("/")
+        return f"{prefix}/" if prefix else ""
+
+
+@dataclass
+class Options:
+    concurrency: int = 64
+    max_bytes_in_flight: int = 256 * MiB
+    bwlimit: float | None = None  # bytes per second, whole run
+    dry_run: bool = False
+    delete: bool = False  # sync: remove destination objects the source does not have
+    force: bool = False  # copy even what the journal says is done
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
+class Progress:
+    """Live counters, for a progress display."""
+
+    planned_objects: int = 0
+    planned_bytes: int = 0
+    done_objects: int = 0
+    done_bytes: int = 0
+    failed: int = 0
+    refused: int = 0
+    retries: int = 0
+    concurrency: int = 0
+
+
+@dataclass
+class Summary:
+    kind: str
+    src: str
+    dst: str
+    run_id: int
+    source_objects: int = 0
+    source_bytes: int = 0
+    planned_objects: int = 0
+    planned_bytes: int = 0
+    copied_objects: int = 0
+    copied_bytes: int = 0
+    skipped_objects: int = 0
+    deleted_objects: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    verified_objects: int | None = None
+    unverified: list[tuple[str, str]] = field(default_factory=list)
+    left_objects: int = 0
+    left_bytes: int = 0
+    retries: int = 0
+    throttled: int = 0
+    duration_s: float = 0.0
+    stopped: str | None = None  # why the run stopped early (a permanent refusal)
+    dry_run: bool = False
+    manifest_key: str | None = None
+
+    @property
+    def throughput_bps(self) -> float:
+        return self.copied_bytes / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, was refused or is left, and (for exit) all is verified."""
+        if self.dry_run:
+            return self.stopped is None
+        if self.stopped or self.failed or self.refused or self.left_objects or self.unverified:
+            return False
+        return self.kind != Kind.EXIT or self.verified_objects == self.source_objects
+
+    def to_json(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["throughput_bytes_per_s"] = round(self.throughput_bps, 1)
+        d["ok"] = self.ok
+        d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
+        d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
+        d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
+        return d
+
+
+def pair_id(src: Endpoint, dst: Endpoint) -> str:
+    return f"{src.store.name}:{src.prefix} -> {dst.store.name}:{dst.prefix}"
+
+
+class ByteBudget:
+    """Caps the bytes held by objects in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.limit)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        return n
+
+    async def release(self, n: int) -> None:
+        async with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class RateLimit:
+    """A token bucket over bytes read from the source (``--bwlimit``)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._last = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, n: int) -> None:
+        async with self._lock:
+            while True:
+                t = time.monotonic()
+                self._tokens = min(self.rate, self._tokens + (t - self._last) * self.rate)
+                self._last = t
+                if self._tokens >= n or self._tokens >= self.rate:
+                    self._tokens -= n
+                    return
+                await asyncio.sleep((min(n, self.rate) - self._tokens) / self.rate)
+
+
+async def list_into(
+    journal: Journal,
+    table: str,
+    endpoint: Endpoint,
+    *,
+    exclude: str = "",
+    retry: RetryPolicy | None = None,
+) -> None:
+    """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys."""
+    journal.new_listing(table)
+    store = RetryingStore(endpoint.store, retry)
+    async for batch in store.list(endpoint.prefix):
+        rel = len(endpoint.prefix)
+        keep = [o for o in batch if not (exclude and o.key[rel:].startswith(exclude))]
+        if keep:
+            journal.add_to_listing(table, endpoint.prefix, keep)
+
+
+async def transfer(
+    kind: Kind,
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    options: Options | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Summary:
+    """Run one copy/sync/exit. Never raises for store failures: they end up in the summary."""
+    opts = options or Options()
+    pair = pair_id(src, dst)
+    run_id = journal.begin_run(
+        kind.value, pair, src.label or src.store.name, dst.label or dst.store.name
+    )
+    summary = Summary(kind.value, src.label, dst.label, run_id, dry_run=opts.dry_run)
+    started = time.monotonic()
+    try:
+        await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
+    except AccessDenied as exc:
+        summary.stopped = str(exc)
+    finally:
+        summary.duration_s = time.monotonic() - started
+        status = "complete" if summary.ok else ("refused" if summary.stopped else "incomplete")
+        journal.end_run(run_id, status, json.dumps(summary.to_json(), default=str))
+    return summary
+
+
+async def _run(
+    kind: Kind,
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    opts: Options,
+    pair: str,
+    summary: Summary,
+    on_progress: Callable[[Progress], None] | None,
+) -> None:
+    await list_into(journal, "src", src, retry=opts.retry)
+    summary.source_objects, summary.source_bytes = journal.listing_totals("src")
+    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
+    summary.skipped_objects = summary.source_objects - summary.planned_objects
+    summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
+    if opts.dry_run:
+        if kind == Kind.SYNC and opts.delete:
+            summary.deleted_objects = sum(1 for _ in journal.extraneous(pair))
+        return
+
+    executor = _Executor(src, dst, journal, opts, pair, summary, on_progress)
+    await executor.run()
+    if summary.stopped:
+        return
+    if kind == Kind.SYNC and opts.delete and not summary.failed:
+        await _delete_extraneous(dst, journal, pair, summary, opts)
+    if kind == Kind.EXIT:
+        await verify_listed(src, dst, journal, pair, summary)
+        if summary.verified_objects:
+            summary.manifest_key = await write_destination_manifest(src, dst, journal, pair)
+
+
+class _Executor:
+    def __init__(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        journal: Journal,
+        opts: Options,
+        pair: str,
+        summary: Summary,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
+        self.summary = summary
+        self.on_progress = on_progress
+        self.writer = BatchWriter(journal, pair, summary.run_id)
+        self.limiter = AdaptiveLimiter(opts.concurrency)
+        self.budget = ByteBudget(opts.max_bytes_in_flight)
+        self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
+        self.progress = Progress(summary.planned_objects, summary.planned_bytes)
+        self.stop: AccessDenied | None = None
+        self._last_report = 0.0
+
+    async def run(self) -> None:
+        queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.opts.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.opts.concurrency)]
+        try:
+            for item in self.journal.work():
+                if self.stop is not None:
+                    break
+                await queue.put(item)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._acknowledge(self.writer.flush())
+            self.summary.retries = self.progress.retries
+            self.summary.throttled = self.limiter.throttled
+            self._report(force=True)
+        if self.stop is not None:
+            self.summary.stopped = str(self.stop)
+
+    async def _worker(self, queue: asyncio.Queue[WorkItem | None]) -> None:
+        while True:
+            item = await queue.get()
+            if item is None or self.stop is not None:
+                return
+            await self.limiter.acquire()
+            ok = False
+            try:
+                outcome = await self._copy(item)
+                ok = outcome.state == State.DONE
+            except AccessDenied as exc:
+                # Stop taking new work; what is in flight finishes or fails on its own.
+                self.stop = self.stop or exc
+                return
+            finally:
+                await self.limiter.release(success=ok)
+            self._acknowledge(self.writer.add(outcome))
+            self._report()
+
+    def _acknowledge(self, committed: list[Outcome]) -> None:
+        s = self.summary
+        for o in committed:
+            if o.state == State.DONE:
+                s.copied_objects += 1
+                s.copied_bytes += o.size
+                s.left_objects -= 1
+                s.left_bytes -= o.size
+            elif o.state == State.REFUSED:
+                s.refused.append((o.key, o.error or ""))
+                s.left_objects -= 1
+                s.left_bytes -= o.size
+            else:
+                s.failed.append((o.key, o.error or ""))
+        p = self.progress
+        p.done_objects, p.done_bytes = s.copied_objects, s.copied_bytes
+        p.failed, p.refused = len(s.failed), len(s.refused)
+
+    def _report(self, force: bool = False) -> None:
+        t = time.monotonic()
+        if self.on_progress is not None and (force or t - self._last_report > 0.2):
+            self._last_report = t
+            self.progress.concurrency = self.limiter.limit
+            self.on_progress(self.progress)
+
+    def _on_retry(self, exc: Transient) -> None:
+        self.progress.retries += 1
+        self.limiter.backoff()
+
+    async def _copy(self, item: WorkItem) -> Outcome:
+        reserve = await self.budget.acquire(min(item.size, STREAM_RESERVATION) or 1)
+        try:
+            return await self.opts.retry.call(
+                lambda: self._copy_once(item), on_retry=self._on_retry
+            )
+        except AccessDenied:
+            raise
+        except InvalidKey as exc:
+            return Outcome(item.key, item.size, item.etag, State.REFUSED, error=str(exc))
+        except NotFound:
+            return Outcome(
+                item.key,
+                item.size,
+                item.etag,
+                State.FAILED,
+                error="deleted from the source during the run",
+            )
+        except StoreError as exc:
+            return Outcome(item.key, item.size, item.etag, State.FAILED, error=str(exc))
+        finally:
+            await self.budget.release(reserve)
+
+    async def _copy_once(self, item: WorkItem) -> Outcome:
+        src_key = self.src.prefix + item.key
+        dst_key = self.dst.prefix + item.key
+        reader = await self.src.store.get(src_key)
+        size, etag = reader.info.size, reader.info.etag
+        if size <= SMALL_OBJECT:
+            data = await reader.read_all()
+            if self.rate is not None:
+                await self.rate.take(len(data))
+            digest = hashlib.sha256(data).hexdigest()
+            result = await self.dst.store.put(
+                dst_key, data, sha256=digest, metadata={"sha256": digest}
+            )
+        else:
+            result = await self.dst.store.put(dst_key, self._metered(reader))
+        dst_etag = result.etag
+        if dst_etag is None:
+            dst_etag = (await self.dst.store.head(dst_key)).etag
+        return Outcome(
+            item.key,
+            result.size,
+            etag,
+            State.DONE,
+            sha256=result.sha256,
+            dst_size=result.size,
+            dst_etag=dst_etag,
+        )
+
+    async def _metered(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if self.rate is not None:
+                await self.rate.take(len(chunk))
+            yield chunk
+
+
+async def _delete_extraneous(
+    dst: Endpoint, journal: Journal, pair: str, summary: Summary, opts: Options
+) -> None:
+    doomed = list(journal.extraneous(pair))
+    sem = asyncio.Semaphore(opts.concurrency)
+
+    async def one(key: str) -> None:
+        async with sem:
+            await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
+
+    for start in range(0, len(doomed), 1000):
+        keys = [k for k, _ in doomed[start : start + 1000]]
+        await asyncio.gather(*(one(k) for k in keys))
+        journal.forget(pair, keys)
+        summary.deleted_objects += len(keys)
+
+
+async def verify_listed(
+    src: Endpoint, dst: Endpoint, journal: Journal, pair: str, summary: Summary
+) -> None:
+    """Check every source object against a fresh destination listing and the journal.
+
+    An object is verified when the journal holds its SHA-256 from a completed copy of this
+    source version, and the destination still lists it with the size and ETag the destination
+    reported right after that copy (ETags are compared only within one store, never across).
+    """
+    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
+    db = journal.db
+    summary.unverified = []
+    verified = 0
+    cur = db.execute(
+        """SELECT s.key, s.size, s.etag, j.state, j.size, j.src_etag, j.sha256, j.dst_size,
+                  j.dst_etag, j.error, d.size, d.etag
+           FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
+           LEFT JOIN dst d ON d.key = s.key ORDER BY s.key""",
+        (pair,),
+    )
+    ok_keys: list[str] = []
+    for key, size, etag, state, jsize, jetag, sha, jdsize, jdetag, error, dsize, detag in cur:
+        reason = None
+        if state == State.REFUSED:
+            reason = f"refused: {error}"
+        elif dsize is None:
+            reason = "missing at the destination"
+        elif state != State.DONE or sha is None:
+            reason = f"not copied ({error})" if error else "not copied"
+        elif jsize != size or jetag != etag:
+            reason = "changed at the source since it was copied"
+        elif dsize != jdsize or detag != jdetag:
+            reason = "different at the destination from what was written"
+        if reason is None:
+            verified += 1
+            ok_keys.append(key)
+        else:
+            summary.unverified.append((key, reason))
+    t = now()
+    for start in range(0, len(ok_keys), 1000):
+        db.execute("BEGIN")
+        db.executemany(
+            "UPDATE journal SET verified = ? WHERE pair = ? AND key = ?",
+            [(t, pair, k) for k in ok_keys[start : start + 1000]],
+        )
+        db.execute("COMMIT")
+    db.execute(
+        "INSERT INTO verifications (pair, run_id, time, full, objects, verified, problems) "
+        "VALUES (?, ?, ?, 0, ?, ?, ?)",
+        (pair, summary.run_id, t, summary.source_objects, verified, len(summary.unverified)),
+    )
+    summary.verified_objects = verified
+    # Refused objects are reported once, as refused, not again as unverified.
+    refused = {k for k, _ in summary.refused}
+    summary.unverified = [(k, r) for k, r in summary.unverified if k not in refused]
+
+
+async def write_destination_manifest(
+    src: Endpoint, dst: Endpoint, journal: Journal, pair: str
+) -> str:
+    """Write a JSON Lines manifest of verified objects beside the data at the destination.
+
+    One line per object: key, size, SHA-256 of the content, source store/provider/region/country,
+    copy time. It lets anyone check the copy later with ordinary tools (``sha256sum``), without
+    daulat.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    key = f"{dst.prefix}{DST_MANIFEST_PREFIX}manifest-{stamp}.jsonl"
+    source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
+    rows = journal.db.execute(
+        "SELECT key, size, sha256, updated FROM journal "
+        "WHERE pair = ? AND state = 'done' AND verified IS NOT NULL ORDER BY key",
+        (pair,),
+    )
+
+    async def lines() -> AsyncIterator[bytes]:
+        buf: list[bytes] = []
+        n = 0
+        for rel, size, sha, updated in rows:
+            line = (
+                json.dumps(
+                    {
+                        "key": dst.prefix + rel,
+                        "size": size,
+                        "sha256": sha,
+                        "source": source,
+                        "copied": updated,
+                    },
+                    ensure_ascii=False,
+                ).encode()
+                + b"\n"
+            )
+            buf.append(line)
+            n += len(line)
+            if n >= MiB:
+                yield b"".join(buf)
+                buf, n = [], 0
+        if buf:
+            yield b"".join(buf)
+
+    await dst.store.put(key, lines())
+    return key

@@ -1,0 +1,315 @@
+"""The transfer journal: what has been copied where, in SQLite under ``.daulat/``.
+
+Every object of a source → destination pair has one row with its state. A row is marked ``done``
+only after the destination confirmed the upload and its SHA-256 was recorded, and rows are
+committed in batches (WAL), so after a crash at any moment a re-run skips exactly the objects
+whose completion was committed and redoes the rest.
+
+Listings of both sides are streamed into temporary tables so that planning and verification are
+SQL joins: memory stays flat whatever the number of objects.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from daulat.errors import ManifestError
+from daulat.stores.base import ObjectInfo
+
+JOURNAL_NAME = "transfers.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,            -- copy | sync | exit | verify
+    pair TEXT NOT NULL,
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,          -- running | complete | incomplete | refused | failed
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS journal (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,             -- relative to the source prefix; same at the destination
+    size INTEGER NOT NULL,         -- source size
+    src_etag TEXT,
+    state TEXT NOT NULL,           -- done | failed | refused
+    sha256 TEXT,                   -- of the plaintext, computed while streaming
+    dst_size INTEGER,
+    dst_etag TEXT,
+    error TEXT,
+    run_id INTEGER NOT NULL,
+    updated TEXT NOT NULL,
+    verified TEXT,                 -- time of the last successful verification
+    PRIMARY KEY (pair, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS verifications (
+    pair TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    full INTEGER NOT NULL,
+    objects INTEGER NOT NULL,
+    verified INTEGER NOT NULL,
+    problems INTEGER NOT NULL
+);
+"""
+
+
+class State(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One object to copy: its key relative to the source prefix, and what the source said."""
+
+    key: str
+    size: int
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one object, as written to the journal."""
+
+    key: str
+    size: int
+    src_etag: str | None
+    state: State
+    sha256: str | None = None
+    dst_size: int | None = None
+    dst_etag: str | None = None
+    error: str | None = None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Journal:
+    """The journal database. One connection, used from the event loop's thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=60)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a batch acknowledged as committed survives a power cut, not just a kill.
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA temp_store=FILE")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ManifestError(f"cannot open transfer journal {path}: {exc}") from None
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / JOURNAL_NAME)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def begin_run(self, kind: str, pair: str, src: str, dst: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (kind, pair, src, dst, started, status) VALUES (?, ?, ?, ?, ?, 'running')",
+            (kind, pair, src, dst, now()),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def end_run(self, run_id: int, status: str, summary_json: str) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?",
+            (now(), status, summary_json, run_id),
+        )
+
+    # --- listings -----------------------------------------------------------------------------
+
+    def new_listing(self, name: str) -> None:
+        """(Re)create temporary table ``name`` for a listing."""
+        self.db.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        self.db.execute(
+            f"CREATE TEMP TABLE {name} (key TEXT PRIMARY KEY, size INTEGER, etag TEXT) WITHOUT ROWID"
+        )
+
+    def add_to_listing(self, name: str, strip: str, batch: Sequence[ObjectInfo]) -> None:
+        """Insert a listing batch, keys made relative by removing the prefix ``strip``."""
+        n = len(strip)
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?)",
+            [(o.key[n:], o.size, o.etag) for o in batch],
+        )
+        self.db.execute("COMMIT")
+
+    def listing_totals(self, name: str) -> tuple[int, int]:
+        n, b = self.db.execute(f"SELECT count(*), coalesce(sum(size), 0) FROM {name}").fetchone()
+        return int(n), int(b)
+
+    # --- planning -----------------------------------------------------------------------------
+
+    def plan(self, pair: str, *, force: bool = False) -> tuple[int, int]:
+        """Fill temp table ``work`` with source objects not already safely at the destination.
+
+        An object is skipped only when the journal says it was done from the same source version
+        (size and ETag) and the destination still lists it with the size and ETag recorded when
+        it was written. Returns (objects, bytes) of the work.
+        """
+        self.db.execute("DROP TABLE IF EXISTS temp.work")
+        self.db.execute(
+            "CREATE TEMP TABLE work (id INTEGER PRIMARY KEY, key TEXT, size INTEGER, etag TEXT)"
+        )
+        skip = (
+            "0"
+            if force
+            else """j.state = 'done' AND j.size = s.size AND j.src_etag IS s.etag
+                    AND d.key IS NOT NULL AND d.size = j.dst_size AND d.etag IS j.dst_etag"""
+        )
+        self.db.execute(
+            f"""INSERT INTO work (key, size, etag)
+                SELECT s.key, s.size, s.etag FROM src s
+                LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
+                LEFT JOIN dst d ON d.key = s.key
+                WHERE NOT ({skip})
+                ORDER BY s.size DESC, s.key""",
+            (pair,),
+        )
+        n, b = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM work").fetchone()
+        return int(n), int(b)
+
+    def work(self, page: int = 1000) -> Iterator[WorkItem]:
+        """Planned items, largest first (big objects start early and do not trail at the end)."""
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT id, key, size, etag FROM work WHERE id > ? ORDER BY id LIMIT ?",
+                (last, page),
+            ).fetchall()
+            if not rows:
+                return
+            for row_id, key, size, etag in rows:
+                last = row_id
+                yield WorkItem(key, size, etag)
+
+    def extraneous(self, pair: str) -> Iterator[tuple[str, int]]:
+        """Destination objects that the source does not have (for ``sync --delete``)."""
+        rows = self.db.execute(
+            "SELECT d.key, d.size FROM dst d LEFT JOIN src s ON s.key = d.key WHERE s.key IS NULL "
+            "ORDER BY d.key"
+        ).fetchall()
+        yield from rows
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def record(self, pair: str, run_id: int, outcomes: Sequence[Outcome]) -> None:
+        """Commit a batch of outcomes in one transaction."""
+        t = now()
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany(
+                """INSERT INTO journal (pair, key, size, src_etag, state, sha256, dst_size,
+                                        dst_etag, error, run_id, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (pair, key) DO UPDATE SET
+                     size = excluded.size, src_etag = excluded.src_etag, state = excluded.state,
+                     sha256 = coalesce(excluded.sha256, journal.sha256),
+                     dst_size = coalesce(excluded.dst_size, journal.dst_size),
+                     dst_etag = coalesce(excluded.dst_etag, journal.dst_etag),
+                     error = excluded.error, run_id = excluded.run_id, updated = excluded.updated,
+                     verified = CASE WHEN excluded.state = 'done' THEN NULL ELSE journal.verified END""",
+                [
+                    (
+                        pair,
+                        o.key,
+                        o.size,
+                        o.src_etag,
+                        o.state.value,
+                        o.sha256,
+                        o.dst_size,
+                        o.dst_etag,
+                        o.error,
+                        run_id,
+                        t,
+                    )
+                    for o in outcomes
+                ],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def forget(self, pair: str, keys: Sequence[str]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "DELETE FROM journal WHERE pair = ? AND key = ?", [(pair, k) for k in keys]
+        )
+        self.db.execute("COMMIT")
+
+    def done_rows(self, pair: str) -> Iterator[tuple[str, int, str | None, int | None, str | None]]:
+        """(key, size, sha256, dst_size, dst_etag) of every done object, in key order."""
+        yield from self.db.execute(
+            "SELECT key, size, sha256, dst_size, dst_etag FROM journal "
+            "WHERE pair = ? AND state = 'done' ORDER BY key",
+            (pair,),
+        )
+
+    def runs_done_in(self, pair: str, run_id: int) -> int:
+        (n,) = self.db.execute(
+            "SELECT count(*) FROM journal WHERE pair = ? AND run_id = ? AND state = 'done'",
+            (pair, run_id),
+        ).fetchone()
+        return int(n)
+
+
+class BatchWriter:
+    """Collects outcomes and commits them every ``every`` items or ``seconds``.
+
+    A commit per object costs ~245 µs on this class of machine and caps a loop near 4,000
+    objects/s; batching brings it to ~13 µs per object. Outcomes are acknowledged (counted as
+    done) only once their batch has committed.
+    """
+
+    def __init__(
+        self, journal: Journal, pair: str, run_id: int, every: int = 200, seconds: float = 1.0
+    ) -> None:
+        self._journal = journal
+        self._pair = pair
+        self._run_id = run_id
+        self._every = every
+        self._seconds = seconds
+        self._pending: list[Outcome] = []
+        self._last = time.monotonic()
+
+    def add(self, outcome: Outcome) -> list[Outcome]:
+        """Queue an outcome; returns the outcomes committed by this call (maybe none)."""
+        self._pending.append(outcome)
+        if len(self._pending) >= self._every or time.monotonic() - self._last >= self._seconds:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[Outcome]:
+        if not self._pending:
+            return []
+        batch, self._pending = self._pending, []
+        self._journal.record(self._pair, self._run_id, batch)
+        self._last = time.monotonic()
+        return batch
