@@ -88,6 +88,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Final, TypeAlias
 
+from daulat.errors import DaulatError
+
 __all__ = [
     "GENESIS_PREV",
     "AuditEntry",
@@ -112,7 +114,7 @@ _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK: Final = 64 * 1024
 
 
-class AuditLogError(Exception):
+class AuditLogError(DaulatError):
     """The log cannot be read or appended to safely; :meth:`AuditLog.verify` says why."""
 
 

@@ -65,6 +65,8 @@ from typing import Final, final
 
 import pyrage  # type: ignore[import-untyped]
 
+from daulat.errors import DaulatError
+
 __all__ = [
     "AGE_CHUNK_SIZE",
     "DEFAULT_CHUNK_SIZE",
@@ -120,7 +122,7 @@ _PyrageRecipientError = pyrage.RecipientError
 # --------------------------------------------------------------------------------------- errors
 
 
-class CryptoError(Exception):
+class CryptoError(DaulatError):
     """Base class of the errors this module raises on purpose. Messages never hold secrets."""
 
 
