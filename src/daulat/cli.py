@@ -38,7 +38,7 @@ from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
 from daulat.scaffold import DemoData, write_config
 from daulat.stores import open_store
-from daulat.transfer import Kind, Options, Summary, run_transfer
+from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer import Progress as TransferProgress
 
 T = TypeVar("T")
@@ -399,6 +399,40 @@ def exit_(
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
     opts = Options(concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run)
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
+
+
+@app.command()
+def verify(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Re-read and hash both sides instead of trusting records."),
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 16,
+) -> None:
+    """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing."""
+    cfg = _load(config)
+    report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency))
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        mode = "full (re-read and hashed)" if full else "recorded hashes and destination listing"
+        out.print(
+            f"verify {src} → {dst} ({mode}): {report.objects:,} objects, "
+            f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
+            f"problems {len(report.problems):,}"
+        )
+        for key, reason in report.problems[:20]:
+            out.print(f"  {key!r}: {reason}", highlight=False)
+        if len(report.problems) > 20:
+            out.print(f"  ... and {len(report.problems) - 20:,} more (see --json)")
+        if report.stopped:
+            err.print(f"[bold red]stopped:[/bold red] {report.stopped}", highlight=False)
+    if not report.ok:
+        raise ExitCode(1)
 
 
 def _fail(message: str, code: int) -> int:

@@ -10,11 +10,12 @@ from pathlib import Path
 from rich.console import Console
 
 from daulat.config import load_config
-from daulat.errors import ConfigError
+from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
 from daulat.scaffold import DemoData, is_demo_dir, write_config
 from daulat.stores import Store, open_store
+from daulat.transfer import Kind, run_transfer, run_verify
 
 
 async def _scan(store: Store, manifest: Manifest) -> ScanSummary:
@@ -64,5 +65,31 @@ def run_tour(directory: Path, console: Console) -> None:
             )
         console.print(f"The manifest is {manifest.path} (SQLite; query it with any SQLite tool).")
 
+    console.rule("4. daulat exit kpu-primary vault")
+    console.print(
+        "Evacuate kpu-primary into vault: streamed, hashed (SHA-256) while copying, journaled "
+        "so a crash resumes where it stopped, and verified object by object."
+    )
+    summary = asyncio.run(run_transfer(config, Kind.EXIT, "kpu-primary", "vault"))
+    console.print(
+        f"  copied {summary.copied_objects:,} objects ({summary.copied_bytes / 2**20:.1f} MiB) "
+        f"in {summary.duration_s:.1f} s; verified {summary.verified_objects or 0:,} of "
+        f"{summary.source_objects:,}; exit {'complete' if summary.ok else 'INCOMPLETE'}"
+    )
+    if summary.manifest_key:
+        console.print(
+            f"  vault now holds a manifest of the copy at {summary.manifest_key}: key, size and "
+            "SHA-256 of every object, checkable with sha256sum and no daulat at all."
+        )
+
+    console.rule("5. daulat verify kpu-primary vault --full")
+    report = asyncio.run(run_verify(config, "kpu-primary", "vault", full=True))
+    console.print(
+        f"  re-read and hashed both sides: {report.verified:,} of {report.objects:,} objects "
+        f"identical, {len(report.problems)} problems"
+    )
+    if not (summary.ok and report.ok):
+        raise DaulatError("the demo exit did not verify; see the messages above")
+
     console.rule("Done")
-    console.print(f"Try it yourself:  cd {directory} && daulat stores && daulat scan kpu-primary")
+    console.print(f"Try it yourself:  cd {directory} && daulat stores && daulat verify kpu-primary vault")

@@ -7,6 +7,7 @@ the configuration, opens the stores and the journal, runs the engine and closes 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from daulat.config import Config, placement_of
 from daulat.errors import ConfigError
@@ -14,7 +15,19 @@ from daulat.stores import open_store
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
 
-__all__ = ["Endpoint", "Kind", "Options", "Progress", "Summary", "open_endpoint", "run_transfer"]
+if TYPE_CHECKING:
+    from daulat.verify import VerifyReport
+
+__all__ = [
+    "Endpoint",
+    "Kind",
+    "Options",
+    "Progress",
+    "Summary",
+    "open_endpoint",
+    "run_transfer",
+    "run_verify",
+]
 
 
 def open_endpoint(config: Config, spec: str) -> Endpoint:
@@ -56,6 +69,21 @@ async def run_transfer(
     try:
         with Journal.in_state_dir(config.state_dir) as journal:
             return await transfer(kind, src, dst, journal, options, on_progress)
+    finally:
+        await src.store.close()
+        await dst.store.close()
+
+
+async def run_verify(
+    config: Config, src_spec: str, dst_spec: str, *, full: bool = False, concurrency: int = 16
+) -> VerifyReport:
+    from daulat.verify import verify
+
+    src = open_endpoint(config, src_spec)
+    dst = open_endpoint(config, dst_spec)
+    try:
+        with Journal.in_state_dir(config.state_dir) as journal:
+            return await verify(src, dst, journal, full=full, concurrency=concurrency)
     finally:
         await src.store.close()
         await dst.store.close()

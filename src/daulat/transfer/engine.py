@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from daulat.errors import AccessDenied, InvalidKey, NotFound, StoreError, Transient
 from daulat.stores.base import Store
-from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem, now
+from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
 MiB = 1024 * 1024
@@ -429,58 +429,15 @@ async def _delete_extraneous(
 async def verify_listed(
     src: Endpoint, dst: Endpoint, journal: Journal, pair: str, summary: Summary
 ) -> None:
-    """Check every source object against a fresh destination listing and the journal.
+    """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`)."""
+    from daulat.verify import check_listed
 
-    An object is verified when the journal holds its SHA-256 from a completed copy of this
-    source version, and the destination still lists it with the size and ETag the destination
-    reported right after that copy (ETags are compared only within one store, never across).
-    """
     await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
-    db = journal.db
-    summary.unverified = []
-    verified = 0
-    cur = db.execute(
-        """SELECT s.key, s.size, s.etag, j.state, j.size, j.src_etag, j.sha256, j.dst_size,
-                  j.dst_etag, j.error, d.size, d.etag
-           FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
-           LEFT JOIN dst d ON d.key = s.key ORDER BY s.key""",
-        (pair,),
-    )
-    ok_keys: list[str] = []
-    for key, size, etag, state, jsize, jetag, sha, jdsize, jdetag, error, dsize, detag in cur:
-        reason = None
-        if state == State.REFUSED:
-            reason = f"refused: {error}"
-        elif dsize is None:
-            reason = "missing at the destination"
-        elif state != State.DONE or sha is None:
-            reason = f"not copied ({error})" if error else "not copied"
-        elif jsize != size or jetag != etag:
-            reason = "changed at the source since it was copied"
-        elif dsize != jdsize or detag != jdetag:
-            reason = "different at the destination from what was written"
-        if reason is None:
-            verified += 1
-            ok_keys.append(key)
-        else:
-            summary.unverified.append((key, reason))
-    t = now()
-    for start in range(0, len(ok_keys), 1000):
-        db.execute("BEGIN")
-        db.executemany(
-            "UPDATE journal SET verified = ? WHERE pair = ? AND key = ?",
-            [(t, pair, k) for k in ok_keys[start : start + 1000]],
-        )
-        db.execute("COMMIT")
-    db.execute(
-        "INSERT INTO verifications (pair, run_id, time, full, objects, verified, problems) "
-        "VALUES (?, ?, ?, 0, ?, ?, ?)",
-        (pair, summary.run_id, t, summary.source_objects, verified, len(summary.unverified)),
-    )
-    summary.verified_objects = verified
+    report = check_listed(journal, pair, run_id=summary.run_id)
+    summary.verified_objects = report.verified
     # Refused objects are reported once, as refused, not again as unverified.
     refused = {k for k, _ in summary.refused}
-    summary.unverified = [(k, r) for k, r in summary.unverified if k not in refused]
+    summary.unverified = [(k, r) for k, r in report.problems if k not in refused]
 
 
 async def write_destination_manifest(
