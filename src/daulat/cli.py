@@ -16,9 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -33,6 +33,14 @@ from rich.table import Table
 
 from daulat import __version__
 from daulat.config import Config, find_config, load_config
+from daulat.crypto import (
+    KeyFileError,
+    RecipientError,
+    load_identities,
+    new_identity,
+    parse_recipients,
+    recipient_of,
+)
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
@@ -87,13 +95,22 @@ def _human_bytes(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-@app.callback()
-def _main(
-    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         out.print(f"daulat {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Know where your data lives and under whose law; leave any provider with proof."""
 
 
 @app.command()
@@ -133,7 +150,7 @@ def _stores_table(rows: list[StoreStatus]) -> Table:
             r.region or "-",
             r.country,
             ", ".join(r.jurisdictions),
-            "yes" if r.reachable else f"[red]no[/red]: {r.problem}",
+            "yes" if r.reachable else f"[red]unreachable[/red]: {escape(r.problem or '')}",
             f"{r.objects:,}" if r.objects is not None else "not scanned",
             _human_bytes(r.bytes),
             r.last_scan or "-",
@@ -237,6 +254,18 @@ BwlimitOpt = Annotated[
     typer.Option("--bwlimit", help="Bandwidth cap in bytes/s; suffixes K, M, G (powers of 1024)."),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")]
+EncryptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encrypt-to",
+        metavar="AGE_RECIPIENT",
+        help="Encrypt with age to this public key (repeatable); overrides the store's encrypt_to.",
+    ),
+]
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option("--identity", "-i", metavar="FILE", help="age identity file (secret key)."),
+]
 
 
 def _parse_rate(text: str | None) -> float | None:
@@ -331,18 +360,28 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
     if s.manifest_key:
         out.print(f"  manifest of the copy: {dst.split(':')[0]}:{s.manifest_key}")
-    if s.stopped:
+    if s.stopped and "cannot decrypt" in s.stopped:
         err.print(
-            f"[bold red]stopped:[/bold red] {s.stopped}\n"
+            f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"
+            "  Nothing was written with the wrong key. Run again with the identity file whose "
+            f"recipient the data was encrypted to: daulat {kind.value} {src} {dst} --identity FILE",
+            highlight=False,
+        )
+    elif s.stopped:
+        err.print(
+            f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"
             f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
             "nothing already copied is lost.\n"
             f"  Once access is back, resume with: daulat {kind.value} {src} {dst}",
             highlight=False,
         )
     elif s.ok:
-        out.print(
-            "  [green]complete[/green]" + (": every object verified" if kind == Kind.EXIT else "")
-        )
+        detail = {
+            Kind.EXIT: ": every object verified",
+            Kind.RESTORE: ": every object decrypted and verified"
+            + (" against the source manifest" if s.checked_against_manifest else " by age"),
+        }.get(kind, "")
+        out.print("  [green]complete[/green]" + detail)
     else:
         err.print(
             f"[yellow]incomplete[/yellow]: run the same command again to retry what is left: "
@@ -360,9 +399,15 @@ def copy(
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
+    encrypt_to: EncryptOpt = None,
 ) -> None:
     """Copy objects that are missing or different at DST."""
-    opts = Options(concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run)
+    opts = Options(
+        concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
+        dry_run=dry_run,
+        encrypt_to=parse_recipients(encrypt_to or []),
+    )
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts)
 
 
@@ -378,10 +423,15 @@ def sync(
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
+    encrypt_to: EncryptOpt = None,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
     opts = Options(
-        concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run, delete=delete
+        concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
+        dry_run=dry_run,
+        delete=delete,
+        encrypt_to=parse_recipients(encrypt_to or []),
     )
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts)
 
@@ -395,10 +445,59 @@ def exit_(
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
+    encrypt_to: EncryptOpt = None,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
-    opts = Options(concurrency=concurrency, bwlimit=_parse_rate(bwlimit), dry_run=dry_run)
+    opts = Options(
+        concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
+        dry_run=dry_run,
+        encrypt_to=parse_recipients(encrypt_to or []),
+    )
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
+
+
+@app.command()
+def restore(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
+    identity: IdentityOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    concurrency: ConcurrencyOpt = 64,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Decrypt an encrypted replica back into plain objects, checked against its manifest."""
+    if identity is None:
+        raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
+    opts = Options(concurrency=concurrency, dry_run=dry_run, decrypt_with=load_identities(identity))
+    _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts)
+
+
+keys_app = typer.Typer(help="age identities (secret keys) and recipients (public keys).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the identity (created 0600).")
+    ] = Path("daulat-identity.txt"),
+) -> None:
+    """Create an age identity file (mode 0600) and print its recipient (public key)."""
+    recipient = new_identity(out_file)
+    err.print(
+        f"wrote {out_file} (mode 0600). Keep it safe and offline: without it the encrypted copies "
+        "cannot be read by anyone, including you.",
+        highlight=False,
+    )
+    out.print(recipient, highlight=False)
+
+
+@keys_app.command("show")
+def keys_show(file: Annotated[Path, typer.Argument(help="An age identity file.")]) -> None:
+    """Print the recipient (public key) of an identity file."""
+    out.print(recipient_of(file), highlight=False)
 
 
 @app.command()
@@ -412,10 +511,12 @@ def verify(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 16,
+    identity: IdentityOpt = None,
 ) -> None:
     """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing."""
     cfg = _load(config)
-    report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency))
+    ids = load_identities(identity) if identity is not None else []
+    report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency, identities=ids))
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -430,13 +531,13 @@ def verify(
         if len(report.problems) > 20:
             out.print(f"  ... and {len(report.problems) - 20:,} more (see --json)")
         if report.stopped:
-            err.print(f"[bold red]stopped:[/bold red] {report.stopped}", highlight=False)
+            err.print(f"[bold red]stopped:[/bold red] {escape(report.stopped)}", highlight=False)
     if not report.ok:
         raise ExitCode(1)
 
 
 def _fail(message: str, code: int) -> int:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     return code
 
 
@@ -446,14 +547,19 @@ def run(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="daulat", standalone_mode=False)
     except ExitCode as exc:
         return exc.code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         return _fail("aborted", 130)
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
+    except typer.TyperException as exc:
+        # Usage errors (bad option, missing argument): typer prints them like click does.
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            _fail(str(exc), 2)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, RecipientError, KeyFileError) as exc:
         return _fail(str(exc), 2)
     except DaulatError as exc:
         return _fail(str(exc), 1)

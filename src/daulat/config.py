@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from daulat.crypto import RecipientError, parse_recipient
 from daulat.errors import ConfigError
 from daulat.providers import Provider, ProviderId, UnknownRegion, load_catalogue
 
@@ -279,6 +280,11 @@ def _check_store(store: StoreConfig) -> list[str]:
             f"field 'country': required for provider {store.provider.value!r} (where is the "
             "server?)"
         )
+    for value in store.encrypt_to:
+        try:
+            parse_recipient(value)
+        except RecipientError as exc:
+            problems.append(f"field 'encrypt_to': {exc}")
     if store.endpoint is not None and not re.match(r"^https?://", store.endpoint):
         problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
     creds = store.credentials

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError
 from daulat.manifest import Manifest, ScanSummary
-from daulat.stores import Store, open_store
+from daulat.stores import ObjectInfo, Store, open_store
+
+SCAN_TRANSACTION = 5000
 
 # Called after each batch with (objects so far, bytes so far).
 Progress = Callable[[int, int], None]
@@ -25,13 +27,25 @@ async def scan_store(
     """
     scan_id = manifest.begin_scan(store.name)
     objects = size = 0
+    pending: list[ObjectInfo] = []
+
+    def flush() -> None:
+        nonlocal objects, size
+        manifest.record_batch(scan_id, store.name, pending)
+        objects += len(pending)
+        size += sum(o.size for o in pending)
+        pending.clear()
+        if progress is not None:
+            progress(objects, size)
+
     try:
         async for batch in store.list():
-            manifest.record_batch(scan_id, store.name, batch)
-            objects += len(batch)
-            size += sum(o.size for o in batch)
-            if progress is not None:
-                progress(objects, size)
+            pending.extend(batch)
+            # Fewer, larger transactions: a commit costs more than the rows it carries.
+            if len(pending) >= SCAN_TRANSACTION:
+                flush()
+        if pending:
+            flush()
     except DaulatError as exc:
         manifest.fail_scan(scan_id, str(exc))
         raise

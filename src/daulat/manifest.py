@@ -122,7 +122,7 @@ class Manifest:
                 o.modified.isoformat(),
                 o.etag,
                 o.etag_scheme,
-                json.dumps(dict(o.checksums), sort_keys=True),
+                json.dumps(dict(o.checksums), sort_keys=True) if o.checksums else "{}",
             )
             for o in batch
         ]

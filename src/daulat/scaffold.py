@@ -169,7 +169,3 @@ def make_sample_data(root: Path, *, seed: int = 2024) -> tuple[int, int]:
 def _noise(rng: random.Random, n: int) -> bytes:
     # Incompressible but cheap: expand a random seed with SHAKE rather than n calls to rng.
     return hashlib.shake_256(rng.randbytes(32)).digest(n)
-
-
-def is_demo_dir(directory: Path) -> bool:
-    return (directory / CONFIG_NAME).is_file() and (directory / DEMO_DIR).is_dir()

@@ -13,9 +13,11 @@ from daulat.config import load_config
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
-from daulat.scaffold import DemoData, is_demo_dir, write_config
+from daulat.scaffold import DemoData, write_config
 from daulat.stores import Store, open_store
 from daulat.transfer import Kind, run_transfer, run_verify
+
+TOUR_MARKER = ".daulat-demo-tour"
 
 
 async def _scan(store: Store, manifest: Manifest) -> ScanSummary:
@@ -28,11 +30,16 @@ async def _scan(store: Store, manifest: Manifest) -> ScanSummary:
 def run_tour(directory: Path, console: Console) -> None:
     """Create demo stores in ``directory`` (replacing an earlier tour there) and walk through
     what daulat does with them."""
-    if directory.exists():
-        if not is_demo_dir(directory):
-            raise ConfigError(f"{directory} exists and is not a daulat demo; choose another --dir")
+    marker = directory / TOUR_MARKER
+    if directory.exists() and any(directory.iterdir()):
+        if not marker.is_file():
+            raise ConfigError(
+                f"{directory} exists and was not made by `daulat demo`; choose another --dir"
+            )
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Only a directory carrying this marker is ever deleted by a later tour.
+    marker.write_text("made by `daulat demo`; the next tour in this directory replaces it\n")
 
     console.rule("1. daulat init --demo")
     demo = write_config(directory, demo=True)
@@ -92,4 +99,6 @@ def run_tour(directory: Path, console: Console) -> None:
         raise DaulatError("the demo exit did not verify; see the messages above")
 
     console.rule("Done")
-    console.print(f"Try it yourself:  cd {directory} && daulat stores && daulat verify kpu-primary vault")
+    console.print(
+        f"Try it yourself:  cd {directory} && daulat stores && daulat verify kpu-primary vault"
+    )

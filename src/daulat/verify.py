@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 
-from daulat.errors import AccessDenied, NotFound, StoreError
-from daulat.transfer.engine import DST_MANIFEST_PREFIX, Endpoint, list_into, pair_id
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
+from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
+from daulat.transfer.engine import (
+    DST_MANIFEST_PREFIX,
+    Endpoint,
+    WrongIdentity,
+    list_into,
+    pair_id,
+)
 from daulat.transfer.journal import Journal, State, now
 
 
@@ -115,10 +122,25 @@ async def _sha256(chunks: AsyncIterable[bytes]) -> tuple[str, int]:
 
 
 async def verify(
-    src: Endpoint, dst: Endpoint, journal: Journal, *, full: bool = False, concurrency: int = 16
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    *,
+    full: bool = False,
+    concurrency: int = 16,
+    identities: Sequence[Identity] = (),
 ) -> VerifyReport:
-    """Verify ``dst`` against ``src``. Never raises for store failures; see the report."""
-    pair = pair_id(src, dst)
+    """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
+
+    An encrypted destination is checked by its recorded plaintext hashes; ``--full`` decrypts it
+    with ``identities`` and hashes the plaintext.
+    """
+    pair = journal.find_pair(pair_id(src, dst))
+    encrypted = "[age:" in pair
+    if full and encrypted and not identities:
+        raise ConfigError(
+            f"{dst.label} holds age-encrypted copies: verify --full needs --identity FILE"
+        )
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
     try:
@@ -129,8 +151,17 @@ async def verify(
             listed.src, listed.dst = src.label, dst.label
             report = listed
         else:
-            await _verify_full(src, dst, journal, pair, run_id, report, concurrency)
-    except AccessDenied as exc:
+            await _verify_full(
+                src,
+                dst,
+                journal,
+                pair,
+                run_id,
+                report,
+                concurrency,
+                identities if encrypted else (),
+            )
+    except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
     journal.end_run(run_id, "complete" if report.ok else "incomplete", "{}")
     return report
@@ -144,6 +175,7 @@ async def _verify_full(
     run_id: int,
     report: VerifyReport,
     concurrency: int,
+    identities: Sequence[Identity],
 ) -> None:
     cursor = journal.db.execute(
         """SELECT s.key, s.size, d.size, j.sha256, j.state FROM src s
@@ -163,11 +195,19 @@ async def _verify_full(
         async with sem:
             try:
                 src_hash, _ = await _sha256(await src.store.get(src.prefix + key))
-                dst_hash, _ = await _sha256(await dst.store.get(dst.prefix + key))
+                dst_stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + key)
+                if identities:
+                    dst_stream = decrypt_stream(dst_stream, identities)
+                dst_hash, _ = await _sha256(dst_stream)
+            except DecryptError as exc:
+                if str(exc) == NO_MATCHING_IDENTITY:
+                    raise WrongIdentity(str(exc)) from None
+                report.problems.append((key, f"cannot decrypt: {exc}"))
+                return
             except NotFound:
                 report.problems.append((key, "disappeared while verifying"))
                 return
-            except AccessDenied:
+            except (AccessDenied, WrongIdentity):
                 raise
             except StoreError as exc:
                 report.problems.append((key, f"could not read: {exc}"))

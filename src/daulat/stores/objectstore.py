@@ -6,6 +6,7 @@ share: streaming puts with hashing, ranged reads, string-prefix listing and erro
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -90,14 +91,24 @@ class ObstoreStore:
         # obstore matches prefixes by whole path segments; list the enclosing "directory" and
         # filter so that "f" matches "f00001.bin" as S3 users expect.
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        stream = obstore.list(self.inner, prefix=directory or None, chunk_size=LIST_PAGE)
+        # Ask for the next page while the caller works on this one: listing is a chain of
+        # round trips, and overlapping them with the caller's work hides their latency.
+        ahead: asyncio.Future[Any] = asyncio.ensure_future(anext(stream, None))
         try:
-            stream = obstore.list(self.inner, prefix=directory or None, chunk_size=LIST_PAGE)
-            async for page in stream:
+            while True:
+                try:
+                    page = await ahead
+                except Exception as exc:
+                    raise translate(exc, store=self._name, key=None, op="list") from None
+                if page is None:
+                    return
+                ahead = asyncio.ensure_future(anext(stream, None))
                 batch = [self._info(m) for m in page if m["path"].startswith(prefix)]
                 if batch:
                     yield batch
-        except Exception as exc:
-            raise translate(exc, store=self._name, key=None, op="list") from None
+        finally:
+            ahead.cancel()
 
     async def head(self, key: str) -> ObjectInfo:
         self._check(key)
@@ -288,7 +299,15 @@ def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> St
     status_m = _STATUS.search(text)
     code = code_m.group(1) if code_m else None
     status = int(status_m.group(1)) if status_m else None
-    reason = code or (f"HTTP {status}" if status else type(exc).__name__)
+    reason = code or (f"HTTP {status}" if status else None)
+    if reason is None:
+        lowered = text.lower()
+        if "connect" in lowered and ("refused" in lowered or "tcp" in lowered):
+            reason = "cannot connect"
+        elif "timed out" in lowered or "timeout" in lowered:
+            reason = "timed out"
+        else:
+            reason = type(exc).__name__
     if (
         isinstance(exc, FileNotFoundError)
         or code in _NOT_FOUND_CODES

@@ -6,10 +6,12 @@ the configuration, opens the stores and the journal, runs the engine and closes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from daulat.config import Config, placement_of
+from daulat.crypto import Identity, parse_recipients
 from daulat.errors import ConfigError
 from daulat.stores import open_store
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
@@ -58,6 +60,11 @@ async def run_transfer(
     options: Options | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Summary:
+    opts = options or Options()
+    if not opts.encrypt_to and not opts.decrypt_with:
+        declared = config.store(dst_spec.partition(":")[0]).encrypt_to
+        if declared:
+            opts = replace(opts, encrypt_to=parse_recipients(declared))
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
     if src.store.name == dst.store.name and (
@@ -68,14 +75,20 @@ async def run_transfer(
         )
     try:
         with Journal.in_state_dir(config.state_dir) as journal:
-            return await transfer(kind, src, dst, journal, options, on_progress)
+            return await transfer(kind, src, dst, journal, opts, on_progress)
     finally:
         await src.store.close()
         await dst.store.close()
 
 
 async def run_verify(
-    config: Config, src_spec: str, dst_spec: str, *, full: bool = False, concurrency: int = 16
+    config: Config,
+    src_spec: str,
+    dst_spec: str,
+    *,
+    full: bool = False,
+    concurrency: int = 16,
+    identities: Sequence[Identity] = (),
 ) -> VerifyReport:
     from daulat.verify import verify
 
@@ -83,7 +96,9 @@ async def run_verify(
     dst = open_endpoint(config, dst_spec)
     try:
         with Journal.in_state_dir(config.state_dir) as journal:
-            return await verify(src, dst, journal, full=full, concurrency=concurrency)
+            return await verify(
+                src, dst, journal, full=full, concurrency=concurrency, identities=identities
+            )
     finally:
         await src.store.close()
         await dst.store.close()

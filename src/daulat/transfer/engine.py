@@ -22,12 +22,32 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-from daulat.errors import AccessDenied, InvalidKey, NotFound, StoreError, Transient
+from daulat.crypto import (
+    INLINE_LIMIT,
+    NO_MATCHING_IDENTITY,
+    DecryptError,
+    Identity,
+    Recipient,
+    decrypt_bytes,
+    decrypt_stream,
+    encrypt_bytes,
+    encrypt_stream,
+)
+from daulat.errors import (
+    AccessDenied,
+    IntegrityError,
+    InvalidKey,
+    NotFound,
+    StoreError,
+    Transient,
+)
 from daulat.stores.base import Store
+from daulat.stores.hashing import StreamHasher, hashed
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
@@ -39,10 +59,24 @@ STREAM_RESERVATION = 28 * MiB
 DST_MANIFEST_PREFIX = ".daulat/"
 
 
+class WrongIdentity(DecryptError):
+    """None of the given identities opens the data: stop, nothing more can be decrypted."""
+
+
+# Errors that end the whole run cleanly rather than failing one object.
+STOP_ERRORS = (AccessDenied, WrongIdentity)
+
+
 class Kind(StrEnum):
     COPY = "copy"
     SYNC = "sync"
     EXIT = "exit"
+    RESTORE = "restore"
+
+    @property
+    def verifies(self) -> bool:
+        """Exit and restore verify every object and write a manifest at the destination."""
+        return self in (Kind.EXIT, Kind.RESTORE)
 
 
 @dataclass(frozen=True)
@@ -69,6 +103,18 @@ class Options:
     delete: bool = False  # sync: remove destination objects the source does not have
     force: bool = False  # copy even what the journal says is done
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    encrypt_to: Sequence[Recipient] = ()  # write age ciphertext readable only by these keys
+    decrypt_with: Sequence[Identity] = ()  # read age ciphertext (restore)
+
+    @property
+    def codec_tag(self) -> str:
+        """Part of the journal's pair id: changing keys or direction means copying anew."""
+        if self.encrypt_to:
+            keys = ",".join(sorted(str(r) for r in self.encrypt_to))
+            return f" [age:{hashlib.sha256(keys.encode()).hexdigest()[:16]}]"
+        if self.decrypt_with:
+            return " [decrypt]"
+        return ""
 
 
 @dataclass
@@ -111,6 +157,8 @@ class Summary:
     stopped: str | None = None  # why the run stopped early (a permanent refusal)
     dry_run: bool = False
     manifest_key: str | None = None
+    encrypted: bool = False
+    checked_against_manifest: str | None = None  # restore: the source manifest used
 
     @property
     def throughput_bps(self) -> float:
@@ -123,7 +171,7 @@ class Summary:
             return self.stopped is None
         if self.stopped or self.failed or self.refused or self.left_objects or self.unverified:
             return False
-        return self.kind != Kind.EXIT or self.verified_objects == self.source_objects
+        return not Kind(self.kind).verifies or self.verified_objects == self.source_objects
 
     def to_json(self) -> dict[str, object]:
         d = dict(self.__dict__)
@@ -135,8 +183,8 @@ class Summary:
         return d
 
 
-def pair_id(src: Endpoint, dst: Endpoint) -> str:
-    return f"{src.store.name}:{src.prefix} -> {dst.store.name}:{dst.prefix}"
+def pair_id(src: Endpoint, dst: Endpoint, codec_tag: str = "") -> str:
+    return f"{src.store.name}:{src.prefix} -> {dst.store.name}:{dst.prefix}{codec_tag}"
 
 
 class ByteBudget:
@@ -209,15 +257,18 @@ async def transfer(
 ) -> Summary:
     """Run one copy/sync/exit. Never raises for store failures: they end up in the summary."""
     opts = options or Options()
-    pair = pair_id(src, dst)
+    if opts.encrypt_to and opts.decrypt_with:
+        raise ValueError("a transfer either encrypts or decrypts, not both")
+    pair = pair_id(src, dst, opts.codec_tag)
     run_id = journal.begin_run(
         kind.value, pair, src.label or src.store.name, dst.label or dst.store.name
     )
     summary = Summary(kind.value, src.label, dst.label, run_id, dry_run=opts.dry_run)
+    summary.encrypted = bool(opts.encrypt_to)
     started = time.monotonic()
     try:
         await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
-    except AccessDenied as exc:
+    except STOP_ERRORS as exc:
         summary.stopped = str(exc)
     finally:
         summary.duration_s = time.monotonic() - started
@@ -236,7 +287,15 @@ async def _run(
     summary: Summary,
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
-    await list_into(journal, "src", src, retry=opts.retry)
+    if kind == Kind.RESTORE:
+        summary.checked_against_manifest = await load_expected(src, journal, opts.decrypt_with)
+    await list_into(
+        journal,
+        "src",
+        src,
+        retry=opts.retry,
+        exclude=DST_MANIFEST_PREFIX if kind == Kind.RESTORE else "",
+    )
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
@@ -253,10 +312,12 @@ async def _run(
         return
     if kind == Kind.SYNC and opts.delete and not summary.failed:
         await _delete_extraneous(dst, journal, pair, summary, opts)
-    if kind == Kind.EXIT:
+    if kind.verifies:
         await verify_listed(src, dst, journal, pair, summary)
         if summary.verified_objects:
-            summary.manifest_key = await write_destination_manifest(src, dst, journal, pair)
+            summary.manifest_key = await write_destination_manifest(
+                src, dst, journal, pair, opts.encrypt_to
+            )
 
 
 class _Executor:
@@ -278,24 +339,33 @@ class _Executor:
         self.budget = ByteBudget(opts.max_bytes_in_flight)
         self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
         self.progress = Progress(summary.planned_objects, summary.planned_bytes)
-        self.stop: AccessDenied | None = None
+        self.stop: Exception | None = None
+        # Restore: each object's plaintext must match the source manifest's SHA-256.
+        self.expect = bool(summary.checked_against_manifest)
         self._last_report = 0.0
 
     async def run(self) -> None:
         queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.opts.concurrency * 2)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.opts.concurrency)]
-        try:
+
+        async def produce() -> None:
             for item in self.journal.work():
                 if self.stop is not None:
                     break
                 await queue.put(item)
             for _ in workers:
                 await queue.put(None)
-            await asyncio.gather(*workers)
+
+        producer = asyncio.create_task(produce())
+        tasks = [producer, *workers]
+        try:
+            # An unexpected error in any worker propagates at once instead of leaving the
+            # producer blocked on a full queue.
+            await asyncio.gather(*tasks)
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._acknowledge(self.writer.flush())
             self.summary.retries = self.progress.retries
             self.summary.throttled = self.limiter.throttled
@@ -306,14 +376,16 @@ class _Executor:
     async def _worker(self, queue: asyncio.Queue[WorkItem | None]) -> None:
         while True:
             item = await queue.get()
-            if item is None or self.stop is not None:
+            if item is None:
                 return
+            if self.stop is not None:
+                continue  # drain, so the producer never blocks
             await self.limiter.acquire()
             ok = False
             try:
                 outcome = await self._copy(item)
                 ok = outcome.state == State.DONE
-            except AccessDenied as exc:
+            except STOP_ERRORS as exc:
                 # Stop taking new work; what is in flight finishes or fails on its own.
                 self.stop = self.stop or exc
                 return
@@ -377,29 +449,63 @@ class _Executor:
     async def _copy_once(self, item: WorkItem) -> Outcome:
         src_key = self.src.prefix + item.key
         dst_key = self.dst.prefix + item.key
+        opts = self.opts
+        expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
         reader = await self.src.store.get(src_key)
-        size, etag = reader.info.size, reader.info.etag
-        if size <= SMALL_OBJECT:
+        etag = reader.info.etag
+        plain: bytes | None = None
+        stream: AsyncIterable[bytes] = self._metered(reader)
+        if reader.info.size <= SMALL_OBJECT:
             data = await reader.read_all()
             if self.rate is not None:
                 await self.rate.take(len(data))
-            digest = hashlib.sha256(data).hexdigest()
-            result = await self.dst.store.put(
-                dst_key, data, sha256=digest, metadata={"sha256": digest}
+            plain = (
+                await _off_loop(decrypt_bytes, data, opts.decrypt_with)
+                if opts.decrypt_with
+                else data
             )
+        elif opts.decrypt_with:
+            stream = decrypt_stream(stream, opts.decrypt_with)
+        if plain is not None:
+            digest = hashlib.sha256(plain).hexdigest()
+            if expected is not None and digest != expected:
+                raise IntegrityError(
+                    f"{src_key!r} does not match the source manifest's SHA-256; not written",
+                    store=self.dst.store.name,
+                    key=dst_key,
+                )
+            if opts.encrypt_to:
+                body = await _off_loop(encrypt_bytes, plain, opts.encrypt_to)
+                # No plaintext hash in the clear next to ciphertext: it would let the provider
+                # confirm guesses of the content. The hash lives in the journal and the
+                # encrypted manifest.
+                result = await self.dst.store.put(dst_key, body, metadata={"encryption": "age"})
+            else:
+                result = await self.dst.store.put(
+                    dst_key, plain, sha256=digest, metadata={"sha256": digest}
+                )
+            plain_size = len(plain)
         else:
-            result = await self.dst.store.put(dst_key, self._metered(reader))
+            hasher = StreamHasher()
+            body_stream: AsyncIterable[bytes] = hashed(
+                stream, hasher, expected=expected, store=self.dst.store.name, key=dst_key
+            )
+            if opts.encrypt_to:
+                body_stream = encrypt_stream(body_stream, opts.encrypt_to)
+            result = await self.dst.store.put(dst_key, body_stream)
+            digest, plain_size = hasher.hexdigest(), hasher.size
         dst_etag = result.etag
         if dst_etag is None:
             dst_etag = (await self.dst.store.head(dst_key)).etag
         return Outcome(
             item.key,
-            result.size,
+            reader.info.size,
             etag,
             State.DONE,
-            sha256=result.sha256,
+            sha256=digest,
             dst_size=result.size,
             dst_etag=dst_etag,
+            plain_size=plain_size,
         )
 
     async def _metered(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
@@ -441,7 +547,11 @@ async def verify_listed(
 
 
 async def write_destination_manifest(
-    src: Endpoint, dst: Endpoint, journal: Journal, pair: str
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    encrypt_to: Sequence[Recipient] = (),
 ) -> str:
     """Write a JSON Lines manifest of verified objects beside the data at the destination.
 
@@ -451,9 +561,12 @@ async def write_destination_manifest(
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     key = f"{dst.prefix}{DST_MANIFEST_PREFIX}manifest-{stamp}.jsonl"
+    if encrypt_to:
+        # Names and plaintext hashes are as sensitive as the data: the manifest is encrypted too.
+        key += ".age"
     source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
     rows = journal.db.execute(
-        "SELECT key, size, sha256, updated FROM journal "
+        "SELECT key, coalesce(plain_size, size), sha256, updated FROM journal "
         "WHERE pair = ? AND state = 'done' AND verified IS NOT NULL ORDER BY key",
         (pair,),
     )
@@ -483,5 +596,57 @@ async def write_destination_manifest(
         if buf:
             yield b"".join(buf)
 
-    await dst.store.put(key, lines())
+    body: AsyncIterable[bytes] = lines()
+    if encrypt_to:
+        body = encrypt_stream(body, encrypt_to)
+    await dst.store.put(key, body)
+    return key
+
+
+async def _off_loop(fn: Callable[[bytes, Any], bytes], data: bytes, keys: Any) -> bytes:
+    """age on small data inline; above INLINE_LIMIT in a thread so the loop keeps moving."""
+    if len(data) <= INLINE_LIMIT:
+        return fn(data, keys)
+    return await asyncio.to_thread(fn, data, keys)
+
+
+async def latest_manifest(src: Endpoint) -> str | None:
+    """Key of the newest daulat manifest at ``src`` (names sort by time), or None."""
+    newest: str | None = None
+    async for batch in src.store.list(src.prefix + DST_MANIFEST_PREFIX + "manifest-"):
+        for o in batch:
+            if newest is None or o.key > newest:
+                newest = o.key
+    return newest
+
+
+async def load_expected(
+    src: Endpoint, journal: Journal, identities: Sequence[Identity]
+) -> str | None:
+    """Load the newest manifest at ``src`` into the journal's ``expected`` table.
+
+    Returns its key, or None when the source has no manifest (objects encrypted by other tools);
+    then each object is still authenticated by age's own per-chunk tags while decrypting. An
+    encrypted manifest that the identities cannot open stops the run before anything is written.
+    """
+    journal.new_expected()
+    key = await latest_manifest(src)
+    if key is None:
+        return None
+    reader = await src.store.get(key)
+    stream: AsyncIterable[bytes] = reader
+    if key.endswith(".age"):
+        stream = decrypt_stream(reader, identities)
+    pending = b""
+    try:
+        async for chunk in stream:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            journal.add_expected([json.loads(line) for line in lines if line.strip()])
+    except DecryptError as exc:
+        if str(exc) == NO_MATCHING_IDENTITY:
+            raise WrongIdentity(f"cannot open the manifest {key!r}: {exc}") from None
+        raise
+    if pending.strip():
+        journal.add_expected([json.loads(pending)])
     return key

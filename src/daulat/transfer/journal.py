@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS journal (
     src_etag TEXT,
     state TEXT NOT NULL,           -- done | failed | refused
     sha256 TEXT,                   -- of the plaintext, computed while streaming
+    plain_size INTEGER,            -- plaintext size (differs from size/dst_size when encrypted)
     dst_size INTEGER,
     dst_etag TEXT,
     error TEXT,
@@ -61,6 +62,10 @@ CREATE TABLE IF NOT EXISTS verifications (
     problems INTEGER NOT NULL
 );
 """
+
+
+# Columns added after the first release of the schema: (name, type).
+_ADDED_COLUMNS = [("plain_size", "INTEGER")]
 
 
 class State(StrEnum):
@@ -90,6 +95,7 @@ class Outcome:
     dst_size: int | None = None
     dst_etag: str | None = None
     error: str | None = None
+    plain_size: int | None = None
 
 
 def now() -> str:
@@ -109,8 +115,16 @@ class Journal:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA temp_store=FILE")
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise ManifestError(f"cannot open transfer journal {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Add columns that journals written by earlier versions lack."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(journal)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in have:
+                self.db.execute(f"ALTER TABLE journal ADD COLUMN {column} {kind}")
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Journal:
@@ -163,6 +177,36 @@ class Journal:
     def listing_totals(self, name: str) -> tuple[int, int]:
         n, b = self.db.execute(f"SELECT count(*), coalesce(sum(size), 0) FROM {name}").fetchone()
         return int(n), int(b)
+
+    # --- expected content (restore) ------------------------------------------------------------
+
+    def new_expected(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS temp.expected")
+        self.db.execute(
+            "CREATE TEMP TABLE expected (key TEXT PRIMARY KEY, size INTEGER, sha256 TEXT) "
+            "WITHOUT ROWID"
+        )
+
+    def add_expected(self, entries: Sequence[dict[str, object]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT OR REPLACE INTO expected VALUES (?, ?, ?)",
+            [(e["key"], e.get("size"), e.get("sha256")) for e in entries],
+        )
+        self.db.execute("COMMIT")
+
+    def expected_sha256(self, key: str) -> str | None:
+        row = self.db.execute("SELECT sha256 FROM expected WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def find_pair(self, base: str) -> str:
+        """The pair id most recently used for ``base`` (with any codec tag), else ``base``."""
+        row = self.db.execute(
+            "SELECT pair FROM runs WHERE (pair = ? OR pair LIKE ? ESCAPE '\\') "
+            "AND kind != 'verify' ORDER BY id DESC LIMIT 1",
+            (base, _like_escape(base) + " [%"),
+        ).fetchone()
+        return str(row[0]) if row else base
 
     # --- planning -----------------------------------------------------------------------------
 
@@ -226,13 +270,14 @@ class Journal:
         try:
             self.db.executemany(
                 """INSERT INTO journal (pair, key, size, src_etag, state, sha256, dst_size,
-                                        dst_etag, error, run_id, updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                        dst_etag, error, run_id, updated, plain_size)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (pair, key) DO UPDATE SET
                      size = excluded.size, src_etag = excluded.src_etag, state = excluded.state,
                      sha256 = coalesce(excluded.sha256, journal.sha256),
                      dst_size = coalesce(excluded.dst_size, journal.dst_size),
                      dst_etag = coalesce(excluded.dst_etag, journal.dst_etag),
+                     plain_size = coalesce(excluded.plain_size, journal.plain_size),
                      error = excluded.error, run_id = excluded.run_id, updated = excluded.updated,
                      verified = CASE WHEN excluded.state = 'done' THEN NULL ELSE journal.verified END""",
                 [
@@ -248,6 +293,7 @@ class Journal:
                         o.error,
                         run_id,
                         t,
+                        o.plain_size,
                     )
                     for o in outcomes
                 ],
@@ -313,3 +359,7 @@ class BatchWriter:
         self._journal.record(self._pair, self._run_id, batch)
         self._last = time.monotonic()
         return batch
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
