@@ -34,7 +34,7 @@ def run_tour(directory: Path, console: Console) -> None:
     if directory.exists() and any(directory.iterdir()):
         if not marker.is_file():
             raise ConfigError(
-                f"{directory} exists and was not made by `daulat demo`; choose another --dir"
+                f"{directory} exists and is not a daulat demo directory; choose another --dir"
             )
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
