@@ -575,19 +575,16 @@ async def write_destination_manifest(
         buf: list[bytes] = []
         n = 0
         for rel, size, sha, updated in rows:
-            line = (
-                json.dumps(
-                    {
-                        "key": dst.prefix + rel,
-                        "size": size,
-                        "sha256": sha,
-                        "source": source,
-                        "copied": updated,
-                    },
-                    ensure_ascii=False,
-                ).encode()
-                + b"\n"
-            )
+            entry: dict[str, object] = {
+                "key": dst.prefix + rel,
+                "size": size,
+                "sha256": sha,
+                "source": source,
+                "copied": updated,
+            }
+            if encrypt_to:
+                entry["encryption"] = "age"
+            line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
             buf.append(line)
             n += len(line)
             if n >= MiB:
