@@ -32,7 +32,8 @@ from rich.progress import (
 from rich.table import Table
 
 from daulat import __version__
-from daulat.config import Config, find_config, load_config
+from daulat.auditing import audit_log, record
+from daulat.config import STATE_DIR, Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
     RecipientError,
@@ -44,6 +45,9 @@ from daulat.crypto import (
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
+from daulat.risk.register import TargetType
+from daulat.risk.score import FORMULA
+from daulat.risk.stores import store_risks
 from daulat.scaffold import DemoData, write_config
 from daulat.stores import open_store
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
@@ -224,6 +228,8 @@ def scan(
         cfg.store(name)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         summaries = _run(_scan_all(cfg, selected, manifest))
+    for s in summaries:
+        record(cfg.state_dir, "scan", {k: v for k, v in asdict(s).items() if k != "started"})
     if as_json:
         out.print_json(json.dumps([asdict(s) for s in summaries]))
         return
@@ -314,6 +320,27 @@ def _transfer_command(
             )
 
         summary = _run(run_transfer(cfg, kind, src, dst, options, update))
+    record(
+        cfg.state_dir,
+        kind.value,
+        {
+            "src": src,
+            "dst": dst,
+            "run_id": summary.run_id,
+            "ok": summary.ok,
+            "dry_run": summary.dry_run,
+            "encrypted": summary.encrypted,
+            "objects": summary.source_objects,
+            "bytes": summary.source_bytes,
+            "copied": summary.copied_objects,
+            "verified": summary.verified_objects,
+            "failed": len(summary.failed),
+            "refused": len(summary.refused),
+            "left": summary.left_objects,
+            "stopped": summary.stopped,
+            "manifest": summary.manifest_key,
+        },
+    )
     if as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
     else:
@@ -486,6 +513,11 @@ def keys_new(
 ) -> None:
     """Create an age identity file (mode 0600) and print its recipient (public key)."""
     recipient = new_identity(out_file)
+    try:
+        state_dir = _load(None).state_dir
+    except ConfigError:
+        state_dir = Path.cwd() / STATE_DIR
+    record(state_dir, "keys.new", {"recipient": recipient, "file": str(out_file.resolve())})
     err.print(
         f"wrote {out_file} (mode 0600). Keep it safe and offline: without it the encrypted copies "
         "cannot be read by anyone, including you.",
@@ -517,6 +549,19 @@ def verify(
     cfg = _load(config)
     ids = load_identities(identity) if identity is not None else []
     report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency, identities=ids))
+    record(
+        cfg.state_dir,
+        "verify",
+        {
+            "src": src,
+            "dst": dst,
+            "full": full,
+            "ok": report.ok,
+            "objects": report.objects,
+            "verified": report.verified,
+            "problems": len(report.problems),
+        },
+    )
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -534,6 +579,87 @@ def verify(
             err.print(f"[bold red]stopped:[/bold red] {escape(report.stopped)}", highlight=False)
     if not report.ok:
         raise ExitCode(1)
+
+
+@app.command()
+def risk(
+    country: Annotated[
+        str | None, typer.Option("--country", help="Your users' country (ISO code).")
+    ] = None,
+    sector: Annotated[
+        TargetType | None, typer.Option("--sector", help="Your kind of organisation.")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exposure of each store: whose law reaches it and what its provider did to others."""
+    cfg = _load(config)
+    rows = store_risks(cfg, country=country.upper() if country else None, sector=sector)
+    if as_json:
+        out.print_json(json.dumps([r.to_json() for r in rows], default=str))
+        return
+    for r in rows:
+        out.rule(f"{r.store}: {r.provider_name}, data in {r.data_country}")
+        out.print(
+            f"  home jurisdiction {r.home_jurisdiction}; laws that can reach the data: "
+            f"{', '.join(r.jurisdictions)}",
+            highlight=False,
+        )
+        for law in r.laws:
+            out.print(f"    {law['name']} ({law['citation']}) {law['source']}", highlight=False)
+        if r.exposure is None:
+            out.print("  no provider stands between you and this data: no cut-off events apply")
+            continue
+        by_action = ", ".join(f"{k} {v}" for k, v in sorted(r.counts("action").items()))
+        by_trigger = ", ".join(f"{k} {v}" for k, v in sorted(r.counts("trigger").items()))
+        out.print(f"  {len(r.events)} recorded restriction events: {by_action}", highlight=False)
+        out.print(f"  by trigger: {by_trigger}", highlight=False)
+        if r.notice_days:
+            out.print(f"  notice customers got (days): {r.notice_days}", highlight=False)
+        if r.events:
+            e = r.events[-1]
+            out.print(f"  most recent: {e.date} {e.summary}", highlight=False)
+        for line in r.exposure.explain().splitlines():
+            out.print("  " + line, highlight=False, markup=False)
+    out.print("\nThe score's formula (the points add up; nothing is hidden):", highlight=False)
+    out.print(FORMULA, highlight=False, markup=False)
+
+
+audit_app = typer.Typer(help="The tamper-evident audit log of state-changing operations.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="A published head hash the log must contain."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check the hash chain: any edited, removed or reordered entry is reported (exit 1)."""
+    cfg = _load(config)
+    result = audit_log(cfg.state_dir).verify(head)
+    (out if result.ok else err).print(result.summary(), highlight=False, markup=False)
+    if not result.ok:
+        raise ExitCode(1)
+
+
+@audit_app.command("show")
+def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the audit log's entries."""
+    cfg = _load(config)
+    entries = [e.to_dict() for e in audit_log(cfg.state_dir).entries()]
+    if as_json:
+        out.print_json(json.dumps(entries))
+        return
+    for e in entries:
+        out.print(
+            f"{e['seq']:>5} {e['time']} {e['actor']} {e['operation']} "
+            f"{json.dumps(e['details'], ensure_ascii=False)}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _fail(message: str, code: int) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from daulat.auditing import record
 from daulat.config import load_config
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import scan_store, store_statuses
@@ -66,6 +67,7 @@ def run_tour(directory: Path, console: Console) -> None:
         console.rule("3. daulat scan")
         for name, cfg in config.stores.items():
             s = asyncio.run(_scan(open_store(cfg), manifest))
+            record(config.state_dir, "scan", {"store": name, "objects": s.objects, "id": s.id})
             console.print(
                 f"  {name:<12} {s.objects:,} objects, {s.bytes / 2**20:.1f} MiB "
                 f"(+{s.added:,} new since the last scan)"
@@ -78,6 +80,11 @@ def run_tour(directory: Path, console: Console) -> None:
         "so a crash resumes where it stopped, and verified object by object."
     )
     summary = asyncio.run(run_transfer(config, Kind.EXIT, "kpu-primary", "vault"))
+    record(
+        config.state_dir,
+        "exit",
+        {"src": "kpu-primary", "dst": "vault", "ok": summary.ok, "run_id": summary.run_id},
+    )
     console.print(
         f"  copied {summary.copied_objects:,} objects ({summary.copied_bytes / 2**20:.1f} MiB) "
         f"in {summary.duration_s:.1f} s; verified {summary.verified_objects or 0:,} of "
@@ -91,6 +98,11 @@ def run_tour(directory: Path, console: Console) -> None:
 
     console.rule("5. daulat verify kpu-primary vault --full")
     report = asyncio.run(run_verify(config, "kpu-primary", "vault", full=True))
+    record(
+        config.state_dir,
+        "verify",
+        {"src": "kpu-primary", "dst": "vault", "full": True, "ok": report.ok},
+    )
     console.print(
         f"  re-read and hashed both sides: {report.verified:,} of {report.objects:,} objects "
         f"identical, {len(report.problems)} problems"

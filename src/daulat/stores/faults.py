@@ -50,6 +50,12 @@ class FaultRules:
         Probability per operation name of raising ``Transient`` instead of calling the inner
         store. For ``list`` the draw is made before each batch, so a listing can also fail part
         way through (a caller must restart it).
+    ``fail_first``
+        Per operation name, the first N calls *for each key* raise ``Transient`` (for ``list``:
+        the first N listings). Deterministic, for tests that need "fails once, then works".
+    ``transient_keys``
+        Limits ``transient`` and ``fail_first`` to the keys it accepts (all keys when None),
+        e.g. only the manifest under ``.daulat/``.
     ``seed``
         Seed of the random draws, so a failing test fails the same way when re-run.
     ``deny_after``
@@ -65,6 +71,8 @@ class FaultRules:
     """
 
     transient: Mapping[Op, float] = field(default_factory=dict)
+    fail_first: Mapping[Op, int] = field(default_factory=dict)
+    transient_keys: Callable[[str], bool] | None = None
     seed: int = 0
     deny_after: int | None = None
     deny_counts: Collection[Op] = field(default_factory=lambda: frozenset[Op]({"put"}))
@@ -78,6 +86,9 @@ class FaultRules:
                 raise ValueError(f"unknown operation {op!r} (expected one of {OPS})")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"probability for {op!r} must be within [0, 1], not {p}")
+        for op, n in self.fail_first.items():
+            if op not in OPS or n < 0:
+                raise ValueError(f"fail_first needs known operations and counts >= 0: {op}={n}")
         if self.deny_after is not None and self.deny_after < 0:
             raise ValueError("deny_after must be >= 0")
         if self.stream_fail_after is not None and self.stream_fail_after < 0:
@@ -188,8 +199,7 @@ class FaultyStore:
                     store=self.name,
                     key=key,
                 )
-            p = self.rules.transient.get(op, 0.0)
-            if p > 0.0 and self._random.random() < p:
+            if self._transient_now(op, key):
                 self.injected[op] += 1
                 raise Transient(
                     f"store {self.name!r}: {_what(op, key)} failed (SlowDown, injected)",
@@ -199,6 +209,19 @@ class FaultyStore:
             if counted:
                 self._counted_in_flight += 1
             return counted
+
+    def _transient_now(self, op: Op, key: str | None) -> bool:
+        """Whether this call gets a Transient (called with the lock held, after counting)."""
+        accept = self.rules.transient_keys
+        if key is not None and accept is not None and not accept(key):
+            return False
+        first = self.rules.fail_first.get(op, 0)
+        if first:
+            seen = self.calls[op] if key is None else self.attempts_by_key[op][key]
+            if seen <= first:
+                return True
+        p = self.rules.transient.get(op, 0.0)
+        return p > 0.0 and self._random.random() < p
 
     def _leave(self, op: Op, key: str | None, counted: bool, *, ok: bool) -> None:
         with self._lock:
