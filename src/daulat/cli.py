@@ -36,6 +36,7 @@ from daulat.auditing import audit_log, record
 from daulat.config import STATE_DIR, Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
+    Recipient,
     RecipientError,
     load_identities,
     new_identity,
@@ -289,6 +290,10 @@ def _parse_rate(text: str | None) -> float | None:
     return value
 
 
+def _recipients(values: list[str] | None) -> list[Recipient]:
+    return parse_recipients(values) if values else []
+
+
 def _transfer_command(
     kind: Kind,
     src: str,
@@ -433,7 +438,7 @@ def copy(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
-        encrypt_to=parse_recipients(encrypt_to or []),
+        encrypt_to=_recipients(encrypt_to),
     )
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts)
 
@@ -458,7 +463,7 @@ def sync(
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
         delete=delete,
-        encrypt_to=parse_recipients(encrypt_to or []),
+        encrypt_to=_recipients(encrypt_to),
     )
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts)
 
@@ -479,7 +484,7 @@ def exit_(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
-        encrypt_to=parse_recipients(encrypt_to or []),
+        encrypt_to=_recipients(encrypt_to),
     )
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
 
