@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -46,6 +47,8 @@ from daulat.crypto import (
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
+from daulat.report import collect as collect_report
+from daulat.report import render as render_report
 from daulat.risk.register import TargetType
 from daulat.risk.score import FORMULA
 from daulat.risk.stores import store_risks
@@ -665,6 +668,37 @@ def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             highlight=False,
             markup=False,
         )
+
+
+class ReportFormat(StrEnum):
+    HTML = "html"
+    JSON = "json"
+
+
+@app.command()
+def report(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the report.")
+    ] = Path("daulat-report.html"),
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="html or json.")
+    ] = ReportFormat.HTML,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
+    cfg = _load(config)
+    data = collect_report(cfg)
+    if fmt == ReportFormat.JSON:
+        text = json.dumps(data.to_json(), indent=2, default=str)
+    else:
+        text = render_report(data)
+    output.write_text(text, encoding="utf-8")
+    record(
+        cfg.state_dir,
+        "report",
+        {"file": str(output.resolve()), "format": fmt.value, "audit_head": data.audit.head_hash},
+    )
+    out.print(f"wrote {output} ({len(text.encode()) / 2**20:.1f} MiB)", highlight=False)
 
 
 def _fail(message: str, code: int) -> int:
