@@ -386,9 +386,10 @@ class _Executor:
                 outcome = await self._copy(item)
                 ok = outcome.state == State.DONE
             except STOP_ERRORS as exc:
-                # Stop taking new work; what is in flight finishes or fails on its own.
+                # Stop taking new work; what is in flight finishes or fails on its own. The
+                # worker keeps draining the queue so the producer can never block on it.
                 self.stop = self.stop or exc
-                return
+                continue
             finally:
                 await self.limiter.release(success=ok)
             self._acknowledge(self.writer.add(outcome))
