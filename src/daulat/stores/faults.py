@@ -184,12 +184,12 @@ class FaultyStore:
                 self.attempts_by_key[op][key] += 1
             counted = self._deny_armed and op in self.rules.deny_counts
             limit = self.rules.deny_after
-            if (
-                counted
-                and limit is not None
-                and self._counted_ok + self._counted_in_flight >= limit
-            ):
-                self._revoked = True
+            if self._deny_armed and limit is not None:
+                # A counted call is admitted only while the successes plus those in flight stay
+                # under the limit; any other call is refused once the limit has been reached.
+                used = self._counted_ok + (self._counted_in_flight if counted else 0)
+                if used >= limit:
+                    self._revoked = True
             if self._revoked:
                 self.denied += 1
                 self.injected[op] += 1

@@ -1,0 +1,328 @@
+"""A small fault-injecting HTTP proxy (stdlib only) in front of an S3 endpoint, on 127.0.0.1.
+
+    with fault_proxy(server.endpoint) as proxy:
+        # configure the client with proxy.endpoint, not the server's
+        proxy.mode = "deny"          # every request: 403 AccessDenied
+        proxy.mode = "deny-write"    # PUT/POST/DELETE: 403 AccessDenied; reads and lists pass
+        proxy.mode = "slowdown:0.3"  # 30 % of requests: 503 SlowDown
+        proxy.mode = "reset:0.2"     # 20 % of requests: the connection is reset (RST)
+        proxy.mode = "pass"          # forward everything
+
+It is a *reverse* proxy: the client talks to it as if it were the S3 server. Requests and
+responses are streamed through in both directions (64 KiB at a time), with their headers
+unchanged, including ``Host``. That matters: SigV4 signs the Host header, so the client must sign
+for the proxy's address (configure it with ``proxy.endpoint``) and the proxy must pass that Host
+value through untouched; SeaweedFS verifies the signature against the Host header it receives,
+not against its own address, so the signature checks out.
+
+Modes are read per request, so a test can flip them while a transfer runs. ``reset`` closes the
+client connection with SO_LINGER 0 (a TCP RST, as a crashed load balancer does), at a random
+point: before the request is forwarded, or after the upstream answered, half-way through sending
+the response back. ``stats`` counts what the proxy did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import random
+import socket
+import socketserver
+import struct
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+HOST = "127.0.0.1"
+CHUNK = 64 * 1024
+UPSTREAM_TIMEOUT = 120.0
+IDLE_TIMEOUT = 120.0
+MODES = ("pass", "deny", "deny-write", "slowdown", "reset")
+WRITES = frozenset({"PUT", "POST", "DELETE"})
+
+
+def parse_mode(mode: str) -> tuple[str, float]:
+    """``"slowdown:0.3"`` → ``("slowdown", 0.3)``; other modes carry probability 1."""
+    name, _, prob = mode.partition(":")
+    if name not in MODES:
+        raise ValueError(f"unknown proxy mode {mode!r} (expected one of {MODES})")
+    p = float(prob) if prob else 1.0
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"probability in {mode!r} must be within [0, 1]")
+    return name, p
+
+
+def _s3_error(code: str, message: str, resource: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        f"<Resource>{resource}</Resource><RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+    ).encode()
+
+
+class _Reset(Exception):
+    """Abort this exchange with a TCP reset."""
+
+
+class Proxy:
+    """A running proxy; see the module docstring. Set :attr:`mode` at any time."""
+
+    def __init__(self, upstream_endpoint: str, *, seed: int = 0) -> None:
+        scheme, _, rest = upstream_endpoint.partition("://")
+        if scheme != "http":
+            raise ValueError(f"only http:// upstreams are supported, not {upstream_endpoint!r}")
+        host, _, port = rest.rstrip("/").partition(":")
+        self.upstream = (host, int(port or 80))
+        self._mode = "pass"
+        self._parsed = ("pass", 1.0)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+        self._server = _Server((HOST, 0), _Handler)
+        self._server.proxy = self
+        port_ = self._server.server_address[1]
+        self.endpoint = f"http://{HOST}:{port_}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fault-proxy",
+            daemon=True,
+        )
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        parsed = parse_mode(value)
+        with self._lock:
+            self._mode, self._parsed = value, parsed
+
+    def decide(self, method: str) -> str:
+        """What to do with the next request: pass, deny, slowdown, reset-early, reset-late."""
+        with self._lock:
+            name, p = self._parsed
+            if name == "deny-write":
+                action = "deny" if method in WRITES else "pass"
+            elif name == "pass" or (name != "deny" and self._random.random() >= p):
+                action = "pass"
+            elif name == "reset":
+                action = self._random.choice(("reset-early", "reset-late"))
+            else:
+                action = name
+            self.stats[action] += 1
+            self.stats["requests"] += 1
+            return action
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.stats[what] += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.close_all()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 256
+    proxy: Proxy
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        super().__init__(address, handler)
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        """Close the client connections still open (idle keep-alive ones block a thread)."""
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet: tests read stats, not logs
+
+    def _any(self) -> None:
+        proxy = self.server.proxy
+        action = proxy.decide(self.command)
+        try:
+            if action == "reset-early":
+                raise _Reset
+            if action in ("deny", "slowdown"):
+                self._discard_body()
+                if action == "deny":
+                    self._answer(403, "Forbidden", "AccessDenied", "Access Denied")
+                else:
+                    self._answer(503, "Slow Down", "SlowDown", "Please reduce your request rate.")
+                return
+            self._forward(late_reset=action == "reset-late")
+        except _Reset:
+            self._reset()
+        except (OSError, http.client.HTTPException):
+            # The client or the upstream went away: drop this connection, as a proxy would.
+            proxy.count("broken")
+            self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+    def _reset(self) -> None:
+        self.server.proxy.count("resets")
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Close now, so the client gets the RST (a later shutdown() would send a FIN first);
+        # nothing more may be written, and finish() would try to flush.
+        with contextlib.suppress(OSError):
+            self.connection.close()
+        self.wfile = _NullWriter()
+
+    # --- request bodies -------------------------------------------------------------------------
+
+    def _body_chunks(self) -> Iterator[bytes]:
+        """The request body as it arrives, framing kept (chunked bodies stay chunked)."""
+        te = self.headers.get("Transfer-Encoding", "")
+        if "chunked" in te.lower():
+            while True:
+                line = self.rfile.readline(1024)
+                if not line:
+                    raise OSError("client closed during a chunked body")
+                yield line
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while True:  # trailers, up to the blank line
+                        trailer = self.rfile.readline(8192)
+                        if not trailer:
+                            raise OSError("client closed during trailers")
+                        yield trailer
+                        if trailer in (b"\r\n", b"\n"):
+                            return
+                remaining = size + 2  # data and its CRLF
+                while remaining:
+                    piece = self.rfile.read(min(CHUNK, remaining))
+                    if not piece:
+                        raise OSError("client closed during a chunk")
+                    remaining -= len(piece)
+                    yield piece
+        length = int(self.headers.get("Content-Length") or 0)
+        while length:
+            piece = self.rfile.read(min(CHUNK, length))
+            if not piece:
+                raise OSError("client closed during the body")
+            length -= len(piece)
+            yield piece
+
+    def _discard_body(self) -> None:
+        for _ in self._body_chunks():
+            pass
+
+    # --- answers --------------------------------------------------------------------------------
+
+    def _answer(self, status: int, reason: str, code: str, message: str) -> None:
+        body = _s3_error(code, message, self.path.split("?", 1)[0])
+        self.send_response(status, reason)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amz-request-id", uuid.uuid4().hex[:16].upper())
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
+
+    def _forward(self, *, late_reset: bool) -> None:
+        proxy = self.server.proxy
+        upstream = http.client.HTTPConnection(*proxy.upstream, timeout=UPSTREAM_TIMEOUT)
+        try:
+            upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                upstream.putheader(name, value)  # Host included, unchanged: it is signed
+            upstream.endheaders()
+            for piece in self._body_chunks():
+                upstream.send(piece)
+            response = upstream.getresponse()
+            # With late_reset the upstream did the work (a PUT is stored) but the client gets
+            # only part of the answer.
+            self._relay(response, cut=late_reset)
+        finally:
+            upstream.close()
+
+    def _relay(self, response: http.client.HTTPResponse, *, cut: bool = False) -> None:
+        """Send the upstream's response back; with ``cut``, stop half-way and reset."""
+        chunked = "chunked" in (response.getheader("Transfer-Encoding") or "").lower()
+        head = [f"HTTP/1.1 {response.status} {response.reason}\r\n"]
+        for name, value in response.getheaders():
+            head.append(f"{name}: {value}\r\n")
+        head.append("\r\n")
+        length = int(response.getheader("Content-Length") or 0)
+        if cut and (self.command == "HEAD" or (not chunked and length == 0)):
+            raise _Reset  # no body to cut: reset before the status line
+        self.wfile.write("".join(head).encode("latin-1"))
+        budget = max(1, length // 2) if cut else -1
+        while True:
+            piece = response.read(CHUNK)
+            if not piece:
+                break
+            if budget >= 0:
+                piece = piece[:budget]
+                budget -= len(piece)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if budget == 0:
+                self.wfile.flush()
+                raise _Reset
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        if (response.getheader("Connection") or "").lower() == "close":
+            self.close_connection = True
+
+
+class _NullWriter:
+    closed = False
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def fault_proxy(upstream_endpoint: str, *, seed: int = 0) -> Iterator[Proxy]:
+    """Run a :class:`Proxy` in front of ``upstream_endpoint`` for the duration of the block."""
+    proxy = Proxy(upstream_endpoint, seed=seed)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
