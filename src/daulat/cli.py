@@ -47,6 +47,7 @@ from daulat.crypto import (
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
+from daulat.policy import evaluate_policies, render_findings
 from daulat.report import collect as collect_report
 from daulat.report import render as render_report
 from daulat.risk.register import TargetType
@@ -670,6 +671,39 @@ def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         )
 
 
+@app.command()
+def check(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Rules that cannot be evaluated yet fail too.")
+    ] = False,
+) -> None:
+    """Evaluate the policies in daulat.toml; exit 1 on any violation (unknown is not pass)."""
+    cfg = _load(config)
+    result = evaluate_policies(cfg, strict=strict)
+    record(
+        cfg.state_dir,
+        "check",
+        {
+            "status": str(result.status),
+            "exit_code": result.exit_code,
+            "findings": len(result.findings),
+            "failed": sum(1 for f in result.findings if str(f.status) == "fail"),
+        },
+    )
+    if as_json:
+        out.print_json(json.dumps(result.to_json(), default=str))
+    else:
+        render_findings(result, out)
+    if result.exit_code:
+        raise ExitCode(result.exit_code)
+
+
+def _policies_json(cfg: Config) -> dict[str, Any] | None:
+    return evaluate_policies(cfg).to_json() if cfg.raw_policies else None
+
+
 class ReportFormat(StrEnum):
     HTML = "html"
     JSON = "json"
@@ -687,7 +721,7 @@ def report(
 ) -> None:
     """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
     cfg = _load(config)
-    data = collect_report(cfg)
+    data = collect_report(cfg, policies=_policies_json)
     if fmt == ReportFormat.JSON:
         text = json.dumps(data.to_json(), indent=2, default=str)
     else:

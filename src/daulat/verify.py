@@ -102,6 +102,15 @@ def _record(
             [(t, pair, k) for k in ok_keys[start : start + 1000]],
         )
         db.execute("COMMIT")
+    # An object that fails now is no longer verified, whatever an earlier run found.
+    bad = [k for k, _ in report.problems]
+    for start in range(0, len(bad), 1000):
+        db.execute("BEGIN")
+        db.executemany(
+            "UPDATE journal SET verified = NULL WHERE pair = ? AND key = ?",
+            [(pair, k) for k in bad[start : start + 1000]],
+        )
+        db.execute("COMMIT")
     db.execute(
         "INSERT INTO verifications (pair, run_id, time, full, objects, verified, problems) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -162,7 +162,7 @@ def _audit(config: Config) -> AuditHead:
 def collect(
     config: Config,
     *,
-    policies: Callable[[Config], dict[str, Any]] | None = None,
+    policies: Callable[[Config], dict[str, Any] | None] | None = None,
     drills: Callable[[Config], list[dict[str, Any]]] | None = None,
 ) -> ReportData:
     """Gather the report's data from the config, manifest, journal, register and audit log."""

@@ -140,7 +140,7 @@ def _where(data: ReportData) -> str:
 def _policies(data: ReportData) -> str:
     if data.policies is None:
         return "<h2 id='policies'>Policies</h2><p>No policies are defined.</p>"
-    findings = data.policies.get("findings", [])
+    findings = [f for p in data.policies.get("policies", []) for f in p.get("findings", [])]
     rows = [
         [
             escape(str(f.get("policy", ""))),
