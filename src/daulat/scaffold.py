@@ -56,6 +56,22 @@ _HEADER = """\
 """
 
 
+_DEMO_POLICIES = """
+# Policies: rules checked by `daulat check` (exit 1 on any violation).
+[[policies]]
+name = "election data stays in Indonesia, two verified copies"
+stores = ["kpu-primary", "vault"]
+residency = ["ID"]
+min_replicas = 2
+max_verify_age_days = 7
+
+[[policies]]
+name = "every copy of the election data stays in Indonesia"
+stores = ["kpu-primary", "vault", "offsite"]
+residency = ["ID"]
+"""
+
+
 @dataclass(frozen=True)
 class DemoData:
     """What ``init --demo`` created."""
@@ -107,7 +123,7 @@ def write_config(directory: Path, *, demo: bool = False, force: bool = False) ->
         "\n[stores.offsite]\n"
         f'url = "{stores["offsite"].as_uri()}"\n'
         'provider = "local"\n'
-        'country = "SG"\n'
+        'country = "SG"\n' + _DEMO_POLICIES
     )
     path.write_text(body, encoding="utf-8")
     return DemoData(config=path, stores=stores, objects=objects, bytes=size)

@@ -11,12 +11,16 @@ from rich.console import Console
 
 from daulat.auditing import record
 from daulat.config import load_config
+from daulat.crypto import new_identity, parse_recipients
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
+from daulat.policy import evaluate_policies
+from daulat.report import collect as collect_report
+from daulat.report import render as render_report
 from daulat.scaffold import DemoData, write_config
 from daulat.stores import Store, open_store
-from daulat.transfer import Kind, run_transfer, run_verify
+from daulat.transfer import Kind, Options, run_transfer, run_verify
 
 TOUR_MARKER = ".daulat-demo-tour"
 
@@ -110,7 +114,69 @@ def run_tour(directory: Path, console: Console) -> None:
     if not (summary.ok and report.ok):
         raise DaulatError("the demo exit did not verify; see the messages above")
 
-    console.rule("Done")
+    console.rule("6. daulat keys new")
+    key_file = directory / "kpu-identity.txt"
+    recipient = new_identity(key_file)
+    record(config.state_dir, "keys.new", {"recipient": recipient, "file": str(key_file)})
     console.print(
-        f"Try it yourself:  cd {directory} && daulat stores && daulat verify kpu-primary vault"
+        f"  wrote {key_file} (mode 0600): the secret key stays with the election commission."
+    )
+    console.print(f"  its public key (recipient) is {recipient}")
+
+    console.rule("7. daulat exit kpu-primary offsite --encrypt-to age1...")
+    enc = asyncio.run(
+        run_transfer(
+            config,
+            Kind.EXIT,
+            "kpu-primary",
+            "offsite",
+            Options(encrypt_to=parse_recipients([recipient])),
+        )
+    )
+    record(
+        config.state_dir,
+        "exit",
+        {"src": "kpu-primary", "dst": "offsite", "ok": enc.ok, "encrypted": True},
+    )
+    console.print(
+        f"  copied {enc.copied_objects:,} objects to offsite as age ciphertext and verified "
+        f"{enc.verified_objects or 0:,}; whoever runs offsite sees only ciphertext. Anyone "
+        "with the identity file can decrypt them with the plain `age` tool."
+    )
+    if not enc.ok:
+        raise DaulatError("the demo's encrypted exit did not verify; see the messages above")
+
+    console.rule("8. daulat check")
+    result = evaluate_policies(config)
+    record(config.state_dir, "check", {"status": str(result.status)})
+    for policy in result.policies:
+        console.print(f"  {policy.status.value.upper():<7} {policy.name}")
+        for f in policy.findings:
+            if f.status.value != "pass":
+                console.print(f"           {f.rule} at {f.store or 'policy'}: {f.why}")
+                if f.fix:
+                    console.print(f"           fix: {f.fix}")
+    console.print(
+        "  The first policy holds: two verified copies, both in Indonesia. The second fails on "
+        "purpose: offsite is in Singapore, and encryption does not change where data is stored. "
+        "`daulat check` exits 1 on such a violation, so CI can fail on it."
+    )
+
+    console.rule("9. daulat report")
+    report_path = directory / "daulat-report.html"
+    data = collect_report(config, policies=lambda c: evaluate_policies(c).to_json())
+    report_path.write_text(render_report(data), encoding="utf-8")
+    record(
+        config.state_dir, "report", {"file": str(report_path), "audit_head": data.audit.head_hash}
+    )
+    console.print(
+        f"  wrote {report_path}: one HTML file that opens offline, with where the data lives, "
+        "the policies, replicas, risk and the audit log's head "
+        f"({(data.audit.head_hash or '')[:16]}...)."
+    )
+
+    console.rule("Done")
+    console.print(f"Open the report: {report_path.resolve()}")
+    console.print(
+        f"Try it yourself:  cd {directory} && daulat stores && daulat check && daulat risk"
     )
