@@ -396,6 +396,10 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
     if s.manifest_key:
         out.print(f"  manifest of the copy: {dst.split(':')[0]}:{s.manifest_key}")
+    if s.manifest_error:
+        err.print(
+            f"  the manifest could not be written at the destination: {escape(s.manifest_error)}"
+        )
     if s.stopped and "cannot decrypt" in s.stopped:
         err.print(
             f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"

@@ -9,7 +9,7 @@ from obstore.store import AzureStore
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.stores.objectstore import ObstoreStore
-from daulat.stores.s3 import CLIENT_OPTIONS
+from daulat.stores.s3 import CLIENT_OPTIONS, RETRY_CONFIG
 
 
 def open_azure(cfg: StoreConfig) -> ObstoreStore:
@@ -33,6 +33,7 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
             prefix=cfg.prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options=options,  # type: ignore[arg-type]
+            retry_config=RETRY_CONFIG,  # type: ignore[arg-type]
         )
     except Exception as exc:
         raise ConfigError(

@@ -83,7 +83,7 @@ class ObstoreStore:
             key=meta["path"],
             size=meta["size"],
             modified=meta["last_modified"],
-            etag=meta.get("e_tag"),
+            etag=normalise_etag(meta.get("e_tag")),
             etag_scheme=self._etag_scheme,
         )
 
@@ -182,7 +182,12 @@ class ObstoreStore:
             raise
         except Exception as exc:
             raise translate(exc, store=self._name, key=key, op="put") from None
-        return PutResult(key=key, size=hasher.size, sha256=hasher.hexdigest(), etag=result["e_tag"])
+        return PutResult(
+            key=key,
+            size=hasher.size,
+            sha256=hasher.hexdigest(),
+            etag=normalise_etag(result["e_tag"]),
+        )
 
     async def delete(self, key: str) -> None:
         self._check(key)
@@ -197,6 +202,16 @@ class ObstoreStore:
         # obstore has no explicit close; dropping the last reference releases the client.
         # Doing it here, inside the event loop, avoids the tokio shutdown abort seen at exit.
         self._inner = None
+
+
+def normalise_etag(etag: str | None) -> str | None:
+    """One spelling per tag: Azure quotes ETags on put/head/get but not in listings, and the
+    engine compares a listed tag with the one recorded at put time."""
+    if etag is None:
+        return None
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
 
 
 async def _small_or_stream(data: AsyncIterable[bytes]) -> bytes | AsyncIterator[bytes]:

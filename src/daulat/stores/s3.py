@@ -21,6 +21,19 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "timeout": timedelta(minutes=10),
 }
 
+# obstore retries a failed request itself (cheap: a multipart part is retried alone), but only
+# briefly: persistent throttling must reach daulat's retry layer, which backs off per object and
+# lowers the concurrency (obstore's default, 10 retries over 3 minutes, hides it entirely).
+RETRY_CONFIG: dict[str, Any] = {
+    "max_retries": 2,
+    "retry_timeout": timedelta(seconds=30),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=50),
+        "max_backoff": timedelta(seconds=1),
+        "base": 2,
+    },
+}
+
 # Standard environment variables per provider, beyond the AWS_* ones obstore reads itself.
 _ENV_KEYS = {
     ProviderId.ALIBABA: (
@@ -70,6 +83,7 @@ def open_s3(cfg: StoreConfig, env: dict[str, str] | None = None) -> ObstoreStore
             prefix=cfg.prefix or None,
             config=config,  # type: ignore[arg-type]
             client_options=options,  # type: ignore[arg-type]
+            retry_config=RETRY_CONFIG,  # type: ignore[arg-type]
             credential_provider=provider_cb,  # type: ignore[arg-type]
         )
     except Exception as exc:  # obstore validates the configuration eagerly

@@ -159,6 +159,7 @@ class Summary:
     manifest_key: str | None = None
     encrypted: bool = False
     checked_against_manifest: str | None = None  # restore: the source manifest used
+    manifest_error: str | None = None  # the destination manifest could not be written
 
     @property
     def throughput_bps(self) -> float:
@@ -169,7 +170,14 @@ class Summary:
         """True when nothing failed, was refused or is left, and (for exit) all is verified."""
         if self.dry_run:
             return self.stopped is None
-        if self.stopped or self.failed or self.refused or self.left_objects or self.unverified:
+        if (
+            self.stopped
+            or self.failed
+            or self.refused
+            or self.left_objects
+            or self.unverified
+            or self.manifest_error
+        ):
             return False
         return not Kind(self.kind).verifies or self.verified_objects == self.source_objects
 
@@ -315,9 +323,15 @@ async def _run(
     if kind.verifies:
         await verify_listed(src, dst, journal, pair, summary)
         if summary.verified_objects:
-            summary.manifest_key = await write_destination_manifest(
-                src, dst, journal, pair, opts.encrypt_to
-            )
+            try:
+                summary.manifest_key = await opts.retry.call(
+                    lambda: write_destination_manifest(src, dst, journal, pair, opts.encrypt_to)
+                )
+            except STOP_ERRORS:
+                raise
+            except StoreError as exc:
+                # The copy is verified but its proof is not at the destination: not done.
+                summary.manifest_error = str(exc)
 
 
 class _Executor:
