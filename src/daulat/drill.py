@@ -12,7 +12,9 @@ How
     2. **Measure.** Each class's sample is copied with the real transfer engine (``Kind.EXIT``:
        streaming, hashing, journal, verification, destination manifest; the destination's
        ``encrypt_to`` applies as in a real exit) to a scratch prefix ``.daulat/drill-<id>/`` at
-       the destination, one class after another, at the exit's concurrency. The source is seen
+       the destination, one class after another (largest first), at the exit's concurrency.
+       With the default sample a class measured for less than ``MIN_CLASS_SECONDS`` in all is
+       copied again with more of its random order, in later passes. The source is seen
        through :class:`SampledSource`, which lists only the sampled keys and refuses any write.
        Per object the wrappers record when its read began and its write was confirmed.
     3. **Model.** Per class: time ≈ objects x per-object cost + bytes / throughput, at the same
@@ -20,19 +22,26 @@ How
        :func:`_class_costs`); ramp-up and drain of the short sample run are not extrapolated. The
        source listing (probed on the real source) and the per-object bookkeeping of the run
        (planning, verification, manifest) are added.
-    4. **Interval.** A stratified bootstrap: objects are resampled with replacement within each
-       class, the model is refitted and the prediction recomputed, 1,000 times; the 2.5th and
-       97.5th percentiles bound a 95 % interval. It covers object-to-object variation only,
-       not a link that is busier on the day (bench/RESULTS.md measures that).
+    4. **Interval.** A stratified block bootstrap (:data:`INTERVAL_METHOD`): per class the
+       measured objects, in completion order, form 10 time blocks; blocks are resampled with
+       replacement, the model refitted and the prediction recomputed, 1,000 times; the 2.5th
+       and 97.5th percentiles bound a 95 % interval. Blocks rather than single objects, because
+       objects copied at the same moment share that moment's load. It covers variation between
+       objects and during the drill, not a link that is busier on the day of the exit
+       (bench/RESULTS.md measures how far off that makes it).
     5. **Clean up.** The scratch prefix is deleted, always (also after failures and
        interruptions), and listed again to prove it is gone. A drill killed outright leaves its
        scratch behind; the next drill to the same store removes it.
 
 Record
     Every drill is a row in table ``drills`` of ``.daulat/drills.sqlite`` (its own database, so a
-    drill never contends with a running exit for the journal's lock). :func:`latest_exit_hours`
-    and :func:`drill_history` read it; the history pairs drills with later real ``exit`` runs from
-    the transfer journal and reports the prediction error.
+    drill never contends with a running exit for the journal's lock): time, SRC, DST, sample,
+    predicted seconds with the interval, the model's parameters (JSON) and the whole result.
+    Columns ``src`` and ``predicted_hours`` are what :mod:`daulat.policy` reads by default.
+    :func:`latest_exit_hours` and :func:`drill_history` read it; the history pairs drills with
+    later real ``exit`` runs from the transfer journal and reports the prediction error. The
+    drill's own copy uses a temporary journal (deleted afterwards), so it never shows up as an
+    exit.
 
 What-if projections (``link_bps``, ``workers``) transform the measured model and are labelled
 projections everywhere: they are never measurements.
@@ -92,9 +101,10 @@ MIN_LARGE = 2
 _ENGINE_BUDGET = Options().max_bytes_in_flight
 _STREAM_RESERVATION = 28 * MiB
 
-# With the default sample, a class whose copy took less than this is measured again with more
-# objects from the same random order (a momentary stall must not decide the prediction).
-MIN_CLASS_SECONDS = 2.0
+# With the default sample, a class whose runs took less than this in all is measured again with
+# more objects from its random order (a momentary stall must not decide the prediction).
+MIN_CLASS_SECONDS = 3.0
+EXTRA_PASSES = 3
 
 LIST_PROBE_OBJECTS = 10_000
 BOOTSTRAP_REPLICATES = 1000
@@ -682,18 +692,12 @@ async def _measure(
     journal_path = config.state_dir / f"drill-{drill_id}.journal.sqlite"
     try:
         problems += await _sweep_leftovers(log, dst.store, say)
-        runs: list[_ClassRun] = []
         with Journal(journal_path) as journal:
             say("probing the source listing")
             probe = await _probe_listing(src, journal)
-            for s in sorted(strata, key=lambda s: -s.index):
-                if not s.initial:
-                    continue
-                runs.append(
-                    await _measure_class(
-                        s, src, dst, f"{scratch}c{s.index}", journal, opts, sample is None, say
-                    )
-                )
+            runs = await _measure_classes(
+                strata, src, dst, scratch, journal, opts, sample is None, say
+            )
         for r in runs:
             problems += [p for part in r.parts for p in part.problems]
         say("fitting the model")
@@ -762,36 +766,53 @@ class _ClassRun:
         return sum(len(p.timings) for p in self.parts)
 
 
-async def _measure_class(
-    s: Stratum,
+async def _measure_classes(
+    strata: Sequence[Stratum],
     src: Endpoint,
     dst: Endpoint,
-    prefix: str,
+    scratch: str,
     journal: Journal,
     opts: Options,
     adaptive: bool,
     say: Callable[[str], None],
-) -> _ClassRun:
-    """Copy a class's initial sample; with ``adaptive``, if that took less than
-    MIN_CLASS_SECONDS, copy more of the class's random order (as far as the reserve allows) in
-    a second run, sized from the first run's rate to last about MIN_CLASS_SECONDS."""
-    say(
-        f"copying {s.initial:,} of {s.objects:,} objects ({s.size_class.label}) to "
-        f"{dst.store.name}:{prefix}/"
-    )
-    first = await _copy_part(s.sample[: s.initial], src, dst, f"{prefix}/", journal, opts)
-    parts = [first]
-    s.used = s.initial
-    wall = _wall(first.timings)
-    more = len(s.sample) - s.initial
-    if adaptive and more > 0 and first.timings and wall < MIN_CLASS_SECONDS:
-        rate = len(first.timings) / max(wall, 1e-3)
-        extra = min(more, max(s.initial, math.ceil(rate * (MIN_CLASS_SECONDS - wall) * 1.2)))
-        say(f"copying {extra:,} more ({s.size_class.label}): the first run took {wall:.2f} s")
-        chunk = s.sample[s.initial : s.initial + extra]
-        parts.append(await _copy_part(chunk, src, dst, f"{prefix}b/", journal, opts))
-        s.used += extra
-    return _ClassRun(s, parts)
+) -> list[_ClassRun]:
+    """Copy every class's initial sample (largest class first, as the engine orders work).
+
+    With ``adaptive`` (the default sample), classes whose runs add up to less than
+    MIN_CLASS_SECONDS are then measured again with more objects from their random order, in
+    further passes over the classes (at most EXTRA_PASSES), each run sized from the rate so far
+    to reach MIN_CLASS_SECONDS. A short measurement is at the mercy of a momentary stall;
+    passes spread a class's measurement over the drill instead of one burst.
+    """
+    runs = []
+    for s in sorted(strata, key=lambda s: -s.index):
+        if s.initial:
+            say(
+                f"copying {s.initial:,} of {s.objects:,} objects ({s.size_class.label}) to "
+                f"{dst.store.name}:{scratch}"
+            )
+            part = await _copy_part(
+                s.sample[: s.initial], src, dst, f"{scratch}c{s.index}p0/", journal, opts
+            )
+            s.used = s.initial
+            runs.append(_ClassRun(s, [part]))
+    for n in range(1, EXTRA_PASSES + 1 if adaptive else 1):
+        for r in runs:
+            s = r.stratum
+            measured = sum(_wall(p.timings) for p in r.parts)
+            more = len(s.sample) - s.used
+            if more <= 0 or not r.copied or measured >= MIN_CLASS_SECONDS:
+                continue
+            rate = r.copied / max(measured, 1e-3)
+            extra = min(
+                more, max(s.initial, math.ceil(rate * (MIN_CLASS_SECONDS - measured) * 1.2))
+            )
+            say(f"copying {extra:,} more ({s.size_class.label}): measured {measured:.2f} s so far")
+            chunk = s.sample[s.used : s.used + extra]
+            prefix = f"{scratch}c{s.index}p{n}/"
+            r.parts.append(await _copy_part(chunk, src, dst, prefix, journal, opts))
+            s.used += extra
+    return runs
 
 
 def _wall(timings: Sequence[tuple[int, float, float]]) -> float:
@@ -819,6 +840,10 @@ async def _copy_part(
         raise DrillFailed(f"the drill's copy stopped: {summary.stopped}")
     problems = [f"{src.prefix}{k}: {why}" for k, why in summary.failed + summary.refused]
     problems += [f"{src.prefix}{k}: not verified: {why}" for k, why in summary.unverified]
+    if summary.manifest_error:
+        problems.append(
+            f"the scratch copy's manifest could not be written: {summary.manifest_error}"
+        )
     timings = [
         (clock.sizes[k], clock.starts[k], end)
         for k, end in clock.ends.items()
@@ -982,20 +1007,24 @@ def _run_costs(timings: Sequence[tuple[int, float, float]]) -> _Costs:
     )
 
 
-def _fit_line(sizes: Sequence[float], costs: Sequence[float]) -> tuple[float, float]:
-    """Least squares ``cost = a + b x size`` with a, b >= 0 (non-negative, two parameters)."""
-    n = len(sizes)
-    mx = sum(sizes) / n
-    my = sum(costs) / n
-    sxx = sum((x - mx) ** 2 for x in sizes)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(sizes, costs, strict=True))
+def _fit_line(
+    sizes: Sequence[float], costs: Sequence[float], weights: Sequence[float] | None = None
+) -> tuple[float, float]:
+    """Weighted least squares ``cost = a + b x size`` with a, b >= 0 (two parameters)."""
+    w = list(weights) if weights is not None else [1.0] * len(sizes)
+    sw = sum(w)
+    mx = sum(wi * x for wi, x in zip(w, sizes, strict=True)) / sw
+    my = sum(wi * y for wi, y in zip(w, costs, strict=True)) / sw
+    sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, sizes, strict=True))
+    sxy = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, sizes, costs, strict=True))
     b = sxy / sxx if sxx > 0 else 0.0
     a = my - b * mx
     if b < 0:
         return my, 0.0
     if a < 0:
-        sx2 = sum(x * x for x in sizes)
-        return 0.0, (sum(x * y for x, y in zip(sizes, costs, strict=True)) / sx2 if sx2 else 0.0)
+        sx2 = sum(wi * x * x for wi, x in zip(w, sizes, strict=True))
+        sxy0 = sum(wi * x * y for wi, x, y in zip(w, sizes, costs, strict=True))
+        return 0.0, (sxy0 / sx2 if sx2 else 0.0)
     return a, b
 
 
@@ -1038,9 +1067,13 @@ def _predict(
     """Predicted seconds per class (and each class's model) for the whole source."""
     split: tuple[float, float] | None = None
     if len(costs) >= 2:
+        # One point per class, each weighted by 1/cost^2 (relative error), so that a class of
+        # huge objects does not decide alone what a small object costs.
+        means = [statistics.fmean(c.costs) for c in costs.values()]
         split = _fit_line(
             [statistics.fmean(c.sizes) for c in costs.values()],
-            [statistics.fmean(c.costs) for c in costs.values()],
+            means,
+            [1 / m**2 if m > 0 else 0.0 for m in means],
         )
     models = {i: _class_model(c, split) for i, c in costs.items()}
     out = {}
