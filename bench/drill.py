@@ -289,10 +289,9 @@ def render(
         f" {statistics.fmean(errors):+.1f} %, range {min(errors):+.1f} % to {max(errors):+.1f} %;"
         f" within the 15 % goal in **{within} of {len(errors)}** rounds.",
         f"- The same exit, repeated, took {min(actuals):.1f} to {max(actuals):.1f} s (coefficient"
-        f" of variation {statistics.pstdev(actuals) / statistics.fmean(actuals) * 100:.0f} %):"
-        " the machine's other load moves the actual time about as much as the prediction"
-        " misses it. With the mean of the drills before and after each exit (load drifting"
-        f" between drill and exit partly cancels) the error is {min(bracket):+.1f} % to"
+        f" of variation {statistics.pstdev(actuals) / statistics.fmean(actuals) * 100:.0f} %)."
+        " With the mean of the drills before and after each exit (load drifting between"
+        f" drill and exit partly cancels) the error is {min(bracket):+.1f} % to"
         f" {max(bracket):+.1f} % (within 15 % in {sum(1 for e in bracket if abs(e) <= 15)} of"
         f" {len(bracket)}).",
         f"- The actual time fell inside the drill's 95 % interval in {inside} of {len(rounds)}"
