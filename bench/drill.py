@@ -51,6 +51,7 @@ from common import (
     tool_version,
     update_section,
 )
+from scan import base_env  # the environment without other tools' credentials
 from servers import S3Server, seaweedfs, start_all
 
 KiB = 1024
@@ -131,16 +132,6 @@ def fill(server: S3Server, marker: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------
 # Runs
-
-
-def base_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "RCLONE_", "DAULAT_", "S3_"))
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def write_config(directory: Path, a: S3Server, b: S3Server, rounds: int, stamp: str) -> Path:
