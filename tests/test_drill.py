@@ -196,6 +196,23 @@ def test_default_sample_is_stratified(local: tuple[Config, dict[str, bytes], Any
                 assert o.size == len(objects[o.key])
 
 
+def test_daulat_metadata_at_the_source_is_not_sampled(tmp_path: Path) -> None:
+    # A store that was the destination of an earlier exit holds daulat's manifest under .daulat/.
+    src = tmp_path / "src"
+    put_files(src, {"a.bin": b"a" * 100, "b/c.bin": b"c" * 70000})
+    put_files(src, {".daulat/manifest-20250101T000000Z.jsonl": b"{}\n"})
+    config = write_config(
+        tmp_path, [fs_store_config(src, "src"), fs_store_config(tmp_path / "dst", "dst")]
+    )
+    scan(config, "src")
+    strata = draw_sample(config.state_dir / MANIFEST_NAME, "src", "", None, 64, random.Random(1))
+    assert sum(s.objects for s in strata) == 2
+    assert all(not o.key.startswith(".daulat/") for s in strata for o in s.sample)
+    result = drill(config, seed=1)
+    assert result.ok, result.problems
+    assert result.objects == 2
+
+
 def test_sample_is_random_and_reproducible(local: tuple[Config, dict[str, bytes], Any]) -> None:
     config, _, _ = local
     path = config.state_dir / MANIFEST_NAME

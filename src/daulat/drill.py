@@ -304,7 +304,8 @@ def draw_sample(
     concurrency: int,
     rng: random.Random,
 ) -> list[Stratum]:
-    """Census of the source's size classes and a uniform random sample within each.
+    """Census of the source's size classes and a uniform random sample within each (objects
+    under ``PREFIX.daulat/``, daulat's own manifests and scratch, are left out).
 
     Reads the manifest read-only in one transaction (a consistent snapshot), streaming: the
     census is one SQL aggregate; the draw picks random ranks per class and takes the rows at
@@ -313,8 +314,11 @@ def draw_sample(
     db = sqlite3.connect(manifest_path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         db.execute("BEGIN")
-        where = "store = ? AND substr(key, 1, ?) = ?"
-        args = (store, len(prefix), prefix)
+        # daulat's own files at the source (manifests of earlier copies, a killed drill's scratch)
+        # are bookkeeping, not the data whose exit is timed.
+        where = "store = ? AND substr(key, 1, ?) = ? AND substr(key, ?, ?) != ?"
+        meta = DST_MANIFEST_PREFIX
+        args = (store, len(prefix), prefix, len(prefix) + 1, len(meta), meta)
         cases = " ".join(f"WHEN size < {b} THEN {i}" for i, b in enumerate(_BOUNDS))
         census = db.execute(
             f"SELECT CASE {cases} ELSE {len(_BOUNDS)} END AS c, count(*), coalesce(sum(size), 0) "
@@ -1270,6 +1274,8 @@ def _assumptions(concurrency: int, scanned: str | None, encrypted: bool) -> list
         "the source, destination and link are as busy as during the drill; provider "
         "throttling or quotas that only a long run triggers are not modelled",
         "listing the destination for verification costs per object what listing the source did",
+        "daulat's own files under .daulat/ at the source (manifests of earlier copies) are not "
+        "counted",
     ]
 
 
