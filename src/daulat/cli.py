@@ -44,6 +44,14 @@ from daulat.crypto import (
     parse_recipients,
     recipient_of,
 )
+from daulat.drill import (
+    drill_history,
+    parse_bandwidth,
+    parse_sample,
+    render_drill,
+    render_history,
+    run_drill,
+)
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
@@ -676,6 +684,72 @@ def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def drill(
+    src: Annotated[str | None, typer.Argument(metavar="SRC[:PREFIX]")] = None,
+    dst: Annotated[str | None, typer.Argument(metavar="DST")] = None,
+    sample: Annotated[
+        str | None,
+        typer.Option("--sample", help="Objects to sample: a count (500) or a share (5%)."),
+    ] = None,
+    link: Annotated[
+        str | None,
+        typer.Option("--link", help="What-if projection: link bandwidth, e.g. 10Gbit/s."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="What-if projection: machines in parallel.")
+    ] = 1,
+    concurrency: ConcurrencyOpt = 64,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for the random sample.")] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Show past drills against the real exits after them.")
+    ] = False,
+    encrypt_to: EncryptOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure a sample copy and predict how long a full exit of SRC to DST would take."""
+    cfg = _load(config)
+    if history:
+        rows = drill_history(cfg)
+        if as_json:
+            out.print_json(json.dumps([r.to_json() for r in rows], default=str))
+        else:
+            render_history(rows, out)
+        return
+    if src is None or dst is None:
+        raise typer.BadParameter("give SRC and DST, or --history")
+    result = _run(
+        run_drill(
+            cfg,
+            src,
+            dst,
+            sample=parse_sample(sample) if sample else None,
+            link_bps=parse_bandwidth(link) if link else None,
+            workers=workers,
+            concurrency=concurrency,
+            seed=seed,
+            encrypt_to=_recipients(encrypt_to),
+            on_event=None if as_json else (lambda m: err.print(m, highlight=False, markup=False)),
+        )
+    )
+    record(
+        cfg.state_dir,
+        "drill",
+        {
+            "src": src,
+            "dst": dst,
+            "drill": result.id,
+            "sampled_objects": result.sampled_objects,
+            "predicted_hours": round(result.predicted_hours, 4),
+        },
+    )
+    if as_json:
+        out.print_json(json.dumps(result.to_json(), default=str))
+    else:
+        render_drill(result, out)
+
+
+@app.command()
 def check(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -708,6 +782,10 @@ def _policies_json(cfg: Config) -> dict[str, Any] | None:
     return evaluate_policies(cfg).to_json() if cfg.raw_policies else None
 
 
+def _drills_json(cfg: Config) -> list[dict[str, Any]]:
+    return [r.to_json() for r in drill_history(cfg)]
+
+
 class ReportFormat(StrEnum):
     HTML = "html"
     JSON = "json"
@@ -725,7 +803,7 @@ def report(
 ) -> None:
     """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
     cfg = _load(config)
-    data = collect_report(cfg, policies=_policies_json)
+    data = collect_report(cfg, policies=_policies_json, drills=_drills_json)
     if fmt == ReportFormat.JSON:
         text = json.dumps(data.to_json(), indent=2, default=str)
     else:

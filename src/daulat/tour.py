@@ -12,6 +12,7 @@ from rich.console import Console
 from daulat.auditing import record
 from daulat.config import load_config
 from daulat.crypto import new_identity, parse_recipients
+from daulat.drill import drill_history, run_drill
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
@@ -78,7 +79,21 @@ def run_tour(directory: Path, console: Console) -> None:
             )
         console.print(f"The manifest is {manifest.path} (SQLite; query it with any SQLite tool).")
 
-    console.rule("4. daulat exit kpu-primary vault")
+    console.rule("4. daulat drill kpu-primary vault")
+    drilled = asyncio.run(run_drill(config, "kpu-primary", "vault", sample=300, seed=2024))
+    record(
+        config.state_dir,
+        "drill",
+        {"src": "kpu-primary", "dst": "vault", "predicted_hours": drilled.predicted_hours},
+    )
+    console.print(
+        f"  copied a stratified sample of {drilled.sampled_objects:,} objects to a scratch prefix "
+        f"(removed again), measured per size class, and predicts a full exit takes "
+        f"{drilled.predicted_s:.1f} s (95 % interval {drilled.low_s:.1f} to {drilled.high_s:.1f} "
+        "s). On a real provider the same drill gives the hours a regulator asks for."
+    )
+
+    console.rule("5. daulat exit kpu-primary vault")
     console.print(
         "Evacuate kpu-primary into vault: streamed, hashed (SHA-256) while copying, journaled "
         "so a crash resumes where it stopped, and verified object by object."
@@ -94,13 +109,20 @@ def run_tour(directory: Path, console: Console) -> None:
         f"in {summary.duration_s:.1f} s; verified {summary.verified_objects or 0:,} of "
         f"{summary.source_objects:,}; exit {'complete' if summary.ok else 'INCOMPLETE'}"
     )
+    history = [h for h in drill_history(config) if h.drill_id == drilled.id]
+    if history and history[0].error_pct is not None:
+        console.print(
+            f"  the drill predicted {history[0].predicted_s:.1f} s; the exit took "
+            f"{history[0].actual_s or 0:.1f} s ({history[0].error_pct:+.0f} %); "
+            "`daulat drill --history` keeps this record."
+        )
     if summary.manifest_key:
         console.print(
             f"  vault now holds a manifest of the copy at {summary.manifest_key}: key, size and "
             "SHA-256 of every object, checkable with sha256sum and no daulat at all."
         )
 
-    console.rule("5. daulat verify kpu-primary vault --full")
+    console.rule("6. daulat verify kpu-primary vault --full")
     report = asyncio.run(run_verify(config, "kpu-primary", "vault", full=True))
     record(
         config.state_dir,
@@ -114,7 +136,7 @@ def run_tour(directory: Path, console: Console) -> None:
     if not (summary.ok and report.ok):
         raise DaulatError("the demo exit did not verify; see the messages above")
 
-    console.rule("6. daulat keys new")
+    console.rule("7. daulat keys new")
     key_file = directory / "kpu-identity.txt"
     recipient = new_identity(key_file)
     record(config.state_dir, "keys.new", {"recipient": recipient, "file": str(key_file)})
@@ -123,7 +145,7 @@ def run_tour(directory: Path, console: Console) -> None:
     )
     console.print(f"  its public key (recipient) is {recipient}")
 
-    console.rule("7. daulat exit kpu-primary offsite --encrypt-to age1...")
+    console.rule("8. daulat exit kpu-primary offsite --encrypt-to age1...")
     enc = asyncio.run(
         run_transfer(
             config,
@@ -146,7 +168,7 @@ def run_tour(directory: Path, console: Console) -> None:
     if not enc.ok:
         raise DaulatError("the demo's encrypted exit did not verify; see the messages above")
 
-    console.rule("8. daulat check")
+    console.rule("9. daulat check")
     result = evaluate_policies(config)
     record(config.state_dir, "check", {"status": str(result.status)})
     for policy in result.policies:
@@ -162,16 +184,20 @@ def run_tour(directory: Path, console: Console) -> None:
         "`daulat check` exits 1 on such a violation, so CI can fail on it."
     )
 
-    console.rule("9. daulat report")
+    console.rule("10. daulat report")
     report_path = directory / "daulat-report.html"
-    data = collect_report(config, policies=lambda c: evaluate_policies(c).to_json())
+    data = collect_report(
+        config,
+        policies=lambda c: evaluate_policies(c).to_json(),
+        drills=lambda c: [h.to_json() for h in drill_history(c)],
+    )
     report_path.write_text(render_report(data), encoding="utf-8")
     record(
         config.state_dir, "report", {"file": str(report_path), "audit_head": data.audit.head_hash}
     )
     console.print(
         f"  wrote {report_path}: one HTML file that opens offline, with where the data lives, "
-        "the policies, replicas, risk and the audit log's head "
+        "the policies, replicas, the drill against the real exit, risk and the audit log's head "
         f"({(data.audit.head_hash or '')[:16]}...)."
     )
 
