@@ -747,6 +747,8 @@ def drill(
         out.print_json(json.dumps(result.to_json(), default=str))
     else:
         render_drill(result, out)
+    if not result.ok:
+        raise ExitCode(1)
 
 
 @app.command()

@@ -102,6 +102,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from daulat.config import Config, Placement, placement_of
+from daulat.drill import latest_exit_hours
 from daulat.errors import ConfigError, ManifestError
 from daulat.manifest import MANIFEST_NAME
 from daulat.providers import ISO_3166_ALPHA2, ProviderId, load_catalogue
@@ -701,47 +702,10 @@ class _State:
 
 
 def drill_exit_hours(state_dir: Path) -> DrillLookup:
-    """The default ``latest_exit_hours`` hook: the newest drill prediction for a whole store.
-
-    Reads table ``drills`` of ``.daulat/drills.sqlite`` (the record ``daulat drill`` keeps):
-    ``predicted_hours`` of the latest row (highest rowid) whose ``src_store`` is the store and
-    whose ``src_prefix`` is empty (a drill of one prefix times only part of the store), and whose
-    ``status`` is ``complete``. ``src_store``/``src_prefix``/``status`` are used when present;
-    otherwise ``src`` (``STORE``; ``STORE:PREFIX`` rows are skipped). Without such a table every
-    lookup returns None and ``max_exit_hours`` is "unknown".
-    """
-    found: dict[str, float] = {}
-    path = state_dir / "drills.sqlite"
-    if not path.is_file():
-        return found.get
-    try:
-        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            cols = {r[1] for r in db.execute("PRAGMA table_info(drills)")}
-            if "predicted_hours" in cols and ("src_store" in cols or "src" in cols):
-                where = ["predicted_hours IS NOT NULL"]
-                if "status" in cols:
-                    where.append("status = 'complete'")
-                if "src_store" in cols:
-                    store = "src_store"
-                    if "src_prefix" in cols:
-                        where.append("src_prefix = ''")
-                else:
-                    store = "src"
-                    where.append("instr(src, ':') = 0")
-                for name, hours in db.execute(
-                    f"SELECT {store}, predicted_hours FROM drills WHERE {' AND '.join(where)} "
-                    "ORDER BY rowid"
-                ):
-                    found[str(name)] = float(hours)
-        finally:
-            db.close()
-    except sqlite3.DatabaseError:
-        found.clear()
-    return found.get
-
-
-# --- evaluation --------------------------------------------------------------------------------
+    """The default ``latest_exit_hours`` hook: the predicted hours of the latest complete drill
+    of the whole store (:func:`daulat.drill.latest_exit_hours`; drills of one prefix time only
+    part of a store and do not count). Without a drill the rule is "unknown"."""
+    return lambda store: latest_exit_hours(state_dir, store)
 
 
 def evaluate_policies(

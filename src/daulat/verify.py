@@ -153,7 +153,7 @@ async def verify(
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
     try:
-        await list_into(journal, "src", src)
+        await list_into(journal, "src", src, exclude=DST_MANIFEST_PREFIX)
         await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
         if not full:
             listed = check_listed(journal, pair, run_id=run_id)

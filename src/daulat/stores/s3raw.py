@@ -80,6 +80,7 @@ from daulat.stores.objectstore import (
     PARTS_IN_FLIGHT,
     READ_CHUNK,
     SINGLE_PUT_MAX,
+    normalise_etag,
 )
 
 if TYPE_CHECKING:
@@ -1379,6 +1380,8 @@ class S3Raw:
         if size is None or size > self.copy_single_max:
             info, src_meta, content_type = await src.stat(src_key)
             size, if_match = info.size, if_match or info.etag
+        if if_match:
+            if_match = f'"{normalise_etag(if_match)}"'  # daulat keeps tags unquoted
         else:
             src_meta, content_type = {}, None
         copy_source = uri_encode(f"/{src.bucket}/{src_full}", safe="/")
@@ -1715,10 +1718,7 @@ def _xml_text(value: str) -> str:
 
 
 def _etag(value: str | None) -> str | None:
-    """ETags in one spelling, quoted as in S3 headers: servers differ in XML (SeaweedFS's
-    CopyObjectResult has none), and a tag compared later must not differ in quotes only."""
-    if not value:
-        return None
-    if value.startswith(('"', "W/")):
-        return value
-    return f'"{value}"'
+    """ETags in daulat's one spelling (unquoted, see ``normalise_etag``): S3 quotes them in
+    headers and XML, SeaweedFS's CopyObjectResult does not, and the engine compares a listed
+    tag with the one recorded at put time."""
+    return normalise_etag(value) if value else None

@@ -302,7 +302,9 @@ async def _run(
         "src",
         src,
         retry=opts.retry,
-        exclude=DST_MANIFEST_PREFIX if kind == Kind.RESTORE else "",
+        # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that
+        # store, not data to carry on (an exit from an earlier exit's destination skips them).
+        exclude=DST_MANIFEST_PREFIX,
     )
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
