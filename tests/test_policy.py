@@ -421,21 +421,23 @@ def test_unknown_is_never_pass_and_state_is_not_created(tmp_path: Path) -> None:
     fast = evaluate_policies(cfg_a, latest_exit_hours={"a": 3.5}.get)
     assert fast.status == Status.PASS and fast.exit_code == 0
 
-    # The default hook reads the drill record (.daulat/drills.sqlite): the latest complete
-    # drill of the whole store; drills of one prefix and failed drills do not count.
+    # The default hook reads the drill record (.daulat/drills.sqlite, through
+    # daulat.drill.latest_exit_hours): the latest complete drill of the whole store; drills of
+    # one prefix and failed drills do not count. Only the columns that lookup reads are made.
     with sqlite3.connect(cfg_a.state_dir / "drills.sqlite") as db:
         db.execute(
             "CREATE TABLE drills (id TEXT PRIMARY KEY, status TEXT, src TEXT, src_store TEXT, "
-            "src_prefix TEXT, predicted_hours REAL)"
+            "src_prefix TEXT, predicted_s REAL, high_s REAL)"
         )
+        h = 3600.0
         db.executemany(
-            "INSERT INTO drills VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO drills VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                ("d1", "complete", "a", "a", "", 40.0),
-                ("d2", "complete", "a", "a", "", 20.0),
-                ("d3", "complete", "a:x/", "a", "x/", 1.0),
-                ("d4", "failed", "a", "a", "", None),
-                ("d5", "running", "a", "a", "", 2.0),
+                ("d1", "complete", "a", "a", "", 40 * h, 50 * h),
+                ("d2", "complete", "a", "a", "", 20 * h, 22 * h),
+                ("d3", "complete", "a:x/", "a", "x/", 1 * h, 2 * h),
+                ("d4", "failed", "a", "a", "", None, None),
+                ("d5", "running", "a", "a", "", None, None),
             ],
         )
     db.close()
