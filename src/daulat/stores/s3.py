@@ -12,6 +12,7 @@ from obstore.store import S3Store
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.providers import ProviderId, load_catalogue
+from daulat.stores.base import Store
 from daulat.stores.objectstore import ObstoreStore
 
 # obstore's default 30 s timeout covers a whole request body: too short for 8 MiB parts on a slow
@@ -47,7 +48,16 @@ _ENV_KEYS = {
 }
 
 
-def open_s3(cfg: StoreConfig, env: dict[str, str] | None = None) -> ObstoreStore:
+def open_s3(cfg: StoreConfig, env: dict[str, str] | None = None) -> Store:
+    """The S3 store: obstore for ordinary keys, S3Raw for listings and for the keys obstore
+    cannot address faithfully (see :mod:`daulat.stores.s3raw`)."""
+    from daulat.stores.s3raw import open_fallback_s3
+
+    return open_fallback_s3(cfg, open_s3_obstore(cfg, env), env)
+
+
+def open_s3_obstore(cfg: StoreConfig, env: dict[str, str] | None = None) -> ObstoreStore:
+    """The obstore-only S3 store: portable keys only, and its listing renames some keys."""
     environ = os.environ if env is None else env
     provider = load_catalogue().provider(cfg.provider)
     profile = provider.s3

@@ -48,6 +48,7 @@ from daulat.errors import (
 )
 from daulat.stores.base import Store
 from daulat.stores.hashing import StreamHasher, hashed
+from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
@@ -160,6 +161,8 @@ class Summary:
     encrypted: bool = False
     checked_against_manifest: str | None = None  # restore: the source manifest used
     manifest_error: str | None = None  # the destination manifest could not be written
+    aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
+    server_side_copy: bool = False
 
     @property
     def throughput_bps(self) -> float:
@@ -316,6 +319,13 @@ async def _run(
             summary.deleted_objects = sum(1 for _ in journal.extraneous(pair))
         return
 
+    dst_s3 = unwrap_fallback(dst.store)
+    if dst_s3 is not None:
+        # Parts of uploads that a killed (or stopped) run began are stored, billed and never
+        # visible; abort them before this run starts its own.
+        summary.aborted_uploads = await opts.retry.call(
+            lambda: dst_s3.abort_stale_uploads(dst.prefix)
+        )
     executor = _Executor(src, dst, journal, opts, pair, summary, on_progress)
     await executor.run()
     if summary.stopped:
@@ -358,6 +368,19 @@ class _Executor:
         self.stop: Exception | None = None
         # Restore: each object's plaintext must match the source manifest's SHA-256.
         self.expect = bool(summary.checked_against_manifest)
+        # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
+        src_s3, dst_s3 = unwrap_fallback(src.store), unwrap_fallback(dst.store)
+        self.server_copy: tuple[FallbackS3Store, FallbackS3Store] | None = None
+        if (
+            src_s3 is not None
+            and dst_s3 is not None
+            and dst_s3.can_copy_from(src_s3)
+            and not opts.encrypt_to
+            and not opts.decrypt_with
+            and not self.expect
+        ):
+            self.server_copy = (src_s3, dst_s3)
+            summary.server_side_copy = True
         self._last_report = 0.0
 
     async def run(self) -> None:
@@ -468,6 +491,21 @@ class _Executor:
         dst_key = self.dst.prefix + item.key
         opts = self.opts
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
+        if self.server_copy is not None:
+            src_s3, dst_s3 = self.server_copy
+            copied = await dst_s3.copy_from(
+                src_s3, src_key, dst_key, size=item.size, if_match=item.etag
+            )
+            return Outcome(
+                item.key,
+                item.size,
+                item.etag,
+                State.DONE,
+                sha256=copied.sha256,
+                dst_size=copied.size,
+                dst_etag=copied.etag,
+                plain_size=copied.size,
+            )
         reader = await self.src.store.get(src_key)
         etag = reader.info.etag
         plain: bytes | None = None
