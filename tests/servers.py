@@ -685,6 +685,9 @@ def seaweedfs(
             "-master.telemetry=false",
             f"-s3.config={config_path}",
             "-webdav=false",
+            # Every bucket takes volumes of its own; the default cap (~64 buckets with data)
+            # is too low for a whole test session. Volumes are not preallocated.
+            "-volume.max=1000",
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
