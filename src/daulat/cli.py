@@ -306,6 +306,18 @@ def _recipients(values: list[str] | None) -> list[Recipient]:
     return parse_recipients(values) if values else []
 
 
+def _options(
+    concurrency: int, bwlimit: str | None, dry_run: bool, encrypt_to: list[str] | None, **more: Any
+) -> Options:
+    return Options(
+        concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
+        dry_run=dry_run,
+        encrypt_to=_recipients(encrypt_to),
+        **more,
+    )
+
+
 def _transfer_command(
     kind: Kind,
     src: str,
@@ -450,12 +462,7 @@ def copy(
     encrypt_to: EncryptOpt = None,
 ) -> None:
     """Copy objects that are missing or different at DST."""
-    opts = Options(
-        concurrency=concurrency,
-        bwlimit=_parse_rate(bwlimit),
-        dry_run=dry_run,
-        encrypt_to=_recipients(encrypt_to),
-    )
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to)
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts)
 
 
@@ -474,13 +481,7 @@ def sync(
     encrypt_to: EncryptOpt = None,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
-    opts = Options(
-        concurrency=concurrency,
-        bwlimit=_parse_rate(bwlimit),
-        dry_run=dry_run,
-        delete=delete,
-        encrypt_to=_recipients(encrypt_to),
-    )
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, delete=delete)
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts)
 
 
@@ -496,12 +497,7 @@ def exit_(
     encrypt_to: EncryptOpt = None,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
-    opts = Options(
-        concurrency=concurrency,
-        bwlimit=_parse_rate(bwlimit),
-        dry_run=dry_run,
-        encrypt_to=_recipients(encrypt_to),
-    )
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to)
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
 
 
