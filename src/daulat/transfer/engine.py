@@ -58,6 +58,9 @@ SMALL_OBJECT = 8 * MiB
 # (obstore buffers PART_SIZE per part in flight, plus the one being filled).
 STREAM_RESERVATION = 28 * MiB
 DST_MANIFEST_PREFIX = ".daulat/"
+# Bytes queued between the event loop and an age worker thread, per streamed object. The
+# upload's parts already buffer 8 MiB each; a small queue keeps encryption from adding more.
+AGE_BUFFER = 2 * MiB
 
 
 class WrongIdentity(DecryptError):
@@ -520,7 +523,7 @@ class _Executor:
                 else data
             )
         elif opts.decrypt_with:
-            stream = decrypt_stream(stream, opts.decrypt_with)
+            stream = decrypt_stream(stream, opts.decrypt_with, max_buffer=AGE_BUFFER)
         if plain is not None:
             digest = hashlib.sha256(plain).hexdigest()
             if expected is not None and digest != expected:
@@ -546,7 +549,7 @@ class _Executor:
                 stream, hasher, expected=expected, store=self.dst.store.name, key=dst_key
             )
             if opts.encrypt_to:
-                body_stream = encrypt_stream(body_stream, opts.encrypt_to)
+                body_stream = encrypt_stream(body_stream, opts.encrypt_to, max_buffer=AGE_BUFFER)
             result = await self.dst.store.put(dst_key, body_stream)
             digest, plain_size = hasher.hexdigest(), hasher.size
         dst_etag = result.etag
