@@ -437,10 +437,16 @@ def _pid(server: S3Server) -> int | None:
 # Report
 
 
-def versions(bench: Bench) -> dict[str, str]:
+def versions(bench: Bench, git_at_start: str) -> dict[str, str]:
     weed = find_tool("weed")
+    git_now = git_describe()
+    git = (
+        git_now
+        if git_now == git_at_start
+        else f"{git_at_start} at the start, {git_now} at the end: src/ changed during the run"
+    )
     return {
-        "daulat": f"{package_version('daulat')} (git {git_describe()})",
+        "daulat": f"{package_version('daulat')} (git {git})",
         "obstore": package_version("obstore"),
         "pyrage": package_version("pyrage"),
         "SeaweedFS": tool_version([str(weed), "version"], r"(\d+\.\d+)") if weed else "?",
@@ -551,8 +557,9 @@ def render_transfer(
         f"- 1-minute load average when the runs started: {min(loads, default=0):.1f} to"
         f" {max(loads, default=0):.1f} on {os.cpu_count()} CPUs"
         + (
-            " — other work (other engineers' test suites) was running on this shared machine:"
-            " wall times are noisy, CPU seconds much less so."
+            " (the benchmark itself keeps about 3 runnable: the client and two servers) — other"
+            " work (other engineers' test suites) was also running on this shared machine: wall"
+            " times are noisy, CPU seconds less so."
             if max(loads, default=0) > 1.5
             else "."
         ),
@@ -943,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(workdir / "seaweedfs-b", ignore_errors=True)
     shutil.rmtree(workdir / "runs", ignore_errors=True)
     command = reproduce_command(args)
+    git_at_start = git_describe()
     try:
         with (
             sigterm_as_interrupt(),
@@ -997,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         for tool in tools:
                             one(case, case, tool, tool, r)
-            vers = versions(bench)
+            vers = versions(bench, git_at_start)
             transfer_section = render_transfer(bench, cases, vers, saved, command)
             encrypt_section = (
                 render_encrypt(bench, cases, vers, command)
