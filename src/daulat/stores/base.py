@@ -32,6 +32,8 @@ Errors
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,10 +148,17 @@ def check_portable_key(key: str, *, store: str = "") -> None:
         raise InvalidKey(f"store {store!r} cannot hold key {key!r}: {reason}", store=store, key=key)
 
 
+# Everything a key can get wrong, as one scan: control characters, and empty, "." or ".."
+# segments. Checked on every get and put, so the common (portable) case must be cheap.
+_SUSPECT = re.compile(r"[\x00-\x1f\x7f]|(?:^|/)\.{0,2}(?:/|$)")
+
+
 def portable_key_problem(key: str) -> str | None:
     """Why ``key`` is not portable, or None when it is."""
     if not key:
         return "empty key"
+    if len(key) * 4 <= MAX_KEY_BYTES and key.isascii() and _SUSPECT.search(key) is None:
+        return None
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         return f"longer than {MAX_KEY_BYTES} bytes"
     try:

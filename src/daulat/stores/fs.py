@@ -136,8 +136,10 @@ class FsStore:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end})")
         path = self._path(key)
+        # One trip to a worker thread opens, checks and (for a small range) reads the file: a
+        # thread hand-off costs more CPU than reading a small cached file.
         try:
-            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd, st, metadata, data = await asyncio.to_thread(_open_object, path, start, end)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(
                 f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key
@@ -148,15 +150,12 @@ class FsStore:
                 store=self._name,
                 key=key,
             ) from None
-        st = os.fstat(fd)
-        if not _is_regular(st):
-            os.close(fd)
+        if st is None:
             raise NotFound(
                 f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key
             )
-        metadata = _read_xattrs(fd)
         stop = st.st_size if end is None else min(end, st.st_size)
-        return FsReader(self._info(key, st), metadata, fd, min(start, stop), stop)
+        return FsReader(self._info(key, st), metadata, fd, min(start, stop), stop, data)
 
     async def put(
         self,
@@ -167,39 +166,75 @@ class FsStore:
         metadata: Mapping[str, str] | None = None,
     ) -> PutResult:
         final = self._path(key)
-        tmp_dir = self.root / TMP_DIR
-        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
-        hasher = StreamHasher()
+        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.part"
         try:
-            await asyncio.to_thread(self._prepare, final.parent, tmp_dir, key)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except StoreError:
-            raise
-        except OSError as exc:
-            raise _os_error(exc, self._name, key, "put") from None
-        try:
-            try:
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    await hasher.update(data)
-                    await _write_all(fd, bytes(data))
-                else:
-                    async for chunk in data:
-                        await hasher.update(chunk)
-                        await _write_all(fd, chunk)
-                check_digest(hasher, sha256, store=self._name, key=key)
-                for name, value in (metadata or {}).items():
-                    os.setxattr(fd, XATTR_PREFIX + name, value.encode("utf-8"))
-                if self._durable:
-                    await asyncio.to_thread(os.fsync, fd)
-            finally:
-                os.close(fd)
-            await asyncio.to_thread(self._commit, tmp, final, key)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                # A whole body is written in one trip to a worker thread: for small objects
+                # the thread hand-offs of a step-by-step write cost more than the write.
+                body = bytes(data)
+                digest = await asyncio.to_thread(
+                    self._put_bytes, final, tmp, key, body, sha256, metadata
+                )
+                size = len(body)
+            else:
+                digest, size = await self._put_stream(final, tmp, key, data, sha256, metadata)
         except BaseException as exc:
             _unlink_quietly(tmp)
             if isinstance(exc, OSError):
                 raise _os_error(exc, self._name, key, "put") from None
             raise
-        return PutResult(key=key, size=hasher.size, sha256=hasher.hexdigest(), etag=None)
+        return PutResult(key=key, size=size, sha256=digest, etag=None)
+
+    def _put_bytes(
+        self,
+        final: Path,
+        tmp: Path,
+        key: str,
+        body: bytes,
+        sha256: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> str:
+        hasher = StreamHasher()
+        hasher.feed(body)
+        check_digest(hasher, sha256, store=self._name, key=key)
+        self._prepare(final.parent, tmp.parent, key)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_sync(fd, memoryview(body))
+            self._finish(fd, metadata)
+        finally:
+            os.close(fd)
+        self._commit(tmp, final, key)
+        return hasher.hexdigest()
+
+    async def _put_stream(
+        self,
+        final: Path,
+        tmp: Path,
+        key: str,
+        data: AsyncIterable[bytes],
+        sha256: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> tuple[str, int]:
+        hasher = StreamHasher()
+        await asyncio.to_thread(self._prepare, final.parent, tmp.parent, key)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            async for chunk in data:
+                await hasher.update(chunk)
+                await _write_all(fd, chunk)
+            check_digest(hasher, sha256, store=self._name, key=key)
+            await asyncio.to_thread(self._finish, fd, metadata)
+        finally:
+            os.close(fd)
+        await asyncio.to_thread(self._commit, tmp, final, key)
+        return hasher.hexdigest(), hasher.size
+
+    def _finish(self, fd: int, metadata: Mapping[str, str] | None) -> None:
+        for name, value in (metadata or {}).items():
+            os.setxattr(fd, XATTR_PREFIX + name, value.encode("utf-8"))
+        if self._durable:
+            os.fsync(fd)
 
     def _prepare(self, parent: Path, tmp_dir: Path, key: str) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -255,18 +290,33 @@ class FsStore:
 
 
 class FsReader:
-    """Streaming read of ``[start, stop)`` of an open file; closes it when done."""
+    """Streaming read of ``[start, stop)`` of an open file; closes it when done.
+
+    A small range arrives already read (``data``), with the file closed.
+    """
 
     def __init__(
-        self, info: ObjectInfo, metadata: Mapping[str, str], fd: int, start: int, stop: int
+        self,
+        info: ObjectInfo,
+        metadata: Mapping[str, str],
+        fd: int | None,
+        start: int,
+        stop: int,
+        data: bytes | None = None,
     ) -> None:
         self.info = info
         self.metadata = metadata
-        self._fd: int | None = fd
+        self._fd = fd
         self._pos = start
         self._stop = stop
+        self._data = data
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._data is not None:
+            data, self._data = self._data, None
+            if data:
+                yield data
+            return
         fd = self._fd
         if fd is None:
             return
@@ -283,12 +333,42 @@ class FsReader:
             os.close(fd)
 
     async def read_all(self) -> bytes:
+        if self._data is not None:
+            data, self._data = self._data, None
+            return data
         return b"".join([chunk async for chunk in self])
 
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_object(
+    path: Path, start: int, end: int | None
+) -> tuple[int | None, os.stat_result | None, dict[str, str], bytes | None]:
+    """Open ``path`` for reading: (fd, stat, metadata, data).
+
+    stat is None when the path is not a regular file. When the wanted range fits in one read
+    chunk it is read here and the file closed: fd is None and data holds the bytes.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not _is_regular(st):
+            os.close(fd)
+            return None, None, {}, None
+        metadata = _read_xattrs(fd)
+        stop = st.st_size if end is None else min(end, st.st_size)
+        first = min(start, stop)
+        if stop - first > READ_CHUNK:
+            return fd, st, metadata, None
+        data = os.pread(fd, stop - first, first) if stop > first else b""
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None, st, metadata, data
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:

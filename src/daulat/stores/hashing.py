@@ -27,6 +27,11 @@ class StreamHasher:
         else:
             self._h.update(chunk)
 
+    def feed(self, chunk: bytes | memoryview) -> None:
+        """Hash in the calling thread (for code already running in a worker thread)."""
+        self.size += len(chunk)
+        self._h.update(chunk)
+
     def hexdigest(self) -> str:
         return self._h.hexdigest()
 

@@ -255,7 +255,14 @@ class ObstoreReader:
             raise translate(exc, store=self._store, key=self.info.key, op="read") from None
 
     async def read_all(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
+        if self._result is None:
+            return b""
+        try:
+            # One call instead of a chunk loop: for small objects the loop's per-chunk round
+            # trips into obstore cost more than the copy.
+            return bytes(await self._result.bytes_async())
+        except Exception as exc:
+            raise translate(exc, store=self._store, key=self.info.key, op="read") from None
 
 
 _ACCESS_CODES = frozenset(
