@@ -33,7 +33,6 @@ Errors
 from __future__ import annotations
 
 import re
-
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
