@@ -113,6 +113,7 @@ class MemoryStore:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         self._open()
         if isinstance(data, (bytes, bytearray, memoryview)):

@@ -403,6 +403,7 @@ class SampledSource:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         raise Unsupported("a drill never writes to the source", store=self.name, key=key)
 
@@ -445,8 +446,11 @@ class TimedDestination:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
-        result = await self._inner.put(key, data, sha256=sha256, metadata=metadata)
+        result = await self._inner.put(
+            key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+        )
         rel = key[len(self._prefix) :]
         if rel in self._clock.starts:
             self._clock.ends[rel] = time.monotonic()

@@ -64,6 +64,26 @@ def test_round_trip(store: Store) -> None:
     run(go())
 
 
+def test_prehashed_put_round_trips(store: Store) -> None:
+    """A caller that has just hashed the bytes says so; the object and its result are the same."""
+
+    async def go() -> None:
+        data = b"hashed once \x00" * 5000
+        digest = hashlib.sha256(data).hexdigest()
+        res = await store.put(
+            "pre/hashed.bin", data, sha256=digest, metadata={"sha256": digest}, prehashed=True
+        )
+        assert res.size == len(data) and res.sha256 == digest
+        reader = await store.get("pre/hashed.bin")
+        assert await reader.read_all() == data
+        assert reader.metadata.get("sha256") == digest
+        # Without the hash, `prehashed` means nothing: the store hashes the bytes itself.
+        res = await store.put("pre/plain.bin", data, prehashed=True)
+        assert res.sha256 == digest
+
+    run(go())
+
+
 def test_overwrite_replaces_content(store: Store) -> None:
     async def go() -> None:
         await store.put("k", b"first version")

@@ -123,11 +123,14 @@ class Store(Protocol):
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         """Write an object atomically, hashing it while streaming.
 
         ``sha256`` (hex) is the expected content hash; on mismatch nothing is written and
-        :class:`IntegrityError` is raised. ``metadata`` is user metadata stored with the object.
+        :class:`IntegrityError` is raised. ``prehashed`` (with bytes ``data``) says the caller
+        has just computed ``sha256`` from these very bytes, so the store need not hash them
+        again. ``metadata`` is user metadata stored with the object.
         """
         ...
 

@@ -321,11 +321,14 @@ class FaultyStore:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         counted = self._enter("put", key)
         ok = False
         try:
-            result = await self.inner.put(key, data, sha256=sha256, metadata=metadata)
+            result = await self.inner.put(
+                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+            )
             ok = True
             return result
         finally:

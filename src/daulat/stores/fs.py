@@ -164,6 +164,7 @@ class FsStore:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         final = self._path(key)
         tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.part"
@@ -173,7 +174,7 @@ class FsStore:
                 # the thread hand-offs of a step-by-step write cost more than the write.
                 body = bytes(data)
                 digest = await asyncio.to_thread(
-                    self._put_bytes, final, tmp, key, body, sha256, metadata
+                    self._put_bytes, final, tmp, key, body, sha256, metadata, prehashed
                 )
                 size = len(body)
             else:
@@ -193,10 +194,15 @@ class FsStore:
         body: bytes,
         sha256: str | None,
         metadata: Mapping[str, str] | None,
+        prehashed: bool,
     ) -> str:
-        hasher = StreamHasher()
-        hasher.feed(body)
-        check_digest(hasher, sha256, store=self._name, key=key)
+        if prehashed and sha256 is not None:
+            digest = sha256.lower()
+        else:
+            hasher = StreamHasher()
+            hasher.feed(body)
+            check_digest(hasher, sha256, store=self._name, key=key)
+            digest = hasher.hexdigest()
         self._prepare(final.parent, tmp.parent, key)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -205,7 +211,7 @@ class FsStore:
         finally:
             os.close(fd)
         self._commit(tmp, final, key)
-        return hasher.hexdigest()
+        return digest
 
     async def _put_stream(
         self,

@@ -55,6 +55,22 @@ async def hashed(
     check_digest(hasher, expected, store=store, key=key)
 
 
+async def body_digest(
+    body: bytes, expected: str | None, *, prehashed: bool, store: str, key: str
+) -> str:
+    """SHA-256 of a whole body, checked against ``expected`` (:class:`IntegrityError`).
+
+    ``prehashed`` says the caller computed ``expected`` from this very body a moment ago; it is
+    then taken as is rather than hashed a second time.
+    """
+    if prehashed and expected is not None:
+        return expected.lower()
+    hasher = StreamHasher()
+    await hasher.update(body)
+    check_digest(hasher, expected, store=store, key=key)
+    return hasher.hexdigest()
+
+
 def check_digest(hasher: StreamHasher, expected: str | None, *, store: str, key: str) -> None:
     if expected is not None and hasher.hexdigest() != expected.lower():
         raise IntegrityError(

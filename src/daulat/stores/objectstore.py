@@ -23,7 +23,7 @@ from daulat.errors import (
     Unsupported,
 )
 from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
-from daulat.stores.hashing import StreamHasher, check_digest, hashed
+from daulat.stores.hashing import StreamHasher, body_digest, hashed
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -153,6 +153,7 @@ class ObstoreStore:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         self._check(key)
         attributes: dict[str, str] | None = None
@@ -160,13 +161,14 @@ class ObstoreStore:
             attributes = {METADATA_PREFIX + k: v for k, v in metadata.items()}
         hasher = StreamHasher()
         body: bytes | AsyncIterator[bytes]
+        digest: str | None = None
         if isinstance(data, (bytes, bytearray, memoryview)):
             body = bytes(data)
         else:
             body = await _small_or_stream(data)
+            prehashed = False
         if isinstance(body, bytes):
-            await hasher.update(body)
-            check_digest(hasher, sha256, store=self._name, key=key)
+            digest = await body_digest(body, sha256, prehashed=prehashed, store=self._name, key=key)
         else:
             body = hashed(body, hasher, expected=sha256, store=self._name, key=key)
         try:
@@ -182,6 +184,11 @@ class ObstoreStore:
             raise
         except Exception as exc:
             raise translate(exc, store=self._name, key=key, op="put") from None
+        if digest is not None:
+            assert isinstance(body, bytes)
+            return PutResult(
+                key=key, size=len(body), sha256=digest, etag=normalise_etag(result["e_tag"])
+            )
         return PutResult(
             key=key,
             size=hasher.size,

@@ -73,7 +73,7 @@ from daulat.stores.base import (
     Store,
     portable_key_problem,
 )
-from daulat.stores.hashing import StreamHasher, check_digest
+from daulat.stores.hashing import StreamHasher, body_digest, check_digest
 from daulat.stores.objectstore import (
     METADATA_PREFIX,
     PART_SIZE,
@@ -922,6 +922,7 @@ class S3Raw:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         """Write an object atomically (the Store contract), hashing it while streaming.
 
@@ -936,9 +937,8 @@ class S3Raw:
         hasher = StreamHasher()
         if isinstance(data, (bytes, bytearray, memoryview)):
             body = bytes(data)
-            await hasher.update(body)
-            check_digest(hasher, sha256, store=self.name, key=key)
-            result = await self._single_put(key, full, body, hasher.hexdigest(), meta)
+            digest = await body_digest(body, sha256, prehashed=prehashed, store=self.name, key=key)
+            result = await self._single_put(key, full, body, digest, meta)
         else:
             it = aiter(data)
             head: list[bytes] = []
@@ -1578,11 +1578,14 @@ class FallbackS3Store:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         if not self.needs_raw(key):
-            return await self.fast.put(key, data, sha256=sha256, metadata=metadata)
+            return await self.fast.put(
+                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+            )
         named = {METADATA_PREFIX + k: v for k, v in (metadata or {}).items()}
-        return await self.raw.put(key, data, sha256=sha256, metadata=named)
+        return await self.raw.put(key, data, sha256=sha256, metadata=named, prehashed=prehashed)
 
     async def delete(self, key: str) -> None:
         if self.needs_raw(key):

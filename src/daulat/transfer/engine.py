@@ -540,7 +540,7 @@ class _Executor:
                 result = await self.dst.store.put(dst_key, body, metadata={"encryption": "age"})
             else:
                 result = await self.dst.store.put(
-                    dst_key, plain, sha256=digest, metadata={"sha256": digest}
+                    dst_key, plain, sha256=digest, metadata={"sha256": digest}, prehashed=True
                 )
             plain_size = len(plain)
         else:

@@ -149,11 +149,16 @@ class RetryingStore:
         *,
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
     ) -> PutResult:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            return await self.inner.put(key, data, sha256=sha256, metadata=metadata)
+            return await self.inner.put(
+                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+            )
         return await self.policy.call(
-            lambda: self.inner.put(key, data, sha256=sha256, metadata=metadata),
+            lambda: self.inner.put(
+                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+            ),
             on_retry=self._on_retry,
         )
 
