@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from daulat.drill import (
     run_drill,
     size_class_of,
 )
+from daulat.drill import measure as drill_measure
 from daulat.errors import ConfigError
 from daulat.inventory import scan_store
 from daulat.manifest import MANIFEST_NAME, Manifest
@@ -326,7 +328,7 @@ def test_scratch_is_removed_when_the_drill_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config, _, before = local
-    real_copy = drill_mod._copy_part
+    real_copy = drill_measure._copy_part
     copied = []
 
     async def copy_then_fail(*args: Any, **kw: Any) -> Any:
@@ -336,7 +338,7 @@ def test_scratch_is_removed_when_the_drill_fails(
         assert list((tmp_path / "dst" / ".daulat").rglob("*.bin"))
         raise RuntimeError("boom after copying")
 
-    monkeypatch.setattr(drill_mod, "_copy_part", copy_then_fail)
+    monkeypatch.setattr(drill_measure, "_copy_part", copy_then_fail)
     with pytest.raises(RuntimeError, match="boom"):
         drill(config, seed=1)
     assert copied
@@ -359,7 +361,7 @@ def test_leftover_scratch_of_a_killed_drill_is_removed(
         "INSERT INTO drills (id, started, status, src, dst, src_store, src_prefix, dst_store, "
         "scratch, host, pid) VALUES ('old', '2020-01-01T00:00:00+00:00', 'running', 'src', "
         "'dst', 'src', '', 'dst', '.daulat/drill-old/', ?, ?)",
-        (drill_mod.socket.gethostname(), dead.pid),
+        (socket.gethostname(), dead.pid),
     )
     log.close()
     put_files(tmp_path / "dst", {".daulat/drill-old/c0/x.bin": b"left behind"})

@@ -1,0 +1,115 @@
+"""Printing drills and their history for people."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from daulat.drill.history import HistoryRow
+from daulat.drill.result import DrillResult
+from daulat.drill.units import _human_bytes, _human_rate_bits, human_duration
+
+
+def render_drill(result: DrillResult, console: Console) -> None:
+    """Print a drill for people: per class, the prediction with its interval, the assumptions,
+    and any projection, marked as such."""
+    p = console.print
+    p(
+        f"[bold]drill {escape(result.src)} → {escape(result.dst)}[/bold] ({result.id}): "
+        f"{result.objects:,} objects, {_human_bytes(result.bytes)} in the source (scan "
+        f"#{result.scan_id}); sampled {result.sampled_objects:,} objects, "
+        f"{_human_bytes(result.sampled_bytes)}; concurrency {result.concurrency}",
+        highlight=False,
+    )
+    table = Table(title="Measured per size class (the real copy path, to a scratch prefix)")
+    for col in (
+        "size class",
+        "objects",
+        "bytes",
+        "sampled",
+        "wall s",
+        "per object ms",
+        "throughput",
+        "predicted",
+    ):
+        table.add_column(col, justify="left" if col == "size class" else "right")
+    for c in result.classes:
+        table.add_row(
+            c.label,
+            f"{c.objects:,}",
+            _human_bytes(c.bytes),
+            f"{c.sampled_objects:,}",
+            f"{c.wall_s:.2f}" + ("" if c.steady else "*"),
+            f"{c.per_object_s * 1000:.2f}",
+            f"{_human_bytes(c.throughput_bps)}/s" if c.throughput_bps else "-",
+            f"{human_duration(c.predicted_s)}",
+        )
+    p(table)
+    if any(not c.steady for c in result.classes):
+        p("  * the sample never filled the pool: the whole run was used (conservative)")
+    o = result.overhead
+    p(
+        f"  listing {o.list_s_per_object * 1e6:.0f} µs/object (probe of {o.listed_in_probe:,}), "
+        f"bookkeeping {o.bookkeeping_s_per_object * 1e6:.0f} µs/object + {o.fixed_s:.2f} s: "
+        f"{human_duration(o.predicted_s)}",
+        highlight=False,
+    )
+    p(
+        f"[bold]predicted exit time: {human_duration(result.predicted_s)}[/bold] "
+        f"(95 % interval {human_duration(result.low_s)} - {human_duration(result.high_s)}; "
+        f"{result.predicted_hours:.3g} h)",
+        highlight=False,
+    )
+    p(f"  interval: {escape(result.interval_method)}", highlight=False)
+    p("  assumptions:")
+    for a in result.assumptions:
+        p(f"    - {escape(a)}", highlight=False)
+    if result.projection is not None:
+        pr = result.projection
+        what = [f"{pr.workers} worker(s)"]
+        if pr.link_bps is not None:
+            what.append(f"a {_human_rate_bits(pr.link_bps)} link")
+        p(
+            f"[bold yellow]PROJECTION (not measured)[/bold yellow] with {', '.join(what)}: "
+            f"{human_duration(pr.predicted_s)} ({human_duration(pr.low_s)} - "
+            f"{human_duration(pr.high_s)})",
+            highlight=False,
+        )
+        p(f"  how: {escape(pr.method)}", highlight=False)
+    if result.scratch_removed:
+        p(f"  scratch copy {escape(result.scratch)} removed (listed again: empty)", highlight=False)
+    for problem in result.problems:
+        p(f"  [red]problem:[/red] {escape(problem)}", highlight=False)
+    p(f"  the drill took {human_duration(result.drill_s)}", highlight=False)
+
+
+def render_history(rows: Iterable[HistoryRow], console: Console) -> None:
+    """Print drills with the exits that followed them: predicted vs actual."""
+    table = Table(title="Drills: predicted vs actual exit time")
+    for col in ("drill", "src → dst", "sample", "predicted (95 %)", "actual exit", "error"):
+        table.add_column(col)
+    n = 0
+    for r in rows:
+        n += 1
+        actual = "no exit since"
+        if r.actual_s is not None:
+            actual = f"{human_duration(r.actual_s)} (run #{r.exit_run}, {r.exit_started})"
+        error = f"{r.error_pct:+.1f} %" if r.error_pct is not None else "-"
+        if r.note:
+            error += f" ({r.note})"
+        table.add_row(
+            f"{r.drill_id}",
+            f"{r.src} → {r.dst}",
+            f"{r.sample_objects:,} of {r.objects:,}",
+            f"{human_duration(r.predicted_s)} ({human_duration(r.low_s)} - "
+            f"{human_duration(r.high_s)})",
+            actual,
+            error,
+        )
+    if n == 0:
+        console.print("no drill recorded yet: run `daulat drill SRC DST`")
+        return
+    console.print(table)

@@ -1,0 +1,264 @@
+"""Running a drill: open the stores, sample, measure, fit, record, and always clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from daulat.config import Config
+from daulat.crypto import Recipient, parse_recipients
+from daulat.drill.measure import _measure_classes, _probe_listing
+from daulat.drill.model import _build_result
+from daulat.drill.record import DrillLog
+from daulat.drill.result import DrillFailed, DrillResult
+from daulat.drill.sample import Stratum, _describe_sample, draw_sample
+from daulat.drill.units import _now
+from daulat.errors import ConfigError, StoreError
+from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.stores.base import Store
+from daulat.transfer import open_endpoint
+from daulat.transfer.engine import DST_MANIFEST_PREFIX, Endpoint, Options
+from daulat.transfer.journal import Journal
+
+SCRATCH_PREFIX = f"{DST_MANIFEST_PREFIX}drill-"  # + id + "/": real exits never list .daulat/
+
+
+async def run_drill(
+    config: Config,
+    src_spec: str,
+    dst_spec: str,
+    *,
+    sample: int | float | None = None,
+    link_bps: float | None = None,
+    workers: int = 1,
+    concurrency: int = 64,
+    seed: int | None = None,
+    encrypt_to: Sequence[Recipient] = (),
+    on_event: Callable[[str], None] | None = None,
+) -> DrillResult:
+    """Drill an exit from ``src_spec`` to ``dst_spec`` (``STORE[:PREFIX]``); see the module doc.
+
+    ``sample``: None (default rule, see :func:`allocate`), an ``int`` total or a ``float``
+    fraction per class. ``link_bps`` (bits/s) and ``workers`` add a labelled projection.
+    ``encrypt_to`` overrides the destination's ``encrypt_to``, as ``exit --encrypt-to`` does.
+
+    Raises :class:`ConfigError` (no scan of the source, bad arguments, overlapping stores) and
+    :class:`DrillFailed` (nothing could be measured). Store failures of single objects do not
+    raise: they are listed in ``problems``. The drill is recorded either way.
+    """
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if link_bps is not None and link_bps <= 0:
+        raise ConfigError("--link must be a positive bandwidth")
+    src = open_endpoint(config, src_spec)
+    dst = open_endpoint(config, dst_spec)
+    try:
+        return await _drill(
+            config, src, dst, sample, link_bps, workers, concurrency, seed, encrypt_to, on_event
+        )
+    finally:
+        await src.store.close()
+        await dst.store.close()
+
+
+async def _drill(
+    config: Config,
+    src: Endpoint,
+    dst: Endpoint,
+    sample: int | float | None,
+    link_bps: float | None,
+    workers: int,
+    concurrency: int,
+    seed: int | None,
+    encrypt_to: Sequence[Recipient],
+    on_event: Callable[[str], None] | None,
+) -> DrillResult:
+    say = on_event or (lambda _msg: None)
+    name = src.store.name
+    if src.store.name == dst.store.name and (
+        src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)
+    ):
+        raise ConfigError(
+            f"{src.label!r} and {dst.label!r} overlap: a store cannot be drilled into itself"
+        )
+    with Manifest.in_state_dir(config.state_dir) as manifest:
+        scan = manifest.last_scan(name)
+    if scan is None:
+        raise ConfigError(
+            f"the manifest has no complete scan of store {name!r}: the drill samples from it. "
+            f"Run `daulat scan {name}` first"
+        )
+    seed = secrets.randbits(32) if seed is None else seed
+    strata = draw_sample(
+        config.state_dir / MANIFEST_NAME, name, src.prefix, sample, concurrency, random.Random(seed)
+    )
+    objects = sum(s.objects for s in strata)
+    if objects == 0:
+        raise DrillFailed(
+            f"the latest scan of {name!r} (#{scan.id}) found no objects under {src.label!r}: "
+            "nothing to drill (scan again if the store has changed)"
+        )
+    if not encrypt_to:
+        declared = config.store(dst.store.name).encrypt_to
+        encrypt_to = parse_recipients(declared) if declared else ()
+    log = DrillLog(config.state_dir)
+    try:
+        return await _measure(
+            log,
+            config,
+            src,
+            dst,
+            strata,
+            scan.id,
+            scan.finished,
+            sample,
+            link_bps,
+            workers,
+            concurrency,
+            seed,
+            encrypt_to,
+            say,
+        )
+    finally:
+        log.close()
+
+
+async def _measure(
+    log: DrillLog,
+    config: Config,
+    src: Endpoint,
+    dst: Endpoint,
+    strata: list[Stratum],
+    scan_id: int,
+    scanned: str | None,
+    sample: int | float | None,
+    link_bps: float | None,
+    workers: int,
+    concurrency: int,
+    seed: int,
+    encrypt_to: Sequence[Recipient],
+    say: Callable[[str], None],
+) -> DrillResult:
+    """Copy the sample class by class, fit, and always remove the scratch copy."""
+    opts = Options(concurrency=concurrency, encrypt_to=encrypt_to)
+    drill_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    scratch = f"{dst.prefix}{SCRATCH_PREFIX}{drill_id}/"
+    started = _now()
+    t_start = time.monotonic()
+    log.begin(drill_id, started, src, dst, scratch)
+    problems: list[str] = []
+    journal_path = config.state_dir / f"drill-{drill_id}.journal.sqlite"
+    try:
+        problems += await _sweep_leftovers(log, dst.store, say)
+        with Journal(journal_path) as journal:
+            say("probing the source listing")
+            probe = await _probe_listing(src, journal)
+            runs = await _measure_classes(
+                strata, src, dst, scratch, journal, opts, sample is None, say
+            )
+        for r in runs:
+            problems += [p for part in r.parts for p in part.problems]
+        say("fitting the model")
+        result = _build_result(
+            drill_id=drill_id,
+            started=started,
+            src=src,
+            dst=dst,
+            scratch=scratch,
+            scan_id=scan_id,
+            scanned=scanned,
+            concurrency=concurrency,
+            sample=_describe_sample(sample),
+            seed=seed,
+            encrypted=bool(encrypt_to),
+            strata=strata,
+            runs=runs,
+            probe=probe,
+            link_bps=link_bps,
+            workers=workers,
+            rng=random.Random(seed + 1),
+        )
+    except BaseException as exc:
+        log.fail(drill_id, _describe_error(exc))
+        raise
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                Path(f"{journal_path}{suffix}").unlink(missing_ok=True)
+        say(f"removing the scratch copy {dst.store.name}:{scratch}")
+        removed, left = await remove_scratch(dst.store, scratch)
+        log.scratch_removed(drill_id, removed)
+        if not removed:
+            msg = (
+                f"the scratch copy at {dst.store.name}:{scratch} could not be removed "
+                f"({left} object(s) remain): delete that prefix by hand, or run another drill "
+                "to this store, which retries"
+            )
+            say(msg)
+            problems.append(msg)
+    result.scratch_removed = removed
+    result.problems = problems
+    result.finished = _now()
+    result.drill_s = time.monotonic() - t_start
+    log.complete(result)
+    return result
+
+
+async def remove_scratch(store: Store, prefix: str, attempts: int = 3) -> tuple[bool, int]:
+    """Delete every object under ``prefix`` and list again to prove it is gone.
+
+    Returns (gone, objects still there). Never raises for store errors: a failure to clean up is
+    reported, and must not hide the error that ended the drill.
+    """
+    left = 0
+    sem = asyncio.Semaphore(32)
+
+    async def one(key: str) -> None:
+        async with sem:
+            with contextlib.suppress(StoreError):
+                await store.delete(key)
+
+    for _ in range(attempts):
+        try:
+            keys = [o.key async for batch in store.list(prefix) for o in batch]
+        except StoreError:
+            await asyncio.sleep(0.5)
+            continue
+        left = len(keys)
+        if not keys:
+            return True, 0
+        await asyncio.gather(*(one(k) for k in keys))
+    try:
+        left = sum([len(batch) async for batch in store.list(prefix)])
+    except StoreError:
+        return False, left
+    return left == 0, left
+
+
+async def _sweep_leftovers(log: DrillLog, store: Store, say: Callable[[str], None]) -> list[str]:
+    """Remove scratch copies that earlier drills to this store left behind (killed, or their
+    clean-up failed). A drill still running elsewhere is left alone."""
+    problems = []
+    for drill_id, scratch in log.leftovers(store.name):
+        say(f"removing the scratch copy left by drill {drill_id}: {store.name}:{scratch}")
+        gone, left = await remove_scratch(store, scratch)
+        log.scratch_removed(drill_id, gone)
+        if not gone:
+            problems.append(
+                f"an earlier drill's scratch copy {store.name}:{scratch} still holds {left} "
+                "object(s)"
+            )
+    return problems
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,126 @@
+"""The source and destination as the drill's engine sees them: sampled, timed, read-only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from daulat.drill.sample import SampledObject
+from daulat.drill.units import _parse_time
+from daulat.errors import Unsupported
+from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+
+
+class SampledSource:
+    """The source as the drill's engine sees it: only the sampled keys are listed; reads go to
+    the real store and note when each object's read began; every write is refused, so a drill
+    can never change the source."""
+
+    def __init__(
+        self, inner: Store, objects: Sequence[SampledObject], prefix: str, clock: _Clock
+    ) -> None:
+        self._inner = inner
+        self._objects = objects
+        self._prefix = prefix
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._inner.capabilities
+
+    async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        batch = [
+            ObjectInfo(o.key, o.size, _parse_time(o.modified), o.etag)
+            for o in self._objects
+            if o.key.startswith(prefix)
+        ]
+        for i in range(0, len(batch), 1000):
+            yield batch[i : i + 1000]
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self._inner.head(key)
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
+        rel = key[len(self._prefix) :]
+        self._clock.starts.setdefault(rel, time.monotonic())
+        reader = await self._inner.get(key, start=start, end=end)
+        self._clock.sizes[rel] = reader.info.size
+        return reader
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
+    ) -> PutResult:
+        raise Unsupported("a drill never writes to the source", store=self.name, key=key)
+
+    async def delete(self, key: str) -> None:
+        raise Unsupported("a drill never deletes at the source", store=self.name, key=key)
+
+    async def close(self) -> None:
+        """The real store is closed by the drill, once."""
+
+
+class TimedDestination:
+    """The destination, noting when each object's write was confirmed."""
+
+    def __init__(self, inner: Store, prefix: str, clock: _Clock) -> None:
+        self._inner = inner
+        self._prefix = prefix
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._inner.capabilities
+
+    def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        return self._inner.list(prefix)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self._inner.head(key)
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
+        return await self._inner.get(key, start=start, end=end)
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
+    ) -> PutResult:
+        result = await self._inner.put(
+            key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+        )
+        rel = key[len(self._prefix) :]
+        if rel in self._clock.starts:
+            self._clock.ends[rel] = time.monotonic()
+        return result
+
+    async def delete(self, key: str) -> None:
+        await self._inner.delete(key)
+
+    async def close(self) -> None:
+        """The real store is closed by the drill, once."""
+
+
+@dataclass
+class _Clock:
+    starts: dict[str, float] = field(default_factory=dict)
+    ends: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
