@@ -41,7 +41,7 @@ async def run_drill(
     encrypt_to: Sequence[Recipient] = (),
     on_event: Callable[[str], None] | None = None,
 ) -> DrillResult:
-    """Drill an exit from ``src_spec`` to ``dst_spec`` (``STORE[:PREFIX]``); see the module doc.
+    """Drill an exit from ``src_spec`` to ``dst_spec`` (``STORE[:PREFIX]``); see the package doc.
 
     ``sample``: None (default rule, see :func:`allocate`), an ``int`` total or a ``float``
     fraction per class. ``link_bps`` (bits/s) and ``workers`` add a labelled projection.

@@ -88,7 +88,7 @@ class PolicyReport:
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """Everything ``daulat check`` reports. See the module docstring for the exit-code rule."""
+    """Everything ``daulat check`` reports. See :mod:`daulat.policy` for the exit-code rule."""
 
     policies: list[PolicyReport]
     strict: bool
