@@ -81,6 +81,7 @@ from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import DST_MANIFEST_PREFIX, Endpoint, Kind, Options, transfer
 from daulat.transfer.journal import JOURNAL_NAME, Journal
+from daulat.transfer.names import NameKey
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -414,12 +415,16 @@ class SampledSource:
 
 
 class TimedDestination:
-    """The destination, noting when each object's write was confirmed."""
+    """The destination, noting when each object's write was confirmed. ``names`` maps stored
+    names back to source keys when names are protected."""
 
-    def __init__(self, inner: Store, prefix: str, clock: _Clock) -> None:
+    def __init__(
+        self, inner: Store, prefix: str, clock: _Clock, names: Mapping[str, str] | None = None
+    ) -> None:
         self._inner = inner
         self._prefix = prefix
         self._clock = clock
+        self._names = names or {}
 
     @property
     def name(self) -> str:
@@ -448,6 +453,7 @@ class TimedDestination:
     ) -> PutResult:
         result = await self._inner.put(key, data, sha256=sha256, metadata=metadata)
         rel = key[len(self._prefix) :]
+        rel = self._names.get(rel, rel)
         if rel in self._clock.starts:
             self._clock.ends[rel] = time.monotonic()
         return result
@@ -647,6 +653,12 @@ async def _drill(
     if not encrypt_to:
         declared = config.store(dst.store.name).encrypt_to
         encrypt_to = parse_recipients(declared) if declared else ()
+    # A destination that protects names must not see even the sample's real names. The scratch
+    # copy is removed afterwards, so a throwaway name key does (and costs what the real one
+    # does per object).
+    name_key = (
+        NameKey.generate() if encrypt_to and config.store(dst.store.name).encrypt_names else None
+    )
     log = DrillLog(config.state_dir)
     try:
         return await _measure(
@@ -663,6 +675,7 @@ async def _drill(
             concurrency,
             seed,
             encrypt_to,
+            name_key,
             say,
         )
     finally:
@@ -683,10 +696,16 @@ async def _measure(
     concurrency: int,
     seed: int,
     encrypt_to: Sequence[Recipient],
+    name_key: NameKey | None,
     say: Callable[[str], None],
 ) -> DrillResult:
     """Copy the sample class by class, fit, and always remove the scratch copy."""
-    opts = Options(concurrency=concurrency, encrypt_to=encrypt_to)
+    opts = Options(
+        concurrency=concurrency,
+        encrypt_to=encrypt_to,
+        encrypt_names=name_key is not None,
+        name_key=name_key,
+    )
     drill_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
     scratch = f"{dst.prefix}{SCRATCH_PREFIX}{drill_id}/"
     started = _now()
@@ -836,7 +855,11 @@ async def _copy_part(
     """Copy ``objects`` with the real engine (an exit into ``prefix``), timed."""
     clock = _Clock()
     source = Endpoint(SampledSource(src.store, objects, src.prefix, clock), src.prefix)
-    target = Endpoint(TimedDestination(dst.store, prefix, clock), prefix)
+    names = None
+    if opts.name_key is not None:
+        rels = [o.key[len(src.prefix) :] for o in objects]
+        names = {opts.name_key.stored_name(rel): rel for rel in rels}
+    target = Endpoint(TimedDestination(dst.store, prefix, clock, names), prefix)
     t0 = time.monotonic()
     summary = await transfer(Kind.EXIT, source, target, journal, opts)
     t1 = time.monotonic()
