@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,14 @@ def _done(config: Path) -> dict[str, int]:
     path = journal_path(config)
     if not path.exists():
         return {}
-    return {k: run_id for k, (state, run_id) in journal_rows(path).items() if state == "done"}
+    try:
+        rows = journal_rows(path)
+    except sqlite3.OperationalError as exc:
+        # Killed between creating the journal file and its tables: nothing is done yet.
+        if "no such table" not in str(exc):
+            raise
+        return {}
+    return {k: run_id for k, (state, run_id) in rows.items() if state == "done"}
 
 
 def kill_and_resume(

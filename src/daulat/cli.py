@@ -285,6 +285,24 @@ IdentityOpt = Annotated[
     Path | None,
     typer.Option("--identity", "-i", metavar="FILE", help="age identity file (secret key)."),
 ]
+EncryptNamesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--encrypt-names",
+        help="Store objects under keyed hashes of their names; the real names are only in the "
+        "encrypted manifest (needs --encrypt-to or the store's encrypt_to).",
+    ),
+]
+NameKeyIdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        metavar="FILE",
+        help="age identity file, to recover the destination's name key (protected names) "
+        "when this machine does not have it.",
+    ),
+]
 
 
 def _parse_rate(text: str | None) -> float | None:
@@ -307,13 +325,19 @@ def _recipients(values: list[str] | None) -> list[Recipient]:
 
 
 def _options(
-    concurrency: int, bwlimit: str | None, dry_run: bool, encrypt_to: list[str] | None, **more: Any
+    concurrency: int,
+    bwlimit: str | None,
+    dry_run: bool,
+    encrypt_to: list[str] | None,
+    encrypt_names: bool = False,
+    **more: Any,
 ) -> Options:
     return Options(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
         encrypt_to=_recipients(encrypt_to),
+        encrypt_names=encrypt_names,
         **more,
     )
 
@@ -325,8 +349,10 @@ def _transfer_command(
     config: Path | None,
     as_json: bool,
     options: Options,
+    identity: Path | None = None,
 ) -> None:
     cfg = _load(config)
+    identities = load_identities(identity) if identity is not None else []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -348,7 +374,7 @@ def _transfer_command(
                 + (f", {p.retries} retries" if p.retries else ""),
             )
 
-        summary = _run(run_transfer(cfg, kind, src, dst, options, update))
+        summary = _run(run_transfer(cfg, kind, src, dst, options, update, identities=identities))
     record(
         cfg.state_dir,
         kind.value,
@@ -359,6 +385,7 @@ def _transfer_command(
             "ok": summary.ok,
             "dry_run": summary.dry_run,
             "encrypted": summary.encrypted,
+            "names_protected": summary.names_protected,
             "objects": summary.source_objects,
             "bytes": summary.source_bytes,
             "copied": summary.copied_objects,
@@ -414,6 +441,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  {label}: {key!r}: {reason}", highlight=False)
         if len(rows) > 20:
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
+    if s.names_protected:
+        out.print("  names protected: objects are stored under keyed hashes of their names")
     if s.manifest_key:
         out.print(f"  manifest of the copy: {dst.split(':')[0]}:{s.manifest_key}")
     if s.manifest_error:
@@ -460,10 +489,12 @@ def copy(
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
     encrypt_to: EncryptOpt = None,
+    encrypt_names: EncryptNamesOpt = False,
+    identity: NameKeyIdentityOpt = None,
 ) -> None:
     """Copy objects that are missing or different at DST."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to)
-    _transfer_command(Kind.COPY, src, dst, config, as_json, opts)
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names)
+    _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity)
 
 
 @app.command()
@@ -479,10 +510,12 @@ def sync(
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
     encrypt_to: EncryptOpt = None,
+    encrypt_names: EncryptNamesOpt = False,
+    identity: NameKeyIdentityOpt = None,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, delete=delete)
-    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts)
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names, delete=delete)
+    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity)
 
 
 @app.command(name="exit")
@@ -495,10 +528,12 @@ def exit_(
     bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
     encrypt_to: EncryptOpt = None,
+    encrypt_names: EncryptNamesOpt = False,
+    identity: NameKeyIdentityOpt = None,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to)
-    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts)
+    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names)
+    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity)
 
 
 @app.command()

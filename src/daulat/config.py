@@ -56,6 +56,7 @@ class StoreConfig(BaseModel):
     addressing: Literal["path", "virtual"] | None = None
     credentials: Credentials | None = None
     encrypt_to: list[str] = Field(default_factory=list)
+    encrypt_names: bool = False
 
     @field_validator("url")
     @classmethod
@@ -285,6 +286,11 @@ def _check_store(store: StoreConfig) -> list[str]:
             parse_recipient(value)
         except RecipientError as exc:
             problems.append(f"field 'encrypt_to': {exc}")
+    if store.encrypt_names and not store.encrypt_to:
+        problems.append(
+            "field 'encrypt_names': needs encrypt_to (names are protected only inside encrypted "
+            "copies)"
+        )
     if store.endpoint is not None and not re.match(r"^https?://", store.endpoint):
         problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
     creds = store.credentials

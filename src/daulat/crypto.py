@@ -370,11 +370,11 @@ def new_identity(path: str | os.PathLike[str]) -> str:
         raise
     finally:
         del content
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return str(identity.recipient)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make the new directory entry durable (best effort; not possible everywhere)."""
     try:
         dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

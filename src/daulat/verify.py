@@ -7,6 +7,9 @@ providers, so no provider's hash scheme is trusted to mean "content".
 
 ``--full`` re-reads both sides and hashes them: the destination content must equal the source
 content and, where recorded, the journal's hash.
+
+Under protected names each source object is looked for under its stored name (the listing's
+``dkey``), computed with the destination's name key.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from daulat.transfer.engine import (
     pair_id,
 )
 from daulat.transfer.journal import Journal, State, now
+from daulat.transfer.names import NameKey
 
 
 @dataclass
@@ -60,7 +64,7 @@ def check_listed(journal: Journal, pair: str, *, run_id: int, full: bool = False
         """SELECT s.key, s.size, s.etag, j.state, j.size, j.src_etag, j.sha256, j.dst_size,
                   j.dst_etag, j.error, d.size, d.etag
            FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
-           LEFT JOIN dst d ON d.key = s.key ORDER BY s.key""",
+           LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key) ORDER BY s.key""",
         (pair,),
     )
     for key, size, etag, state, jsize, jetag, sha, jdsize, jdetag, error, dsize, detag in cur:
@@ -138,14 +142,17 @@ async def verify(
     full: bool = False,
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
+    name_key: NameKey | None = None,
 ) -> VerifyReport:
     """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
 
     An encrypted destination is checked by its recorded plaintext hashes; ``--full`` decrypts it
-    with ``identities`` and hashes the plaintext.
+    with ``identities`` and hashes the plaintext. ``name_key`` is the destination's name key when
+    it holds protected names.
     """
     pair = journal.find_pair(pair_id(src, dst))
-    encrypted = "[age:" in pair
+    # Protected names exist only in encrypted copies: known even when the journal is lost.
+    encrypted = "[age:" in pair or name_key is not None
     if full and encrypted and not identities:
         raise ConfigError(
             f"{dst.label} holds age-encrypted copies: verify --full needs --identity FILE"
@@ -153,7 +160,8 @@ async def verify(
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
     try:
-        await list_into(journal, "src", src, exclude=DST_MANIFEST_PREFIX)
+        names = name_key.stored_name if name_key is not None else None
+        await list_into(journal, "src", src, exclude=DST_MANIFEST_PREFIX, names=names)
         await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
         if not full:
             listed = check_listed(journal, pair, run_id=run_id)
@@ -187,15 +195,15 @@ async def _verify_full(
     identities: Sequence[Identity],
 ) -> None:
     cursor = journal.db.execute(
-        """SELECT s.key, s.size, d.size, j.sha256, j.state FROM src s
-           LEFT JOIN dst d ON d.key = s.key
+        """SELECT s.key, coalesce(s.dkey, s.key), s.size, d.size, j.sha256 FROM src s
+           LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)
            LEFT JOIN journal j ON j.pair = ? AND j.key = s.key ORDER BY s.key""",
         (pair,),
     )
     sem = asyncio.Semaphore(concurrency)
     ok_keys: list[str] = []
 
-    async def one(key: str, size: int, dsize: int | None, recorded: str | None) -> None:
+    async def one(key: str, dkey: str, size: int, dsize: int | None, recorded: str | None) -> None:
         report.objects += 1
         report.bytes += size
         if dsize is None:
@@ -204,7 +212,7 @@ async def _verify_full(
         async with sem:
             try:
                 src_hash, _ = await _sha256(await src.store.get(src.prefix + key))
-                dst_stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + key)
+                dst_stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + dkey)
                 if identities:
                     dst_stream = decrypt_stream(dst_stream, identities)
                 dst_hash, _ = await _sha256(dst_stream)
@@ -230,7 +238,7 @@ async def _verify_full(
 
     # Pages of the listing, so memory stays flat for any number of objects.
     while page := cursor.fetchmany(1000):
-        await asyncio.gather(*(one(k, s, d, r) for k, s, d, r, _ in page))
+        await asyncio.gather(*(one(k, dk, s, d, r) for k, dk, s, d, r in page))
     report.verified = len(ok_keys)
     report.problems.sort()
     _record(journal, pair, run_id, ok_keys, report)

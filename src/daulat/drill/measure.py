@@ -107,7 +107,11 @@ async def _copy_part(
     """Copy ``objects`` with the real engine (an exit into ``prefix``), timed."""
     clock = _Clock()
     source = Endpoint(SampledSource(src.store, objects, src.prefix, clock), src.prefix)
-    target = Endpoint(TimedDestination(dst.store, prefix, clock), prefix)
+    names = None
+    if opts.name_key is not None:
+        rels = [o.key[len(src.prefix) :] for o in objects]
+        names = {opts.name_key.stored_name(rel): rel for rel in rels}
+    target = Endpoint(TimedDestination(dst.store, prefix, clock, names), prefix)
     t0 = time.monotonic()
     summary = await transfer(Kind.EXIT, source, target, journal, opts)
     t1 = time.monotonic()

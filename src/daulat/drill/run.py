@@ -24,6 +24,7 @@ from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import DST_MANIFEST_PREFIX, Endpoint, Options
 from daulat.transfer.journal import Journal
+from daulat.transfer.names import NameKey
 
 SCRATCH_PREFIX = f"{DST_MANIFEST_PREFIX}drill-"  # + id + "/": real exits never list .daulat/
 
@@ -108,6 +109,12 @@ async def _drill(
     if not encrypt_to:
         declared = config.store(dst.store.name).encrypt_to
         encrypt_to = parse_recipients(declared) if declared else ()
+    # A destination that protects names must not see even the sample's real names. The scratch
+    # copy is removed afterwards, so a throwaway name key does (and costs what the real one
+    # does per object).
+    name_key = (
+        NameKey.generate() if encrypt_to and config.store(dst.store.name).encrypt_names else None
+    )
     log = DrillLog(config.state_dir)
     try:
         return await _measure(
@@ -124,6 +131,7 @@ async def _drill(
             concurrency,
             seed,
             encrypt_to,
+            name_key,
             say,
         )
     finally:
@@ -144,10 +152,16 @@ async def _measure(
     concurrency: int,
     seed: int,
     encrypt_to: Sequence[Recipient],
+    name_key: NameKey | None,
     say: Callable[[str], None],
 ) -> DrillResult:
     """Copy the sample class by class, fit, and always remove the scratch copy."""
-    opts = Options(concurrency=concurrency, encrypt_to=encrypt_to)
+    opts = Options(
+        concurrency=concurrency,
+        encrypt_to=encrypt_to,
+        encrypt_names=name_key is not None,
+        name_key=name_key,
+    )
     drill_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
     scratch = f"{dst.prefix}{SCRATCH_PREFIX}{drill_id}/"
     started = _now()

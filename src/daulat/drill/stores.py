@@ -71,12 +71,16 @@ class SampledSource:
 
 
 class TimedDestination:
-    """The destination, noting when each object's write was confirmed."""
+    """The destination, noting when each object's write was confirmed. ``names`` maps stored
+    names back to source keys when names are protected."""
 
-    def __init__(self, inner: Store, prefix: str, clock: _Clock) -> None:
+    def __init__(
+        self, inner: Store, prefix: str, clock: _Clock, names: Mapping[str, str] | None = None
+    ) -> None:
         self._inner = inner
         self._prefix = prefix
         self._clock = clock
+        self._names = names or {}
 
     @property
     def name(self) -> str:
@@ -108,6 +112,7 @@ class TimedDestination:
             key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
         )
         rel = key[len(self._prefix) :]
+        rel = self._names.get(rel, rel)
         if rel in self._clock.starts:
             self._clock.ends[rel] = time.monotonic()
         return result

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
-from daulat.errors import ConfigError
+from daulat.errors import AccessDenied, ConfigError
 from daulat.stores import open_store
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
+from daulat.transfer.names import existing_name_key, name_key_for_run
 
 if TYPE_CHECKING:
     from daulat.verify import VerifyReport
@@ -59,12 +60,25 @@ async def run_transfer(
     dst_spec: str,
     options: Options | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    *,
+    identities: Sequence[Identity] = (),
 ) -> Summary:
+    """Run one transfer between configured stores.
+
+    The destination store's ``encrypt_to`` and ``encrypt_names`` apply unless ``options`` says
+    otherwise. ``identities`` recover the destination's name key when this machine lacks it.
+    """
     opts = options or Options()
-    if not opts.encrypt_to and not opts.decrypt_with:
-        declared = config.store(dst_spec.partition(":")[0]).encrypt_to
-        if declared:
-            opts = replace(opts, encrypt_to=parse_recipients(declared))
+    dst_cfg = config.store(dst_spec.partition(":")[0])
+    if not opts.encrypt_to and not opts.decrypt_with and dst_cfg.encrypt_to:
+        opts = replace(opts, encrypt_to=parse_recipients(dst_cfg.encrypt_to))
+    if opts.encrypt_to and dst_cfg.encrypt_names:
+        opts = replace(opts, encrypt_names=True)
+    if opts.encrypt_names and not opts.encrypt_to:
+        raise ConfigError(
+            "--encrypt-names needs --encrypt-to AGE_RECIPIENT (or encrypt_to on store "
+            f"{dst_cfg.name!r}): names are protected only inside encrypted copies"
+        )
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
     if src.store.name == dst.store.name and (
@@ -74,6 +88,16 @@ async def run_transfer(
             f"{src_spec!r} and {dst_spec!r} overlap: a store cannot be copied into itself"
         )
     try:
+        if opts.encrypt_names and opts.name_key is None:
+            key = await name_key_for_run(
+                config.state_dir,
+                dst,
+                opts.encrypt_to,
+                identities,
+                dry_run=opts.dry_run,
+                retry=opts.retry,
+            )
+            opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
             return await transfer(kind, src, dst, journal, opts, on_progress)
     finally:
@@ -95,9 +119,20 @@ async def run_verify(
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
     try:
+        try:
+            name_key = await existing_name_key(config.state_dir, dst, identities)
+        except AccessDenied:
+            # verify meets the same refusal when it lists the destination, and reports it.
+            name_key = None
         with Journal.in_state_dir(config.state_dir) as journal:
             return await verify(
-                src, dst, journal, full=full, concurrency=concurrency, identities=identities
+                src,
+                dst,
+                journal,
+                full=full,
+                concurrency=concurrency,
+                identities=identities,
+                name_key=name_key,
             )
     finally:
         await src.store.close()

@@ -14,6 +14,9 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
 - **Hostile keys.** A key the destination cannot hold safely is refused for that object only and
   listed in the summary.
+- **Protected names.** With ``encrypt_names`` objects are stored under keyed hashes of their
+  names (:mod:`daulat.transfer.names`); the listing's ``dkey`` column carries each object's
+  destination key, and the real names go only into the encrypted manifest.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from daulat.stores.base import Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
+from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
 MiB = 1024 * 1024
@@ -109,13 +113,17 @@ class Options:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     encrypt_to: Sequence[Recipient] = ()  # write age ciphertext readable only by these keys
     decrypt_with: Sequence[Identity] = ()  # read age ciphertext (restore)
+    encrypt_names: bool = False  # store objects under keyed hashes of their names
+    # The destination's name key (see daulat.transfer.names); required with encrypt_names.
+    name_key: NameKey | None = field(default=None, repr=False)
 
     @property
     def codec_tag(self) -> str:
         """Part of the journal's pair id: changing keys or direction means copying anew."""
         if self.encrypt_to:
             keys = ",".join(sorted(str(r) for r in self.encrypt_to))
-            return f" [age:{hashlib.sha256(keys.encode()).hexdigest()[:16]}]"
+            names = "+names" if self.encrypt_names else ""
+            return f" [age:{hashlib.sha256(keys.encode()).hexdigest()[:16]}{names}]"
         if self.decrypt_with:
             return " [decrypt]"
         return ""
@@ -162,6 +170,7 @@ class Summary:
     dry_run: bool = False
     manifest_key: str | None = None
     encrypted: bool = False
+    names_protected: bool = False
     checked_against_manifest: str | None = None  # restore: the source manifest used
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
@@ -250,15 +259,17 @@ async def list_into(
     *,
     exclude: str = "",
     retry: RetryPolicy | None = None,
+    names: Callable[[str], str] | None = None,
 ) -> None:
-    """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys."""
+    """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys;
+    ``names`` gives each key's destination key (protected names)."""
     journal.new_listing(table)
     store = RetryingStore(endpoint.store, retry)
     async for batch in store.list(endpoint.prefix):
         rel = len(endpoint.prefix)
         keep = [o for o in batch if not (exclude and o.key[rel:].startswith(exclude))]
         if keep:
-            journal.add_to_listing(table, endpoint.prefix, keep)
+            journal.add_to_listing(table, endpoint.prefix, keep, names)
 
 
 async def transfer(
@@ -273,12 +284,15 @@ async def transfer(
     opts = options or Options()
     if opts.encrypt_to and opts.decrypt_with:
         raise ValueError("a transfer either encrypts or decrypts, not both")
+    if opts.encrypt_names and (not opts.encrypt_to or opts.name_key is None):
+        raise ValueError("protected names need encrypt_to and the destination's name_key")
     pair = pair_id(src, dst, opts.codec_tag)
     run_id = journal.begin_run(
         kind.value, pair, src.label or src.store.name, dst.label or dst.store.name
     )
     summary = Summary(kind.value, src.label, dst.label, run_id, dry_run=opts.dry_run)
     summary.encrypted = bool(opts.encrypt_to)
+    summary.names_protected = opts.encrypt_names
     started = time.monotonic()
     try:
         await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
@@ -311,11 +325,19 @@ async def _run(
         # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that
         # store, not data to carry on (an exit from an earlier exit's destination skips them).
         exclude=DST_MANIFEST_PREFIX,
+        names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
     )
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
+    unnamed = 0
+    if kind == Kind.RESTORE and (
+        journal.expects_stored_names() or await has_protected_names(src, opts.retry)
+    ):
+        unknown = journal.name_from_expected(src.prefix)
+        summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
+        unnamed = len(unknown)
     await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
-    summary.skipped_objects = summary.source_objects - summary.planned_objects
+    summary.skipped_objects = summary.source_objects - summary.planned_objects - unnamed
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
     if opts.dry_run:
         if kind == Kind.SYNC and opts.delete:
@@ -338,15 +360,40 @@ async def _run(
     if kind.verifies:
         await verify_listed(src, dst, journal, pair, summary)
         if summary.verified_objects:
-            try:
-                summary.manifest_key = await opts.retry.call(
-                    lambda: write_destination_manifest(src, dst, journal, pair, opts.encrypt_to)
-                )
-            except STOP_ERRORS:
-                raise
-            except StoreError as exc:
-                # The copy is verified but its proof is not at the destination: not done.
-                summary.manifest_error = str(exc)
+            await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=True)
+    elif opts.encrypt_names:
+        # The manifest is the only place the real names exist at the destination: without it
+        # a copy under protected names could not be restored by anyone but this machine.
+        await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=False)
+
+
+async def _write_manifest(
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    opts: Options,
+    summary: Summary,
+    *,
+    verified_only: bool,
+) -> None:
+    try:
+        summary.manifest_key = await opts.retry.call(
+            lambda: write_destination_manifest(
+                src,
+                dst,
+                journal,
+                pair,
+                opts.encrypt_to,
+                names_protected=opts.encrypt_names,
+                verified_only=verified_only,
+            )
+        )
+    except STOP_ERRORS:
+        raise
+    except StoreError as exc:
+        # The copy may be complete but its proof is not at the destination: not done.
+        summary.manifest_error = str(exc)
 
 
 class _Executor:
@@ -475,23 +522,17 @@ class _Executor:
         except AccessDenied:
             raise
         except InvalidKey as exc:
-            return Outcome(item.key, item.size, item.etag, State.REFUSED, error=str(exc))
+            return _unfinished(item, State.REFUSED, str(exc))
         except NotFound:
-            return Outcome(
-                item.key,
-                item.size,
-                item.etag,
-                State.FAILED,
-                error="deleted from the source during the run",
-            )
+            return _unfinished(item, State.FAILED, "deleted from the source during the run")
         except StoreError as exc:
-            return Outcome(item.key, item.size, item.etag, State.FAILED, error=str(exc))
+            return _unfinished(item, State.FAILED, str(exc))
         finally:
             await self.budget.release(reserve)
 
     async def _copy_once(self, item: WorkItem) -> Outcome:
         src_key = self.src.prefix + item.key
-        dst_key = self.dst.prefix + item.key
+        dst_key = self.dst.prefix + (item.key if item.dkey is None else item.dkey)
         opts = self.opts
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
         if self.server_copy is not None:
@@ -508,6 +549,7 @@ class _Executor:
                 dst_size=copied.size,
                 dst_etag=copied.etag,
                 plain_size=copied.size,
+                stored_as=item.dkey,
             )
         reader = await self.src.store.get(src_key)
         etag = reader.info.etag
@@ -564,6 +606,7 @@ class _Executor:
             dst_size=result.size,
             dst_etag=dst_etag,
             plain_size=plain_size,
+            stored_as=item.dkey,
         )
 
     async def _metered(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
@@ -571,6 +614,10 @@ class _Executor:
             if self.rate is not None:
                 await self.rate.take(len(chunk))
             yield chunk
+
+
+def _unfinished(item: WorkItem, state: State, error: str) -> Outcome:
+    return Outcome(item.key, item.size, item.etag, state, error=error, stored_as=item.dkey)
 
 
 async def _delete_extraneous(
@@ -610,12 +657,16 @@ async def write_destination_manifest(
     journal: Journal,
     pair: str,
     encrypt_to: Sequence[Recipient] = (),
+    *,
+    names_protected: bool = False,
+    verified_only: bool = True,
 ) -> str:
-    """Write a JSON Lines manifest of verified objects beside the data at the destination.
+    """Write a JSON Lines manifest of verified (or, with ``verified_only=False``, copied) objects
+    beside the data at the destination.
 
     One line per object: key, size, SHA-256 of the content, source store/provider/region/country,
-    copy time. It lets anyone check the copy later with ordinary tools (``sha256sum``), without
-    daulat.
+    copy time; with protected names also ``stored_as``, the key the object is stored under. It
+    lets anyone check the copy later with ordinary tools (``sha256sum``), without daulat.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     key = f"{dst.prefix}{DST_MANIFEST_PREFIX}manifest-{stamp}.jsonl"
@@ -624,22 +675,29 @@ async def write_destination_manifest(
         key += ".age"
     source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
     rows = journal.db.execute(
-        "SELECT key, coalesce(plain_size, size), sha256, updated FROM journal "
-        "WHERE pair = ? AND state = 'done' AND verified IS NOT NULL ORDER BY key",
+        "SELECT key, coalesce(plain_size, size), sha256, updated, stored_as FROM journal "
+        "WHERE pair = ? AND state = 'done'"
+        + (" AND verified IS NOT NULL" if verified_only else "")
+        + " ORDER BY key",
         (pair,),
     )
 
     async def lines() -> AsyncIterator[bytes]:
         buf: list[bytes] = []
         n = 0
-        for rel, size, sha, updated in rows:
+        for rel, size, sha, updated, stored in rows:
+            # "key" is always the real name: after a restore of protected names the journal's
+            # key is the stored name and stored_as the real one.
+            real = rel if names_protected or stored is None else stored
             entry: dict[str, object] = {
-                "key": dst.prefix + rel,
+                "key": dst.prefix + real,
                 "size": size,
                 "sha256": sha,
                 "source": source,
                 "copied": updated,
             }
+            if names_protected:
+                entry["stored_as"] = dst.prefix + stored
             if encrypt_to:
                 entry["encryption"] = "age"
             line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"

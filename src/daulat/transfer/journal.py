@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS journal (
     pair TEXT NOT NULL,
-    key TEXT NOT NULL,             -- relative to the source prefix; same at the destination
+    key TEXT NOT NULL,             -- relative to the source prefix
     size INTEGER NOT NULL,         -- source size
     src_etag TEXT,
     state TEXT NOT NULL,           -- done | failed | refused
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS journal (
     run_id INTEGER NOT NULL,
     updated TEXT NOT NULL,
     verified TEXT,                 -- time of the last successful verification
+    stored_as TEXT,                -- key relative to the destination prefix, if not ``key``
     PRIMARY KEY (pair, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verifications (
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS verifications (
 
 
 # Columns added after the first release of the schema: (name, type).
-_ADDED_COLUMNS = [("plain_size", "INTEGER")]
+_ADDED_COLUMNS = [("plain_size", "INTEGER"), ("stored_as", "TEXT")]
 
 
 class State(StrEnum):
@@ -76,11 +77,16 @@ class State(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """One object to copy: its key relative to the source prefix, and what the source said."""
+    """One object to copy: its key relative to the source prefix, and what the source said.
+
+    ``dkey`` is its key relative to the destination prefix when that differs (protected names,
+    or a restore of them), else None.
+    """
 
     key: str
     size: int
     etag: str | None
+    dkey: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,7 @@ class Outcome:
     dst_etag: str | None = None
     error: str | None = None
     plain_size: int | None = None
+    stored_as: str | None = None  # key relative to the destination prefix, if not ``key``
 
 
 def now() -> str:
@@ -116,6 +123,11 @@ class Journal:
             self.db.execute("PRAGMA temp_store=FILE")
             self.db.executescript(_SCHEMA)
             self._migrate()
+            # Partial: rows of plain copies (no stored_as) cost nothing here.
+            self.db.execute(
+                "CREATE INDEX IF NOT EXISTS journal_stored_as ON journal (pair, stored_as) "
+                "WHERE stored_as IS NOT NULL"
+            )
         except sqlite3.DatabaseError as exc:
             raise ManifestError(f"cannot open transfer journal {path}: {exc}") from None
 
@@ -158,20 +170,38 @@ class Journal:
     # --- listings -----------------------------------------------------------------------------
 
     def new_listing(self, name: str) -> None:
-        """(Re)create temporary table ``name`` for a listing."""
+        """(Re)create temporary table ``name`` for a listing.
+
+        ``dkey`` is the key relative to the destination prefix when it differs from ``key``
+        (protected names); NULL otherwise, so plain listings store nothing more.
+        """
         self.db.execute(f"DROP TABLE IF EXISTS temp.{name}")
         self.db.execute(
-            f"CREATE TEMP TABLE {name} (key TEXT PRIMARY KEY, size INTEGER, etag TEXT) WITHOUT ROWID"
+            f"CREATE TEMP TABLE {name} (key TEXT PRIMARY KEY, size INTEGER, etag TEXT, dkey TEXT) "
+            "WITHOUT ROWID"
         )
 
-    def add_to_listing(self, name: str, strip: str, batch: Sequence[ObjectInfo]) -> None:
-        """Insert a listing batch, keys made relative by removing the prefix ``strip``."""
+    def add_to_listing(
+        self,
+        name: str,
+        strip: str,
+        batch: Sequence[ObjectInfo],
+        names: Callable[[str], str] | None = None,
+    ) -> None:
+        """Insert a listing batch, keys made relative by removing the prefix ``strip``;
+        ``names`` maps a relative key to its destination key."""
         n = len(strip)
         self.db.execute("BEGIN")
-        self.db.executemany(
-            f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?)",
-            [(o.key[n:], o.size, o.etag) for o in batch],
-        )
+        if names is None:
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO {name} (key, size, etag) VALUES (?, ?, ?)",
+                [(o.key[n:], o.size, o.etag) for o in batch],
+            )
+        else:
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO {name} VALUES (?, ?, ?, ?)",
+                [(o.key[n:], o.size, o.etag, names(o.key[n:])) for o in batch],
+            )
         self.db.execute("COMMIT")
 
     def listing_totals(self, name: str) -> tuple[int, int]:
@@ -181,23 +211,55 @@ class Journal:
     # --- expected content (restore) ------------------------------------------------------------
 
     def new_expected(self) -> None:
+        """(Re)create temp table ``expected``: a manifest's entries by the key each object is
+        stored under (``stored_as`` when names are protected), with its real ``key``."""
         self.db.execute("DROP TABLE IF EXISTS temp.expected")
         self.db.execute(
-            "CREATE TEMP TABLE expected (key TEXT PRIMARY KEY, size INTEGER, sha256 TEXT) "
-            "WITHOUT ROWID"
+            "CREATE TEMP TABLE expected (stored TEXT PRIMARY KEY, key TEXT, size INTEGER, "
+            "sha256 TEXT) WITHOUT ROWID"
         )
 
     def add_expected(self, entries: Sequence[dict[str, object]]) -> None:
         self.db.execute("BEGIN")
         self.db.executemany(
-            "INSERT OR REPLACE INTO expected VALUES (?, ?, ?)",
-            [(e["key"], e.get("size"), e.get("sha256")) for e in entries],
+            "INSERT OR REPLACE INTO expected VALUES (?, ?, ?, ?)",
+            [
+                (e.get("stored_as") or e["key"], e["key"], e.get("size"), e.get("sha256"))
+                for e in entries
+            ],
         )
         self.db.execute("COMMIT")
 
-    def expected_sha256(self, key: str) -> str | None:
-        row = self.db.execute("SELECT sha256 FROM expected WHERE key = ?", (key,)).fetchone()
+    def expected_sha256(self, stored: str) -> str | None:
+        row = self.db.execute("SELECT sha256 FROM expected WHERE stored = ?", (stored,)).fetchone()
         return str(row[0]) if row and row[0] else None
+
+    def expects_stored_names(self) -> bool:
+        """Whether the loaded manifest lists objects under protected names."""
+        row = self.db.execute("SELECT 1 FROM expected WHERE stored != key LIMIT 1").fetchone()
+        return row is not None
+
+    def name_from_expected(self, strip: str) -> list[tuple[str, int]]:
+        """Restore of protected names: give every object of listing ``src`` (keys relative to
+        ``strip``) its real name from the manifest, as ``dkey``.
+
+        Objects under a stored name (64 hex characters) that the manifest does not list are
+        taken out of the listing and returned as (key, size): their real name is unknown, and
+        writing them under the hash would restore nothing anyone can find.
+        """
+        n = len(strip)
+        self.db.execute("BEGIN")
+        self.db.execute(
+            "UPDATE src SET dkey = (SELECT substr(e.key, ? + 1) FROM expected e "
+            "WHERE e.stored = ? || src.key AND substr(e.key, 1, ?) = ?)",
+            (n, strip, n, strip),
+        )
+        unknown = self.db.execute(
+            f"SELECT key, size FROM src WHERE dkey IS NULL AND {_STORED_NAME_SQL} ORDER BY key"
+        ).fetchall()
+        self.db.execute(f"DELETE FROM src WHERE dkey IS NULL AND {_STORED_NAME_SQL}")
+        self.db.execute("COMMIT")
+        return [(str(k), int(s)) for k, s in unknown]
 
     def find_pair(self, base: str) -> str:
         """The pair id most recently used for ``base`` (with any codec tag), else ``base``."""
@@ -219,7 +281,8 @@ class Journal:
         """
         self.db.execute("DROP TABLE IF EXISTS temp.work")
         self.db.execute(
-            "CREATE TEMP TABLE work (id INTEGER PRIMARY KEY, key TEXT, size INTEGER, etag TEXT)"
+            "CREATE TEMP TABLE work (id INTEGER PRIMARY KEY, key TEXT, size INTEGER, etag TEXT, "
+            "dkey TEXT)"
         )
         skip = (
             "0"
@@ -228,10 +291,10 @@ class Journal:
                     AND d.key IS NOT NULL AND d.size = j.dst_size AND d.etag IS j.dst_etag"""
         )
         self.db.execute(
-            f"""INSERT INTO work (key, size, etag)
-                SELECT s.key, s.size, s.etag FROM src s
+            f"""INSERT INTO work (key, size, etag, dkey)
+                SELECT s.key, s.size, s.etag, s.dkey FROM src s
                 LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
-                LEFT JOIN dst d ON d.key = s.key
+                LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)
                 WHERE NOT ({skip})
                 ORDER BY s.size DESC, s.key""",
             (pair,),
@@ -244,19 +307,26 @@ class Journal:
         last = 0
         while True:
             rows = self.db.execute(
-                "SELECT id, key, size, etag FROM work WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, key, size, etag, dkey FROM work WHERE id > ? ORDER BY id LIMIT ?",
                 (last, page),
             ).fetchall()
             if not rows:
                 return
-            for row_id, key, size, etag in rows:
+            for row_id, key, size, etag, dkey in rows:
                 last = row_id
-                yield WorkItem(key, size, etag)
+                yield WorkItem(key, size, etag, dkey)
 
     def extraneous(self, pair: str) -> Iterator[tuple[str, int]]:
-        """Destination objects that the source does not have (for ``sync --delete``)."""
+        """Destination objects that the source does not have (for ``sync --delete``), by their
+        key relative to the destination prefix."""
+        # Built here rather than while listing: plain listings pay nothing for it.
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL"
+        )
         rows = self.db.execute(
-            "SELECT d.key, d.size FROM dst d LEFT JOIN src s ON s.key = d.key WHERE s.key IS NULL "
+            "SELECT d.key, d.size FROM dst d "
+            "WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
+            "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) "
             "ORDER BY d.key"
         ).fetchall()
         yield from rows
@@ -270,8 +340,8 @@ class Journal:
         try:
             self.db.executemany(
                 """INSERT INTO journal (pair, key, size, src_etag, state, sha256, dst_size,
-                                        dst_etag, error, run_id, updated, plain_size)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                        dst_etag, error, run_id, updated, plain_size, stored_as)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (pair, key) DO UPDATE SET
                      size = excluded.size, src_etag = excluded.src_etag, state = excluded.state,
                      sha256 = coalesce(excluded.sha256, journal.sha256),
@@ -279,6 +349,7 @@ class Journal:
                      dst_etag = coalesce(excluded.dst_etag, journal.dst_etag),
                      plain_size = coalesce(excluded.plain_size, journal.plain_size),
                      error = excluded.error, run_id = excluded.run_id, updated = excluded.updated,
+                     stored_as = excluded.stored_as,
                      verified = CASE WHEN excluded.state = 'done' THEN NULL ELSE journal.verified END""",
                 [
                     (
@@ -294,6 +365,7 @@ class Journal:
                         run_id,
                         t,
                         o.plain_size,
+                        o.stored_as,
                     )
                     for o in outcomes
                 ],
@@ -304,10 +376,14 @@ class Journal:
             raise
 
     def forget(self, pair: str, keys: Sequence[str]) -> None:
+        """Drop the rows of objects deleted at the destination (``keys`` relative to its
+        prefix)."""
+        rows = [(pair, k) for k in keys]
         self.db.execute("BEGIN")
         self.db.executemany(
-            "DELETE FROM journal WHERE pair = ? AND key = ?", [(pair, k) for k in keys]
+            "DELETE FROM journal WHERE pair = ? AND key = ? AND stored_as IS NULL", rows
         )
+        self.db.executemany("DELETE FROM journal WHERE pair = ? AND stored_as = ?", rows)
         self.db.execute("COMMIT")
 
     def done_rows(self, pair: str) -> Iterator[tuple[str, int, str | None, int | None, str | None]]:
@@ -359,6 +435,10 @@ class BatchWriter:
         self._journal.record(self._pair, self._run_id, batch)
         self._last = time.monotonic()
         return batch
+
+
+# 64 lowercase hex characters: the shape of a protected name.
+_STORED_NAME_SQL = "length(key) = 64 AND key NOT GLOB '*[^0-9a-f]*'"
 
 
 def _like_escape(text: str) -> str:

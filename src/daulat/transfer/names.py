@@ -1,0 +1,269 @@
+"""Protected names (``encrypt_names``): objects stored under keyed hashes of their names.
+
+With names protected, the object whose key relative to the source prefix is ``k`` is stored at
+``<dst prefix><hex HMAC-SHA256(name key, UTF-8 k)>``: 64 hex characters whatever ``k`` is. The
+real names exist at the destination only inside the age-encrypted manifest.
+
+The name key (32 random bytes) belongs to one destination endpoint (store and prefix). It must
+stay the same for the life of that destination: a second key would store every object again
+under other names. It is kept in two places, as 64 hex characters and a newline:
+
+* ``<state_dir>/names/<id>.key`` (mode 0600, directory 0700), which every run on this machine
+  uses;
+* ``DST/<prefix>.daulat/names.key.age``, age-encrypted to the run's recipients, so that the
+  holder of an identity can recover it on another machine (``--identity FILE``).
+
+The key never appears in messages, reprs, summaries, manifests or the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from daulat.crypto import (
+    DecryptError,
+    Identity,
+    Recipient,
+    decrypt_bytes,
+    encrypt_bytes,
+    fsync_directory,
+)
+from daulat.errors import ConfigError, NotFound
+from daulat.transfer.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from daulat.transfer.engine import Endpoint
+
+__all__ = [
+    "NAME_KEY_OBJECT",
+    "NameKey",
+    "NameKeyError",
+    "existing_name_key",
+    "has_protected_names",
+    "local_key_path",
+    "name_key_for_run",
+]
+
+#: Where the encrypted name key lives, relative to the destination prefix.
+NAME_KEY_OBJECT: Final = ".daulat/names.key.age"
+KEY_BYTES: Final = 32
+
+
+class NameKeyError(ConfigError):
+    """The destination's name key cannot be used as things stand (CLI exit 2)."""
+
+
+class NameKey:
+    """The secret that turns names into stored names. Never shows itself in a repr or str."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"a name key is {KEY_BYTES} bytes")
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> NameKey:
+        return cls(secrets.token_bytes(KEY_BYTES))
+
+    @classmethod
+    def parse(cls, text: bytes) -> NameKey | None:
+        """The key in a key file's content, or None if the content is not one."""
+        try:
+            raw = bytes.fromhex(text.decode("ascii").strip())
+        except ValueError:
+            return None
+        return cls(raw) if len(raw) == KEY_BYTES else None
+
+    def stored_name(self, key: str) -> str:
+        """The stored name of ``key`` (relative to the source prefix)."""
+        # surrogatepass: a key read from a filesystem may hold lone surrogates; it still needs
+        # one stable name.
+        return hmac.digest(self._key, key.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+    def _file_content(self) -> bytes:
+        return self._key.hex().encode("ascii") + b"\n"
+
+    def __repr__(self) -> str:
+        return "NameKey(<secret>)"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a name key is not pickled")
+
+
+def local_key_path(state_dir: Path, dst: Endpoint) -> Path:
+    """Where this machine keeps the name key of ``dst``."""
+    ident = hashlib.sha256(f"{dst.store.name}:{dst.prefix}".encode()).hexdigest()[:32]
+    return state_dir / "names" / f"{ident}.key"
+
+
+def _where(dst: Endpoint) -> str:
+    return f"{dst.store.name}:{dst.prefix}{NAME_KEY_OBJECT}"
+
+
+def _read_local(path: Path) -> NameKey | None:
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NameKeyError(f"cannot read the name key file {path}: {exc.strerror}") from None
+    key = NameKey.parse(content)
+    if key is None:
+        raise NameKeyError(
+            f"the name key file {path} is damaged: move it away and run again with "
+            "--identity FILE to recover the key from the destination"
+        )
+    return key
+
+
+def _save_local(path: Path, key: NameKey) -> NameKey:
+    """Write ``key`` to ``path`` unless a key is already there; returns the key now in force.
+
+    Written to a temporary file and linked into place, so a crash never leaves a partial key
+    file, and an existing key is never replaced.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.write(fd, key._file_content())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            # Another run got there first: its key is the destination's key.
+            existing = _read_local(path)
+            assert existing is not None
+            return existing
+        fsync_directory(path.parent)
+        return key
+    except OSError as exc:
+        raise NameKeyError(f"cannot write the name key file {path}: {exc.strerror}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+async def _fetch_sealed(dst: Endpoint, retry: RetryPolicy) -> bytes | None:
+    async def get() -> bytes:
+        return await (await dst.store.get(dst.prefix + NAME_KEY_OBJECT)).read_all()
+
+    try:
+        return await retry.call(get)
+    except NotFound:
+        return None
+
+
+def _open_sealed(sealed: bytes, identities: Sequence[Identity], dst: Endpoint) -> NameKey:
+    try:
+        key = NameKey.parse(decrypt_bytes(sealed, identities))
+    except DecryptError as exc:
+        raise NameKeyError(f"cannot open {_where(dst)} with the given identity: {exc}") from None
+    if key is None:
+        raise NameKeyError(f"{_where(dst)} does not hold a name key")
+    return key
+
+
+def _missing(dst: Endpoint) -> NameKeyError:
+    return NameKeyError(
+        f"{dst.label or dst.store.name} already holds objects under protected names; its name "
+        "key is not in this machine's state: pass --identity FILE to recover it"
+    )
+
+
+async def _publish(
+    dst: Endpoint, key: NameKey, recipients: Sequence[Recipient], retry: RetryPolicy
+) -> None:
+    # Rewritten on every run so that it is always readable by the recipients the objects are
+    # encrypted to now.
+    sealed = encrypt_bytes(key._file_content(), recipients)
+    await retry.call(
+        lambda: dst.store.put(dst.prefix + NAME_KEY_OBJECT, sealed, metadata={"encryption": "age"})
+    )
+
+
+async def name_key_for_run(
+    state_dir: Path,
+    dst: Endpoint,
+    recipients: Sequence[Recipient],
+    identities: Sequence[Identity] = (),
+    *,
+    dry_run: bool = False,
+    retry: RetryPolicy | None = None,
+) -> NameKey:
+    """The name key a copy to ``dst`` uses, made durable before any object is written.
+
+    This machine's key if it has one; else the destination's (recovered with ``identities``);
+    else a new key. Unless ``dry_run``, the key is then in the local state and, encrypted to
+    ``recipients``, at the destination. Raises :class:`NameKeyError` when the destination has a
+    key and no identity to open it was given (never a second key for one destination), and
+    store errors as they come.
+    """
+    policy = retry or RetryPolicy()
+    path = local_key_path(state_dir, dst)
+    key = _read_local(path)
+    if key is None:
+        sealed = await _fetch_sealed(dst, policy)
+        if sealed is not None:
+            if not identities:
+                raise _missing(dst)
+            key = _open_sealed(sealed, identities, dst)
+        else:
+            key = NameKey.generate()
+        if dry_run:
+            return key
+        key = _save_local(path, key)
+    if not dry_run:
+        await _publish(dst, key, recipients, policy)
+    return key
+
+
+async def existing_name_key(
+    state_dir: Path,
+    dst: Endpoint,
+    identities: Sequence[Identity] = (),
+    *,
+    retry: RetryPolicy | None = None,
+) -> NameKey | None:
+    """The name key of ``dst`` if it has protected names (for verification), else None.
+
+    A key recovered from the destination with ``identities`` is kept in the local state.
+    """
+    policy = retry or RetryPolicy()
+    path = local_key_path(state_dir, dst)
+    key = _read_local(path)
+    if key is not None:
+        return key
+    sealed = await _fetch_sealed(dst, policy)
+    if sealed is None:
+        return None
+    if not identities:
+        raise _missing(dst)
+    return _save_local(path, _open_sealed(sealed, identities, dst))
+
+
+async def has_protected_names(endpoint: Endpoint, retry: RetryPolicy | None = None) -> bool:
+    """Whether ``endpoint`` holds objects under protected names (it holds a name key)."""
+    try:
+        await (retry or RetryPolicy()).call(
+            lambda: endpoint.store.head(endpoint.prefix + NAME_KEY_OBJECT)
+        )
+    except NotFound:
+        return False
+    return True
