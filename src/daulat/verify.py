@@ -28,7 +28,7 @@ from daulat.transfer.engine import (
     list_into,
     pair_id,
 )
-from daulat.transfer.journal import Journal, State, now
+from daulat.transfer.journal import Journal, now
 from daulat.transfer.names import NameKey
 
 
@@ -54,51 +54,67 @@ class VerifyReport:
         return d
 
 
+# The verdict on one listed object, in SQL so that memory stays flat for any number of them:
+# NULL when verified, else why not. The order of the cases is the order of the questions.
+_VERDICT = """CASE
+    WHEN j.state = 'refused' THEN 'refused: ' || coalesce(j.error, '')
+    WHEN d.size IS NULL THEN 'missing at the destination'
+    WHEN j.state IS NOT 'done' OR j.sha256 IS NULL THEN
+        CASE WHEN j.error IS NOT NULL THEN 'not copied by daulat (' || j.error || ')'
+             ELSE 'no recorded hash (not copied by daulat): run verify --full' END
+    WHEN j.size IS NOT s.size OR j.src_etag IS NOT s.etag
+        THEN 'changed at the source since it was copied'
+    WHEN d.size IS NOT j.dst_size OR d.etag IS NOT j.dst_etag
+        THEN 'different at the destination from what was written'
+END"""
+
+
 def check_listed(journal: Journal, pair: str, *, run_id: int, full: bool = False) -> VerifyReport:
     """Classify every object of temp tables ``src``/``dst`` against the journal; record the
     verification. Objects verified get their ``verified`` time set in the journal."""
     db = journal.db
     report = VerifyReport("", "", full)
-    ok_keys: list[str] = []
-    cur = db.execute(
-        """SELECT s.key, s.size, s.etag, j.state, j.size, j.src_etag, j.sha256, j.dst_size,
-                  j.dst_etag, j.error, d.size, d.etag
-           FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
-           LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key) ORDER BY s.key""",
+    db.execute("DROP TABLE IF EXISTS temp.verdicts")
+    db.execute(
+        f"""CREATE TEMP TABLE verdicts AS
+            SELECT s.key AS key, s.size AS size, {_VERDICT} AS reason
+            FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
+            LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)""",
         (pair,),
     )
-    for key, size, etag, state, jsize, jetag, sha, jdsize, jdetag, error, dsize, detag in cur:
-        report.objects += 1
-        report.bytes += size
-        reason = None
-        if state == State.REFUSED:
-            reason = f"refused: {error}"
-        elif dsize is None:
-            reason = "missing at the destination"
-        elif state != State.DONE or sha is None:
-            reason = (
-                f"not copied by daulat ({error})"
-                if error
-                else "no recorded hash (not copied by daulat): run verify --full"
-            )
-        elif jsize != size or jetag != etag:
-            reason = "changed at the source since it was copied"
-        elif dsize != jdsize or detag != jdetag:
-            reason = "different at the destination from what was written"
-        if reason is None:
-            ok_keys.append(key)
-        else:
-            report.problems.append((key, reason))
-    report.verified = len(ok_keys)
-    _record(journal, pair, run_id, ok_keys, report)
+    objects, size, verified = db.execute(
+        "SELECT count(*), coalesce(sum(size), 0), count(*) - count(reason) FROM verdicts"
+    ).fetchone()
+    report.objects, report.bytes, report.verified = int(objects), int(size), int(verified)
+    report.problems = [
+        (str(k), str(r))
+        for k, r in db.execute(
+            "SELECT key, reason FROM verdicts WHERE reason IS NOT NULL ORDER BY key"
+        )
+    ]
+    t = now()
+    db.execute("BEGIN")
+    db.execute(
+        "UPDATE journal SET verified = ? WHERE pair = ? "
+        "AND key IN (SELECT key FROM verdicts WHERE reason IS NULL)",
+        (t, pair),
+    )
+    db.execute("COMMIT")
+    _record(journal, pair, run_id, [], report, t)
+    db.execute("DROP TABLE temp.verdicts")
     return report
 
 
 def _record(
-    journal: Journal, pair: str, run_id: int, ok_keys: list[str], report: VerifyReport
+    journal: Journal,
+    pair: str,
+    run_id: int,
+    ok_keys: list[str],
+    report: VerifyReport,
+    t: str | None = None,
 ) -> None:
     db = journal.db
-    t = now()
+    t = t or now()
     for start in range(0, len(ok_keys), 1000):
         db.execute("BEGIN")
         db.executemany(
