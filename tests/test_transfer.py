@@ -42,7 +42,6 @@ from daulat.stores import Store, open_store
 from daulat.stores.faults import FaultyStore
 from daulat.stores.fs import FsStore
 from daulat.transfer.engine import (
-    DST_MANIFEST_PREFIX,
     SMALL_OBJECT,
     Endpoint,
     Kind,
@@ -51,6 +50,7 @@ from daulat.transfer.engine import (
     transfer,
 )
 from daulat.transfer.journal import JOURNAL_NAME, Journal
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 
 MiB = 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -21,14 +21,9 @@ from dataclasses import dataclass, field
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
-from daulat.transfer.engine import (
-    DST_MANIFEST_PREFIX,
-    Endpoint,
-    WrongIdentity,
-    list_into,
-    pair_id,
-)
+from daulat.transfer.engine import Endpoint, list_into, pair_id
 from daulat.transfer.journal import Journal, now
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.names import NameKey
 
 

@@ -22,8 +22,9 @@ from daulat.errors import ConfigError, StoreError
 from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
-from daulat.transfer.engine import DST_MANIFEST_PREFIX, Endpoint, Options
+from daulat.transfer.engine import Endpoint, Options
 from daulat.transfer.journal import Journal
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.names import NameKey
 
 SCRATCH_PREFIX = f"{DST_MANIFEST_PREFIX}drill-"  # + id + "/": real exits never list .daulat/

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
-from daulat.transfer.engine import DST_MANIFEST_PREFIX, Options
+from daulat.transfer.engine import Options
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 
 # Default sample: per class at least MIN_PER_CLASS objects or DEFAULT_FRACTION of the class,
 # and twice the pool's parallelism, so that the pool runs full for a while (a steady state to

@@ -32,8 +32,6 @@ from typing import Any
 
 from daulat.crypto import (
     INLINE_LIMIT,
-    NO_MATCHING_IDENTITY,
-    DecryptError,
     Identity,
     Recipient,
     decrypt_bytes,
@@ -53,6 +51,12 @@ from daulat.stores.base import Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
+from daulat.transfer.manifests import (
+    DST_MANIFEST_PREFIX,
+    WrongIdentity,
+    load_expected,
+    write_destination_manifest,
+)
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
@@ -61,14 +65,9 @@ SMALL_OBJECT = 8 * MiB
 # What one streamed object can hold at once: read chunks plus the parts being uploaded
 # (obstore buffers PART_SIZE per part in flight, plus the one being filled).
 STREAM_RESERVATION = 28 * MiB
-DST_MANIFEST_PREFIX = ".daulat/"
 # Bytes queued between the event loop and an age worker thread, per streamed object. The
 # upload's parts already buffer 8 MiB each; a small queue keeps encryption from adding more.
 AGE_BUFFER = 2 * MiB
-
-
-class WrongIdentity(DecryptError):
-    """None of the given identities opens the data: stop, nothing more can be decrypted."""
 
 
 # Errors that end the whole run cleanly rather than failing one object.
@@ -651,115 +650,8 @@ async def verify_listed(
     summary.unverified = [(k, r) for k, r in report.problems if k not in refused]
 
 
-async def write_destination_manifest(
-    src: Endpoint,
-    dst: Endpoint,
-    journal: Journal,
-    pair: str,
-    encrypt_to: Sequence[Recipient] = (),
-    *,
-    names_protected: bool = False,
-    verified_only: bool = True,
-) -> str:
-    """Write a JSON Lines manifest of verified (or, with ``verified_only=False``, copied) objects
-    beside the data at the destination.
-
-    One line per object: key, size, SHA-256 of the content, source store/provider/region/country,
-    copy time; with protected names also ``stored_as``, the key the object is stored under. It
-    lets anyone check the copy later with ordinary tools (``sha256sum``), without daulat.
-    """
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    key = f"{dst.prefix}{DST_MANIFEST_PREFIX}manifest-{stamp}.jsonl"
-    if encrypt_to:
-        # Names and plaintext hashes are as sensitive as the data: the manifest is encrypted too.
-        key += ".age"
-    source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
-    rows = journal.db.execute(
-        "SELECT key, coalesce(plain_size, size), sha256, updated, stored_as FROM journal "
-        "WHERE pair = ? AND state = 'done'"
-        + (" AND verified IS NOT NULL" if verified_only else "")
-        + " ORDER BY key",
-        (pair,),
-    )
-
-    async def lines() -> AsyncIterator[bytes]:
-        buf: list[bytes] = []
-        n = 0
-        for rel, size, sha, updated, stored in rows:
-            # "key" is always the real name: after a restore of protected names the journal's
-            # key is the stored name and stored_as the real one.
-            real = rel if names_protected or stored is None else stored
-            entry: dict[str, object] = {
-                "key": dst.prefix + real,
-                "size": size,
-                "sha256": sha,
-                "source": source,
-                "copied": updated,
-            }
-            if names_protected:
-                entry["stored_as"] = dst.prefix + stored
-            if encrypt_to:
-                entry["encryption"] = "age"
-            line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
-            buf.append(line)
-            n += len(line)
-            if n >= MiB:
-                yield b"".join(buf)
-                buf, n = [], 0
-        if buf:
-            yield b"".join(buf)
-
-    body: AsyncIterable[bytes] = lines()
-    if encrypt_to:
-        body = encrypt_stream(body, encrypt_to)
-    await dst.store.put(key, body)
-    return key
-
-
 async def _off_loop(fn: Callable[[bytes, Any], bytes], data: bytes, keys: Any) -> bytes:
     """age on small data inline; above INLINE_LIMIT in a thread so the loop keeps moving."""
     if len(data) <= INLINE_LIMIT:
         return fn(data, keys)
     return await asyncio.to_thread(fn, data, keys)
-
-
-async def latest_manifest(src: Endpoint) -> str | None:
-    """Key of the newest daulat manifest at ``src`` (names sort by time), or None."""
-    newest: str | None = None
-    async for batch in src.store.list(src.prefix + DST_MANIFEST_PREFIX + "manifest-"):
-        for o in batch:
-            if newest is None or o.key > newest:
-                newest = o.key
-    return newest
-
-
-async def load_expected(
-    src: Endpoint, journal: Journal, identities: Sequence[Identity]
-) -> str | None:
-    """Load the newest manifest at ``src`` into the journal's ``expected`` table.
-
-    Returns its key, or None when the source has no manifest (objects encrypted by other tools);
-    then each object is still authenticated by age's own per-chunk tags while decrypting. An
-    encrypted manifest that the identities cannot open stops the run before anything is written.
-    """
-    journal.new_expected()
-    key = await latest_manifest(src)
-    if key is None:
-        return None
-    reader = await src.store.get(key)
-    stream: AsyncIterable[bytes] = reader
-    if key.endswith(".age"):
-        stream = decrypt_stream(reader, identities)
-    pending = b""
-    try:
-        async for chunk in stream:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            journal.add_expected([json.loads(line) for line in lines if line.strip()])
-    except DecryptError as exc:
-        if str(exc) == NO_MATCHING_IDENTITY:
-            raise WrongIdentity(f"cannot open the manifest {key!r}: {exc}") from None
-        raise
-    if pending.strip():
-        journal.add_expected([json.loads(pending)])
-    return key
