@@ -84,6 +84,24 @@ def test_prehashed_put_round_trips(store: Store) -> None:
     run(go())
 
 
+def test_put_reports_the_etag_that_head_and_list_report(store: Store) -> None:
+    """The engine records a put's ETag and later compares it with listings; they must agree."""
+
+    async def go() -> None:
+        whole = await store.put("tag/whole.bin", b"whole body" * 100)
+        streamed = await store.put("tag/streamed.bin", _chunks(3 * 1024 * 1024 + 5))
+        listed = {o.key: o.etag async for batch in store.list("tag/") for o in batch}
+        for res in (whole, streamed):
+            assert res.etag is not None
+            assert res.etag == (await store.head(res.key)).etag == listed[res.key]
+        # A rewrite is a new version: its tag differs and is again what listings show.
+        again = await store.put("tag/whole.bin", b"another body")
+        assert again.etag != whole.etag
+        assert again.etag == (await store.head("tag/whole.bin")).etag
+
+    run(go())
+
+
 def test_overwrite_replaces_content(store: Store) -> None:
     async def go() -> None:
         await store.put("k", b"first version")

@@ -80,8 +80,7 @@ class FsStore:
             key=key,
             size=st.st_size,
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            # Changes whenever the file is replaced or rewritten; not a content hash.
-            etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
+            etag=_etag(st),
             etag_scheme="local",
         )
 
@@ -173,18 +172,19 @@ class FsStore:
                 # A whole body is written in one trip to a worker thread: for small objects
                 # the thread hand-offs of a step-by-step write cost more than the write.
                 body = bytes(data)
-                digest = await asyncio.to_thread(
+                digest, st = await asyncio.to_thread(
                     self._put_bytes, final, tmp, key, body, sha256, metadata, prehashed
                 )
-                size = len(body)
             else:
-                digest, size = await self._put_stream(final, tmp, key, data, sha256, metadata)
+                digest, st = await self._put_stream(final, tmp, key, data, sha256, metadata)
         except BaseException as exc:
             _unlink_quietly(tmp)
             if isinstance(exc, OSError):
                 raise _os_error(exc, self._name, key, "put") from None
             raise
-        return PutResult(key=key, size=size, sha256=digest, etag=None)
+        # The rename keeps inode and mtime: this is the tag that head and list will report, so
+        # the engine needs no head per object to learn it.
+        return PutResult(key=key, size=st.st_size, sha256=digest, etag=_etag(st))
 
     def _put_bytes(
         self,
@@ -195,7 +195,7 @@ class FsStore:
         sha256: str | None,
         metadata: Mapping[str, str] | None,
         prehashed: bool,
-    ) -> str:
+    ) -> tuple[str, os.stat_result]:
         if prehashed and sha256 is not None:
             digest = sha256.lower()
         else:
@@ -207,11 +207,11 @@ class FsStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_sync(fd, memoryview(body))
-            self._finish(fd, metadata)
+            st = self._finish(fd, metadata)
         finally:
             os.close(fd)
         self._commit(tmp, final, key)
-        return digest
+        return digest, st
 
     async def _put_stream(
         self,
@@ -221,7 +221,7 @@ class FsStore:
         data: AsyncIterable[bytes],
         sha256: str | None,
         metadata: Mapping[str, str] | None,
-    ) -> tuple[str, int]:
+    ) -> tuple[str, os.stat_result]:
         hasher = StreamHasher()
         await asyncio.to_thread(self._prepare, final.parent, tmp.parent, key)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -230,17 +230,19 @@ class FsStore:
                 await hasher.update(chunk)
                 await _write_all(fd, chunk)
             check_digest(hasher, sha256, store=self._name, key=key)
-            await asyncio.to_thread(self._finish, fd, metadata)
+            st = await asyncio.to_thread(self._finish, fd, metadata)
         finally:
             os.close(fd)
         await asyncio.to_thread(self._commit, tmp, final, key)
-        return hasher.hexdigest(), hasher.size
+        return hasher.hexdigest(), st
 
-    def _finish(self, fd: int, metadata: Mapping[str, str] | None) -> None:
+    def _finish(self, fd: int, metadata: Mapping[str, str] | None) -> os.stat_result:
+        """Set metadata, make the content durable, and describe the finished file."""
         for name, value in (metadata or {}).items():
             os.setxattr(fd, XATTR_PREFIX + name, value.encode("utf-8"))
         if self._durable:
             os.fsync(fd)
+        return os.fstat(fd)
 
     def _prepare(self, parent: Path, tmp_dir: Path, key: str) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -375,6 +377,11 @@ def _open_object(
         raise
     os.close(fd)
     return None, st, metadata, data
+
+
+def _etag(st: os.stat_result) -> str:
+    # Changes whenever the file is replaced or rewritten; not a content hash.
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
