@@ -607,6 +607,35 @@ def test_sync_delete_and_dry_run(
     assert "late-extra.txt" in read_config(dst_raw)
 
 
+def test_sync_delete_pages_through_many_extraneous_objects(tmp_path: Path) -> None:
+    """More extraneous objects than one page of the journal (1,000), including the keys around
+    page boundaries and a key that sorts first: every one is deleted, the source's are kept."""
+    src_root, dst_root = tmp_path / "src", tmp_path / "dst"
+    src_root.mkdir()
+    dst_root.mkdir()
+    source = {f"keep/{i:04d}": f"keep {i}".encode() for i in range(30)}
+    extras = {f"gone/{i:04d}": b"x" for i in range(2_345)}
+    extras["!first"] = b"sorts before every other key"
+    for root, objects in ((src_root, source), (dst_root, {**source, **extras})):
+        for key, data in objects.items():
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(data)
+    src = Endpoint(FsStore("src", src_root), label="src")
+    dst = Endpoint(FsStore("dst", dst_root), label="dst")
+    dry = exit_lib(src, dst, tmp_path / "j.sqlite", Kind.SYNC, Options(delete=True, dry_run=True))
+    assert dry.deleted_objects == len(extras)
+    assert len(list(dst_root.rglob("gone/*"))) == len(extras) - 1, "a dry run deleted"
+
+    summary = exit_lib(src, dst, tmp_path / "j.sqlite", Kind.SYNC, Options(delete=True))
+    assert summary.ok, problems(summary)
+    assert summary.deleted_objects == len(extras)
+    left = {p.relative_to(dst_root).as_posix() for p in dst_root.rglob("*") if p.is_file()}
+    assert left == set(source)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        (rows,) = journal.db.execute("SELECT count(*) FROM journal").fetchone()
+    assert rows == len(source)
+
+
 # --------------------------------------------------------------------------------------------
 # re-running exit after the destination changed behind daulat's back
 

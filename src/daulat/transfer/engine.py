@@ -340,7 +340,7 @@ async def _run(
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
     if opts.dry_run:
         if kind == Kind.SYNC and opts.delete:
-            summary.deleted_objects = sum(1 for _ in journal.extraneous(pair))
+            summary.deleted_objects = sum(len(page) for page in journal.extraneous(pair))
         return
 
     dst_s3 = unwrap_fallback(dst.store)
@@ -622,15 +622,14 @@ def _unfinished(item: WorkItem, state: State, error: str) -> Outcome:
 async def _delete_extraneous(
     dst: Endpoint, journal: Journal, pair: str, summary: Summary, opts: Options
 ) -> None:
-    doomed = list(journal.extraneous(pair))
     sem = asyncio.Semaphore(opts.concurrency)
 
     async def one(key: str) -> None:
         async with sem:
             await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
 
-    for start in range(0, len(doomed), 1000):
-        keys = [k for k, _ in doomed[start : start + 1000]]
+    for page in journal.extraneous(pair):
+        keys = [k for k, _ in page]
         await asyncio.gather(*(one(k) for k in keys))
         journal.forget(pair, keys)
         summary.deleted_objects += len(keys)

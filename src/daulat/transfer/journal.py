@@ -316,20 +316,31 @@ class Journal:
                 last = row_id
                 yield WorkItem(key, size, etag, dkey)
 
-    def extraneous(self, pair: str) -> Iterator[tuple[str, int]]:
+    def extraneous(self, pair: str, page: int = 1000) -> Iterator[list[tuple[str, int]]]:
         """Destination objects that the source does not have (for ``sync --delete``), by their
-        key relative to the destination prefix."""
+        key relative to the destination prefix, in pages of at most ``page`` in key order.
+
+        Each page is read whole before it is yielded, so the caller may delete and
+        :meth:`forget` a page before asking for the next; memory holds one page, not the
+        whole difference.
+        """
         # Built here rather than while listing: plain listings pay nothing for it.
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL"
         )
-        rows = self.db.execute(
-            "SELECT d.key, d.size FROM dst d "
-            "WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
-            "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) "
-            "ORDER BY d.key"
-        ).fetchall()
-        yield from rows
+        after: str | None = None
+        while True:
+            rows = self.db.execute(
+                "SELECT d.key, d.size FROM dst d WHERE (?1 IS NULL OR d.key > ?1) "
+                "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
+                "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) "
+                "ORDER BY d.key LIMIT ?2",
+                (after, page),
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [(str(k), int(n)) for k, n in rows]
 
     # --- outcomes -----------------------------------------------------------------------------
 
