@@ -328,18 +328,20 @@ class Journal:
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL"
         )
-        after: str | None = None
+        # A plain range on the key (not "? IS NULL OR ..."), so that each page is a seek in the
+        # primary key rather than a scan from the start; ">= ''" takes even an empty key.
+        after, op = "", ">="
         while True:
             rows = self.db.execute(
-                "SELECT d.key, d.size FROM dst d WHERE (?1 IS NULL OR d.key > ?1) "
+                f"SELECT d.key, d.size FROM dst d WHERE d.key {op} ? "
                 "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
                 "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) "
-                "ORDER BY d.key LIMIT ?2",
+                "ORDER BY d.key LIMIT ?",
                 (after, page),
             ).fetchall()
             if not rows:
                 return
-            after = rows[-1][0]
+            after, op = rows[-1][0], ">"
             yield [(str(k), int(n)) for k, n in rows]
 
     # --- outcomes -----------------------------------------------------------------------------
