@@ -435,3 +435,12 @@ def test_chart_shows_every_value_as_text_and_is_reproducible() -> None:
     assert any(labels[1] in tip for tip in tips)
     with pytest.raises(ValueError):
         bar_chart("chart-x", "t", ["a"], [Series("s", [1.0, 2.0], ["1", "2"])])
+
+
+def test_demo_report_is_light(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli(["demo", "--dir", str(tmp_path / "tour")]) == 0
+    (report,) = (tmp_path / "tour").rglob("*.html")
+    html = report.read_text()
+    assert len(html.encode()) <= 300_000  # it was 4.8 MB with Plotly's JavaScript inline
+    assert "<script" not in html and set(CHARTS[:4]) <= set(_Page(html).charts)

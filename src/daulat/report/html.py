@@ -27,7 +27,8 @@ th, td { border: 1px solid #d0d7de; padding: .35rem .5rem; text-align: left; ver
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; }
 .unknown { color: #9a6700; font-weight: 600; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1rem; }
+.charts { display: grid; gap: 1rem;
+          grid-template-columns: repeat(auto-fit, minmax(min(420px, 100%), 1fr)); }
 figure { margin: 1rem 0; }
 svg.chart { display: block; width: 100%; max-width: 560px; height: auto; overflow: visible; }
 table.chart-data { font-size: .85rem; max-width: 560px; }
@@ -45,7 +46,7 @@ code, .hash { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-
   .pass, .fail, .unknown { color: #000; }
   .fail { text-decoration: underline; }
   .note { background: none; border: 1px solid #000; }
-  .charts { display: block; }
+  .charts { display: block; } .charts figure { margin: 0 0 1.2rem; }
   h2 { break-after: avoid; page-break-after: avoid; }
   figure, svg.chart, table, tr { break-inside: avoid; page-break-inside: avoid; }
   thead { display: table-header-group; }
