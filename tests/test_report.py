@@ -1,4 +1,4 @@
-"""The transparency report, opened in real headless Chromium."""
+"""The transparency report, opened and printed in real headless Chromium."""
 
 from __future__ import annotations
 
@@ -6,11 +6,20 @@ import json
 import re
 import shutil
 import subprocess
+import unicodedata
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from pypdf import PdfReader
 
 from daulat.cli import run as cli
+from daulat.report import render
+from daulat.report.charts import Series, bar_chart
+from daulat.report.data import AuditHead, ReplicaRow, ReportData, StoreRow
+from daulat.report.escaping import visible
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_FLAGS = [
@@ -52,6 +61,12 @@ endpoint = "http://127.0.0.1:1"
 """
 
 
+CHARTS = ("chart-country", "chart-provider", "chart-jurisdiction", "chart-drills", "chart-risk")
+HOSTILE = (
+    "x</svg></title><script>alert(1)</script>\"'&<img src=x onerror=alert(2)>\u202egnp.exe\u200b"
+)
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
@@ -74,6 +89,81 @@ def _browse(html: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess[s
     )
 
 
+def _page_requests(netlog: Path) -> list[str]:
+    """URLs the page itself asked for. Chromium's own background requests carry no origin
+    ("not an origin"); anything the document loads has the file's (opaque) origin."""
+    log = json.loads(netlog.read_text())
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    params = [e.get("params", {}) for e in log["events"] if e["type"] == start]
+    return [p["url"] for p in params if "url" in p and p.get("initiator") != "not an origin"]
+
+
+class _Page(HTMLParser):
+    """What a reader gets from a page: its tags, the text of each chart by role, table cells."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.charts: dict[str, dict[str, list[str]]] = {}
+        self.cells: list[str] = []
+        self._chart: str | None = None
+        self._kind: str | None = None
+        self._buf: list[str] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "svg" and "chart" in (a.get("class") or "").split():
+            self._chart = a.get("id") or "?"
+            self.charts[self._chart] = {"title": [], "desc": [], "label": [], "value": []}
+            self.charts[self._chart]["role"] = [a.get("role") or ""]
+        elif self._chart and tag == "title" and (a.get("id") or "").endswith("-title"):
+            self._kind = "title"
+        elif self._chart and tag == "desc":
+            self._kind = "desc"
+        elif self._chart and tag == "text" and a.get("class") in ("label", "value"):
+            self._kind = a["class"]
+        elif tag in ("td", "th"):
+            self._kind = "cell"
+        self._buf = []
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self._buf.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        text = "".join(self._buf).strip()
+        if self._kind == "cell" and tag in ("td", "th"):
+            self.cells.append(text)
+        elif self._kind and self._chart and tag in ("title", "desc", "text"):
+            self.charts[self._chart][self._kind].append(text)
+        if tag in ("td", "th", "title", "desc", "text"):
+            self._kind = None
+        if tag == "svg":
+            self._chart = None
+
+
+def _assert_readable_charts(page: _Page, expected: tuple[str, ...]) -> None:
+    """Each chart is drawn, named and described, shows its values as text, and every value it
+    shows is also in a table."""
+    assert sorted(page.charts) == sorted(expected)
+    for chart_id, chart in page.charts.items():
+        assert chart["role"] == ["img"], chart_id
+        assert chart["title"] and chart["title"][0], f"{chart_id} has no <title>"
+        assert chart["label"], f"{chart_id} has no labels"
+        assert len(chart["value"]) >= len(chart["label"]), f"{chart_id} shows values only as bars"
+        for value in chart["value"]:
+            assert value in chart["desc"][0], f"{chart_id}: {value!r} not in its <desc>"
+            assert value in page.cells, f"{chart_id}: {value!r} is in no table"
+        for label in chart["label"]:
+            whole = label.removesuffix("…")  # a long label is shortened on the chart only
+            assert whole in chart["desc"][0], f"{chart_id}: {label!r} not in its <desc>"
+
+
 @pytest.fixture
 def report_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = CONFIG.format(root=tmp_path).replace("bank-<b>aws</b>", "bank-aws")
@@ -83,6 +173,8 @@ def report_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps({"tps": i, "votes": [i, 2 * i]}))
     monkeypatch.chdir(tmp_path)
+    assert cli(["scan", "kpu-primary"]) == 0
+    assert cli(["drill", "kpu-primary", "vault", "--sample", "10"]) == 0
     assert cli(["exit", "kpu-primary", "vault"]) == 0
     assert cli(["scan", "kpu-primary", "vault"]) == 0
     return tmp_path
@@ -94,18 +186,27 @@ def test_report_renders_offline_in_chromium(
     out = report_dir / "report.html"
     assert cli(["report", "-o", str(out)]) == 0
     html = out.read_text()
-    # Self-contained: no script or stylesheet is fetched from anywhere.
-    assert not re.search(r"<script[^>]+src=", html)
-    assert not re.search(r"<link[^>]+href=\"?https?:", html)
+    # Self-contained and static: no script at all, nothing referenced outside the file.
+    assert "<script" not in html.lower()
+    assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:[a-z]+:)?//", html, re.I)
+    assert not re.search(r"@import|@font-face", html)
+    assert all(u.startswith("url(#") for u in re.findall(r"url\([^)]*\)", html))
+    assert len(html.encode()) < 100_000
 
-    dom = _browse(out, report_dir, "--dump-dom")
+    netlog = report_dir / "netlog.json"
+    dom = _browse(out, report_dir, "--dump-dom", f"--log-net-log={netlog}")
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
-    for chart in ("chart-country", "chart-provider", "chart-jurisdiction", "chart-risk"):
-        block = dom.stdout.split(f'id="{chart}"', 1)
-        assert len(block) == 2, f"{chart} missing"
-        assert 'class="main-svg"' in block[1][:20000], f"{chart} was not drawn"
+    assert _page_requests(netlog) == []
+    page = _Page(dom.stdout)
+    _assert_readable_charts(page, CHARTS)
+    assert page.charts["chart-country"]["label"] == ["ID", "DE"]
+    assert page.charts["chart-jurisdiction"]["label"][0] == "ID"
+    assert {"CN", "US"} <= set(page.charts["chart-jurisdiction"]["label"])
+    assert "kpu-alibaba" in page.charts["chart-risk"]["label"]
+    assert "bank-aws" in page.charts["chart-risk"]["label"]
+    assert page.charts["chart-drills"]["label"] == ["kpu-primary → vault #1"]
     assert "30 objects" in dom.stdout or "60 objects" in dom.stdout or "61 objects" in dom.stdout
     assert "kpu-alibaba" in dom.stdout and "Alibaba Cloud" in dom.stdout
     assert "National Intelligence Law" in dom.stdout and "2713" in dom.stdout
@@ -120,6 +221,73 @@ def test_report_renders_offline_in_chromium(
     shot = ARTIFACTS / "report.png"
     res = _browse(out, report_dir, "--window-size=1280,2600", f"--screenshot={shot}")
     assert res.returncode == 0 and shot.stat().st_size > 20_000
+
+
+def _pdf_pages(html: Path, tmp: Path) -> list[str]:
+    pdf = tmp / (html.stem + ".pdf")
+    res = _browse(html, tmp, "--no-pdf-header-footer", f"--print-to-pdf={pdf}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert pdf.read_bytes().startswith(b"%PDF-") and pdf.stat().st_size > 10_000
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(pdf, ARTIFACTS / pdf.name)
+    # NFKC undoes the ligatures (fi, ff) the PDF's fonts use.
+    return [unicodedata.normalize("NFKC", p.extract_text()) for p in PdfReader(pdf).pages]
+
+
+def test_report_prints_to_pdf(report_dir: Path) -> None:
+    out = report_dir / "report.html"
+    assert cli(["report", "-o", str(out)]) == 0
+    page = _Page(out.read_text())
+    assert sorted(page.charts) == sorted(CHARTS)
+    pages = _pdf_pages(out, report_dir)
+    text = " ".join(" ".join(pages).split())  # table cells wrap words onto new lines
+    for chart in page.charts.values():
+        # Charts print as text, not pictures: their titles, labels and values are in the PDF.
+        for word in chart["title"] + chart["label"] + chart["value"]:
+            assert word in text, word
+    assert "kpu-alibaba" in text and "National Intelligence Law" in text
+
+
+def _big_report(n: int) -> ReportData:
+    """A report with three charts of ``n`` bars, each followed by its table of ``n`` rows."""
+
+    def sizes(what: str) -> dict[str, int]:
+        return {f"{what}-{i:02d}": (i + 1) * 2**30 for i in range(n)}
+
+    return ReportData(
+        generated="2026-01-01T00:00:00+00:00",
+        daulat_version="test",
+        config="daulat.toml",
+        stores=[
+            StoreRow(f"s{i}", "local", "Local", None, "ID", "ID", ["ID"], False, 1, 1, None)
+            for i in range(n)
+        ],
+        by_country=sizes("country"),
+        by_provider=sizes("provider"),
+        by_jurisdiction=sizes("law"),
+        replicas=[],
+        risk=[],
+        audit=AuditHead(0, None, None, True, ""),
+    )
+
+
+@pytest.mark.parametrize("n", [4, 5, 6])
+def test_printed_charts_are_not_split_across_pages(tmp_path: Path, n: int) -> None:
+    # Sizes at which, without the print stylesheet, a chart's table starts on the chart's page
+    # and ends on the next (checked for each of them on this machine's fonts).
+    out = tmp_path / f"big-{n}.html"
+    out.write_text(render(_big_report(n)))
+    pages = _pdf_pages(out, tmp_path)
+    assert len(pages) >= 2
+    for what, title in (
+        ("country", "Data by country of storage"),
+        ("provider", "Data by provider"),
+        ("law", "Data reachable by each country's law"),
+    ):
+        (on,) = [p for p in pages if title in p]
+        # The chart with its data table: every label and its table row on the title's page.
+        for i in range(n):
+            assert on.count(f"{what}-{i:02d}") == 2, (what, i)
 
 
 def _json_report(directory: Path) -> str:
@@ -145,11 +313,134 @@ def test_json_report_has_the_same_facts(report_dir: Path) -> None:
 
 
 def test_hostile_names_are_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml_hostile = json.dumps(HOSTILE)  # a JSON string literal is a valid TOML basic string
     (tmp_path / "daulat.toml").write_text(
-        '[stores.x]\nurl = "file:///tmp/<script>alert(1)</script>"\nprovider = "local"\ncountry = "ID"\n'
+        '[stores.x]\nurl = "file:///tmp/<script>alert(1)</script>"\nprovider = "local"\n'
+        'country = "ID"\n\n'
+        f'[[policies]]\nname = {toml_hostile}\nstores = ["x"]\nresidency = ["ID"]\n'
     )
     monkeypatch.chdir(tmp_path)
     assert cli(["report", "-o", "r.html"]) == 0
     html = (tmp_path / "r.html").read_text()
     body = html.split("</head>", 1)[1]
-    assert "<script>alert(1)</script>" not in body
+    assert "<script" not in body and "<img" not in body
+    assert "\u202e" not in body and "[U+202E]" in body
+    assert "&lt;/svg&gt;&lt;/title&gt;&lt;script&gt;alert(1)" in body  # shown, as text
+
+
+def _hostile_report() -> ReportData:
+    """Every string the report shows, set to markup, quotes and invisible characters."""
+    h = HOSTILE
+    store = StoreRow(h, "local", h, h, h, h, [h, "ID"], True, 5, 2**20, h)
+    finding = {"policy": h, "rule": h, "store": h, "status": h, "why": h, "fix": h}
+    return ReportData(
+        generated=h,
+        daulat_version=h,
+        config=h,
+        stores=[store, replace(store, name=h + "2")],
+        by_country={h: 2**20, "ID": 5},
+        by_provider={h: 2**20},
+        by_jurisdiction={h: 2**20, "ID": 2**21},
+        replicas=[ReplicaRow(h, h, True, 1, 1, h, h, h)],
+        risk=[
+            {
+                "store": h,
+                "provider_name": h,
+                "laws": [{"citation": h}],
+                "events": 1,
+                "notice_days_observed": [h],
+                "most_recent_event": {"date": h, "summary": h},
+                "exposure": {"score": 42},
+            }
+        ],
+        audit=AuditHead(1, 0, h, False, h),
+        policies={"status": h, "policies": [{"findings": [finding]}]},
+        drills=[
+            {
+                "src": h,
+                "dst": h,
+                "time": h,
+                "predicted_hours": 1.5,
+                "actual_hours": None,
+                "interval_hours": [h, h],
+                "error_pct": h,
+            }
+        ],
+        notes=[h],
+    )
+
+
+def test_hostile_text_cannot_inject_markup_anywhere(tmp_path: Path) -> None:
+    html = render(_hostile_report())
+    assert "\u202e" not in html and "\u200b" not in html  # no hidden reordering or look-alikes
+
+    page = _Page(html)
+    tags = {tag for tag, _ in page.tags}
+    assert not tags & {"script", "img", "iframe", "object", "foreignobject", "a", "link"}
+    assert not [(t, k) for t, attrs in page.tags for k in attrs if k.startswith("on")]
+    # Each chart is one well-formed SVG element whose text is exactly the (visible) data.
+    svgs = re.findall(r"<svg .*?</svg>", html, re.S)
+    assert len(svgs) == len(CHARTS)
+    shown = visible(HOSTILE)
+    for svg in svgs:
+        root = ET.fromstring(svg)
+        assert not [e for e in root.iter() if e.tag in ("script", "foreignObject")]
+        desc = root.find("desc")
+        assert desc is not None and shown in (desc.text or "")  # whole, in the description
+        labels = [t.text or "" for t in root.iter("text") if t.get("class") == "label"]
+        assert any(label.startswith(shown[:40]) for label in labels), labels
+    _assert_readable_charts(page, CHARTS)
+
+    out = tmp_path / "hostile.html"
+    out.write_text(html)
+    dom = _browse(out, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert [line for line in dom.stderr.splitlines() if ":CONSOLE" in line] == []
+    browser = _Page(dom.stdout)
+    # The browser built the same charts: no </svg> or </title> in the data closed one early.
+    assert {k: v["label"] for k, v in browser.charts.items()} == {
+        k: v["label"] for k, v in page.charts.items()
+    }
+    assert not {tag for tag, _ in browser.tags} & {"script", "img"}
+    assert shown in browser.cells
+
+
+def test_chart_shows_every_value_as_text_and_is_reproducible() -> None:
+    labels = ["ID", "a long provider name " * 5]
+    series = [
+        Series("predicted", [3.0, 0.0001], ["3.00", "0.000100"]),
+        Series("actual", [None, 2.0], ["not yet", "2.00"], color="#1a7f37", fill="hatched"),
+    ]
+    svg = bar_chart("chart-t", "Exit time", labels, series)
+    assert svg == bar_chart("chart-t", "Exit time", labels, series)  # same data, same bytes
+    root = ET.fromstring(svg)
+    assert root.get("role") == "img"
+    assert root.get("aria-labelledby") == "chart-t-title"
+    desc = root.find("desc")
+    assert desc is not None and desc.text is not None
+    for text in ("3.00", "0.000100", "not yet", "2.00", "predicted", "actual"):
+        assert text in desc.text
+    values = [t.text for t in root.iter("text") if t.get("class") == "value"]
+    assert values == ["3.00", "not yet", "0.000100", "2.00"]
+    # Bars: a missing value draws none, a tiny one still shows; the second series is hatched,
+    # so it stays distinct from the first printed in black and white.
+    bars = [r for r in root.iter("rect") if r.get("class") == "bar"]
+    assert len(bars) == 3
+    assert float(bars[1].get("width") or 0) >= 1.5
+    assert bars[2].get("fill") == "url(#chart-t-p1)" and root.find(".//pattern") is not None
+    # A label too long for the chart is shortened on the chart and kept whole in the tooltip.
+    drawn = [t.text or "" for t in root.iter("text") if t.get("class") == "label"]
+    assert drawn[1].endswith("…") and len(drawn[1]) < len(labels[1])
+    tips = [t.text or "" for r in bars for t in r.iter("title")]
+    assert any(labels[1] in tip for tip in tips)
+    with pytest.raises(ValueError):
+        bar_chart("chart-x", "t", ["a"], [Series("s", [1.0, 2.0], ["1", "2"])])
+
+
+def test_demo_report_is_light(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli(["demo", "--dir", str(tmp_path / "tour")]) == 0
+    (report,) = (tmp_path / "tour").rglob("*.html")
+    html = report.read_text()
+    assert len(html.encode()) <= 300_000  # it was 4.8 MB with Plotly's JavaScript inline
+    assert "<script" not in html and set(CHARTS[:4]) <= set(_Page(html).charts)

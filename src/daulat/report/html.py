@@ -1,20 +1,21 @@
 """Render :class:`ReportData` as one self-contained HTML file.
 
-Charts are drawn by Plotly with its JavaScript embedded inline, so the file opens offline with no
-CDN and no network at view time. Every piece of text that comes from configuration or stores is
-HTML-escaped: store names and keys are data, possibly hostile.
+The file has no script and fetches nothing: charts are inline SVG written from the data
+(:mod:`daulat.report.charts`), fonts are the reader's own, and the print stylesheet keeps
+charts and table rows whole on a page and readable in black and white, because auditors print
+the report. Every number a chart shows is also in a table. Every piece of text that comes from
+configuration, stores or providers goes through :func:`daulat.report.escaping.esc`: names are
+data, possibly hostile.
 """
 
 from __future__ import annotations
 
-from html import escape
+import math
 from typing import Any
 
-import plotly.graph_objects as go
-import plotly.io as pio
-from plotly.offline import get_plotlyjs
-
+from daulat.report.charts import Series, bar_chart
 from daulat.report.data import ReportData
+from daulat.report.escaping import esc
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -26,10 +27,33 @@ th, td { border: 1px solid #d0d7de; padding: .35rem .5rem; text-align: left; ver
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; }
 .unknown { color: #9a6700; font-weight: 600; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1rem; }
+.charts { display: grid; gap: 1rem;
+          grid-template-columns: repeat(auto-fit, minmax(min(420px, 100%), 1fr)); }
+figure { margin: 1rem 0; }
+svg.chart { display: block; width: 100%; max-width: 560px; height: auto; overflow: visible; }
+table.chart-data { font-size: .85rem; max-width: 560px; }
+.charts figure { margin: 0; }
 code, .hash { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85rem;
               word-break: break-all; }
 .note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5rem .8rem; border-radius: 4px; }
+@media print {
+  @page { margin: 14mm 12mm; }
+  body { max-width: none; margin: 0; padding: 0; font-size: 10pt; color: #000; }
+  .sub, th { color: #000; }
+  table { font-size: 8.5pt; }
+  th, td { border-color: #555; overflow-wrap: anywhere; }
+  /* Black and white: a status is its word; colour only adds to it. */
+  .pass, .fail, .unknown { color: #000; }
+  .fail { text-decoration: underline; }
+  .note { background: none; border: 1px solid #000; }
+  .charts { display: block; } .charts figure { margin: 0 0 1.2rem; }
+  h2 { break-after: avoid; page-break-after: avoid; }
+  figure, svg.chart, table, tr { break-inside: avoid; page-break-inside: avoid; }
+  thead { display: table-header-group; }
+  a { color: #000; }
+  a[href^="http"]::after, a[href^="mailto:"]::after { content: " <" attr(href) ">";
+                                                      word-break: break-all; }
+}
 """
 
 
@@ -42,31 +66,41 @@ def _gib(n: int | None) -> str:
     return f"{n:,} B"
 
 
-def _fig(fig: go.Figure, div_id: str) -> str:
-    fig.update_layout(
-        margin={"l": 40, "r": 10, "t": 40, "b": 40}, height=320, template="plotly_white"
+def _hours(h: float) -> str:
+    """Hours with two decimals; a drill on a small store takes seconds, so below 0.1 h three
+    significant digits (never an exponent) keep the prediction and the real exit apart."""
+    if h >= 0.1 or h <= 0:
+        return f"{h:,.2f}"
+    return f"{h:.{min(2 - math.floor(math.log10(h)), 15)}f}"
+
+
+def _size_chart(values: dict[str, int], title: str, chart_id: str, what: str) -> str:
+    """A chart of bytes per ``what`` (country, provider, ...) and the same numbers as a table."""
+    keys = sorted(values, key=lambda k: (-values[k], k))
+    texts = [_gib(values[k]) for k in keys]
+    svg = bar_chart(
+        chart_id, title, keys, [Series("size", [float(values[k]) for k in keys], texts)]
     )
-    html: str = pio.to_html(
-        fig,
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config={"displaylogo": False, "responsive": True, "displayModeBar": False},
+    table = _table(
+        [what, "size", "bytes"],
+        [[esc(k), esc(t), f"{values[k]:,}"] for k, t in zip(keys, texts, strict=True)],
+        numeric={1, 2},
+        cls="chart-data",
+        label=f"{title}: values",
     )
-    return f'<div class="chart" data-chart="{div_id}">{html}</div>'
+    return f'<figure data-chart="{chart_id}">{svg}{table}</figure>'
 
 
-def _bar(values: dict[str, int], title: str, div_id: str, unit_bytes: bool = True) -> str:
-    keys = sorted(values, key=lambda k: -values[k])
-    ys = [values[k] / 2**20 if unit_bytes else values[k] for k in keys]
-    fig = go.Figure(go.Bar(x=keys, y=ys, marker_color="#0969da"))
-    fig.update_layout(title=title, yaxis_title="MiB" if unit_bytes else "")
-    return _fig(fig, div_id)
-
-
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
+def _table(
+    headers: list[str],
+    rows: list[list[str]],
+    numeric: set[int] | None = None,
+    *,
+    cls: str | None = None,
+    label: str | None = None,
+) -> str:
     numeric = numeric or set()
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
         "<tr>"
         + "".join(
@@ -76,27 +110,28 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None =
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    attrs = (f' class="{cls}"' if cls else "") + (f' aria-label="{esc(label)}"' if label else "")
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _status(value: str) -> str:
     cls = {"pass": "pass", "fail": "fail"}.get(value, "unknown")
-    return f'<span class="{cls}">{escape(value)}</span>'
+    return f'<span class="{cls}">{esc(value)}</span>'
 
 
 def _where(data: ReportData) -> str:
     rows = [
         [
-            escape(s.name),
-            escape(s.provider_name),
-            escape(s.region or "-"),
-            escape(s.country),
-            escape(s.home_jurisdiction),
-            escape(", ".join(s.jurisdictions)),
+            esc(s.name),
+            esc(s.provider_name),
+            esc(s.region or "-"),
+            esc(s.country),
+            esc(s.home_jurisdiction),
+            esc(", ".join(s.jurisdictions)),
             "yes" if s.encrypt_to else "no",
             f"{s.objects:,}" if s.objects is not None else "not scanned",
             _gib(s.bytes),
-            escape(s.last_scan or "-"),
+            esc(s.last_scan or "-"),
         ]
         for s in data.stores
     ]
@@ -118,12 +153,13 @@ def _where(data: ReportData) -> str:
     )
     charts = "".join(
         [
-            _bar(data.by_country, "Data by country of storage", "chart-country"),
-            _bar(data.by_provider, "Data by provider", "chart-provider"),
-            _bar(
+            _size_chart(data.by_country, "Data by country of storage", "chart-country", "country"),
+            _size_chart(data.by_provider, "Data by provider", "chart-provider", "provider"),
+            _size_chart(
                 data.by_jurisdiction,
                 "Data reachable by each country's law",
                 "chart-jurisdiction",
+                "law of",
             ),
         ]
     )
@@ -143,12 +179,12 @@ def _policies(data: ReportData) -> str:
     findings = [f for p in data.policies.get("policies", []) for f in p.get("findings", [])]
     rows = [
         [
-            escape(str(f.get("policy", ""))),
-            escape(str(f.get("rule", ""))),
-            escape(str(f.get("store") or "-")),
+            esc(str(f.get("policy", ""))),
+            esc(str(f.get("rule", ""))),
+            esc(str(f.get("store") or "-")),
             _status(str(f.get("status", "unknown"))),
-            escape(str(f.get("why", ""))),
-            escape(str(f.get("fix") or "")),
+            esc(str(f.get("why", ""))),
+            esc(str(f.get("fix") or "")),
         ]
         for f in findings
     ]
@@ -165,13 +201,13 @@ def _replicas(data: ReportData) -> str:
         return "<h2 id='replicas'>Replicas</h2><p>No copies have been made with daulat yet.</p>"
     rows = [
         [
-            escape(r.source),
-            escape(r.destination),
+            esc(r.source),
+            esc(r.destination),
             "age" if r.encrypted else "no",
             f"{r.objects_done:,}",
             f"{r.objects_verified:,}",
-            escape(r.last_verified or "never"),
-            escape(r.last_run_status or "-"),
+            esc(r.last_verified or "never"),
+            esc(r.last_run_status or "-"),
         ]
         for r in data.replicas
     ]
@@ -197,7 +233,9 @@ def _drills(data: ReportData) -> str:
             "unknown. Run <code>daulat drill SRC DST</code>.</p>"
         )
     rows = []
-    names, predicted, actual = [], [], []
+    names: list[str] = []
+    predicted: list[float | None] = []
+    actual: list[float | None] = []
     for i, d in enumerate(data.drills):
         name = f"{d.get('src')} → {d.get('dst')} #{i + 1}"
         p_h = float(d.get("predicted_hours") or 0.0)
@@ -208,67 +246,82 @@ def _drills(data: ReportData) -> str:
         interval = d.get("interval_hours") or ["?", "?"]
         rows.append(
             [
-                escape(str(d.get("time", ""))),
-                escape(name),
-                f"{p_h:,.2f}",
-                escape(f"{interval[0]} to {interval[1]}"),
-                f"{float(a_h):,.2f}" if a_h is not None else "not yet",
-                escape(str(d.get("error_pct", "-"))),
+                esc(str(d.get("time", ""))),
+                esc(name),
+                _hours(p_h),
+                esc(f"{interval[0]} to {interval[1]}"),
+                _hours(float(a_h)) if a_h is not None else "not yet",
+                esc(str(d.get("error_pct", "-"))),
             ]
         )
-    fig = go.Figure(
+    chart = bar_chart(
+        "chart-drills",
+        "Exit time in hours: predicted by drill vs actual",
+        names,
         [
-            go.Bar(name="predicted", x=names, y=predicted, marker_color="#0969da"),
-            go.Bar(name="actual", x=names, y=actual, marker_color="#1a7f37"),
-        ]
+            Series("predicted", predicted, [_hours(h or 0.0) for h in predicted]),
+            Series(
+                "actual",
+                actual,
+                [_hours(h) if h is not None else "not yet" for h in actual],
+                color="#1a7f37",
+                fill="hatched",
+            ),
+        ],
     )
-    fig.update_layout(title="Exit time: predicted by drill vs actual", yaxis_title="hours")
     return (
         "<h2 id='drills'>Exit drills</h2>"
-        + _fig(fig, "chart-drills")
+        + f'<figure data-chart="chart-drills">{chart}'
         + _table(
             ["time", "drill", "predicted h", "interval h", "actual h", "error %"],
             rows,
             numeric={2, 4},
         )
+        + "</figure>"
     )
 
 
 def _risk(data: ReportData) -> str:
     scored = [r for r in data.risk if r.get("exposure")]
     parts = ["<h2 id='risk'>Provider risk</h2>"]
+    chart = ""
     if scored:
-        fig = go.Figure(
-            go.Bar(
-                x=[r["store"] for r in scored],
-                y=[r["exposure"]["score"] for r in scored],
-                marker_color="#cf222e",
-            )
+        chart = bar_chart(
+            "chart-risk",
+            "Exposure score (0 to 100)",
+            [str(r["store"]) for r in scored],
+            [
+                Series(
+                    "score",
+                    [float(r["exposure"]["score"]) for r in scored],
+                    [str(r["exposure"]["score"]) for r in scored],
+                    color="#cf222e",
+                )
+            ],
+            max_value=100,
         )
-        fig.update_layout(title="Exposure score (0 to 100)", yaxis_range=[0, 100])
-        parts.append(_fig(fig, "chart-risk"))
     rows = []
     for r in data.risk:
         exposure: dict[str, Any] | None = r.get("exposure")
         recent = r.get("most_recent_event") or {}
         rows.append(
             [
-                escape(r["store"]),
-                escape(r["provider_name"]),
-                escape(", ".join(law["citation"] for law in r["laws"]) or "-"),
+                esc(r["store"]),
+                esc(r["provider_name"]),
+                esc(", ".join(law["citation"] for law in r["laws"]) or "-"),
                 f"{r['events']:,}",
-                escape(", ".join(str(d) for d in r["notice_days_observed"]) or "-"),
-                escape(f"{recent.get('date', '')} {recent.get('summary', '')}".strip() or "-"),
-                str(exposure["score"]) if exposure else "-",
+                esc(", ".join(str(d) for d in r["notice_days_observed"]) or "-"),
+                esc(f"{recent.get('date', '')} {recent.get('summary', '')}".strip() or "-"),
+                esc(exposure["score"]) if exposure else "-",
             ]
         )
-    parts.append(
-        _table(
-            ["store", "provider", "laws", "recorded events", "notice days seen", "latest", "score"],
-            rows,
-            numeric={3, 6},
-        )
+    table = _table(
+        ["store", "provider", "laws", "recorded events", "notice days seen", "latest", "score"],
+        rows,
+        numeric={3, 6},
     )
+    # The chart and the table that holds its numbers stay together, on screen and on paper.
+    parts.append(f'<figure data-chart="chart-risk">{chart}{table}</figure>' if chart else table)
     parts.append(
         "<p>The score is a sum of documented components (jurisdiction, track record, data "
         "lost, country, sector, notice); <code>daulat risk</code> shows each one and the "
@@ -283,21 +336,21 @@ def _audit(data: ReportData) -> str:
     return (
         "<h2 id='audit'>Audit log</h2>"
         f"<p>{a.entries:,} entries, chain {state}. Head: entry {a.head_seq}, hash "
-        f'<span class="hash" id="audit-head">{escape(a.head_hash or "none")}</span></p>'
+        f'<span class="hash" id="audit-head">{esc(a.head_hash or "none")}</span></p>'
         "<p>Anyone holding the log can check this report against it with "
-        f"<code>daulat audit verify --head {escape(a.head_hash or 'HASH')}</code>.</p>"
+        f"<code>daulat audit verify --head {esc(a.head_hash or 'HASH')}</code>.</p>"
     )
 
 
 def render(data: ReportData) -> str:
-    """The whole report as one HTML document (Plotly's JavaScript inline)."""
-    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in data.notes)
+    """The whole report as one HTML document: no script, nothing fetched, charts inline SVG."""
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data.notes)
     total = sum(s.bytes or 0 for s in data.stores)
     objects = sum(s.objects or 0 for s in data.stores)
     body = "".join(
         [
-            f"<h1>Data sovereignty report</h1><p class='sub'>Generated {escape(data.generated)} "
-            f"by daulat {escape(data.daulat_version)} from {escape(data.config)}. "
+            f"<h1>Data sovereignty report</h1><p class='sub'>Generated {esc(data.generated)} "
+            f"by daulat {esc(data.daulat_version)} from {esc(data.config)}. "
             f"<span id='totals'>{len(data.stores)} stores, {objects:,} objects, "
             f"{_gib(total)}</span>.</p>",
             notes,
@@ -312,6 +365,5 @@ def render(data: ReportData) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>daulat report</title><style>{_CSS}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>{body}</body></html>"
+        f"<title>daulat report</title><style>{_CSS}</style></head><body>{body}</body></html>"
     )
