@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from daulat.report.data import ReportData
+from daulat.report.data import ReplicaRow, ReportData
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -160,6 +160,17 @@ def _policies(data: ReportData) -> str:
     )
 
 
+def _encryption(r: ReplicaRow) -> str:
+    """ "age" only when every object daulat last wrote there is (see ``data._replicas``)."""
+    if r.encrypted:
+        return "age"
+    if not r.encrypted_objects:
+        return "no"
+    if r.encrypted_objects < r.objects_done:
+        return f"partly: {r.encrypted_objects:,} of {r.objects_done:,}"
+    return "no: other copies wrote plaintext there"
+
+
 def _replicas(data: ReportData) -> str:
     if not data.replicas:
         return "<h2 id='replicas'>Replicas</h2><p>No copies have been made with daulat yet.</p>"
@@ -167,7 +178,7 @@ def _replicas(data: ReportData) -> str:
         [
             escape(r.source),
             escape(r.destination),
-            "age" if r.encrypted else "no",
+            _encryption(r),
             f"{r.objects_done:,}",
             f"{r.objects_verified:,}",
             escape(r.last_verified or "never"),
