@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +436,28 @@ def test_dry_run_lists_what_it_would_copy_and_delete(
     assert files(dst) == gone and files(src) == copies
 
 
+def test_dry_run_json_stays_on_stdout_beside_a_live_progress_bar(tmp_path: Path) -> None:
+    """With stderr a terminal the progress bar is live and rich redirects sys.stdout to it;
+    the streamed JSON must still go to stdout, whole."""
+    put_files(tmp_path / "src", SOURCE)
+    config = write_config(
+        tmp_path / "cfg", [fs(tmp_path / "src", "src"), fs(tmp_path / "dst", "dst")]
+    )
+    env = dict(os.environ, TTY_COMPATIBLE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    argv = ["copy", "src", "dst", "--dry-run", "--json", "-c", str(config)]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from daulat.cli import main; main()", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert {e["key"] for e in d["would_copy"]} == set(SOURCE) and d["would_delete"] == []
+    assert "would_copy" not in proc.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Never plaintext where ciphertext was
 
@@ -522,6 +546,30 @@ def test_each_kind_of_evidence_alone_refuses(
             other = elsewhere
         res = cli(["copy", "src", "vault", "-c", str(other)], capsys)
         assert res.code == 0, res.explain()
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_object_store_metadata_marks_ciphertext(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another machine (no journal) learns from the objects' ``encryption: age`` metadata on
+    S3 and Azure, read with a one-byte ranged GET."""
+    recipient = new_identity(tmp_path / "id.txt")
+    put_files(tmp_path / "src", SOURCE)
+    if kind == "s3":
+        dst = s3_store_config(request.getfixturevalue("s3_server"), "dst", unique("meta"))
+    else:
+        dst = azure_store_config(request.getfixturevalue("azurite_server"), "dst", unique("meta"))
+    stores = [fs(tmp_path / "src", "src"), dst]
+    here = write_config(tmp_path / "here", stores)
+    elsewhere = write_config(tmp_path / "elsewhere", stores)
+    res = cli(["copy", "src", "dst", "--encrypt-to", recipient, "-c", str(here)], capsys)
+    assert res.code == 0, res.explain()
+    before = read_config(dst)
+    refused(cli(["copy", "src", "dst", "-c", str(elsewhere)], capsys), "encryption: age")
+    refused(cli(["sync", "src", "dst", "-c", str(here)], capsys), "journal")
+    assert read_config(dst) == before
+    assert all(v.startswith(AGE_HEADER) for v in before.values())
 
 
 def test_encrypted_writes_under_another_name_count(

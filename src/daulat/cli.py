@@ -379,6 +379,9 @@ class _DryRunListing:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        # The real stdout: while the progress bar is live, rich sends sys.stdout to its console
+        # (stderr), which would split the JSON document.
+        self.stdout = sys.stdout
         self.streamed = False
         self.copies: list[tuple[str, int]] = []
         self.deletions: list[tuple[str, int]] = []
@@ -391,7 +394,7 @@ class _DryRunListing:
             self.copies = list(itertools.islice(plan.copies(), DRY_RUN_SHOWN))
             self.deletions = list(itertools.islice(plan.deletions(), DRY_RUN_SHOWN))
             return
-        write = sys.stdout.write
+        write = self.stdout.write
         for name, rows in (("would_copy", plan.copies()), ("would_delete", plan.deletions())):
             write(("{" if name == "would_copy" else ", ") + json.dumps(name) + ": [")
             for i, (key, size) in enumerate(rows):
@@ -402,8 +405,8 @@ class _DryRunListing:
     def finish_json(self, summary: Summary) -> None:
         """The summary's fields after the streamed lists, closing the JSON object."""
         rest = json.dumps(summary.to_json(), default=str, indent=2)
-        sys.stdout.write(",\n" + rest[1:].lstrip("\n") + "\n")
-        sys.stdout.flush()
+        self.stdout.write(",\n" + rest[1:].lstrip("\n") + "\n")
+        self.stdout.flush()
 
     def print_human(self) -> None:
         for label, rows, total in (
