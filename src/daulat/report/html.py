@@ -108,7 +108,7 @@ def _where(data: ReportData) -> str:
             "data in",
             "provider's home",
             "laws that reach it",
-            "encrypts",
+            "declares encrypt_to",
             "objects",
             "size",
             "last scan",

@@ -102,7 +102,10 @@ def _normalise(prefix: str) -> str:
 def _real_dir(path: Path) -> str:
     # strict=False resolves the existing ancestors and appends the rest, so a directory that a
     # copy is about to create is compared by where it will be.
-    real = str(Path(os.path.abspath(path)).resolve(strict=False))
+    try:
+        real = str(Path(os.path.abspath(path)).resolve(strict=False))
+    except (OSError, RuntimeError):  # a symlink loop, an unreadable directory
+        real = os.path.normpath(os.path.abspath(path))
     return real if real.endswith("/") else real + "/"
 
 

@@ -307,9 +307,12 @@ async def _metadata_ciphertext(dst: Endpoint, journal: Journal) -> str | None:
     """A few destination objects (the first by key, and the first the plan would replace)
     marked ``encryption: age`` by the daulat that wrote them."""
     first = journal.db.execute("SELECT key FROM dst ORDER BY key LIMIT ?", (METADATA_SAMPLE,))
+    # Among the first planned objects only: a large plan into an unrelated destination must
+    # not cost a lookup per object.
     replaced = journal.db.execute(
-        "SELECT coalesce(w.dkey, w.key) FROM work w WHERE EXISTS "
-        "(SELECT 1 FROM dst d WHERE d.key = coalesce(w.dkey, w.key)) ORDER BY w.id LIMIT ?",
+        "SELECT coalesce(w.dkey, w.key) FROM (SELECT * FROM work ORDER BY id LIMIT 10000) w "
+        "WHERE EXISTS (SELECT 1 FROM dst d WHERE d.key = coalesce(w.dkey, w.key)) "
+        "ORDER BY w.id LIMIT ?",
         (METADATA_SAMPLE,),
     )
     keys = dict.fromkeys(str(k) for (k,) in [*first.fetchall(), *replaced.fetchall()])
