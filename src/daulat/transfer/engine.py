@@ -364,6 +364,8 @@ async def _run(
         unnamed = len(unknown)
     try:
         await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    except NotFound:
+        raise
     except StoreError as exc:
         # Nothing is known to be at the destination: everything listed at the source remains.
         summary.left_objects, summary.left_bytes = summary.source_objects, summary.source_bytes
