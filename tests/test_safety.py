@@ -320,6 +320,10 @@ def test_sync_delete_from_an_empty_source_is_refused(
     res = cli(["sync", "typo:rael", "victim", "--delete", "-c", str(config)], capsys)
     refused(res, "typo:rael")
     assert read_config(victim) == objects
+    # An empty S3 prefix as the source of an exit: not "complete: every object verified".
+    res = cli(["exit", "victim:kepp", "typo:out", "-c", str(config)], capsys)
+    refused(res, "victim:kepp", "--allow-empty-source")
+    assert "complete" not in res.out
 
     # Confirmed emptiness still meets --max-delete: 3 of 3 is more than 50%.
     res = cli(
