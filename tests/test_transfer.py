@@ -51,6 +51,7 @@ from daulat.transfer.engine import (
 )
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.safety import DeleteLimit
 
 MiB = 1024 * 1024
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -622,11 +623,21 @@ def test_sync_delete_pages_through_many_extraneous_objects(tmp_path: Path) -> No
             (root / key).write_bytes(data)
     src = Endpoint(FsStore("src", src_root), label="src")
     dst = Endpoint(FsStore("dst", dst_root), label="dst")
-    dry = exit_lib(src, dst, tmp_path / "j.sqlite", Kind.SYNC, Options(delete=True, dry_run=True))
-    assert dry.deleted_objects == len(extras)
+    # Nearly every destination object goes: more than the default --max-delete (50%) allows.
+    every = DeleteLimit(percent=100)
+    dry = exit_lib(
+        src,
+        dst,
+        tmp_path / "j.sqlite",
+        Kind.SYNC,
+        Options(delete=True, dry_run=True, max_delete=every),
+    )
+    assert dry.deleted_objects == len(extras) and dry.ok, problems(dry)
     assert len(list(dst_root.rglob("gone/*"))) == len(extras) - 1, "a dry run deleted"
 
-    summary = exit_lib(src, dst, tmp_path / "j.sqlite", Kind.SYNC, Options(delete=True))
+    summary = exit_lib(
+        src, dst, tmp_path / "j.sqlite", Kind.SYNC, Options(delete=True, max_delete=every)
+    )
     assert summary.ok, problems(summary)
     assert summary.deleted_objects == len(extras)
     left = {p.relative_to(dst_root).as_posix() for p in dst_root.rglob("*") if p.is_file()}

@@ -7,12 +7,13 @@ Exit codes: 0 success, 1 a failure of the job itself (unreachable store, differe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -52,7 +53,7 @@ from daulat.drill import (
     render_history,
     run_drill,
 )
-from daulat.errors import ConfigError, DaulatError
+from daulat.errors import ConfigError, DaulatError, SafetyRefusal
 from daulat.inventory import StoreStatus, scan_store, store_statuses
 from daulat.manifest import Manifest, ScanSummary
 from daulat.policy import evaluate_policies, render_findings
@@ -65,6 +66,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.stores import open_store
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer import Progress as TransferProgress
+from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 
 T = TypeVar("T")
 
@@ -293,6 +295,31 @@ EncryptNamesOpt = Annotated[
         "encrypted manifest (needs --encrypt-to or the store's encrypt_to).",
     ),
 ]
+AllowPlaintextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-plaintext",
+        help="Write unencrypted objects (or real names) even where the destination holds "
+        "daulat-encrypted objects (or protected names), replacing them.",
+    ),
+]
+AllowEmptySourceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty-source",
+        help="Go on when the source lists no objects (refused by default: with --delete or "
+        "exit that is most often a typo).",
+    ),
+]
+MaxDeleteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-delete",
+        metavar="N|N%",
+        help="With --delete: refuse, before copying or deleting anything, when more than N "
+        f"objects (or N% of the destination's) would be deleted. Default {DEFAULT_MAX_DELETE}.",
+    ),
+]
 NameKeyIdentityOpt = Annotated[
     Path | None,
     typer.Option(
@@ -342,6 +369,59 @@ def _options(
     )
 
 
+# What a human dry run shows of each list; --json has them whole.
+DRY_RUN_SHOWN = 20
+
+
+class _DryRunListing:
+    """Receives a dry run's plan: with --json streams every key to stdout as the start of the
+    JSON object (the summary's fields follow), otherwise keeps the first few to print."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        # The real stdout: while the progress bar is live, rich sends sys.stdout to its console
+        # (stderr), which would split the JSON document.
+        self.stdout = sys.stdout
+        self.streamed = False
+        self.copies: list[tuple[str, int]] = []
+        self.deletions: list[tuple[str, int]] = []
+        self.copy_objects = 0
+        self.delete_objects = 0
+
+    def __call__(self, plan: PlannedChanges) -> None:
+        self.copy_objects, self.delete_objects = plan.copy_objects, plan.delete_objects
+        if not self.as_json:
+            self.copies = list(itertools.islice(plan.copies(), DRY_RUN_SHOWN))
+            self.deletions = list(itertools.islice(plan.deletions(), DRY_RUN_SHOWN))
+            return
+        write = self.stdout.write
+        for name, rows in (("would_copy", plan.copies()), ("would_delete", plan.deletions())):
+            write(("{" if name == "would_copy" else ", ") + json.dumps(name) + ": [")
+            for i, (key, size) in enumerate(rows):
+                write((",\n  " if i else "\n  ") + json.dumps({"key": key, "size": size}))
+            write("]")
+        self.streamed = True
+
+    def finish_json(self, summary: Summary) -> None:
+        """The summary's fields after the streamed lists, closing the JSON object."""
+        rest = json.dumps(summary.to_json(), default=str, indent=2)
+        self.stdout.write(",\n" + rest[1:].lstrip("\n") + "\n")
+        self.stdout.flush()
+
+    def print_human(self) -> None:
+        for label, rows, total in (
+            ("would copy", self.copies, self.copy_objects),
+            ("would delete", self.deletions, self.delete_objects),
+        ):
+            if not total:
+                continue
+            out.print(f"  {label} {total:,} objects:", highlight=False)
+            for key, size in rows:
+                out.print(f"    {key!r} ({_human_bytes(size)})", highlight=False, markup=False)
+            if total > len(rows):
+                out.print(f"    ... and {total - len(rows):,} more (see --json)", highlight=False)
+
+
 def _transfer_command(
     kind: Kind,
     src: str,
@@ -352,6 +432,9 @@ def _transfer_command(
     identity: Path | None = None,
 ) -> None:
     cfg = _load(config)
+    listing = _DryRunListing(as_json) if options.dry_run else None
+    if listing is not None:
+        options = replace(options, on_plan=listing)
     identities = load_identities(identity) if identity is not None else []
     columns = (
         TextColumn("{task.description}"),
@@ -397,10 +480,17 @@ def _transfer_command(
             "manifest": summary.manifest_key,
         },
     )
-    if as_json:
+    if as_json and listing is not None and listing.streamed:
+        listing.finish_json(summary)
+    elif as_json:
         out.print_json(json.dumps(summary.to_json(), default=str))
     else:
         _print_summary(summary, kind, src, dst, options)
+        if listing is not None:
+            listing.print_human()
+    if summary.refusal:
+        err.print(f"a real run would be refused: {summary.refusal}", highlight=False, markup=False)
+        raise ExitCode(2)
     if not summary.ok:
         raise ExitCode(1)
 
@@ -491,9 +581,12 @@ def copy(
     encrypt_to: EncryptOpt = None,
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
+    allow_plaintext: AllowPlaintextOpt = False,
 ) -> None:
     """Copy objects that are missing or different at DST."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names)
+    opts = _options(
+        concurrency, bwlimit, dry_run, encrypt_to, encrypt_names, allow_plaintext=allow_plaintext
+    )
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity)
 
 
@@ -512,9 +605,22 @@ def sync(
     encrypt_to: EncryptOpt = None,
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
+    max_delete: MaxDeleteOpt = None,
+    allow_empty_source: AllowEmptySourceOpt = False,
+    allow_plaintext: AllowPlaintextOpt = False,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names, delete=delete)
+    opts = _options(
+        concurrency,
+        bwlimit,
+        dry_run,
+        encrypt_to,
+        encrypt_names,
+        delete=delete,
+        max_delete=DeleteLimit.parse(max_delete) if max_delete else DEFAULT_MAX_DELETE,
+        allow_empty_source=allow_empty_source,
+        allow_plaintext=allow_plaintext,
+    )
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity)
 
 
@@ -530,9 +636,19 @@ def exit_(
     encrypt_to: EncryptOpt = None,
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
+    allow_empty_source: AllowEmptySourceOpt = False,
+    allow_plaintext: AllowPlaintextOpt = False,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
-    opts = _options(concurrency, bwlimit, dry_run, encrypt_to, encrypt_names)
+    opts = _options(
+        concurrency,
+        bwlimit,
+        dry_run,
+        encrypt_to,
+        encrypt_names,
+        allow_empty_source=allow_empty_source,
+        allow_plaintext=allow_plaintext,
+    )
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity)
 
 
@@ -545,11 +661,17 @@ def restore(
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     dry_run: DryRunOpt = False,
+    allow_plaintext: AllowPlaintextOpt = False,
 ) -> None:
     """Decrypt an encrypted replica back into plain objects, checked against its manifest."""
     if identity is None:
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
-    opts = Options(concurrency=concurrency, dry_run=dry_run, decrypt_with=load_identities(identity))
+    opts = Options(
+        concurrency=concurrency,
+        dry_run=dry_run,
+        decrypt_with=load_identities(identity),
+        allow_plaintext=allow_plaintext,
+    )
     _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts)
 
 
@@ -873,6 +995,8 @@ def run(argv: list[str] | None = None) -> int:
         else:
             _fail(str(exc), 2)
         return 2
+    except SafetyRefusal as exc:
+        return _fail(f"refused: {exc}", 2)
     except (ConfigError, RecipientError, KeyFileError) as exc:
         return _fail(str(exc), 2)
     except DaulatError as exc:

@@ -4,6 +4,11 @@ Users of the library catch these, never a provider SDK's exceptions::
 
     DaulatError
     ├── ConfigError            daulat.toml is missing, malformed or inconsistent (CLI exit 2)
+    ├── SafetyRefusal          a run refused before it could destroy or expose data (CLI exit 2)
+    │   ├── OverlappingLocations   source and destination are (inside) one real location
+    │   ├── EmptySource            sync --delete or exit from a source that lists nothing
+    │   ├── TooManyDeletions       sync --delete would delete more than --max-delete allows
+    │   └── PlaintextOverCiphertext  an unencrypted write into encrypted (or name-protected) data
     ├── StoreError             an operation on one store failed
     │   ├── NotFound           the key does not exist
     │   ├── InvalidKey         this store cannot hold this key (per object; the run goes on)
@@ -27,6 +32,30 @@ class DaulatError(Exception):
 
 class ConfigError(DaulatError):
     """The configuration cannot be used. The message names the store and the field."""
+
+
+class SafetyRefusal(DaulatError):
+    """A run refused before writing anything: as asked, it could destroy or expose data.
+
+    The message names what was found and the option that overrides the refusal, if any.
+    """
+
+
+class OverlappingLocations(SafetyRefusal):
+    """Source and destination resolve to the same place, or one lies inside the other."""
+
+
+class EmptySource(SafetyRefusal):
+    """``sync --delete`` or ``exit`` from a source that lists no objects (a typo, most often)."""
+
+
+class TooManyDeletions(SafetyRefusal):
+    """``sync --delete`` would delete more destination objects than ``max_delete`` allows."""
+
+
+class PlaintextOverCiphertext(SafetyRefusal):
+    """An unencrypted write into a destination that holds daulat-encrypted objects (or
+    objects under protected names)."""
 
 
 class ManifestError(DaulatError):

@@ -6,6 +6,7 @@ published report can be checked by machines as well as read by people.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
@@ -40,7 +41,8 @@ class StoreRow:
 class ReplicaRow:
     source: str
     destination: str
-    encrypted: bool
+    encrypted: bool  # every object daulat last wrote there is age-encrypted (see _replicas)
+    encrypted_objects: int
     objects_done: int
     objects_verified: int
     last_verified: str | None
@@ -107,42 +109,119 @@ def _stores(config: Config) -> list[StoreRow]:
     return rows
 
 
+# A journal pair id: "SRC:PREFIX -> DST:PREFIX[ [TAG]]" (see daulat.transfer.engine.pair_id).
+_PAIR = re.compile(
+    r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
+    r"(?P<dst>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<dp>.*?)(?: \[(?P<tag>[^\]]*)\])?$"
+)
+
+# Every object daulat wrote, judged by its latest completed write at each destination key:
+# an object re-written in clear after an encrypted copy is plaintext now, whichever run (and
+# whichever source) wrote it last.
+_CURRENT = """
+CREATE TEMP TABLE current AS
+SELECT pair, dst, dkey, enc, verified FROM (
+    SELECT j.pair AS pair, p.dst AS dst, p.dp || coalesce(j.stored_as, j.key) AS dkey,
+           p.enc AS enc, j.verified AS verified,
+           row_number() OVER (PARTITION BY p.dst, p.dp || coalesce(j.stored_as, j.key)
+                              ORDER BY j.run_id DESC, p.enc) AS rn
+    FROM journal j JOIN temp.pairs p ON p.pair = j.pair
+    WHERE j.state = 'done')
+WHERE rn = 1
+"""
+
+
 def _replicas(config: Config) -> list[ReplicaRow]:
+    """One row per source → destination, with what is there now.
+
+    ``encrypted`` holds only when every object daulat last wrote in that copy, and every other
+    object daulat last wrote under the destination's prefix (from any source), is age-encrypted.
+    """
     path = config.state_dir / JOURNAL_NAME
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute(
-            """SELECT j.pair,
-                      sum(j.state = 'done'),
-                      sum(j.state = 'done' AND j.verified IS NOT NULL),
-                      max(j.verified),
-                      (SELECT max(r.finished) FROM runs r WHERE r.pair = j.pair),
-                      (SELECT r.status FROM runs r WHERE r.pair = j.pair
-                       ORDER BY r.id DESC LIMIT 1)
-               FROM journal j GROUP BY j.pair ORDER BY j.pair"""
-        ).fetchall()
+        db.execute("PRAGMA temp_store=FILE")
+        db.execute(
+            "CREATE TEMP TABLE pairs (pair TEXT PRIMARY KEY, dst TEXT, dp TEXT, enc INTEGER)"
+        )
+        labels: dict[str, tuple[str, str, str, str]] = {}
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def rows_for(src: str, dst: str, store: str, dp: str) -> dict[str, Any]:
+            return rows.setdefault((src, dst), _empty_row(store, dp))
+
+        for pair, run_id, finished in db.execute(
+            # The pairs that wrote something, with their latest run and when they last ended.
+            """SELECT r.pair, max(r.id), max(r.finished) FROM runs r
+               WHERE EXISTS (SELECT 1 FROM journal j WHERE j.pair = r.pair)
+               GROUP BY r.pair"""
+        ).fetchall():
+            m = _PAIR.match(pair)
+            if m is None:
+                continue
+            db.execute(
+                "INSERT INTO temp.pairs VALUES (?, ?, ?, ?)",
+                (pair, m["dst"], m["dp"], int((m["tag"] or "").startswith("age:"))),
+            )
+            src = f"{m['src']}:{m['sp']}".rstrip(":")
+            dst = f"{m['dst']}:{m['dp']}".rstrip(":")
+            labels[pair] = (src, dst, m["dst"], m["dp"])
+            row = rows_for(src, dst, m["dst"], m["dp"])
+            row["last_run"] = max(filter(None, [row["last_run"], finished]), default=None)
+            if run_id > row["last_run_id"]:
+                (status,) = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                row["last_run_id"], row["last_run_status"] = run_id, status
+        db.execute(_CURRENT)
+        for pair, done, enc, verified, last_verified in db.execute(
+            """SELECT pair, count(*), coalesce(sum(enc), 0), count(verified), max(verified)
+               FROM temp.current GROUP BY pair"""
+        ).fetchall():
+            row = rows_for(*labels[pair])
+            row["done"] += int(done)
+            row["enc"] += int(enc)
+            row["verified"] += int(verified)
+            row["last_verified"] = max(
+                filter(None, [row["last_verified"], last_verified]), default=None
+            )
+        out = []
+        for (src, dst), row in sorted(rows.items()):
+            (plain_beside,) = db.execute(
+                "SELECT count(*) FROM temp.current WHERE dst = ? AND enc = 0 "
+                "AND substr(dkey, 1, length(?)) = ?",
+                (row["store"], row["dp"], row["dp"]),
+            ).fetchone()
+            out.append(
+                ReplicaRow(
+                    source=src,
+                    destination=dst,
+                    encrypted=row["done"] > 0 and row["enc"] == row["done"] and not plain_beside,
+                    encrypted_objects=row["enc"],
+                    objects_done=row["done"],
+                    objects_verified=row["verified"],
+                    last_verified=row["last_verified"],
+                    last_run=row["last_run"],
+                    last_run_status=row["last_run_status"],
+                )
+            )
+        return out
     finally:
         db.close()
-    out = []
-    for pair, done, verified, last_verified, last_run, status in rows:
-        left, _, right = pair.partition(" -> ")
-        encrypted = "[age:" in right
-        right = right.split(" [", 1)[0]
-        out.append(
-            ReplicaRow(
-                source=left.rstrip(":"),
-                destination=right.rstrip(":"),
-                encrypted=encrypted,
-                objects_done=int(done or 0),
-                objects_verified=int(verified or 0),
-                last_verified=last_verified,
-                last_run=last_run,
-                last_run_status=status,
-            )
-        )
-    return out
+
+
+def _empty_row(store: str, dp: str) -> dict[str, Any]:
+    return {
+        "store": store,
+        "dp": dp,
+        "done": 0,
+        "enc": 0,
+        "verified": 0,
+        "last_verified": None,
+        "last_run": None,
+        "last_run_id": 0,
+        "last_run_status": None,
+    }
 
 
 def _audit(config: Config) -> AuditHead:

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from daulat.report.charts import Series, bar_chart
-from daulat.report.data import ReportData
+from daulat.report.data import ReplicaRow, ReportData
 from daulat.report.escaping import esc
 
 _CSS = """
@@ -143,7 +143,7 @@ def _where(data: ReportData) -> str:
             "data in",
             "provider's home",
             "laws that reach it",
-            "encrypts",
+            "declares encrypt_to",
             "objects",
             "size",
             "last scan",
@@ -196,6 +196,17 @@ def _policies(data: ReportData) -> str:
     )
 
 
+def _encryption(r: ReplicaRow) -> str:
+    """ "age" only when every object daulat last wrote there is (see ``data._replicas``)."""
+    if r.encrypted:
+        return "age"
+    if not r.encrypted_objects:
+        return "no"
+    if r.encrypted_objects < r.objects_done:
+        return f"partly: {r.encrypted_objects:,} of {r.objects_done:,}"
+    return "no: other copies wrote plaintext there"
+
+
 def _replicas(data: ReportData) -> str:
     if not data.replicas:
         return "<h2 id='replicas'>Replicas</h2><p>No copies have been made with daulat yet.</p>"
@@ -203,7 +214,7 @@ def _replicas(data: ReportData) -> str:
         [
             esc(r.source),
             esc(r.destination),
-            "age" if r.encrypted else "no",
+            _encryption(r),
             f"{r.objects_done:,}",
             f"{r.objects_verified:,}",
             esc(r.last_verified or "never"),

@@ -305,6 +305,8 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "BlobNotFound", "ResourceNotFound"})
+# Permanent like a refusal, but not the credentials' fault: say so.
+_MISSING_CONTAINER_CODES = frozenset({"NoSuchBucket", "ContainerNotFound"})
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _STATUS = re.compile(r"status(?: code)?: (\d{3})")
 _NETWORK = re.compile(
@@ -343,6 +345,12 @@ def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> St
         or (status == 404 and code is None)
     ):
         return NotFound(f"store {store!r}: {key!r} does not exist", store=store, key=key)
+    if code in _MISSING_CONTAINER_CODES:
+        return AccessDenied(
+            f"store {store!r} refused {where} ({reason}): the bucket/container does not exist",
+            store=store,
+            key=key,
+        )
     if (
         isinstance(exc, (oe.PermissionDeniedError, oe.UnauthenticatedError))
         or code in _ACCESS_CODES

@@ -716,7 +716,13 @@ class S3Raw:
         code = _error_code(body)
         reason = code or f"HTTP {status}"
         store, where = self.name, self._where(op, key)
-        if code == "NoSuchBucket" or code in _ACCESS_CODES or status in (401, 403):
+        if code == "NoSuchBucket":
+            return AccessDenied(
+                f"store {store!r} refused {where} ({reason}): the bucket/container does not exist",
+                store=store,
+                key=key,
+            )
+        if code in _ACCESS_CODES or status in (401, 403):
             return AccessDenied(
                 f"store {store!r} refused {where} ({reason}): credentials may be wrong or "
                 "revoked, or the bucket/account may be missing or disabled",

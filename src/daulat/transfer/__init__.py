@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
-from daulat.errors import AccessDenied, ConfigError
+from daulat.errors import AccessDenied, ConfigError, PlaintextOverCiphertext
 from daulat.stores import open_store
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
-from daulat.transfer.names import existing_name_key, name_key_for_run
+from daulat.transfer.names import existing_name_key, local_key_path, name_key_for_run
+from daulat.transfer.safety import destination_space, names_in_clear, refuse_overlap
 
 if TYPE_CHECKING:
     from daulat.verify import VerifyReport
@@ -67,9 +68,29 @@ async def run_transfer(
 
     The destination store's ``encrypt_to`` and ``encrypt_names`` apply unless ``options`` says
     otherwise. ``identities`` recover the destination's name key when this machine lacks it.
+
+    Before anything is written the run may be refused (:class:`~daulat.errors.SafetyRefusal`):
+    overlapping source and destination (by real location), and the checks of
+    :mod:`daulat.transfer.safety` on the plan.
     """
     opts = options or Options()
-    dst_cfg = config.store(dst_spec.partition(":")[0])
+    src_name, _, src_prefix = src_spec.partition(":")
+    dst_name, _, dst_prefix = dst_spec.partition(":")
+    if not src_name or not dst_name:
+        raise ConfigError(f"{src_spec!r} → {dst_spec!r}: expected STORE or STORE:PREFIX")
+    _, dst_location = await refuse_overlap(config, (src_name, src_prefix), (dst_name, dst_prefix))
+    dst_cfg = config.store(dst_name)
+    if (
+        opts.decrypt_with
+        and not opts.allow_plaintext
+        and (dst_cfg.encrypt_to or dst_cfg.encrypt_names)
+    ):
+        raise PlaintextOverCiphertext(
+            f"store {dst_cfg.name!r} declares encrypt_to: restore would write decrypted objects "
+            "there; pass --allow-plaintext to write them there anyway"
+        )
+    if not opts.store_paths:
+        opts = replace(opts, store_paths=await destination_space(config, dst_location))
     if not opts.encrypt_to and not opts.decrypt_with and dst_cfg.encrypt_to:
         opts = replace(opts, encrypt_to=parse_recipients(dst_cfg.encrypt_to))
     if opts.encrypt_to and dst_cfg.encrypt_names:
@@ -81,13 +102,13 @@ async def run_transfer(
         )
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
-    if src.store.name == dst.store.name and (
-        src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)
-    ):
-        raise ConfigError(
-            f"{src_spec!r} and {dst_spec!r} overlap: a store cannot be copied into itself"
-        )
     try:
+        if (
+            not opts.encrypt_names
+            and not opts.allow_plaintext
+            and local_key_path(config.state_dir, dst).is_file()
+        ):
+            raise names_in_clear(kind, dst, "this machine holds its name key")
         if opts.encrypt_names and opts.name_key is None:
             key = await name_key_for_run(
                 config.state_dir,

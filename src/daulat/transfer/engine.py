@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -44,6 +44,7 @@ from daulat.errors import (
     IntegrityError,
     InvalidKey,
     NotFound,
+    SafetyRefusal,
     StoreError,
     Transient,
 )
@@ -59,6 +60,16 @@ from daulat.transfer.manifests import (
 )
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
+from daulat.transfer.safety import (
+    DEFAULT_MAX_DELETE,
+    DeleteLimit,
+    PlannedChanges,
+    count_deletions,
+    empty_source,
+    plaintext_over_ciphertext,
+    refusal_or_raise,
+    too_many_deletions,
+)
 
 MiB = 1024 * 1024
 SMALL_OBJECT = 8 * MiB
@@ -115,6 +126,15 @@ class Options:
     encrypt_names: bool = False  # store objects under keyed hashes of their names
     # The destination's name key (see daulat.transfer.names); required with encrypt_names.
     name_key: NameKey | None = field(default=None, repr=False)
+    # Safety (see daulat.transfer.safety): what the run refuses unless told otherwise.
+    allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
+    allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext
+    max_delete: DeleteLimit = DEFAULT_MAX_DELETE  # sync --delete: a count or a share
+    # Stores that reach the destination's key space, by name → root path in that space, so
+    # earlier encrypted writes under another name count (safety.destination_space).
+    store_paths: Mapping[str, str] = field(default_factory=dict)
+    # Dry run: called once with what the run would copy and delete (streamed from SQLite).
+    on_plan: Callable[[PlannedChanges], None] | None = field(default=None, repr=False)
 
     @property
     def codec_tag(self) -> str:
@@ -174,6 +194,7 @@ class Summary:
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
     server_side_copy: bool = False
+    refusal: str | None = None  # dry run: why the real run would be refused
 
     @property
     def throughput_bps(self) -> float:
@@ -183,7 +204,7 @@ class Summary:
     def ok(self) -> bool:
         """True when nothing failed, was refused or is left, and (for exit) all is verified."""
         if self.dry_run:
-            return self.stopped is None
+            return self.stopped is None and self.refusal is None
         if (
             self.stopped
             or self.failed
@@ -297,6 +318,9 @@ async def transfer(
         await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
     except STOP_ERRORS as exc:
         summary.stopped = str(exc)
+    except SafetyRefusal as exc:
+        summary.stopped = str(exc)  # recorded as a refused run, then raised to the caller
+        raise
     finally:
         summary.duration_s = time.monotonic() - started
         status = "complete" if summary.ok else ("refused" if summary.stopped else "incomplete")
@@ -327,6 +351,10 @@ async def _run(
         names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
     )
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
+    if summary.source_objects == 0:
+        summary.refusal = refusal_or_raise(
+            summary.refusal, empty_source(kind, opts, src, dst), opts.dry_run
+        )
     unnamed = 0
     if kind == Kind.RESTORE and (
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
@@ -334,13 +362,30 @@ async def _run(
         unknown = journal.name_from_expected(src.prefix)
         summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
         unnamed = len(unknown)
-    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    try:
+        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    except NotFound:
+        raise
+    except StoreError as exc:
+        # Nothing is known to be at the destination: everything listed at the source remains.
+        summary.left_objects, summary.left_bytes = summary.source_objects, summary.source_bytes
+        summary.stopped = f"cannot list the destination {dst.label or dst.store.name}: {exc}"
+        return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     summary.skipped_objects = summary.source_objects - summary.planned_objects - unnamed
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
+    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary)
     if opts.dry_run:
-        if kind == Kind.SYNC and opts.delete:
-            summary.deleted_objects = sum(len(page) for page in journal.extraneous(pair))
+        if opts.on_plan is not None:
+            deleting = kind == Kind.SYNC and opts.delete
+            opts.on_plan(
+                PlannedChanges(
+                    journal,
+                    pair,
+                    copies=(summary.planned_objects, summary.planned_bytes),
+                    deletions=summary.deleted_objects if deleting else None,
+                )
+            )
         return
 
     dst_s3 = unwrap_fallback(dst.store)
@@ -364,6 +409,28 @@ async def _run(
         # The manifest is the only place the real names exist at the destination: without it
         # a copy under protected names could not be restored by anyone but this machine.
         await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=False)
+
+
+async def _refuse_unsafe(
+    kind: Kind,
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    opts: Options,
+    pair: str,
+    summary: Summary,
+) -> None:
+    """The plan's safety checks (:mod:`daulat.transfer.safety`), before anything is written:
+    raise in a real run; in a dry run note the first refusal in the summary."""
+    found: SafetyRefusal | None = await plaintext_over_ciphertext(kind, src, dst, journal, opts)
+    summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
+    if kind == Kind.SYNC and opts.delete:
+        deletions = count_deletions(journal, pair)
+        dst_objects, _ = journal.listing_totals("dst")
+        if opts.dry_run:
+            summary.deleted_objects = deletions  # what it would delete
+        found = too_many_deletions(deletions, dst_objects, opts.max_delete, dst)
+        summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
 
 
 async def _write_manifest(

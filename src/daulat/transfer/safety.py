@@ -1,0 +1,396 @@
+"""The checks that stand between a typed command and lost or exposed data.
+
+A run is refused (:class:`~daulat.errors.SafetyRefusal`, CLI exit 2) before it writes or deletes
+anything when
+
+- source and destination overlap (:func:`refuse_overlap`, by real location: see
+  :mod:`daulat.transfer.locations`);
+- ``sync --delete`` or ``exit`` reads a source that lists no objects (:func:`empty_source`):
+  most often a typo, and ``sync --delete`` would empty the destination;
+- ``sync --delete`` would delete more than ``max_delete`` of the destination
+  (:func:`too_many_deletions`). The deletions are counted from the plan before anything is
+  copied or deleted; unlike rclone's ``--max-delete``, which stops after N deletions, nothing
+  happens at all;
+- an unencrypted write would go into a destination that holds daulat-encrypted objects, or real
+  names into one whose names are protected (:func:`plaintext_over_ciphertext`). Evidence: the
+  journal (age-encrypted objects daulat wrote there that the destination still lists unchanged),
+  the destination's newest manifest (``.daulat/manifest-*.jsonl.age``), its name key
+  (``.daulat/names.key.age``), and the ``encryption: age`` metadata of a few of its objects.
+
+Each check has an override that the message names (``--allow-empty-source``,
+``--max-delete``, ``--allow-plaintext``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from daulat.config import Config
+from daulat.errors import (
+    ConfigError,
+    EmptySource,
+    OverlappingLocations,
+    PlaintextOverCiphertext,
+    SafetyRefusal,
+    StoreError,
+    TooManyDeletions,
+)
+from daulat.transfer.journal import Journal
+from daulat.transfer.locations import Location, location_of, overlaps, same_space
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.names import NAME_KEY_OBJECT, has_protected_names
+
+if TYPE_CHECKING:
+    from daulat.transfer.engine import Endpoint, Kind, Options
+
+__all__ = [
+    "DEFAULT_MAX_DELETE",
+    "DeleteLimit",
+    "PlannedChanges",
+    "count_deletions",
+    "destination_space",
+    "empty_source",
+    "names_in_clear",
+    "plaintext_over_ciphertext",
+    "refuse_overlap",
+    "too_many_deletions",
+]
+
+# How many destination objects have their metadata read for an ``encryption: age`` mark.
+METADATA_SAMPLE = 4
+
+# A journal pair id: "SRC:PREFIX -> DST:PREFIX[ [TAG]]" (see engine.pair_id).
+_PAIR = re.compile(
+    r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
+    r"(?P<dst>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<dp>.*?)(?: \[(?P<tag>[^\]]*)\])?$"
+)
+
+
+# --------------------------------------------------------------------------- --max-delete
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """How much ``sync --delete`` may delete: a count, or a share (percent) of the destination's
+    objects."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DeleteLimit:
+        """``"N"`` or ``"N%"``; :class:`ConfigError` otherwise."""
+        t = text.strip()
+        try:
+            if t.endswith("%"):
+                value = float(t[:-1])
+                if not 0 <= value <= 100:
+                    raise ValueError
+                return cls(percent=value)
+            n = int(t)
+            if n < 0:
+                raise ValueError
+            return cls(count=n)
+        except ValueError:
+            raise ConfigError(
+                f"--max-delete {text!r}: expected a count such as 100 or a share of the "
+                "destination's objects such as 50%"
+            ) from None
+
+    def allowed(self, destination_objects: int) -> int:
+        """The most deletions allowed in a destination of ``destination_objects`` objects."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(destination_objects * self.percent / 100)
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return str(self.count)
+        return f"{self.percent:g}%"
+
+
+DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
+
+
+def count_deletions(journal: Journal, pair: str) -> int:
+    """How many destination objects ``sync --delete`` would delete (the plan's listings)."""
+    return sum(len(page) for page in journal.extraneous(pair, page=10_000))
+
+
+def too_many_deletions(
+    deletions: int, destination_objects: int, limit: DeleteLimit, dst: Endpoint
+) -> TooManyDeletions | None:
+    allowed = limit.allowed(destination_objects)
+    if deletions <= allowed:
+        return None
+    what = "" if limit.count is not None else f" ({allowed:,} of its {destination_objects:,})"
+    return TooManyDeletions(
+        f"sync --delete would delete {deletions:,} of the {destination_objects:,} objects at "
+        f"{_label(dst)}, more than --max-delete {limit}{what} allows; nothing was copied or "
+        f"deleted. Check the source, look at the list with --dry-run, and pass --max-delete "
+        f"{deletions} (or a share such as 100%) if these deletions are meant"
+    )
+
+
+# --------------------------------------------------------------------------- empty sources
+
+
+def empty_source(kind: Kind, opts: Options, src: Endpoint, dst: Endpoint) -> EmptySource | None:
+    """``exit`` or ``sync --delete`` from a source that listed no objects."""
+    from daulat.transfer.engine import Kind
+
+    if opts.allow_empty_source:
+        return None
+    if kind == Kind.EXIT:
+        effect = "an exit from it would copy nothing and call that complete"
+    elif kind == Kind.SYNC and opts.delete:
+        effect = f"sync --delete would delete everything at {_label(dst)}"
+    else:
+        return None
+    return EmptySource(
+        f"the source {_label(src)} lists no objects: {effect}. Check the store name and "
+        "prefix; if the source really is empty, pass --allow-empty-source"
+    )
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+async def refuse_overlap(
+    config: Config, src: tuple[str, str], dst: tuple[str, str]
+) -> tuple[Location, Location]:
+    """Resolve (store, prefix) of both endpoints; raise :class:`OverlappingLocations` when
+    they are one place or one lies inside the other. Returns both locations."""
+    a = location_of(config.store(src[0]), src[1])
+    b = location_of(config.store(dst[0]), dst[1])
+    if await overlaps(a, b):
+        names = f"{_spec(*src)} and {_spec(*dst)}"
+        how = "are the same place" if a == b or a.path == b.path else "lie one inside the other"
+        raise OverlappingLocations(
+            f"{names} {how}: the source is {a}, the destination is {b}. A copy between them "
+            "would write into (and sync --delete delete from) its own source; choose a "
+            "destination outside the source"
+        )
+    return a, b
+
+
+async def destination_space(config: Config, dst: Location) -> dict[str, str]:
+    """Every configured store that shares the destination's key space (one bucket on one
+    server, or the filesystem), mapped to its root's path in that space.
+
+    It lets the journal check recognise earlier writes into this destination made under
+    another store name (an alias, another spelling of the server, a store on a prefix).
+    """
+    paths: dict[str, str] = {}
+    for name, cfg in config.stores.items():
+        if cfg.scheme != dst.kind:
+            continue
+        loc = location_of(cfg)
+        if await same_space(loc, dst):
+            paths[name] = loc.path
+    return paths
+
+
+# --------------------------------------------------------------------------- plaintext
+
+
+async def plaintext_over_ciphertext(
+    kind: Kind, src: Endpoint, dst: Endpoint, journal: Journal, opts: Options
+) -> PlaintextOverCiphertext | None:
+    """A run that writes plaintext (or real names) where daulat put ciphertext (or protected
+    names). Reads the plan's ``dst`` listing and ``work`` table, so call it after planning."""
+    from daulat.transfer.engine import Kind
+
+    if opts.allow_plaintext:
+        return None
+    plain = not opts.encrypt_to
+    how = (
+        "pass --allow-plaintext to write decrypted objects there anyway"
+        if kind == Kind.RESTORE
+        else "pass --encrypt-to AGE_RECIPIENT to keep it encrypted, or --allow-plaintext to "
+        "really replace them with plaintext"
+    )
+    if plain:
+        evidence = (
+            _journal_ciphertext(journal, dst, opts.store_paths)
+            or await _manifest_ciphertext(dst)
+            or await _metadata_ciphertext(dst, journal)
+        )
+        if evidence:
+            return PlaintextOverCiphertext(
+                f"{_label(dst)} holds daulat-encrypted objects ({evidence}); this {kind.value} "
+                f"would write plaintext there; {how}"
+            )
+    if not opts.encrypt_names:
+        evidence = await _names_protected(dst)
+        if evidence:
+            return names_in_clear(kind, dst, evidence)
+    return None
+
+
+def names_in_clear(kind: Kind, dst: Endpoint, evidence: str) -> PlaintextOverCiphertext:
+    """The refusal of a run that would write real names where names are protected."""
+    from daulat.transfer.engine import Kind
+
+    fix = (
+        "pass --allow-plaintext to write decrypted objects there anyway"
+        if kind == Kind.RESTORE
+        else "pass --encrypt-to AGE_RECIPIENT --encrypt-names, or --allow-plaintext to write "
+        "names in clear anyway"
+    )
+    return PlaintextOverCiphertext(
+        f"{_label(dst)} keeps its object names protected ({evidence}); this {kind.value} "
+        f"would write real names there; {fix}"
+    )
+
+
+def _journal_ciphertext(journal: Journal, dst: Endpoint, paths: Mapping[str, str]) -> str | None:
+    """An age-encrypted object that daulat wrote into this destination (under any store name
+    that reaches it) and that the destination still lists as written."""
+    paths = paths or {dst.store.name: ""}
+    here = paths.get(dst.store.name, "") + dst.prefix
+    rows = journal.db.execute(
+        "SELECT DISTINCT pair FROM runs WHERE kind != 'verify' AND pair LIKE '% [age:%'"
+    ).fetchall()
+    for (pair,) in rows:
+        m = _PAIR.match(pair)
+        if m is None or m["dst"] not in paths or not (m["tag"] or "").startswith("age:"):
+            continue
+        there = paths[m["dst"]] + m["dp"]
+        # CROSS JOIN: walk the pair's journal rows, one primary-key lookup in the listing each.
+        if there.startswith(here):
+            sql = (
+                "SELECT 1 FROM journal j CROSS JOIN dst d ON d.key = ? || coalesce(j.stored_as, "
+                "j.key) WHERE j.pair = ? AND j.state = 'done' AND d.size IS j.dst_size "
+                "AND d.etag IS j.dst_etag LIMIT 1"
+            )
+            params: Sequence[object] = (there[len(here) :], pair)
+        elif here.startswith(there):
+            cut = here[len(there) :]
+            sql = (
+                "SELECT 1 FROM journal j CROSS JOIN dst d "
+                "ON d.key = substr(coalesce(j.stored_as, j.key), ?) "
+                "WHERE j.pair = ? AND j.state = 'done' "
+                "AND substr(coalesce(j.stored_as, j.key), 1, ?) = ? "
+                "AND d.size IS j.dst_size AND d.etag IS j.dst_etag LIMIT 1"
+            )
+            params = (len(cut) + 1, pair, len(cut), cut)
+        else:
+            continue
+        if journal.db.execute(sql, params).fetchone() is not None:
+            src = f"{m['src']}:{m['sp']}".rstrip(":")
+            return f"the journal records age-encrypted copies from {src} that are still there"
+    return None
+
+
+async def _manifest_ciphertext(dst: Endpoint) -> str | None:
+    """The destination's newest manifest is encrypted: its last recorded copy was."""
+    newest: str | None = None
+    try:
+        async for batch in dst.store.list(dst.prefix + DST_MANIFEST_PREFIX + "manifest-"):
+            for o in batch:
+                name = o.key.removesuffix(".age")
+                if name.endswith(".jsonl") and (newest is None or o.key > newest):
+                    newest = o.key
+    except StoreError:
+        return None
+    if newest is not None and newest.endswith(".age"):
+        return f"its newest manifest {newest[len(dst.prefix) :]} is age-encrypted"
+    return None
+
+
+async def _metadata_ciphertext(dst: Endpoint, journal: Journal) -> str | None:
+    """A few destination objects (the first by key, and the first the plan would replace)
+    marked ``encryption: age`` by the daulat that wrote them."""
+    first = journal.db.execute("SELECT key FROM dst ORDER BY key LIMIT ?", (METADATA_SAMPLE,))
+    # Among the first planned objects only: a large plan into an unrelated destination must
+    # not cost a lookup per object.
+    replaced = journal.db.execute(
+        "SELECT coalesce(w.dkey, w.key) FROM (SELECT * FROM work ORDER BY id LIMIT 10000) w "
+        "WHERE EXISTS (SELECT 1 FROM dst d WHERE d.key = coalesce(w.dkey, w.key)) "
+        "ORDER BY w.id LIMIT ?",
+        (METADATA_SAMPLE,),
+    )
+    keys = dict.fromkeys(str(k) for (k,) in [*first.fetchall(), *replaced.fetchall()])
+    for key in keys:
+        try:
+            reader = await dst.store.get(dst.prefix + key, start=0, end=1)
+            await reader.read_all()
+        except StoreError:
+            continue
+        if reader.metadata.get("encryption") == "age":
+            return f"{key!r} there is marked encryption: age"
+    return None
+
+
+async def _names_protected(dst: Endpoint) -> str | None:
+    try:
+        if await has_protected_names(dst):
+            return f"it holds {NAME_KEY_OBJECT}"
+    except StoreError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------- dry runs
+
+
+class PlannedChanges:
+    """What a dry run would copy and delete, read page by page from the plan's tables.
+
+    Valid only while the engine's ``on_plan`` callback runs (the tables are the run's).
+    Keys are relative to the source prefix (copies) and the destination prefix (deletions).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        pair: str,
+        *,
+        copies: tuple[int, int],
+        deletions: int | None,
+    ) -> None:
+        self._journal = journal
+        self._pair = pair
+        self.copy_objects, self.copy_bytes = copies
+        self.delete_objects = deletions or 0
+        self._deleting = deletions is not None
+
+    def copies(self) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object the run would copy, largest first."""
+        for item in self._journal.work():
+            yield item.key, item.size
+
+    def deletions(self) -> Iterator[tuple[str, int]]:
+        """(key, size) of every destination object ``sync --delete`` would delete, in key order."""
+        if not self._deleting:
+            return
+        for page in self._journal.extraneous(self._pair):
+            yield from page
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def refusal_or_raise(
+    summary_refusal: str | None, found: SafetyRefusal | None, dry_run: bool
+) -> str | None:
+    """Raise ``found`` in a real run; in a dry run keep its message (the first one) instead."""
+    if found is None:
+        return summary_refusal
+    if not dry_run:
+        raise found
+    return summary_refusal or str(found)
+
+
+def _label(ep: Endpoint) -> str:
+    return ep.label or ep.store.name
+
+
+def _spec(store: str, prefix: str) -> str:
+    p = prefix.strip("/")
+    return f"{store}:{p}" if p else store
