@@ -7,12 +7,13 @@ Exit codes: 0 success, 1 a failure of the job itself (unreachable store, differe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
@@ -54,7 +55,11 @@ from daulat.drill import (
     run_drill,
 )
 from daulat.errors import ConfigError, DaulatError, SafetyRefusal
+from daulat.filters import Filter, build_filter
 from daulat.inventory import StoreStatus, scan_store, store_statuses
+from daulat.listing import Entry, iso_utc
+from daulat.listing import ls as list_store
+from daulat.listing import size as size_store
 from daulat.manifest import Manifest, ScanSummary
 from daulat.policy import evaluate_policies, render_findings
 from daulat.report import collect as collect_report
@@ -76,7 +81,7 @@ app = typer.Typer(
     "leave any cloud provider with proof.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -972,6 +977,177 @@ def report(
     out.print(f"wrote {output} ({len(text.encode()) / 2**20:.1f} MiB)", highlight=False)
 
 
+# --- listing: ls and size, with rclone-style filters ---------------------------------------
+
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="PATTERN",
+        help="Only keys matching this glob (repeatable; everything else is excluded).",
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", metavar="PATTERN", help="Leave out keys matching this glob."),
+]
+FilterRuleOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="RULE",
+        help="A rule '+ PATTERN' or '- PATTERN' (repeatable, checked in order).",
+    ),
+]
+FilterFromOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--filter-from",
+        metavar="FILE",
+        help="Read '+ PATTERN' / '- PATTERN' / '!' rules from FILE ('-': standard input).",
+    ),
+]
+
+
+def _filter(
+    include: list[str] | None,
+    exclude: list[str] | None,
+    rules: list[str] | None,
+    files: list[Path] | None,
+) -> Filter:
+    """The filter the options describe; its warnings go to stderr."""
+    result = build_filter(
+        include=include or (),
+        exclude=exclude or (),
+        filter_rules=rules or (),
+        filter_from=files or (),
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, emoji=False)
+    return result
+
+
+# Names come from stores and may hold anything. Printed to a terminal, a control character,
+# an ANSI sequence or a bidi override could move the cursor, recolour or visually reorder the
+# line; they are shown as Python-style escapes instead (and backslashes doubled, so the shown
+# form is unambiguous). A local helper until the CLI has a shared one.
+def _shown(name: str) -> str:
+    if name.isprintable() and "\\" not in name:
+        return name
+    return "".join(
+        "\\\\" if c == "\\" else c if c.isprintable() else c.encode("unicode_escape").decode()
+        for c in name
+    )
+
+
+def _write_lines(lines: AsyncGenerator[str, None]) -> Coroutine[Any, Any, None]:
+    async def go() -> None:
+        async with contextlib.aclosing(lines) as it:
+            async for line in it:
+                sys.stdout.write(line)
+
+    return go()
+
+
+def _stdout_gone() -> None:
+    """The reader went away (``daulat ls | head``): stop quietly, as other tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise ExitCode(141)
+
+
+def _entry_line(e: Entry, long: bool) -> str:
+    name = _shown(e.path)
+    if not long:
+        return name + "\n"
+    if e.is_dir or e.modified is None or e.size is None:
+        return f"{'-':>12} {'-':<20} {name}\n"
+    return f"{e.size:>12} {iso_utc(e.modified, timespec='seconds')} {name}\n"
+
+
+async def _ls_lines(
+    cfg: Config, target: str, recursive: bool, long: bool, as_json: bool, flt: Filter
+) -> AsyncGenerator[str, None]:
+    entries = list_store(cfg, target, recursive=recursive, filter=flt)
+    async with contextlib.aclosing(entries) as it:
+        if not as_json:
+            async for e in it:
+                yield _entry_line(e, long)
+            return
+        first = True
+        yield "["
+        async for e in it:
+            text = json.dumps(e.to_json(), ensure_ascii=False)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # an undecodable name: keep it exact as \\u escapes
+                text = json.dumps(e.to_json())
+            yield ("\n" if first else ",\n") + text
+            first = False
+        yield "\n]\n"
+
+
+@app.command(name="ls")
+def ls_(
+    target: Annotated[str, typer.Argument(metavar="STORE[:PREFIX]")],
+    recursive: Annotated[
+        bool,
+        typer.Option("--recursive", "-R", "-r", help="Every object, not one level."),
+    ] = False,
+    long: Annotated[
+        bool,
+        typer.Option("--long", "-l", help="Size in bytes, modified time (UTC), key."),
+    ] = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List objects under STORE[:PREFIX], one level (directories end in '/') or --recursive.
+
+    Keys are shown relative to PREFIX, in the store's order; filters match them the same way.
+    """
+    cfg = _load(config)
+    flt = _filter(include, exclude, filter_rule, filter_from)
+    try:
+        _run(_write_lines(_ls_lines(cfg, target, recursive, long, as_json, flt)))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+@app.command(name="size")
+def size_(
+    target: Annotated[str, typer.Argument(metavar="STORE[:PREFIX]")],
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Count the objects and bytes under STORE[:PREFIX] (filters apply)."""
+    cfg = _load(config)
+    flt = _filter(include, exclude, filter_rule, filter_from)
+    totals = _run(size_store(cfg, target, filter=flt))
+    if as_json:
+        out.print_json(json.dumps(totals.to_json()))
+        return
+    line = (
+        f"{_shown(target)}: {totals.objects:,} objects, {_human_bytes(totals.bytes)} "
+        f"({totals.bytes:,} bytes)"
+    )
+    if flt.active:
+        line += (
+            f"; excluded by filters: {totals.excluded_objects:,} objects, "
+            f"{_human_bytes(totals.excluded_bytes)}"
+        )
+    out.print(line, markup=False, highlight=False, emoji=False)
+
+
 def _fail(message: str, code: int) -> int:
     err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     return code
@@ -985,6 +1161,10 @@ def run(argv: list[str] | None = None) -> int:
         return exc.code
     except typer.Exit as exc:
         return int(exc.exit_code)
+    except SystemExit as exc:  # typer's shell completion ends with sys.exit, not typer.Exit
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        return _fail(str(exc.code), 1)
     except typer.Abort:
         return _fail("aborted", 130)
     except typer.TyperException as exc:

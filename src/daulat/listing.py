@@ -1,0 +1,160 @@
+"""Listing a store: what ``daulat ls`` and ``daulat size`` show, as a library.
+
+:func:`list_entries` streams the objects under a prefix (every one, or one level like
+``rclone lsf``: objects directly under the prefix and each "directory" once, as a common prefix
+ending in ``/``); :func:`measure` counts them. Filters (:mod:`daulat.filters`) see each key
+relative to the prefix; a directory is shown when at least one object below it passes them,
+since on an object store a directory exists only through its objects.
+
+Memory stays flat: entries are yielded batch by batch as the store lists them, in the store's
+order (S3 and Azure list in key order; the filesystem does not). The one-level view keeps the
+set of directory names already shown, which is bounded by the number of distinct first-level
+names, not by the number of objects.
+
+:func:`ls` and :func:`size` take a configuration and a ``STORE[:PREFIX]`` address, open the store
+and close it again; they are what the commands call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from daulat.config import Config
+from daulat.errors import ConfigError
+from daulat.filters import EVERYTHING, Filter
+from daulat.stores import Store, open_store
+
+__all__ = ["Entry", "SizeTotals", "list_entries", "ls", "measure", "parse_address", "size"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of a listing: an object, or (one-level view) a directory.
+
+    ``key`` is the exact key in the store (for a directory, the common prefix ending in ``/``);
+    ``path`` is the same relative to the listed prefix, which is what filters match.
+    """
+
+    key: str
+    path: str
+    size: int | None
+    modified: datetime | None
+    etag: str | None
+    is_dir: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "path": self.path,
+            "size": self.size,
+            "modified": iso_utc(self.modified) if self.modified else None,
+            "etag": self.etag,
+            "is_dir": self.is_dir,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SizeTotals:
+    """Objects and bytes under a prefix that pass the filter, and what the filter left out."""
+
+    store: str
+    prefix: str
+    objects: int = 0
+    bytes: int = 0
+    excluded_objects: int = 0
+    excluded_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "prefix": self.prefix,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "excluded_objects": self.excluded_objects,
+            "excluded_bytes": self.excluded_bytes,
+        }
+
+
+def iso_utc(moment: datetime, *, timespec: str = "auto") -> str:
+    """``moment`` in UTC as ISO 8601 with a ``Z`` (a naive time is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_address(spec: str) -> tuple[str, str]:
+    """``STORE`` or ``STORE:PREFIX`` → (store name, prefix empty or ending in ``/``).
+
+    The prefix is a directory, as for copy and sync: ``kpu:c1`` and ``kpu:/c1/`` both list the
+    keys under ``c1/``.
+    """
+    name, _, prefix = spec.partition(":")
+    if not name:
+        raise ConfigError(f"{spec!r}: expected STORE or STORE:PREFIX")
+    prefix = prefix.strip("/")
+    return name, f"{prefix}/" if prefix else ""
+
+
+async def list_entries(
+    store: Store, prefix: str = "", *, recursive: bool = False, filter: Filter = EVERYTHING
+) -> AsyncGenerator[Entry, None]:
+    """Stream the objects under ``prefix`` that pass ``filter`` (see the module docstring)."""
+    cut = len(prefix)
+    seen_dirs: set[str] = set()
+    active = filter.active
+    async for batch in store.list(prefix):
+        for info in batch:
+            path = info.key[cut:]
+            if active and not filter.matches(path):
+                continue
+            slash = -1 if recursive else path.find("/")
+            if slash < 0:
+                yield Entry(info.key, path, info.size, info.modified, info.etag)
+                continue
+            name = path[: slash + 1]
+            if name not in seen_dirs:
+                seen_dirs.add(name)
+                yield Entry(prefix + name, name, None, None, None, is_dir=True)
+
+
+async def measure(store: Store, prefix: str = "", *, filter: Filter = EVERYTHING) -> SizeTotals:
+    """Count the objects and bytes under ``prefix`` that pass ``filter``."""
+    cut = len(prefix)
+    objects = total = excluded = excluded_bytes = 0
+    active = filter.active
+    async for batch in store.list(prefix):
+        for info in batch:
+            if active and not filter.matches(info.key[cut:]):
+                excluded += 1
+                excluded_bytes += info.size
+            else:
+                objects += 1
+                total += info.size
+    return SizeTotals(store.name, prefix, objects, total, excluded, excluded_bytes)
+
+
+async def ls(
+    config: Config, spec: str, *, recursive: bool = False, filter: Filter = EVERYTHING
+) -> AsyncGenerator[Entry, None]:
+    """:func:`list_entries` of the configured store ``STORE[:PREFIX]``; closes the store when
+    the iteration ends (consume it fully, or close it with ``contextlib.aclosing``)."""
+    name, prefix = parse_address(spec)
+    store = open_store(config.store(name))
+    try:
+        async for entry in list_entries(store, prefix, recursive=recursive, filter=filter):
+            yield entry
+    finally:
+        await store.close()
+
+
+async def size(config: Config, spec: str, *, filter: Filter = EVERYTHING) -> SizeTotals:
+    """:func:`measure` of the configured store ``STORE[:PREFIX]``."""
+    name, prefix = parse_address(spec)
+    store = open_store(config.store(name))
+    try:
+        return await measure(store, prefix, filter=filter)
+    finally:
+        await store.close()
