@@ -341,7 +341,7 @@ def _hostile_report() -> ReportData:
         by_country={h: 2**20, "ID": 5},
         by_provider={h: 2**20},
         by_jurisdiction={h: 2**20, "ID": 2**21},
-        replicas=[ReplicaRow(h, h, True, 1, 1, h, h, h)],
+        replicas=[ReplicaRow(h, h, True, 1, 1, 1, h, h, h)],
         risk=[
             {
                 "store": h,
