@@ -495,6 +495,13 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             ),
         }.get(kind, "")
         out.print("  [green]complete[/green]" + detail)
+    elif s.unproven and not (s.failed or s.refused or s.left_objects or s.unverified):
+        err.print(
+            f"[yellow]incomplete[/yellow]: {len(s.unproven):,} object(s) at {escape(src)} are "
+            "not listed in its signed manifest and were not restored (they may have been "
+            "planted); --allow-unproven restores them anyway",
+            highlight=False,
+        )
     else:
         err.print(
             f"[yellow]incomplete[/yellow]: run the same command again to retry what is left: "
