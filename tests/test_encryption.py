@@ -138,8 +138,10 @@ def test_encrypted_exit_is_readable_with_the_age_cli_only(
     (tmp_path / "allowed").write_text(f"daulat {header['signer']}\n")
     with manifests[0].open("rb") as stdin:
         checked = subprocess.run(
-            [_ssh_keygen(), "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "daulat"]
-            + ["-n", "daulat-manifest@daulat", "-s", f"{manifests[0]}.sig"],
+            [
+                *(_ssh_keygen(), "-Y", "verify", "-f", str(tmp_path / "allowed")),
+                *("-I", "daulat", "-n", "daulat-manifest@daulat", "-s", f"{manifests[0]}.sig"),
+            ],
             stdin=stdin,
             capture_output=True,
         )

@@ -49,25 +49,30 @@ def signing_key_of(config: Config) -> tuple[SigningKey, str | None]:
     ``signing_key`` from the config, else the state directory's own key (created, 0600, on
     first need).
     """
-    if config.signing_key is not None:
+    missing = ""
+    if config.signing_key is not None and config.signing_key.exists():
         key, where = load_signing_key(config.signing_key), str(config.signing_key)
         created = False
     else:
+        if config.signing_key is not None:
+            # A config copied to another machine without its key: that machine can still
+            # restore and sign what it writes, with a key of its own.
+            missing = f"signing_key {config.signing_key} is not on this machine: "
         key, created = local_signing_key(config.state_dir)
         where = f"the local key {config.state_dir / 'keys' / 'signing'}"
     if key.public in config.signers:
-        return key, None
+        return key, (f"{missing}signed with {where}" if missing else None)
     pin = signers_line([*config.signers, key.public])
     verb = "created and signed with" if created else "signed with"
     return key, (
-        f"manifests {verb} {where} ({key.public.line}), which {config.path.name} does not pin: "
+        f"{missing}manifests {verb} {where} ({key.public.line}), which {config.path.name} does not pin: "
         f"restores believe only pinned signers; to pin it, put this line at the top of "
         f"{config.path}: {pin}"
     )
 
 
 def _own_public_key(config: Config) -> PublicKey | None:
-    if config.signing_key is not None:
+    if config.signing_key is not None and config.signing_key.exists():
         try:
             return load_signing_key(config.signing_key).public
         except DaulatError:
