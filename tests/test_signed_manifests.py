@@ -467,7 +467,7 @@ def test_replayed_or_withheld_manifest_is_refused(
         )
     replayed = cli(restore, capsys)
     assert replayed.code == 2, replayed.explain()
-    assert "older manifest passed off as the newest" in replayed.err and "seq 2" in replayed.err
+    assert "seq 2" in replayed.err and Path(new).name in replayed.err
     checked = cli(["verify", "src", "vault", "--json"], capsys)
     assert checked.code == 1
     # (Without the identity verify cannot read the offered manifest's seq: it knows the file
@@ -475,13 +475,25 @@ def test_replayed_or_withheld_manifest_is_refused(
     assert any(f"not {new} (seq 2) seen here" in p["reason"] for p in checked.json["problems"])
     with_id = cli(["verify", "src", "vault", "--identity", str(identity), "--json"], capsys)
     assert with_id.code == 1
-    assert any("passed off" in p["reason"] for p in with_id.json["problems"])
+    reasons = {p["key"]: p["reason"] for p in with_id.json["problems"]}
+    # Its header names the file it was written as: a renamed manifest is not believed...
+    assert "renamed (replayed)" in reasons[".daulat/manifest-20990101T000000Z.jsonl.age"]
+    # ... and the one left (seq 1) is older than the newest seen here.
+    assert any("passed off as the newest" in r for r in reasons.values())
 
-    # The provider gives the newest back: restores work again.
+    # Even a machine that never saw seq 2 is not fooled by the renamed replay once seq 2 is
+    # back: the renamed file is refused, seq 2 is the newest valid one.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(tmp_path / "daulat.toml", fresh / "daulat.toml")
     for name in hidden.iterdir():
         name.rename(vault_dir / name.name)
-    for suffix in ("", ".sig"):
-        (vault_dir / f"manifest-20990101T000000Z.jsonl.age{suffix}").unlink()
+    monkeypatch.chdir(fresh)
+    elsewhere = cli([*restore, "--json"], capsys)
+    assert elsewhere.code == 0, elsewhere.explain()
+    assert elsewhere.json["checked_against_manifest"] == new
+    assert any("renamed" in n for n in elsewhere.json["notes"])
+    monkeypatch.chdir(tmp_path)
     back_again = cli([*restore, "--json"], capsys)
     assert back_again.code == 0, back_again.explain()
     assert back_again.json["checked_against_manifest"] == new

@@ -399,6 +399,9 @@ def _transfer_command(
             "left": summary.left_objects,
             "stopped": summary.stopped,
             "manifest": summary.manifest_key,
+            "unproven": len(summary.unproven),
+            "unproven_restored": len(summary.unproven_restored),
+            "provenance": summary.provenance,
         },
     )
     if as_json:

@@ -5,12 +5,14 @@ Format (version 2)
     then the whole file is one age stream), JSON Lines. The first line is the header::
 
         {"daulat": "manifest", "format": 2, "seq": 7, "prev": "<sha256>", "signer": "ssh-ed25519 …",
-         "time": "…", "audit_head": "<sha256>", "prefix": "arsip/", "store": "vault", "keys": "relative"}
+         "time": "…", "audit_head": "<sha256>", "prefix": "arsip/", "store": "vault",
+         "name": "manifest-….jsonl.age", "keys": "relative"}
 
     ``seq`` counts the manifests of this destination prefix; ``prev`` is the SHA-256 of the
     previous manifest file *as stored* (null for the first); ``audit_head`` the local audit log's
     head hash when it was written (so the local log is anchored where a local attacker cannot
-    rewrite it). Every other line is one object::
+    rewrite it); ``prefix`` and ``name`` where it was written, so that a manifest moved or
+    renamed by the provider (an old one passed off as the newest) is not believed. Every other line is one object::
 
         {"key": "c1/tps-001.json", "size": 1234, "sha256": "…", "source": {…}, "copied": "…",
          "stored_size": 1423, "etag": "…", "encryption": "age", "stored_as": "…"}
@@ -33,6 +35,7 @@ prefix in front; they are still read (see :func:`read_manifest`), never believed
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import time
@@ -91,6 +94,7 @@ class Header:
     audit_head: str | None
     prefix: str
     store: str = ""
+    name: str = ""  # the file's own name: a renamed manifest (an old one replayed) is refused
 
     def to_json(self) -> Entry:
         return {
@@ -103,6 +107,7 @@ class Header:
             "audit_head": self.audit_head,
             "prefix": self.prefix,
             "store": self.store,
+            "name": self.name,
             "keys": "relative",
         }
 
@@ -121,6 +126,7 @@ class Header:
             audit_head=d.get("audit_head") if isinstance(d.get("audit_head"), str) else None,
             prefix=str(d.get("prefix", "")),
             store=str(d.get("store", "")),
+            name=str(d.get("name", "")),
         )
 
 
@@ -148,15 +154,16 @@ async def latest_manifest(ep: Endpoint) -> str | None:
 
 def next_manifest_key(ep: Endpoint, encrypted: bool, after: str | None) -> str:
     """A new manifest's key: now, but always after ``after`` (clocks differ, runs are quick)."""
-    now = time.gmtime()
+    now = int(time.time())
     if after is not None:
         try:
-            last = time.strptime(after.rsplit(MANIFEST_NAME, 1)[1][:16], STAMP)
+            last = calendar.timegm(time.strptime(after.rsplit(MANIFEST_NAME, 1)[1][:16], STAMP))
         except (IndexError, ValueError):
             last = None
-        if last is not None and time.mktime(last) >= time.mktime(now):
-            now = time.localtime(time.mktime(last) + 1)
-    key = f"{ep.prefix}{DST_MANIFEST_PREFIX}{MANIFEST_NAME}{time.strftime(STAMP, now)}.jsonl"
+        if last is not None and last >= now:
+            now = last + 1
+    stamp = time.strftime(STAMP, time.gmtime(now))
+    key = f"{ep.prefix}{DST_MANIFEST_PREFIX}{MANIFEST_NAME}{stamp}.jsonl"
     return key + ".age" if encrypted else key
 
 
@@ -333,6 +340,9 @@ async def read_manifest(
             result.problem = (
                 f"it was written for prefix {result.header.prefix!r}, not {ep.prefix!r}: moved"
             )
+            result.signer = None
+        elif result.header.name and result.header.name != key.rsplit("/", 1)[-1]:
+            result.problem = f"it was written as {result.header.name}: renamed (replayed)"
             result.signer = None
     elif result.signer is not None and result.read and result.header is None:
         result.problem, result.signer = "it has no manifest header", None

@@ -351,6 +351,7 @@ async def write_manifest(
         audit_head=audit_head,
         prefix=dst.prefix,
         store=dst.store.name,
+        name=key.rsplit("/", 1)[-1],
     )
     _set_pending(journal, loc, key, header.seq)
     db = journal.db
