@@ -206,9 +206,9 @@ class Summary:
             or self.unproven
         ):
             return False
-        return (
-            not Kind(self.kind).verifies
-            or (self.verified_objects or 0) + len(self.unproven_restored) == self.source_objects
+        return not Kind(self.kind).verifies or (
+            self.verified_objects is not None
+            and self.verified_objects + len(self.unproven_restored) == self.source_objects
         )
 
     def to_json(self) -> dict[str, object]:
