@@ -682,3 +682,46 @@ def test_manifest_of_an_earlier_version_still_restores(
     )
     assert done.json["verified_objects"] == len(files) and done.json["unproven"] == []
     assert_exact_copy(files, read_config(stores[2]))
+
+
+def test_every_writing_run_leaves_one_complete_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plain copies of two sources into one prefix: each run that changed the destination adds
+    a manifest listing the whole prefix (the other source's entries carried forward, objects
+    gone from the destination dropped); a run that changed nothing adds none."""
+    monkeypatch.chdir(tmp_path)
+    one, two = _files("satu", n=3), _files("dua", n=3)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("a", "b", "vault")]
+    fill_config(stores[0], one)
+    fill_config(stores[1], two)
+    _setup(tmp_path, capsys, stores)
+    assert cli(["copy", "a", "vault:pool"], capsys).code == 0
+    assert cli(["copy", "b", "vault:pool"], capsys).code == 0
+    first, second = _manifests(stores[2], "pool/")
+    _, entries = _header_and_entries(stores[2], second, None, "pool/")
+    assert {e["key"] for e in entries} == set(one) | set(two)
+    by_key = {e["key"]: e for e in entries}
+    assert by_key["satu/kosong.txt"]["source"]["store"] == "a"
+    assert by_key["dua/kosong.txt"]["source"]["store"] == "b"
+    assert all(e["sha256"] == hashlib.sha256((one | two)[e["key"]]).hexdigest() for e in entries)
+
+    again = cli(["copy", "b", "vault:pool", "--json"], capsys)
+    assert again.code == 0 and again.json["copied_objects"] == 0
+    assert again.json["manifest_key"] == "pool/" + second
+    assert _manifests(stores[2], "pool/") == [first, second]
+
+    gone = "dua/tps-000.json"
+    (tmp_path / "vault" / "pool" / gone).unlink()  # removed at the destination by someone
+    (tmp_path / "a" / "satu/tps-001.json").write_bytes(b"changed")
+    assert cli(["copy", "a", "vault:pool"], capsys).code == 0
+    *_, third = _manifests(stores[2], "pool/")
+    header, entries = _header_and_entries(stores[2], third, None, "pool/")
+    assert header["seq"] == 3
+    assert {e["key"] for e in entries} == (set(one) | set(two)) - {gone}
+    ssh = subprocess.run(
+        [_tool("ssh-keygen"), "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(tmp_path / "vault" / "pool" / (third + ".sig"))],
+        input=(tmp_path / "vault" / "pool" / third).read_bytes(),
+        capture_output=True,
+    )
+    assert ssh.returncode == 0, ssh.stderr

@@ -28,6 +28,7 @@ Local tables (created on first use, in the journal database):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS manifest_heads (
     key TEXT,
     seen TEXT,
     pending_key TEXT,              -- a manifest being written now, and its seq
-    pending_seq INTEGER
+    pending_seq INTEGER,
+    content TEXT                   -- hash of what the newest manifest this machine wrote says
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS manifest_carried (
     location TEXT NOT NULL,
@@ -122,13 +124,24 @@ def _pending(journal: Journal, loc: str) -> tuple[str, int] | None:
     return (str(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
-def _set_head(journal: Journal, loc: str, head: Head) -> None:
+def _set_head(journal: Journal, loc: str, head: Head, content: str | None = None) -> None:
     _db(journal).execute(
-        "INSERT INTO manifest_heads (location, seq, sha256, key, seen) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO manifest_heads (location, seq, sha256, key, seen, content) "
+        "VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (location) DO UPDATE SET seq = excluded.seq, sha256 = excluded.sha256, "
-        "key = excluded.key, seen = excluded.seen, pending_key = NULL, pending_seq = NULL",
-        (loc, head.seq, head.sha256, head.key, now()),
+        "key = excluded.key, seen = excluded.seen, pending_key = NULL, pending_seq = NULL, "
+        "content = excluded.content",
+        (loc, head.seq, head.sha256, head.key, now(), content),
     )
+
+
+def _head_content(journal: Journal, loc: str) -> str | None:
+    row = (
+        _db(journal)
+        .execute("SELECT content FROM manifest_heads WHERE location = ?", (loc,))
+        .fetchone()
+    )
+    return str(row[0]) if row and row[0] is not None else None
 
 
 def _set_pending(journal: Journal, loc: str, key: str, seq: int) -> None:
@@ -150,6 +163,7 @@ class Tip:
     seq: int = 0
     sha256: str | None = None
     key: str | None = None
+    present: bool = False  # the destination lists it
 
 
 def _carry_sink(journal: Journal) -> Callable[[list[Entry]], None]:
@@ -201,7 +215,8 @@ async def prepare_chain(
     loc = location(dst)
     head = get_head(journal, loc)
     pending = _pending(journal, loc)
-    for key in await list_manifests(dst):
+    names = await list_manifests(dst)
+    for key in names:
         if head is not None and key <= head.key:
             break
         if pending is not None and key == pending[0]:
@@ -238,7 +253,7 @@ async def prepare_chain(
         break
     if head is None:
         return Tip()
-    return Tip(head.seq, head.sha256, head.key)
+    return Tip(head.seq, head.sha256, head.key, present=head.key in names)
 
 
 def pairs_into(journal: Journal, loc: str) -> list[str]:
@@ -342,6 +357,12 @@ async def write_manifest(
         (pair, json.dumps(source, ensure_ascii=False)),
     )
     fill_entries(journal, loc, bool(encrypt_to))
+    db = journal.db
+    content = _content_digest(db, dst, signing_key, encrypt_to)
+    if tip.present and tip.key is not None and _head_content(journal, loc) == content:
+        # Nothing changed since this machine's last manifest there, which is still the newest:
+        # a run that changed nothing adds no copy of it.
+        return tip.key
     key = next_manifest_key(dst, bool(encrypt_to), tip.key)
     header = Header(
         seq=tip.seq + 1,
@@ -354,7 +375,6 @@ async def write_manifest(
         name=key.rsplit("/", 1)[-1],
     )
     _set_pending(journal, loc, key, header.seq)
-    db = journal.db
     written: Written = await put_signed_manifest(
         dst,
         key,
@@ -371,8 +391,19 @@ async def write_manifest(
         (loc,),
     )
     db.execute("COMMIT")
-    _set_head(journal, loc, Head(written.seq, written.sha256, written.key))
+    _set_head(journal, loc, Head(written.seq, written.sha256, written.key), content)
     return written.key
+
+
+def _content_digest(
+    db: sqlite3.Connection, dst: Endpoint, key: SigningKey, encrypt_to: Sequence[Recipient]
+) -> str:
+    """What a manifest would say (its entries, signer, prefix and recipients), as a hash."""
+    h = hashlib.sha256()
+    h.update(json.dumps([dst.prefix, key.public.line, sorted(map(str, encrypt_to))]).encode())
+    for (line,) in db.execute("SELECT line FROM mf ORDER BY key"):
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()
 
 
 # -------------------------------------------------------------------------------- the readers
