@@ -34,11 +34,13 @@ from test_transfer import (
     journal_path,
     read_config,
     unique,
-    write_config,
 )
+from test_transfer import write_config as _write_config
 from test_transfer_crash import _files, crash_dataset, kill_and_resume
 from test_transfer_faults import count_keys
 
+from daulat.pinning import pin_signer
+from daulat.signing import public_key_of
 from daulat.stores.fs import FsStore
 from daulat.transfer.names import NameKey
 
@@ -61,6 +63,15 @@ def _identity(
     result = cli(["keys", "new", "--out", str(key)], capsys)
     assert result.code == 0, result.err
     return key, result.out.strip()
+
+
+def write_config(directory: Path, stores: Any) -> Path:
+    """daulat.toml with the stores, pinning the signing keys ``keys new`` made in
+    ``directory`` before the config existed (as it does itself when the config exists)."""
+    config = _write_config(directory, stores)
+    for sign in sorted(directory.glob("*.sign")):
+        pin_signer(config, public_key_of(sign), sign)
+    return config
 
 
 def _dataset(token: str, n: int = 30) -> dict[str, bytes]:
@@ -108,10 +119,14 @@ def _decrypt(age: str, identity: Path, blob: bytes) -> bytes:
 
 
 def _manifest(age: str, identity: Path, at_dst: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    names = sorted(k for k in at_dst if k.startswith(".daulat/manifest-"))
+    names = sorted(
+        k for k in at_dst if k.startswith(".daulat/manifest-") and not k.endswith(".sig")
+    )
     assert names and names[-1].endswith(".jsonl.age"), names
     text = _decrypt(age, identity, at_dst[names[-1]]).decode()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    header, *entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert header["daulat"] == "manifest"
+    return entries
 
 
 def _assert_names_hidden(at_dst: Mapping[str, bytes], files: Mapping[str, bytes]) -> None:
@@ -120,7 +135,12 @@ def _assert_names_hidden(at_dst: Mapping[str, bytes], files: Mapping[str, bytes]
     assert all(STORED.fullmatch(k) for k in data_keys), sorted(data_keys)[:5]
     assert {k for k in at_dst if k.startswith(".daulat/")} <= {
         ".daulat/names.key.age",
-        *(k for k in at_dst if re.fullmatch(r"\.daulat/manifest-\d{8}T\d{6}Z\.jsonl\.age", k)),
+        ".daulat/names.key.age.sig",
+        *(
+            k
+            for k in at_dst
+            if re.fullmatch(r"\.daulat/manifest-\d{8}T\d{6}Z\.jsonl\.age(\.sig)?", k)
+        ),
     }
     fragments = _fragments(list(files))
     for key, blob in at_dst.items():
@@ -178,14 +198,13 @@ def test_protected_exit_hides_names_and_restores_exactly(
     # alone reads the manifest (where the real names are) and the objects.
     name_key = _local_key(tmp_path)
     entries = _manifest(age, identity, at_dst)
-    assert {e["key"] for e in entries} == {f"arsip/{k}" for k in files}
+    # Keys are relative to the prefix that holds the manifest (arsip/).
+    assert {e["key"] for e in entries} == set(files)
     for e in entries:
-        rel = e["key"].removeprefix("arsip/")
-        assert e["stored_as"] == f"arsip/{_stored(name_key, rel)}"
-        assert e["sha256"] == hashlib.sha256(files[rel]).hexdigest()
+        assert e["stored_as"] == _stored(name_key, e["key"])
+        assert e["sha256"] == hashlib.sha256(files[e["key"]]).hexdigest()
     big = next(e for e in entries if e["key"].endswith("formulir-c1-besar.bin"))
-    stored = big["stored_as"].removeprefix("arsip/")
-    assert _decrypt(age, identity, at_dst[stored]) == files[big["key"].removeprefix("arsip/")]
+    assert _decrypt(age, identity, at_dst[big["stored_as"]]) == files[big["key"]]
 
     assert cli(["verify", "src", "dst:arsip"], capsys).code == 0
     full = cli(
@@ -537,7 +556,8 @@ def test_seaweedfs_destination_lists_only_stored_names(
     assert (
         cli(["exit", "src", "dst", "--encrypt-to", recipient, "--encrypt-names"], capsys).code == 0
     )
-    assert count_keys(s3_server_b, bucket) == len(files) + 2
+    # + the manifest, the name key and their signatures
+    assert count_keys(s3_server_b, bucket) == len(files) + 4
     status, body = s3_server_b.request("GET", f"/{bucket}?list-type=2&max-keys=1000")
     assert status == 200
     keys = re.findall(rb"<Key>([^<]+)</Key>", body)

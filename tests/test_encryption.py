@@ -20,6 +20,8 @@ from servers import S3Server
 
 from daulat.cli import run as cli
 from daulat.config import StoreConfig
+from daulat.pinning import pin_signer
+from daulat.signing import public_key_of
 from daulat.stores import open_store
 
 MARKER = b"RAHASIA-NEGARA-PEMILU-2024"
@@ -44,6 +46,23 @@ def _toml(stores: list[dict[str, Any]]) -> str:
             out += [f"{k} = {json.dumps(v)}" for k, v in raw["credentials"].items()]
         out.append("")
     return "\n".join(out)
+
+
+def _write_config(tmp: Path, stores: list[dict[str, Any]]) -> Path:
+    """Write daulat.toml and pin the signing keys made so far in ``tmp`` (as ``keys new``
+    does when the config already exists)."""
+    config = tmp / "daulat.toml"
+    config.write_text(_toml(stores))
+    for sign in sorted(tmp.glob("*.sign")):
+        pin_signer(config, public_key_of(sign), sign)
+    return config
+
+
+def _ssh_keygen() -> str:
+    path = shutil.which("ssh-keygen")
+    if path is None:
+        pytest.fail("ssh-keygen is missing: apt-get install openssh-client")
+    return path
 
 
 def _fill(root: Path, n_small: int = 40, big: int = 12 * 1024 * 1024) -> dict[str, bytes]:
@@ -88,8 +107,9 @@ def test_encrypted_exit_is_readable_with_the_age_cli_only(
     age = _age()
     files = _fill(tmp_path / "src")
     key, recipient = _keys(tmp_path, monkeypatch, capsys)
-    (tmp_path / "daulat.toml").write_text(
-        _toml([fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "dst", "dst")])
+    _write_config(
+        tmp_path,
+        [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "dst", "dst")],
     )
     assert cli(["exit", "src", "dst", "--encrypt-to", recipient, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -111,7 +131,21 @@ def test_encrypted_exit_is_readable_with_the_age_cli_only(
     text = subprocess.run(
         [age, "-d", "-i", str(key), str(manifests[0])], capture_output=True, check=True
     ).stdout
-    entries = [json.loads(line) for line in text.splitlines()]
+    header, *entries = [json.loads(line) for line in text.splitlines()]
+    assert header["daulat"] == "manifest" and header["seq"] == 1 and header["prev"] is None
+    assert header["signer"] == public_key_of(tmp_path / "id.txt.sign").line
+    # Signed over the ciphertext: ssh-keygen checks it without the identity.
+    (tmp_path / "allowed").write_text(f"daulat {header['signer']}\n")
+    with manifests[0].open("rb") as stdin:
+        checked = subprocess.run(
+            [
+                *(_ssh_keygen(), "-Y", "verify", "-f", str(tmp_path / "allowed")),
+                *("-I", "daulat", "-n", "daulat-manifest@daulat", "-s", f"{manifests[0]}.sig"),
+            ],
+            stdin=stdin,
+            capture_output=True,
+        )
+    assert checked.returncode == 0, checked.stderr
     assert {e["key"] for e in entries} == set(files)
     for e in entries:
         assert e["sha256"] == hashlib.sha256(files[e["key"]]).hexdigest()
@@ -137,13 +171,13 @@ def test_restore_decrypts_and_checks_against_the_manifest(
     files = _fill(tmp_path / "src", n_small=10)
     key, recipient = _keys(tmp_path, monkeypatch, capsys)
     stores = [fs_store_config(tmp_path / d, d) for d in ("src", "vault", "back", "back2")]
-    (tmp_path / "daulat.toml").write_text(_toml(stores))
+    _write_config(tmp_path, stores)
     assert cli(["exit", "src", "vault", "--encrypt-to", recipient]) == 0
     capsys.readouterr()
 
     # A wrong identity: clear error, exit 1, nothing written.
     other = tmp_path / "other.txt"
-    assert cli(["keys", "new", "--out", str(other)]) == 0
+    assert cli(["keys", "new", "--out", str(other), "--no-config"]) == 0
     capsys.readouterr()
     assert cli(["restore", "vault", "back", "--identity", str(other)]) == 1
     err = capsys.readouterr().err
@@ -187,17 +221,20 @@ def test_restore_objects_encrypted_by_the_age_cli(
         p = tmp_path / "sealed" / name
         p.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([age, "-r", recipient, "-o", str(p)], input=data, check=True)
-    (tmp_path / "daulat.toml").write_text(
-        _toml(
-            [
-                fs_store_config(tmp_path / "sealed", "sealed"),
-                fs_store_config(tmp_path / "out", "out"),
-            ]
-        )
+    _write_config(
+        tmp_path,
+        [fs_store_config(tmp_path / "sealed", "sealed"), fs_store_config(tmp_path / "out", "out")],
     )
-    assert cli(["restore", "sealed", "out", "--identity", str(key), "--json"]) == 0
+    # Nothing signed says where these come from: refused unless the user accepts that.
+    assert cli(["restore", "sealed", "out", "--identity", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert "no daulat manifest at sealed" in err and "--allow-unsigned" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+    restore = ["restore", "sealed", "out", "--identity", str(key), "--allow-unsigned"]
+    assert cli([*restore, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["checked_against_manifest"] is None and summary["verified_objects"] == 3
+    assert summary["provenance"].startswith("origin not proven")
     for name, data in plain.items():
         assert (tmp_path / "out" / name).read_bytes() == data
 
@@ -334,12 +371,12 @@ def test_readme_restore_without_daulat_works(
     if shutil.which("jq") is None:
         pytest.fail("jq is missing: apt-get install jq (scripts/test installs it)")
     files = _fill(tmp_path / "src", n_small=15)
+    _ssh_keygen()
     key, recipient = _keys(tmp_path, monkeypatch, capsys)
     key.rename(tmp_path / "kpu-identity.txt")
-    (tmp_path / "daulat.toml").write_text(
-        _toml(
-            [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "vault", "vault")]
-        )
+    _write_config(
+        tmp_path,
+        [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "vault", "vault")],
     )
     assert cli(["exit", "src", "vault", "--encrypt-to", recipient]) == 0
     script = _readme_snippet("### Restoring without daulat")
@@ -347,12 +384,54 @@ def test_readme_restore_without_daulat_works(
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+    assert 'Good "daulat-manifest@daulat" signature' in done.stdout
     for name, data in files.items():
         assert (tmp_path / "restored" / name).read_bytes() == data
     # The check in the recipe really checks: corrupt one restored file and it fails.
     (tmp_path / "restored" / "forms/tps-001.json").write_bytes(b"tampered")
     check = script.split("# check every object against the manifest\n", 1)[1]
     again = subprocess.run(
-        ["bash", "-c", "cd vault && " + check], cwd=tmp_path, capture_output=True, text=True
+        ["bash", "-c", "top=$PWD; cd vault && " + check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert again.returncode != 0
+
+    # A manifest whose signature does not hold stops the recipe before anything is decrypted.
+    shutil.rmtree(tmp_path / "restored")
+    (tmp_path / "manifest.jsonl").unlink()
+    sig = next((tmp_path / "vault" / ".daulat").glob("manifest-*.jsonl.age.sig"))
+    blob = next((tmp_path / "vault" / ".daulat").glob("manifest-*.jsonl.age"))
+    blob.write_bytes(blob.read_bytes() + b"x")
+    forged = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert forged.returncode != 0 and sig.exists()
+    assert not (tmp_path / "manifest.jsonl").exists() and not (tmp_path / "restored").exists()
+
+
+def test_readme_restore_without_daulat_works_at_a_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same recipe for a copy made to ``vault:arsip``, started where the README says: in the
+    directory that holds that copy's ``.daulat/`` (keys there are relative to it)."""
+    _age()
+    _ssh_keygen()
+    files = _fill(tmp_path / "src", n_small=6, big=2 * 1024 * 1024)
+    key, recipient = _keys(tmp_path, monkeypatch, capsys)
+    key.rename(tmp_path / "kpu-identity.txt")
+    _write_config(
+        tmp_path,
+        [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "vault", "vault")],
+    )
+    assert cli(["exit", "src", "vault:arsip", "--encrypt-to", recipient]) == 0
+    script = _readme_snippet("### Restoring without daulat")
+    assert "cd vault  " in script
+    at_prefix = script.replace("cd vault  ", "cd vault/arsip  ", 1)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", at_prefix], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for name, data in files.items():
+        assert (tmp_path / "restored" / name).read_bytes() == data

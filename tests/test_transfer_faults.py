@@ -397,7 +397,8 @@ def test_transient_failure_writing_the_manifest_is_retried(tmp_path: Path) -> No
     and ends ok, with the manifest in place."""
     rules = FaultRules(fail_first={"put": 1}, transient_keys=_is_manifest)
     data, dst_raw, faulty, summary = _exit_with_faulty_manifest(tmp_path, rules)
-    assert faulty.injected["put"] == 1
+    # The first put of the manifest and the first of its signature (``.sig``) fail.
+    assert faulty.injected["put"] == 2
     assert summary.ok, problems(summary)
     assert summary.manifest_key is not None
     at_dst = read_config(dst_raw, skip_manifests=False)

@@ -61,6 +61,7 @@ from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
 from daulat.manifest import Manifest, ScanSummary
+from daulat.pinning import pin_signer
 from daulat.policy import evaluate_policies, render_findings
 from daulat.report import collect as collect_report
 from daulat.report import render as render_report
@@ -68,9 +69,11 @@ from daulat.risk.register import TargetType
 from daulat.risk.score import FORMULA
 from daulat.risk.stores import store_risks
 from daulat.scaffold import DemoData, write_config
+from daulat.signing import new_signing_key, public_key_of
 from daulat.stores import open_store
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer import Progress as TransferProgress
+from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 
 T = TypeVar("T")
@@ -483,6 +486,9 @@ def _transfer_command(
             "left": summary.left_objects,
             "stopped": summary.stopped,
             "manifest": summary.manifest_key,
+            "unproven": len(summary.unproven),
+            "unproven_restored": len(summary.unproven_restored),
+            "provenance": summary.provenance,
         },
     )
     if as_json and listing is not None and listing.streamed:
@@ -536,6 +542,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  {label}: {key!r}: {reason}", highlight=False)
         if len(rows) > 20:
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
+    for key, reason in s.unproven[:20]:
+        out.print(f"  unproven: {key!r}: {reason}", highlight=False, markup=False)
+    if len(s.unproven) > 20:
+        out.print(f"  ... and {len(s.unproven) - 20:,} more unproven (see --json)")
+    for key in s.unproven_restored[:20]:
+        out.print(
+            f"  unproven, restored anyway: {key!r}: not listed in the manifest",
+            highlight=False,
+            markup=False,
+        )
+    if s.provenance:
+        out.print(f"  origin: {s.provenance}", highlight=False, markup=False)
     if s.names_protected:
         out.print("  names protected: objects are stored under keyed hashes of their names")
     if s.manifest_key:
@@ -544,6 +562,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         err.print(
             f"  the manifest could not be written at the destination: {escape(s.manifest_error)}"
         )
+    for note in s.notes:
+        err.print(f"  note: {note}", highlight=False, markup=False)
     if s.stopped and "cannot decrypt" in s.stopped:
         err.print(
             f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"
@@ -563,9 +583,22 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         detail = {
             Kind.EXIT: ": every object verified",
             Kind.RESTORE: ": every object decrypted and verified"
-            + (" against the source manifest" if s.checked_against_manifest else " by age"),
+            + (" against the source manifest" if s.checked_against_manifest else " by age")
+            + ("; origin NOT proven" if (s.provenance or "").startswith("origin not") else "")
+            + (
+                f"; {len(s.unproven_restored):,} unproven object(s) restored anyway"
+                if s.unproven_restored
+                else ""
+            ),
         }.get(kind, "")
         out.print("  [green]complete[/green]" + detail)
+    elif s.unproven and not (s.failed or s.refused or s.left_objects or s.unverified):
+        err.print(
+            f"[yellow]incomplete[/yellow]: {len(s.unproven):,} object(s) at {escape(src)} are "
+            "not listed in its signed manifest and were not restored (they may have been "
+            "planted); --allow-unproven restores them anyway",
+            highlight=False,
+        )
     else:
         err.print(
             f"[yellow]incomplete[/yellow]: run the same command again to retry what is left: "
@@ -667,8 +700,25 @@ def restore(
     concurrency: ConcurrencyOpt = 64,
     dry_run: DryRunOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Restore even when no manifest signed by a pinned signer proves where the "
+            "objects come from (objects encrypted by other tools); the summary says so.",
+        ),
+    ] = False,
+    allow_unproven: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unproven",
+            help="Also restore objects the manifest does not list (their origin is not "
+            "proven); the summary lists them.",
+        ),
+    ] = False,
 ) -> None:
-    """Decrypt an encrypted replica back into plain objects, checked against its manifest."""
+    """Decrypt an encrypted replica back into plain objects, checked against its signed
+    manifest."""
     if identity is None:
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
     opts = Options(
@@ -676,6 +726,7 @@ def restore(
         dry_run=dry_run,
         decrypt_with=load_identities(identity),
         allow_plaintext=allow_plaintext,
+        signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
     _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts)
 
@@ -689,25 +740,86 @@ def keys_new(
     out_file: Annotated[
         Path, typer.Option("--out", "-o", help="Where to write the identity (created 0600).")
     ] = Path("daulat-identity.txt"),
+    config: ConfigOpt = None,
+    no_config: Annotated[
+        bool,
+        typer.Option("--no-config", help="Do not add the signing key to daulat.toml."),
+    ] = False,
 ) -> None:
-    """Create an age identity file (mode 0600) and print its recipient (public key)."""
+    """Create an age identity (FILE) and a signing key (FILE.sign), both mode 0600.
+
+    Prints the recipient (public key) on stdout and the signing public key on stderr. When a
+    daulat.toml is in use, pins the signing key there (signers, signing_key) unless --no-config.
+    """
+    sign_file = Path(f"{out_file}.sign")
+    if sign_file.exists() or sign_file.is_symlink():
+        raise KeyFileError(
+            f"refusing to overwrite existing key file {sign_file}: choose another --out"
+        )
+    config_path: Path | None = None
+    if not no_config:
+        try:
+            config_path = find_config(config)
+        except ConfigError:
+            if config is not None:
+                raise
     recipient = new_identity(out_file)
-    try:
-        state_dir = _load(None).state_dir
-    except ConfigError:
-        state_dir = Path.cwd() / STATE_DIR
-    record(state_dir, "keys.new", {"recipient": recipient, "file": str(out_file.resolve())})
+    public = new_signing_key(sign_file)
+    pinned = pin_signer(config_path, public, sign_file) if config_path is not None else None
+    state_dir = (config_path.resolve().parent if config_path else Path.cwd()) / STATE_DIR
+    record(
+        state_dir,
+        "keys.new",
+        {
+            "recipient": recipient,
+            "file": str(out_file.resolve()),
+            "signing_public_key": public.line,
+            "signing_file": str(sign_file.resolve()),
+            "pinned_in": str(config_path.resolve()) if config_path else None,
+        },
+    )
     err.print(
         f"wrote {out_file} (mode 0600). Keep it safe and offline: without it the encrypted copies "
         "cannot be read by anyone, including you.",
         highlight=False,
+        markup=False,
     )
+    err.print(
+        f"wrote {sign_file} (mode 0600), the key that signs manifests; its public key: "
+        f"{public.line}",
+        highlight=False,
+        markup=False,
+    )
+    if config_path is not None and pinned is not None:
+        err.print(
+            f"pinned it in {config_path}: signers"
+            + (" (added)" if pinned.added_signer else " (already there)")
+            + f", signing_key = {pinned.signing_key!r}"
+            + (f" (was {pinned.replaced_signing_key!r})" if pinned.replaced_signing_key else ""),
+            highlight=False,
+            markup=False,
+        )
+    else:
+        err.print(
+            "no daulat.toml updated: to sign with it and believe its signatures, add at its top "
+            f'level: signers = ["{public.line}"] and signing_key = "{sign_file}"',
+            highlight=False,
+            markup=False,
+        )
     out.print(recipient, highlight=False)
 
 
 @keys_app.command("show")
-def keys_show(file: Annotated[Path, typer.Argument(help="An age identity file.")]) -> None:
-    """Print the recipient (public key) of an identity file."""
+def keys_show(
+    file: Annotated[Path, typer.Argument(help="An age identity file or a FILE.sign key.")],
+) -> None:
+    """Print the public key of an identity file (its recipient) or of a signing key."""
+    head = b""
+    with contextlib.suppress(OSError), file.open("rb") as fh:
+        head = fh.read(64)
+    if head.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        out.print(public_key_of(file).line, highlight=False)
+        return
     out.print(recipient_of(file), highlight=False)
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from daulat.crypto import RecipientError, parse_recipient
 from daulat.errors import ConfigError
 from daulat.providers import Provider, ProviderId, UnknownRegion, load_catalogue
+from daulat.signing import PublicKey, SignatureError, parse_public_key
 
 CONFIG_NAME = "daulat.toml"
 STATE_DIR = ".daulat"
@@ -116,6 +117,11 @@ class Config:
     path: Path
     stores: dict[str, StoreConfig]
     raw_policies: list[dict[str, Any]]
+    # Public keys whose signatures on destination manifests (and name keys) are believed.
+    signers: tuple[PublicKey, ...] = ()
+    # The private key this machine signs manifests with (absolute; from ``signing_key``,
+    # which is relative to the config file). None: the state directory's own key.
+    signing_key: Path | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -171,9 +177,13 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 
 def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Config:
     problems: list[str] = []
-    unknown = sorted(set(data) - {"stores", "policies"})
+    unknown = sorted(set(data) - {"stores", "policies", "signers", "signing_key"})
     for key in unknown:
-        problems.append(f"{path}: unknown top-level key {key!r} (expected 'stores', 'policies')")
+        problems.append(
+            f"{path}: unknown top-level key {key!r} (expected 'stores', 'policies', 'signers', "
+            "'signing_key')"
+        )
+    signers, signing_key = _signing_fields(data, path, problems)
     raw_stores = data.get("stores", {})
     if not isinstance(raw_stores, dict):
         raise ConfigError(f"{path}: 'stores' must be a table of [stores.NAME] sections")
@@ -203,7 +213,47 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         policies = []
     if problems:
         raise ConfigError("\n".join(problems))
-    return Config(path=path.resolve(), stores=stores, raw_policies=policies)
+    return Config(
+        path=path.resolve(),
+        stores=stores,
+        raw_policies=policies,
+        signers=signers,
+        signing_key=signing_key,
+    )
+
+
+def _signing_fields(
+    data: dict[str, Any], path: Path, problems: list[str]
+) -> tuple[tuple[PublicKey, ...], Path | None]:
+    """Top-level ``signers`` (OpenSSH public key lines) and ``signing_key`` (a path relative
+    to the config file)."""
+    raw = data.get("signers", [])
+    signers: list[PublicKey] = []
+    if not isinstance(raw, list):
+        problems.append(
+            f"{path}: field 'signers': must be a list of OpenSSH public keys, "
+            'e.g. signers = ["ssh-ed25519 AAAA..."]'
+        )
+        raw = []
+    for i, line in enumerate(raw, start=1):
+        if not isinstance(line, str):
+            problems.append(f"{path}: field 'signers': entry {i} is not a string")
+            continue
+        try:
+            key = parse_public_key(line)
+        except SignatureError as exc:
+            problems.append(f"{path}: field 'signers': entry {i}: {exc}")
+            continue
+        if key not in signers:
+            signers.append(key)
+    key_path: Path | None = None
+    value = data.get("signing_key")
+    if value is not None:
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{path}: field 'signing_key': must be the path of a key file")
+        else:
+            key_path = (path.resolve().parent / Path(value).expanduser()).resolve()
+    return tuple(signers), key_path
 
 
 def _expand_env(value: Any, env: dict[str, str], where: str, field: str = "") -> Any:

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
+from daulat.signing import PublicKey
 from daulat.transfer.engine import Endpoint, list_into, pair_id
 from daulat.transfer.journal import Journal, now
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.names import NameKey
+from daulat.transfer.proof import check_destination
 
 
 @dataclass
@@ -154,12 +156,17 @@ async def verify(
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
     name_key: NameKey | None = None,
+    trusted: Sequence[PublicKey] | None = None,
 ) -> VerifyReport:
     """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
 
     An encrypted destination is checked by its recorded plaintext hashes; ``--full`` decrypts it
     with ``identities`` and hashes the plaintext. ``name_key`` is the destination's name key when
     it holds protected names.
+
+    The destination's manifests are checked too: the newest must be signed by one of
+    ``trusted`` (None: this state directory's own signing key) and follow the one seen here
+    before; objects there that it does not list are problems (*unproven*).
     """
     pair = journal.find_pair(pair_id(src, dst))
     # Protected names exist only in encrypted copies: known even when the journal is lost.
@@ -189,6 +196,7 @@ async def verify(
                 concurrency,
                 identities if encrypted else (),
             )
+        report.problems += await check_destination(dst, journal, trusted, identities)
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
     journal.end_run(run_id, "complete" if report.ok else "incomplete", "{}")

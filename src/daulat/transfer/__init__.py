@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
-from daulat.errors import AccessDenied, ConfigError, PlaintextOverCiphertext
+from daulat.errors import AccessDenied, ConfigError, DaulatError, PlaintextOverCiphertext
+from daulat.signing import (
+    PublicKey,
+    SigningKey,
+    existing_local_key,
+    load_signing_key,
+    local_signing_key,
+    signers_line,
+)
 from daulat.stores import open_store
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
@@ -31,7 +39,46 @@ __all__ = [
     "open_endpoint",
     "run_transfer",
     "run_verify",
+    "signing_key_of",
 ]
+
+
+def signing_key_of(config: Config) -> tuple[SigningKey, str | None]:
+    """The key this configuration signs manifests with, and a notice when restores elsewhere
+    would not believe it (it is not pinned in ``signers``).
+
+    ``signing_key`` from the config, else the state directory's own key (created, 0600, on
+    first need).
+    """
+    missing = ""
+    if config.signing_key is not None and config.signing_key.exists():
+        key, where = load_signing_key(config.signing_key), str(config.signing_key)
+        created = False
+    else:
+        if config.signing_key is not None:
+            # A config copied to another machine without its key: that machine can still
+            # restore and sign what it writes, with a key of its own.
+            missing = f"signing_key {config.signing_key} is not on this machine: "
+        key, created = local_signing_key(config.state_dir)
+        where = f"the local key {config.state_dir / 'keys' / 'signing'}"
+    if key.public in config.signers:
+        return key, (f"{missing}signed with {where}" if missing else None)
+    pin = signers_line([*config.signers, key.public])
+    verb = "created and signed with" if created else "signed with"
+    return key, (
+        f"{missing}manifests {verb} {where} ({key.public.line}), which {config.path.name} does not pin: "
+        f"restores believe only pinned signers; to pin it, put this line at the top of "
+        f"{config.path}: {pin}"
+    )
+
+
+def _own_public_key(config: Config) -> PublicKey | None:
+    if config.signing_key is not None and config.signing_key.exists():
+        try:
+            return load_signing_key(config.signing_key).public
+        except DaulatError:
+            return None
+    return existing_local_key(config.state_dir)
 
 
 def open_endpoint(config: Config, spec: str) -> Endpoint:
@@ -91,6 +138,16 @@ async def run_transfer(
         )
     if not opts.store_paths:
         opts = replace(opts, store_paths=await destination_space(config, dst_location))
+    notice: str | None = None
+    signing = replace(
+        opts.signing,
+        signers=opts.signing.signers or config.signers,
+        identities=opts.signing.identities or tuple(identities),
+    )
+    if not opts.dry_run and signing.key is None:
+        own_key, notice = signing_key_of(config)
+        signing = replace(signing, key=own_key)
+    opts = replace(opts, signing=signing)
     if not opts.encrypt_to and not opts.decrypt_with and dst_cfg.encrypt_to:
         opts = replace(opts, encrypt_to=parse_recipients(dst_cfg.encrypt_to))
     if opts.encrypt_to and dst_cfg.encrypt_names:
@@ -117,10 +174,15 @@ async def run_transfer(
                 identities,
                 dry_run=opts.dry_run,
                 retry=opts.retry,
+                signing_key=signing.key,
+                trusted=signing.trusted(signing.key.public if signing.key else None),
             )
             opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
-            return await transfer(kind, src, dst, journal, opts, on_progress)
+            summary = await transfer(kind, src, dst, journal, opts, on_progress)
+        if notice is not None:
+            summary.notes.insert(0, notice)
+        return summary
     finally:
         await src.store.close()
         await dst.store.close()
@@ -139,9 +201,11 @@ async def run_verify(
 
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
+    own = _own_public_key(config)
+    trusted = [*config.signers, *([own] if own is not None and own not in config.signers else [])]
     try:
         try:
-            name_key = await existing_name_key(config.state_dir, dst, identities)
+            name_key = await existing_name_key(config.state_dir, dst, identities, trusted=trusted)
         except AccessDenied:
             # verify meets the same refusal when it lists the destination, and reports it.
             name_key = None
@@ -154,6 +218,7 @@ async def run_verify(
                 concurrency=concurrency,
                 identities=identities,
                 name_key=name_key,
+                trusted=trusted,
             )
     finally:
         await src.store.close()

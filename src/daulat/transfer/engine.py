@@ -52,13 +52,15 @@ from daulat.stores.base import Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
-from daulat.transfer.manifests import (
-    DST_MANIFEST_PREFIX,
-    WrongIdentity,
-    load_expected,
-    write_destination_manifest,
-)
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.names import NameKey, has_protected_names
+from daulat.transfer.proof import (
+    ManifestSigning,
+    check_chain_before_writing,
+    load_restore_manifest,
+    settle_unproven,
+    write_run_manifest,
+)
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 from daulat.transfer.safety import (
     DEFAULT_MAX_DELETE,
@@ -135,6 +137,10 @@ class Options:
     store_paths: Mapping[str, str] = field(default_factory=dict)
     # Dry run: called once with what the run would copy and delete (streamed from SQLite).
     on_plan: Callable[[PlannedChanges], None] | None = field(default=None, repr=False)
+    # Manifests: the key that signs them (None: the state directory's own key, beside the
+    # journal), the pinned keys whose manifests are believed, identities to read an encrypted
+    # destination's earlier manifest, and what a restore may accept without proof.
+    signing: ManifestSigning = field(default_factory=ManifestSigning)
 
     @property
     def codec_tag(self) -> str:
@@ -191,6 +197,12 @@ class Summary:
     encrypted: bool = False
     names_protected: bool = False
     checked_against_manifest: str | None = None  # restore: the source manifest used
+    provenance: str | None = None  # restore: who signed that manifest, or why it is not proven
+    notes: list[str] = field(default_factory=list)  # said once, after the summary
+    # Restore: objects at the source that its manifest does not list (not restored), and those
+    # restored anyway with --allow-unproven.
+    unproven: list[tuple[str, str]] = field(default_factory=list)
+    unproven_restored: list[str] = field(default_factory=list)
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
     server_side_copy: bool = False
@@ -212,9 +224,13 @@ class Summary:
             or self.left_objects
             or self.unverified
             or self.manifest_error
+            or self.unproven
         ):
             return False
-        return not Kind(self.kind).verifies or self.verified_objects == self.source_objects
+        return not Kind(self.kind).verifies or (
+            self.verified_objects is not None
+            and self.verified_objects + len(self.unproven_restored) == self.source_objects
+        )
 
     def to_json(self) -> dict[str, object]:
         d = dict(self.__dict__)
@@ -223,6 +239,7 @@ class Summary:
         d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
         d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
         d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
+        d["unproven"] = [{"key": k, "reason": r} for k, r in self.unproven]
         return d
 
 
@@ -339,7 +356,7 @@ async def _run(
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
     if kind == Kind.RESTORE:
-        summary.checked_against_manifest = await load_expected(src, journal, opts.decrypt_with)
+        await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
     await list_into(
         journal,
         "src",
@@ -362,6 +379,8 @@ async def _run(
         unknown = journal.name_from_expected(src.prefix)
         summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
         unnamed = len(unknown)
+    if kind == Kind.RESTORE:
+        unnamed += settle_unproven(src, journal, opts.signing, summary)
     try:
         await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
     except NotFound:
@@ -387,6 +406,8 @@ async def _run(
                 )
             )
         return
+    # Before anything is written: the run's manifest must be able to follow the destination's.
+    await check_chain_before_writing(dst, journal, opts.signing, opts.retry)
 
     dst_s3 = unwrap_fallback(dst.store)
     if dst_s3 is not None:
@@ -403,12 +424,15 @@ async def _run(
         await _delete_extraneous(dst, journal, pair, summary, opts)
     if kind.verifies:
         await verify_listed(src, dst, journal, pair, summary)
-        if summary.verified_objects:
-            await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=True)
-    elif opts.encrypt_names:
-        # The manifest is the only place the real names exist at the destination: without it
-        # a copy under protected names could not be restored by anyone but this machine.
-        await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=False)
+        if kind == Kind.RESTORE and summary.unproven_restored:
+            # Restored as asked, but nothing proves their origin: never counted as verified.
+            summary.verified_objects = (summary.verified_objects or 0) - len(
+                summary.unproven_restored
+            )
+    else:
+        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    # Every run that wrote leaves a signed manifest of the whole destination prefix.
+    await _write_manifest(src, dst, journal, pair, opts, summary)
 
 
 async def _refuse_unsafe(
@@ -440,22 +464,12 @@ async def _write_manifest(
     pair: str,
     opts: Options,
     summary: Summary,
-    *,
-    verified_only: bool,
 ) -> None:
     try:
         summary.manifest_key = await opts.retry.call(
-            lambda: write_destination_manifest(
-                src,
-                dst,
-                journal,
-                pair,
-                opts.encrypt_to,
-                names_protected=opts.encrypt_names,
-                verified_only=verified_only,
-            )
+            lambda: write_run_manifest(src, dst, journal, pair, opts.signing, opts.encrypt_to)
         )
-    except STOP_ERRORS:
+    except (*STOP_ERRORS, ProvenanceError):
         raise
     except StoreError as exc:
         # The copy may be complete but its proof is not at the destination: not done.

@@ -1,17 +1,47 @@
-"""The manifests daulat writes beside the data it copies, and reads back to restore.
+"""The signed manifests daulat leaves beside the data it writes, and reads back to restore.
 
-A manifest is JSON Lines under ``<prefix>.daulat/manifest-<time>.jsonl`` (``.age`` when the
-copy is encrypted): one line per object with its key, size, SHA-256 of the content, where it came
-from and when it was copied, so that anyone can check a copy with ordinary tools. ``restore``
-loads the newest one and checks every object against it.
+Format (version 2)
+    ``<prefix>.daulat/manifest-<UTC time>.jsonl`` (``.jsonl.age`` when the copy is encrypted:
+    then the whole file is one age stream), JSON Lines. The first line is the header::
+
+        {"daulat": "manifest", "format": 2, "seq": 7, "prev": "<sha256>", "signer": "ssh-ed25519 …",
+         "time": "…", "audit_head": "<sha256>", "prefix": "arsip/", "store": "vault",
+         "name": "manifest-….jsonl.age", "keys": "relative"}
+
+    ``seq`` counts the manifests of this destination prefix; ``prev`` is the SHA-256 of the
+    previous manifest file *as stored* (null for the first); ``audit_head`` the local audit log's
+    head hash when it was written (so the local log is anchored where a local attacker cannot
+    rewrite it); ``prefix`` and ``name`` where it was written, so that a manifest moved or
+    renamed by the provider (an old one passed off as the newest) is not believed. Every other line is one object::
+
+        {"key": "c1/tps-001.json", "size": 1234, "sha256": "…", "source": {…}, "copied": "…",
+         "stored_size": 1423, "etag": "…", "encryption": "age", "stored_as": "…"}
+
+    ``key`` is relative to the prefix that holds the manifest (so ``cd`` there and use it as a
+    path), the real name; ``stored_as`` the stored name when names are protected. Readers ignore
+    fields they do not know: later versions add more per object.
+
+    Each manifest describes the whole known content of its prefix (entries of earlier runs of
+    other sources are carried forward, deleted keys dropped), so the newest alone is enough.
+
+Signature
+    ``<manifest>.sig`` beside it: an OpenSSH SSHSIG signature (namespace
+    ``daulat-manifest@daulat``) over the file's bytes as stored — the ciphertext when encrypted,
+    so it is checked without the identity: ``ssh-keygen -Y verify``.
+
+Version 1 manifests (before signatures) have no header and name keys with the destination
+prefix in front; they are still read (see :func:`read_manifest`), never believed as signed.
 """
 
 from __future__ import annotations
 
+import calendar
+import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from daulat.crypto import (
     NO_MATCHING_IDENTITY,
@@ -21,121 +51,377 @@ from daulat.crypto import (
     decrypt_stream,
     encrypt_stream,
 )
-from daulat.transfer.journal import Journal
+from daulat.errors import ConfigError, NotFound
+from daulat.signing import (
+    MANIFEST_NAMESPACE,
+    PublicKey,
+    Signature,
+    SignatureError,
+    SigningKey,
+    message_hasher,
+    parse_signature,
+    sign_digest,
+)
 
 if TYPE_CHECKING:
     from daulat.transfer.engine import Endpoint
+    from daulat.transfer.journal import Journal
 
 MiB = 1024 * 1024
 DST_MANIFEST_PREFIX = ".daulat/"
+MANIFEST_NAME = "manifest-"
+SIG_SUFFIX = ".sig"
+FORMAT = 2
+STAMP = "%Y%m%dT%H%M%SZ"
+
+Entry = dict[str, Any]
 
 
 class WrongIdentity(DecryptError):
     """None of the given identities opens the data: stop, nothing more can be decrypted."""
 
 
-async def write_destination_manifest(
-    src: Endpoint,
-    dst: Endpoint,
-    journal: Journal,
-    pair: str,
+class ProvenanceError(ConfigError):
+    """What a destination holds cannot be proven to be the customer's own work (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Header:
+    seq: int
+    prev: str | None
+    signer: str
+    time: str
+    audit_head: str | None
+    prefix: str
+    store: str = ""
+    name: str = ""  # the file's own name: a renamed manifest (an old one replayed) is refused
+
+    def to_json(self) -> Entry:
+        return {
+            "daulat": "manifest",
+            "format": FORMAT,
+            "seq": self.seq,
+            "prev": self.prev,
+            "signer": self.signer,
+            "time": self.time,
+            "audit_head": self.audit_head,
+            "prefix": self.prefix,
+            "store": self.store,
+            "name": self.name,
+            "keys": "relative",
+        }
+
+    @classmethod
+    def from_json(cls, d: Entry) -> Header:
+        seq, prev, signer = d.get("seq"), d.get("prev"), d.get("signer")
+        if not isinstance(seq, int) or seq < 1 or not isinstance(signer, str):
+            raise ValueError("malformed manifest header")
+        if prev is not None and not isinstance(prev, str):
+            raise ValueError("malformed manifest header")
+        return cls(
+            seq=seq,
+            prev=prev,
+            signer=signer,
+            time=str(d.get("time", "")),
+            audit_head=d.get("audit_head") if isinstance(d.get("audit_head"), str) else None,
+            prefix=str(d.get("prefix", "")),
+            store=str(d.get("store", "")),
+            name=str(d.get("name", "")),
+        )
+
+
+def is_manifest_key(key: str, prefix: str) -> bool:
+    """Whether ``key`` names a manifest directly under ``prefix``'s ``.daulat/``."""
+    name = key[len(prefix) :]
+    if not name.startswith(DST_MANIFEST_PREFIX + MANIFEST_NAME) or "/" in name[8:]:
+        return False
+    return name.endswith(".jsonl") or name.endswith(".jsonl.age")
+
+
+async def list_manifests(ep: Endpoint) -> list[str]:
+    """Keys of the manifests at ``ep``, newest name first (names sort by time)."""
+    found: list[str] = []
+    async for batch in ep.store.list(ep.prefix + DST_MANIFEST_PREFIX + MANIFEST_NAME):
+        found += [o.key for o in batch if is_manifest_key(o.key, ep.prefix)]
+    return sorted(found, reverse=True)
+
+
+async def latest_manifest(ep: Endpoint) -> str | None:
+    """Key of the newest manifest at ``ep`` by name (signed or not), or None."""
+    found = await list_manifests(ep)
+    return found[0] if found else None
+
+
+def next_manifest_key(ep: Endpoint, encrypted: bool, after: str | None) -> str:
+    """A new manifest's key: now, but always after ``after`` (clocks differ, runs are quick)."""
+    now = int(time.time())
+    if after is not None:
+        try:
+            last = calendar.timegm(time.strptime(after.rsplit(MANIFEST_NAME, 1)[1][:16], STAMP))
+        except (IndexError, ValueError):
+            last = None
+        if last is not None and last >= now:
+            now = last + 1
+    stamp = time.strftime(STAMP, time.gmtime(now))
+    key = f"{ep.prefix}{DST_MANIFEST_PREFIX}{MANIFEST_NAME}{stamp}.jsonl"
+    return key + ".age" if encrypted else key
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+@dataclass(frozen=True)
+class Written:
+    key: str
+    seq: int
+    sha256: str
+
+
+async def put_signed_manifest(
+    ep: Endpoint,
+    key: str,
+    header: Header,
+    lines: Callable[[], AsyncIterator[bytes]],
+    signing_key: SigningKey,
     encrypt_to: Sequence[Recipient] = (),
-    *,
-    names_protected: bool = False,
-    verified_only: bool = True,
-) -> str:
-    """Write a JSON Lines manifest of verified (or, with ``verified_only=False``, copied) objects
-    beside the data at the destination.
+) -> Written:
+    """Write the manifest (header, then ``lines``) at ``key`` and its signature beside it.
 
-    One line per object: key, size, SHA-256 of the content, source store/provider/region/country,
-    copy time; with protected names also ``stored_as``, the key the object is stored under. It
-    lets anyone check the copy later with ordinary tools (``sha256sum``), without daulat.
+    The signature covers the bytes as stored; a crash between the two puts leaves an unsigned
+    manifest, which every reader ignores.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    key = f"{dst.prefix}{DST_MANIFEST_PREFIX}manifest-{stamp}.jsonl"
-    if encrypt_to:
-        # Names and plaintext hashes are as sensitive as the data: the manifest is encrypted too.
-        key += ".age"
-    source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
-    rows = journal.db.execute(
-        "SELECT key, coalesce(plain_size, size), sha256, updated, stored_as FROM journal "
-        "WHERE pair = ? AND state = 'done'"
-        + (" AND verified IS NOT NULL" if verified_only else "")
-        + " ORDER BY key",
-        (pair,),
-    )
+    sha = hashlib.sha256()
+    sig_hash = message_hasher()
 
-    async def lines() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        yield json.dumps(header.to_json(), ensure_ascii=False).encode() + b"\n"
+        async for chunk in lines():
+            yield chunk
+
+    async def stored() -> AsyncIterator[bytes]:
+        plain: AsyncIterable[bytes] = body()
+        if encrypt_to:
+            plain = encrypt_stream(plain, encrypt_to)
+        async for chunk in plain:
+            sha.update(chunk)
+            sig_hash.update(chunk)
+            yield chunk
+
+    await ep.store.put(key, stored())
+    armored = sign_digest(signing_key, sig_hash.digest(), MANIFEST_NAMESPACE)
+    await ep.store.put(key + SIG_SUFFIX, armored.encode("ascii"))
+    return Written(key, header.seq, sha.hexdigest())
+
+
+def entry_lines(rows: Callable[[], Any]) -> Callable[[], AsyncIterator[bytes]]:
+    """JSON lines from an iterator of already-serialised entries, about 1 MiB per chunk."""
+
+    async def gen() -> AsyncIterator[bytes]:
         buf: list[bytes] = []
         n = 0
-        for rel, size, sha, updated, stored in rows:
-            # "key" is always the real name: after a restore of protected names the journal's
-            # key is the stored name and stored_as the real one.
-            real = rel if names_protected or stored is None else stored
-            entry: dict[str, object] = {
-                "key": dst.prefix + real,
-                "size": size,
-                "sha256": sha,
-                "source": source,
-                "copied": updated,
-            }
-            if names_protected:
-                entry["stored_as"] = dst.prefix + stored
-            if encrypt_to:
-                entry["encryption"] = "age"
-            line = json.dumps(entry, ensure_ascii=False).encode() + b"\n"
-            buf.append(line)
-            n += len(line)
+        for (line,) in rows():
+            data = line.encode() + b"\n"
+            buf.append(data)
+            n += len(data)
             if n >= MiB:
                 yield b"".join(buf)
                 buf, n = [], 0
         if buf:
             yield b"".join(buf)
 
-    body: AsyncIterable[bytes] = lines()
-    if encrypt_to:
-        body = encrypt_stream(body, encrypt_to)
-    await dst.store.put(key, body)
-    return key
+    return gen
 
 
-async def latest_manifest(src: Endpoint) -> str | None:
-    """Key of the newest daulat manifest at ``src`` (names sort by time), or None."""
-    newest: str | None = None
-    async for batch in src.store.list(src.prefix + DST_MANIFEST_PREFIX + "manifest-"):
-        for o in batch:
-            if newest is None or o.key > newest:
-                newest = o.key
-    return newest
+# ------------------------------------------------------------------------------------ reading
 
 
-async def load_expected(
-    src: Endpoint, journal: Journal, identities: Sequence[Identity]
-) -> str | None:
-    """Load the newest manifest at ``src`` into the journal's ``expected`` table.
+@dataclass
+class ReadResult:
+    """One manifest as found at a destination."""
 
-    Returns its key, or None when the source has no manifest (objects encrypted by other tools);
-    then each object is still authenticated by age's own per-chunk tags while decrypting. An
-    encrypted manifest that the identities cannot open stops the run before anything is written.
-    """
-    journal.new_expected()
-    key = await latest_manifest(src)
-    if key is None:
-        return None
-    reader = await src.store.get(key)
-    stream: AsyncIterable[bytes] = reader
-    if key.endswith(".age"):
-        stream = decrypt_stream(reader, identities)
-    pending = b""
+    key: str
+    sha256: str | None = None  # of the file as stored
+    header: Header | None = None  # None: version 1, or not read (encrypted, no identity)
+    signer: PublicKey | None = None  # set only when the signature is valid and trusted
+    problem: str | None = None  # why it cannot be believed (None: signed by a trusted key)
+    read: bool = False  # whether its content was read (not only hashed)
+
+
+async def fetch_signature(ep: Endpoint, key: str) -> Signature | str:
+    """The parsed signature beside ``key``, or why there is none usable."""
     try:
-        async for chunk in stream:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            journal.add_expected([json.loads(line) for line in lines if line.strip()])
-    except DecryptError as exc:
-        if str(exc) == NO_MATCHING_IDENTITY:
-            raise WrongIdentity(f"cannot open the manifest {key!r}: {exc}") from None
-        raise
-    if pending.strip():
-        journal.add_expected([json.loads(pending)])
-    return key
+        raw = await (await ep.store.get(key + SIG_SUFFIX)).read_all()
+    except NotFound:
+        return "unsigned (no .sig beside it)"
+    try:
+        return parse_signature(raw)
+    except SignatureError as exc:
+        return f"its signature is unusable: {exc}"
+
+
+async def read_manifest(
+    ep: Endpoint,
+    key: str,
+    trusted: Sequence[PublicKey],
+    identities: Sequence[Identity] = (),
+    on_entries: Callable[[list[Entry]], None] | None = None,
+    *,
+    require_signature: bool = True,
+) -> ReadResult:
+    """Check and read the manifest at ``key`` in one pass over its bytes.
+
+    Its signature must be by one of ``trusted`` (else ``problem`` says why and, with
+    ``require_signature``, the body is not read at all). An encrypted manifest is decrypted
+    with ``identities`` when given (else only hashed). ``on_entries`` receives the object
+    lines, keys relative to the prefix of ``ep`` (version 1 keys are made relative here); the
+    caller must discard them unless the result has no ``problem``.
+    """
+    result = ReadResult(key)
+    sig = await fetch_signature(ep, key)
+    if isinstance(sig, str):
+        result.problem = sig
+    else:
+        try:
+            if sig.namespace != MANIFEST_NAMESPACE:
+                raise SignatureError(f"signed for {sig.namespace!r}, not as a manifest")
+            if sig.public_key not in set(trusted):
+                raise SignatureError(
+                    f"signed by {sig.public_key.fingerprint}, which is not a pinned signer"
+                )
+        except SignatureError as exc:
+            result.problem = str(exc)
+    if result.problem and require_signature:
+        return result
+    sha = hashlib.sha256()
+    sig_hash = sig.hasher() if isinstance(sig, Signature) else None
+    try:
+        reader = await ep.store.get(key)
+    except NotFound:
+        result.problem = "it disappeared while being read"
+        return result
+
+    async def stored() -> AsyncIterator[bytes]:
+        async for chunk in reader:
+            sha.update(chunk)
+            if sig_hash is not None:
+                sig_hash.update(chunk)
+            yield chunk
+
+    encrypted = key.endswith(".age")
+    if encrypted and not identities:
+        async for _ in stored():
+            pass
+    else:
+        stream: AsyncIterable[bytes] = stored()
+        if encrypted:
+            stream = decrypt_stream(stream, identities)
+        try:
+            await _parse(ep, stream, result, on_entries)
+        except DecryptError as exc:
+            if str(exc) == NO_MATCHING_IDENTITY:
+                raise WrongIdentity(f"cannot open the manifest {key!r}: {exc}") from None
+            result.problem = result.problem or f"cannot be decrypted: {exc}"
+            return result
+        result.read = True
+    result.sha256 = sha.hexdigest()
+    if isinstance(sig, Signature) and sig_hash is not None and result.problem is None:
+        try:
+            sig.check(sig_hash.digest(), MANIFEST_NAMESPACE, trusted)
+        except SignatureError as exc:
+            result.problem = str(exc)
+        else:
+            result.signer = sig.public_key
+    if result.signer is not None and result.header is not None:
+        # The header is inside the signed bytes: it must name the key that signed it, and
+        # the prefix it was written for must be where it was found (not moved by the provider).
+        if result.header.signer.split()[:2] != result.signer.line.split()[:2]:
+            result.problem, result.signer = "its header names another signer", None
+        elif result.header.prefix != ep.prefix:
+            result.problem = (
+                f"it was written for prefix {result.header.prefix!r}, not {ep.prefix!r}: moved"
+            )
+            result.signer = None
+        elif result.header.name and result.header.name != key.rsplit("/", 1)[-1]:
+            result.problem = f"it was written as {result.header.name}: renamed (replayed)"
+            result.signer = None
+    elif result.signer is not None and result.read and result.header is None:
+        result.problem, result.signer = "it has no manifest header", None
+    return result
+
+
+async def _parse(
+    ep: Endpoint,
+    stream: AsyncIterable[bytes],
+    result: ReadResult,
+    on_entries: Callable[[list[Entry]], None] | None,
+) -> None:
+    pending = b""
+    first = True
+    legacy_prefix = ""
+
+    def take(lines: list[bytes]) -> None:
+        nonlocal first, legacy_prefix
+        batch: list[Entry] = []
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                d = json.loads(raw)
+            except ValueError:
+                result.problem = result.problem or "it holds a line that is not JSON"
+                continue
+            if not isinstance(d, dict):
+                result.problem = result.problem or "it holds a line that is not an object"
+                continue
+            if first:
+                first = False
+                if d.get("daulat") == "manifest":
+                    try:
+                        result.header = Header.from_json(d)
+                    except ValueError as exc:
+                        result.problem = result.problem or str(exc)
+                    continue
+                # Version 1: keys carry the destination prefix.
+                legacy_prefix = ep.prefix
+            if not isinstance(d.get("key"), str):
+                result.problem = result.problem or "an object line has no key"
+                continue
+            if legacy_prefix:
+                for field in ("key", "stored_as"):
+                    v = d.get(field)
+                    if isinstance(v, str) and v.startswith(legacy_prefix):
+                        d[field] = v[len(legacy_prefix) :]
+            batch.append(d)
+        if batch and on_entries is not None:
+            on_entries(batch)
+
+    async for chunk in stream:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        take(lines)
+    take([pending])
+
+
+# ------------------------------------------------------------------------ restore's expectations
+
+
+def load_into_expected(journal: Journal, prefix: str) -> Callable[[list[Entry]], None]:
+    """A sink for :func:`read_manifest` that fills the journal's ``expected`` table (keys with
+    ``prefix`` in front, as the restore engine looks them up)."""
+
+    def add(entries: list[Entry]) -> None:
+        journal.add_expected(
+            [
+                {
+                    "key": prefix + e["key"],
+                    "stored_as": prefix + e["stored_as"]
+                    if isinstance(e.get("stored_as"), str)
+                    else None,
+                    "size": e.get("size"),
+                    "sha256": e.get("sha256"),
+                }
+                for e in entries
+            ]
+        )
+
+    return add

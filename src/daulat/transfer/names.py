@@ -11,7 +11,11 @@ under other names. It is kept in two places, as 64 hex characters and a newline:
 * ``<state_dir>/names/<id>.key`` (mode 0600, directory 0700), which every run on this machine
   uses;
 * ``DST/<prefix>.daulat/names.key.age``, age-encrypted to the run's recipients, so that the
-  holder of an identity can recover it on another machine (``--identity FILE``).
+  holder of an identity can recover it on another machine (``--identity FILE``), with its
+  signature ``names.key.age.sig`` (SSHSIG, namespace ``daulat-names-key@daulat``, over the file
+  as stored). Anyone who knows a recipient can encrypt a key of their choosing to it, so a
+  recovered key is used only when a pinned signer signed it: a planted key would let its author
+  compute the stored names of every object written afterwards.
 
 The key never appears in messages, reprs, summaries, manifests or the audit log.
 """
@@ -36,6 +40,14 @@ from daulat.crypto import (
     fsync_directory,
 )
 from daulat.errors import ConfigError, NotFound
+from daulat.signing import (
+    NAME_KEY_NAMESPACE,
+    PublicKey,
+    SignatureError,
+    SigningKey,
+    sign_bytes,
+    verify_bytes,
+)
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -43,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NAME_KEY_OBJECT",
+    "NAME_KEY_SIGNATURE",
     "NameKey",
     "NameKeyError",
     "existing_name_key",
@@ -53,6 +66,7 @@ __all__ = [
 
 #: Where the encrypted name key lives, relative to the destination prefix.
 NAME_KEY_OBJECT: Final = ".daulat/names.key.age"
+NAME_KEY_SIGNATURE: Final = NAME_KEY_OBJECT + ".sig"
 KEY_BYTES: Final = 32
 
 
@@ -170,6 +184,30 @@ async def _fetch_sealed(dst: Endpoint, retry: RetryPolicy) -> bytes | None:
         return None
 
 
+async def _check_signed(
+    dst: Endpoint, sealed: bytes, trusted: Sequence[PublicKey], retry: RetryPolicy
+) -> None:
+    """Refuse a name key at the destination that no pinned signer signed."""
+
+    async def get() -> bytes:
+        return await (await dst.store.get(dst.prefix + NAME_KEY_SIGNATURE)).read_all()
+
+    try:
+        armored = await retry.call(get)
+    except NotFound:
+        problem = "it is not signed"
+    else:
+        try:
+            verify_bytes(armored, sealed, NAME_KEY_NAMESPACE, trusted)
+            return
+        except SignatureError as exc:
+            problem = str(exc)
+    raise NameKeyError(
+        f"{_where(dst)} is not used: {problem}. A name key is believed only when a key in "
+        "`signers` signed it; a copy from the machine that holds the name key signs it"
+    )
+
+
 def _open_sealed(sealed: bytes, identities: Sequence[Identity], dst: Endpoint) -> NameKey:
     try:
         key = NameKey.parse(decrypt_bytes(sealed, identities))
@@ -188,7 +226,11 @@ def _missing(dst: Endpoint) -> NameKeyError:
 
 
 async def _publish(
-    dst: Endpoint, key: NameKey, recipients: Sequence[Recipient], retry: RetryPolicy
+    dst: Endpoint,
+    key: NameKey,
+    recipients: Sequence[Recipient],
+    retry: RetryPolicy,
+    signing_key: SigningKey | None,
 ) -> None:
     # Rewritten on every run so that it is always readable by the recipients the objects are
     # encrypted to now.
@@ -196,6 +238,9 @@ async def _publish(
     await retry.call(
         lambda: dst.store.put(dst.prefix + NAME_KEY_OBJECT, sealed, metadata={"encryption": "age"})
     )
+    if signing_key is not None:
+        armored = sign_bytes(signing_key, sealed, NAME_KEY_NAMESPACE).encode("ascii")
+        await retry.call(lambda: dst.store.put(dst.prefix + NAME_KEY_SIGNATURE, armored))
 
 
 async def name_key_for_run(
@@ -206,14 +251,17 @@ async def name_key_for_run(
     *,
     dry_run: bool = False,
     retry: RetryPolicy | None = None,
+    signing_key: SigningKey | None = None,
+    trusted: Sequence[PublicKey] = (),
 ) -> NameKey:
     """The name key a copy to ``dst`` uses, made durable before any object is written.
 
-    This machine's key if it has one; else the destination's (recovered with ``identities``);
-    else a new key. Unless ``dry_run``, the key is then in the local state and, encrypted to
-    ``recipients``, at the destination. Raises :class:`NameKeyError` when the destination has a
-    key and no identity to open it was given (never a second key for one destination), and
-    store errors as they come.
+    This machine's key if it has one; else the destination's (recovered with ``identities``,
+    and only if one of ``trusted`` signed it); else a new key. Unless ``dry_run``, the key is
+    then in the local state and, encrypted to ``recipients`` and signed with ``signing_key``,
+    at the destination. Raises :class:`NameKeyError` when the destination has a key and no
+    identity to open it was given, or its signature is not trusted (never a second key for one
+    destination), and store errors as they come.
     """
     policy = retry or RetryPolicy()
     path = local_key_path(state_dir, dst)
@@ -223,6 +271,7 @@ async def name_key_for_run(
         if sealed is not None:
             if not identities:
                 raise _missing(dst)
+            await _check_signed(dst, sealed, trusted, policy)
             key = _open_sealed(sealed, identities, dst)
         else:
             key = NameKey.generate()
@@ -230,7 +279,7 @@ async def name_key_for_run(
             return key
         key = _save_local(path, key)
     if not dry_run:
-        await _publish(dst, key, recipients, policy)
+        await _publish(dst, key, recipients, policy, signing_key)
     return key
 
 
@@ -240,10 +289,12 @@ async def existing_name_key(
     identities: Sequence[Identity] = (),
     *,
     retry: RetryPolicy | None = None,
+    trusted: Sequence[PublicKey] = (),
 ) -> NameKey | None:
     """The name key of ``dst`` if it has protected names (for verification), else None.
 
-    A key recovered from the destination with ``identities`` is kept in the local state.
+    A key recovered from the destination with ``identities`` (only if one of ``trusted``
+    signed it) is kept in the local state.
     """
     policy = retry or RetryPolicy()
     path = local_key_path(state_dir, dst)
@@ -255,6 +306,7 @@ async def existing_name_key(
         return None
     if not identities:
         raise _missing(dst)
+    await _check_signed(dst, sealed, trusted, policy)
     return _save_local(path, _open_sealed(sealed, identities, dst))
 
 

@@ -1,0 +1,271 @@
+"""What the engine and ``verify`` ask of the signed manifests: sign what a run wrote, believe
+only what a pinned key signed, and set apart what no believed manifest lists (*unproven*).
+
+A restore (``Kind.RESTORE``) refuses, as a configuration matter (exit 2), when it cannot prove
+the origin of what it would restore: no pinned signer, no manifest signed by one, the newest
+manifest seen here withheld or replaced by an older one. ``allow_unsigned`` restores anyway and
+says so; ``allow_unproven`` also restores objects the believed manifest does not list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from daulat.audit import AuditLogError
+from daulat.auditing import audit_log
+from daulat.crypto import Identity, Recipient
+from daulat.signing import PublicKey, SigningKey, existing_local_key, local_signing_key
+from daulat.transfer.journal import Journal
+from daulat.transfer.manifests import (
+    DST_MANIFEST_PREFIX,
+    Entry,
+    ProvenanceError,
+    load_into_expected,
+)
+from daulat.transfer.provenance import (
+    choose_manifest,
+    fill_entries,
+    get_head,
+    location,
+    no_signers_message,
+    pairs_into,
+    prepare_chain,
+    read_unsigned,
+    state_dir_of,
+    write_manifest,
+)
+from daulat.transfer.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from daulat.transfer.engine import Endpoint, Summary
+
+
+@dataclass(frozen=True)
+class ManifestSigning:
+    """How a run signs its manifest and which manifests it believes."""
+
+    # Signs this run's manifest; None: the state directory's own key (created on first need).
+    key: SigningKey | None = field(default=None, repr=False)
+    # Pinned public keys (config ``signers``): the only signers a restore believes; writers
+    # believe their own key too.
+    signers: Sequence[PublicKey] = ()
+    # To read an encrypted destination's earlier manifest written elsewhere.
+    identities: Sequence[Identity] = field(default=(), repr=False)
+    allow_unsigned: bool = False  # restore: without a manifest signed by a pinned signer
+    allow_unproven: bool = False  # restore: objects the manifest does not list, too
+
+    def signing_key(self, journal: Journal) -> SigningKey:
+        if self.key is not None:
+            return self.key
+        return local_signing_key(state_dir_of(journal))[0]
+
+    def trusted(self, own: PublicKey | None) -> list[PublicKey]:
+        keys = list(self.signers)
+        if own is not None and own not in keys:
+            keys.append(own)
+        return keys
+
+
+async def check_chain_before_writing(
+    dst: Endpoint, journal: Journal, signing: ManifestSigning, retry: RetryPolicy
+) -> None:
+    """Find the manifest this run's must follow before anything is written (raises
+    :class:`ProvenanceError` when it cannot be followed, see :func:`prepare_chain`)."""
+    key = signing.signing_key(journal)
+    await retry.call(
+        lambda: prepare_chain(
+            dst, journal, signing.trusted(key.public), signing.identities, key.public
+        )
+    )
+
+
+def _audit_head(journal: Journal) -> str | None:
+    try:
+        head = audit_log(state_dir_of(journal)).head()
+    except AuditLogError:
+        # A damaged log has no head to anchor; `daulat audit verify` says what is wrong.
+        return None
+    return head.hash if head is not None else None
+
+
+async def write_run_manifest(
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    signing: ManifestSigning,
+    encrypt_to: Sequence[Recipient],
+) -> str:
+    """Write the destination's next signed manifest; temp table ``dst`` holds a listing of it
+    taken after the run's writes."""
+    key = signing.signing_key(journal)
+    return await write_manifest(
+        src,
+        dst,
+        journal,
+        pair,
+        signing_key=key,
+        trusted=signing.trusted(key.public),
+        identities=signing.identities,
+        encrypt_to=encrypt_to,
+        audit_head=_audit_head(journal),
+    )
+
+
+async def load_restore_manifest(
+    src: Endpoint,
+    journal: Journal,
+    signing: ManifestSigning,
+    identities: Sequence[Identity],
+    summary: Summary,
+) -> None:
+    """Load the manifest a restore from ``src`` checks against into the ``expected`` table.
+
+    Raises :class:`ProvenanceError` when the origin cannot be proven, unless
+    ``allow_unsigned``: then the summary says why it is not proven.
+    """
+    label = src.label or location(src)
+    if not signing.signers and not signing.allow_unsigned:
+        own = signing.key.public if signing.key else existing_local_key(state_dir_of(journal))
+        raise ProvenanceError(no_signers_message("daulat.toml", own))
+    journal.new_expected()
+    sink = load_into_expected(journal, src.prefix)
+    choice = await choose_manifest(
+        src, journal, signing.signers, identities, journal.new_expected, sink
+    )
+    summary.notes += [f"ignored {k}: {why}" for k, why in choice.ignored]
+    if choice.key is not None and choice.read and not choice.problems:
+        assert choice.signer is not None
+        summary.checked_against_manifest = choice.key
+        summary.provenance = (
+            f"{choice.key} (seq {choice.seq}) signed by the pinned key {choice.signer.fingerprint}"
+        )
+        return
+    reason = "; ".join(choice.problems) or f"no daulat manifest at {label}"
+    if not signing.allow_unsigned:
+        raise ProvenanceError(
+            f"{reason}. Nothing was restored: the origin of what {label} holds is not proven "
+            "(--allow-unsigned restores it anyway, without that proof)"
+        )
+    summary.provenance = f"origin not proven: {reason}"
+    if choice.key is not None and choice.read:
+        summary.checked_against_manifest = choice.key
+    else:
+        summary.checked_against_manifest = await read_unsigned(
+            src, identities, journal.new_expected, sink
+        )
+
+
+def settle_unproven(
+    src: Endpoint, journal: Journal, signing: ManifestSigning, summary: Summary
+) -> int:
+    """Take objects the restore's manifest does not list out of the source listing (temp table
+    ``src``) unless ``allow_unproven``, and report what it lists that the source lacks.
+
+    Returns how many objects were taken out.
+    """
+    if summary.checked_against_manifest is None:
+        return 0
+    db, prefix, n = journal.db, src.prefix, len(src.prefix)
+    missing = db.execute(
+        "SELECT e.key FROM expected e WHERE substr(e.stored, 1, ?) = ? "
+        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = substr(e.stored, ? + 1)) "
+        "ORDER BY e.key",
+        (n, prefix, n),
+    ).fetchall()
+    summary.failed += [
+        (str(k)[n:], "listed in the manifest but missing at the source: withheld or deleted")
+        for (k,) in missing
+    ]
+    unlisted = "NOT EXISTS (SELECT 1 FROM expected e WHERE e.stored = ? || src.key)"
+    keys = [
+        str(k)
+        for (k,) in db.execute(f"SELECT key FROM src WHERE {unlisted} ORDER BY key", (prefix,))
+    ]
+    if not keys:
+        return 0
+    if signing.allow_unproven:
+        summary.unproven_restored = keys
+        summary.notes.append(
+            f"{len(keys):,} object(s) the manifest does not list were restored anyway "
+            "(--allow-unproven): their origin is not proven"
+        )
+        return 0
+    db.execute("BEGIN")
+    db.execute(f"DELETE FROM src WHERE {unlisted}", (prefix,))
+    db.execute("COMMIT")
+    summary.unproven = [
+        (k, "not listed in the manifest: origin not proven, not restored") for k in keys
+    ]
+    return len(keys)
+
+
+async def check_destination(
+    dst: Endpoint,
+    journal: Journal,
+    trusted: Sequence[PublicKey] | None,
+    identities: Sequence[Identity],
+) -> list[tuple[str, str]]:
+    """``verify``'s manifest checks: the chain at ``dst`` and objects there that the newest
+    valid manifest does not list (temp tables ``src`` and ``dst`` hold fresh listings).
+
+    ``trusted`` None: this state directory's own signing key. Returns problems as (key, reason).
+    """
+    if trusted is None:
+        own = existing_local_key(state_dir_of(journal))
+        trusted = [own] if own is not None else []
+    loc = location(dst)
+    db = journal.db
+
+    def reset() -> None:
+        db.execute("DROP TABLE IF EXISTS temp.proven")
+        db.execute("CREATE TEMP TABLE proven (stored TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def sink(entries: list[Entry]) -> None:
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR IGNORE INTO proven VALUES (?)",
+            [
+                (e["stored_as"] if isinstance(e.get("stored_as"), str) else e["key"],)
+                for e in entries
+            ],
+        )
+        db.execute("COMMIT")
+
+    head = get_head(journal, loc)
+    reset()
+    choice = await choose_manifest(dst, journal, trusted, identities, reset, sink)
+    where = dst.prefix + DST_MANIFEST_PREFIX
+    problems = [(where, p) for p in choice.problems]
+    problems += [(k, f"manifest not believed: {why}") for k, why in choice.ignored]
+    if choice.key is None:
+        if head is None and not pairs_into(journal, loc) and not problems:
+            return []  # nothing daulat made is known to be there: nothing to prove
+        if not choice.problems:
+            problems.append((where, "no manifest signed by a pinned signer"))
+        return problems
+    if not choice.read:
+        if choice.problems:
+            return problems
+        if head is None or head.sha256 != choice.sha256:
+            problems.append(
+                (choice.key, "encrypted: pass --identity FILE to check which objects it lists")
+            )
+            return problems
+        # Encrypted and no identity: the newest manifest is the one this machine wrote or
+        # saw (same hash), so what it lists is what this machine's records say.
+        fill_entries(journal, loc, encrypted=True)
+        db.execute("INSERT OR IGNORE INTO proven SELECT stored FROM mf")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL")
+    unproven = db.execute(
+        "SELECT d.key FROM dst d WHERE NOT EXISTS (SELECT 1 FROM proven p WHERE p.stored = d.key) "
+        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
+        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) ORDER BY d.key"
+    )
+    problems += [
+        (str(k), "unproven: at the destination but not listed in its signed manifest")
+        for (k,) in unproven
+    ]
+    return problems

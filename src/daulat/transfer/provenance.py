@@ -1,0 +1,575 @@
+"""Which manifest of a destination to believe, and what this machine remembers about each.
+
+The provider can plant, replace, replay, delete and withhold files, manifests included. So:
+
+* a manifest is believed only with a valid signature by a trusted key (:mod:`daulat.signing`);
+* the newest valid manifest is the one with the highest ``seq`` reachable from the newest name,
+  and the local state (tables in the journal database) remembers, per destination location, the
+  newest ``seq`` and file hash seen: an older manifest passed off as the newest, or the newest
+  withheld, is refused rather than believed;
+* objects a believed manifest does not list are *unproven*.
+
+Writers (:func:`prepare_chain`, :func:`write_manifest`) chain each new manifest to the newest
+valid one (``seq + 1``, ``prev`` = its hash) and carry forward the entries of manifests written
+elsewhere, so that the newest manifest alone describes the whole prefix.
+
+Local tables (created on first use, in the journal database):
+
+``manifest_heads``
+    per location (``store:prefix``): newest seq, hash and key seen or written, and the manifest
+    being written now (``pending_*``), so that a crash between writing it and recording it is
+    recognised on the next run.
+``manifest_carried``
+    per location: entries of manifests written elsewhere that this journal has no row for.
+``pair_sources``
+    the source description (store, prefix, provider, region, country) of each pair, for the
+    entries of other pairs into the same location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daulat.crypto import Identity, Recipient
+from daulat.signing import PublicKey, SigningKey, signers_line
+from daulat.transfer.journal import Journal, now
+from daulat.transfer.manifests import (
+    Entry,
+    Header,
+    ProvenanceError,
+    ReadResult,
+    Written,
+    entry_lines,
+    list_manifests,
+    next_manifest_key,
+    put_signed_manifest,
+    read_manifest,
+)
+
+if TYPE_CHECKING:
+    from daulat.transfer.engine import Endpoint
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest_heads (
+    location TEXT PRIMARY KEY,     -- store:prefix
+    seq INTEGER,                   -- newest manifest seen or written there
+    sha256 TEXT,                   -- of that manifest's file as stored
+    key TEXT,
+    seen TEXT,
+    pending_key TEXT,              -- a manifest being written now, and its seq
+    pending_seq INTEGER,
+    content TEXT                   -- hash of what the newest manifest this machine wrote says
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS manifest_carried (
+    location TEXT NOT NULL,
+    stored TEXT NOT NULL,          -- key as stored, relative to the prefix
+    key TEXT NOT NULL,             -- real key, relative to the prefix
+    line TEXT NOT NULL,            -- the manifest line
+    stored_size INTEGER,
+    etag TEXT,
+    encrypted INTEGER NOT NULL,
+    PRIMARY KEY (location, stored)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pair_sources (
+    pair TEXT PRIMARY KEY,
+    source TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+# A pair id ends with the codec tag of engine.Options.codec_tag, if any.
+_CODEC = re.compile(r" \[(?:age:[0-9a-f]{16}(?:\+names)?|decrypt)\]$")
+_WRITING_KINDS = ("copy", "sync", "exit", "restore")
+
+
+def location(ep: Endpoint) -> str:
+    return f"{ep.store.name}:{ep.prefix}"
+
+
+def _db(journal: Journal) -> sqlite3.Connection:
+    journal.db.executescript(_SCHEMA)
+    return journal.db
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    sha256: str
+    key: str
+
+
+def get_head(journal: Journal, loc: str) -> Head | None:
+    row = (
+        _db(journal)
+        .execute("SELECT seq, sha256, key FROM manifest_heads WHERE location = ?", (loc,))
+        .fetchone()
+    )
+    if row is None or row[0] is None:
+        return None
+    return Head(int(row[0]), str(row[1]), str(row[2]))
+
+
+def _pending(journal: Journal, loc: str) -> tuple[str, int] | None:
+    row = (
+        _db(journal)
+        .execute("SELECT pending_key, pending_seq FROM manifest_heads WHERE location = ?", (loc,))
+        .fetchone()
+    )
+    return (str(row[0]), int(row[1])) if row and row[0] is not None else None
+
+
+def _set_head(journal: Journal, loc: str, head: Head, content: str | None = None) -> None:
+    _db(journal).execute(
+        "INSERT INTO manifest_heads (location, seq, sha256, key, seen, content) "
+        "VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (location) DO UPDATE SET seq = excluded.seq, sha256 = excluded.sha256, "
+        "key = excluded.key, seen = excluded.seen, pending_key = NULL, pending_seq = NULL, "
+        "content = excluded.content",
+        (loc, head.seq, head.sha256, head.key, now(), content),
+    )
+
+
+def _head_content(journal: Journal, loc: str) -> str | None:
+    row = (
+        _db(journal)
+        .execute("SELECT content FROM manifest_heads WHERE location = ?", (loc,))
+        .fetchone()
+    )
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def _set_pending(journal: Journal, loc: str, key: str, seq: int) -> None:
+    _db(journal).execute(
+        "INSERT INTO manifest_heads (location, pending_key, pending_seq) VALUES (?, ?, ?) "
+        "ON CONFLICT (location) DO UPDATE SET pending_key = excluded.pending_key, "
+        "pending_seq = excluded.pending_seq",
+        (loc, key, seq),
+    )
+
+
+# --------------------------------------------------------------------------------- the writer
+
+
+@dataclass(frozen=True)
+class Tip:
+    """The newest valid manifest a new one chains to (seq 0: none)."""
+
+    seq: int = 0
+    sha256: str | None = None
+    key: str | None = None
+    present: bool = False  # the destination lists it
+
+
+def _carry_sink(journal: Journal) -> Callable[[list[Entry]], None]:
+    db = _db(journal)
+    db.execute("DROP TABLE IF EXISTS temp.carry_in")
+    db.execute(
+        "CREATE TEMP TABLE carry_in (stored TEXT PRIMARY KEY, key TEXT, line TEXT, "
+        "stored_size INTEGER, etag TEXT, encrypted INTEGER) WITHOUT ROWID"
+    )
+
+    def add(entries: list[Entry]) -> None:
+        rows = []
+        for e in entries:
+            stored = e.get("stored_as") if isinstance(e.get("stored_as"), str) else e["key"]
+            size = e.get("stored_size")
+            etag = e.get("etag")
+            rows.append(
+                (
+                    stored,
+                    e["key"],
+                    json.dumps(e, ensure_ascii=False),
+                    size if isinstance(size, int) else None,
+                    etag if isinstance(etag, str) else None,
+                    int(e.get("encryption") is not None),
+                )
+            )
+        db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO carry_in VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+
+    return add
+
+
+async def prepare_chain(
+    dst: Endpoint,
+    journal: Journal,
+    trusted: Sequence[PublicKey],
+    identities: Sequence[Identity],
+    own: PublicKey,
+) -> Tip:
+    """The newest valid manifest at ``dst`` that a new manifest must follow.
+
+    This machine's record, unless the destination holds a newer valid manifest (written
+    elsewhere): that one is read and its entries are kept to be carried forward. Manifests that
+    are not validly signed by a ``trusted`` key are ignored. Raises :class:`ProvenanceError` when
+    such a newer manifest is encrypted and no identity to read it was given: a manifest written
+    now without its entries would tell restores that they are not the customer's.
+    """
+    loc = location(dst)
+    head = get_head(journal, loc)
+    pending = _pending(journal, loc)
+    names = await list_manifests(dst)
+    for key in names:
+        if head is not None and key <= head.key:
+            break
+        if pending is not None and key == pending[0]:
+            # Written by this machine, which died before recording it.
+            r = await read_manifest(dst, key, [own])
+            if r.problem is None and r.sha256 is not None:
+                head = Head(pending[1], r.sha256, key)
+                _set_head(journal, loc, head)
+                break
+            continue
+        r = await read_manifest(dst, key, trusted, identities, _carry_sink(journal))
+        if r.problem is not None:
+            continue
+        if not r.read:
+            assert r.signer is not None
+            raise ProvenanceError(
+                f"{dst.label or loc} holds a newer manifest {key}, signed by "
+                f"{r.signer.fingerprint}, that this machine has not seen; it is encrypted: pass "
+                "--identity FILE so that this run's manifest carries its entries forward"
+            )
+        if r.header is None or r.sha256 is None or (head and r.header.seq <= head.seq):
+            continue
+        db = _db(journal)
+        db.execute("BEGIN")
+        db.execute("DELETE FROM manifest_carried WHERE location = ?", (loc,))
+        db.execute(
+            "INSERT INTO manifest_carried SELECT ?, stored, key, line, stored_size, etag, "
+            "encrypted FROM carry_in",
+            (loc,),
+        )
+        db.execute("COMMIT")
+        head = Head(r.header.seq, r.sha256, key)
+        _set_head(journal, loc, head)
+        break
+    if head is None:
+        return Tip()
+    return Tip(head.seq, head.sha256, head.key, present=head.key in names)
+
+
+def pairs_into(journal: Journal, loc: str) -> list[str]:
+    """Pairs whose destination is ``loc``, the most recently run last."""
+    rows = journal.db.execute(
+        "SELECT pair, max(id) AS last FROM runs WHERE kind IN (?, ?, ?, ?) "
+        "GROUP BY pair ORDER BY last",
+        _WRITING_KINDS,
+    )
+    tail = " -> " + loc
+    return [p for p, _ in rows if _CODEC.sub("", p).endswith(tail)]
+
+
+def _default_source(pair: str, loc: str) -> dict[str, Any]:
+    src = _CODEC.sub("", pair)[: -len(" -> " + loc)]
+    store, _, prefix = src.partition(":")
+    return {"store": store, "prefix": prefix}
+
+
+def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
+    """Fill temp table ``mf`` with what the destination (temp table ``dst``, a fresh listing)
+    holds as daulat wrote it: carried entries, then the journal rows of every pair into it
+    (the newest pair last, so it wins). Plaintext manifests never carry encrypted entries:
+    their names and hashes are as secret as the data."""
+    db = _db(journal)
+    db.execute("DROP TABLE IF EXISTS temp.mf")
+    db.execute(
+        "CREATE TEMP TABLE mf (stored TEXT PRIMARY KEY, key TEXT, line TEXT, carried INTEGER, "
+        "stored_size INTEGER, etag TEXT, encrypted INTEGER) WITHOUT ROWID"
+    )
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT OR REPLACE INTO mf SELECT c.stored, c.key, c.line, 1, c.stored_size, c.etag, "
+        "c.encrypted FROM manifest_carried c JOIN dst d ON d.key = c.stored "
+        "WHERE c.location = ? AND (c.stored_size IS NULL OR d.size = c.stored_size) "
+        "AND (c.etag IS NULL OR d.etag IS c.etag) AND (? OR c.encrypted = 0)",
+        (loc, int(encrypted)),
+    )
+    db.execute("COMMIT")
+    for p in pairs_into(journal, loc):
+        enc = "[age:" in p
+        if enc and not encrypted:
+            continue
+        names = p.endswith("+names]")
+        row = db.execute("SELECT source FROM pair_sources WHERE pair = ?", (p,)).fetchone()
+        src = json.loads(row[0]) if row else _default_source(p, loc)
+        cursor = db.execute(
+            "SELECT j.key, coalesce(j.plain_size, j.size), j.sha256, j.updated, j.stored_as, "
+            "j.dst_size, j.dst_etag FROM journal j JOIN dst d ON d.key = coalesce(j.stored_as, "
+            "j.key) WHERE j.pair = ? AND j.state = 'done' AND j.sha256 IS NOT NULL "
+            "AND d.size IS j.dst_size AND d.etag IS j.dst_etag",
+            (p,),
+        )
+        while page := cursor.fetchmany(1000):
+            rows = []
+            for key, size, sha, updated, stored_as, dst_size, dst_etag in page:
+                stored = stored_as if stored_as is not None else key
+                # After a restore of protected names the journal's key is the stored name and
+                # stored_as the real one; under protected names it is the other way round.
+                real = key if names else stored
+                entry: Entry = {
+                    "key": real,
+                    "size": size,
+                    "sha256": sha,
+                    "source": src,
+                    "copied": updated,
+                    "stored_size": dst_size,
+                    "etag": dst_etag,
+                }
+                if names:
+                    entry["stored_as"] = stored
+                if enc:
+                    entry["encryption"] = "age"
+                line = json.dumps(entry, ensure_ascii=False)
+                rows.append((stored, real, line, 0, dst_size, dst_etag, int(enc)))
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO mf VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.mf_key ON mf (key)")
+
+
+async def write_manifest(
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    *,
+    signing_key: SigningKey,
+    trusted: Sequence[PublicKey],
+    identities: Sequence[Identity] = (),
+    encrypt_to: Sequence[Recipient] = (),
+    audit_head: str | None = None,
+) -> str:
+    """Write the next signed manifest of ``dst`` (temp table ``dst`` must hold a listing of it
+    taken after the run's writes) and record it as this location's newest."""
+    loc = location(dst)
+    tip = await prepare_chain(dst, journal, trusted, identities, signing_key.public)
+    source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
+    _db(journal).execute(
+        "INSERT OR REPLACE INTO pair_sources VALUES (?, ?)",
+        (pair, json.dumps(source, ensure_ascii=False)),
+    )
+    fill_entries(journal, loc, bool(encrypt_to))
+    db = journal.db
+    content = _content_digest(db, dst, signing_key, encrypt_to)
+    if tip.present and tip.key is not None and _head_content(journal, loc) == content:
+        # Nothing changed since this machine's last manifest there, which is still the newest:
+        # a run that changed nothing adds no copy of it.
+        return tip.key
+    key = next_manifest_key(dst, bool(encrypt_to), tip.key)
+    header = Header(
+        seq=tip.seq + 1,
+        prev=tip.sha256,
+        signer=signing_key.public.line,
+        time=now(),
+        audit_head=audit_head,
+        prefix=dst.prefix,
+        store=dst.store.name,
+        name=key.rsplit("/", 1)[-1],
+    )
+    _set_pending(journal, loc, key, header.seq)
+    written: Written = await put_signed_manifest(
+        dst,
+        key,
+        header,
+        entry_lines(lambda: db.execute("SELECT line FROM mf ORDER BY key")),
+        signing_key,
+        encrypt_to,
+    )
+    db.execute("BEGIN")
+    db.execute("DELETE FROM manifest_carried WHERE location = ?", (loc,))
+    db.execute(
+        "INSERT INTO manifest_carried SELECT ?, stored, key, line, stored_size, etag, encrypted "
+        "FROM mf WHERE carried = 1",
+        (loc,),
+    )
+    db.execute("COMMIT")
+    _set_head(journal, loc, Head(written.seq, written.sha256, written.key), content)
+    return written.key
+
+
+def _content_digest(
+    db: sqlite3.Connection, dst: Endpoint, key: SigningKey, encrypt_to: Sequence[Recipient]
+) -> str:
+    """What a manifest would say (its entries, signer, prefix and recipients), as a hash."""
+    h = hashlib.sha256()
+    h.update(json.dumps([dst.prefix, key.public.line, sorted(map(str, encrypt_to))]).encode())
+    for (line,) in db.execute("SELECT line FROM mf ORDER BY key"):
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------- the readers
+
+
+@dataclass
+class Choice:
+    """The manifest a restore or verify believes, and why anything is not proven."""
+
+    key: str | None = None
+    seq: int | None = None
+    sha256: str | None = None
+    signer: PublicKey | None = None
+    read: bool = False  # its entries went to the sink
+    problems: list[str] = field(default_factory=list)  # origin or newness not proven
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # manifests not believed
+
+
+async def choose_manifest(
+    ep: Endpoint,
+    journal: Journal,
+    trusted: Sequence[PublicKey],
+    identities: Sequence[Identity],
+    reset: Callable[[], None],
+    sink: Callable[[list[Entry]], None],
+) -> Choice:
+    """Find the newest valid manifest at ``ep`` and feed its entries to ``sink``.
+
+    ``reset`` empties what ``sink`` collected (called before each manifest is read, so only the
+    chosen one's entries remain). The local record of the newest manifest seen there is checked
+    (a lower ``seq``, another file with the same ``seq``, a broken chain back to it: problems)
+    and moved forward when the choice is newer and sound.
+    """
+    loc = location(ep)
+    label = ep.label or loc
+    head = get_head(journal, loc)
+    names = await list_manifests(ep)
+    choice = Choice()
+    chosen: ReadResult | None = None
+    rest: list[str] = []
+    for i, key in enumerate(names):
+        reset()
+        r = await read_manifest(ep, key, trusted, identities, sink)
+        if r.problem is not None:
+            choice.ignored.append((key, r.problem))
+            continue
+        chosen, rest = r, names[i + 1 :]
+        break
+    if chosen is None:
+        reset()
+        if head is not None:
+            choice.problems.append(
+                f"the newest manifest seen here for {label}, {head.key} (seq {head.seq}), is "
+                "missing there: withheld or deleted by the provider"
+            )
+        elif names:
+            choice.problems.append(f"no manifest at {label} is signed by a pinned signer")
+        return choice
+    choice.key, choice.sha256, choice.signer, choice.read = (
+        chosen.key,
+        chosen.sha256,
+        chosen.signer,
+        chosen.read,
+    )
+    if chosen.header is not None:
+        choice.seq = chosen.header.seq
+        if head is not None:
+            problem = await _against_head(ep, chosen, head, rest, trusted, identities, label)
+            if problem:
+                choice.problems.append(problem)
+    elif head is not None and chosen.sha256 != head.sha256:
+        # Encrypted and no identity: only the file hash can be compared with the record.
+        choice.problems.append(
+            f"{label} offers {chosen.key} as its newest manifest, not {head.key} (seq "
+            f"{head.seq}) seen here; it is encrypted: pass --identity FILE to check its chain"
+        )
+    if (
+        not choice.problems
+        and chosen.header is not None
+        and chosen.sha256 is not None
+        and (head is None or chosen.header.seq > head.seq)
+    ):
+        _set_head(journal, loc, Head(chosen.header.seq, chosen.sha256, chosen.key))
+    return choice
+
+
+async def _against_head(
+    ep: Endpoint,
+    chosen: ReadResult,
+    head: Head,
+    older: list[str],
+    trusted: Sequence[PublicKey],
+    identities: Sequence[Identity],
+    label: str,
+) -> str | None:
+    assert chosen.header is not None
+    seq = chosen.header.seq
+    if seq < head.seq:
+        return (
+            f"{label} offers {chosen.key} (seq {seq}) as its newest manifest, but {head.key} "
+            f"(seq {head.seq}) was seen here: an older manifest passed off as the newest, or "
+            "the newest withheld"
+        )
+    if seq == head.seq:
+        if chosen.sha256 != head.sha256:
+            return (
+                f"{chosen.key} (seq {seq}) at {label} differs from the manifest with that seq "
+                f"seen here ({head.key})"
+            )
+        return None
+    # Newer than the record: its chain must lead back to the manifest seen here.
+    want = chosen.header.prev
+    at_seq = seq
+    for key in older:
+        if want is None or at_seq <= head.seq:
+            break
+        r = await read_manifest(ep, key, trusted, identities)
+        if r.sha256 != want:
+            continue
+        if want == head.sha256:
+            return None
+        if r.problem is not None or r.header is None:
+            return f"the chain of manifests at {label} is broken at {key}: {r.problem or 'unread'}"
+        want, at_seq = r.header.prev, r.header.seq
+    if want == head.sha256:
+        return None
+    return (
+        f"the chain of manifests at {label} from {chosen.key} (seq {seq}) does not lead back to "
+        f"{head.key} (seq {head.seq}) seen here: a manifest between them is missing"
+    )
+
+
+async def read_unsigned(
+    ep: Endpoint,
+    identities: Sequence[Identity],
+    reset: Callable[[], None],
+    sink: Callable[[list[Entry]], None],
+) -> str | None:
+    """The newest manifest at ``ep`` that can be read at all (for ``--allow-unsigned``)."""
+    for key in await list_manifests(ep):
+        reset()
+        r = await read_manifest(ep, key, (), identities, sink, require_signature=False)
+        if r.read and (r.problem is None or r.problem.startswith(("unsigned", "signed by"))):
+            return key
+    reset()
+    return None
+
+
+def no_signers_message(config_hint: str, own: PublicKey | None) -> str:
+    """How to pin a signer, exactly."""
+    how = (
+        f"add the public signing key the copies were signed with to {config_hint} at the top "
+        "level, e.g. "
+    )
+    if own is not None:
+        how += f"{signers_line([own])} (this machine's own signing key)"
+    else:
+        how += 'signers = ["ssh-ed25519 AAAA..."]'
+    return (
+        "no pinned signer: restore believes only manifests signed by a key in `signers`; "
+        + how
+        + ". `daulat keys show FILE.sign` prints a signing key's public key; "
+        "--allow-unsigned restores without proof of origin"
+    )
+
+
+def state_dir_of(journal: Journal) -> Path:
+    """The state directory a journal lives in (its own signing key is there too)."""
+    return journal.path.parent

@@ -1,0 +1,727 @@
+"""Signed, chained destination manifests against a hostile provider (issue 10 item 2).
+
+age proves who can read a copy, not who wrote it: anyone who knows the recipient can encrypt
+bytes to it. These tests play the provider — planting objects encrypted to the recipient,
+forging and replaying manifests, withholding the newest one, swapping the name key — against
+real stores (the filesystem and SeaweedFS), with the real ``age`` and ``ssh-keygen`` programs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fs_store_config, run, s3_store_config
+from servers import S3Server
+from test_transfer import assert_exact_copy, cli, fill_config, read_config, unique, write_config
+
+from daulat.config import StoreConfig, load_config
+from daulat.signing import (
+    MANIFEST_NAMESPACE,
+    SignatureError,
+    load_signing_key,
+    parse_public_key,
+    public_key_of,
+    sign_bytes,
+    verify_bytes,
+)
+from daulat.stores import open_store
+
+MARKER = b"SURAT-SUARA-ASLI"
+NAMESPACE = "daulat-manifest@daulat"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"the {name} program is missing (apt-get install age openssh-client)")
+    return path
+
+
+def _age_encrypt(recipient: str, data: bytes) -> bytes:
+    return subprocess.run(
+        [_tool("age"), "-r", recipient], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def _age_decrypt(identity: Path, data: bytes) -> bytes:
+    return subprocess.run(
+        [_tool("age"), "-d", "-i", str(identity)], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def _files(token: str, n: int = 12) -> dict[str, bytes]:
+    files = {f"{token}/tps-{i:03d}.json": MARKER + os.urandom(32) * (i + 1) for i in range(n)}
+    files[f"{token}/kosong.txt"] = b""
+    files[f"{token}/besar.bin"] = MARKER + os.urandom(9 * 1024 * 1024)
+    return files
+
+
+def _setup(
+    tmp: Path, capsys: pytest.CaptureFixture[str], stores: list[dict[str, Any]]
+) -> tuple[Path, Path, str]:
+    """daulat.toml with ``stores``, then ``keys new`` (which pins its signing key there)."""
+    config = write_config(tmp, stores)
+    done = cli(["keys", "new", "--out", str(tmp / "id.txt"), "--config", str(config)], capsys)
+    assert done.code == 0, done.explain()
+    return config, tmp / "id.txt", done.out.strip()
+
+
+def _store_put(raw: Mapping[str, Any], key: str, data: bytes) -> None:
+    async def go() -> None:
+        store = open_store(StoreConfig.model_validate(raw))
+        try:
+            await store.put(key, data)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def _store_delete(raw: Mapping[str, Any], key: str) -> None:
+    async def go() -> None:
+        store = open_store(StoreConfig.model_validate(raw))
+        try:
+            await store.delete(key)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def _manifests(raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Manifest keys at the destination (relative to ``prefix``), oldest first."""
+    at = read_config(raw, prefix, skip_manifests=False)
+    return sorted(k for k in at if k.startswith(".daulat/manifest-") and not k.endswith(".sig"))
+
+
+def _header_and_entries(
+    raw: Mapping[str, Any], key: str, identity: Path | None, prefix: str = ""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    blob = read_config(raw, prefix, skip_manifests=False)[key]
+    text = _age_decrypt(identity, blob) if key.endswith(".age") and identity else blob
+    header, *entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return header, entries
+
+
+# ------------------------------------------------------------------------ the signature format
+
+
+def test_signatures_interoperate_with_ssh_keygen(tmp_path: Path) -> None:
+    """daulat's signatures pass ``ssh-keygen -Y verify`` and ``-Y check-novalidate``; keys and
+    signatures ssh-keygen makes work in daulat; a wrong namespace, key or byte fails."""
+    keygen = _tool("ssh-keygen")
+    # A key ssh-keygen makes: daulat signs with it, ssh-keygen checks.
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp_path / "theirs")],
+        check=True,
+    )
+    theirs = load_signing_key(tmp_path / "theirs")
+    public_line = (tmp_path / "theirs.pub").read_text().split()[:2]
+    assert theirs.public.line.split() == public_line
+    data = b"manifest bytes \x00\xff" * 1000
+    (tmp_path / "data").write_bytes(data)
+    (tmp_path / "data.sig").write_text(sign_bytes(theirs, data, MANIFEST_NAMESPACE))
+    (tmp_path / "allowed").write_text(f"daulat {theirs.public.line}\n")
+    with (tmp_path / "data").open("rb") as stdin:
+        ok = subprocess.run(
+            [
+                *(keygen, "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "daulat"),
+                *("-n", NAMESPACE, "-s", str(tmp_path / "data.sig")),
+            ],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+        )
+    assert ok.returncode == 0 and "Good" in ok.stdout, ok.stderr
+    with (tmp_path / "data").open("rb") as stdin:
+        novalidate = subprocess.run(
+            [keygen, "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(tmp_path / "data.sig")],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+        )
+    assert novalidate.returncode == 0, novalidate.stderr
+    with (tmp_path / "data").open("rb") as stdin:
+        wrong_ns = subprocess.run(
+            [keygen, "-Y", "check-novalidate", "-n", "file", "-s", str(tmp_path / "data.sig")],
+            stdin=stdin,
+            capture_output=True,
+        )
+    assert wrong_ns.returncode != 0
+
+    # ssh-keygen signs: daulat verifies, and refuses the wrong data, namespace or key.
+    (tmp_path / "other").write_bytes(data)
+    subprocess.run(
+        [keygen, "-Y", "sign", "-f", str(tmp_path / "theirs"), "-n", NAMESPACE, "other"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    made = (tmp_path / "other.sig").read_text()
+    pinned = parse_public_key((tmp_path / "theirs.pub").read_text())
+    assert verify_bytes(made, data, MANIFEST_NAMESPACE, [pinned]) == pinned
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_bytes(made, data + b"x", MANIFEST_NAMESPACE, [pinned])
+    with pytest.raises(SignatureError, match="signed for"):
+        verify_bytes(made, data, "daulat-names-key@daulat", [pinned])
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True
+    )
+    with pytest.raises(SignatureError, match="not a pinned signer"):
+        verify_bytes(made, data, MANIFEST_NAMESPACE, [public_key_of(tmp_path / "stranger")])
+    with pytest.raises(SignatureError):
+        verify_bytes(made.replace("A", "B", 3), data, MANIFEST_NAMESPACE, [pinned])
+    # The private key never shows itself.
+    assert "PRIVATE" not in repr(theirs) and str(theirs).startswith("SigningKey(SHA256:")
+
+
+# ----------------------------------------------------------------------------------- keys new
+
+
+def test_keys_new_pins_the_signer_in_the_config_and_keeps_comments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "daulat.toml"
+    config.write_text(
+        "# Komisi Pemilihan Umum: where the election data lives\n"
+        "\n"
+        "[stores.vault]   # our own server\n"
+        f'url = "file://{tmp_path}/vault"\n'
+        'provider = "local"\n'
+        'country = "ID"   # Jakarta\n'
+    )
+    first = cli(["keys", "new", "--out", "id.txt"], capsys)
+    assert first.code == 0, first.explain()
+    recipient = first.out.strip()
+    assert recipient.startswith("age1") and "\n" not in recipient  # stdout: the recipient only
+    sign = tmp_path / "id.txt.sign"
+    assert stat.S_IMODE(sign.stat().st_mode) == 0o600
+    public = subprocess.run(
+        [_tool("ssh-keygen"), "-y", "-f", str(sign)], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    assert " ".join(public) in first.err and "PRIVATE" not in first.err + first.out
+    text = config.read_text()
+    for comment in ("# Komisi Pemilihan Umum", "# our own server", "# Jakarta"):
+        assert comment in text
+    loaded = load_config(config)
+    assert [k.line for k in loaded.signers] == [" ".join(public)]
+    assert loaded.signing_key == sign.resolve()
+    assert 'signing_key = "id.txt.sign"' in text  # relative to the config
+    shown = cli(["keys", "show", "id.txt.sign"], capsys)
+    assert shown.code == 0 and shown.out.strip() == " ".join(public)
+    assert cli(["keys", "show", "id.txt"], capsys).out.strip() == recipient
+
+    # A second key: appended, the signing key switches to it, the first stays pinned.
+    (tmp_path / "keys").mkdir()
+    second = cli(["keys", "new", "--out", "keys/two.txt", "--config", str(config)], capsys)
+    assert second.code == 0, second.explain()
+    loaded = load_config(config)
+    assert len(loaded.signers) == 2 and loaded.signers[0].line == " ".join(public)
+    assert 'signing_key = "keys/two.txt.sign"' in config.read_text()
+    assert "# our own server" in config.read_text()
+
+    # --no-config leaves the file alone.
+    before = config.read_bytes()
+    third = cli(["keys", "new", "--out", "three.txt", "--no-config"], capsys)
+    assert third.code == 0 and config.read_bytes() == before
+    assert (tmp_path / "three.txt.sign").exists() and "signers = [" in third.err
+
+    # An existing .sign is never overwritten, and nothing new is written then.
+    (tmp_path / "four.txt.sign").write_text("keep me")
+    refused = cli(["keys", "new", "--out", "four.txt"], capsys)
+    assert refused.code == 2 and "overwrite" in refused.err
+    assert not (tmp_path / "four.txt").exists()
+    assert (tmp_path / "four.txt.sign").read_text() == "keep me"
+
+
+def test_keys_new_without_a_config_and_bad_signers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    done = cli(["keys", "new", "--out", "solo.txt"], capsys)
+    assert done.code == 0, done.explain()
+    assert not (tmp_path / "daulat.toml").exists()
+    assert "no daulat.toml updated" in done.err and 'signers = ["ssh-ed25519 ' in done.err
+    missing = cli(["keys", "new", "--out", "x.txt", "--config", "nowhere.toml"], capsys)
+    assert missing.code == 2 and not (tmp_path / "x.txt").exists()
+
+    # A malformed signer is a config error naming the field (exit 2, no traceback).
+    config = write_config(tmp_path, [fs_store_config(tmp_path / "a", "a")])
+    config.write_text('signers = ["ssh-rsa AAAAB3NzaC1yc2E", "nonsense"]\n' + config.read_text())
+    bad = cli(["stores", "--config", str(config)], capsys)
+    assert bad.code == 2 and "field 'signers'" in bad.err and "Traceback" not in bad.err
+    assert "entry 1" in bad.err and "entry 2" in bad.err
+
+
+# -------------------------------------------------------------------- planted objects, forged
+
+
+@pytest.mark.parametrize("kind", ["fs", "seaweedfs"])
+def test_planted_object_is_unproven_and_not_restored(
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = _files("tanam")
+    if kind == "seaweedfs":
+        server: S3Server = request.getfixturevalue("s3_server")
+        src = s3_store_config(server, "src", unique("plant-src"))
+        vault = s3_store_config(server, "vault", unique("plant-vault"))
+        back = s3_store_config(server, "back", unique("plant-back"))
+    else:
+        src, vault, back = (fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back"))
+    fill_config(src, files)
+    _, identity, recipient = _setup(tmp_path, capsys, [src, vault, back])
+    done = cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys)
+    assert done.code == 0, done.explain()
+
+    # The provider knows the recipient: it encrypts what it likes to it.
+    planted = "tanam/tps-999.json"
+    _store_put(vault, planted, _age_encrypt(recipient, MARKER + b" forged votes"))
+    restore = ["restore", "vault", "back", "--identity", str(identity)]
+    refused = cli([*restore, "--json"], capsys)
+    assert refused.code == 1, refused.explain()
+    summary = refused.json
+    assert [u["key"] for u in summary["unproven"]] == [planted]
+    assert "not listed in the manifest" in summary["unproven"][0]["reason"]
+    assert summary["verified_objects"] == len(files) and not summary["ok"]
+    assert "signed by the pinned key SHA256:" in summary["provenance"]
+    assert_exact_copy(files, read_config(back))  # everything else, and not the planted one
+
+    human = cli(restore, capsys)
+    assert human.code == 1 and f"unproven: '{planted}'" in human.out
+    assert "--allow-unproven" in human.err
+
+    checked = cli(["verify", "src", "vault", "--json"], capsys)
+    assert checked.code == 1
+    assert {p["key"]: p["reason"] for p in checked.json["problems"]} == {
+        planted: "unproven: at the destination but not listed in its signed manifest"
+    }
+
+    allowed = cli([*restore, "--allow-unproven", "--json"], capsys)
+    assert allowed.code == 0, allowed.explain()
+    assert allowed.json["unproven_restored"] == [planted]
+    assert allowed.json["verified_objects"] == len(files)  # never counted as verified
+    assert any("--allow-unproven" in n for n in allowed.json["notes"])
+    assert read_config(back)[planted] == MARKER + b" forged votes"
+    said = cli([*restore, "--allow-unproven"], capsys)
+    assert "unproven object(s) restored anyway" in said.out
+
+
+def _forge_manifest(
+    vault: Mapping[str, Any],
+    recipient: str,
+    entries: list[dict[str, Any]],
+    name: str,
+    signer_key: Path | None,
+    tmp: Path,
+) -> None:
+    """A manifest the provider could make: validly encrypted to the recipient, newest by name,
+    unsigned or signed by a key of its own."""
+    header = {
+        "daulat": "manifest",
+        "format": 2,
+        "seq": 99,
+        "prev": None,
+        "signer": "",
+        "time": "2099-01-01T00:00:00+00:00",
+        "audit_head": None,
+        "prefix": "",
+        "keys": "relative",
+    }
+    if signer_key is not None:
+        header["signer"] = load_signing_key(signer_key).public.line
+    body = "".join(json.dumps(x) + "\n" for x in [header, *entries]).encode()
+    blob = _age_encrypt(recipient, body)
+    _store_put(vault, f".daulat/{name}", blob)
+    if signer_key is not None:
+        sig = sign_bytes(load_signing_key(signer_key), blob, MANIFEST_NAMESPACE)
+        _store_put(vault, f".daulat/{name}.sig", sig.encode())
+
+
+@pytest.mark.parametrize("signed_by", ["nobody", "a stranger"])
+def test_forged_newest_manifest_is_ignored(
+    signed_by: str,
+    tmp_path: Path,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A newer-named manifest, validly encrypted, listing a planted object: not believed, on
+    this machine or a new one; the planted object stays unproven."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("palsu", n=6)
+    src = s3_store_config(s3_server, "src", unique("forge-src"))
+    vault = s3_store_config(s3_server, "vault", unique("forge-vault"))
+    back = fs_store_config(tmp_path / "back", "back")
+    fill_config(src, files)
+    config, identity, recipient = _setup(tmp_path, capsys, [src, vault, back])
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    (real_manifest,) = _manifests(vault)
+    _, entries = _header_and_entries(vault, real_manifest, identity)
+
+    planted, content = "palsu/tps-666.json", MARKER + b" forged"
+    _store_put(vault, planted, _age_encrypt(recipient, content))
+    forged_entry = {"key": planted, "size": len(content)}
+    forged_entry["sha256"] = hashlib.sha256(content).hexdigest()
+    stranger = None
+    if signed_by == "a stranger":
+        stranger = tmp_path / "stranger"
+        subprocess.run(
+            [_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
+        )
+    _forge_manifest(
+        vault,
+        recipient,
+        [*entries, forged_entry],
+        "manifest-20990101T000000Z.jsonl.age",
+        stranger,
+        tmp_path,
+    )
+
+    for where in ("this machine", "a new machine"):
+        if where == "a new machine":
+            fresh = tmp_path / "fresh"
+            fresh.mkdir()
+            shutil.copy(config, fresh / "daulat.toml")
+            shutil.copy(identity, fresh / "id.txt")
+            monkeypatch.chdir(fresh)
+        restored = cli(["restore", "vault", "back", "--identity", "id.txt", "--json"], capsys)
+        assert restored.code == 1, (where, restored.explain())
+        summary = restored.json
+        assert summary["checked_against_manifest"] == real_manifest, where
+        assert [u["key"] for u in summary["unproven"]] == [planted], where
+        assert any("manifest-20990101T000000Z" in n for n in summary["notes"]), where
+        assert planted not in read_config(back)
+    monkeypatch.chdir(tmp_path)
+    checked = cli(["verify", "src", "vault", "--json"], capsys)
+    assert checked.code == 1
+    reasons = {p["key"]: p["reason"] for p in checked.json["problems"]}
+    assert reasons[".daulat/manifest-20990101T000000Z.jsonl.age"].startswith(
+        "manifest not believed"
+    )
+    assert reasons[planted].startswith("unproven")
+
+
+# ------------------------------------------------------------------- replayed and withheld
+
+
+def test_replayed_or_withheld_manifest_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = _files("ulang", n=4)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], files)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    changed = "ulang/tps-001.json"
+    (tmp_path / "src" / changed).write_bytes(MARKER + b" the corrected count")
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    old, new = _manifests(stores[1])
+    h1, _ = _header_and_entries(stores[1], old, identity)
+    h2, _ = _header_and_entries(stores[1], new, identity)
+    # The chain: seq 2 names the hash of seq 1's file as stored.
+    assert (h1["seq"], h2["seq"]) == (1, 2)
+    assert h2["prev"] == hashlib.sha256((tmp_path / "vault" / old).read_bytes()).hexdigest()
+    audit = (tmp_path / ".daulat" / "audit.jsonl").read_text().splitlines()
+    # Anchored: the local audit log's head when it was written (before this run's own entry).
+    assert h2["audit_head"] == json.loads(audit[-2])["hash"]
+
+    restore = ["restore", "vault", "back", "--identity", str(identity)]
+    assert cli(restore, capsys).code == 0
+    vault_dir = tmp_path / "vault" / ".daulat"
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+
+    # Withheld: the provider deletes the newest manifest.
+    for suffix in ("", ".sig"):
+        (vault_dir / Path(new).name).with_name(Path(new).name + suffix).rename(
+            hidden / (Path(new).name + suffix)
+        )
+    shutil.rmtree(tmp_path / "back")
+    withheld = cli(restore, capsys)
+    assert withheld.code == 2, withheld.explain()
+    assert Path(new).name in withheld.err and "seq 2" in withheld.err
+    assert not (tmp_path / "back").exists() or not any((tmp_path / "back").rglob("*"))
+    assert cli(["verify", "src", "vault"], capsys).code == 1
+
+    # Replayed: the older manifest under a newer name (its signature is genuine).
+    for suffix in ("", ".sig"):
+        shutil.copy(
+            vault_dir / (Path(old).name + suffix),
+            vault_dir / f"manifest-20990101T000000Z.jsonl.age{suffix}",
+        )
+    replayed = cli(restore, capsys)
+    assert replayed.code == 2, replayed.explain()
+    assert "seq 2" in replayed.err and Path(new).name in replayed.err
+    checked = cli(["verify", "src", "vault", "--json"], capsys)
+    assert checked.code == 1
+    # (Without the identity verify cannot read the offered manifest's seq: it knows the file
+    # is not the newest one seen here.)
+    assert any(f"not {new} (seq 2) seen here" in p["reason"] for p in checked.json["problems"])
+    with_id = cli(["verify", "src", "vault", "--identity", str(identity), "--json"], capsys)
+    assert with_id.code == 1
+    reasons = {p["key"]: p["reason"] for p in with_id.json["problems"]}
+    # Its header names the file it was written as: a renamed manifest is not believed...
+    assert "renamed (replayed)" in reasons[".daulat/manifest-20990101T000000Z.jsonl.age"]
+    # ... and the one left (seq 1) is older than the newest seen here.
+    assert any("passed off as the newest" in r for r in reasons.values())
+
+    # Even a machine that never saw seq 2 is not fooled by the renamed replay once seq 2 is
+    # back: the renamed file is refused, seq 2 is the newest valid one.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(tmp_path / "daulat.toml", fresh / "daulat.toml")
+    for name in hidden.iterdir():
+        name.rename(vault_dir / name.name)
+    monkeypatch.chdir(fresh)
+    elsewhere = cli([*restore, "--json"], capsys)
+    assert elsewhere.code == 0, elsewhere.explain()
+    assert elsewhere.json["checked_against_manifest"] == new
+    assert any("renamed" in n for n in elsewhere.json["notes"])
+    monkeypatch.chdir(tmp_path)
+    back_again = cli([*restore, "--json"], capsys)
+    assert back_again.code == 0, back_again.explain()
+    assert back_again.json["checked_against_manifest"] == new
+
+
+# -------------------------------------------------------------------------------- name keys
+
+
+def test_forged_name_key_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = _files("nama", n=4)
+    src, vault = (fs_store_config(tmp_path / n, n) for n in ("src", "vault"))
+    fill_config(src, files)
+    config, identity, recipient = _setup(tmp_path, capsys, [src, vault])
+    enc = ["--encrypt-to", recipient, "--encrypt-names"]
+    done = cli(["exit", "src", "vault", *enc], capsys)
+    assert done.code == 0, done.explain()
+    key_obj = tmp_path / "vault" / ".daulat" / "names.key.age"
+    sig = key_obj.with_name("names.key.age.sig")
+    assert sig.exists()
+    (tmp_path / "allowed").write_text(f"daulat {load_config(config).signers[0].line}\n")
+    with key_obj.open("rb") as stdin:
+        checked = subprocess.run(
+            [
+                *(_tool("ssh-keygen"), "-Y", "verify", "-f", str(tmp_path / "allowed")),
+                *("-I", "daulat", "-n", "daulat-names-key@daulat", "-s", str(sig)),
+            ],
+            stdin=stdin,
+            capture_output=True,
+        )
+    assert checked.returncode == 0, checked.stderr
+
+    # A new machine: only the config and the identity.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(config, fresh / "daulat.toml")
+    shutil.copy(identity, fresh / "id.txt")
+    monkeypatch.chdir(fresh)
+    # The provider swaps in a name key it chose (it knows the recipient), unsigned...
+    genuine = key_obj.read_bytes(), sig.read_bytes()
+    key_obj.write_bytes(_age_encrypt(recipient, b"ab" * 32 + b"\n"))
+    sig.unlink()
+    for argv in (
+        ["exit", "src", "vault", *enc, "--identity", "id.txt"],
+        ["verify", "src", "vault", "--identity", "id.txt"],
+    ):
+        refused = cli(argv, capsys)
+        assert refused.code == 2, (argv, refused.explain())
+        assert "names.key.age is not used" in refused.err
+    # ... or signed by a key of its own.
+    subprocess.run(
+        [_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")],
+        check=True,
+    )
+    sig.write_text(
+        sign_bytes(
+            load_signing_key(tmp_path / "stranger"), key_obj.read_bytes(), "daulat-names-key@daulat"
+        )
+    )
+    refused = cli(["exit", "src", "vault", *enc, "--identity", "id.txt"], capsys)
+    assert refused.code == 2 and "not a pinned signer" in refused.err
+    assert not (fresh / ".daulat" / "names").exists() or not any(
+        (fresh / ".daulat" / "names").iterdir()
+    )
+
+    # The genuine one is recovered: the same stored names, nothing stored twice.
+    key_obj.write_bytes(genuine[0])
+    sig.write_bytes(genuine[1])
+    before = {p.name for p in (tmp_path / "vault").iterdir() if p.is_file()}
+    again = cli(["exit", "src", "vault", *enc, "--identity", "id.txt", "--json"], capsys)
+    assert again.code == 0, again.explain()
+    assert {p.name for p in (tmp_path / "vault").iterdir() if p.is_file()} == before
+
+
+# ------------------------------------------------------------------------------ a new machine
+
+
+def test_new_machine_restores_everything_with_config_and_identity(
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_server_b: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two sources exited into one encrypted SeaweedFS prefix; on a new machine, a directory with
+    only daulat.toml (holding the signer) and the identity restores every object of both."""
+    monkeypatch.chdir(tmp_path)
+    one, two = _files("satu", n=5), _files("dua", n=3)
+    src1 = s3_store_config(s3_server, "src1", unique("nm-src1"))
+    src2 = fs_store_config(tmp_path / "src2", "src2")
+    vault = s3_store_config(s3_server_b, "vault", unique("nm-vault"))
+    back = s3_store_config(s3_server, "back", unique("nm-back"))
+    fill_config(src1, one)
+    fill_config(src2, two)
+    config, identity, recipient = _setup(tmp_path, capsys, [src1, src2, vault, back])
+    assert cli(["exit", "src1", "vault:arsip", "--encrypt-to", recipient], capsys).code == 0
+    assert cli(["copy", "src2", "vault:arsip", "--encrypt-to", recipient], capsys).code == 0
+    # The newest manifest alone lists both sources' objects, keys relative to arsip/.
+    newest = _manifests(vault, "arsip/")[-1]
+    header, entries = _header_and_entries(vault, newest, identity, "arsip/")
+    assert header["seq"] == 2 and header["prefix"] == "arsip/"
+    assert {e["key"] for e in entries} == set(one) | set(two)
+
+    fresh = tmp_path / "new-machine"
+    fresh.mkdir()
+    shutil.copy(config, fresh / "daulat.toml")
+    shutil.copy(identity, fresh / "kpu-identity.txt")
+    monkeypatch.chdir(fresh)
+    restored = cli(["restore", "vault:arsip", "back", "-i", "kpu-identity.txt", "--json"], capsys)
+    assert restored.code == 0, restored.explain()
+    summary = restored.json
+    assert summary["verified_objects"] == len(one) + len(two) and summary["unproven"] == []
+    assert summary["checked_against_manifest"] == "arsip/" + newest
+    assert "signed by the pinned key" in summary["provenance"]
+    # This machine has no signing key file of the config: it signs with its own, and says so.
+    assert any("is not on this machine" in n for n in summary["notes"])
+    assert_exact_copy({**one, **two}, read_config(back))
+    assert set(os.listdir(fresh)) == {"daulat.toml", "kpu-identity.txt", ".daulat"}
+
+
+def test_no_pinned_signer_refuses_and_says_how_to_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    files = _files("pin", n=3)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], files)
+    config = write_config(tmp_path, stores)
+    made = cli(["keys", "new", "--out", "id.txt", "--no-config"], capsys)
+    recipient = made.out.strip()
+    exited = cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys)
+    assert exited.code == 0, exited.explain()
+    # No signing_key configured: the state directory's own key, created 0600, and a notice.
+    local = tmp_path / ".daulat" / "keys" / "signing"
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+    line = f'signers = ["{public_key_of(local).line}"]'
+    assert line in exited.err
+
+    refused = cli(["restore", "vault", "back", "--identity", "id.txt"], capsys)
+    assert refused.code == 2
+    assert "no pinned signer" in refused.err and line in refused.err
+    assert "Traceback" not in refused.err and not (tmp_path / "back").exists()
+    config.write_text(line + "\n" + config.read_text())
+    ok = cli(["restore", "vault", "back", "--identity", "id.txt"], capsys)
+    assert ok.code == 0, ok.explain()
+    assert "note:" not in ok.err  # the key is pinned now: no notice
+    assert_exact_copy(files, read_config(stores[2]))
+
+
+def test_manifest_of_an_earlier_version_still_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy made before signatures (no header, keys with the destination prefix in front,
+    no .sig) restores with --allow-unsigned, which says its origin is not proven."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("lama", n=4)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], files)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault:arsip", "--encrypt-to", recipient], capsys).code == 0
+    daulat_dir = tmp_path / "vault" / "arsip" / ".daulat"
+    (manifest,) = daulat_dir.glob("manifest-*.jsonl.age")
+    _, entries = _header_and_entries(
+        stores[1], manifest.name and f".daulat/{manifest.name}", identity, "arsip/"
+    )
+    legacy = "".join(
+        json.dumps({"key": "arsip/" + e["key"], "size": e["size"], "sha256": e["sha256"]}) + "\n"
+        for e in entries
+    )
+    for p in daulat_dir.iterdir():
+        p.unlink()
+    (daulat_dir / "manifest-20240101T000000Z.jsonl.age").write_bytes(
+        _age_encrypt(recipient, legacy.encode())
+    )
+    shutil.rmtree(tmp_path / ".daulat")  # and this machine never saw it
+    restore = ["restore", "vault:arsip", "back", "--identity", str(identity)]
+    refused = cli(restore, capsys)
+    assert refused.code == 2 and "--allow-unsigned" in refused.err
+    done = cli([*restore, "--allow-unsigned", "--json"], capsys)
+    assert done.code == 0, done.explain()
+    assert done.json["provenance"].startswith("origin not proven")
+    assert (
+        done.json["checked_against_manifest"] == "arsip/.daulat/manifest-20240101T000000Z.jsonl.age"
+    )
+    assert done.json["verified_objects"] == len(files) and done.json["unproven"] == []
+    assert_exact_copy(files, read_config(stores[2]))
+
+
+def test_every_writing_run_leaves_one_complete_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plain copies of two sources into one prefix: each run that changed the destination adds
+    a manifest listing the whole prefix (the other source's entries carried forward, objects
+    gone from the destination dropped); a run that changed nothing adds none."""
+    monkeypatch.chdir(tmp_path)
+    one, two = _files("satu", n=3), _files("dua", n=3)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("a", "b", "vault")]
+    fill_config(stores[0], one)
+    fill_config(stores[1], two)
+    _setup(tmp_path, capsys, stores)
+    assert cli(["copy", "a", "vault:pool"], capsys).code == 0
+    assert cli(["copy", "b", "vault:pool"], capsys).code == 0
+    first, second = _manifests(stores[2], "pool/")
+    _, entries = _header_and_entries(stores[2], second, None, "pool/")
+    assert {e["key"] for e in entries} == set(one) | set(two)
+    by_key = {e["key"]: e for e in entries}
+    assert by_key["satu/kosong.txt"]["source"]["store"] == "a"
+    assert by_key["dua/kosong.txt"]["source"]["store"] == "b"
+    assert all(e["sha256"] == hashlib.sha256((one | two)[e["key"]]).hexdigest() for e in entries)
+
+    again = cli(["copy", "b", "vault:pool", "--json"], capsys)
+    assert again.code == 0 and again.json["copied_objects"] == 0
+    assert again.json["manifest_key"] == "pool/" + second
+    assert _manifests(stores[2], "pool/") == [first, second]
+
+    gone = "dua/tps-000.json"
+    (tmp_path / "vault" / "pool" / gone).unlink()  # removed at the destination by someone
+    (tmp_path / "a" / "satu/tps-001.json").write_bytes(b"changed")
+    assert cli(["copy", "a", "vault:pool"], capsys).code == 0
+    *_, third = _manifests(stores[2], "pool/")
+    header, entries = _header_and_entries(stores[2], third, None, "pool/")
+    assert header["seq"] == 3
+    assert {e["key"] for e in entries} == (set(one) | set(two)) - {gone}
+    ssh = subprocess.run(
+        [_tool("ssh-keygen"), "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(tmp_path / "vault" / "pool" / (third + ".sig"))],
+        input=(tmp_path / "vault" / "pool" / third).read_bytes(),
+        capture_output=True,
+    )
+    assert ssh.returncode == 0, ssh.stderr
