@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import BinaryIO, Final, TypeAlias
 
 from daulat.errors import DaulatError
+from daulat.state import private_dir
 
 __all__ = [
     "GENESIS_PREV",
@@ -765,7 +766,7 @@ class AuditLog:
 
     def _open_for_append(self) -> int:
         """Open (creating ``0600`` if needed) for appending and reading the tail."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)  # 0700, and looser files in it tightened
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         while True:
             try:
