@@ -191,6 +191,11 @@ async def verify(
             )
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
+    except BaseException as exc:
+        # A signal (or the caller) cancelled it, or an error nobody expected: say which.
+        stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        journal.end_run(run_id, "interrupted" if stopped else "failed", "{}")
+        raise
     journal.end_run(run_id, "complete" if report.ok else "incomplete", "{}")
     return report
 

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from daulat.drill.units import human_duration
 from daulat.report.data import ReportData
 
 _CSS = """
@@ -62,6 +63,15 @@ def _bar(values: dict[str, int], title: str, div_id: str, unit_bytes: bool = Tru
     fig = go.Figure(go.Bar(x=keys, y=ys, marker_color="#0969da"))
     fig.update_layout(title=title, yaxis_title="MiB" if unit_bytes else "")
     return _fig(fig, div_id)
+
+
+def _duration(hours: object) -> str:
+    """Hours as a person reads a duration (``1.4 s``, ``12 min 5 s``, ``3 h 20 min``), never a
+    raw float: a drill of a small store predicts fractions of a second."""
+    try:
+        return human_duration(float(hours) * 3600)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
@@ -205,15 +215,16 @@ def _drills(data: ReportData) -> str:
         names.append(name)
         predicted.append(p_h)
         actual.append(float(a_h) if a_h is not None else None)
-        interval = d.get("interval_hours") or ["?", "?"]
+        interval = d.get("interval_hours")
+        error = d.get("error_pct")
         rows.append(
             [
                 escape(str(d.get("time", ""))),
                 escape(name),
-                f"{p_h:,.2f}",
-                escape(f"{interval[0]} to {interval[1]}"),
-                f"{float(a_h):,.2f}" if a_h is not None else "not yet",
-                escape(str(d.get("error_pct", "-"))),
+                _duration(p_h),
+                f"{_duration(interval[0])} to {_duration(interval[1])}" if interval else "-",
+                _duration(a_h) if a_h is not None else "not yet",
+                f"{float(error):+.1f} %" if error is not None else "-",
             ]
         )
     fig = go.Figure(
@@ -227,9 +238,9 @@ def _drills(data: ReportData) -> str:
         "<h2 id='drills'>Exit drills</h2>"
         + _fig(fig, "chart-drills")
         + _table(
-            ["time", "drill", "predicted h", "interval h", "actual h", "error %"],
+            ["time", "drill", "predicted", "95 % interval", "actual", "error"],
             rows,
-            numeric={2, 4},
+            numeric={2, 4, 5},
         )
     )
 
