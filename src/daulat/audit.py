@@ -89,7 +89,6 @@ from pathlib import Path
 from typing import BinaryIO, Final, TypeAlias
 
 from daulat.errors import DaulatError
-from daulat.state import private_dir
 
 __all__ = [
     "GENESIS_PREV",
@@ -766,7 +765,7 @@ class AuditLog:
 
     def _open_for_append(self) -> int:
         """Open (creating ``0600`` if needed) for appending and reading the tail."""
-        private_dir(self.path.parent)  # 0700, and looser files in it tightened
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         while True:
             try:

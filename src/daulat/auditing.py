@@ -25,6 +25,7 @@ from typing import Any
 
 from daulat.audit import AuditEntry, AuditLog, AuditLogError
 from daulat.errors import DaulatError, Interrupted, StateError
+from daulat.state import private_dir
 
 AUDIT_NAME = "audit.jsonl"
 # How much of an error message goes into the log (messages name keys, which can be long).
@@ -34,6 +35,10 @@ log = logging.getLogger("daulat.audit")
 
 
 def audit_log(state_dir: Path) -> AuditLog:
+    """The audit log of ``state_dir``; existing state is made private (0700, files 0600) first
+    (AuditLog creates a missing directory 0700 itself)."""
+    if state_dir.is_dir():
+        private_dir(state_dir)
     return AuditLog(state_dir / AUDIT_NAME)
 
 

@@ -11,6 +11,7 @@ messages are data, never markup or terminal control; ``--json`` output is exact.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shlex
 import signal
@@ -855,11 +856,26 @@ def _usage_error(exc: Exception) -> int:
     return 2
 
 
+class _Notices(logging.Handler):
+    """The library's notices (``daulat.*`` loggers: state made private, an audit entry that
+    could not be written) on stderr, one line each, whatever else configured logging."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(printable(record.getMessage()))
+
+
+_notices = _Notices(logging.WARNING)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and :func:`main`)."""
     global _argv
     _argv = list(sys.argv[1:] if argv is None else argv)
     interrupts.reset()
+    library = logging.getLogger("daulat")
+    if _notices not in library.handlers:
+        library.addHandler(_notices)
+        library.propagate = False  # printed once, here, not again by a root handler
     with _sigterm_as_interrupt():
         try:
             try:

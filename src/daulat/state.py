@@ -48,10 +48,6 @@ _LOOSE: Final = 0o077  # any permission for group or others
 
 log = logging.getLogger("daulat.state")
 
-# Directories this process already made private: the walk over existing files runs once per
-# directory and process; everything created afterwards is created private.
-_checked: set[tuple[int, int]] = set()
-
 
 @dataclass(frozen=True)
 class DatabaseKind:
@@ -84,7 +80,8 @@ def _tighten(path: Path, st: os.stat_result, mode: int) -> bool:
 def private_dir(path: Path) -> Path:
     """Create the state directory ``path`` (mode 0700), or make an existing one and everything
     in it private: directories 0700, files 0600. Symbolic links inside it are left alone
-    (never followed); ``path`` itself may be a link to a directory elsewhere.
+    (never followed); ``path`` itself may be a link to a directory elsewhere. Only for daulat's
+    own directories (``.daulat/`` and those in it): everything below ``path`` is changed.
 
     Raises :class:`StateError` when the directory cannot be created or is not a directory.
     """
@@ -96,16 +93,12 @@ def private_dir(path: Path) -> Path:
             pass
         else:
             os.chmod(path, DIR_MODE)  # exact, whatever the umask
-            st = os.stat(path)
-            _checked.add((st.st_dev, st.st_ino))
             return path
         st = os.stat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise StateError(f"{path} should be daulat's state directory but is not a directory")
-        if (st.st_dev, st.st_ino) in _checked:
-            if _tighten(path, st, DIR_MODE):
-                _notice(f"{path} was open to other users; made private (0700)")
-            return path
+        # The walk costs a few stat calls (the directory holds a handful of files) and runs at
+        # every open, so state loosened while a long-lived process runs is caught too.
         tightened = int(_tighten(path, st, DIR_MODE))
         for dirpath, dirnames, filenames in os.walk(path):
             here = Path(dirpath)
@@ -116,7 +109,6 @@ def private_dir(path: Path) -> Path:
                     tightened += _tighten(entry, est, DIR_MODE)
                 elif stat.S_ISREG(est.st_mode):
                     tightened += _tighten(entry, est, FILE_MODE)
-        _checked.add((st.st_dev, st.st_ino))
         if tightened:
             _notice(
                 f"{path} held state other users could read ({tightened} file(s) or "

@@ -15,7 +15,7 @@ from daulat.config import Config
 from daulat.crypto import Recipient, parse_recipients
 from daulat.drill.measure import _measure_classes, _probe_listing
 from daulat.drill.model import _build_result
-from daulat.drill.record import DrillLog
+from daulat.drill.record import DrillLog, _last_run_id
 from daulat.drill.result import DrillFailed, DrillResult
 from daulat.drill.sample import Stratum, _describe_sample, draw_sample
 from daulat.drill.units import _now
@@ -24,7 +24,7 @@ from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import Endpoint, Options
-from daulat.transfer.journal import Journal
+from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.names import NameKey
 
@@ -130,6 +130,8 @@ async def _drill(
         raise ConfigError(
             f"{src.label!r} and {dst.label!r} overlap: a store cannot be drilled into itself"
         )
+    # The journal is read when the drill is recorded: a damaged one fails now, not after the copy.
+    _last_run_id(config.state_dir / JOURNAL_NAME)
     with Manifest.in_state_dir(config.state_dir) as manifest:
         scan = manifest.last_scan(name)
     if scan is None:
