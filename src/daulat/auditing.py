@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daulat import interrupts
 from daulat.audit import AuditEntry, AuditLog, AuditLogError
 from daulat.errors import DaulatError, Interrupted, StateError
 from daulat.state import private_dir
@@ -44,6 +46,7 @@ def audit_log(state_dir: Path) -> AuditLog:
 
 def record(state_dir: Path, operation: str, details: Mapping[str, object]) -> AuditEntry:
     """Append one entry now (for operations with nothing to wrap, such as ``keys new``)."""
+    private_dir(state_dir)
     return audit_log(state_dir).append(operation, details)
 
 
@@ -69,6 +72,7 @@ class AuditRecord:
 
 def ensure_writable(state_dir: Path) -> AuditLog:
     """The audit log, checked to accept an append; :class:`StateError` naming it if not."""
+    private_dir(state_dir)
     audit = audit_log(state_dir)
     try:
         audit.head()
@@ -104,6 +108,9 @@ def audited(
                 d["outcome"] = "interrupted"
         elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
             d["outcome"] = "interrupted"
+            signum = interrupts.received()
+            if signum is not None:
+                d["signal"] = signal.Signals(signum).name
         else:
             d["outcome"] = "failed"
         d["error"] = type(exc).__name__

@@ -28,6 +28,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from daulat import __version__, interrupts
 from daulat.auditing import audit_log, audited, record
@@ -358,6 +359,7 @@ def _transfer_command(
         if isinstance(exc.result, Summary):
             if as_json:
                 _print_json(exc.result.to_json())
+                err.print(_interrupted_note(exc.result))
             else:
                 _print_summary(exc.result, kind, src, dst, options)
         raise
@@ -367,6 +369,15 @@ def _transfer_command(
         _print_summary(summary, kind, src, dst, options)
     if not summary.ok:
         raise ExitCode(1)
+
+
+def _interrupted_note(s: Summary) -> Text:
+    return styled(
+        ("interrupted", "bold red"),
+        f" by {s.interrupted}: the journal holds every object finished so far, and nothing "
+        f"partial is visible as done.\n  {s.left_objects:,} object(s) "
+        f"({_human_bytes(s.left_bytes)}) remain; resume with: {_resume_command()}",
+    )
 
 
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
@@ -416,14 +427,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             "  the manifest could not be written at the destination: " + printable(s.manifest_error)
         )
     if s.interrupted:
-        err.print(
-            styled(
-                ("interrupted", "bold red"),
-                f" by {s.interrupted}: the journal holds every object finished so far, and "
-                f"nothing partial is visible as done.\n  {s.left_objects:,} objects "
-                f"({_human_bytes(s.left_bytes)}) remain; resume with: {_resume_command()}",
-            )
-        )
+        err.print(_interrupted_note(s))
     elif s.stopped and "cannot decrypt" in s.stopped:
         err.print(
             styled(

@@ -185,19 +185,22 @@ class Feedback:
         with Bar(*columns, console=self.console, transient=False) as bar:
             tasks: dict[str, TaskID] = {}
 
+            # A store's scan began when the previous one last reported (or the display began).
+            last = [started]
+            started_at: dict[str, float] = {}
+
             def update(name: str, objects: int, size: int) -> None:
+                now = time.monotonic()
                 if name not in tasks:
                     for other in tasks.values():
                         bar.update(other, total=1, completed=1)  # the previous store is done
                     tasks[name] = bar.add_task(f"scan {printable(name)}", total=None, counts="")
-                    started_at[name] = time.monotonic()
-                rate = objects / max(time.monotonic() - started_at[name], 1e-6)
-                bar.update(
-                    tasks[name],
-                    counts=f"{objects:,} objects, {human_bytes(size)}, {rate:,.0f} objects/s",
-                )
+                    started_at[name] = last[0]
+                last[0] = now
+                elapsed = now - started_at[name]
+                rate = f", {objects / elapsed:,.0f} objects/s" if elapsed >= 1 else ""
+                bar.update(tasks[name], counts=f"{objects:,} objects, {human_bytes(size)}{rate}")
 
-            started_at: dict[str, float] = {"": started}
             yield update
             for task in tasks.values():
                 bar.update(task, total=1, completed=1)

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dst TEXT NOT NULL,
     started TEXT NOT NULL,
     finished TEXT,
-    status TEXT NOT NULL,          -- running | complete | incomplete | refused | failed
+    status TEXT NOT NULL,          -- running | complete | incomplete | refused | failed | interrupted
     summary TEXT
 );
 CREATE TABLE IF NOT EXISTS journal (
