@@ -189,3 +189,31 @@ def test_no_policies_message_keeps_its_brackets(
     monkeypatch.chdir(tmp_path)
     text = human(["check"], capsys, (0,))
     assert "no [[policies]] in daulat.toml" in text
+
+
+def test_encrypted_exit_and_restore_over_hostile_names(
+    hostile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (hostile / "daulat.toml").open("a", encoding="utf-8") as f:
+        for name in ("vault", "back"):
+            f.write(
+                f'[stores.{name}]\nurl = "{(hostile / name).as_uri()}"\nprovider = "local"\n'
+                'country = "ID"\n'
+            )
+    human(["keys", "new", "--out", str(hostile / "id.txt")], capsys, (0,))
+    recipient = (hostile / "id.txt").read_text().split("public key: ")[1].split()[0]
+    text = human(["exit", "src", "vault", "--encrypt-to", recipient], capsys, (1,))
+    assert all(shown(k) in text for k in CONTROL_KEYS)
+    text = human(["restore", "vault", "back", "--identity", str(hostile / "id.txt")], capsys, (0,))
+    assert "complete" in text
+    human(["verify", "src", "vault", "--full", "--identity", str(hostile / "id.txt")], capsys, (1,))
+    result = as_json(
+        ["restore", "vault", "back", "--identity", str(hostile / "id.txt")], capsys, (0,)
+    )
+    assert result["source_objects"] == len(PLAIN_KEYS)
+    back = sorted(
+        str(p.relative_to(hostile / "back"))
+        for p in (hostile / "back").rglob("*")
+        if p.is_file() and ".daulat" not in p.parts
+    )
+    assert back == sorted(PLAIN_KEYS)

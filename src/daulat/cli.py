@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daulat import __version__, interrupts
+from daulat.audit import AuditLogError
 from daulat.auditing import audit_log, audited, record
 from daulat.config import STATE_DIR, Config, find_config, load_config
 from daulat.crypto import (
@@ -903,9 +904,9 @@ def run(argv: list[str] | None = None) -> int:
         except typer.TyperException as exc:
             # Usage errors (bad option, missing argument): printed like click does.
             return _usage_error(exc)
-        except (ConfigError, RecipientError, KeyFileError, ManifestError) as exc:
-            # ManifestError: the local state is damaged or not daulat's (the message names
-            # the file); like a config error, the user must fix it before anything can run.
+        except (ConfigError, RecipientError, KeyFileError, ManifestError, AuditLogError) as exc:
+            # ManifestError, AuditLogError: the local state is damaged or not daulat's (the
+            # message names the file); like a config error, the user must fix it first.
             return _fail(str(exc), 2)
         except DaulatError as exc:
             return _fail(str(exc), 1)
