@@ -291,8 +291,11 @@ def test_demo_runs_the_tour_twice(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"(+{objects:,} new since the last scan)" in res.out
     with Manifest(tour / ".daulat" / "manifest.sqlite") as manifest:
         last = manifest.last_scan("kpu-primary")
-        assert last is not None
-        assert (last.objects, last.added) == (objects, objects)
+        assert last is not None and last.objects == objects
+        # Two scans of it in this tour (before and after the exits), none from the first tour.
+        first = manifest.scan(1)
+        assert first is not None and first.store == "kpu-primary"
+        assert (first.objects, first.added) == (objects, objects)
 
 
 def test_demo_refuses_a_directory_that_is_not_a_tour(
@@ -512,3 +515,49 @@ def test_stores_with_wrong_credentials(
     assert "refused" in exe.out and "credentials" in exe.out
     assert wrong not in exe.out + exe.err
     assert s3_server.secret_access_key not in exe.out + exe.err
+
+
+# --- the demo tells the truth ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written(tmp_path: Path) -> None:
+    res = daulat_exe(["demo"], tmp_path)
+    assert res.code == 0, res.err[-3000:]
+    assert "Traceback" not in res.err
+    tour = tmp_path / "daulat-demo-tour"
+
+    # After its exits the tour scans again: the report's store table counts what the replicas
+    # hold, as the policy section does.
+    report = daulat_exe(["report", "--format", "json", "-o", "r.json"], tour)
+    assert report.code == 0, report.err
+    data = json.loads((tour / "r.json").read_text())
+    objects = {s["name"]: s["objects"] for s in data["stores"]}
+    assert objects["vault"] == objects["kpu-primary"] == objects["offsite"] > 0, objects
+    residency = [
+        f
+        for p in data["policies"]["policies"]
+        for f in p["findings"]
+        if f["rule"] == "residency" and f["store"] == "vault"
+    ]
+    assert residency and all(f["objects"] == objects["vault"] for f in residency), residency
+
+    # Numbers in the report's tables are formatted: no raw floats such as 0.000355420608793965.
+    html = (tour / "daulat-report.html").read_text()
+    tables = "".join(re.findall(r"<table.*?</table>", html, flags=re.S))
+    assert tables and not re.findall(r"\d\.\d{4,}", tables), re.findall(r"\d\.\d{4,}", tables)
+
+    # The closing suggestion runs as written: `check` exits 1 on the demo's deliberate
+    # violation, and the commands after it still run.
+    line = next(x for x in res.out.splitlines() if x.startswith("Try it yourself:"))
+    command = line.removeprefix("Try it yourself:").strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    env["COLUMNS"] = "300"
+    proc = subprocess.run(
+        ["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Stores" in proc.stdout  # daulat stores
+    assert "FAIL" in proc.stdout  # daulat check, exit 1
+    assert "The score's formula" in proc.stdout  # daulat risk, run all the same

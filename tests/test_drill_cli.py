@@ -44,5 +44,10 @@ def test_drill_then_exit_then_history(
     (row,) = json.loads(capsys.readouterr().out)
     assert row["actual_s"] is not None and row["error_pct"] is not None
     assert cli(["audit", "show", "--json"]) == 0
-    ops = [e["operation"] for e in json.loads(capsys.readouterr().out)]
-    assert ops == ["scan", "drill", "exit"]
+    entries = json.loads(capsys.readouterr().out)
+    ops = [e["operation"] for e in entries]
+    # The refused first drill is recorded too, with its error class.
+    assert ops == ["drill", "scan", "drill", "exit"]
+    assert entries[0]["details"]["outcome"] == "failed"
+    assert entries[0]["details"]["error"] == "ConfigError"
+    assert [e["details"]["outcome"] for e in entries[1:]] == ["ok", "ok", "ok"]

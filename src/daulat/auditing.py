@@ -1,19 +1,126 @@
-"""Where commands record what they changed: the audit log beside the configuration."""
+"""Where daulat records what it did: the audit log beside the configuration.
+
+Every library entry point that changes state records itself with :func:`audited`, so that the
+command line and Python callers are audited alike, and a run is recorded whatever its end:
+
+* ``outcome``: ``"ok"``, what the entry point reports (``"incomplete"``…), ``"failed"`` when it
+  raised, ``"interrupted"`` when a signal or a cancellation stopped it;
+* on failure or interruption, ``error`` (the exception's class), ``signal`` (``"SIGINT"``) and,
+  for daulat's own errors, ``message``;
+* the entry point's details, including what an interrupted run had done.
+
+A log that cannot be appended to (damaged tail) stops the operation *before* it changes
+anything: an action that could not be recorded is not taken.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from daulat.audit import AuditEntry, AuditLog
+from daulat import interrupts
+from daulat.audit import AuditEntry, AuditLog, AuditLogError
+from daulat.errors import DaulatError, Interrupted, StateError
+from daulat.state import private_dir
 
 AUDIT_NAME = "audit.jsonl"
+# How much of an error message goes into the log (messages name keys, which can be long).
+MESSAGE_LIMIT = 500
+
+log = logging.getLogger("daulat.audit")
 
 
 def audit_log(state_dir: Path) -> AuditLog:
+    """The audit log of ``state_dir``; existing state is made private (0700, files 0600) first
+    (AuditLog creates a missing directory 0700 itself)."""
+    if state_dir.is_dir():
+        private_dir(state_dir)
     return AuditLog(state_dir / AUDIT_NAME)
 
 
 def record(state_dir: Path, operation: str, details: Mapping[str, object]) -> AuditEntry:
-    """Append one entry; called after each state-changing operation, success or not."""
+    """Append one entry now (for operations with nothing to wrap, such as ``keys new``)."""
+    private_dir(state_dir)
     return audit_log(state_dir).append(operation, details)
+
+
+@dataclass
+class AuditRecord:
+    """What :func:`audited` will write; the entry point fills it in as it learns."""
+
+    details: dict[str, object]
+    describe: Callable[[Any], Mapping[str, object]] | None = None
+    result: object | None = field(default=None, repr=False)
+
+    def update(self, details: Mapping[str, object]) -> None:
+        self.details.update(details)
+
+    def done(self, result: object, outcome: str | None = None) -> None:
+        """The operation returned ``result``; ``outcome`` overrides the default ``"ok"``."""
+        self.result = result
+        if self.describe is not None:
+            self.details.update(self.describe(result))
+        if outcome is not None:
+            self.details["outcome"] = outcome
+
+
+def ensure_writable(state_dir: Path) -> AuditLog:
+    """The audit log, checked to accept an append; :class:`StateError` naming it if not."""
+    private_dir(state_dir)
+    audit = audit_log(state_dir)
+    try:
+        audit.head()
+    except AuditLogError as exc:
+        raise StateError(f"{audit.path}: {exc}") from None
+    return audit
+
+
+@contextmanager
+def audited(
+    state_dir: Path,
+    operation: str,
+    details: Mapping[str, object],
+    describe: Callable[[Any], Mapping[str, object]] | None = None,
+) -> Iterator[AuditRecord]:
+    """Record ``operation`` in the audit log when the block ends, however it ends.
+
+    ``describe`` turns a result (given to :meth:`AuditRecord.done`, or carried by an
+    :class:`~daulat.errors.Interrupted`) into details, so an interrupted run is recorded with
+    what it had done. Raises :class:`StateError` before the block runs when the log is damaged.
+    """
+    audit = ensure_writable(state_dir)
+    rec = AuditRecord(dict(details), describe)
+    try:
+        yield rec
+    except BaseException as exc:
+        d = rec.details
+        if isinstance(exc, Interrupted):
+            d["outcome"] = "interrupted"
+            d["signal"] = exc.signal_name
+            if exc.result is not None and describe is not None:
+                d.update(describe(exc.result))
+                d["outcome"] = "interrupted"
+        elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+            d["outcome"] = "interrupted"
+            signum = interrupts.received()
+            if signum is not None:
+                d["signal"] = signal.Signals(signum).name
+        else:
+            d["outcome"] = "failed"
+        d["error"] = type(exc).__name__
+        if isinstance(exc, DaulatError) and not isinstance(exc, Interrupted):
+            d["message"] = str(exc)[:MESSAGE_LIMIT]
+        try:
+            audit.append(operation, d)
+        except (AuditLogError, OSError, ValueError) as failure:
+            # The error that ended the operation matters more than this one; say both.
+            log.warning("daulat: the audit log could not record this %s: %s", operation, failure)
+        raise
+    rec.details.setdefault("outcome", "ok")
+    audit.append(operation, rec.details)

@@ -1,41 +1,41 @@
 """The ``daulat`` command: parse, call one library function, render.
 
 Exit codes: 0 success, 1 a failure of the job itself (unreachable store, differences, violations),
-2 usage or configuration errors. User errors print one clear message, never a traceback.
+2 usage or configuration errors (and unusable local state), 130 when SIGINT and 143 when
+SIGTERM stopped the run. User errors print one clear message, never a traceback.
+
+Everything printed for people goes through :mod:`daulat.terminal`: names, keys and providers'
+messages are data, never markup or terminal control; ``--json`` output is exact.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import io
 import itertools
 import json
+import logging
 import os
+import shlex
+import signal
+import sqlite3
 import sys
-import time
-from collections.abc import AsyncGenerator, Coroutine
+import threading
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
+from rich.text import Text
 
-from daulat import __version__
-from daulat.auditing import audit_log, record
+from daulat import __version__, interrupts
+from daulat.audit import AuditLogError
+from daulat.auditing import audit_log, audited, record
 from daulat.config import STATE_DIR, Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
@@ -54,25 +54,32 @@ from daulat.drill import (
     render_history,
     run_drill,
 )
-from daulat.errors import ConfigError, DaulatError, SafetyRefusal
+from daulat.errors import (
+    ConfigError,
+    DaulatError,
+    Interrupted,
+    ManifestError,
+    SafetyRefusal,
+)
+from daulat.feedback import Feedback, human_bytes
 from daulat.filters import Filter, build_filter
-from daulat.inventory import StoreStatus, scan_store, store_statuses
+from daulat.inventory import ScanResults, StoreStatus, scan_stores, store_statuses
 from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
-from daulat.manifest import Manifest, ScanSummary
+from daulat.manifest import Manifest
 from daulat.pinning import pin_signer
 from daulat.policy import evaluate_policies, render_findings
-from daulat.report import collect as collect_report
-from daulat.report import render as render_report
+from daulat.providers import ISO_3166_ALPHA2
+from daulat.report import write_report
+from daulat.report.write import check_output
 from daulat.risk.register import TargetType
 from daulat.risk.score import FORMULA
 from daulat.risk.stores import store_risks
 from daulat.scaffold import DemoData, write_config
 from daulat.signing import new_signing_key, public_key_of
-from daulat.stores import open_store
+from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer import Progress as TransferProgress
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 
@@ -86,14 +93,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
+# The command line as typed, for "resume with: daulat ..." after an interrupt.
+_argv: list[str] = []
 
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Path to daulat.toml (default: ./daulat.toml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show no progress (results and errors only).")
+]
 
 
 class ExitCode(Exception):
@@ -108,18 +120,21 @@ def _load(config: Path | None) -> Config:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
+    return interrupts.run(coro)
 
 
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if size < 1024 or unit == "PiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+_human_bytes = human_bytes
+
+
+def _print_json(value: Any) -> None:
+    """Exact JSON on stdout (control and bidi characters as \\u escapes, see terminal.py)."""
+    sys.stdout.write(json_text(value) + "\n")
+    sys.stdout.flush()
+
+
+def _resume_command() -> str:
+    return printable(shlex.join(["daulat", *_argv]))
 
 
 def _print_version(value: bool) -> None:
@@ -153,6 +168,8 @@ def init(
     ] = Path("."),
 ) -> None:
     """Write a commented daulat.toml (with --demo: local stores filled with sample data)."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"--dir {directory} is not a directory")
     result = write_config(directory, demo=demo, force=force)
     if isinstance(result, DemoData):
         out.print(f"wrote {result.config}")
@@ -177,7 +194,9 @@ def _stores_table(rows: list[StoreStatus]) -> Table:
             r.region or "-",
             r.country,
             ", ".join(r.jurisdictions),
-            "yes" if r.reachable else f"[red]unreachable[/red]: {escape(r.problem or '')}",
+            "yes"
+            if r.reachable
+            else styled(("unreachable", "red"), ": " + printable(r.problem or "")),
             f"{r.objects:,}" if r.objects is not None else "not scanned",
             _human_bytes(r.bytes),
             r.last_scan or "-",
@@ -192,7 +211,7 @@ def stores(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
     if as_json:
-        out.print_json(json.dumps([asdict(r) for r in rows]))
+        _print_json([asdict(r) for r in rows])
     else:
         out.print(_stores_table(rows))
         for r in rows:
@@ -200,39 +219,6 @@ def stores(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("objects"),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[rate]:,.0f} obj/s"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-        transient=False,
-    )
-
-
-async def _scan_all(cfg: Config, names: list[str], manifest: Manifest) -> list[ScanSummary]:
-    summaries = []
-    with _progress() as progress:
-        for name in names:
-            store = open_store(cfg.store(name))
-            task = progress.add_task(f"scan {name}", total=None, rate=0.0)
-            start = time.monotonic()
-
-            def update(n: int, size: int, task: Any = task, start: float = start) -> None:
-                progress.update(task, completed=n, rate=n / max(time.monotonic() - start, 1e-6))
-
-            try:
-                summaries.append(await scan_store(store, manifest, update))
-            finally:
-                await store.close()
-    return summaries
 
 
 @app.command()
@@ -243,24 +229,40 @@ def scan(
     ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """List stores into the manifest: key, size, modified time, provider ETag; records changes."""
+    """List stores into the manifest: key, size, modified time, provider ETag; records changes.
+
+    Every store is scanned even when some cannot be; those are reported at the end (exit 1).
+    """
     cfg = _load(config)
     selected = names or list(cfg.stores)
     for name in selected:
         cfg.store(name)
-    with Manifest.in_state_dir(cfg.state_dir) as manifest:
-        summaries = _run(_scan_all(cfg, selected, manifest))
-    for s in summaries:
-        record(cfg.state_dir, "scan", {k: v for k, v in asdict(s).items() if k != "started"})
+    feedback = Feedback(err, quiet=quiet)
+
+    async def scan_all() -> ScanResults:
+        with feedback.scanning() as show, Manifest.in_state_dir(cfg.state_dir) as manifest:
+            return await scan_stores(
+                cfg, selected, manifest, lambda name: lambda n, size: show(name, n, size)
+            )
+
+    results = _run(scan_all())
     if as_json:
-        out.print_json(json.dumps([asdict(s) for s in summaries]))
-        return
-    for s in summaries:
-        out.print(
-            f"scanned {s.store}: {s.objects:,} objects, {_human_bytes(s.bytes)} "
-            f"(+{s.added:,} added, ~{s.changed:,} changed, -{s.removed:,} removed) scan #{s.id}"
+        _print_json(
+            [asdict(s) for s in results.summaries] + [f.to_json() for f in results.failures]
         )
+    else:
+        for s in results.summaries:
+            out.print(
+                f"scanned {s.store}: {s.objects:,} objects, {_human_bytes(s.bytes)} "
+                f"(+{s.added:,} added, ~{s.changed:,} changed, -{s.removed:,} removed) "
+                f"scan #{s.id}"
+            )
+        for f in results.failures:
+            err.print(styled(("could not scan", "bold red"), f" {f.store}: ", printable(f.error)))
+    if not results.ok:
+        raise ExitCode(1)
 
 
 @app.command()
@@ -269,7 +271,8 @@ def demo(
         Path, typer.Option("--dir", help="Working directory for the tour.")
     ] = Path("daulat-demo-tour"),
 ) -> None:
-    """Run the whole tour on local stores: init --demo, stores, scan."""
+    """Run the whole tour on local stores: init --demo, stores, scan, drill, exit, verify,
+    keys, check and report."""
     from daulat.tour import run_tour
 
     run_tour(directory, out)
@@ -438,63 +441,31 @@ def _transfer_command(
     as_json: bool,
     options: Options,
     identity: Path | None = None,
+    quiet: bool = False,
 ) -> None:
     cfg = _load(config)
     listing = _DryRunListing(as_json) if options.dry_run else None
     if listing is not None:
         options = replace(options, on_plan=listing)
     identities = load_identities(identity) if identity is not None else []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[objects]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
-        task = bar.add_task(f"{kind.value} {src} → {dst}", total=None, objects="")
-
-        def update(p: TransferProgress) -> None:
-            bar.update(
-                task,
-                total=p.planned_bytes or None,
-                completed=p.done_bytes,
-                objects=f"{p.done_objects:,}/{p.planned_objects:,} objects"
-                + (f", {p.failed} failed" if p.failed else "")
-                + (f", {p.retries} retries" if p.retries else ""),
+    feedback = Feedback(err, quiet=quiet)
+    try:
+        with feedback.transfer(f"{kind.value} {src} → {dst}") as update:
+            summary = _run(
+                run_transfer(cfg, kind, src, dst, options, update, identities=identities)
             )
-
-        summary = _run(run_transfer(cfg, kind, src, dst, options, update, identities=identities))
-    record(
-        cfg.state_dir,
-        kind.value,
-        {
-            "src": src,
-            "dst": dst,
-            "run_id": summary.run_id,
-            "ok": summary.ok,
-            "dry_run": summary.dry_run,
-            "encrypted": summary.encrypted,
-            "names_protected": summary.names_protected,
-            "objects": summary.source_objects,
-            "bytes": summary.source_bytes,
-            "copied": summary.copied_objects,
-            "verified": summary.verified_objects,
-            "failed": len(summary.failed),
-            "refused": len(summary.refused),
-            "left": summary.left_objects,
-            "stopped": summary.stopped,
-            "manifest": summary.manifest_key,
-            "unproven": len(summary.unproven),
-            "unproven_restored": len(summary.unproven_restored),
-            "provenance": summary.provenance,
-        },
-    )
+    except Interrupted as exc:
+        if isinstance(exc.result, Summary):
+            if as_json:
+                _print_json(exc.result.to_json())
+                err.print(_interrupted_note(exc.result))
+            else:
+                _print_summary(exc.result, kind, src, dst, options)
+        raise
     if as_json and listing is not None and listing.streamed:
         listing.finish_json(summary)
     elif as_json:
-        out.print_json(json.dumps(summary.to_json(), default=str))
+        _print_json(summary.to_json())
     else:
         _print_summary(summary, kind, src, dst, options)
         if listing is not None:
@@ -506,9 +477,18 @@ def _transfer_command(
         raise ExitCode(1)
 
 
+def _interrupted_note(s: Summary) -> Text:
+    return styled(
+        ("interrupted", "bold red"),
+        f" by {s.interrupted}: the journal holds every object finished so far, and nothing "
+        f"partial is visible as done.\n  {s.left_objects:,} object(s) "
+        f"({_human_bytes(s.left_bytes)}) remain; resume with: {_resume_command()}",
+    )
+
+
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
-    head = f"{kind.value} {src} → {dst}"
-    if s.dry_run:
+    head = f"{kind.value} {printable(src)} → {printable(dst)}"
+    if s.dry_run and not s.interrupted:
         out.print(
             f"{head} (dry run): {s.source_objects:,} objects ({_human_bytes(s.source_bytes)}) at "
             f"the source; would copy {s.planned_objects:,} ({_human_bytes(s.planned_bytes)}), "
@@ -539,7 +519,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     out.print("  " + ", ".join(parts))
     for label, rows in (("failed", s.failed), ("refused", s.refused), ("unverified", s.unverified)):
         for key, reason in rows[:20]:
-            out.print(f"  {label}: {key!r}: {reason}", highlight=False)
+            out.print(f"  {label}: {printable(repr(key))}: {printable(reason)}")
         if len(rows) > 20:
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
     for key, reason in s.unproven[:20]:
@@ -557,27 +537,36 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     if s.names_protected:
         out.print("  names protected: objects are stored under keyed hashes of their names")
     if s.manifest_key:
-        out.print(f"  manifest of the copy: {dst.split(':')[0]}:{s.manifest_key}")
+        out.print(
+            f"  manifest of the copy: {printable(dst.split(':')[0])}:{printable(s.manifest_key)}"
+        )
     if s.manifest_error:
         err.print(
-            f"  the manifest could not be written at the destination: {escape(s.manifest_error)}"
+            "  the manifest could not be written at the destination: " + printable(s.manifest_error)
         )
     for note in s.notes:
-        err.print(f"  note: {note}", highlight=False, markup=False)
-    if s.stopped and "cannot decrypt" in s.stopped:
+        err.print(f"  note: {note}")
+    if s.interrupted:
+        err.print(_interrupted_note(s))
+    elif s.stopped and "cannot decrypt" in s.stopped:
         err.print(
-            f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"
-            "  Nothing was written with the wrong key. Run again with the identity file whose "
-            f"recipient the data was encrypted to: daulat {kind.value} {src} {dst} --identity FILE",
-            highlight=False,
+            styled(
+                ("stopped:", "bold red"),
+                f" {printable(s.stopped)}\n"
+                "  Nothing was written with the wrong key. Run again with the identity file whose "
+                f"recipient the data was encrypted to: daulat {kind.value} {printable(src)} "
+                f"{printable(dst)} --identity FILE",
+            )
         )
     elif s.stopped:
         err.print(
-            f"[bold red]stopped:[/bold red] {escape(s.stopped)}\n"
-            f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
-            "nothing already copied is lost.\n"
-            f"  Once access is back, resume with: daulat {kind.value} {src} {dst}",
-            highlight=False,
+            styled(
+                ("stopped:", "bold red"),
+                f" {printable(s.stopped)}\n"
+                f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
+                "nothing already copied is lost.\n"
+                f"  Once access is back, resume with: {_resume_command()}",
+            )
         )
     elif s.ok:
         detail = {
@@ -591,19 +580,22 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 else ""
             ),
         }.get(kind, "")
-        out.print("  [green]complete[/green]" + detail)
+        out.print(styled("  ", ("complete", "green"), detail))
     elif s.unproven and not (s.failed or s.refused or s.left_objects or s.unverified):
         err.print(
-            f"[yellow]incomplete[/yellow]: {len(s.unproven):,} object(s) at {escape(src)} are "
-            "not listed in its signed manifest and were not restored (they may have been "
-            "planted); --allow-unproven restores them anyway",
-            highlight=False,
+            styled(
+                ("incomplete", "yellow"),
+                f": {len(s.unproven):,} object(s) at {src} are not listed in its signed manifest "
+                "and were not restored (they may have been planted); --allow-unproven restores "
+                "them anyway",
+            )
         )
     else:
         err.print(
-            f"[yellow]incomplete[/yellow]: run the same command again to retry what is left: "
-            f"daulat {kind.value} {src} {dst}",
-            highlight=False,
+            styled(
+                ("incomplete", "yellow"),
+                f": run the same command again to retry what is left: {_resume_command()}",
+            )
         )
 
 
@@ -620,12 +612,13 @@ def copy(
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
     allow_plaintext: AllowPlaintextOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy objects that are missing or different at DST."""
     opts = _options(
         concurrency, bwlimit, dry_run, encrypt_to, encrypt_names, allow_plaintext=allow_plaintext
     )
-    _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity)
+    _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity, quiet)
 
 
 @app.command()
@@ -646,6 +639,7 @@ def sync(
     max_delete: MaxDeleteOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
     opts = _options(
@@ -659,7 +653,7 @@ def sync(
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
     )
-    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity)
+    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity, quiet)
 
 
 @app.command(name="exit")
@@ -676,6 +670,7 @@ def exit_(
     identity: NameKeyIdentityOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
     opts = _options(
@@ -687,7 +682,7 @@ def exit_(
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
     )
-    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity)
+    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity, quiet)
 
 
 @app.command()
@@ -716,6 +711,7 @@ def restore(
             "proven); the summary lists them.",
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Decrypt an encrypted replica back into plain objects, checked against its signed
     manifest."""
@@ -728,7 +724,7 @@ def restore(
         allow_plaintext=allow_plaintext,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
-    _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts)
+    _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts, quiet=quiet)
 
 
 keys_app = typer.Typer(help="age identities (secret keys) and recipients (public keys).")
@@ -835,39 +831,28 @@ def verify(
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 16,
     identity: IdentityOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing."""
     cfg = _load(config)
     ids = load_identities(identity) if identity is not None else []
-    report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency, identities=ids))
-    record(
-        cfg.state_dir,
-        "verify",
-        {
-            "src": src,
-            "dst": dst,
-            "full": full,
-            "ok": report.ok,
-            "objects": report.objects,
-            "verified": report.verified,
-            "problems": len(report.problems),
-        },
-    )
+    with Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"):
+        report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency, identities=ids))
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        _print_json(report.to_json())
     else:
         mode = "full (re-read and hashed)" if full else "recorded hashes and destination listing"
         out.print(
-            f"verify {src} → {dst} ({mode}): {report.objects:,} objects, "
+            f"verify {printable(src)} → {printable(dst)} ({mode}): {report.objects:,} objects, "
             f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
             f"problems {len(report.problems):,}"
         )
         for key, reason in report.problems[:20]:
-            out.print(f"  {key!r}: {reason}", highlight=False)
+            out.print(f"  {printable(repr(key))}: {printable(reason)}")
         if len(report.problems) > 20:
             out.print(f"  ... and {len(report.problems) - 20:,} more (see --json)")
         if report.stopped:
-            err.print(f"[bold red]stopped:[/bold red] {escape(report.stopped)}", highlight=False)
+            err.print(styled(("stopped:", "bold red"), " " + printable(report.stopped)))
     if not report.ok:
         raise ExitCode(1)
 
@@ -884,10 +869,15 @@ def risk(
     as_json: JsonOpt = False,
 ) -> None:
     """Exposure of each store: whose law reaches it and what its provider did to others."""
+    if country is not None and country.strip().upper() not in ISO_3166_ALPHA2:
+        raise typer.BadParameter(
+            f"{country!r} is not an ISO 3166-1 alpha-2 country code such as ID or DE",
+            param_hint="'--country'",
+        )
     cfg = _load(config)
-    rows = store_risks(cfg, country=country.upper() if country else None, sector=sector)
+    rows = store_risks(cfg, country=country.strip().upper() if country else None, sector=sector)
     if as_json:
-        out.print_json(json.dumps([r.to_json() for r in rows], default=str))
+        _print_json([r.to_json() for r in rows])
         return
     for r in rows:
         out.rule(f"{r.store}: {r.provider_name}, data in {r.data_country}")
@@ -929,9 +919,14 @@ def audit_verify(
     config: ConfigOpt = None,
 ) -> None:
     """Check the hash chain: any edited, removed or reordered entry is reported (exit 1)."""
+    if head is not None and not _is_sha256(head):
+        raise typer.BadParameter(
+            f"{head!r} is not a head hash: give the 64 hexadecimal digits a report shows",
+            param_hint="'--head'",
+        )
     cfg = _load(config)
     result = audit_log(cfg.state_dir).verify(head)
-    (out if result.ok else err).print(result.summary(), highlight=False, markup=False)
+    (out if result.ok else err).print(result.summary())
     if not result.ok:
         raise ExitCode(1)
 
@@ -942,14 +937,13 @@ def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     cfg = _load(config)
     entries = [e.to_dict() for e in audit_log(cfg.state_dir).entries()]
     if as_json:
-        out.print_json(json.dumps(entries))
+        _print_json(entries)
         return
     for e in entries:
+        # The details as JSON on one line: exact, with any control character escaped.
         out.print(
-            f"{e['seq']:>5} {e['time']} {e['actor']} {e['operation']} "
-            f"{json.dumps(e['details'], ensure_ascii=False)}",
-            highlight=False,
-            markup=False,
+            f"{e['seq']:>5} {e['time']} {printable(str(e['actor']))} "
+            f"{printable(str(e['operation']))} {json_text(e['details'], indent=None)}"
         )
 
 
@@ -976,13 +970,14 @@ def drill(
     encrypt_to: EncryptOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure a sample copy and predict how long a full exit of SRC to DST would take."""
     cfg = _load(config)
     if history:
         rows = drill_history(cfg)
         if as_json:
-            out.print_json(json.dumps([r.to_json() for r in rows], default=str))
+            _print_json([r.to_json() for r in rows])
         else:
             render_history(rows, out)
         return
@@ -999,22 +994,11 @@ def drill(
             concurrency=concurrency,
             seed=seed,
             encrypt_to=_recipients(encrypt_to),
-            on_event=None if as_json else (lambda m: err.print(m, highlight=False, markup=False)),
+            on_event=None if as_json else Feedback(err, quiet=quiet).say,
         )
     )
-    record(
-        cfg.state_dir,
-        "drill",
-        {
-            "src": src,
-            "dst": dst,
-            "drill": result.id,
-            "sampled_objects": result.sampled_objects,
-            "predicted_hours": round(result.predicted_hours, 4),
-        },
-    )
     if as_json:
-        out.print_json(json.dumps(result.to_json(), default=str))
+        _print_json(result.to_json())
     else:
         render_drill(result, out)
     if not result.ok:
@@ -1031,31 +1015,22 @@ def check(
 ) -> None:
     """Evaluate the policies in daulat.toml; exit 1 on any violation (unknown is not pass)."""
     cfg = _load(config)
-    result = evaluate_policies(cfg, strict=strict)
-    record(
-        cfg.state_dir,
-        "check",
-        {
-            "status": str(result.status),
-            "exit_code": result.exit_code,
-            "findings": len(result.findings),
-            "failed": sum(1 for f in result.findings if str(f.status) == "fail"),
-        },
-    )
+    with audited(cfg.state_dir, "check", {"strict": strict}) as audit:
+        result = evaluate_policies(cfg, strict=strict)
+        audit.update(
+            {
+                "status": str(result.status),
+                "exit_code": result.exit_code,
+                "findings": len(result.findings),
+                "failed": sum(1 for f in result.findings if str(f.status) == "fail"),
+            }
+        )
     if as_json:
-        out.print_json(json.dumps(result.to_json(), default=str))
+        _print_json(result.to_json())
     else:
         render_findings(result, out)
     if result.exit_code:
         raise ExitCode(result.exit_code)
-
-
-def _policies_json(cfg: Config) -> dict[str, Any] | None:
-    return evaluate_policies(cfg).to_json() if cfg.raw_policies else None
-
-
-def _drills_json(cfg: Config) -> list[dict[str, Any]]:
-    return [r.to_json() for r in drill_history(cfg)]
 
 
 class ReportFormat(StrEnum):
@@ -1074,19 +1049,15 @@ def report(
     config: ConfigOpt = None,
 ) -> None:
     """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
+    check_output(output)  # before loading anything: a wrong -o fails at once
     cfg = _load(config)
-    data = collect_report(cfg, policies=_policies_json, drills=_drills_json)
-    if fmt == ReportFormat.JSON:
-        text = json.dumps(data.to_json(), indent=2, default=str)
-    else:
-        text = render_report(data)
-    output.write_text(text, encoding="utf-8")
-    record(
-        cfg.state_dir,
-        "report",
-        {"file": str(output.resolve()), "format": fmt.value, "audit_head": data.audit.head_hash},
-    )
-    out.print(f"wrote {output} ({len(text.encode()) / 2**20:.1f} MiB)", highlight=False)
+    written = write_report(cfg, output, "json" if fmt == ReportFormat.JSON else "html")
+    out.print(f"wrote {printable(str(output))} ({written.size / 2**20:.1f} MiB)")
+
+
+def _is_sha256(text: str) -> bool:
+    value = text.strip().lower()
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 # --- listing: ls and size, with rclone-style filters ---------------------------------------
@@ -1261,41 +1232,112 @@ def size_(
 
 
 def _fail(message: str, code: int) -> int:
-    err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
+    err.print(styled(("error:", "bold red"), " ", message))
     return code
+
+
+def _interrupted(signum: int) -> int:
+    name = signal.Signals(signum).name
+    err.print(
+        styled(
+            ("interrupted", "bold red"),
+            f" by {name}: stopped cleanly; what was finished is recorded. "
+            f"Run the same command again to resume: {_resume_command()}",
+        )
+    )
+    return 128 + signum
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Outside the event loop (loading the config, printing), SIGTERM stops the command as
+    Ctrl-C does, so it too ends with a message and its own exit code rather than silently."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        interrupts.note(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Print a usage error as click does, with the user's input escaped."""
+    show = getattr(exc, "show", None)
+    if show is None:
+        return _fail(str(exc), 2)
+    buffer = io.StringIO()
+    show(file=buffer)
+    sys.stderr.write(printable(buffer.getvalue(), keep_newlines=True))
+    return 2
+
+
+class _Notices(logging.Handler):
+    """The library's notices (``daulat.*`` loggers: state made private, an audit entry that
+    could not be written) on stderr, one line each, whatever else configured logging."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(printable(record.getMessage()))
+
+
+_notices = _Notices(logging.WARNING)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and :func:`main`)."""
-    try:
-        app(args=argv, prog_name="daulat", standalone_mode=False)
-    except ExitCode as exc:
-        return exc.code
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except SystemExit as exc:  # typer's shell completion ends with sys.exit, not typer.Exit
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        return _fail(str(exc.code), 1)
-    except typer.Abort:
-        return _fail("aborted", 130)
-    except typer.TyperException as exc:
-        # Usage errors (bad option, missing argument): typer prints them like click does.
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show(file=sys.stderr)
-        else:
-            _fail(str(exc), 2)
-        return 2
-    except SafetyRefusal as exc:
-        return _fail(f"refused: {exc}", 2)
-    except (ConfigError, RecipientError, KeyFileError) as exc:
-        return _fail(str(exc), 2)
-    except DaulatError as exc:
-        return _fail(str(exc), 1)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    return 0
+    global _argv
+    _argv = list(sys.argv[1:] if argv is None else argv)
+    interrupts.reset()
+    library = logging.getLogger("daulat")
+    if _notices not in library.handlers:
+        library.addHandler(_notices)
+        library.propagate = False  # printed once, here, not again by a root handler
+    with _sigterm_as_interrupt():
+        try:
+            try:
+                code = app(args=argv, prog_name="daulat", standalone_mode=False)
+            except KeyboardInterrupt:
+                code = 130
+            if code == 130:
+                # typer turns Ctrl-C outside the event loop into exit code 130.
+                return _interrupted(interrupts.received() or signal.SIGINT)
+            return code if isinstance(code, int) else 0
+        except ExitCode as exc:
+            return exc.code
+        except Interrupted as exc:
+            if not isinstance(exc.result, Summary):  # a transfer printed its own summary
+                return _interrupted(exc.signum)
+            return exc.exit_code
+        except typer.Exit as exc:
+            return int(exc.exit_code)
+        except SystemExit as exc:  # typer's shell completion ends with sys.exit, not typer.Exit
+            if exc.code is None or isinstance(exc.code, int):
+                return exc.code or 0
+            return _fail(str(exc.code), 1)
+        except typer.Abort:
+            return _fail("aborted", 130)
+        except typer.TyperException as exc:
+            # Usage errors (bad option, missing argument): printed like click does.
+            return _usage_error(exc)
+        except SafetyRefusal as exc:
+            return _fail(f"refused: {exc}", 2)
+        except (ConfigError, RecipientError, KeyFileError, ManifestError, AuditLogError) as exc:
+            # ManifestError, AuditLogError: the local state is damaged or not daulat's (the
+            # message names the file); like a config error, the user must fix it first.
+            return _fail(str(exc), 2)
+        except DaulatError as exc:
+            return _fail(str(exc), 1)
+        except sqlite3.Error as exc:
+            return _fail(f"the local state database failed: {exc}", 2)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            return _fail(f"cannot use{where}: {exc.strerror or exc}", 1)
 
 
 def main() -> None:

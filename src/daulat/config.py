@@ -20,7 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from daulat.crypto import RecipientError, parse_recipient
 from daulat.errors import ConfigError
-from daulat.providers import Provider, ProviderId, UnknownRegion, load_catalogue
+from daulat.providers import (
+    ISO_3166_ALPHA2,
+    Provider,
+    ProviderId,
+    UnknownRegion,
+    load_catalogue,
+)
 from daulat.signing import PublicKey, SignatureError, parse_public_key
 
 CONFIG_NAME = "daulat.toml"
@@ -77,7 +83,8 @@ class StoreConfig(BaseModel):
     @field_validator("country")
     @classmethod
     def _iso_country(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Z]{2}", v):
+        # Assigned codes only: an unassigned one ("XX") would fail later, deep in the catalogue.
+        if v is not None and v not in ISO_3166_ALPHA2:
             raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 code such as 'ID' or 'DE'")
         return v
 

@@ -17,13 +17,19 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   │                      missing bucket or disabled account (permanent: stop, do not retry)
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
     │   └── Unsupported        the store kind cannot do this operation
-    └── ManifestError          the local state database is unusable
+    ├── ManifestError          the local state database is unusable
+    │   └── StateError         a file under .daulat/ is damaged, not daulat's, or cannot be
+    │                          made private (CLI exit 2)
+    └── Interrupted            SIGINT/SIGTERM stopped the run; carries what was done (CLI exit
+                               130/143)
 
 Messages never contain secrets: adapters build them from the store name, the key and a short
 reason, not from the SDK's text (which can echo request headers or signed URLs).
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class DaulatError(Exception):
@@ -60,6 +66,29 @@ class PlaintextOverCiphertext(SafetyRefusal):
 
 class ManifestError(DaulatError):
     """The manifest database cannot be opened or is inconsistent."""
+
+
+class StateError(ManifestError):
+    """A file of daulat's local state cannot be used; the message names the file."""
+
+
+class Interrupted(DaulatError):
+    """A signal (SIGINT or SIGTERM) stopped the run cleanly.
+
+    ``result`` is what the run had done when it stopped (a transfer's ``Summary``, for
+    instance), or None when nothing can be reported; ``exit_code`` is 128 + the signal number,
+    as a shell reports a process ended by that signal.
+    """
+
+    def __init__(self, signum: int, result: object | None = None) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.result = result
+        super().__init__(f"interrupted by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class StoreError(DaulatError):

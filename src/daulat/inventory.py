@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
+from daulat.auditing import audited
 from daulat.config import Config, StoreConfig, placement_of
-from daulat.errors import DaulatError
+from daulat.errors import DaulatError, Interrupted, ManifestError
 from daulat.manifest import Manifest, ScanSummary
 from daulat.stores import ObjectInfo, Store, open_store
 
 SCAN_TRANSACTION = 5000
+
+# daulat's own files in a store (destination manifests, the sealed name key, a drill's scratch
+# copy) sit under ``.daulat/`` at the prefix daulat wrote to (see
+# daulat.transfer.manifests.DST_MANIFEST_PREFIX). They are bookkeeping, not the data an
+# inventory describes: counting them would make a replica look larger than what it replicates.
+_BOOKKEEPING = re.compile(r"(?:^|/)\.daulat/")
 
 # Called after each batch with (objects so far, bytes so far).
 Progress = Callable[[int, int], None]
@@ -24,6 +32,7 @@ async def scan_store(
 
     Memory stays flat: each listing batch is merged into SQLite before the next is fetched. If
     the listing fails part-way, the scan is marked failed and nothing is marked removed.
+    daulat's own files under ``.daulat/`` are left out (see ``_BOOKKEEPING``).
     """
     scan_id = manifest.begin_scan(store.name)
     objects = size = 0
@@ -40,7 +49,7 @@ async def scan_store(
 
     try:
         async for batch in store.list():
-            pending.extend(batch)
+            pending.extend(o for o in batch if not _BOOKKEEPING.search(o.key))
             # Fewer, larger transactions: a commit costs more than the rows it carries.
             if len(pending) >= SCAN_TRANSACTION:
                 flush()
@@ -53,6 +62,76 @@ async def scan_store(
         manifest.fail_scan(scan_id, "interrupted")
         raise
     return manifest.finish_scan(scan_id, store.name)
+
+
+def scan_details(summary: ScanSummary) -> Mapping[str, object]:
+    """What the audit log keeps of a scan."""
+    return {k: v for k, v in asdict(summary).items() if k != "started"}
+
+
+async def scan(
+    config: Config, name: str, manifest: Manifest, progress: Progress | None = None
+) -> ScanSummary:
+    """Scan the configured store ``name`` into ``manifest``, recorded in the audit log however
+    it ends. Raises what :func:`scan_store` raises (a store failure is a :class:`DaulatError`)."""
+    cfg = config.store(name)
+    with audited(config.state_dir, "scan", {"store": name}, scan_details) as audit:
+        store = open_store(cfg)
+        try:
+            summary = await scan_store(store, manifest, progress)
+        finally:
+            await store.close()
+        audit.done(summary)
+    return summary
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    """A store that could not be scanned, and why."""
+
+    store: str
+    error: str
+    error_class: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"store": self.store, "status": "failed", "error": self.error}
+
+
+@dataclass
+class ScanResults:
+    """Every store scanned, and those that could not be."""
+
+    summaries: list[ScanSummary] = field(default_factory=list)
+    failures: list[ScanFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+async def scan_stores(
+    config: Config,
+    names: Sequence[str],
+    manifest: Manifest,
+    progress: Callable[[str], Progress | None] | None = None,
+) -> ScanResults:
+    """Scan each of ``names`` in turn; a store that fails (unreachable, refused) is recorded in
+    ``failures`` and the others are still scanned. ``progress(name)`` gives each scan's
+    progress callback. Unknown names raise :class:`~daulat.errors.ConfigError` before anything
+    is scanned; a signal stops the whole loop."""
+    for name in names:
+        config.store(name)
+    results = ScanResults()
+    for name in names:
+        try:
+            results.summaries.append(
+                await scan(config, name, manifest, progress(name) if progress else None)
+            )
+        except (Interrupted, ManifestError):
+            raise  # a signal, or local state that every further scan would meet too
+        except DaulatError as exc:
+            results.failures.append(ScanFailure(name, str(exc), type(exc).__name__))
+    return results
 
 
 @dataclass(frozen=True)
@@ -78,13 +157,25 @@ async def probe(store: Store, timeout: float = 10.0) -> str | None:
     """None if the store answers a listing, else a short reason."""
     try:
         async with asyncio.timeout(timeout):
-            async for _batch in store.list():
-                break
+            await _first_page(store.list())
     except TimeoutError:
         return f"no answer within {timeout:.0f} s"
     except DaulatError as exc:
         return str(exc)
     return None
+
+
+async def _first_page(pages: AsyncIterator[list[ObjectInfo]]) -> None:
+    """Read one page and close the listing at once: a listing left open keeps fetching the
+    next page in the background, which then fails on the closed store ("Task exception was
+    never retrieved") once the caller has moved on."""
+    try:
+        async for _batch in pages:
+            break
+    finally:
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def store_statuses(

@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daulat.errors import ManifestError
+from daulat.errors import ManifestError, StateError
+from daulat.state import DatabaseKind, claim, connect
 from daulat.stores.base import ObjectInfo
 
 MANIFEST_NAME = "manifest.sqlite"
+MANIFEST_KIND = DatabaseKind(
+    "manifest database",
+    application_id=0x644C544D,  # "dLTM"
+    tables={
+        "scans": frozenset({"id", "store", "status"}),
+        "objects": frozenset({"store", "key", "size"}),
+        "changes": frozenset({"scan_id", "key", "change"}),
+    },
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -82,13 +92,17 @@ class Manifest:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._db = connect(path, MANIFEST_KIND, timeout=30)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            claim(self._db, path, MANIFEST_KIND)
+        except StateError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise ManifestError(f"cannot open manifest {path}: {exc}") from None
 
     @classmethod

@@ -1,42 +1,46 @@
 """``daulat demo``: the whole tour on local stores, narrated, using the same library calls as the
-commands."""
+commands (and so audited as they are)."""
 
 from __future__ import annotations
 
-import asyncio
+import shlex
 import shutil
 from pathlib import Path
 
 from rich.console import Console
 
-from daulat.auditing import record
-from daulat.config import load_config
+from daulat.auditing import audited, record
+from daulat.config import Config, load_config
 from daulat.crypto import new_identity, parse_recipients
 from daulat.drill import drill_history, run_drill
 from daulat.errors import ConfigError, DaulatError
-from daulat.inventory import scan_store, store_statuses
-from daulat.manifest import Manifest, ScanSummary
+from daulat.feedback import human_bytes
+from daulat.interrupts import run
+from daulat.inventory import scan, store_statuses
+from daulat.manifest import Manifest
 from daulat.policy import evaluate_policies
-from daulat.report import collect as collect_report
-from daulat.report import render as render_report
+from daulat.report import write_report
 from daulat.scaffold import DemoData, write_config
-from daulat.stores import Store, open_store
 from daulat.transfer import Kind, Options, run_transfer, run_verify
 
 TOUR_MARKER = ".daulat-demo-tour"
 
 
-async def _scan(store: Store, manifest: Manifest) -> ScanSummary:
-    try:
-        return await scan_store(store, manifest)
-    finally:
-        await store.close()
+def _scan_all(config: Config, console: Console, *, new: str) -> None:
+    with Manifest.in_state_dir(config.state_dir) as manifest:
+        for name in config.stores:
+            s = run(scan(config, name, manifest))
+            console.print(
+                f"  {name:<12} {s.objects:,} objects, {human_bytes(s.bytes)} (+{s.added:,} {new})"
+            )
 
 
 def run_tour(directory: Path, console: Console) -> None:
     """Create demo stores in ``directory`` (replacing an earlier tour there) and walk through
     what daulat does with them."""
     marker = directory / TOUR_MARKER
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory; choose another --dir")
     if directory.exists() and any(directory.iterdir()):
         if not marker.is_file():
             raise ConfigError(
@@ -61,7 +65,7 @@ def run_tour(directory: Path, console: Console) -> None:
 
     with Manifest.in_state_dir(config.state_dir) as manifest:
         console.rule("2. daulat stores")
-        rows = asyncio.run(store_statuses(config, manifest))
+        rows = run(store_statuses(config, manifest))
         for r in rows:
             state = "reachable" if r.reachable else f"UNREACHABLE ({r.problem})"
             console.print(
@@ -69,23 +73,15 @@ def run_tour(directory: Path, console: Console) -> None:
                 f"jurisdictions={','.join(r.jurisdictions)} {state}"
             )
 
-        console.rule("3. daulat scan")
-        for name, cfg in config.stores.items():
-            s = asyncio.run(_scan(open_store(cfg), manifest))
-            record(config.state_dir, "scan", {"store": name, "objects": s.objects, "id": s.id})
-            console.print(
-                f"  {name:<12} {s.objects:,} objects, {s.bytes / 2**20:.1f} MiB "
-                f"(+{s.added:,} new since the last scan)"
-            )
-        console.print(f"The manifest is {manifest.path} (SQLite; query it with any SQLite tool).")
+    console.rule("3. daulat scan")
+    _scan_all(config, console, new="new since the last scan")
+    console.print(
+        f"The manifest is {config.state_dir / 'manifest.sqlite'} (SQLite; query it with any "
+        "SQLite tool)."
+    )
 
     console.rule("4. daulat drill kpu-primary vault")
-    drilled = asyncio.run(run_drill(config, "kpu-primary", "vault", sample=300, seed=2024))
-    record(
-        config.state_dir,
-        "drill",
-        {"src": "kpu-primary", "dst": "vault", "predicted_hours": drilled.predicted_hours},
-    )
+    drilled = run(run_drill(config, "kpu-primary", "vault", sample=300, seed=2024))
     console.print(
         f"  copied a stratified sample of {drilled.sampled_objects:,} objects to a scratch prefix "
         f"(removed again), measured per size class, and predicts a full exit takes "
@@ -98,14 +94,9 @@ def run_tour(directory: Path, console: Console) -> None:
         "Evacuate kpu-primary into vault: streamed, hashed (SHA-256) while copying, journaled "
         "so a crash resumes where it stopped, and verified object by object."
     )
-    summary = asyncio.run(run_transfer(config, Kind.EXIT, "kpu-primary", "vault"))
-    record(
-        config.state_dir,
-        "exit",
-        {"src": "kpu-primary", "dst": "vault", "ok": summary.ok, "run_id": summary.run_id},
-    )
+    summary = run(run_transfer(config, Kind.EXIT, "kpu-primary", "vault"))
     console.print(
-        f"  copied {summary.copied_objects:,} objects ({summary.copied_bytes / 2**20:.1f} MiB) "
+        f"  copied {summary.copied_objects:,} objects ({human_bytes(summary.copied_bytes)}) "
         f"in {summary.duration_s:.1f} s; verified {summary.verified_objects or 0:,} of "
         f"{summary.source_objects:,}; exit {'complete' if summary.ok else 'INCOMPLETE'}"
     )
@@ -123,12 +114,7 @@ def run_tour(directory: Path, console: Console) -> None:
         )
 
     console.rule("6. daulat verify kpu-primary vault --full")
-    report = asyncio.run(run_verify(config, "kpu-primary", "vault", full=True))
-    record(
-        config.state_dir,
-        "verify",
-        {"src": "kpu-primary", "dst": "vault", "full": True, "ok": report.ok},
-    )
+    report = run(run_verify(config, "kpu-primary", "vault", full=True))
     console.print(
         f"  re-read and hashed both sides: {report.verified:,} of {report.objects:,} objects "
         f"identical, {len(report.problems)} problems"
@@ -146,7 +132,7 @@ def run_tour(directory: Path, console: Console) -> None:
     console.print(f"  its public key (recipient) is {recipient}")
 
     console.rule("8. daulat exit kpu-primary offsite --encrypt-to age1...")
-    enc = asyncio.run(
+    enc = run(
         run_transfer(
             config,
             Kind.EXIT,
@@ -154,11 +140,6 @@ def run_tour(directory: Path, console: Console) -> None:
             "offsite",
             Options(encrypt_to=parse_recipients([recipient])),
         )
-    )
-    record(
-        config.state_dir,
-        "exit",
-        {"src": "kpu-primary", "dst": "offsite", "ok": enc.ok, "encrypted": True},
     )
     console.print(
         f"  copied {enc.copied_objects:,} objects to offsite as age ciphertext and verified "
@@ -168,9 +149,17 @@ def run_tour(directory: Path, console: Console) -> None:
     if not enc.ok:
         raise DaulatError("the demo's encrypted exit did not verify; see the messages above")
 
-    console.rule("9. daulat check")
-    result = evaluate_policies(config)
-    record(config.state_dir, "check", {"status": str(result.status)})
+    console.rule("9. daulat scan (again)")
+    console.print(
+        "The exits changed what vault and offsite hold; scanning again keeps the manifest, and "
+        "so the report's store table, in step with the policies, which read the journal."
+    )
+    _scan_all(config, console, new="new")
+
+    console.rule("10. daulat check")
+    with audited(config.state_dir, "check", {"strict": False}) as audit:
+        result = evaluate_policies(config)
+        audit.update({"status": str(result.status), "exit_code": result.exit_code})
     for policy in result.policies:
         console.print(f"  {policy.status.value.upper():<7} {policy.name}")
         for f in policy.findings:
@@ -184,17 +173,9 @@ def run_tour(directory: Path, console: Console) -> None:
         "`daulat check` exits 1 on such a violation, so CI can fail on it."
     )
 
-    console.rule("10. daulat report")
+    console.rule("11. daulat report")
     report_path = directory / "daulat-report.html"
-    data = collect_report(
-        config,
-        policies=lambda c: evaluate_policies(c).to_json(),
-        drills=lambda c: [h.to_json() for h in drill_history(c)],
-    )
-    report_path.write_text(render_report(data), encoding="utf-8")
-    record(
-        config.state_dir, "report", {"file": str(report_path), "audit_head": data.audit.head_hash}
-    )
+    data = write_report(config, report_path).data
     console.print(
         f"  wrote {report_path}: one HTML file that opens offline, with where the data lives, "
         "the policies, replicas, the drill against the real exit, risk and the audit log's head "
@@ -203,6 +184,9 @@ def run_tour(directory: Path, console: Console) -> None:
 
     console.rule("Done")
     console.print(f"Open the report: {report_path.resolve()}")
+    # `daulat check` exits 1 on the violation shown above, so the commands are separated
+    # with `;`, not `&&`: the line runs as written and every command in it runs.
     console.print(
-        f"Try it yourself:  cd {directory} && daulat stores && daulat check && daulat risk"
+        f"Try it yourself:  cd {shlex.quote(str(directory))} && daulat stores; daulat check; "
+        "daulat risk"
     )

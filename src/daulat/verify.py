@@ -199,6 +199,11 @@ async def verify(
         report.problems += await check_destination(dst, journal, trusted, identities)
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
+    except BaseException as exc:
+        # A signal (or the caller) cancelled it, or an error nobody expected: say which.
+        stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        journal.end_run(run_id, "interrupted" if stopped else "failed", "{}")
+        raise
     journal.end_run(run_id, "complete" if report.ok else "incomplete", "{}")
     return report
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from daulat.config import Config
 from daulat.drill.record import DRILLS_NAME, DrillLog
-from daulat.transfer.journal import JOURNAL_NAME
+from daulat.state import connect_readonly
+from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 
 
 @dataclass
@@ -111,7 +112,7 @@ def _exit_runs(path: Path) -> list[dict[str, Any]]:
     """Complete ``exit`` runs of the transfer journal, oldest first (read-only)."""
     if not path.is_file():
         return []
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    db = connect_readonly(path, JOURNAL_KIND)
     try:
         rows = db.execute(
             "SELECT id, src, dst, started, summary FROM runs "

@@ -14,10 +14,16 @@ from typing import Any, Literal
 from daulat.config import Config
 from daulat.drill.result import CONFIDENCE, DrillResult
 from daulat.drill.units import _now
+from daulat.state import DatabaseKind, claim, connect, connect_readonly
 from daulat.transfer.engine import Endpoint
-from daulat.transfer.journal import JOURNAL_NAME
+from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 
 DRILLS_NAME = "drills.sqlite"
+DRILLS_KIND = DatabaseKind(
+    "drill record",
+    application_id=0x644C5444,  # "dLTD"
+    tables={"drills": frozenset({"id", "status", "src_store"})},
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drills (
@@ -58,10 +64,14 @@ class DrillLog:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DRILLS_NAME
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
+        self.db = connect(self.path, DRILLS_KIND, timeout=60)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(_SCHEMA)
+            claim(self.db, self.path, DRILLS_KIND)
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -204,7 +214,7 @@ def latest_exit_hours(
     if not path.is_file():
         return None
     column = "predicted_s" if bound == "predicted" else "high_s"
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    db = connect_readonly(path, DRILLS_KIND)
     try:
         row = db.execute(
             f"SELECT {column} FROM drills WHERE src_store = ? AND src_prefix = '' "
@@ -222,7 +232,7 @@ def _last_run_id(path: Path) -> int:
     """The highest run id in the transfer journal at ``path`` (0 if there is none)."""
     if not path.is_file():
         return 0
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    db = connect_readonly(path, JOURNAL_KIND)
     try:
         (n,) = db.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
         return int(n)

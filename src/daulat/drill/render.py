@@ -5,24 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from daulat.drill.history import HistoryRow
 from daulat.drill.result import DrillResult
 from daulat.drill.units import _human_bytes, _human_rate_bits, human_duration
+from daulat.terminal import printable, styled
 
 
 def render_drill(result: DrillResult, console: Console) -> None:
     """Print a drill for people: per class, the prediction with its interval, the assumptions,
-    and any projection, marked as such."""
+    and any projection, marked as such. Names are data: printed escaped, never as markup."""
     p = console.print
     p(
-        f"[bold]drill {escape(result.src)} → {escape(result.dst)}[/bold] ({result.id}): "
-        f"{result.objects:,} objects, {_human_bytes(result.bytes)} in the source (scan "
+        styled((f"drill {printable(result.src)} → {printable(result.dst)}", "bold")),
+        f" ({result.id}): {result.objects:,} objects, {_human_bytes(result.bytes)} in the source (scan "
         f"#{result.scan_id}); sampled {result.sampled_objects:,} objects, "
         f"{_human_bytes(result.sampled_bytes)}; concurrency {result.concurrency}",
         highlight=False,
+        markup=False,
+        sep="",
     )
     table = Table(title="Measured per size class (the real copy path, to a scratch prefix)")
     for col in (
@@ -58,31 +60,33 @@ def render_drill(result: DrillResult, console: Console) -> None:
         highlight=False,
     )
     p(
-        f"[bold]predicted exit time: {human_duration(result.predicted_s)}[/bold] "
-        f"(95 % interval {human_duration(result.low_s)} - {human_duration(result.high_s)}; "
-        f"{result.predicted_hours:.3g} h)",
-        highlight=False,
+        styled(
+            (f"predicted exit time: {human_duration(result.predicted_s)}", "bold"),
+            f" (95 % interval {human_duration(result.low_s)} - {human_duration(result.high_s)}; "
+            f"{result.predicted_hours:.3g} h)",
+        )
     )
-    p(f"  interval: {escape(result.interval_method)}", highlight=False)
+    p(styled(f"  interval: {result.interval_method}"))
     p("  assumptions:")
     for a in result.assumptions:
-        p(f"    - {escape(a)}", highlight=False)
+        p(styled(f"    - {a}"))
     if result.projection is not None:
         pr = result.projection
         what = [f"{pr.workers} worker(s)"]
         if pr.link_bps is not None:
             what.append(f"a {_human_rate_bits(pr.link_bps)} link")
         p(
-            f"[bold yellow]PROJECTION (not measured)[/bold yellow] with {', '.join(what)}: "
-            f"{human_duration(pr.predicted_s)} ({human_duration(pr.low_s)} - "
-            f"{human_duration(pr.high_s)})",
-            highlight=False,
+            styled(
+                ("PROJECTION (not measured)", "bold yellow"),
+                f" with {', '.join(what)}: {human_duration(pr.predicted_s)} "
+                f"({human_duration(pr.low_s)} - {human_duration(pr.high_s)})",
+            )
         )
-        p(f"  how: {escape(pr.method)}", highlight=False)
+        p(styled(f"  how: {pr.method}"))
     if result.scratch_removed:
-        p(f"  scratch copy {escape(result.scratch)} removed (listed again: empty)", highlight=False)
+        p(styled(f"  scratch copy {printable(result.scratch)} removed (listed again: empty)"))
     for problem in result.problems:
-        p(f"  [red]problem:[/red] {escape(problem)}", highlight=False)
+        p(styled("  ", ("problem:", "red"), " " + printable(problem)))
     p(f"  the drill took {human_duration(result.drill_s)}", highlight=False)
 
 
@@ -102,7 +106,7 @@ def render_history(rows: Iterable[HistoryRow], console: Console) -> None:
             error += f" ({r.note})"
         table.add_row(
             f"{r.drill_id}",
-            f"{r.src} → {r.dst}",
+            f"{printable(r.src)} → {printable(r.dst)}",
             f"{r.sample_objects:,} of {r.objects:,}",
             f"{human_duration(r.predicted_s)} ({human_duration(r.low_s)} - "
             f"{human_duration(r.high_s)})",

@@ -7,14 +7,15 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from daulat.auditing import audited
 from daulat.config import Config
 from daulat.crypto import Recipient, parse_recipients
 from daulat.drill.measure import _measure_classes, _probe_listing
 from daulat.drill.model import _build_result
-from daulat.drill.record import DrillLog
+from daulat.drill.record import DrillLog, _last_run_id
 from daulat.drill.result import DrillFailed, DrillResult
 from daulat.drill.sample import Stratum, _describe_sample, draw_sample
 from daulat.drill.units import _now
@@ -23,7 +24,7 @@ from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import Endpoint, Options
-from daulat.transfer.journal import Journal
+from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.names import NameKey
 
@@ -53,6 +54,45 @@ async def run_drill(
     :class:`DrillFailed` (nothing could be measured). Store failures of single objects do not
     raise: they are listed in ``problems``. The drill is recorded either way.
     """
+    with audited(config.state_dir, "drill", {"src": src_spec, "dst": dst_spec}, drill_details) as a:
+        result = await _run_drill(
+            config,
+            src_spec,
+            dst_spec,
+            sample=sample,
+            link_bps=link_bps,
+            workers=workers,
+            concurrency=concurrency,
+            seed=seed,
+            encrypt_to=encrypt_to,
+            on_event=on_event,
+        )
+        a.done(result, "ok" if result.ok else "problems")
+    return result
+
+
+def drill_details(result: DrillResult) -> Mapping[str, object]:
+    """What the audit log keeps of a drill."""
+    return {
+        "drill": result.id,
+        "sampled_objects": result.sampled_objects,
+        "predicted_hours": round(result.predicted_hours, 4),
+    }
+
+
+async def _run_drill(
+    config: Config,
+    src_spec: str,
+    dst_spec: str,
+    *,
+    sample: int | float | None,
+    link_bps: float | None,
+    workers: int,
+    concurrency: int,
+    seed: int | None,
+    encrypt_to: Sequence[Recipient],
+    on_event: Callable[[str], None] | None,
+) -> DrillResult:
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     if concurrency < 1:
@@ -90,6 +130,8 @@ async def _drill(
         raise ConfigError(
             f"{src.label!r} and {dst.label!r} overlap: a store cannot be drilled into itself"
         )
+    # The journal is read when the drill is recorded: a damaged one fails now, not after the copy.
+    _last_run_id(config.state_dir / JOURNAL_NAME)
     with Manifest.in_state_dir(config.state_dir) as manifest:
         scan = manifest.last_scan(name)
     if scan is None:

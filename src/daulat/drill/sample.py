@@ -5,13 +5,14 @@ from __future__ import annotations
 import bisect
 import math
 import random
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
+from daulat.manifest import MANIFEST_KIND
+from daulat.state import connect_readonly
 from daulat.transfer.engine import Options
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 
@@ -193,7 +194,7 @@ def draw_sample(
     census is one SQL aggregate; the draw picks random ranks per class and takes the rows at
     those ranks in one ordered pass, so memory holds the sample, not the store.
     """
-    db = sqlite3.connect(manifest_path.resolve().as_uri() + "?mode=ro", uri=True)
+    db = connect_readonly(manifest_path, MANIFEST_KIND)
     try:
         db.execute("BEGIN")
         # daulat's own files at the source (manifests of earlier copies, a killed drill's scratch)

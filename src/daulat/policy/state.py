@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from daulat.errors import ManifestError
-from daulat.manifest import MANIFEST_NAME
-from daulat.transfer.journal import JOURNAL_NAME
+from daulat.manifest import MANIFEST_KIND, MANIFEST_NAME
+from daulat.state import DatabaseKind, check_database, private_dir
+from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 
 _PAIR = re.compile(
     r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
@@ -71,8 +72,10 @@ class _State:
     def __init__(self, state_dir: Path) -> None:
         self.db = sqlite3.connect("file::memory:", uri=True)
         self.db.execute("PRAGMA temp_store=FILE")
-        self.manifest = self._attach(state_dir / MANIFEST_NAME, "m", ("scans", "objects"))
-        self.journal = self._attach(state_dir / JOURNAL_NAME, "j", ("journal",))
+        self.manifest = self._attach(
+            state_dir / MANIFEST_NAME, "m", ("scans", "objects"), MANIFEST_KIND
+        )
+        self.journal = self._attach(state_dir / JOURNAL_NAME, "j", ("journal",), JOURNAL_KIND)
         has_verifications = self.journal is not None and self._has_table("j", "verifications")
         self.db.execute(
             "CREATE TEMP TABLE pairs (pair TEXT PRIMARY KEY, src TEXT, sp TEXT, splen INTEGER, "
@@ -111,15 +114,19 @@ class _State:
                 ),
             )
 
-    def _attach(self, path: Path, schema: str, tables: Sequence[str]) -> Path | None:
+    def _attach(
+        self, path: Path, schema: str, tables: Sequence[str], kind: DatabaseKind
+    ) -> Path | None:
         if not path.is_file():
             return None
+        private_dir(path.parent)
         try:
             self.db.execute(
                 f"ATTACH DATABASE ? AS {schema}", (path.resolve().as_uri() + "?mode=ro",)
             )
         except sqlite3.DatabaseError as exc:
             raise ManifestError(f"cannot read {path}: {exc}") from None
+        check_database(self.db, path, kind, schema=schema)
         if not all(self._has_table(schema, t) for t in tables):
             self.db.execute(f"DETACH DATABASE {schema}")
             return None

@@ -2,5 +2,6 @@
 
 from daulat.report.data import ReportData, collect
 from daulat.report.html import render
+from daulat.report.write import WrittenReport, write_report
 
-__all__ = ["ReportData", "collect", "render"]
+__all__ = ["ReportData", "WrittenReport", "collect", "render", "write_report"]

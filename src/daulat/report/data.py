@@ -7,7 +7,6 @@ published report can be checked by machines as well as read by people.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,8 @@ from daulat.auditing import audit_log
 from daulat.config import Config, placement_of
 from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.risk.stores import store_risks
-from daulat.transfer.journal import JOURNAL_NAME
+from daulat.state import connect_readonly, has_tables
+from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 
 
 @dataclass
@@ -140,8 +140,10 @@ def _replicas(config: Config) -> list[ReplicaRow]:
     path = config.state_dir / JOURNAL_NAME
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = connect_readonly(path, JOURNAL_KIND)
     try:
+        if not has_tables(db, "journal", "runs"):
+            return []  # created, then killed before its tables were
         db.execute("PRAGMA temp_store=FILE")
         db.execute(
             "CREATE TEMP TABLE pairs (pair TEXT PRIMARY KEY, dst TEXT, dp TEXT, enc INTEGER)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from daulat.drill.units import human_duration
 from daulat.report.charts import Series, bar_chart
 from daulat.report.data import ReplicaRow, ReportData
 from daulat.report.escaping import esc
@@ -89,6 +90,15 @@ def _size_chart(values: dict[str, int], title: str, chart_id: str, what: str) ->
         label=f"{title}: values",
     )
     return f'<figure data-chart="{chart_id}">{svg}{table}</figure>'
+
+
+def _duration(hours: object) -> str:
+    """Hours as a person reads a duration (``1.4 s``, ``12 min 5 s``, ``3 h 20 min``), never a
+    raw float: a drill of a small store predicts fractions of a second."""
+    try:
+        return human_duration(float(hours) * 3600)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
 
 
 def _table(
@@ -254,15 +264,16 @@ def _drills(data: ReportData) -> str:
         names.append(name)
         predicted.append(p_h)
         actual.append(float(a_h) if a_h is not None else None)
-        interval = d.get("interval_hours") or ["?", "?"]
+        interval = d.get("interval_hours")
+        error = d.get("error_pct")
         rows.append(
             [
                 esc(str(d.get("time", ""))),
                 esc(name),
-                _hours(p_h),
-                esc(f"{interval[0]} to {interval[1]}"),
-                _hours(float(a_h)) if a_h is not None else "not yet",
-                esc(str(d.get("error_pct", "-"))),
+                _duration(p_h),
+                f"{_duration(interval[0])} to {_duration(interval[1])}" if interval else "-",
+                _duration(a_h) if a_h is not None else "not yet",
+                f"{float(error):+.1f} %" if error is not None else "-",
             ]
         )
     chart = bar_chart(
@@ -284,9 +295,9 @@ def _drills(data: ReportData) -> str:
         "<h2 id='drills'>Exit drills</h2>"
         + f'<figure data-chart="chart-drills">{chart}'
         + _table(
-            ["time", "drill", "predicted h", "interval h", "actual h", "error %"],
+            ["time", "drill", "predicted", "95 % interval", "actual", "error"],
             rows,
-            numeric={2, 4},
+            numeric={2, 4, 5},
         )
         + "</figure>"
     )

@@ -49,7 +49,15 @@ import ssl
 import threading
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -771,7 +779,7 @@ class S3Raw:
 
     # -------------------------------------------------------------- listing
 
-    async def list_all(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+    async def list_all(self, prefix: str = "") -> AsyncGenerator[list[ObjectInfo], None]:
         """Yield batches of every object whose key starts with ``prefix`` (a plain string).
 
         ListObjectsV2 with ``encoding-type=url``: keys come back exactly, whatever they
@@ -791,6 +799,8 @@ class S3Raw:
         finally:
             if not ahead.done():
                 ahead.cancel()
+            elif not ahead.cancelled():
+                ahead.exception()  # the caller stopped reading: a failed prefetch is moot
 
     async def _list_page(
         self,
@@ -1562,8 +1572,11 @@ class FallbackS3Store:
         return portable_key_problem(key) is not None or "\\" in key
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
-        async for batch in self.raw.list_all(prefix):
-            yield batch
+        # Closed with this generator: a caller that stops early (a probe reads one page) must
+        # not leave the inner listing fetching its next page against a store about to close.
+        async with contextlib.aclosing(self.raw.list_all(prefix)) as pages:
+            async for batch in pages:
+                yield batch
 
     async def head(self, key: str) -> ObjectInfo:
         if self.needs_raw(key):

@@ -6,10 +6,11 @@ the configuration, opens the stores and the journal, runs the engine and closes 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from daulat.auditing import audited
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
 from daulat.errors import AccessDenied, ConfigError, DaulatError, PlaintextOverCiphertext
@@ -111,15 +112,71 @@ async def run_transfer(
     *,
     identities: Sequence[Identity] = (),
 ) -> Summary:
-    """Run one transfer between configured stores.
+    """Run one transfer between configured stores, recorded in the audit log however it ends
+    (see :mod:`daulat.auditing`).
 
     The destination store's ``encrypt_to`` and ``encrypt_names`` apply unless ``options`` says
     otherwise. ``identities`` recover the destination's name key when this machine lacks it.
 
     Before anything is written the run may be refused (:class:`~daulat.errors.SafetyRefusal`):
     overlapping source and destination (by real location), and the checks of
-    :mod:`daulat.transfer.safety` on the plan.
+    :mod:`daulat.transfer.safety` on the plan. A signal stops it with
+    :class:`~daulat.errors.Interrupted` carrying the partial summary.
     """
+    dry_run = options.dry_run if options is not None else False
+    with audited(
+        config.state_dir,
+        kind.value,
+        {"src": src_spec, "dst": dst_spec, "dry_run": dry_run},
+        transfer_details,
+    ) as audit:
+        summary = await _run_transfer(
+            config, kind, src_spec, dst_spec, options, on_progress, identities=identities
+        )
+        audit.done(summary, "ok" if summary.ok else "incomplete")
+    return summary
+
+
+def transfer_details(summary: Summary) -> Mapping[str, object]:
+    """What the audit log keeps of a transfer."""
+    details: dict[str, object] = {
+        "run_id": summary.run_id,
+        "ok": summary.ok,
+        "dry_run": summary.dry_run,
+        "encrypted": summary.encrypted,
+        "names_protected": summary.names_protected,
+        "objects": summary.source_objects,
+        "bytes": summary.source_bytes,
+        "copied": summary.copied_objects,
+        "verified": summary.verified_objects,
+        "failed": len(summary.failed),
+        "refused": len(summary.refused),
+        "left": summary.left_objects,
+        "stopped": summary.stopped,
+        "manifest": summary.manifest_key,
+        "unproven": len(summary.unproven),
+        "unproven_restored": len(summary.unproven_restored),
+        "provenance": summary.provenance,
+    }
+    if summary.deleted is not None:
+        details["deleted"] = summary.deleted
+    elif summary.deleted_objects:  # a dry run counts what it would delete
+        details["would_delete"] = summary.deleted_objects
+    if summary.interrupted:
+        details["interrupted"] = summary.interrupted
+    return details
+
+
+async def _run_transfer(
+    config: Config,
+    kind: Kind,
+    src_spec: str,
+    dst_spec: str,
+    options: Options | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    *,
+    identities: Sequence[Identity] = (),
+) -> Summary:
     opts = options or Options()
     src_name, _, src_prefix = src_spec.partition(":")
     dst_name, _, dst_prefix = dst_spec.partition(":")
@@ -189,6 +246,36 @@ async def run_transfer(
 
 
 async def run_verify(
+    config: Config,
+    src_spec: str,
+    dst_spec: str,
+    *,
+    full: bool = False,
+    concurrency: int = 16,
+    identities: Sequence[Identity] = (),
+) -> VerifyReport:
+    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.verify`), audited."""
+    with audited(
+        config.state_dir, "verify", {"src": src_spec, "dst": dst_spec, "full": full}, verify_details
+    ) as audit:
+        report = await _run_verify(
+            config, src_spec, dst_spec, full=full, concurrency=concurrency, identities=identities
+        )
+        audit.done(report, "ok" if report.ok else "differences")
+    return report
+
+
+def verify_details(report: VerifyReport) -> Mapping[str, object]:
+    return {
+        "ok": report.ok,
+        "objects": report.objects,
+        "verified": report.verified,
+        "problems": len(report.problems),
+        "stopped": report.stopped,
+    }
+
+
+async def _run_verify(
     config: Config,
     src_spec: str,
     dst_spec: str,

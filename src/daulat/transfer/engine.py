@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from daulat import interrupts
 from daulat.crypto import (
     INLINE_LIMIT,
     Identity,
@@ -42,6 +44,7 @@ from daulat.crypto import (
 from daulat.errors import (
     AccessDenied,
     IntegrityError,
+    Interrupted,
     InvalidKey,
     NotFound,
     SafetyRefusal,
@@ -156,7 +159,12 @@ class Options:
 
 @dataclass
 class Progress:
-    """Live counters, for a progress display."""
+    """Live counters, for a progress display.
+
+    ``done_bytes`` counts objects committed to the journal; ``in_flight_bytes`` the bytes read
+    so far from the source by objects still being copied (a retried object starts again from
+    0), so ``done_bytes + in_flight_bytes`` moves while a large object streams.
+    """
 
     planned_objects: int = 0
     planned_bytes: int = 0
@@ -166,6 +174,50 @@ class Progress:
     refused: int = 0
     retries: int = 0
     concurrency: int = 0
+    in_flight_bytes: int = 0
+
+    @property
+    def moved_bytes(self) -> int:
+        """Bytes of the plan handled so far, including those of objects in flight."""
+        return self.done_bytes + self.in_flight_bytes
+
+
+# ``sync --delete`` records the keys it deleted; past this many, the audit log and the summary
+# keep the first ones (in key order), their count and a SHA-256 over all of them.
+DELETED_KEYS_KEPT = 100
+
+
+class DeletedKeys:
+    """A bounded record of deleted keys: the first :data:`DELETED_KEYS_KEPT` in key order, the
+    count, and the SHA-256 of the whole sorted list, each key written as a JSON string
+    (``json.dumps(key, ensure_ascii=False)``) followed by a newline, so that anyone holding
+    the full list can check it against the record."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+        self._sha = hashlib.sha256()
+
+    def add(self, keys: Sequence[str]) -> None:
+        """Add keys that sort after every key added before (pages in key order)."""
+        for key in sorted(keys):
+            self.count += 1
+            if len(self.first) < DELETED_KEYS_KEPT:
+                self.first.append(key)
+            line = json.dumps(key, ensure_ascii=False) + "\n"
+            self._sha.update(line.encode("utf-8", "surrogatepass"))
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "count": self.count,
+            "keys": list(self.first),
+            "complete": self.count <= len(self.first),
+            "sha256": self.sha256,
+        }
 
 
 @dataclass
@@ -207,6 +259,10 @@ class Summary:
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
     server_side_copy: bool = False
     refusal: str | None = None  # dry run: why the real run would be refused
+    interrupted: str | None = None  # the signal that stopped the run ("SIGINT"), if one did
+    # sync --delete: the keys deleted (relative to the destination prefix), bounded; see
+    # DeletedKeys.to_json.
+    deleted: dict[str, object] | None = None
 
     @property
     def throughput_bps(self) -> float:
@@ -215,6 +271,8 @@ class Summary:
     @property
     def ok(self) -> bool:
         """True when nothing failed, was refused or is left, and (for exit) all is verified."""
+        if self.interrupted:
+            return False
         if self.dry_run:
             return self.stopped is None and self.refusal is None
         if (
@@ -338,11 +396,26 @@ async def transfer(
     except SafetyRefusal as exc:
         summary.stopped = str(exc)  # recorded as a refused run, then raised to the caller
         raise
+    except asyncio.CancelledError:
+        # The workers were stopped and what they finished is committed (see _Executor.run);
+        # the run is recorded as interrupted below, and a rerun resumes from there.
+        signum = interrupts.received()
+        summary.interrupted = "cancelled" if signum is None else signal_name(signum)
+        if signum is None:
+            raise
+        raise Interrupted(signum, summary) from None
     finally:
         summary.duration_s = time.monotonic() - started
-        status = "complete" if summary.ok else ("refused" if summary.stopped else "incomplete")
+        if summary.interrupted:
+            status = "interrupted"
+        else:
+            status = "complete" if summary.ok else ("refused" if summary.stopped else "incomplete")
         journal.end_run(run_id, status, json.dumps(summary.to_json(), default=str))
     return summary
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 async def _run(
@@ -512,6 +585,17 @@ class _Executor:
             self.server_copy = (src_s3, dst_s3)
             summary.server_side_copy = True
         self._last_report = 0.0
+        # Bytes read so far by each object in flight, by key, for byte-level progress.
+        self._in_flight: dict[str, int] = {}
+
+    def _streamed(self, key: str, n: int) -> None:
+        self._in_flight[key] = self._in_flight.get(key, 0) + n
+        self.progress.in_flight_bytes += n
+        self._report()
+
+    def _landed(self, key: str) -> None:
+        """Forget the bytes an object read in flight (it completed, failed or starts again)."""
+        self.progress.in_flight_bytes -= self._in_flight.pop(key, 0)
 
     async def run(self) -> None:
         queue: asyncio.Queue[WorkItem | None] = asyncio.Queue(maxsize=self.opts.concurrency * 2)
@@ -567,6 +651,7 @@ class _Executor:
     def _acknowledge(self, committed: list[Outcome]) -> None:
         s = self.summary
         for o in committed:
+            self._landed(o.key)
             if o.state == State.DONE:
                 s.copied_objects += 1
                 s.copied_bytes += o.size
@@ -595,10 +680,15 @@ class _Executor:
 
     async def _copy(self, item: WorkItem) -> Outcome:
         reserve = await self.budget.acquire(min(item.size, STREAM_RESERVATION) or 1)
+        copied = False
         try:
-            return await self.opts.retry.call(
+            outcome = await self.opts.retry.call(
                 lambda: self._copy_once(item), on_retry=self._on_retry
             )
+            # Its bytes stay "in flight" until the journal commits it (see _acknowledge), so
+            # the byte count never steps back.
+            copied = outcome.state == State.DONE
+            return outcome
         except AccessDenied:
             raise
         except InvalidKey as exc:
@@ -608,12 +698,15 @@ class _Executor:
         except StoreError as exc:
             return _unfinished(item, State.FAILED, str(exc))
         finally:
+            if not copied:
+                self._landed(item.key)
             await self.budget.release(reserve)
 
     async def _copy_once(self, item: WorkItem) -> Outcome:
         src_key = self.src.prefix + item.key
         dst_key = self.dst.prefix + (item.key if item.dkey is None else item.dkey)
         opts = self.opts
+        self._landed(item.key)  # an attempt after a retry starts from the first byte again
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
         if self.server_copy is not None:
             src_s3, dst_s3 = self.server_copy
@@ -634,11 +727,12 @@ class _Executor:
         reader = await self.src.store.get(src_key)
         etag = reader.info.etag
         plain: bytes | None = None
-        stream: AsyncIterable[bytes] = self._metered(reader)
+        stream: AsyncIterable[bytes] = self._metered(reader, item.key)
         if reader.info.size <= SMALL_OBJECT:
             data = await reader.read_all()
             if self.rate is not None:
                 await self.rate.take(len(data))
+            self._streamed(item.key, len(data))
             plain = (
                 await _off_loop(decrypt_bytes, data, opts.decrypt_with)
                 if opts.decrypt_with
@@ -689,10 +783,11 @@ class _Executor:
             stored_as=item.dkey,
         )
 
-    async def _metered(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async def _metered(self, chunks: AsyncIterable[bytes], key: str) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             if self.rate is not None:
                 await self.rate.take(len(chunk))
+            self._streamed(key, len(chunk))
             yield chunk
 
 
@@ -704,16 +799,27 @@ async def _delete_extraneous(
     dst: Endpoint, journal: Journal, pair: str, summary: Summary, opts: Options
 ) -> None:
     sem = asyncio.Semaphore(opts.concurrency)
+    record = DeletedKeys()
 
-    async def one(key: str) -> None:
+    async def one(key: str, done: list[str]) -> None:
         async with sem:
             await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
+            done.append(key)
 
-    for page in journal.extraneous(pair):
-        keys = [k for k, _ in page]
-        await asyncio.gather(*(one(k) for k in keys))
-        journal.forget(pair, keys)
-        summary.deleted_objects += len(keys)
+    try:
+        for page in journal.extraneous(pair):
+            keys = [k for k, _ in page]
+            done: list[str] = []
+            try:
+                await asyncio.gather(*(one(k, done) for k in keys))
+            finally:
+                # What was deleted is recorded even when the page did not finish.
+                record.add(done)
+                summary.deleted = record.to_json()
+            journal.forget(pair, keys)
+            summary.deleted_objects += len(keys)
+    finally:
+        summary.deleted = record.to_json()
 
 
 async def verify_listed(

@@ -19,10 +19,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from daulat.errors import ManifestError
+from daulat.errors import ManifestError, StateError
+from daulat.state import DatabaseKind, claim, connect
 from daulat.stores.base import ObjectInfo
 
 JOURNAL_NAME = "transfers.sqlite"
+JOURNAL_KIND = DatabaseKind(
+    "transfer journal",
+    application_id=0x644C544A,  # "dLTJ"
+    tables={
+        "runs": frozenset({"id", "kind", "status"}),
+        "journal": frozenset({"pair", "key", "state"}),
+    },
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,7 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dst TEXT NOT NULL,
     started TEXT NOT NULL,
     finished TEXT,
-    status TEXT NOT NULL,          -- running | complete | incomplete | refused | failed
+    status TEXT NOT NULL,          -- running | complete | incomplete | refused | failed | interrupted
     summary TEXT
 );
 CREATE TABLE IF NOT EXISTS journal (
@@ -114,9 +123,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.db = connect(path, JOURNAL_KIND, timeout=60)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=60)
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a batch acknowledged as committed survives a power cut, not just a kill.
             self.db.execute("PRAGMA synchronous=FULL")
@@ -128,7 +136,12 @@ class Journal:
                 "CREATE INDEX IF NOT EXISTS journal_stored_as ON journal (pair, stored_as) "
                 "WHERE stored_as IS NOT NULL"
             )
+            claim(self.db, path, JOURNAL_KIND)
+        except StateError:
+            self.db.close()
+            raise
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise ManifestError(f"cannot open transfer journal {path}: {exc}") from None
 
     def _migrate(self) -> None:

@@ -48,6 +48,7 @@ from daulat.signing import (
     sign_bytes,
     verify_bytes,
 )
+from daulat.state import private_dir
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ def _save_local(path: Path, key: NameKey) -> NameKey:
     Written to a temporary file and linked into place, so a crash never leaves a partial key
     file, and an existing key is never replaced.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent.parent)  # the state directory, then its names/
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)

@@ -1,0 +1,228 @@
+"""SIGINT and SIGTERM stop a run cleanly: real signals sent to a ``daulat exit`` process that is
+copying (throttled with ``--bwlimit`` so it is mid-copy when the signal lands), through the
+console script, so the exit code is what a shell sees (``main()`` ends with ``os._exit``).
+
+What must hold after the signal:
+
+* exit code 130 (SIGINT) or 143 (SIGTERM), never 0, and no traceback;
+* it says what was done and prints the exact command to resume;
+* the journal holds the run as ``interrupted``, and every object it says is done is complete and
+  exact at the destination (nothing partial is visible under a final key);
+* the audit log has an entry for the run, with its outcome, signal and error class;
+* the same command then completes without copying again what was finished;
+* when stderr is not a terminal, a progress line appears every 10 s (none with ``--quiet``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
+from test_transfer import (
+    DataSet,
+    assert_exact_copy,
+    fill_config,
+    journal_path,
+    journal_rows,
+    read_config,
+    unique,
+    write_config,
+)
+from test_transfer_faults import Proc, count_keys, start_daulat
+
+from daulat import interrupts
+from daulat.errors import Interrupted
+
+MiB = 1024 * 1024
+PROGRESS_LINE = re.compile(r"^exit \S+ → \S+: [\d,]+ of [\d,]+ objects, .* of .*, \d+ s$", re.M)
+
+
+def dataset(small: int, big: int, big_size: int) -> DataSet:
+    rng = random.Random(7)
+    objects = {f"s/{i:03d}.bin": rng.randbytes(64 * 1024) for i in range(small)}
+    objects.update({f"big/{j}.bin": rng.randbytes(big_size) for j in range(big)})
+    return DataSet(objects)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, proc: Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.popen.poll() is None, f"daulat ended before {what}:\n{proc.err[-2000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{proc.err[-2000:]}"
+        time.sleep(0.05)
+
+
+def last_run(config: Path) -> tuple[int, str, dict[str, Any]]:
+    db = sqlite3.connect(journal_path(config))
+    try:
+        run_id, status, summary = db.execute(
+            "SELECT id, status, summary FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        db.close()
+    return run_id, status, json.loads(summary or "{}")
+
+
+def audit_entries(config: Path) -> list[dict[str, Any]]:
+    path = config.parent / ".daulat" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def interrupt_and_resume(
+    config: Path,
+    workdir: Path,
+    data: DataSet,
+    dst_raw: dict[str, Any],
+    sig: signal.Signals,
+    *,
+    landed: Any,
+    after: float,
+    quiet: bool,
+    bwlimit: str,
+) -> None:
+    args = ["exit", "src", "dst", "--config", str(config), "--bwlimit", bwlimit]
+    if quiet:
+        args.append("--quiet")
+    proc = start_daulat(args, workdir)
+    started = time.monotonic()
+    wait_for(lambda: landed() > 0, 60, "a first object at the destination", proc)
+    wait_for(lambda: time.monotonic() - started > after, after + 5, f"{after} s of copying", proc)
+    proc.popen.send_signal(sig)
+    code = proc.wait(60)
+    err, out = proc.err, proc.out
+    assert code == 128 + sig, (code, err[-3000:])
+    assert "Traceback" not in err, err
+    name = sig.name
+    assert f"interrupted by {name}" in err, err
+    assert f"resume with: daulat {shlex.join(args)}" in err, err
+    assert out.startswith("exit src → dst: "), out  # what was done: the summary
+    progress = PROGRESS_LINE.findall(err)
+    if quiet:
+        assert not progress, err
+    else:
+        # Not a terminal: a short line every 10 s while the copy runs.
+        assert progress, err
+
+    run_id, status, summary = last_run(config)
+    assert status == "interrupted"
+    assert summary["interrupted"] == name and summary["ok"] is False
+    done = {k for k, (state, _run) in journal_rows(journal_path(config)).items() if state == "done"}
+    assert 0 < len(done) < len(data.objects), "the signal did not land mid-copy"
+    assert summary["copied_objects"] == len(done)
+    # Every object the journal calls done is at the destination, and whatever is visible under
+    # a final key is complete and exact (an upload the provider finished just as the signal
+    # landed may be there without being in the journal: the next run copies it again).
+    at_dst = read_config(dst_raw)
+    assert done <= set(at_dst)
+    assert all(at_dst[k] == data.objects[k] for k in at_dst)
+
+    [entry] = [e for e in audit_entries(config) if e["details"].get("run_id") == run_id]
+    assert entry["operation"] == "exit"
+    details = entry["details"]
+    assert details["outcome"] == "interrupted" and details["signal"] == name
+    assert details["error"] == "Interrupted" and details["copied"] == len(done)
+
+    final = start_daulat(["exit", "src", "dst", "--config", str(config), "--json"], workdir)
+    assert final.wait(180) == 0, final.err[-3000:]
+    result = json.loads(final.out)
+    assert result["ok"] is True and result["verified_objects"] == len(data.objects)
+    assert result["skipped_objects"] == len(done)  # nothing finished was copied again
+    assert result["copied_objects"] == len(data.objects) - len(done)
+    assert_exact_copy(data.objects, read_config(dst_raw))
+
+
+def _files(root: Path) -> int:
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d not in (".daulat-tmp", ".daulat")]
+        n += len(filenames)
+    return n
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("sig", "quiet"), [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["INT", "TERM"]
+)
+def test_signal_stops_a_filesystem_exit_cleanly(
+    tmp_path: Path, sig: signal.Signals, quiet: bool
+) -> None:
+    """fs → fs, 40 small objects and 3 x 12 MiB at 2 MiB/s (about 19 s): the signal lands
+    after 13 s, when a progress line is due."""
+    data = dataset(40, 3, 12 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    dst_root = tmp_path / "dst"
+    dst_raw = fs_store_config(dst_root, "dst")
+    config = write_config(tmp_path, [src_raw, dst_raw])
+    interrupt_and_resume(
+        config,
+        tmp_path,
+        data,
+        dst_raw,
+        sig,
+        landed=lambda: _files(dst_root),
+        after=13.0,
+        quiet=quiet,
+        bwlimit="2M",
+    )
+
+
+@pytest.mark.timeout(300)
+def test_sigint_stops_a_seaweedfs_exit_cleanly(
+    s3_server: S3Server, s3_server_b: S3Server, tmp_path: Path
+) -> None:
+    """SeaweedFS A → SeaweedFS B (two servers: no server-side copy, the bytes stream through
+    daulat), 60 small objects and 2 x 16 MiB (multipart uploads in flight when it stops)."""
+    data = dataset(60, 2, 16 * MiB)
+    src_raw = s3_store_config(s3_server, "src", unique("int-src"))
+    fill_config(src_raw, data.objects)
+    bucket = unique("int-dst")
+    dst_raw = s3_store_config(s3_server_b, "dst", bucket)
+    config = write_config(tmp_path, [src_raw, dst_raw])
+    interrupt_and_resume(
+        config,
+        tmp_path,
+        data,
+        dst_raw,
+        signal.SIGINT,
+        landed=lambda: count_keys(s3_server_b, bucket),
+        after=2.0,
+        quiet=True,
+        bwlimit="4M",
+    )
+
+
+def test_interrupts_run_turns_a_signal_into_interrupted() -> None:
+    """The library runner: SIGTERM while a coroutine waits cancels it, and the caller gets
+    Interrupted with the signal (exit code 143), not a dead process."""
+    cleaned: list[bool] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append(True)  # cancellation runs the coroutine's own clean-up
+
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(Interrupted) as caught:
+        interrupts.run(work())
+    timer.join()
+    assert caught.value.signum == signal.SIGTERM and caught.value.exit_code == 143
+    assert cleaned == [True]
+    # The handlers are restored afterwards.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

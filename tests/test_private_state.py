@@ -1,0 +1,115 @@
+"""Private local state: ``.daulat/`` is 0700 and every file in it 0600 (journal, manifest database,
+drills, name keys, audit log, SQLite's -wal/-shm), whatever the umask; state found with looser
+modes is tightened, with a one-line notice."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daulat.cli import run
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(root: Path) -> dict[str, int]:
+    """Relative path -> permission bits of everything under ``root`` (and root itself, as '.')."""
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            p = Path(dirpath) / name
+            found[str(p.relative_to(root))] = stat.S_IMODE(p.lstat().st_mode)
+    return found
+
+
+def assert_private(state: Path) -> None:
+    found = modes(state)
+    wrong = {
+        path: oct(mode)
+        for path, mode in found.items()
+        if mode != (0o700 if (state / path).is_dir() else 0o600)
+    }
+    assert not wrong, wrong
+
+
+def project(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(25):
+        (src / "d").mkdir(parents=True, exist_ok=True)
+        (src / "d" / f"{i:02d}.bin").write_bytes(os.urandom(200 + i))
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.src]\nurl = "{src.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
+        f'[stores.dst]\nurl = "{(tmp_path / "dst").as_uri()}"\nprovider = "local"\n'
+        'country = "ID"\n',
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+def test_state_is_private_under_umask_022(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    umask_022: None,
+) -> None:
+    monkeypatch.chdir(project(tmp_path))
+    assert run(["scan"]) == 0
+    capsys.readouterr()
+    assert run(["keys", "new", "--out", str(tmp_path / "id.txt")]) == 0
+    recipient = capsys.readouterr().out.strip()
+    assert run(["exit", "src", "dst", "--encrypt-to", recipient, "--encrypt-names"]) == 0
+    assert run(["drill", "src", "dst", "--sample", "5", "--seed", "3"]) == 0
+    assert run(["check"]) == 0
+    state = tmp_path / ".daulat"
+    names = {p.name for p in state.iterdir()}
+    # Everything the brief lists is there, so the check below covers it.
+    assert {"transfers.sqlite", "manifest.sqlite", "drills.sqlite", "audit.jsonl"} <= names
+    assert any(n.endswith("-wal") for n in names) and any(n.endswith("-shm") for n in names)
+    assert any(p.suffix == ".key" for p in (state / "names").iterdir())
+    assert_private(state)
+
+
+def test_looser_state_is_tightened_with_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(project(tmp_path))
+    assert run(["scan"]) == 0
+    assert run(["exit", "src", "dst"]) == 0
+    state = tmp_path / ".daulat"
+    # As an archive tool or an older daulat would have left it.
+    state.chmod(0o755)
+    for p in state.iterdir():
+        p.chmod(0o644)
+    capsys.readouterr()
+    assert run(["stores"]) == 0
+    err = capsys.readouterr().err
+    notices = [line for line in err.splitlines() if "made private" in line]
+    assert len(notices) == 1 and str(state) in notices[0], err
+    assert_private(state)
+
+
+def test_console_script_under_umask_022(tmp_path: Path) -> None:
+    """The same through the installed command, whose umask is inherited from the shell."""
+    project(tmp_path)
+    for argv in (["scan"], ["exit", "src", "dst"]):
+        proc = subprocess.run(
+            ["sh", "-c", 'umask 022 && exec daulat "$@"', "sh", *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert_private(tmp_path / ".daulat")
