@@ -31,6 +31,8 @@ from test_transfer import (
 from daulat.config import StoreConfig
 from daulat.crypto import new_identity
 from daulat.errors import ConfigError
+from daulat.signing import LOCAL_KEY, public_key_of
+from daulat.stores import open_store
 from daulat.transfer.locations import Location, location_of, overlaps
 from daulat.transfer.safety import DeleteLimit
 
@@ -69,6 +71,28 @@ def refused(res: CliResult, *names: str) -> None:
     assert "refused" in res.err, res.err
     for name in names:
         assert name in res.err, f"{name!r} not in the message: {res.err}"
+
+
+def pin_signer_of(config: Path, *, signer_config: Path) -> None:
+    """Pin, in ``config``, the local signing key of the machine whose config is ``signer_config``
+    (its manifests and name key are then believed, as after ``keys new``)."""
+    line = public_key_of(signer_config.parent / ".daulat" / LOCAL_KEY).line
+    config.write_text(f"signers = [{json.dumps(line)}]\n" + config.read_text())
+
+
+def withhold_manifests(raw: dict[str, Any]) -> None:
+    """The provider withholds daulat's files (manifests, signatures) at a store."""
+
+    async def go() -> None:
+        store = open_store(StoreConfig.model_validate(raw))
+        try:
+            keys = [o.key async for batch in store.list(".daulat/") for o in batch]
+            for key in keys:
+                await store.delete(key)
+        finally:
+            await store.close()
+
+    run(go())
 
 
 SOURCE = {f"data/{i:03d}.txt": f"object {i} ".encode() * (i + 1) for i in range(8)} | {
@@ -574,6 +598,7 @@ def test_object_store_metadata_marks_ciphertext(
     elsewhere = write_config(tmp_path / "elsewhere", stores)
     res = cli(["copy", "src", "dst", "--encrypt-to", recipient, "-c", str(here)], capsys)
     assert res.code == 0, res.explain()
+    withhold_manifests(dst)  # every writing run leaves one: only the metadata remains
     before = read_config(dst)
     refused(cli(["copy", "src", "dst", "-c", str(elsewhere)], capsys), "encryption: age")
     refused(cli(["sync", "src", "dst", "-c", str(here)], capsys), "journal")
@@ -620,6 +645,7 @@ def test_name_protected_destination_refuses_real_names(
         refused(res, "vault", "--encrypt-names", "names")
         assert files(tmp_path / "vault") == before
     ident = ["-i", str(tmp_path / "id.txt")]
+    pin_signer_of(elsewhere, signer_config=here)  # its name key is believed only then
     res = cli(
         ["copy", "src", "vault", *enc, "--encrypt-names", *ident, "-c", str(elsewhere)], capsys
     )
@@ -631,6 +657,7 @@ def test_restore_into_a_store_declaring_encrypt_to_is_refused(
 ) -> None:
     sealed = dict(fs(tmp_path / "sealed", "sealed"), encrypt_to=[vault["recipient"]])
     config = write_config(tmp_path / "cfg", [*vault["stores"], sealed])
+    pin_signer_of(config, signer_config=config)
     restore = ["restore", "vault", "sealed", "-i", str(tmp_path / "id.txt"), "-c", str(config)]
     refused(cli(restore, capsys), "sealed", "encrypt_to", "--allow-plaintext")
     assert files(tmp_path / "sealed") == {}
