@@ -110,7 +110,7 @@ def test_sync_delete_records_what_it_deleted(
         (project / "dst" / key).parent.mkdir(parents=True, exist_ok=True)
         (project / "dst" / key).write_bytes(b"removed from the source long ago")
     capsys.readouterr()
-    assert run(["sync", "src", "dst", "--delete", "--json"]) == 0
+    assert run(["sync", "src", "dst", "--delete", "--max-delete", "100%", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["deleted_objects"] == extra
     record = entries(project)[-1]["details"]["deleted"]

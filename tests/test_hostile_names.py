@@ -154,13 +154,13 @@ def test_every_command_over_hostile_names(
     for key in extra:
         (dst / key).parent.mkdir(parents=True, exist_ok=True)
         (dst / key).write_bytes(b"only at the destination")
-    human(["sync", "src", "dst", "--delete", "--dry-run"], capsys, (0, 1))
+    human(["sync", "src", "dst", "--delete", "--max-delete", "100%", "--dry-run"], capsys, (0, 1))
     moved = (hostile / "src").rename(hostile / "src-aside")  # refused keys would block deletion
     (hostile / "src").mkdir()
     for key in PLAIN_KEYS:
         (hostile / "src" / key).parent.mkdir(parents=True, exist_ok=True)
         (hostile / "src" / key).write_bytes((moved / key).read_bytes())
-    result = as_json(["sync", "src", "dst", "--delete"], capsys, (0,))
+    result = as_json(["sync", "src", "dst", "--delete", "--max-delete", "100%"], capsys, (0,))
     assert result["deleted"]["keys"] == extra and result["deleted"]["count"] == len(extra)
 
     text = human(["audit", "show"], capsys, (0,))
