@@ -11,7 +11,9 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │                      missing bucket or disabled account (permanent: stop, do not retry)
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
-    │   └── Unsupported        the store kind cannot do this operation
+    │   ├── Unsupported        the store kind cannot do this operation
+    │   └── MissingRoot        a directory store's root does not exist (a source cannot be
+    │                          read; a destination is empty, and its first put creates it)
     └── ManifestError          the local state database is unusable
 
 Messages never contain secrets: adapters build them from the store name, the key and a short
@@ -67,3 +69,12 @@ class Transient(StoreError):
 
 class Unsupported(StoreError):
     """The store kind cannot perform this operation."""
+
+
+class MissingRoot(StoreError):
+    """A filesystem store's root directory does not exist.
+
+    Listing such a store raises this rather than answering "no objects", so a mistyped source is
+    an error and not an empty store. A destination may start out missing: its first put creates
+    the root.
+    """

@@ -22,6 +22,7 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -43,11 +44,13 @@ from daulat.errors import (
     AccessDenied,
     IntegrityError,
     InvalidKey,
+    MissingRoot,
     NotFound,
     StoreError,
     Transient,
 )
 from daulat.stores.base import Store
+from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
@@ -271,6 +274,17 @@ async def list_into(
             journal.add_to_listing(table, endpoint.prefix, keep, names)
 
 
+async def list_destination(
+    journal: Journal, dst: Endpoint, *, retry: RetryPolicy | None = None
+) -> None:
+    """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty."""
+    try:
+        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=retry)
+    except MissingRoot:
+        # Its first put creates it. (A missing *source* stays an error.)
+        journal.new_listing("dst")
+
+
 async def transfer(
     kind: Kind,
     src: Endpoint,
@@ -334,7 +348,7 @@ async def _run(
         unknown = journal.name_from_expected(src.prefix)
         summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
         unnamed = len(unknown)
-    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+    await list_destination(journal, dst, retry=opts.retry)
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     summary.skipped_objects = summary.source_objects - summary.planned_objects - unnamed
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
@@ -364,6 +378,9 @@ async def _run(
         # The manifest is the only place the real names exist at the destination: without it
         # a copy under protected names could not be restored by anyone but this machine.
         await _write_manifest(src, dst, journal, pair, opts, summary, verified_only=False)
+    # Every write of this run has ended: temp files of earlier, killed runs can go.
+    with contextlib.suppress(StoreError):
+        await cleanup_temp(dst.store)
 
 
 async def _write_manifest(
@@ -641,7 +658,7 @@ async def verify_listed(
     """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`)."""
     from daulat.verify import check_listed
 
-    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
+    await list_destination(journal, dst)
     report = check_listed(journal, pair, run_id=summary.run_id)
     summary.verified_objects = report.verified
     # Refused objects are reported once, as refused, not again as unverified.
