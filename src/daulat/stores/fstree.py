@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,7 +88,26 @@ def _create_root(root: Path) -> int:
 
 
 def _enter(fd: int, name: str, *, create: bool) -> int:
-    """Open directory ``name`` inside ``fd``, making it first if ``create``."""
+    """Open directory ``name`` inside ``fd``, making it first if ``create``.
+
+    A symlink raises ``OSError(ELOOP)`` and anything else that is not a directory
+    ``NotADirectoryError``.
+    """
+    try:
+        return _open_dir(fd, name, create=create)
+    except NotADirectoryError:
+        # Linux answers ENOTDIR for a symlink opened with O_DIRECTORY | O_NOFOLLOW: tell the two
+        # apart (only on this error path), since a symlink is refused and a file is a conflict.
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            raise NotADirectoryError(errno.ENOTDIR, f"{name!r} is not a directory") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise OSError(errno.ELOOP, f"{name!r} is a symbolic link") from None
+        raise
+
+
+def _open_dir(fd: int, name: str, *, create: bool) -> int:
     for _attempt in range(3):
         try:
             return os.open(name, DIR_FLAGS, dir_fd=fd)
