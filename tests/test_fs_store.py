@@ -34,7 +34,14 @@ from test_transfer import cli, journal_rows, write_config
 from test_transfer_faults import start_daulat, wait_until
 
 from daulat.config import StoreConfig
-from daulat.errors import InvalidKey, MissingRoot, NotFound, StoreError, Transient
+from daulat.errors import (
+    InvalidKey,
+    MissingRoot,
+    NotFound,
+    SourceChanged,
+    StoreError,
+    Transient,
+)
 from daulat.stores import Store, open_store
 from daulat.stores.fs import TMP_DIR, FsStore
 from daulat.transfer.engine import Endpoint, Kind, Options, Summary, transfer
@@ -433,8 +440,9 @@ def test_rewrite_during_a_streamed_read_is_transient(tmp_path: Path) -> None:
 
     for change in (in_place, replaced, grown):
         path.write_bytes(b"A" * (3 * MiB))
-        with pytest.raises(Transient, match="changed while it was read"):
+        with pytest.raises(SourceChanged, match="changed while it was read") as info:
             run(read_while(change))
+        assert isinstance(info.value, Transient)  # so the engine reads it again
     # Unchanged, the same read succeeds.
     path.write_bytes(b"A" * (3 * MiB))
     assert run(read_while(lambda: None)) == b"A" * (3 * MiB)
@@ -515,6 +523,7 @@ def test_source_rewritten_during_copy_is_never_recorded_done(
     assert "big.bin" in failed, summary.to_json()
     assert "changed while it was read" in failed["big.bin"]
     assert summary.retries >= 1
+    assert summary.throttled == 0, "a changing source was taken for an overloaded store"
     assert summary.copied_objects == 5
     states = {k: s for k, (s, _run_id) in journal_rows(tmp_path / "journal.sqlite").items()}
     assert states.get("big.bin") != "done"

@@ -11,6 +11,7 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │                      missing bucket or disabled account (permanent: stop, do not retry)
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
+    │   │   └── SourceChanged  the object changed while it was read (read it again)
     │   ├── Unsupported        the store kind cannot do this operation
     │   └── MissingRoot        a directory store's root does not exist (a source cannot be
     │                          read; a destination is empty, and its first put creates it)
@@ -65,6 +66,11 @@ class AccessDenied(StoreError):
 
 class Transient(StoreError):
     """A temporary failure (throttling, server error, timeout); retrying may succeed."""
+
+
+class SourceChanged(Transient):
+    """The object changed while it was read, so what was read may be torn; reading it again may
+    succeed. Not a sign of an overloaded store: retried without slowing down."""
 
 
 class Unsupported(StoreError):

@@ -56,7 +56,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError, Transient
+from daulat.errors import (
+    AccessDenied,
+    InvalidKey,
+    MissingRoot,
+    NotFound,
+    SourceChanged,
+    StoreError,
+    Transient,
+)
 from daulat.stores import fstemp
 from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
 from daulat.stores.fstemp import TMP_DIR
@@ -601,8 +609,8 @@ class _Source:
         self.version = _version(st)
 
     def recheck(self) -> None:
-        """Raise :class:`Transient` when the file changed since it was opened, or its path now
-        names another file."""
+        """Raise :class:`SourceChanged` (a :class:`Transient`) when the file changed since it
+        was opened, or its path now names another file."""
         changed = _version(os.fstat(self.fd)) != self.version
         if not changed:
             try:
@@ -612,7 +620,7 @@ class _Source:
             else:
                 changed = _version(now) != self.version
         if changed:
-            raise Transient(
+            raise SourceChanged(
                 f"store {self.store!r}: {self.key!r} changed while it was read; it will be "
                 "read again",
                 store=self.store,

@@ -46,6 +46,7 @@ from daulat.errors import (
     InvalidKey,
     MissingRoot,
     NotFound,
+    SourceChanged,
     StoreError,
     Transient,
 )
@@ -527,7 +528,8 @@ class _Executor:
 
     def _on_retry(self, exc: Transient) -> None:
         self.progress.retries += 1
-        self.limiter.backoff()
+        if not isinstance(exc, SourceChanged):  # a file being rewritten is no sign of overload
+            self.limiter.backoff()
 
     async def _copy(self, item: WorkItem) -> Outcome:
         reserve = await self.budget.acquire(min(item.size, STREAM_RESERVATION) or 1)
