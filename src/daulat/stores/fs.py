@@ -115,6 +115,7 @@ class FsStore:
     def __init__(self, name: str, root: Path, *, durable: bool = True) -> None:
         self._name = name
         self.root = root
+        self._root_path = os.fspath(root)  # opened on every operation: convert once
         self._durable = durable
         self._wrote = False
 
@@ -138,7 +139,7 @@ class FsStore:
 
     def _open_root(self, *, create: bool) -> int | None:
         try:
-            return open_root(self.root, create=create)
+            return open_root(self._root_path, create=create)
         except SymlinkRefused as exc:
             raise StoreError(
                 f"store {self._name!r}: refused to create {self.root}: {exc.strerror}",
@@ -232,6 +233,9 @@ class FsStore:
         root = self._open_root(create=False)
         if root is None:
             raise self._missing_root()
+        if directory == TMP_DIR or directory.startswith(TMP_DIR + "/"):
+            os.close(root)
+            return  # uploads in progress are never objects, whatever the prefix
         try:
             fds = walk(root, directory.split("/") if directory else [], create=False)
         except OSError as exc:
@@ -668,12 +672,18 @@ class FsReader:
         try:
             while self._pos < self._stop:
                 n = min(READ_CHUNK, self._stop - self._pos)
-                chunk = await _guarded(os.pread, source.fd, n, self._pos)
+                try:
+                    chunk = await _guarded(os.pread, source.fd, n, self._pos)
+                except OSError as exc:
+                    raise _os_error(exc, source.store, source.key, "read") from None
                 if not chunk:
                     break
                 self._pos += len(chunk)
                 yield chunk
-            source.recheck()
+            try:
+                source.recheck()
+            except OSError as exc:
+                raise _os_error(exc, source.store, source.key, "read") from None
         finally:
             self._source = None
             source.close()

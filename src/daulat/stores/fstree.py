@@ -43,7 +43,7 @@ class SymlinkRefused(OSError):
     """Creating the root would have gone through a symbolic link."""
 
 
-def open_root(root: Path, *, create: bool) -> int | None:
+def open_root(root: str | Path, *, create: bool) -> int | None:
     """A descriptor of the root directory, or None when it does not exist and ``create`` is false.
 
     Raises ``NotADirectoryError`` when the root is not a directory, :class:`SymlinkRefused` when
@@ -132,7 +132,11 @@ def walk(root_fd: int, segments: Sequence[str], *, create: bool) -> list[int]:
     fds = [root_fd]
     try:
         for name in segments:
-            fds.append(_enter(fds[-1], name, create=create))
+            try:
+                # The common case first: the directory is there. _enter makes and classifies.
+                fds.append(os.open(name, DIR_FLAGS, dir_fd=fds[-1]))
+            except OSError:
+                fds.append(_enter(fds[-1], name, create=create))
     except BaseException:
         close_all(fds[1:])
         raise
