@@ -31,8 +31,9 @@ makes ``list`` raise :class:`MissingRoot` (a missing source is an error, never a
 the first ``put`` creates it, making only the root's own missing directories, none through a
 symlink.
 
-Reads re-check the file once it has been read: when its size, mtime, ctime or inode changed
-(through the open descriptor, or at its path) the read raises :class:`Transient` ("changed while
+Open files (uploads in progress, streamed reads) are in :mod:`daulat.stores.fsio`. Reads re-check
+the file once it has been read: when its size, mtime, ctime or inode changed
+(through the open descriptor, or at its path) the read raises :class:`SourceChanged`, a :class:`Transient` ("changed while
 it was read"), so a file rewritten during a copy is read again rather than stored torn.
 """
 
@@ -46,7 +47,6 @@ import stat
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Callable,
     Generator,
     Iterator,
     Mapping,
@@ -54,19 +54,30 @@ from collections.abc import (
 )
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 from daulat.errors import (
     AccessDenied,
     InvalidKey,
     MissingRoot,
     NotFound,
-    SourceChanged,
     StoreError,
     Transient,
 )
 from daulat.stores import fstemp
 from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.fsio import (
+    READ_CHUNK,
+    XATTR_PREFIX,
+    FsReader,
+    Source,
+    Upload,
+    etag_of,
+    guarded,
+    os_error,
+    read_xattrs,
+    write_all,
+    write_sync,
+)
 from daulat.stores.fstemp import TMP_DIR
 from daulat.stores.fstree import (
     DIR_FLAGS,
@@ -78,21 +89,18 @@ from daulat.stores.fstree import (
 )
 from daulat.stores.hashing import StreamHasher, check_digest
 
-XATTR_PREFIX = "user.daulat."
 MAX_SEGMENT_BYTES = 255
-READ_CHUNK = 1024 * 1024
 LIST_BATCH = 1000
 # O_NONBLOCK: opening a FIFO planted under a key must not hang the read; it changes nothing
 # for regular files.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-T = TypeVar("T")
 # Named here: inside FsStore, ``list`` is the listing method.
 Fds = list[int]  # directory descriptors, root first
 Segments = list[str]  # a key split at '/'
 Subdirs = list[tuple[str, str]]  # (directory name, its key) still to visit
 _Stack = list[tuple[int, str, Subdirs]]
 
-__all__ = ["TMP_DIR", "FsReader", "FsStore", "fs_key_problem"]
+__all__ = ["READ_CHUNK", "TMP_DIR", "XATTR_PREFIX", "FsReader", "FsStore", "fs_key_problem"]
 
 
 def fs_key_problem(key: str) -> str | None:
@@ -150,7 +158,7 @@ class FsStore:
                 f"store {self._name!r}: {self.root} is not a directory", store=self._name
             ) from None
         except OSError as exc:
-            raise _os_error(exc, self._name, None, f"open {self.root}") from None
+            raise os_error(exc, self._name, None, f"open {self.root}") from None
 
     def _missing_root(self) -> MissingRoot:
         return MissingRoot(
@@ -190,7 +198,7 @@ class FsStore:
                     store=self._name,
                     key=key,
                 ) from None
-            raise _os_error(exc, self._name, key, "put" if create else "read") from None
+            raise os_error(exc, self._name, key, "put" if create else "read") from None
         except BaseException:
             os.close(root)
             raise
@@ -208,7 +216,7 @@ class FsStore:
             key=key,
             size=st.st_size,
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            etag=_etag(st),
+            etag=etag_of(st),
             etag_scheme="local",
         )
 
@@ -242,7 +250,7 @@ class FsStore:
             os.close(root)
             if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or is_symlink_error(exc):
                 return  # nothing can be under that prefix
-            raise _os_error(exc, self._name, None, f"list {prefix!r}") from None
+            raise os_error(exc, self._name, None, f"list {prefix!r}") from None
         close_all(fds[:-1])
         # Depth-first with one open descriptor per level: (directory fd, its key, subdirectories
         # still to visit). Bounded by depth, not by the number of directories.
@@ -300,7 +308,7 @@ class FsStore:
             return AccessDenied(
                 f"store {self._name!r}: permission denied listing {where or '/'}", store=self._name
             )
-        return _os_error(exc, self._name, None, f"list {where or '/'}")
+        return os_error(exc, self._name, None, f"list {where or '/'}")
 
     # ------------------------------------------------------------------ read
 
@@ -317,7 +325,7 @@ class FsStore:
         except (FileNotFoundError, NotADirectoryError):
             raise self._not_found(key) from None
         except OSError as exc:
-            raise _os_error(exc, self._name, key, "head") from None
+            raise os_error(exc, self._name, key, "head") from None
         finally:
             close_all(dirs)
         if not _is_regular(st):
@@ -350,17 +358,17 @@ class FsStore:
             if isinstance(exc, OSError):
                 if is_symlink_error(exc) or exc.errno in (errno.ENXIO, errno.EISDIR):
                     raise self._not_found(key, "is not an object") from None
-                raise _os_error(exc, self._name, key, "get") from None
+                raise os_error(exc, self._name, key, "get") from None
             raise
         reader: FsReader | None = None
         try:
             st = os.fstat(fd)
             if not _is_regular(st):
                 raise self._not_found(key, "is not an object")
-            metadata = _read_xattrs(fd)
+            metadata = read_xattrs(fd)
             stop = st.st_size if end is None else min(end, st.st_size)
             first = min(start, stop)
-            source = _Source(self._name, key, fd, parent, name, st)
+            source = Source(self._name, key, fd, parent, name, st)
             if stop - first > READ_CHUNK:
                 reader = FsReader(self._info(key, st), metadata, source, first, stop)
                 return reader
@@ -368,7 +376,7 @@ class FsStore:
             source.recheck()
             return FsReader(self._info(key, st), metadata, None, first, stop, data)
         except OSError as exc:
-            raise _os_error(exc, self._name, key, "get") from None
+            raise os_error(exc, self._name, key, "get") from None
         finally:
             if reader is None:
                 os.close(fd)
@@ -397,10 +405,10 @@ class FsStore:
             else:
                 digest, st = await self._put_stream(segments, key, data, sha256, metadata)
         except OSError as exc:
-            raise _os_error(exc, self._name, key, "put") from None
+            raise os_error(exc, self._name, key, "put") from None
         # The rename keeps inode and mtime: this is the tag that head and list will report, so
         # the engine needs no head per object to learn it.
-        return PutResult(key=key, size=st.st_size, sha256=digest, etag=_etag(st))
+        return PutResult(key=key, size=st.st_size, sha256=digest, etag=etag_of(st))
 
     def _put_bytes(
         self,
@@ -420,7 +428,7 @@ class FsStore:
             digest = hasher.hexdigest()
         upload = self._begin(segments, key)
         try:
-            _write_sync(upload.fd, memoryview(body))
+            write_sync(upload.fd, memoryview(body))
             return digest, upload.commit(metadata, self._durable)
         finally:
             upload.close()
@@ -438,14 +446,14 @@ class FsStore:
         try:
             async for chunk in data:
                 await hasher.update(chunk)
-                await _write_all(upload.fd, chunk)
+                await write_all(upload.fd, chunk)
             check_digest(hasher, sha256, store=self._name, key=key)
-            st = await _guarded(upload.commit, metadata, self._durable)
+            st = await guarded(upload.commit, metadata, self._durable)
         finally:
             upload.close()
         return hasher.hexdigest(), st
 
-    def _begin(self, segments: Segments, key: str) -> _Upload:
+    def _begin(self, segments: Segments, key: str) -> Upload:
         """Make the key's directories and a locked temp file for it."""
         dirs = self._dirs(segments[:-1], key, create=True)
         assert dirs is not None  # created
@@ -463,7 +471,7 @@ class FsStore:
         except BaseException:
             close_all(dirs)
             raise
-        return _Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
+        return Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
 
     # ------------------------------------------------------------------ delete
 
@@ -485,7 +493,7 @@ class FsStore:
             except (FileNotFoundError, NotADirectoryError):
                 return
             except OSError as exc:
-                raise _os_error(exc, self._name, key, "delete") from None
+                raise os_error(exc, self._name, key, "delete") from None
             # Remove directories the delete emptied, so listings and `ls` agree. rmdir removes
             # only empty directories and never follows a symlink.
             for level in range(len(dirs) - 1, 0, -1):
@@ -514,7 +522,7 @@ class FsStore:
         try:
             return fstemp.cleanup(root, older_than=older_than)
         except OSError as exc:
-            raise _os_error(exc, self._name, None, f"clean {TMP_DIR}") from None
+            raise os_error(exc, self._name, None, f"clean {TMP_DIR}") from None
         finally:
             os.close(root)
 
@@ -534,181 +542,6 @@ class FsStore:
                     os.close(root)
 
 
-class _Upload:
-    """One object being written: its directories, its locked temp file, and the commit."""
-
-    def __init__(
-        self,
-        store: str,
-        key: str,
-        dirs: list[int],
-        final: str,
-        tmp_fd: int,
-        tmp_name: str,
-        fd: int,
-    ) -> None:
-        self.store, self.key = store, key
-        self.dirs, self.final = dirs, final
-        self.tmp_fd, self.tmp_name, self.fd = tmp_fd, tmp_name, fd
-        self.committed = False
-        self.closed = False
-
-    def commit(self, metadata: Mapping[str, str] | None, durable: bool) -> os.stat_result:
-        """Set metadata, make the content durable, rename it into place; its stat."""
-        for name, value in (metadata or {}).items():
-            os.setxattr(self.fd, XATTR_PREFIX + name, value.encode("utf-8"))
-        if durable:
-            os.fsync(self.fd)
-        st = os.fstat(self.fd)
-        if st.st_nlink == 0:
-            raise Transient(
-                f"store {self.store!r}: the temporary file for {self.key!r} was removed by a "
-                "concurrent clean-up",
-                store=self.store,
-                key=self.key,
-            )
-        try:
-            os.replace(self.tmp_name, self.final, src_dir_fd=self.tmp_fd, dst_dir_fd=self.dirs[-1])
-        except (IsADirectoryError, NotADirectoryError):
-            raise InvalidKey(
-                f"store {self.store!r} cannot hold key {self.key!r}: a directory of other "
-                "objects has that name",
-                store=self.store,
-                key=self.key,
-            ) from None
-        except FileNotFoundError:
-            # The key's directory was removed (emptied by a delete) while we wrote.
-            raise Transient(
-                f"store {self.store!r}: the directory of {self.key!r} disappeared during the put",
-                store=self.store,
-                key=self.key,
-            ) from None
-        self.committed = True
-        return st
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if not self.committed:
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp_name, dir_fd=self.tmp_fd)
-        os.close(self.fd)  # releases the lock
-        os.close(self.tmp_fd)
-        close_all(self.dirs)
-
-    def __del__(self) -> None:
-        # A put cancelled while its worker thread was opening the upload never saw it.
-        self.close()
-
-
-class _Source:
-    """An open file being read, and what it was when opened: to tell whether it changed."""
-
-    def __init__(
-        self, store: str, key: str, fd: int, parent: int, name: str, st: os.stat_result
-    ) -> None:
-        self.store, self.key = store, key
-        self.fd, self.parent, self.name = fd, parent, name
-        self.version = _version(st)
-
-    def recheck(self) -> None:
-        """Raise :class:`SourceChanged` (a :class:`Transient`) when the file changed since it
-        was opened, or its path now names another file."""
-        changed = _version(os.fstat(self.fd)) != self.version
-        if not changed:
-            try:
-                now = os.stat(self.name, dir_fd=self.parent, follow_symlinks=False)
-            except FileNotFoundError:
-                changed = True
-            else:
-                changed = _version(now) != self.version
-        if changed:
-            raise SourceChanged(
-                f"store {self.store!r}: {self.key!r} changed while it was read; it will be "
-                "read again",
-                store=self.store,
-                key=self.key,
-            )
-
-    def close(self) -> None:
-        os.close(self.fd)
-        os.close(self.parent)
-
-
-class FsReader:
-    """Streaming read of ``[start, stop)`` of an open file; closes it when done.
-
-    A small range arrives already read (``data``), with the file closed. A streamed read
-    re-checks the file at its end and raises :class:`Transient` if it changed meanwhile, before
-    the stream ends, so a consumer never sees a torn object complete.
-    """
-
-    def __init__(
-        self,
-        info: ObjectInfo,
-        metadata: Mapping[str, str],
-        source: _Source | None,
-        start: int,
-        stop: int,
-        data: bytes | None = None,
-    ) -> None:
-        self.info = info
-        self.metadata = metadata
-        self._source = source
-        self._pos = start
-        self._stop = stop
-        self._data = data
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._data is not None:
-            data, self._data = self._data, None
-            if data:
-                yield data
-            return
-        source = self._source
-        if source is None:
-            return
-        try:
-            while self._pos < self._stop:
-                n = min(READ_CHUNK, self._stop - self._pos)
-                try:
-                    chunk = await _guarded(os.pread, source.fd, n, self._pos)
-                except OSError as exc:
-                    raise _os_error(exc, source.store, source.key, "read") from None
-                if not chunk:
-                    break
-                self._pos += len(chunk)
-                yield chunk
-            try:
-                source.recheck()
-            except OSError as exc:
-                raise _os_error(exc, source.store, source.key, "read") from None
-        finally:
-            self._source = None
-            source.close()
-
-    async def read_all(self) -> bytes:
-        if self._data is not None:
-            data, self._data = self._data, None
-            return data
-        return b"".join([chunk async for chunk in self])
-
-    def __del__(self) -> None:
-        if self._source is not None:
-            self._source.close()
-            self._source = None
-
-
-def _version(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _etag(st: os.stat_result) -> str:
-    # Changes whenever the file is replaced or rewritten; not a content hash.
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-
-
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
     out: list[ObjectInfo] = []
     for item in it:
@@ -720,56 +553,3 @@ def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
 
 def _is_regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
-
-
-def _read_xattrs(fd: int) -> dict[str, str]:
-    try:
-        names = os.listxattr(fd)
-    except OSError:
-        return {}
-    out = {}
-    for name in names:
-        if name.startswith(XATTR_PREFIX):
-            out[name[len(XATTR_PREFIX) :]] = os.getxattr(fd, name).decode("utf-8", "replace")
-    return out
-
-
-async def _guarded(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a worker thread, for calls on descriptors the caller closes afterwards.
-
-    Cancelled, it still waits for the thread before re-raising: closing a descriptor while the
-    thread uses it would let the kernel hand its number to another open file, and the thread
-    would then read or write that one.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([task])
-        raise
-
-
-async def _write_all(fd: int, chunk: bytes | memoryview) -> None:
-    view = memoryview(chunk)
-    if len(view) >= 1024 * 1024:
-        await _guarded(_write_sync, fd, view)
-    else:
-        _write_sync(fd, view)
-
-
-def _write_sync(fd: int, view: memoryview) -> None:
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _os_error(exc: OSError, store: str, key: str | None, op: str) -> StoreError:
-    what = f"{op} {key!r}" if key is not None else op
-    if isinstance(exc, PermissionError):
-        return AccessDenied(f"store {store!r}: permission denied for {what}", store=store, key=key)
-    if exc.errno == errno.ENAMETOOLONG and key is not None:
-        return InvalidKey(
-            f"store {store!r} cannot hold key {key!r}: name too long", store=store, key=key
-        )
-    return StoreError(f"store {store!r}: {what} failed ({exc.strerror})", store=store, key=key)
