@@ -32,9 +32,10 @@ the first ``put`` creates it, making only the root's own missing directories, no
 symlink.
 
 Open files (uploads in progress, streamed reads) are in :mod:`daulat.stores.fsio`. Reads re-check
-the file once it has been read: when its size, mtime, ctime or inode changed
-(through the open descriptor, or at its path) the read raises :class:`SourceChanged`, a :class:`Transient` ("changed while
-it was read"), so a file rewritten during a copy is read again rather than stored torn.
+the file once it has been read: when its size, mtime, ctime or inode changed (through the open
+descriptor, or at its path) the read raises :class:`SourceChanged`, a :class:`Transient`
+("changed while it was read"), so a file rewritten during a copy is read again rather than
+stored torn.
 """
 
 from __future__ import annotations
