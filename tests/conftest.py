@@ -97,6 +97,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
     def make() -> tuple[Store, dict[str, Any]]:
         n = next(_counter)
         if kind == "fs":
+            # An empty store is an empty directory: a missing one is an error to list.
+            (tmp_path / f"fs{n}").mkdir()
             raw = fs_store_config(tmp_path / f"fs{n}", f"fs{n}")
         elif kind == "s3":
             server = request.getfixturevalue("s3_server")

@@ -76,6 +76,12 @@ class StoreConfig(BaseModel):
             )
         if scheme in ("s3", "az") and not urlsplit(v).netloc:
             raise ValueError(f"URL {v!r} names no bucket or container")
+        if scheme == "file" and urlsplit(v).netloc not in ("", "localhost"):
+            # file://relative/path would silently mean /path on host "relative".
+            raise ValueError(
+                f"URL {v!r} has a host part ({urlsplit(v).netloc!r}); a directory is "
+                "file:///absolute/path (three slashes)"
+            )
         if scheme == "file" and not urlsplit(v).path:
             raise ValueError(f"URL {v!r} names no directory")
         return v

@@ -16,7 +16,10 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │                      missing bucket or disabled account (permanent: stop, do not retry)
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
-    │   └── Unsupported        the store kind cannot do this operation
+    │   │   └── SourceChanged  the object changed while it was read (read it again)
+    │   ├── Unsupported        the store kind cannot do this operation
+    │   └── MissingRoot        a directory store's root does not exist (a source cannot be
+    │                          read; a destination is empty, and its first put creates it)
     ├── ManifestError          the local state database is unusable
     │   └── StateError         a file under .daulat/ is damaged, not daulat's, or cannot be
     │                          made private (CLI exit 2)
@@ -123,5 +126,19 @@ class Transient(StoreError):
     """A temporary failure (throttling, server error, timeout); retrying may succeed."""
 
 
+class SourceChanged(Transient):
+    """The object changed while it was read, so what was read may be torn; reading it again may
+    succeed. Not a sign of an overloaded store: retried without slowing down."""
+
+
 class Unsupported(StoreError):
     """The store kind cannot perform this operation."""
+
+
+class MissingRoot(StoreError):
+    """A filesystem store's root directory does not exist.
+
+    Listing such a store raises this rather than answering "no objects", so a mistyped source is
+    an error and not an empty store. A destination may start out missing: its first put creates
+    the root.
+    """

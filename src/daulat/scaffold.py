@@ -100,6 +100,9 @@ def write_config(directory: Path, *, demo: bool = False, force: bool = False) ->
             'country = "ID"                     # change to where this machine is\n'
         )
         path.write_text(body, encoding="utf-8")
+        # A store's directory must exist to be read (a missing one is an error, not an empty
+        # store); the one named here is made now so the config works straight away.
+        data_dir.mkdir(parents=True, exist_ok=True)
         return path
     root = (directory / DEMO_DIR).resolve()
     stores = {

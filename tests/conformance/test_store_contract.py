@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import StoreMaker, run
 
-from daulat.errors import IntegrityError, InvalidKey, NotFound
+from daulat.errors import IntegrityError, InvalidKey, NotFound, Transient
 from daulat.stores import Store
 
 
@@ -265,6 +265,32 @@ def test_wrong_hash_fails_and_leaves_nothing(store: Store, size: int) -> None:
         # The right hash is accepted.
         res = await store.put("good", _chunks(size), sha256=_expected_sha(size))
         assert res.size == size and res.sha256 == _expected_sha(size)
+
+    run(go())
+
+
+@pytest.mark.parametrize("size", [1000, 20 * 1024 * 1024], ids=["single-put", "multipart"])
+def test_failing_body_leaves_nothing_and_its_error_escapes(store: Store, size: int) -> None:
+    """A body that fails at its very end (a source found changed once read) leaves nothing under
+    the key, and its own error comes out of the put unchanged: a Transient must stay Transient so
+    that the engine reads the object again instead of giving up on it."""
+
+    async def torn() -> AsyncIterator[bytes]:
+        async for chunk in _chunks(size):
+            yield chunk
+        raise Transient("the source changed while it was read", store="src", key="torn")
+
+    async def go() -> None:
+        with pytest.raises(Transient, match="changed while it was read"):
+            await store.put("torn", torn())
+        with pytest.raises(NotFound):
+            await store.head("torn")
+        assert await _all_keys(store) == []
+        await store.put("torn", b"the whole earlier version")
+        with pytest.raises(Transient):
+            await store.put("torn", torn())
+        assert await (await store.get("torn")).read_all() == b"the whole earlier version"
+        assert await _all_keys(store) == ["torn"]
 
     run(go())
 

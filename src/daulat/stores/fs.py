@@ -6,35 +6,102 @@ hold every key a cloud store can hold, where the filesystem allows it.
 
 Layout: the object ``a/b.txt`` is the file ``ROOT/a/b.txt``. Uploads are written to
 ``ROOT/.daulat-tmp/`` and renamed into place after ``fsync``, so a reader never sees a partial
-object and a crash leaves at most a stray file under ``.daulat-tmp/``, which listings ignore.
-User metadata is kept in ``user.daulat.*`` extended attributes, set before the rename.
+object; temp files are named, locked and cleaned up as :mod:`daulat.stores.fstemp` describes, and
+listings never report them. User metadata is kept in ``user.daulat.*`` extended attributes, set
+before the rename.
 
-Keys are data from possibly hostile sources. Besides the portable-key rules, this store refuses
-backslashes, segments over 255 bytes and the reserved ``.daulat-tmp`` prefix, and checks that the
-resolved parent directory lies inside the root (a symlink planted in the tree cannot redirect a
-write outside it). Listing reports regular files only and does not follow symlinks.
+Confinement. Keys are data from possibly hostile sources, and the tree may hold symlinks planted
+by anyone who can write to it. Besides the portable-key rules this store refuses backslashes,
+segments over 255 bytes and the reserved ``.daulat-tmp`` prefix, and every operation reaches its
+file by directory descriptors opened without following symlinks (:mod:`daulat.stores.fstree`), so
+no check can be raced and nothing outside the root is read, written, created or removed.
+
+Symlinks below the root are not objects, and are never followed:
+
+- ``list`` skips them (links to files and to directories alike);
+- ``get`` and ``head`` of a key that is a symlink, or whose path passes through one, raise
+  :class:`NotFound`;
+- ``put`` of a key whose path passes through a symlink raises :class:`InvalidKey`; a put whose
+  final name is a symlink replaces the link itself (``rename`` never follows it);
+- ``delete`` leaves symlinks, directories and anything else that is not a regular file alone
+  (deleting a key that is not an object succeeds, as for a missing key).
+
+The root path itself is taken as configured, symlinks in it included. A root that does not exist
+makes ``list`` raise :class:`MissingRoot` (a missing source is an error, never an empty store);
+the first ``put`` creates it, making only the root's own missing directories, none through a
+symlink.
+
+Open files (uploads in progress, streamed reads) are in :mod:`daulat.stores.fsio`. Reads re-check
+the file once it has been read: when its size, mtime, ctime or inode changed (through the open
+descriptor, or at its path) the read raises :class:`SourceChanged`, a :class:`Transient`
+("changed while it was read"), so a file rewritten during a copy is read again rather than
+stored torn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import stat
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daulat.errors import AccessDenied, InvalidKey, NotFound, StoreError
+from daulat.errors import (
+    AccessDenied,
+    InvalidKey,
+    MissingRoot,
+    NotFound,
+    StoreError,
+    Transient,
+)
+from daulat.stores import fstemp
 from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.fsio import (
+    READ_CHUNK,
+    XATTR_PREFIX,
+    FsReader,
+    Source,
+    Upload,
+    etag_of,
+    guarded,
+    os_error,
+    read_xattrs,
+    write_all,
+    write_sync,
+)
+from daulat.stores.fstemp import TMP_DIR
+from daulat.stores.fstree import (
+    DIR_FLAGS,
+    SymlinkRefused,
+    close_all,
+    is_symlink_error,
+    open_root,
+    walk,
+)
 from daulat.stores.hashing import StreamHasher, check_digest
 
-TMP_DIR = ".daulat-tmp"
-XATTR_PREFIX = "user.daulat."
 MAX_SEGMENT_BYTES = 255
-READ_CHUNK = 1024 * 1024
 LIST_BATCH = 1000
+# O_NONBLOCK: opening a FIFO planted under a key must not hang the read; it changes nothing
+# for regular files.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Named here: inside FsStore, ``list`` is the listing method.
+Fds = list[int]  # directory descriptors, root first
+Segments = list[str]  # a key split at '/'
+Subdirs = list[tuple[str, str]]  # (directory name, its key) still to visit
+_Stack = list[tuple[int, str, Subdirs]]
+
+__all__ = ["READ_CHUNK", "TMP_DIR", "XATTR_PREFIX", "FsReader", "FsStore", "fs_key_problem"]
 
 
 def fs_key_problem(key: str) -> str | None:
@@ -57,7 +124,9 @@ class FsStore:
     def __init__(self, name: str, root: Path, *, durable: bool = True) -> None:
         self._name = name
         self.root = root
+        self._root_path = os.fspath(root)  # opened on every operation: convert once
         self._durable = durable
+        self._wrote = False
 
     @property
     def name(self) -> str:
@@ -67,94 +136,254 @@ class FsStore:
     def capabilities(self) -> Capabilities:
         return Capabilities(user_metadata=True, server_side_copy=False)
 
-    def _path(self, key: str) -> Path:
+    # ------------------------------------------------------------------ paths
+
+    def _segments(self, key: str) -> Segments:
         reason = fs_key_problem(key)
         if reason is not None:
             raise InvalidKey(
                 f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
             )
-        return self.root.joinpath(*key.split("/"))
+        return key.split("/")
+
+    def _open_root(self, *, create: bool) -> int | None:
+        try:
+            return open_root(self._root_path, create=create)
+        except SymlinkRefused as exc:
+            raise StoreError(
+                f"store {self._name!r}: refused to create {self.root}: {exc.strerror}",
+                store=self._name,
+            ) from None
+        except NotADirectoryError:
+            raise StoreError(
+                f"store {self._name!r}: {self.root} is not a directory", store=self._name
+            ) from None
+        except OSError as exc:
+            raise os_error(exc, self._name, None, f"open {self.root}") from None
+
+    def _missing_root(self) -> MissingRoot:
+        return MissingRoot(
+            f"store {self._name!r}: directory {self.root} does not exist", store=self._name
+        )
+
+    def _dirs(self, segments: Sequence[str], key: str, *, create: bool) -> Fds | None:
+        """Descriptors from the root to the directory of ``key``; None when it does not exist.
+
+        Reading (``create`` false), a missing directory, a file or a symlink in the way all mean
+        the object is not there. Writing, they mean the key cannot be held (:class:`InvalidKey`).
+        """
+        root = self._open_root(create=create)
+        if root is None:
+            return None
+        try:
+            return walk(root, segments, create=create)
+        except OSError as exc:
+            os.close(root)
+            if not create and (
+                isinstance(exc, (FileNotFoundError, NotADirectoryError)) or is_symlink_error(exc)
+            ):
+                return None
+            if isinstance(exc, NotADirectoryError):
+                raise self._invalid(
+                    key,
+                    "a leading part of it is already an object (filesystems cannot hold both "
+                    "'a' and 'a/b')",
+                ) from None
+            if is_symlink_error(exc):
+                raise self._invalid(
+                    key, "a leading part of it is a symbolic link, which this store never follows"
+                ) from None
+            if isinstance(exc, FileNotFoundError):
+                raise Transient(
+                    f"store {self._name!r}: a directory for {key!r} kept disappearing",
+                    store=self._name,
+                    key=key,
+                ) from None
+            raise os_error(exc, self._name, key, "put" if create else "read") from None
+        except BaseException:
+            os.close(root)
+            raise
+
+    def _invalid(self, key: str, reason: str) -> InvalidKey:
+        return InvalidKey(
+            f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
+        )
+
+    def _not_found(self, key: str, why: str = "does not exist") -> NotFound:
+        return NotFound(f"store {self._name!r}: {key!r} {why}", store=self._name, key=key)
 
     def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
         return ObjectInfo(
             key=key,
             size=st.st_size,
             modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            etag=_etag(st),
+            etag=etag_of(st),
             etag_scheme="local",
         )
 
+    # ------------------------------------------------------------------ list
+
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root.joinpath(*directory.split("/")) if directory else self.root
-        walker = self._walk(start, directory, prefix)
-        while True:
-            batch = await asyncio.to_thread(_take, walker, LIST_BATCH)
-            if not batch:
-                return
-            yield batch
+        walker = self._walk(directory, prefix)
+        try:
+            while True:
+                batch = await asyncio.to_thread(_take, walker, LIST_BATCH)
+                if not batch:
+                    return
+                yield batch
+        finally:
+            # Still running in its thread when the listing was cancelled: its finaliser closes
+            # the descriptors once that thread lets go.
+            with contextlib.suppress(ValueError):
+                walker.close()
 
-    def _walk(self, start: Path, start_key: str, prefix: str) -> Iterator[ObjectInfo]:
-        stack = [(start, start_key)]
-        while stack:
-            path, key_prefix = stack.pop()
-            try:
-                entries = list(os.scandir(path))
-            except (FileNotFoundError, NotADirectoryError):
+    def _walk(self, directory: str, prefix: str) -> Generator[ObjectInfo, None, None]:
+        root = self._open_root(create=False)
+        if root is None:
+            raise self._missing_root()
+        if directory == TMP_DIR or directory.startswith(TMP_DIR + "/"):
+            os.close(root)
+            return  # uploads in progress are never objects, whatever the prefix
+        try:
+            fds = walk(root, directory.split("/") if directory else [], create=False)
+        except OSError as exc:
+            os.close(root)
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or is_symlink_error(exc):
+                return  # nothing can be under that prefix
+            raise os_error(exc, self._name, None, f"list {prefix!r}") from None
+        close_all(fds[:-1])
+        # Depth-first with one open descriptor per level: (directory fd, its key, subdirectories
+        # still to visit). Bounded by depth, not by the number of directories.
+        stack: _Stack = [(fds[-1], directory, [])]
+        try:
+            while stack:
+                fd, key_prefix, pending = stack[-1]
+                yield from self._scan(fd, key_prefix, prefix, pending)
+                while stack:
+                    top_fd, _, todo = stack[-1]
+                    if not todo:
+                        os.close(top_fd)
+                        stack.pop()
+                        continue
+                    name, key = todo.pop()
+                    try:
+                        child = os.open(name, DIR_FLAGS, dir_fd=top_fd)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue  # removed, or swapped for a file, since it was read
+                    except OSError as exc:
+                        if is_symlink_error(exc):
+                            continue  # swapped for a symlink since it was read: not followed
+                        raise self._list_error(exc, key) from None
+                    stack.append((child, key, []))
+                    break
+        finally:
+            close_all([fd for fd, _, _ in stack])
+
+    def _scan(
+        self, fd: int, key_prefix: str, prefix: str, subdirs: Subdirs
+    ) -> Iterator[ObjectInfo]:
+        """Yield the objects in directory ``fd``; append its subdirectories worth visiting."""
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise self._list_error(exc, key_prefix) from None
+        for entry in entries:
+            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+            if not key_prefix and entry.name == TMP_DIR:
                 continue
-            except PermissionError:
-                raise AccessDenied(
-                    f"store {self._name!r}: permission denied listing {key_prefix or '/'}",
-                    store=self._name,
-                ) from None
-            for entry in entries:
-                key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
-                if not key_prefix and entry.name == TMP_DIR:
+            if entry.is_dir(follow_symlinks=False):
+                if key.startswith(prefix) or prefix.startswith(key + "/"):
+                    subdirs.append((entry.name, key))
+            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    if key.startswith(prefix) or prefix.startswith(key + "/"):
-                        stack.append((Path(entry.path), key))
-                elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
-                    yield self._info(key, entry.stat(follow_symlinks=False))
+                if _is_regular(st):
+                    yield self._info(key, st)
+
+    def _list_error(self, exc: OSError, where: str) -> StoreError:
+        if isinstance(exc, PermissionError):
+            return AccessDenied(
+                f"store {self._name!r}: permission denied listing {where or '/'}", store=self._name
+            )
+        return os_error(exc, self._name, None, f"list {where or '/'}")
+
+    # ------------------------------------------------------------------ read
 
     async def head(self, key: str) -> ObjectInfo:
-        path = self._path(key)
+        segments = self._segments(key)
+        return self._info(key, await asyncio.to_thread(self._stat, segments, key))
+
+    def _stat(self, segments: Segments, key: str) -> os.stat_result:
+        dirs = self._dirs(segments[:-1], key, create=False)
+        if dirs is None:
+            raise self._not_found(key)
         try:
-            st = await asyncio.to_thread(os.stat, path, follow_symlinks=False)
+            st = os.stat(segments[-1], dir_fd=dirs[-1], follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(
-                f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key
-            ) from None
+            raise self._not_found(key) from None
+        except OSError as exc:
+            raise os_error(exc, self._name, key, "head") from None
+        finally:
+            close_all(dirs)
         if not _is_regular(st):
-            raise NotFound(
-                f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key
-            )
-        return self._info(key, st)
+            raise self._not_found(key, "is not an object")
+        return st
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> FsReader:
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end})")
-        path = self._path(key)
+        segments = self._segments(key)
         # One trip to a worker thread opens, checks and (for a small range) reads the file: a
         # thread hand-off costs more CPU than reading a small cached file.
+        return await asyncio.to_thread(self._open_object, segments, key, start, end)
+
+    def _open_object(self, segments: Segments, key: str, start: int, end: int | None) -> FsReader:
+        """Open ``key`` for reading; a range that fits in one read chunk is read (and re-checked)
+        here and the file closed."""
+        dirs = self._dirs(segments[:-1], key, create=False)
+        if dirs is None:
+            raise self._not_found(key)
+        parent = dirs.pop()
+        close_all(dirs)
+        name = segments[-1]
         try:
-            fd, st, metadata, data = await asyncio.to_thread(_open_object, path, start, end)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(
-                f"store {self._name!r}: {key!r} does not exist", store=self._name, key=key
-            ) from None
-        except (IsADirectoryError, OSError) as exc:
-            raise NotFound(
-                f"store {self._name!r}: {key!r} is not an object ({exc.strerror})",
-                store=self._name,
-                key=key,
-            ) from None
-        if st is None:
-            raise NotFound(
-                f"store {self._name!r}: {key!r} is not an object", store=self._name, key=key
-            )
-        stop = st.st_size if end is None else min(end, st.st_size)
-        return FsReader(self._info(key, st), metadata, fd, min(start, stop), stop, data)
+            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+        except BaseException as exc:
+            os.close(parent)
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                raise self._not_found(key) from None
+            if isinstance(exc, OSError):
+                if is_symlink_error(exc) or exc.errno in (errno.ENXIO, errno.EISDIR):
+                    raise self._not_found(key, "is not an object") from None
+                raise os_error(exc, self._name, key, "get") from None
+            raise
+        reader: FsReader | None = None
+        try:
+            st = os.fstat(fd)
+            if not _is_regular(st):
+                raise self._not_found(key, "is not an object")
+            metadata = read_xattrs(fd)
+            stop = st.st_size if end is None else min(end, st.st_size)
+            first = min(start, stop)
+            source = Source(self._name, key, fd, parent, name, st)
+            if stop - first > READ_CHUNK:
+                reader = FsReader(self._info(key, st), metadata, source, first, stop)
+                return reader
+            data = os.pread(fd, stop - first, first) if stop > first else b""
+            source.recheck()
+            return FsReader(self._info(key, st), metadata, None, first, stop, data)
+        except OSError as exc:
+            raise os_error(exc, self._name, key, "get") from None
+        finally:
+            if reader is None:
+                os.close(fd)
+                os.close(parent)
+
+    # ------------------------------------------------------------------ write
 
     async def put(
         self,
@@ -165,31 +394,26 @@ class FsStore:
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
     ) -> PutResult:
-        final = self._path(key)
-        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.part"
+        segments = self._segments(key)
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 # A whole body is written in one trip to a worker thread: for small objects
                 # the thread hand-offs of a step-by-step write cost more than the write.
                 body = bytes(data)
                 digest, st = await asyncio.to_thread(
-                    self._put_bytes, final, tmp, key, body, sha256, metadata, prehashed
+                    self._put_bytes, segments, key, body, sha256, metadata, prehashed
                 )
             else:
-                digest, st = await self._put_stream(final, tmp, key, data, sha256, metadata)
-        except BaseException as exc:
-            _unlink_quietly(tmp)
-            if isinstance(exc, OSError):
-                raise _os_error(exc, self._name, key, "put") from None
-            raise
+                digest, st = await self._put_stream(segments, key, data, sha256, metadata)
+        except OSError as exc:
+            raise os_error(exc, self._name, key, "put") from None
         # The rename keeps inode and mtime: this is the tag that head and list will report, so
         # the engine needs no head per object to learn it.
-        return PutResult(key=key, size=st.st_size, sha256=digest, etag=_etag(st))
+        return PutResult(key=key, size=st.st_size, sha256=digest, etag=etag_of(st))
 
     def _put_bytes(
         self,
-        final: Path,
-        tmp: Path,
+        segments: Segments,
         key: str,
         body: bytes,
         sha256: str | None,
@@ -203,185 +427,120 @@ class FsStore:
             hasher.feed(body)
             check_digest(hasher, sha256, store=self._name, key=key)
             digest = hasher.hexdigest()
-        self._prepare(final.parent, tmp.parent, key)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        upload = self._begin(segments, key)
         try:
-            _write_sync(fd, memoryview(body))
-            st = self._finish(fd, metadata)
+            write_sync(upload.fd, memoryview(body))
+            return digest, upload.commit(metadata, self._durable)
         finally:
-            os.close(fd)
-        self._commit(tmp, final, key)
-        return digest, st
+            upload.close()
 
     async def _put_stream(
         self,
-        final: Path,
-        tmp: Path,
+        segments: Segments,
         key: str,
         data: AsyncIterable[bytes],
         sha256: str | None,
         metadata: Mapping[str, str] | None,
     ) -> tuple[str, os.stat_result]:
         hasher = StreamHasher()
-        await asyncio.to_thread(self._prepare, final.parent, tmp.parent, key)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        upload = await asyncio.to_thread(self._begin, segments, key)
         try:
             async for chunk in data:
                 await hasher.update(chunk)
-                await _write_all(fd, chunk)
+                await write_all(upload.fd, chunk)
             check_digest(hasher, sha256, store=self._name, key=key)
-            st = await asyncio.to_thread(self._finish, fd, metadata)
+            st = await guarded(upload.commit, metadata, self._durable)
         finally:
-            os.close(fd)
-        await asyncio.to_thread(self._commit, tmp, final, key)
+            upload.close()
         return hasher.hexdigest(), st
 
-    def _finish(self, fd: int, metadata: Mapping[str, str] | None) -> os.stat_result:
-        """Set metadata, make the content durable, and describe the finished file."""
-        for name, value in (metadata or {}).items():
-            os.setxattr(fd, XATTR_PREFIX + name, value.encode("utf-8"))
-        if self._durable:
-            os.fsync(fd)
-        return os.fstat(fd)
-
-    def _prepare(self, parent: Path, tmp_dir: Path, key: str) -> None:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+    def _begin(self, segments: Segments, key: str) -> Upload:
+        """Make the key's directories and a locked temp file for it."""
+        dirs = self._dirs(segments[:-1], key, create=True)
+        assert dirs is not None  # created
+        self._wrote = True
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise InvalidKey(
-                f"store {self._name!r} cannot hold key {key!r}: a leading part of it is already "
-                "an object (filesystems cannot hold both 'a' and 'a/b')",
+            tmp_fd, tmp_name, fd = fstemp.create(dirs[0])
+        except fstemp.TempDirUnusable:
+            close_all(dirs)
+            raise StoreError(
+                f"store {self._name!r}: {self.root / TMP_DIR} is not a directory (a file or a "
+                "symbolic link); remove it so that uploads can be staged",
                 store=self._name,
                 key=key,
             ) from None
-        root = os.path.realpath(self.root)
-        real_parent = os.path.realpath(parent)
-        if os.path.commonpath([root, real_parent]) != root:
-            raise InvalidKey(
-                f"store {self._name!r} refused key {key!r}: it resolves outside the store root",
-                store=self._name,
-                key=key,
-            )
+        except BaseException:
+            close_all(dirs)
+            raise
+        return Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
 
-    def _commit(self, tmp: Path, final: Path, key: str) -> None:
-        if final.is_dir() and not final.is_symlink():
-            raise InvalidKey(
-                f"store {self._name!r} cannot hold key {key!r}: a directory of other objects "
-                "has that name",
-                store=self._name,
-                key=key,
-            )
-        os.replace(tmp, final)
+    # ------------------------------------------------------------------ delete
 
     async def delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            await asyncio.to_thread(os.unlink, path)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as exc:
-            raise _os_error(exc, self._name, key, "delete") from None
-        await asyncio.to_thread(self._prune, path.parent)
+        segments = self._segments(key)
+        await asyncio.to_thread(self._delete, segments, key)
 
-    def _prune(self, directory: Path) -> None:
-        # Remove directories emptied by a delete, so listings and `ls` agree.
-        while directory != self.root and self.root in directory.parents:
+    def _delete(self, segments: Segments, key: str) -> None:
+        dirs = self._dirs(segments[:-1], key, create=False)
+        if dirs is None:
+            return
+        name = segments[-1]
+        try:
             try:
-                directory.rmdir()
-            except OSError:
+                st = os.stat(name, dir_fd=dirs[-1], follow_symlinks=False)
+                if not _is_regular(st):
+                    return  # a symlink or a directory is not an object: left alone
+                os.unlink(name, dir_fd=dirs[-1])
+            except (FileNotFoundError, NotADirectoryError):
                 return
-            directory = directory.parent
+            except OSError as exc:
+                raise os_error(exc, self._name, key, "delete") from None
+            # Remove directories the delete emptied, so listings and `ls` agree. rmdir removes
+            # only empty directories and never follows a symlink.
+            for level in range(len(dirs) - 1, 0, -1):
+                try:
+                    os.rmdir(segments[level - 1], dir_fd=dirs[level - 1])
+                except OSError:
+                    break
+        finally:
+            close_all(dirs)
+
+    # ------------------------------------------------------------------ temp files
+
+    async def cleanup_temp(self, *, older_than: float | None = None) -> tuple[int, int]:
+        """Remove daulat's temp files that no live process is writing; (files, bytes) removed.
+
+        Leftovers of killed runs are found by their names and removed when their writer's lock
+        is gone (see :mod:`daulat.stores.fstemp`); ``older_than`` (seconds) also spares files
+        written more recently. ``.daulat-tmp`` is removed when it is left empty.
+        """
+        return await asyncio.to_thread(self._cleanup_temp, older_than)
+
+    def _cleanup_temp(self, older_than: float | None) -> tuple[int, int]:
+        root = self._open_root(create=False)
+        if root is None:
+            return 0, 0
+        try:
+            return fstemp.cleanup(root, older_than=older_than)
+        except OSError as exc:
+            raise os_error(exc, self._name, None, f"clean {TMP_DIR}") from None
+        finally:
+            os.close(root)
 
     async def close(self) -> None:
-        return None
+        if self._wrote:
+            # Leave no empty .daulat-tmp behind; a concurrent writer that loses it remakes it.
+            self._wrote = False
+            await asyncio.to_thread(self._remove_empty_temp_dir)
 
-
-class FsReader:
-    """Streaming read of ``[start, stop)`` of an open file; closes it when done.
-
-    A small range arrives already read (``data``), with the file closed.
-    """
-
-    def __init__(
-        self,
-        info: ObjectInfo,
-        metadata: Mapping[str, str],
-        fd: int | None,
-        start: int,
-        stop: int,
-        data: bytes | None = None,
-    ) -> None:
-        self.info = info
-        self.metadata = metadata
-        self._fd = fd
-        self._pos = start
-        self._stop = stop
-        self._data = data
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._data is not None:
-            data, self._data = self._data, None
-            if data:
-                yield data
-            return
-        fd = self._fd
-        if fd is None:
-            return
-        try:
-            while self._pos < self._stop:
-                n = min(READ_CHUNK, self._stop - self._pos)
-                chunk = await asyncio.to_thread(os.pread, fd, n, self._pos)
-                if not chunk:
-                    break
-                self._pos += len(chunk)
-                yield chunk
-        finally:
-            self._fd = None
-            os.close(fd)
-
-    async def read_all(self) -> bytes:
-        if self._data is not None:
-            data, self._data = self._data, None
-            return data
-        return b"".join([chunk async for chunk in self])
-
-    def __del__(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _open_object(
-    path: Path, start: int, end: int | None
-) -> tuple[int | None, os.stat_result | None, dict[str, str], bytes | None]:
-    """Open ``path`` for reading: (fd, stat, metadata, data).
-
-    stat is None when the path is not a regular file. When the wanted range fits in one read
-    chunk it is read here and the file closed: fd is None and data holds the bytes.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not _is_regular(st):
-            os.close(fd)
-            return None, None, {}, None
-        metadata = _read_xattrs(fd)
-        stop = st.st_size if end is None else min(end, st.st_size)
-        first = min(start, stop)
-        if stop - first > READ_CHUNK:
-            return fd, st, metadata, None
-        data = os.pread(fd, stop - first, first) if stop > first else b""
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return None, st, metadata, data
-
-
-def _etag(st: os.stat_result) -> str:
-    # Changes whenever the file is replaced or rewritten; not a content hash.
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    def _remove_empty_temp_dir(self) -> None:
+        with contextlib.suppress(StoreError, OSError):
+            root = self._open_root(create=False)
+            if root is not None:
+                try:
+                    fstemp.remove_dir_if_empty(root)
+                finally:
+                    os.close(root)
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
@@ -395,48 +554,3 @@ def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
 
 def _is_regular(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode)
-
-
-def _read_xattrs(fd: int) -> dict[str, str]:
-    try:
-        names = os.listxattr(fd)
-    except OSError:
-        return {}
-    out = {}
-    for name in names:
-        if name.startswith(XATTR_PREFIX):
-            out[name[len(XATTR_PREFIX) :]] = os.getxattr(fd, name).decode("utf-8", "replace")
-    return out
-
-
-async def _write_all(fd: int, chunk: bytes | memoryview) -> None:
-    view = memoryview(chunk)
-    if len(view) >= 1024 * 1024:
-        await asyncio.to_thread(_write_sync, fd, view)
-    else:
-        _write_sync(fd, view)
-
-
-def _write_sync(fd: int, view: memoryview) -> None:
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
-def _os_error(exc: OSError, store: str, key: str, op: str) -> StoreError:
-    if isinstance(exc, PermissionError):
-        return AccessDenied(
-            f"store {store!r}: permission denied for {op} {key!r}", store=store, key=key
-        )
-    if exc.errno == 36:  # ENAMETOOLONG
-        return InvalidKey(
-            f"store {store!r} cannot hold key {key!r}: name too long", store=store, key=key
-        )
-    return StoreError(
-        f"store {store!r}: {op} {key!r} failed ({exc.strerror})", store=store, key=key
-    )

@@ -22,6 +22,7 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import signal
@@ -46,12 +47,15 @@ from daulat.errors import (
     IntegrityError,
     Interrupted,
     InvalidKey,
+    MissingRoot,
     NotFound,
     SafetyRefusal,
+    SourceChanged,
     StoreError,
     Transient,
 )
 from daulat.stores.base import Store
+from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
@@ -367,6 +371,17 @@ async def list_into(
             journal.add_to_listing(table, endpoint.prefix, keep, names)
 
 
+async def list_destination(
+    journal: Journal, dst: Endpoint, *, retry: RetryPolicy | None = None
+) -> None:
+    """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty."""
+    try:
+        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=retry)
+    except MissingRoot:
+        # Its first put creates it. (A missing *source* stays an error.)
+        journal.new_listing("dst")
+
+
 async def transfer(
     kind: Kind,
     src: Endpoint,
@@ -389,6 +404,7 @@ async def transfer(
     summary.encrypted = bool(opts.encrypt_to)
     summary.names_protected = opts.encrypt_names
     started = time.monotonic()
+    failed = False
     try:
         await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
     except STOP_ERRORS as exc:
@@ -404,10 +420,16 @@ async def transfer(
         if signum is None:
             raise
         raise Interrupted(signum, summary) from None
+    except Exception:
+        # An error the summary cannot hold (the source cannot be listed, say): never "complete".
+        failed = True
+        raise
     finally:
         summary.duration_s = time.monotonic() - started
         if summary.interrupted:
             status = "interrupted"
+        elif failed:
+            status = "failed"
         else:
             status = "complete" if summary.ok else ("refused" if summary.stopped else "incomplete")
         journal.end_run(run_id, status, json.dumps(summary.to_json(), default=str))
@@ -455,7 +477,7 @@ async def _run(
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
     try:
-        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+        await list_destination(journal, dst, retry=opts.retry)
     except NotFound:
         raise
     except StoreError as exc:
@@ -503,9 +525,12 @@ async def _run(
                 summary.unproven_restored
             )
     else:
-        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=opts.retry)
+        await list_destination(journal, dst, retry=opts.retry)
     # Every run that wrote leaves a signed manifest of the whole destination prefix.
     await _write_manifest(src, dst, journal, pair, opts, summary)
+    # Every write of this run has ended: temp files of earlier, killed runs can go.
+    with contextlib.suppress(StoreError):
+        await cleanup_temp(dst.store)
 
 
 async def _refuse_unsafe(
@@ -676,7 +701,8 @@ class _Executor:
 
     def _on_retry(self, exc: Transient) -> None:
         self.progress.retries += 1
-        self.limiter.backoff()
+        if not isinstance(exc, SourceChanged):  # a file being rewritten is no sign of overload
+            self.limiter.backoff()
 
     async def _copy(self, item: WorkItem) -> Outcome:
         reserve = await self.budget.acquire(min(item.size, STREAM_RESERVATION) or 1)
@@ -828,7 +854,7 @@ async def verify_listed(
     """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`)."""
     from daulat.verify import check_listed
 
-    await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
+    await list_destination(journal, dst)
     report = check_listed(journal, pair, run_id=summary.run_id)
     summary.verified_objects = report.verified
     # Refused objects are reported once, as refused, not again as unverified.
