@@ -221,7 +221,11 @@ class Prover:
             blob = _unb64(value[len(_SEALED) :], NONCE_BYTES + 32 + _TAG_BYTES)
             if blob is None:
                 return None
-            nonce, sealed, tag = blob[:NONCE_BYTES], blob[NONCE_BYTES:-_TAG_BYTES], blob[-_TAG_BYTES:]
+            nonce, sealed, tag = (
+                blob[:NONCE_BYTES],
+                blob[NONCE_BYTES:-_TAG_BYTES],
+                blob[-_TAG_BYTES:],
+            )
             digest = _xor(sealed, self._pad(nonce))
             want = self._tag(_SEALED, dst_key, c.size, c.etag, nonce, digest, c.dst_size)
             if not hmac.compare_digest(tag, want):
@@ -275,9 +279,9 @@ class Prover:
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
-    return HKDF(
-        algorithm=SHA256(), length=32, salt=None, info=b"daulat proof " + purpose
-    ).derive(key)
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"daulat proof " + purpose).derive(
+        key
+    )
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -369,9 +373,7 @@ async def adopt_proven(
         adopted = [(c, o) for c, o in zip(page, outcomes, strict=True) if o is not None]
         if not adopted:
             continue
-        journal.record(
-            pair, run_id, [o for _, o in adopted], settled=[c.key for c, _ in adopted]
-        )
+        journal.record(pair, run_id, [o for _, o in adopted], settled=[c.key for c, _ in adopted])
         journal.unplan([c.work_id for c, _ in adopted])
         result.objects += len(adopted)
         result.bytes += sum(c.size for c, _ in adopted)
