@@ -489,7 +489,7 @@ import asyncio, os, signal, sys
 from pathlib import Path
 import daulat.transfer as t
 from daulat.config import load_config
-from daulat.crypto import parse_recipients
+from daulat.crypto import load_identities, parse_recipients
 from daulat.transfer.engine import Kind, Options
 
 class KillAfterLargePut:
@@ -523,9 +523,13 @@ class KillAfterLargePut:
 original = t.open_store
 t.open_store = lambda cfg: KillAfterLargePut(original(cfg)) if cfg.name == "dst" else original(cfg)
 config = load_config(Path(sys.argv[1]))
-recipients = parse_recipients(sys.argv[3:]) if sys.argv[3:] else []
-opts = Options(encrypt_to=recipients, encrypt_names=sys.argv[2] == "names")
-asyncio.run(t.run_transfer(config, Kind.EXIT, "src", "dst", opts))
+if sys.argv[2] == "restore":
+    opts = Options(decrypt_with=load_identities(sys.argv[3]))
+    asyncio.run(t.run_transfer(config, Kind.RESTORE, "vault", "dst", opts))
+else:
+    recipients = parse_recipients(sys.argv[3:]) if sys.argv[3:] else []
+    opts = Options(encrypt_to=recipients, encrypt_names=sys.argv[2] == "names")
+    asyncio.run(t.run_transfer(config, Kind.EXIT, "src", "dst", opts))
 """
 
 
@@ -585,6 +589,39 @@ def test_large_object_complete_at_the_kill_is_adopted(
         finally:
             db.close()
         check_copy(codec, objects, dst, config, identity, tmp_path)
+
+
+def test_restore_large_object_complete_at_the_kill_is_adopted(tmp_path: Path) -> None:
+    """The same for a restore (age ciphertext → plaintext, checked against the manifest): the
+    large object restored before the kill is adopted, not written again."""
+    objects = dataset(30, [16 * MiB], seed=44)
+    big = "big/huge-0.bin"
+    src_root, vault_root, dst_root = tmp_path / "src", tmp_path / "vault", tmp_path / "dst"
+    write_source(src_root, objects)
+    dst = Destination("fs", fs_store_config(dst_root, "dst"), {}, root=dst_root)
+    config = write_config(
+        tmp_path,
+        [fs_store_config(src_root, "src"), fs_store_config(vault_root, "vault"), dst.raw],
+    )
+    extra, identity = codec_args("encrypt", tmp_path)
+    assert identity is not None
+    run_to_end(["exit", "src", "vault", "--config", str(config), "--json", *extra], tmp_path)
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(config), "restore", str(identity)],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=RUN_TIMEOUT,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    before = dst.marks()
+    assert before[big][0] == len(objects[big])
+    restore = ["restore", "vault", "dst", "--identity", str(identity), "--config", str(config)]
+    result, _ = run_to_end([*restore, "--json"], tmp_path)
+    after = dst.marks()
+    resent = {k for k, (_, mark) in before.items() if after[k][1] != mark}
+    assert not resent, sorted(resent)[:5]
+    assert result["adopted_objects"] >= 1
+    assert {k: (dst_root / k).read_bytes() for k in objects} == objects
 
 
 # --------------------------------------------------------------------------------------------

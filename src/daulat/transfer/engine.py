@@ -348,7 +348,17 @@ async def _run(
     prover = _prover(opts)
     if prover is not None and not opts.dry_run and not opts.force:
         adopted = await adopt_proven(
-            journal, pair, summary.run_id, dst.store, dst.prefix, prover, retry=opts.retry
+            journal,
+            pair,
+            summary.run_id,
+            dst.store,
+            dst.prefix,
+            prover,
+            retry=opts.retry,
+            concurrency=opts.concurrency,
+            expected=(lambda key: journal.expected_sha256(src.prefix + key))
+            if summary.checked_against_manifest
+            else None,
         )
         summary.adopted_objects = adopted.objects
         summary.planned_objects, summary.planned_bytes = journal.work_totals()

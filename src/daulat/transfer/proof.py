@@ -273,9 +273,10 @@ class Prover:
         ]
         if digest is not None and stored_size is not None:
             fields += [digest, b"%d" % stored_size]
-        # Length-prefixed: no two different field lists frame to the same bytes.
-        frame = b"".join(struct.pack(">I", len(f)) + f for f in fields)
-        return hmac.digest(self._mac_key, frame, "sha256")
+        # The count and every length first: no two different field lists frame to the same
+        # bytes (one pack and one join: this runs once per object).
+        head = struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields))
+        return hmac.digest(self._mac_key, head + b"".join(fields), "sha256")
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
@@ -331,11 +332,15 @@ async def adopt_proven(
     *,
     retry: RetryPolicy,
     concurrency: int = ADOPT_CONCURRENCY,
+    expected: Callable[[str], str | None] | None = None,
 ) -> Adopted:
     """Adopt planned objects whose proof at the destination verifies (see the module
     docstring): record them done and take them out of the plan. Raises
     :class:`~daulat.errors.AccessDenied` when the destination refuses; any other failure to
-    read one object's metadata leaves it planned."""
+    read one object's metadata leaves it planned.
+
+    ``expected`` (restore) gives the SHA-256 a source manifest expects for a key: an object
+    whose proven hash differs is not adopted (its copy then fails the manifest check)."""
     result = Adopted()
     sem = asyncio.Semaphore(max(1, concurrency))
 
@@ -354,6 +359,8 @@ async def adopt_proven(
             return None
         proven = prover.check(reader.metadata.get(PROOF_FIELD), c, dst_key)
         if proven is None:
+            return None
+        if expected is not None and expected(c.key) not in (None, proven.sha256):
             return None
         return Outcome(
             c.key,
