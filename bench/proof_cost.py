@@ -134,7 +134,7 @@ def store_toml(name: str, bucket: str, server: S3Server) -> str:
 
 
 def one_run(
-    workdir: Path, a: S3Server, b: S3Server, source: str, i: int, mode: str
+    workdir: Path, a: S3Server, b: S3Server, source: str, i: int, mode: str, n: int
 ) -> dict[str, float]:
     bucket = f"proof-{mode}-{i}-{int(time.time())}"
     b.create_bucket(bucket)
@@ -154,8 +154,8 @@ def one_run(
     if res.returncode != 0:
         raise RuntimeError(f"exit failed: {res.stderr[-2000:]}")
     out: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
-    if not out["ok"]:
-        raise RuntimeError(f"exit not ok: {out}")
+    if not out["ok"] or out["copied"] != n:
+        raise RuntimeError(f"exit not ok or not {n} objects: {out}")
     out["load"] = load
     delete_bucket(b, bucket)
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -168,7 +168,7 @@ def render(
     off: list[dict[str, float]],
     args: argparse.Namespace,
 ) -> str:
-    n = args.objects
+    n = int(on[0]["copied"])
     cpu_on = statistics.median(r["cpu"] for r in on)
     cpu_off = statistics.median(r["cpu"] for r in off)
     per_on, per_off = cpu_on / n * 1000, cpu_off / n * 1000
@@ -205,8 +205,9 @@ def render(
             f" (all threads), median of {args.runs}: with proofs **{per_on:.3f} ms/object**"
             f" ({spread(on)} s), without {per_off:.3f} ms/object ({spread(off)} s):"
             f" {(cpu_on / cpu_off - 1):+.1%}; median of the paired runs' ratios"
-            f" {(paired - 1):+.1%} (load averages {loads}; noise on this shared machine is"
-            " several percent).",
+            f" **{(paired - 1):+.1%}** (load averages {loads}: on this shared machine the"
+            " whole-run figure cannot resolve differences of a few percent; the table above"
+            " is the precise one).",
             f"- Making the proof is {share:.2%} of the client CPU per small object; per GiB of"
             " large objects it is one `started` and two commits per object (≤ 128 per GiB at"
             " 8 MiB, far fewer at usual sizes): negligible against hashing and sending a GiB.",
@@ -229,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     m = micro(100_000)
     print(json.dumps(m), flush=True)
     workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "daulat-proof").resolve()
-    shutil.rmtree(workdir / "runs", ignore_errors=True)
+    # A fresh source each time: a server directory left by a run with more objects would
+    # still hold them.
+    for old in ("runs", "seaweedfs-a", "seaweedfs-b"):
+        shutil.rmtree(workdir / old, ignore_errors=True)
     ds = Dataset("proof-src", args.objects, args.size)
     on: list[dict[str, float]] = []
     off: list[dict[str, float]] = []
@@ -240,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         a.create_bucket(ds.name)
         print(f"filling A with {ds.describe()} ...", flush=True)
         asyncio.run(_fill(a, ds, None, 32))
-        one_run(workdir, a, b, ds.name, -1, "on")  # warm-up: caches, server start-up
+        one_run(workdir, a, b, ds.name, -1, "on", args.objects)  # warm-up: caches, server start-up
         for i in range(args.runs):
             for mode, runs in (
                 (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on))
             ):
-                runs.append(one_run(workdir, a, b, ds.name, i, mode))
+                runs.append(one_run(workdir, a, b, ds.name, i, mode, args.objects))
                 print(f"{mode} {i + 1}: {json.dumps(runs[-1])}", flush=True)
     text = render(m, on, off, args)
     if not args.no_results:
