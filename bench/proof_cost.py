@@ -2,7 +2,7 @@
 
     python bench/proof_cost.py [--objects 5000] [--size 65536] [--runs 3] [--no-results]
 
-Two measurements:
+Three measurements:
 
 1. **Per operation, in this process**: CPU microseconds of making a single-PUT object's proof
    (``Prover.sealed``: a random nonce, two HMAC-SHA256, base64), of checking it
@@ -13,10 +13,15 @@ Two measurements:
    times with proofs and as many times without (alternating, so load drifts hit both), in a
    child process driving ``daulat.transfer.run_transfer``; "without" replaces the engine's
    prover with none. The child's CPU seconds (all its threads) are compared.
+3. **Instructions, under callgrind** (when ``valgrind`` is installed; ``--no-callgrind`` skips
+   it): the same exit of ``--cg-objects`` and four times as many objects, with and without
+   proofs, its instructions counted by ``valgrind --tool=callgrind`` (all threads). The
+   difference between the two sizes removes start-up, so the result is instructions per
+   object, with and without proofs — a count that other work on the machine cannot disturb.
+   Valgrind emulates no SHA extensions, so it overstates SHA-256's share: an upper bound.
 
-On a shared 2-CPU machine the second measurement's noise is several percent; the first is the
-precise figure and the second shows that nothing else moved. The section ``proof-cost`` of
-bench/RESULTS.md is rewritten.
+On a shared 2-CPU machine the second measurement's noise is several percent; the first and
+third are the precise figures. The section ``proof-cost`` of bench/RESULTS.md is rewritten.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -134,7 +140,15 @@ def store_toml(name: str, bucket: str, server: S3Server) -> str:
 
 
 def one_run(
-    workdir: Path, a: S3Server, b: S3Server, source: str, i: int, mode: str, n: int
+    workdir: Path,
+    a: S3Server,
+    b: S3Server,
+    source: str,
+    i: int,
+    mode: str,
+    n: int,
+    *,
+    callgrind: bool = False,
 ) -> dict[str, float]:
     bucket = f"proof-{mode}-{i}-{int(time.time())}"
     b.create_bucket(bucket)
@@ -143,17 +157,20 @@ def one_run(
     config = run_dir / "daulat.toml"
     config.write_text(store_toml("a", source, a) + store_toml("b", bucket, b))
     load = os.getloadavg()[0]
-    res = subprocess.run(
-        [sys.executable, "-c", CHILD, str(config), mode],
-        cwd=run_dir,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = clean_env()
+    argv = [sys.executable, "-c", CHILD, str(config), mode]
+    if callgrind:
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+        env["PYTHONMALLOC"] = "malloc"
+    res = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"exit failed: {res.stderr[-2000:]}")
     out: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
+    if callgrind:
+        counted = re.findall(r"Collected : (\d+)", res.stderr)
+        if not counted:
+            raise RuntimeError(f"no instruction count from callgrind: {res.stderr[-2000:]}")
+        out["instructions"] = float(counted[-1])
     if not out["ok"] or out["copied"] != n:
         raise RuntimeError(f"exit not ok or not {n} objects: {out}")
     out["load"] = load
@@ -162,11 +179,29 @@ def one_run(
     return out
 
 
+def instructions(
+    workdir: Path, a: S3Server, b: S3Server, small: Dataset, large: Dataset
+) -> dict[str, float]:
+    """Instructions per object with and without proofs (callgrind, two sizes)."""
+    count: dict[tuple[str, int], float] = {}
+    for ds in (small, large):
+        for mode in ("on", "off"):
+            r = one_run(workdir, a, b, ds.name, 0, mode, ds.objects, callgrind=True)
+            count[mode, ds.objects] = r["instructions"]
+            print(f"callgrind {mode} {ds.objects}: {r['instructions']:.0f}", flush=True)
+    d = large.objects - small.objects
+    return {
+        mode: (count[mode, large.objects] - count[mode, small.objects]) / d
+        for mode in ("on", "off")
+    }
+
+
 def render(
     m: dict[str, float],
     on: list[dict[str, float]],
     off: list[dict[str, float]],
     args: argparse.Namespace,
+    cg: dict[str, float] | None = None,
 ) -> str:
     n = int(on[0]["copied"])
     cpu_on = statistics.median(r["cpu"] for r in on)
@@ -183,6 +218,7 @@ def render(
             f"--objects {n}" if n != 5000 else "",
             f"--size {args.size}" if args.size != 64 * 1024 else "",
             f"--runs {args.runs}" if args.runs != 3 else "",
+            f"--cg-objects {args.cg_objects}" if args.cg_objects != 200 else "",
         )
         if x
     )
@@ -208,6 +244,17 @@ def render(
             f" **{(paired - 1):+.1%}** (load averages {loads}: on this shared machine the"
             " whole-run figure cannot resolve differences of a few percent; the table above"
             " is the precise one).",
+            *(
+                [
+                    f"- Under callgrind ({args.cg_objects:,} and {4 * args.cg_objects:,} objects,"
+                    f" start-up removed): **{cg['on']:,.0f} instructions per object with proofs,"
+                    f" {cg['off']:,.0f} without ({cg['on'] / cg['off'] - 1:+.2%})**; valgrind"
+                    " runs SHA-256 without the CPU's SHA extensions, so this overstates the"
+                    " MACs' share."
+                ]
+                if cg
+                else []
+            ),
             f"- Making the proof is {share:.2%} of the client CPU per small object; per GiB of"
             " large objects it is one `started` and two commits per object (≤ 128 per GiB at"
             " 8 MiB, far fewer at usual sizes): negligible against hashing and sending a GiB.",
@@ -226,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--no-results", action="store_true", help="print, do not write RESULTS.md")
+    p.add_argument("--cg-objects", type=int, default=200)
+    p.add_argument("--no-callgrind", action="store_true", help="skip the callgrind count")
     args = p.parse_args(argv)
+    use_cg = not args.no_callgrind and shutil.which("valgrind") is not None
     m = micro(100_000)
     print(json.dumps(m), flush=True)
     workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "daulat-proof").resolve()
@@ -237,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = Dataset("proof-src", args.objects, args.size)
     on: list[dict[str, float]] = []
     off: list[dict[str, float]] = []
+    cg: dict[str, float] | None = None
     with (
         sigterm_as_interrupt(),
         start_all(seaweedfs(workdir / "seaweedfs-a"), seaweedfs(workdir / "seaweedfs-b")) as (a, b),
@@ -251,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 runs.append(one_run(workdir, a, b, ds.name, i, mode, args.objects))
                 print(f"{mode} {i + 1}: {json.dumps(runs[-1])}", flush=True)
-    text = render(m, on, off, args)
+        if use_cg:
+            small = Dataset("proof-cg-small", args.cg_objects, args.size)
+            large = Dataset("proof-cg-large", 4 * args.cg_objects, args.size)
+            for d in (small, large):
+                a.create_bucket(d.name)
+                asyncio.run(_fill(a, d, None, 32))
+            cg = instructions(workdir, a, b, small, large)
+    text = render(m, on, off, args, cg)
     if not args.no_results:
         update_section("proof-cost", text)
     print(text)

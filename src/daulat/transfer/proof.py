@@ -175,11 +175,12 @@ class Proven:
 class Prover:
     """Makes and checks proofs for one transfer (one codec); see the module docstring."""
 
-    __slots__ = ("_codec", "_encrypting", "_mac_key", "_seal_key")
+    __slots__ = ("_codec", "_encrypting", "_mac", "_seal")
 
     def __init__(self, key: bytes, *, codec: str, encrypting: bool) -> None:
-        self._mac_key = _derive(key, b"mac")
-        self._seal_key = _derive(key, b"seal")
+        # Keyed once; each MAC starts from a copy (saves re-keying on every object).
+        self._mac = hmac.new(_derive(key, b"mac"), digestmod="sha256")
+        self._seal = hmac.new(_derive(key, b"seal"), digestmod="sha256")
         self._codec = codec.encode()
         # Encrypting: the plaintext is the source object; otherwise it is what is stored.
         self._encrypting = encrypting
@@ -250,7 +251,9 @@ class Prover:
         return None
 
     def _pad(self, nonce: bytes) -> bytes:
-        return hmac.digest(self._seal_key, nonce, "sha256")
+        h = self._seal.copy()
+        h.update(nonce)
+        return h.digest()
 
     def _tag(
         self,
@@ -275,8 +278,10 @@ class Prover:
             fields += [digest, b"%d" % stored_size]
         # The count and every length first: no two different field lists frame to the same
         # bytes (one pack and one join: this runs once per object).
-        head = struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields))
-        return hmac.digest(self._mac_key, head + b"".join(fields), "sha256")
+        h = self._mac.copy()
+        h.update(struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields)))
+        h.update(b"".join(fields))
+        return h.digest()
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
