@@ -1,4 +1,4 @@
-"""What proofs of completion (daulat.transfer.proof) cost the client, in CPU.
+"""What proofs of completion (daulat.transfer.adoption) cost the client, in CPU.
 
     python bench/proof_cost.py [--objects 5000] [--size 65536] [--runs 3] [--no-results]
 
@@ -77,8 +77,8 @@ os._exit(0)
 
 def micro(n: int) -> dict[str, float]:
     """CPU µs per call of the proof operations, and per large object of the extra commits."""
+    from daulat.transfer.adoption import PROOF_FIELD, Prover
     from daulat.transfer.journal import BatchWriter, Candidate, Completing, Journal, Outcome, State
-    from daulat.transfer.proof import PROOF_FIELD, Prover
 
     prover = Prover(os.urandom(32), codec=" [age:0123456789abcdef]", encrypting=True)
     keys = [f"kpu/jawa-barat/kabupaten-{i % 97:03d}/tps-{i:07d}.json" for i in range(n)]

@@ -47,6 +47,13 @@ from test_transfer_faults import Proc, start_daulat
 from daulat.config import StoreConfig
 from daulat.crypto import new_identity, recipient_of
 from daulat.stores import Store, open_store
+from daulat.transfer.adoption import (
+    KEY_FILE,
+    PROOF_FIELD,
+    ProofKeyError,
+    Prover,
+    proof_key,
+)
 from daulat.transfer.journal import (
     BatchWriter,
     Candidate,
@@ -54,13 +61,6 @@ from daulat.transfer.journal import (
     Journal,
     Outcome,
     State,
-)
-from daulat.transfer.proof import (
-    KEY_FILE,
-    PROOF_FIELD,
-    ProofKeyError,
-    Prover,
-    proof_key,
 )
 
 MiB = 1024 * 1024

@@ -14,10 +14,10 @@ from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
 from daulat.errors import AccessDenied, ConfigError
 from daulat.stores import open_store
+from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.names import existing_name_key, name_key_for_run
-from daulat.transfer.proof import proof_key
 
 if TYPE_CHECKING:
     from daulat.verify import VerifyReport

@@ -12,7 +12,7 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
 - **Exact resume.** With a proof key, every object written carries a MAC under that key, and a
   re-run adopts objects complete at the destination whose proof verifies instead of sending
   them again; objects over ``SMALL_OBJECT`` are committed as soon as they complete
-  (:mod:`daulat.transfer.proof`).
+  (:mod:`daulat.transfer.adoption`).
 - **Faults.** Transient errors are retried per object with backoff inside a time budget and halve
   the concurrency (AIMD). A permanent refusal (revoked credentials, disabled account, missing
   bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
@@ -54,6 +54,7 @@ from daulat.errors import (
 from daulat.stores.base import ObjectReader, Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
+from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.manifests import (
     DST_MANIFEST_PREFIX,
@@ -62,7 +63,6 @@ from daulat.transfer.manifests import (
     write_destination_manifest,
 )
 from daulat.transfer.names import NameKey, has_protected_names
-from daulat.transfer.proof import Prover, adopt_proven, before_end
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 
 MiB = 1024 * 1024
@@ -120,7 +120,7 @@ class Options:
     encrypt_names: bool = False  # store objects under keyed hashes of their names
     # The destination's name key (see daulat.transfer.names); required with encrypt_names.
     name_key: NameKey | None = field(default=None, repr=False)
-    # The customer's proof key (daulat.transfer.proof.proof_key): objects written carry a MAC
+    # The customer's proof key (daulat.transfer.adoption.proof_key): objects written carry a MAC
     # under it, and a re-run adopts complete objects whose MAC verifies. None: neither.
     proof_key: bytes | None = field(default=None, repr=False)
 
@@ -633,7 +633,7 @@ class _Executor:
                 started = self.prover.started(dst_key, reader.info.size, etag)
             if started is not None:
                 # The hash is known only at the end: commit it before the upload can
-                # complete, bound to a nonce in the metadata (see daulat.transfer.proof).
+                # complete, bound to a nonce in the metadata (see daulat.transfer.adoption).
                 nonce, stream_meta = started
 
                 def completing(stored: int) -> None:

@@ -5,7 +5,7 @@ only after the destination confirmed the upload and its SHA-256 was recorded. Ro
 objects are committed in batches (WAL); an object over the writer's ``immediate_over`` size is
 committed as soon as it completes. After a crash at any moment a re-run skips the objects whose
 completion was committed, adopts those complete at the destination whose proof verifies
-(:mod:`daulat.transfer.proof`, which uses the ``completing`` rows kept here) and redoes the rest.
+(:mod:`daulat.transfer.adoption`, which uses the ``completing`` rows kept here) and redoes the rest.
 
 Listings of both sides are streamed into temporary tables so that planning and verification are
 SQL joins: memory stays flat whatever the number of objects.
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS journal (
     PRIMARY KEY (pair, key)
 ) WITHOUT ROWID;
 -- A streamed object whose last byte has been handed to the store, committed before the store
--- can complete the upload; removed with the object's done row (see daulat.transfer.proof).
+-- can complete the upload; removed with the object's done row (see daulat.transfer.adoption).
 CREATE TABLE IF NOT EXISTS completing (
     pair TEXT NOT NULL,
     key TEXT NOT NULL,             -- relative to the source prefix
