@@ -19,6 +19,12 @@ Modes are read per request, so a test can flip them while a transfer runs. ``res
 client connection with SO_LINGER 0 (a TCP RST, as a crashed load balancer does), at a random
 point: before the request is forwarded, or after the upstream answered, half-way through sending
 the response back. ``stats`` counts what the proxy did.
+
+Uploads are counted per object, as ``bucket/key`` (path-style requests): ``uploads`` counts the
+times an object's content began to be sent (a single PUT or the start of a multipart upload),
+``parts`` the part PUTs and ``completions`` the multipart completions. :meth:`Proxy.wait_idle`
+waits until no forwarded request is in flight (after a client was killed, so that what it had
+sent has landed before the test looks at the server).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import socket
 import socketserver
 import struct
 import threading
+import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -81,6 +89,11 @@ class Proxy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        self.uploads: Counter[str] = Counter()
+        self.parts: Counter[str] = Counter()
+        self.completions: Counter[str] = Counter()
+        self._active = 0
+        self._idle = threading.Condition(self._lock)
         self._server = _Server((HOST, 0), _Handler)
         self._server.proxy = self
         port_ = self._server.server_address[1]
@@ -122,6 +135,39 @@ class Proxy:
         with self._lock:
             self.stats[what] += 1
 
+    def forwarding(self, method: str, target: str) -> None:
+        """Note a request about to be forwarded, and count it if it sends an object."""
+        path, _, query = target.partition("?")
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        key = urllib.parse.unquote(path.lstrip("/"))
+        with self._lock:
+            self._active += 1
+            if method == "PUT" and "partNumber" in params:
+                self.parts[key] += 1
+            elif method == "PUT" or (method == "POST" and "uploads" in params):
+                self.uploads[key] += 1
+            elif method == "POST" and "uploadId" in params:
+                self.completions[key] += 1
+
+    def forwarded(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until no forwarded request is in flight; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._active:
+                left = deadline - time.monotonic()
+                assert left > 0, f"{self._active} requests still in flight after {timeout} s"
+                self._idle.wait(left)
+
+    def sends(self) -> Counter[str]:
+        """A copy of :attr:`uploads`."""
+        with self._lock:
+            return Counter(self.uploads)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -153,6 +199,10 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the crash tests' kill -9) is routine, not worth a trace.
+        self.proxy.count("broken")
 
     def close_all(self) -> None:
         """Close the client connections still open (idle keep-alive ones block a thread)."""
@@ -260,6 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _forward(self, *, late_reset: bool) -> None:
         proxy = self.server.proxy
         upstream = http.client.HTTPConnection(*proxy.upstream, timeout=UPSTREAM_TIMEOUT)
+        proxy.forwarding(self.command, self.path)
         try:
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
@@ -273,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._relay(response, cut=late_reset)
         finally:
             upstream.close()
+            proxy.forwarded()
 
     def _relay(self, response: http.client.HTTPResponse, *, cut: bool = False) -> None:
         """Send the upstream's response back; with ``cut``, stop half-way and reset."""

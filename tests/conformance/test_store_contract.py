@@ -147,6 +147,32 @@ def test_ranged_reads(store: Store) -> None:
     run(go())
 
 
+def test_empty_range_reads_info_and_metadata(store: Store) -> None:
+    """``get(key, start=0, end=0)`` is a metadata request: no bytes, but the object's info
+    and user metadata (adoption after a crash reads proofs this way), also for a streamed
+    object and a zero-length one."""
+
+    async def go() -> None:
+        await store.put("m/small", b"x" * 100, metadata={"proof": "1s.small"})
+        await store.put("m/empty", b"", metadata={"proof": "1s.empty"})
+        await store.put("m/large", _chunks(9 * 1024 * 1024), metadata={"proof": "1n.large"})
+        for key, size, proof in (
+            ("m/small", 100, "1s.small"),
+            ("m/empty", 0, "1s.empty"),
+            ("m/large", 9 * 1024 * 1024, "1n.large"),
+        ):
+            reader = await store.get(key, start=0, end=0)
+            assert reader.info.size == size, key
+            assert reader.info.etag == (await store.head(key)).etag, key
+            assert reader.metadata.get("proof") == proof, key
+            assert await reader.read_all() == b""
+        with pytest.raises(NotFound):
+            await store.get("m/missing", start=0, end=0)
+        await store.close()
+
+    run(go())
+
+
 def test_listing_paginates_over_5000_keys(store: Store) -> None:
     n = 5_100
 

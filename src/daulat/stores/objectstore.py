@@ -121,10 +121,12 @@ class ObstoreStore:
         self._check(key)
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"invalid range [{start}, {end})")
-        if end is not None and end == start:
-            return ObstoreReader(await self.head(key), {}, None, self._name)
         options: dict[str, Any] = {}
-        if end is not None:
+        if end is not None and end == start:
+            # An empty range is a HEAD; asked through get so that user metadata comes back
+            # too (head_async returns none), as every store's reader carries it.
+            options["head"] = True
+        elif end is not None:
             options["range"] = (start, end)
         elif start:
             options["range"] = {"offset": start}
@@ -132,7 +134,7 @@ class ObstoreStore:
             result = await obstore.get_async(self.inner, key, options=options or None)  # type: ignore[arg-type]
         except Exception as exc:
             err = translate(exc, store=self._name, key=key, op="get")
-            if options and not isinstance(err, (NotFound, AccessDenied)):
+            if "range" in options and not isinstance(err, (NotFound, AccessDenied)):
                 # Providers answer a range starting at or past the end with 416; the contract
                 # says such a read is empty.
                 info = await self.head(key)
@@ -144,6 +146,8 @@ class ObstoreStore:
             for k, v in result.attributes.items()
             if k.startswith(METADATA_PREFIX)
         }
+        if options.get("head"):
+            return ObstoreReader(self._info(result.meta), metadata, None, self._name)
         return ObstoreReader(self._info(result.meta), metadata, result, self._name)
 
     async def put(

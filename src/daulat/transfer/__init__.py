@@ -23,6 +23,7 @@ from daulat.signing import (
     signers_line,
 )
 from daulat.stores import open_store
+from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.names import existing_name_key, local_key_path, name_key_for_run
@@ -214,6 +215,10 @@ async def _run_transfer(
             "--encrypt-names needs --encrypt-to AGE_RECIPIENT (or encrypt_to on store "
             f"{dst_cfg.name!r}): names are protected only inside encrypted copies"
         )
+    if opts.proof_key is None and not opts.dry_run:
+        # Objects written carry a MAC under this key, so that a re-run after a crash adopts
+        # what is complete at the destination instead of sending it again.
+        opts = replace(opts, proof_key=proof_key(config.state_dir))
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
     try:

@@ -7,8 +7,12 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   PUT; larger ones stream through a multipart upload. A byte budget caps the bytes held in flight,
   so peak memory depends neither on object sizes nor on their number.
 - **Hashing.** The plaintext SHA-256 is computed while streaming and recorded in the journal;
-  single-PUT objects also carry it as ``daulat_sha256`` metadata (a streamed object's hash is
-  known only after its upload began, so it lives in the journal and the destination manifest).
+  plain single-PUT objects also carry it as ``daulat_sha256`` metadata (a streamed object's hash
+  is known only after its upload began, so it lives in the journal and the destination manifest).
+- **Exact resume.** With a proof key, every object written carries a MAC under that key, and a
+  re-run adopts objects complete at the destination whose proof verifies instead of sending
+  them again; objects over ``SMALL_OBJECT`` are committed as soon as they complete
+  (:mod:`daulat.transfer.adoption`).
 - **Faults.** Transient errors are retried per object with backoff inside a time budget and halve
   the concurrency (AIMD). A permanent refusal (revoked credentials, disabled account, missing
   bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
@@ -54,11 +58,12 @@ from daulat.errors import (
     StoreError,
     Transient,
 )
-from daulat.stores.base import Store
+from daulat.stores.base import ObjectReader, Store
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
-from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
+from daulat.transfer.adoption import Prover, adopt_proven, before_end
+from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.proof import (
@@ -148,6 +153,9 @@ class Options:
     # journal), the pinned keys whose manifests are believed, identities to read an encrypted
     # destination's earlier manifest, and what a restore may accept without proof.
     signing: ManifestSigning = field(default_factory=ManifestSigning)
+    # The customer's proof key (daulat.transfer.adoption.proof_key): objects written carry a MAC
+    # under it, and a re-run adopts complete objects whose MAC verifies. None: neither.
+    proof_key: bytes | None = field(default=None, repr=False)
 
     @property
     def codec_tag(self) -> str:
@@ -237,6 +245,7 @@ class Summary:
     copied_objects: int = 0
     copied_bytes: int = 0
     skipped_objects: int = 0
+    adopted_objects: int = 0  # found complete at the destination by proof; counted as skipped
     deleted_objects: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
@@ -486,9 +495,27 @@ async def _run(
         summary.stopped = f"cannot list the destination {dst.label or dst.store.name}: {exc}"
         return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
+    # A refused run changes nothing, not even the journal (adoption below records objects).
+    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary)
+    prover = _prover(opts)
+    if prover is not None and not opts.dry_run and not opts.force:
+        adopted = await adopt_proven(
+            journal,
+            pair,
+            summary.run_id,
+            dst.store,
+            dst.prefix,
+            prover,
+            retry=opts.retry,
+            concurrency=opts.concurrency,
+            expected=(lambda key: journal.expected_sha256(src.prefix + key))
+            if summary.checked_against_manifest
+            else None,
+        )
+        summary.adopted_objects = adopted.objects
+        summary.planned_objects, summary.planned_bytes = journal.work_totals()
     summary.skipped_objects = summary.source_objects - summary.planned_objects - unnamed
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
-    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary)
     if opts.dry_run:
         if opts.on_plan is not None:
             deleting = kind == Kind.SYNC and opts.delete
@@ -555,6 +582,12 @@ async def _refuse_unsafe(
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
 
 
+def _prover(opts: Options) -> Prover | None:
+    if opts.proof_key is None:
+        return None
+    return Prover(opts.proof_key, codec=opts.codec_tag, encrypting=bool(opts.encrypt_to))
+
+
 async def _write_manifest(
     src: Endpoint,
     dst: Endpoint,
@@ -586,9 +619,11 @@ class _Executor:
         on_progress: Callable[[Progress], None] | None,
     ) -> None:
         self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
+        self.pair = pair
         self.summary = summary
         self.on_progress = on_progress
-        self.writer = BatchWriter(journal, pair, summary.run_id)
+        self.writer = BatchWriter(journal, pair, summary.run_id, immediate_over=SMALL_OBJECT)
+        self.prover = _prover(opts)
         self.limiter = AdaptiveLimiter(opts.concurrency)
         self.budget = ByteBudget(opts.max_bytes_in_flight)
         self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
@@ -778,11 +813,13 @@ class _Executor:
                 body = await _off_loop(encrypt_bytes, plain, opts.encrypt_to)
                 # No plaintext hash in the clear next to ciphertext: it would let the provider
                 # confirm guesses of the content. The hash lives in the journal and the
-                # encrypted manifest.
-                result = await self.dst.store.put(dst_key, body, metadata={"encryption": "age"})
+                # encrypted manifest (and, sealed, in the proof).
+                meta = {"encryption": "age", **self._proof(dst_key, reader, digest, len(body))}
+                result = await self.dst.store.put(dst_key, body, metadata=meta)
             else:
+                meta = {"sha256": digest, **self._proof(dst_key, reader, digest, len(plain))}
                 result = await self.dst.store.put(
-                    dst_key, plain, sha256=digest, metadata={"sha256": digest}, prehashed=True
+                    dst_key, plain, sha256=digest, metadata=meta, prehashed=True
                 )
             plain_size = len(plain)
         else:
@@ -792,7 +829,30 @@ class _Executor:
             )
             if opts.encrypt_to:
                 body_stream = encrypt_stream(body_stream, opts.encrypt_to, max_buffer=AGE_BUFFER)
-            result = await self.dst.store.put(dst_key, body_stream)
+            stream_meta: dict[str, str] | None = None
+            started = None
+            if self.prover is not None:
+                started = self.prover.started(dst_key, reader.info.size, etag)
+            if started is not None:
+                # The hash is known only at the end: commit it before the upload can
+                # complete, bound to a nonce in the metadata (see daulat.transfer.adoption).
+                nonce, stream_meta = started
+
+                def completing(stored: int) -> None:
+                    row = Completing(
+                        item.key,
+                        reader.info.size,
+                        etag,
+                        nonce,
+                        hasher.hexdigest(),
+                        hasher.size,
+                        stored,
+                        item.dkey,
+                    )
+                    self.journal.record_completing(self.pair, self.summary.run_id, row)
+
+                body_stream = before_end(body_stream, completing)
+            result = await self.dst.store.put(dst_key, body_stream, metadata=stream_meta)
             digest, plain_size = hasher.hexdigest(), hasher.size
         dst_etag = result.etag
         if dst_etag is None:
@@ -808,6 +868,13 @@ class _Executor:
             plain_size=plain_size,
             stored_as=item.dkey,
         )
+
+    def _proof(
+        self, dst_key: str, reader: ObjectReader, digest: str, stored_size: int
+    ) -> dict[str, str]:
+        if self.prover is None:
+            return {}
+        return self.prover.sealed(dst_key, reader.info.size, reader.info.etag, digest, stored_size)
 
     async def _metered(self, chunks: AsyncIterable[bytes], key: str) -> AsyncIterator[bytes]:
         async for chunk in chunks:

@@ -1,9 +1,11 @@
 """The transfer journal: what has been copied where, in SQLite under ``.daulat/``.
 
 Every object of a source → destination pair has one row with its state. A row is marked ``done``
-only after the destination confirmed the upload and its SHA-256 was recorded, and rows are
-committed in batches (WAL), so after a crash at any moment a re-run skips exactly the objects
-whose completion was committed and redoes the rest.
+only after the destination confirmed the upload and its SHA-256 was recorded. Rows of small
+objects are committed in batches (WAL); an object over the writer's ``immediate_over`` size is
+committed as soon as it completes. After a crash at any moment a re-run skips the objects whose
+completion was committed, adopts those complete at the destination whose proof verifies
+(:mod:`daulat.transfer.adoption`, which uses the ``completing`` rows kept here) and redoes the rest.
 
 Listings of both sides are streamed into temporary tables so that planning and verification are
 SQL joins: memory stays flat whatever the number of objects.
@@ -62,6 +64,22 @@ CREATE TABLE IF NOT EXISTS journal (
     stored_as TEXT,                -- key relative to the destination prefix, if not ``key``
     PRIMARY KEY (pair, key)
 ) WITHOUT ROWID;
+-- A streamed object whose last byte has been handed to the store, committed before the store
+-- can complete the upload; removed with the object's done row (see daulat.transfer.adoption).
+CREATE TABLE IF NOT EXISTS completing (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,             -- relative to the source prefix
+    size INTEGER NOT NULL,         -- source size, as read
+    src_etag TEXT,
+    nonce TEXT NOT NULL,           -- hex; also MAC'd into the object's metadata
+    sha256 TEXT NOT NULL,          -- of the plaintext
+    plain_size INTEGER NOT NULL,
+    dst_size INTEGER NOT NULL,     -- bytes handed to the store: the size it must list
+    stored_as TEXT,
+    run_id INTEGER NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (pair, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verifications (
     pair TEXT NOT NULL,
     run_id INTEGER NOT NULL,
@@ -112,6 +130,34 @@ class Outcome:
     error: str | None = None
     plain_size: int | None = None
     stored_as: str | None = None  # key relative to the destination prefix, if not ``key``
+
+
+@dataclass(frozen=True, slots=True)
+class Completing:
+    """A streamed object about to complete at the destination (table ``completing``)."""
+
+    key: str
+    size: int
+    src_etag: str | None
+    nonce: str
+    sha256: str
+    plain_size: int
+    dst_size: int
+    stored_as: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A planned object that the destination already lists (see ``adoption_candidates``)."""
+
+    work_id: int
+    key: str
+    dkey: str | None
+    size: int  # source, as listed now
+    etag: str | None
+    dst_size: int | None  # destination, as listed now
+    dst_etag: str | None
+    completing: Completing | None
 
 
 def now() -> str:
@@ -315,6 +361,58 @@ class Journal:
         n, b = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM work").fetchone()
         return int(n), int(b)
 
+    def work_totals(self) -> tuple[int, int]:
+        """(objects, bytes) still in the plan."""
+        n, b = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM work").fetchone()
+        return int(n), int(b)
+
+    def adoption_candidates(self, pair: str, page: int = 1000) -> Iterator[list[Candidate]]:
+        """Planned objects that the destination listing shows but that the journal does not
+        record as done from the current source version, in pages (each read whole before it
+        is yielded, so the caller may :meth:`unplan` a page before asking for the next).
+
+        An object recorded done from this very source version but listed with another size
+        or ETag was changed after daulat wrote it: it is not a candidate (it is sent again).
+        """
+        last = 0
+        while True:
+            rows = self.db.execute(
+                """SELECT w.id, w.key, w.dkey, w.size, w.etag, d.size, d.etag,
+                          c.size, c.src_etag, c.nonce, c.sha256, c.plain_size, c.dst_size
+                   FROM work w
+                   JOIN dst d ON d.key = coalesce(w.dkey, w.key)
+                   LEFT JOIN journal j ON j.pair = ? AND j.key = w.key
+                   LEFT JOIN completing c ON c.pair = ? AND c.key = w.key
+                   WHERE w.id > ?
+                     AND NOT (j.state IS 'done' AND j.size = w.size AND j.src_etag IS w.etag)
+                   ORDER BY w.id LIMIT ?""",
+                (pair, pair, last, page),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [
+                Candidate(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    None
+                    if r[9] is None
+                    else Completing(r[1], r[7], r[8], r[9], r[10], r[11], r[12], r[2]),
+                )
+                for r in rows
+            ]
+
+    def unplan(self, work_ids: Sequence[int]) -> None:
+        """Take items out of the plan (adopted: nothing left to send)."""
+        self.db.execute("BEGIN")
+        self.db.executemany("DELETE FROM work WHERE id = ?", [(i,) for i in work_ids])
+        self.db.execute("COMMIT")
+
     def work(self, page: int = 1000) -> Iterator[WorkItem]:
         """Planned items, largest first (big objects start early and do not trail at the end)."""
         last = 0
@@ -359,11 +457,23 @@ class Journal:
 
     # --- outcomes -----------------------------------------------------------------------------
 
-    def record(self, pair: str, run_id: int, outcomes: Sequence[Outcome]) -> None:
-        """Commit a batch of outcomes in one transaction."""
+    def record(
+        self,
+        pair: str,
+        run_id: int,
+        outcomes: Sequence[Outcome],
+        settled: Sequence[str] = (),
+    ) -> None:
+        """Commit a batch of outcomes in one transaction; ``settled`` keys lose their
+        ``completing`` row in the same transaction."""
         t = now()
         self.db.execute("BEGIN")
         try:
+            if settled:
+                self.db.executemany(
+                    "DELETE FROM completing WHERE pair = ? AND key = ?",
+                    [(pair, k) for k in settled],
+                )
             self.db.executemany(
                 """INSERT INTO journal (pair, key, size, src_etag, state, sha256, dst_size,
                                         dst_etag, error, run_id, updated, plain_size, stored_as)
@@ -401,6 +511,38 @@ class Journal:
             self.db.execute("ROLLBACK")
             raise
 
+    def record_completing(self, pair: str, run_id: int, row: Completing) -> None:
+        """Commit, in its own transaction, that a streamed object is about to complete.
+
+        Committed without an fsync: it survives a kill (what it is for), and the object's
+        done row, committed with one, follows. A power cut that loses it costs one re-send.
+        """
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._insert_completing(pair, run_id, row)
+        finally:
+            self.db.execute("PRAGMA synchronous=FULL")
+
+    def _insert_completing(self, pair: str, run_id: int, row: Completing) -> None:
+        self.db.execute(
+            """INSERT OR REPLACE INTO completing (pair, key, size, src_etag, nonce, sha256,
+                   plain_size, dst_size, stored_as, run_id, updated)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                pair,
+                row.key,
+                row.size,
+                row.src_etag,
+                row.nonce,
+                row.sha256,
+                row.plain_size,
+                row.dst_size,
+                row.stored_as,
+                run_id,
+                now(),
+            ),
+        )
+
     def forget(self, pair: str, keys: Sequence[str]) -> None:
         """Drop the rows of objects deleted at the destination (``keys`` relative to its
         prefix)."""
@@ -434,23 +576,42 @@ class BatchWriter:
     A commit per object costs ~245 µs on this class of machine and caps a loop near 4,000
     objects/s; batching brings it to ~13 µs per object. Outcomes are acknowledged (counted as
     done) only once their batch has committed.
+
+    An outcome of an object over ``immediate_over`` bytes is committed at once (with whatever
+    is pending): such objects are few, each is worth a commit, and one that completed must not
+    wait in memory for a kill to lose it. Its ``completing`` row goes in the same transaction.
     """
 
     def __init__(
-        self, journal: Journal, pair: str, run_id: int, every: int = 200, seconds: float = 1.0
+        self,
+        journal: Journal,
+        pair: str,
+        run_id: int,
+        every: int = 200,
+        seconds: float = 1.0,
+        *,
+        immediate_over: int | None = None,
     ) -> None:
         self._journal = journal
         self._pair = pair
         self._run_id = run_id
         self._every = every
         self._seconds = seconds
+        self._immediate_over = immediate_over
         self._pending: list[Outcome] = []
         self._last = time.monotonic()
+
+    def _large(self, outcome: Outcome) -> bool:
+        return self._immediate_over is not None and outcome.size > self._immediate_over
 
     def add(self, outcome: Outcome) -> list[Outcome]:
         """Queue an outcome; returns the outcomes committed by this call (maybe none)."""
         self._pending.append(outcome)
-        if len(self._pending) >= self._every or time.monotonic() - self._last >= self._seconds:
+        if (
+            len(self._pending) >= self._every
+            or self._large(outcome)
+            or time.monotonic() - self._last >= self._seconds
+        ):
             return self.flush()
         return []
 
@@ -458,7 +619,8 @@ class BatchWriter:
         if not self._pending:
             return []
         batch, self._pending = self._pending, []
-        self._journal.record(self._pair, self._run_id, batch)
+        settled = [o.key for o in batch if o.state == State.DONE and self._large(o)]
+        self._journal.record(self._pair, self._run_id, batch, settled=settled)
         self._last = time.monotonic()
         return batch
 

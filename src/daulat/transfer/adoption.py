@@ -1,0 +1,392 @@
+"""Proof of completion at the destination, and adoption by proof after a crash.
+
+The problem
+    The journal commits outcomes in batches (see :class:`~daulat.transfer.journal.BatchWriter`),
+    so after ``kill -9`` objects that were complete at the destination may not be recorded as
+    done. Re-sending them is correct but wasteful; a large object re-sent whole is what hurts.
+    The destination's listing alone cannot tell a finished copy from anything else under that
+    key: the provider writes objects and their metadata too, and is the adversary (it plants,
+    replaces and replays at will).
+
+The proof
+    Every object the engine writes carries one user-metadata field, ``proof``
+    (``daulat_proof`` at the provider), holding a MAC under a key only the customer holds
+    (:func:`proof_key`; never sent anywhere). Two forms exist::
+
+        1s.<base64url(nonce[16] || sealed_sha256[32] || tag[32])>   objects sent in one PUT
+        1n.<base64url(nonce[16] || tag[32])>                        objects streamed in parts
+
+    ``tag`` is HMAC-SHA256 over a length-prefixed frame of: a version label, the form, the
+    transfer's codec (plain, age to which recipients, protected names, decrypting — an object
+    written for another codec is never adopted, so plaintext is never adopted into an encrypted
+    exit), the destination key exactly as stored, the source version that was read (size and
+    ETag; the filesystem's ETag is inode, mtime and size), then for ``s`` the plaintext SHA-256
+    and the stored size, and the nonce. ``sealed_sha256`` is the plaintext SHA-256 XOR a pad
+    HMAC(seal key, nonce): the provider learns neither the hash nor (under protected names) the
+    name, only random-looking bytes; the tag binds the unsealed hash, so a changed seal fails.
+    Plain single-PUT copies still carry ``sha256`` in clear, as before; encrypted ones never do.
+
+Adoption
+    After planning, every planned object that the destination listing already shows and that
+    the journal does not record as done from the same source version is a *candidate* (one
+    that *is* recorded done from this source version but is listed with another size or ETag
+    was changed after it was written: it is sent again, never adopted). For each candidate one
+    metadata request is made (``get(key, start=0, end=0)``); the object is adopted — journal row
+    done with the proven SHA-256, no upload — only when the tag verifies against the *current*
+    source listing and the *listed* stored size. Anything else (no proof, a proof for another
+    key, version, size or codec, a replayed older upload, a damaged field, a lost key) is
+    copied again and overwritten. Only candidates cost a request.
+
+Large objects (streamed in parts, over 8 MiB)
+    Their SHA-256 is known only after the last part, when the metadata has long been sent. So:
+
+    1. at upload start the object's metadata gets the ``n`` form: a fresh random nonce MAC'd
+       with the key and source version;
+    2. when the source stream ends — before the store can complete the upload, which needs the
+       end of the stream — a ``completing`` row (nonce, SHA-256, plaintext and stored sizes,
+       source version) is committed to the journal in its own transaction;
+    3. once the upload completes the outcome is committed at once, not batched, and the
+       ``completing`` row is removed in the same transaction.
+
+    A kill between 2 and 3 leaves a complete object and a ``completing`` row: on resume it is
+    adopted when the listed size equals the recorded stored size, the source version is
+    unchanged and the nonce in the verified tag equals the row's. A kill before 2 leaves no
+    complete object (or an older one whose nonce differs). So a large object complete at the
+    destination is never sent again.
+
+What this proves, and what not
+    Adoption is as strong as the journal's own skip: both rest on the listing's size (and the
+    proof binds it, under the customer's key), neither re-reads content. A provider that
+    alters content but keeps size and metadata defeats both; ``verify --full`` and restore,
+    which check the plaintext SHA-256 recorded here, catch it. Losing the key costs re-sends,
+    never a wrong adoption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import os
+import secrets
+import struct
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from daulat.crypto import fsync_directory
+from daulat.errors import AccessDenied, ConfigError, StoreError
+from daulat.stores.base import Store
+from daulat.transfer.journal import Candidate, Journal, Outcome, State
+from daulat.transfer.retry import RetryPolicy
+
+PROOF_FIELD = "proof"  # user metadata name; stores add their own prefix (daulat_proof)
+KEY_FILE = Path("keys") / "proof"
+KEY_BYTES = 32
+NONCE_BYTES = 16
+_TAG_BYTES = 32
+_LABEL = b"daulat-proof-1"
+_SEALED, _NONCE = "1s.", "1n."
+# Metadata requests in flight while adopting, at most: each is one small round trip.
+ADOPT_CONCURRENCY = 32
+ADOPT_PAGE = 1000
+
+
+class ProofKeyError(ConfigError):
+    """The proof key file cannot be read or written (CLI exit 2)."""
+
+
+def proof_key(state_dir: Path) -> bytes:
+    """The customer-held key that proofs are MAC'd with (32 bytes).
+
+    Derived with HKDF-SHA256 from 32 random bytes kept in ``state_dir/keys/proof`` (created
+    0600, its directory 0700, on first need). This is the one place the key comes from, so it
+    can be switched to derive from the configured signing key.
+    """
+    raw = _read_or_create(state_dir / KEY_FILE)
+    return HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None, info=b"daulat proof key").derive(
+        raw
+    )
+
+
+def _read_or_create(path: Path) -> bytes:
+    try:
+        raw = _read_key(path)
+        if raw is not None:
+            return raw
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # exact mode, whatever the umask
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, secrets.token_bytes(KEY_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # A link never replaces: when two runs race, both end up with the first key.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            fsync_directory(path.parent)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raw = _read_key(path)
+    except OSError as exc:
+        raise ProofKeyError(f"cannot use the proof key file {path}: {exc.strerror}") from None
+    assert raw is not None
+    return raw
+
+
+def _read_key(path: Path) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        raw = os.read(fd, KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) != KEY_BYTES:
+        raise ProofKeyError(
+            f"the proof key file {path} is damaged: move it away and run again (objects "
+            "already at destinations will be sent once more, never adopted wrongly)"
+        )
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """What an adopted object's proof established."""
+
+    sha256: str
+    plain_size: int
+
+
+class Prover:
+    """Makes and checks proofs for one transfer (one codec); see the module docstring."""
+
+    __slots__ = ("_codec", "_encrypting", "_mac", "_seal")
+
+    def __init__(self, key: bytes, *, codec: str, encrypting: bool) -> None:
+        # Keyed once; each MAC starts from a copy (saves re-keying on every object).
+        self._mac = hmac.new(_derive(key, b"mac"), digestmod="sha256")
+        self._seal = hmac.new(_derive(key, b"seal"), digestmod="sha256")
+        self._codec = codec.encode()
+        # Encrypting: the plaintext is the source object; otherwise it is what is stored.
+        self._encrypting = encrypting
+
+    def __repr__(self) -> str:
+        return "Prover(<key hidden>)"
+
+    def sealed(
+        self, dst_key: str, src_size: int, src_etag: str | None, sha256: str, stored_size: int
+    ) -> dict[str, str]:
+        """Metadata for an object sent in one PUT (empty when the source has no version)."""
+        if src_etag is None:
+            return {}
+        nonce = os.urandom(NONCE_BYTES)
+        digest = bytes.fromhex(sha256)
+        tag = self._tag(_SEALED, dst_key, src_size, src_etag, nonce, digest, stored_size)
+        blob = nonce + _xor(digest, self._pad(nonce)) + tag
+        return {PROOF_FIELD: _SEALED + _b64(blob)}
+
+    def started(
+        self, dst_key: str, src_size: int, src_etag: str | None
+    ) -> tuple[str, dict[str, str]] | None:
+        """(nonce hex, metadata) for an object about to be streamed, or None when the
+        source has no version to bind."""
+        if src_etag is None:
+            return None
+        nonce = os.urandom(NONCE_BYTES)
+        tag = self._tag(_NONCE, dst_key, src_size, src_etag, nonce, None, None)
+        return nonce.hex(), {PROOF_FIELD: _NONCE + _b64(nonce + tag)}
+
+    def check(self, value: str | None, candidate: Candidate, dst_key: str) -> Proven | None:
+        """Whether ``value`` (the object's ``proof`` metadata) proves ``candidate`` complete:
+        written by us for this codec and key, from the source version listed now, at the
+        size listed now. None means: copy it again."""
+        c = candidate
+        if value is None or c.etag is None or c.dst_size is None:
+            return None
+        if value.startswith(_SEALED):
+            blob = _unb64(value[len(_SEALED) :], NONCE_BYTES + 32 + _TAG_BYTES)
+            if blob is None:
+                return None
+            nonce, sealed, tag = (
+                blob[:NONCE_BYTES],
+                blob[NONCE_BYTES:-_TAG_BYTES],
+                blob[-_TAG_BYTES:],
+            )
+            digest = _xor(sealed, self._pad(nonce))
+            want = self._tag(_SEALED, dst_key, c.size, c.etag, nonce, digest, c.dst_size)
+            if not hmac.compare_digest(tag, want):
+                return None
+            return Proven(digest.hex(), c.size if self._encrypting else c.dst_size)
+        if value.startswith(_NONCE):
+            done = c.completing
+            blob = _unb64(value[len(_NONCE) :], NONCE_BYTES + _TAG_BYTES)
+            if blob is None or done is None:
+                return None
+            nonce, tag = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
+            want = self._tag(_NONCE, dst_key, c.size, c.etag, nonce, None, None)
+            if not (
+                hmac.compare_digest(tag, want)
+                and hmac.compare_digest(nonce.hex(), done.nonce)
+                and done.size == c.size
+                and done.src_etag == c.etag
+                and done.dst_size == c.dst_size
+            ):
+                return None
+            return Proven(done.sha256, done.plain_size)
+        return None
+
+    def _pad(self, nonce: bytes) -> bytes:
+        h = self._seal.copy()
+        h.update(nonce)
+        return h.digest()
+
+    def _tag(
+        self,
+        form: str,
+        dst_key: str,
+        src_size: int,
+        src_etag: str,
+        nonce: bytes,
+        digest: bytes | None,
+        stored_size: int | None,
+    ) -> bytes:
+        fields = [
+            _LABEL,
+            form.encode(),
+            self._codec,
+            dst_key.encode("utf-8", "surrogatepass"),
+            b"%d" % src_size,
+            src_etag.encode("utf-8", "surrogatepass"),
+            nonce,
+        ]
+        if digest is not None and stored_size is not None:
+            fields += [digest, b"%d" % stored_size]
+        # The count and every length first: no two different field lists frame to the same
+        # bytes (one pack and one join: this runs once per object).
+        h = self._mac.copy()
+        h.update(struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields)))
+        h.update(b"".join(fields))
+        return h.digest()
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"daulat proof " + purpose).derive(
+        key
+    )
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b[: len(a)], "big")).to_bytes(len(a), "big")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str, length: int) -> bytes | None:
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return data if len(data) == length else None
+
+
+async def before_end(
+    stream: AsyncIterable[bytes], at_end: Callable[[int], None]
+) -> AsyncIterator[bytes]:
+    """Pass ``stream`` through; call ``at_end(bytes passed)`` once it is exhausted, before the
+    consumer learns that it ended (an upload cannot complete before that)."""
+    n = 0
+    async for chunk in stream:
+        n += len(chunk)
+        yield chunk
+    at_end(n)
+
+
+@dataclass
+class Adopted:
+    """What :func:`adopt_proven` did."""
+
+    candidates: int = 0
+    objects: int = 0
+    bytes: int = 0
+
+
+async def adopt_proven(
+    journal: Journal,
+    pair: str,
+    run_id: int,
+    store: Store,
+    prefix: str,
+    prover: Prover,
+    *,
+    retry: RetryPolicy,
+    concurrency: int = ADOPT_CONCURRENCY,
+    expected: Callable[[str], str | None] | None = None,
+) -> Adopted:
+    """Adopt planned objects whose proof at the destination verifies (see the module
+    docstring): record them done and take them out of the plan. Raises
+    :class:`~daulat.errors.AccessDenied` when the destination refuses; any other failure to
+    read one object's metadata leaves it planned.
+
+    ``expected`` (restore) gives the SHA-256 a source manifest expects for a key: an object
+    whose proven hash differs is not adopted (its copy then fails the manifest check)."""
+    result = Adopted()
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(c: Candidate) -> Outcome | None:
+        dst_key = prefix + (c.key if c.dkey is None else c.dkey)
+        async with sem:
+            try:
+                reader = await retry.call(lambda: store.get(dst_key, start=0, end=0))
+            except AccessDenied:
+                raise
+            except StoreError:
+                return None
+        info = reader.info
+        # Changed since it was listed: whatever it is now, it is not what was listed.
+        if info.size != c.dst_size or (info.etag is not None and info.etag != c.dst_etag):
+            return None
+        proven = prover.check(reader.metadata.get(PROOF_FIELD), c, dst_key)
+        if proven is None:
+            return None
+        if expected is not None and expected(c.key) not in (None, proven.sha256):
+            return None
+        return Outcome(
+            c.key,
+            c.size,
+            c.etag,
+            State.DONE,
+            sha256=proven.sha256,
+            dst_size=c.dst_size,
+            dst_etag=c.dst_etag,
+            plain_size=proven.plain_size,
+            stored_as=c.dkey,
+        )
+
+    for page in journal.adoption_candidates(pair, ADOPT_PAGE):
+        result.candidates += len(page)
+        outcomes = await asyncio.gather(*(one(c) for c in page))
+        adopted = [(c, o) for c, o in zip(page, outcomes, strict=True) if o is not None]
+        if not adopted:
+            continue
+        journal.record(pair, run_id, [o for _, o in adopted], settled=[c.key for c, _ in adopted])
+        journal.unplan([c.work_id for c, _ in adopted])
+        result.objects += len(adopted)
+        result.bytes += sum(c.size for c, _ in adopted)
+    return result
