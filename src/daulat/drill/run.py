@@ -19,7 +19,7 @@ from daulat.drill.record import DrillLog, _last_run_id
 from daulat.drill.result import DrillFailed, DrillResult
 from daulat.drill.sample import Stratum, _describe_sample, draw_sample
 from daulat.drill.units import _now
-from daulat.errors import ConfigError, StoreError
+from daulat.errors import ConfigError, MissingRoot, StoreError
 from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
@@ -285,6 +285,8 @@ async def remove_scratch(store: Store, prefix: str, attempts: int = 3) -> tuple[
     for _ in range(attempts):
         try:
             keys = [o.key async for batch in store.list(prefix) for o in batch]
+        except MissingRoot:
+            return True, 0  # a directory store that was never created holds nothing
         except StoreError:
             await asyncio.sleep(0.5)
             continue

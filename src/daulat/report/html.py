@@ -10,7 +10,6 @@ data, possibly hostile.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from daulat.drill.units import human_duration
@@ -67,14 +66,6 @@ def _gib(n: int | None) -> str:
     return f"{n:,} B"
 
 
-def _hours(h: float) -> str:
-    """Hours with two decimals; a drill on a small store takes seconds, so below 0.1 h three
-    significant digits (never an exponent) keep the prediction and the real exit apart."""
-    if h >= 0.1 or h <= 0:
-        return f"{h:,.2f}"
-    return f"{h:.{min(2 - math.floor(math.log10(h)), 15)}f}"
-
-
 def _size_chart(values: dict[str, int], title: str, chart_id: str, what: str) -> str:
     """A chart of bytes per ``what`` (country, provider, ...) and the same numbers as a table."""
     keys = sorted(values, key=lambda k: (-values[k], k))
@@ -90,6 +81,14 @@ def _size_chart(values: dict[str, int], title: str, chart_id: str, what: str) ->
         label=f"{title}: values",
     )
     return f'<figure data-chart="{chart_id}">{svg}{table}</figure>'
+
+
+def _percent(value: object) -> str:
+    """A signed percentage, or "-" for what is not a number."""
+    try:
+        return f"{float(value):+.1f} %"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
 
 
 def _duration(hours: object) -> str:
@@ -273,19 +272,19 @@ def _drills(data: ReportData) -> str:
                 _duration(p_h),
                 f"{_duration(interval[0])} to {_duration(interval[1])}" if interval else "-",
                 _duration(a_h) if a_h is not None else "not yet",
-                f"{float(error):+.1f} %" if error is not None else "-",
+                _percent(error),
             ]
         )
     chart = bar_chart(
         "chart-drills",
-        "Exit time in hours: predicted by drill vs actual",
+        "Exit time: predicted by drill vs actual",
         names,
         [
-            Series("predicted", predicted, [_hours(h or 0.0) for h in predicted]),
+            Series("predicted", predicted, [_duration(h or 0.0) for h in predicted]),
             Series(
                 "actual",
                 actual,
-                [_hours(h) if h is not None else "not yet" for h in actual],
+                [_duration(h) if h is not None else "not yet" for h in actual],
                 color="#1a7f37",
                 fill="hatched",
             ),

@@ -51,7 +51,7 @@ from daulat.crypto import (
     decrypt_stream,
     encrypt_stream,
 )
-from daulat.errors import ConfigError, NotFound
+from daulat.errors import ConfigError, MissingRoot, NotFound
 from daulat.signing import (
     MANIFEST_NAMESPACE,
     PublicKey,
@@ -141,8 +141,11 @@ def is_manifest_key(key: str, prefix: str) -> bool:
 async def list_manifests(ep: Endpoint) -> list[str]:
     """Keys of the manifests at ``ep``, newest name first (names sort by time)."""
     found: list[str] = []
-    async for batch in ep.store.list(ep.prefix + DST_MANIFEST_PREFIX + MANIFEST_NAME):
-        found += [o.key for o in batch if is_manifest_key(o.key, ep.prefix)]
+    try:
+        async for batch in ep.store.list(ep.prefix + DST_MANIFEST_PREFIX + MANIFEST_NAME):
+            found += [o.key for o in batch if is_manifest_key(o.key, ep.prefix)]
+    except MissingRoot:
+        return []  # a directory not created yet holds no manifest
     return sorted(found, reverse=True)
 
 

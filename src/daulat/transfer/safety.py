@@ -40,7 +40,7 @@ from daulat.errors import (
 )
 from daulat.transfer.journal import Journal
 from daulat.transfer.locations import Location, location_of, overlaps, same_space
-from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.manifests import latest_manifest
 from daulat.transfer.names import NAME_KEY_OBJECT, has_protected_names
 
 if TYPE_CHECKING:
@@ -289,13 +289,8 @@ def _journal_ciphertext(journal: Journal, dst: Endpoint, paths: Mapping[str, str
 
 async def _manifest_ciphertext(dst: Endpoint) -> str | None:
     """The destination's newest manifest is encrypted: its last recorded copy was."""
-    newest: str | None = None
     try:
-        async for batch in dst.store.list(dst.prefix + DST_MANIFEST_PREFIX + "manifest-"):
-            for o in batch:
-                name = o.key.removesuffix(".age")
-                if name.endswith(".jsonl") and (newest is None or o.key > newest):
-                    newest = o.key
+        newest = await latest_manifest(dst)
     except StoreError:
         return None
     if newest is not None and newest.endswith(".age"):
