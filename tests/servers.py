@@ -60,12 +60,15 @@ __all__ = [
     "AZURITE_ACCOUNT_KEY",
     "AZURITE_ACCOUNT_NAME",
     "AzuriteServer",
+    "MotoServer",
     "S3Server",
     "ServerUnavailable",
     "azurite",
     "find_azurite",
     "find_weed",
+    "moto",
     "seaweedfs",
+    "silent_server",
     "start_all",
 ]
 
@@ -864,3 +867,96 @@ def start_all(*managers: AbstractContextManager[Any]) -> Iterator[tuple[Any, ...
             if error is not None:
                 raise error
         yield tuple(future.result() for future in futures)
+
+
+# --------------------------------------------------------------------------------------
+# moto (S3 as AWS itself behaves: it keeps every legal key)
+
+
+@dataclass(frozen=True)
+class MotoServer:
+    """moto's S3 in server mode on 127.0.0.1 (a thread of this process).
+
+    SeaweedFS refuses or rewrites some legal keys (``..`` segments, ``a//b``, a leading
+    ``/``, ``dir/`` with content, NUL); moto keeps them as AWS does, so it proves that daulat
+    carries such keys where a server can hold them. Any key pair is accepted.
+    """
+
+    endpoint: str
+    access_key_id: str = "moto-access-key"
+    secret_access_key: str = "moto-secret-key"
+    region: str = S3_REGION
+
+    def create_bucket(self, name: str) -> None:
+        status, body = self.request("PUT", f"/{urllib.parse.quote(name)}")
+        if status != 200 and b"BucketAlready" not in body:
+            raise _HTTPStatusError("PUT", f"{self.endpoint}/{name}", status, body)
+
+    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        url = self.endpoint + path
+        headers = _sigv4_headers(
+            method,
+            url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+            body=body,
+        )
+        return _http(method, url, headers, body)
+
+
+@contextmanager
+def moto() -> Iterator[MotoServer]:
+    """Run moto's server (``moto[server]``) on a free 127.0.0.1 port."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        raise ServerUnavailable(
+            f"moto is not installed ({e}): pip install 'moto[server]' (it is in the `test` "
+            "extra: pip install -e '.[test]')"
+        ) from None
+    server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield MotoServer(endpoint=f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------
+# A server that accepts connections and never answers
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """An endpoint (``http://127.0.0.1:PORT``) that accepts every connection, reads nothing and
+    answers nothing until the context ends: a hung load balancer, as far as a client sees."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.close()
+        listener.close()

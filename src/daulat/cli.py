@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -93,8 +93,39 @@ class ExitCode(Exception):
         self.code = code
 
 
+# --request-timeout of the command being run (set by the option's callback, None: the config's).
+_request_timeout: float | None = None
+
+
+def _set_request_timeout(value: float | None) -> float | None:
+    global _request_timeout
+    _request_timeout = value
+    return value
+
+
+RequestTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--request-timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Fail a request that makes no progress for this long (default: each store's "
+        "request_timeout, 30 s).",
+        callback=_set_request_timeout,
+        expose_value=False,
+    ),
+]
+
+
 def _load(config: Path | None) -> Config:
-    return load_config(find_config(config))
+    cfg = load_config(find_config(config))
+    if _request_timeout is None:
+        return cfg
+    stores = {
+        name: store.model_copy(update={"request_timeout": _request_timeout})
+        for name, store in cfg.stores.items()
+    }
+    return replace(cfg, stores=stores)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -176,7 +207,11 @@ def _stores_table(rows: list[StoreStatus]) -> Table:
 
 
 @app.command()
-def stores(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def stores(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    request_timeout: RequestTimeoutOpt = None,
+) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
@@ -232,6 +267,7 @@ def scan(
         typer.Argument(metavar="[STORE]...", help="Stores to scan (default: all)."),
     ] = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List stores into the manifest: key, size, modified time, provider ETag; records changes."""
@@ -484,6 +520,7 @@ def copy(
     src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -505,6 +542,7 @@ def sync(
         bool, typer.Option("--delete", help="Delete objects at DST that SRC does not have.")
     ] = False,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -523,6 +561,7 @@ def exit_(
     src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -542,6 +581,7 @@ def restore(
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     identity: IdentityOpt = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     dry_run: DryRunOpt = False,
@@ -593,6 +633,7 @@ def verify(
         typer.Option("--full", help="Re-read and hash both sides instead of trusting records."),
     ] = False,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 16,
     identity: IdentityOpt = None,
@@ -736,6 +777,7 @@ def drill(
     ] = False,
     encrypt_to: EncryptOpt = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure a sample copy and predict how long a full exit of SRC to DST would take."""

@@ -9,7 +9,8 @@ from obstore.store import AzureStore
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.stores.objectstore import ObstoreStore
-from daulat.stores.s3 import CLIENT_OPTIONS, RETRY_CONFIG
+from daulat.stores.s3 import RETRY_CONFIG
+from daulat.stores.timeouts import client_options
 
 
 def open_azure(cfg: StoreConfig) -> ObstoreStore:
@@ -22,7 +23,7 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
             config["account_key"] = creds.account_key.get_secret_value()
         if creds.sas_token is not None:
             config["sas_key"] = creds.sas_token.get_secret_value().lstrip("?")
-    options = dict(CLIENT_OPTIONS)
+    options = client_options(cfg.request_timeout)
     if cfg.endpoint is not None:
         config["endpoint"] = cfg.endpoint
         if cfg.endpoint.startswith("http://"):
@@ -40,4 +41,6 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
             f"store {cfg.name!r}: cannot configure Azure client ({type(exc).__name__}); "
             "set credentials.account_name or AZURE_STORAGE_ACCOUNT_NAME"
         ) from None
-    return ObstoreStore(cfg.name, inner, etag_scheme="azure")
+    return ObstoreStore(
+        cfg.name, inner, etag_scheme="azure", request_timeout=cfg.request_timeout
+    )

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daulat.errors import AccessDenied, InvalidKey, NotFound, StoreError
-from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.base import Capabilities, ObjectInfo, OnUpload, PutResult, portable_key_problem
 from daulat.stores.hashing import StreamHasher, check_digest
 
 TMP_DIR = ".daulat-tmp"
@@ -164,6 +164,7 @@ class FsStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         final = self._path(key)
         tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.part"
