@@ -23,8 +23,7 @@ from daulat.config import StoreConfig
 from daulat.stores import Store, open_store
 
 T = TypeVar("T")
-# "moto": S3 as AWS behaves (every legal key kept), where SeaweedFS ("s3") refuses some.
-STORE_KINDS = ("fs", "s3", "azure", "moto")
+STORE_KINDS = ("fs", "s3", "azure")
 _counter = itertools.count()
 
 
@@ -110,9 +109,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
         elif kind == "s3":
             server = request.getfixturevalue("s3_server")
             raw = s3_store_config(server, f"s3-{n}", f"conf{n}")
-        elif kind == "moto":
-            server = request.getfixturevalue("moto_server")
-            raw = s3_store_config(server, f"moto-{n}", f"moto{n}")
+
         else:
             server = request.getfixturevalue("azurite_server")
             raw = azure_store_config(server, f"az-{n}", f"conf{n}")
