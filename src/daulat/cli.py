@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import asdict, replace
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -65,6 +67,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.stores import open_store
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer import Progress as TransferProgress
+from daulat.transfer.uploads import DEFAULT_MAX_AGE
 
 T = TypeVar("T")
 
@@ -112,6 +115,39 @@ RequestTimeoutOpt = Annotated[
         help="Fail a request that makes no progress for this long (default: each store's "
         "request_timeout, 30 s).",
         callback=_set_request_timeout,
+        expose_value=False,
+    ),
+]
+
+
+# --abort-uploads-older-than of the command being run (set by the option's callback).
+_abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _set_abort_age(value: str | None) -> str | None:
+    global _abort_uploads_older_than
+    if value is None:
+        _abort_uploads_older_than = DEFAULT_MAX_AGE
+        return value
+    m = _AGE.match(value)
+    if m is None:
+        raise typer.BadParameter(f"{value!r} is not an age like 7d, 12h, 30m or 90s")
+    _abort_uploads_older_than = timedelta(
+        seconds=float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]
+    )
+    return value
+
+
+AbortAgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--abort-uploads-older-than",
+        metavar="AGE",
+        help="Unfinished multipart uploads the journal does not know are aborted only when "
+        "older than this (7d, 12h, 30m, 90s) and on keys this run writes; default 7d.",
+        callback=_set_abort_age,
         expose_value=False,
     ),
 ]
@@ -374,6 +410,7 @@ def _options(
         dry_run=dry_run,
         encrypt_to=_recipients(encrypt_to),
         encrypt_names=encrypt_names,
+        abort_uploads_older_than=_abort_uploads_older_than,
         **more,
     )
 
@@ -521,6 +558,7 @@ def copy(
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -543,6 +581,7 @@ def sync(
     ] = False,
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -562,6 +601,7 @@ def exit_(
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -582,6 +622,7 @@ def restore(
     identity: IdentityOpt = None,
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     dry_run: DryRunOpt = False,
@@ -589,7 +630,12 @@ def restore(
     """Decrypt an encrypted replica back into plain objects, checked against its manifest."""
     if identity is None:
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
-    opts = Options(concurrency=concurrency, dry_run=dry_run, decrypt_with=load_identities(identity))
+    opts = Options(
+        concurrency=concurrency,
+        dry_run=dry_run,
+        decrypt_with=load_identities(identity),
+        abort_uploads_older_than=_abort_uploads_older_than,
+    )
     _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts)
 
 

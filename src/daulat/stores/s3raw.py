@@ -1097,8 +1097,8 @@ class S3Raw:
             batch = []
             for item in reply.get("Uploads") or ():
                 key = self._relative(decode(item.get("Key") or ""))
-                if key is None:
-                    continue
+                if key is None or not key.startswith(prefix):
+                    continue  # SeaweedFS lists every upload of the bucket, whatever the prefix
                 initiated = item.get("Initiated")
                 batch.append(
                     MultipartUpload(
@@ -1122,33 +1122,6 @@ class S3Raw:
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         """Abort one upload (its parts are freed); succeeds when it is already gone."""
         await self._abort(self.full_key(key), upload_id, key=key)
-
-    async def abort_stale_uploads(
-        self,
-        prefix: str = "",
-        older_than: dt.timedelta | None = None,
-        *,
-        initiated_before: dt.datetime | None = None,
-    ) -> int:
-        """Abort unfinished multipart uploads under ``prefix``; return how many.
-
-        Run after a crash: a killed daulat (or obstore under it) leaves uploads whose parts
-        are stored, invisible and billed. Only uploads begun ``older_than`` ago (by this
-        machine's clock against the server's ``Initiated``) and before ``initiated_before``
-        are aborted; with neither, every upload under ``prefix`` is, so call it so only while
-        nothing else writes there.
-        """
-        now = dt.datetime.now(dt.UTC)
-        aborted = 0
-        async for batch in self.list_multipart_uploads(prefix):
-            for upload in batch:
-                if older_than is not None and now - upload.initiated < older_than:
-                    continue
-                if initiated_before is not None and upload.initiated >= initiated_before:
-                    continue
-                await self.abort_multipart_upload(upload.key, upload.upload_id)
-                aborted += 1
-        return aborted
 
     # -------------------------------------------------------------- server-side copy
 
@@ -1356,6 +1329,13 @@ class FallbackS3Store:
     def capabilities(self) -> Capabilities:
         return Capabilities(user_metadata=True, server_side_copy=True)
 
+    @property
+    def location(self) -> str:
+        """Where the store's objects are: endpoint, bucket and key prefix (journal records
+        of uploads are kept per location, not per configured name)."""
+        raw = self.raw
+        return f"{raw.endpoint}/{raw.bucket}/{raw.prefix}"
+
     @staticmethod
     def needs_raw(key: str) -> bool:
         """Whether ``key`` takes the slow path (obstore cannot address it faithfully)."""
@@ -1438,18 +1418,6 @@ class FallbackS3Store:
         async for chunk in await self.get(dst_key):
             await hasher.update(chunk)
         return PutResult(dst_key, hasher.size, hasher.hexdigest(), result.etag)
-
-    async def abort_stale_uploads(
-        self,
-        prefix: str = "",
-        older_than: dt.timedelta | None = None,
-        *,
-        initiated_before: dt.datetime | None = None,
-    ) -> int:
-        """Abort multipart uploads left by a killed run (obstore's too); see S3Raw."""
-        return await self.raw.abort_stale_uploads(
-            prefix, older_than, initiated_before=initiated_before
-        )
 
 
 def open_fallback_s3(

@@ -22,6 +22,7 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
@@ -47,7 +48,7 @@ from daulat.errors import (
     StoreError,
     Transient,
 )
-from daulat.stores.base import Store
+from daulat.stores.base import PutResult, Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
@@ -59,6 +60,7 @@ from daulat.transfer.manifests import (
 )
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
+from daulat.transfer.uploads import DEFAULT_MAX_AGE, UploadLedger
 
 MiB = 1024 * 1024
 SMALL_OBJECT = 8 * MiB
@@ -115,6 +117,9 @@ class Options:
     encrypt_names: bool = False  # store objects under keyed hashes of their names
     # The destination's name key (see daulat.transfer.names); required with encrypt_names.
     name_key: NameKey | None = field(default=None, repr=False)
+    # Multipart uploads the journal does not know (lost state) are aborted only when older
+    # than this and on keys the run writes (see daulat.transfer.uploads); None: never.
+    abort_uploads_older_than: dt.timedelta | None = DEFAULT_MAX_AGE
 
     @property
     def codec_tag(self) -> str:
@@ -344,13 +349,14 @@ async def _run(
         return
 
     dst_s3 = unwrap_fallback(dst.store)
-    if dst_s3 is not None:
+    ledger = UploadLedger(journal, dst_s3, summary.run_id) if dst_s3 is not None else None
+    if ledger is not None:
         # Parts of uploads that a killed (or stopped) run began are stored, billed and never
-        # visible; abort them before this run starts its own.
-        summary.aborted_uploads = await opts.retry.call(
-            lambda: dst_s3.abort_stale_uploads(dst.prefix)
+        # visible; abort those the journal records as daulat's before this run starts its own.
+        summary.aborted_uploads = await ledger.clean_up(
+            dst.prefix, opts.abort_uploads_older_than, journal.is_planned, opts.retry.call
         )
-    executor = _Executor(src, dst, journal, opts, pair, summary, on_progress)
+    executor = _Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
     await executor.run()
     if summary.stopped:
         return
@@ -405,8 +411,10 @@ class _Executor:
         pair: str,
         summary: Summary,
         on_progress: Callable[[Progress], None] | None,
+        ledger: UploadLedger | None = None,
     ) -> None:
         self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
+        self.ledger = ledger
         self.summary = summary
         self.on_progress = on_progress
         self.writer = BatchWriter(journal, pair, summary.run_id)
@@ -591,7 +599,7 @@ class _Executor:
             )
             if opts.encrypt_to:
                 body_stream = encrypt_stream(body_stream, opts.encrypt_to, max_buffer=AGE_BUFFER)
-            result = await self.dst.store.put(dst_key, body_stream)
+            result = await self._put_stream(dst_key, body_stream)
             digest, plain_size = hasher.hexdigest(), hasher.size
         dst_etag = result.etag
         if dst_etag is None:
@@ -607,6 +615,28 @@ class _Executor:
             plain_size=plain_size,
             stored_as=item.dkey,
         )
+
+    async def _put_stream(self, dst_key: str, body: AsyncIterable[bytes]) -> PutResult:
+        """A streamed put whose multipart upload, if any, is recorded in the journal before
+        its first part and forgotten once the object is committed or the upload aborted."""
+        ledger = self.ledger
+        if ledger is None:
+            return await self.dst.store.put(dst_key, body)
+        begun: list[tuple[str, str]] = []
+
+        def on_upload(key: str, upload_id: str) -> None:
+            ledger.started(key, upload_id)
+            begun.append((key, upload_id))
+
+        try:
+            result = await self.dst.store.put(dst_key, body, on_upload=on_upload)
+        except Exception:
+            for key, upload_id in begun:
+                await ledger.failed(key, upload_id)
+            raise
+        for key, upload_id in begun:
+            ledger.finished(key, upload_id)
+        return result
 
     async def _metered(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
