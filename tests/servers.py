@@ -60,12 +60,14 @@ __all__ = [
     "AZURITE_ACCOUNT_KEY",
     "AZURITE_ACCOUNT_NAME",
     "AzuriteServer",
+    "ForwardProxy",
     "MotoServer",
     "S3Server",
     "ServerUnavailable",
     "azurite",
     "find_azurite",
     "find_weed",
+    "forward_proxy",
     "moto",
     "seaweedfs",
     "silent_server",
@@ -960,3 +962,79 @@ def silent_server() -> Iterator[str]:
             with contextlib.suppress(OSError):
                 conn.close()
         listener.close()
+
+
+# --------------------------------------------------------------------------------------
+# A forward HTTP proxy (what HTTP_PROXY points at)
+
+
+@dataclass
+class ForwardProxy:
+    """A plain forward proxy for http:// targets; ``requests`` counts what went through it
+    by User-Agent family (``botocore``, ``object_store`` ...) and in total."""
+
+    endpoint: str
+    requests: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, user_agent: str) -> None:
+        family = user_agent.split("/", 1)[0].lower() if user_agent else "unknown"
+        with self.lock:
+            self.requests[family] = self.requests.get(family, 0) + 1
+            self.requests["total"] = self.requests.get("total", 0) + 1
+
+
+@contextmanager
+def forward_proxy() -> Iterator[ForwardProxy]:
+    """Run a forward proxy on 127.0.0.1: requests with an absolute URI are sent on to their
+    host, bodies and answers streamed through unchanged."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _any(self) -> None:
+            target = urllib.parse.urlsplit(self.path)
+            if target.scheme != "http" or not target.hostname:
+                self.send_error(400, "absolute http:// URI expected")
+                return
+            state.count(self.headers.get("User-Agent", ""))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=60)
+            try:
+                path = target.path + (f"?{target.query}" if target.query else "")
+                upstream.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() not in ("proxy-connection", "proxy-authorization"):
+                        upstream.putheader(name, value)
+                upstream.endheaders(body or None)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            finally:
+                upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    server.daemon_threads = True
+    state = ForwardProxy(f"http://{HOST}:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -19,9 +19,10 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import run
+from conftest import run, s3_store_config
 from imds import fake_imds
 from servers import S3Server
 
@@ -222,3 +223,38 @@ def test_proxy_settings_reach_obstore() -> None:
     assert proxy_options("http://minio:9000", {"http_proxy": "http://p:1"}) == {
         "proxy_url": "http://p:1"
     }
+
+
+def test_both_clients_go_through_the_proxy_the_environment_names(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY reaches obstore (ordinary reads and writes) and botocore (listing, streamed
+    upload) alike; the endpoint itself is never contacted directly."""
+    from servers import forward_proxy
+
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with forward_proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.endpoint)
+        raw = s3_store_config(s3_server, "proxied", "proxied-bucket", f"p{os.getpid()}")
+        store = open_s3(StoreConfig.model_validate(raw))
+
+        async def go() -> None:
+            await store.put("small.txt", b"through the proxy")  # obstore
+            assert await (await store.get("small.txt")).read_all() == b"through the proxy"
+            big = hashlib.sha256(b"p").digest() * (9 * MiB // 32)
+
+            async def stream() -> Any:
+                yield big
+
+            await store.put("big.bin", stream())  # botocore, multipart
+            listed = [o.key async for batch in store.list() for o in batch]
+            assert sorted(listed) == ["big.bin", "small.txt"]
+            for key in ("small.txt", "big.bin"):
+                await store.delete(key)
+            await store.close()
+
+        run(go())
+    families = proxy.requests
+    assert families.get("botocore", 0) >= 4  # list, create, part(s), complete
+    assert families["total"] - families.get("botocore", 0) >= 3  # obstore: put, get, delete

@@ -366,10 +366,18 @@ _TRANSIENT_CODES = frozenset(
         "ServiceUnavailable",
         "OperationTimedOut",
         "RequestTimeout",
+        # The body arrived other than it was sent (checked against its checksum): nothing
+        # was stored, and sending it again may succeed.
+        "BadDigest",
+        "InvalidDigest",
+        "XAmzContentSHA256Mismatch",
+        "XAmzContentChecksumMismatch",
+        "Md5Mismatch",
+        "IncompleteBody",
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "BlobNotFound", "ResourceNotFound"})
-_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
 _STATUS = re.compile(r"status(?: code)?: (\d{3})")
 _NETWORK = re.compile(
     r"timed out|timeout error|connection|reset by peer|broken pipe|"

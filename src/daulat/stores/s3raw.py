@@ -184,6 +184,7 @@ _TRANSIENT_CODES = frozenset(
         "BadDigest",
         "InvalidDigest",
         "XAmzContentSHA256Mismatch",
+        "XAmzContentChecksumMismatch",
     }
 )
 _KEY_CODES = frozenset(
