@@ -767,6 +767,24 @@ def test_server_errors_map_to_daulat_errors(fake: FakeS3) -> None:
     run(go())
 
 
+def test_a_bucket_in_another_region_is_named_not_followed(fake: FakeS3) -> None:
+    """The region is what daulat reports as the data's country: a redirect to another region
+    is an error naming the bucket's real region, on every kind of request, never followed."""
+    raw = _raw(fake)
+
+    async def go() -> None:
+        for call in (lambda: _keys(raw.list_all()), lambda: raw.head("k")):
+            fake.inject(301, "PermanentRedirect", headers={"x-amz-bucket-region": "eu-central-1"})
+            with pytest.raises(AccessDenied) as err:
+                await call()
+            text = str(err.value)
+            assert "'eu-central-1'" in text and "'us-east-1'" in text and "region" in text
+        await raw.close()
+
+    run(go())
+    assert len([r for r in fake.requests if "list-type" in r.target]) == 1  # not retried
+
+
 def test_from_config_resolves_like_open_s3() -> None:
     base = {"name": "s", "credentials": {"access_key_id": "AK", "secret_access_key": "SK"}}
     aws = S3Raw.from_config(
