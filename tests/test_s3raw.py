@@ -1129,3 +1129,23 @@ def test_keys_seaweedfs_refuses_round_trip_on_moto(moto_server: MotoServer) -> N
         await store.close()
 
     run(go())
+
+
+def test_part_by_part_copies_report_their_upload_before_the_first_part(fake: FakeS3) -> None:
+    src = _raw(fake, "src")
+    dst = _raw(fake, "dst", copy_single_max=5 * MiB, copy_part_size=5 * MiB)
+    seen: list[tuple[str, str, int]] = []
+
+    def on_upload(key: str, upload_id: str) -> None:
+        (upload,) = [u for u in fake.open_uploads("dst") if u.upload_id == upload_id]
+        seen.append((key, upload_id, len(upload.parts)))
+
+    async def go() -> None:
+        await src.put("big", _stream_bytes(11 * MiB))
+        await dst.copy_object("big", "../copy", source=src, on_upload=on_upload)
+        await src.close()
+        await dst.close()
+
+    run(go())
+    assert [(k, parts) for k, _, parts in seen] == [("../copy", 0)]
+    assert fake.open_uploads("dst") == []

@@ -1150,6 +1150,7 @@ class S3Raw:
         size: int | None = None,
         metadata: Mapping[str, str] | None = None,
         if_match: str | None = None,
+        on_upload: OnUpload | None = None,
     ) -> CopyResult:
         """Copy ``source``'s ``src_key`` (default: this bucket) to ``dst_key`` on the server.
 
@@ -1189,6 +1190,7 @@ class S3Raw:
                 metadata if metadata is not None else src_meta,
                 content_type if metadata is None else None,
                 if_match,
+                on_upload,
             )
         else:
             params: dict[str, Any] = {"Key": dst_full, "CopySource": copy_source}
@@ -1220,6 +1222,7 @@ class S3Raw:
         metadata: Mapping[str, str],
         content_type: str | None,
         if_match: str | None,
+        on_upload: OnUpload | None,
     ) -> CopyResult:
         part = max(self.copy_part_size, -(-size // MAX_PARTS))
         ranges = [
@@ -1228,6 +1231,12 @@ class S3Raw:
         upload_id = await self._create_upload(
             key, full, self._metadata(metadata, key), content_type=content_type
         )
+        if on_upload is not None:
+            try:
+                on_upload(key, upload_id)
+            except BaseException:
+                await asyncio.shield(self._abort_quietly(full, upload_id))
+                raise
         sem = asyncio.Semaphore(COPY_PARTS_IN_FLIGHT)
 
         async def one(number: int, first: int, last: int) -> dict[str, Any]:
@@ -1416,15 +1425,17 @@ class FallbackS3Store:
         *,
         size: int | None = None,
         if_match: str | None = None,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
-        """Server-side copy from ``source`` (see :meth:`S3Raw.copy_object`).
+        """Server-side copy from ``source`` (see :meth:`S3Raw.copy_object`; ``on_upload`` as
+        for :meth:`put`, for copies above 5 GiB, which go part by part).
 
         The bytes never pass through this machine, but the result still carries the
         content's SHA-256 as every put does: the server's own when it reports one, else
         computed by reading the copy back (what arrived is what is hashed).
         """
         result = await self.raw.copy_object(
-            src_key, dst_key, source=source.raw, size=size, if_match=if_match
+            src_key, dst_key, source=source.raw, size=size, if_match=if_match, on_upload=on_upload
         )
         if result.sha256 is not None:
             return PutResult(dst_key, result.size, result.sha256, result.etag)

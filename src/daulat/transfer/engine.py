@@ -26,7 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -48,7 +48,7 @@ from daulat.errors import (
     StoreError,
     Transient,
 )
-from daulat.stores.base import PutResult, Store
+from daulat.stores.base import OnUpload, PutResult, Store
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State, WorkItem
@@ -544,8 +544,15 @@ class _Executor:
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
         if self.server_copy is not None:
             src_s3, dst_s3 = self.server_copy
-            copied = await dst_s3.copy_from(
-                src_s3, src_key, dst_key, size=item.size, if_match=item.etag
+            copied = await self._recorded(
+                lambda on_upload: dst_s3.copy_from(
+                    src_s3,
+                    src_key,
+                    dst_key,
+                    size=item.size,
+                    if_match=item.etag,
+                    on_upload=on_upload,
+                )
             )
             return Outcome(
                 item.key,
@@ -617,11 +624,19 @@ class _Executor:
         )
 
     async def _put_stream(self, dst_key: str, body: AsyncIterable[bytes]) -> PutResult:
-        """A streamed put whose multipart upload, if any, is recorded in the journal before
-        its first part and forgotten once the object is committed or the upload aborted."""
+        """A streamed put whose multipart upload, if any, is recorded in the journal."""
+        return await self._recorded(
+            lambda on_upload: self.dst.store.put(dst_key, body, on_upload=on_upload)
+        )
+
+    async def _recorded(
+        self, write: Callable[[OnUpload | None], Awaitable[PutResult]]
+    ) -> PutResult:
+        """Run ``write`` so that a multipart upload it begins is recorded in the journal before
+        its first part, and forgotten once the object is committed or the upload aborted."""
         ledger = self.ledger
         if ledger is None:
-            return await self.dst.store.put(dst_key, body)
+            return await write(None)
         begun: list[tuple[str, str]] = []
 
         def on_upload(key: str, upload_id: str) -> None:
@@ -629,7 +644,7 @@ class _Executor:
             begun.append((key, upload_id))
 
         try:
-            result = await self.dst.store.put(dst_key, body, on_upload=on_upload)
+            result = await write(on_upload)
         except Exception:
             for key, upload_id in begun:
                 await ledger.failed(key, upload_id)
