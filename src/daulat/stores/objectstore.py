@@ -7,6 +7,7 @@ share: streaming puts with hashing, ranged reads, string-prefix listing and erro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -231,17 +232,23 @@ class ObstoreStore:
                 watch = StreamWatch(
                     body_limit(self._request_timeout, PART_SIZE * PARTS_IN_FLIGHT)
                 )
-                result = await watch_stream(
-                    obstore.put_async(
-                        self.inner,
-                        key,
-                        guarded(body, watch),
-                        attributes=attributes,
-                        chunk_size=PART_SIZE,
-                        max_concurrency=PARTS_IN_FLIGHT,
-                    ),
-                    watch,
-                )
+                stream = guarded(body, watch)
+                try:
+                    result = await watch_stream(
+                        obstore.put_async(
+                            self.inner,
+                            key,
+                            stream,
+                            attributes=attributes,
+                            chunk_size=PART_SIZE,
+                            max_concurrency=PARTS_IN_FLIGHT,
+                        ),
+                        watch,
+                    )
+                finally:
+                    # Finalised here, in the loop: not by obstore's runtime at exit.
+                    with contextlib.suppress(RuntimeError):
+                        await stream.aclose()
         except StoreError:
             raise
         except Exception as exc:

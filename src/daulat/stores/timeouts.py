@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -73,7 +73,9 @@ class StreamWatch:
         return not self.in_source and time.monotonic() - self.mark > self.limit
 
 
-async def guarded(body: AsyncIterable[bytes], watch: StreamWatch) -> AsyncIterator[bytes]:
+async def guarded(
+    body: AsyncIterable[bytes], watch: StreamWatch
+) -> AsyncGenerator[bytes, None]:
     """``body``, noting when the consumer asks for more and when the source is busy."""
     it = aiter(body)
     while True:
