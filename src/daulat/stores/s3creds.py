@@ -116,6 +116,7 @@ class CredentialChain:
                 import botocore.session
 
                 session = botocore.session.Session(profile=self.profile)
+                session.register_component("data_loader", _shared_loader())
                 if self.static is not None:
                     s = self.static
                     session.set_credentials(
@@ -162,6 +163,22 @@ class CredentialChain:
             "token": now.credentials.session_token,
             "expires_at": now.expires,
         }
+
+
+_loader_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader() -> Any:
+    """One botocore data loader for every store's session: each would otherwise parse and
+    keep its own copy of the S3 service model and endpoint rules (~12 MiB per store)."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            import botocore.loaders
+
+            _loader = botocore.loaders.create_loader()
+        return _loader
 
 
 def _load(session: Any, store: str) -> Any:
