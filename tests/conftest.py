@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import AzuriteServer, S3Server, azurite, seaweedfs
+from servers import AzuriteServer, MotoServer, S3Server, azurite, moto, seaweedfs
 
 from daulat.config import StoreConfig
 from daulat.stores import Store, open_store
@@ -45,13 +45,21 @@ def s3_server_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with moto() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
     with azurite(tmp_path_factory.mktemp("azurite")) as server:
         yield server
 
 
-def s3_store_config(server: S3Server, name: str, bucket: str, prefix: str = "") -> dict[str, Any]:
-    """A [stores.NAME] table for a bucket on a local SeaweedFS."""
+def s3_store_config(
+    server: S3Server | MotoServer, name: str, bucket: str, prefix: str = ""
+) -> dict[str, Any]:
+    """A [stores.NAME] table for a bucket on a local SeaweedFS (or moto)."""
     server.create_bucket(bucket)
     url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return {
@@ -103,6 +111,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
         elif kind == "s3":
             server = request.getfixturevalue("s3_server")
             raw = s3_store_config(server, f"s3-{n}", f"conf{n}")
+
         else:
             server = request.getfixturevalue("azurite_server")
             raw = azure_store_config(server, f"az-{n}", f"conf{n}")

@@ -6,6 +6,9 @@
         proxy.mode = "deny-write"    # PUT/POST/DELETE: 403 AccessDenied; reads and lists pass
         proxy.mode = "slowdown:0.3"  # 30 % of requests: 503 SlowDown
         proxy.mode = "reset:0.2"     # 20 % of requests: the connection is reset (RST)
+        proxy.mode = "flip"          # PUTs with a body: one byte of the body flipped
+        proxy.mode = "truncate"      # PUTs with a body: only its first half sent, with a
+                                     #   Content-Length to match (a consistent, shorter body)
         proxy.mode = "pass"          # forward everything
 
 It is a *reverse* proxy: the client talks to it as if it were the S3 server. Requests and
@@ -48,7 +51,9 @@ HOST = "127.0.0.1"
 CHUNK = 64 * 1024
 UPSTREAM_TIMEOUT = 120.0
 IDLE_TIMEOUT = 120.0
-MODES = ("pass", "deny", "deny-write", "slowdown", "reset")
+MODES = ("pass", "deny", "deny-write", "slowdown", "reset", "flip", "truncate")
+#: Modes that alter the body of a PUT (object or part) on its way to the server.
+BODY_MODES = frozenset({"flip", "truncate"})
 WRITES = frozenset({"PUT", "POST", "DELETE"})
 
 
@@ -121,6 +126,8 @@ class Proxy:
             name, p = self._parsed
             if name == "deny-write":
                 action = "deny" if method in WRITES else "pass"
+            elif name in BODY_MODES:
+                action = name if method == "PUT" and self._random.random() < p else "pass"
             elif name == "pass" or (name != "deny" and self._random.random() >= p):
                 action = "pass"
             elif name == "reset":
@@ -234,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._answer(503, "Slow Down", "SlowDown", "Please reduce your request rate.")
                 return
+            if action in BODY_MODES:
+                self._forward_altered(action)
+                return
             self._forward(late_reset=action == "reset-late")
         except _Reset:
             self._reset()
@@ -325,6 +335,30 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
             proxy.forwarded()
+
+    def _forward_altered(self, action: str) -> None:
+        """Forward a PUT whose body is changed on the way: one byte flipped, or cut to half
+        with a Content-Length to match. Headers (checksums included) stay as the client sent
+        them, so only a server that checks the body against its checksum can tell."""
+        proxy = self.server.proxy
+        body = bytearray(b"".join(self._body_chunks()))
+        if body and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            if action == "flip":
+                body[len(body) // 2] ^= 0x01
+            else:
+                del body[len(body) // 2 :]
+            proxy.count("flipped" if action == "flip" else "truncated")
+        upstream = http.client.HTTPConnection(*proxy.upstream, timeout=UPSTREAM_TIMEOUT)
+        try:
+            upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() == "content-length":
+                    value = str(len(body))
+                upstream.putheader(name, value)
+            upstream.endheaders(bytes(body))
+            self._relay(upstream.getresponse())
+        finally:
+            upstream.close()
 
     def _relay(self, response: http.client.HTTPResponse, *, cut: bool = False) -> None:
         """Send the upstream's response back; with ``cut``, stop half-way and reset."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from daulat.errors import IntegrityError, NotFound, StoreError
-from daulat.stores.base import Capabilities, ObjectInfo, PutResult
+from daulat.stores.base import Capabilities, ObjectInfo, OnUpload, PutResult
 
 CHUNK = 1024 * 1024
 LIST_BATCH = 100
@@ -114,6 +114,7 @@ class MemoryStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         self._open()
         if isinstance(data, (bytes, bytearray, memoryview)):

@@ -84,11 +84,14 @@ class RecordedRequest:
 
 
 class S3Error(Exception):
-    def __init__(self, status: int, code: str, message: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, message: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
         self.message = message or code
+        self.headers = headers or {}
 
 
 class FakeS3:
@@ -133,10 +136,13 @@ class FakeS3:
         with self.lock:
             self.buckets[bucket][key] = _object(data, dict(metadata), "binary/octet-stream")
 
-    def inject(self, status: int, code: str, count: int = 1) -> None:
-        """Answer the next ``count`` requests with this error (after reading their body)."""
+    def inject(
+        self, status: int, code: str, count: int = 1, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next ``count`` requests with this error (after reading their body),
+        with ``headers`` (say ``x-amz-bucket-region``)."""
         with self.lock:
-            self.injected.extend(S3Error(status, code) for _ in range(count))
+            self.injected.extend(S3Error(status, code, headers=headers) for _ in range(count))
 
     def open_uploads(self, bucket: str) -> list[FakeUpload]:
         with self.lock:
@@ -357,7 +363,10 @@ class _Handler(BaseHTTPRequestHandler):
             + b"</Message></Error>"
         )
         self._send(
-            exc.status, b"" if head else body, {"Content-Type": "application/xml"}, head=head
+            exc.status,
+            b"" if head else body,
+            {"Content-Type": "application/xml", **exc.headers},
+            head=head,
         )
 
     def _bucket(self, name: str) -> dict[str, FakeObject]:

@@ -60,12 +60,17 @@ __all__ = [
     "AZURITE_ACCOUNT_KEY",
     "AZURITE_ACCOUNT_NAME",
     "AzuriteServer",
+    "ForwardProxy",
+    "MotoServer",
     "S3Server",
     "ServerUnavailable",
     "azurite",
     "find_azurite",
     "find_weed",
+    "forward_proxy",
+    "moto",
     "seaweedfs",
+    "silent_server",
     "start_all",
 ]
 
@@ -864,3 +869,172 @@ def start_all(*managers: AbstractContextManager[Any]) -> Iterator[tuple[Any, ...
             if error is not None:
                 raise error
         yield tuple(future.result() for future in futures)
+
+
+# --------------------------------------------------------------------------------------
+# moto (S3 as AWS itself behaves: it keeps every legal key)
+
+
+@dataclass(frozen=True)
+class MotoServer:
+    """moto's S3 in server mode on 127.0.0.1 (a thread of this process).
+
+    SeaweedFS refuses or rewrites some legal keys (``..`` segments, ``a//b``, a leading
+    ``/``, ``dir/`` with content, NUL); moto keeps them as AWS does, so it proves that daulat
+    carries such keys where a server can hold them. Any key pair is accepted.
+    """
+
+    endpoint: str
+    access_key_id: str = "moto-access-key"
+    secret_access_key: str = "moto-secret-key"
+    region: str = S3_REGION
+
+    def create_bucket(self, name: str) -> None:
+        status, body = self.request("PUT", f"/{urllib.parse.quote(name)}")
+        if status != 200 and b"BucketAlready" not in body:
+            raise _HTTPStatusError("PUT", f"{self.endpoint}/{name}", status, body)
+
+    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        url = self.endpoint + path
+        headers = _sigv4_headers(
+            method,
+            url,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+            body=body,
+        )
+        return _http(method, url, headers, body)
+
+
+@contextmanager
+def moto() -> Iterator[MotoServer]:
+    """Run moto's server (``moto[server]``) on a free 127.0.0.1 port."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:
+        raise ServerUnavailable(
+            f"moto is not installed ({e}): pip install 'moto[server]' (it is in the `test` "
+            "extra: pip install -e '.[test]')"
+        ) from None
+    server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield MotoServer(endpoint=f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------
+# A server that accepts connections and never answers
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """An endpoint (``http://127.0.0.1:PORT``) that accepts every connection, reads nothing and
+    answers nothing until the context ends: a hung load balancer, as far as a client sees."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen(64)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            with contextlib.suppress(OSError):
+                conn.close()
+        listener.close()
+
+
+# --------------------------------------------------------------------------------------
+# A forward HTTP proxy (what HTTP_PROXY points at)
+
+
+@dataclass
+class ForwardProxy:
+    """A plain forward proxy for http:// targets; ``requests`` counts what went through it
+    by User-Agent family (``botocore``, ``object_store`` ...) and in total."""
+
+    endpoint: str
+    requests: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, user_agent: str) -> None:
+        family = user_agent.split("/", 1)[0].lower() if user_agent else "unknown"
+        with self.lock:
+            self.requests[family] = self.requests.get(family, 0) + 1
+            self.requests["total"] = self.requests.get("total", 0) + 1
+
+
+@contextmanager
+def forward_proxy() -> Iterator[ForwardProxy]:
+    """Run a forward proxy on 127.0.0.1: requests with an absolute URI are sent on to their
+    host, bodies and answers streamed through unchanged."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _any(self) -> None:
+            target = urllib.parse.urlsplit(self.path)
+            if target.scheme != "http" or not target.hostname:
+                self.send_error(400, "absolute http:// URI expected")
+                return
+            state.count(self.headers.get("User-Agent", ""))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=60)
+            try:
+                path = target.path + (f"?{target.query}" if target.query else "")
+                upstream.putrequest(self.command, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() not in ("proxy-connection", "proxy-authorization"):
+                        upstream.putheader(name, value)
+                upstream.endheaders(body or None)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            finally:
+                upstream.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    server.daemon_threads = True
+    state = ForwardProxy(f"http://{HOST}:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -82,6 +84,7 @@ from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
+from daulat.transfer.uploads import DEFAULT_MAX_AGE
 
 T = TypeVar("T")
 
@@ -115,8 +118,72 @@ class ExitCode(Exception):
         self.code = code
 
 
+# --request-timeout of the command being run (set by the option's callback, None: the config's).
+_request_timeout: float | None = None
+
+
+def _set_request_timeout(value: float | None) -> float | None:
+    global _request_timeout
+    _request_timeout = value
+    return value
+
+
+RequestTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--request-timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Fail a request that makes no progress for this long (default: each store's "
+        "request_timeout, 30 s).",
+        callback=_set_request_timeout,
+        expose_value=False,
+    ),
+]
+
+
+# --abort-uploads-older-than of the command being run (set by the option's callback).
+_abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _set_abort_age(value: str | None) -> str | None:
+    global _abort_uploads_older_than
+    if value is None:
+        _abort_uploads_older_than = DEFAULT_MAX_AGE
+        return value
+    m = _AGE.match(value)
+    if m is None:
+        raise typer.BadParameter(f"{value!r} is not an age like 7d, 12h, 30m or 90s")
+    _abort_uploads_older_than = timedelta(
+        seconds=float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]
+    )
+    return value
+
+
+AbortAgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--abort-uploads-older-than",
+        metavar="AGE",
+        help="Unfinished multipart uploads the journal does not know are aborted only when "
+        "older than this (7d, 12h, 30m, 90s) and on keys this run writes; default 7d.",
+        callback=_set_abort_age,
+        expose_value=False,
+    ),
+]
+
+
 def _load(config: Path | None) -> Config:
-    return load_config(find_config(config))
+    cfg = load_config(find_config(config))
+    if _request_timeout is None:
+        return cfg
+    stores = {
+        name: store.model_copy(update={"request_timeout": _request_timeout})
+        for name, store in cfg.stores.items()
+    }
+    return replace(cfg, stores=stores)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -205,7 +272,11 @@ def _stores_table(rows: list[StoreStatus]) -> Table:
 
 
 @app.command()
-def stores(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def stores(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    request_timeout: RequestTimeoutOpt = None,
+) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
@@ -228,6 +299,7 @@ def scan(
         typer.Argument(metavar="[STORE]...", help="Stores to scan (default: all)."),
     ] = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -376,6 +448,7 @@ def _options(
         dry_run=dry_run,
         encrypt_to=_recipients(encrypt_to),
         encrypt_names=encrypt_names,
+        abort_uploads_older_than=_abort_uploads_older_than,
         **more,
     )
 
@@ -604,6 +677,8 @@ def copy(
     src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -629,6 +704,8 @@ def sync(
         bool, typer.Option("--delete", help="Delete objects at DST that SRC does not have.")
     ] = False,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -661,6 +738,8 @@ def exit_(
     src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     bwlimit: BwlimitOpt = None,
@@ -691,6 +770,8 @@ def restore(
     dst: Annotated[str, typer.Argument(metavar="DST[:PREFIX]")],
     identity: IdentityOpt = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
+    abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
     dry_run: DryRunOpt = False,
@@ -722,6 +803,7 @@ def restore(
         dry_run=dry_run,
         decrypt_with=load_identities(identity),
         allow_plaintext=allow_plaintext,
+        abort_uploads_older_than=_abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
     _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts, quiet=quiet)
@@ -828,6 +910,7 @@ def verify(
         typer.Option("--full", help="Re-read and hash both sides instead of trusting records."),
     ] = False,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 16,
     identity: IdentityOpt = None,
@@ -969,6 +1052,7 @@ def drill(
     ] = False,
     encrypt_to: EncryptOpt = None,
     config: ConfigOpt = None,
+    request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

@@ -30,6 +30,7 @@ from daulat.providers import (
 from daulat.signing import PublicKey, SignatureError, parse_public_key
 
 CONFIG_NAME = "daulat.toml"
+DEFAULT_REQUEST_TIMEOUT = 30.0
 STATE_DIR = ".daulat"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -64,6 +65,12 @@ class StoreConfig(BaseModel):
     credentials: Credentials | None = None
     encrypt_to: list[str] = Field(default_factory=list)
     encrypt_names: bool = False
+    #: S3: the shared-config profile whose credentials the store uses (when it has none of its
+    #: own); see :mod:`daulat.stores.s3creds` for the whole chain.
+    profile: str | None = None
+    #: Seconds a request may go without progress (no connection, no byte sent or received)
+    #: before it fails; ``--request-timeout`` overrides it for a run.
+    request_timeout: float | None = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -356,6 +363,8 @@ def _check_store(store: StoreConfig) -> list[str]:
         )
     if store.endpoint is not None and not re.match(r"^https?://", store.endpoint):
         problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
+    if store.profile is not None and store.scheme != "s3":
+        problems.append("field 'profile': only S3 stores read credentials from a shared profile")
     creds = store.credentials
     if creds is not None:
         s3_fields = (creds.access_key_id, creds.secret_access_key, creds.session_token)

@@ -14,7 +14,8 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── InvalidKey         this store cannot hold this key (per object; the run goes on)
     │   ├── IntegrityError     content did not match the expected hash; nothing was written
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
-    │   │                      missing bucket or disabled account (permanent: stop, do not retry)
+    │   │   │                  missing bucket or disabled account (permanent: stop, do not retry)
+    │   │   └── Unresponsive   the endpoint never answered within the request timeout
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
     │   │   └── SourceChanged  the object changed while it was read (read it again)
     │   ├── Unsupported        the store kind cannot do this operation
@@ -120,6 +121,12 @@ class IntegrityError(StoreError):
 
 class AccessDenied(StoreError):
     """The provider refused the request; retrying will not help until access is restored."""
+
+
+class Unresponsive(AccessDenied):
+    """The endpoint accepted connections (or none) but has not answered one request within the
+    request timeout since the store was opened: a wrong or dead endpoint, not a passing fault,
+    so the run stops instead of retrying."""
 
 
 class Transient(StoreError):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from daulat.drill.sample import SampledObject
 from daulat.drill.units import _parse_time
 from daulat.errors import Unsupported
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
 
 
 class SampledSource:
@@ -60,6 +60,7 @@ class SampledSource:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         raise Unsupported("a drill never writes to the source", store=self.name, key=key)
 
@@ -107,9 +108,13 @@ class TimedDestination:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         result = await self._inner.put(
-            key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+            key, data, sha256=sha256,
+                metadata=metadata,
+                prehashed=prehashed,
+                on_upload=on_upload,
         )
         rel = key[len(self._prefix) :]
         rel = self._names.get(rel, rel)

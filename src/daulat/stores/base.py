@@ -33,7 +33,7 @@ Errors
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -41,6 +41,11 @@ from typing import Protocol, runtime_checkable
 from daulat.errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
+
+#: Called by a put with (key, upload id) once a multipart upload exists and before its first
+#: part is sent, so that the caller can record the upload as its own (and later abort exactly
+#: that one). Stores without multipart uploads never call it.
+OnUpload = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +129,16 @@ class Store(Protocol):
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         """Write an object atomically, hashing it while streaming.
 
         ``sha256`` (hex) is the expected content hash; on mismatch nothing is written and
         :class:`IntegrityError` is raised. ``prehashed`` (with bytes ``data``) says the caller
         has just computed ``sha256`` from these very bytes, so the store need not hash them
-        again. ``metadata`` is user metadata stored with the object.
+        again. ``metadata`` is user metadata stored with the object. ``on_upload(key,
+        upload_id)`` is called when the put begins a multipart upload, before its first part
+        is sent (wrappers forward it; stores without multipart uploads ignore it).
         """
         ...
 

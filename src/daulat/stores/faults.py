@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from daulat.errors import AccessDenied, Transient
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
 
 Op = Literal["list", "head", "get", "put", "delete"]
 OPS: tuple[Op, ...] = get_args(Op)
@@ -322,12 +322,16 @@ class FaultyStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         counted = self._enter("put", key)
         ok = False
         try:
             result = await self.inner.put(
-                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+                key, data, sha256=sha256,
+                metadata=metadata,
+                prehashed=prehashed,
+                on_upload=on_upload,
             )
             ok = True
             return result

@@ -65,7 +65,13 @@ from daulat.errors import (
     Transient,
 )
 from daulat.stores import fstemp
-from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    OnUpload,
+    PutResult,
+    portable_key_problem,
+)
 from daulat.stores.fsio import (
     READ_CHUNK,
     XATTR_PREFIX,
@@ -393,6 +399,7 @@ class FsStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         segments = self._segments(key)
         try:

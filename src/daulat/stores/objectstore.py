@@ -7,6 +7,7 @@ share: streaming puts with hashing, ranged reads, string-prefix listing and erro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,10 +21,24 @@ from daulat.errors import (
     NotFound,
     StoreError,
     Transient,
+    Unresponsive,
     Unsupported,
 )
-from daulat.stores.base import Capabilities, ObjectInfo, PutResult, portable_key_problem
+from daulat.stores.base import (
+    Capabilities,
+    ObjectInfo,
+    OnUpload,
+    PutResult,
+    portable_key_problem,
+)
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
+from daulat.stores.timeouts import (
+    StreamWatch,
+    body_limit,
+    bounded,
+    guarded,
+    watch_stream,
+)
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -50,12 +65,34 @@ class ObstoreStore:
         etag_scheme: str,
         capabilities: Capabilities | None = None,
         key_problem: Callable[[str], str | None] = portable_key_problem,
+        request_timeout: float | None = None,
     ) -> None:
         self._name = name
         self._inner: ObjectStore | None = inner
         self._etag_scheme = etag_scheme
         self._capabilities = capabilities or Capabilities()
         self._key_problem = key_problem
+        self._request_timeout = request_timeout
+        self._answered = False  # whether the endpoint has ever answered a request
+
+    def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
+        """``exc`` as a daulat error; a timeout of an endpoint that never answered anything
+        is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
+        err = translate(exc, store=self._name, key=key, op=op)
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(err)
+        if not timed_out:
+            if not isinstance(err, Transient):
+                self._answered = True  # the server said something (an HTTP error)
+            return err
+        if self._answered:
+            return err
+        limit = f"{self._request_timeout:g} s" if self._request_timeout else "the time limit"
+        return Unresponsive(
+            f"store {self._name!r}: {op} failed: no answer within {limit} (request_timeout); "
+            "is the endpoint right and up?",
+            store=self._name,
+            key=key,
+        )
 
     @property
     def name(self) -> str:
@@ -100,7 +137,8 @@ class ObstoreStore:
                 try:
                     page = await ahead
                 except Exception as exc:
-                    raise translate(exc, store=self._name, key=None, op="list") from None
+                    raise self._fail(exc, key=None, op="list") from None
+                self._answered = True
                 if page is None:
                     return
                 ahead = asyncio.ensure_future(anext(stream, None))
@@ -113,9 +151,11 @@ class ObstoreStore:
     async def head(self, key: str) -> ObjectInfo:
         self._check(key)
         try:
-            return self._info(await obstore.head_async(self.inner, key))
+            meta = await obstore.head_async(self.inner, key)
         except Exception as exc:
-            raise translate(exc, store=self._name, key=key, op="head") from None
+            raise self._fail(exc, key=key, op="head") from None
+        self._answered = True
+        return self._info(meta)
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObstoreReader:
         self._check(key)
@@ -133,7 +173,7 @@ class ObstoreStore:
         try:
             result = await obstore.get_async(self.inner, key, options=options or None)  # type: ignore[arg-type]
         except Exception as exc:
-            err = translate(exc, store=self._name, key=key, op="get")
+            err = self._fail(exc, key=key, op="get")
             if "range" in options and not isinstance(err, (NotFound, AccessDenied)):
                 # Providers answer a range starting at or past the end with 416; the contract
                 # says such a read is empty.
@@ -141,6 +181,7 @@ class ObstoreStore:
                 if start >= info.size:
                     return ObstoreReader(info, {}, None, self._name)
             raise err from None
+        self._answered = True
         metadata = {
             k[len(METADATA_PREFIX) :]: v
             for k, v in result.attributes.items()
@@ -158,6 +199,7 @@ class ObstoreStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,  # obstore does not tell its upload ids
     ) -> PutResult:
         self._check(key)
         attributes: dict[str, str] | None = None
@@ -176,18 +218,46 @@ class ObstoreStore:
         else:
             body = hashed(body, hasher, expected=sha256, store=self._name, key=key)
         try:
-            result = await obstore.put_async(
-                self.inner,
-                key,
-                body,
-                attributes=attributes,
-                chunk_size=PART_SIZE,
-                max_concurrency=PARTS_IN_FLIGHT,
-            )
+            if isinstance(body, bytes):
+                result = await bounded(
+                    obstore.put_async(
+                        self.inner,
+                        key,
+                        body,
+                        attributes=attributes,
+                        chunk_size=PART_SIZE,
+                        max_concurrency=PARTS_IN_FLIGHT,
+                    ),
+                    body_limit(self._request_timeout, len(body)),
+                )
+            else:
+                # Parts of PART_SIZE, PARTS_IN_FLIGHT at once: progress means the client keeps
+                # taking chunks of the body.
+                watch = StreamWatch(
+                    body_limit(self._request_timeout, PART_SIZE * PARTS_IN_FLIGHT)
+                )
+                stream = guarded(body, watch)
+                try:
+                    result = await watch_stream(
+                        obstore.put_async(
+                            self.inner,
+                            key,
+                            stream,
+                            attributes=attributes,
+                            chunk_size=PART_SIZE,
+                            max_concurrency=PARTS_IN_FLIGHT,
+                        ),
+                        watch,
+                    )
+                finally:
+                    # Finalised here, in the loop: not by obstore's runtime at exit.
+                    with contextlib.suppress(RuntimeError):
+                        await stream.aclose()
         except StoreError:
             raise
         except Exception as exc:
-            raise translate(exc, store=self._name, key=key, op="put") from None
+            raise self._fail(exc, key=key, op="put") from None
+        self._answered = True
         if digest is not None:
             assert isinstance(body, bytes)
             return PutResult(
@@ -205,9 +275,10 @@ class ObstoreStore:
         try:
             await obstore.delete_async(self.inner, key)
         except Exception as exc:
-            err = translate(exc, store=self._name, key=key, op="delete")
+            err = self._fail(exc, key=key, op="delete")
             if not isinstance(err, NotFound):
                 raise err from None
+        self._answered = True
 
     async def close(self) -> None:
         # obstore has no explicit close; dropping the last reference releases the client.
@@ -306,12 +377,20 @@ _TRANSIENT_CODES = frozenset(
         "ServiceUnavailable",
         "OperationTimedOut",
         "RequestTimeout",
+        # The body arrived other than it was sent (checked against its checksum): nothing
+        # was stored, and sending it again may succeed.
+        "BadDigest",
+        "InvalidDigest",
+        "XAmzContentSHA256Mismatch",
+        "XAmzContentChecksumMismatch",
+        "Md5Mismatch",
+        "IncompleteBody",
     }
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "BlobNotFound", "ResourceNotFound"})
 # Permanent like a refusal, but not the credentials' fault: say so.
 _MISSING_CONTAINER_CODES = frozenset({"NoSuchBucket", "ContainerNotFound"})
-_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_CODE = re.compile(r"<Code>([A-Za-z0-9.]+)</Code>")
 _STATUS = re.compile(r"status(?: code)?: (\d{3})")
 _NETWORK = re.compile(
     r"timed out|timeout error|connection|reset by peer|broken pipe|"
@@ -335,9 +414,18 @@ def translate(exc: BaseException, *, store: str, key: str | None, op: str) -> St
     code = code_m.group(1) if code_m else None
     status = int(status_m.group(1)) if status_m else None
     reason = code or (f"HTTP {status}" if status else None)
+    if "no credentials found" in text or "cannot load credentials" in text:
+        # Raised by the store's credential chain inside obstore's callback.
+        return AccessDenied(
+            f"store {store!r} refused {where}: no usable credentials (see `daulat stores`)",
+            store=store,
+            key=key,
+        )
     if reason is None:
         lowered = text.lower()
-        if "connect" in lowered and ("refused" in lowered or "tcp" in lowered):
+        if isinstance(exc, TimeoutError):
+            reason = "timed out"
+        elif "connect" in lowered and ("refused" in lowered or "tcp" in lowered):
             reason = "cannot connect"
         elif "timed out" in lowered or "timeout" in lowered:
             reason = "timed out"

@@ -1,9 +1,16 @@
 """S3-family stores: AWS S3, Alibaba Cloud OSS (S3 API), Google Cloud Storage interop and any
-S3-compatible server. Provider quirks come from the catalogue's S3 profile, not from code here."""
+S3-compatible server. Provider quirks come from the catalogue's S3 profile, not from code here.
+
+A store has two clients, obstore for ordinary requests and botocore (:mod:`.s3raw`) for the
+rest; both take their credentials from the store's one :class:`~.s3creds.CredentialChain` and
+their proxy from the same environment variables, and both time out on the same
+``request_timeout``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -11,20 +18,17 @@ from obstore.store import S3Store
 
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
-from daulat.providers import ProviderId, load_catalogue
+from daulat.providers import load_catalogue
 from daulat.stores.base import Store
 from daulat.stores.objectstore import ObstoreStore
-
-# obstore's default 30 s timeout covers a whole request body: too short for 8 MiB parts on a slow
-# link. Stalls are still caught by the connect timeout and by the retry layer.
-CLIENT_OPTIONS: dict[str, Any] = {
-    "connect_timeout": timedelta(seconds=10),
-    "timeout": timedelta(minutes=10),
-}
+from daulat.stores.s3creds import CredentialChain, proxy_options
+from daulat.stores.timeouts import client_options
 
 # obstore retries a failed request itself (cheap: a multipart part is retried alone), but only
 # briefly: persistent throttling must reach daulat's retry layer, which backs off per object and
 # lowers the concurrency (obstore's default, 10 retries over 3 minutes, hides it entirely).
+# ``retry_timeout`` also ends retries of a request that timed out once: a silent endpoint fails
+# after one request timeout, not three.
 RETRY_CONFIG: dict[str, Any] = {
     "max_retries": 2,
     "retry_timeout": timedelta(seconds=30),
@@ -35,28 +39,24 @@ RETRY_CONFIG: dict[str, Any] = {
     },
 }
 
-# Standard environment variables per provider, beyond the AWS_* ones obstore reads itself.
-_ENV_KEYS = {
-    ProviderId.ALIBABA: (
-        (
-            "ALIBABA_CLOUD_ACCESS_KEY_ID",
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            "ALIBABA_CLOUD_SECURITY_TOKEN",
-        ),
-        ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"),
-    ),
-}
+
+def open_s3(cfg: StoreConfig, env: Mapping[str, str] | None = None) -> Store:
+    """The S3 store: obstore for ordinary requests, S3Raw (botocore) for listings, streamed
+    uploads and the keys obstore cannot address faithfully (see :mod:`daulat.stores.s3raw`),
+    both signing with one credential chain."""
+    from daulat.stores.s3raw import FallbackS3Store, S3Raw
+
+    chain = CredentialChain.for_store(cfg, env)
+    fast = open_s3_obstore(cfg, env, chain=chain)
+    return FallbackS3Store(fast, S3Raw.from_config(cfg, env, chain=chain))
 
 
-def open_s3(cfg: StoreConfig, env: dict[str, str] | None = None) -> Store:
-    """The S3 store: obstore for ordinary keys, S3Raw for listings and for the keys obstore
-    cannot address faithfully (see :mod:`daulat.stores.s3raw`)."""
-    from daulat.stores.s3raw import open_fallback_s3
-
-    return open_fallback_s3(cfg, open_s3_obstore(cfg, env), env)
-
-
-def open_s3_obstore(cfg: StoreConfig, env: dict[str, str] | None = None) -> ObstoreStore:
+def open_s3_obstore(
+    cfg: StoreConfig,
+    env: Mapping[str, str] | None = None,
+    *,
+    chain: CredentialChain | None = None,
+) -> ObstoreStore:
     """The obstore-only S3 store: portable keys only, and its listing renames some keys."""
     environ = os.environ if env is None else env
     provider = load_catalogue().provider(cfg.provider)
@@ -76,17 +76,20 @@ def open_s3_obstore(cfg: StoreConfig, env: dict[str, str] | None = None) -> Obst
     config: dict[str, Any] = {"region": region, "virtual_hosted_style_request": virtual}
     if endpoint is not None:
         config["endpoint"] = endpoint
-    options = dict(CLIENT_OPTIONS)
+    if profile is None or profile.aws_chunked_encoding:
+        # Every PUT carries x-amz-checksum-sha256, which the server checks before it stores
+        # anything: a body cut short or altered on the way is refused. The payload is then
+        # not hashed a second time for the signature (as with botocore, see s3raw).
+        # Providers without AWS's newer headers keep the signed payload, which their server
+        # checks against the body in the same way.
+        config["checksum_algorithm"] = "SHA256"
+        config["unsigned_payload"] = True
+    options: dict[str, Any] = {**client_options(cfg.request_timeout), **proxy_options(endpoint, environ)}
     if endpoint is not None and endpoint.startswith("http://"):
         options["allow_http"] = True
-    credentials = _credentials(cfg, environ)
-    provider_cb = None
-    if credentials is not None:
-        # A fixed credential provider stops obstore mixing in AWS_* variables meant for another
-        # store (two stores on one provider with different keys must not share a session token).
-        def provider_cb() -> dict[str, Any]:
-            return credentials
-
+    # The store's own chain, never obstore's: it would mix in AWS_* variables meant for
+    # another store, and could resolve other credentials than the listing client's.
+    chain = chain or CredentialChain.for_store(cfg, env)
     try:
         inner = S3Store(
             cfg.bucket,
@@ -94,35 +97,10 @@ def open_s3_obstore(cfg: StoreConfig, env: dict[str, str] | None = None) -> Obst
             config=config,  # type: ignore[arg-type]
             client_options=options,  # type: ignore[arg-type]
             retry_config=RETRY_CONFIG,  # type: ignore[arg-type]
-            credential_provider=provider_cb,  # type: ignore[arg-type]
+            credential_provider=chain.obstore_credential,  # type: ignore[arg-type]
         )
     except Exception as exc:  # obstore validates the configuration eagerly
         raise ConfigError(
             f"store {cfg.name!r}: cannot configure S3 client ({type(exc).__name__})"
         ) from None
-    return ObstoreStore(cfg.name, inner, etag_scheme="s3")
-
-
-def _credentials(cfg: StoreConfig, env: Any) -> dict[str, Any] | None:
-    creds = cfg.credentials
-    if (
-        creds is not None
-        and creds.access_key_id is not None
-        and creds.secret_access_key is not None
-    ):
-        token = creds.session_token.get_secret_value() if creds.session_token else None
-        return {
-            "access_key_id": creds.access_key_id.get_secret_value(),
-            "secret_access_key": creds.secret_access_key.get_secret_value(),
-            "token": token,
-            "expires_at": None,
-        }
-    for key_var, secret_var, token_var in _ENV_KEYS.get(cfg.provider, ()):
-        if env.get(key_var) and env.get(secret_var):
-            return {
-                "access_key_id": env[key_var],
-                "secret_access_key": env[secret_var],
-                "token": env.get(token_var) or None,
-                "expires_at": None,
-            }
-    return None
+    return ObstoreStore(cfg.name, inner, etag_scheme="s3", request_timeout=cfg.request_timeout)

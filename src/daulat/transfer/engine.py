@@ -27,11 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -58,7 +66,7 @@ from daulat.errors import (
     StoreError,
     Transient,
 )
-from daulat.stores.base import ObjectReader, Store
+from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
@@ -84,6 +92,7 @@ from daulat.transfer.safety import (
     refusal_or_raise,
     too_many_deletions,
 )
+from daulat.transfer.uploads import DEFAULT_MAX_AGE, UploadLedger
 
 MiB = 1024 * 1024
 SMALL_OBJECT = 8 * MiB
@@ -156,6 +165,9 @@ class Options:
     # The customer's proof key (daulat.transfer.adoption.proof_key): objects written carry a MAC
     # under it, and a re-run adopts complete objects whose MAC verifies. None: neither.
     proof_key: bytes | None = field(default=None, repr=False)
+    # Multipart uploads the journal does not know (lost state) are aborted only when older
+    # than this and on keys the run writes (see daulat.transfer.uploads); None: never.
+    abort_uploads_older_than: dt.timedelta | None = DEFAULT_MAX_AGE
 
     @property
     def codec_tag(self) -> str:
@@ -532,13 +544,14 @@ async def _run(
     await check_chain_before_writing(dst, journal, opts.signing, opts.retry)
 
     dst_s3 = unwrap_fallback(dst.store)
-    if dst_s3 is not None:
+    ledger = UploadLedger(journal, dst_s3, summary.run_id) if dst_s3 is not None else None
+    if ledger is not None:
         # Parts of uploads that a killed (or stopped) run began are stored, billed and never
-        # visible; abort them before this run starts its own.
-        summary.aborted_uploads = await opts.retry.call(
-            lambda: dst_s3.abort_stale_uploads(dst.prefix)
+        # visible; abort those the journal records as daulat's before this run starts its own.
+        summary.aborted_uploads = await ledger.clean_up(
+            dst.prefix, opts.abort_uploads_older_than, journal.is_planned, opts.retry.call
         )
-    executor = _Executor(src, dst, journal, opts, pair, summary, on_progress)
+    executor = _Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
     await executor.run()
     if summary.stopped:
         return
@@ -617,9 +630,11 @@ class _Executor:
         pair: str,
         summary: Summary,
         on_progress: Callable[[Progress], None] | None,
+        ledger: UploadLedger | None = None,
     ) -> None:
         self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
         self.pair = pair
+        self.ledger = ledger
         self.summary = summary
         self.on_progress = on_progress
         self.writer = BatchWriter(journal, pair, summary.run_id, immediate_over=SMALL_OBJECT)
@@ -771,8 +786,15 @@ class _Executor:
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
         if self.server_copy is not None:
             src_s3, dst_s3 = self.server_copy
-            copied = await dst_s3.copy_from(
-                src_s3, src_key, dst_key, size=item.size, if_match=item.etag
+            copied = await self._recorded(
+                lambda on_upload: dst_s3.copy_from(
+                    src_s3,
+                    src_key,
+                    dst_key,
+                    size=item.size,
+                    if_match=item.etag,
+                    on_upload=on_upload,
+                )
             )
             return Outcome(
                 item.key,
@@ -852,7 +874,7 @@ class _Executor:
                     self.journal.record_completing(self.pair, self.summary.run_id, row)
 
                 body_stream = before_end(body_stream, completing)
-            result = await self.dst.store.put(dst_key, body_stream, metadata=stream_meta)
+            result = await self._put_stream(dst_key, body_stream, stream_meta)
             digest, plain_size = hasher.hexdigest(), hasher.size
         dst_etag = result.etag
         if dst_etag is None:
@@ -875,6 +897,43 @@ class _Executor:
         if self.prover is None:
             return {}
         return self.prover.sealed(dst_key, reader.info.size, reader.info.etag, digest, stored_size)
+
+    async def _put_stream(
+        self,
+        dst_key: str,
+        body: AsyncIterable[bytes],
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        """A streamed put whose multipart upload, if any, is recorded in the journal."""
+        return await self._recorded(
+            lambda on_upload: self.dst.store.put(
+                dst_key, body, metadata=metadata, on_upload=on_upload
+            )
+        )
+
+    async def _recorded(
+        self, write: Callable[[OnUpload | None], Awaitable[PutResult]]
+    ) -> PutResult:
+        """Run ``write`` so that a multipart upload it begins is recorded in the journal before
+        its first part, and forgotten once the object is committed or the upload aborted."""
+        ledger = self.ledger
+        if ledger is None:
+            return await write(None)
+        begun: list[tuple[str, str]] = []
+
+        def on_upload(key: str, upload_id: str) -> None:
+            ledger.started(key, upload_id)
+            begun.append((key, upload_id))
+
+        try:
+            result = await write(on_upload)
+        except Exception:
+            for key, upload_id in begun:
+                await ledger.failed(key, upload_id)
+            raise
+        for key, upload_id in begun:
+            ledger.finished(key, upload_id)
+        return result
 
     async def _metered(self, chunks: AsyncIterable[bytes], key: str) -> AsyncIterator[bytes]:
         async for chunk in chunks:

@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS completing (
     updated TEXT NOT NULL,
     PRIMARY KEY (pair, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    location TEXT NOT NULL,        -- the destination: endpoint, bucket and store prefix
+    key TEXT NOT NULL,             -- relative to the store (destination prefix included)
+    upload_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    part_size INTEGER,             -- bytes per part (the first thousand), for a later resume
+    PRIMARY KEY (location, key, upload_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verifications (
     pair TEXT NOT NULL,
     run_id INTEGER NOT NULL,
@@ -454,6 +463,44 @@ class Journal:
                 return
             after, op = rows[-1][0], ">"
             yield [(str(k), int(n)) for k, n in rows]
+
+    # --- multipart uploads --------------------------------------------------------------------
+
+    def record_upload(
+        self, location: str, key: str, upload_id: str, run_id: int, part_size: int | None
+    ) -> None:
+        """Note a multipart upload daulat began, committed before its first part is sent: only
+        uploads recorded here are ever aborted as daulat's own."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+            (location, key, upload_id, run_id, now(), part_size),
+        )
+
+    def forget_upload(self, location: str, key: str, upload_id: str) -> None:
+        """The upload was completed or aborted."""
+        self.db.execute(
+            "DELETE FROM uploads WHERE location = ? AND key = ? AND upload_id = ?",
+            (location, key, upload_id),
+        )
+
+    def recorded_uploads(
+        self, location: str, *, except_run: int | None = None
+    ) -> list[tuple[str, str, int, str, int | None]]:
+        """(key, upload_id, run_id, started, part_size) of the uploads recorded at
+        ``location``, except those of run ``except_run``."""
+        rows = self.db.execute(
+            "SELECT key, upload_id, run_id, started, part_size FROM uploads "
+            "WHERE location = ? AND run_id IS NOT ? ORDER BY started, key",
+            (location, except_run),
+        ).fetchall()
+        return [(str(k), str(u), int(r), str(t), p) for k, u, r, t, p in rows]
+
+    def is_planned(self, dkey: str) -> bool:
+        """Whether this run's plan writes ``dkey`` (relative to the destination prefix)."""
+        row = self.db.execute(
+            "SELECT 1 FROM work WHERE coalesce(dkey, key) = ? LIMIT 1", (dkey,)
+        ).fetchone()
+        return row is not None
 
     # --- outcomes -----------------------------------------------------------------------------
 

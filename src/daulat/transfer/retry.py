@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from daulat.errors import Transient
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
 
 T = TypeVar("T")
 
@@ -150,14 +150,21 @@ class RetryingStore:
         sha256: str | None = None,
         metadata: Mapping[str, str] | None = None,
         prehashed: bool = False,
+        on_upload: OnUpload | None = None,
     ) -> PutResult:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             return await self.inner.put(
-                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+                key, data, sha256=sha256,
+                metadata=metadata,
+                prehashed=prehashed,
+                on_upload=on_upload,
             )
         return await self.policy.call(
             lambda: self.inner.put(
-                key, data, sha256=sha256, metadata=metadata, prehashed=prehashed
+                key, data, sha256=sha256,
+                metadata=metadata,
+                prehashed=prehashed,
+                on_upload=on_upload,
             ),
             on_retry=self._on_retry,
         )

@@ -1,0 +1,236 @@
+"""One credential chain per S3 store, shared by both of its clients, and its network settings.
+
+A store is reached by two clients: obstore (bulk data) and botocore (listings, odd keys,
+multipart uploads, server-side copy; see :mod:`daulat.stores.s3raw`). Both must sign with the
+same credentials, whatever their source, so they are resolved once per store, here:
+
+1. the store's own ``[stores.NAME.credentials]`` (access key, secret, optional session token);
+2. the provider's standard variables beyond AWS's (Alibaba: ``ALIBABA_CLOUD_ACCESS_KEY_ID`` ...,
+   ``OSS_ACCESS_KEY_ID`` ...);
+3. botocore's standard chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
+   ``AWS_SESSION_TOKEN``, the shared credentials and config files (the store's ``profile``,
+   else ``AWS_PROFILE``, else ``default``; ``credential_process``, SSO, ``role_arn``),
+   web identity (``AWS_WEB_IDENTITY_TOKEN_FILE`` + ``AWS_ROLE_ARN``), the container
+   endpoint (ECS/EKS pod identity) and the instance role (IMDSv2; the endpoint is
+   ``AWS_EC2_METADATA_SERVICE_ENDPOINT``).
+
+Resolution is lazy (building a store does no network I/O) and happens once; temporary
+credentials (roles, web identity) are botocore's refreshable credentials, and obstore gets
+them through its ``credential_provider`` callback together with their expiry, so it asks
+again before they lapse and both clients move to the new ones.
+
+With no credentials anywhere every request fails with :class:`AccessDenied` naming the
+places looked in; nothing is sent unsigned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from daulat.errors import AccessDenied
+from daulat.providers import ProviderId
+
+if TYPE_CHECKING:
+    from daulat.config import StoreConfig
+
+#: Where the chain looks, for the message when it finds nothing.
+CHAIN_DESCRIPTION = (
+    "the store's credentials, the provider's environment variables, AWS_ACCESS_KEY_ID, "
+    "the shared profile, web identity, the container endpoint and the instance role"
+)
+
+# Standard environment variables per provider, beyond the AWS_* ones botocore reads itself.
+_ENV_KEYS = {
+    ProviderId.ALIBABA: (
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            "ALIBABA_CLOUD_SECURITY_TOKEN",
+        ),
+        ("OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_SESSION_TOKEN"),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class S3Credentials:
+    """Access key, secret and optional session token. ``repr`` never shows the secrets."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Credentials as they stand now; ``expires`` is None for long-term keys."""
+
+    credentials: S3Credentials
+    expires: dt.datetime | None
+
+
+class CredentialChain:
+    """The credentials of one store: fixed ones, or botocore's chain (optionally a profile).
+
+    Thread-safe: obstore calls :meth:`obstore_credential` from its own threads, S3Raw calls
+    :meth:`botocore_session` from its worker threads.
+    """
+
+    def __init__(
+        self, store: str, *, static: S3Credentials | None = None, profile: str | None = None
+    ) -> None:
+        self.store = store
+        self.static = static
+        self.profile = profile
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._credentials: Any = None  # botocore Credentials (maybe refreshable), once resolved
+        self._resolved = False
+
+    @classmethod
+    def for_store(cls, cfg: StoreConfig, env: Mapping[str, str] | None = None) -> CredentialChain:
+        """The chain for a configured store (steps 1 and 2 read now, step 3 on first use)."""
+        environ: Mapping[str, str] = os.environ if env is None else env
+        return cls(cfg.name, static=_static_credentials(cfg, environ), profile=cfg.profile)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """Equal for two chains that sign alike (server-side copy needs one identity)."""
+        if self.static is not None:
+            s = self.static
+            secret = hashlib.sha256(s.secret_access_key.encode()).hexdigest()
+            return ("static", s.access_key_id, secret, s.session_token or "")
+        return ("chain", self.profile or "")
+
+    def botocore_session(self) -> Any:
+        """A botocore session holding this chain's credentials (blocking: may fetch them)."""
+        with self._lock:
+            if self._session is None:
+                import botocore.session
+
+                session = botocore.session.Session(profile=self.profile)
+                session.register_component("data_loader", _shared_loader())
+                if self.static is not None:
+                    s = self.static
+                    session.set_credentials(
+                        s.access_key_id, s.secret_access_key, s.session_token
+                    )
+                self._session = session
+            return self._session
+
+    def botocore_credentials(self) -> Any:
+        """botocore's credentials object (refreshable for roles), or raise AccessDenied."""
+        session = self.botocore_session()
+        with self._lock:
+            if not self._resolved:
+                self._credentials = _load(session, self.store)
+                self._resolved = True
+            creds = self._credentials
+        if creds is None:
+            raise AccessDenied(
+                f"store {self.store!r}: no credentials found (looked in {CHAIN_DESCRIPTION})",
+                store=self.store,
+            )
+        return creds
+
+    def resolve(self) -> Resolved:
+        """The current credentials, refreshed by botocore when they are about to expire."""
+        creds = self.botocore_credentials()
+        frozen = creds.get_frozen_credentials()
+        expiry = getattr(creds, "_expiry_time", None)  # RefreshableCredentials only
+        expires = expiry.astimezone(dt.UTC) if isinstance(expiry, dt.datetime) else None
+        # An empty token is no token (a metadata service may send "").
+        token = frozen.token or None
+        return Resolved(S3Credentials(frozen.access_key, frozen.secret_key, token), expires)
+
+    def obstore_credential(self) -> dict[str, Any]:
+        """obstore's ``credential_provider`` callback: the same credentials and their expiry.
+
+        botocore refreshes temporary credentials 15 minutes before they expire; obstore asks
+        again shortly before ``expires_at``, by when botocore has new ones.
+        """
+        now = self.resolve()
+        return {
+            "access_key_id": now.credentials.access_key_id,
+            "secret_access_key": now.credentials.secret_access_key,
+            "token": now.credentials.session_token,
+            "expires_at": now.expires,
+        }
+
+
+_loader_lock = threading.Lock()
+_loader: Any = None
+
+
+def _shared_loader() -> Any:
+    """One botocore data loader for every store's session: each would otherwise parse and
+    keep its own copy of the S3 service model and endpoint rules (~12 MiB per store)."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            import botocore.loaders
+
+            _loader = botocore.loaders.create_loader()
+        return _loader
+
+
+def _load(session: Any, store: str) -> Any:
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return session.get_credentials()
+    except BotoCoreError as exc:
+        # ProfileNotFound, a broken config file, a role that cannot be assumed ... The
+        # class name says which; botocore's own text may quote file contents.
+        raise AccessDenied(
+            f"store {store!r}: cannot load credentials ({type(exc).__name__})", store=store
+        ) from None
+
+
+def _static_credentials(cfg: StoreConfig, env: Mapping[str, str]) -> S3Credentials | None:
+    creds = cfg.credentials
+    if (
+        creds is not None
+        and creds.access_key_id is not None
+        and creds.secret_access_key is not None
+    ):
+        token = creds.session_token.get_secret_value() if creds.session_token else None
+        return S3Credentials(
+            creds.access_key_id.get_secret_value(),
+            creds.secret_access_key.get_secret_value(),
+            token,
+        )
+    for key_var, secret_var, token_var in _ENV_KEYS.get(cfg.provider, ()):
+        if env.get(key_var) and env.get(secret_var):
+            return S3Credentials(env[key_var], env[secret_var], env.get(token_var) or None)
+    return None
+
+
+# ------------------------------------------------------------------------------ network
+
+
+def proxy_options(endpoint: str | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """obstore client options for the proxy the environment names for ``endpoint``.
+
+    The same variables botocore (urllib3) honours: ``HTTPS_PROXY`` for https endpoints,
+    ``HTTP_PROXY`` for http ones (lower-case spellings too), and ``NO_PROXY`` as the list of
+    hosts that bypass it.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    scheme = urllib.parse.urlsplit(endpoint).scheme if endpoint else "https"
+    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
+    proxy = next((environ[n] for n in names if environ.get(n)), None)
+    if proxy is None:
+        return {}
+    options = {"proxy_url": proxy}
+    excludes = environ.get("NO_PROXY") or environ.get("no_proxy")
+    if excludes:
+        options["proxy_excludes"] = excludes
+    return options

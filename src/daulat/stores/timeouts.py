@@ -1,0 +1,110 @@
+"""Request timeouts *without progress*, for every store client.
+
+``request_timeout`` (per store in the config, ``--request-timeout`` for a run; 30 s by
+default) bounds how long a request may go without progress: no connection, no byte sent, no
+byte received. It must never bound a whole transfer: an 8 MiB part on a slow link, or a GET of
+a 5 GiB object, may take many minutes while moving steadily.
+
+How each client gets there:
+
+* botocore (listings, streamed uploads, odd keys): ``connect_timeout`` and ``read_timeout``,
+  which urllib3 applies to every socket operation, sends included. That *is* "no progress".
+* obstore (reqwest) has ``connect_timeout`` and ``read_timeout`` (each read, reset after
+  progress) but only a *whole-request* ``timeout``, and no write timeout. So its ``timeout``
+  is set out of the way (a day), reads are bounded by ``read_timeout``, and a put is watched
+  from Python: a single PUT gets ``request_timeout`` plus its size at :data:`MIN_UPLOAD_RATE`
+  (a server that accepts the body but never answers cannot keep a run waiting); a streamed put
+  (Azure) is cancelled when the client has not asked for the next chunk of the body for that
+  long while the body had one ready (:func:`watch_stream`).
+
+None switches daulat's own limits off (the clients' defaults stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Below this rate a single request's body counts as stalled (8 MiB: 128 s on top).
+MIN_UPLOAD_RATE = 64 * 1024
+#: A whole request of obstore's, which must never cut a large GET that still moves.
+WHOLE_REQUEST = timedelta(days=1)
+#: A limit of None: effectively none.
+UNLIMITED = 24 * 3600.0
+
+
+def client_options(request_timeout: float | None) -> dict[str, Any]:
+    """obstore ``client_options`` for a store's request timeout."""
+    if request_timeout is None:
+        return {"connect_timeout": timedelta(seconds=10), "timeout": WHOLE_REQUEST}
+    return {
+        "connect_timeout": timedelta(seconds=min(request_timeout, 10.0)),
+        "read_timeout": timedelta(seconds=request_timeout),
+        "timeout": WHOLE_REQUEST,
+    }
+
+
+def body_limit(request_timeout: float | None, size: int) -> float:
+    """Seconds one request carrying ``size`` bytes may take before it counts as stalled."""
+    if request_timeout is None:
+        return UNLIMITED
+    return request_timeout + size / MIN_UPLOAD_RATE
+
+
+async def bounded(call: Awaitable[T], limit: float) -> T:
+    """``call``, or :class:`TimeoutError` once ``limit`` seconds passed."""
+    return await asyncio.wait_for(call, limit)
+
+
+class StreamWatch:
+    """Tracks whether a consumer of a body keeps asking for it (see :func:`watch_stream`)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.mark = time.monotonic()
+        self.in_source = False  # the body's own source is producing: not the client's stall
+
+    def stalled(self) -> bool:
+        return not self.in_source and time.monotonic() - self.mark > self.limit
+
+
+async def guarded(
+    body: AsyncIterable[bytes], watch: StreamWatch
+) -> AsyncGenerator[bytes, None]:
+    """``body``, noting when the consumer asks for more and when the source is busy."""
+    it = aiter(body)
+    while True:
+        watch.in_source = True
+        try:
+            chunk = await anext(it, None)
+        finally:
+            watch.in_source = False
+            watch.mark = time.monotonic()
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def watch_stream(call: Awaitable[T], watch: StreamWatch) -> T:
+    """Run ``call`` (a put consuming a :func:`guarded` body); :class:`TimeoutError` when the
+    client stops consuming for ``watch.limit`` seconds while the body has data ready, or
+    takes that long to answer after the last chunk."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=min(watch.limit, 1.0))
+            if done:
+                return task.result()
+            if watch.stalled():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise TimeoutError("no progress")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

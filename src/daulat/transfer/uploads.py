@@ -1,0 +1,96 @@
+"""Multipart uploads daulat began, recorded so that it only ever aborts its own.
+
+Other applications write to the same buckets, and an unfinished multipart upload of theirs is
+work in progress, not litter: aborting it destroys their data. So every multipart upload of a
+transfer is recorded in the journal (destination, key, upload id, run, part size) *before its
+first part is sent*, and the record is removed when the object is committed or the upload
+aborted. A run that was killed leaves its records; the next run to the same destination aborts
+exactly those uploads (none is resumed yet).
+
+Without a record (the journal was lost) an upload cannot be told from another client's. Then
+the only ones aborted are uploads older than ``Options.abort_uploads_older_than`` (7 days by
+default) on keys this run is about to write, which daulat would overwrite anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+from collections.abc import Awaitable, Callable
+
+from daulat.errors import AccessDenied, StoreError
+from daulat.stores.s3raw import FallbackS3Store
+from daulat.transfer.journal import Journal
+
+DEFAULT_MAX_AGE = dt.timedelta(days=7)
+
+
+class UploadLedger:
+    """The journal's records of one run's multipart uploads at one destination store."""
+
+    def __init__(self, journal: Journal, store: FallbackS3Store, run_id: int) -> None:
+        self.journal = journal
+        self.store = store
+        self.run_id = run_id
+        self.location = store.location
+
+    def started(self, key: str, upload_id: str) -> None:
+        """``on_upload`` of a put: committed to the journal before the first part is sent."""
+        self.journal.record_upload(
+            self.location, key, upload_id, self.run_id, self.store.raw.part_size
+        )
+
+    def finished(self, key: str, upload_id: str) -> None:
+        """The object is committed: the upload no longer exists."""
+        self.journal.forget_upload(self.location, key, upload_id)
+
+    async def failed(self, key: str, upload_id: str) -> None:
+        """The put failed. The store aborts its upload itself; make sure, and forget it only
+        once it is gone (a failed abort stays recorded for the next run)."""
+        with contextlib.suppress(StoreError):
+            await self.store.raw.abort_multipart_upload(key, upload_id)
+            self.journal.forget_upload(self.location, key, upload_id)
+
+    async def clean_up(
+        self,
+        prefix: str,
+        max_age: dt.timedelta | None,
+        is_planned: Callable[[str], bool],
+        call: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
+    ) -> int:
+        """Abort what earlier runs left at this destination; return how many uploads.
+
+        1. every upload the journal records here from another run (killed or stopped);
+        2. of the uploads the journal does not know, those under ``prefix`` older than
+           ``max_age`` whose key (relative to ``prefix``) this run is about to write.
+        ``call`` wraps each request (retries).
+        """
+        aborted = 0
+        recorded = self.journal.recorded_uploads(self.location, except_run=self.run_id)
+        for key, upload_id, _run, _started, _part in recorded:
+            await call(functools.partial(self.store.raw.abort_multipart_upload, key, upload_id))
+            self.journal.forget_upload(self.location, key, upload_id)
+            aborted += 1
+        if max_age is None:
+            return aborted
+        known = {(k, u) for k, u, *_ in self.journal.recorded_uploads(self.location)}
+        now = dt.datetime.now(dt.UTC)
+        stale: list[tuple[str, str]] = []
+        try:
+            async for batch in self.store.raw.list_multipart_uploads(prefix):
+                for upload in batch:
+                    if (upload.key, upload.upload_id) in known:
+                        continue
+                    if now - upload.initiated < max_age:
+                        continue
+                    if is_planned(upload.key[len(prefix) :]):
+                        stale.append((upload.key, upload.upload_id))
+        except AccessDenied:
+            raise
+        except StoreError:
+            return aborted  # a server without ListMultipartUploads: nothing to find
+        for key, upload_id in stale:
+            await call(functools.partial(self.store.raw.abort_multipart_upload, key, upload_id))
+            aborted += 1
+        return aborted
