@@ -1315,6 +1315,44 @@ def size_(
     out.print(line, markup=False, highlight=False, emoji=False)
 
 
+
+@app.command()
+def clean(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    include_resumable: Annotated[
+        bool,
+        typer.Option(
+            "--include-resumable",
+            help="Also abort unfinished uploads a later run could resume (none is resumable yet).",
+        ),
+    ] = False,
+    dry_run: DryRunOpt = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove daulat's own leftovers at STORE: temp files, unfinished uploads it recorded,
+    drill scratch copies. Nothing another application wrote is touched."""
+    from daulat.cleaning import clean_store
+
+    cfg = _load(config)
+    report = _run(
+        clean_store(cfg, store, include_resumable=include_resumable, dry_run=dry_run)
+    )
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        verb = "would abort" if dry_run else "aborted"
+        out.print(
+            f"clean {store}{' (dry run)' if dry_run else ''}: removed {report.temp_files:,} temp "
+            f"file(s) ({_human_bytes(report.temp_bytes)}); {verb} {report.uploads_aborted:,} "
+            f"unfinished upload(s) daulat had started; removed "
+            f"{len(report.drill_scratch_removed):,} drill scratch cop(ies)"
+        )
+        for problem in report.drill_scratch_problems:
+            err.print(f"  {problem}")
+    if not report.ok:
+        raise ExitCode(1)
+
 def _fail(message: str, code: int) -> int:
     err.print(styled(("error:", "bold red"), " ", message))
     return code

@@ -17,6 +17,7 @@ tables into someone else's database).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -38,6 +39,8 @@ __all__ = [
     "connect",
     "connect_readonly",
     "has_tables",
+    "hold_lock",
+    "is_locked",
     "private_dir",
     "private_file",
 ]
@@ -240,3 +243,35 @@ def connect_readonly(path: Path, kind: DatabaseKind) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def hold_lock(path: Path) -> int:
+    """Create ``path`` as a private lock file and hold an exclusive lock on it; return the file
+    descriptor, whose closing (or the process's end, however it ends) releases the lock."""
+    private_dir(path.parent)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        raise StateError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StateError(f"{path} is held by another process ({exc.strerror})") from None
+    return fd
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock of :func:`hold_lock` at ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

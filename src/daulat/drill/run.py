@@ -213,7 +213,7 @@ async def _measure(
     problems: list[str] = []
     journal_path = config.state_dir / f"drill-{drill_id}.journal.sqlite"
     try:
-        problems += await _sweep_leftovers(log, dst.store, say)
+        problems += (await sweep_leftovers(log, dst.store, say))[1]
         with Journal(journal_path) as journal:
             say("probing the source listing")
             probe = await _probe_listing(src, journal)
@@ -301,20 +301,26 @@ async def remove_scratch(store: Store, prefix: str, attempts: int = 3) -> tuple[
     return left == 0, left
 
 
-async def _sweep_leftovers(log: DrillLog, store: Store, say: Callable[[str], None]) -> list[str]:
+async def sweep_leftovers(
+    log: DrillLog, store: Store, say: Callable[[str], None]
+) -> tuple[list[str], list[str]]:
     """Remove scratch copies that earlier drills to this store left behind (killed, or their
-    clean-up failed). A drill still running elsewhere is left alone."""
-    problems = []
+    clean-up failed). A drill still running elsewhere is left alone. Returns the scratch
+    prefixes removed and the problems met."""
+    removed: list[str] = []
+    problems: list[str] = []
     for drill_id, scratch in log.leftovers(store.name):
         say(f"removing the scratch copy left by drill {drill_id}: {store.name}:{scratch}")
         gone, left = await remove_scratch(store, scratch)
         log.scratch_removed(drill_id, gone)
-        if not gone:
+        if gone:
+            removed.append(scratch)
+        else:
             problems.append(
                 f"an earlier drill's scratch copy {store.name}:{scratch} still holds {left} "
                 "object(s)"
             )
-    return problems
+    return removed, problems
 
 
 def _describe_error(exc: BaseException) -> str:

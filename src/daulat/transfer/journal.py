@@ -13,6 +13,8 @@ SQL joins: memory stays flat whatever the number of objects.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +24,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from daulat.errors import ManifestError, StateError
-from daulat.state import DatabaseKind, claim, connect
+from daulat.state import DatabaseKind, claim, connect, hold_lock, is_locked
 from daulat.stores.base import ObjectInfo
 
 JOURNAL_NAME = "transfers.sqlite"
+# Beside the journal: one lock file per run in progress (see Journal.begin_run).
+RUN_LOCKS = "runs"
 JOURNAL_KIND = DatabaseKind(
     "transfer journal",
     application_id=0x644C544A,  # "dLTJ"
@@ -178,6 +182,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._run_locks: dict[int, int] = {}
         self.db = connect(path, JOURNAL_KIND, timeout=60)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -212,6 +217,9 @@ class Journal:
 
     def close(self) -> None:
         self.db.close()
+        for fd in self._run_locks.values():
+            os.close(fd)  # a run left unfinished stays "running", and no longer live
+        self._run_locks.clear()
 
     def __enter__(self) -> Journal:
         return self
@@ -222,11 +230,15 @@ class Journal:
     # --- runs ---------------------------------------------------------------------------------
 
     def begin_run(self, kind: str, pair: str, src: str, dst: str) -> int:
+        """Record a run as running, and hold its lock until :meth:`end_run` or the process ends
+        (however it ends: the kernel drops the lock), so that :meth:`run_is_live` tells a run
+        in progress, here or in another process, from one that was killed."""
         cur = self.db.execute(
             "INSERT INTO runs (kind, pair, src, dst, started, status) VALUES (?, ?, ?, ?, ?, 'running')",
             (kind, pair, src, dst, now()),
         )
         assert cur.lastrowid is not None
+        self._run_locks[cur.lastrowid] = hold_lock(self._run_lock_path(cur.lastrowid))
         return cur.lastrowid
 
     def end_run(self, run_id: int, status: str, summary_json: str) -> None:
@@ -234,6 +246,18 @@ class Journal:
             "UPDATE runs SET finished = ?, status = ?, summary = ? WHERE id = ?",
             (now(), status, summary_json, run_id),
         )
+        fd = self._run_locks.pop(run_id, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                self._run_lock_path(run_id).unlink()
+            os.close(fd)
+
+    def run_is_live(self, run_id: int) -> bool:
+        """Whether run ``run_id`` is still going on (its process holds its lock)."""
+        return is_locked(self._run_lock_path(run_id))
+
+    def _run_lock_path(self, run_id: int) -> Path:
+        return self.path.parent / RUN_LOCKS / f"{run_id}.lock"
 
     # --- listings -----------------------------------------------------------------------------
 

@@ -66,12 +66,9 @@ class UploadLedger:
            ``max_age`` whose key (relative to ``prefix``) this run is about to write.
         ``call`` wraps each request (retries).
         """
-        aborted = 0
-        recorded = self.journal.recorded_uploads(self.location, except_run=self.run_id)
-        for key, upload_id, _run, _started, _part in recorded:
-            await call(functools.partial(self.store.raw.abort_multipart_upload, key, upload_id))
-            self.journal.forget_upload(self.location, key, upload_id)
-            aborted += 1
+        aborted = await abort_recorded(
+            self.journal, self.store, call, except_run=self.run_id
+        )
         if max_age is None:
             return aborted
         known = {(k, u) for k, u, *_ in self.journal.recorded_uploads(self.location)}
@@ -94,3 +91,27 @@ class UploadLedger:
             await call(functools.partial(self.store.raw.abort_multipart_upload, key, upload_id))
             aborted += 1
         return aborted
+
+
+async def abort_recorded(
+    journal: Journal,
+    store: FallbackS3Store,
+    call: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
+    *,
+    except_run: int | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Abort the uploads the journal records at ``store`` as daulat's, except those of run
+    ``except_run`` and of runs still going on (here or in another process: a second daulat
+    writing to the same place must not lose its uploads). Return how many."""
+    aborted = 0
+    for key, upload_id, run, _started, _part in journal.recorded_uploads(
+        store.location, except_run=except_run
+    ):
+        if journal.run_is_live(run):
+            continue
+        if not dry_run:
+            await call(functools.partial(store.raw.abort_multipart_upload, key, upload_id))
+            journal.forget_upload(store.location, key, upload_id)
+        aborted += 1
+    return aborted
