@@ -58,6 +58,7 @@ from daulat.crypto import (
 )
 from daulat.errors import (
     AccessDenied,
+    ConfigError,
     IntegrityError,
     Interrupted,
     InvalidKey,
@@ -427,7 +428,7 @@ async def list_destination(
 ) -> int:
     """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty.
 
-    The table holds every object; returns how many of them ``filter`` selects."""
+    The table holds every object; returns how many of them ``filter`` does not select."""
     try:
         excluded, _ = await list_into(
             journal,
@@ -442,7 +443,7 @@ async def list_destination(
         # Its first put creates it. (A missing *source* stays an error.)
         journal.new_listing("dst")
         return 0
-    return journal.listing_totals("dst")[0] - excluded
+    return excluded
 
 
 async def transfer(
@@ -459,6 +460,10 @@ async def transfer(
         raise ValueError("a transfer either encrypts or decrypts, not both")
     if opts.encrypt_names and (not opts.encrypt_to or opts.name_key is None):
         raise ValueError("protected names need encrypt_to and the destination's name_key")
+    if kind == Kind.RESTORE and opts.filter.active:
+        # A restore checks the source against its whole manifest: a filtered listing would
+        # report every object left out as withheld.
+        raise ConfigError("filters do not apply to restore: it restores the whole manifest")
     pair = pair_id(src, dst, opts.codec_tag)
     run_id = journal.begin_run(
         kind.value, pair, src.label or src.store.name, dst.label or dst.store.name
@@ -542,7 +547,9 @@ async def _run(
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
     try:
-        dst_selected = await list_destination(journal, dst, retry=opts.retry, filter=opts.filter)
+        # Filters judge the destination only for what sync --delete may delete.
+        judged = opts.filter if kind == Kind.SYNC and opts.delete else EVERYTHING
+        dst_excluded = await list_destination(journal, dst, retry=opts.retry, filter=judged)
     except NotFound:
         raise
     except StoreError as exc:
@@ -552,7 +559,7 @@ async def _run(
         return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     # A refused run changes nothing, not even the journal (adoption below records objects).
-    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_selected)
+    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_excluded)
     prover = _prover(opts)
     if prover is not None and not opts.dry_run and not opts.force:
         adopted = await adopt_proven(
@@ -625,12 +632,12 @@ async def _refuse_unsafe(
     opts: Options,
     pair: str,
     summary: Summary,
-    dst_selected: int,
+    dst_excluded: int,
 ) -> None:
     """The plan's safety checks (:mod:`daulat.transfer.safety`), before anything is written:
     raise in a real run; in a dry run note the first refusal in the summary.
 
-    ``dst_selected``: the destination objects the filters select (all, without filters)."""
+    ``dst_excluded``: the destination objects the filters do not select."""
     found: SafetyRefusal | None = await plaintext_over_ciphertext(kind, src, dst, journal, opts)
     summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     if kind == Kind.SYNC and opts.delete:
@@ -639,6 +646,7 @@ async def _refuse_unsafe(
         if found is not None:
             return  # a dry run: the filters cannot judge these keys, so list no deletions
         deletions = count_deletions(journal, pair, _deletable(opts))
+        dst_selected = journal.listing_totals("dst")[0] - dst_excluded
         if opts.dry_run:
             summary.deleted_objects = deletions  # what it would delete
         found = too_many_deletions(
