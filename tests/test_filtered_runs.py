@@ -114,6 +114,7 @@ def test_exit_with_a_filter_then_without(
     assert "every object the filters select verified" in res.out
     selected = {k: v for k, v in NOT_TMP.items() if not k.endswith(".pdf")}
     assert read_config(dst) == selected
+    assert last_run_status(config, capsys) == "complete (filtered)"
 
     d = ok(cli(["exit", "src", "dst", "--exclude", "tmp/**", "-c", str(config), "--json"], capsys))
     assert d["ok"] and d["verified_objects"] == d["source_objects"] == len(NOT_TMP)
@@ -130,12 +131,23 @@ def test_exit_with_a_filter_then_without(
     assert read_config(dst) == SOURCE
     at_dst = read_config(dst, skip_manifests=False)
     assert {e["key"] for e in manifest_entries(at_dst)} == set(SOURCE)
+    assert last_run_status(config, capsys) == "complete"
 
     # The audit log keeps the rules and the excluded counts of the filtered runs only.
     exits = [e["details"] for e in audit(config) if e["operation"] == "exit"]
     assert exits[0]["filter"] == ["- tmp/", "- *.pdf"] and exits[0]["excluded_objects"] == 2
     assert exits[1]["filter"] == ["- tmp/**"]
     assert "filter" not in exits[2]
+
+
+def last_run_status(config: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The report's "last run" of the one copy src → dst."""
+    out = config.parent / "report.json"
+    res = cli(["report", "--format", "json", "-o", str(out), "-c", str(config)], capsys)
+    assert res.code == 0, res.explain()
+    (replica,) = json.loads(out.read_text())["replicas"]
+    status: str = replica["last_run_status"]
+    return status
 
 
 def test_filtered_copy_keeps_the_whole_destination_in_its_manifest(
@@ -455,6 +467,9 @@ def test_drill_samples_only_selected_objects(
     )
     res = cli([*drill, "--include", "none/**"], capsys)
     assert res.code == 1 and "filters excluded every object" in res.err
+    drills = [e["details"] for e in audit(config) if e["operation"] == "drill"]
+    assert drills[0]["filter"] == ["+ keep/**", "- /**"] and drills[0]["excluded_objects"] == 50
+    assert drills[1]["filter"] == ["+ none/**", "- /**"] and drills[1]["outcome"] == "failed"
 
     # The history pairs a filtered drill only with an exit with the same filters.
     ok(cli(["exit", "src", "dst", "-c", str(config), "--json"], capsys))

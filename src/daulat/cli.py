@@ -979,7 +979,8 @@ def verify(
         )
         if report.filter is not None:
             out.print(
-                "  " + _excluded_line(report.excluded_objects, report.excluded_bytes, report.filter),
+                "  "
+                + _excluded_line(report.excluded_objects, report.excluded_bytes, report.filter),
                 markup=False,
                 highlight=False,
             )
@@ -1207,6 +1208,7 @@ def _is_sha256(text: str) -> bool:
 
 
 # --- listing: ls and size ---------------------------------------------------------------
+
 
 # Names come from stores and may hold anything. Printed to a terminal, a control character,
 # an ANSI sequence or a bidi override could move the cursor, recolour or visually reorder the

@@ -246,9 +246,7 @@ def draw_sample(
     return strata
 
 
-def excluded_by(
-    manifest_path: Path, store: str, prefix: str, filter: Filter
-) -> tuple[int, int]:
+def excluded_by(manifest_path: Path, store: str, prefix: str, filter: Filter) -> tuple[int, int]:
     """(objects, bytes) under ``prefix`` in the manifest that ``filter`` does not select
     (daulat's own files under ``.daulat/`` aside, as :func:`draw_sample` leaves them out)."""
     if not filter.active:

@@ -123,9 +123,7 @@ class DeleteLimit:
 DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
 
 
-def count_deletions(
-    journal: Journal, pair: str, keep: Callable[[str], bool] | None = None
-) -> int:
+def count_deletions(journal: Journal, pair: str, keep: Callable[[str], bool] | None = None) -> int:
     """How many destination objects ``sync --delete`` would delete (the plan's listings);
     ``keep``: the filters' verdict on a destination key (see :meth:`Journal.extraneous`)."""
     return sum(len(page) for page in journal.extraneous(pair, page=10_000, keep=keep))
