@@ -186,6 +186,42 @@ def test_filter_from_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert d["filter"] == ["- photos/raw/**", "+ photos/**", "- *"]
 
 
+@pytest.mark.parametrize("command", ["copy", "sync", "exit", "verify", "scan", "drill"])
+def test_every_command_takes_a_filter_file(
+    command: str, s3_source: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SeaweedFS → filesystem; the rules select the two JPEGs and are recorded as given."""
+    dst = fs_store_config(tmp_path / "dst", "dst")
+    config = write_config(tmp_path / "cfg", [s3_source, dst])
+    rules = tmp_path / "rules.txt"
+    rules.write_text("- photos/raw/**\n+ photos/**\n- *\n")
+    flt = ["--filter-from", str(rules), "-c", str(config), "--json"]
+    if command == "verify":
+        ok(cli(["exit", "src", "dst", "-c", str(config), "--json"], capsys))
+    if command == "drill":
+        assert cli(["scan", "src", "-c", str(config)], capsys).code == 0
+    argv = {
+        "copy": ["copy", "src", "dst"],
+        "sync": ["sync", "src", "dst", "--delete"],
+        "exit": ["exit", "src", "dst"],
+        "verify": ["verify", "src", "dst"],
+        "scan": ["scan", "src"],
+        "drill": ["drill", "src", "dst", "--sample", "100%"],
+    }[command]
+    res = cli([*argv, *flt], capsys)
+    assert res.code == 0, res.explain()
+    d = json.loads(res.out)
+    if command == "scan":
+        (d,) = d
+    selected = d["objects"] if command in ("verify", "scan", "drill") else d["source_objects"]
+    assert selected == len(JPG) and d["excluded_objects"] == len(SOURCE) - len(JPG)
+    assert d["filter"] == ["- photos/raw/**", "+ photos/**", "- *"]
+    if command in ("copy", "sync", "exit"):
+        assert read_config(dst) == JPG
+    (entry,) = [e for e in audit(config) if e["operation"] == argv[0]][-1:]
+    assert entry["details"]["filter"] == d["filter"]
+
+
 # --------------------------------------------------------------------------------------------
 # sync --delete: an excluded object at the destination is never deleted
 
