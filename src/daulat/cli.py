@@ -111,6 +111,55 @@ QuietOpt = Annotated[
 ]
 
 
+# rclone-style filters (daulat.filters), for ls, size and every command that reads objects.
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="PATTERN",
+        help="Only keys matching this glob (repeatable; everything else is excluded).",
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", metavar="PATTERN", help="Leave out keys matching this glob."),
+]
+FilterRuleOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="RULE",
+        help="A rule '+ PATTERN' or '- PATTERN' (repeatable, checked in order).",
+    ),
+]
+FilterFromOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--filter-from",
+        metavar="FILE",
+        help="Read '+ PATTERN' / '- PATTERN' / '!' rules from FILE ('-': standard input).",
+    ),
+]
+
+
+def _filter(
+    include: list[str] | None,
+    exclude: list[str] | None,
+    rules: list[str] | None,
+    files: list[Path] | None,
+) -> Filter:
+    """The filter the options describe; its warnings go to stderr."""
+    result = build_filter(
+        include=include or (),
+        exclude=exclude or (),
+        filter_rules=rules or (),
+        filter_from=files or (),
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, emoji=False)
+    return result
+
+
 class ExitCode(Exception):
     """Raised by commands to end with a given exit code after printing their output."""
 
@@ -298,6 +347,10 @@ def scan(
         list[str] | None,
         typer.Argument(metavar="[STORE]...", help="Stores to scan (default: all)."),
     ] = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
@@ -306,7 +359,10 @@ def scan(
     """List stores into the manifest: key, size, modified time, provider ETag; records changes.
 
     Every store is scanned even when some cannot be; those are reported at the end (exit 1).
+    With filters (keys relative to the store's root) only the selected objects are recorded
+    and nothing is marked removed.
     """
+    flt = _filter(include, exclude, filter_rule, filter_from)
     cfg = _load(config)
     selected = names or list(cfg.stores)
     for name in selected:
@@ -316,7 +372,11 @@ def scan(
     async def scan_all() -> ScanResults:
         with feedback.scanning() as show, Manifest.in_state_dir(cfg.state_dir) as manifest:
             return await scan_stores(
-                cfg, selected, manifest, lambda name: lambda n, size: show(name, n, size)
+                cfg,
+                selected,
+                manifest,
+                lambda name: lambda n, size: show(name, n, size),
+                filter=flt,
             )
 
     results = _run(scan_all())
@@ -331,6 +391,13 @@ def scan(
                 f"(+{s.added:,} added, ~{s.changed:,} changed, -{s.removed:,} removed) "
                 f"scan #{s.id}"
             )
+            if s.filter is not None:
+                out.print(
+                    f"  {_excluded_line(s.excluded_objects, s.excluded_bytes, s.filter)}; "
+                    "a filtered scan marks nothing removed",
+                    markup=False,
+                    highlight=False,
+                )
         for f in results.failures:
             err.print(styled(("could not scan", "bold red"), f" {f.store}: ", printable(f.error)))
     if not results.ok:
@@ -559,6 +626,14 @@ def _interrupted_note(s: Summary) -> Text:
     )
 
 
+def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
+    """One line on what filters left out (names in rules are escaped)."""
+    return printable(
+        f"excluded by filters: {objects:,} objects ({_human_bytes(size)}); rules: "
+        + "; ".join(rules)
+    )
+
+
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
@@ -568,6 +643,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             f"skip {s.skipped_objects:,} already copied"
             + (f", delete {s.deleted_objects:,}" if s.deleted_objects else "")
         )
+        if s.filter is not None:
+            out.print(
+                "  " + _excluded_line(s.excluded_objects, s.excluded_bytes, s.filter),
+                markup=False,
+                highlight=False,
+            )
         return
     rate = _human_bytes(int(s.throughput_bps)) + "/s"
     out.print(
@@ -590,6 +671,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     if s.retries:
         parts.append(f"retries {s.retries:,}")
     out.print("  " + ", ".join(parts))
+    if s.filter is not None:
+        out.print(
+            "  " + _excluded_line(s.excluded_objects, s.excluded_bytes, s.filter),
+            markup=False,
+            highlight=False,
+        )
     for label, rows in (("failed", s.failed), ("refused", s.refused), ("unverified", s.unverified)):
         for key, reason in rows[:20]:
             out.print(f"  {label}: {printable(repr(key))}: {printable(reason)}")
@@ -643,7 +730,9 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         )
     elif s.ok:
         detail = {
-            Kind.EXIT: ": every object verified",
+            Kind.EXIT: ": every object the filters select verified"
+            if s.filter is not None
+            else ": every object verified",
             Kind.RESTORE: ": every object decrypted and verified"
             + (" against the source manifest" if s.checked_against_manifest else " by age")
             + ("; origin NOT proven" if (s.provenance or "").startswith("origin not") else "")
@@ -687,11 +776,22 @@ def copy(
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
     allow_plaintext: AllowPlaintextOpt = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Copy objects that are missing or different at DST."""
+    """Copy objects that are missing or different at DST (filters: keys relative to SRC's
+    prefix)."""
     opts = _options(
-        concurrency, bwlimit, dry_run, encrypt_to, encrypt_names, allow_plaintext=allow_plaintext
+        concurrency,
+        bwlimit,
+        dry_run,
+        encrypt_to,
+        encrypt_names,
+        allow_plaintext=allow_plaintext,
+        filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity, quiet)
 
@@ -716,9 +816,17 @@ def sync(
     max_delete: MaxDeleteOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Mirror SRC to DST (with --delete, also remove what SRC no longer has)."""
+    """Mirror SRC to DST (with --delete, also remove what SRC no longer has).
+
+    Filters apply to both sides (keys relative to each prefix): excluded objects are neither
+    copied nor deleted.
+    """
     opts = _options(
         concurrency,
         bwlimit,
@@ -729,6 +837,7 @@ def sync(
         max_delete=DeleteLimit.parse(max_delete) if max_delete else DEFAULT_MAX_DELETE,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity, quiet)
 
@@ -749,9 +858,17 @@ def exit_(
     identity: NameKeyIdentityOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are)."""
+    """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are).
+
+    With filters, "everything" is what they select (keys relative to SRC's prefix); the
+    summary counts the rest as excluded.
+    """
     opts = _options(
         concurrency,
         bwlimit,
@@ -760,6 +877,7 @@ def exit_(
         encrypt_names,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity, quiet)
 
@@ -914,13 +1032,25 @@ def verify(
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 16,
     identity: IdentityOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing."""
+    """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing.
+
+    With filters only the objects they select are checked (keys relative to each prefix).
+    """
+    flt = _filter(include, exclude, filter_rule, filter_from)
     cfg = _load(config)
     ids = load_identities(identity) if identity is not None else []
     with Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"):
-        report = _run(run_verify(cfg, src, dst, full=full, concurrency=concurrency, identities=ids))
+        report = _run(
+            run_verify(
+                cfg, src, dst, full=full, concurrency=concurrency, identities=ids, filter=flt
+            )
+        )
     if as_json:
         _print_json(report.to_json())
     else:
@@ -930,6 +1060,13 @@ def verify(
             f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
             f"problems {len(report.problems):,}"
         )
+        if report.filter is not None:
+            out.print(
+                "  "
+                + _excluded_line(report.excluded_objects, report.excluded_bytes, report.filter),
+                markup=False,
+                highlight=False,
+            )
         for key, reason in report.problems[:20]:
             out.print(f"  {printable(repr(key))}: {printable(reason)}")
         if len(report.problems) > 20:
@@ -1051,12 +1188,21 @@ def drill(
         bool, typer.Option("--history", help="Show past drills against the real exits after them.")
     ] = False,
     encrypt_to: EncryptOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    filter_rule: FilterRuleOpt = None,
+    filter_from: FilterFromOpt = None,
     config: ConfigOpt = None,
     request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Measure a sample copy and predict how long a full exit of SRC to DST would take."""
+    """Measure a sample copy and predict how long a full exit of SRC to DST would take.
+
+    With filters the sample and the prediction are of the objects they select (keys relative
+    to SRC's prefix), as an exit with the same filters would copy.
+    """
+    flt = _filter(include, exclude, filter_rule, filter_from)
     cfg = _load(config)
     if history:
         rows = drill_history(cfg)
@@ -1079,6 +1225,7 @@ def drill(
             seed=seed,
             encrypt_to=_recipients(encrypt_to),
             on_event=None if as_json else Feedback(err, quiet=quiet).say,
+            filter=flt,
         )
     )
     if as_json:
@@ -1144,54 +1291,7 @@ def _is_sha256(text: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-# --- listing: ls and size, with rclone-style filters ---------------------------------------
-
-IncludeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--include",
-        metavar="PATTERN",
-        help="Only keys matching this glob (repeatable; everything else is excluded).",
-    ),
-]
-ExcludeOpt = Annotated[
-    list[str] | None,
-    typer.Option("--exclude", metavar="PATTERN", help="Leave out keys matching this glob."),
-]
-FilterRuleOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--filter",
-        metavar="RULE",
-        help="A rule '+ PATTERN' or '- PATTERN' (repeatable, checked in order).",
-    ),
-]
-FilterFromOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--filter-from",
-        metavar="FILE",
-        help="Read '+ PATTERN' / '- PATTERN' / '!' rules from FILE ('-': standard input).",
-    ),
-]
-
-
-def _filter(
-    include: list[str] | None,
-    exclude: list[str] | None,
-    rules: list[str] | None,
-    files: list[Path] | None,
-) -> Filter:
-    """The filter the options describe; its warnings go to stderr."""
-    result = build_filter(
-        include=include or (),
-        exclude=exclude or (),
-        filter_rules=rules or (),
-        filter_from=files or (),
-    )
-    for warning in result.warnings:
-        err.print(f"warning: {warning}", markup=False, highlight=False, emoji=False)
-    return result
+# --- listing: ls and size ---------------------------------------------------------------
 
 
 # Names come from stores and may hold anything. Printed to a terminal, a control character,

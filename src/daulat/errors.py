@@ -8,7 +8,8 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── OverlappingLocations   source and destination are (inside) one real location
     │   ├── EmptySource            sync --delete or exit from a source that lists nothing
     │   ├── TooManyDeletions       sync --delete would delete more than --max-delete allows
-    │   └── PlaintextOverCiphertext  an unencrypted write into encrypted (or name-protected) data
+    │   ├── PlaintextOverCiphertext  an unencrypted write into encrypted (or name-protected) data
+    │   └── FilterOnProtectedNames   sync --delete with filters where names are protected
     ├── StoreError             an operation on one store failed
     │   ├── NotFound           the key does not exist
     │   ├── InvalidKey         this store cannot hold this key (per object; the run goes on)
@@ -66,6 +67,11 @@ class TooManyDeletions(SafetyRefusal):
 class PlaintextOverCiphertext(SafetyRefusal):
     """An unencrypted write into a destination that holds daulat-encrypted objects (or
     objects under protected names)."""
+
+
+class FilterOnProtectedNames(SafetyRefusal):
+    """``sync --delete`` with filters into a destination whose names are protected: its keys
+    are keyed hashes, so no filter can tell which of them it would exclude."""
 
 
 class ManifestError(DaulatError):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from daulat.auditing import audited
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
+from daulat.filters import EVERYTHING, Filter
 from daulat.manifest import Manifest, ScanSummary
 from daulat.stores import ObjectInfo, Store, open_store
 
@@ -26,16 +27,25 @@ Progress = Callable[[int, int], None]
 
 
 async def scan_store(
-    store: Store, manifest: Manifest, progress: Progress | None = None
+    store: Store,
+    manifest: Manifest,
+    progress: Progress | None = None,
+    *,
+    filter: Filter = EVERYTHING,
 ) -> ScanSummary:
     """List ``store`` completely into ``manifest``; returns the scan's summary.
 
     Memory stays flat: each listing batch is merged into SQLite before the next is fetched. If
     the listing fails part-way, the scan is marked failed and nothing is marked removed.
     daulat's own files under ``.daulat/`` are left out (see ``_BOOKKEEPING``).
+
+    ``filter`` (keys relative to the store's root) records only the objects it selects and
+    marks nothing removed (see :mod:`daulat.manifest`).
     """
     scan_id = manifest.begin_scan(store.name)
     objects = size = 0
+    excluded = excluded_bytes = 0
+    active = filter.active
     pending: list[ObjectInfo] = []
 
     def flush() -> None:
@@ -49,7 +59,13 @@ async def scan_store(
 
     try:
         async for batch in store.list():
-            pending.extend(o for o in batch if not _BOOKKEEPING.search(o.key))
+            listed = [o for o in batch if not _BOOKKEEPING.search(o.key)]
+            if active:
+                selected = [o for o in listed if filter.matches(o.key)]
+                excluded += len(listed) - len(selected)
+                excluded_bytes += sum(o.size for o in listed) - sum(o.size for o in selected)
+                listed = selected
+            pending.extend(listed)
             # Fewer, larger transactions: a commit costs more than the rows it carries.
             if len(pending) >= SCAN_TRANSACTION:
                 flush()
@@ -61,24 +77,40 @@ async def scan_store(
     except BaseException:
         manifest.fail_scan(scan_id, "interrupted")
         raise
-    return manifest.finish_scan(scan_id, store.name)
+    if not active:
+        return manifest.finish_scan(scan_id, store.name)
+    summary = manifest.finish_filtered_scan(scan_id, filter.describe())
+    return replace(summary, excluded_objects=excluded, excluded_bytes=excluded_bytes)
 
 
 def scan_details(summary: ScanSummary) -> Mapping[str, object]:
-    """What the audit log keeps of a scan."""
-    return {k: v for k, v in asdict(summary).items() if k != "started"}
+    """What the audit log keeps of a scan (the filter fields only of a filtered one)."""
+    skip = {"started"} if summary.filter is not None else {"started", *_FILTER_FIELDS}
+    return {k: v for k, v in asdict(summary).items() if k not in skip}
+
+
+_FILTER_FIELDS = ("filter", "excluded_objects", "excluded_bytes")
 
 
 async def scan(
-    config: Config, name: str, manifest: Manifest, progress: Progress | None = None
+    config: Config,
+    name: str,
+    manifest: Manifest,
+    progress: Progress | None = None,
+    *,
+    filter: Filter = EVERYTHING,
 ) -> ScanSummary:
     """Scan the configured store ``name`` into ``manifest``, recorded in the audit log however
-    it ends. Raises what :func:`scan_store` raises (a store failure is a :class:`DaulatError`)."""
+    it ends. Raises what :func:`scan_store` raises (a store failure is a :class:`DaulatError`).
+    ``filter``: see :func:`scan_store`."""
     cfg = config.store(name)
-    with audited(config.state_dir, "scan", {"store": name}, scan_details) as audit:
+    details: dict[str, object] = {"store": name}
+    if filter.active:
+        details["filter"] = filter.describe()
+    with audited(config.state_dir, "scan", details, scan_details) as audit:
         store = open_store(cfg)
         try:
-            summary = await scan_store(store, manifest, progress)
+            summary = await scan_store(store, manifest, progress, filter=filter)
         finally:
             await store.close()
         audit.done(summary)
@@ -114,18 +146,23 @@ async def scan_stores(
     names: Sequence[str],
     manifest: Manifest,
     progress: Callable[[str], Progress | None] | None = None,
+    *,
+    filter: Filter = EVERYTHING,
 ) -> ScanResults:
     """Scan each of ``names`` in turn; a store that fails (unreachable, refused) is recorded in
     ``failures`` and the others are still scanned. ``progress(name)`` gives each scan's
-    progress callback. Unknown names raise :class:`~daulat.errors.ConfigError` before anything
-    is scanned; a signal stops the whole loop."""
+    progress callback; ``filter`` applies to each (see :func:`scan_store`). Unknown names raise
+    :class:`~daulat.errors.ConfigError` before anything is scanned; a signal stops the whole
+    loop."""
     for name in names:
         config.store(name)
     results = ScanResults()
     for name in names:
         try:
             results.summaries.append(
-                await scan(config, name, manifest, progress(name) if progress else None)
+                await scan(
+                    config, name, manifest, progress(name) if progress else None, filter=filter
+                )
             )
         except (Interrupted, ManifestError):
             raise  # a signal, or local state that every further scan would meet too

@@ -4,6 +4,13 @@ Scans stream listings into the database in batches, so memory stays flat however
 store holds. A re-scan compares each batch with what the previous scan saw (in SQL, not in
 Python) and records additions, changes and, at the end, deletions.
 
+A scan with filters (:mod:`daulat.filters`) records only the objects they select and marks
+nothing removed, not even a selected object that is gone: it did not look at the whole store,
+and an object it did not see may simply be one it was told to ignore. Its row has status
+``filtered`` and its rules in ``filter``, so it never stands for a whole scan: everything that
+asks for the latest scan (``daulat stores``, policies, drills) goes by the latest ``complete``
+one.
+
 Tables
     ``scans``    one row per scan of a store: when, status, totals, counts of changes
     ``objects``  the latest known state of every object: size, modified time, the provider's
@@ -16,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,13 +48,14 @@ CREATE TABLE IF NOT EXISTS scans (
     store TEXT NOT NULL,
     started TEXT NOT NULL,
     finished TEXT,
-    status TEXT NOT NULL,          -- running | complete | failed
+    status TEXT NOT NULL,          -- running | complete | filtered | failed
     objects INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
     added INTEGER NOT NULL DEFAULT 0,
     changed INTEGER NOT NULL DEFAULT 0,
     removed INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    filter TEXT                    -- JSON list of the rules of a filtered scan, else NULL
 );
 CREATE TABLE IF NOT EXISTS objects (
     store TEXT NOT NULL,
@@ -72,6 +80,9 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_by_scan ON changes (scan_id);
 """
 
+# Columns added after the first release of the schema: (table, name, type).
+_ADDED_COLUMNS = [("scans", "filter", "TEXT")]
+
 
 @dataclass(frozen=True)
 class ScanSummary:
@@ -85,6 +96,10 @@ class ScanSummary:
     added: int
     changed: int
     removed: int
+    # Filtered scans: the rules, and what they left out of the listing (not stored).
+    filter: list[str] | None = None
+    excluded_objects: int = 0
+    excluded_bytes: int = 0
 
 
 class Manifest:
@@ -97,6 +112,7 @@ class Manifest:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
             claim(self._db, path, MANIFEST_KIND)
         except StateError:
             self._db.close()
@@ -104,6 +120,13 @@ class Manifest:
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ManifestError(f"cannot open manifest {path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Add columns that manifests written by earlier versions lack."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Manifest:
@@ -210,6 +233,21 @@ class Manifest:
         assert summary is not None
         return summary
 
+    def finish_filtered_scan(self, scan_id: int, rules: list[str]) -> ScanSummary:
+        """Close a scan that listed only what filters (``rules``) select: it marks nothing
+        removed (see the module docstring)."""
+        db = self._db
+        db.execute(
+            """UPDATE scans SET status = 'filtered', finished = ?, filter = ?,
+                 added = (SELECT count(*) FROM changes WHERE scan_id = ? AND change = 'added'),
+                 changed = (SELECT count(*) FROM changes WHERE scan_id = ? AND change = 'changed')
+               WHERE id = ?""",
+            (_now(), json.dumps(rules, ensure_ascii=False), scan_id, scan_id, scan_id),
+        )
+        summary = self.scan(scan_id)
+        assert summary is not None
+        return summary
+
     def fail_scan(self, scan_id: int, error: str) -> None:
         self._db.execute(
             "UPDATE scans SET status = 'failed', finished = ?, error = ? WHERE id = ?",
@@ -218,14 +256,17 @@ class Manifest:
 
     def scan(self, scan_id: int) -> ScanSummary | None:
         row = self._db.execute(
-            "SELECT id, store, started, finished, status, objects, bytes, added, changed, removed "
-            "FROM scans WHERE id = ?",
+            "SELECT id, store, started, finished, status, objects, bytes, added, changed, removed, "
+            "filter FROM scans WHERE id = ?",
             (scan_id,),
         ).fetchone()
-        return ScanSummary(*row) if row else None
+        if row is None:
+            return None
+        summary = ScanSummary(*row[:10])
+        return replace(summary, filter=json.loads(row[10])) if row[10] else summary
 
     def last_scan(self, store: str) -> ScanSummary | None:
-        """The latest complete scan of ``store``."""
+        """The latest complete (whole, not filtered) scan of ``store``."""
         row = self._db.execute(
             "SELECT id FROM scans WHERE store = ? AND status = 'complete' ORDER BY id DESC LIMIT 1",
             (store,),

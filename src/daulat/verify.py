@@ -10,17 +10,27 @@ content and, where recorded, the journal's hash.
 
 Under protected names each source object is looked for under its stored name (the listing's
 ``dkey``), computed with the destination's name key.
+
+Filters (:mod:`daulat.filters`) select the source objects to check by their key relative to the
+source prefix, and the destination objects by theirs relative to the destination prefix (for
+the check for objects no manifest lists). Under protected names the destination's keys are
+keyed hashes, which no filter can judge: a filtered verify there looks only at the stored
+objects of the selected source objects, and only an unfiltered one also reports objects
+planted under names nobody knows. A filtered verification sets the ``verified`` time of the
+objects it checked but is not recorded as a verification of the whole pair.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
+from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey
 from daulat.transfer.engine import Endpoint, list_into, pair_id
 from daulat.transfer.journal import Journal, now
@@ -39,6 +49,11 @@ class VerifyReport:
     verified: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
+    # Filters: their rules (None: none given) and the source objects they left out, which
+    # ``objects`` does not count.
+    filter: list[str] | None = None
+    excluded_objects: int = 0
+    excluded_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -66,9 +81,12 @@ _VERDICT = """CASE
 END"""
 
 
-def check_listed(journal: Journal, pair: str, *, run_id: int, full: bool = False) -> VerifyReport:
+def check_listed(
+    journal: Journal, pair: str, *, run_id: int, full: bool = False, whole: bool = True
+) -> VerifyReport:
     """Classify every object of temp tables ``src``/``dst`` against the journal; record the
-    verification. Objects verified get their ``verified`` time set in the journal."""
+    verification (``whole``: ``src`` is the pair's whole source, not a filtered part).
+    Objects verified get their ``verified`` time set in the journal."""
     db = journal.db
     report = VerifyReport("", "", full)
     db.execute("DROP TABLE IF EXISTS temp.verdicts")
@@ -97,7 +115,7 @@ def check_listed(journal: Journal, pair: str, *, run_id: int, full: bool = False
         (t, pair),
     )
     db.execute("COMMIT")
-    _record(journal, pair, run_id, [], report, t)
+    _record(journal, pair, run_id, [], report, t, whole=whole)
     db.execute("DROP TABLE temp.verdicts")
     return report
 
@@ -109,6 +127,8 @@ def _record(
     ok_keys: list[str],
     report: VerifyReport,
     t: str | None = None,
+    *,
+    whole: bool = True,
 ) -> None:
     db = journal.db
     t = t or now()
@@ -128,6 +148,11 @@ def _record(
             [(pair, k) for k in bad[start : start + 1000]],
         )
         db.execute("COMMIT")
+    if not whole:
+        # A filtered check says nothing of the objects it did not select. The policies take
+        # an object as verified when its time is not older than the pair's latest
+        # verification, so recording this one would make them forget the others.
+        return
     db.execute(
         "INSERT INTO verifications (pair, run_id, time, full, objects, verified, problems) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -157,8 +182,11 @@ async def verify(
     identities: Sequence[Identity] = (),
     name_key: NameKey | None = None,
     trusted: Sequence[PublicKey] | None = None,
+    filter: Filter = EVERYTHING,
 ) -> VerifyReport:
     """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
+
+    ``filter`` selects the objects checked (see the module docstring).
 
     An encrypted destination is checked by its recorded plaintext hashes; ``--full`` decrypts it
     with ``identities`` and hashes the plaintext. ``name_key`` is the destination's name key when
@@ -177,12 +205,23 @@ async def verify(
         )
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
+    whole = not filter.active
     try:
         names = name_key.stored_name if name_key is not None else None
-        await list_into(journal, "src", src, exclude=DST_MANIFEST_PREFIX, names=names)
-        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX)
+        excluded = await list_into(
+            journal, "src", src, exclude=DST_MANIFEST_PREFIX, names=names, filter=filter
+        )
+        await list_into(
+            journal,
+            "dst",
+            dst,
+            exclude=DST_MANIFEST_PREFIX,
+            filter=EVERYTHING if names is not None else filter,
+        )
+        if names is not None and not whole:
+            _only_selected_stored(journal)
         if not full:
-            listed = check_listed(journal, pair, run_id=run_id)
+            listed = check_listed(journal, pair, run_id=run_id, whole=whole)
             listed.src, listed.dst = src.label, dst.label
             report = listed
         else:
@@ -195,7 +234,9 @@ async def verify(
                 report,
                 concurrency,
                 identities if encrypted else (),
+                whole=whole,
             )
+        report.excluded_objects, report.excluded_bytes = excluded
         report.problems += await check_destination(dst, journal, trusted, identities)
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
@@ -204,7 +245,13 @@ async def verify(
         stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
         journal.end_run(run_id, "interrupted" if stopped else "failed", "{}")
         raise
-    journal.end_run(run_id, "complete" if report.ok else "incomplete", "{}")
+    if not whole:
+        report.filter = filter.describe()
+    journal.end_run(
+        run_id,
+        "complete" if report.ok else "incomplete",
+        json.dumps({"filter": report.filter}) if report.filter else "{}",
+    )
     return report
 
 
@@ -217,6 +264,8 @@ async def _verify_full(
     report: VerifyReport,
     concurrency: int,
     identities: Sequence[Identity],
+    *,
+    whole: bool = True,
 ) -> None:
     cursor = journal.db.execute(
         """SELECT s.key, coalesce(s.dkey, s.key), s.size, d.size, j.sha256 FROM src s
@@ -265,4 +314,14 @@ async def _verify_full(
         await asyncio.gather(*(one(k, dk, s, d, r) for k, dk, s, d, r in page))
     report.verified = len(ok_keys)
     report.problems.sort()
-    _record(journal, pair, run_id, ok_keys, report)
+    _record(journal, pair, run_id, ok_keys, report, whole=whole)
+
+
+def _only_selected_stored(journal: Journal) -> None:
+    """Protected names and filters: keep in the ``dst`` listing only the stored objects of the
+    selected source objects (``src.dkey``); the filters cannot judge the other hashes."""
+    db = journal.db
+    db.execute("CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL")
+    db.execute("BEGIN")
+    db.execute("DELETE FROM dst WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = dst.key)")
+    db.execute("COMMIT")

@@ -49,7 +49,9 @@ def drill_history(config: Config | Path) -> list[HistoryRow]:
 
     An exit is matched when it ran for the same SRC → DST labels, finished complete and began
     after the drill ended (its run id in the transfer journal is higher than the last one when
-    the drill ended: timestamps in seconds could not order a drill and an exit a second apart). It is *comparable* only if it copied everything itself (not a
+    the drill ended: timestamps in seconds could not order a drill and an exit a second apart),
+    with the same filters as the drill (a filtered exit moved part of the source, so it is
+    never the real exit of an unfiltered drill). It is *comparable* only if it copied everything itself (not a
     resumption that skipped objects already copied) and encrypted as the drill did; then the
     error is (predicted - actual) / actual. A source that changed by more than 5 % in objects
     since the drill is noted.
@@ -76,8 +78,16 @@ def drill_history(config: Config | Path) -> list[HistoryRow]:
             high_s=float(d["high_s"]),
             projection=json.loads(d["projection"]) if d["projection"] else None,
         )
+        rules = result.get("filter")
         match = next(
-            (e for e in exits if e["src"] == row.src and e["dst"] == row.dst and e["id"] > after),
+            (
+                e
+                for e in exits
+                if e["src"] == row.src
+                and e["dst"] == row.dst
+                and e["id"] > after
+                and e["summary"].get("filter") == rules
+            ),
             None,
         )
         if match is not None:

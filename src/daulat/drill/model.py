@@ -195,13 +195,20 @@ def _predict(
     return out, models
 
 
-def _overhead(runs: Sequence[_ClassRun], probe: tuple[int, float], objects: int) -> Overhead:
+def _overhead(
+    runs: Sequence[_ClassRun],
+    probe: tuple[int, float],
+    objects: int,
+    listed_objects: int | None = None,
+) -> Overhead:
     """Listing and bookkeeping of a whole exit of ``objects`` objects.
 
-    The source listing costs what the probe measured per object. The rest (planning,
+    The source listing costs what the probe measured per object listed (``listed_objects``:
+    with filters the exit lists the objects they exclude too). The rest (planning,
     verification listing, destination manifest) is fitted across the class runs as
     ``fixed + objects x per-object``; with one run all of it counts per object.
     """
+    listed_objects = objects if listed_objects is None else listed_objects
     listed, list_s = probe
     per_list = list_s / listed if listed else 0.0
     pts = [(len(p.timings), p.pre_s + p.post_s) for r in runs for p in r.parts if p.timings]
@@ -216,7 +223,7 @@ def _overhead(runs: Sequence[_ClassRun], probe: tuple[int, float], objects: int)
         listed_in_probe=listed,
         bookkeeping_s_per_object=per_obj,
         fixed_s=fixed,
-        predicted_s=objects * (per_list + per_obj) + fixed,
+        predicted_s=listed_objects * per_list + objects * per_obj + fixed,
     )
 
 
@@ -276,6 +283,7 @@ def _build_result(
     link_bps: float | None,
     workers: int,
     rng: random.Random,
+    listed_objects: int | None = None,
 ) -> DrillResult:
     by_index = {s.index: s for s in strata}
     costs = {r.stratum.index: _class_costs(r.parts) for r in runs if r.copied}
@@ -287,7 +295,7 @@ def _build_result(
             "drill cannot predict their part of the exit (see the problems above)"
         )
     objects = sum(s.objects for s in strata)
-    overhead = _overhead(runs, probe, objects)
+    overhead = _overhead(runs, probe, objects, listed_objects)
     per_class, models = _predict(by_index, costs)
     reps = _bootstrap(by_index, costs, rng)
     total = overhead.predicted_s + sum(per_class.values())

@@ -26,6 +26,14 @@ def render_drill(result: DrillResult, console: Console) -> None:
         markup=False,
         sep="",
     )
+    if result.filter is not None:
+        p(
+            f"  only what the filters select ({printable('; '.join(result.filter))}): "
+            f"{result.excluded_objects:,} objects, {_human_bytes(result.excluded_bytes)} "
+            "excluded, neither sampled nor predicted (the exit still lists them)",
+            highlight=False,
+            markup=False,
+        )
     table = Table(title="Measured per size class (the real copy path, to a scratch prefix)")
     for col in (
         "size class",

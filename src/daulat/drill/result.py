@@ -90,6 +90,11 @@ class DrillResult:
     drill_s: float = 0.0  # how long the drill itself took
     problems: list[str] = field(default_factory=list)
     kind: str = "measurement"
+    # Filters: their rules (None: none given) and the objects under the prefix they leave out
+    # (per the scan), which ``objects`` does not count; an exit lists them all the same.
+    filter: list[str] | None = None
+    excluded_objects: int = 0
+    excluded_bytes: int = 0
 
     @property
     def ok(self) -> bool:

@@ -17,9 +17,10 @@ from daulat.drill.measure import _measure_classes, _probe_listing
 from daulat.drill.model import _build_result
 from daulat.drill.record import DrillLog, _last_run_id
 from daulat.drill.result import DrillFailed, DrillResult
-from daulat.drill.sample import Stratum, _describe_sample, draw_sample
+from daulat.drill.sample import Stratum, _describe_sample, draw_sample, excluded_by
 from daulat.drill.units import _now
 from daulat.errors import ConfigError, MissingRoot, StoreError
+from daulat.filters import EVERYTHING, Filter
 from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
@@ -43,18 +44,24 @@ async def run_drill(
     seed: int | None = None,
     encrypt_to: Sequence[Recipient] = (),
     on_event: Callable[[str], None] | None = None,
+    filter: Filter = EVERYTHING,
 ) -> DrillResult:
     """Drill an exit from ``src_spec`` to ``dst_spec`` (``STORE[:PREFIX]``); see the package doc.
 
     ``sample``: None (default rule, see :func:`allocate`), an ``int`` total or a ``float``
     fraction per class. ``link_bps`` (bits/s) and ``workers`` add a labelled projection.
     ``encrypt_to`` overrides the destination's ``encrypt_to``, as ``exit --encrypt-to`` does.
+    ``filter`` (keys relative to the source prefix): the drill samples only the objects it
+    selects and predicts an exit with the same filter (which still lists every object).
 
     Raises :class:`ConfigError` (no scan of the source, bad arguments, overlapping stores) and
     :class:`DrillFailed` (nothing could be measured). Store failures of single objects do not
     raise: they are listed in ``problems``. The drill is recorded either way.
     """
-    with audited(config.state_dir, "drill", {"src": src_spec, "dst": dst_spec}, drill_details) as a:
+    details: dict[str, object] = {"src": src_spec, "dst": dst_spec}
+    if filter.active:
+        details["filter"] = filter.describe()
+    with audited(config.state_dir, "drill", details, drill_details) as a:
         result = await _run_drill(
             config,
             src_spec,
@@ -66,6 +73,7 @@ async def run_drill(
             seed=seed,
             encrypt_to=encrypt_to,
             on_event=on_event,
+            filter=filter,
         )
         a.done(result, "ok" if result.ok else "problems")
     return result
@@ -73,11 +81,15 @@ async def run_drill(
 
 def drill_details(result: DrillResult) -> Mapping[str, object]:
     """What the audit log keeps of a drill."""
-    return {
+    details: dict[str, object] = {
         "drill": result.id,
         "sampled_objects": result.sampled_objects,
         "predicted_hours": round(result.predicted_hours, 4),
     }
+    if result.filter is not None:
+        details["filter"] = result.filter
+        details["excluded_objects"] = result.excluded_objects
+    return details
 
 
 async def _run_drill(
@@ -92,6 +104,7 @@ async def _run_drill(
     seed: int | None,
     encrypt_to: Sequence[Recipient],
     on_event: Callable[[str], None] | None,
+    filter: Filter = EVERYTHING,
 ) -> DrillResult:
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -103,7 +116,17 @@ async def _run_drill(
     dst = open_endpoint(config, dst_spec)
     try:
         return await _drill(
-            config, src, dst, sample, link_bps, workers, concurrency, seed, encrypt_to, on_event
+            config,
+            src,
+            dst,
+            sample,
+            link_bps,
+            workers,
+            concurrency,
+            seed,
+            encrypt_to,
+            on_event,
+            filter,
         )
     finally:
         await src.store.close()
@@ -121,6 +144,7 @@ async def _drill(
     seed: int | None,
     encrypt_to: Sequence[Recipient],
     on_event: Callable[[str], None] | None,
+    filter: Filter = EVERYTHING,
 ) -> DrillResult:
     say = on_event or (lambda _msg: None)
     name = src.store.name
@@ -140,10 +164,18 @@ async def _drill(
             f"Run `daulat scan {name}` first"
         )
     seed = secrets.randbits(32) if seed is None else seed
+    manifest_path = config.state_dir / MANIFEST_NAME
     strata = draw_sample(
-        config.state_dir / MANIFEST_NAME, name, src.prefix, sample, concurrency, random.Random(seed)
+        manifest_path, name, src.prefix, sample, concurrency, random.Random(seed), filter
     )
+    excluded = excluded_by(manifest_path, name, src.prefix, filter)
     objects = sum(s.objects for s in strata)
+    if objects == 0 and excluded[0]:
+        raise DrillFailed(
+            f"the filters excluded every object under {src.label!r} in the latest scan of "
+            f"{name!r} (#{scan.id}): {excluded[0]:,} objects, none selected by: "
+            + "; ".join(filter.describe())
+        )
     if objects == 0:
         raise DrillFailed(
             f"the latest scan of {name!r} (#{scan.id}) found no objects under {src.label!r}: "
@@ -160,7 +192,7 @@ async def _drill(
     )
     log = DrillLog(config.state_dir)
     try:
-        return await _measure(
+        result = await _measure(
             log,
             config,
             src,
@@ -176,9 +208,11 @@ async def _drill(
             encrypt_to,
             name_key,
             say,
+            (filter, *excluded),
         )
     finally:
         log.close()
+    return result
 
 
 async def _measure(
@@ -197,8 +231,12 @@ async def _measure(
     encrypt_to: Sequence[Recipient],
     name_key: NameKey | None,
     say: Callable[[str], None],
+    filtered: tuple[Filter, int, int] = (EVERYTHING, 0, 0),
 ) -> DrillResult:
-    """Copy the sample class by class, fit, and always remove the scratch copy."""
+    """Copy the sample class by class, fit, and always remove the scratch copy.
+
+    ``filtered``: the filter, and the objects and bytes it leaves out."""
+    flt, excluded, excluded_bytes = filtered
     opts = Options(
         concurrency=concurrency,
         encrypt_to=encrypt_to,
@@ -241,7 +279,11 @@ async def _measure(
             link_bps=link_bps,
             workers=workers,
             rng=random.Random(seed + 1),
+            listed_objects=sum(s.objects for s in strata) + excluded,
         )
+        if flt.active:
+            result.filter = flt.describe()
+            result.excluded_objects, result.excluded_bytes = excluded, excluded_bytes
     except BaseException as exc:
         log.fail(drill_id, _describe_error(exc))
         raise

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
+from daulat.filters import EVERYTHING, Filter
 from daulat.manifest import MANIFEST_KIND
 from daulat.state import connect_readonly
 from daulat.transfer.engine import Options
@@ -186,9 +187,11 @@ def draw_sample(
     sample: int | float | None,
     concurrency: int,
     rng: random.Random,
+    filter: Filter = EVERYTHING,
 ) -> list[Stratum]:
     """Census of the source's size classes and a uniform random sample within each (objects
-    under ``PREFIX.daulat/``, daulat's own manifests and scratch, are left out).
+    under ``PREFIX.daulat/``, daulat's own manifests and scratch, are left out; so are those
+    ``filter`` does not select, by key relative to ``prefix``).
 
     Reads the manifest read-only in one transaction (a consistent snapshot), streaming: the
     census is one SQL aggregate; the draw picks random ranks per class and takes the rows at
@@ -201,7 +204,14 @@ def draw_sample(
         # are bookkeeping, not the data whose exit is timed.
         where = "store = ? AND substr(key, 1, ?) = ? AND substr(key, ?, ?) != ?"
         meta = DST_MANIFEST_PREFIX
-        args = (store, len(prefix), prefix, len(prefix) + 1, len(meta), meta)
+        args: tuple[object, ...] = (store, len(prefix), prefix, len(prefix) + 1, len(meta), meta)
+        if filter.active:
+            # The filter judges each key in SQL's own pass, so the census stays one aggregate.
+            cut = len(prefix)
+            db.create_function(
+                "daulat_selected", 1, lambda key: filter.matches(key[cut:]), deterministic=True
+            )
+            where += " AND daulat_selected(key)"
         cases = " ".join(f"WHEN size < {b} THEN {i}" for i, b in enumerate(_BOUNDS))
         census = db.execute(
             f"SELECT CASE {cases} ELSE {len(_BOUNDS)} END AS c, count(*), coalesce(sum(size), 0) "
@@ -234,6 +244,28 @@ def draw_sample(
         rng.shuffle(s.sample)
         s.initial = min(s.initial, len(s.sample))
     return strata
+
+
+def excluded_by(manifest_path: Path, store: str, prefix: str, filter: Filter) -> tuple[int, int]:
+    """(objects, bytes) under ``prefix`` in the manifest that ``filter`` does not select
+    (daulat's own files under ``.daulat/`` aside, as :func:`draw_sample` leaves them out)."""
+    if not filter.active:
+        return 0, 0
+    db = connect_readonly(manifest_path, MANIFEST_KIND)
+    try:
+        cut = len(prefix)
+        db.create_function(
+            "daulat_selected", 1, lambda key: filter.matches(key[cut:]), deterministic=True
+        )
+        meta = DST_MANIFEST_PREFIX
+        n, b = db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE store = ? "
+            "AND substr(key, 1, ?) = ? AND substr(key, ?, ?) != ? AND NOT daulat_selected(key)",
+            (store, cut, prefix, cut + 1, len(meta), meta),
+        ).fetchone()
+    finally:
+        db.close()
+    return int(n), int(b)
 
 
 def _describe_sample(sample: int | float | None) -> str:

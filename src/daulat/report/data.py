@@ -173,7 +173,14 @@ def _replicas(config: Config) -> list[ReplicaRow]:
             row = rows_for(src, dst, m["dst"], m["dp"])
             row["last_run"] = max(filter(None, [row["last_run"], finished]), default=None)
             if run_id > row["last_run_id"]:
-                (status,) = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                status, filtered = db.execute(
+                    "SELECT status, CASE WHEN json_valid(summary) "
+                    "THEN json_extract(summary, '$.filter') IS NOT NULL ELSE 0 END "
+                    "FROM runs WHERE id = ?",
+                    (run_id,),
+                ).fetchone()
+                if filtered:  # it covered what its filters selected, not the whole copy
+                    status = f"{status} (filtered)"
                 row["last_run_id"], row["last_run_status"] = run_id, status
         db.execute(_CURRENT)
         for pair, done, enc, verified, last_verified in db.execute(

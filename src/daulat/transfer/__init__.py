@@ -14,6 +14,7 @@ from daulat.auditing import audited
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
 from daulat.errors import AccessDenied, ConfigError, DaulatError, PlaintextOverCiphertext
+from daulat.filters import EVERYTHING, Filter
 from daulat.signing import (
     PublicKey,
     SigningKey,
@@ -125,12 +126,10 @@ async def run_transfer(
     :class:`~daulat.errors.Interrupted` carrying the partial summary.
     """
     dry_run = options.dry_run if options is not None else False
-    with audited(
-        config.state_dir,
-        kind.value,
-        {"src": src_spec, "dst": dst_spec, "dry_run": dry_run},
-        transfer_details,
-    ) as audit:
+    details: dict[str, object] = {"src": src_spec, "dst": dst_spec, "dry_run": dry_run}
+    if options is not None and options.filter.active:
+        details["filter"] = options.filter.describe()
+    with audited(config.state_dir, kind.value, details, transfer_details) as audit:
         summary = await _run_transfer(
             config, kind, src_spec, dst_spec, options, on_progress, identities=identities
         )
@@ -165,6 +164,10 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
         details["would_delete"] = summary.deleted_objects
     if summary.interrupted:
         details["interrupted"] = summary.interrupted
+    if summary.filter is not None:
+        details["filter"] = summary.filter
+        details["excluded_objects"] = summary.excluded_objects
+        details["excluded_bytes"] = summary.excluded_bytes
     return details
 
 
@@ -258,26 +261,41 @@ async def run_verify(
     full: bool = False,
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
+    filter: Filter = EVERYTHING,
 ) -> VerifyReport:
-    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.verify`), audited."""
-    with audited(
-        config.state_dir, "verify", {"src": src_spec, "dst": dst_spec, "full": full}, verify_details
-    ) as audit:
+    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.verify`), audited.
+
+    ``filter`` selects the objects checked, by key relative to each side's prefix."""
+    details: dict[str, object] = {"src": src_spec, "dst": dst_spec, "full": full}
+    if filter.active:
+        details["filter"] = filter.describe()
+    with audited(config.state_dir, "verify", details, verify_details) as audit:
         report = await _run_verify(
-            config, src_spec, dst_spec, full=full, concurrency=concurrency, identities=identities
+            config,
+            src_spec,
+            dst_spec,
+            full=full,
+            concurrency=concurrency,
+            identities=identities,
+            filter=filter,
         )
         audit.done(report, "ok" if report.ok else "differences")
     return report
 
 
 def verify_details(report: VerifyReport) -> Mapping[str, object]:
-    return {
+    details: dict[str, object] = {
         "ok": report.ok,
         "objects": report.objects,
         "verified": report.verified,
         "problems": len(report.problems),
         "stopped": report.stopped,
     }
+    if report.filter is not None:
+        details["filter"] = report.filter
+        details["excluded_objects"] = report.excluded_objects
+        details["excluded_bytes"] = report.excluded_bytes
+    return details
 
 
 async def _run_verify(
@@ -288,6 +306,7 @@ async def _run_verify(
     full: bool = False,
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
+    filter: Filter = EVERYTHING,
 ) -> VerifyReport:
     from daulat.verify import verify
 
@@ -311,6 +330,7 @@ async def _run_verify(
                 identities=identities,
                 name_key=name_key,
                 trusted=trusted,
+                filter=filter,
             )
     finally:
         await src.store.close()

@@ -21,6 +21,16 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
 - **Protected names.** With ``encrypt_names`` objects are stored under keyed hashes of their
   names (:mod:`daulat.transfer.names`); the listing's ``dkey`` column carries each object's
   destination key, and the real names go only into the encrypted manifest.
+- **Filters.** ``Options.filter`` (:mod:`daulat.filters`) selects source objects by their key
+  relative to the source prefix while the listing streams in: objects it excludes are not
+  copied, not verified and not counted in ``source_objects`` (the summary counts them as
+  excluded). ``sync --delete`` deletes only destination objects it selects (keys relative to
+  the destination prefix). The destination listing itself stays whole: the plaintext checks
+  and the destination manifest describe everything there, not the filtered part.
+  A filter is not part of the journal's pair id: journal rows are facts about single objects,
+  true whatever selected them, so an unfiltered run after a filtered one skips what that one
+  finished and copies the rest. What a filter makes partial is the *run*: its summary carries
+  the rules (``filter``), and its verification is not recorded as one of the whole pair.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from daulat.crypto import (
 )
 from daulat.errors import (
     AccessDenied,
+    ConfigError,
     IntegrityError,
     Interrupted,
     InvalidKey,
@@ -66,6 +77,7 @@ from daulat.errors import (
     StoreError,
     Transient,
 )
+from daulat.filters import EVERYTHING, Filter
 from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
@@ -88,6 +100,7 @@ from daulat.transfer.safety import (
     PlannedChanges,
     count_deletions,
     empty_source,
+    filtered_delete_on_protected_names,
     plaintext_over_ciphertext,
     refusal_or_raise,
     too_many_deletions,
@@ -168,6 +181,9 @@ class Options:
     # Multipart uploads the journal does not know (lost state) are aborted only when older
     # than this and on keys the run writes (see daulat.transfer.uploads); None: never.
     abort_uploads_older_than: dt.timedelta | None = DEFAULT_MAX_AGE
+    # Filters (daulat.filters): the run sees only the source objects they select, and
+    # sync --delete deletes only destination objects they select. Not part of codec_tag.
+    filter: Filter = EVERYTHING
 
     @property
     def codec_tag(self) -> str:
@@ -288,6 +304,11 @@ class Summary:
     # sync --delete: the keys deleted (relative to the destination prefix), bounded; see
     # DeletedKeys.to_json.
     deleted: dict[str, object] | None = None
+    # Filters: their rules (None: none given) and the source objects they left out, which
+    # the other counts (source_objects, verified_objects, ...) do not include.
+    filter: list[str] | None = None
+    excluded_objects: int = 0
+    excluded_bytes: int = 0
 
     @property
     def throughput_bps(self) -> float:
@@ -327,6 +348,7 @@ class Summary:
 
 
 def pair_id(src: Endpoint, dst: Endpoint, codec_tag: str = "") -> str:
+    # No filter in it: see the module docstring ("Filters").
     return f"{src.store.name}:{src.prefix} -> {dst.store.name}:{dst.prefix}{codec_tag}"
 
 
@@ -380,27 +402,60 @@ async def list_into(
     exclude: str = "",
     retry: RetryPolicy | None = None,
     names: Callable[[str], str] | None = None,
-) -> None:
+    filter: Filter = EVERYTHING,
+    keep_excluded: bool = False,
+) -> tuple[int, int]:
     """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys;
-    ``names`` gives each key's destination key (protected names)."""
+    ``names`` gives each key's destination key (protected names).
+
+    ``filter`` leaves out the objects it does not select (by prefix-relative key), batch by
+    batch; with ``keep_excluded`` they stay in the table and are only counted. Returns the
+    (objects, bytes) it did not select.
+    """
     journal.new_listing(table)
     store = RetryingStore(endpoint.store, retry)
+    active = filter.active
+    excluded = excluded_bytes = 0
     async for batch in store.list(endpoint.prefix):
         rel = len(endpoint.prefix)
         keep = [o for o in batch if not (exclude and o.key[rel:].startswith(exclude))]
+        if active:
+            selected = [o for o in keep if filter.matches(o.key[rel:])]
+            if len(selected) != len(keep):
+                excluded += len(keep) - len(selected)
+                excluded_bytes += sum(o.size for o in keep) - sum(o.size for o in selected)
+                if not keep_excluded:
+                    keep = selected
         if keep:
             journal.add_to_listing(table, endpoint.prefix, keep, names)
+    return excluded, excluded_bytes
 
 
 async def list_destination(
-    journal: Journal, dst: Endpoint, *, retry: RetryPolicy | None = None
-) -> None:
-    """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty."""
+    journal: Journal,
+    dst: Endpoint,
+    *,
+    retry: RetryPolicy | None = None,
+    filter: Filter = EVERYTHING,
+) -> int:
+    """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty.
+
+    The table holds every object; returns how many of them ``filter`` does not select."""
     try:
-        await list_into(journal, "dst", dst, exclude=DST_MANIFEST_PREFIX, retry=retry)
+        excluded, _ = await list_into(
+            journal,
+            "dst",
+            dst,
+            exclude=DST_MANIFEST_PREFIX,
+            retry=retry,
+            filter=filter,
+            keep_excluded=True,
+        )
     except MissingRoot:
         # Its first put creates it. (A missing *source* stays an error.)
         journal.new_listing("dst")
+        return 0
+    return excluded
 
 
 async def transfer(
@@ -417,11 +472,17 @@ async def transfer(
         raise ValueError("a transfer either encrypts or decrypts, not both")
     if opts.encrypt_names and (not opts.encrypt_to or opts.name_key is None):
         raise ValueError("protected names need encrypt_to and the destination's name_key")
+    if kind == Kind.RESTORE and opts.filter.active:
+        # A restore checks the source against its whole manifest: a filtered listing would
+        # report every object left out as withheld.
+        raise ConfigError("filters do not apply to restore: it restores the whole manifest")
     pair = pair_id(src, dst, opts.codec_tag)
     run_id = journal.begin_run(
         kind.value, pair, src.label or src.store.name, dst.label or dst.store.name
     )
     summary = Summary(kind.value, src.label, dst.label, run_id, dry_run=opts.dry_run)
+    if opts.filter.active:
+        summary.filter = opts.filter.describe()
     summary.encrypted = bool(opts.encrypt_to)
     summary.names_protected = opts.encrypt_names
     started = time.monotonic()
@@ -473,7 +534,7 @@ async def _run(
 ) -> None:
     if kind == Kind.RESTORE:
         await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
-    await list_into(
+    summary.excluded_objects, summary.excluded_bytes = await list_into(
         journal,
         "src",
         src,
@@ -482,12 +543,12 @@ async def _run(
         # store, not data to carry on (an exit from an earlier exit's destination skips them).
         exclude=DST_MANIFEST_PREFIX,
         names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
+        filter=opts.filter,
     )
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     if summary.source_objects == 0:
-        summary.refusal = refusal_or_raise(
-            summary.refusal, empty_source(kind, opts, src, dst), opts.dry_run
-        )
+        found = empty_source(kind, opts, src, dst, summary.excluded_objects)
+        summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
     if kind == Kind.RESTORE and (
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
@@ -498,7 +559,9 @@ async def _run(
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
     try:
-        await list_destination(journal, dst, retry=opts.retry)
+        # Filters judge the destination only for what sync --delete may delete.
+        judged = opts.filter if kind == Kind.SYNC and opts.delete else EVERYTHING
+        dst_excluded = await list_destination(journal, dst, retry=opts.retry, filter=judged)
     except NotFound:
         raise
     except StoreError as exc:
@@ -508,7 +571,7 @@ async def _run(
         return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     # A refused run changes nothing, not even the journal (adoption below records objects).
-    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary)
+    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_excluded)
     prover = _prover(opts)
     if prover is not None and not opts.dry_run and not opts.force:
         adopted = await adopt_proven(
@@ -537,6 +600,7 @@ async def _run(
                     pair,
                     copies=(summary.planned_objects, summary.planned_bytes),
                     deletions=summary.deleted_objects if deleting else None,
+                    keep=_deletable(opts),
                 )
             )
         return
@@ -558,7 +622,7 @@ async def _run(
     if kind == Kind.SYNC and opts.delete and not summary.failed:
         await _delete_extraneous(dst, journal, pair, summary, opts)
     if kind.verifies:
-        await verify_listed(src, dst, journal, pair, summary)
+        await verify_listed(src, dst, journal, pair, summary, whole=not opts.filter.active)
         if kind == Kind.RESTORE and summary.unproven_restored:
             # Restored as asked, but nothing proves their origin: never counted as verified.
             summary.verified_objects = (summary.verified_objects or 0) - len(
@@ -581,18 +645,33 @@ async def _refuse_unsafe(
     opts: Options,
     pair: str,
     summary: Summary,
+    dst_excluded: int,
 ) -> None:
     """The plan's safety checks (:mod:`daulat.transfer.safety`), before anything is written:
-    raise in a real run; in a dry run note the first refusal in the summary."""
+    raise in a real run; in a dry run note the first refusal in the summary.
+
+    ``dst_excluded``: the destination objects the filters do not select."""
     found: SafetyRefusal | None = await plaintext_over_ciphertext(kind, src, dst, journal, opts)
     summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     if kind == Kind.SYNC and opts.delete:
-        deletions = count_deletions(journal, pair)
-        dst_objects, _ = journal.listing_totals("dst")
+        found = await filtered_delete_on_protected_names(opts, dst)
+        summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
+        if found is not None:
+            return  # a dry run: the filters cannot judge these keys, so list no deletions
+        deletions = count_deletions(journal, pair, _deletable(opts))
+        dst_selected = journal.listing_totals("dst")[0] - dst_excluded
         if opts.dry_run:
             summary.deleted_objects = deletions  # what it would delete
-        found = too_many_deletions(deletions, dst_objects, opts.max_delete, dst)
+        found = too_many_deletions(
+            deletions, dst_selected, opts.max_delete, dst, filtered=opts.filter.active
+        )
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
+
+
+def _deletable(opts: Options) -> Callable[[str], bool] | None:
+    """Which destination keys (relative to its prefix) sync --delete may delete: those the
+    filters select; None (every key) without filters."""
+    return opts.filter.matches if opts.filter.active else None
 
 
 def _prover(opts: Options) -> Prover | None:
@@ -959,7 +1038,7 @@ async def _delete_extraneous(
             done.append(key)
 
     try:
-        for page in journal.extraneous(pair):
+        for page in journal.extraneous(pair, keep=_deletable(opts)):
             keys = [k for k, _ in page]
             done: list[str] = []
             try:
@@ -975,13 +1054,22 @@ async def _delete_extraneous(
 
 
 async def verify_listed(
-    src: Endpoint, dst: Endpoint, journal: Journal, pair: str, summary: Summary
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    summary: Summary,
+    *,
+    whole: bool = True,
 ) -> None:
-    """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`)."""
+    """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`).
+
+    ``whole``: the source listing is the pair's whole source (no filters), so the check counts
+    as a verification of the pair."""
     from daulat.verify import check_listed
 
     await list_destination(journal, dst)
-    report = check_listed(journal, pair, run_id=summary.run_id)
+    report = check_listed(journal, pair, run_id=summary.run_id, whole=whole)
     summary.verified_objects = report.verified
     # Refused objects are reported once, as refused, not again as unverified.
     refused = {k for k, _ in summary.refused}

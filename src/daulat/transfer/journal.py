@@ -460,11 +460,14 @@ class Journal:
                 last = row_id
                 yield WorkItem(key, size, etag, dkey)
 
-    def extraneous(self, pair: str, page: int = 1000) -> Iterator[list[tuple[str, int]]]:
+    def extraneous(
+        self, pair: str, page: int = 1000, *, keep: Callable[[str], bool] | None = None
+    ) -> Iterator[list[tuple[str, int]]]:
         """Destination objects that the source does not have (for ``sync --delete``), by their
         key relative to the destination prefix, in pages of at most ``page`` in key order.
 
-        Each page is read whole before it is yielded, so the caller may delete and
+        ``keep`` (filters) leaves out the keys it answers False for: they are not the run's
+        to delete. Each page is read whole before it is yielded, so the caller may delete and
         :meth:`forget` a page before asking for the next; memory holds one page, not the
         whole difference.
         """
@@ -486,7 +489,9 @@ class Journal:
             if not rows:
                 return
             after, op = rows[-1][0], ">"
-            yield [(str(k), int(n)) for k, n in rows]
+            found = [(str(k), int(n)) for k, n in rows if keep is None or keep(str(k))]
+            if found:
+                yield found
 
     # --- multipart uploads --------------------------------------------------------------------
 

@@ -6,25 +6,30 @@ anything when
 - source and destination overlap (:func:`refuse_overlap`, by real location: see
   :mod:`daulat.transfer.locations`);
 - ``sync --delete`` or ``exit`` reads a source that lists no objects (:func:`empty_source`):
-  most often a typo, and ``sync --delete`` would empty the destination;
+  most often a typo, and ``sync --delete`` would empty the destination. With filters, what
+  counts is what the filters select: filters that exclude every object of a non-empty source
+  are refused the same way;
 - ``sync --delete`` would delete more than ``max_delete`` of the destination
   (:func:`too_many_deletions`). The deletions are counted from the plan before anything is
   copied or deleted; unlike rclone's ``--max-delete``, which stops after N deletions, nothing
-  happens at all;
+  happens at all. With filters, a share is of the destination objects the filters select;
+- ``sync --delete`` with filters into a destination whose names are protected
+  (:func:`filtered_delete_on_protected_names`): its keys are keyed hashes, which no filter
+  can judge;
 - an unencrypted write would go into a destination that holds daulat-encrypted objects, or real
   names into one whose names are protected (:func:`plaintext_over_ciphertext`). Evidence: the
   journal (age-encrypted objects daulat wrote there that the destination still lists unchanged),
   the destination's newest manifest (``.daulat/manifest-*.jsonl.age``), its name key
   (``.daulat/names.key.age``), and the ``encryption: age`` metadata of a few of its objects.
 
-Each check has an override that the message names (``--allow-empty-source``,
+Each check but the last has an override that the message names (``--allow-empty-source``,
 ``--max-delete``, ``--allow-plaintext``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +37,7 @@ from daulat.config import Config
 from daulat.errors import (
     ConfigError,
     EmptySource,
+    FilterOnProtectedNames,
     OverlappingLocations,
     PlaintextOverCiphertext,
     SafetyRefusal,
@@ -53,6 +59,7 @@ __all__ = [
     "count_deletions",
     "destination_space",
     "empty_source",
+    "filtered_delete_on_protected_names",
     "names_in_clear",
     "plaintext_over_ciphertext",
     "refuse_overlap",
@@ -116,20 +123,28 @@ class DeleteLimit:
 DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
 
 
-def count_deletions(journal: Journal, pair: str) -> int:
-    """How many destination objects ``sync --delete`` would delete (the plan's listings)."""
-    return sum(len(page) for page in journal.extraneous(pair, page=10_000))
+def count_deletions(journal: Journal, pair: str, keep: Callable[[str], bool] | None = None) -> int:
+    """How many destination objects ``sync --delete`` would delete (the plan's listings);
+    ``keep``: the filters' verdict on a destination key (see :meth:`Journal.extraneous`)."""
+    return sum(len(page) for page in journal.extraneous(pair, page=10_000, keep=keep))
 
 
 def too_many_deletions(
-    deletions: int, destination_objects: int, limit: DeleteLimit, dst: Endpoint
+    deletions: int,
+    destination_objects: int,
+    limit: DeleteLimit,
+    dst: Endpoint,
+    *,
+    filtered: bool = False,
 ) -> TooManyDeletions | None:
+    """``destination_objects``: those the filters select, when ``filtered``."""
     allowed = limit.allowed(destination_objects)
     if deletions <= allowed:
         return None
     what = "" if limit.count is not None else f" ({allowed:,} of its {destination_objects:,})"
+    which = "objects the filters select" if filtered else "objects"
     return TooManyDeletions(
-        f"sync --delete would delete {deletions:,} of the {destination_objects:,} objects at "
+        f"sync --delete would delete {deletions:,} of the {destination_objects:,} {which} at "
         f"{_label(dst)}, more than --max-delete {limit}{what} allows; nothing was copied or "
         f"deleted. Check the source, look at the list with --dry-run, and pass --max-delete "
         f"{deletions} (or a share such as 100%) if these deletions are meant"
@@ -139,8 +154,11 @@ def too_many_deletions(
 # --------------------------------------------------------------------------- empty sources
 
 
-def empty_source(kind: Kind, opts: Options, src: Endpoint, dst: Endpoint) -> EmptySource | None:
-    """``exit`` or ``sync --delete`` from a source that listed no objects."""
+def empty_source(
+    kind: Kind, opts: Options, src: Endpoint, dst: Endpoint, excluded: int = 0
+) -> EmptySource | None:
+    """``exit`` or ``sync --delete`` from a source that listed no objects, or none that the
+    filters select (``excluded``: how many they left out)."""
     from daulat.transfer.engine import Kind
 
     if opts.allow_empty_source:
@@ -148,12 +166,47 @@ def empty_source(kind: Kind, opts: Options, src: Endpoint, dst: Endpoint) -> Emp
     if kind == Kind.EXIT:
         effect = "an exit from it would copy nothing and call that complete"
     elif kind == Kind.SYNC and opts.delete:
-        effect = f"sync --delete would delete everything at {_label(dst)}"
+        what = "every object the filters select" if opts.filter.active else "everything"
+        effect = f"sync --delete would delete {what} at {_label(dst)}"
     else:
         return None
+    if excluded:
+        rules = "; ".join(opts.filter.describe())
+        return EmptySource(
+            f"the filters excluded every object at the source {_label(src)} ({excluded:,} "
+            f"listed, none selected by: {rules}): {effect}. Check the --include/--exclude/"
+            "--filter rules; if selecting nothing is meant, pass --allow-empty-source"
+        )
     return EmptySource(
         f"the source {_label(src)} lists no objects: {effect}. Check the store name and "
         "prefix; if the source really is empty, pass --allow-empty-source"
+    )
+
+
+async def filtered_delete_on_protected_names(
+    opts: Options, dst: Endpoint
+) -> FilterOnProtectedNames | None:
+    """``sync --delete`` with filters where the destination's keys are protected names.
+
+    A filter judges real names; there the keys are keyed hashes. Judging a hash by the name
+    the journal or a manifest gives it would trust records the provider can withhold or that
+    another machine never had, and an object whose name is unknown could not be judged at all.
+    An excluded object must never be deleted, so the run is refused instead: no override.
+    """
+    if not opts.filter.active:
+        return None
+    whose = "whose object names are protected"
+    if not opts.encrypt_names:
+        try:
+            if not await has_protected_names(dst, opts.retry):
+                return None
+        except StoreError as exc:
+            # Cannot tell: judge it as protected, the case in which deleting could be wrong.
+            whose = f"whose names may be protected (checking for {NAME_KEY_OBJECT} failed: {exc})"
+    return FilterOnProtectedNames(
+        f"sync --delete with filters into {_label(dst)}, {whose}: its keys are keyed hashes, "
+        "so the filters cannot tell which objects they exclude, and an excluded object must "
+        "never be deleted. Run sync --delete without filters, or filter without --delete"
     )
 
 
@@ -348,9 +401,11 @@ class PlannedChanges:
         *,
         copies: tuple[int, int],
         deletions: int | None,
+        keep: Callable[[str], bool] | None = None,
     ) -> None:
         self._journal = journal
         self._pair = pair
+        self._keep = keep
         self.copy_objects, self.copy_bytes = copies
         self.delete_objects = deletions or 0
         self._deleting = deletions is not None
@@ -362,9 +417,9 @@ class PlannedChanges:
 
     def deletions(self) -> Iterator[tuple[str, int]]:
         """(key, size) of every destination object ``sync --delete`` would delete, in key order."""
-        if not self._deleting:
-            return
-        for page in self._journal.extraneous(self._pair):
+        if not self._deleting or not self.delete_objects:
+            return  # (none planned, or a refusal left them uncounted)
+        for page in self._journal.extraneous(self._pair, keep=self._keep):
             yield from page
 
 
