@@ -49,6 +49,7 @@ def project(tmp_path: Path) -> Path:
     for i in range(25):
         (src / "d").mkdir(parents=True, exist_ok=True)
         (src / "d" / f"{i:02d}.bin").write_bytes(os.urandom(200 + i))
+    (tmp_path / "dst").mkdir()  # a local directory that does not exist is an error to scan
     (tmp_path / "daulat.toml").write_text(
         f'[stores.src]\nurl = "{src.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
         f'[stores.dst]\nurl = "{(tmp_path / "dst").as_uri()}"\nprovider = "local"\n'
