@@ -124,7 +124,7 @@ def interrupt_and_resume(
     assert summary["copied_objects"] == len(done)
     # Every object the journal calls done is at the destination, and whatever is visible under
     # a final key is complete and exact (an upload the provider finished just as the signal
-    # landed may be there without being in the journal: the next run copies it again).
+    # landed may be there without being in the journal: the next run adopts it by its proof).
     at_dst = read_config(dst_raw)
     assert done <= set(at_dst)
     assert all(at_dst[k] == data.objects[k] for k in at_dst)
@@ -139,8 +139,12 @@ def interrupt_and_resume(
     assert final.wait(180) == 0, final.err[-3000:]
     result = json.loads(final.out)
     assert result["ok"] is True and result["verified_objects"] == len(data.objects)
-    assert result["skipped_objects"] == len(done)  # nothing finished was copied again
-    assert result["copied_objects"] == len(data.objects) - len(done)
+    # Nothing finished was copied again: what the journal held was skipped, and only objects
+    # that were complete at the destination without a journal row were adopted.
+    adopted = result["adopted_objects"]
+    assert adopted <= len(set(at_dst) - done)
+    assert result["skipped_objects"] == len(done) + adopted
+    assert result["copied_objects"] == len(data.objects) - len(done) - adopted
     assert_exact_copy(data.objects, read_config(dst_raw))
 
 
