@@ -40,6 +40,7 @@ import pytest
 from conftest import fs_store_config, run, s3_store_config
 from faultproxy import Proxy, fault_proxy
 from servers import S3Server
+from test_safety import pin_signer_of
 from test_transfer import journal_path, read_config, sha, unique, write_config
 from test_transfer_crash import _seed
 from test_transfer_faults import Proc, start_daulat
@@ -360,6 +361,7 @@ def check_copy(
         config.read_text() + f'\n[stores.back]\nurl = "file://{back_root}"\n'
         'provider = "local"\ncountry = "ID"\n'
     )
+    pin_signer_of(config, signer_config=config)  # a restore believes pinned signers only
     code = subprocess.run(
         ["daulat", "restore", "dst", "back", "--identity", str(identity), "--config", str(config)],
         capture_output=True,
@@ -606,6 +608,7 @@ def test_restore_large_object_complete_at_the_kill_is_adopted(tmp_path: Path) ->
     extra, identity = codec_args("encrypt", tmp_path)
     assert identity is not None
     run_to_end(["exit", "src", "vault", "--config", str(config), "--json", *extra], tmp_path)
+    pin_signer_of(config, signer_config=config)  # a restore believes pinned signers only
     child = subprocess.run(
         [sys.executable, "-c", _KILLER, str(config), "restore", str(identity)],
         capture_output=True,

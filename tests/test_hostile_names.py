@@ -61,6 +61,7 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         path = src / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f"object {i}\n".encode() * (i + 1))
+    (tmp_path / "dst").mkdir()  # a local directory that does not exist is an error to scan
     (tmp_path / "daulat.toml").write_text(
         f'[stores.src]\nurl = "{src.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
         f'[stores.dst]\nurl = "{(tmp_path / "dst").as_uri()}"\nprovider = "local"\n'

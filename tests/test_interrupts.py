@@ -119,12 +119,16 @@ def interrupt_and_resume(
     run_id, status, summary = last_run(config)
     assert status == "interrupted"
     assert summary["interrupted"] == name and summary["ok"] is False
-    done = {k for k, (state, _run) in journal_rows(journal_path(config)).items() if state == "done"}
+    done_in = {
+        k: run for k, (state, run) in journal_rows(journal_path(config)).items() if state == "done"
+    }
+    done = set(done_in)
     assert 0 < len(done) < len(data.objects), "the signal did not land mid-copy"
     assert summary["copied_objects"] == len(done)
     # Every object the journal calls done is at the destination, and whatever is visible under
     # a final key is complete and exact (an upload the provider finished just as the signal
-    # landed may be there without being in the journal: the next run copies it again).
+    # landed may be there, or appear moments later, without being in the journal: the next run
+    # adopts it by its proof).
     at_dst = read_config(dst_raw)
     assert done <= set(at_dst)
     assert all(at_dst[k] == data.objects[k] for k in at_dst)
@@ -139,8 +143,13 @@ def interrupt_and_resume(
     assert final.wait(180) == 0, final.err[-3000:]
     result = json.loads(final.out)
     assert result["ok"] is True and result["verified_objects"] == len(data.objects)
-    assert result["skipped_objects"] == len(done)  # nothing finished was copied again
-    assert result["copied_objects"] == len(data.objects) - len(done)
+    # Nothing finished was copied again: what the journal held was skipped (its rows are still
+    # the interrupted run's), and what was complete at the destination without a row, adopted.
+    after = journal_rows(journal_path(config))
+    assert {k: after[k] for k in done} == {k: ("done", run) for k, run in done_in.items()}
+    adopted = result["adopted_objects"]
+    assert result["skipped_objects"] == len(done) + adopted
+    assert result["copied_objects"] == len(data.objects) - len(done) - adopted
     assert_exact_copy(data.objects, read_config(dst_raw))
 
 

@@ -4,6 +4,7 @@ modes is tightened, with a one-line notice."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from daulat.cli import run
+from daulat.signing import local_signing_key
+from daulat.transfer.adoption import proof_key
 
 
 @pytest.fixture
@@ -49,6 +52,7 @@ def project(tmp_path: Path) -> Path:
     for i in range(25):
         (src / "d").mkdir(parents=True, exist_ok=True)
         (src / "d" / f"{i:02d}.bin").write_bytes(os.urandom(200 + i))
+    (tmp_path / "dst").mkdir()  # a local directory that does not exist is an error to scan
     (tmp_path / "daulat.toml").write_text(
         f'[stores.src]\nurl = "{src.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
         f'[stores.dst]\nurl = "{(tmp_path / "dst").as_uri()}"\nprovider = "local"\n'
@@ -78,7 +82,35 @@ def test_state_is_private_under_umask_022(
     assert {"transfers.sqlite", "manifest.sqlite", "drills.sqlite", "audit.jsonl"} <= names
     assert any(n.endswith("-wal") for n in names) and any(n.endswith("-shm") for n in names)
     assert any(p.suffix == ".key" for p in (state / "names").iterdir())
+    assert {"proof", "signing"} <= {p.name for p in (state / "keys").iterdir()}
     assert_private(state)
+
+
+def test_keys_made_first_in_a_new_state_directory_are_private(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """The proof and signing keys, made by library calls before anything else exists in the
+    state directory: the directory they make is private too, and a loosened one is tightened
+    with the notice."""
+    notices: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: notices.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("daulat.state")
+    logger.addHandler(handler)
+    try:
+        for make in (proof_key, local_signing_key):
+            state = tmp_path / make.__name__ / ".daulat"
+            make(state)
+            assert_private(state)
+            state.chmod(0o755)
+            for p in state.rglob("*"):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            notices.clear()
+            make(state)
+            assert_private(state)
+            assert sum("made private" in n for n in notices) == 1, notices
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_looser_state_is_tightened_with_a_notice(

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from daulat.crypto import KeyFileError, fsync_directory
 from daulat.errors import DaulatError
+from daulat.state import private_dir
 
 __all__ = [
     "LOCAL_KEY",
@@ -393,9 +394,12 @@ def local_signing_key(state_dir: Path) -> tuple[SigningKey, bool]:
     Returns (key, whether it was created now).
     """
     path = state_dir / LOCAL_KEY
+    # Through the state helpers: the key may be the first thing made in a new state directory,
+    # and one left readable by others is tightened with the usual notice.
+    private_dir(state_dir)
+    private_dir(path.parent)
     if path.exists():
         return load_signing_key(path), False
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         new_signing_key(path)
     except KeyFileError:

@@ -81,6 +81,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from daulat.crypto import fsync_directory
 from daulat.errors import AccessDenied, ConfigError, StoreError
+from daulat.state import private_dir
 from daulat.stores.base import Store
 from daulat.transfer.journal import Candidate, Journal, Outcome, State
 from daulat.transfer.retry import RetryPolicy
@@ -108,6 +109,10 @@ def proof_key(state_dir: Path) -> bytes:
     0600, its directory 0700, on first need). This is the one place the key comes from, so it
     can be switched to derive from the configured signing key.
     """
+    # Through the state helpers: the first key may be made before anything else in a new state
+    # directory, and a key left readable by others is tightened with the usual notice.
+    private_dir(state_dir)
+    private_dir(state_dir / KEY_FILE.parent)
     raw = _read_or_create(state_dir / KEY_FILE)
     return HKDF(algorithm=SHA256(), length=KEY_BYTES, salt=None, info=b"daulat proof key").derive(
         raw
@@ -119,8 +124,6 @@ def _read_or_create(path: Path) -> bytes:
         raw = _read_key(path)
         if raw is not None:
             return raw
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)  # exact mode, whatever the umask
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
