@@ -127,6 +127,12 @@ def test_one_worker_adds_up_the_drill_and_workers_divide_it() -> None:
     ten = predict(WORK, f, o, 10)
     assert ten.copy_s == pytest.approx(one.copy_s / 10)
     assert ten.listing_s == pytest.approx(one.listing_s / 10)  # sharded listing
+    # With a link, each class takes the longer of its own measured time and the link's.
+    linked = predict(WORK, f, o, 10, 1e8)
+    for i, (n, b) in WORK.classes.items():
+        own = n * f.classes[i].per_object_s + b * f.classes[i].per_byte_s
+        assert linked.classes[i] == pytest.approx(max(own, b / 1e8) / 10)
+        assert linked.link_bound[i] == (b / 1e8 > own)
 
 
 def test_deadline_inversion_agrees_with_the_forward_prediction() -> None:
@@ -573,6 +579,24 @@ def test_azure_source_limits_accounts_and_costs(
     text = console.export_text()
     assert "PROJECTION (not measured)" in text and "storage account" in text
     assert "Free egress for customers leaving Azure" in text and "not read" in text
+    # A 24 h deadline needs more workers, which ask more of each account at once.
+    timed = make_plan(
+        config,
+        "az",
+        "dst",
+        workers=150,
+        link_bps=5e9,
+        deadline_hours=24,
+        objects=80_000_000,
+        size=8 * PB,
+    )
+    assert timed.deadline is not None and timed.deadline["workers"] is not None
+    w = timed.deadline["workers"]
+    at_w = make_plan(config, "az", "dst", workers=w, link_bps=5e9, objects=80_000_000, size=8 * PB)
+    eg = next(x for x in timed.limits if x.id == "azure-account-egress-listed")
+    eg_w = next(x for x in at_w.limits if x.id == "azure-account-egress-listed")
+    assert eg.deadline_workers == w and eg.needed_at_deadline == eg_w.needed
+    assert at_w.predicted_s <= 24 * 3600
     # The region decides the class: elsewhere 50 Gbit/s per account.
     other = write_config(
         tmp_path,

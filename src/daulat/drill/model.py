@@ -340,8 +340,8 @@ def _build_result(
                     if link_bps is not None
                     else ""
                 )
-                + ": each class's per-object cost and bytes (at the slower of the measured "
-                "throughput and the link) divided among the workers; listing and bookkeeping "
+                + ": each class takes the longer of its measured time and the time the link "
+                "needs for its bytes, divided among the workers; listing and bookkeeping "
                 "sharded over them"
                 + (
                     f"; the driver's journal at {DRIVER_OBJECTS_PER_S:,} objects/s (a goal, "

@@ -9,10 +9,13 @@ is never a measurement. Bytes are decimal everywhere in plans (1 PB = 10^15 B).
 The model (:mod:`daulat.plan.model`; the drill's ``--workers/--link`` projection is the same
 function on the drill's own census)
     The drill fits, per size class, one worker's pool time per object ``a`` and per byte
-    ``b`` (see :mod:`daulat.drill`). For a census of ``n_c`` objects and ``B_c`` bytes in class
+    ``b`` (see :mod:`daulat.drill`): pool time, so that a worker's time for a class is the sum
+    over its objects. Its link carries the bytes meanwhile (64 objects in flight overlap one
+    object's requests with others' bytes), so the class takes the longer of the two. For a
+    census of ``n_c`` objects and ``B_c`` bytes in class
     ``c``, W workers, each with ``L`` bytes/s to itself::
 
-        class c      (n_c x a_c + B_c x max(b_c, 1/L)) / W
+        class c      max(n_c x a_c + B_c x b_c, B_c / L) / W
         listing      objects listed x (listing seconds per object, probed) / W
         bookkeeping  objects x (bookkeeping seconds per object) / W
         exit time    fixed + max(sum of the above, objects / 100,000 when W > 1)

@@ -24,6 +24,7 @@ from daulat.plan.model import (
     Needed,
     Overheads,
     estimate,
+    predict,
     workers_for,
     workers_for_upper,
 )
@@ -43,8 +44,9 @@ from daulat.transfer.engine import Endpoint
 LABEL = "PROJECTION"
 
 MODEL = (
-    "per size class, one worker's time = objects x per-object cost + bytes x max(seconds per "
-    "byte measured, 1 / link); divided among the workers; plus the source listing (objects "
+    "per size class, one worker's time = the longer of (objects x per-object cost + bytes x "
+    "seconds per byte, as the drill measured them) and (bytes / its link); divided among the "
+    "workers; plus the source listing (objects "
     "listed x listing cost per object) and bookkeeping (objects x cost per object), both "
     "sharded over the workers; plus the drill's fixed cost; never less than the driver's "
     f"journal at {DRIVER_OBJECTS_PER_S:,} objects/s when more than one worker reports to it. "
@@ -76,7 +78,7 @@ class ClassPlan:
     high_s: float
     per_object_s: float
     throughput_Bps: float | None  # measured per worker (None: no byte cost measured)
-    bound: str  # "link" or "measured throughput"
+    bound: str  # "link" (its link is slower than the worker) or "worker" (its own time)
     costed_as: str | None  # another class's model stands in (not measured)
     multipart_objects: int
     parts: int
@@ -95,6 +97,9 @@ class LimitCheck:
     demand: float
     needed: int | None  # units (accounts, prefixes, buckets) to spread over; None: unknown
     binds: bool | None
+    # With --deadline: the same for the workers the deadline needs (they ask more per second).
+    deadline_workers: int | None
+    needed_at_deadline: int | None
     single_unit_s: float | None  # the least time the exit takes within one unit
     adjustable: str | None
     source: str
@@ -331,8 +336,22 @@ def make_plan(
     reqs = requests_of(census)
     classes = _classes(census, drill.fitted, est)
     src_provider, dst_provider = src_cfg.provider.value, dst_cfg.provider.value
+    deadline = _deadline(deadline_hours, work, drill.fitted, link_Bps)
+    deadline_window = None
+    if deadline is not None and deadline["workers"] is not None:
+        f = drill.fitted
+        deadline_window = (
+            deadline["workers"],
+            predict(work, f.fit, f.overheads, deadline["workers"], link_Bps).copy_s,
+        )
     limits = _limits(
-        tables, census, reqs, est, src_provider, src_cfg.region, dst_provider, dst_cfg.region
+        tables,
+        census,
+        reqs,
+        est.point.copy_s,
+        deadline_window,
+        (src_provider, src_cfg.region),
+        (dst_provider, dst_cfg.region),
     )
     costs = _costs(tables, census, reqs, src_provider, src_cfg.region, dst_provider, dst_cfg.region)
     known = [c.usd for c in costs if c.usd is not None]
@@ -356,7 +375,7 @@ def make_plan(
         driver_s=est.point.driver_s,
         link_floor_s=census.bytes / (workers * link_Bps) if link_Bps else None,
         classes=classes,
-        deadline=_deadline(deadline_hours, work, drill.fitted, link_Bps),
+        deadline=deadline,
         requests=reqs,
         limits=limits,
         costs=costs,
@@ -396,7 +415,7 @@ def _classes(census: Census, fitted: Fitted, est: Estimate) -> list[ClassPlan]:
                 high_s=hi,
                 per_object_s=cost.per_object_s,
                 throughput_Bps=1 / cost.per_byte_s if cost.per_byte_s > 0 else None,
-                bound="link" if est.point.link_bound.get(c.index) else "measured throughput",
+                bound="link" if est.point.link_bound.get(c.index) else "worker",
                 costed_as=stand_in,
                 multipart_objects=c.multipart_objects,
                 parts=c.parts,
@@ -436,25 +455,24 @@ def _limits(
     tables: Tables,
     census: Census,
     reqs: Requests,
-    est: Estimate,
-    src_provider: str,
-    src_region: str | None,
-    dst_provider: str,
-    dst_region: str | None,
+    window: float,
+    at_deadline: tuple[int, float] | None,
+    src: tuple[str, str | None],
+    dst: tuple[str, str | None],
 ) -> list[LimitCheck]:
     """Each limit of the source's and the destination's provider against what the projected
-    exit asks of it while copying (bytes and requests over the copying time)."""
-    window = est.point.copy_s
+    exit asks of it while copying (bytes and requests over the copying time ``window``; with
+    a deadline, also over the copying time of the workers it needs)."""
     out: list[LimitCheck] = []
-    sides = [("source", src_provider, src_region)]
+    sides = [("source", *src)]
     if reqs.billed_destination:
-        sides.append(("destination", dst_provider, dst_region))
+        sides.append(("destination", *dst))
     for side, provider, region in sides:
         if provider not in PROVIDERS:
             continue
         for lim in tables.limits_for(provider, region, side):
             amount = _amount(lim, side, census, reqs)
-            out.append(_check(lim, side, amount, window))
+            out.append(_check(lim, side, amount, window, at_deadline))
     return out
 
 
@@ -467,9 +485,17 @@ def _amount(lim: Limit, side: str, census: Census, reqs: Requests) -> float:
     return float(reqs.destination_writes)
 
 
-def _check(lim: Limit, side: str, amount: float, window: float) -> LimitCheck:
+def _units(amount: float, window: float, value: float | None) -> int | None:
+    if not value:
+        return None
     demand = amount / window if window > 0 else 0.0
-    needed = math.ceil(demand / lim.value) if lim.value else None
+    return max(1, math.ceil(demand / value))
+
+
+def _check(
+    lim: Limit, side: str, amount: float, window: float, at_deadline: tuple[int, float] | None
+) -> LimitCheck:
+    needed = _units(amount, window, lim.value)
     return LimitCheck(
         id=lim.id,
         provider=lim.provider,
@@ -479,9 +505,11 @@ def _check(lim: Limit, side: str, amount: float, window: float) -> LimitCheck:
         region_class=lim.region_class,
         value=lim.value,
         unit=lim.unit,
-        demand=demand,
-        needed=max(1, needed) if needed is not None else None,
+        demand=amount / window if window > 0 else 0.0,
+        needed=needed,
         binds=(needed > 1) if needed is not None else None,
+        deadline_workers=at_deadline[0] if at_deadline else None,
+        needed_at_deadline=_units(amount, at_deadline[1], lim.value) if at_deadline else None,
         single_unit_s=amount / lim.value if lim.value else None,
         adjustable=lim.adjustable,
         source=lim.source,
@@ -549,8 +577,8 @@ def _assumptions(plan: Plan, src_region: str | None, est: Estimate) -> list[str]
         f"concurrency {d.concurrency}, {'with' if d.encrypted else 'without'} age encryption",
         f"{plan.workers} worker(s)"
         + (
-            f", each with its own link of {plan.link_bps / 1e9:.4g} Gbit/s; a worker's bytes "
-            "go at the slower of its measured throughput and its link"
+            f", each with its own link of {plan.link_bps / 1e9:.4g} Gbit/s; a worker takes the "
+            "longer of its own measured time and the time its link needs for its bytes"
             if plan.link_bps
             else ", each as fast as the drill measured (no link given)"
         ),

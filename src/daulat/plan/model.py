@@ -3,7 +3,7 @@
 A *fit* gives, per size class, what one worker spends per object and per byte (the drill
 measures it). A *workload* gives, per class, how many objects and bytes leave. The model::
 
-    class c      (objects_c x per_object_c + bytes_c x max(per_byte_c, 1 / link)) / workers
+    class c      max(objects_c x per_object_c + bytes_c x per_byte_c, bytes_c / link) / workers
     listing      listed objects x listing cost per object / workers      (sharded listing)
     bookkeeping  objects x bookkeeping cost per object / workers
     total        fixed + max(copying + listing + bookkeeping, driver floor)
@@ -192,11 +192,12 @@ def predict(
         cost, stand_in = fit.cost_of(index)
         if stand_in is not None:
             stand_ins[index] = stand_in
-        per_byte = cost.per_byte_s
-        bound[index] = link_Bps is not None and 1 / link_Bps > per_byte
-        if bound[index] and link_Bps is not None:
-            per_byte = 1 / link_Bps
-        classes[index] = (objects * cost.per_object_s + size * per_byte) / workers
+        # A worker's pool overlaps per-object work with other objects' bytes: it is busy for
+        # its own measured time or for what its link takes, whichever is longer.
+        own = objects * cost.per_object_s + size * cost.per_byte_s
+        wire = size / link_Bps if link_Bps is not None else 0.0
+        bound[index] = wire > own
+        classes[index] = max(own, wire) / workers
     copy_s = sum(classes.values())
     listing_s = work.listed * overheads.list_s_per_object / workers
     bookkeeping_s = work.objects * overheads.bookkeeping_s_per_object / workers

@@ -92,7 +92,8 @@ def render_plan(plan: Plan, console: Console) -> None:
             decimal_bytes(k.bytes),
             f"{k.per_object_s * 1000:.3g} ms",
             f"{decimal_bytes(k.throughput_Bps)}/s" if k.throughput_Bps else "-",
-            k.bound + (f" (as {k.costed_as})" if k.costed_as else ""),
+            ("its link" if k.bound == "link" else "the worker")
+            + (f" (costed as {k.costed_as})" if k.costed_as else ""),
             human_duration(k.predicted_s),
         )
     p(table)
@@ -140,56 +141,69 @@ def render_plan(plan: Plan, console: Console) -> None:
         )
     )
     if plan.limits:
+        at_deadline = next((x.deadline_workers for x in plan.limits if x.deadline_workers), None)
         table = Table(title="Provider limits against what this exit asks while copying")
-        for col in ("provider", "limit", "per", "asked", "spread over", "one unit takes", "source"):
-            table.add_column(col)
+        cols = ["limit", "per", "regions", "asked", "spread over", "one alone takes"]
+        if at_deadline:
+            cols.insert(5, f"with {at_deadline:,} workers")
+        for col in cols:
+            table.add_column(
+                col, justify="right" if col not in ("limit", "per", "regions") else "left"
+            )
         for lim in plan.limits:
             value = (
-                f"{_rate(lim.value, lim.unit)} {lim.metric} ({lim.region_class})"
+                f"{lim.provider} {lim.side}: {_rate(lim.value, lim.unit)} {lim.metric}"
                 if lim.value
-                else f"{lim.metric}: not read ({lim.region_class})"
+                else f"{lim.provider} {lim.side}: {lim.metric} not read"
             )
-            spread = (
-                "-" if lim.needed is None else f"{lim.needed:,}" + (" BINDS" if lim.binds else "")
-            )
-            table.add_row(
-                f"{lim.provider} ({lim.side})",
+            row = [
                 value,
                 lim.scope,
+                lim.region_class,
                 _rate(lim.demand, lim.unit),
-                spread,
+                "-" if lim.needed is None else f"{lim.needed:,}" + (" BINDS" if lim.binds else ""),
                 _dur(lim.single_unit_s),
-                f"{lim.source} (read {lim.read})" if lim.read else f"{lim.source} (not read)",
-            )
+            ]
+            if at_deadline:
+                row.insert(
+                    5, "-" if lim.needed_at_deadline is None else f"{lim.needed_at_deadline:,}"
+                )
+            table.add_row(*row)
         p(table)
+        for lim in plan.limits:
+            read = f"read {lim.read}" if lim.read else "not read"
+            p(styled(f"  {lim.id}: {lim.source} ({read})"))
         for lim in plan.limits:
             if lim.binds:
                 p(
                     styled(
                         ("  binds: ", "bold red"),
-                        f"{lim.provider} {lim.metric} per {lim.scope}: the data must be spread "
-                        f"over at least {lim.needed:,} ({lim.adjustable or 'or the limit raised'})",
+                        f"{lim.provider} {lim.metric} per {lim.scope}: spread the data over at "
+                        f"least {lim.needed:,}, or {lim.adjustable or 'have the limit raised'}",
                     )
                 )
     if plan.costs:
         table = Table(title="Cost (USD, list prices)")
-        for col in ("provider", "item", "quantity", "provider's page", "reported", "source"):
-            table.add_column(col)
+        for col in ("provider", "item", "quantity", "provider's page", "reported by a third party"):
+            table.add_column(col, justify="left" if col in ("provider", "item") else "right")
         for line in plan.costs:
             qty = (
                 decimal_bytes(line.quantity)
                 if line.quantity_unit == "bytes"
-                else f"{line.quantity:,.0f}"
+                else f"{line.quantity:,.0f} requests"
             )
             table.add_row(
                 f"{line.provider} ({line.side})",
                 line.item,
                 qty,
                 usd(line.usd) if line.usd is not None else "not read",
-                usd(line.reported_usd) + " (third party)" if line.reported_usd is not None else "-",
-                line.source + (f" (read {line.read})" if line.read else " (not read)"),
+                usd(line.reported_usd) if line.reported_usd is not None else "-",
             )
         p(table)
+        for line in plan.costs:
+            read = f"read {line.read}" if line.read else "not read"
+            extra = f"; reported: {line.reported_source}" if line.reported_source else ""
+            p(styled(f"  {line.price_id}: {line.source} ({read}){extra}"))
         total = usd(plan.cost_usd) if plan.cost_usd is not None else "unknown"
         p(
             styled(
