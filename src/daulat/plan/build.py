@@ -389,7 +389,7 @@ def make_plan(
         assumptions=[],
         notes=list(drill.notes),
     )
-    plan.assumptions = _assumptions(plan, src_cfg.region if src_provider in PROVIDERS else "", est)
+    plan.assumptions = _assumptions(plan, src_cfg.region if src_provider in PROVIDERS else "")
     return plan
 
 
@@ -567,7 +567,7 @@ def _costs(
     return lines
 
 
-def _assumptions(plan: Plan, src_region: str | None, est: Estimate) -> list[str]:
+def _assumptions(plan: Plan, src_region: str | None) -> list[str]:
     """Every assumption the projection rests on, in words (``src_region`` None: a cloud
     source whose region is not configured)."""
     d = plan.drill

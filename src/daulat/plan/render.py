@@ -24,7 +24,7 @@ def _dur(seconds: float | None) -> str:
 def _rate(value: float, unit: str) -> str:
     if unit == "bit/s":
         return _human_rate_bits(value)
-    return f"{value:,.0f} {unit}"
+    return f"{value:,.0f} req/s" if unit == "requests/s" else f"{value:,.0f} {unit}"
 
 
 def render_plan(plan: Plan, console: Console) -> None:
@@ -143,20 +143,22 @@ def render_plan(plan: Plan, console: Console) -> None:
     if plan.limits:
         at_deadline = next((x.deadline_workers for x in plan.limits if x.deadline_workers), None)
         table = Table(title="Provider limits against what this exit asks while copying")
-        cols = ["limit", "per", "regions", "asked", "spread over", "one alone takes"]
+        cols = ["provider", "limit", "per", "regions", "asked", "spread over", "one alone takes"]
         if at_deadline:
-            cols.insert(5, f"with {at_deadline:,} workers")
+            cols.insert(6, f"with {at_deadline:,} workers")
         for col in cols:
             table.add_column(
-                col, justify="right" if col not in ("limit", "per", "regions") else "left"
+                col,
+                justify="right" if col not in ("provider", "limit", "per", "regions") else "left",
             )
         for lim in plan.limits:
             value = (
-                f"{lim.provider} {lim.side}: {_rate(lim.value, lim.unit)} {lim.metric}"
+                f"{lim.metric} {_rate(lim.value, lim.unit)}"
                 if lim.value
-                else f"{lim.provider} {lim.side}: {lim.metric} not read"
+                else f"{lim.metric}: not read"
             )
             row = [
+                f"{lim.provider} ({lim.side})",
                 value,
                 lim.scope,
                 lim.region_class,
@@ -166,7 +168,7 @@ def render_plan(plan: Plan, console: Console) -> None:
             ]
             if at_deadline:
                 row.insert(
-                    5, "-" if lim.needed_at_deadline is None else f"{lim.needed_at_deadline:,}"
+                    6, "-" if lim.needed_at_deadline is None else f"{lim.needed_at_deadline:,}"
                 )
             table.add_row(*row)
         p(table)
