@@ -71,6 +71,7 @@ from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
 from daulat.manifest import Manifest
 from daulat.pinning import pin_signer
+from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
 from daulat.policy import evaluate_policies, render_findings
 from daulat.providers import ISO_3166_ALPHA2
 from daulat.report import write_report
@@ -1177,10 +1178,15 @@ def drill(
     ] = None,
     link: Annotated[
         str | None,
-        typer.Option("--link", help="What-if projection: link bandwidth, e.g. 10Gbit/s."),
+        typer.Option(
+            "--link", help="What-if projection: each worker's link bandwidth, e.g. 10Gbit/s."
+        ),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="What-if projection: machines in parallel.")
+        int,
+        typer.Option(
+            "--workers", min=1, help="What-if projection: machines in parallel (as `daulat plan`)."
+        ),
     ] = 1,
     concurrency: ConcurrencyOpt = 64,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for the random sample.")] = None,
@@ -1234,6 +1240,56 @@ def drill(
         render_drill(result, out)
     if not result.ok:
         raise ExitCode(1)
+
+
+@app.command()
+def plan(
+    src: Annotated[str, typer.Argument(metavar="SRC[:PREFIX]")],
+    dst: Annotated[str, typer.Argument(metavar="DST")],
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Machines, each running one worker.")
+    ] = 1,
+    link: Annotated[
+        str | None,
+        typer.Option("--link", metavar="BW", help="Each worker's own link, e.g. 5Gbit/s or 5G."),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option("--deadline", metavar="HOURS", help="Workers needed to finish within it."),
+    ] = None,
+    objects: Annotated[
+        str | None,
+        typer.Option("--objects", metavar="N", help="What-if: objects (with --bytes), e.g. 5e9."),
+    ] = None,
+    size: Annotated[
+        str | None,
+        typer.Option("--bytes", metavar="B", help="What-if: bytes, decimal (8PB = 8e15 bytes)."),
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """PROJECTION: how long an exit of SRC to DST takes on many machines, what binds, what
+    it costs.
+
+    Extrapolates the latest drill of SRC and the census (the latest scan, or --objects and
+    --bytes for a what-if) to --workers machines, each with --link to itself. The model, its
+    assumptions and every price's and limit's source are printed with the plan.
+    """
+    cfg = _load(config)
+    result = make_plan(
+        cfg,
+        src,
+        dst,
+        workers=workers,
+        link_bps=parse_bandwidth(link) if link is not None else None,
+        deadline_hours=parse_hours(deadline) if deadline is not None else None,
+        objects=parse_count(objects) if objects is not None else None,
+        size=parse_bytes(size) if size is not None else None,
+    )
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        render_plan(result, out)
 
 
 @app.command()

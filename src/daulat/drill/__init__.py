@@ -43,8 +43,10 @@ Record
     drill's own copy uses a temporary journal (deleted afterwards), so it never shows up as an
     exit.
 
-What-if projections (``link_bps``, ``workers``) transform the measured model and are labelled
-projections everywhere: they are never measurements.
+What-if projections (``workers`` machines, each with a link of ``link_bps`` to itself) apply
+the plan model (:mod:`daulat.plan`, the same function as ``daulat plan``) to the measured fit
+and its bootstrap replicates, kept in the record for later plans. They are labelled projections
+everywhere: they are never measurements.
 """
 
 from __future__ import annotations

@@ -19,6 +19,15 @@ from daulat.drill.result import (
 )
 from daulat.drill.sample import Stratum
 from daulat.drill.units import MiB, _human_rate_bits
+from daulat.plan.model import (
+    DRIVER_OBJECTS_PER_S,
+    ClassCost,
+    Fit,
+    Fitted,
+    Overheads,
+    Workload,
+    estimate,
+)
 from daulat.transfer.engine import Endpoint
 
 BOOTSTRAP_REPLICATES = 1000
@@ -145,7 +154,7 @@ def _varied(sizes: Sequence[int]) -> bool:
     return m > 0 and statistics.pstdev(sizes) / m >= 0.2
 
 
-def _class_model(costs: _Costs, split: tuple[float, float] | None) -> tuple[float, float, str]:
+def _class_model(costs: _Costs, split: tuple[float, float] | None) -> ClassCost:
     """(per-object seconds, seconds per byte, how) for one class.
 
     Within the class when its sizes vary enough; otherwise the class's mean cost is split
@@ -154,7 +163,7 @@ def _class_model(costs: _Costs, split: tuple[float, float] | None) -> tuple[floa
     """
     if _varied(costs.sizes):
         a, b = _fit_line(costs.sizes, costs.costs)
-        return a, b, "fitted within the class"
+        return ClassCost(a, b, "fitted within the class")
     mean_cost = statistics.fmean(costs.costs)
     mean_size = statistics.fmean(costs.sizes)
     if split is not None and (split[0] + split[1] * mean_size) > 0:
@@ -164,16 +173,11 @@ def _class_model(costs: _Costs, split: tuple[float, float] | None) -> tuple[floa
         frac = 1.0 if mean_size < MiB else 0.0
         how = "class mean (one size only: not separable)"
     per_byte = (1 - frac) * mean_cost / mean_size if mean_size > 0 else 0.0
-    return frac * mean_cost, per_byte, how
+    return ClassCost(frac * mean_cost, per_byte, how)
 
 
-def _predict(
-    strata: Mapping[int, Stratum],
-    costs: Mapping[int, _Costs],
-    workers: int = 1,
-    link_Bps: float | None = None,
-) -> tuple[dict[int, float], dict[int, tuple[float, float, str]]]:
-    """Predicted seconds per class (and each class's model) for the whole source."""
+def _fit(costs: Mapping[int, _Costs]) -> Fit:
+    """The model's parameters from the measured per-object pool costs of each class."""
     split: tuple[float, float] | None = None
     if len(costs) >= 2:
         # One point per class, each weighted by 1/cost^2 (relative error), so that a class of
@@ -184,15 +188,15 @@ def _predict(
             means,
             [1 / m**2 if m > 0 else 0.0 for m in means],
         )
-    models = {i: _class_model(c, split) for i, c in costs.items()}
-    out = {}
-    for i, (a, b, _how) in models.items():
-        s = strata[i]
-        bytes_s = s.bytes * b / workers
-        if link_Bps is not None:
-            bytes_s = max(bytes_s, s.bytes / link_Bps)
-        out[i] = s.objects * a / workers + bytes_s
-    return out, models
+    classes = {i: _class_model(c, split) for i, c in costs.items()}
+    across = ClassCost(split[0], split[1], "fit across the classes") if split else None
+    return Fit(classes, across)
+
+
+def _workload(strata: Mapping[int, Stratum], listed_objects: int | None = None) -> Workload:
+    return Workload(
+        {i: (s.objects, s.bytes) for i, s in strata.items() if s.objects}, listed_objects
+    )
 
 
 def _overhead(
@@ -227,14 +231,8 @@ def _overhead(
     )
 
 
-def _bootstrap(
-    strata: Mapping[int, Stratum],
-    costs: Mapping[int, _Costs],
-    rng: random.Random,
-    workers: int = 1,
-    link_Bps: float | None = None,
-) -> list[dict[int, float]]:
-    """Per-class predictions of each bootstrap replicate (see INTERVAL_METHOD)."""
+def _bootstrap(costs: Mapping[int, _Costs], rng: random.Random) -> tuple[Fit, ...]:
+    """The fit of each bootstrap replicate (see INTERVAL_METHOD)."""
     blocks = {}
     for i, c in costs.items():
         n = len(c.costs)
@@ -253,15 +251,8 @@ def _bootstrap(
                 c.in_flight,
                 c.wall,
             )
-        reps.append(_predict(strata, resampled, workers, link_Bps)[0])
-    return reps
-
-
-def _percentiles(values: Sequence[float]) -> tuple[float, float]:
-    v = sorted(values)
-    lo = v[int(len(v) * (1 - CONFIDENCE) / 2)]
-    hi = v[min(len(v) - 1, int(len(v) * (1 + CONFIDENCE) / 2))]
-    return lo, hi
+        reps.append(_fit(resampled))
+    return tuple(reps)
 
 
 def _build_result(
@@ -296,17 +287,21 @@ def _build_result(
         )
     objects = sum(s.objects for s in strata)
     overhead = _overhead(runs, probe, objects, listed_objects)
-    per_class, models = _predict(by_index, costs)
-    reps = _bootstrap(by_index, costs, rng)
-    total = overhead.predicted_s + sum(per_class.values())
-    low, high = _percentiles([overhead.predicted_s + sum(r.values()) for r in reps])
+    fitted = Fitted(
+        _fit(costs),
+        _bootstrap(costs, rng),
+        Overheads(overhead.list_s_per_object, overhead.bookkeeping_s_per_object, overhead.fixed_s),
+    )
+    work = _workload(by_index, listed_objects)
+    measured = estimate(work, fitted, CONFIDENCE)
+    total = measured.point.total_s
     classes = []
     for s in strata:
         if not s.objects:
             continue
         c = costs[s.index]
-        a, b, how = models[s.index]
-        lo_c, hi_c = _percentiles([r[s.index] for r in reps])
+        model = fitted.fit.classes[s.index]
+        lo_c, hi_c = measured.class_interval(s.index, CONFIDENCE)
         classes.append(
             ClassResult(
                 label=s.size_class.label,
@@ -319,32 +314,43 @@ def _build_result(
                 in_flight=c.in_flight,
                 steady=c.steady,
                 parallelism=c.parallelism,
-                per_object_s=a,
-                throughput_bps=(1 / b) if b > 0 else None,
-                fit=how + ("" if c.steady else "; pool never full: whole run, conservative"),
-                predicted_s=per_class[s.index],
+                per_object_s=model.per_object_s,
+                throughput_bps=(1 / model.per_byte_s) if model.per_byte_s > 0 else None,
+                fit=model.how + ("" if c.steady else "; pool never full: whole run, conservative"),
+                predicted_s=measured.point.classes[s.index],
                 low_s=lo_c,
                 high_s=hi_c,
             )
         )
     projection = None
     if workers != 1 or link_bps is not None:
+        # The plan's model, on the drill's own census: `daulat plan` gives the same numbers.
         link_Bps = link_bps / 8 if link_bps is not None else None
-        proj, _ = _predict(by_index, costs, workers, link_Bps)
-        proj_reps = _bootstrap(by_index, costs, random.Random(seed + 2), workers, link_Bps)
-        p_lo, p_hi = _percentiles([overhead.predicted_s + sum(r.values()) for r in proj_reps])
+        proj = estimate(work, fitted, CONFIDENCE, workers, link_Bps)
         projection = Projection(
             workers=workers,
             link_bps=link_bps,
-            predicted_s=overhead.predicted_s + sum(proj.values()),
-            low_s=p_lo,
-            high_s=p_hi,
+            predicted_s=proj.point.total_s,
+            low_s=proj.low_s,
+            high_s=proj.high_s,
             method=(
-                f"per-object cost ÷ {workers} worker(s); bytes at min(measured throughput x "
-                f"{workers}"
-                + (f", link {_human_rate_bits(link_bps)}" if link_bps is not None else "")
-                + "); listing and bookkeeping unchanged (one coordinator). Assumes the source "
-                "and destination scale with the workers and nothing else limits them."
+                f"the plan model (daulat.plan) for {workers} worker(s)"
+                + (
+                    f", each with a {_human_rate_bits(link_bps)} link to itself"
+                    if link_bps is not None
+                    else ""
+                )
+                + ": each class takes the longer of its measured time and the time the link "
+                "needs for its bytes, divided among the workers; listing and bookkeeping "
+                "sharded over them"
+                + (
+                    f"; the driver's journal at {DRIVER_OBJECTS_PER_S:,} objects/s (a goal, "
+                    "not measured) bounds it from below"
+                    if workers > 1
+                    else ""
+                )
+                + ". Assumes the source and destination scale with the workers and nothing "
+                "else limits them (`daulat plan` checks the providers' limits)."
             ),
         )
     return DrillResult(
@@ -367,11 +373,12 @@ def _build_result(
         classes=classes,
         overhead=overhead,
         predicted_s=total,
-        low_s=min(low, total),
-        high_s=max(high, total),
+        low_s=measured.low_s,
+        high_s=measured.high_s,
         interval_method=INTERVAL_METHOD,
         assumptions=_assumptions(concurrency, scanned, encrypted),
         projection=projection,
+        fitted=fitted,
     )
 
 

@@ -114,7 +114,7 @@ class DrillLog:
         )
 
     def complete(self, r: DrillResult) -> None:
-        model = {
+        model: dict[str, Any] = {
             "classes": [
                 {
                     k: getattr(c, k)
@@ -138,6 +138,9 @@ class DrillLog:
             "confidence": CONFIDENCE,
             "seed": r.seed,
         }
+        if r.fitted is not None:
+            # What `daulat plan` extrapolates: the fit, its replicates and the overheads.
+            model["fitted"] = r.fitted.to_json()
         self.db.execute(
             """UPDATE drills SET status = 'complete', finished = ?, objects = ?, bytes = ?,
                  sample_objects = ?, sample_bytes = ?, concurrency = ?, predicted_s = ?,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daulat.errors import DaulatError
+
+if TYPE_CHECKING:
+    from daulat.plan.model import Fitted
 
 CONFIDENCE = 0.95
 
@@ -95,6 +98,9 @@ class DrillResult:
     filter: list[str] | None = None
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    # The model's parameters with their bootstrap replicates: kept in the drill record (for
+    # `daulat plan`), left out of the result's JSON (thousands of numbers nobody reads).
+    fitted: Fitted | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -106,7 +112,12 @@ class DrillResult:
         return self.predicted_s / 3600
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        fitted, self.fitted = self.fitted, None
+        try:
+            d = asdict(self)
+        finally:
+            self.fitted = fitted
+        d.pop("fitted", None)
         d["ok"] = self.ok
         d["predicted_hours"] = self.predicted_hours
         d["interval_hours"] = [self.low_s / 3600, self.high_s / 3600]

@@ -1,0 +1,86 @@
+"""Units of plans: decimal bytes (1 PB = 10^15 B), counts, hours, bit rates, money."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from daulat.errors import ConfigError
+
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
+_BINARY = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50, "ei": 2**60}
+_NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)"
+
+
+def parse_bytes(text: str, option: str = "--bytes") -> int:
+    """``8PB``, ``8 PB``, ``8e15``, ``500TB``, ``1.5T`` → bytes, decimal (1 PB = 10^15 B);
+    ``PiB``/``TiB``… are read as binary, since they say so."""
+    m = re.fullmatch(rf"\s*{_NUMBER}\s*([kKmMgGtTpPeE]i?)?\s*[bB]?\s*", text)
+    if m is None:
+        raise ConfigError(
+            f"{option} {text!r}: give a size in bytes, e.g. 8PB, 500TB or 8e15 "
+            "(decimal: 1 PB = 10^15 bytes)"
+        )
+    unit = (m.group(2) or "").lower()
+    factor = _BINARY[unit] if unit.endswith("i") else _DECIMAL[unit]
+    value = float(m.group(1)) * factor
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option} {text!r}: the size must be a finite number >= 0")
+    return round(value)
+
+
+def parse_count(text: str, option: str = "--objects") -> int:
+    """``5000000000``, ``5e9``, ``5G`` (SI prefixes: k, M, G, T) → a whole positive number."""
+    m = re.fullmatch(rf"\s*{_NUMBER}\s*([kKmMgGtT]?)\s*", text.replace(",", "").replace("_", ""))
+    if m is None:
+        raise ConfigError(f"{option} {text!r}: give a number of objects, e.g. 5e9 or 5000000")
+    value = float(m.group(1)) * _DECIMAL[m.group(2).lower()]
+    if not math.isfinite(value) or value < 1 or value != int(value):
+        raise ConfigError(f"{option} {text!r}: the number of objects must be a whole number >= 1")
+    return int(value)
+
+
+def parse_hours(text: str, option: str = "--deadline") -> float:
+    """``72`` or ``72h`` (hours), ``3d`` (days), ``90m`` (minutes) → hours, positive."""
+    m = re.fullmatch(rf"\s*{_NUMBER}\s*([hHdDmM]?)\s*", text)
+    if m is None:
+        raise ConfigError(f"{option} {text!r}: give a number of hours, e.g. 24, 72h or 3d")
+    hours = float(m.group(1)) * {"": 1.0, "h": 1.0, "d": 24.0, "m": 1 / 60}[m.group(2).lower()]
+    if not math.isfinite(hours) or hours <= 0:
+        raise ConfigError(f"{option} {text!r}: the deadline must be a positive number of hours")
+    return hours
+
+
+def decimal_bytes(n: float) -> str:
+    """``8 PB``, ``1.25 TB``, ``512 B``: decimal units, as everywhere in plans."""
+    for unit, f in (
+        ("EB", 1e18),
+        ("PB", 1e15),
+        ("TB", 1e12),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("kB", 1e3),
+    ):
+        if abs(n) >= f:
+            return f"{n / f:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def count(n: float) -> str:
+    """``5 billion``, ``1.2 million``, ``12,345``: a count for people."""
+    for word, f in (("trillion", 1e12), ("billion", 1e9), ("million", 1e6)):
+        if abs(n) >= f:
+            return f"{n / f:.3g} {word}"
+    return f"{n:,.0f}"
+
+
+def usd(amount: float | None) -> str:
+    if amount is None:
+        return "unknown"
+    if abs(amount) >= 100:
+        return f"${amount:,.0f}"
+    return f"${amount:,.2f}"
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h"
