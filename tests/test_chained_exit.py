@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fs_store_config
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
 from test_encryption import MARKER, _readme_snippet
-from test_signed_manifests import _age_encrypt, _setup, _tool
-from test_transfer import cli, fill_config, read_config, write_config
+from test_signed_manifests import _age_encrypt, _setup, _store_put, _tool
+from test_transfer import cli, fill_config, read_config, unique, write_config
 
 
 def test_exit_from_an_earlier_destination_completes(
@@ -322,3 +323,49 @@ def test_readme_restore_of_an_onward_copy_without_daulat(
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode != 0 and not (tmp_path / "restored").exists()
+
+
+@pytest.mark.parametrize("names", [False, True], ids=["names", "protected-names"])
+def test_onward_exit_between_seaweedfs_buckets_restores_and_catches_tampering(
+    tmp_path: Path,
+    s3_server: S3Server,
+    s3_server_b: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    names: bool,
+) -> None:
+    """The replica in one SeaweedFS bucket, the onward copy in another server's bucket (the
+    ciphertext streams through, large objects included) and in a bucket beside it (the server
+    copies); a tampered large object there is caught by its ciphertext hash."""
+    vault = s3_store_config(s3_server, "vault", unique("onward-vault"))
+    chain = s3_store_config(s3_server_b, "chain", unique("onward-chain"))
+    near = s3_store_config(s3_server, "near", unique("onward-near"))
+    stores = [fs_store_config(tmp_path / "data", "data"), vault, chain, near]
+    stores += [fs_store_config(tmp_path / n, n) for n in ("back", "back2")]
+    files = _onward_files("s3")
+    identity, recipient = _replica(tmp_path, monkeypatch, capsys, stores, files, names=names)
+    for dst in ("chain", "near"):
+        done = cli(["exit", "vault:arsip", dst, "--json"], capsys)
+        assert done.code == 0, done.explain()
+        assert done.json["verified_objects"] == len(files)
+        assert done.json["server_side_copy"] is (dst == "near")
+    assert cli(["exit", "vault:arsip", "near", "--json"], capsys).json["copied_objects"] == 0
+    at_chain = read_config(chain, skip_manifests=False)
+    assert any(k.startswith(".daulat/origin/") for k in at_chain)
+    for dst, back in (("chain", stores[4]), ("near", stores[5])):
+        done = cli(["restore", dst, back["name"], "-i", str(identity), "--json"], capsys)
+        assert done.code == 0, done.explain()
+        assert read_config(back) == files
+        done = cli(["verify", "data", dst, "--full", "-i", str(identity), "--json"], capsys)
+        assert done.code == 0 and done.json["verified"] == len(files), done.explain()
+
+    # The provider of the onward copy replaces the large object with other ciphertext.
+    big = max((k for k in at_chain if not k.startswith(".daulat/")), key=lambda k: len(at_chain[k]))
+    _store_put(chain, big, _age_encrypt(recipient, MARKER + os.urandom(9 * 1024 * 1024)))
+    shutil.rmtree(tmp_path / "back")
+    done = cli(["restore", "chain", "back", "-i", str(identity), "--json"], capsys)
+    assert done.code == 1, done.explain()
+    assert [f["key"] for f in done.json["failed"]] == [big]
+    assert "does not match its expected SHA-256" in done.json["failed"][0]["reason"]
+    restored = read_config(stores[4])
+    assert restored == {k: v for k, v in files.items() if k != "c2/besar.bin"}
