@@ -128,7 +128,11 @@ class Carry:
 
     origin: Origin
     source_key: str  # the origin manifest's key at the source
-    protected_names: bool  # the source keeps its names protected (names.key.age)
+    name_key: str | None = None  # the source's names.key.age (its names are protected), if any
+
+    @property
+    def protected_names(self) -> bool:
+        return self.name_key is not None
 
 
 # ------------------------------------------------------------------------ the onward run
@@ -223,7 +227,7 @@ async def _origin_at(
         return True, None  # a plain copy: its objects are the content
     if choice.problems:
         raise _refuse(where, "; ".join(choice.problems))
-    protected = await _has(src, NAME_KEY_OBJECT, retry)
+    name_key = src.prefix + NAME_KEY_OBJECT if await _has(src, NAME_KEY_OBJECT, retry) else None
     if encrypted_source:
         assert choice.sha256 is not None
         name = choice.key.rsplit("/", 1)[-1]
@@ -234,7 +238,7 @@ async def _origin_at(
         ref = Origin(
             choice.sha256, name, src.prefix, src.store.name, carried_name(choice.sha256), within
         )
-        return True, Carry(ref, choice.key, protected)
+        return True, Carry(ref, choice.key, name_key)
     if len(refs) != 1:
         why = (
             "its manifest names no usable origin"
@@ -243,7 +247,7 @@ async def _origin_at(
         )
         raise _refuse(where, f"{choice.key[len(src.prefix) :]} is an onward copy and {why}")
     (ref,) = refs.values()
-    carry = Carry(replace(ref, within=ref.within + within), src.prefix + ref.carried_as, protected)
+    carry = Carry(replace(ref, within=ref.within + within), src.prefix + ref.carried_as, name_key)
     return True, carry
 
 
@@ -285,16 +289,14 @@ async def carry_origin(
     armored = await _read(src, carry.source_key + SIG_SUFFIX, retry)
     if armored is None:
         raise _refuse(where, f"the signature of {carry.source_key} disappeared")
-    if await _already_carried(dst, target, armored, retry):
-        notes: list[str] = []
-    else:
+    if not await _already_carried(dst, target, armored, retry):
         sig = await fetch_signature(src, carry.source_key)
         if isinstance(sig, str):
             raise _refuse(where, f"{carry.source_key}: {sig}")
 
         async def put() -> None:
             reader = await src.store.get(carry.source_key)
-            await dst.store.put(target, _signed(reader, sig, trusted, target), sha256=origin.sha256)
+            await dst.store.put(target, _signed(reader, sig, trusted), sha256=origin.sha256)
 
         try:
             await retry.call(put)
@@ -305,10 +307,9 @@ async def carry_origin(
         except NotFound:
             raise _refuse(where, f"its manifest {carry.source_key} disappeared") from None
         await retry.call(lambda: dst.store.put(target + SIG_SUFFIX, armored))
-        notes = []
-    if carry.protected_names:
-        notes += await _carry_name_key(src, dst, trusted, retry)
-    return notes
+    if carry.name_key is None:
+        return []
+    return await _carry_name_key(src, carry.name_key, dst, trusted, retry)
 
 
 async def _already_carried(dst: Endpoint, target: str, armored: bytes, retry: RetryPolicy) -> bool:
@@ -319,7 +320,7 @@ async def _already_carried(dst: Endpoint, target: str, armored: bytes, retry: Re
 
 
 async def _signed(
-    chunks: AsyncIterable[bytes], sig: Signature, trusted: Sequence[PublicKey], key: str
+    chunks: AsyncIterable[bytes], sig: Signature, trusted: Sequence[PublicKey]
 ) -> AsyncIterator[bytes]:
     """Pass the manifest's bytes through; before the last one is handed over, check that one
     of ``trusted`` signed them (raising makes the put fail: nothing is written)."""
@@ -336,18 +337,21 @@ async def _signed(
 
 
 async def _carry_name_key(
-    src: Endpoint, dst: Endpoint, trusted: Sequence[PublicKey], retry: RetryPolicy
+    src: Endpoint, key: str, dst: Endpoint, trusted: Sequence[PublicKey], retry: RetryPolicy
 ) -> list[str]:
+    """Carry the replica's name key (only if a trusted key signed it), so that the onward copy
+    can be verified against the data by name; the restore does not need it (the carried
+    manifest maps stored names to real ones)."""
     if await _has(dst, NAME_KEY_OBJECT, retry):
         return []  # never replace a destination's name key
-    sealed = await _read(src, src.prefix + NAME_KEY_OBJECT, retry)
-    armored = await _read(src, src.prefix + NAME_KEY_SIGNATURE, retry)
+    sealed = await _read(src, key, retry)
+    armored = await _read(src, key.removesuffix(NAME_KEY_OBJECT) + NAME_KEY_SIGNATURE, retry)
     if sealed is None or armored is None:
-        return [f"{src.label}'s name key is not signed: not carried"]
+        return [f"{key} is missing or unsigned: the name key was not carried"]
     try:
         verify_bytes(armored, sealed, NAME_KEY_NAMESPACE, trusted)
     except SignatureError as exc:
-        return [f"{src.label}'s name key is not carried: {exc}"]
+        return [f"{key} was not carried: {exc}"]
     await retry.call(
         lambda: dst.store.put(dst.prefix + NAME_KEY_OBJECT, sealed, metadata={"encryption": "age"})
     )
