@@ -165,9 +165,15 @@ async def find_origin(
     prefix = src.prefix
     while True:
         probe = src if prefix == src.prefix else replace(src, prefix=prefix, label="")
-        seen, carry = await _origin_at(
-            probe, src.prefix[len(prefix) :], journal, trusted, identities, retry
-        )
+        try:
+            seen, carry = await _origin_at(
+                probe, src.prefix[len(prefix) :], journal, trusted, identities, retry
+            )
+        except StoreError:
+            if probe is src:
+                raise
+            # Credentials may reach only the part being copied: above it, nothing is seen.
+            return None
         if seen:
             return carry
         if not prefix:
