@@ -39,9 +39,13 @@ Onward copies
     (no ``sha256``/``size``: the plaintext is unknown there). ``origin`` references the
     replica's newest signed manifest when the copy was made, by the SHA-256 of its file as
     stored; the copy holds that file, and its ``.sig``, at ``carried_as`` (relative to the copy's
-    prefix), and the replica's signed ``names.key.age`` at ``.daulat/names.key.age``. Keys in the
-    origin manifest, relative to the replica's prefix, are the same relative to the copy's. A
-    copy of an onward copy carries the same origin on.
+    prefix), and the replica's signed ``names.key.age`` at ``.daulat/names.key.age`` (unless the
+    copy has a name key already: it is never replaced). Keys in the origin manifest, relative to
+    the replica's prefix, are the same relative to the copy's, after ``within`` when the copy
+    holds only part of the replica (``"within": "c1/"`` for a copy of ``arsip/c1/``). A copy of
+    an onward copy carries the same origin on. An onward run refuses (exit 2, nothing copied)
+    when the replica's manifests exist but none can be believed, or the believed one is not the
+    newest this machine saw there: nothing could then ever prove the copy's content.
 
 Carried manifests: what makes one believed
     A carried manifest is not a manifest of the prefix that holds it (``list_manifests`` does
