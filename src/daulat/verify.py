@@ -11,6 +11,11 @@ content and, where recorded, the journal's hash.
 Under protected names each source object is looked for under its stored name (the listing's
 ``dkey``), computed with the destination's name key.
 
+An onward copy of an encrypted replica (:mod:`daulat.transfer.onward`) holds the replica's
+ciphertext: ``--full`` with ``--identity`` decrypts it to compare it with a plaintext source
+(the data the replica was made from), and compares it as stored with an age-encrypted source
+(the replica it was copied from).
+
 Filters (:mod:`daulat.filters`) select the source objects to check by their key relative to the
 source prefix, and the destination objects by theirs relative to the destination prefix (for
 the check for objects no manifest lists). Under protected names the destination's keys are
@@ -31,11 +36,12 @@ from dataclasses import dataclass, field
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
-from daulat.signing import PublicKey
+from daulat.signing import PublicKey, existing_local_key
 from daulat.transfer.engine import Endpoint, list_into, pair_id
 from daulat.transfer.journal import Journal, now
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.names import NameKey
+from daulat.transfer.onward import holds_onward_copies
 from daulat.transfer.proof import check_destination
 
 
@@ -160,10 +166,23 @@ def _record(
     )
 
 
-async def _sha256(chunks: AsyncIterable[bytes]) -> tuple[str, int]:
+AGE_MAGIC = b"age-encryption.org/v1\n"
+
+
+async def _dst_sha256(dst: Endpoint, dkey: str, identities: Sequence[Identity]) -> str:
+    stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + dkey)
+    if identities:
+        stream = decrypt_stream(stream, identities)
+    return (await _sha256(stream))[0]
+
+
+async def _sha256(chunks: AsyncIterable[bytes], head: list[bytes] | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a stream; ``head`` receives its first chunk."""
     h = hashlib.sha256()
     n = 0
     async for chunk in chunks:
+        if head is not None and not head:
+            head.append(bytes(chunk[: len(AGE_MAGIC)]))
         if len(chunk) >= 1 << 20:
             await asyncio.to_thread(h.update, chunk)
         else:
@@ -225,6 +244,13 @@ async def verify(
             listed.src, listed.dst = src.label, dst.label
             report = listed
         else:
+            onward = not encrypted
+            if onward:
+                believed = trusted
+                if believed is None:
+                    own = existing_local_key(journal.path.parent)
+                    believed = [own] if own is not None else []
+                onward = await holds_onward_copies(dst, believed, identities)
             await _verify_full(
                 src,
                 dst,
@@ -235,6 +261,8 @@ async def verify(
                 concurrency,
                 identities if encrypted else (),
                 whole=whole,
+                onward=onward,
+                onward_identities=identities,
             )
         report.excluded_objects, report.excluded_bytes = excluded
         report.problems += await check_destination(dst, journal, trusted, identities)
@@ -266,7 +294,11 @@ async def _verify_full(
     identities: Sequence[Identity],
     *,
     whole: bool = True,
+    onward: bool = False,
+    onward_identities: Sequence[Identity] = (),
 ) -> None:
+    """``onward``: the destination is an onward copy of an encrypted replica, which
+    ``onward_identities`` open (see the module docstring)."""
     cursor = journal.db.execute(
         """SELECT s.key, coalesce(s.dkey, s.key), s.size, d.size, j.sha256 FROM src s
            LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)
@@ -284,11 +316,25 @@ async def _verify_full(
             return
         async with sem:
             try:
-                src_hash, _ = await _sha256(await src.store.get(src.prefix + key))
-                dst_stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + dkey)
-                if identities:
-                    dst_stream = decrypt_stream(dst_stream, identities)
-                dst_hash, _ = await _sha256(dst_stream)
+                head: list[bytes] = []
+                src_hash, _ = await _sha256(await src.store.get(src.prefix + key), head)
+                keys = identities
+                plain_source = not (head and head[0].startswith(AGE_MAGIC))
+                if onward and plain_source:
+                    # Ciphertext against plaintext: decrypted. Against ciphertext: as stored.
+                    if not onward_identities:
+                        report.problems.append(
+                            (
+                                key,
+                                "age-encrypted at the destination: compare it with --identity FILE",
+                            )
+                        )
+                        return
+                    keys = onward_identities
+                dst_hash = await _dst_sha256(dst, dkey, keys)
+                if onward and onward_identities and dst_hash != src_hash and not plain_source:
+                    # An age file among the plaintext: its copy is encrypted again.
+                    dst_hash = await _dst_sha256(dst, dkey, onward_identities)
             except DecryptError as exc:
                 if str(exc) == NO_MATCHING_IDENTITY:
                     raise WrongIdentity(str(exc)) from None

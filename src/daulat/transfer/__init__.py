@@ -27,7 +27,12 @@ from daulat.stores import open_store
 from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
-from daulat.transfer.names import existing_name_key, local_key_path, name_key_for_run
+from daulat.transfer.names import (
+    existing_name_key,
+    has_protected_names,
+    local_key_path,
+    name_key_for_run,
+)
 from daulat.transfer.safety import destination_space, names_in_clear, refuse_overlap
 
 if TYPE_CHECKING:
@@ -229,6 +234,7 @@ async def _run_transfer(
             not opts.encrypt_names
             and not opts.allow_plaintext
             and local_key_path(config.state_dir, dst).is_file()
+            and not await _copies_protected_names(kind, opts, src)
         ):
             raise names_in_clear(kind, dst, "this machine holds its name key")
         if opts.encrypt_names and opts.name_key is None:
@@ -251,6 +257,14 @@ async def _run_transfer(
     finally:
         await src.store.close()
         await dst.store.close()
+
+
+async def _copies_protected_names(kind: Kind, opts: Options, src: Endpoint) -> bool:
+    """The run copies a name-protected replica as stored (an onward copy): the names it writes
+    are that replica's keyed hashes, not real names."""
+    if kind == Kind.RESTORE or opts.decrypt_with or opts.encrypt_to:
+        return False
+    return await has_protected_names(src, opts.retry)
 
 
 async def run_verify(
@@ -316,7 +330,12 @@ async def _run_verify(
     trusted = [*config.signers, *([own] if own is not None and own not in config.signers else [])]
     try:
         try:
-            name_key = await existing_name_key(config.state_dir, dst, identities, trusted=trusted)
+            name_key = (
+                None
+                # An onward copy of a name-protected replica holds the replica's stored names.
+                if await has_protected_names(src)
+                else await existing_name_key(config.state_dir, dst, identities, trusted=trusted)
+            )
         except AccessDenied:
             # verify meets the same refusal when it lists the destination, and reports it.
             name_key = None

@@ -78,6 +78,7 @@ from daulat.errors import (
     Transient,
 )
 from daulat.filters import EVERYTHING, Filter
+from daulat.signing import PublicKey, existing_local_key
 from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
@@ -86,6 +87,13 @@ from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.names import NameKey, has_protected_names
+from daulat.transfer.onward import (
+    Carry,
+    carry_origin,
+    expected_stored_sha256,
+    expects_stored,
+    find_origin,
+)
 from daulat.transfer.proof import (
     ManifestSigning,
     check_chain_before_writing,
@@ -558,6 +566,7 @@ async def _run(
         unnamed = len(unknown)
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
+    carry = await _onward_origin(kind, src, journal, opts)
     try:
         # Filters judge the destination only for what sync --delete may delete.
         judged = opts.filter if kind == Kind.SYNC and opts.delete else EVERYTHING
@@ -571,7 +580,7 @@ async def _run(
         return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     # A refused run changes nothing, not even the journal (adoption below records objects).
-    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_excluded)
+    await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_excluded, carry)
     prover = _prover(opts)
     if prover is not None and not opts.dry_run and not opts.force:
         adopted = await adopt_proven(
@@ -606,6 +615,14 @@ async def _run(
         return
     # Before anything is written: the run's manifest must be able to follow the destination's.
     await check_chain_before_writing(dst, journal, opts.signing, opts.retry)
+    if carry is not None:
+        summary.notes += await carry_origin(src, dst, carry, _trusted(opts, journal), opts.retry)
+        summary.notes.append(
+            f"{src.label or src.store.name} holds age-encrypted objects: they were copied and "
+            "verified as stored (ciphertext); a restore checks what they decrypt to against "
+            f"the replica's own signed manifest {carry.origin.name}, carried to "
+            f"{dst.label or dst.store.name}:{dst.prefix}{carry.origin.carried_as}"
+        )
 
     dst_s3 = unwrap_fallback(dst.store)
     ledger = UploadLedger(journal, dst_s3, summary.run_id) if dst_s3 is not None else None
@@ -616,6 +633,7 @@ async def _run(
             dst.prefix, opts.abort_uploads_older_than, journal.is_planned, opts.retry.call
         )
     executor = _Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
+    executor.as_stored = carry is not None
     await executor.run()
     if summary.stopped:
         return
@@ -631,7 +649,7 @@ async def _run(
     else:
         await list_destination(journal, dst, retry=opts.retry)
     # Every run that wrote leaves a signed manifest of the whole destination prefix.
-    await _write_manifest(src, dst, journal, pair, opts, summary)
+    await _write_manifest(src, dst, journal, pair, opts, summary, carry)
     # Every write of this run has ended: temp files of earlier, killed runs can go.
     with contextlib.suppress(StoreError):
         await cleanup_temp(dst.store)
@@ -646,12 +664,22 @@ async def _refuse_unsafe(
     pair: str,
     summary: Summary,
     dst_excluded: int,
+    carry: Carry | None = None,
 ) -> None:
     """The plan's safety checks (:mod:`daulat.transfer.safety`), before anything is written:
     raise in a real run; in a dry run note the first refusal in the summary.
 
-    ``dst_excluded``: the destination objects the filters do not select."""
-    found: SafetyRefusal | None = await plaintext_over_ciphertext(kind, src, dst, journal, opts)
+    ``dst_excluded``: the destination objects the filters do not select. ``carry``: the run
+    copies an encrypted replica's ciphertext as stored (and its protected names, if any)."""
+    found: SafetyRefusal | None = await plaintext_over_ciphertext(
+        kind,
+        src,
+        dst,
+        journal,
+        opts,
+        as_stored=carry is not None,
+        hashed_names=carry is not None and carry.protected_names,
+    )
     summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     if kind == Kind.SYNC and opts.delete:
         found = await filtered_delete_on_protected_names(opts, dst)
@@ -674,6 +702,24 @@ def _deletable(opts: Options) -> Callable[[str], bool] | None:
     return opts.filter.matches if opts.filter.active else None
 
 
+def _trusted(opts: Options, journal: Journal) -> list[PublicKey]:
+    """The keys whose manifests a writing run believes: the pinned ones and its own."""
+    own = opts.signing.key.public if opts.signing.key is not None else None
+    return opts.signing.trusted(own or existing_local_key(journal.path.parent))
+
+
+async def _onward_origin(
+    kind: Kind, src: Endpoint, journal: Journal, opts: Options
+) -> Carry | None:
+    """The encrypted replica's manifest a run copying ``src`` as stored must carry along
+    (:mod:`daulat.transfer.onward`); None when there is none, or the run decrypts or encrypts."""
+    if kind == Kind.RESTORE or opts.decrypt_with or opts.encrypt_to:
+        return None
+    return await find_origin(
+        src, journal, _trusted(opts, journal), opts.signing.identities, opts.retry
+    )
+
+
 def _prover(opts: Options) -> Prover | None:
     if opts.proof_key is None:
         return None
@@ -687,10 +733,14 @@ async def _write_manifest(
     pair: str,
     opts: Options,
     summary: Summary,
+    carry: Carry | None = None,
 ) -> None:
+    origin = carry.origin if carry is not None else None
     try:
         summary.manifest_key = await opts.retry.call(
-            lambda: write_run_manifest(src, dst, journal, pair, opts.signing, opts.encrypt_to)
+            lambda: write_run_manifest(
+                src, dst, journal, pair, opts.signing, opts.encrypt_to, origin
+            )
         )
     except (*STOP_ERRORS, ProvenanceError):
         raise
@@ -723,8 +773,12 @@ class _Executor:
         self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
         self.progress = Progress(summary.planned_objects, summary.planned_bytes)
         self.stop: Exception | None = None
-        # Restore: each object's plaintext must match the source manifest's SHA-256.
+        # Restore: each object's plaintext must match the source manifest's SHA-256 (and, from
+        # an onward copy, its ciphertext the onward manifest's).
         self.expect = bool(summary.checked_against_manifest)
+        self.expect_stored = self.expect and expects_stored(journal)
+        # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
+        self.as_stored = False
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
         src_s3, dst_s3 = unwrap_fallback(src.store), unwrap_fallback(dst.store)
         self.server_copy: tuple[FallbackS3Store, FallbackS3Store] | None = None
@@ -863,6 +917,9 @@ class _Executor:
         opts = self.opts
         self._landed(item.key)  # an attempt after a retry starts from the first byte again
         expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
+        expected_stored = (
+            expected_stored_sha256(self.journal, src_key) if self.expect_stored else None
+        )
         if self.server_copy is not None:
             src_s3, dst_s3 = self.server_copy
             copied = await self._recorded(
@@ -890,11 +947,26 @@ class _Executor:
         etag = reader.info.etag
         plain: bytes | None = None
         stream: AsyncIterable[bytes] = self._metered(reader, item.key)
+        if expected_stored is not None and reader.info.size > SMALL_OBJECT:
+            stream = hashed(
+                stream,
+                StreamHasher(),
+                expected=expected_stored,
+                store=self.dst.store.name,
+                key=src_key,
+            )
         if reader.info.size <= SMALL_OBJECT:
             data = await reader.read_all()
             if self.rate is not None:
                 await self.rate.take(len(data))
             self._streamed(item.key, len(data))
+            if expected_stored is not None and hashlib.sha256(data).hexdigest() != expected_stored:
+                raise IntegrityError(
+                    f"{src_key!r} is not the ciphertext the onward copy's manifest lists; not "
+                    "written",
+                    store=self.dst.store.name,
+                    key=dst_key,
+                )
             plain = (
                 await _off_loop(decrypt_bytes, data, opts.decrypt_with)
                 if opts.decrypt_with
@@ -919,6 +991,9 @@ class _Executor:
                 result = await self.dst.store.put(dst_key, body, metadata=meta)
             else:
                 meta = {"sha256": digest, **self._proof(dst_key, reader, digest, len(plain))}
+                if self.as_stored:
+                    # Ciphertext copied as stored: marked as such, as where it came from.
+                    meta["encryption"] = "age"
                 result = await self.dst.store.put(
                     dst_key, plain, sha256=digest, metadata=meta, prehashed=True
                 )

@@ -24,6 +24,59 @@ Format (version 2)
     Each manifest describes the whole known content of its prefix (entries of earlier runs of
     other sources are carried forward, deleted keys dropped), so the newest alone is enough.
 
+Onward copies
+    A copy of an encrypted replica made without decrypting it (``daulat exit vault:arsip
+    elsewhere``, see :mod:`daulat.transfer.onward`) cannot know what its objects decrypt to. Its
+    manifest (plain) lists per object only what it can prove, and where the rest is proven::
+
+        {"key": "c1/tps-001.json", "stored_size": 1423, "stored_sha256": "…", "etag": "…",
+         "encryption": "age", "origin": {"sha256": "…", "name": "manifest-….jsonl.age",
+         "prefix": "arsip/", "store": "vault", "carried_as": ".daulat/origin/<sha256>.jsonl.age"},
+         "source": {…}, "copied": "…"}
+
+    ``key`` is the name as stored (under protected names the 64-hex name: the real one is known
+    only to the origin); ``stored_sha256``/``stored_size`` describe the ciphertext as stored
+    (no ``sha256``/``size``: the plaintext is unknown there). ``origin`` references the
+    replica's newest signed manifest when the copy was made, by the SHA-256 of its file as
+    stored; the copy holds that file, and its ``.sig``, at ``carried_as`` (relative to the copy's
+    prefix), and the replica's signed ``names.key.age`` at ``.daulat/names.key.age`` (unless the
+    copy has a name key already: it is never replaced). Keys in the origin manifest, relative to
+    the replica's prefix, are the same relative to the copy's, after ``within`` when the copy
+    holds only part of the replica (``"within": "c1/"`` for a copy of ``arsip/c1/``). A copy of
+    an onward copy carries the same origin on. An onward run refuses (exit 2, nothing copied)
+    when the replica's manifests exist but none can be believed, or the believed one is not the
+    newest this machine saw there: nothing could then ever prove the copy's content.
+
+Carried manifests: what makes one believed
+    A carried manifest is not a manifest of the prefix that holds it (``list_manifests`` does
+    not see ``.daulat/origin/``): its header names another prefix, name and store. The provider
+    that holds the onward copy can put any manifest the customer ever signed there (another
+    replica's, an older one), and the provider of the replica could have shown the onward run
+    a manifest moved or renamed from elsewhere (the run, holding no identity, cannot read its
+    header). So:
+
+    1. A carried manifest is read only through a reference in an onward entry of the believed
+       manifest of the prefix being restored (signed by a pinned key, chain and local record
+       checked as for any manifest). Where it lies and what its header says count for nothing
+       on their own.
+    2. Its file must hash to the referenced ``sha256``: it is the very file the onward run saw
+       (and checked to be signed by a trusted key) at the replica.
+    3. Its own signature must be valid and by a pinned key, and its header must name that key.
+    4. Its header must say it was written for the referenced ``prefix`` under the referenced
+       ``name``: the prefix the onward run copied and the file name it found it under. A
+       manifest moved from another prefix or renamed (an old one passed off as the newest) at
+       the replica is refused here, where the identity is at hand.
+    5. ``store`` is not compared: store names are local to a daulat.toml, and the onward run
+       may have named the replica's store otherwise than the machine that wrote it. What a
+       direct restore from the replica checks (prefix, name) is what is checked here; a
+       manifest moved between two stores at the same prefix passes both.
+    6. Each object is then checked twice: its ciphertext against the onward entry, its
+       plaintext against the origin entry of the same stored name. Objects the origin does not
+       list are not restored; objects it lists that the copy lacks are reported as withheld.
+
+    The origin is the replica as it was when the onward copy was made: it is never compared
+    with newer manifests of the replica seen on this machine (the copy is that snapshot).
+
 Signature
     ``<manifest>.sig`` beside it: an OpenSSH SSHSIG signature (namespace
     ``daulat-manifest@daulat``) over the file's bytes as stored — the ciphertext when encrypted,
@@ -170,6 +223,34 @@ def next_manifest_key(ep: Endpoint, encrypted: bool, after: str | None) -> str:
     return key + ".age" if encrypted else key
 
 
+def is_onward_entry(entry: Entry) -> bool:
+    """An entry of an onward copy: it proves the ciphertext, its origin the plaintext."""
+    return "origin" in entry
+
+
+def onward_entry(
+    stored: str,
+    *,
+    sha256: str,
+    stored_size: int | None,
+    etag: str | None,
+    origin: Entry,
+    source: Entry,
+    copied: str,
+) -> Entry:
+    """The manifest entry of an object an onward run copied as it was stored."""
+    return {
+        "key": stored,
+        "stored_size": stored_size,
+        "stored_sha256": sha256,
+        "etag": etag,
+        "encryption": "age",
+        "origin": origin,
+        "source": source,
+        "copied": copied,
+    }
+
+
 # ------------------------------------------------------------------------------------ writing
 
 
@@ -270,6 +351,7 @@ async def read_manifest(
     on_entries: Callable[[list[Entry]], None] | None = None,
     *,
     require_signature: bool = True,
+    written_for: tuple[str, str] | None = None,
 ) -> ReadResult:
     """Check and read the manifest at ``key`` in one pass over its bytes.
 
@@ -278,6 +360,10 @@ async def read_manifest(
     with ``identities`` when given (else only hashed). ``on_entries`` receives the object
     lines, keys relative to the prefix of ``ep`` (version 1 keys are made relative here); the
     caller must discard them unless the result has no ``problem``.
+
+    The header must say it was written for the prefix of ``ep`` under the name it has there;
+    ``written_for`` (prefix, name) replaces both for a manifest carried away from where it
+    was written (see "Carried manifests" above). Such a manifest must have a header.
     """
     result = ReadResult(key)
     sig = await fetch_signature(ep, key)
@@ -334,20 +420,21 @@ async def read_manifest(
             result.problem = str(exc)
         else:
             result.signer = sig.public_key
+    want_prefix, want_name = written_for or (ep.prefix, key.rsplit("/", 1)[-1])
     if result.signer is not None and result.header is not None:
         # The header is inside the signed bytes: it must name the key that signed it, and
         # the prefix it was written for must be where it was found (not moved by the provider).
         if result.header.signer.split()[:2] != result.signer.line.split()[:2]:
             result.problem, result.signer = "its header names another signer", None
-        elif result.header.prefix != ep.prefix:
+        elif result.header.prefix != want_prefix:
             result.problem = (
-                f"it was written for prefix {result.header.prefix!r}, not {ep.prefix!r}: moved"
+                f"it was written for prefix {result.header.prefix!r}, not {want_prefix!r}: moved"
             )
             result.signer = None
-        elif result.header.name and result.header.name != key.rsplit("/", 1)[-1]:
+        elif (result.header.name or written_for) and result.header.name != want_name:
             result.problem = f"it was written as {result.header.name}: renamed (replayed)"
             result.signer = None
-    elif result.signer is not None and result.read and result.header is None:
+    elif result.signer is not None and (result.read or written_for) and result.header is None:
         result.problem, result.signer = "it has no manifest header", None
     return result
 

@@ -24,6 +24,12 @@ from daulat.transfer.manifests import (
     ProvenanceError,
     load_into_expected,
 )
+from daulat.transfer.onward import (
+    OnwardEntries,
+    Origin,
+    expect_from_origins,
+    forget_stored_expectations,
+)
 from daulat.transfer.provenance import (
     choose_manifest,
     fill_entries,
@@ -97,9 +103,11 @@ async def write_run_manifest(
     pair: str,
     signing: ManifestSigning,
     encrypt_to: Sequence[Recipient],
+    origin: Origin | None = None,
 ) -> str:
     """Write the destination's next signed manifest; temp table ``dst`` holds a listing of it
-    taken after the run's writes."""
+    taken after the run's writes. ``origin``: the run is an onward copy of an encrypted
+    replica, whose manifest it carried (:mod:`daulat.transfer.onward`)."""
     key = signing.signing_key(journal)
     return await write_manifest(
         src,
@@ -111,6 +119,7 @@ async def write_run_manifest(
         identities=signing.identities,
         encrypt_to=encrypt_to,
         audit_head=_audit_head(journal),
+        origin=origin.to_json() if origin is not None else None,
     )
 
 
@@ -131,10 +140,16 @@ async def load_restore_manifest(
         own = signing.key.public if signing.key else existing_local_key(state_dir_of(journal))
         raise ProvenanceError(no_signers_message("daulat.toml", own))
     journal.new_expected()
-    sink = load_into_expected(journal, src.prefix)
-    choice = await choose_manifest(
-        src, journal, signing.signers, identities, journal.new_expected, sink
-    )
+    forget_stored_expectations(journal)
+    # Entries of an onward copy of an encrypted replica are set apart: their plaintext is
+    # proven by the replica's own manifest, carried along (daulat.transfer.onward).
+    sink = OnwardEntries(journal, load_into_expected(journal, src.prefix))
+
+    def reset() -> None:
+        journal.new_expected()
+        sink.reset()
+
+    choice = await choose_manifest(src, journal, signing.signers, identities, reset, sink)
     summary.notes += [f"ignored {k}: {why}" for k, why in choice.ignored]
     if choice.key is not None and choice.read and not choice.problems:
         assert choice.signer is not None
@@ -142,6 +157,15 @@ async def load_restore_manifest(
         summary.provenance = (
             f"{choice.key} (seq {choice.seq}) signed by the pinned key {choice.signer.fingerprint}"
         )
+        if sink.count:
+            await expect_from_origins(
+                src,
+                journal,
+                signing.signers,
+                identities,
+                summary,
+                allow_unsigned=signing.allow_unsigned,
+            )
         return
     reason = "; ".join(choice.problems) or f"no daulat manifest at {label}"
     if not signing.allow_unsigned:
@@ -153,9 +177,12 @@ async def load_restore_manifest(
     if choice.key is not None and choice.read:
         summary.checked_against_manifest = choice.key
     else:
-        summary.checked_against_manifest = await read_unsigned(
-            src, identities, journal.new_expected, sink
+        summary.checked_against_manifest = await read_unsigned(src, identities, reset, sink)
+    if sink.count:
+        await expect_from_origins(
+            src, journal, signing.signers, identities, summary, allow_unsigned=True
         )
+        summary.provenance = f"origin not proven: {reason}"
 
 
 def settle_unproven(

@@ -49,6 +49,7 @@ from daulat.transfer.manifests import (
     entry_lines,
     list_manifests,
     next_manifest_key,
+    onward_entry,
     put_signed_manifest,
     read_manifest,
 )
@@ -187,7 +188,8 @@ def _carry_sink(journal: Journal) -> Callable[[list[Entry]], None]:
                     json.dumps(e, ensure_ascii=False),
                     size if isinstance(size, int) else None,
                     etag if isinstance(etag, str) else None,
-                    int(e.get("encryption") is not None),
+                    # An onward entry holds ciphertext hashes and stored names: no secret.
+                    int(e.get("encryption") is not None and "origin" not in e),
                 )
             )
         db.execute("BEGIN")
@@ -300,6 +302,8 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
         names = p.endswith("+names]")
         row = db.execute("SELECT source FROM pair_sources WHERE pair = ?", (p,)).fetchone()
         src = json.loads(row[0]) if row else _default_source(p, loc)
+        # An onward copy of an encrypted replica (see daulat.transfer.onward).
+        origin = src.pop("origin", None)
         cursor = db.execute(
             "SELECT j.key, coalesce(j.plain_size, j.size), j.sha256, j.updated, j.stored_as, "
             "j.dst_size, j.dst_etag FROM journal j JOIN dst d ON d.key = coalesce(j.stored_as, "
@@ -314,7 +318,20 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
                 # After a restore of protected names the journal's key is the stored name and
                 # stored_as the real one; under protected names it is the other way round.
                 real = key if names else stored
-                entry: Entry = {
+                if origin is not None:
+                    entry = onward_entry(
+                        stored,
+                        sha256=sha,
+                        stored_size=dst_size,
+                        etag=dst_etag,
+                        origin=origin,
+                        source=src,
+                        copied=updated,
+                    )
+                    line = json.dumps(entry, ensure_ascii=False)
+                    rows.append((stored, stored, line, 0, dst_size, dst_etag, 0))
+                    continue
+                entry = {
                     "key": real,
                     "size": size,
                     "sha256": sha,
@@ -346,12 +363,18 @@ async def write_manifest(
     identities: Sequence[Identity] = (),
     encrypt_to: Sequence[Recipient] = (),
     audit_head: str | None = None,
+    origin: Entry | None = None,
 ) -> str:
     """Write the next signed manifest of ``dst`` (temp table ``dst`` must hold a listing of it
-    taken after the run's writes) and record it as this location's newest."""
+    taken after the run's writes) and record it as this location's newest.
+
+    ``origin``: the run copied an encrypted replica's ciphertext as stored, and this is the
+    reference to the replica's manifest it carried (:mod:`daulat.transfer.onward`)."""
     loc = location(dst)
     tip = await prepare_chain(dst, journal, trusted, identities, signing_key.public)
-    source = {"store": src.store.name, "prefix": src.prefix, **src.describe}
+    source: dict[str, Any] = {"store": src.store.name, "prefix": src.prefix, **src.describe}
+    if origin is not None:
+        source["origin"] = origin
     _db(journal).execute(
         "INSERT OR REPLACE INTO pair_sources VALUES (?, ?)",
         (pair, json.dumps(source, ensure_ascii=False)),

@@ -252,10 +252,22 @@ async def destination_space(config: Config, dst: Location) -> dict[str, str]:
 
 
 async def plaintext_over_ciphertext(
-    kind: Kind, src: Endpoint, dst: Endpoint, journal: Journal, opts: Options
+    kind: Kind,
+    src: Endpoint,
+    dst: Endpoint,
+    journal: Journal,
+    opts: Options,
+    *,
+    as_stored: bool = False,
+    hashed_names: bool = False,
 ) -> PlaintextOverCiphertext | None:
     """A run that writes plaintext (or real names) where daulat put ciphertext (or protected
-    names). Reads the plan's ``dst`` listing and ``work`` table, so call it after planning."""
+    names). Reads the plan's ``dst`` listing and ``work`` table, so call it after planning.
+
+    ``as_stored``: the run copies an encrypted replica's ciphertext as stored (an onward copy,
+    :mod:`daulat.transfer.onward`), so objects marked ``encryption: age`` are no evidence
+    against it; its manifest is plain, so the journal and the newest manifest still are.
+    ``hashed_names``: the names it writes are that replica's protected names."""
     from daulat.transfer.engine import Kind
 
     if opts.allow_plaintext:
@@ -271,14 +283,14 @@ async def plaintext_over_ciphertext(
         evidence = (
             _journal_ciphertext(journal, dst, opts.store_paths)
             or await _manifest_ciphertext(dst)
-            or await _metadata_ciphertext(dst, journal)
+            or (None if as_stored else await _metadata_ciphertext(dst, journal))
         )
         if evidence:
             return PlaintextOverCiphertext(
                 f"{_label(dst)} holds daulat-encrypted objects ({evidence}); this {kind.value} "
                 f"would write plaintext there; {how}"
             )
-    if not opts.encrypt_names:
+    if not opts.encrypt_names and not hashed_names:
         evidence = await _names_protected(dst)
         if evidence:
             return names_in_clear(kind, dst, evidence)
