@@ -1188,6 +1188,8 @@ def drill(
         bool, typer.Option("--history", help="Show past drills against the real exits after them.")
     ] = False,
     encrypt_to: EncryptOpt = None,
+    encrypt_names: EncryptNamesOpt = False,
+    allow_plaintext: AllowPlaintextOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -1198,6 +1200,10 @@ def drill(
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a sample copy and predict how long a full exit of SRC to DST would take.
+
+    The sample is copied to a scratch prefix in DST's store and removed afterwards; where DST
+    holds daulat's ciphertext (or protected names) the drill needs --encrypt-to (and
+    --encrypt-names), as an exit there would.
 
     With filters the sample and the prediction are of the objects they select (keys relative
     to SRC's prefix), as an exit with the same filters would copy.
@@ -1226,6 +1232,8 @@ def drill(
             encrypt_to=_recipients(encrypt_to),
             on_event=None if as_json else Feedback(err, quiet=quiet).say,
             filter=flt,
+            encrypt_names=encrypt_names,
+            allow_plaintext=allow_plaintext,
         )
     )
     if as_json:

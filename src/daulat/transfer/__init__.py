@@ -27,8 +27,13 @@ from daulat.stores import open_store
 from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
-from daulat.transfer.names import existing_name_key, local_key_path, name_key_for_run
-from daulat.transfer.safety import destination_space, names_in_clear, refuse_overlap
+from daulat.transfer.names import existing_name_key, name_key_for_run
+from daulat.transfer.safety import (
+    destination_space,
+    local_name_keys,
+    names_in_clear,
+    refuse_overlap,
+)
 
 if TYPE_CHECKING:
     from daulat.verify import VerifyReport
@@ -228,7 +233,7 @@ async def _run_transfer(
         if (
             not opts.encrypt_names
             and not opts.allow_plaintext
-            and local_key_path(config.state_dir, dst).is_file()
+            and local_name_keys(config.state_dir, dst)
         ):
             raise names_in_clear(kind, dst, "this machine holds its name key")
         if opts.encrypt_names and opts.name_key is None:
