@@ -82,6 +82,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.signing import new_signing_key, public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
+from daulat.transfer.engine import VERIFIED_BY_LISTING
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
@@ -634,6 +635,13 @@ def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
     )
 
 
+def _verified_by(what: str) -> str:
+    """What "verified" meant, for people: the listing form says what it cannot see."""
+    if what == VERIFIED_BY_LISTING:
+        return f"{what} (content not re-read: verify --full re-reads and hashes it)"
+    return what
+
+
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
@@ -671,6 +679,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     if s.retries:
         parts.append(f"retries {s.retries:,}")
     out.print("  " + ", ".join(parts))
+    out.print(f"  verified by: {_verified_by(s.verified_by)}", highlight=False, markup=False)
     if s.filter is not None:
         out.print(
             "  " + _excluded_line(s.excluded_objects, s.excluded_bytes, s.filter),
@@ -1054,7 +1063,7 @@ def verify(
     if as_json:
         _print_json(report.to_json())
     else:
-        mode = "full (re-read and hashed)" if full else "recorded hashes and destination listing"
+        mode = _verified_by(report.verified_by)
         out.print(
             f"verify {printable(src)} → {printable(dst)} ({mode}): {report.objects:,} objects, "
             f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "

@@ -222,6 +222,13 @@ class Progress:
         return self.done_bytes + self.in_flight_bytes
 
 
+# What "verified" means, said by every summary and verify report (``verified_by``). The listing
+# form trusts the destination's listing to show what was written: an object the provider
+# replaced with the same size (and ETag) passes it; reading the content back is --full.
+VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
+VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
+VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
+
 # ``sync --delete`` records the keys it deleted; past this many, the audit log and the summary
 # keep the first ones (in key order), their count and a SHA-256 over all of them.
 DELETED_KEYS_KEPT = 100
@@ -311,6 +318,15 @@ class Summary:
     excluded_bytes: int = 0
 
     @property
+    def verified_by(self) -> str:
+        """What this run checked of the objects it counts as copied, skipped or verified."""
+        if self.kind == Kind.RESTORE:
+            return VERIFIED_BY_RESTORE + (
+                " against the source manifest" if self.checked_against_manifest else ""
+            )
+        return VERIFIED_BY_LISTING
+
+    @property
     def throughput_bps(self) -> float:
         return self.copied_bytes / self.duration_s if self.duration_s > 0 else 0.0
 
@@ -340,6 +356,7 @@ class Summary:
         d = dict(self.__dict__)
         d["throughput_bytes_per_s"] = round(self.throughput_bps, 1)
         d["ok"] = self.ok
+        d["verified_by"] = self.verified_by
         d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
         d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
         d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
