@@ -56,7 +56,12 @@ from daulat.errors import (
 from daulat.transfer.journal import Journal
 from daulat.transfer.locations import Location, location_of, overlaps, same_space
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, latest_manifest
-from daulat.transfer.names import NAME_KEY_OBJECT, has_protected_names, local_key_path
+from daulat.transfer.names import (
+    NAME_KEY_OBJECT,
+    has_protected_names,
+    local_key_path,
+    stored_names_evidence,
+)
 
 if TYPE_CHECKING:
     from daulat.transfer.engine import Endpoint, Kind, Options
@@ -588,14 +593,18 @@ async def _root_metadata_ciphertext(dst: Endpoint) -> str | None:
 
 
 async def _names_protected(dst: Endpoint) -> str | None:
-    """The destination, or a prefix above it, holds a name key."""
+    """The destination, or a prefix above it, holds a name key; or the destination holds
+    age ciphertext under stored names (its name key withheld)."""
     for at in _above(dst):
         try:
             if await has_protected_names(at):
                 return f"it holds {NAME_KEY_OBJECT}{_where(dst, at)}"
         except StoreError:
             pass
-    return None
+    try:
+        return await stored_names_evidence(dst)
+    except StoreError:
+        return None
 
 
 def local_name_keys(state_dir: Path, dst: Endpoint) -> bool:
