@@ -618,12 +618,21 @@ def _transfer_command(
         raise ExitCode(1)
 
 
+def _remaining(s: Summary, what: str = "remain", noun: str = "object(s)") -> str:
+    """How much is left, or that nobody knows yet (stopped before the listing finished)."""
+    if s.remaining_known:
+        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}"
+    return (
+        f"the listing did not finish ({s.listed_objects:,} source object(s), "
+        f"{_human_bytes(s.listed_bytes)} listed so far): how many {what} is unknown"
+    )
+
+
 def _interrupted_note(s: Summary) -> Text:
     return styled(
         ("interrupted", "bold red"),
         f" by {s.interrupted}: the journal holds every object finished so far, and nothing "
-        f"partial is visible as done.\n  {s.left_objects:,} object(s) "
-        f"({_human_bytes(s.left_bytes)}) remain; resume with: {_resume_command()}",
+        f"partial is visible as done.\n  {_remaining(s)}; resume with: {_resume_command()}",
     )
 
 
@@ -659,10 +668,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             )
         return
     rate = _human_bytes(int(s.throughput_bps)) + "/s"
-    out.print(
-        f"{head}: {s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source; "
-        f"{s.duration_s:.1f} s, {rate}"
+    at_source = (
+        f"{s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source"
+        if s.remaining_known
+        else f"the listing did not finish ({s.listed_objects:,} source objects listed)"
     )
+    out.print(f"{head}: {at_source}; {s.duration_s:.1f} s, {rate}")
     parts = [
         f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})",
         f"skipped {s.skipped_objects:,}",
@@ -674,12 +685,15 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     parts += [
         f"failed {len(s.failed):,}",
         f"refused {len(s.refused):,}",
-        f"left {s.left_objects:,} ({_human_bytes(s.left_bytes)})",
+        f"left {s.left_objects:,} ({_human_bytes(s.left_bytes)})"
+        if s.remaining_known
+        else "left unknown (the listing did not finish)",
     ]
     if s.retries:
         parts.append(f"retries {s.retries:,}")
     out.print("  " + ", ".join(parts))
-    out.print(f"  verified by: {_verified_by(s.verified_by)}", highlight=False, markup=False)
+    if s.remaining_known:
+        out.print(f"  verified by: {_verified_by(s.verified_by)}", highlight=False, markup=False)
     if s.filter is not None:
         out.print(
             "  " + _excluded_line(s.excluded_objects, s.excluded_bytes, s.filter),
@@ -732,8 +746,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             styled(
                 ("stopped:", "bold red"),
                 f" {printable(s.stopped)}\n"
-                f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
-                "nothing already copied is lost.\n"
+                f"  {_remaining(s, 'remain to copy', 'objects')}; nothing already copied is "
+                "lost.\n"
                 f"  Once access is back, resume with: {_resume_command()}",
             )
         )

@@ -156,7 +156,7 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
         "verified": summary.verified_objects,
         "failed": len(summary.failed),
         "refused": len(summary.refused),
-        "left": summary.left_objects,
+        "left": summary.left_objects if summary.remaining_known else None,
         "stopped": summary.stopped,
         "manifest": summary.manifest_key,
         "unproven": len(summary.unproven),
