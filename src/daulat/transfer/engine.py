@@ -58,6 +58,8 @@ from typing import Any
 from daulat import interrupts
 from daulat.crypto import (
     INLINE_LIMIT,
+    NO_MATCHING_IDENTITY,
+    DecryptError,
     Identity,
     Recipient,
     decrypt_bytes,
@@ -898,6 +900,13 @@ class _Executor:
             return outcome
         except AccessDenied:
             raise
+        except DecryptError as exc:
+            # No identity opens it: none will open the rest either, so the run stops
+            # (nothing is written with the wrong key). Damaged or truncated ciphertext is
+            # this object's own failure.
+            if isinstance(exc, WrongIdentity) or str(exc) == NO_MATCHING_IDENTITY:
+                raise WrongIdentity(str(exc)) from None
+            return _unfinished(item, State.FAILED, str(exc))
         except InvalidKey as exc:
             return _unfinished(item, State.REFUSED, str(exc))
         except NotFound:
