@@ -508,9 +508,13 @@ _NESTED_NAME_KEY = f"*/{NAME_KEY_OBJECT}"
 def _listed_below(journal: Journal, pattern: str, what: str) -> str | None:
     """``what`` of a copy below the destination prefix, in the plan's ``dst`` listing, that the
     source does not bring along (a source may hold an earlier copy's files as data)."""
+    journal.db.execute(
+        "CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL"
+    )
     row = journal.db.execute(
         "SELECT d.key FROM dst d WHERE d.key GLOB ? "
-        "AND NOT EXISTS (SELECT 1 FROM src s WHERE coalesce(s.dkey, s.key) = d.key) LIMIT 1",
+        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
+        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) LIMIT 1",
         (pattern,),
     ).fetchone()
     if row is None:
