@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fs_store_config, s3_store_config
+from conftest import fs_store_config, run, s3_store_config
 from s3fake import s3fake
 from servers import S3Server
 from test_encryption import _readme_snippet
@@ -623,3 +623,86 @@ def test_drill_to_a_protected_destination_never_writes_real_names(
     assert len(data) >= 10 and all(STORED.fullmatch(k) for k in data), written[:5]
     assert not (tmp_path / ".daulat" / "names").exists()
     assert not [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("kind", ["fs", "s3"])
+def test_a_withheld_name_key_stops_instead_of_making_a_second_one(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: when the provider withholds names.key.age, a second machine with
+    --identity made a second name key and stored everything twice. The objects under stored
+    names (and the newest signed manifest's stored_as entries) show that the destination
+    protects names: the run is refused (exit 2), nothing is written, no key is made."""
+    from test_safety import pin_signer_of
+
+    from daulat.config import StoreConfig
+    from daulat.crypto import load_identities, new_identity
+    from daulat.signing import LOCAL_KEY, public_key_of
+    from daulat.stores import open_store
+    from daulat.transfer.engine import Endpoint
+    from daulat.transfer.names import manifest_names_evidence
+
+    identity = tmp_path / "id.txt"
+    recipient = new_identity(identity)
+    files = _dataset("ditahan", n=6)
+    src = fs_store_config(tmp_path / "src", "src")
+    if kind == "fs":
+        vault = fs_store_config(tmp_path / "vault", "vault")
+    else:
+        vault = s3_store_config(request.getfixturevalue("s3_server"), "vault", unique("withheld"))
+    fill_config(src, files)
+    a = _write_config(tmp_path / "a", [src, vault])
+    b = _write_config(tmp_path / "b", [src, vault])
+    args = ["--encrypt-to", recipient, "--encrypt-names"]
+    res = cli(["exit", "src", "vault", *args, "-c", str(a)], capsys)
+    assert res.code == 0, res.explain()
+    pin_signer_of(b, signer_config=a)
+
+    async def withhold() -> None:
+        store = open_store(StoreConfig.model_validate(vault))
+        try:
+            for name in (".daulat/names.key.age", ".daulat/names.key.age.sig"):
+                await store.delete(name)
+        finally:
+            await store.close()
+
+    run(withhold())
+    before = read_config(vault, skip_manifests=False)
+    ident = ["-i", str(identity)]
+    for argv in (
+        ["exit", "src", "vault", *args, *ident],
+        ["exit", "src", "vault", *args],
+        ["copy", "src", "vault", *args, *ident, "--dry-run"],
+        ["verify", "src", "vault", *ident],
+    ):
+        res = cli([*argv, "-c", str(b)], capsys)
+        assert res.code == 2, f"{argv}: {res.explain()}"
+        assert "protected names" in res.err and "second name key" in res.err, res.err
+        assert "Traceback" not in res.err
+    # Real names into it are refused too (names.key.age no longer tells).
+    res = cli(["copy", "src", "vault", "--encrypt-to", recipient, "-c", str(b)], capsys)
+    assert res.code == 2 and "--encrypt-names" in res.err, res.explain()
+    assert read_config(vault, skip_manifests=False) == before
+    assert not list((tmp_path / "b" / ".daulat").glob("names/*.key"))
+
+    # The newest signed manifest tells it too, for whoever can read it.
+    async def evidence() -> str | None:
+        store = open_store(StoreConfig.model_validate(vault))
+        try:
+            signer = public_key_of(tmp_path / "a" / ".daulat" / LOCAL_KEY)
+            return await manifest_names_evidence(
+                Endpoint(store, ""), load_identities(identity), [signer]
+            )
+        finally:
+            await store.close()
+
+    found = run(evidence())
+    assert found is not None and "stored names" in found
+    # The machine that holds the key goes on, and puts the key back.
+    res = cli(["exit", "src", "vault", *args, "-c", str(a)], capsys)
+    assert res.code == 0, res.explain()
+    res = cli(["exit", "src", "vault", *args, *ident, "-c", str(b)], capsys)
+    assert res.code == 0, res.explain()
+    assert read_config(vault).keys() == before.keys() - {
+        k for k in before if k.startswith(".daulat/")
+    }

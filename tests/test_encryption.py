@@ -435,3 +435,64 @@ def test_readme_restore_without_daulat_works_at_a_prefix(
     assert done.returncode == 0, done.stderr
     for name, data in files.items():
         assert (tmp_path / "restored" / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", ["fs", "s3"])
+def test_a_truncated_object_fails_alone_and_the_restore_goes_on(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Hostile review: one truncated object at an encrypted source aborted the whole restore
+    ("error: cannot decrypt: the data is not an intact age file", 6 of 12 written, no summary,
+    no JSON with --json). A damaged object now fails on its own, listed in the summary, while
+    the others are restored; no identity matching stays a run-stopping error."""
+    files = _fill(tmp_path / "src", n_small=10, big=10 * 1024 * 1024)
+    key, recipient = _keys(tmp_path, monkeypatch, capsys)
+    vault = fs_store_config(tmp_path / "vault", "vault")
+    if kind == "fs":
+        back = fs_store_config(tmp_path / "back", "back")
+    else:
+        back = s3_store_config(request.getfixturevalue("s3_server"), "back", _unique("trunc"))
+    back2 = fs_store_config(tmp_path / "back2", "back2")
+    _write_config(tmp_path, [fs_store_config(tmp_path / "src", "src"), vault, back, back2])
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient]) == 0
+    capsys.readouterr()
+    damaged = ["forms/tps-004.json", "archive/big.bin"]  # one small, one streamed
+    for name in damaged:
+        path = tmp_path / "vault" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    assert cli(["restore", "vault", "back", "--identity", str(key), "--json"]) == 1
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    assert sorted(f["key"] for f in summary["failed"]) == sorted(damaged), summary["failed"]
+    assert all("cannot decrypt" in f["reason"] for f in summary["failed"])
+    assert summary["copied_objects"] == len(files) - len(damaged)
+    assert summary["stopped"] is None and "Traceback" not in out.err
+    restored = run(_read_all(back))
+    assert {k: v for k, v in restored.items() if not k.startswith(".daulat/")} == {
+        k: v for k, v in files.items() if k not in damaged
+    }
+    # Human output: the summary, with the failures named.
+    assert cli(["restore", "vault", "back", "--identity", str(key)]) == 1
+    out = capsys.readouterr()
+    assert "failed: 'forms/tps-004.json': cannot decrypt" in out.out, out.out
+    assert "incomplete" in out.err and "Traceback" not in out.err
+
+    # No identity matches: the run stops (nothing is written with the wrong key).
+    other = tmp_path / "other.txt"
+    assert cli(["keys", "new", "--out", str(other), "--no-config"]) == 0
+    capsys.readouterr()
+    assert cli(["restore", "vault", "back2", "--identity", str(other), "--json"]) in (1, 2)
+    out = capsys.readouterr()
+    assert "none of the given identities" in out.out + out.err
+    assert not (tmp_path / "back2").exists()
+
+
+def _unique(tag: str) -> str:
+    import uuid
+
+    return f"{tag}-{uuid.uuid4().hex[:10]}"

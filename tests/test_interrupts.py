@@ -235,3 +235,113 @@ def test_interrupts_run_turns_a_signal_into_interrupted() -> None:
     assert cleaned == [True]
     # The handlers are restored afterwards.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+# --------------------------------------------------------------------------------------------
+# Honest numbers when a run is interrupted part-way (in-process: the signal is sent from
+# inside a store call, so it lands exactly where the test needs it)
+
+
+def _local_pair(tmp_path: Path, src: dict[str, bytes], dst: dict[str, bytes]) -> Path:
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    dst_raw = fs_store_config(tmp_path / "dst", "dst")
+    for root, objects in ((tmp_path / "src", src), (tmp_path / "dst", dst)):
+        root.mkdir(parents=True, exist_ok=True)
+        for key, data in objects.items():
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(data)
+    return write_config(tmp_path, [src_raw, dst_raw])
+
+
+def test_an_interrupted_sync_delete_counts_the_deletions_it_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile review: SIGINT during ``sync --delete --json`` reported "deleted_objects": 0
+    while "deleted": {"count": 208}. Deletions are counted as they happen."""
+    from test_transfer import cli
+
+    from daulat.stores.fs import FsStore
+
+    extra = {f"old/{i:03d}.txt": b"gone" for i in range(40)}
+    config = _local_pair(tmp_path, {"keep.txt": b"keep"}, extra)
+    original = FsStore.delete
+    calls = 0
+
+    async def delete(self: FsStore, key: str) -> None:
+        nonlocal calls
+        calls += 1
+        n = calls
+        if n > 5:
+            await asyncio.sleep(30)  # never ends: the signal cancels the run first
+        if n == 5:
+            await asyncio.sleep(0.5)  # the first four are done
+        await original(self, key)
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(FsStore, "delete", delete)
+    argv = ["sync", "src", "dst", "--delete", "--max-delete", "100%", "--json", "-c", str(config)]
+    res = cli(argv, capsys)
+    assert res.code == 130, res.explain()
+    d = res.json
+    gone = len(extra) - sum(1 for k in extra if (tmp_path / "dst" / k).exists())
+    assert gone == 5
+    assert d["deleted_objects"] == d["deleted"]["count"] == gone, d
+    assert d["interrupted"] == "SIGINT"
+    _, status, recorded = last_run(config)
+    assert status == "interrupted" and recorded["deleted_objects"] == gone
+
+
+def test_a_run_interrupted_while_listing_never_says_nothing_remains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile review: a SIGTERM during listing printed "0 objects ... 0 remain" when 303
+    remained. Now the summary says the listing did not finish, counts what it had listed,
+    and gives no number for what remains (null in JSON)."""
+    from test_transfer import cli
+
+    from daulat.stores.fs import FsStore
+
+    objects = {f"d{i % 7}/{i:04d}.txt": b"x" * i for i in range(303)}
+    config = _local_pair(tmp_path, objects, {})
+    original = FsStore.list
+
+    async def slow_list(self: FsStore, prefix: str = "") -> Any:
+        async for batch in original(self, prefix):
+            yield batch
+            if self.name == "src":
+                os.kill(os.getpid(), signal.SIGTERM)
+                await asyncio.sleep(30)
+
+    monkeypatch.setattr(FsStore, "list", slow_list)
+    res = cli(["exit", "src", "dst", "--json", "-c", str(config)], capsys)
+    assert res.code == 143, res.explain()
+    d = res.json
+    assert d["left_objects"] is None and d["left_bytes"] is None, d
+    assert d["remaining_known"] is False and 0 < d["listed_objects"] <= 303
+    res = cli(["exit", "src", "dst", "-c", str(config)], capsys)
+    assert res.code == 143
+    assert "0 object(s)" not in res.err and "0 remain" not in res.err, res.err
+    assert "listing did not finish" in res.err and "unknown" in res.err, res.err
+    assert "left unknown" in res.out and "left 0" not in res.out, res.out
+    assert "Traceback" not in res.err
+
+
+def test_a_missing_source_bucket_is_an_error_not_an_empty_remainder(
+    s3_server: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: ``exit nob fs:x`` with a missing source bucket said "0 objects remain"."""
+    from test_transfer import cli
+
+    src = s3_store_config(s3_server, "nob", unique("real"))
+    src["url"] = f"s3://{unique('nobucket')}"
+    dst = fs_store_config(tmp_path / "x", "x")
+    config = write_config(tmp_path, [src, dst])
+    res = cli(["exit", "nob", "x", "-c", str(config)], capsys)
+    assert res.code == 1, res.explain()
+    assert "does not exist" in res.err and "cannot list the source nob" in res.err, res.err
+    assert "0 objects" not in res.err and "left 0" not in res.out, res.out + res.err
+    assert "Traceback" not in res.err
+    res = cli(["exit", "nob", "x", "--json", "-c", str(config)], capsys)
+    assert res.code == 1
+    assert res.json["left_objects"] is None and "does not exist" in res.json["stopped"]

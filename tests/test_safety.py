@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from daulat.crypto import new_identity
 from daulat.errors import ConfigError
 from daulat.signing import LOCAL_KEY, public_key_of
 from daulat.stores import open_store
+from daulat.stores.fs import FsStore
 from daulat.transfer.locations import Location, location_of, overlaps
 from daulat.transfer.safety import DeleteLimit
 
@@ -713,6 +715,159 @@ def test_report_and_check_never_call_a_partly_plain_replica_encrypted(
     assert cli(["report", "-o", str(html), "-c", str(config)], capsys).code == 0
     assert "other copies wrote plaintext there" in html.read_text()
     assert encryption_findings() == ["fail"]
+
+
+def _withhold_every_manifest(raw: dict[str, Any]) -> None:
+    """The provider withholds daulat's files under every prefix of a store."""
+
+    async def go() -> None:
+        store = open_store(StoreConfig.model_validate(raw))
+        try:
+            keys = [o.key async for batch in store.list("") for o in batch]
+            for key in keys:
+                if key.startswith(".daulat/") or "/.daulat/" in key:
+                    await store.delete(key)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("kind", ["fs", "s3"])
+def test_plain_copy_into_another_prefix_of_an_encrypted_store_is_refused(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: ``exit data vault --encrypt-to R`` then ``copy data vault:sub`` wrote
+    plaintext at vault/sub/. A store (bucket, directory) that holds daulat's ciphertext under
+    any prefix is encrypted for plain writes anywhere in it: the journal (this machine), the
+    manifests above or below the destination, or the first objects' ``encryption: age`` mark
+    (another machine, even with every manifest withheld) show it."""
+    recipient = new_identity(tmp_path / "id.txt")
+    put_files(tmp_path / "src", SOURCE)
+    if kind == "fs":
+        dst = fs(tmp_path / "vault", "vault")
+    else:
+        dst = s3_store_config(request.getfixturevalue("s3_server"), "vault", unique("prefixes"))
+    stores = [fs(tmp_path / "src", "src"), dst, fs(tmp_path / "plain", "plain")]
+    here = write_config(tmp_path / "here", stores)
+    elsewhere = write_config(tmp_path / "elsewhere", stores)
+    res = cli(["exit", "src", "vault:arsip", "--encrypt-to", recipient, "-c", str(here)], capsys)
+    assert res.code == 0, res.explain()
+    before = read_config(dst, skip_manifests=False)
+    targets = ("vault:sub", "vault", "vault:arsip/deeper", "vault:arsip")
+    for config in (here, elsewhere):
+        for target in targets:
+            res = cli(["copy", "src", target, "-c", str(config)], capsys)
+            refused(res, "vault", "--encrypt-to", "--allow-plaintext")
+    assert read_config(dst, skip_manifests=False) == before
+    _withhold_every_manifest(dst)
+    before = read_config(dst, skip_manifests=False)
+    for config in (here, elsewhere):
+        for target in targets:
+            refused(cli(["copy", "src", target, "-c", str(config)], capsys), "vault")
+    assert read_config(dst, skip_manifests=False) == before
+    # A store beside it is not it; encrypted writes go on; the override writes in clear.
+    assert cli(["copy", "src", "plain", "-c", str(elsewhere)], capsys).code == 0
+    enc = ["--encrypt-to", recipient]
+    assert cli(["copy", "src", "vault:sub", *enc, "-c", str(here)], capsys).code == 0
+    res = cli(["copy", "src", "vault:other", "--allow-plaintext", "-c", str(here)], capsys)
+    assert res.code == 0, res.explain()
+    assert read_config(dst, "other/") == SOURCE
+
+
+class _Writes:
+    """Every object written to a directory store in this process: key → bytes (streamed bodies
+    are kept as b"<stream>")."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.items: list[tuple[str, str, bytes]] = []
+        original = FsStore.put
+        outer = self
+
+        async def put(self: FsStore, key: str, data: Any, *args: Any, **kw: Any) -> Any:
+            body = data if isinstance(data, bytes) else b"<stream>"
+            outer.items.append((self.name, key, body))
+            return await original(self, key, data, *args, **kw)
+
+        monkeypatch.setattr(FsStore, "put", put)
+
+    def to(self, store: str) -> list[tuple[str, bytes]]:
+        return [(k, b) for s, k, b in self.items if s == store]
+
+
+def _scratch_is_gone(root: Path) -> None:
+    assert not [p for p in (root / ".daulat").glob("drill-*")], "scratch copy left behind"
+
+
+def test_drill_into_an_encrypted_destination_needs_encrypt_to(
+    vault: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hostile review: after ``exit --encrypt-to``, ``drill data vault`` copied plaintext objects
+    and a plaintext manifest (names, SHA-256s) to vault/.daulat/drill-*/. Now the drill is
+    refused like a plain exit there; with --encrypt-to its scratch copy is age ciphertext."""
+    config, root = vault["config"], vault["root"]
+    assert cli(["scan", "src", "-c", str(config)], capsys).code == 0
+    writes = _Writes(monkeypatch)
+    drill = ["drill", "src", "vault", "--sample", "12", "--seed", "1", "-c", str(config)]
+    refused(cli(drill, capsys), "vault", "drill", "--encrypt-to", "--allow-plaintext")
+    assert writes.to("vault") == []
+    # Into a new prefix of the encrypted store: the same.
+    refused(cli([*drill[:2], "vault:other", *drill[3:]], capsys), "vault", "--encrypt-to")
+    assert writes.to("vault") == []
+
+    res = cli([*drill, "--encrypt-to", vault["recipient"], "--json"], capsys)
+    assert res.code == 0, res.explain()
+    written = writes.to("vault")
+    data = [(k, b) for k, b in written if "/.daulat/manifest-" not in k]
+    manifests = [k for k, _ in written if "/.daulat/manifest-" in k and not k.endswith(".sig")]
+    assert len(data) >= 12 and all(b.startswith(AGE_HEADER) for _, b in data), data[:2]
+    assert manifests and all(k.endswith(".jsonl.age") for k in manifests), manifests
+    for _, body in written:
+        for plain in SOURCE.values():
+            assert plain not in body
+    _scratch_is_gone(root)
+    # --allow-plaintext drills in clear, as asked.
+    res = cli([*drill, "--allow-plaintext"], capsys)
+    assert res.code == 0, res.explain()
+
+
+def test_drill_into_a_name_protected_destination_needs_encrypt_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for protected names: --encrypt-to alone is refused (the sample's names would
+    reach the destination); with --encrypt-names nothing written there holds a real name."""
+    recipient = new_identity(tmp_path / "id.txt")
+    put_files(tmp_path / "src", SOURCE)
+    stores = [fs(tmp_path / "src", "src"), fs(tmp_path / "vault", "vault")]
+    here = write_config(tmp_path / "here", stores)
+    elsewhere = write_config(tmp_path / "elsewhere", stores)
+    enc = ["--encrypt-to", recipient]
+    res = cli(["exit", "src", "vault", *enc, "--encrypt-names", "-c", str(here)], capsys)
+    assert res.code == 0, res.explain()
+    for config in (here, elsewhere):
+        assert cli(["scan", "src", "-c", str(config)], capsys).code == 0
+    writes = _Writes(monkeypatch)
+    for config in (here, elsewhere):
+        drill = ["drill", "src", "vault", "--sample", "12", "--seed", "1", "-c", str(config)]
+        before = len(writes.items)
+        refused(cli([*drill, *enc], capsys), "vault", "names", "--encrypt-names")
+        refused(cli(drill, capsys), "vault", "--encrypt-to")
+        assert len(writes.items) == before
+        res = cli([*drill, *enc, "--encrypt-names", "--json"], capsys)
+        assert res.code == 0, res.explain()
+    written = writes.to("vault")
+    assert written
+    for key, body in written:
+        name = key.rsplit("/", 1)[-1]
+        if "/.daulat/manifest-" not in key:
+            assert re.fullmatch(r"[0-9a-f]{64}", name), key
+            assert body.startswith(AGE_HEADER)
+        for real in SOURCE:
+            assert real not in key and real.encode() not in body
+    _scratch_is_gone(tmp_path / "vault")
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,14 +9,23 @@ is verified, and the journal's ``verified`` times follow (set for the good, clea
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import fs_store_config, run
-from test_transfer import endpoint, exit_lib, small_dataset
+from test_safety import put_files
+from test_transfer import cli, endpoint, exit_lib, small_dataset, write_config
 
+from daulat.crypto import (
+    decrypt_bytes,
+    load_identities,
+    new_identity,
+)
 from daulat.stores.fs import FsStore
-from daulat.transfer.journal import JOURNAL_NAME, Journal
+from daulat.transfer.engine import VERIFIED_BY_CONTENT, VERIFIED_BY_LISTING
+from daulat.transfer.journal import JOURNAL_NAME, REPLACED, Journal
 from daulat.verify import VerifyReport, verify
 
 
@@ -90,3 +99,114 @@ def test_an_uncopied_destination_object_has_no_recorded_hash(tmp_path: Path) -> 
 
 async def _fill(store: FsStore, data: dict[str, bytes]) -> None:
     await asyncio.gather(*(store.put(k, v) for k, v in data.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# A replaced object: what the listing cannot see, --full finds, and the journal then forgets
+
+
+def _replace_in_place(path: Path, data: bytes) -> None:
+    """The provider's trick: other bytes of the same size, written into the same file (same
+    inode, metadata kept), its times put back, so that the listing shows what daulat wrote."""
+    st = path.stat()
+    assert len(data) == st.st_size
+    with path.open("r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_replaced_object_found_by_full_verify_is_sent_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: an object replaced by same-size age ciphertext (metadata kept, mtime
+    restored) passed ``verify``; ``verify --full`` caught it, but the next ``exit`` skipped it
+    ("every object verified") and ``check`` passed again after a plain ``verify``. Now --full
+    makes the journal forget it: plain verify reports it, the policy stops counting it, the
+    next exit sends it again. Every summary says what "verified" meant."""
+    identity = tmp_path / "id.txt"
+    recipient = new_identity(identity)
+    data = small_dataset(12).objects
+    put_files(tmp_path / "src", data)
+    stores = [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "vault", "vault")]
+    config = write_config(tmp_path, stores)
+    config.write_text(
+        config.read_text()
+        + '\n[[policies]]\nname = "two copies"\nstores = ["src", "vault"]\nmin_replicas = 2\n'
+    )
+    c = ["-c", str(config)]
+
+    def replicas() -> str:
+        res = cli(["check", "--json", *c], capsys)
+        found = [
+            f["status"]
+            for p in res.json["policies"]
+            for f in p["findings"]
+            if f["rule"] == "min_replicas"
+        ]
+        assert len(found) == 1, res.out
+        return str(found[0])
+
+    assert cli(["scan", "src", *c], capsys).code == 0
+    enc = ["--encrypt-to", recipient]
+    res = cli(["exit", "src", "vault", *enc, "--json", *c], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["verified_by"] == VERIFIED_BY_LISTING
+    key = sorted(data)[5]
+    target = tmp_path / "vault" / key
+    # age garbage: the header kept, the payload's last bytes changed.
+    stored = target.read_bytes()
+    _replace_in_place(target, stored[:-64] + bytes(64))
+
+    # The listing cannot see it, and says what it checked.
+    res = cli(["verify", "src", "vault", "--json", *c], capsys)
+    assert res.code == 0 and res.json["verified_by"] == VERIFIED_BY_LISTING
+    res = cli(["verify", "src", "vault", *c], capsys)
+    assert VERIFIED_BY_LISTING in res.out and "verify --full" in res.out
+    assert replicas() == "pass"
+
+    full = ["verify", "src", "vault", "--full", "-i", str(identity), *c]
+    res = cli([*full, "--json"], capsys)
+    assert res.code == 1
+    assert res.json["verified_by"] == VERIFIED_BY_CONTENT
+    assert [p["key"] for p in res.json["problems"]] == [key]
+    assert res.json["problems"][0]["reason"].startswith("cannot decrypt")
+
+    # A later listing-only verify no longer calls it verified; neither do the policies.
+    res = cli(["verify", "src", "vault", "--json", *c], capsys)
+    assert res.code == 1
+    assert res.json["problems"] == [{"key": key, "reason": REPLACED}]
+    assert res.json["verified"] == len(data) - 1
+    assert replicas() == "fail"
+
+    # The next exit sends it again (its proof, still in the metadata, is not believed).
+    res = cli(["exit", "src", "vault", *enc, "--json", *c], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["copied_objects"] == 1 and res.json["adopted_objects"] == 0
+    ids = load_identities(identity)
+    assert decrypt_bytes(target.read_bytes(), ids) == data[key]
+    assert cli([*full, "--json"], capsys).code == 0
+    assert replicas() == "pass"
+    res = cli(["exit", "src", "vault", *enc, *c], capsys)
+    assert res.code == 0, res.explain()
+    assert f"verified by: {VERIFIED_BY_LISTING}" in res.out
+
+
+def test_a_replaced_plain_object_is_sent_again_after_full_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same without encryption, for copy: --full finds the replaced bytes, and the next
+    copy sends the object again."""
+    data = small_dataset(6).objects
+    put_files(tmp_path / "src", data)
+    stores = [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "dst", "dst")]
+    c = ["-c", str(write_config(tmp_path, stores))]
+    res = cli(["copy", "src", "dst", "--json", *c], capsys)
+    assert res.code == 0 and res.json["verified_by"] == VERIFIED_BY_LISTING
+    key = sorted(data)[2]
+    _replace_in_place(tmp_path / "dst" / key, bytes(len(data[key])))
+    assert cli(["verify", "src", "dst", *c], capsys).code == 0
+    assert cli(["verify", "src", "dst", "--full", *c], capsys).code == 1
+    res = cli(["copy", "src", "dst", "--json", *c], capsys)
+    assert res.code == 0 and res.json["copied_objects"] == 1, res.explain()
+    assert (tmp_path / "dst" / key).read_bytes() == data[key]
+    assert cli(["verify", "src", "dst", "--full", *c], capsys).code == 0

@@ -83,6 +83,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.signing import new_signing_key, public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
+from daulat.transfer.engine import VERIFIED_BY_LISTING
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
@@ -618,12 +619,21 @@ def _transfer_command(
         raise ExitCode(1)
 
 
+def _remaining(s: Summary, what: str = "remain", noun: str = "object(s)") -> str:
+    """How much is left, or that nobody knows yet (stopped before the listing finished)."""
+    if s.remaining_known:
+        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}"
+    return (
+        f"the listing did not finish ({s.listed_objects:,} source object(s), "
+        f"{_human_bytes(s.listed_bytes)} listed so far): how many {what} is unknown"
+    )
+
+
 def _interrupted_note(s: Summary) -> Text:
     return styled(
         ("interrupted", "bold red"),
         f" by {s.interrupted}: the journal holds every object finished so far, and nothing "
-        f"partial is visible as done.\n  {s.left_objects:,} object(s) "
-        f"({_human_bytes(s.left_bytes)}) remain; resume with: {_resume_command()}",
+        f"partial is visible as done.\n  {_remaining(s)}; resume with: {_resume_command()}",
     )
 
 
@@ -633,6 +643,13 @@ def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
         f"excluded by filters: {objects:,} objects ({_human_bytes(size)}); rules: "
         + "; ".join(rules)
     )
+
+
+def _verified_by(what: str) -> str:
+    """What "verified" meant, for people: the listing form says what it cannot see."""
+    if what == VERIFIED_BY_LISTING:
+        return f"{what} (content not re-read: verify --full re-reads and hashes it)"
+    return what
 
 
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
@@ -652,10 +669,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             )
         return
     rate = _human_bytes(int(s.throughput_bps)) + "/s"
-    out.print(
-        f"{head}: {s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source; "
-        f"{s.duration_s:.1f} s, {rate}"
+    at_source = (
+        f"{s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source"
+        if s.remaining_known
+        else f"the listing did not finish ({s.listed_objects:,} source objects listed)"
     )
+    out.print(f"{head}: {at_source}; {s.duration_s:.1f} s, {rate}")
     parts = [
         f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})",
         f"skipped {s.skipped_objects:,}",
@@ -667,11 +686,15 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     parts += [
         f"failed {len(s.failed):,}",
         f"refused {len(s.refused):,}",
-        f"left {s.left_objects:,} ({_human_bytes(s.left_bytes)})",
+        f"left {s.left_objects:,} ({_human_bytes(s.left_bytes)})"
+        if s.remaining_known
+        else "left unknown (the listing did not finish)",
     ]
     if s.retries:
         parts.append(f"retries {s.retries:,}")
     out.print("  " + ", ".join(parts))
+    if s.remaining_known:
+        out.print(f"  verified by: {_verified_by(s.verified_by)}", highlight=False, markup=False)
     if s.filter is not None:
         out.print(
             "  " + _excluded_line(s.excluded_objects, s.excluded_bytes, s.filter),
@@ -724,8 +747,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             styled(
                 ("stopped:", "bold red"),
                 f" {printable(s.stopped)}\n"
-                f"  {s.left_objects:,} objects ({_human_bytes(s.left_bytes)}) remain to copy; "
-                "nothing already copied is lost.\n"
+                f"  {_remaining(s, 'remain to copy', 'objects')}; nothing already copied is "
+                "lost.\n"
                 f"  Once access is back, resume with: {_resume_command()}",
             )
         )
@@ -1055,7 +1078,7 @@ def verify(
     if as_json:
         _print_json(report.to_json())
     else:
-        mode = "full (re-read and hashed)" if full else "recorded hashes and destination listing"
+        mode = _verified_by(report.verified_by)
         out.print(
             f"verify {printable(src)} → {printable(dst)} ({mode}): {report.objects:,} objects, "
             f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
@@ -1194,6 +1217,8 @@ def drill(
         bool, typer.Option("--history", help="Show past drills against the real exits after them.")
     ] = False,
     encrypt_to: EncryptOpt = None,
+    encrypt_names: EncryptNamesOpt = False,
+    allow_plaintext: AllowPlaintextOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -1204,6 +1229,10 @@ def drill(
     quiet: QuietOpt = False,
 ) -> None:
     """Measure a sample copy and predict how long a full exit of SRC to DST would take.
+
+    The sample is copied to a scratch prefix in DST's store and removed afterwards; where DST
+    holds daulat's ciphertext (or protected names) the drill needs --encrypt-to (and
+    --encrypt-names), as an exit there would.
 
     With filters the sample and the prediction are of the objects they select (keys relative
     to SRC's prefix), as an exit with the same filters would copy.
@@ -1232,6 +1261,8 @@ def drill(
             encrypt_to=_recipients(encrypt_to),
             on_event=None if as_json else Feedback(err, quiet=quiet).say,
             filter=flt,
+            encrypt_names=encrypt_names,
+            allow_plaintext=allow_plaintext,
         )
     )
     if as_json:

@@ -69,6 +69,7 @@ from daulat.errors import DaulatError
 
 __all__ = [
     "AGE_CHUNK_SIZE",
+    "AGE_MAGIC",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_BUFFER",
     "INLINE_LIMIT",
@@ -106,6 +107,8 @@ AGE_CHUNK_SIZE: Final = 64 * 1024
 _TAG_SIZE: Final = 16
 _NONCE_SIZE: Final = 16
 _AGE_MAGIC: Final = b"age-encryption.org/v1\n"
+#: How every binary age file begins.
+AGE_MAGIC: Final = _AGE_MAGIC
 _MAC_LINE: Final = b"\n--- "
 _SECRET_PREFIX: Final = "AGE-SECRET-KEY-"
 _PLUGIN_PREFIX: Final = "AGE-PLUGIN-"

@@ -5,8 +5,16 @@ copied from this same source version, and the destination must still list it wit
 ETag it reported right after that copy. ETags are compared only within one store, never across
 providers, so no provider's hash scheme is trusted to mean "content".
 
+The cheap form trusts the listing: an object the provider replaced with other bytes of the same
+size while keeping its ETag (a file rewritten in place with its times restored, say) passes it.
+
 ``--full`` re-reads both sides and hashes them: the destination content must equal the source
-content and, where recorded, the journal's hash.
+content and, where recorded, the journal's hash. An object whose content differs (or does not
+decrypt) is no longer recorded as done (:meth:`Journal.replaced`): later cheap verifications
+report it, the policies stop counting it, and the next copy or exit sends it again.
+
+Every report says what "verified" meant (``verified_by``): :data:`VERIFIED_BY_LISTING` or
+:data:`VERIFIED_BY_CONTENT`.
 
 Under protected names each source object is looked for under its stored name (the listing's
 ``dkey``), computed with the destination's name key.
@@ -37,8 +45,14 @@ from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
-from daulat.transfer.engine import Endpoint, list_into, pair_id
-from daulat.transfer.journal import Journal, now
+from daulat.transfer.engine import (
+    VERIFIED_BY_CONTENT,
+    VERIFIED_BY_LISTING,
+    Endpoint,
+    list_into,
+    pair_id,
+)
+from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.names import NameKey
 from daulat.transfer.onward import holds_onward_copies
@@ -62,12 +76,18 @@ class VerifyReport:
     excluded_bytes: int = 0
 
     @property
+    def verified_by(self) -> str:
+        """What "verified" meant for this report."""
+        return VERIFIED_BY_CONTENT if self.full else VERIFIED_BY_LISTING
+
+    @property
     def ok(self) -> bool:
         return self.stopped is None and not self.problems and self.verified == self.objects
 
     def to_json(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["ok"] = self.ok
+        d["verified_by"] = self.verified_by
         d["problems"] = [{"key": k, "reason": r} for k, r in self.problems]
         return d
 
@@ -77,6 +97,7 @@ class VerifyReport:
 _VERDICT = """CASE
     WHEN j.state = 'refused' THEN 'refused: ' || coalesce(j.error, '')
     WHEN d.size IS NULL THEN 'missing at the destination'
+    WHEN j.state = 'failed' AND j.error IS :replaced THEN j.error
     WHEN j.state IS NOT 'done' OR j.sha256 IS NULL THEN
         CASE WHEN j.error IS NOT NULL THEN 'not copied by daulat (' || j.error || ')'
              ELSE 'no recorded hash (not copied by daulat): run verify --full' END
@@ -99,9 +120,9 @@ def check_listed(
     db.execute(
         f"""CREATE TEMP TABLE verdicts AS
             SELECT s.key AS key, s.size AS size, {_VERDICT} AS reason
-            FROM src s LEFT JOIN journal j ON j.pair = ? AND j.key = s.key
+            FROM src s LEFT JOIN journal j ON j.pair = :pair AND j.key = s.key
             LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)""",
-        (pair,),
+        {"pair": pair, "replaced": REPLACED},
     )
     objects, size, verified = db.execute(
         "SELECT count(*), coalesce(sum(size), 0), count(*) - count(reason) FROM verdicts"
@@ -307,6 +328,8 @@ async def _verify_full(
     )
     sem = asyncio.Semaphore(concurrency)
     ok_keys: list[str] = []
+    # Wrong content at the destination: the journal must stop calling these done.
+    replaced: list[str] = []
 
     async def one(key: str, dkey: str, size: int, dsize: int | None, recorded: str | None) -> None:
         report.objects += 1
@@ -339,6 +362,7 @@ async def _verify_full(
                 if str(exc) == NO_MATCHING_IDENTITY:
                     raise WrongIdentity(str(exc)) from None
                 report.problems.append((key, f"cannot decrypt: {exc}"))
+                replaced.append(key)
                 return
             except NotFound:
                 report.problems.append((key, "disappeared while verifying"))
@@ -350,8 +374,10 @@ async def _verify_full(
                 return
         if dst_hash != src_hash:
             report.problems.append((key, "content differs from the source"))
+            replaced.append(key)
         elif recorded is not None and recorded != src_hash:
             report.problems.append((key, "content differs from the hash recorded at copy time"))
+            replaced.append(key)
         else:
             ok_keys.append(key)
 
@@ -361,6 +387,7 @@ async def _verify_full(
     report.verified = len(ok_keys)
     report.problems.sort()
     _record(journal, pair, run_id, ok_keys, report, whole=whole)
+    journal.replaced(pair, replaced)
 
 
 def _only_selected_stored(journal: Journal) -> None:

@@ -26,8 +26,15 @@ from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import Endpoint, Options
 from daulat.transfer.journal import JOURNAL_NAME, Journal
+from daulat.transfer.locations import location_of
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.names import NameKey
+from daulat.transfer.safety import (
+    destination_space,
+    local_name_keys,
+    names_in_clear,
+    plaintext_into,
+)
 
 SCRATCH_PREFIX = f"{DST_MANIFEST_PREFIX}drill-"  # + id + "/": real exits never list .daulat/
 
@@ -45,12 +52,18 @@ async def run_drill(
     encrypt_to: Sequence[Recipient] = (),
     on_event: Callable[[str], None] | None = None,
     filter: Filter = EVERYTHING,
+    encrypt_names: bool = False,
+    allow_plaintext: bool = False,
 ) -> DrillResult:
     """Drill an exit from ``src_spec`` to ``dst_spec`` (``STORE[:PREFIX]``); see the package doc.
 
     ``sample``: None (default rule, see :func:`allocate`), an ``int`` total or a ``float``
     fraction per class. ``link_bps`` (bits/s) and ``workers`` add a labelled projection.
-    ``encrypt_to`` overrides the destination's ``encrypt_to``, as ``exit --encrypt-to`` does.
+    ``encrypt_to`` overrides the destination's ``encrypt_to``, as ``exit --encrypt-to`` does;
+    ``encrypt_names`` (or the store's ``encrypt_names``) protects the sample's names there.
+    The scratch copy goes into the destination's store, so it is refused
+    (:class:`~daulat.errors.PlaintextOverCiphertext`) where an exit would be: plaintext where
+    daulat's ciphertext is, real names where names are protected (``allow_plaintext`` goes on).
     ``filter`` (keys relative to the source prefix): the drill samples only the objects it
     selects and predicts an exit with the same filter (which still lists every object).
 
@@ -74,6 +87,8 @@ async def run_drill(
             encrypt_to=encrypt_to,
             on_event=on_event,
             filter=filter,
+            encrypt_names=encrypt_names,
+            allow_plaintext=allow_plaintext,
         )
         a.done(result, "ok" if result.ok else "problems")
     return result
@@ -105,6 +120,8 @@ async def _run_drill(
     encrypt_to: Sequence[Recipient],
     on_event: Callable[[str], None] | None,
     filter: Filter = EVERYTHING,
+    encrypt_names: bool = False,
+    allow_plaintext: bool = False,
 ) -> DrillResult:
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -127,6 +144,8 @@ async def _run_drill(
             encrypt_to,
             on_event,
             filter,
+            encrypt_names,
+            allow_plaintext,
         )
     finally:
         await src.store.close()
@@ -145,6 +164,8 @@ async def _drill(
     encrypt_to: Sequence[Recipient],
     on_event: Callable[[str], None] | None,
     filter: Filter = EVERYTHING,
+    encrypt_names: bool = False,
+    allow_plaintext: bool = False,
 ) -> DrillResult:
     say = on_event or (lambda _msg: None)
     name = src.store.name
@@ -181,15 +202,20 @@ async def _drill(
             f"the latest scan of {name!r} (#{scan.id}) found no objects under {src.label!r}: "
             "nothing to drill (scan again if the store has changed)"
         )
-    if not encrypt_to:
-        declared = config.store(dst.store.name).encrypt_to
-        encrypt_to = parse_recipients(declared) if declared else ()
+    dst_cfg = config.store(dst.store.name)
+    if not encrypt_to and dst_cfg.encrypt_to:
+        encrypt_to = parse_recipients(dst_cfg.encrypt_to)
+    encrypt_names = encrypt_names or bool(encrypt_to and dst_cfg.encrypt_names)
+    if encrypt_names and not encrypt_to:
+        raise ConfigError(
+            "--encrypt-names needs --encrypt-to AGE_RECIPIENT (or encrypt_to on store "
+            f"{dst_cfg.name!r}): names are protected only inside encrypted copies"
+        )
+    await _refuse_plaintext(config, dst, encrypt_to, encrypt_names, allow_plaintext)
     # A destination that protects names must not see even the sample's real names. The scratch
     # copy is removed afterwards, so a throwaway name key does (and costs what the real one
     # does per object).
-    name_key = (
-        NameKey.generate() if encrypt_to and config.store(dst.store.name).encrypt_names else None
-    )
+    name_key = NameKey.generate() if encrypt_names else None
     log = DrillLog(config.state_dir)
     try:
         result = await _measure(
@@ -209,6 +235,7 @@ async def _drill(
             name_key,
             say,
             (filter, *excluded),
+            allow_plaintext,
         )
     finally:
         log.close()
@@ -232,6 +259,7 @@ async def _measure(
     name_key: NameKey | None,
     say: Callable[[str], None],
     filtered: tuple[Filter, int, int] = (EVERYTHING, 0, 0),
+    allow_plaintext: bool = False,
 ) -> DrillResult:
     """Copy the sample class by class, fit, and always remove the scratch copy.
 
@@ -242,6 +270,7 @@ async def _measure(
         encrypt_to=encrypt_to,
         encrypt_names=name_key is not None,
         name_key=name_key,
+        allow_plaintext=allow_plaintext,
     )
     drill_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
     scratch = f"{dst.prefix}{SCRATCH_PREFIX}{drill_id}/"
@@ -308,6 +337,31 @@ async def _measure(
     result.drill_s = time.monotonic() - t_start
     log.complete(result)
     return result
+
+
+async def _refuse_plaintext(
+    config: Config,
+    dst: Endpoint,
+    encrypt_to: Sequence[Recipient],
+    encrypt_names: bool,
+    allow_plaintext: bool,
+) -> None:
+    """The scratch copy goes into the destination's store: refuse it where an exit there
+    would be refused (plaintext over ciphertext, real names where names are protected)."""
+    if allow_plaintext:
+        return
+    if not encrypt_names and local_name_keys(config.state_dir, dst):
+        raise names_in_clear("drill", dst, "this machine holds its name key")
+    location = location_of(config.store(dst.store.name), dst.prefix)
+    opts = Options(
+        encrypt_to=encrypt_to,
+        encrypt_names=encrypt_names,
+        store_paths=await destination_space(config, location),
+    )
+    with Journal.in_state_dir(config.state_dir) as journal:
+        found = await plaintext_into("drill", dst, journal, opts)
+    if found is not None:
+        raise found
 
 
 async def remove_scratch(store: Store, prefix: str, attempts: int = 3) -> tuple[bool, int]:

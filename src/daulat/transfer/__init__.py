@@ -30,10 +30,14 @@ from daulat.transfer.journal import Journal
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
-    local_key_path,
     name_key_for_run,
 )
-from daulat.transfer.safety import destination_space, names_in_clear, refuse_overlap
+from daulat.transfer.safety import (
+    destination_space,
+    local_name_keys,
+    names_in_clear,
+    refuse_overlap,
+)
 
 if TYPE_CHECKING:
     from daulat.verify import VerifyReport
@@ -156,7 +160,7 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
         "verified": summary.verified_objects,
         "failed": len(summary.failed),
         "refused": len(summary.refused),
-        "left": summary.left_objects,
+        "left": summary.left_objects if summary.remaining_known else None,
         "stopped": summary.stopped,
         "manifest": summary.manifest_key,
         "unproven": len(summary.unproven),
@@ -233,7 +237,7 @@ async def _run_transfer(
         if (
             not opts.encrypt_names
             and not opts.allow_plaintext
-            and local_key_path(config.state_dir, dst).is_file()
+            and local_name_keys(config.state_dir, dst)
             and not await _copies_protected_names(kind, opts, src)
         ):
             raise names_in_clear(kind, dst, "this machine holds its name key")

@@ -41,6 +41,7 @@ import datetime as dt
 import hashlib
 import json
 import signal
+import sqlite3
 import time
 from collections.abc import (
     AsyncIterable,
@@ -57,6 +58,8 @@ from typing import Any
 from daulat import interrupts
 from daulat.crypto import (
     INLINE_LIMIT,
+    NO_MATCHING_IDENTITY,
+    DecryptError,
     Identity,
     Recipient,
     decrypt_bytes,
@@ -230,6 +233,13 @@ class Progress:
         return self.done_bytes + self.in_flight_bytes
 
 
+# What "verified" means, said by every summary and verify report (``verified_by``). The listing
+# form trusts the destination's listing to show what was written: an object the provider
+# replaced with the same size (and ETag) passes it; reading the content back is --full.
+VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
+VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
+VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
+
 # ``sync --delete`` records the keys it deleted; past this many, the audit log and the summary
 # keep the first ones (in key order), their count and a SHA-256 over all of them.
 DELETED_KEYS_KEPT = 100
@@ -317,6 +327,21 @@ class Summary:
     filter: list[str] | None = None
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    # False until the run has listed both sides and planned: stopped or interrupted before,
+    # how much remains is unknown (``left_*`` are then null in JSON), and ``listed_*`` count
+    # what the source listing had given so far.
+    remaining_known: bool = True
+    listed_objects: int = 0
+    listed_bytes: int = 0
+
+    @property
+    def verified_by(self) -> str:
+        """What this run checked of the objects it counts as copied, skipped or verified."""
+        if self.kind == Kind.RESTORE:
+            return VERIFIED_BY_RESTORE + (
+                " against the source manifest" if self.checked_against_manifest else ""
+            )
+        return VERIFIED_BY_LISTING
 
     @property
     def throughput_bps(self) -> float:
@@ -348,6 +373,9 @@ class Summary:
         d = dict(self.__dict__)
         d["throughput_bytes_per_s"] = round(self.throughput_bps, 1)
         d["ok"] = self.ok
+        d["verified_by"] = self.verified_by
+        if not self.remaining_known:
+            d["left_objects"] = d["left_bytes"] = None
         d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
         d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
         d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
@@ -499,6 +527,7 @@ async def transfer(
         await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
     except STOP_ERRORS as exc:
         summary.stopped = str(exc)
+        _count_listed(journal, summary)
     except SafetyRefusal as exc:
         summary.stopped = str(exc)  # recorded as a refused run, then raised to the caller
         raise
@@ -507,6 +536,7 @@ async def transfer(
         # the run is recorded as interrupted below, and a rerun resumes from there.
         signum = interrupts.received()
         summary.interrupted = "cancelled" if signum is None else signal_name(signum)
+        _count_listed(journal, summary)
         if signum is None:
             raise
         raise Interrupted(signum, summary) from None
@@ -530,6 +560,14 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def _count_listed(journal: Journal, summary: Summary) -> None:
+    """A run stopped before it knew what remains: count what the source listing gave."""
+    if summary.remaining_known:
+        return
+    with contextlib.suppress(sqlite3.Error):
+        summary.listed_objects, summary.listed_bytes = journal.listing_totals("src")
+
+
 async def _run(
     kind: Kind,
     src: Endpoint,
@@ -540,19 +578,31 @@ async def _run(
     summary: Summary,
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
+    summary.remaining_known = False
+    journal.new_listing("src")  # counted as listed so far if the run stops in what follows
     if kind == Kind.RESTORE:
         await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
-    summary.excluded_objects, summary.excluded_bytes = await list_into(
-        journal,
-        "src",
-        src,
-        retry=opts.retry,
-        # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that
-        # store, not data to carry on (an exit from an earlier exit's destination skips them).
-        exclude=DST_MANIFEST_PREFIX,
-        names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
-        filter=opts.filter,
-    )
+    try:
+        summary.excluded_objects, summary.excluded_bytes = await list_into(
+            journal,
+            "src",
+            src,
+            retry=opts.retry,
+            # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe
+            # that store, not data to carry on (an exit from an earlier exit's destination
+            # skips them).
+            exclude=DST_MANIFEST_PREFIX,
+            names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
+            filter=opts.filter,
+        )
+    except AccessDenied as exc:
+        # Not a refusal to go on with work in hand: the source itself cannot be read (a
+        # missing bucket, revoked credentials), so what there is to copy is unknown.
+        raise type(exc)(
+            f"cannot list the source {src.label or src.store.name}: {exc}",
+            store=exc.store,
+            key=exc.key,
+        ) from None
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     if summary.source_objects == 0:
         found = empty_source(kind, opts, src, dst, summary.excluded_objects)
@@ -576,9 +626,13 @@ async def _run(
     except StoreError as exc:
         # Nothing is known to be at the destination: everything listed at the source remains.
         summary.left_objects, summary.left_bytes = summary.source_objects, summary.source_bytes
+        summary.remaining_known = True
         summary.stopped = f"cannot list the destination {dst.label or dst.store.name}: {exc}"
         return
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
+    # At most the plan remains (adoption below may take some out of it).
+    summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
+    summary.remaining_known = True
     # A refused run changes nothing, not even the journal (adoption below records objects).
     await _refuse_unsafe(kind, src, dst, journal, opts, pair, summary, dst_excluded, carry)
     prover = _prover(opts)
@@ -900,6 +954,13 @@ class _Executor:
             return outcome
         except AccessDenied:
             raise
+        except DecryptError as exc:
+            # No identity opens it: none will open the rest either, so the run stops
+            # (nothing is written with the wrong key). Damaged or truncated ciphertext is
+            # this object's own failure.
+            if isinstance(exc, WrongIdentity) or str(exc) == NO_MATCHING_IDENTITY:
+                raise WrongIdentity(str(exc)) from None
+            return _unfinished(item, State.FAILED, str(exc))
         except InvalidKey as exc:
             return _unfinished(item, State.REFUSED, str(exc))
         except NotFound:
@@ -1111,6 +1172,8 @@ async def _delete_extraneous(
         async with sem:
             await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
             done.append(key)
+            # Counted as it happens: an interrupted page still says what it deleted.
+            summary.deleted_objects += 1
 
     try:
         for page in journal.extraneous(pair, keep=_deletable(opts)):
@@ -1122,8 +1185,7 @@ async def _delete_extraneous(
                 # What was deleted is recorded even when the page did not finish.
                 record.add(done)
                 summary.deleted = record.to_json()
-            journal.forget(pair, keys)
-            summary.deleted_objects += len(keys)
+                journal.forget(pair, done)
     finally:
         summary.deleted = record.to_json()
 

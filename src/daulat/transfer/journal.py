@@ -115,6 +115,15 @@ class State(StrEnum):
     REFUSED = "refused"
 
 
+# The error of a row whose object ``verify --full`` found different at the destination from
+# what was written (see Journal.replaced): failed, so the next copy or exit sends it again, and
+# never adopted by its proof, which a replacement that keeps size and metadata still carries.
+REPLACED = (
+    "replaced at the destination: verify --full found its content different from what was "
+    "written; the next copy or exit sends it again"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkItem:
     """One object to copy: its key relative to the source prefix, and what the source said.
@@ -418,8 +427,9 @@ class Journal:
                    LEFT JOIN completing c ON c.pair = ? AND c.key = w.key
                    WHERE w.id > ?
                      AND NOT (j.state IS 'done' AND j.size = w.size AND j.src_etag IS w.etag)
+                     AND NOT (j.state IS 'failed' AND j.error IS ?)
                    ORDER BY w.id LIMIT ?""",
-                (pair, pair, last, page),
+                (pair, pair, last, REPLACED, page),
             ).fetchall()
             if not rows:
                 return
@@ -628,6 +638,18 @@ class Journal:
             "DELETE FROM journal WHERE pair = ? AND key = ? AND stored_as IS NULL", rows
         )
         self.db.executemany("DELETE FROM journal WHERE pair = ? AND stored_as = ?", rows)
+        self.db.execute("COMMIT")
+
+    def replaced(self, pair: str, keys: Sequence[str]) -> None:
+        """Objects (``keys`` relative to the source prefix) whose content at the destination
+        differs from what was written: no longer done nor verified, and never adopted (see
+        :data:`REPLACED`), so the next copy or exit sends them again."""
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "UPDATE journal SET state = 'failed', error = ?, verified = NULL, updated = ? "
+            "WHERE pair = ? AND key = ? AND state = 'done'",
+            [(REPLACED, now(), pair, k) for k in keys],
+        )
         self.db.execute("COMMIT")
 
     def done_rows(self, pair: str) -> Iterator[tuple[str, int, str | None, int | None, str | None]]:

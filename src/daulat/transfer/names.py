@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from daulat.crypto import (
+    AGE_MAGIC,
     DecryptError,
     Identity,
     Recipient,
@@ -39,7 +40,7 @@ from daulat.crypto import (
     encrypt_bytes,
     fsync_directory,
 )
-from daulat.errors import ConfigError, NotFound
+from daulat.errors import ConfigError, MissingRoot, NotFound, StoreError
 from daulat.signing import (
     NAME_KEY_NAMESPACE,
     PublicKey,
@@ -62,7 +63,9 @@ __all__ = [
     "existing_name_key",
     "has_protected_names",
     "local_key_path",
+    "manifest_names_evidence",
     "name_key_for_run",
+    "stored_names_evidence",
 ]
 
 #: Where the encrypted name key lives, relative to the destination prefix.
@@ -220,6 +223,113 @@ def _open_sealed(sealed: bytes, identities: Sequence[Identity], dst: Endpoint) -
     return key
 
 
+def _withheld(dst: Endpoint, evidence: str) -> NameKeyError:
+    return NameKeyError(
+        f"{dst.label or dst.store.name} already holds objects under protected names "
+        f"({evidence}), but its name key is neither at {_where(dst)} (withheld or deleted by "
+        "the provider) nor in this machine's state: a second name key would store every "
+        "object again under other names, so nothing was written. Copy the key file from the "
+        "machine that made it (.daulat/names/ beside its daulat.toml) into this one's, or have "
+        f"{NAME_KEY_OBJECT} put back, and run again"
+    )
+
+
+# Listing pages read, at most, and objects under stored names opened, when looking for
+# protected names at a destination whose name key is missing.
+EVIDENCE_PAGES = 3
+EVIDENCE_OBJECTS = 4
+
+
+def _is_stored_name(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+async def stored_names_evidence(dst: Endpoint, retry: RetryPolicy | None = None) -> str | None:
+    """Objects directly under the destination prefix whose names have the shape of stored
+    names (64 hex characters) and whose content is age ciphertext: a destination that holds
+    protected names, whether or not its name key is there. Reads the first pages of the
+    listing and the first bytes of a few objects, never the whole destination."""
+    policy = retry or RetryPolicy()
+    found: list[str] = []
+    pages = dst.store.list(dst.prefix)
+    try:
+        for _ in range(EVIDENCE_PAGES):
+            batch = await anext(pages, None)
+            if batch is None:
+                break
+            found += [o.key for o in batch if _is_stored_name(o.key[len(dst.prefix) :])]
+            if len(found) >= EVIDENCE_OBJECTS:
+                break
+    except (MissingRoot, NotFound):
+        return None
+    finally:
+        close = getattr(pages, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(StoreError):
+                await close()
+    for key in found[:EVIDENCE_OBJECTS]:
+
+        async def head(key: str = key) -> bytes:
+            return await (await dst.store.get(key, start=0, end=len(AGE_MAGIC))).read_all()
+
+        try:
+            first = await policy.call(head)
+        except NotFound:
+            continue
+        if first == AGE_MAGIC:
+            return f"{key[len(dst.prefix) :]} is age ciphertext under a stored name"
+    return None
+
+
+class _Found(Exception):
+    """Stops reading a manifest at its first entry under a stored name."""
+
+
+async def manifest_names_evidence(
+    dst: Endpoint, identities: Sequence[Identity], trusted: Sequence[PublicKey]
+) -> str | None:
+    """The newest manifest at the destination, signed by one of ``trusted`` and readable with
+    ``identities``, lists objects under stored names (``stored_as``)."""
+    from daulat.transfer.manifests import list_manifests, read_manifest
+
+    if not identities or not trusted:
+        return None
+    try:
+        found = await list_manifests(dst)
+    except MissingRoot:
+        return None
+    if not found:
+        return None
+    newest = found[0]
+
+    def look(entries: list[dict[str, object]]) -> None:
+        if any(isinstance(e.get("stored_as"), str) for e in entries):
+            raise _Found
+
+    try:
+        await read_manifest(dst, newest, trusted, identities, look)
+    except _Found:
+        return f"its newest manifest {newest[len(dst.prefix) :]} lists stored names"
+    except DecryptError:
+        return None
+    return None
+
+
+async def _refuse_second_key(
+    dst: Endpoint,
+    retry: RetryPolicy,
+    identities: Sequence[Identity],
+    trusted: Sequence[PublicKey],
+) -> None:
+    """No name key anywhere: before a new one is made (or the destination is taken for one
+    without protected names), make sure it holds no objects under protected names."""
+    evidence = await stored_names_evidence(dst, retry) or await manifest_names_evidence(
+        dst, identities, trusted
+    )
+    if evidence is not None:
+        raise _withheld(dst, evidence)
+
+
 def _missing(dst: Endpoint) -> NameKeyError:
     return NameKeyError(
         f"{dst.label or dst.store.name} already holds objects under protected names; its name "
@@ -259,7 +369,9 @@ async def name_key_for_run(
     """The name key a copy to ``dst`` uses, made durable before any object is written.
 
     This machine's key if it has one; else the destination's (recovered with ``identities``,
-    and only if one of ``trusted`` signed it); else a new key. Unless ``dry_run``, the key is
+    and only if one of ``trusted`` signed it); else a new key, unless the destination already
+    holds objects under protected names (:func:`stored_names_evidence`,
+    :func:`manifest_names_evidence`): its key was withheld, and a second one is never made. Unless ``dry_run``, the key is
     then in the local state and, encrypted to ``recipients`` and signed with ``signing_key``,
     at the destination. Raises :class:`NameKeyError` when the destination has a key and no
     identity to open it was given, or its signature is not trusted (never a second key for one
@@ -276,6 +388,7 @@ async def name_key_for_run(
             await _check_signed(dst, sealed, trusted, policy)
             key = _open_sealed(sealed, identities, dst)
         else:
+            await _refuse_second_key(dst, policy, identities, trusted)
             key = NameKey.generate()
         if dry_run:
             return key
@@ -305,6 +418,7 @@ async def existing_name_key(
         return key
     sealed = await _fetch_sealed(dst, policy)
     if sealed is None:
+        await _refuse_second_key(dst, policy, identities, trusted)
         return None
     if not identities:
         raise _missing(dst)
