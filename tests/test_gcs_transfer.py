@@ -138,7 +138,9 @@ def test_copy_between_gcs_prefixes(
     dst_raw = gcs_store_config(gcs_server, "dstgcs", unique("copy"))
     config = write_config(tmp_path, [src_gcs, dst_raw])
     wanted = MIX.under("small/")
-    res = cli(["copy", "srcgcs:small/", "dstgcs:backup/", "--config", str(config), "--json"], capsys)
+    res = cli(
+        ["copy", "srcgcs:small/", "dstgcs:backup/", "--config", str(config), "--json"], capsys
+    )
     assert res.code == 0, res.explain()
     assert res.json["ok"] is True and res.json["copied_objects"] == len(wanted)
     found = read_config(dst_raw, "backup/")
@@ -155,7 +157,10 @@ def test_stores_shows_gcs_with_country_and_law(
     """`daulat stores` lists GCS stores as Google Cloud's, with the region's country from the
     catalogue and the US laws that follow the company; both answer."""
     jakarta = gcs_store_config(gcs_server, "gcs-jakarta", unique("st"))
-    frankfurt = {**gcs_store_config(gcs_server, "gcs-frankfurt", unique("st")), "region": "EUROPE-WEST3"}
+    frankfurt = {
+        **gcs_store_config(gcs_server, "gcs-frankfurt", unique("st")),
+        "region": "EUROPE-WEST3",
+    }
     config = write_config(tmp_path, [jakarta, frankfurt])
     res = cli(["stores", "--config", str(config), "--json"], capsys)
     assert res.code == 0, res.out + res.err

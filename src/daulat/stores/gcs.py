@@ -104,6 +104,8 @@ LIST_PAGE = 1000
 #: under the engine's default concurrency).
 POOL_CONNECTIONS = 128
 OCTET_STREAM = "application/octet-stream"
+#: Seconds within which the client retries one request itself (throttling, 5xx, resets).
+RETRY_WINDOW = 5.0
 _ACME = ".well-known/acme-challenge/"
 #: The listing fields daulat reads; Google sends only these.
 _LIST_FIELDS = "items(name,size,updated,etag,crc32c,md5Hash,generation),nextPageToken"
@@ -242,14 +244,14 @@ class GcsStore:
         return _Client(client, client.bucket(self._bucket_name), session)
 
     def _retry(self) -> Any:
-        """The client's own retry of one request: brief (daulat's retry layer backs off per
-        object and lowers the concurrency), and none after a request that timed out once, so
-        that a silent endpoint fails after one request timeout."""
+        """The client's own retry of one request: brief, a few seconds at most (daulat's retry
+        layer backs off per object and lowers the concurrency), and none after a request that
+        timed out, so that a silent endpoint fails after one request timeout."""
         from google.cloud.storage.retry import DEFAULT_RETRY
 
-        deadline = self._request_timeout if self._request_timeout is not None else 30.0
+        limit = self._request_timeout if self._request_timeout is not None else RETRY_WINDOW
         return DEFAULT_RETRY.with_delay(initial=0.05, maximum=1.0, multiplier=2.0).with_timeout(
-            min(deadline, 30.0)
+            min(limit, RETRY_WINDOW)
         )
 
     def _full(self, key: str) -> str:
@@ -316,41 +318,38 @@ class GcsStore:
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         full = f"{self._prefix}/{prefix}" if self._prefix else prefix
+        pages: list[Any] = []  # the client's page iterator, once the first request made it
 
-        def open_pages(h: _Client) -> Any:
-            blobs = h.client.list_blobs(
-                h.bucket,
-                prefix=full or None,
-                page_size=LIST_PAGE,
-                fields=_LIST_FIELDS,
-                timeout=self._timeout,
-                retry=self._retry(),
-            )
-            return iter(blobs.pages)
-
-        def next_page(pages: Any) -> list[Any] | None:
-            page = next(pages, None)
+        def next_page(h: _Client) -> list[Any] | None:
+            if not pages:
+                listing = h.client.list_blobs(
+                    h.bucket,
+                    prefix=full or None,
+                    page_size=LIST_PAGE,
+                    fields=_LIST_FIELDS,
+                    timeout=self._timeout,
+                    retry=self._retry(),
+                )
+                pages.append(iter(listing.pages))
+            page = next(pages[0], None)
             return None if page is None else list(page)
 
-        pages = await self._call(open_pages, key=None, op="list")
         # Ask for the next page while the caller works on this one: a listing is a chain of
         # round trips, and overlapping them with the caller's work hides their latency.
-        ahead = asyncio.ensure_future(self._call(lambda _h: next_page(pages), key=None, op="list"))
+        ahead = asyncio.ensure_future(self._call(next_page, key=None, op="list"))
         try:
             while True:
                 page = await ahead
                 if page is None:
                     return
-                ahead = asyncio.ensure_future(
-                    self._call(lambda _h: next_page(pages), key=None, op="list")
-                )
+                ahead = asyncio.ensure_future(self._call(next_page, key=None, op="list"))
                 batch = [self._info(b) for b in page]
                 if batch:
                     yield batch
         finally:
+            # The caller stopped early: the page asked for ahead is not wanted, nor its error.
             ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await ahead
+            ahead.add_done_callback(_retrieve)
 
     def _reload(self, h: _Client, name: str) -> Any:
         from google.cloud.storage.blob import Blob
@@ -707,6 +706,12 @@ class GcsReader:
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Take a finished future's exception, so that nobody logs it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _hex(value: str) -> str:

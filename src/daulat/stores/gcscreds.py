@@ -24,8 +24,10 @@ Messages name the step and the file, never a file's contents.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,16 @@ CHAIN_DESCRIPTION = (
 )
 
 ENV_FILE = "GOOGLE_APPLICATION_CREDENTIALS"
+
+#: The credentials files google-auth reads.
+KNOWN_TYPES = (
+    "service_account",
+    "authorized_user",
+    "external_account",
+    "external_account_authorized_user",
+    "impersonated_service_account",
+    "gdch_service_account",
+)
 
 
 class GcsCredentialChain:
@@ -99,26 +111,60 @@ class GcsCredentialChain:
 
 
 def _from_file(store: str, path: Path, where: str) -> Any:
-    import google.auth
+    """Credentials from a file of the operator's: a service account key, gcloud's user
+    credentials, or another type google-auth knows (workload identity federation ...)."""
     from google.auth.exceptions import GoogleAuthError
 
     path = path.expanduser()
-    if not path.is_file():
+    problem = f"store {store!r}: {where} ({str(path)!r})"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{problem} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{problem} cannot be read ({type(exc).__name__})") from None
+    except ValueError:
+        # json's message quotes the text around the error: the file's contents.
+        raise ConfigError(f"{problem} is not a Google credentials file (not JSON)") from None
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind not in KNOWN_TYPES:
         raise ConfigError(
-            f"store {store!r}: {where} names {str(path)!r}, which is not a readable file"
+            f"{problem} is not a Google credentials file (its type is {kind!r}; expected one "
+            f"of {', '.join(KNOWN_TYPES)})"
         )
     try:
-        credentials, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+        return _load(info, path)
+    except (GoogleAuthError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{problem} is not a usable {kind} credentials file ({type(exc).__name__})"
+        ) from None
+
+
+def _load(info: dict[str, Any], path: Path) -> Any:
+    kind = info["type"]
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=SCOPES
+        )
+    if kind == "authorized_user":
+        from google.oauth2 import credentials
+
+        return credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+            info, scopes=SCOPES
+        )
+    import google.auth
+
+    # The other types (external_account ...) have no loader of their own in google-auth's
+    # public API; the generic one warns about files from untrusted sources, which the
+    # operator's own configuration is not (google.auth.default loads them the same way).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        credentials_, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
             str(path), scopes=SCOPES
         )
-    except (GoogleAuthError, ValueError, OSError) as exc:
-        # google-auth's own text can quote the file; the class names the problem well enough.
-        raise ConfigError(
-            f"store {store!r}: {where} ({str(path)!r}) is not a usable Google credentials file "
-            f"({type(exc).__name__}); expected a service account key (JSON) or another file "
-            "that `gcloud auth` writes"
-        ) from None
-    return credentials
+    return credentials_
 
 
 def _application_default(store: str) -> Any:
