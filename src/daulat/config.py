@@ -345,18 +345,20 @@ def _check_store(store: StoreConfig) -> list[str]:
     expected_scheme = {
         ProviderId.AZURE: "az",
         ProviderId.LOCAL: "file",
+        ProviderId.GCP: "gs",
     }.get(store.provider, "s3")
-    if store.provider == ProviderId.GCP and store.scheme in ("gs", "s3"):
-        pass  # gs:// (the JSON API), or s3:// for the XML API with HMAC keys
-    elif store.scheme == "gs":
+    if store.provider == ProviderId.GCP and store.scheme == "s3":
+        pass  # Google's S3-compatible (XML) API with HMAC keys
+    elif store.scheme == "gs" and store.provider != ProviderId.GCP:
         problems.append(
             f"field 'url': gs:// URLs are Google Cloud Storage buckets: provider 'gcp', not "
             f"{store.provider.value!r}"
         )
     elif store.scheme != expected_scheme:
+        also = " (or s3:// for Google's S3-compatible API)" if expected_scheme == "gs" else ""
         problems.append(
-            f"field 'url': provider {store.provider.value!r} needs a {expected_scheme}:// URL, "
-            f"got {store.url!r}"
+            f"field 'url': provider {store.provider.value!r} needs a {expected_scheme}:// "
+            f"URL{also}, got {store.url!r}"
         )
     if store.region is not None and provider.regions:
         try:
