@@ -17,8 +17,8 @@ _HEADER = """\
 # daulat.toml: where your data lives, under whose law, and where it can go.
 #
 # Each [stores.NAME] table describes one bucket, container or directory:
-#   url       s3://bucket[/prefix] | az://container[/prefix] | gs://bucket[/prefix]
-#             | file:///absolute/path
+#   url       s3://bucket[/prefix] | az://container[/prefix] | file:///absolute/path
+#             | gs://bucket[/prefix] (Google Cloud Storage: pip install 'daulat[gcs]')
 #   provider  aws | azure | alibaba | gcp | self-hosted | local
 #   region    the provider's region id; daulat's catalogue gives its country
 #   country   ISO 3166-1 code; required for self-hosted and local stores
@@ -54,13 +54,6 @@ _HEADER = """\
 # [stores.ledger-azure.credentials]
 # account_name = "ledgerstore"
 # account_key = "${LEDGER_KEY}"
-#
-# [stores.arsip-google]
-# url = "gs://pemilu-arsip"          # needs: pip install 'daulat[gcs]'
-# provider = "gcp"
-# region = "asia-southeast2"         # Jakarta -> ID; the US CLOUD Act reaches it
-# [stores.arsip-google.credentials]  # else GOOGLE_APPLICATION_CREDENTIALS or gcloud's login
-# service_account_file = "keys/arsip.json"
 """
 
 
