@@ -130,6 +130,15 @@ BAD_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bad URL scheme": (
         """
         [stores.gcs]
+        url = "gs://x"
+        provider = "gcp"
+        region = "us-central1"
+        """,
+        ("store 'gcs'", "'url'", "gs://x", "s3://bucket[/prefix]"),
+    ),
+    "unsupported URL scheme": (
+        """
+        [stores.gcs]
         url = "swift://x"
         provider = "gcp"
         region = "us-central1"

@@ -91,7 +91,8 @@ class StoreConfig(BaseModel):
             raise ValueError(
                 f"URL {v!r}: {urlsplit(v).netloc!r} is not a Cloud Storage bucket name "
                 "(3-222 lower-case letters, digits, '-', '_' and '.', starting and ending with "
-                "a letter or digit)"
+                "a letter or digit); store URLs are s3://bucket[/prefix], "
+                "az://container[/prefix], gs://bucket[/prefix] or file:///path"
             )
         if scheme == "file" and urlsplit(v).netloc not in ("", "localhost"):
             # file://relative/path would silently mean /path on host "relative".
