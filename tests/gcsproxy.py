@@ -4,6 +4,7 @@
         # configure the store with endpoint = proxy.endpoint
         proxy.flip_uploads = True   # one byte of every upload's content flipped on the way
         proxy.flip_downloads = True # one byte of every downloaded body flipped
+        proxy.pad_downloads = True  # every downloaded body comes with 100 bytes more
         proxy.seen                  # every request: method, path, headers, body (its start)
 
 Resumable upload sessions live at the URI the server answers in ``Location``; the proxy rewrites
@@ -42,6 +43,7 @@ class GcsProxy:
     upstream: str
     flip_uploads: bool = False
     flip_downloads: bool = False
+    pad_downloads: bool = False
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,6 +92,8 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
                     altered = bytearray(data)
                     altered[len(altered) // 2] ^= 0x01
                     data = bytes(altered)
+                if state.pad_downloads and self.path.startswith("/download/"):
+                    data += b"P" * 100
             finally:
                 upstream_conn.close()
             self.send_response(response.status, response.reason)

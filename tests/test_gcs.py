@@ -268,7 +268,8 @@ def test_an_upload_altered_on_the_way_fails_and_leaves_nothing(
 
 def test_a_download_altered_on_the_way_fails(gcs_server: GcsServer) -> None:
     """A whole object read is checked against Google's CRC32C: one byte flipped on the way back
-    fails the read as Transient (reading again may succeed)."""
+    fails the read as Transient (reading again may succeed); a read that brings more bytes than
+    it asked for fails too."""
     raw = gcs_store_config(gcs_server, "flipread", unique("flipread"))
     data = os.urandom(3 * MiB)
     with gcs_proxy(gcs_server.endpoint) as proxy:
@@ -280,6 +281,12 @@ def test_a_download_altered_on_the_way_fails(gcs_server: GcsServer) -> None:
                 assert await (await store.get("k")).read_all() == data
                 proxy.flip_downloads = True
                 with pytest.raises(Transient, match="CRC32C"):
+                    await (await store.get("k")).read_all()
+                # A range has no checksum, but no more (or fewer) bytes than asked for pass.
+                proxy.flip_downloads, proxy.pad_downloads = False, True
+                with pytest.raises(Transient, match="number of bytes"):
+                    await (await store.get("k", start=10, end=1000)).read_all()
+                with pytest.raises(Transient):
                     await (await store.get("k")).read_all()
             finally:
                 await store.close()

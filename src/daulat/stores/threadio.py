@@ -160,16 +160,27 @@ class ToLoop:
         self._closed.set()
 
 
+class TooLong(Exception):
+    """A download sent more bytes than were asked for."""
+
+
 class PipeWriter:
     """A write-only file for a blocking download: gathers its small writes (the Google client
-    writes 8 KiB at a time) into chunks of ``chunk`` bytes for a :class:`ToLoop` pipe."""
+    writes 8 KiB at a time) into chunks of ``chunk`` bytes for a :class:`ToLoop` pipe. More
+    than ``limit`` bytes in all raise :class:`TooLong` (a server may send more than a range
+    asked for; the client only logs it)."""
 
-    def __init__(self, pipe: ToLoop, chunk: int) -> None:
+    def __init__(self, pipe: ToLoop, chunk: int, *, limit: int | None = None) -> None:
         self._pipe = pipe
         self._chunk = chunk
+        self._limit = limit
         self._buffer = bytearray()
+        self.written = 0
 
     def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self._limit is not None and self.written > self._limit:
+            raise TooLong(f"{self.written} bytes where {self._limit} were asked for")
         self._buffer += data
         if len(self._buffer) >= self._chunk:
             self._pipe.send(bytes(self._buffer))
