@@ -341,6 +341,43 @@ def test_a_resumable_session_is_announced_before_its_first_byte_and_never_shown(
     assert sorted(gcs_server.objects(_bucket(raw))) == ["whole"]
 
 
+def test_a_cancelled_upload_cancels_its_session_and_leaves_nothing(gcs_server: GcsServer) -> None:
+    """A put cancelled half-way (Ctrl-C, a run's deadline) stops sending, cancels its resumable
+    session and leaves nothing under the key, nor a thread still sending."""
+    raw = gcs_store_config(gcs_server, "cancel", unique("cancel"))
+
+    async def slow() -> AsyncIterator[bytes]:
+        async for chunk in _body(12 * MiB):
+            yield chunk
+        await asyncio.sleep(3600)  # the source stalls after 12 MiB
+        yield b"never"
+
+    with gcs_proxy(gcs_server.endpoint) as proxy:
+        sessions: list[str] = []
+
+        async def go() -> None:
+            store = _store({**raw, "endpoint": proxy.endpoint})
+            try:
+                put = store.put("k", slow(), on_upload=lambda _k, uri: sessions.append(uri))
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(put, 3)
+                deadline = time.monotonic() + 10
+                session = sessions[0].removeprefix(proxy.endpoint)
+                while time.monotonic() < deadline:
+                    if any(s.method == "DELETE" for s in proxy.requests(path_start=session)):
+                        break
+                    await asyncio.sleep(0.1)
+                methods = [s.method for s in proxy.requests(path_start=session)]
+                assert methods == ["PUT", "DELETE"], methods  # one full chunk, then cancelled
+                with pytest.raises(NotFound):
+                    await store.head("k")
+            finally:
+                await store.close()
+
+        run(go())
+    assert gcs_server.objects(_bucket(raw)) == {}
+
+
 def test_a_read_never_mixes_two_versions(gcs_server: GcsServer) -> None:
     """A read is pinned to the generation whose metadata it returned: an object replaced before
     its bytes are read fails the read as SourceChanged, never yields the newer bytes."""

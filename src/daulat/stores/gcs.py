@@ -95,8 +95,8 @@ SINGLE_PUT_MAX = 8 * MiB
 #: the other, so larger ones are faster on long links; this size keeps a put's memory at two
 #: chunks, as the S3 store's two parts in flight.
 CHUNK_SIZE = 8 * MiB
-#: Body chunks read ahead of the upload (of the caller's size, 1 MiB from daulat's readers).
-FEED_DEPTH = 8
+#: Bytes of the body read ahead of the upload, so that reading the source overlaps sending.
+FEED_AHEAD = 8 * MiB
 READ_CHUNK = 1 * MiB
 #: Download chunks waiting for the reader.
 READ_DEPTH = 4
@@ -561,7 +561,7 @@ class GcsStore:
         on_upload: OnUpload | None,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        feed = FromLoop(loop, FEED_DEPTH)
+        feed = FromLoop(loop, FEED_AHEAD)
         try:
             upload = await self._call(
                 lambda h: self._initiate(h, name, user, feed), key=key, op="put"
@@ -596,8 +596,7 @@ class GcsStore:
         finally:
             feed.close()  # a thread still reading stops at its next read, and cancels
             pump.cancel()
-            with contextlib.suppress(BaseException):
-                await pump
+            await asyncio.gather(pump, return_exceptions=True)
             with contextlib.suppress(RuntimeError):
                 await stream.aclose()  # type: ignore[attr-defined]
 

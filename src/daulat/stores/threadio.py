@@ -196,16 +196,20 @@ class PipeWriter:
 class FromLoop:
     """An async body feeding a blocking upload, read on a worker thread as a file.
 
-    :meth:`pump` (a task on the loop) reads the body ahead by at most ``depth`` chunks;
-    :meth:`read` (on the thread) takes them. A body that fails hands its error to the
-    thread, which raises :class:`BodyFailed` there, and keeps it in :attr:`error` for the
-    coroutine to raise unchanged. :meth:`seek` goes back within the bytes the last
-    :meth:`read` returned (a resumable upload resends what the server did not keep).
+    :meth:`pump` (a task on the loop) reads the body ahead by at most ``limit`` bytes (and at
+    least one chunk, whatever its size); :meth:`read` (on the thread) takes them. A body that
+    fails hands its error to the thread, which raises :class:`BodyFailed` there, and keeps it
+    in :attr:`error` for the coroutine to raise unchanged. :meth:`seek` goes back within the
+    bytes the last :meth:`read` returned (a resumable upload resends what the server did not
+    keep).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue(depth)
+        self._limit = limit
+        self._queue: asyncio.Queue[bytes | _End] = asyncio.Queue()
+        self._queued = 0  # bytes in the queue
+        self._room = asyncio.Condition()
         self._closed = threading.Event()
         self.error: BaseException | None = None
         self.eof = False
@@ -217,13 +221,26 @@ class FromLoop:
         """(Loop) Feed ``body`` to the thread, then its end or its error."""
         try:
             async for chunk in body:
-                if chunk:
-                    await self._queue.put(bytes(chunk))
+                if not chunk:
+                    continue
+                data = bytes(chunk)
+                async with self._room:
+                    await self._room.wait_for(lambda: self._queued < self._limit)
+                    self._queued += len(data)
+                self._queue.put_nowait(data)
         except Exception as exc:
             self.error = exc
-            await self._queue.put(_End(exc))
+            self._queue.put_nowait(_End(exc))
             return
-        await self._queue.put(_End())
+        self._queue.put_nowait(_End())
+
+    async def _get(self) -> bytes | _End:
+        item = await self._queue.get()
+        if isinstance(item, bytes):
+            async with self._room:
+                self._queued -= len(item)
+                self._room.notify_all()
+        return item
 
     def close(self) -> None:
         """(Loop) The upload is given up: the thread's next :meth:`read` raises."""
@@ -233,7 +250,7 @@ class FromLoop:
         if self._closed.is_set():
             raise Abandoned
         try:
-            future = asyncio.run_coroutine_threadsafe(self._queue.get(), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._get(), self._loop)
         except RuntimeError:
             raise Abandoned from None
         while True:
