@@ -5,6 +5,7 @@
         proxy.flip_uploads = True   # one byte of every upload's content flipped on the way
         proxy.flip_downloads = True # one byte of every downloaded body flipped
         proxy.pad_downloads = True  # every downloaded body comes with 100 bytes more
+        proxy.fail_chunks = {2}     # the 2nd upload chunk (PUT) is answered 503, not forwarded
         proxy.seen                  # every request: method, path, headers, body (its start)
 
 Resumable upload sessions live at the URI the server answers in ``Location``; the proxy rewrites
@@ -44,6 +45,8 @@ class GcsProxy:
     flip_uploads: bool = False
     flip_downloads: bool = False
     pad_downloads: bool = False
+    fail_chunks: set[int] = field(default_factory=set)
+    chunks: int = 0
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,6 +78,18 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
                     Seen(self.command, self.path, headers, bytes(body[:KEEP]), len(body))
                 )
                 flip = state.flip_uploads
+                refuse = False
+                if self.command == "PUT" and self.path.startswith("/upload/"):
+                    state.chunks += 1
+                    refuse = state.chunks in state.fail_chunks
+            if refuse:
+                error = b'{"error": {"code": 503, "message": "Service Unavailable"}}'
+                self.send_response(503, "Service Unavailable")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error)
+                return
             content = self.command == "PUT" or "uploadType=multipart" in self.path
             if flip and body and content and self.path.startswith("/upload/"):
                 body[len(body) // 2] ^= 0x01

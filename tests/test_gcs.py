@@ -234,10 +234,9 @@ def test_uploads_carry_a_crc32c_that_google_checks(gcs_server: GcsServer) -> Non
 
 
 def _whole(size: int) -> bytes:
-    async def read() -> bytes:
-        return b"".join([c async for c in _body(size)])
-
-    return asyncio.run(read())
+    """What ``_body(size)`` yields, as one value."""
+    block = hashlib.sha256(b"gcs").digest() * (MiB // 32)
+    return (block * (size // MiB + 1))[:size]
 
 
 @pytest.mark.parametrize("size", [100_000, 9 * MiB], ids=["multipart", "resumable"])
@@ -339,6 +338,40 @@ def test_a_resumable_session_is_announced_before_its_first_byte_and_never_shown(
         message = record.getMessage()
         assert not any(u in message for u in upload_ids), message
     assert sorted(gcs_server.objects(_bucket(raw))) == ["whole"]
+
+
+def test_a_chunk_refused_once_is_sent_again_and_the_upload_completes(
+    gcs_server: GcsServer,
+) -> None:
+    """A 503 on one chunk of a resumable upload: the chunk is sent again and the upload goes
+    on from there (not from the start), and the object is whole."""
+    raw = gcs_store_config(gcs_server, "retry", unique("retry"))
+    size = 20 * MiB + 7
+    with gcs_proxy(gcs_server.endpoint) as proxy:
+        proxy.fail_chunks = {2}
+
+        async def go() -> None:
+            store = _store({**raw, "endpoint": proxy.endpoint})
+            try:
+                put = await store.put("k", _body(size))
+                assert put.size == size
+                got = await (await store.get("k")).read_all()
+                assert hashlib.sha256(got).hexdigest() == put.sha256 == _sha(_whole(size))
+            finally:
+                await store.close()
+
+        run(go())
+        ranges = [c.headers["content-range"] for c in proxy.requests("PUT", "/upload/")]
+    assert ranges == [
+        f"bytes 0-{8 * MiB - 1}/*",
+        f"bytes {8 * MiB}-{16 * MiB - 1}/*",  # refused
+        f"bytes {8 * MiB}-{16 * MiB - 1}/*",  # sent again
+        f"bytes {16 * MiB}-{size - 1}/{size}",
+    ]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_a_cancelled_upload_cancels_its_session_and_leaves_nothing(gcs_server: GcsServer) -> None:

@@ -631,6 +631,8 @@ class GcsStore:
                 if feed.tell() != upload.bytes_uploaded:
                     # Google kept less of the last chunk than was sent: send the rest again.
                     feed.seek(upload.bytes_uploaded)
+                # A chunk refused with a retryable status (429, 5xx) or lost to a reset is sent
+                # again by the client's retry; anything else ends the upload here.
                 response = upload.transmit_next_chunk(h.session, timeout=self._timeout)
         except DataCorruption as exc:
             # Finished, but the stored object's CRC32C is not the one of what was sent.
