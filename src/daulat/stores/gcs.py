@@ -302,10 +302,10 @@ class GcsStore:
         name: str = blob.name
         key = name[len(self._prefix) + 1 :] if self._prefix else name
         checksums: dict[str, str] = {}
-        if blob.crc32c:
-            checksums["crc32c"] = _hex(blob.crc32c)
-        if blob.md5_hash:
-            checksums["md5"] = _hex(blob.md5_hash)
+        for label, value in (("crc32c", blob.crc32c), ("md5", blob.md5_hash)):
+            digest = _hex(value)
+            if digest is not None:
+                checksums[label] = digest
         return ObjectInfo(
             key=key,
             size=int(blob.size or 0),
@@ -344,7 +344,8 @@ class GcsStore:
                 if page is None:
                     return
                 ahead = asyncio.ensure_future(self._call(next_page, key=None, op="list"))
-                batch = [self._info(b) for b in page]
+                # Only names under the asked prefix (a listing is the provider's word).
+                batch = [self._info(b) for b in page if str(b.name).startswith(full)]
                 if batch:
                     yield batch
         finally:
@@ -726,9 +727,14 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _hex(value: str) -> str:
-    """Google's base64 hash as lower-case hex."""
-    return base64.b64decode(value).hex()
+def _hex(value: str | None) -> str | None:
+    """Google's base64 hash as lower-case hex; None for none, or one that is not base64."""
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (ValueError, TypeError):
+        return None
 
 
 def _crc32c(body: bytes) -> str:
