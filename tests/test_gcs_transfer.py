@@ -151,6 +151,32 @@ def test_copy_between_gcs_prefixes(
     assert res.code == 0, res.out + res.err
 
 
+def test_scan_records_googles_hashes_in_the_manifest(
+    src_gcs: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`daulat scan` of a GCS store keeps each object's ETag (scheme gcs) and Google's CRC32C
+    and MD5 with their labels in the manifest."""
+    import hashlib
+
+    import google_crc32c
+
+    from daulat.manifest import Manifest
+
+    config = write_config(tmp_path, [src_gcs])
+    res = cli(["scan", "srcgcs", "--config", str(config), "--json"], capsys)
+    assert res.code == 0, res.out + res.err
+    with Manifest.in_state_dir(tmp_path / ".daulat") as manifest:
+        rows = {row.key: row for row in manifest.objects("srcgcs")}
+    assert set(rows) == set(MIX.objects)
+    for key in ("small/obj-0000.bin", "big/large-1.bin", "empty/zero-length.bin"):
+        body = MIX.objects[key]
+        assert rows[key].etag_scheme == "gcs" and rows[key].etag
+        assert rows[key].checksums == {
+            "crc32c": f"{google_crc32c.value(body):08x}",
+            "md5": hashlib.md5(body).hexdigest(),
+        }
+
+
 def test_stores_shows_gcs_with_country_and_law(
     gcs_server: GcsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
