@@ -17,13 +17,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import AzuriteServer, MotoServer, S3Server, azurite, moto, seaweedfs
+from servers import (
+    AzuriteServer,
+    GcsServer,
+    MotoServer,
+    S3Server,
+    azurite,
+    fake_gcs,
+    moto,
+    seaweedfs,
+)
 
 from daulat.config import StoreConfig
 from daulat.stores import Store, open_store
 
 T = TypeVar("T")
-STORE_KINDS = ("fs", "s3", "azure")
+STORE_KINDS = ("fs", "s3", "azure", "gcs")
 _counter = itertools.count()
 
 
@@ -53,6 +62,12 @@ def moto_server() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
     with azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    with fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as server:
         yield server
 
 
@@ -90,6 +105,22 @@ def azure_store_config(
     }
 
 
+def gcs_store_config(
+    server: GcsServer, name: str, bucket: str, prefix: str = ""
+) -> dict[str, Any]:
+    """A [stores.NAME] table for a bucket on the local fake-gcs-server (no credentials: an
+    emulator endpoint gets none)."""
+    server.create_bucket(bucket)
+    url = f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+    return {
+        "name": name,
+        "url": url,
+        "provider": "gcp",
+        "region": "asia-southeast2",
+        "endpoint": server.endpoint,
+    }
+
+
 def fs_store_config(root: Path, name: str) -> dict[str, Any]:
     return {"name": name, "url": f"file://{root}", "provider": "local", "country": "ID"}
 
@@ -111,7 +142,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
         elif kind == "s3":
             server = request.getfixturevalue("s3_server")
             raw = s3_store_config(server, f"s3-{n}", f"conf{n}")
-
+        elif kind == "gcs":
+            gcs: GcsServer = request.getfixturevalue("gcs_server")
+            raw = gcs_store_config(gcs, f"gcs-{n}", f"conf{n}")
+            # The emulator keeps objects in memory: let each test's large ones go with it.
+            request.addfinalizer(lambda bucket=f"conf{n}": gcs.drop_large_objects(bucket))
         else:
             server = request.getfixturevalue("azurite_server")
             raw = azure_store_config(server, f"az-{n}", f"conf{n}")

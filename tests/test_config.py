@@ -136,6 +136,74 @@ BAD_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
         """,
         ("store 'gcs'", "'url'", "gs://x", "s3://bucket[/prefix]"),
     ),
+    "unsupported URL scheme": (
+        """
+        [stores.gcs]
+        url = "swift://x"
+        provider = "gcp"
+        region = "us-central1"
+        """,
+        ("store 'gcs'", "'url'", "swift://x", "s3://bucket[/prefix]", "gs://bucket[/prefix]"),
+    ),
+    "gs URL for another provider": (
+        """
+        [stores.arsip]
+        url = "gs://pemilu-arsip"
+        provider = "aws"
+        region = "ap-southeast-3"
+        """,
+        ("store 'arsip'", "'url'", "gs://", "provider 'gcp'"),
+    ),
+    "Azure URL for gcp": (
+        """
+        [stores.arsip]
+        url = "az://pemilu-arsip"
+        provider = "gcp"
+        region = "asia-southeast2"
+        """,
+        ("store 'arsip'", "'url'", "gs:// URL", "s3://"),
+    ),
+    "not a GCS bucket name": (
+        """
+        [stores.arsip]
+        url = "gs://Pemilu_Arsip"
+        provider = "gcp"
+        region = "asia-southeast2"
+        """,
+        ("store 'arsip'", "'url'", "'Pemilu_Arsip'", "bucket name"),
+    ),
+    "GCS region typo": (
+        """
+        [stores.arsip]
+        url = "gs://pemilu-arsip"
+        provider = "gcp"
+        region = "asia-southeast22"
+        """,
+        ("store 'arsip'", "'region'", "'asia-southeast22'"),
+    ),
+    "S3 keys on a gs store": (
+        f"""
+        [stores.arsip]
+        url = "gs://pemilu-arsip"
+        provider = "gcp"
+        region = "asia-southeast2"
+        [stores.arsip.credentials]
+        access_key_id = "GOOG1EXAMPLE"
+        secret_access_key = "{SECRET}"
+        """,
+        ("store 'arsip'", "'credentials'", "service_account_file"),
+    ),
+    "service account file on an S3 store": (
+        """
+        [stores.bank]
+        url = "s3://core-banking"
+        provider = "aws"
+        region = "eu-central-1"
+        [stores.bank.credentials]
+        service_account_file = "sa.json"
+        """,
+        ("store 'bank'", "'credentials'", "service_account_file", "gs://"),
+    ),
     "Azure credentials on an S3 store": (
         f"""
         [stores.bank]
@@ -601,3 +669,55 @@ def test_init_config_round_trips(tmp_path: Path) -> None:
     assert cfg.placement("kpu-alibaba").jurisdictions == ["ID", "CN"]
     assert cfg.placement("bank-primary").jurisdictions == ["DE", "US"]
     assert cfg.placement("vault").jurisdictions == ["ID"]
+
+
+def test_gs_stores_load_with_their_key_file_relative_to_the_config(tmp_path: Path) -> None:
+    """A gs:// store: bucket, prefix, the region's country, and a credentials file named
+    relative to daulat.toml (found from any working directory). s3:// with provider gcp (the
+    S3-compatible API) keeps working."""
+    from daulat.config import placement_of
+
+    config = write_config(
+        tmp_path,
+        """
+        [stores.arsip]
+        url = "gs://pemilu-arsip/2024/c1"
+        provider = "gcp"
+        region = "ASIA-SOUTHEAST2"
+        request_timeout = 12.5
+        [stores.arsip.credentials]
+        service_account_file = "keys/sa.json"
+
+        [stores.absolute]
+        url = "gs://pemilu-arsip"
+        provider = "gcp"
+        country = "ID"
+        region = "asia-southeast2"
+        [stores.absolute.credentials]
+        service_account_file = "/etc/daulat/sa.json"
+
+        [stores.emulated]
+        url = "gs://local-bucket"
+        provider = "gcp"
+        region = "europe-west3"
+        endpoint = "http://127.0.0.1:4443"
+
+        [stores.interop]
+        url = "s3://pemilu-arsip"
+        provider = "gcp"
+        region = "asia-southeast2"
+        """,
+    )
+    cfg = load_config(config)
+    arsip = cfg.store("arsip")
+    assert (arsip.scheme, arsip.bucket, arsip.prefix) == ("gs", "pemilu-arsip", "2024/c1")
+    assert arsip.request_timeout == 12.5
+    assert arsip.credentials is not None
+    assert arsip.credentials.service_account_file == str(tmp_path / "keys" / "sa.json")
+    absolute = cfg.store("absolute").credentials
+    assert absolute is not None and absolute.service_account_file == "/etc/daulat/sa.json"
+    assert placement_of(arsip).country == "ID"
+    assert placement_of(arsip).jurisdictions == ["ID", "US"]
+    assert placement_of(cfg.store("emulated")).country == "DE"
+    assert cfg.store("emulated").credentials is None
+    assert cfg.store("interop").scheme == "s3"

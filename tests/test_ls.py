@@ -1,4 +1,4 @@
-"""``daulat ls`` and ``daulat size`` on every store kind (filesystem, SeaweedFS, Azurite), the
+"""``daulat ls`` and ``daulat size`` on every store kind (filesystem, SeaweedFS, Azurite, GCS), the
 listing library under them, ``python -m daulat`` and shell completion."""
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 STATE_DIR = ".daulat"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
 class Credentials(BaseModel):
@@ -48,6 +49,9 @@ class Credentials(BaseModel):
     account_name: str | None = None
     account_key: SecretStr | None = None
     sas_token: SecretStr | None = None
+    #: Google Cloud Storage: a credentials file (a service account's JSON key, or another file
+    #: google-auth reads), relative to the config file's directory.
+    service_account_file: str | None = None
 
 
 class StoreConfig(BaseModel):
@@ -76,13 +80,20 @@ class StoreConfig(BaseModel):
     @classmethod
     def _url_scheme(cls, v: str) -> str:
         scheme = urlsplit(v).scheme
-        if scheme not in ("s3", "az", "file"):
+        if scheme not in ("s3", "az", "gs", "file"):
             raise ValueError(
-                f"unsupported URL {v!r}: use s3://bucket[/prefix], az://container[/prefix] "
-                "or file:///path"
+                f"unsupported URL {v!r}: use s3://bucket[/prefix], az://container[/prefix], "
+                "gs://bucket[/prefix] or file:///path"
             )
-        if scheme in ("s3", "az") and not urlsplit(v).netloc:
+        if scheme in ("s3", "az", "gs") and not urlsplit(v).netloc:
             raise ValueError(f"URL {v!r} names no bucket or container")
+        if scheme == "gs" and not _GCS_BUCKET.match(urlsplit(v).netloc):
+            raise ValueError(
+                f"URL {v!r}: {urlsplit(v).netloc!r} is not a Cloud Storage bucket name "
+                "(3-222 lower-case letters, digits, '-', '_' and '.', starting and ending with "
+                "a letter or digit); store URLs are s3://bucket[/prefix], "
+                "az://container[/prefix], gs://bucket[/prefix] or file:///path"
+            )
         if scheme == "file" and urlsplit(v).netloc not in ("", "localhost"):
             # file://relative/path would silently mean /path on host "relative".
             raise ValueError(
@@ -226,7 +237,7 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
             problems.extend(f"{where}: {_describe(err)}" for err in exc.errors())
             continue
         problems.extend(f"{where}: {p}" for p in _check_store(store))
-        stores[name] = store
+        stores[name] = _relative_to(store, path)
     policies = data.get("policies", [])
     if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
         problems.append(f"{path}: 'policies' must be an array of [[policies]] tables")
@@ -239,6 +250,21 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         raw_policies=policies,
         signers=signers,
         signing_key=signing_key,
+    )
+
+
+def _relative_to(store: StoreConfig, path: Path) -> StoreConfig:
+    """``store`` with its credentials file, if any, relative to the config file's directory
+    (as ``signing_key``), so that it is found from whatever directory daulat runs in."""
+    creds = store.credentials
+    if creds is None or not creds.service_account_file:
+        return store
+    file = Path(creds.service_account_file).expanduser()
+    if file.is_absolute():
+        return store
+    absolute = str(path.resolve().parent / file)
+    return store.model_copy(
+        update={"credentials": creds.model_copy(update={"service_account_file": absolute})}
     )
 
 
@@ -320,11 +346,20 @@ def _check_store(store: StoreConfig) -> list[str]:
     expected_scheme = {
         ProviderId.AZURE: "az",
         ProviderId.LOCAL: "file",
+        ProviderId.GCP: "gs",
     }.get(store.provider, "s3")
-    if store.scheme != expected_scheme:
+    if store.provider == ProviderId.GCP and store.scheme == "s3":
+        pass  # Google's S3-compatible (XML) API with HMAC keys
+    elif store.scheme == "gs" and store.provider != ProviderId.GCP:
         problems.append(
-            f"field 'url': provider {store.provider.value!r} needs a {expected_scheme}:// URL, "
-            f"got {store.url!r}"
+            f"field 'url': gs:// URLs are Google Cloud Storage buckets: provider 'gcp', not "
+            f"{store.provider.value!r}"
+        )
+    elif store.scheme != expected_scheme:
+        also = " (or s3:// for Google's S3-compatible API)" if expected_scheme == "gs" else ""
+        problems.append(
+            f"field 'url': provider {store.provider.value!r} needs a {expected_scheme}:// "
+            f"URL{also}, got {store.url!r}"
         )
     if store.region is not None and provider.regions:
         try:
@@ -365,10 +400,22 @@ def _check_store(store: StoreConfig) -> list[str]:
         problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
     if store.profile is not None and store.scheme != "s3":
         problems.append("field 'profile': only S3 stores read credentials from a shared profile")
+    if store.addressing is not None and store.scheme == "gs":
+        problems.append("field 'addressing': only S3 stores have path or virtual addressing")
     creds = store.credentials
     if creds is not None:
         s3_fields = (creds.access_key_id, creds.secret_access_key, creds.session_token)
         az_fields = (creds.account_name, creds.account_key, creds.sas_token)
+        if store.scheme == "gs" and (any(s3_fields) or any(az_fields)):
+            problems.append(
+                "field 'credentials': gs:// stores take service_account_file (or, without it, "
+                "GOOGLE_APPLICATION_CREDENTIALS or application default credentials)"
+            )
+        if store.scheme != "gs" and creds.service_account_file is not None:
+            problems.append(
+                "field 'credentials': service_account_file is for gs:// (Google Cloud Storage) "
+                "stores"
+            )
         if store.scheme == "az" and any(s3_fields):
             problems.append(
                 "field 'credentials': Azure stores take account_name with account_key or "

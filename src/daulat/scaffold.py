@@ -18,6 +18,7 @@ _HEADER = """\
 #
 # Each [stores.NAME] table describes one bucket, container or directory:
 #   url       s3://bucket[/prefix] | az://container[/prefix] | file:///absolute/path
+#             | gs://bucket[/prefix] (Google Cloud Storage: pip install 'daulat[gcs]')
 #   provider  aws | azure | alibaba | gcp | self-hosted | local
 #   region    the provider's region id; daulat's catalogue gives its country
 #   country   ISO 3166-1 code; required for self-hosted and local stores

@@ -1,7 +1,7 @@
 """The one conformance suite: every store kind must pass it unchanged.
 
-Parametrised by the ``make_store`` fixture over the filesystem, S3 (SeaweedFS) and Azure Blob
-(Azurite), all real. ``tests/test_s3raw.py`` runs them over moto too (S3 keeping every legal
+Parametrised by the ``make_store`` fixture over the filesystem, S3 (SeaweedFS), Azure Blob
+(Azurite) and Google Cloud Storage (fake-gcs-server), all real. ``tests/test_s3raw.py`` runs them over moto too (S3 keeping every legal
 key, as AWS does), except those that read user metadata back: moto's WSGI server drops
 ``x-amz-meta-`` headers whose names hold ``_``. The contracts are written in :mod:`daulat.stores.base`.
 """

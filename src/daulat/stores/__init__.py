@@ -24,6 +24,10 @@ def open_store(cfg: StoreConfig) -> Store:
         from daulat.stores.azure import open_azure
 
         return open_azure(cfg)
+    if cfg.scheme == "gs":
+        from daulat.stores.gcs import open_gcs
+
+        return open_gcs(cfg)
     from daulat.stores.s3 import open_s3
 
     return open_s3(cfg)

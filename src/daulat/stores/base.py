@@ -55,7 +55,9 @@ class ObjectInfo:
     ``etag`` is the provider's entity tag exactly as reported. It is an opaque version marker:
     it equals an MD5 of the content only in some cases (S3 single-part uploads without KMS), so
     daulat never treats it as a content hash. ``etag_scheme`` says whose tag it is (``s3``,
-    ``azure``, ``local``) so that tags are only ever compared within one scheme.
+    ``azure``, ``gcs``, ``local``) so that tags are only ever compared within one scheme.
+    ``checksums`` holds the provider's own whole-object hashes where it reports them, by
+    algorithm (``crc32c``, ``md5``), as lower-case hex.
     """
 
     key: str

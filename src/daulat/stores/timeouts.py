@@ -9,6 +9,9 @@ How each client gets there:
 
 * botocore (listings, streamed uploads, odd keys): ``connect_timeout`` and ``read_timeout``,
   which urllib3 applies to every socket operation, sends included. That *is* "no progress".
+* google-cloud-storage (every request of a GCS store) sends through requests and urllib3 too:
+  each request gets the same (connect, read) pair, and the client's own retry gives up once
+  ``request_timeout`` has passed, so a silent endpoint fails after one timeout.
 * obstore (reqwest) has ``connect_timeout`` and ``read_timeout`` (each read, reset after
   progress) but only a *whole-request* ``timeout``, and no write timeout. So its ``timeout``
   is set out of the way (a day), reads are bounded by ``read_timeout``, and a put is watched

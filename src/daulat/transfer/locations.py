@@ -48,7 +48,7 @@ class Location:
     (``file``), always empty or ending in ``/``, so that containment is a string prefix test.
     """
 
-    kind: Literal["file", "s3", "az"]
+    kind: Literal["file", "s3", "az", "gs"]
     server: str = ""  # normalised endpoint URL; empty for directories
     account: str = ""  # Azure storage account
     container: str = ""  # bucket or container
@@ -91,6 +91,9 @@ def location_of(
         )
         endpoint = cfg.endpoint or f"https://{account}.blob.core.windows.net"
         return Location("az", _server(endpoint), account, cfg.bucket, base + sub)
+    if cfg.scheme == "gs":
+        gcs = cfg.endpoint or "https://storage.googleapis.com"
+        return Location("gs", _server(gcs), "", cfg.bucket, base + sub)
     return Location("s3", _server(_s3_endpoint(cfg), bucket=cfg.bucket), "", cfg.bucket, base + sub)
 
 
@@ -193,7 +196,8 @@ async def _same_server(a: Location, b: Location) -> bool:
 async def same_space(a: Location, b: Location) -> bool:
     """Whether ``a`` and ``b`` name one key space: one directory tree, or one bucket or
     container of one account on one server."""
-    if a.kind != b.kind:
+    if a.kind != b.kind and {a.kind, b.kind} != {"s3", "gs"}:
+        # Google's S3-compatible (XML) API and its JSON API reach the same buckets.
         return False
     if a.kind == "file":
         return True
