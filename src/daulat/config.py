@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from daulat.address import prefix_problem
 from daulat.crypto import RecipientError, parse_recipient
 from daulat.errors import ConfigError
 from daulat.providers import (
@@ -83,6 +84,11 @@ class StoreConfig(BaseModel):
             )
         if scheme in ("s3", "az") and not urlsplit(v).netloc:
             raise ValueError(f"URL {v!r} names no bucket or container")
+        if scheme in ("s3", "az"):
+            # The same rule as for STORE:PREFIX addresses (daulat.address).
+            reason = prefix_problem(unquote(urlsplit(v).path).strip("/"))
+            if reason is not None:
+                raise ValueError(f"URL {v!r}: its prefix {reason}")
         if scheme == "file" and urlsplit(v).netloc not in ("", "localhost"):
             # file://relative/path would silently mean /path on host "relative".
             raise ValueError(
