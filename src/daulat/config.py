@@ -123,7 +123,8 @@ class StoreConfig(BaseModel):
 
     @property
     def path(self) -> Path:
-        """Directory of a file:// store."""
+        """Directory of a file:// store (absolute once loaded: a relative one is anchored at
+        the config file's directory by load_config)."""
         return Path(unquote(urlsplit(self.url).path))
 
 
@@ -225,6 +226,7 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         try:
             raw = _expand_env(raw, env, where)
             store = StoreConfig.model_validate({**raw, "name": name})
+            store = _anchor_file_url(store, path)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
@@ -246,6 +248,18 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         signers=signers,
         signing_key=signing_key,
     )
+
+
+def _anchor_file_url(store: StoreConfig, config_path: Path) -> StoreConfig:
+    """A ``file:`` URL with a relative path (``file:data``, ``file:./data``) names a directory
+    relative to the config file, as ``signing_key`` and the state directory are, never to the
+    directory daulat happens to be run from; the store keeps it as an absolute URL, which is
+    what every command shows."""
+    if store.scheme != "file" or store.path.is_absolute():
+        return store
+    base = config_path.resolve().parent
+    absolute = Path(os.path.normpath(base / store.path))
+    return store.model_copy(update={"url": absolute.as_uri()})
 
 
 def _signing_fields(
