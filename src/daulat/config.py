@@ -99,6 +99,16 @@ class StoreConfig(BaseModel):
             raise ValueError(f"URL {v!r} names no directory")
         return v
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_without_trailing_slash(cls, v: str | None) -> str | None:
+        # "http://host:10000/account/" and ".../account" are one endpoint (the overlap check
+        # already says so); the clients join paths to it and break on the doubled '/'.
+        if v is None:
+            return v
+        stripped = v.rstrip("/")
+        return stripped if "://" in stripped and stripped.split("://", 1)[1] else v
+
     @field_validator("country")
     @classmethod
     def _iso_country(cls, v: str | None) -> str | None:
