@@ -33,6 +33,7 @@ from daulat.stores.base import (
 )
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
 from daulat.stores.timeouts import (
+    Refusals,
     StreamWatch,
     body_limit,
     bounded,
@@ -74,12 +75,25 @@ class ObstoreStore:
         self._key_problem = key_problem
         self._request_timeout = request_timeout
         self._answered = False  # whether the endpoint has ever answered a request
+        self._refusals = Refusals(request_timeout)
 
     def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
         """``exc`` as a daulat error; a timeout of an endpoint that never answered anything
         is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
         err = translate(exc, store=self._name, key=key, op=op)
         timed_out = isinstance(exc, TimeoutError) or "timed out" in str(err)
+        if (
+            "(cannot connect)" in str(err)
+            and not self._answered
+            and self._refusals.expired()
+        ):
+            return Unresponsive(
+                f"store {self._name!r}: {op} failed: cannot connect (refused or unreachable "
+                f"for {self._refusals.describe()}, request_timeout); is the endpoint right "
+                "and up?",
+                store=self._name,
+                key=key,
+            )
         if not timed_out:
             if not isinstance(err, Transient):
                 self._answered = True  # the server said something (an HTTP error)
