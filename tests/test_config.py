@@ -721,3 +721,47 @@ def test_gs_stores_load_with_their_key_file_relative_to_the_config(tmp_path: Pat
     assert placement_of(cfg.store("emulated")).country == "DE"
     assert cfg.store("emulated").credentials is None
     assert cfg.store("interop").scheme == "s3"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "directory"),
+    [("file:data", "data"), ("file:./data", "data"), ("file:../side/data", "../side/data")],
+)
+def test_relative_file_url_is_relative_to_the_config_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    spelling: str,
+    directory: str,
+) -> None:
+    """``url = "file:data"`` names the same directory from wherever daulat runs: the one
+    beside daulat.toml (as signing_key and .daulat/ are), never the current directory."""
+    cfg_dir = tmp_path / "project" / "cfg"
+    cfg_dir.mkdir(parents=True)
+    target = (cfg_dir / directory).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "beside-the-config.txt").write_bytes(b"the right one")
+    decoy = tmp_path / "elsewhere"
+    decoy.mkdir()
+    wrong = (decoy / directory).resolve()
+    wrong.mkdir(parents=True, exist_ok=True)
+    (wrong / "in-the-current-directory.txt").write_bytes(b"the wrong one")
+    config = cfg_dir / "daulat.toml"
+    config.write_text(
+        f'[stores.rel]\nurl = "{spelling}"\nprovider = "local"\ncountry = "ID"\n',
+        encoding="utf-8",
+    )
+    assert load_config(config).store("rel").path == target
+    for cwd in (decoy, tmp_path, cfg_dir):
+        monkeypatch.chdir(cwd)
+        res = cli(["ls", "rel", "--config", str(config)], capsys)
+        assert (res.code, res.out.split()) == (0, ["beside-the-config.txt"]), (cwd, res)
+        res = cli(["stores", "--json", "--config", str(config)], capsys)
+        assert f'"url": "{target.as_uri()}"' in res.out, res.out  # shown absolute
+    # A copy into a relative destination lands beside the config too.
+    with config.open("a", encoding="utf-8") as f:
+        f.write('[stores.out]\nurl = "file:./out"\nprovider = "local"\ncountry = "ID"\n')
+    monkeypatch.chdir(decoy)
+    assert cli(["copy", "rel", "out", "--config", str(config)], capsys).code == 0
+    assert (cfg_dir / "out" / "beside-the-config.txt").read_bytes() == b"the right one"
+    assert not (decoy / "out").exists()

@@ -108,10 +108,13 @@ def test_every_command_over_hostile_names(
     scans = as_json(["scan", "src"], capsys, (0,))
     assert scans[0]["objects"] == len(HOSTILE_KEYS)
 
-    # A prefix that is markup and terminal control, typed on the command line.
-    evil_prefix = "src:[link=x]:x:\x1b[31m\u202e"
+    # A prefix that is markup and a bidi override, typed on the command line.
+    evil_prefix = "src:[link=x]:x:[31m\u202e"
     text = human(["copy", evil_prefix, "dst:p", "--dry-run"], capsys, (0, 1))
-    assert "[link=x]:x:\\x1b[31m\\u202e" in text
+    assert "[link=x]:x:[31m\\u202e" in text
+    # With a terminal control in it, the prefix is refused (exit 2), shown escaped.
+    text = human(["copy", "src:[link=x]:x:\x1b[31m\u202e", "dst:p", "--dry-run"], capsys, (2,))
+    assert "[link=x]:x:\\x1b[31m\\u202e" in text and "control character" in text
 
     # The filesystem refuses keys with C0 controls: listed by key, escaped; exact in JSON.
     text = human(["exit", "src", "dst"], capsys, (1,))

@@ -1,14 +1,22 @@
 """A request timeout without progress: an endpoint that accepts connections and never answers
-fails a run with a clear message in well under a minute, instead of hanging for minutes."""
+fails a run with a clear message in well under a minute, instead of hanging for minutes; so does
+one that refuses every connection (nothing listens there), on IPv4 and on an IPv6 literal, and an
+IPv6 literal endpoint that does answer works."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import socketserver
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import s3_store_config
@@ -132,3 +140,129 @@ def test_a_slow_but_moving_transfer_is_not_cut(s3_server: S3Server, tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert time.monotonic() - started > 8  # it really was slow
+
+
+# --------------------------------------------------------------------------------------------
+# Refused connections and IPv6 literal endpoints
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+IPV6 = pytest.param(
+    "::1",
+    marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine"),
+)
+
+
+def _closed_port(host: str) -> str:
+    """``http://HOST:PORT`` where nothing listens: every connection is refused at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", IPV6])
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_a_refused_connection_stops_the_run_within_the_request_timeout(
+    tmp_path: Path, kind: str, host: str
+) -> None:
+    """Nothing listens at the endpoint: the run stops after refusals for request_timeout
+    (3 s here), saying it cannot connect, instead of retrying for five minutes (and an IPv6
+    literal is an endpoint like any other, not "list failed (ValueError)")."""
+    _config(tmp_path, _closed_port(host), kind)
+    started = time.monotonic()
+    proc = _daulat(["exit", "src", "dst", "--request-timeout", "3"], tmp_path)
+    took = time.monotonic() - started
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert "cannot connect" in text and "is the endpoint right and up?" in text, text
+    assert "ValueError" not in text and "Traceback" not in text
+    assert "1 objects (9 B) remain" in text, text
+    assert took < 25, f"took {took:.0f} s"
+    ls = _daulat(["ls", "dst"], tmp_path)
+    assert ls.returncode == 1 and "cannot connect" in ls.stderr, ls.stderr
+    assert "ValueError" not in ls.stderr
+
+
+def test_a_refused_connection_stops_the_run_within_the_default_timeout(tmp_path: Path) -> None:
+    _config(tmp_path, _closed_port("127.0.0.1"), "s3")
+    started = time.monotonic()
+    proc = _daulat(["copy", "src", "dst"], tmp_path)
+    took = time.monotonic() - started
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "refused or unreachable for 30 s" in proc.stdout + proc.stderr
+    assert took < 75, f"took {took:.0f} s"
+
+
+class _Forwarder(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    """Plain TCP from [::1]:PORT to an IPv4 server: SeaweedFS reached by an IPv6 literal."""
+
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        super().__init__(("::1", 0), _Pipe)
+
+
+class _Pipe(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: Any = self.server
+        up = socket.create_connection(server.upstream)
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    b.shutdown(socket.SHUT_WR)
+
+        back = threading.Thread(target=pump, args=(up, self.request), daemon=True)
+        back.start()
+        pump(self.request, up)
+        back.join(60)
+        up.close()
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_literal_endpoint_works(s3_server: S3Server, tmp_path: Path) -> None:
+    raw = s3_store_config(s3_server, "dst", "over-ipv6")
+    upstream = urllib.parse.urlsplit(s3_server.endpoint)
+    forwarder = _Forwarder((upstream.hostname or "127.0.0.1", upstream.port or 80))
+    thread = threading.Thread(target=forwarder.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://[::1]:{forwarder.server_address[1]}"
+        _config(tmp_path, endpoint, "s3")
+        text = (tmp_path / "daulat.toml").read_text()
+        text = text.replace('url = "s3://silent-bucket"', 'url = "s3://over-ipv6"')
+        text = text.replace(
+            'access_key_id = "AK"', f'access_key_id = "{raw["credentials"]["access_key_id"]}"'
+        )
+        text = text.replace(
+            'secret_access_key = "SK"',
+            f'secret_access_key = "{raw["credentials"]["secret_access_key"]}"',
+        )
+        (tmp_path / "daulat.toml").write_text(text)
+        proc = _daulat(["exit", "src", "dst"], tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        proc = _daulat(["verify", "src", "dst", "--full"], tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        ls = _daulat(["ls", "dst"], tmp_path)
+        assert "a.txt" in ls.stdout.split(), ls.stdout + ls.stderr
+    finally:
+        forwarder.shutdown()
+        forwarder.server_close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from daulat.address import store_only
 from daulat.auditing import audited
 from daulat.config import Config
 from daulat.drill.record import DrillLog
@@ -58,7 +59,8 @@ async def clean_store(
     dry_run: bool = False,
 ) -> CleanReport:
     """Remove daulat's own leftovers at store ``name`` (see the module docstring); audited."""
-    config.store(name)  # an unknown name is a ConfigError before anything is touched
+    # An unknown name (or a STORE:PREFIX) is a ConfigError before anything is touched.
+    config.store(store_only(name, "clean"))
     with audited(
         config.state_dir,
         "clean",

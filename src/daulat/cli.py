@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daulat import __version__, interrupts
+from daulat.address import store_only
 from daulat.audit import AuditLogError
 from daulat.auditing import audit_log, audited, record
 from daulat.config import STATE_DIR, Config, find_config, load_config
@@ -368,7 +369,7 @@ def scan(
     cfg = _load(config)
     selected = names or list(cfg.stores)
     for name in selected:
-        cfg.store(name)
+        cfg.store(store_only(name, "scan"))
     feedback = Feedback(err, quiet=quiet)
 
     async def scan_all() -> ScanResults:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from daulat.address import prefix_problem
 from daulat.crypto import RecipientError, parse_recipient
 from daulat.errors import ConfigError
 from daulat.providers import (
@@ -94,6 +95,11 @@ class StoreConfig(BaseModel):
                 "a letter or digit); store URLs are s3://bucket[/prefix], "
                 "az://container[/prefix], gs://bucket[/prefix] or file:///path"
             )
+        if scheme in ("s3", "az", "gs"):
+            # The same rule as for STORE:PREFIX addresses (daulat.address).
+            reason = prefix_problem(unquote(urlsplit(v).path).strip("/"))
+            if reason is not None:
+                raise ValueError(f"URL {v!r}: its prefix {reason}")
         if scheme == "file" and urlsplit(v).netloc not in ("", "localhost"):
             # file://relative/path would silently mean /path on host "relative".
             raise ValueError(
@@ -103,6 +109,16 @@ class StoreConfig(BaseModel):
         if scheme == "file" and not urlsplit(v).path:
             raise ValueError(f"URL {v!r} names no directory")
         return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_without_trailing_slash(cls, v: str | None) -> str | None:
+        # "http://host:10000/account/" and ".../account" are one endpoint (the overlap check
+        # already says so); the clients join paths to it and break on the doubled '/'.
+        if v is None:
+            return v
+        stripped = v.rstrip("/")
+        return stripped if "://" in stripped and stripped.split("://", 1)[1] else v
 
     @field_validator("country")
     @classmethod
@@ -128,7 +144,8 @@ class StoreConfig(BaseModel):
 
     @property
     def path(self) -> Path:
-        """Directory of a file:// store."""
+        """Directory of a file:// store (absolute once loaded: a relative one is anchored at
+        the config file's directory by load_config)."""
         return Path(unquote(urlsplit(self.url).path))
 
 
@@ -230,6 +247,7 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         try:
             raw = _expand_env(raw, env, where)
             store = StoreConfig.model_validate({**raw, "name": name})
+            store = _anchor_file_url(store, path)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
@@ -266,6 +284,18 @@ def _relative_to(store: StoreConfig, path: Path) -> StoreConfig:
     return store.model_copy(
         update={"credentials": creds.model_copy(update={"service_account_file": absolute})}
     )
+
+
+def _anchor_file_url(store: StoreConfig, config_path: Path) -> StoreConfig:
+    """A ``file:`` URL with a relative path (``file:data``, ``file:./data``) names a directory
+    relative to the config file, as ``signing_key`` and the state directory are, never to the
+    directory daulat happens to be run from; the store keeps it as an absolute URL, which is
+    what every command shows."""
+    if store.scheme != "file" or store.path.is_absolute():
+        return store
+    base = config_path.resolve().parent
+    absolute = Path(os.path.normpath(base / store.path))
+    return store.model_copy(update={"url": absolute.as_uri()})
 
 
 def _signing_fields(

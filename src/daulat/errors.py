@@ -16,7 +16,8 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── IntegrityError     content did not match the expected hash; nothing was written
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │   │                  missing bucket or disabled account (permanent: stop, do not retry)
-    │   │   └── Unresponsive   the endpoint never answered within the request timeout
+    │   │   └── Unresponsive   the endpoint never answered (or refused every connection)
+    │   │                      within the request timeout
     │   ├── Transient          throttling, 5xx, timeouts, resets (worth retrying)
     │   │   └── SourceChanged  the object changed while it was read (read it again)
     │   ├── Unsupported        the store kind cannot do this operation
@@ -131,8 +132,8 @@ class AccessDenied(StoreError):
 
 class Unresponsive(AccessDenied):
     """The endpoint accepted connections (or none) but has not answered one request within the
-    request timeout since the store was opened: a wrong or dead endpoint, not a passing fault,
-    so the run stops instead of retrying."""
+    request timeout since the store was opened, or has refused every connection for that long:
+    a wrong or dead endpoint, not a passing fault, so the run stops instead of retrying."""
 
 
 class Transient(StoreError):

@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from daulat.address import store_only
 from daulat.auditing import audited
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
@@ -103,7 +104,7 @@ async def scan(
     """Scan the configured store ``name`` into ``manifest``, recorded in the audit log however
     it ends. Raises what :func:`scan_store` raises (a store failure is a :class:`DaulatError`).
     ``filter``: see :func:`scan_store`."""
-    cfg = config.store(name)
+    cfg = config.store(store_only(name, "scan"))
     details: dict[str, object] = {"store": name}
     if filter.active:
         details["filter"] = filter.describe()
@@ -155,7 +156,7 @@ async def scan_stores(
     :class:`~daulat.errors.ConfigError` before anything is scanned; a signal stops the whole
     loop."""
     for name in names:
-        config.store(name)
+        config.store(store_only(name, "scan"))
     results = ScanResults()
     for name in names:
         try:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from daulat.address import parse_address as address_of
 from daulat.config import Config
-from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores import Store, open_store
 
@@ -89,13 +89,11 @@ def parse_address(spec: str) -> tuple[str, str]:
     """``STORE`` or ``STORE:PREFIX`` → (store name, prefix empty or ending in ``/``).
 
     The prefix is a directory, as for copy and sync: ``kpu:c1`` and ``kpu:/c1/`` both list the
-    keys under ``c1/``.
+    keys under ``c1/``. Parsed by :func:`daulat.address.parse_address`, which refuses prefixes
+    such as ``../etc`` (:class:`ConfigError`).
     """
-    name, _, prefix = spec.partition(":")
-    if not name:
-        raise ConfigError(f"{spec!r}: expected STORE or STORE:PREFIX")
-    prefix = prefix.strip("/")
-    return name, f"{prefix}/" if prefix else ""
+    address = address_of(spec)
+    return address.store, address.prefix
 
 
 async def list_entries(

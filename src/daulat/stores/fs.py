@@ -11,10 +11,20 @@ listings never report them. User metadata is kept in ``user.daulat.*`` extended 
 before the rename.
 
 Confinement. Keys are data from possibly hostile sources, and the tree may hold symlinks planted
-by anyone who can write to it. Besides the portable-key rules this store refuses backslashes,
-segments over 255 bytes and the reserved ``.daulat-tmp`` prefix, and every operation reaches its
-file by directory descriptors opened without following symlinks (:mod:`daulat.stores.fstree`), so
-no check can be raced and nothing outside the root is read, written, created or removed.
+by anyone who can write to it. Every operation reaches its file by directory descriptors opened
+without following symlinks, one directory entry at a time (:mod:`daulat.stores.fstree`, which
+never opens ``..``, ``.`` or an empty name), so no check can be raced and nothing outside the
+root is read, written, created, removed or listed, whatever key or prefix the store is given:
+``list("../etc/")`` lists nothing, since no key below the root can start with it.
+
+Reading is not writing. A POSIX name may hold anything but ``/`` and NUL, and a source directory
+holds what its owners put there: ``list`` reports every regular file, and ``get``, ``head`` and
+``delete`` accept every key made of such names (a newline, an escape, a backslash, a bidi
+override), so that a copy can take them to a store that holds them. ``put`` refuses more
+(:func:`fs_key_problem`): besides the portable-key rules, backslashes, segments over 255 bytes
+and the reserved ``.daulat-tmp`` prefix, so that what this store writes can be read back on any
+system. A key no file could have (an empty, ``.`` or ``..`` segment, a NUL) raises
+:class:`InvalidKey` everywhere.
 
 Symlinks below the root are not objects, and are never followed:
 
@@ -90,6 +100,7 @@ from daulat.stores.fstree import (
     DIR_FLAGS,
     SymlinkRefused,
     close_all,
+    is_entry_name,
     is_symlink_error,
     open_root,
     walk,
@@ -107,7 +118,15 @@ Segments = list[str]  # a key split at '/'
 Subdirs = list[tuple[str, str]]  # (directory name, its key) still to visit
 _Stack = list[tuple[int, str, Subdirs]]
 
-__all__ = ["READ_CHUNK", "TMP_DIR", "XATTR_PREFIX", "FsReader", "FsStore", "fs_key_problem"]
+__all__ = [
+    "READ_CHUNK",
+    "TMP_DIR",
+    "XATTR_PREFIX",
+    "FsReader",
+    "FsStore",
+    "fs_key_problem",
+    "fs_name_problem",
+]
 
 
 def fs_key_problem(key: str) -> str | None:
@@ -121,6 +140,24 @@ def fs_key_problem(key: str) -> str | None:
         return f"'{TMP_DIR}' is reserved for uploads in progress"
     if any(len(s.encode("utf-8")) > MAX_SEGMENT_BYTES for s in key.split("/")):
         return f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes"
+    return None
+
+
+def fs_name_problem(key: str) -> str | None:
+    """Why no file below the root can have ``key`` (the rule for reading and deleting), or
+    None. Looser than :func:`fs_key_problem`: control characters and backslashes are legal
+    in POSIX names."""
+    if not key:
+        return "empty key"
+    if "\0" in key:
+        return "contains NUL"
+    for segment in key.split("/"):
+        if not is_entry_name(segment):
+            if segment:
+                return f"'{segment}' path segment"
+            return "empty path segment (leading, trailing or doubled '/')"
+    if key == TMP_DIR or key.startswith(TMP_DIR + "/"):
+        return f"'{TMP_DIR}' is reserved for uploads in progress"
     return None
 
 
@@ -144,8 +181,8 @@ class FsStore:
 
     # ------------------------------------------------------------------ paths
 
-    def _segments(self, key: str) -> Segments:
-        reason = fs_key_problem(key)
+    def _segments(self, key: str, *, writing: bool = False) -> Segments:
+        reason = fs_key_problem(key) if writing else fs_name_problem(key)
         if reason is not None:
             raise InvalidKey(
                 f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
@@ -251,8 +288,13 @@ class FsStore:
         if directory == TMP_DIR or directory.startswith(TMP_DIR + "/"):
             os.close(root)
             return  # uploads in progress are never objects, whatever the prefix
+        segments = directory.split("/") if directory else []
+        if not all(is_entry_name(s) for s in segments):
+            # "../etc/", "/etc/", "a//b/": no key below the root starts with it.
+            os.close(root)
+            return
         try:
-            fds = walk(root, directory.split("/") if directory else [], create=False)
+            fds = walk(root, segments, create=False)
         except OSError as exc:
             os.close(root)
             if isinstance(exc, (FileNotFoundError, NotADirectoryError)) or is_symlink_error(exc):
@@ -308,7 +350,18 @@ class FsStore:
                 except FileNotFoundError:
                     continue
                 if _is_regular(st):
+                    if not (key.isascii() or _is_utf8(key)):
+                        raise self._not_utf8(key)
                     yield self._info(key, st)
+
+    def _not_utf8(self, key: str) -> StoreError:
+        # Keys are UTF-8 text everywhere (journal, manifests, every provider): a file whose
+        # name is other bytes cannot be carried, and leaving it out silently would lose it.
+        return StoreError(
+            f"store {self._name!r}: the file {os.fsencode(key)!r} has a name that is not UTF-8, which no "
+            "object key can hold; rename it (or move it out of the store) and run again",
+            store=self._name,
+        )
 
     def _list_error(self, exc: OSError, where: str) -> StoreError:
         if isinstance(exc, PermissionError):
@@ -401,7 +454,7 @@ class FsStore:
         prehashed: bool = False,
         on_upload: OnUpload | None = None,
     ) -> PutResult:
-        segments = self._segments(key)
+        segments = self._segments(key, writing=True)
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 # A whole body is written in one trip to a worker thread: for small objects
@@ -557,6 +610,15 @@ def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:
         if len(out) >= n:
             break
     return out
+
+
+def _is_utf8(name: str) -> bool:
+    # os.scandir decodes other bytes as lone surrogates, which UTF-8 cannot encode.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_regular(st: os.stat_result) -> bool:

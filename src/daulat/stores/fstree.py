@@ -13,6 +13,10 @@ The configured root path itself is trusted as the user wrote it (it may pass thr
 ``/home`` often does); when it does not exist, a put creates only its own missing directories,
 each opened without following a symlink.
 
+Every name opened relative to a descriptor is one directory entry (:func:`is_entry_name`): never
+``..``, ``.``, empty, or holding ``/``, so no caller, whatever key or prefix it was given, can walk
+above the root.
+
 Errors are the OS's own (``FileNotFoundError``, ``NotADirectoryError``, ``OSError`` with
 ``ELOOP``); the store decides what each means for its operation.
 """
@@ -121,6 +125,13 @@ def _open_dir(fd: int, name: str, *, create: bool) -> int:
     return os.open(name, DIR_FLAGS, dir_fd=fd)
 
 
+def is_entry_name(name: str) -> bool:
+    """True when ``name`` is one entry of a directory: not empty, ``.`` or ``..``, and holding
+    neither ``/`` nor NUL. Only such names are ever opened relative to a descriptor here, so
+    that no name climbs out of (or past) the directory it is opened in."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 def walk(root_fd: int, segments: Sequence[str], *, create: bool) -> list[int]:
     """Descriptors of the directories from the root down to ``ROOT/segments...``.
 
@@ -128,7 +139,14 @@ def walk(root_fd: int, segments: Sequence[str], *, create: bool) -> list[int]:
     to the one before without following symlinks; with ``create`` missing directories are made.
     The caller closes every descriptor (:func:`close_all`), including ``root_fd``. On error the
     descriptors opened here are closed and ``root_fd`` is left to the caller.
+
+    A segment that is not a single entry name (:func:`is_entry_name`: ``..``, ``.``, empty,
+    holding ``/`` or NUL) raises ``OSError(EINVAL)`` before anything is opened: whatever a
+    caller passes, the walk never leaves the root.
     """
+    for name in segments:
+        if not is_entry_name(name):
+            raise OSError(errno.EINVAL, f"{name!r} is not a name below the root")
     fds = [root_fd]
     try:
         for name in segments:

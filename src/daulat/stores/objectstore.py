@@ -33,6 +33,7 @@ from daulat.stores.base import (
 )
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
 from daulat.stores.timeouts import (
+    Refusals,
     StreamWatch,
     body_limit,
     bounded,
@@ -74,12 +75,25 @@ class ObstoreStore:
         self._key_problem = key_problem
         self._request_timeout = request_timeout
         self._answered = False  # whether the endpoint has ever answered a request
+        self._refusals = Refusals(request_timeout)
 
     def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
         """``exc`` as a daulat error; a timeout of an endpoint that never answered anything
         is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
         err = translate(exc, store=self._name, key=key, op=op)
         timed_out = isinstance(exc, TimeoutError) or "timed out" in str(err)
+        if (
+            "(cannot connect)" in str(err)
+            and not self._answered
+            and self._refusals.expired()
+        ):
+            return Unresponsive(
+                f"store {self._name!r}: {op} failed: cannot connect (refused or unreachable "
+                f"for {self._refusals.describe()}, request_timeout); is the endpoint right "
+                "and up?",
+                store=self._name,
+                key=key,
+            )
         if not timed_out:
             if not isinstance(err, Transient):
                 self._answered = True  # the server said something (an HTTP error)
@@ -131,7 +145,7 @@ class ObstoreStore:
         stream = obstore.list(self.inner, prefix=directory or None, chunk_size=LIST_PAGE)
         # Ask for the next page while the caller works on this one: listing is a chain of
         # round trips, and overlapping them with the caller's work hides their latency.
-        ahead: asyncio.Future[Any] = asyncio.ensure_future(anext(stream, None))
+        ahead: asyncio.Future[Any] = asyncio.ensure_future(_next_page(stream))
         try:
             while True:
                 try:
@@ -141,12 +155,12 @@ class ObstoreStore:
                 self._answered = True
                 if page is None:
                     return
-                ahead = asyncio.ensure_future(anext(stream, None))
+                ahead = asyncio.ensure_future(_next_page(stream))
                 batch = [self._info(m) for m in page if m["path"].startswith(prefix)]
                 if batch:
                     yield batch
         finally:
-            ahead.cancel()
+            _abandon(ahead)
 
     async def head(self, key: str) -> ObjectInfo:
         self._check(key)
@@ -284,6 +298,24 @@ class ObstoreStore:
         # obstore has no explicit close; dropping the last reference releases the client.
         # Doing it here, inside the event loop, avoids the tokio shutdown abort seen at exit.
         self._inner = None
+
+
+async def _next_page(stream: Any) -> Any:
+    # A coroutine, not ``anext(stream, None)`` handed to ensure_future: anext asks obstore for
+    # the page at once, and a task cancelled before it first runs never awaits that request,
+    # whose end ("stream exhausted") is then reported as "Future exception was never
+    # retrieved". Here the page is asked for only once the task runs, and a cancelled task
+    # cancels the request it awaits.
+    return await anext(stream, None)
+
+
+def _abandon(ahead: asyncio.Future[Any]) -> None:
+    """Drop a prefetched page the caller no longer wants (it stopped listing), leaving no
+    pending request and no exception unretrieved."""
+    if not ahead.done():
+        ahead.cancel()
+    elif not ahead.cancelled():
+        ahead.exception()  # a failed prefetch nobody reads: retrieved, so never reported
 
 
 def normalise_etag(etag: str | None) -> str | None:

@@ -95,6 +95,7 @@ from daulat.stores.objectstore import (
     normalise_etag,
 )
 from daulat.stores.s3creds import CredentialChain, S3Credentials
+from daulat.stores.timeouts import Refusals
 
 if TYPE_CHECKING:
     from daulat.config import StoreConfig
@@ -298,6 +299,9 @@ class S3Raw:
                 hostname = hostname[len(bucket) + 1 :]  # the endpoint already names the bucket
             default_port = 443 if parts.scheme == "https" else 80
             port = parts.port or default_port
+            if ":" in hostname:
+                # An IPv6 literal: urlsplit drops its brackets, which a URL needs back.
+                hostname = f"[{hostname}]"
             endpoint = f"{parts.scheme}://{hostname}" + (
                 f":{port}" if port != default_port else ""
             ) + parts.path.rstrip("/")
@@ -328,6 +332,7 @@ class S3Raw:
         self._lock = threading.Lock()
         self._closed = False
         self._answered = False  # whether the endpoint has ever answered a request
+        self._refusals = Refusals(timeout)
         self._kinds: dict[str, bool] | None = None  # key kind -> kept exactly (after a probe)
         self._probe_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
@@ -574,6 +579,14 @@ class S3Raw:
         elif isinstance(exc, be.ProxyConnectionError):
             reason = "cannot connect to the proxy"
         elif isinstance(exc, (be.EndpointConnectionError, ConnectionRefusedError)):
+            if not self._answered and self._refusals.expired():
+                return Unresponsive(
+                    f"store {self.name!r}: {where} failed: cannot connect to {self.endpoint} "
+                    f"(refused or unreachable for {self._refusals.describe()}, "
+                    "request_timeout); is the endpoint right and up?",
+                    store=self.name,
+                    key=key,
+                )
             reason = "cannot connect"
         elif isinstance(exc, (OSError, be.HTTPClientError, be.IncompleteReadError)):
             reason = f"connection failed: {type(exc).__name__}"

@@ -20,6 +20,13 @@ How each client gets there:
   (Azure) is cancelled when the client has not asked for the next chunk of the body for that
   long while the body had one ready (:func:`watch_stream`).
 
+An endpoint that refuses connections (nothing listens on its port, its name does not resolve)
+is not a passing fault when it has never answered since the store was opened: :class:`Refusals`
+lets the stores call it :class:`~daulat.errors.Unresponsive` once it has refused for
+``request_timeout`` seconds, so that the run stops within that time instead of retrying for the
+whole retry budget. A refusal after the endpoint answered once (a server restarting mid-run) is
+retried as before.
+
 None switches daulat's own limits off (the clients' defaults stay).
 """
 
@@ -62,6 +69,25 @@ def body_limit(request_timeout: float | None, size: int) -> float:
 async def bounded(call: Awaitable[T], limit: float) -> T:
     """``call``, or :class:`TimeoutError` once ``limit`` seconds passed."""
     return await asyncio.wait_for(call, limit)
+
+
+class Refusals:
+    """Since when an endpoint has refused connections (see the module docstring)."""
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self._since: float | None = None
+
+    def expired(self) -> bool:
+        """Note one refused connection; True once refusals have gone on for ``limit`` seconds
+        (never with no limit: then only the retry budget ends them)."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        return self.limit is not None and now - self._since >= self.limit
+
+    def describe(self) -> str:
+        return f"{self.limit:g} s" if self.limit is not None else "the time limit"
 
 
 class StreamWatch:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from daulat.address import parse_address
 from daulat.auditing import audited
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
@@ -94,17 +95,17 @@ def _own_public_key(config: Config) -> PublicKey | None:
 
 
 def open_endpoint(config: Config, spec: str) -> Endpoint:
-    """``STORE`` or ``STORE:PREFIX`` → an Endpoint (store opened, no I/O yet)."""
-    name, _, prefix = spec.partition(":")
-    if not name:
-        raise ConfigError(f"{spec!r}: expected STORE or STORE:PREFIX")
-    cfg = config.store(name)
+    """``STORE`` or ``STORE:PREFIX`` → an Endpoint (store opened, no I/O yet).
+
+    The address is parsed by :func:`daulat.address.parse_address` (a prefix such as ``../x``
+    is a :class:`ConfigError`)."""
+    address = parse_address(spec)
+    cfg = config.store(address.store)
     placement = placement_of(cfg)
-    norm = Endpoint.normalise(prefix)
     return Endpoint(
         store=open_store(cfg),
-        prefix=norm,
-        label=f"{name}:{norm}" if norm else name,
+        prefix=address.prefix,
+        label=address.label,
         describe={
             "provider": cfg.provider.value,
             "region": cfg.region,
@@ -191,12 +192,13 @@ async def _run_transfer(
     identities: Sequence[Identity] = (),
 ) -> Summary:
     opts = options or Options()
-    src_name, _, src_prefix = src_spec.partition(":")
-    dst_name, _, dst_prefix = dst_spec.partition(":")
-    if not src_name or not dst_name:
-        raise ConfigError(f"{src_spec!r} → {dst_spec!r}: expected STORE or STORE:PREFIX")
-    _, dst_location = await refuse_overlap(config, (src_name, src_prefix), (dst_name, dst_prefix))
-    dst_cfg = config.store(dst_name)
+    src_address, dst_address = parse_address(src_spec), parse_address(dst_spec)
+    _, dst_location = await refuse_overlap(
+        config,
+        (src_address.store, src_address.prefix),
+        (dst_address.store, dst_address.prefix),
+    )
+    dst_cfg = config.store(dst_address.store)
     if (
         opts.decrypt_with
         and not opts.allow_plaintext

@@ -56,6 +56,7 @@ from enum import StrEnum
 from typing import Any
 
 from daulat import interrupts
+from daulat.address import normalise_prefix
 from daulat.crypto import (
     INLINE_LIMIT,
     NO_MATCHING_IDENTITY,
@@ -155,8 +156,9 @@ class Endpoint:
 
     @staticmethod
     def normalise(prefix: str) -> str:
-        prefix = prefix.strip("/")
-        return f"{prefix}/" if prefix else ""
+        """``prefix`` ending in '/' (or empty); :class:`ConfigError` for ``..`` and the like
+        (see :mod:`daulat.address`)."""
+        return normalise_prefix(prefix)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from daulat.address import normalise_prefix
 from daulat.config import StoreConfig
 from daulat.providers import load_catalogue
 
@@ -98,8 +99,7 @@ def location_of(
 
 
 def _normalise(prefix: str) -> str:
-    prefix = prefix.strip("/")
-    return f"{prefix}/" if prefix else ""
+    return normalise_prefix(prefix)
 
 
 def _real_dir(path: Path) -> str:
