@@ -25,11 +25,13 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import fs_store_config, s3_store_config
+from faultproxy import Proxy, fault_proxy
 from servers import S3Server
 from test_transfer import (
     DataSet,
@@ -41,9 +43,11 @@ from test_transfer import (
     unique,
     write_config,
 )
-from test_transfer_faults import Proc, count_keys, start_daulat
+from test_transfer_faults import Proc, count_keys, run_daulat, start_daulat
 
 from daulat import interrupts
+from daulat.crypto import new_identity
+from daulat.signing import existing_local_key, signers_line
 from daulat.errors import Interrupted
 
 MiB = 1024 * 1024
@@ -235,3 +239,92 @@ def test_interrupts_run_turns_a_signal_into_interrupted() -> None:
     assert cleaned == [True]
     # The handlers are restored afterwards.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C while an encrypted copy is being read: decryption streams, readers and hashing are
+# cancelled cleanly (no "aclose(): asynchronous generator is already running").
+
+UNCLEAN = ("Traceback", "Exception ignored", "never retrieved", "RuntimeError", "Task was destroyed")
+
+
+@pytest.fixture(scope="module")
+def encrypted_copy(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, Proxy]]:
+    """A filesystem source (12 x 8 MiB and 20 small objects) and its age-encrypted copy on
+    SeaweedFS, reached through a proxy the tests can throttle; the config (the local signing
+    key pinned) and the identity file ``id.txt`` are in one directory."""
+    workdir = tmp_path_factory.mktemp("encrypted-copy")
+    data = dataset(20, 12, 8 * MiB)
+    src_raw = fs_store_config(workdir / "data", "data")
+    fill_config(src_raw, data.objects)
+    recipient = new_identity(workdir / "id.txt")
+    with fault_proxy(s3_server.endpoint) as proxy:
+        vault_raw = s3_store_config(s3_server, "vault", unique("enc-int"))
+        vault_raw["endpoint"] = proxy.endpoint
+        restored = workdir / "restored"
+        restored.mkdir()
+        config = write_config(workdir, [src_raw, vault_raw, fs_store_config(restored, "restored")])
+        code, proc = run_daulat(
+            ["exit", "data", "vault", "--encrypt-to", recipient, "--config", str(config)],
+            workdir,
+        )
+        assert code == 0, proc.err[-3000:]
+        # Pin the key the manifests were signed with, as the exit's notice says to.
+        own = existing_local_key(workdir / ".daulat")
+        assert own is not None
+        config.write_text(signers_line([own]) + "\n" + config.read_text())
+        yield config, proxy
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("command", "rate"),
+    [
+        (["verify", "data", "vault", "--full"], None),
+        (["verify", "data", "vault", "--full"], 16 * MiB),
+        (["restore", "vault", "restored"], None),
+        (["restore", "vault", "restored"], 16 * MiB),
+    ],
+    ids=["verify-full", "verify-full-throttled", "restore", "restore-throttled"],
+)
+def test_sigint_while_decrypting_an_encrypted_copy_is_clean(
+    encrypted_copy: tuple[Path, Proxy], command: list[str], rate: int | None
+) -> None:
+    """SIGINT lands while encrypted objects are being downloaded, decrypted and hashed (or
+    written), as fast as SeaweedFS sends them or throttled by the proxy: the run ends with 130,
+    says it was interrupted, and stderr holds no traceback and no complaint about generators or
+    tasks left behind ("aclose(): asynchronous generator is already running" was printed for
+    every stream in flight); the audit log records the interruption."""
+    config, proxy = encrypted_copy
+    workdir = config.parent
+    for leftover in (workdir / "restored").iterdir():
+        if leftover.is_file():
+            leftover.unlink()
+    proxy.response_rate = rate
+    args = [*command, "-i", str(workdir / "id.txt"), "--config", str(config)]
+    if command[0] == "restore":
+        args.append("--allow-plaintext")  # a second run writes over the first's objects
+    before = len(audit_entries(config))
+    served = proxy.stats["response_bytes"]
+    try:
+        proc = start_daulat(args, workdir)
+        wait_for(
+            lambda: proxy.stats["response_bytes"] - served > 24 * MiB,
+            60,
+            "encrypted objects being read",
+            proc,
+        )
+        proc.popen.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        proxy.response_rate = None
+    err = proc.err
+    assert code == 130, (code, err[-3000:])
+    assert "interrupted by SIGINT" in err, err
+    for word in UNCLEAN:
+        assert word not in err, err
+    entries = audit_entries(config)[before:]
+    assert [e["details"]["outcome"] for e in entries] == ["interrupted"], entries
+    assert entries[0]["details"]["signal"] == "SIGINT"

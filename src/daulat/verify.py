@@ -163,12 +163,20 @@ def _record(
 async def _sha256(chunks: AsyncIterable[bytes]) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0
-    async for chunk in chunks:
-        if len(chunk) >= 1 << 20:
-            await asyncio.to_thread(h.update, chunk)
-        else:
-            h.update(chunk)
-        n += len(chunk)
+    it = aiter(chunks)
+    try:
+        async for chunk in it:
+            if len(chunk) >= 1 << 20:
+                await asyncio.to_thread(h.update, chunk)
+            else:
+                h.update(chunk)
+            n += len(chunk)
+    finally:
+        # Closed here, in this task, also when it is cancelled mid-object: a stream left to
+        # the event loop's finaliser is closed later, concurrently with its inner streams.
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return h.hexdigest(), n
 
 
