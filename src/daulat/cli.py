@@ -286,6 +286,7 @@ def init(
     """Write a commented daulat.toml (with --demo: local stores filled with sample data)."""
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--dir {directory} is not a directory")
+    interrupts.begin()
     result = write_config(directory, demo=demo, force=force)
     if isinstance(result, DemoData):
         out.print(f"wrote {result.config}")
@@ -959,6 +960,7 @@ def keys_new(
         except ConfigError:
             if config is not None:
                 raise
+    interrupts.begin()
     recipient = new_identity(out_file)
     public = new_signing_key(sign_file)
     pinned = pin_signer(config_path, public, sign_file) if config_path is not None else None
@@ -1460,6 +1462,16 @@ def _fail(message: str, code: int) -> int:
 
 def _interrupted(signum: int) -> int:
     name = signal.Signals(signum).name
+    if not interrupts.begun():
+        # Stopped while parsing the command line or reading the config: nothing was started.
+        err.print(
+            styled(
+                ("interrupted", "bold red"),
+                f" by {name} before anything was started. Run the same command again: "
+                f"{_resume_command()}",
+            )
+        )
+        return 128 + signum
     err.print(
         styled(
             ("interrupted", "bold red"),
@@ -1471,22 +1483,34 @@ def _interrupted(signum: int) -> int:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Outside the event loop (loading the config, printing), SIGTERM stops the command as
-    Ctrl-C does, so it too ends with a message and its own exit code rather than silently."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """Outside the event loop (parsing, loading the config, the synchronous commands,
+    printing), SIGINT and SIGTERM stop the command with ``KeyboardInterrupt``, so that both
+    end with a message and their own exit code, and the signal is known to the audit record.
+
+    The first signal is raised once; copies of it (``timeout`` signals the process and its
+    group) are ignored while it unwinds; a signal after it was handled and
+    :data:`~daulat.interrupts.REPEAT_WINDOW` has passed ends the process at once.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if interrupts.received() is not None:
+            if not interrupts.repeated():
+                return
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopping now\n".encode())
+            os._exit(128 + signum)
         interrupts.note(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_signal) for s in interrupts.SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _usage_error(exc: Exception) -> int:
@@ -1520,7 +1544,7 @@ def run(argv: list[str] | None = None) -> int:
     if _notices not in library.handlers:
         library.addHandler(_notices)
         library.propagate = False  # printed once, here, not again by a root handler
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         try:
             try:
                 code = app(args=argv, prog_name="daulat", standalone_mode=False)

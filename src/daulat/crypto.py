@@ -69,11 +69,11 @@ from daulat.errors import DaulatError
 
 __all__ = [
     "AGE_CHUNK_SIZE",
-    "AgeStream",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_BUFFER",
     "INLINE_LIMIT",
     "NO_MATCHING_IDENTITY",
+    "AgeStream",
     "CryptoError",
     "DecryptError",
     "EncryptError",
