@@ -39,7 +39,17 @@ from typing import Any, Final, TypeVar
 
 from daulat.errors import Interrupted
 
-__all__ = ["REPEAT_WINDOW", "SIGNALS", "begin", "begun", "note", "received", "repeated", "reset", "run"]
+__all__ = [
+    "REPEAT_WINDOW",
+    "SIGNALS",
+    "begin",
+    "begun",
+    "note",
+    "received",
+    "repeated",
+    "reset",
+    "run",
+]
 
 T = TypeVar("T")
 
