@@ -1279,12 +1279,24 @@ def report(
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="html or json.")
     ] = ReportFormat.HTML,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace the output file even if it is not a daulat report (never the config, "
+            "a key file, a symbolic link or anything in .daulat/).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
-    check_output(output)  # before loading anything: a wrong -o fails at once
+    """Write the transparency report: one self-contained HTML file (or JSON) that opens offline.
+
+    An existing file is replaced only if it is a daulat report (or with --force)."""
+    # Before loading anything, a wrong -o fails at once; whether an existing file may be
+    # replaced is decided once the config (whose file and keys are protected) is known.
+    check_output(output, force=True)
     cfg = _load(config)
-    written = write_report(cfg, output, "json" if fmt == ReportFormat.JSON else "html")
+    written = write_report(cfg, output, "json" if fmt == ReportFormat.JSON else "html", force=force)
     out.print(f"wrote {printable(str(output))} ({written.size / 2**20:.1f} MiB)")
 
 
