@@ -37,14 +37,13 @@ from rich.text import Text
 
 from daulat import __version__, interrupts
 from daulat.audit import AuditLogError
-from daulat.auditing import audit_log, audited, record
-from daulat.config import STATE_DIR, Config, find_config, load_config
+from daulat.auditing import audit_log, audited
+from daulat.config import Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
     Recipient,
     RecipientError,
     load_identities,
-    new_identity,
     parse_recipients,
     recipient_of,
 )
@@ -70,7 +69,7 @@ from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
 from daulat.manifest import Manifest
-from daulat.pinning import pin_signer
+from daulat.newkeys import new_keys
 from daulat.policy import evaluate_policies, render_findings
 from daulat.providers import ISO_3166_ALPHA2
 from daulat.report import write_report
@@ -79,10 +78,10 @@ from daulat.risk.register import TargetType
 from daulat.risk.score import FORMULA
 from daulat.risk.stores import store_risks
 from daulat.scaffold import DemoData, write_config
-from daulat.signing import new_signing_key, public_key_of
+from daulat.signing import public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer.proof import ManifestSigning
+from daulat.transfer.proof import ManifestSigning, retry_would_help
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
 
@@ -753,6 +752,22 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "them anyway",
             )
         )
+    elif not retry_would_help(s):
+        # Refused, forged or damaged objects stay so: a rerun would only repeat this.
+        err.print(
+            styled(
+                ("incomplete", "yellow"),
+                ": the objects listed above were refused, or are not what the signed manifest "
+                "says (forged, damaged or withheld at the source); running the same command "
+                "again will not change that"
+                + (
+                    f". {len(s.unproven):,} object(s) not listed in the manifest were not "
+                    "restored; --allow-unproven restores them anyway"
+                    if s.unproven
+                    else ""
+                ),
+            )
+        )
     else:
         err.print(
             styled(
@@ -835,7 +850,8 @@ def sync(
         encrypt_to,
         encrypt_names,
         delete=delete,
-        max_delete=DeleteLimit.parse(max_delete) if max_delete else DEFAULT_MAX_DELETE,
+        # '' is a mistake to report (exit 2), not a request for the default.
+        max_delete=DeleteLimit.parse(max_delete) if max_delete is not None else DEFAULT_MAX_DELETE,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
         filter=_filter(include, exclude, filter_rule, filter_from),
@@ -893,6 +909,7 @@ def restore(
     abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
+    bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
     allow_unsigned: Annotated[
@@ -919,6 +936,7 @@ def restore(
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
     opts = Options(
         concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
         decrypt_with=load_identities(identity),
         allow_plaintext=allow_plaintext,
@@ -948,11 +966,6 @@ def keys_new(
     Prints the recipient (public key) on stdout and the signing public key on stderr. When a
     daulat.toml is in use, pins the signing key there (signers, signing_key) unless --no-config.
     """
-    sign_file = Path(f"{out_file}.sign")
-    if sign_file.exists() or sign_file.is_symlink():
-        raise KeyFileError(
-            f"refusing to overwrite existing key file {sign_file}: choose another --out"
-        )
     config_path: Path | None = None
     if not no_config:
         try:
@@ -961,21 +974,8 @@ def keys_new(
             if config is not None:
                 raise
     interrupts.begin()
-    recipient = new_identity(out_file)
-    public = new_signing_key(sign_file)
-    pinned = pin_signer(config_path, public, sign_file) if config_path is not None else None
-    state_dir = (config_path.resolve().parent if config_path else Path.cwd()) / STATE_DIR
-    record(
-        state_dir,
-        "keys.new",
-        {
-            "recipient": recipient,
-            "file": str(out_file.resolve()),
-            "signing_public_key": public.line,
-            "signing_file": str(sign_file.resolve()),
-            "pinned_in": str(config_path.resolve()) if config_path else None,
-        },
-    )
+    made = new_keys(out_file, config_path)
+    sign_file, public, pinned = made.signing_file, made.signing_public, made.pinned
     err.print(
         f"wrote {out_file} (mode 0600). Keep it safe and offline: without it the encrypted copies "
         "cannot be read by anyone, including you.",
@@ -997,6 +997,14 @@ def keys_new(
             highlight=False,
             markup=False,
         )
+        for key in pinned.added_also:
+            err.print(
+                f"also pinned this state directory's own signing key {key.fingerprint} "
+                f"({made.local_key}), which signed the manifests written "
+                "before: they stay believed",
+                highlight=False,
+                markup=False,
+            )
     else:
         err.print(
             "no daulat.toml updated: to sign with it and believe its signatures, add at its top "
@@ -1004,7 +1012,7 @@ def keys_new(
             highlight=False,
             markup=False,
         )
-    out.print(recipient, highlight=False)
+    out.print(made.recipient, highlight=False)
 
 
 @keys_app.command("show")

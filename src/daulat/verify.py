@@ -300,7 +300,7 @@ async def _verify_full(
             except DecryptError as exc:
                 if str(exc) == NO_MATCHING_IDENTITY:
                     raise WrongIdentity(str(exc)) from None
-                report.problems.append((key, f"cannot decrypt: {exc}"))
+                report.problems.append((key, str(exc)))  # "cannot decrypt: ..." already
                 return
             except NotFound:
                 report.problems.append((key, "disappeared while verifying"))
