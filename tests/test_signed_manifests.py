@@ -885,6 +885,7 @@ def test_a_rerun_is_suggested_only_when_it_can_help() -> None:
     """What the summary's last line rests on: objects that failed for a reason a rerun can
     change (a timeout), or were never tried, can be done by running again; objects refused,
     forged, damaged or withheld at the source cannot."""
+
     def _summary(**fields: Any) -> Summary:
         return Summary("restore", "vault", "back", 1, **fields)
 
