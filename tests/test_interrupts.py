@@ -477,10 +477,7 @@ def test_the_same_signal_delivered_twice_is_one_interrupt(tmp_path: Path) -> Non
     fill_config(src_raw, data.objects)
     dst = tmp_path / "dst"
     config = write_config(tmp_path, [src_raw, fs_store_config(dst, "dst")])
-    go = tmp_path / "go"
-    threading.Timer(
-        60, lambda: go.touch()
-    ).start()  # a bound on the wait below, should the copy never start
+    go = tmp_path / "go"  # the driver signals once this exists (below, when copying started)
     proc_args = ["exit", "src", "dst", "--bwlimit", "2M", "--quiet"]
     result: list[tuple[int, str]] = []
     runner = threading.Thread(
