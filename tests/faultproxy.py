@@ -10,6 +10,8 @@
         proxy.mode = "truncate"      # PUTs with a body: only its first half sent, with a
                                      #   Content-Length to match (a consistent, shorter body)
         proxy.mode = "pass"          # forward everything
+        proxy.response_rate = 2**20  # response bodies sent back at most this fast (bytes/s),
+                                     #   whatever the mode; None: as fast as they come
 
 It is a *reverse* proxy: the client talks to it as if it were the S3 server. Requests and
 responses are streamed through in both directions (64 KiB at a time), with their headers
@@ -97,6 +99,7 @@ class Proxy:
         self.uploads: Counter[str] = Counter()
         self.parts: Counter[str] = Counter()
         self.completions: Counter[str] = Counter()
+        self.response_rate: float | None = None
         self._active = 0
         self._idle = threading.Condition(self._lock)
         self._server = _Server((HOST, 0), _Handler)
@@ -141,6 +144,11 @@ class Proxy:
     def count(self, what: str) -> None:
         with self._lock:
             self.stats[what] += 1
+
+    def count_bytes(self, n: int) -> None:
+        """Response body bytes sent back to the client (``stats["response_bytes"]``)."""
+        with self._lock:
+            self.stats["response_bytes"] += n
 
     def forwarding(self, method: str, target: str) -> None:
         """Note a request about to be forwarded, and count it if it sends an object."""
@@ -372,10 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reset  # no body to cut: reset before the status line
         self.wfile.write("".join(head).encode("latin-1"))
         budget = max(1, length // 2) if cut else -1
+        rate = self.server.proxy.response_rate
+        started, sent = time.monotonic(), 0
         while True:
             piece = response.read(CHUNK)
             if not piece:
                 break
+            sent += len(piece)
+            if rate:
+                time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+            self.server.proxy.count_bytes(len(piece))
             if budget >= 0:
                 piece = piece[:budget]
                 budget -= len(piece)

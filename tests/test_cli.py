@@ -561,3 +561,12 @@ def test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written(tmp_path:
     assert "Stores" in proc.stdout  # daulat stores
     assert "FAIL" in proc.stdout  # daulat check, exit 1
     assert "The score's formula" in proc.stdout  # daulat risk, run all the same
+    # The tour's `keys new` made a signing key and pinned it, as the command does, so the
+    # encrypted copy it made restores from the tour directory (the last command).
+    assert (tour / "kpu-identity.txt.sign").is_file()
+    config = (tour / "daulat.toml").read_text()
+    assert "signers = [" in config and 'signing_key = "kpu-identity.txt.sign"' in config
+    assert "restore offsite → vault:restored" in proc.stdout
+    assert "complete: every object decrypted and verified against the source manifest" in (
+        proc.stdout
+    )

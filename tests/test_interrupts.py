@@ -21,15 +21,20 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import fs_store_config, s3_store_config
+from faultproxy import Proxy, fault_proxy
 from servers import S3Server
 from test_transfer import (
     DataSet,
@@ -41,10 +46,12 @@ from test_transfer import (
     unique,
     write_config,
 )
-from test_transfer_faults import Proc, count_keys, start_daulat
+from test_transfer_faults import Proc, count_keys, daulat_bin, run_daulat, start_daulat
 
 from daulat import interrupts
+from daulat.crypto import new_identity
 from daulat.errors import Interrupted
+from daulat.signing import existing_local_key, signers_line
 
 MiB = 1024 * 1024
 PROGRESS_LINE = re.compile(r"^exit \S+ → \S+: [\d,]+ of [\d,]+ objects, .* of .*, \d+ s$", re.M)
@@ -345,3 +352,298 @@ def test_a_missing_source_bucket_is_an_error_not_an_empty_remainder(
     res = cli(["exit", "nob", "x", "--json", "-c", str(config)], capsys)
     assert res.code == 1
     assert res.json["left_objects"] is None and "does not exist" in res.json["stopped"]
+# Ctrl-C while an encrypted copy is being read: decryption streams, readers and hashing are
+# cancelled cleanly (no "aclose(): asynchronous generator is already running").
+
+UNCLEAN = (
+    "Traceback",
+    "Exception ignored",
+    "never retrieved",
+    "RuntimeError",
+    "Task was destroyed",
+)
+
+
+@pytest.fixture(scope="module")
+def encrypted_copy(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, Proxy]]:
+    """A filesystem source (12 x 8 MiB and 20 small objects) and its age-encrypted copy on
+    SeaweedFS, reached through a proxy the tests can throttle; the config (the local signing
+    key pinned) and the identity file ``id.txt`` are in one directory."""
+    workdir = tmp_path_factory.mktemp("encrypted-copy")
+    data = dataset(20, 12, 8 * MiB)
+    src_raw = fs_store_config(workdir / "data", "data")
+    fill_config(src_raw, data.objects)
+    recipient = new_identity(workdir / "id.txt")
+    with fault_proxy(s3_server.endpoint) as proxy:
+        vault_raw = s3_store_config(s3_server, "vault", unique("enc-int"))
+        vault_raw["endpoint"] = proxy.endpoint
+        restored = workdir / "restored"
+        restored.mkdir()
+        config = write_config(workdir, [src_raw, vault_raw, fs_store_config(restored, "restored")])
+        code, proc = run_daulat(
+            ["exit", "data", "vault", "--encrypt-to", recipient, "--config", str(config)],
+            workdir,
+        )
+        assert code == 0, proc.err[-3000:]
+        # Pin the key the manifests were signed with, as the exit's notice says to.
+        own = existing_local_key(workdir / ".daulat")
+        assert own is not None
+        config.write_text(signers_line([own]) + "\n" + config.read_text())
+        yield config, proxy
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("command", "rate"),
+    [
+        (["verify", "data", "vault", "--full"], None),
+        (["verify", "data", "vault", "--full"], 16 * MiB),
+        (["restore", "vault", "restored"], None),
+        (["restore", "vault", "restored"], 16 * MiB),
+    ],
+    ids=["verify-full", "verify-full-throttled", "restore", "restore-throttled"],
+)
+def test_sigint_while_decrypting_an_encrypted_copy_is_clean(
+    encrypted_copy: tuple[Path, Proxy], command: list[str], rate: int | None
+) -> None:
+    """SIGINT lands while encrypted objects are being downloaded, decrypted and hashed (or
+    written), as fast as SeaweedFS sends them or throttled by the proxy: the run ends with 130,
+    says it was interrupted, and stderr holds no traceback and no complaint about generators or
+    tasks left behind ("aclose(): asynchronous generator is already running" was printed for
+    every stream in flight); the audit log records the interruption."""
+    config, proxy = encrypted_copy
+    workdir = config.parent
+    for leftover in (workdir / "restored").iterdir():
+        if leftover.is_file():
+            leftover.unlink()
+    proxy.response_rate = rate
+    args = [*command, "-i", str(workdir / "id.txt"), "--config", str(config)]
+    if command[0] == "restore":
+        args.append("--allow-plaintext")  # a second run writes over the first's objects
+    before = len(audit_entries(config))
+    served = proxy.stats["response_bytes"]
+    try:
+        proc = start_daulat(args, workdir)
+        wait_for(
+            lambda: proxy.stats["response_bytes"] - served > 24 * MiB,
+            60,
+            "encrypted objects being read",
+            proc,
+        )
+        proc.popen.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    finally:
+        proxy.response_rate = None
+    err = proc.err
+    assert code == 130, (code, err[-3000:])
+    assert "interrupted by SIGINT" in err, err
+    for word in UNCLEAN:
+        assert word not in err, err
+    entries = audit_entries(config)[before:]
+    assert [e["details"]["outcome"] for e in entries] == ["interrupted"], entries
+    assert entries[0]["details"]["signal"] == "SIGINT"
+
+
+# --------------------------------------------------------------------------------------------
+# Signals at awkward moments: before the run's task started, in the synchronous part of a
+# command, twice in a row (as `timeout` sends them). The process signals itself at an exact
+# point (a real signal, delivered to the real handlers), through a small driver that patches
+# one function and then runs the CLI.
+
+DRIVER = """
+import asyncio, os, signal, sys, threading, time
+from daulat import cli, interrupts
+
+phase, signame, *argv = sys.argv[1:]
+sig = signal.Signals[signame]
+
+def once(target, attr):
+    real = getattr(target, attr)
+    fired = []
+    def patched(*args, **kwargs):
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+    setattr(target, attr, patched)
+
+if phase == "before-task":  # the handlers are installed, the coroutine has not started
+    once(asyncio.Runner, "run")
+elif phase == "loading":  # reading the config, before any library call
+    once(cli, "_load")
+elif phase == "report":  # inside the synchronous report, while it collects
+    import daulat.report.write as write
+    once(write, "collect")
+elif phase == "twice":
+    # The first signal, then the same one again as soon as its handler has run (before the
+    # run was cancelled or moments after): `timeout` signals the process and its group.
+    def twice():
+        while not os.path.exists(os.environ["DAULAT_TEST_GO"]):
+            time.sleep(0.01)
+        os.kill(os.getpid(), sig)
+        while interrupts.received() is None:
+            time.sleep(0.0005)
+        os.kill(os.getpid(), sig)
+    threading.Thread(target=twice, daemon=True).start()
+code = cli.run(argv)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+
+
+def drive(
+    workdir: Path, phase: str, sig: signal.Signals, args: list[str], **env: str
+) -> tuple[int, str]:
+    script = workdir / "driver.py"
+    script.write_text(DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(script), phase, sig.name, *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **env},
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.fixture
+def small_project(tmp_path: Path) -> Path:
+    """src (30 small files) and an empty dst, both on the filesystem; returns the config."""
+    data = dataset(30, 0, 0)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    (tmp_path / "dst").mkdir()
+    return write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
+
+
+@pytest.mark.parametrize(
+    ("command", "operation"),
+    [
+        (["exit", "src", "dst"], "exit"),
+        (["copy", "src", "dst"], "copy"),
+        (["verify", "src", "dst"], "verify"),
+        (["scan", "src"], "scan"),
+        (["clean", "dst"], "clean"),
+    ],
+    ids=["exit", "copy", "verify", "scan", "clean"],
+)
+def test_a_signal_before_the_run_started_is_audited(
+    small_project: Path, command: list[str], operation: str
+) -> None:
+    """SIGTERM after the command called its library function, before the coroutine took its
+    first step: it is stopped (143, no traceback) and the audit log says it was interrupted
+    by SIGTERM (the run used to be dropped unstarted, and unrecorded)."""
+    workdir = small_project.parent
+    code, err = drive(workdir, "before-task", signal.SIGTERM, command)
+    assert code == 143, err
+    assert "Traceback" not in err and "interrupted by SIGTERM" in err, err
+    [entry] = audit_entries(small_project)
+    assert entry["operation"] == operation, entry
+    assert entry["details"]["outcome"] == "interrupted", entry
+    assert entry["details"]["signal"] == "SIGTERM", entry
+    # Nothing was copied.
+    assert not [p for p in (workdir / "dst").rglob("*") if p.is_file()]
+
+
+def test_a_signal_while_loading_says_nothing_was_started(small_project: Path) -> None:
+    """Before the library call (the config being read) there is nothing to record, and the
+    message does not claim that anything finished was recorded."""
+    workdir = small_project.parent
+    code, err = drive(workdir, "loading", signal.SIGTERM, ["exit", "src", "dst"])
+    assert code == 143, err
+    assert "interrupted by SIGTERM before anything was started" in err, err
+    assert "what was finished is recorded" not in err and "Traceback" not in err, err
+    assert not (workdir / ".daulat" / "audit.jsonl").exists()
+
+
+def test_sigint_in_a_synchronous_command_is_audited_with_its_signal(small_project: Path) -> None:
+    """Ctrl-C while ``report`` collects (no event loop): exit 130, and the audit entry names
+    SIGINT (Python's own handler raised KeyboardInterrupt without saying which signal)."""
+    workdir = small_project.parent
+    code, err = drive(workdir, "report", signal.SIGINT, ["report", "-o", "r.html"])
+    assert code == 130, err
+    assert "interrupted by SIGINT" in err and "Traceback" not in err, err
+    [entry] = audit_entries(small_project)
+    assert entry["operation"] == "report"
+    assert entry["details"]["outcome"] == "interrupted"
+    assert entry["details"]["signal"] == "SIGINT"
+    assert not (workdir / "r.html").exists()
+
+
+@pytest.mark.timeout(120)
+def test_the_same_signal_delivered_twice_is_one_interrupt(tmp_path: Path) -> None:
+    """SIGINT twice within moments (``timeout -s INT`` signals the process and its process
+    group) stops the run once, cleanly: the summary, the resume line and the audit entry are
+    there, not "SIGINT again: stopping now"."""
+    data = dataset(10, 2, 8 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    dst = tmp_path / "dst"
+    config = write_config(tmp_path, [src_raw, fs_store_config(dst, "dst")])
+    go = tmp_path / "go"  # the driver signals once this exists (below, when copying started)
+    proc_args = ["exit", "src", "dst", "--bwlimit", "2M", "--quiet"]
+    result: list[tuple[int, str]] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            drive(tmp_path, "twice", signal.SIGINT, proc_args, DAULAT_TEST_GO=str(go))
+        )
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _files(dst) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    runner.join(120)
+    [(code, err)] = result
+    assert code == 130, err
+    assert "again" not in err, err
+    assert "interrupted by SIGINT" in err and "resume with: daulat exit src dst" in err, err
+    [entry] = [e for e in audit_entries(config) if e["operation"] == "exit"]
+    assert entry["details"]["outcome"] == "interrupted"
+    assert entry["details"]["signal"] == "SIGINT"
+
+
+@pytest.mark.timeout(120)
+def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
+    """The real thing: ``timeout -s INT 3 daulat exit ...`` (GNU timeout sends SIGINT to
+    daulat and then to its own process group, daulat included): exit 130 with the summary,
+    never "SIGINT again"."""
+    data = dataset(10, 2, 8 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    config = write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
+    timeout_bin = shutil.which("timeout")
+    assert timeout_bin, "GNU timeout (coreutils) is needed"
+    done = subprocess.run(
+        [
+            timeout_bin,
+            "--preserve-status",
+            "-s",
+            "INT",
+            "3",
+            daulat_bin(),
+            "exit",
+            "src",
+            "dst",
+            "--bwlimit",
+            "2M",
+            "--quiet",
+            "--config",
+            str(config),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert done.returncode == 130, done.stderr
+    assert "again" not in done.stderr, done.stderr
+    assert "interrupted by SIGINT" in done.stderr, done.stderr
+    [entry] = [e for e in audit_entries(config) if e["operation"] == "exit"]
+    assert entry["details"]["outcome"] == "interrupted"

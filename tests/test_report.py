@@ -444,3 +444,123 @@ def test_demo_report_is_light(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     html = report.read_text()
     assert len(html.encode()) <= 300_000  # it was 4.8 MB with Plotly's JavaScript inline
     assert "<script" not in html and set(CHARTS[:4]) <= set(_Page(html).charts)
+
+
+# ------------------------------------------------------------------ where the report may go
+
+
+@pytest.fixture
+def small_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One filesystem store, an identity with its signing key pinned, an exit recorded."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.data]\nurl = "{(tmp_path / "data").as_uri()}"\nprovider = "local"\n'
+        'country = "ID"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli(["keys", "new", "--out", "id.txt"]) == 0
+    assert cli(["scan"]) == 0
+    return tmp_path
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], what: str) -> None:
+    capsys.readouterr()
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and what in err, err
+    assert "Traceback" not in err
+
+
+def test_report_never_replaces_config_keys_state_or_links(
+    small_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report -o`` over the config in use, the identity and its signing key, anything in
+    .daulat/ or a symbolic link is refused (exit 2, one line), with --force too; each file is
+    left exactly as it was, and no temporary file is left behind."""
+    (small_project / "target.txt").write_text("the link's target\n")
+    (small_project / "link.html").symlink_to("target.txt")
+    protected = {
+        "daulat.toml": "configuration file in use",
+        "id.txt": "secret key",
+        "id.txt.sign": "secret key",
+        ".daulat/audit.jsonl": "state directory",
+        ".daulat/manifest.sqlite": "state directory",
+        "link.html": "symbolic link",
+    }
+    before = {name: (small_project / name).read_bytes() for name in protected}
+    for name, what in protected.items():
+        for force in ([], ["--force"]):
+            _refused(["report", "-o", name, *force], capsys, what)
+            _refused(["report", "--format", "json", "-o", name, *force], capsys, what)
+    after = {name: (small_project / name).read_bytes() for name in protected}
+    assert after == before
+    assert (small_project / "link.html").is_symlink()
+    assert (small_project / "target.txt").read_text() == "the link's target\n"
+    assert not list(small_project.rglob("*.daulat-tmp"))
+    # A copy of the identity under another name is still a key.
+    (small_project / "backup.txt").write_bytes((small_project / "id.txt").read_bytes())
+    _refused(["report", "-o", "backup.txt", "--force"], capsys, "secret key")
+
+
+def test_report_replaces_only_its_own_reports_unless_forced(
+    small_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = small_project / "notes.html"
+    notes.write_text("<p>my own notes</p>\n")
+    _refused(["report", "-o", "notes.html"], capsys, "not a daulat report")
+    assert notes.read_text() == "<p>my own notes</p>\n"
+    assert cli(["report", "-o", "notes.html", "--force"]) == 0
+    assert "<meta name='generator' content='daulat report'>" in notes.read_text()
+    # Its own reports, HTML and JSON, are replaced without asking, again and again.
+    for _ in range(2):
+        assert cli(["report", "-o", "notes.html"]) == 0
+        assert cli(["report", "--format", "json", "-o", "r.json"]) == 0
+    data = json.loads((small_project / "r.json").read_text())
+    assert next(iter(data)) == "daulat_report" and data["daulat_report"] == 1
+    # Reports written before the markers existed are recognised by their opening.
+    legacy_html = small_project / "old.html"
+    legacy_html.write_text(
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+        "content='width=device-width, initial-scale=1'><title>daulat report</title>"
+    )
+    legacy_json = small_project / "old.json"
+    legacy_json.write_text('{\n  "generated": "2026-01-01T00:00:00Z",\n  "daulat_version": "0"}')
+    assert cli(["report", "-o", "old.html"]) == 0
+    assert cli(["report", "--format", "json", "-o", "old.json"]) == 0
+    # A JSON file that is not a report is not taken for one.
+    other = small_project / "other.json"
+    other.write_text('{"generated": 1, "stores": []}')
+    _refused(["report", "--format", "json", "-o", "other.json"], capsys, "not a daulat report")
+    # The default name, in a directory holding someone else's daulat-report.html, likewise.
+    (small_project / "daulat-report.html").write_text("hand-written\n")
+    _refused(["report"], capsys, "not a daulat report")
+    assert (small_project / "daulat-report.html").read_text() == "hand-written\n"
+
+
+def test_a_failed_write_leaves_the_previous_report_whole(
+    small_project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is written beside the target and renamed over it: when writing fails
+    (here: the disk fills up), the previous report is intact and no temporary file is left."""
+    import errno
+    import os
+
+    assert cli(["report", "-o", "r.html"]) == 0
+    previous = (small_project / "r.html").read_bytes()
+    real_write = os.write
+    calls = []
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, bytes(data)[:1000])
+
+    monkeypatch.setattr(os, "write", full)
+    capsys.readouterr()
+    assert cli(["report", "-o", "r.html"]) == 2
+    monkeypatch.setattr(os, "write", real_write)
+    assert "No space left on device" in capsys.readouterr().err
+    assert (small_project / "r.html").read_bytes() == previous
+    assert sorted(p.name for p in small_project.iterdir() if "tmp" in p.name) == []

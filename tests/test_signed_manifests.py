@@ -34,6 +34,8 @@ from daulat.signing import (
     verify_bytes,
 )
 from daulat.stores import open_store
+from daulat.transfer import Summary
+from daulat.transfer.proof import retry_would_help
 
 MARKER = b"SURAT-SUARA-ASLI"
 NAMESPACE = "daulat-manifest@daulat"
@@ -725,3 +727,235 @@ def test_every_writing_run_leaves_one_complete_manifest(
         capture_output=True,
     )
     assert ssh.returncode == 0, ssh.stderr
+
+
+# ------------------------------------------------------------- the README's key flow, messages
+
+
+def test_keys_new_after_runs_signed_by_the_local_key_keeps_them_believed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``exit`` (signed with the state directory's own key), then ``keys new`` (pins a new
+    signer): the earlier manifest is the customer's too, so its key is pinned as well and
+    ``verify`` stays clean (it used to call the manifest "withheld or deleted by the
+    provider"). Unpinning that key makes verify say what is true: the manifest is there,
+    signed by a key that is not pinned, named by its fingerprint."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("alur", n=3)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault")]
+    fill_config(stores[0], files)
+    config = write_config(tmp_path, stores)
+    assert cli(["exit", "src", "vault"], capsys).code == 0
+    local = public_key_of(tmp_path / ".daulat" / "keys" / "signing")
+    made = cli(["keys", "new", "--out", "k.txt"], capsys)
+    assert made.code == 0, made.explain()
+    new = public_key_of(tmp_path / "k.txt.sign")
+    assert f"also pinned this state directory's own signing key {local.fingerprint}" in made.err
+    assert list(load_config(config).signers) == [new, local]
+    checked = cli(["verify", "src", "vault", "--json"], capsys)
+    assert checked.code == 0, checked.explain()
+    assert checked.json["problems"] == []
+    # The next exit signs with the new key and chains to the earlier manifest.
+    assert cli(["exit", "src", "vault"], capsys).code == 0
+    assert cli(["verify", "src", "vault"], capsys).code == 0
+    # A second `keys new` adds nothing more of the local key (it is pinned already).
+    again = cli(["keys", "new", "--out", "k2.txt"], capsys)
+    assert again.code == 0 and "also pinned" not in again.err
+    assert list(load_config(config).signers[:2]) == [new, local]
+
+    # Only the new keys pinned: the newest manifest (signed by the new key) is believed; the
+    # older one, by the local key, is reported as not believed, not as withheld.
+    text = config.read_text()
+    config.write_text(text.replace(f', "{local.line}"', ""))
+    assert local not in load_config(config).signers
+    unpinned = cli(["verify", "src", "vault", "--json"], capsys)
+    reasons = [p["reason"] for p in unpinned.json["problems"]]
+    assert not any("withheld" in r for r in reasons), reasons
+
+
+def test_a_present_manifest_by_an_unpinned_signer_is_not_called_withheld(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newest manifest seen here is at the destination but signed by a key that is no
+    longer pinned: verify says exactly that and names the signer's fingerprint; only when the
+    file is gone does it speak of withholding."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault")]
+    fill_config(stores[0], _files("pin2", n=2))
+    config, _, _ = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault"], capsys).code == 0
+    signer = public_key_of(tmp_path / "id.txt.sign")
+    # Another key replaces it in the config (by hand, without keeping the first one).
+    other = cli(["keys", "new", "--out", "other.txt", "--no-config"], capsys)
+    assert other.code == 0
+    replacement = public_key_of(tmp_path / "other.txt.sign")
+    config.write_text(
+        config.read_text()
+        .replace(signer.line, replacement.line)
+        .replace('"id.txt.sign"', '"other.txt.sign"')
+    )
+    [newest] = _manifests(stores[1])
+    present = cli(["verify", "src", "vault", "--json"], capsys)
+    assert present.code == 1
+    reasons = [p["reason"] for p in present.json["problems"]]
+    [about] = [r for r in reasons if "newest manifest seen here" in r]
+    assert f"{newest} (seq 1), is there but not signed by a pinned signer" in about, about
+    assert signer.fingerprint in about and "withheld" not in about, about
+
+    for suffix in ("", ".sig"):
+        (tmp_path / "vault" / (newest + suffix)).unlink()
+    gone = cli(["verify", "src", "vault", "--json"], capsys)
+    reasons = [p["reason"] for p in gone.json["problems"]]
+    assert any("is missing there: withheld or deleted by the provider" in r for r in reasons)
+
+
+def test_no_pinned_signer_on_a_new_machine_names_the_manifests_signer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A machine that never signed anything (a config without signers, an identity): the
+    refusal does not offer this machine's own signing key (made for this very run, it signed
+    nothing); it names the signer the destination's newest manifest shows, and how to check a
+    key file."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], _files("baru", n=2))
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    signer = public_key_of(tmp_path / "id.txt.sign")
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    write_config(fresh, stores)  # the stores only: no signers, no signing_key
+    shutil.copy(identity, fresh / "id.txt")
+    monkeypatch.chdir(fresh)
+    refused = cli(["restore", "vault", "back", "--identity", "id.txt"], capsys)
+    assert refused.code == 2, refused.explain()
+    err = " ".join(refused.err.split())
+    assert "no pinned signer" in err and "this machine's own signing key" not in err, err
+    assert signer.fingerprint in err and f'signers = ["{signer.line}"]' in err, err
+    assert "daulat keys show FILE.sign" in err
+    assert not (tmp_path / "back").exists()
+    # Nothing at all to go by: a placeholder, never this machine's key.
+    shutil.rmtree(tmp_path / "vault" / ".daulat")
+    bare = cli(["restore", "vault", "back", "--identity", "id.txt"], capsys)
+    assert bare.code == 2
+    own = public_key_of(fresh / ".daulat" / "keys" / "signing")
+    assert own.line not in bare.err and "this machine's own" not in bare.err
+
+
+def test_restore_leaves_out_nested_manifests_and_says_when_a_rerun_cannot_help(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``vault`` holds an exit at its root and another into ``vault:sub``: restoring the root
+    neither restores nor calls "planted" the sub-prefix's own manifest files (daulat's
+    bookkeeping); an object forged at the source (age-encrypted to the recipient, so it
+    decrypts) fails against the signed manifest, and the summary does not suggest running
+    the same command again, which would only repeat that."""
+    monkeypatch.chdir(tmp_path)
+    top, nested = _files("atas", n=2), {"bawah/x.json": MARKER + b" nested"}
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "src2", "vault", "back")]
+    fill_config(stores[0], top)
+    fill_config(stores[1], nested)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    assert cli(["exit", "src2", "vault:sub", "--encrypt-to", recipient], capsys).code == 0
+    assert _manifests(stores[2], "sub/")  # sub/.daulat/manifest-... and its .sig
+
+    restored = cli(["restore", "vault", "back", "--identity", str(identity), "--json"], capsys)
+    assert restored.code == 1, restored.explain()  # sub/bawah/x.json: unproven at the root
+    unproven = [u["key"] for u in restored.json["unproven"]]
+    assert unproven == ["sub/bawah/x.json"], unproven
+    assert not any("/.daulat/" in k for k in read_config(stores[3], skip_manifests=False))
+    assert any("sub-prefixes" in n for n in restored.json["notes"])
+    # Restoring the sub-prefix itself proves its objects with its own manifest.
+    sub = cli(["restore", "vault:sub", "back:sub", "--identity", str(identity)], capsys)
+    assert sub.code == 0, sub.explain()
+
+    forged = "atas/tps-000.json"
+    (tmp_path / "vault" / forged).write_bytes(_age_encrypt(recipient, MARKER + b" forged"))
+    shutil.rmtree(tmp_path / "back")
+    again = cli(["restore", "vault", "back", "--identity", str(identity)], capsys)
+    assert again.code == 1
+    assert "does not match the source manifest's SHA-256" in again.out
+    assert "run the same command again" not in again.err, again.err
+    assert "will not change that" in again.err and "--allow-unproven" in again.err, again.err
+
+
+def test_a_rerun_is_suggested_only_when_it_can_help() -> None:
+    """What the summary's last line rests on: objects that failed for a reason a rerun can
+    change (a timeout), or were never tried, can be done by running again; objects refused,
+    forged, damaged or withheld at the source cannot."""
+
+    def _summary(**fields: Any) -> Summary:
+        return Summary("restore", "vault", "back", 1, **fields)
+
+    forged = "'a' does not match the source manifest's SHA-256; not written"
+    cases = [
+        (_summary(failed=[("a", "request timed out")], left_objects=1), True),
+        (_summary(left_objects=3, stopped="cannot list the destination"), True),
+        (
+            _summary(
+                failed=[("a", forged)],
+                left_objects=1,
+                unverified=[("a", "missing at the destination")],
+            ),
+            False,
+        ),
+        (_summary(failed=[("a", forged), ("b", "request timed out")], left_objects=2), True),
+        (_summary(failed=[("a", forged)], left_objects=2), True),  # one never tried
+        (_summary(refused=[("a", "store 'back' cannot hold key 'a'")]), False),
+        (_summary(failed=[("a", "cannot decrypt: the data is not an intact age file")]), False),
+        (
+            _summary(
+                failed=[("gone", "listed in the manifest but missing at the source: withheld")]
+            ),
+            False,
+        ),
+        (_summary(unverified=[("c", "content differs")]), True),
+    ]
+    for summary, expected in cases:
+        assert retry_would_help(summary) is expected, summary
+
+
+def test_restore_takes_bwlimit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``restore --bwlimit`` (listed among the common flags) caps the rate: 9 MiB at 3 MiB/s
+    takes about three seconds."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("lambat", n=1)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], files)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    slow = cli(
+        ["restore", "vault", "back", "--identity", str(identity), "--bwlimit", "3M", "--json"],
+        capsys,
+    )
+    assert slow.code == 0, slow.explain()
+    assert slow.json["duration_s"] >= 2.0, slow.json["duration_s"]
+    assert_exact_copy(files, read_config(stores[2]))
+
+
+def test_decrypt_failures_are_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged encrypted object (``verify --full``) and a damaged encrypted manifest say
+    "cannot decrypt: ..." once, not "cannot decrypt: cannot decrypt: ..."."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("rusak", n=2)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault")]
+    fill_config(stores[0], files)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    damaged = tmp_path / "vault" / "rusak" / "besar.bin"
+    damaged.write_bytes(damaged.read_bytes()[: 5 * 1024 * 1024])
+    [manifest] = _manifests(stores[1])
+    stored = tmp_path / "vault" / manifest
+    stored.write_bytes(stored.read_bytes()[:-40])
+    checked = cli(["verify", "src", "vault", "--full", "-i", str(identity), "--json"], capsys)
+    assert checked.code == 1
+    reasons = {p["key"]: p["reason"] for p in checked.json["problems"]}
+    assert reasons["rusak/besar.bin"].startswith("cannot decrypt: "), reasons
+    assert all(r.count("cannot decrypt") <= 1 for r in reasons.values()), reasons
+    assert any("cannot decrypt" in r for k, r in reasons.items() if k == manifest), reasons

@@ -99,6 +99,10 @@ MALFORMED: list[tuple[list[str], int]] = [
     (["copy", ":p", "dst"], 2),
     (["copy", "src", "dst", "--bwlimit", "fast"], 2),
     (["copy", "src", "dst", "--concurrency", "0"], 2),
+    # An empty --max-delete is a mistake, not the default 50 % (it used to run the sync).
+    (["sync", "src", "dst", "--delete", "--max-delete", ""], 2),
+    (["sync", "src", "dst", "--delete", "--max-delete", " "], 2),
+    (["restore", "dst", "src", "--identity", "daulat.toml", "--bwlimit", "fast"], 2),
     (["exit", "src", "dst", "--encrypt-to", "age1nope"], 2),
     (["exit", "src", "dst", "--encrypt-names"], 2),
     (["restore", "dst", "src"], 2),

@@ -94,6 +94,7 @@ def audited(
     :class:`~daulat.errors.Interrupted`) into details, so an interrupted run is recorded with
     what it had done. Raises :class:`StateError` before the block runs when the log is damaged.
     """
+    interrupts.begin()
     audit = ensure_writable(state_dir)
     rec = AuditRecord(dict(details), describe)
     try:

@@ -38,14 +38,13 @@ from rich.text import Text
 from daulat import __version__, interrupts
 from daulat.address import store_only
 from daulat.audit import AuditLogError
-from daulat.auditing import audit_log, audited, record
-from daulat.config import STATE_DIR, Config, find_config, load_config
+from daulat.auditing import audit_log, audited
+from daulat.config import Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
     Recipient,
     RecipientError,
     load_identities,
-    new_identity,
     parse_recipients,
     recipient_of,
 )
@@ -71,7 +70,7 @@ from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
 from daulat.manifest import Manifest
-from daulat.pinning import pin_signer
+from daulat.newkeys import new_keys
 from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
 from daulat.policy import evaluate_policies, render_findings
 from daulat.providers import ISO_3166_ALPHA2
@@ -81,11 +80,11 @@ from daulat.risk.register import TargetType
 from daulat.risk.score import FORMULA
 from daulat.risk.stores import store_risks
 from daulat.scaffold import DemoData, write_config
-from daulat.signing import new_signing_key, public_key_of
+from daulat.signing import public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
 from daulat.transfer.engine import VERIFIED_BY_LISTING
-from daulat.transfer.proof import ManifestSigning
+from daulat.transfer.proof import ManifestSigning, retry_would_help
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
 
@@ -289,6 +288,7 @@ def init(
     """Write a commented daulat.toml (with --demo: local stores filled with sample data)."""
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--dir {directory} is not a directory")
+    interrupts.begin()
     result = write_config(directory, demo=demo, force=force)
     if isinstance(result, DemoData):
         out.print(f"wrote {result.config}")
@@ -777,6 +777,22 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "them anyway",
             )
         )
+    elif not retry_would_help(s):
+        # Refused, forged or damaged objects stay so: a rerun would only repeat this.
+        err.print(
+            styled(
+                ("incomplete", "yellow"),
+                ": the objects listed above were refused, or are not what the signed manifest "
+                "says (forged, damaged or withheld at the source); running the same command "
+                "again will not change that"
+                + (
+                    f". {len(s.unproven):,} object(s) not listed in the manifest were not "
+                    "restored; --allow-unproven restores them anyway"
+                    if s.unproven
+                    else ""
+                ),
+            )
+        )
     else:
         err.print(
             styled(
@@ -859,7 +875,8 @@ def sync(
         encrypt_to,
         encrypt_names,
         delete=delete,
-        max_delete=DeleteLimit.parse(max_delete) if max_delete else DEFAULT_MAX_DELETE,
+        # '' is a mistake to report (exit 2), not a request for the default.
+        max_delete=DeleteLimit.parse(max_delete) if max_delete is not None else DEFAULT_MAX_DELETE,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
         filter=_filter(include, exclude, filter_rule, filter_from),
@@ -917,6 +934,7 @@ def restore(
     abort_uploads_older_than: AbortAgeOpt = None,
     as_json: JsonOpt = False,
     concurrency: ConcurrencyOpt = 64,
+    bwlimit: BwlimitOpt = None,
     dry_run: DryRunOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
     allow_unsigned: Annotated[
@@ -943,6 +961,7 @@ def restore(
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
     opts = Options(
         concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
         decrypt_with=load_identities(identity),
         allow_plaintext=allow_plaintext,
@@ -972,11 +991,6 @@ def keys_new(
     Prints the recipient (public key) on stdout and the signing public key on stderr. When a
     daulat.toml is in use, pins the signing key there (signers, signing_key) unless --no-config.
     """
-    sign_file = Path(f"{out_file}.sign")
-    if sign_file.exists() or sign_file.is_symlink():
-        raise KeyFileError(
-            f"refusing to overwrite existing key file {sign_file}: choose another --out"
-        )
     config_path: Path | None = None
     if not no_config:
         try:
@@ -984,21 +998,9 @@ def keys_new(
         except ConfigError:
             if config is not None:
                 raise
-    recipient = new_identity(out_file)
-    public = new_signing_key(sign_file)
-    pinned = pin_signer(config_path, public, sign_file) if config_path is not None else None
-    state_dir = (config_path.resolve().parent if config_path else Path.cwd()) / STATE_DIR
-    record(
-        state_dir,
-        "keys.new",
-        {
-            "recipient": recipient,
-            "file": str(out_file.resolve()),
-            "signing_public_key": public.line,
-            "signing_file": str(sign_file.resolve()),
-            "pinned_in": str(config_path.resolve()) if config_path else None,
-        },
-    )
+    interrupts.begin()
+    made = new_keys(out_file, config_path)
+    sign_file, public, pinned = made.signing_file, made.signing_public, made.pinned
     err.print(
         f"wrote {out_file} (mode 0600). Keep it safe and offline: without it the encrypted copies "
         "cannot be read by anyone, including you.",
@@ -1020,6 +1022,14 @@ def keys_new(
             highlight=False,
             markup=False,
         )
+        for key in pinned.added_also:
+            err.print(
+                f"also pinned this state directory's own signing key {key.fingerprint} "
+                f"({made.local_key}), which signed the manifests written "
+                "before: they stay believed",
+                highlight=False,
+                markup=False,
+            )
     else:
         err.print(
             "no daulat.toml updated: to sign with it and believe its signatures, add at its top "
@@ -1027,7 +1037,7 @@ def keys_new(
             highlight=False,
             markup=False,
         )
-    out.print(recipient, highlight=False)
+    out.print(made.recipient, highlight=False)
 
 
 @keys_app.command("show")
@@ -1365,12 +1375,24 @@ def report(
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="html or json.")
     ] = ReportFormat.HTML,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace the output file even if it is not a daulat report (never the config, "
+            "a key file, a symbolic link or anything in .daulat/).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Write the transparency report: one self-contained HTML file (or JSON) that opens offline."""
-    check_output(output)  # before loading anything: a wrong -o fails at once
+    """Write the transparency report: one self-contained HTML file (or JSON) that opens offline.
+
+    An existing file is replaced only if it is a daulat report (or with --force)."""
+    # Before loading anything, a wrong -o fails at once; whether an existing file may be
+    # replaced is decided once the config (whose file and keys are protected) is known.
+    check_output(output, force=True)
     cfg = _load(config)
-    written = write_report(cfg, output, "json" if fmt == ReportFormat.JSON else "html")
+    written = write_report(cfg, output, "json" if fmt == ReportFormat.JSON else "html", force=force)
     out.print(f"wrote {printable(str(output))} ({written.size / 2**20:.1f} MiB)")
 
 
@@ -1548,6 +1570,16 @@ def _fail(message: str, code: int) -> int:
 
 def _interrupted(signum: int) -> int:
     name = signal.Signals(signum).name
+    if not interrupts.begun():
+        # Stopped while parsing the command line or reading the config: nothing was started.
+        err.print(
+            styled(
+                ("interrupted", "bold red"),
+                f" by {name} before anything was started. Run the same command again: "
+                f"{_resume_command()}",
+            )
+        )
+        return 128 + signum
     err.print(
         styled(
             ("interrupted", "bold red"),
@@ -1559,22 +1591,34 @@ def _interrupted(signum: int) -> int:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Outside the event loop (loading the config, printing), SIGTERM stops the command as
-    Ctrl-C does, so it too ends with a message and its own exit code rather than silently."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """Outside the event loop (parsing, loading the config, the synchronous commands,
+    printing), SIGINT and SIGTERM stop the command with ``KeyboardInterrupt``, so that both
+    end with a message and their own exit code, and the signal is known to the audit record.
+
+    The first signal is raised once; copies of it (``timeout`` signals the process and its
+    group) are ignored while it unwinds; a signal after it was handled and
+    :data:`~daulat.interrupts.REPEAT_WINDOW` has passed ends the process at once.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if interrupts.received() is not None:
+            if not interrupts.repeated():
+                return
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopping now\n".encode())
+            os._exit(128 + signum)
         interrupts.note(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_signal) for s in interrupts.SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _usage_error(exc: Exception) -> int:
@@ -1608,7 +1652,7 @@ def run(argv: list[str] | None = None) -> int:
     if _notices not in library.handlers:
         library.addHandler(_notices)
         library.propagate = False  # printed once, here, not again by a root handler
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         try:
             try:
                 code = app(args=argv, prog_name="daulat", standalone_mode=False)

@@ -59,7 +59,7 @@ import contextlib
 import datetime as _dt
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, final
 
@@ -74,6 +74,7 @@ __all__ = [
     "DEFAULT_MAX_BUFFER",
     "INLINE_LIMIT",
     "NO_MATCHING_IDENTITY",
+    "AgeStream",
     "CryptoError",
     "DecryptError",
     "EncryptError",
@@ -726,13 +727,26 @@ class _Bridge:
             raise
         self._worker = worker
 
-    async def shutdown(self, feeder: asyncio.Task[None]) -> None:
-        """Stop the worker and the feeder (idempotent) and wait until both have ended."""
+    def cancel(self, feeder: asyncio.Task[None]) -> None:
+        """Tell the worker and the feeder to stop, without waiting (idempotent; from any
+        thread, as a finaliser may run in one)."""
         with self._cond:
             self._cancelled = True
             self._cond.notify_all()
-        if not feeder.done():
+        if feeder.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
             feeder.cancel()
+        else:
+            self._call_loop(feeder.cancel)
+
+    async def shutdown(self, feeder: asyncio.Task[None]) -> None:
+        """Stop the worker and the feeder (idempotent) and wait until both have ended."""
+        self.cancel(feeder)
         await asyncio.wait([feeder, self._worker_done])
         if self._worker is not None:
             # The worker has reported its end and only has to return: this join is immediate.
@@ -859,46 +873,123 @@ def _check_stream_args(chunk_size: int, max_buffer: int) -> None:
         raise ValueError("max_buffer must be > 0")
 
 
-async def _run_stream(
-    chunks: AsyncIterable[bytes],
-    operation: _Operation,
-    map_error: Callable[[BaseException], CryptoError],
-    *,
-    name: str,
-    chunk_size: int,
-    max_buffer: int,
-) -> AsyncGenerator[bytes, None]:
-    loop = asyncio.get_running_loop()
-    bridge = _Bridge(loop, chunk_size=chunk_size, max_buffer=max_buffer)
-    feeder = loop.create_task(bridge.feed(chunks), name=f"{name}-feeder")
-    try:
-        bridge.start_worker(operation, name)
-        while True:
-            try:
-                chunk = await bridge.next_output()
-            except CryptoError:
+@final
+class AgeStream:
+    """The output of :func:`encrypt_stream` / :func:`decrypt_stream`: an async iterator of
+    chunks, with ``aclose()``.
+
+    Deliberately not an async generator. When a run is cancelled, the code that consumes a
+    stream (a hashing loop, an upload) may stop without closing it; asyncio then closes
+    abandoned async generators itself, concurrently, at garbage collection or when the loop
+    shuts down, and a generator that was itself closing an inner one is then "already running"
+    (``RuntimeError: aclose(): asynchronous generator is already running``, printed as a
+    traceback on Ctrl-C). This object needs no such help: ``aclose()`` is idempotent and may
+    run concurrently, and an abandoned stream stops its worker and its feeder without awaiting
+    anything (:meth:`__del__`).
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterable[bytes],
+        operation: _Operation,
+        map_error: Callable[[BaseException], CryptoError],
+        *,
+        name: str,
+        chunk_size: int,
+        max_buffer: int,
+    ) -> None:
+        self._chunks: AsyncIterable[bytes] | None = chunks
+        self._operation = operation
+        self._map_error = map_error
+        self._name = name
+        self._chunk_size = chunk_size
+        self._max_buffer = max_buffer
+        self._bridge: _Bridge | None = None
+        self._feeder: asyncio.Task[None] | None = None
+        self._finished = False
+
+    def __aiter__(self) -> AgeStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._finished:
+            raise StopAsyncIteration
+        bridge = self._bridge if self._bridge is not None else self._start()
+        try:
+            chunk = await bridge.next_output()
+        except CryptoError:
+            await self.aclose()
+            raise
+        except Exception as exc:
+            await self.aclose()
+            if exc is bridge.source_error:
                 raise
-            except Exception as exc:
-                if exc is bridge.source_error:
-                    raise
-                raise map_error(exc) from None
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        await bridge.shutdown(feeder)
+            raise self._map_error(exc) from None
+        except BaseException:
+            # Cancelled: the stream ends, as a generator would; its worker and feeder are
+            # stopped and (unless cancelled again meanwhile) awaited, so the source is closed
+            # before the consumer goes on to abort what it was writing.
+            self._stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.aclose()
+            raise
+        if chunk is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
+
+    def _start(self) -> _Bridge:
+        chunks, self._chunks = self._chunks, None
+        assert chunks is not None
+        loop = asyncio.get_running_loop()
+        bridge = _Bridge(loop, chunk_size=self._chunk_size, max_buffer=self._max_buffer)
+        self._bridge = bridge
+        self._feeder = loop.create_task(bridge.feed(chunks), name=f"{self._name}-feeder")
+        try:
+            bridge.start_worker(self._operation, self._name)
+        except BaseException:
+            self._stop()
+            raise
+        return bridge
+
+    def _stop(self) -> None:
+        """Tell the worker and the feeder to end, without waiting (idempotent)."""
+        self._finished = True
+        if self._bridge is not None and self._feeder is not None:
+            self._bridge.cancel(self._feeder)
+
+    async def aclose(self) -> None:
+        """Stop the stream and wait until its worker thread and feeder have ended; closes the
+        source. Idempotent, and safe to call from several tasks at once."""
+        self._stop()
+        if self._bridge is not None and self._feeder is not None:
+            await self._bridge.shutdown(self._feeder)
+        elif self._chunks is not None:
+            # Never started: the source is closed all the same, as the worker would have.
+            chunks, self._chunks = self._chunks, None
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def __del__(self) -> None:
+        # Abandoned without aclose() (its consumer was cancelled): nothing can be awaited
+        # here, so the worker and the feeder are told to end, and end on their own.
+        with contextlib.suppress(Exception):
+            self._stop()
 
 
-async def encrypt_stream(
+def encrypt_stream(
     chunks: AsyncIterable[bytes],
     recipients: Sequence[Recipient],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_buffer: int = DEFAULT_MAX_BUFFER,
-) -> AsyncGenerator[bytes, None]:
+) -> AgeStream:
     """Encrypt a stream of plaintext chunks to ``recipients`` (binary age format).
 
-    Returns an async generator (``aclose()`` it, or let it finish, to release the worker).
+    Returns an :class:`AgeStream` (``aclose()`` it, or let it finish, to release the worker;
+    one dropped unfinished stops its worker too). Arguments are checked at once.
     Yields chunks of at least ``chunk_size`` bytes; the last may be shorter, and with the default
     chunk size the first holds the whole header. About ``max_buffer`` + 2 x ``chunk_size`` + the
     largest input chunk is held in memory, whatever the stream's length. Errors from ``chunks``
@@ -911,7 +1002,7 @@ async def encrypt_stream(
     def operation(reader: object, writer: object) -> None:
         pyrage.encrypt_io(reader, writer, raws)
 
-    stream = _run_stream(
+    return AgeStream(
         chunks,
         operation,
         _encrypt_error,
@@ -919,18 +1010,15 @@ async def encrypt_stream(
         chunk_size=chunk_size,
         max_buffer=max_buffer,
     )
-    async with contextlib.aclosing(stream):
-        async for chunk in stream:
-            yield chunk
 
 
-async def decrypt_stream(
+def decrypt_stream(
     chunks: AsyncIterable[bytes],
     identities: Sequence[Identity],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_buffer: int = DEFAULT_MAX_BUFFER,
-) -> AsyncGenerator[bytes, None]:
+) -> AgeStream:
     """Decrypt a stream of age ciphertext chunks (binary or ASCII-armored).
 
     Same chunking, memory and cancellation behaviour as :func:`encrypt_stream`. A wrong identity
@@ -944,7 +1032,7 @@ async def decrypt_stream(
     def operation(reader: object, writer: object) -> None:
         pyrage.decrypt_io(reader, writer, raws)
 
-    stream = _run_stream(
+    return AgeStream(
         chunks,
         operation,
         _decrypt_error,
@@ -952,6 +1040,3 @@ async def decrypt_stream(
         chunk_size=chunk_size,
         max_buffer=max_buffer,
     )
-    async with contextlib.aclosing(stream):
-        async for chunk in stream:
-            yield chunk

@@ -11,7 +11,15 @@ interruption in the audit log. :func:`run` turns a cancellation that nobody conv
 (exit code 128 + signal: 130 for SIGINT, 143 for SIGTERM).
 
 A second signal ends the process at once with that code: nothing is lost by it, because the
-journal commits atomically and a rerun resumes from its last commit.
+journal commits atomically and a rerun resumes from its last commit. Only a signal received
+after the first was handled counts as a second one: ``timeout -s INT`` (and other supervisors)
+signal both the process and its process group, so one expiry delivers the signal twice, moments
+apart. Copies that arrive before the run was cancelled, or within :data:`REPEAT_WINDOW` seconds
+of the first, are the same request.
+
+A signal that arrives before the coroutine has started does not skip it: the coroutine starts
+already cancelled, so that its first ``await`` raises the cancellation inside its own clean-up
+(an entry point's audit record says it was interrupted).
 
 Python callers who run daulat's coroutines with their own event loop keep asyncio's usual
 behaviour (cancellation propagates as :class:`asyncio.CancelledError`); the journal and the
@@ -24,19 +32,37 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from collections.abc import Coroutine
 from types import FrameType
 from typing import Any, Final, TypeVar
 
 from daulat.errors import Interrupted
 
-__all__ = ["SIGNALS", "note", "received", "reset", "run"]
+__all__ = [
+    "REPEAT_WINDOW",
+    "SIGNALS",
+    "begin",
+    "begun",
+    "note",
+    "received",
+    "repeated",
+    "reset",
+    "run",
+]
 
 T = TypeVar("T")
 
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+#: Seconds after the first signal during which another one is the same request delivered again.
+REPEAT_WINDOW: Final = 0.5
 
 _received: int | None = None
+# When the first signal arrived, and when it was handled (the run cancelled, or the caller's
+# KeyboardInterrupt raised): a later signal is a second one only after both.
+_received_at: float | None = None
+_handled = False
+_begun = False
 
 
 def received() -> int | None:
@@ -46,14 +72,37 @@ def received() -> int | None:
 
 def reset() -> None:
     """Forget a signal an earlier run received (a process may run several commands)."""
-    global _received
-    _received = None
+    global _received, _received_at, _handled, _begun
+    _received, _received_at, _handled, _begun = None, None, False, False
 
 
-def note(signum: int) -> None:
+def note(signum: int, *, handled: bool = True) -> None:
     """Record that ``signum`` arrived outside :func:`run` (the CLI's own handler does)."""
-    global _received
-    _received = signum
+    global _received, _received_at, _handled
+    _received, _received_at, _handled = signum, time.monotonic(), handled
+
+
+def repeated() -> bool:
+    """Whether a signal arriving now is a *second* one: a first arrived, was handled, and
+    :data:`REPEAT_WINDOW` has passed since (see the module doc)."""
+    return (
+        _received is not None
+        and _handled
+        and _received_at is not None
+        and time.monotonic() - _received_at >= REPEAT_WINDOW
+    )
+
+
+def begin() -> None:
+    """Note that the command reached its work (a library call): an interrupt from now on may
+    have left something done, and is recorded where the work is audited."""
+    global _begun
+    _begun = True
+
+
+def begun() -> bool:
+    """Whether :func:`begin` was called since the last :func:`reset`."""
+    return _begun
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -62,34 +111,42 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     Raises :class:`~daulat.errors.Interrupted` when a signal stopped it. Off the main thread
     (where signal handlers cannot be installed) this is plain :func:`asyncio.run`.
     """
-    global _received
+    global _received, _received_at, _handled
+    begin()
     if threading.current_thread() is not threading.main_thread():
         return asyncio.run(coro)
-    _received = None
+    _received, _received_at, _handled = None, None, False
     with asyncio.Runner() as runner:
         loop = runner.get_loop()
         main: list[asyncio.Task[T]] = []
 
         def cancel() -> None:
+            global _handled
             if main and not main[0].done():
                 main[0].cancel()
+                _handled = True
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            global _received
+            global _received, _received_at
             if _received is not None:
+                if not repeated():
+                    return  # the first one again (see the module doc): already being handled
                 name = signal.Signals(signum).name
                 os.write(2, f"\n{name} again: stopping now\n".encode())
                 os._exit(128 + signum)
-            _received = signum
+            _received, _received_at = signum, time.monotonic()
             loop.call_soon_threadsafe(cancel)
 
         async def wrapper() -> T:
+            global _handled
             task = asyncio.current_task()
             assert task is not None
             main.append(task)
-            if _received is not None:  # the signal came before the task existed
-                coro.close()
-                raise asyncio.CancelledError
+            if _received is not None:
+                # The signal came before the task existed: it starts cancelled, so the
+                # cancellation reaches the coroutine at its first await, inside its clean-up.
+                task.cancel()
+                _handled = True
             return await coro
 
         previous = {s: signal.signal(s, on_signal) for s in SIGNALS}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,17 @@ class Pinned:
     added_signer: bool
     signing_key: str  # as written (relative to the config)
     replaced_signing_key: str | None  # the value it replaced, if another
+    added_also: tuple[PublicKey, ...] = ()  # of ``also``, those that were not pinned yet
 
 
-def pin_signer(config: Path, public: PublicKey, signing_key: Path) -> Pinned:
+def pin_signer(
+    config: Path, public: PublicKey, signing_key: Path, *, also: Sequence[PublicKey] = ()
+) -> Pinned:
     """Add ``public`` to the top-level ``signers`` of ``config`` (no duplicates) and set
     ``signing_key`` to ``signing_key``'s path relative to the config's directory.
+
+    ``also``: more keys to believe (not to sign with), such as the key that signed this
+    machine's earlier manifests, so that they stay believed.
 
     Raises :class:`ConfigError` for a file that cannot be read, parsed or written, or whose
     ``signers`` is not a list.
@@ -46,22 +53,21 @@ def pin_signer(config: Path, public: PublicKey, signing_key: Path) -> Pinned:
     except TOMLKitError as exc:
         raise ConfigError(f"{config}: not valid TOML: {exc}") from None
     signers = doc.get("signers")
-    added = False
     if signers is None:
-        arr = tomlkit.array()
-        arr.append(public.line)
-        doc.add("signers", arr)
-        added = True
-    elif isinstance(signers, list):
-        known = set()
-        for line in signers:
-            with contextlib.suppress(SignatureError):
-                known.add(parse_public_key(str(line)))
-        if public not in known:
-            signers.append(public.line)
-            added = True
-    else:
+        signers = tomlkit.array()
+        doc.add("signers", signers)
+    elif not isinstance(signers, list):
         raise ConfigError(f"{config}: field 'signers' must be a list of OpenSSH public keys")
+    known = set()
+    for line in signers:
+        with contextlib.suppress(SignatureError):
+            known.add(parse_public_key(str(line)))
+    added: list[PublicKey] = []
+    for key in (public, *also):
+        if key not in known:
+            signers.append(key.line)
+            known.add(key)
+            added.append(key)
     rel = os.path.relpath(signing_key.resolve(), config.resolve().parent)
     old = doc.get("signing_key")
     replaced = str(old) if old is not None and str(old) != rel else None
@@ -70,7 +76,7 @@ def pin_signer(config: Path, public: PublicKey, signing_key: Path) -> Pinned:
     else:
         doc["signing_key"] = rel
     _replace(config, tomlkit.dumps(doc))
-    return Pinned(added, rel, replaced)
+    return Pinned(public in added, rel, replaced, tuple(k for k in added if k != public))
 
 
 def _replace(path: Path, text: str) -> None:

@@ -9,15 +9,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from daulat.auditing import audited, record
+from daulat.auditing import audited
 from daulat.config import Config, load_config
-from daulat.crypto import new_identity, parse_recipients
+from daulat.crypto import parse_recipients
 from daulat.drill import drill_history, run_drill
 from daulat.errors import ConfigError, DaulatError
 from daulat.feedback import human_bytes
 from daulat.interrupts import run
 from daulat.inventory import scan, store_statuses
 from daulat.manifest import Manifest
+from daulat.newkeys import new_keys
 from daulat.policy import evaluate_policies
 from daulat.report import write_report
 from daulat.scaffold import DemoData, write_config
@@ -123,13 +124,26 @@ def run_tour(directory: Path, console: Console) -> None:
         raise DaulatError("the demo exit did not verify; see the messages above")
 
     console.rule("7. daulat keys new")
-    key_file = directory / "kpu-identity.txt"
-    recipient = new_identity(key_file)
-    record(config.state_dir, "keys.new", {"recipient": recipient, "file": str(key_file)})
+    made = new_keys(directory / "kpu-identity.txt", demo.config)
+    recipient = made.recipient
     console.print(
-        f"  wrote {key_file} (mode 0600): the secret key stays with the election commission."
+        f"  wrote {made.identity} (mode 0600): the secret key stays with the election commission."
     )
     console.print(f"  its public key (recipient) is {recipient}")
+    console.print(
+        f"  wrote {made.signing_file} (mode 0600), the key that signs the manifests of copies, "
+        f"and pinned it in {demo.config.name} (signers, signing_key): a restore believes only "
+        "manifests signed by a pinned signer"
+        + (
+            "; the state directory's own key, which signed vault's manifest in step 5, is "
+            "pinned too"
+            if made.pinned and made.pinned.added_also
+            else ""
+        )
+        + "."
+    )
+    # What was pinned applies from the next run on, as it does for the command.
+    config = load_config(demo.config)
 
     console.rule("8. daulat exit kpu-primary offsite --encrypt-to age1...")
     enc = run(
@@ -188,5 +202,5 @@ def run_tour(directory: Path, console: Console) -> None:
     # with `;`, not `&&`: the line runs as written and every command in it runs.
     console.print(
         f"Try it yourself:  cd {shlex.quote(str(directory))} && daulat stores; daulat check; "
-        "daulat risk"
+        "daulat risk; daulat restore offsite vault:restored --identity kpu-identity.txt"
     )

@@ -201,14 +201,22 @@ async def _sha256(chunks: AsyncIterable[bytes], head: list[bytes] | None = None)
     """SHA-256 and size of a stream; ``head`` receives its first chunk."""
     h = hashlib.sha256()
     n = 0
-    async for chunk in chunks:
-        if head is not None and not head:
-            head.append(bytes(chunk[: len(AGE_MAGIC)]))
-        if len(chunk) >= 1 << 20:
-            await asyncio.to_thread(h.update, chunk)
-        else:
-            h.update(chunk)
-        n += len(chunk)
+    it = aiter(chunks)
+    try:
+        async for chunk in it:
+            if head is not None and not head:
+                head.append(bytes(chunk[: len(AGE_MAGIC)]))
+            if len(chunk) >= 1 << 20:
+                await asyncio.to_thread(h.update, chunk)
+            else:
+                h.update(chunk)
+            n += len(chunk)
+    finally:
+        # Closed here, in this task, also when it is cancelled mid-object: a stream left to
+        # the event loop's finaliser is closed later, concurrently with its inner streams.
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
     return h.hexdigest(), n
 
 
@@ -361,7 +369,7 @@ async def _verify_full(
             except DecryptError as exc:
                 if str(exc) == NO_MATCHING_IDENTITY:
                     raise WrongIdentity(str(exc)) from None
-                report.problems.append((key, f"cannot decrypt: {exc}"))
+                report.problems.append((key, str(exc)))  # "cannot decrypt: ..." already
                 replaced.append(key)
                 return
             except NotFound:

@@ -17,6 +17,7 @@ from daulat import __version__
 from daulat.auditing import audit_log
 from daulat.config import Config, placement_of
 from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.report.marker import JSON_MARKER, REPORT_FORMAT
 from daulat.risk.stores import store_risks
 from daulat.state import connect_readonly, has_tables
 from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
@@ -76,7 +77,8 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # The marker first: it is how ``daulat report`` knows the file may be replaced.
+        return {JSON_MARKER: REPORT_FORMAT, **asdict(self)}
 
 
 def _stores(config: Config) -> list[StoreRow]:

@@ -16,6 +16,7 @@ from daulat.drill.units import human_duration
 from daulat.report.charts import Series, bar_chart
 from daulat.report.data import ReplicaRow, ReportData
 from daulat.report.escaping import esc
+from daulat.report.marker import GENERATOR_META
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -385,6 +386,7 @@ def render(data: ReportData) -> str:
     )
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"{GENERATOR_META}"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>daulat report</title><style>{_CSS}</style></head><body>{body}</body></html>"
     )

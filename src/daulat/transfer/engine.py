@@ -101,6 +101,7 @@ from daulat.transfer.onward import (
 from daulat.transfer.proof import (
     ManifestSigning,
     check_chain_before_writing,
+    drop_nested_bookkeeping,
     load_restore_manifest,
     settle_unproven,
     write_run_manifest,
@@ -610,6 +611,8 @@ async def _run(
         found = empty_source(kind, opts, src, dst, summary.excluded_objects)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
+    if kind == Kind.RESTORE:
+        drop_nested_bookkeeping(journal, summary)
     if kind == Kind.RESTORE and (
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
     ):

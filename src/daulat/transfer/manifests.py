@@ -409,7 +409,7 @@ async def read_manifest(
         except DecryptError as exc:
             if str(exc) == NO_MATCHING_IDENTITY:
                 raise WrongIdentity(f"cannot open the manifest {key!r}: {exc}") from None
-            result.problem = result.problem or f"cannot be decrypted: {exc}"
+            result.problem = result.problem or str(exc)  # "cannot decrypt: ..." already
             return result
         result.read = True
     result.sha256 = sha.hexdigest()

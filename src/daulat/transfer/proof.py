@@ -35,6 +35,7 @@ from daulat.transfer.provenance import (
     fill_entries,
     get_head,
     location,
+    newest_signer,
     no_signers_message,
     pairs_into,
     prepare_chain,
@@ -138,7 +139,7 @@ async def load_restore_manifest(
     label = src.label or location(src)
     if not signing.signers and not signing.allow_unsigned:
         own = signing.key.public if signing.key else existing_local_key(state_dir_of(journal))
-        raise ProvenanceError(no_signers_message("daulat.toml", own))
+        raise ProvenanceError(no_signers_message("daulat.toml", own, await newest_signer(src)))
     journal.new_expected()
     forget_stored_expectations(journal)
     # Entries of an onward copy of an encrypted replica are set apart: their plaintext is
@@ -183,6 +184,50 @@ async def load_restore_manifest(
             src, journal, signing.signers, identities, summary, allow_unsigned=True
         )
         summary.provenance = f"origin not proven: {reason}"
+
+
+# Failures (``Summary.failed`` reasons) that running the same command again cannot change:
+# the source object is not what its signed manifest says, or cannot be decrypted. The first two
+# are objects the run tried (they count as left); the last two are never attempted.
+_LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt")
+_LASTING_UNATTEMPTED = ("listed in the manifest but missing at the source", "real name is unknown")
+
+
+def retry_would_help(summary: Summary) -> bool:
+    """Whether anything left undone by a run could be done by running it again: False when
+    all that is missing was refused, forged, damaged or withheld at the source."""
+    attempted = {k for k, r in summary.failed if any(m in r for m in _LASTING_ATTEMPTED)}
+    lasting = attempted | {
+        k for k, r in summary.failed if any(m in r for m in _LASTING_UNATTEMPTED)
+    }
+    return (
+        any(k not in lasting for k, _ in summary.failed)
+        or summary.left_objects > len(attempted)
+        or any(k not in lasting for k, _ in summary.unverified)
+    )
+
+
+def drop_nested_bookkeeping(journal: Journal, summary: Summary) -> None:
+    """Leave out of a restore daulat's own files of copies made into sub-prefixes of the
+    source (``sub/.daulat/manifest-...``; the source's own ``.daulat/`` is never listed): they
+    are neither data to restore nor objects that may have been planted. Restoring ``SRC:sub``
+    checks them."""
+    db = journal.db
+    where = "instr(key, '/' || ?) > 0"
+    n, size = db.execute(
+        f"SELECT count(*), coalesce(sum(size), 0) FROM src WHERE {where}", (DST_MANIFEST_PREFIX,)
+    ).fetchone()
+    if not n:
+        return
+    db.execute("BEGIN")
+    db.execute(f"DELETE FROM src WHERE {where}", (DST_MANIFEST_PREFIX,))
+    db.execute("COMMIT")
+    summary.source_objects -= int(n)
+    summary.source_bytes -= int(size)
+    summary.notes.append(
+        f"left out {int(n):,} file(s) daulat keeps under {DST_MANIFEST_PREFIX} of sub-prefixes "
+        "(the manifests of copies made into them): restore such a prefix itself to check them"
+    )
 
 
 def settle_unproven(

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daulat.crypto import Identity, Recipient
-from daulat.signing import PublicKey, SigningKey, signers_line
+from daulat.errors import DaulatError
+from daulat.signing import PublicKey, Signature, SigningKey, signers_line
 from daulat.transfer.journal import Journal, now
 from daulat.transfer.manifests import (
     Entry,
@@ -47,6 +48,7 @@ from daulat.transfer.manifests import (
     ReadResult,
     Written,
     entry_lines,
+    fetch_signature,
     list_manifests,
     next_manifest_key,
     onward_entry,
@@ -478,10 +480,7 @@ async def choose_manifest(
     if chosen is None:
         reset()
         if head is not None:
-            choice.problems.append(
-                f"the newest manifest seen here for {label}, {head.key} (seq {head.seq}), is "
-                "missing there: withheld or deleted by the provider"
-            )
+            choice.problems.append(_newest_not_believed(label, head, names, choice.ignored))
         elif names:
             choice.problems.append(f"no manifest at {label} is signed by a pinned signer")
         return choice
@@ -495,6 +494,9 @@ async def choose_manifest(
         choice.seq = chosen.header.seq
         if head is not None:
             problem = await _against_head(ep, chosen, head, rest, trusted, identities, label)
+            if problem and chosen.header.seq < head.seq and head.key in names:
+                # The newer one is there, only not believed: say that, not "withheld".
+                problem = _newest_not_believed(label, head, names, choice.ignored)
             if problem:
                 choice.problems.append(problem)
     elif head is not None and chosen.sha256 != head.sha256:
@@ -511,6 +513,24 @@ async def choose_manifest(
     ):
         _set_head(journal, loc, Head(chosen.header.seq, chosen.sha256, chosen.key))
     return choice
+
+
+def _newest_not_believed(
+    label: str, head: Head, names: Sequence[str], ignored: Sequence[tuple[str, str]]
+) -> str:
+    """Why the newest manifest seen here is not the one believed: absent (withheld or deleted)
+    or present but not believed (its signer not pinned, most often: that is no attack)."""
+    seen = f"the newest manifest seen here for {label}, {head.key} (seq {head.seq}),"
+    if head.key not in names:
+        return f"{seen} is missing there: withheld or deleted by the provider"
+    why = dict(ignored).get(head.key, "it could not be read")
+    if why.startswith("signed by "):
+        return (
+            f"{seen} is there but not signed by a pinned signer: {why}. If that key is yours "
+            "(say, the key this machine signed with before another was pinned), add it to "
+            "`signers`; `daulat keys show FILE.sign` prints a signing key's public key"
+        )
+    return f"{seen} is there but not believed: {why}"
 
 
 async def _against_head(
@@ -575,21 +595,45 @@ async def read_unsigned(
     return None
 
 
-def no_signers_message(config_hint: str, own: PublicKey | None) -> str:
-    """How to pin a signer, exactly."""
-    how = (
-        f"add the public signing key the copies were signed with to {config_hint} at the top "
-        "level, e.g. "
-    )
-    if own is not None:
-        how += f"{signers_line([own])} (this machine's own signing key)"
+async def newest_signer(ep: Endpoint) -> tuple[str, PublicKey] | None:
+    """The newest manifest at ``ep`` and the key its signature names, as the store presents
+    them (nothing is verified: for a hint to the user only). None when there is none or the
+    store cannot tell."""
+    try:
+        names = await list_manifests(ep)
+        if not names:
+            return None
+        sig = await fetch_signature(ep, names[0])
+    except DaulatError:
+        return None
+    return (names[0], sig.public_key) if isinstance(sig, Signature) else None
+
+
+def no_signers_message(
+    config_hint: str, own: PublicKey | None, newest: tuple[str, PublicKey] | None = None
+) -> str:
+    """How to pin a signer, exactly. ``own``: this machine's signing key; ``newest``: the
+    newest manifest at the source and the key its signature names (see :func:`newest_signer`).
+
+    This machine's key is offered only when it is the one that signed: on a machine that
+    never signed the copies it would be the wrong key to pin.
+    """
+    how = f"add the signing key the copies were signed with to {config_hint}'s top level"
+    if newest is not None and own is not None and newest[1] == own:
+        how += f": {signers_line([own])} (this machine's own signing key, which signed {newest[0]})"
+    elif newest is not None:
+        how += (
+            f"; the newest manifest there, {newest[0]}, names {newest[1].fingerprint} as its "
+            f"signer: if that is your key, {signers_line([newest[1]])}"
+        )
     else:
-        how += 'signers = ["ssh-ed25519 AAAA..."]'
+        how += ', e.g. signers = ["ssh-ed25519 AAAA..."]'
     return (
         "no pinned signer: restore believes only manifests signed by a key in `signers`; "
         + how
-        + ". `daulat keys show FILE.sign` prints a signing key's public key; "
-        "--allow-unsigned restores without proof of origin"
+        + ". `daulat keys show FILE.sign` prints the public key of a signing key (FILE.sign "
+        "beside the identity `daulat keys new` made); --allow-unsigned restores without proof "
+        "of origin"
     )
 
 
