@@ -17,9 +17,10 @@ from daulat.auditing import audit_log
 from daulat.cli import run
 from daulat.config import load_config
 from daulat.drill import run_drill
-from daulat.errors import ConfigError
+from daulat.errors import ConfigError, InvalidKey
 from daulat.inventory import scan
 from daulat.manifest import Manifest
+from daulat.stores.fs import FsStore
 from daulat.report import write_report
 from daulat.transfer import Kind, Options, run_transfer, run_verify
 from daulat.transfer.engine import DELETED_KEYS_KEPT
@@ -67,7 +68,7 @@ def test_library_calls_are_audited_like_the_cli(project: Path) -> None:
 
 
 def test_a_run_that_raises_is_audited_with_its_error_class(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(project / "daulat.toml")
     with pytest.raises(ConfigError):
@@ -78,12 +79,15 @@ def test_a_run_that_raises_is_audited_with_its_error_class(
     assert entry["details"]["error"] == "ConfigError"
     assert "--encrypt-names" in entry["details"]["message"]
 
-    # The same through the CLI, and a run the engine itself ends with an exception: a key the
-    # destination lists but refuses to delete (longer than any key a store may hold).
+    # The same through the CLI, and a run the engine itself ends with an exception: an object the
+    # destination lists but refuses to delete.
     assert run(["exit", "src", "dst"]) == 0
-    too_long = project / "dst" / "/".join(c * 200 for c in "abcdef")  # 1,205 bytes
-    too_long.parent.mkdir(parents=True)
-    too_long.write_bytes(b"x")
+    (project / "dst" / "stale.txt").write_bytes(b"x")
+
+    async def refuse(self: FsStore, key: str) -> None:
+        raise InvalidKey(f"store {self.name!r} refuses to delete {key!r}", store=self.name, key=key)
+
+    monkeypatch.setattr(FsStore, "delete", refuse)
     code = run(["sync", "src", "dst", "--delete"])
     assert code == 1
     last = entries(project)[-1]
