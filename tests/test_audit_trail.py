@@ -20,8 +20,8 @@ from daulat.drill import run_drill
 from daulat.errors import ConfigError, InvalidKey
 from daulat.inventory import scan
 from daulat.manifest import Manifest
-from daulat.stores.fs import FsStore
 from daulat.report import write_report
+from daulat.stores.fs import FsStore
 from daulat.transfer import Kind, Options, run_transfer, run_verify
 from daulat.transfer.engine import DELETED_KEYS_KEPT
 

@@ -74,10 +74,8 @@ def test_state_is_private_under_umask_022(
     assert run(["keys", "new", "--out", str(tmp_path / "id.txt")]) == 0
     recipient = capsys.readouterr().out.strip()
     assert run(["exit", "src", "dst", "--encrypt-to", recipient, "--encrypt-names"]) == 0
-    assert run(
-        ["drill", "src", "dst", "--sample", "5", "--seed", "3"]
-        + ["--encrypt-to", recipient, "--encrypt-names"]
-    ) == 0
+    drill = ["drill", "src", "dst", "--sample", "5", "--seed", "3"]
+    assert run([*drill, "--encrypt-to", recipient, "--encrypt-names"]) == 0
     assert run(["check"]) == 0
     state = tmp_path / ".daulat"
     names = {p.name for p in state.iterdir()}
