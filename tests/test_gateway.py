@@ -296,6 +296,12 @@ def test_replica_dies_mid_get_same_response_continues(
             assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == objects["a.txt"]
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
             assert keys == sorted(objects)
+            # Every replica gone: S3's 503, at once, no hang.
+            (tmp_path / "rep" / "a.txt").unlink()
+            started = time.monotonic()
+            with pytest.raises(ClientError) as exc:
+                s3.get_object(Bucket="pemilu", Key="a.txt")
+            assert _status(exc.value) == 503 and time.monotonic() - started < 10
     ops = [e["operation"] for e in _audit(config)]
     assert "gateway.failover" in ops
     failover = next(e for e in _audit(config) if e["operation"] == "gateway.failover")
