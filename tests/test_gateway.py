@@ -364,10 +364,14 @@ def test_changed_at_primary_is_served_from_the_primary_only(
         assert got["Body"].read() == b"changed at the primary, after the copy\n"
         assert got["ETag"].strip('"') != _sha(objects["a.txt"])
         assert len(got["ETag"].strip('"')) != 32
-        # The replica's (old) copy is not a copy of this version: with the primary's file gone
-        # mid-way (unreadable), nothing else may serve it.
+        # The replica's (old) copy is not a copy of this version: the gateway says it serves
+        # what no copy verifies, and with the primary's object gone the replica does not stand in.
         head = s3.head_object(Bucket="pemilu", Key="a.txt")
         assert head["ResponseMetadata"]["HTTPHeaders"].get("x-daulat-verified") == "false"
+        (tmp_path / "prim" / "a.txt").unlink()
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="a.txt")
+        assert exc.value.response["Error"]["Code"] == "NoSuchKey"
 
 
 def test_encrypted_replica_served_decrypted(
