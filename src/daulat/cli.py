@@ -1563,6 +1563,37 @@ def clean(
     if not report.ok:
         raise ExitCode(1)
 
+
+@app.command()
+def serve(
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Address to listen on (default: [gateway] listen, else 127.0.0.1:9000).",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the [gateway] buckets over S3 (read-only), from whichever replica holds a verified
+    copy and answers; every byte served is checked against the copy's chunk hashes."""
+    from daulat.gateway import gateway_config
+    from daulat.gateway import serve as run_gateway
+
+    cfg = _load(config)
+    gw = gateway_config(cfg, listen)
+    scheme = "https" if gw.tls_cert else "http"
+    host = f"[{gw.host}]" if ":" in gw.host else gw.host
+    err.print(
+        f"daulat gateway on {scheme}://{host}:{gw.port} (read-only): "
+        + ", ".join(
+            f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
+        )
+    )
+    _run(run_gateway(cfg, gw))
+
+
 def _fail(message: str, code: int) -> int:
     err.print(styled(("error:", "bold red"), " ", message))
     return code

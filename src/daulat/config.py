@@ -170,6 +170,8 @@ class Config:
     # The private key this machine signs manifests with (absolute; from ``signing_key``,
     # which is relative to the config file). None: the state directory's own key.
     signing_key: Path | None = None
+    # The ``[gateway]`` table as written; ``daulat serve`` validates it (daulat.gateway.config).
+    raw_gateway: dict[str, Any] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -225,12 +227,16 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
 
 def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Config:
     problems: list[str] = []
-    unknown = sorted(set(data) - {"stores", "policies", "signers", "signing_key"})
+    unknown = sorted(set(data) - {"stores", "policies", "signers", "signing_key", "gateway"})
     for key in unknown:
         problems.append(
             f"{path}: unknown top-level key {key!r} (expected 'stores', 'policies', 'signers', "
-            "'signing_key')"
+            "'signing_key', 'gateway')"
         )
+    raw_gateway = data.get("gateway")
+    if raw_gateway is not None and not isinstance(raw_gateway, dict):
+        problems.append(f"{path}: 'gateway' must be a table ([gateway])")
+        raw_gateway = None
     signers, signing_key = _signing_fields(data, path, problems)
     raw_stores = data.get("stores", {})
     if not isinstance(raw_stores, dict):
@@ -268,6 +274,7 @@ def parse_config(data: dict[str, Any], path: Path, env: dict[str, str]) -> Confi
         raw_policies=policies,
         signers=signers,
         signing_key=signing_key,
+        raw_gateway=raw_gateway,
     )
 
 

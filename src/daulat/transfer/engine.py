@@ -84,6 +84,7 @@ from daulat.errors import (
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
 from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
@@ -1012,6 +1013,7 @@ class _Executor:
         reader = await self.src.store.get(src_key)
         etag = reader.info.etag
         plain: bytes | None = None
+        chunks: tuple[bytes, int] | None = None
         stream: AsyncIterable[bytes] = self._metered(reader, item.key)
         if expected_stored is not None and reader.info.size > SMALL_OBJECT:
             stream = hashed(
@@ -1065,7 +1067,8 @@ class _Executor:
                 )
             plain_size = len(plain)
         else:
-            hasher = StreamHasher()
+            # Per-chunk hashes too: readers of part of the object check what they serve.
+            hasher = ChunkHasher()
             body_stream: AsyncIterable[bytes] = hashed(
                 stream, hasher, expected=expected, store=self.dst.store.name, key=dst_key
             )
@@ -1096,6 +1099,8 @@ class _Executor:
                 body_stream = before_end(body_stream, completing)
             result = await self._put_stream(dst_key, body_stream, stream_meta)
             digest, plain_size = hasher.hexdigest(), hasher.size
+            if plain_size > hasher.chunk_size:
+                chunks = (hasher.chunks, hasher.chunk_size)
         dst_etag = result.etag
         if dst_etag is None:
             dst_etag = (await self.dst.store.head(dst_key)).etag
@@ -1109,6 +1114,8 @@ class _Executor:
             dst_etag=dst_etag,
             plain_size=plain_size,
             stored_as=item.dkey,
+            chunks=chunks[0] if chunks else None,
+            chunk_size=chunks[1] if chunks else None,
         )
 
     def _proof(

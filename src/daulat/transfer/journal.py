@@ -93,6 +93,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     part_size INTEGER,             -- bytes per part (the first thousand), for a later resume
     PRIMARY KEY (location, key, upload_id)
 ) WITHOUT ROWID;
+-- SHA-256 of every 8 MiB chunk of an object's plaintext (daulat.stores.chunkhash), for objects
+-- of more than one chunk; a done row without one here has a single chunk (its sha256).
+CREATE TABLE IF NOT EXISTS chunks (
+    pair TEXT NOT NULL,
+    key TEXT NOT NULL,             -- relative to the source prefix, as in journal
+    chunk_size INTEGER NOT NULL,
+    sha256 BLOB NOT NULL,          -- the 32-byte digests, concatenated in order
+    PRIMARY KEY (pair, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verifications (
     pair TEXT NOT NULL,
     run_id INTEGER NOT NULL,
@@ -152,6 +161,10 @@ class Outcome:
     error: str | None = None
     plain_size: int | None = None
     stored_as: str | None = None  # key relative to the destination prefix, if not ``key``
+    # SHA-256 of each chunk of the plaintext (concatenated digests) and the chunk size, for
+    # objects of more than one chunk (daulat.stores.chunkhash).
+    chunks: bytes | None = None
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,10 +605,32 @@ class Journal:
                     for o in outcomes
                 ],
             )
+            self._record_chunks(pair, outcomes)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def _record_chunks(self, pair: str, outcomes: Sequence[Outcome]) -> None:
+        """Chunk hashes of the done outcomes that carry them; a done outcome without any (one
+        chunk, or copied server-side) drops what an earlier version of the object left."""
+        done = [o for o in outcomes if o.state == State.DONE]
+        with_chunks = [o for o in done if o.chunks is not None and o.chunk_size]
+        if with_chunks:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?)",
+                [(pair, o.key, o.chunk_size, o.chunks) for o in with_chunks],
+            )
+        without = [(pair, o.key) for o in done if o.chunks is None]
+        if without:
+            self.db.executemany("DELETE FROM chunks WHERE pair = ? AND key = ?", without)
+
+    def chunk_hashes(self, pair: str, key: str) -> tuple[int, bytes] | None:
+        """(chunk size, concatenated digests) recorded for a done object, or None."""
+        row = self.db.execute(
+            "SELECT chunk_size, sha256 FROM chunks WHERE pair = ? AND key = ?", (pair, key)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
 
     def record_completing(self, pair: str, run_id: int, row: Completing) -> None:
         """Commit, in its own transaction, that a streamed object is about to complete.

@@ -21,6 +21,12 @@ Format (version 2)
     path), the real name; ``stored_as`` the stored name when names are protected. Readers ignore
     fields they do not know: later versions add more per object.
 
+    ``chunks`` (optional, objects of more than one chunk): ``{"size": 8388608, "sha256": [...]}``,
+    the SHA-256 of each ``size``-byte piece of the plaintext in order, the last one shorter
+    (:mod:`daulat.stores.chunkhash`); ``split -b 8M`` and ``sha256sum`` recompute them. An
+    object without it has one chunk, its ``sha256``. The gateway checks every byte it serves
+    against them.
+
     Each manifest describes the whole known content of its prefix (entries of earlier runs of
     other sources are carried forward, deleted keys dropped), so the newest alone is enough.
 

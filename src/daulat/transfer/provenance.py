@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from daulat.crypto import Identity, Recipient
 from daulat.errors import DaulatError
 from daulat.signing import PublicKey, Signature, SigningKey, signers_line
+from daulat.stores.chunkhash import to_hex_list
 from daulat.transfer.journal import Journal, now
 from daulat.transfer.manifests import (
     Entry,
@@ -308,14 +309,16 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
         origin = src.pop("origin", None)
         cursor = db.execute(
             "SELECT j.key, coalesce(j.plain_size, j.size), j.sha256, j.updated, j.stored_as, "
-            "j.dst_size, j.dst_etag FROM journal j JOIN dst d ON d.key = coalesce(j.stored_as, "
-            "j.key) WHERE j.pair = ? AND j.state = 'done' AND j.sha256 IS NOT NULL "
+            "j.dst_size, j.dst_etag, c.chunk_size, c.sha256 FROM journal j "
+            "JOIN dst d ON d.key = coalesce(j.stored_as, j.key) "
+            "LEFT JOIN chunks c ON c.pair = j.pair AND c.key = j.key "
+            "WHERE j.pair = ? AND j.state = 'done' AND j.sha256 IS NOT NULL "
             "AND d.size IS j.dst_size AND d.etag IS j.dst_etag",
             (p,),
         )
         while page := cursor.fetchmany(1000):
             rows = []
-            for key, size, sha, updated, stored_as, dst_size, dst_etag in page:
+            for key, size, sha, updated, stored_as, dst_size, dst_etag, csize, cblob in page:
                 stored = stored_as if stored_as is not None else key
                 # After a restore of protected names the journal's key is the stored name and
                 # stored_as the real one; under protected names it is the other way round.
@@ -346,6 +349,8 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
                     entry["stored_as"] = stored
                 if enc:
                     entry["encryption"] = "age"
+                if csize and cblob:
+                    entry["chunks"] = {"size": csize, "sha256": to_hex_list(bytes(cblob))}
                 line = json.dumps(entry, ensure_ascii=False)
                 rows.append((stored, real, line, 0, dst_size, dst_etag, int(enc)))
             db.execute("BEGIN")

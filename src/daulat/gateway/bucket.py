@@ -1,0 +1,330 @@
+"""One gateway bucket: its replicas, what version of a key is current, and its listing."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from daulat.crypto import Identity
+from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError
+from daulat.gateway.config import BucketConfig
+from daulat.gateway.health import Health
+from daulat.gateway.reading import Unavailable, describe
+from daulat.gateway.replicas import (
+    JournalView,
+    ManifestIndex,
+    Record,
+    Replica,
+    Source,
+    Version,
+    etag_of,
+    unverified_etag,
+)
+from daulat.gateway.s3xml import Listed
+from daulat.stores.base import ObjectInfo, Store
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return EPOCH
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def hidden(key: str) -> bool:
+    """daulat's own files beside the data are never served or listed."""
+    return key.startswith(DST_MANIFEST_PREFIX)
+
+
+@dataclass
+class Page:
+    contents: list[Listed]
+    prefixes: list[str]
+    truncated: bool
+    last: str  # the last key or common prefix returned ('' when none)
+    last_is_prefix: bool = False
+
+
+class Bucket:
+    def __init__(
+        self,
+        cfg: BucketConfig,
+        stores: dict[str, Store],
+        journal: JournalView,
+        manifests: ManifestIndex,
+        health: Health,
+        identities: Sequence[Identity],
+        quarantined: set[tuple[str, str, str]],
+    ) -> None:
+        self.name = cfg.name
+        self.replicas = [
+            Replica(a, stores[a.store], primary=i == 0) for i, a in enumerate(cfg.replicas)
+        ]
+        self.journal, self.manifests, self.health = journal, manifests, health
+        self.identities = identities
+        # (replica, key, sha256) found holding other bytes than recorded: never read again.
+        self.quarantined = quarantined
+
+    def is_quarantined(self, source: Source, version: Version) -> bool:
+        return (source.replica.name, source.key, version.sha256 or "") in self.quarantined
+
+    @property
+    def primary(self) -> Replica:
+        return self.replicas[0]
+
+    @property
+    def others(self) -> list[Replica]:
+        return self.replicas[1:]
+
+    def _usable(self, r: Record) -> bool:
+        if r.encrypted and not self.identities:
+            return False
+        return (r.replica.name, r.stored_key, r.sha256) not in self.quarantined
+
+    async def primary_head(self, key: str) -> ObjectInfo | None:
+        """The primary's description of ``key``, or None when it does not answer.
+        :class:`NotFound` when it answers that the key is not there."""
+        p = self.primary
+        if not self.health.usable(p.name):
+            return None
+        try:
+            info = await p.store.head(p.address.prefix + key)
+        except (NotFound, InvalidKey):
+            self.health.succeeded(p.name)
+            raise NotFound(f"no such key {key!r}", key=key) from None
+        except Exception as exc:
+            self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+            return None
+        self.health.succeeded(p.name)
+        return info
+
+    async def resolve(self, key: str) -> Version:
+        """The current version of ``key`` and the replicas that hold it verified, in order.
+        :class:`NotFound` (404) or :class:`Unavailable` (503)."""
+        if hidden(key):
+            raise NotFound(f"no such key {key!r}", key=key)
+        info = await self.primary_head(key)
+        if info is not None:
+            return self._current(key, info)
+        return self._remembered(key)
+
+    def _current(self, key: str, info: ObjectInfo) -> Version:
+        p = self.primary
+        records = [
+            r
+            for replica in self.others
+            for r in self.journal.records(p.address, replica, key)
+            if r.src_size == info.size and r.src_etag == info.etag and r.size == info.size
+        ]
+        primary = Source(p, p.address.prefix + key)
+        if not records:
+            return Version(
+                key, info.size, info.modified, unverified_etag(info), None, sources=[primary]
+            )
+        ref = records[0]
+        agree = [r for r in records if r.sha256 == ref.sha256 and r.chunks == ref.chunks]
+        return Version(
+            key,
+            ref.size,
+            info.modified,
+            etag_of(ref.sha256),
+            ref.sha256,
+            ref.chunk_size,
+            ref.chunks,
+            [primary, *self._sources(agree)],
+        )
+
+    def _sources(self, records: Sequence[Record]) -> list[Source]:
+        seen: set[str] = set()
+        out = []
+        for r in records:
+            if r.replica.name in seen or not self._usable(r):
+                continue
+            seen.add(r.replica.name)
+            out.append(Source(r.replica, r.stored_key, r.encrypted))
+        return out
+
+    def _remembered(self, key: str) -> Version:
+        """The primary does not answer: the newest content the journal recorded for the key,
+        else what the replicas' signed manifests say, in preference order."""
+        p = self.primary
+        journal = [
+            r for replica in self.others for r in self.journal.records(p.address, replica, key)
+        ]
+        signed = [
+            rec
+            for replica in self.others
+            if (rec := self.manifests.record(replica, key)) is not None
+        ]
+        if journal:
+            ref = max(journal, key=lambda r: r.updated)
+        elif signed:
+            ref = signed[0]
+        else:
+            raise Unavailable(
+                f"the primary {p.name} does not answer and no replica is known to hold {key!r}"
+            )
+        # Per replica, its journal row if any, else its manifest entry.
+        by_replica: dict[str, Record] = {}
+        for r in journal + signed:
+            by_replica.setdefault(r.replica.name, r)
+        agree = [
+            by_replica[r.name]
+            for r in self.others
+            if r.name in by_replica
+            and by_replica[r.name].sha256 == ref.sha256
+            and by_replica[r.name].chunks == ref.chunks
+        ]
+        sources = self._sources(agree)
+        if not sources:
+            raise Unavailable(f"no replica that answers holds a verified copy of {key!r}")
+        return Version(
+            key,
+            ref.size,
+            _when(ref.updated),
+            etag_of(ref.sha256),
+            ref.sha256,
+            ref.chunk_size,
+            ref.chunks,
+            sources,
+        )
+
+    # ------------------------------------------------------------------ listing
+
+    async def _fill(self, db: sqlite3.Connection, prefix: str) -> bool:
+        """Everything under ``prefix`` into ``db``: from the primary while it answers (True),
+        else from the journal and the signed manifests (False)."""
+        p = self.primary
+        if self.health.usable(p.name):
+            try:
+                async for batch in p.store.list(p.address.prefix + prefix):
+                    rows = []
+                    for o in batch:
+                        key = o.key[len(p.address.prefix) :]
+                        if hidden(key) or not key.startswith(prefix):
+                            continue
+                        rows.append(
+                            (key, o.size, o.modified.isoformat(), o.etag, unverified_etag(o))
+                        )
+                    db.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?, ?, ?)", rows)
+                self.health.succeeded(p.name)
+                return True
+            except MissingRoot:
+                self.health.succeeded(p.name)
+                return True
+            except (StoreError, OSError) as exc:
+                self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+                db.execute("DELETE FROM listed")
+        newest: dict[str, tuple[str, int, str]] = {}
+        for key, size, sha, updated in self.journal.keys(p.address, self.others, prefix):
+            if not hidden(key) and (key not in newest or updated > newest[key][0]):
+                newest[key] = (updated, size, sha)
+            if len(newest) >= 10000:
+                self._flush(db, newest)
+        self._flush(db, newest)
+        for key, size, sha, copied in self.manifests.keys(self.others, prefix):
+            if not hidden(key):
+                db.execute(
+                    "INSERT OR IGNORE INTO listed VALUES (?, ?, ?, NULL, ?)",
+                    (key, size, _when(copied).isoformat(), etag_of(sha)),
+                )
+        return False
+
+    @staticmethod
+    def _flush(db: sqlite3.Connection, newest: dict[str, tuple[str, int, str]]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO listed VALUES (?, ?, ?, NULL, ?)",
+            [(k, s, _when(u).isoformat(), etag_of(h)) for k, (u, s, h) in newest.items()],
+        )
+        newest.clear()
+
+    async def page(
+        self, prefix: str, delimiter: str, after: str, after_prefix: bool, max_keys: int
+    ) -> Page:
+        """One page of the sorted listing: keys (and common prefixes) after ``after``
+        (``after_prefix``: ``after`` is a common prefix, so none of its keys)."""
+        db = sqlite3.connect("")  # a private temporary database: spills to disk when large
+        try:
+            db.execute(
+                "CREATE TABLE listed (key TEXT PRIMARY KEY, size INTEGER, modified TEXT, "
+                "src_etag TEXT, etag TEXT)"
+            )
+            from_primary = await self._fill(db, prefix)
+            return self._select(db, prefix, delimiter, after, after_prefix, max_keys, from_primary)
+        finally:
+            db.close()
+
+    def _select(
+        self,
+        db: sqlite3.Connection,
+        prefix: str,
+        delimiter: str,
+        after: str,
+        after_prefix: bool,
+        max_keys: int,
+        from_primary: bool,
+    ) -> Page:
+        contents: list[Listed] = []
+        prefixes: list[str] = []
+        low, inclusive = (after, False) if after else (prefix, True)
+        if after_prefix and after:
+            low, inclusive = _successor(after), True
+        last, last_is_prefix = "", False
+        while True:
+            op = ">=" if inclusive else ">"
+            row = db.execute(
+                f"SELECT key, size, modified, src_etag, etag FROM listed WHERE key {op} ? "
+                "ORDER BY key LIMIT 1",
+                (low,),
+            ).fetchone()
+            if row is None or not row[0].startswith(prefix):
+                return Page(contents, prefixes, False, last, last_is_prefix)
+            if len(contents) + len(prefixes) >= max_keys:
+                return Page(contents, prefixes, True, last, last_is_prefix)
+            key, size, modified, src_etag, etag = row
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                common = key[: cut + len(delimiter)]
+                prefixes.append(common)
+                last, low, inclusive = common, _successor(common), True
+                last_is_prefix = True
+                continue
+            if from_primary:
+                etag = self._listed_etag(key, size, src_etag, etag)
+            contents.append(Listed(key, size, _when(modified), etag))
+            last, low, inclusive = key, key, False
+            last_is_prefix = False
+
+    def _listed_etag(self, key: str, size: int, src_etag: str | None, fallback: str) -> str:
+        p = self.primary
+        for replica in self.others:
+            for r in self.journal.records(p.address, replica, key):
+                if r.src_size == size and r.src_etag == src_etag and r.size == size:
+                    return etag_of(r.sha256)
+        return fallback
+
+
+def _successor(prefix: str) -> str:
+    """The smallest string greater than every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def encode_token(last: str, is_prefix: bool) -> str:
+    return base64.urlsafe_b64encode((("p" if is_prefix else "k") + last).encode()).decode()
+
+
+def decode_token(token: str) -> tuple[str, bool]:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("invalid continuation token") from None
+    if not raw or raw[0] not in "pk":
+        raise ValueError("invalid continuation token")
+    return raw[1:], raw[0] == "p"

@@ -1,0 +1,174 @@
+"""The ``[gateway]`` table of ``daulat.toml`` → a validated :class:`GatewayConfig`.
+
+::
+
+    [gateway]
+    listen = "127.0.0.1:9000"
+    access_key_id = "${GW_ACCESS_KEY}"        # the key pair the gateway's own clients sign with
+    secret_access_key = "${GW_SECRET_KEY}"
+    identity = "kpu-identity.txt"             # optional: serves age-encrypted replicas decrypted
+    tls_cert = "gw.crt"                       # optional, with tls_key: HTTPS
+    tls_key = "gw.key"
+    [gateway.buckets.pemilu]                  # the bucket name clients use
+    replicas = ["kpu-alibaba", "vault:arsip", "offsite"]   # STORE[:PREFIX], preference order
+
+Every problem is one line of a :class:`~daulat.errors.ConfigError` (the CLI exits 2). Secrets
+take ``${ENV}`` references as store credentials do and are held as ``SecretStr``. Files are
+relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from daulat.address import Address, parse_address
+from daulat.config import Config, _describe, _expand_env
+from daulat.crypto import Identity, load_identities
+from daulat.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:9000"
+# S3's rules for bucket names (path-style): 3-63 lower-case letters, digits, '.', '-'.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class _Bucket(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: list[str] = Field(min_length=1)
+    writable: bool = False
+    quorum: int | None = Field(default=None, ge=1)
+
+
+class _Gateway(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = DEFAULT_LISTEN
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    identity: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    region: str = "us-east-1"
+    buckets: dict[str, _Bucket] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class BucketConfig:
+    name: str
+    replicas: tuple[Address, ...]  # the first is the primary
+
+    @property
+    def primary(self) -> Address:
+        return self.replicas[0]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str
+    port: int
+    access_key_id: str
+    secret_access_key: SecretStr
+    region: str
+    buckets: dict[str, BucketConfig]
+    identities: tuple[Identity, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def __repr__(self) -> str:  # never the secret, whatever prints this
+        return f"GatewayConfig(listen={self.host}:{self.port}, buckets={sorted(self.buckets)})"
+
+
+def parse_listen(value: str, where: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9000`` for IPv6) → (host, port); ConfigError when malformed."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value.strip())
+    if m is None:
+        raise ConfigError(f"{where}: {value!r} is not HOST:PORT (e.g. 127.0.0.1:9000)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where}: port {port} is outside 1-65535")
+    return host, port
+
+
+def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
+    """Validate ``cfg``'s ``[gateway]`` table (``listen`` overrides its address)."""
+    where = f"{cfg.path}: [gateway]"
+    if cfg.raw_gateway is None:
+        raise ConfigError(
+            f"{cfg.path}: no [gateway] table: daulat serve needs access_key_id, "
+            "secret_access_key and at least one [gateway.buckets.NAME] with replicas"
+        )
+    raw: Any = _expand_env(cfg.raw_gateway, dict(os.environ), where)
+    try:
+        model = _Gateway.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{where}: {_describe(e)}" for e in exc.errors())) from None
+    problems: list[str] = []
+    if not model.access_key_id.get_secret_value() or not model.secret_access_key.get_secret_value():
+        problems.append(f"{where}: access_key_id and secret_access_key must not be empty")
+    buckets: dict[str, BucketConfig] = {}
+    for name, bucket in model.buckets.items():
+        here = f"{where}: bucket {name!r}"
+        if not _BUCKET.match(name) or ".." in name:
+            problems.append(f"{here}: not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+            continue
+        if bucket.writable:
+            problems.append(
+                f"{here}: writable = true is not supported yet; the gateway is read-only"
+            )
+        addresses: list[Address] = []
+        for spec in bucket.replicas:
+            try:
+                address = parse_address(spec)
+                cfg.store(address.store)
+            except ConfigError as exc:
+                problems.append(f"{here}: replicas: {exc}")
+                continue
+            if address in addresses:
+                problems.append(f"{here}: replicas: {spec!r} is listed twice")
+                continue
+            addresses.append(address)
+        if addresses:
+            buckets[name] = BucketConfig(name, tuple(addresses))
+    base = cfg.path.parent
+
+    def file(value: str | None, field: str) -> Path | None:
+        if value is None:
+            return None
+        path = (base / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            problems.append(f"{where}: field {field!r}: {path} does not exist")
+        return path
+
+    cert, key = file(model.tls_cert, "tls_cert"), file(model.tls_key, "tls_key")
+    if (cert is None) != (key is None):
+        problems.append(f"{where}: tls_cert and tls_key must be given together")
+    identity = file(model.identity, "identity")
+    try:
+        host, port = parse_listen(
+            listen if listen is not None else model.listen,
+            "--listen" if listen is not None else f"{where}: field 'listen'",
+        )
+    except ConfigError as exc:
+        problems.append(str(exc))
+        host, port = "", 0
+    if problems:
+        raise ConfigError("\n".join(problems))
+    identities = tuple(load_identities(identity)) if identity is not None else ()
+    return GatewayConfig(
+        host=host,
+        port=port,
+        access_key_id=model.access_key_id.get_secret_value(),
+        secret_access_key=model.secret_access_key,
+        region=model.region,
+        buckets=buckets,
+        identities=identities,
+        tls_cert=cert,
+        tls_key=key,
+    )

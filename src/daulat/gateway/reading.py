@@ -1,0 +1,296 @@
+"""Reading an object for a client: from the first replica that answers, every byte checked.
+
+The read covers whole 8 MiB chunks (a range is widened to the chunks it touches, the bytes
+outside it read and hashed but not sent) so that every chunk served is hashed in full and
+compared with the chunk hash recorded when the copy was made. Two modes:
+
+- **buffered** (the widened span is at most :data:`BUFFER_LIMIT`: small objects, small ranges):
+  the span is read and checked before anything is sent, so a replica that fails *or* holds
+  other bytes is passed over for the next one and the client never notices;
+- **streamed** (larger spans; memory stays at a few pieces per request): bytes go out as they
+  arrive, and each chunk is checked when its last byte has been read; the last byte of the
+  response is held back until its chunk is checked. A replica that fails mid-read (connection
+  reset, 5xx, 403) is replaced by the next one *at the same byte offset*, the hash of the chunk
+  in progress continuing over both, so the client sees one uninterrupted response. A chunk that
+  does not match cuts the response before its end: the client sees a failed transfer, never a
+  complete response with wrong bytes, and the replica is not used for that object again.
+
+Age-encrypted replicas are decrypted on the fly (pyrage has no seeking): a read at offset N of
+such a replica decrypts and discards the N bytes before it, which costs CPU (about 500 MB/s)
+and the provider's bandwidth for those bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from daulat.crypto import Identity, decrypt_stream
+from daulat.errors import AccessDenied, DaulatError, NotFound
+from daulat.gateway.health import Health
+from daulat.gateway.replicas import Source, Version
+
+BUFFER_LIMIT = 1024 * 1024
+
+
+class Unavailable(DaulatError):
+    """No replica could serve the object (S3 503)."""
+
+
+class ChunkMismatch(DaulatError):
+    """A replica's bytes do not hash to the recorded chunk hash."""
+
+
+class Events(Protocol):
+    def failover(self, version: Version, failed: Source, offset: int, error: str) -> None: ...
+
+    def mismatch(self, version: Version, source: Source, chunk: int) -> None: ...
+
+
+@dataclass
+class _Open:
+    source: Source
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], object]
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+class VerifiedRead:
+    """One client read of ``[start, end)`` of ``version``."""
+
+    def __init__(
+        self,
+        version: Version,
+        start: int,
+        end: int,
+        health: Health,
+        events: Events,
+        identities: Sequence[Identity],
+        skip: Callable[[Source], bool] = lambda s: False,
+    ) -> None:
+        self.version, self.start, self.end = version, start, end
+        self.health, self.events, self.identities = health, events, identities
+        size, c = version.size, version.chunk_size
+        if version.verified:
+            self.lo = start - start % c
+            self.hi = min(size, -(-end // c) * c) if end > 0 else min(size, c)
+        else:
+            self.lo, self.hi = start, end
+        self.pos = self.lo
+        self.skip = skip
+        self.queue = [s for s in version.sources if not skip(s)]
+        self.current: _Open | None = None
+        self.buffered = version.verified and self.hi - self.lo <= BUFFER_LIMIT
+        self._data: bytes | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    async def _open(self, source: Source, pos: int) -> _Open:
+        store, key = source.replica.store, source.key
+        if not source.encrypted:
+            reader = await store.get(key, start=pos, end=self.hi)
+            it = aiter(reader)
+            return _Open(source, it, getattr(it, "aclose", lambda: None))
+        reader = await store.get(key)
+        plain = decrypt_stream(reader, self.identities)
+        return _Open(source, _window(plain, pos, self.hi), plain.aclose)
+
+    async def _next_source(self, last_error: str | None = None) -> None:
+        """Open the next usable source at ``self.pos``; :class:`Unavailable` when none opens."""
+        errors: list[str] = [last_error] if last_error else []
+        while self.queue:
+            source = self.queue.pop(0)
+            name = source.replica.name
+            if not self.health.usable(name):
+                errors.append(f"{name}: marked down")
+                continue
+            try:
+                self.current = await self._open(source, self.pos)
+                return
+            except asyncio.CancelledError:
+                raise
+            except NotFound as exc:
+                errors.append(f"{name}: {describe(exc)}")
+            except Exception as exc:  # any failure of a replica moves on to the next
+                self.health.failed(name, describe(exc), revoked=isinstance(exc, AccessDenied))
+                errors.append(f"{name}: {describe(exc)}")
+        raise Unavailable("no replica could serve the object: " + "; ".join(errors))
+
+    async def open(self) -> None:
+        """Find a source (and, for a buffered read, read and check it all) before the response
+        starts, so that a read nothing can serve is a clean 503."""
+        await self._next_source()
+        if self.buffered:
+            self._data = await self._read_buffered()
+
+    async def _close(self) -> None:
+        if self.current is not None:
+            close, self.current = self.current.close, None
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def aclose(self) -> None:
+        await self._close()
+
+    def _failed(self, exc: BaseException) -> str:
+        assert self.current is not None
+        source = self.current.source
+        error = describe(exc)
+        self.health.failed(source.replica.name, error, revoked=isinstance(exc, AccessDenied))
+        self.events.failover(self.version, source, self.pos, error)
+        return f"{source.replica.name}: {error}"
+
+    # ------------------------------------------------------------------ buffered
+
+    async def _read_buffered(self) -> bytes:
+        v = self.version
+        assert v.chunks is not None
+        while True:
+            assert self.current is not None
+            data = bytearray()
+            try:
+                async for piece in self.current.chunks:
+                    data += piece
+                    if len(data) >= self.hi - self.lo:
+                        break
+                if len(data) < self.hi - self.lo:
+                    raise _Short(f"ended after {len(data)} of {self.hi - self.lo} bytes")
+            except asyncio.CancelledError:
+                await self._close()
+                raise
+            except Exception as exc:
+                error = self._failed(exc)
+                await self._close()
+                await self._next_source(error)
+                continue
+            del data[self.hi - self.lo :]
+            c, first = v.chunk_size, self.lo // v.chunk_size
+            bad = next(
+                (
+                    first + i
+                    for i in range(0, -(-len(data) // c))
+                    if hashlib.sha256(data[i * c : (i + 1) * c]).digest() != v.chunks[first + i]
+                ),
+                None,
+            )
+            source = self.current.source
+            await self._close()
+            if bad is None:
+                self.health.succeeded(source.replica.name)
+                return bytes(data[self.start - self.lo : self.end - self.lo])
+            self.events.mismatch(v, source, bad)
+            await self._next_source(f"{source.replica.name}: chunk {bad} does not match")
+
+    # ------------------------------------------------------------------ streamed
+
+    async def body(self) -> AsyncGenerator[bytes, None]:
+        """The response body; raises (the caller cuts the connection) when it cannot be
+        completed with checked bytes."""
+        if self._data is not None:
+            yield self._data
+            return
+        try:
+            if not self.version.verified:
+                async for piece in self._unchecked():
+                    yield piece
+            else:
+                async for piece in self._checked():
+                    yield piece
+        finally:
+            await self._close()
+
+    async def _unchecked(self) -> AsyncIterator[bytes]:
+        # Only the primary holds this version and nothing records its content: served as read.
+        assert self.current is not None
+        async for piece in self.current.chunks:
+            take = piece[: self.end - self.pos]
+            self.pos += len(take)
+            if take:
+                yield bytes(take)
+            if self.pos >= self.end:
+                break
+        if self.pos < self.end:
+            raise _Short(f"the primary ended after {self.pos} of {self.end} bytes")
+        self.health.succeeded(self.current.source.replica.name)
+
+    async def _checked(self) -> AsyncIterator[bytes]:
+        v = self.version
+        assert v.chunks is not None
+        c = v.chunk_size
+        index = self.pos // c
+        chunk_end = min(v.size, (index + 1) * c)
+        hasher = hashlib.sha256()
+        held = b""
+        while True:
+            assert self.current is not None
+            try:
+                async for piece in self.current.chunks:
+                    view = memoryview(piece)
+                    while len(view) and self.pos < self.hi:
+                        take = min(len(view), chunk_end - self.pos)
+                        part = view[:take]
+                        hasher.update(part)
+                        a, b = max(self.pos, self.start), min(self.pos + take, self.end)
+                        self.pos += take
+                        view = view[take:]
+                        if a < b:
+                            out = bytes(part[a - (self.pos - take) : b - (self.pos - take)])
+                            if b == self.end:  # the very last byte waits for its check
+                                out, held = out[:-1], out[-1:]
+                            if out:
+                                yield out
+                        if self.pos == chunk_end:
+                            if hasher.digest() != v.chunks[index]:
+                                self.events.mismatch(v, self.current.source, index)
+                                raise ChunkMismatch(
+                                    f"{self.current.source.replica.name}: chunk {index} of "
+                                    f"{v.key!r} does not match its recorded SHA-256"
+                                )
+                            index += 1
+                            hasher = hashlib.sha256()
+                            chunk_end = min(v.size, (index + 1) * c)
+                            if held:
+                                yield held
+                                held = b""
+                    if self.pos >= self.hi:
+                        break
+                if self.pos < self.hi:
+                    raise _Short(f"ended at byte {self.pos} of {self.hi}")
+                self.health.succeeded(self.current.source.replica.name)
+                return
+            except (asyncio.CancelledError, ChunkMismatch, GeneratorExit):
+                raise
+            except Exception as exc:
+                error = self._failed(exc)
+                await self._close()
+                await self._next_source(error)
+
+
+class _Short(DaulatError):
+    """A replica's stream ended before the bytes it should hold."""
+
+
+async def _window(chunks: AsyncIterator[bytes], start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` of a stream that begins at 0 (decrypted age data)."""
+    pos = 0
+    async for piece in chunks:
+        if pos + len(piece) <= start:
+            pos += len(piece)
+            continue
+        lo = max(0, start - pos)
+        hi = min(len(piece), end - pos)
+        if lo < hi:
+            yield piece[lo:hi]
+        pos += len(piece)
+        if pos >= end:
+            return

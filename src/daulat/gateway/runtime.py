@@ -1,0 +1,126 @@
+"""What a running gateway holds: its stores, buckets, replica health and audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from daulat.auditing import record
+from daulat.config import Config
+from daulat.gateway.bucket import Bucket
+from daulat.gateway.config import GatewayConfig
+from daulat.gateway.health import Circuit, Health
+from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
+from daulat.signing import existing_local_key
+from daulat.stores import Store, open_store
+
+log = logging.getLogger("daulat.gateway")
+
+
+class AuditEvents:
+    """Revocations, failovers and altered replicas, written to the audit log (off the event
+    loop: an append is fsynced) and logged."""
+
+    def __init__(self, cfg: Config, quarantined: set[tuple[str, str, str]]) -> None:
+        self.state_dir = cfg.state_dir
+        self.quarantined = quarantined
+        self._pending: set[asyncio.Future[None]] = set()
+
+    def _write(self, operation: str, details: Mapping[str, object]) -> None:
+        log.warning("%s: %s", operation, dict(details))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._append(operation, details)
+            return
+        future = loop.run_in_executor(None, self._append, operation, details)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def _append(self, operation: str, details: Mapping[str, object]) -> None:
+        try:
+            record(self.state_dir, operation, details)
+        except Exception as exc:  # the gateway keeps serving; the log line says what was lost
+            log.error("cannot write the audit log: %s", exc)
+
+    def failover(self, version: Version, failed: Source, offset: int, error: str) -> None:
+        self._write(
+            "gateway.failover",
+            {"key": version.key, "replica": failed.replica.name, "offset": offset, "error": error},
+        )
+
+    def mismatch(self, version: Version, source: Source, chunk: int) -> None:
+        self.quarantined.add((source.replica.name, source.key, version.sha256 or ""))
+        self._write(
+            "gateway.mismatch",
+            {
+                "key": version.key,
+                "replica": source.replica.name,
+                "chunk": chunk,
+                "sha256": version.sha256,
+                "action": "not served from this replica again",
+            },
+        )
+
+    def circuit(self, c: Circuit, what: str) -> None:
+        self._write(f"gateway.{what}", {"replica": c.name, "error": c.last_error})
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+class Runtime:
+    def __init__(self, cfg: Config, gw: GatewayConfig) -> None:
+        self.cfg, self.gw = cfg, gw
+        self.quarantined: set[tuple[str, str, str]] = set()
+        self.events = AuditEvents(cfg, self.quarantined)
+        self.health = Health(self.events.circuit)
+        self.journal = JournalView(cfg.state_dir)
+        self.manifests = ManifestIndex()
+        self.stores: dict[str, Store] = {}
+        self.buckets: dict[str, Bucket] = {}
+
+    async def start(self) -> None:
+        """Open the stores (no I/O) and read the replicas' newest signed manifests."""
+        for b in self.gw.buckets.values():
+            for a in b.replicas:
+                if a.store not in self.stores:
+                    self.stores[a.store] = open_store(self.cfg.store(a.store))
+            self.buckets[b.name] = Bucket(
+                b,
+                self.stores,
+                self.journal,
+                self.manifests,
+                self.health,
+                self.gw.identities,
+                self.quarantined,
+            )
+        trusted = list(self.cfg.signers)
+        own = existing_local_key(self.cfg.state_dir)
+        if own is not None and own not in trusted:
+            trusted.append(own)
+        seen: set[str] = set()
+        for bucket in self.buckets.values():
+            for replica in bucket.others:
+                if replica.name in seen:
+                    continue
+                seen.add(replica.name)
+                try:
+                    await asyncio.wait_for(
+                        self.manifests.load(replica, trusted, self.gw.identities), 60
+                    )
+                except (TimeoutError, Exception) as exc:
+                    self.manifests.problems[replica.name] = f"cannot read manifests: {exc}"
+        for name, problem in self.manifests.problems.items():
+            if name not in self.manifests.believed:
+                log.warning("replica %s: no believed manifest (%s)", name, problem)
+
+    async def close(self) -> None:
+        await self.events.drain()
+        for store in self.stores.values():
+            with contextlib.suppress(Exception):
+                await store.close()
+        self.journal.close()

@@ -1,0 +1,137 @@
+"""S3's XML bodies: errors and listings.
+
+Keys and prefixes in a listing with ``encoding-type=url`` are percent-encoded (so that keys
+XML 1.0 cannot carry, such as control characters, still arrive); without it they are escaped
+XML text, and a key XML cannot hold makes the listing an error rather than a silently
+different name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import format_datetime
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+# Characters XML 1.0 cannot represent at all.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+class NotXmlSafe(ValueError):
+    """A key cannot be written into XML without encoding-type=url."""
+
+
+@dataclass(frozen=True)
+class S3Error:
+    status: int
+    code: str
+    message: str
+
+
+def text(value: str, url: bool = False) -> str:
+    if url:
+        return quote(value, safe="/")
+    if _NOT_XML.search(value):
+        raise NotXmlSafe(value)
+    return escape(value)
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def http_date(when: dt.datetime) -> str:
+    return format_datetime(when.astimezone(dt.UTC), usegmt=True)
+
+
+def error_body(code: str, message: str, resource: str = "", request_id: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"<Resource>{escape(resource)}</Resource><RequestId>{escape(request_id)}</RequestId>"
+        "</Error>"
+    ).encode()
+
+
+def list_buckets(names: Sequence[str], created: dt.datetime) -> bytes:
+    buckets = "".join(
+        f"<Bucket><Name>{escape(n)}</Name><CreationDate>{iso(created)}</CreationDate></Bucket>"
+        for n in names
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListAllMyBucketsResult xmlns="{NS}">'
+        "<Owner><ID>daulat</ID><DisplayName>daulat</DisplayName></Owner>"
+        f"<Buckets>{buckets}</Buckets></ListAllMyBucketsResult>"
+    ).encode()
+
+
+def location(region: str) -> bytes:
+    # us-east-1 is spelled as an empty constraint, as S3 does.
+    value = "" if region == "us-east-1" else escape(region)
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="{NS}">{value}'
+        "</LocationConstraint>"
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    modified: dt.datetime
+    etag: str
+
+
+def list_objects(
+    *,
+    v2: bool,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_keys: int,
+    url: bool,
+    contents: Sequence[Listed],
+    prefixes: Sequence[str],
+    truncated: bool,
+    start_after: str = "",
+    token: str = "",
+    next_token: str = "",
+    marker: str = "",
+    next_marker: str = "",
+) -> bytes:
+    parts = [
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="{NS}">',
+        f"<Name>{escape(bucket)}</Name><Prefix>{text(prefix, url)}</Prefix>",
+        f"<MaxKeys>{max_keys}</MaxKeys>",
+    ]
+    if delimiter:
+        parts.append(f"<Delimiter>{text(delimiter, url)}</Delimiter>")
+    if url:
+        parts.append("<EncodingType>url</EncodingType>")
+    parts.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
+    if v2:
+        parts.append(f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount>")
+        if token:
+            parts.append(f"<ContinuationToken>{escape(token)}</ContinuationToken>")
+        if next_token:
+            parts.append(f"<NextContinuationToken>{escape(next_token)}</NextContinuationToken>")
+        if start_after:
+            parts.append(f"<StartAfter>{text(start_after, url)}</StartAfter>")
+    else:
+        parts.append(f"<Marker>{text(marker, url)}</Marker>")
+        if next_marker:
+            parts.append(f"<NextMarker>{text(next_marker, url)}</NextMarker>")
+    for c in contents:
+        parts.append(
+            f"<Contents><Key>{text(c.key, url)}</Key><LastModified>{iso(c.modified)}"
+            f"</LastModified><ETag>{escape(c.etag)}</ETag><Size>{c.size}</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    for p in prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{text(p, url)}</Prefix></CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode()

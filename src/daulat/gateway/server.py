@@ -1,0 +1,84 @@
+"""``daulat serve``: the gateway on uvicorn.
+
+uvicorn is a maintained, production ASGI server (HTTP/1.1 keep-alive, TLS, flow control): the
+gateway hands it one ASGI callable and never parses HTTP itself. Its h11 and httptools
+protocols both pass the request target's path through untouched as ``raw_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from daulat.config import Config
+from daulat.errors import ConfigError, DaulatError
+from daulat.gateway.app import Gateway
+from daulat.gateway.config import GatewayConfig
+from daulat.gateway.runtime import Runtime
+
+log = logging.getLogger("daulat.gateway")
+
+
+class GatewayError(DaulatError):
+    """The gateway could not start."""
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # daulat's own handlers (daulat.interrupts) stay in charge of SIGINT/SIGTERM.
+            yield
+
+    return Server
+
+
+class _QuietCuts(logging.Filter):
+    """uvicorn reports a response the app ended early as an error; for the gateway that is
+    a deliberate cut (a replica's bytes could not be checked), already logged by the app."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing response" not in record.getMessage()
+
+
+async def serve(cfg: Config, gw: GatewayConfig, *, ready: object = None) -> None:
+    """Run the gateway until cancelled (SIGINT/SIGTERM end it)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("daulat serve needs uvicorn: pip install 'daulat[gateway]'") from None
+    runtime = Runtime(cfg, gw)
+    await runtime.start()
+    config = uvicorn.Config(
+        Gateway(runtime),
+        host=gw.host,
+        port=gw.port,
+        ssl_certfile=str(gw.tls_cert) if gw.tls_cert else None,
+        ssl_keyfile=str(gw.tls_key) if gw.tls_key else None,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
+    server = _server_class()(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # SIGINT/SIGTERM (daulat.interrupts cancels the run): stop taking requests, let those
+        # in flight finish (up to the graceful timeout), then end as interrupted.
+        server.should_exit = True
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    finally:
+        await runtime.close()
+    if not server.started:
+        raise GatewayError(f"cannot listen on {gw.host}:{gw.port} (see the message above)")
