@@ -22,6 +22,7 @@ the interruption, and running it again resumes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -427,11 +428,10 @@ async def verify(
 async def check(cfg: ConfigLike, *, strict: bool = False) -> PolicyResult:
     """``daulat check``: evaluate the ``[[policies]]`` of the configuration. The result's
     ``findings`` say what passes, fails or cannot be judged yet (and why, and the fix);
-    ``result.ok`` is False on any failure (with ``strict``, on anything unknown too).
-
-    A coroutine for symmetry with the others; it does its work (SQLite reads) without
-    awaiting."""
-    return check_policies(_config(cfg), strict=strict)
+    ``result.ok`` is False on any failure (with ``strict``, on anything unknown too)."""
+    config = _config(cfg)
+    # Reading the manifest and journal of a large inventory takes a while: off the event loop.
+    return await asyncio.to_thread(check_policies, config, strict=strict)
 
 
 async def scan(
