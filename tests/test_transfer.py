@@ -33,13 +33,13 @@ from conftest import (
     run,
     s3_store_config,
 )
+from faults import FaultyStore
 from memstore import MemoryStore
 from servers import AzuriteServer, S3Server
 
 from daulat.cli import run as cli_run
 from daulat.config import StoreConfig
 from daulat.stores import Store, open_store
-from daulat.stores.faults import FaultyStore
 from daulat.stores.fs import FsStore
 from daulat.transfer.engine import (
     SMALL_OBJECT,

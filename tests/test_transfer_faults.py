@@ -3,8 +3,9 @@ broken streams.
 
 Two ways of making a store misbehave:
 
-* in-process, :class:`daulat.stores.faults.FaultyStore` wraps a real store and fails exactly the
-  calls a test asks for, counting every call per key (what was, or was not, uploaded again);
+* in-process, :class:`faults.FaultyStore` (``tests/faults.py``) wraps a real store and fails
+  exactly the calls a test asks for, counting every call per key (what was, or was not, uploaded
+  again);
 * on the wire, ``tests/faultproxy.py`` sits between ``daulat`` (a real subprocess, the installed
   console script) and SeaweedFS and answers 403 AccessDenied, 503 SlowDown, or resets the TCP
   connection; and :meth:`S3Server.set_credentials` revokes the keys for real.
@@ -33,6 +34,7 @@ from typing import Any
 import pytest
 from conftest import fs_store_config, run, s3_store_config
 from faultproxy import fault_proxy
+from faults import FaultRules, FaultyStore
 from memstore import MemoryStore
 from servers import S3Server, seaweedfs
 from test_transfer import (
@@ -54,7 +56,6 @@ from test_transfer import (
 from daulat.config import StoreConfig
 from daulat.errors import AccessDenied, IntegrityError, NotFound, StoreError, Transient
 from daulat.stores import Store, open_store
-from daulat.stores.faults import FaultRules, FaultyStore
 from daulat.transfer.engine import Kind, Options, Summary, transfer
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.retry import RetryPolicy

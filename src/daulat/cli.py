@@ -38,7 +38,7 @@ from rich.text import Text
 from daulat import __version__, interrupts
 from daulat.address import store_only
 from daulat.audit import AuditLogError
-from daulat.auditing import audit_log, audited
+from daulat.auditing import audit_log
 from daulat.config import Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
@@ -72,7 +72,7 @@ from daulat.listing import size as size_store
 from daulat.manifest import Manifest
 from daulat.newkeys import new_keys
 from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
-from daulat.policy import evaluate_policies, render_findings
+from daulat.policy import check_policies, render_findings
 from daulat.providers import ISO_3166_ALPHA2
 from daulat.report import write_report
 from daulat.report.write import check_output
@@ -227,14 +227,7 @@ AbortAgeOpt = Annotated[
 
 
 def _load(config: Path | None) -> Config:
-    cfg = load_config(find_config(config))
-    if _request_timeout is None:
-        return cfg
-    stores = {
-        name: store.model_copy(update={"request_timeout": _request_timeout})
-        for name, store in cfg.stores.items()
-    }
-    return replace(cfg, stores=stores)
+    return load_config(find_config(config)).with_request_timeout(_request_timeout)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -1344,16 +1337,7 @@ def check(
 ) -> None:
     """Evaluate the policies in daulat.toml; exit 1 on any violation (unknown is not pass)."""
     cfg = _load(config)
-    with audited(cfg.state_dir, "check", {"strict": strict}) as audit:
-        result = evaluate_policies(cfg, strict=strict)
-        audit.update(
-            {
-                "status": str(result.status),
-                "exit_code": result.exit_code,
-                "findings": len(result.findings),
-                "failed": sum(1 for f in result.findings if str(f.status) == "fail"),
-            }
-        )
+    result = check_policies(cfg, strict=strict)
     if as_json:
         _print_json(result.to_json())
     else:

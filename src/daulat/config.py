@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -187,6 +187,21 @@ class Config:
 
     def placement(self, name: str) -> Placement:
         return placement_of(self.store(name))
+
+    def with_request_timeout(self, seconds: float | None) -> Config:
+        """This configuration with every store's ``request_timeout`` set to ``seconds`` (a
+        run's ``--request-timeout``); unchanged when None."""
+        if seconds is None:
+            return self
+        if not seconds > 0:
+            raise ConfigError(
+                f"request_timeout must be a positive number of seconds, not {seconds!r}"
+            )
+        stores = {
+            name: store.model_copy(update={"request_timeout": seconds})
+            for name, store in self.stores.items()
+        }
+        return replace(self, stores=stores)
 
 
 def placement_of(store: StoreConfig) -> Placement:

@@ -23,6 +23,8 @@ Users of the library catch these, never a provider SDK's exceptions::
     │   ├── Unsupported        the store kind cannot do this operation
     │   └── MissingRoot        a directory store's root does not exist (a source cannot be
     │                          read; a destination is empty, and its first put creates it)
+    ├── InsideEventLoop        a synchronous call (daulat.exit…) made inside a running event
+    │                          loop: await its twin in daulat.aio there
     ├── ManifestError          the local state database is unusable
     │   └── StateError         a file under .daulat/ is damaged, not daulat's, or cannot be
     │                          made private (CLI exit 2)
@@ -73,6 +75,12 @@ class PlaintextOverCiphertext(SafetyRefusal):
 class FilterOnProtectedNames(SafetyRefusal):
     """``sync --delete`` with filters into a destination whose names are protected: its keys
     are keyed hashes, so no filter can tell which of them it would exclude."""
+
+
+class InsideEventLoop(DaulatError):
+    """A synchronous entry point (``daulat.exit`` and the others) was called from code that
+    runs in an event loop, where it cannot start one of its own: await the coroutine of the
+    same name in :mod:`daulat.aio` instead."""
 
 
 class ManifestError(DaulatError):

@@ -32,6 +32,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
+from daulat.errors import DaulatError
+
 __all__ = [
     "ISO_3166_ALPHA2",
     "Catalogue",
@@ -132,12 +134,12 @@ class ProviderId(StrEnum):
     LOCAL = "local"
 
 
-class CatalogueError(ValueError):
+class CatalogueError(DaulatError, ValueError):
     """The catalogue data is malformed or inconsistent. This is a bug in the data file,
     never in user input, so it is raised at load time for tests to catch."""
 
 
-class UnknownProvider(KeyError):
+class UnknownProvider(DaulatError, KeyError):
     """No provider has this id. Carries the valid ids so the message can list them."""
 
     def __init__(self, provider: str, valid: Sequence[str]) -> None:
@@ -150,7 +152,7 @@ class UnknownProvider(KeyError):
         return f"unknown provider {self.provider!r}; valid providers: {', '.join(self.valid)}"
 
 
-class UnknownRegion(LookupError):
+class UnknownRegion(DaulatError, LookupError):
     """The provider has no region with this id in the catalogue.
 
     Raised instead of guessing a country: a wrong jurisdiction is worse than none. Carries

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from daulat.auditing import audited
 from daulat.config import Config, load_config
 from daulat.crypto import parse_recipients
 from daulat.drill import drill_history, run_drill
@@ -19,7 +18,7 @@ from daulat.interrupts import run
 from daulat.inventory import scan, store_statuses
 from daulat.manifest import Manifest
 from daulat.newkeys import new_keys
-from daulat.policy import evaluate_policies
+from daulat.policy import check_policies
 from daulat.report import write_report
 from daulat.scaffold import DemoData, write_config
 from daulat.transfer import Kind, Options, run_transfer, run_verify
@@ -171,9 +170,7 @@ def run_tour(directory: Path, console: Console) -> None:
     _scan_all(config, console, new="new")
 
     console.rule("10. daulat check")
-    with audited(config.state_dir, "check", {"strict": False}) as audit:
-        result = evaluate_policies(config)
-        audit.update({"status": str(result.status), "exit_code": result.exit_code})
+    result = check_policies(config)
     for policy in result.policies:
         console.print(f"  {policy.status.value.upper():<7} {policy.name}")
         for f in policy.findings:

@@ -22,13 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from daulat.errors import DaulatError
+
 # The driver's journal commits per second when more than one worker reports to it. Issue 12's
 # benchmark sets this as a goal (bench/RESULTS.md measures it); it is an assumption here, named
 # in every plan, not a measurement of this drill.
 DRIVER_OBJECTS_PER_S = 100_000
 
 
-class ModelError(ValueError):
+class ModelError(DaulatError, ValueError):
     """Arguments the model cannot work with (a bug in the caller, or data not measured)."""
 
 

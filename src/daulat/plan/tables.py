@@ -18,6 +18,8 @@ from datetime import date
 from importlib import resources
 from typing import Any, TypeVar
 
+from daulat.errors import DaulatError
+
 LIMITS_FILE = "data/limits.toml"
 PRICES_FILE = "data/prices.toml"
 
@@ -41,7 +43,7 @@ PRICE_UNITS: dict[str, tuple[str, float]] = {
 NOT_READ = "not read"
 
 
-class TableError(ValueError):
+class TableError(DaulatError, ValueError):
     """A table shipped with daulat is malformed: a bug in the data file, never user input."""
 
 

@@ -88,7 +88,7 @@ Usage::
 from __future__ import annotations
 
 from daulat.policy.context import DrillLookup
-from daulat.policy.evaluate import evaluate_policies
+from daulat.policy.evaluate import check_policies, evaluate_policies
 from daulat.policy.exit_time import drill_exit_hours
 from daulat.policy.findings import Finding, PolicyReport, PolicyResult, Status
 from daulat.policy.render import render_findings
@@ -104,6 +104,7 @@ __all__ = [
     "PolicyResult",
     "PolicySpec",
     "Status",
+    "check_policies",
     "drill_exit_hours",
     "evaluate_policies",
     "load_policies",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 
+from daulat.auditing import audited
 from daulat.config import Config
 from daulat.errors import ManifestError
 from daulat.policy.context import DrillLookup, _Ctx
@@ -43,6 +44,22 @@ def evaluate_policies(
         return PolicyResult(reports, strict, when, state.manifest, state.journal)
     finally:
         state.close()
+
+
+def check_policies(config: Config, *, strict: bool = False) -> PolicyResult:
+    """:func:`evaluate_policies`, recorded in the audit log however it ends: what ``daulat
+    check`` runs, and ``daulat.check`` from Python."""
+    with audited(config.state_dir, "check", {"strict": strict}) as audit:
+        result = evaluate_policies(config, strict=strict)
+        audit.update(
+            {
+                "status": str(result.status),
+                "exit_code": result.exit_code,
+                "findings": len(result.findings),
+                "failed": result.count(Status.FAIL),
+            }
+        )
+    return result
 
 
 class _Evaluator(_LawRules, _CopyRules, _ExitTimeRule):

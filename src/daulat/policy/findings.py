@@ -116,6 +116,11 @@ class PolicyResult:
             return 1
         return 0
 
+    @property
+    def ok(self) -> bool:
+        """No violation (and, when strict, nothing unknown): ``daulat check`` would exit 0."""
+        return self.exit_code == 0
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status.value,

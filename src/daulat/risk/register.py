@@ -36,6 +36,8 @@ from pydantic import (
     field_validator,
 )
 
+from daulat.errors import DaulatError
+
 __all__ = [
     "EU_MEMBER_STATES",
     "Action",
@@ -125,7 +127,7 @@ _CITATION_RE = re.compile(r"^\S.*\S, \d{4}(?:-\d{2}(?:-\d{2})?)?$")
 _MAX_SUMMARY = 320
 
 
-class RegisterError(ValueError):
+class RegisterError(DaulatError, ValueError):
     """The register file is malformed; the message names the event and field."""
 
 

@@ -27,6 +27,7 @@ import re
 import stat
 import time
 
+from daulat.errors import DaulatError
 from daulat.stores.fstree import DIR_FLAGS, is_symlink_error
 
 TMP_DIR = ".daulat-tmp"
@@ -39,7 +40,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _INSPECT = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class TempDirUnusable(OSError):
+class TempDirUnusable(DaulatError, OSError):
     """``.daulat-tmp`` exists but is not a directory (a file, or a symlink that is not followed)."""
 
 

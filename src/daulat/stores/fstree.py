@@ -30,6 +30,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from daulat.errors import DaulatError
+
 # A directory below the root: never through a symlink, never inherited by child processes.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # The root as configured: symlinks in the configured path are the user's choice.
@@ -43,7 +45,7 @@ def is_symlink_error(exc: OSError) -> bool:
     return exc.errno in SYMLINK_ERRNOS
 
 
-class SymlinkRefused(OSError):
+class SymlinkRefused(DaulatError, OSError):
     """Creating the root would have gone through a symbolic link."""
 
 

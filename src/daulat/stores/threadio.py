@@ -26,13 +26,15 @@ import threading
 from collections.abc import AsyncIterable, Callable
 from typing import Any, TypeVar
 
+from daulat.errors import DaulatError
+
 T = TypeVar("T")
 
 #: How often a thread blocked on a pipe looks whether the other side has gone.
 _POLL = 0.25
 
 
-class Abandoned(Exception):
+class Abandoned(DaulatError):
     """The other side of a pipe has gone (closed, failed or its event loop ended)."""
 
 
@@ -160,7 +162,7 @@ class ToLoop:
         self._closed.set()
 
 
-class TooLong(Exception):
+class TooLong(DaulatError):
     """A download sent more bytes than were asked for."""
 
 
@@ -295,5 +297,5 @@ class FromLoop:
         return pos
 
 
-class BodyFailed(Exception):
+class BodyFailed(DaulatError):
     """(Thread) The upload's body failed; its own error is in :attr:`FromLoop.error`."""

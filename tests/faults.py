@@ -23,7 +23,8 @@ real store in :class:`FaultyStore` and state the faults as data (:class:`FaultRu
   was not) uploaded again after a resume.
 
 The wrapper keeps the Store contracts of the inner store (it is a Store itself); it only adds
-failures that the contracts allow any store to have.
+failures that the contracts allow any store to have. It is for tests only, so it lives beside them
+and is not part of the installed package.
 """
 
 from __future__ import annotations

@@ -1,0 +1,595 @@
+"""daulat's Python API as coroutines: ``await daulat.aio.exit(cfg, "kpu", "vault")``.
+
+The functions of :mod:`daulat` (``daulat.exit`` …) are these same functions run to completion
+with :func:`asyncio.run`; code that already runs in an event loop (a web service, a notebook,
+the gateway) awaits these instead.
+
+Each function is a thin shell over the library function its command runs, as the command line
+is (design principle 5): it loads nothing the command would not, takes keyword options named
+after the command's options (``--dry-run`` → ``dry_run``, ``--filter`` → ``filter_rules``), and
+is recorded in the audit log exactly as the command is, by the same code
+(:func:`daulat.auditing.audited`). A job that cannot finish returns a result whose ``ok`` is
+False (the command's exit 1); whatever the command ends with exit 2 (a configuration error, a
+refusal) is raised, always as a :class:`~daulat.errors.DaulatError`.
+
+``cfg`` is a :class:`~daulat.config.Config` (from :func:`load_config`) or the path of a
+``daulat.toml``. Stores are named as on the command line: ``"kpu"``, ``"kpu:c1/jawa-barat"``.
+
+Cancelling one of these coroutines stops the run cleanly, as Ctrl-C stops the command: the
+journal keeps every object finished, nothing partial is visible as done, the audit log records
+the interruption, and running it again resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from daulat.address import store_only
+from daulat.config import Config, find_config
+from daulat.config import load_config as _read_config
+from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
+from daulat.drill import DrillResult, parse_bandwidth, parse_sample, run_drill
+from daulat.errors import ConfigError
+from daulat.filters import Filter, build_filter
+from daulat.inventory import ScanResults, scan_stores
+from daulat.manifest import Manifest
+from daulat.policy import PolicyResult, check_policies
+from daulat.stores import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+from daulat.stores import open_store as _open_adapter
+from daulat.stores.base import OnUpload
+from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_verify
+from daulat.transfer.proof import ManifestSigning
+from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
+from daulat.transfer.uploads import DEFAULT_MAX_AGE
+from daulat.verify import VerifyReport
+
+__all__ = [
+    "ConfigLike",
+    "DrillProgress",
+    "OpenedStore",
+    "ScanProgress",
+    "TransferProgress",
+    "check",
+    "copy",
+    "drill",
+    "exit",
+    "load_config",
+    "open_store",
+    "restore",
+    "scan",
+    "sync",
+    "verify",
+]
+
+#: A loaded configuration, or the path of a ``daulat.toml`` to load.
+ConfigLike = Config | str | os.PathLike[str]
+
+#: What a copy, sync, exit or restore reports while it runs (a snapshot, a few times a second):
+#: ``planned_objects``/``planned_bytes`` once the plan is known, ``done_objects``/``done_bytes``
+#: committed so far, ``moved_bytes`` including objects in flight, ``failed``, ``retries``.
+TransferProgress = Progress
+
+log = logging.getLogger("daulat.api")
+
+# The command line's bounds on --concurrency.
+_MAX_CONCURRENCY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    """What a scan has listed so far of one store (after each batch merged into the manifest)."""
+
+    store: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrillProgress:
+    """One step of a drill, as the command prints it ("sampling 500 objects…")."""
+
+    message: str
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate ``daulat.toml``: ``path``, else ``./daulat.toml``.
+
+    Raises :class:`~daulat.errors.ConfigError` naming every problem found."""
+    return _read_config(find_config(Path(path) if path is not None else None))
+
+
+def _config(cfg: ConfigLike, request_timeout: float | None = None) -> Config:
+    config = cfg if isinstance(cfg, Config) else load_config(cfg)
+    return config.with_request_timeout(request_timeout)
+
+
+def _filter(
+    include: Sequence[str],
+    exclude: Sequence[str],
+    filter_rules: Sequence[str],
+    filter_from: Sequence[str | os.PathLike[str]],
+) -> Filter:
+    for name, value in (
+        ("include", include),
+        ("exclude", exclude),
+        ("filter_rules", filter_rules),
+    ):
+        if isinstance(value, str):
+            # One pattern given where a list is expected would be read as one rule per letter.
+            raise ConfigError(f"{name} takes a list of patterns, not the string {value!r}")
+    if isinstance(filter_from, (str, os.PathLike)):
+        raise ConfigError(f"filter_from takes a list of files, not {str(filter_from)!r}")
+    flt = build_filter(
+        include=include,
+        exclude=exclude,
+        filter_rules=filter_rules,
+        filter_from=[Path(p) for p in filter_from],
+    )
+    for warning in flt.warnings:
+        log.warning("daulat: %s", warning)
+    return flt
+
+
+def _recipients(values: str | Iterable[str | Recipient]) -> list[Recipient]:
+    items = [values] if isinstance(values, str) else [str(v) for v in values]
+    return parse_recipients(items) if items else []
+
+
+def _identities(identity: str | os.PathLike[str] | None) -> list[Identity]:
+    return load_identities(identity) if identity is not None else []
+
+
+def _concurrency(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CONCURRENCY:
+        raise ConfigError(f"concurrency must be a whole number from 1 to 1024, not {value!r}")
+    return value
+
+
+def _bwlimit(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"bwlimit must be a positive number of bytes per second, not {value!r}")
+    return value
+
+
+def _on_transfer(
+    progress: Callable[[TransferProgress], None] | None,
+) -> Callable[[Progress], None] | None:
+    if progress is None:
+        return None
+    # The engine updates one Progress in place; each event is a snapshot the caller may keep.
+    return lambda p: progress(replace(p))
+
+
+async def _transfer(
+    kind: Kind,
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    options: Options,
+    *,
+    identity: str | os.PathLike[str] | None,
+    progress: Callable[[TransferProgress], None] | None,
+    request_timeout: float | None,
+) -> Summary:
+    config = _config(cfg, request_timeout)
+    return await run_transfer(
+        config,
+        kind,
+        src,
+        dst,
+        options,
+        _on_transfer(progress),
+        identities=_identities(identity),
+    )
+
+
+async def copy(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    dry_run: bool = False,
+    encrypt_to: str | Iterable[str | Recipient] = (),
+    encrypt_names: bool = False,
+    identity: str | os.PathLike[str] | None = None,
+    allow_plaintext: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    concurrency: int = 64,
+    bwlimit: float | None = None,
+    request_timeout: float | None = None,
+    abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    progress: Callable[[TransferProgress], None] | None = None,
+) -> Summary:
+    """``daulat copy SRC DST``: copy what is missing or different at ``dst``, each object
+    verified by its SHA-256.
+
+    ``encrypt_to`` (age recipients, ``age1…``) overrides the destination store's
+    ``encrypt_to``; ``encrypt_names`` stores objects under keyed hashes of their names;
+    ``identity`` (an age identity file) recovers the destination's name key when this machine
+    lacks it. ``bwlimit`` is in bytes per second. ``progress`` receives
+    :data:`TransferProgress` snapshots. Filters select keys relative to ``src``'s prefix.
+    """
+    options = Options(
+        concurrency=_concurrency(concurrency),
+        bwlimit=_bwlimit(bwlimit),
+        dry_run=dry_run,
+        encrypt_to=_recipients(encrypt_to),
+        encrypt_names=encrypt_names,
+        allow_plaintext=allow_plaintext,
+        abort_uploads_older_than=abort_uploads_older_than,
+        filter=_filter(include, exclude, filter_rules, filter_from),
+    )
+    return await _transfer(
+        Kind.COPY,
+        cfg,
+        src,
+        dst,
+        options,
+        identity=identity,
+        progress=progress,
+        request_timeout=request_timeout,
+    )
+
+
+async def sync(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    delete: bool = False,
+    max_delete: int | str | DeleteLimit = DEFAULT_MAX_DELETE,
+    allow_empty_source: bool = False,
+    dry_run: bool = False,
+    encrypt_to: str | Iterable[str | Recipient] = (),
+    encrypt_names: bool = False,
+    identity: str | os.PathLike[str] | None = None,
+    allow_plaintext: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    concurrency: int = 64,
+    bwlimit: float | None = None,
+    request_timeout: float | None = None,
+    abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    progress: Callable[[TransferProgress], None] | None = None,
+) -> Summary:
+    """``daulat sync SRC DST``: mirror ``src`` to ``dst``; with ``delete``, also remove what
+    ``src`` no longer has, refused (:class:`~daulat.errors.TooManyDeletions`) beyond
+    ``max_delete`` (a count, or ``"N%"`` of the destination; default 50%).
+
+    Other options as :func:`copy`; filters apply to both sides, and excluded objects are
+    neither copied nor deleted.
+    """
+    limit = (
+        max_delete if isinstance(max_delete, DeleteLimit) else DeleteLimit.parse(str(max_delete))
+    )
+    options = Options(
+        concurrency=_concurrency(concurrency),
+        bwlimit=_bwlimit(bwlimit),
+        dry_run=dry_run,
+        delete=delete,
+        max_delete=limit,
+        allow_empty_source=allow_empty_source,
+        encrypt_to=_recipients(encrypt_to),
+        encrypt_names=encrypt_names,
+        allow_plaintext=allow_plaintext,
+        abort_uploads_older_than=abort_uploads_older_than,
+        filter=_filter(include, exclude, filter_rules, filter_from),
+    )
+    return await _transfer(
+        Kind.SYNC,
+        cfg,
+        src,
+        dst,
+        options,
+        identity=identity,
+        progress=progress,
+        request_timeout=request_timeout,
+    )
+
+
+async def exit(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    allow_empty_source: bool = False,
+    dry_run: bool = False,
+    encrypt_to: str | Iterable[str | Recipient] = (),
+    encrypt_names: bool = False,
+    identity: str | os.PathLike[str] | None = None,
+    allow_plaintext: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    concurrency: int = 64,
+    bwlimit: float | None = None,
+    request_timeout: float | None = None,
+    abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    progress: Callable[[TransferProgress], None] | None = None,
+) -> Summary:
+    """``daulat exit SRC DST``: evacuate everything from ``src`` to ``dst`` and verify every
+    object; ``summary.ok`` only when all are (``verified_objects == source_objects``).
+
+    A source that lists nothing is refused (:class:`~daulat.errors.EmptySource`) unless
+    ``allow_empty_source``. Other options as :func:`copy`; with filters "everything" is what
+    they select, and the summary counts the rest as excluded.
+    """
+    options = Options(
+        concurrency=_concurrency(concurrency),
+        bwlimit=_bwlimit(bwlimit),
+        dry_run=dry_run,
+        allow_empty_source=allow_empty_source,
+        encrypt_to=_recipients(encrypt_to),
+        encrypt_names=encrypt_names,
+        allow_plaintext=allow_plaintext,
+        abort_uploads_older_than=abort_uploads_older_than,
+        filter=_filter(include, exclude, filter_rules, filter_from),
+    )
+    return await _transfer(
+        Kind.EXIT,
+        cfg,
+        src,
+        dst,
+        options,
+        identity=identity,
+        progress=progress,
+        request_timeout=request_timeout,
+    )
+
+
+async def restore(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    identity: str | os.PathLike[str],
+    dry_run: bool = False,
+    allow_plaintext: bool = False,
+    allow_unsigned: bool = False,
+    allow_unproven: bool = False,
+    concurrency: int = 64,
+    bwlimit: float | None = None,
+    request_timeout: float | None = None,
+    abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    progress: Callable[[TransferProgress], None] | None = None,
+) -> Summary:
+    """``daulat restore SRC DST --identity FILE``: decrypt an encrypted replica back into
+    plain objects, checked against its signed manifest.
+
+    ``allow_unsigned``: restore even when no manifest signed by a pinned signer proves where
+    the objects come from; ``allow_unproven``: also objects the manifest does not list (the
+    summary lists them). ``allow_plaintext``: write into a store that declares ``encrypt_to``.
+    """
+    options = Options(
+        concurrency=_concurrency(concurrency),
+        bwlimit=_bwlimit(bwlimit),
+        dry_run=dry_run,
+        decrypt_with=load_identities(identity),
+        allow_plaintext=allow_plaintext,
+        abort_uploads_older_than=abort_uploads_older_than,
+        signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
+    )
+    return await _transfer(
+        Kind.RESTORE,
+        cfg,
+        src,
+        dst,
+        options,
+        identity=None,
+        progress=progress,
+        request_timeout=request_timeout,
+    )
+
+
+async def verify(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    full: bool = False,
+    identity: str | os.PathLike[str] | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    concurrency: int = 16,
+    request_timeout: float | None = None,
+) -> VerifyReport:
+    """``daulat verify SRC DST``: compare ``dst`` with ``src`` by content, from the recorded
+    SHA-256 and size, or with ``full`` by re-reading and hashing both sides (``identity``
+    decrypts an encrypted destination). ``report.ok`` when every object matches; the
+    ``problems`` are (key, reason) pairs."""
+    flt = _filter(include, exclude, filter_rules, filter_from)
+    config = _config(cfg, request_timeout)
+    return await run_verify(
+        config,
+        src,
+        dst,
+        full=full,
+        concurrency=_concurrency(concurrency),
+        identities=_identities(identity),
+        filter=flt,
+    )
+
+
+async def check(cfg: ConfigLike, *, strict: bool = False) -> PolicyResult:
+    """``daulat check``: evaluate the ``[[policies]]`` of the configuration. The result's
+    ``findings`` say what passes, fails or cannot be judged yet (and why, and the fix);
+    ``result.ok`` is False on any failure (with ``strict``, on anything unknown too)."""
+    config = _config(cfg)
+    # Reading the manifest and journal of a large inventory takes a while: off the event loop.
+    return await asyncio.to_thread(check_policies, config, strict=strict)
+
+
+async def scan(
+    cfg: ConfigLike,
+    stores: str | Sequence[str] | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    request_timeout: float | None = None,
+    progress: Callable[[ScanProgress], None] | None = None,
+) -> ScanResults:
+    """``daulat scan [STORE]...``: list ``stores`` (a name, names, or None for all) into the
+    manifest under ``.daulat/``. Every store is scanned even when some cannot be: those are in
+    ``results.failures`` and ``results.ok`` is False. With filters only the selected objects
+    are recorded and nothing is marked removed."""
+    flt = _filter(include, exclude, filter_rules, filter_from)
+    config = _config(cfg, request_timeout)
+    names = [stores] if isinstance(stores, str) else list(stores or config.stores)
+    on_store: Callable[[str], Callable[[int, int], None] | None] | None = None
+    if progress is not None:
+        report = progress
+
+        def on_store(name: str) -> Callable[[int, int], None]:
+            return lambda objects, size: report(ScanProgress(name, objects, size))
+
+    with Manifest.in_state_dir(config.state_dir) as manifest:
+        return await scan_stores(config, names, manifest, on_store, filter=flt)
+
+
+async def drill(
+    cfg: ConfigLike,
+    src: str,
+    dst: str,
+    *,
+    sample: int | float | str | None = None,
+    link: float | str | None = None,
+    workers: int = 1,
+    seed: int | None = None,
+    encrypt_to: str | Iterable[str | Recipient] = (),
+    encrypt_names: bool = False,
+    allow_plaintext: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_rules: Sequence[str] = (),
+    filter_from: Sequence[str | os.PathLike[str]] = (),
+    concurrency: int = 64,
+    request_timeout: float | None = None,
+    progress: Callable[[DrillProgress], None] | None = None,
+) -> DrillResult:
+    """``daulat drill SRC DST``: copy a sample to a scratch prefix in ``dst``'s store (removed
+    afterwards), measure it, and predict how long a full exit would take
+    (``result.predicted_hours``). Needs a scan of ``src``.
+
+    ``sample``: a count (``500``), a fraction of each size class (``0.05``) or the command's
+    text (``"5%"``); ``link`` (bits per second, or text such as ``"10G"``) and ``workers`` add
+    a labelled what-if projection. ``result.ok`` when the scratch copy is gone and nothing went
+    wrong."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
+    flt = _filter(include, exclude, filter_rules, filter_from)
+    config = _config(cfg, request_timeout)
+    say = progress
+    return await run_drill(
+        config,
+        src,
+        dst,
+        sample=parse_sample(sample) if isinstance(sample, str) else sample,
+        link_bps=parse_bandwidth(link) if isinstance(link, str) else link,
+        workers=workers,
+        concurrency=_concurrency(concurrency),
+        seed=seed,
+        encrypt_to=_recipients(encrypt_to),
+        on_event=None if say is None else (lambda message: say(DrillProgress(message))),
+        filter=flt,
+        encrypt_names=encrypt_names,
+        allow_plaintext=allow_plaintext,
+    )
+
+
+class OpenedStore:
+    """A configured store, opened: the :class:`~daulat.stores.Store` protocol (``list``,
+    ``head``, ``get``, ``put``, ``delete``), closed by ``async with`` or :meth:`aclose`.
+
+    It is the store as the provider holds it: an encrypted replica lists its ciphertext (and,
+    with protected names, keyed hashes as keys). Nothing done through it is journaled or
+    audited; copies that must be verified and resumable go through :func:`copy` and the others.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def name(self) -> str:
+        return self._store.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._store.capabilities
+
+    def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        """Batches of the objects whose key starts with ``prefix`` (a plain string)."""
+        return self._store.list(prefix)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self._store.head(key)
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
+        return await self._store.get(key, start=start, end=end)
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
+        on_upload: OnUpload | None = None,
+    ) -> PutResult:
+        return await self._store.put(
+            key,
+            data,
+            sha256=sha256,
+            metadata=metadata,
+            prehashed=prehashed,
+            on_upload=on_upload,
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+
+    async def close(self) -> None:
+        """Release the store's connections; it is unusable afterwards."""
+        await self._store.close()
+
+    aclose = close
+
+    async def __aenter__(self) -> OpenedStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<daulat store {self.name!r}>"
+
+
+def open_store(cfg: ConfigLike, name: str, *, request_timeout: float | None = None) -> OpenedStore:
+    """The configured store ``name``, opened for listing and reading (no network I/O yet).
+
+    Not a coroutine: it does no I/O, so ``daulat.open_store`` and ``daulat.aio.open_store`` are
+    one function. Close it with ``async with`` or ``await store.aclose()``."""
+    config = _config(cfg, request_timeout)
+    return OpenedStore(_open_adapter(config.store(store_only(name, "open_store"))))

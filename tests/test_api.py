@@ -1,0 +1,441 @@
+"""The public Python API (``import daulat``, ``daulat.aio``), on real directory stores.
+
+README's examples run in tests/test_readme_python.py; here: the exception tree, the sync and
+async twins, the audit record of library calls, options that mirror the command line, and the
+errors bad arguments give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import inspect
+import json
+import pkgutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import daulat
+import daulat.aio
+from daulat.auditing import audit_log
+from daulat.cli import run
+from daulat.crypto import new_identity
+
+# Exceptions defined in daulat that are not DaulatErrors, each with why. Only private control
+# flow belongs here: an exception a caller of daulat can meet must be a DaulatError.
+NOT_DAULAT_ERRORS = {
+    "daulat.cli.ExitCode": "the command line's way to end with an exit code, after printing; "
+    "never raised by a library function",
+    "daulat.filters._GlobError": "private: turned into a ConfigError naming the rule",
+    "daulat.crypto._Aborted": "private: stops pyrage's worker thread; turned into "
+    "EncryptError/DecryptError",
+    "daulat.audit._BadLine": "private: turned into a reported problem of the log's verification",
+    "daulat.transfer.names._Found": "private: ends reading a manifest at its first stored name",
+}
+
+SYNC_NAMES = ("copy", "sync", "exit", "restore", "verify", "check", "scan", "drill")
+
+
+def daulat_modules() -> list[str]:
+    names = ["daulat"]
+    for info in pkgutil.walk_packages(daulat.__path__, "daulat."):
+        if info.name != "daulat.__main__":  # running it runs the command line
+            names.append(info.name)
+    return names
+
+
+def test_every_exception_daulat_defines_is_a_daulat_error() -> None:
+    found: dict[str, type[BaseException]] = {}
+    for name in daulat_modules():
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == name
+            ):
+                found[f"{name}.{value.__qualname__}"] = value
+    assert len(found) > 40, sorted(found)
+    outside = sorted(
+        name
+        for name, cls in found.items()
+        if not issubclass(cls, daulat.DaulatError) and name not in NOT_DAULAT_ERRORS
+    )
+    assert not outside, f"exceptions outside the DaulatError tree: {outside}"
+    stale = sorted(
+        name
+        for name in NOT_DAULAT_ERRORS
+        if name not in found or issubclass(found[name], daulat.DaulatError)
+    )
+    assert not stale, f"NOT_DAULAT_ERRORS lists what no longer needs listing: {stale}"
+
+
+def test_old_bases_still_catch_what_joined_the_tree() -> None:
+    from daulat.plan import ModelError, TableError
+    from daulat.providers import CatalogueError, UnknownProvider, UnknownRegion, load_catalogue
+    from daulat.risk import RegisterError
+    from daulat.stores.fstemp import TempDirUnusable
+    from daulat.stores.fstree import SymlinkRefused
+
+    for cls, old in (
+        (ModelError, ValueError),
+        (TableError, ValueError),
+        (CatalogueError, ValueError),
+        (RegisterError, ValueError),
+        (UnknownProvider, KeyError),
+        (UnknownRegion, LookupError),
+        (SymlinkRefused, OSError),
+        (TempDirUnusable, OSError),
+    ):
+        assert issubclass(cls, daulat.DaulatError) and issubclass(cls, old), cls
+    with pytest.raises(daulat.DaulatError, match="unknown provider 'nimbus'"):
+        load_catalogue().provider("nimbus")
+    refused = SymlinkRefused(40, "'x' is a symbolic link")
+    assert refused.errno == 40 and refused.strerror == "'x' is a symbolic link"
+
+
+def test_api_names_stay_functions_after_every_module_is_imported() -> None:
+    # daulat.verify and daulat.drill are also module names: importing those modules must not
+    # replace the functions.
+    for name in daulat_modules():
+        importlib.import_module(name)
+    for name in SYNC_NAMES:
+        assert inspect.isfunction(getattr(daulat, name)), name
+    from daulat.drill import DrillResult
+    from daulat.verify import VerifyReport
+
+    assert daulat.DrillResult is DrillResult and daulat.VerifyReport is VerifyReport
+
+
+def test_sync_functions_are_their_coroutines_run() -> None:
+    for name in SYNC_NAMES:
+        sync_fn, async_fn = getattr(daulat, name), getattr(daulat.aio, name)
+        assert inspect.iscoroutinefunction(async_fn), name
+        assert not inspect.iscoroutinefunction(sync_fn), name
+        assert inspect.signature(sync_fn) == inspect.signature(async_fn), name
+        assert f"daulat.aio.{name}" in (sync_fn.__doc__ or ""), name
+    assert daulat.open_store is daulat.aio.open_store
+    assert daulat.load_config is daulat.aio.load_config
+
+
+# --- on real directory stores ----------------------------------------------------------------
+
+CONFIG = """\
+[stores.src]
+url = "file:src"
+provider = "local"
+country = "ID"
+
+[stores.dst]
+url = "file:dst"
+provider = "local"
+country = "ID"
+
+[stores.cli]
+url = "file:cli"
+provider = "local"
+country = "ID"
+
+[[policies]]
+name = "two copies in Indonesia"
+stores = ["src", "dst"]
+residency = ["ID"]
+"""
+
+FILES = {
+    "a/one.csv": b"1,2,3\n",
+    "a/two.csv": b"4,5,6\n" * 100,
+    "b/photo.jpg": bytes(range(256)) * 40,
+    "b/notes.txt": b"hello\n",
+}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "daulat.toml").write_text(CONFIG)
+    for key, data in FILES.items():
+        path = tmp_path / "src" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def entries(home: Path) -> list[dict[str, Any]]:
+    return [e.to_dict() for e in audit_log(home / ".daulat").entries()]
+
+
+def test_exit_verify_and_check_from_python(home: Path) -> None:
+    cfg = daulat.load_config()  # ./daulat.toml, as the command line
+    events: list[daulat.TransferProgress] = []
+    summary = daulat.exit(cfg, "src", "dst", progress=events.append)
+    assert isinstance(summary, daulat.Summary)
+    assert summary.ok and summary.verified_objects == summary.source_objects == len(FILES)
+    for key, data in FILES.items():
+        assert (home / "dst" / key).read_bytes() == data
+    # Snapshots, not the engine's one object updated in place.
+    assert events and len({id(e) for e in events}) == len(events)
+    assert events[-1].done_objects == len(FILES)
+
+    report = daulat.verify(home / "daulat.toml", "src", "dst", full=True)  # cfg as a path
+    assert isinstance(report, daulat.VerifyReport) and report.ok
+    assert report.verified == len(FILES)
+
+    (home / "dst" / "a" / "one.csv").write_bytes(b"planted\n")
+    changed = daulat.verify(cfg, "src", "dst", full=True)
+    assert not changed.ok
+    assert [key for key, _ in changed.problems] == ["a/one.csv"]
+
+    result = daulat.check(str(home / "daulat.toml"))
+    assert isinstance(result, daulat.PolicyResult)
+    assert all(isinstance(f, daulat.Finding) for f in result.findings)
+    assert result.ok == (result.exit_code == 0)
+    assert [e["operation"] for e in entries(home)] == ["exit", "verify", "verify", "check"]
+
+
+def test_library_calls_are_audited_as_the_command_line(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["exit", "src", "cli", "--exclude", "*.txt", "--json"]) == 0
+    assert run(["check", "--json"]) in (0, 1)
+    capsys.readouterr()
+    daulat.exit("daulat.toml", "src", "dst", exclude=["*.txt"])
+    daulat.check("daulat.toml")
+    by_cli, by_api = entries(home)[:2], entries(home)[2:]
+    assert [e["operation"] for e in by_api] == [e["operation"] for e in by_cli]
+    for cli_entry, api_entry in zip(by_cli, by_api, strict=True):
+        cli_details, api_details = cli_entry["details"], api_entry["details"]
+        assert isinstance(cli_details, dict) and isinstance(api_details, dict)
+        assert set(api_details) == set(cli_details)
+        for field in ("outcome", "filter", "excluded_objects", "status", "findings"):
+            assert api_details.get(field) == cli_details.get(field), field
+
+
+def test_a_refusal_is_raised_and_audited(home: Path) -> None:
+    with pytest.raises(daulat.OverlappingLocations):
+        daulat.sync("daulat.toml", "src", "src:mirror", delete=True)
+    (last,) = entries(home)
+    assert last["operation"] == "sync"
+    details = last["details"]
+    assert isinstance(details, dict)
+    assert details["outcome"] == "failed" and details["error"] == "OverlappingLocations"
+
+
+def test_options_mirror_the_command_line(home: Path) -> None:
+    plan = daulat.copy("daulat.toml", "src", "dst", dry_run=True, include=["a/**"])
+    assert plan.ok and plan.dry_run and plan.planned_objects == 2
+    assert plan.excluded_objects == 2 and plan.filter is not None
+    assert not (home / "dst").exists()
+
+    rules = home / "rules.txt"
+    rules.write_text("- *.jpg\n")
+    copied = daulat.copy("daulat.toml", "src", "dst", filter_from=[rules], bwlimit=10e6)
+    assert copied.ok and copied.copied_objects == 3
+    assert not (home / "dst" / "b" / "photo.jpg").exists()
+
+    (home / "src" / "a" / "two.csv").unlink()
+    with pytest.raises(daulat.TooManyDeletions):
+        daulat.sync("daulat.toml", "src", "dst", delete=True, max_delete=0)
+    assert (home / "dst" / "a" / "two.csv").exists()
+    mirrored = daulat.sync("daulat.toml", "src", "dst", delete=True, max_delete="50%")
+    assert mirrored.ok and not (home / "dst" / "a" / "two.csv").exists()
+
+
+def test_encrypted_exit_and_restore(home: Path) -> None:
+    key_file = home / "key.txt"
+    recipient = new_identity(key_file)
+    summary = daulat.exit("daulat.toml", "src", "dst", encrypt_to=[recipient])
+    assert summary.ok and summary.encrypted
+    assert (home / "dst" / "b" / "notes.txt").read_bytes() != FILES["b/notes.txt"]
+    assert daulat.verify("daulat.toml", "src", "dst", full=True, identity=key_file).ok
+    with pytest.raises(daulat.ConfigError, match="no pinned signer"):
+        daulat.restore("daulat.toml", "dst", "cli", identity=key_file)
+    restored = daulat.restore("daulat.toml", "dst", "cli", identity=key_file, allow_unsigned=True)
+    assert restored.ok and restored.copied_objects == len(FILES)
+    for key, data in FILES.items():
+        assert (home / "cli" / key).read_bytes() == data
+
+
+def test_scan_and_drill_report_typed_progress(home: Path) -> None:
+    scanned: list[daulat.ScanProgress] = []
+    results = daulat.scan("daulat.toml", "src", progress=scanned.append)
+    assert isinstance(results, daulat.ScanResults) and results.ok
+    (summary,) = results.summaries
+    assert isinstance(summary, daulat.ScanSummary) and summary.objects == len(FILES)
+    assert scanned[-1] == daulat.ScanProgress("src", len(FILES), sum(map(len, FILES.values())))
+
+    steps: list[daulat.DrillProgress] = []
+    drill = daulat.drill("daulat.toml", "src", "dst", sample="50%", seed=1, progress=steps.append)
+    assert isinstance(drill, daulat.DrillResult) and drill.ok
+    assert drill.sampled_objects >= 1
+    assert steps and all(isinstance(s.message, str) and s.message for s in steps)
+    assert not any((home / "dst").rglob("*.csv")), "the drill's scratch copy is removed"
+
+
+def test_scan_reports_stores_it_could_not_scan(home: Path) -> None:
+    results = daulat.scan("daulat.toml")  # every store; dst and cli do not exist yet
+    assert not results.ok
+    assert sorted(f.store for f in results.failures) == ["cli", "dst"]
+    assert all(isinstance(f, daulat.ScanFailure) for f in results.failures)
+
+
+def test_open_store_lists_and_reads(home: Path) -> None:
+    async def read_all() -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        async with daulat.open_store("daulat.toml", "src") as store:
+            assert isinstance(store, daulat.Store)
+            async for batch in store.list("a/"):
+                for info in batch:
+                    assert isinstance(info, daulat.ObjectInfo)
+                    found[info.key] = await (await store.get(info.key)).read_all()
+        return found
+
+    assert asyncio.run(read_all()) == {k: v for k, v in FILES.items() if k.startswith("a/")}
+
+    async def head_then_close() -> int:
+        store = daulat.aio.open_store(daulat.load_config("daulat.toml"), "src")
+        try:
+            return (await store.head("b/notes.txt")).size
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(head_then_close()) == len(FILES["b/notes.txt"])
+    with pytest.raises(daulat.ConfigError, match="whole stores"):
+        daulat.open_store("daulat.toml", "src:a")
+    with pytest.raises(daulat.ConfigError, match="unknown store 'nowhere'"):
+        daulat.open_store("daulat.toml", "nowhere")
+
+
+def test_inside_an_event_loop_the_sync_functions_point_to_aio(home: Path) -> None:
+    async def inside() -> daulat.Summary:
+        with pytest.raises(daulat.InsideEventLoop, match=r"await daulat\.aio\.exit\("):
+            daulat.exit("daulat.toml", "src", "dst")
+        with pytest.raises(daulat.InsideEventLoop, match=r"daulat\.aio\.check"):
+            daulat.check("daulat.toml")
+        return await daulat.aio.exit("daulat.toml", "src", "dst")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine created and never awaited would warn
+        summary = asyncio.run(inside())
+        gc.collect()
+    assert summary.ok and summary.copied_objects == len(FILES)
+    # The refused calls did nothing, not even an audit record.
+    assert [e["operation"] for e in entries(home)] == ["exit"]
+
+
+def test_cancelling_a_coroutine_stops_the_run_cleanly(home: Path) -> None:
+    big = home / "src" / "big"
+    big.mkdir()
+    for i in range(200):
+        (big / f"{i:03}.bin").write_bytes(bytes([i % 256]) * 50_000)
+
+    async def cancel_after_first_progress() -> None:
+        started = asyncio.Event()
+
+        def on_progress(p: daulat.TransferProgress) -> None:
+            if p.done_objects:
+                started.set()
+
+        task = asyncio.create_task(
+            daulat.aio.exit(
+                "daulat.toml",
+                "src",
+                "dst",
+                concurrency=2,
+                bwlimit=2e6,
+                progress=on_progress,
+            )
+        )
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_after_first_progress())
+    (stopped,) = entries(home)
+    details = stopped["details"]
+    assert isinstance(details, dict) and details["outcome"] == "interrupted"
+    summary = daulat.exit("daulat.toml", "src", "dst")
+    assert summary.ok and summary.verified_objects == len(FILES) + 200
+    assert summary.skipped_objects > 0, "the rerun resumed from what the first had finished"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: daulat.load_config("missing.toml"), daulat.ConfigError, "does not exist"),
+        (lambda: daulat.exit("daulat.toml", "src", "nowhere"), daulat.ConfigError, "nowhere"),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", concurrency=0),
+            daulat.ConfigError,
+            "concurrency",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", bwlimit=0),
+            daulat.ConfigError,
+            "bwlimit",
+        ),
+        (
+            # A str is a Sequence[str] to a type checker: refused when the call runs.
+            lambda: daulat.copy("daulat.toml", "src", "dst", include="*.csv"),
+            daulat.ConfigError,
+            "list of patterns",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", include=["[a"]),
+            daulat.ConfigError,
+            "invalid filter pattern",
+        ),
+        (
+            lambda: daulat.exit("daulat.toml", "src", "dst", encrypt_to=["age1nope"]),
+            daulat.RecipientError,
+            "age1nope",
+        ),
+        (
+            lambda: daulat.restore("daulat.toml", "dst", "cli", identity="no-such-key.txt"),
+            daulat.KeyFileError,
+            "no-such-key.txt",
+        ),
+        (
+            lambda: daulat.sync("daulat.toml", "src", "dst", delete=True, max_delete="lots"),
+            daulat.ConfigError,
+            "lots",
+        ),
+        (
+            lambda: daulat.verify("daulat.toml", "src", "dst", request_timeout=0),
+            daulat.ConfigError,
+            "request_timeout",
+        ),
+        (
+            lambda: daulat.drill("daulat.toml", "src", "dst", sample="lots"),
+            daulat.ConfigError,
+            "lots",
+        ),
+        (
+            lambda: daulat.drill("daulat.toml", "src", "dst", workers=0),
+            daulat.ConfigError,
+            "workers",
+        ),
+    ],
+)
+def test_bad_arguments_raise_daulat_errors(
+    home: Path, call: object, error: type[daulat.DaulatError], match: str
+) -> None:
+    assert callable(call)
+    with pytest.raises(error, match=match):
+        call()
+    assert not (home / "dst").exists()
+
+
+def test_request_timeout_reaches_every_store(home: Path) -> None:
+    cfg = daulat.load_config("daulat.toml").with_request_timeout(2.5)
+    assert {s.request_timeout for s in cfg.stores.values()} == {2.5}
+    assert (
+        daulat.load_config("daulat.toml").with_request_timeout(None).stores["src"]
+        == (daulat.load_config("daulat.toml").stores["src"])
+    )
+    assert json.dumps(daulat.__all__)  # plain strings
