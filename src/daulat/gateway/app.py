@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from daulat.errors import NotFound
+from daulat.errors import DaulatError, NotFound
 from daulat.gateway import s3xml
 from daulat.gateway.auth import AuthError, Request, query_pairs, verify
 from daulat.gateway.bucket import Bucket, decode_token, encode_token
@@ -54,7 +54,7 @@ _BUCKET_QUERIES = {
 }
 
 
-class S3Failure(Exception):
+class S3Failure(DaulatError):
     def __init__(
         self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()
     ):

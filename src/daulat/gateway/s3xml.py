@@ -16,12 +16,14 @@ from email.utils import format_datetime
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+from daulat.errors import DaulatError
+
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 # Characters XML 1.0 cannot represent at all.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-class NotXmlSafe(ValueError):
+class NotXmlSafe(DaulatError, ValueError):
     """A key cannot be written into XML without encoding-type=url."""
 
 
