@@ -407,6 +407,28 @@ def test_transient_failure_writing_the_manifest_is_retried(tmp_path: Path) -> No
     assert_manifest(data, at_dst)
 
 
+def test_a_retried_manifest_keeps_its_name_when_the_clock_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry that starts in a later second than the failed attempt (a slow 503) writes the
+    same manifest key again: no half-written manifest is left behind under the first name."""
+    stamps = iter(range(1, 100))
+
+    def ticking_key(ep: Any, encrypted: bool, after: str | None) -> str:
+        return f"{ep.prefix}.daulat/manifest-20300101T0000{next(stamps):02d}Z.jsonl"
+
+    monkeypatch.setattr("daulat.transfer.provenance.next_manifest_key", ticking_key)
+    rules = FaultRules(fail_first={"put": 1}, transient_keys=_is_manifest)
+    data, dst_raw, faulty, summary = _exit_with_faulty_manifest(tmp_path, rules)
+    assert summary.ok, problems(summary)
+    assert faulty.injected["put"] == 2
+    manifests = sorted(p.name for p in (tmp_path / "dst" / ".daulat").iterdir())
+    assert manifests == [
+        "manifest-20300101T000001Z.jsonl",
+        "manifest-20300101T000001Z.jsonl.sig",
+    ], manifests
+
+
 def test_manifest_that_cannot_be_written_is_reported_not_raised(tmp_path: Path) -> None:
     """When the manifest cannot be written at all, the exit returns a summary that says so
     (not ok: the proof of the copy is missing) instead of raising."""

@@ -393,7 +393,9 @@ async def write_manifest(
         # Nothing changed since this machine's last manifest there, which is still the newest:
         # a run that changed nothing adds no copy of it.
         return tip.key
-    key = next_manifest_key(dst, bool(encrypt_to), tip.key)
+    key = _retried_key(journal, loc, tip, bool(encrypt_to)) or next_manifest_key(
+        dst, bool(encrypt_to), tip.key
+    )
     header = Header(
         seq=tip.seq + 1,
         prev=tip.sha256,
@@ -423,6 +425,20 @@ async def write_manifest(
     db.execute("COMMIT")
     _set_head(journal, loc, Head(written.seq, written.sha256, written.key), content)
     return written.key
+
+
+def _retried_key(journal: Journal, loc: str, tip: Tip, encrypted: bool) -> str | None:
+    """The key an earlier attempt at this same manifest was being written under, if any.
+
+    A retried write (a 503 on the manifest or its signature) keeps its name, so that it does not
+    leave a half-written manifest under another name behind it."""
+    pending = _pending(journal, loc)
+    if pending is None or pending[1] != tip.seq + 1:
+        return None
+    key = pending[0]
+    if (tip.key is not None and key <= tip.key) or key.endswith(".age") != encrypted:
+        return None
+    return key
 
 
 def _content_digest(
