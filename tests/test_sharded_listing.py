@@ -8,7 +8,6 @@ daulat lists it, and by key ranges where its order allows), moto (every legal S3
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import os
 import random
@@ -166,10 +165,12 @@ def test_every_legal_key_once_by_ranges_and_by_prefixes_on_moto(moto_server: Mot
     keys: both ways of sharding give exactly the single listing, under a prefix too."""
     n = next(_n)
     store = open_store(_cfg(s3_store_config(moto_server, f"moto-shard{n}", f"moto-shard{n}")))
+    # Pages of 50 keys (moto answers slowly): many pages per shard with few objects.
+    store.raw.list_page = 50  # type: ignore[attr-defined]
     keys = [
         *HOSTILE_KEYS,
-        *(f"p{i % 13:02d}/{'deep/' * (i % 3)}o{i:05d}" for i in range(2500)),
-        *(f"flat{i:05d}" for i in range(2500)),
+        *(f"p{i % 13:02d}/{'deep/' * (i % 3)}o{i:05d}" for i in range(600)),
+        *(f"flat{i:05d}" for i in range(600)),
     ]
 
     async def go() -> None:
@@ -183,13 +184,13 @@ def test_every_legal_key_once_by_ranges_and_by_prefixes_on_moto(moto_server: Mot
         single = await _single(store)
         assert sorted(single) == sorted(keys)
         for mode in (ListingMode.RANGES, ListingMode.PREFIXES):
-            for shards in (2, 8, 32):
+            for shards in (2, 8):
                 got, stats = await _sharded(store, shards=shards, mode=mode)
                 _assert_exact(got, single)
                 assert stats.mode is mode
             if mode is ListingMode.RANGES:
                 assert stats.shards > 1 and stats.splits > 0  # the work was really shared
-            for prefix in ("a/", "p0", "p07/", "", "flat0", "nothing-here/"):
+            for prefix in ("a/", "p07/", "flat0", "nothing-here/"):
                 got, _ = await _sharded(store, prefix, shards=8, mode=mode)
                 _assert_exact(got, await _single(store, prefix))
         await store.close()
@@ -224,9 +225,6 @@ def _fill(server: S3Server, bucket: str, keys: list[str], concurrency: int = 96)
                 await obstore.put_async(store, key, b"")
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        del store
-        gc.collect()
-        await asyncio.sleep(0)
 
     asyncio.run(go())
 
@@ -243,7 +241,6 @@ def _seaweed_keys(n: int) -> list[str]:
     ]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_100k_objects_and_hostile_keys_listed_exactly_on_seaweedfs(
     s3_server: S3Server, tmp_path: Path

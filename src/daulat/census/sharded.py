@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -108,7 +108,7 @@ async def sharded_list(
     shards: int = DEFAULT_SHARDS,
     mode: ListingMode = ListingMode.AUTO,
     stats: ListingStats | None = None,
-) -> AsyncIterator[list[ObjectInfo]]:
+) -> AsyncGenerator[list[ObjectInfo], None]:
     """Yield batches of every object under ``prefix`` exactly once, listed by up to
     ``shards`` listings at a time (see the module docstring). ``mode`` forces ranges or
     prefixes (ranges on a store whose order is not documented is for tests and benchmarks
@@ -183,9 +183,14 @@ class _Prefixes:
         self.ready = asyncio.Condition()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(self.workers):
-                tg.create_task(self.worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(self.workers):
+                    tg.create_task(self.worker())
+        except BaseExceptionGroup as group:
+            # The first failure stops every worker; the caller gets it as the store raised it
+            # (the others are the same outage, or cancellations it caused).
+            raise _first(group) from None
 
     async def worker(self) -> None:
         while True:
@@ -207,18 +212,23 @@ class _Prefixes:
                     await self.level(prefix, depth)
                 else:
                     self.stats.flat_tasks += 1
-                    async with contextlib.aclosing(self.flat(prefix)) as pages:
+                    pages = self.flat(prefix)
+                    try:
                         async for batch in pages:
                             await self.emit(batch)
+                    finally:
+                        # A store's listing may fetch ahead: stop it with the walk.
+                        close = getattr(pages, "aclose", None)
+                        if close is not None:
+                            await close()
             finally:
                 async with self.ready:
                     self.active -= 1
                     self.ready.notify_all()
 
     def flat(self, prefix: str) -> AsyncIterator[list[ObjectInfo]]:
-        list_all = getattr(self.store, "list")  # a LevelListing store is a Store too
-        pages: AsyncIterator[list[ObjectInfo]] = list_all(prefix)
-        return pages
+        store: Store = self.store  # type: ignore[assignment]  # a LevelListing is a Store too
+        return store.list(prefix)
 
     async def level(self, prefix: str, depth: int) -> None:
         seen: set[str] = set()
@@ -252,6 +262,12 @@ class _Prefixes:
             "(scan it with --shards 1)",
             store=self.name,
         )
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        return _first(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return group
 
 
 # ----------------------------------------------------------------------------- by key ranges

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -163,7 +163,7 @@ class ObstoreStore:
         finally:
             _abandon(ahead)
 
-    async def list_level(self, prefix: str = "") -> AsyncIterator[Level]:
+    async def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
         """One level under ``prefix`` (empty or ending in ``/``), for a listing sharded by
         prefixes (:mod:`daulat.stores.ranges`). obstore gathers the whole level before it
         answers, so memory here is bounded by one level's entries, not by a page: a flat

@@ -24,16 +24,18 @@ either ability unchanged; a wrapper that only adds retries or limits may.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from daulat.stores.base import ObjectInfo
 
-__all__ = ["Level", "LevelListing", "RangeListing", "ordered_ranges"]
+__all__ = ["Batch", "Level", "LevelListing", "RangeListing", "ordered_ranges"]
 
 # One page of a level listing: the objects directly under the prefix, and the prefixes
 # (each ending in "/") of the keys further down.
 Level = tuple[list[ObjectInfo], list[str]]
+# One page of a listing (an alias usable where a class's own ``list`` method shadows ``list``).
+Batch = list[ObjectInfo]
 
 
 @runtime_checkable
@@ -48,7 +50,7 @@ class RangeListing(Protocol):
 
     def list_range(
         self, prefix: str = "", *, start_after: str | None = None, end_before: str | None = None
-    ) -> AsyncIterator[list[ObjectInfo]]:
+    ) -> AsyncGenerator[Batch, None]:
         """Yield batches of the objects whose key starts with ``prefix`` and lies strictly
         between ``start_after`` and ``end_before`` (None: unbounded), in ascending order of
         their keys' code points (which is UTF-8 byte order). ``end_before`` is a hint: a
@@ -60,7 +62,7 @@ class RangeListing(Protocol):
 class LevelListing(Protocol):
     """A store that lists one level of its key hierarchy (a delimiter listing)."""
 
-    def list_level(self, prefix: str = "") -> AsyncIterator[Level]:
+    def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
         """Yield pages of (objects whose key starts with ``prefix`` and has no ``/`` after
         it, prefixes ``prefix + name + "/"`` of the deeper keys). ``prefix`` is empty or
         ends in ``/``. Each common prefix is yielded once; memory per page is bounded by the

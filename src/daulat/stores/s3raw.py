@@ -94,7 +94,7 @@ from daulat.stores.objectstore import (
     SINGLE_PUT_MAX,
     normalise_etag,
 )
-from daulat.stores.ranges import Level
+from daulat.stores.ranges import Batch, Level
 from daulat.stores.s3creds import CredentialChain, S3Credentials
 from daulat.stores.timeouts import Refusals
 
@@ -1518,14 +1518,14 @@ class FallbackS3Store:
 
     async def list_range(
         self, prefix: str = "", *, start_after: str | None = None, end_before: str | None = None
-    ) -> AsyncIterator[list[ObjectInfo]]:
+    ) -> AsyncGenerator[Batch, None]:
         async with contextlib.aclosing(
             self.raw.list_all(prefix, start_after=start_after, end_before=end_before)
         ) as pages:
             async for batch in pages:
                 yield batch
 
-    async def list_level(self, prefix: str = "") -> AsyncIterator[Level]:
+    async def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
         async with contextlib.aclosing(self.raw.list_level(prefix)) as pages:
             async for page in pages:
                 yield page
