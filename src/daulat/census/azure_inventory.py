@@ -66,7 +66,9 @@ class AzureInventory:
             raise InventoryError(self.name, "is a container inventory, not a blob inventory")
         self.format = str(rule.get("format", "")).lower()
         if self.format not in ("csv", "parquet"):
-            raise InventoryError(self.name, f"has format {rule.get('format')!r}, not csv or parquet")
+            raise InventoryError(
+                self.name, f"has format {rule.get('format')!r}, not csv or parquet"
+            )
         filters = rule.get("filters") or {}
         if not isinstance(filters, dict):
             raise InventoryError(self.name, "has malformed filters")
@@ -173,7 +175,11 @@ class AzureInventory:
         listed = True
         if v.get("snapshot") not in (None, ""):
             listed = False
-        for field, keep in (("iscurrentversion", True), ("deleted", False), ("hdi_isfolder", False)):
+        for field, keep in (
+            ("iscurrentversion", True),
+            ("deleted", False),
+            ("hdi_isfolder", False),
+        ):
             if v.get(field) not in (None, "") and parse_bool(v[field], name, line, field) != keep:
                 listed = False
         etag = v.get("etag")

@@ -108,7 +108,9 @@ class LocalReport(ReportFiles):
     def _find(self, name: str) -> Path | None:
         rel = PurePosixPath(name)
         if rel.is_absolute() or ".." in rel.parts:
-            raise InventoryError(self.manifest_name, f"names a data file {name!r} outside the report")
+            raise InventoryError(
+                self.manifest_name, f"names a data file {name!r} outside the report"
+            )
         for above in (self.path.parent, *self.path.parent.parents):
             candidate = above.joinpath(*rel.parts)
             if candidate.is_file():
@@ -236,4 +238,3 @@ def _store_report(config: Config, cfg: StoreConfig, key: str) -> StoreReport:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="inventory-", dir=config.state_dir))
     return StoreReport(store, root.url, key, tmp)
-

@@ -54,6 +54,7 @@ _COLUMNS = {
 }
 _REQUIRED = ("bucket", "key", "size", "modified")
 
+
 def is_s3_manifest(doc: Any) -> bool:
     return isinstance(doc, dict) and "sourceBucket" in doc and "fileFormat" in doc
 
@@ -187,4 +188,3 @@ class S3Inventory:
             etag=normalise_etag(etag) if isinstance(etag, str) and etag else None,
             etag_scheme="s3",
         )
-

@@ -238,7 +238,9 @@ class _Prefixes:
                     rest = o.key[len(prefix) :]
                     # The key equal to the prefix ("dir/", a folder marker) is this level's.
                     if not o.key.startswith(prefix) or "/" in rest or not o.key:
-                        raise self.broken(f"listed {o.key!r} as an object directly under {prefix!r}")
+                        raise self.broken(
+                            f"listed {o.key!r} as an object directly under {prefix!r}"
+                        )
                 fresh: list[tuple[str, int]] = []
                 for p in prefixes:
                     name = p[len(prefix) : -1]
