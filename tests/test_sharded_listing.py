@@ -246,9 +246,8 @@ def test_100k_objects_and_hostile_keys_listed_exactly_on_seaweedfs(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
     """100,000 objects and the hostile keys SeaweedFS keeps: the sharded listing (by
-    prefixes, as daulat lists a server of unknown make) equals one listing, for 2 to 64
-    shards; a scan into the manifest with shards records exactly what a scan without them
-    records."""
+    prefixes, as daulat lists a server of unknown make) equals one listing, with 8 and 64
+    shards; a sharded scan records exactly what the single listing reported."""
     bucket = f"shard100k{os.getpid() % 1000}"
     raw = s3_store_config(s3_server, "weed", bucket)
     keys = _seaweed_keys(100_000)
@@ -259,26 +258,23 @@ def test_100k_objects_and_hostile_keys_listed_exactly_on_seaweedfs(
     async def go() -> None:
         for key in SEAWEEDFS_HOSTILE:
             await store.put(key, b"hostile")
-        single = await _single(store)
-        assert sorted(single) == sorted([*keys, *SEAWEEDFS_HOSTILE])
-        for shards in (2, 8, 64):
+        single = [o async for batch in store.list() for o in batch]
+        single_keys = [o.key for o in single]
+        assert sorted(single_keys) == sorted([*keys, *SEAWEEDFS_HOSTILE])
+        for shards in (8, 64):
             got, stats = await _sharded(store, shards=shards)
-            assert stats.mode is ListingMode.PREFIXES
-            _assert_exact(got, single)
+            assert stats.mode is ListingMode.PREFIXES and stats.level_tasks > 1
+            _assert_exact(got, single_keys)
         # Forcing key ranges on a server that lists in tree order fails loudly, never loses
         # keys silently ("d07-sibling" sorts before "d07/..." in binary order only).
         with pytest.raises(StoreError, match="not in binary key order"):
             await _sharded(store, shards=8, mode=ListingMode.RANGES)
-        # Scans into the manifest: sharded and single, same rows.
-        rows = {}
-        for shards in (1, 8):
-            with Manifest(tmp_path / f"m{shards}.sqlite") as manifest:
-                summary = await scan_store(store, manifest, shards=shards)
-                assert summary.objects == len(single) and summary.added == len(single)
-                rows[shards] = [
-                    (r.key, r.size, r.etag) for r in manifest.objects(store.name)
-                ]
-        assert rows[1] == rows[8] and len(rows[1]) == len(single)
+        # A sharded scan into the manifest records what the single listing reported.
+        with Manifest(tmp_path / "m.sqlite") as manifest:
+            summary = await scan_store(store, manifest, shards=8)
+            assert summary.objects == len(single) == summary.added
+            rows = [(r.key, r.size, r.etag) for r in manifest.objects(store.name)]
+        assert rows == sorted((o.key, o.size, o.etag) for o in single)
         await store.close()
 
     run(go())
@@ -378,3 +374,33 @@ def test_batches_are_object_infos(moto_server: MotoServer) -> None:
         await store.close()
 
     run(go())
+
+
+def test_scan_shards_option_records_the_same_scan(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`daulat scan --shards 1` and `--shards 16` record the same objects; the second,
+    a re-scan, finds nothing added, changed or removed."""
+    from daulat.cli import run as cli
+
+    bucket = f"shardcli{os.getpid() % 1000}"
+    raw = s3_store_config(s3_server, "weed", bucket)
+    _fill(s3_server, bucket, [f"d{i % 17}/{'x/' * (i % 3)}o{i:04d}" for i in range(1500)])
+    creds = raw["credentials"]
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.weed]\nurl = "{raw["url"]}"\nprovider = "self-hosted"\ncountry = "ID"\n'
+        f'endpoint = "{raw["endpoint"]}"\n'
+        f'credentials = {{ access_key_id = "{creds["access_key_id"]}", '
+        f'secret_access_key = "{creds["secret_access_key"]}" }}\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli(["scan", "weed", "--shards", "1", "--json", "--quiet"]) == 0
+    with Manifest(tmp_path / ".daulat" / "manifest.sqlite") as m:
+        first = [(r.key, r.size, r.etag) for r in m.objects("weed")]
+    assert len(first) == 1500
+    assert cli(["scan", "weed", "--shards", "16", "--quiet"]) == 0
+    with Manifest(tmp_path / ".daulat" / "manifest.sqlite") as m:
+        assert [(r.key, r.size, r.etag) for r in m.objects("weed")] == first
+        last = m.last_scan("weed")
+    assert last is not None and (last.added, last.changed, last.removed) == (0, 0, 0)
+    assert cli(["scan", "weed", "--shards", "0"]) == 2
