@@ -229,6 +229,10 @@ def _fill(server: S3Server, bucket: str, keys: list[str], concurrency: int = 96)
     asyncio.run(go())
 
 
+def _bookkeeping(key: str) -> bool:
+    return key.startswith(".daulat/")
+
+
 def _seaweed_keys(n: int) -> list[str]:
     # Three shapes at once: 100 "directories", a flat run at the root, and a deep chain.
     nested = n * 6 // 10
@@ -258,13 +262,16 @@ def test_100k_objects_and_hostile_keys_listed_exactly_on_seaweedfs(
     async def go() -> None:
         for key in SEAWEEDFS_HOSTILE:
             await store.put(key, b"hostile")
-        single = [o async for batch in store.list() for o in batch]
+        # Putting a key S3 clients cannot address probes the server under .daulat/, and
+        # SeaweedFS removes the probe's emptied "directories" in its own time: those come
+        # and go between listings, and a scan leaves .daulat/ out anyway.
+        single = [o async for batch in store.list() for o in batch if not _bookkeeping(o.key)]
         single_keys = [o.key for o in single]
         assert sorted(single_keys) == sorted([*keys, *SEAWEEDFS_HOSTILE])
         for shards in (8, 64):
             got, stats = await _sharded(store, shards=shards)
             assert stats.mode is ListingMode.PREFIXES and stats.level_tasks > 1
-            _assert_exact(got, single_keys)
+            _assert_exact([k for k in got if not _bookkeeping(k)], single_keys)
         # Forcing key ranges on a server that lists in tree order fails loudly, never loses
         # keys silently ("d07-sibling" sorts before "d07/..." in binary order only).
         with pytest.raises(StoreError, match="not in binary key order"):
