@@ -44,7 +44,14 @@ from daulat.errors import StoreError
 from daulat.stores.base import ObjectInfo, Store
 from daulat.stores.ranges import LevelListing, RangeListing, ordered_ranges
 
-__all__ = ["DEFAULT_SHARDS", "ListingMode", "ListingStats", "midpoint", "sharded_list"]
+__all__ = [
+    "DEFAULT_SHARDS",
+    "ListingMode",
+    "ListingStats",
+    "list_sharded",
+    "midpoint",
+    "sharded_list",
+]
 
 #: Listings in flight at once by default. Each is one chain of round trips; beyond a few dozen
 #: a provider's per-prefix request rate, not the round trip, is the limit.
@@ -162,6 +169,10 @@ async def sharded_list(
             producer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
+
+
+#: The same function under the name other modules were told to expect.
+list_sharded = sharded_list
 
 
 # ----------------------------------------------------------------------------- by prefixes
