@@ -39,6 +39,8 @@ from daulat import __version__, interrupts
 from daulat.address import store_only
 from daulat.audit import AuditLogError
 from daulat.auditing import audit_log
+from daulat.census.imported import scan_from_inventory
+from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config, load_config
 from daulat.crypto import (
     KeyFileError,
@@ -351,12 +353,32 @@ def scan(
     request_timeout: RequestTimeoutOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Listings in flight at once, each over its own part of the key space "
+            "(1: one listing). Same result either way.",
+        ),
+    ] = DEFAULT_SHARDS,
+    from_inventory: Annotated[
+        str | None,
+        typer.Option(
+            "--from-inventory",
+            metavar="URL",
+            help="Read STORE from the provider's inventory report instead of listing it: "
+            "an S3 Inventory manifest.json or an Azure Blob Inventory <rule>-manifest.json "
+            "(s3://BUCKET/KEY, az://CONTAINER/PATH, STORE:PATH or a local path).",
+        ),
+    ] = None,
 ) -> None:
     """List stores into the manifest: key, size, modified time, provider ETag; records changes.
 
     Every store is scanned even when some cannot be; those are reported at the end (exit 1).
     With filters (keys relative to the store's root) only the selected objects are recorded
-    and nothing is marked removed.
+    and nothing is marked removed. With --from-inventory one store is recorded from its
+    provider's inventory report, as a complete scan.
     """
     flt = _filter(include, exclude, filter_rule, filter_from)
     cfg = _load(config)
@@ -364,15 +386,27 @@ def scan(
     for name in selected:
         cfg.store(store_only(name, "scan"))
     feedback = Feedback(err, quiet=quiet)
+    if from_inventory is not None:
+        if not names or len(names) != 1:
+            raise ConfigError("--from-inventory reads one store's report: give exactly one STORE")
+        if flt.active:
+            raise ConfigError("--from-inventory records the whole report: leave out filters")
 
     async def scan_all() -> ScanResults:
         with feedback.scanning() as show, Manifest.in_state_dir(cfg.state_dir) as manifest:
+            if from_inventory is not None:
+                name = selected[0]
+                summary = await scan_from_inventory(
+                    cfg, name, manifest, from_inventory, lambda n, size: show(name, n, size)
+                )
+                return ScanResults(summaries=[summary])
             return await scan_stores(
                 cfg,
                 selected,
                 manifest,
                 lambda name: lambda n, size: show(name, n, size),
                 filter=flt,
+                shards=shards,
             )
 
     results = _run(scan_all())

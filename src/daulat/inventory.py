@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from daulat.address import store_only
 from daulat.auditing import audited
+from daulat.census.sharded import DEFAULT_SHARDS, sharded_list
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
 from daulat.filters import EVERYTHING, Filter
@@ -33,12 +35,15 @@ async def scan_store(
     progress: Progress | None = None,
     *,
     filter: Filter = EVERYTHING,
+    shards: int = DEFAULT_SHARDS,
 ) -> ScanSummary:
     """List ``store`` completely into ``manifest``; returns the scan's summary.
 
     Memory stays flat: each listing batch is merged into SQLite before the next is fetched. If
     the listing fails part-way, the scan is marked failed and nothing is marked removed.
-    daulat's own files under ``.daulat/`` are left out (see ``_BOOKKEEPING``).
+    daulat's own files under ``.daulat/`` are left out (see ``_BOOKKEEPING``). Up to
+    ``shards`` listings run at once where the store can be listed in shards (see
+    :mod:`daulat.census.sharded`; 1: one listing), with the same result.
 
     ``filter`` (keys relative to the store's root) records only the objects it selects and
     marks nothing removed (see :mod:`daulat.manifest`).
@@ -59,17 +64,18 @@ async def scan_store(
             progress(objects, size)
 
     try:
-        async for batch in store.list():
-            listed = [o for o in batch if not _BOOKKEEPING.search(o.key)]
-            if active:
-                selected = [o for o in listed if filter.matches(o.key)]
-                excluded += len(listed) - len(selected)
-                excluded_bytes += sum(o.size for o in listed) - sum(o.size for o in selected)
-                listed = selected
-            pending.extend(listed)
-            # Fewer, larger transactions: a commit costs more than the rows it carries.
-            if len(pending) >= SCAN_TRANSACTION:
-                flush()
+        async with contextlib.aclosing(sharded_list(store, shards=shards)) as pages:
+            async for batch in pages:
+                listed = [o for o in batch if not _BOOKKEEPING.search(o.key)]
+                if active:
+                    selected = [o for o in listed if filter.matches(o.key)]
+                    excluded += len(listed) - len(selected)
+                    excluded_bytes += sum(o.size for o in listed) - sum(o.size for o in selected)
+                    listed = selected
+                pending.extend(listed)
+                # Fewer, larger transactions: a commit costs more than the rows it carries.
+                if len(pending) >= SCAN_TRANSACTION:
+                    flush()
         if pending:
             flush()
     except DaulatError as exc:
@@ -100,10 +106,11 @@ async def scan(
     progress: Progress | None = None,
     *,
     filter: Filter = EVERYTHING,
+    shards: int = DEFAULT_SHARDS,
 ) -> ScanSummary:
     """Scan the configured store ``name`` into ``manifest``, recorded in the audit log however
     it ends. Raises what :func:`scan_store` raises (a store failure is a :class:`DaulatError`).
-    ``filter``: see :func:`scan_store`."""
+    ``filter``, ``shards``: see :func:`scan_store`."""
     cfg = config.store(store_only(name, "scan"))
     details: dict[str, object] = {"store": name}
     if filter.active:
@@ -111,7 +118,7 @@ async def scan(
     with audited(config.state_dir, "scan", details, scan_details) as audit:
         store = open_store(cfg)
         try:
-            summary = await scan_store(store, manifest, progress, filter=filter)
+            summary = await scan_store(store, manifest, progress, filter=filter, shards=shards)
         finally:
             await store.close()
         audit.done(summary)
@@ -149,6 +156,7 @@ async def scan_stores(
     progress: Callable[[str], Progress | None] | None = None,
     *,
     filter: Filter = EVERYTHING,
+    shards: int = DEFAULT_SHARDS,
 ) -> ScanResults:
     """Scan each of ``names`` in turn; a store that fails (unreachable, refused) is recorded in
     ``failures`` and the others are still scanned. ``progress(name)`` gives each scan's
@@ -162,7 +170,12 @@ async def scan_stores(
         try:
             results.summaries.append(
                 await scan(
-                    config, name, manifest, progress(name) if progress else None, filter=filter
+                    config,
+                    name,
+                    manifest,
+                    progress(name) if progress else None,
+                    filter=filter,
+                    shards=shards,
                 )
             )
         except (Interrupted, ManifestError):

@@ -205,6 +205,22 @@ class Manifest:
             db.execute("ROLLBACK")
             raise
 
+    def seen_in_scan(self, scan_id: int, store: str, keys: list[str]) -> list[str]:
+        """Which of ``keys`` scan ``scan_id`` has already recorded (a source that lists a key
+        twice, such as a malformed inventory report, is caught by this)."""
+        found: list[str] = []
+        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            chunk = keys[i : i + 500]
+            found += [
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT key FROM objects WHERE store = ? AND last_scan = ? AND key IN "
+                    f"({','.join('?' * len(chunk))})",
+                    (store, scan_id, *chunk),
+                )
+            ]
+        return found
+
     def finish_scan(self, scan_id: int, store: str) -> ScanSummary:
         """Close a complete scan: objects not seen in it were removed from the store."""
         db = self._db

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -32,6 +32,7 @@ from daulat.stores.base import (
     portable_key_problem,
 )
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
+from daulat.stores.ranges import Level
 from daulat.stores.timeouts import (
     Refusals,
     StreamWatch,
@@ -161,6 +162,22 @@ class ObstoreStore:
                     yield batch
         finally:
             _abandon(ahead)
+
+    async def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
+        """One level under ``prefix`` (empty or ending in ``/``), for a listing sharded by
+        prefixes (:mod:`daulat.stores.ranges`). obstore gathers the whole level before it
+        answers, so memory here is bounded by one level's entries, not by a page: a flat
+        container of millions of blobs is better scanned from a Blob Inventory report."""
+        directory = prefix.rstrip("/")
+        try:
+            found = await obstore.list_with_delimiter_async(self.inner, directory or None)
+        except Exception as exc:
+            raise self._fail(exc, key=None, op="list") from None
+        self._answered = True
+        objects = [self._info(m) for m in found["objects"] if m["path"].startswith(prefix)]
+        prefixes = [f"{p}/" for p in found["common_prefixes"] if f"{p}/".startswith(prefix)]
+        if objects or prefixes:
+            yield objects, prefixes
 
     async def head(self, key: str) -> ObjectInfo:
         self._check(key)

@@ -94,6 +94,7 @@ from daulat.stores.objectstore import (
     SINGLE_PUT_MAX,
     normalise_etag,
 )
+from daulat.stores.ranges import Batch, Level
 from daulat.stores.s3creds import CredentialChain, S3Credentials
 from daulat.stores.timeouts import Refusals
 
@@ -130,6 +131,13 @@ PROBE_DIR = ".daulat/keyprobe-"
 # Operations whose answers carry keys URL-encoded (listings); every other answer that echoes a
 # key does so raw, which XML 1.0 cannot carry when the key holds a control character.
 _LISTINGS = frozenset({"ListObjectsV2", "ListObjects", "ListMultipartUploads"})
+# Providers whose documentation says ListObjectsV2 returns keys in UTF-8 binary
+# (lexicographic) order and starts after any string given as ``start-after``: AWS ("Objects are
+# returned sorted in an ascending order of the respective key names", API_ListObjectsV2) and
+# Alibaba OSS ("objects whose names are alphabetically after the value of start-after are
+# returned", GetBucketV2). Other S3-compatible servers may list otherwise: SeaweedFS lists in
+# directory-tree order, where "a/b" comes before "a-c".
+BINARY_ORDER_PROVIDERS = frozenset({"aws", "alibaba"})
 
 
 # ------------------------------------------------------------------------------ data
@@ -287,6 +295,7 @@ class S3Raw:
         copy_part_size: int = COPY_PART_SIZE,
         verify_keys: bool = True,
         list_page: int = LIST_PAGE,
+        ordered_listing: bool = False,
     ) -> None:
         if not bucket:
             raise ValueError("bucket must not be empty")
@@ -322,6 +331,9 @@ class S3Raw:
         self.copy_part_size = copy_part_size
         self.verify_keys = verify_keys
         self.list_page = list_page
+        #: Whether the provider documents UTF-8 binary key order for listings and
+        #: ``start-after`` (see :mod:`daulat.stores.ranges`).
+        self.ordered_listing = ordered_listing
         #: The endpoint botocore is given (None: AWS's own, resolved by botocore).
         self.endpoint_url = endpoint
         #: The endpoint as daulat names it (AWS's regional one when not configured).
@@ -374,6 +386,7 @@ class S3Raw:
                 credentials=chain or CredentialChain.for_store(cfg, env),
                 checksum=checksum,
                 timeout=cfg.request_timeout,
+                ordered_listing=cfg.provider.value in BINARY_ORDER_PROVIDERS,
             )
         except ValueError:
             raise ConfigError(
@@ -600,17 +613,26 @@ class S3Raw:
 
     # -------------------------------------------------------------- listing
 
-    async def list_all(self, prefix: str = "") -> AsyncGenerator[list[ObjectInfo], None]:
+    async def list_all(
+        self, prefix: str = "", *, start_after: str | None = None, end_before: str | None = None
+    ) -> AsyncGenerator[list[ObjectInfo], None]:
         """Yield batches of every object whose key starts with ``prefix`` (a plain string).
 
         ListObjectsV2 with ``encoding-type=url``: keys come back exactly, whatever they
         contain. The next page is requested while the caller works on this one.
+        ``start_after``/``end_before`` (keys relative to the store) bound a range: the first
+        request starts after ``start_after``, and no page is requested past ``end_before``
+        (meaningful only where the server lists in binary key order, see ``ordered_listing``).
         """
         full_prefix = self._list_prefix(prefix)
-        ahead = asyncio.ensure_future(self._list_page(full_prefix, None))
+        first = ("StartAfter", self._list_prefix(start_after)) if start_after else None
+        ahead = asyncio.ensure_future(self._list_page(full_prefix, first))
         try:
             while True:
                 batch, token = await ahead
+                if end_before is not None and batch and batch[-1].key >= end_before:
+                    token = None
+                    batch = [o for o in batch if o.key < end_before]
                 if token is not None:
                     ahead = asyncio.ensure_future(self._list_page(full_prefix, token))
                 if batch:
@@ -622,6 +644,54 @@ class S3Raw:
                 ahead.cancel()
             elif not ahead.cancelled():
                 ahead.exception()  # the caller stopped reading: a failed prefetch is moot
+
+    async def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
+        """Pages of one level under ``prefix`` (empty or ending in ``/``): the objects with no
+        ``/`` after it and the common prefixes below it (a ``Delimiter=/`` listing), keys
+        relative to the store. Order-independent: see :mod:`daulat.stores.ranges`."""
+        full_prefix = self._list_prefix(prefix)
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "MaxKeys": self.list_page,
+                "Prefix": full_prefix,
+                "Delimiter": "/",
+            }
+            if token is not None:
+                params["ContinuationToken"] = token
+            reply = await self._call("list", None, "list_objects_v2", **params)
+            objects: list[ObjectInfo] = []
+            for item in reply.get("Contents") or ():
+                key = self._relative(item["Key"])
+                if key is None or not item["Key"].startswith(full_prefix):
+                    continue
+                objects.append(
+                    ObjectInfo(
+                        key=key,
+                        size=int(item.get("Size") or 0),
+                        modified=_utc(item.get("LastModified")),
+                        etag=_etag(item.get("ETag")),
+                        etag_scheme="s3",
+                    )
+                )
+            prefixes: list[str] = []
+            for entry in reply.get("CommonPrefixes") or ():
+                full = entry.get("Prefix") or ""
+                rel = self._relative(full)
+                # A server that answers prefixes not below the one asked for, or not one
+                # level down, would make the walk revisit or skip keys: refuse it.
+                if rel is None or not full.startswith(full_prefix) or not full.endswith("/"):
+                    raise StoreError(
+                        f"store {self.name!r}: the server answered a common prefix "
+                        f"{full!r} outside {full_prefix!r}",
+                        store=self.name,
+                    )
+                prefixes.append(rel)
+            if objects or prefixes:
+                yield objects, prefixes
+            token = reply.get("NextContinuationToken") if reply.get("IsTruncated") else None
+            if not token:
+                return
 
     async def _list_page(
         self,
@@ -1440,6 +1510,25 @@ class FallbackS3Store:
         async with contextlib.aclosing(self.raw.list_all(prefix)) as pages:
             async for batch in pages:
                 yield batch
+
+    @property
+    def ordered(self) -> bool:
+        """Whether :meth:`list_range` is exact here (see :mod:`daulat.stores.ranges`)."""
+        return self.raw.ordered_listing
+
+    async def list_range(
+        self, prefix: str = "", *, start_after: str | None = None, end_before: str | None = None
+    ) -> AsyncGenerator[Batch, None]:
+        async with contextlib.aclosing(
+            self.raw.list_all(prefix, start_after=start_after, end_before=end_before)
+        ) as pages:
+            async for batch in pages:
+                yield batch
+
+    async def list_level(self, prefix: str = "") -> AsyncGenerator[Level, None]:
+        async with contextlib.aclosing(self.raw.list_level(prefix)) as pages:
+            async for page in pages:
+                yield page
 
     async def head(self, key: str) -> ObjectInfo:
         if self.needs_raw(key):

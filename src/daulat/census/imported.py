@@ -1,0 +1,177 @@
+"""``daulat scan STORE --from-inventory URL``: a provider's inventory report read into the
+manifest as a scan of STORE, for estates too large to list.
+
+The report stands in for a listing: its objects under the store's bucket (container) and
+prefix are recorded as one complete scan, so that ``daulat plan``, ``stores`` and policies
+use it as they use a listed scan. Like a listing, it is the provider's word: what it
+reports is checked when the objects are copied and verified, never believed as content.
+
+A report is refused (:class:`~daulat.census.reports.InventoryError`, exit 2), naming the
+file and line, when it is not what its provider documents, when a data file differs from
+what the manifest says of it, when it is for another bucket or container, when it lists a
+key twice, or (Azure) when its rule leaves out part of the store. The scan is then marked
+failed and nothing is marked removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from daulat.auditing import audited
+from daulat.census.azure_inventory import AzureInventory, is_azure_manifest
+from daulat.census.reports import InventoryError, ReportFiles, open_report
+from daulat.census.s3_inventory import S3Inventory, is_s3_manifest
+from daulat.config import Config
+from daulat.errors import ConfigError, DaulatError
+from daulat.inventory import scan_details
+from daulat.manifest import Manifest, ScanSummary
+from daulat.stores.base import ObjectInfo
+
+__all__ = ["scan_from_inventory"]
+
+# Rows merged into the manifest at a time (as a listed scan does).
+BATCH = 5000
+# daulat's own files (see daulat.inventory._BOOKKEEPING): not part of a census.
+_BOOKKEEPING = re.compile(r"(?:^|/)\.daulat/")
+
+Progress = Callable[[int, int], None]
+
+
+def parse_json(name: str, raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise InventoryError(name, "is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise InventoryError(name, f"is not JSON ({exc.msg})", exc.lineno) from None
+
+
+async def scan_from_inventory(
+    config: Config,
+    name: str,
+    manifest: Manifest,
+    address: str,
+    progress: Progress | None = None,
+) -> ScanSummary:
+    """Record store ``name`` from the inventory report whose manifest is at ``address`` (see
+    :mod:`daulat.census.reports`), audited as a scan. Returns the scan's summary."""
+    cfg = config.store(name)
+    if cfg.scheme not in ("s3", "az"):
+        raise ConfigError(
+            f"--from-inventory: store {name!r} is {cfg.scheme}://; inventory reports are read "
+            "for S3 (S3 Inventory) and Azure (Blob Inventory) stores"
+        )
+    details: dict[str, object] = {"store": name, "from_inventory": address}
+    with audited(config.state_dir, "scan", details, scan_details) as audit:
+        async with open_report(config, address) as files:
+            summary = await _import(
+                files, cfg.scheme, cfg.bucket, cfg.prefix, name, manifest, progress
+            )
+        audit.done(summary)
+        return summary
+
+
+async def _import(
+    files: ReportFiles,
+    scheme: str,
+    bucket: str,
+    prefix: str,
+    store: str,
+    manifest: Manifest,
+    progress: Progress | None,
+) -> ScanSummary:
+    raw = await files.manifest()
+    doc = parse_json(files.manifest_name, raw)
+    root = f"{prefix}/" if prefix else ""
+    report: S3Inventory | AzureInventory
+    if scheme == "s3":
+        if not is_s3_manifest(doc):
+            raise InventoryError(
+                files.manifest_name, "is not an S3 Inventory manifest.json (no sourceBucket)"
+            )
+        report = S3Inventory(files, doc)
+        if report.bucket != bucket:
+            raise InventoryError(
+                files.manifest_name,
+                f"is the inventory of bucket {report.bucket!r}; store {store!r} is in {bucket!r}",
+            )
+    else:
+        if not is_azure_manifest(doc):
+            raise InventoryError(
+                files.manifest_name,
+                "is not an Azure Blob Inventory manifest (no ruleDefinition and files)",
+            )
+        report = AzureInventory(files, doc)
+        report.check_covers(bucket, prefix)
+        root = f"{bucket}/{root}"
+    await report.check_manifest(raw)
+
+    scan_id = manifest.begin_scan(store)
+    pending: dict[str, tuple[ObjectInfo, str, int]] = {}
+    objects = size = rows = 0
+
+    def flush() -> None:
+        nonlocal objects, size
+        keys = list(pending)
+        again = manifest.seen_in_scan(scan_id, store, keys)
+        if again:
+            _, file, line = pending[again[0]]
+            raise InventoryError(file, f"lists {again[0]!r} a second time", line)
+        batch = [info for info, _, _ in pending.values()]
+        manifest.record_batch(scan_id, store, batch)
+        objects += len(batch)
+        size += sum(o.size for o in batch)
+        pending.clear()
+        if progress is not None:
+            progress(objects, size)
+
+    def take(file: str, line: int, info: ObjectInfo) -> None:
+        if not info.key.startswith(root):
+            return
+        key = info.key[len(root) :]
+        if not key or _BOOKKEEPING.search(key):
+            return
+        if key in pending:
+            raise InventoryError(file, f"lists {key!r} a second time", line)
+        pending[key] = (_rekey(info, key), file, line)
+        if len(pending) >= BATCH:
+            flush()
+
+    try:
+        if isinstance(report, S3Inventory):
+            async for file, line, info in report.objects():
+                rows += 1
+                take(file, line, info)
+        else:
+            async for file, line, info, listed in report.objects():
+                rows += 1
+                if listed:
+                    take(file, line, info)
+            if report.object_count is not None and rows != report.object_count:
+                raise InventoryError(
+                    files.manifest_name,
+                    f"counts {report.object_count:,} objects; its files hold {rows:,} rows",
+                )
+        if pending:
+            flush()
+    except DaulatError as exc:
+        manifest.fail_scan(scan_id, str(exc))
+        raise
+    except BaseException:
+        manifest.fail_scan(scan_id, "interrupted")
+        raise
+    return manifest.finish_scan(scan_id, store)
+
+
+def _rekey(info: ObjectInfo, key: str) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=info.size,
+        modified=info.modified,
+        etag=info.etag,
+        etag_scheme=info.etag_scheme,
+        checksums=info.checksums,
+    )
