@@ -124,7 +124,7 @@ def s3(s3_server: S3Server, tmp_path: Path) -> Iterator[S3Setup]:
         (tmp_path / "daulat.toml").write_text(
             f"""
 [stores.src]
-url = "file://{tmp_path / 'src'}"
+url = "file://{tmp_path / "src"}"
 provider = "local"
 country = "ID"
 
@@ -241,8 +241,8 @@ def test_s3_encrypted_objects_restart_from_zero(s3: S3Setup) -> None:
 def test_s3_list_parts_reads_every_page(s3_server: S3Server) -> None:
     import asyncio
 
-    from daulat.stores.s3raw import S3Raw
     from daulat.stores.s3creds import S3Credentials
+    from daulat.stores.s3raw import S3Raw
 
     s3_server.create_bucket(BUCKET)
     raw = S3Raw(
