@@ -26,9 +26,9 @@ import botocore.session
 import google_crc32c
 import pyrage
 import pytest
-from conftest import s3_store_config
+from conftest import azure_store_config, s3_store_config
 from faultproxy import Proxy, fault_proxy
-from servers import S3Server
+from servers import AzuriteServer, S3Server
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -274,3 +274,132 @@ def test_s3_list_parts_reads_every_page(s3_server: S3Server) -> None:
     assert parts[3].size == 3 and parts[3].md5 == hashlib.md5(b"xxx").hexdigest()
     client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
     client.close()
+
+
+# ----------------------------------------------------------------------------------- Azure
+
+
+@dataclass
+class AzureSetup:
+    cwd: Path
+    prefix: str
+    container: Any  # azure.storage.blob.ContainerClient, straight to Azurite
+    proxy: Proxy
+
+    @property
+    def blob(self) -> Any:
+        return self.container.get_blob_client(f"{self.prefix}/big.bin")
+
+    def staged(self) -> list[Any]:
+        try:
+            return list(self.blob.get_block_list("uncommitted")[1])
+        except Exception:  # no blob and no blocks yet
+            return []
+
+    def stored_sha256(self) -> str:
+        return hashlib.sha256(self.blob.download_blob().readall()).hexdigest()
+
+    def session(self) -> str:
+        import sqlite3
+
+        db = sqlite3.connect(self.cwd / ".daulat" / "transfers.sqlite")
+        try:
+            (upload_id,) = db.execute("SELECT upload_id FROM uploads").fetchone()
+        finally:
+            db.close()
+        return str(upload_id)
+
+
+@pytest.fixture
+def azure(azurite_server: AzuriteServer, tmp_path: Path) -> Iterator[AzureSetup]:
+    from azure.storage.blob import ContainerClient
+
+    prefix = f"run-{os.getpid()}-{time.monotonic_ns()}"
+    raw = azure_store_config(azurite_server, "dst", "large-resume", prefix)
+    container = ContainerClient(
+        azurite_server.endpoint,
+        "large-resume",
+        credential={
+            "account_name": azurite_server.account_name,
+            "account_key": azurite_server.account_key,
+        },
+    )
+    with fault_proxy(azurite_server.endpoint.rsplit("/", 1)[0]) as proxy:
+        endpoint = f"{proxy.endpoint}/{azurite_server.account_name}"
+        (tmp_path / "daulat.toml").write_text(
+            f"""
+[stores.src]
+url = "file://{tmp_path / "src"}"
+provider = "local"
+country = "ID"
+
+[stores.dst]
+url = "{raw["url"]}"
+provider = "azure"
+region = "indonesiacentral"
+endpoint = "{endpoint}"
+part_size = {PART}
+[stores.dst.credentials]
+account_name = "{azurite_server.account_name}"
+account_key = "{azurite_server.account_key}"
+"""
+        )
+        yield AzureSetup(tmp_path, prefix, container, proxy)
+    container.close()
+
+
+def _azure_kill_half_way(az: AzureSetup) -> int:
+    kill_when(
+        az.cwd,
+        ["exit", "src", "dst", "--bwlimit", "12M"],
+        lambda: len(az.staged()) >= 4,
+    )
+    az.proxy.wait_idle()
+    held = sum(int(b.size) for b in az.staged())
+    assert 4 * PART <= held < SIZE
+    return held
+
+
+def test_azure_kill_at_half_resends_only_the_missing_blocks(azure: AzureSetup) -> None:
+    digest = write_source(azure.cwd)
+    held = _azure_kill_half_way(azure)
+    session = azure.session()
+    assert all(f"-{session}-" in b.id for b in azure.staged())  # block ids carry the session
+    before = azure.proxy.stats["request_bytes"]
+    summary = finish(azure.cwd)
+    sent = azure.proxy.stats["request_bytes"] - before
+    assert summary["resumed_uploads"] == 1, summary
+    assert summary["resumed_bytes"] == held
+    assert sent <= SIZE - held + PART + OVERHEAD, (sent, held)
+    assert azure.stored_sha256() == digest
+    full_verify(azure.cwd)
+
+
+def test_azure_a_block_that_no_longer_matches_is_sent_again(azure: AzureSetup) -> None:
+    digest = write_source(azure.cwd)
+    _azure_kill_half_way(azure)
+    # The provider swaps part 2's block for other bytes under the same id (re-staging an id
+    # replaces the block). Azure lists only ids and sizes: a swap that keeps the size is
+    # caught only by verify --full (see daulat.stores.azureblocks); this one is shorter.
+    (real_2,) = [b.id for b in azure.staged() if b.id.split("-")[2] == "000002"]
+    azure.blob.stage_block(real_2, os.urandom(PART - 1))
+    summary = finish(azure.cwd)
+    assert summary["resumed_uploads"] == 1
+    assert summary["replaced_parts"] == 1, summary
+    assert azure.stored_sha256() == digest
+    full_verify(azure.cwd)
+
+
+def test_azure_blocks_discarded_behind_its_back_start_again(azure: AzureSetup) -> None:
+    digest = write_source(azure.cwd)
+    _azure_kill_half_way(azure)
+    # Another writer commits a different block list: every uncommitted block is discarded.
+    azure.blob.commit_block_list([])
+    assert azure.staged() == []
+    before = azure.proxy.stats["request_bytes"]
+    summary = finish(azure.cwd)
+    assert summary["restarted_uploads"] == 1, summary
+    assert summary["resumed_uploads"] == 0
+    assert azure.proxy.stats["request_bytes"] - before >= SIZE
+    assert azure.stored_sha256() == digest
+    full_verify(azure.cwd)
