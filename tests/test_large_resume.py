@@ -75,6 +75,16 @@ def finish(cwd: Path, *extra: str) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
+def _report(kind: str, held: int, sent: int, summary: dict[str, Any]) -> None:
+    """The figure bench/RESULTS.md quotes (shown with ``pytest -s``)."""
+    print(
+        f"\n[large-resume {kind}] object {SIZE / MiB:.0f} MiB, at the kill {held / MiB:.0f} MiB "
+        f"held by the destination; the rerun uploaded {sent / MiB:.1f} MiB "
+        f"({100 * sent / SIZE:.0f} % of the object), kept {summary['resumed_bytes'] / MiB:.0f} "
+        f"MiB, re-read the whole object from the source, took {summary['duration_s']:.1f} s"
+    )
+
+
 def full_verify(cwd: Path, *extra: str) -> None:
     proc = daulat(["verify", "src", "dst", "--full", "--json", *extra], cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -166,6 +176,7 @@ def test_s3_kill_at_half_resends_only_the_missing_parts(s3: S3Setup) -> None:
     before = s3.proxy.stats["request_bytes"]
     summary = finish(s3.cwd)
     sent = s3.proxy.stats["request_bytes"] - before
+    _report("s3", held, sent, summary)
     assert summary["resumed_uploads"] == 1, summary
     assert summary["resumed_bytes"] == held
     assert summary["aborted_uploads"] == 0
@@ -368,6 +379,7 @@ def test_azure_kill_at_half_resends_only_the_missing_blocks(azure: AzureSetup) -
     before = azure.proxy.stats["request_bytes"]
     summary = finish(azure.cwd)
     sent = azure.proxy.stats["request_bytes"] - before
+    _report("azure", held, sent, summary)
     assert summary["resumed_uploads"] == 1, summary
     assert summary["resumed_bytes"] == held
     assert sent <= SIZE - held + PART + OVERHEAD, (sent, held)
