@@ -27,7 +27,8 @@ the response back. ``stats`` counts what the proxy did.
 
 Uploads are counted per object, as ``bucket/key`` (path-style requests): ``uploads`` counts the
 times an object's content began to be sent (a single PUT or the start of a multipart upload),
-``parts`` the part PUTs and ``completions`` the multipart completions. :meth:`Proxy.wait_idle`
+``parts`` the part PUTs and ``completions`` the multipart completions; ``stats["request_bytes"]``
+the request body bytes forwarded (what a client actually uploaded through the proxy). :meth:`Proxy.wait_idle`
 waits until no forwarded request is in flight (after a client was killed, so that what it had
 sent has landed before the test looks at the server).
 """
@@ -149,6 +150,11 @@ class Proxy:
         """Response body bytes sent back to the client (``stats["response_bytes"]``)."""
         with self._lock:
             self.stats["response_bytes"] += n
+
+    def count_sent(self, n: int) -> None:
+        """Request body bytes forwarded to the server (``stats["request_bytes"]``)."""
+        with self._lock:
+            self.stats["request_bytes"] += n
 
     def forwarding(self, method: str, target: str) -> None:
         """Note a request about to be forwarded, and count it if it sends an object."""
@@ -336,6 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.endheaders()
             for piece in self._body_chunks():
                 upstream.send(piece)
+                proxy.count_sent(len(piece))
             response = upstream.getresponse()
             # With late_reset the upstream did the work (a PUT is stored) but the client gets
             # only part of the answer.

@@ -163,13 +163,31 @@ def _kill_mid_upload(cwd: Path, client: Any, prefix: str) -> str:
     return str(uploads[0]["UploadId"])
 
 
-def test_an_upload_left_by_a_killed_run_is_aborted_by_the_next(
+def test_an_upload_left_by_a_killed_run_is_continued_by_the_next(
     setup: tuple[Path, str, Any],
 ) -> None:
     cwd, prefix, client = setup
     _big_source(cwd)
     foreign_id, _ = _foreign_upload(client, f"{prefix}/theirs.bin")
     left = _kill_mid_upload(cwd, client, prefix)
+    proc = _daulat(["exit", "src", "dst", "--json"], cwd)
+    assert isinstance(proc, subprocess.CompletedProcess)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["aborted_uploads"], summary["resumed_uploads"]) == (0, 1)
+    remaining = {u["UploadId"] for u in _uploads(client, prefix)}
+    assert left not in remaining and remaining == {foreign_id}
+    assert _journal_uploads(cwd) == []
+
+
+def test_an_upload_left_for_a_key_no_longer_written_is_aborted_by_the_next(
+    setup: tuple[Path, str, Any],
+) -> None:
+    cwd, prefix, client = setup
+    _big_source(cwd)
+    foreign_id, _ = _foreign_upload(client, f"{prefix}/theirs.bin")
+    left = _kill_mid_upload(cwd, client, prefix)
+    (cwd / "src" / "big.bin").unlink()  # nothing will continue it
     proc = _daulat(["exit", "src", "dst", "--json"], cwd)
     assert isinstance(proc, subprocess.CompletedProcess)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -419,7 +419,7 @@ def test_a_retried_manifest_keeps_its_name_when_the_clock_moves_on(
 
     monkeypatch.setattr("daulat.transfer.provenance.next_manifest_key", ticking_key)
     rules = FaultRules(fail_first={"put": 1}, transient_keys=_is_manifest)
-    data, dst_raw, faulty, summary = _exit_with_faulty_manifest(tmp_path, rules)
+    _, _, faulty, summary = _exit_with_faulty_manifest(tmp_path, rules)
     assert summary.ok, problems(summary)
     assert faulty.injected["put"] == 2
     manifests = sorted(p.name for p in (tmp_path / "dst" / ".daulat").iterdir())

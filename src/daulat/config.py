@@ -76,6 +76,10 @@ class StoreConfig(BaseModel):
     #: Seconds a request may go without progress (no connection, no byte sent or received)
     #: before it fails; ``--request-timeout`` overrides it for a run.
     request_timeout: float | None = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
+    #: Bytes per part of the large uploads daulat writes here (S3 multipart parts, Azure
+    #: blocks, GCS resumable chunks; doubled every 1,000 parts on S3). A resumed upload keeps
+    #: the part size it was begun with. None: the store's default (8 MiB).
+    part_size: int | None = Field(default=None, ge=5 * 1024 * 1024, le=4000 * 1024 * 1024)
 
     @field_validator("url")
     @classmethod

@@ -27,6 +27,7 @@ from obstore.store import AzureStore
 
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
+from daulat.stores.azureblocks import AzureBlocks
 from daulat.stores.base import portable_key_problem
 from daulat.stores.objectstore import ObstoreStore
 from daulat.stores.s3 import RETRY_CONFIG
@@ -69,13 +70,17 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
             f"store {cfg.name!r}: cannot configure Azure client ({type(exc).__name__}); "
             "set credentials.account_name or AZURE_STORAGE_ACCOUNT_NAME"
         ) from None
-    return ObstoreStore(
+    store = ObstoreStore(
         cfg.name,
         inner,
         etag_scheme="azure",
         request_timeout=cfg.request_timeout,
         key_problem=azure_key_problem,
     )
+    # Large objects: resumable block uploads (daulat.stores.azureblocks), found by the engine
+    # through this attribute.
+    store.resumable = AzureBlocks.from_config(cfg)
+    return store
 
 
 def azure_key_problem(key: str) -> str | None:

@@ -77,6 +77,9 @@ class ObstoreStore:
         self._request_timeout = request_timeout
         self._answered = False  # whether the endpoint has ever answered a request
         self._refusals = Refusals(request_timeout)
+        #: The store's resumable uploads for large objects (Azure: daulat.stores.azureblocks),
+        #: found by the engine through :func:`daulat.stores.resumable.unwrap_resumable`.
+        self.resumable: Any = None
 
     def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
         """``exc`` as a daulat error; a timeout of an endpoint that never answered anything
@@ -315,6 +318,9 @@ class ObstoreStore:
         # obstore has no explicit close; dropping the last reference releases the client.
         # Doing it here, inside the event loop, avoids the tokio shutdown abort seen at exit.
         self._inner = None
+        resumable, self.resumable = self.resumable, None
+        if resumable is not None:
+            await resumable.close()
 
 
 async def _next_page(stream: Any) -> Any:

@@ -95,6 +95,7 @@ from daulat.stores.objectstore import (
     normalise_etag,
 )
 from daulat.stores.ranges import Batch, Level
+from daulat.stores.resumable import OnSession, ResumeStats, Session, UploadGone
 from daulat.stores.s3creds import CredentialChain, S3Credentials
 from daulat.stores.timeouts import Refusals
 
@@ -150,6 +151,17 @@ class MultipartUpload:
     key: str
     upload_id: str
     initiated: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPart:
+    """One part of an unfinished multipart upload, as ListParts reports it."""
+
+    number: int
+    size: int
+    etag: str
+    crc32c: str | None  # base64, as S3 gives it, when the upload was begun with CRC32C
+    md5: str | None  # hex, when the ETag is a plain MD5 (32 hex digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +399,7 @@ class S3Raw:
                 checksum=checksum,
                 timeout=cfg.request_timeout,
                 ordered_listing=cfg.provider.value in BINARY_ORDER_PROVIDERS,
+                part_size=cfg.part_size or PART_SIZE,
             )
         except ValueError:
             raise ConfigError(
@@ -892,6 +905,9 @@ class S3Raw:
         expected: str | None,
         meta: Mapping[str, str],
         on_upload: OnUpload | None,
+        *,
+        resume: tuple[Session, Mapping[int, ListedPart]] | None = None,
+        stats: ResumeStats | None = None,
     ) -> PutResult:
         """Upload parts as the stream fills them, at most PARTS_IN_FLIGHT at once.
 
@@ -899,8 +915,19 @@ class S3Raw:
         part's buffer as they arrive (once; a chunk is freed as soon as it is copied) and
         the part's CRC32C is computed on the way, and the next part waits for a free slot,
         so the stream waits (back pressure) instead of piling up parts.
+
+        ``resume``: continue that upload (its part size, and the parts the server listed),
+        keeping each listed part that matches the stream (see :meth:`put_resumable`).
+        ``stats`` (given by :meth:`put_resumable` only) counts kept and sent parts, and
+        makes the upload stay at the server on failure, for a later attempt.
         """
-        upload_id = await self._create_upload(key, full, meta, checksums=True)
+        part_size = self.part_size
+        listed: Mapping[int, ListedPart] = {}
+        if resume is not None:
+            session, listed = resume
+            upload_id, part_size = session.upload_id, session.part_size
+        else:
+            upload_id = await self._create_upload(key, full, meta, checksums=True)
         in_flight: set[asyncio.Task[dict[str, Any]]] = set()
         done: list[dict[str, Any]] = []
 
@@ -911,14 +938,30 @@ class S3Raw:
                     in_flight.discard(task)
                     done.append(task.result())
 
+        def size_of(number: int) -> int:
+            return min(MAX_PART, part_size << ((number - 1) // 1000))
+
+        async def send(number: int, part: _Part) -> dict[str, Any]:
+            checksum = part.checksum()
+            known = listed.get(number)
+            if known is not None:
+                kept = await _matches(part, known)
+                if kept is not None:
+                    if stats is not None:
+                        stats.kept_parts += 1
+                        stats.kept_bytes += known.size
+                    return {"PartNumber": number, "ETag": known.etag, **kept}
+                if stats is not None:
+                    stats.replaced_parts += 1
+            body = part.body()
+            sent = await self._upload_part(key, full, upload_id, number, body, checksum)
+            if stats is not None:
+                stats.sent_parts += 1
+                stats.sent_bytes += len(body)
+            return sent
+
         def launch(number: int, part: _Part) -> None:
-            in_flight.add(
-                asyncio.ensure_future(
-                    self._upload_part(
-                        key, full, upload_id, number, part.body(), part.checksum()
-                    )
-                )
-            )
+            in_flight.add(asyncio.ensure_future(send(number, part)))
 
         async def chunks() -> AsyncIterator[bytes]:
             while head:
@@ -927,11 +970,11 @@ class S3Raw:
                 yield bytes(chunk)
 
         try:
-            if on_upload is not None:
+            if on_upload is not None and resume is None:
                 on_upload(key, upload_id)
             number = 1
             crc = self.checksum != "md5"
-            part = _Part(self._part_size(number), crc=crc)
+            part = _Part(size_of(number), crc=crc)
             async for chunk in chunks():
                 await hasher.update(chunk)
                 rest_of_chunk = part.fill(chunk)
@@ -941,7 +984,7 @@ class S3Raw:
                     await wait_for_slot(PARTS_IN_FLIGHT - 1)
                     launch(number, part)
                     number += 1
-                    part = _Part(self._part_size(number), crc=crc)
+                    part = _Part(size_of(number), crc=crc)
                     rest_of_chunk = part.fill(rest_of_chunk)
             check_digest(hasher, expected, store=self.name, key=key)
             if part.filled or number == 1:
@@ -950,13 +993,125 @@ class S3Raw:
             await wait_for_slot(0)
             parts = sorted(done, key=lambda p: int(p["PartNumber"]))
             etag = await self._complete_upload(key, full, upload_id, parts)
-        except BaseException:
+        except BaseException as exc:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-            await asyncio.shield(self._abort_quietly(full, upload_id))
+            if stats is None:
+                await asyncio.shield(self._abort_quietly(full, upload_id))
+            elif isinstance(exc, NotFound):
+                # NoSuchUpload: aborted or expired behind daulat's back while it ran.
+                raise UploadGone(
+                    f"store {self.name!r}: the upload of {key!r} was aborted at the server; "
+                    "it starts again",
+                    store=self.name,
+                    key=key,
+                ) from None
             raise
         return PutResult(key=key, size=hasher.size, sha256=hasher.hexdigest(), etag=etag)
+
+    # -------------------------------------------------------------- resumable uploads
+
+    async def put_resumable(
+        self,
+        key: str,
+        data: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None,
+        session: Session | None,
+        on_session: OnSession,
+        stats: ResumeStats,
+    ) -> PutResult:
+        """A multipart upload that a later process can continue (see
+        :mod:`daulat.stores.resumable`). Always multipart, whatever the size.
+
+        Resuming: ListParts (all pages) first, then the whole stream again; a listed part is
+        kept only when its size and every checksum the server reports for it (CRC32C when
+        the upload was begun with it, the ETag when it is a plain MD5) equal the stream's
+        bytes for that part, else it is sent again. CompleteMultipartUpload then carries
+        daulat's CRC32C of every part, which the server checks once more. ``metadata`` is
+        set when an upload begins; a resumed one keeps what it was begun with.
+        """
+        full = self.full_key(key)
+        await self._check_kinds(full, key)
+        hasher = StreamHasher()
+        if session is None:
+            meta = self._metadata(metadata, key)
+
+            def started(key: str, upload_id: str) -> None:
+                on_session(Session(upload_id, self.part_size))
+
+            result = await self._multipart_put(
+                key, full, [], aiter(data), hasher, None, meta, started, stats=stats
+            )
+        else:
+            listed = await self.list_parts(key, session.upload_id)
+            stats.resumed = True
+            result = await self._multipart_put(
+                key,
+                full,
+                [],
+                aiter(data),
+                hasher,
+                None,
+                {},
+                None,
+                resume=(session, listed),
+                stats=stats,
+            )
+        if self.verify_keys and _suspicious(full):
+            await self._verify_written(key, full, result.size)
+        return result
+
+    async def list_parts(self, key: str, upload_id: str) -> dict[int, ListedPart]:
+        """The parts the server holds for ``upload_id``, by number (every page of
+        ``list_page`` parts); :class:`UploadGone` when it no longer has the upload."""
+        full = self.full_key(key)
+        parts: dict[int, ListedPart] = {}
+        marker = 0
+        while True:
+            try:
+                reply = await self._call(
+                    "upload",
+                    key,
+                    "list_parts",
+                    Key=full,
+                    UploadId=upload_id,
+                    MaxParts=self.list_page,
+                    PartNumberMarker=marker,
+                )
+            except NotFound:
+                raise UploadGone(
+                    f"store {self.name!r}: the upload of {key!r} no longer exists (aborted "
+                    "or expired); it starts again",
+                    store=self.name,
+                    key=key,
+                ) from None
+            for item in reply.get("Parts") or []:
+                etag = str(item.get("ETag") or "")
+                plain = etag.strip('"').lower()
+                number = int(item["PartNumber"])
+                if number in parts:
+                    # Listed twice (SeaweedFS lists every upload of a part number): which one
+                    # a completion would take is the server's choice, so the part is sent
+                    # again (size -1 matches nothing).
+                    parts[number] = ListedPart(number, -1, etag, None, None)
+                    continue
+                parts[number] = ListedPart(
+                    number=number,
+                    size=int(item.get("Size") or 0),
+                    etag=etag,
+                    crc32c=item.get("ChecksumCRC32C"),
+                    md5=plain if re.fullmatch(r"[0-9a-f]{32}", plain) else None,
+                )
+            following = int(reply.get("NextPartNumberMarker") or 0)
+            if not reply.get("IsTruncated") or following <= marker:
+                return parts
+            marker = following
+
+    async def abort_session(self, key: str, session: Session) -> None:
+        """Abort the multipart upload of ``session`` (succeeds when it is gone)."""
+        await self.abort_multipart_upload(key, session.upload_id)
 
     async def _create_upload(
         self,
@@ -1414,10 +1569,44 @@ class _Part:
         self._buffer = None  # the upload owns it now
         return memoryview(buffer)[: self.filled]
 
+    def peek(self) -> memoryview:
+        """The bytes filled so far, without handing the buffer over."""
+        return memoryview(self._buffer or bytearray())[: self.filled]
+
     def checksum(self) -> dict[str, str] | None:
         if self._crc is None:
             return None
         return {"ChecksumCRC32C": base64.b64encode(self._crc.digest()).decode()}
+
+
+async def _matches(part: _Part, listed: ListedPart) -> dict[str, str] | None:
+    """Whether the server's ``listed`` part holds the bytes of ``part``: the checksum fields
+    its completion needs when it does, None when the part must be sent again. Every checksum
+    the server reports must match, and at least one must be there to compare."""
+    if listed.size != part.filled:
+        return None
+    ours = part.checksum()
+    compared = False
+    if listed.crc32c is not None:
+        if ours is None or ours.get("ChecksumCRC32C") != listed.crc32c:
+            return None
+        compared = True
+    if listed.md5 is not None:
+        view = part.peek()
+        digest = (
+            await asyncio.to_thread(_md5_hex, view) if len(view) >= 4 * MiB else _md5_hex(view)
+        )
+        if digest != listed.md5:
+            return None
+        compared = True
+    if not compared:
+        return None
+    part.body()  # release the buffer: nothing is sent
+    return dict(ours or {})
+
+
+def _md5_hex(data: memoryview) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 class S3RawReader:
@@ -1568,6 +1757,31 @@ class FallbackS3Store:
             await self.raw.delete(key)
         else:
             await self.fast.delete(key)
+
+    # -------------------------------------------------------------- resumable uploads
+
+    @property
+    def part_size(self) -> int:
+        return self.raw.part_size
+
+    async def put_resumable(
+        self,
+        key: str,
+        data: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None,
+        session: Session | None,
+        on_session: OnSession,
+        stats: ResumeStats,
+    ) -> PutResult:
+        """See :meth:`S3Raw.put_resumable` (metadata named as :meth:`put` names it)."""
+        named = {METADATA_PREFIX + k: v for k, v in (metadata or {}).items()}
+        return await self.raw.put_resumable(
+            key, data, metadata=named, session=session, on_session=on_session, stats=stats
+        )
+
+    async def abort_session(self, key: str, session: Session) -> None:
+        await self.raw.abort_session(key, session)
 
     async def close(self) -> None:
         await self.fast.close()

@@ -204,15 +204,17 @@ class Prover:
         return {PROOF_FIELD: _SEALED + _b64(blob)}
 
     def started(
-        self, dst_key: str, src_size: int, src_etag: str | None
+        self, dst_key: str, src_size: int, src_etag: str | None, *, nonce: str | None = None
     ) -> tuple[str, dict[str, str]] | None:
         """(nonce hex, metadata) for an object about to be streamed, or None when the
-        source has no version to bind."""
+        source has no version to bind. ``nonce`` (hex): the one a resumed upload was begun
+        with (its metadata is already at the provider); else a fresh one."""
         if src_etag is None:
             return None
-        nonce = os.urandom(NONCE_BYTES)
-        tag = self._tag(_NONCE, dst_key, src_size, src_etag, nonce, None, None)
-        return nonce.hex(), {PROOF_FIELD: _NONCE + _b64(nonce + tag)}
+        given = bytes.fromhex(nonce) if nonce is not None else b""
+        raw = given if len(given) == NONCE_BYTES else os.urandom(NONCE_BYTES)
+        tag = self._tag(_NONCE, dst_key, src_size, src_etag, raw, None, None)
+        return raw.hex(), {PROOF_FIELD: _NONCE + _b64(raw + tag)}
 
     def check(self, value: str | None, candidate: Candidate, dst_key: str) -> Proven | None:
         """Whether ``value`` (the object's ``proof`` metadata) proves ``candidate`` complete:

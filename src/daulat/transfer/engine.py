@@ -87,6 +87,7 @@ from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
+from daulat.stores.resumable import unwrap_resumable
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
@@ -107,6 +108,7 @@ from daulat.transfer.proof import (
     settle_unproven,
     write_run_manifest,
 )
+from daulat.transfer.resume import Resumer
 from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
 from daulat.transfer.safety import (
     DEFAULT_MAX_DELETE,
@@ -320,6 +322,13 @@ class Summary:
     unproven_restored: list[str] = field(default_factory=list)
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
+    # Large objects continued inside (daulat.transfer.resume): uploads an earlier attempt left,
+    # the bytes found at the destination, checked and not sent again, parts found there that
+    # did not match (sent again), and uploads the provider had dropped (begun afresh).
+    resumed_uploads: int = 0
+    resumed_bytes: int = 0
+    replaced_parts: int = 0
+    restarted_uploads: int = 0
     server_side_copy: bool = False
     refusal: str | None = None  # dry run: why the real run would be refused
     interrupted: str | None = None  # the signal that stopped the run ("SIGINT"), if one did
@@ -692,9 +701,25 @@ async def _run(
         summary.aborted_uploads = await ledger.clean_up(
             dst.prefix, opts.abort_uploads_older_than, journal.is_planned, opts.retry.call
         )
+    resumer = _resumer(dst, journal, opts, summary.run_id)
+    if resumer is not None and ledger is None:
+        # Azure and GCS: the uploads daulat.transfer.uploads does not know of.
+        summary.aborted_uploads += await resumer.clean_up(
+            journal.is_planned, dst.prefix, opts.retry.call
+        )
     executor = _Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
     executor.as_stored = carry is not None
-    await executor.run()
+    executor.resumer = resumer
+    try:
+        await executor.run()
+    finally:
+        if resumer is not None:
+            totals = resumer.totals
+            summary.resumed_uploads = totals.resumed_uploads
+            summary.resumed_bytes = totals.kept_bytes
+            summary.replaced_parts = totals.replaced_parts
+            summary.restarted_uploads = totals.restarted_uploads
+            summary.aborted_uploads += totals.discarded_uploads
     if summary.stopped:
         return
     if kind == Kind.SYNC and opts.delete and not summary.failed:
@@ -780,6 +805,15 @@ async def _onward_origin(
     )
 
 
+def _resumer(dst: Endpoint, journal: Journal, opts: Options, run_id: int) -> Resumer | None:
+    """Resumable uploads for large objects, where the destination can continue them and the
+    copy is not encrypted (age ciphertext cannot be continued: daulat.transfer.resume)."""
+    store = unwrap_resumable(dst.store)
+    if store is None or opts.encrypt_to:
+        return None
+    return Resumer(journal, store, run_id, opts.codec_tag)
+
+
 def _prover(opts: Options) -> Prover | None:
     if opts.proof_key is None:
         return None
@@ -824,6 +858,7 @@ class _Executor:
         self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
         self.pair = pair
         self.ledger = ledger
+        self.resumer: Resumer | None = None
         self.summary = summary
         self.on_progress = on_progress
         self.writer = BatchWriter(journal, pair, summary.run_id, immediate_over=SMALL_OBJECT)
@@ -1076,8 +1111,20 @@ class _Executor:
                 body_stream = encrypt_stream(body_stream, opts.encrypt_to, max_buffer=AGE_BUFFER)
             stream_meta: dict[str, str] | None = None
             started = None
+            resumer = self.resumer
+            recorded = (
+                await resumer.find(dst_key, reader.info.size, etag)
+                if resumer is not None
+                else None
+            )
             if self.prover is not None:
-                started = self.prover.started(dst_key, reader.info.size, etag)
+                # A resumed upload keeps the metadata (the nonce) it was begun with.
+                started = self.prover.started(
+                    dst_key,
+                    reader.info.size,
+                    etag,
+                    nonce=recorded.nonce if recorded is not None else None,
+                )
             if started is not None:
                 # The hash is known only at the end: commit it before the upload can
                 # complete, bound to a nonce in the metadata (see daulat.transfer.adoption).
@@ -1097,7 +1144,18 @@ class _Executor:
                     self.journal.record_completing(self.pair, self.summary.run_id, row)
 
                 body_stream = before_end(body_stream, completing)
-            result = await self._put_stream(dst_key, body_stream, stream_meta)
+            if resumer is not None:
+                result = await resumer.put(
+                    dst_key,
+                    body_stream,
+                    metadata=stream_meta,
+                    recorded=recorded,
+                    src_size=reader.info.size,
+                    src_etag=etag,
+                    nonce=started[0] if started is not None else None,
+                )
+            else:
+                result = await self._put_stream(dst_key, body_stream, stream_meta)
             digest, plain_size = hasher.hexdigest(), hasher.size
             if plain_size > hasher.chunk_size:
                 chunks = (hasher.chunks, hasher.chunk_size)

@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     run_id INTEGER NOT NULL,
     started TEXT NOT NULL,
     part_size INTEGER,             -- bytes per part (the first thousand), for a later resume
+    resume TEXT,                   -- JSON: what a later run needs to continue it (see below)
     PRIMARY KEY (location, key, upload_id)
 ) WITHOUT ROWID;
 -- SHA-256 of every 8 MiB chunk of an object's plaintext (daulat.stores.chunkhash), for objects
@@ -232,6 +233,9 @@ class Journal:
         for column, kind in _ADDED_COLUMNS:
             if column not in have:
                 self.db.execute(f"ALTER TABLE journal ADD COLUMN {column} {kind}")
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(uploads)")}
+        if "resume" not in have:
+            self.db.execute("ALTER TABLE uploads ADD COLUMN resume TEXT")
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> Journal:
@@ -524,9 +528,41 @@ class Journal:
         """Note a multipart upload daulat began, committed before its first part is sent: only
         uploads recorded here are ever aborted as daulat's own."""
         self.db.execute(
-            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO uploads "
+            "(location, key, upload_id, run_id, started, part_size) VALUES (?, ?, ?, ?, ?, ?)",
             (location, key, upload_id, run_id, now(), part_size),
         )
+
+    def record_resumable_upload(
+        self, location: str, key: str, upload_id: str, run_id: int, part_size: int, resume: str
+    ) -> None:
+        """Note an upload a later run may continue; ``resume`` (JSON) says from which source
+        version and codec it was begun (see :mod:`daulat.transfer.resume`). Committed before
+        the first part is sent, like :meth:`record_upload`."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (location, key, upload_id, run_id, now(), part_size, resume),
+        )
+
+    def claim_upload(self, location: str, key: str, upload_id: str, run_id: int) -> None:
+        """A run continues the upload: it is that run's from now on."""
+        self.db.execute(
+            "UPDATE uploads SET run_id = ? WHERE location = ? AND key = ? AND upload_id = ?",
+            (run_id, location, key, upload_id),
+        )
+
+    def resumable_uploads(
+        self, location: str, key: str | None = None
+    ) -> list[tuple[str, str, int, int, str]]:
+        """(key, upload_id, run_id, part_size, resume JSON) of the resumable uploads recorded at
+        ``location`` (for ``key`` only, when given), newest first."""
+        rows = self.db.execute(
+            "SELECT key, upload_id, run_id, part_size, resume FROM uploads "
+            "WHERE location = ? AND resume IS NOT NULL AND (? IS NULL OR key = ?) "
+            "ORDER BY started DESC",
+            (location, key, key),
+        ).fetchall()
+        return [(str(k), str(u), int(r), int(p), str(j)) for k, u, r, p, j in rows]
 
     def forget_upload(self, location: str, key: str, upload_id: str) -> None:
         """The upload was completed or aborted."""

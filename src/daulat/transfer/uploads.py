@@ -5,7 +5,8 @@ work in progress, not litter: aborting it destroys their data. So every multipar
 transfer is recorded in the journal (destination, key, upload id, run, part size) *before its
 first part is sent*, and the record is removed when the object is committed or the upload
 aborted. A run that was killed leaves its records; the next run to the same destination aborts
-exactly those uploads (none is resumed yet).
+exactly those uploads, except the resumable ones on keys it writes again, which it continues
+(:mod:`daulat.transfer.resume`).
 
 Without a record (the journal was lost) an upload cannot be told from another client's. Then
 the only ones aborted are uploads older than ``Options.abort_uploads_older_than`` (7 days by
@@ -66,8 +67,18 @@ class UploadLedger:
            ``max_age`` whose key (relative to ``prefix``) this run is about to write.
         ``call`` wraps each request (retries).
         """
+        # Resumable uploads on keys this run writes are continued when it reaches them
+        # (daulat.transfer.resume), not aborted here.
         aborted = await abort_recorded(
-            self.journal, self.store, call, except_run=self.run_id
+            self.journal,
+            self.store,
+            call,
+            except_run=self.run_id,
+            keep={
+                (key, upload_id)
+                for key, upload_id, *_ in self.journal.resumable_uploads(self.location)
+                if key.startswith(prefix) and is_planned(key[len(prefix) :])
+            },
         )
         if max_age is None:
             return aborted
@@ -100,6 +111,7 @@ async def abort_recorded(
     *,
     except_run: int | None = None,
     dry_run: bool = False,
+    keep: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
 ) -> int:
     """Abort the uploads the journal records at ``store`` as daulat's, except those of run
     ``except_run`` and of runs still going on (here or in another process: a second daulat
@@ -108,7 +120,7 @@ async def abort_recorded(
     for key, upload_id, run, _started, _part in journal.recorded_uploads(
         store.location, except_run=except_run
     ):
-        if journal.run_is_live(run):
+        if journal.run_is_live(run) or (key, upload_id) in keep:
             continue
         if not dry_run:
             await call(functools.partial(store.raw.abort_multipart_upload, key, upload_id))
