@@ -66,6 +66,15 @@ def test_clean_removes_abandoned_temp_files_not_a_live_writers(tmp_path: Path) -
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        # A dry run counts what the real one removes, and removes nothing.
+        res = _daulat(["clean", "dst", "--dry-run", "--json"], project)
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout)
+        assert (report["dry_run"], report["temp_files"], report["temp_bytes"]) == (True, 1, 1000)
+        assert abandoned.exists() and live.exists()
+        res = _daulat(["clean", "dst", "--dry-run"], project)
+        assert "would remove 1 temp file(s)" in res.stdout, res.stdout
+        assert abandoned.exists()
         res = _daulat(["clean", "dst", "--json"], project)
         assert res.returncode == 0, res.stderr
         report = json.loads(res.stdout)

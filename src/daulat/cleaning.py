@@ -78,19 +78,20 @@ async def _clean(config: Config, name: str, *, dry_run: bool) -> CleanReport:
     retry = RetryPolicy()
     call: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] = retry.call
     try:
-        if not dry_run:
-            report.temp_files, report.temp_bytes = await cleanup_temp(store)
+        report.temp_files, report.temp_bytes = await cleanup_temp(store, dry_run=dry_run)
         s3 = unwrap_fallback(store)
         if s3 is not None:
             with Journal.in_state_dir(config.state_dir) as journal:
                 report.uploads_aborted = await abort_recorded(journal, s3, call, dry_run=dry_run)
-        if not dry_run:
-            log = DrillLog(config.state_dir)
-            try:
+        log = DrillLog(config.state_dir)
+        try:
+            if dry_run:
+                report.drill_scratch_removed = [s for _id, s in log.leftovers(store.name)]
+            else:
                 removed, problems = await sweep_leftovers(log, store, lambda _m: None)
                 report.drill_scratch_removed, report.drill_scratch_problems = removed, problems
-            finally:
-                log.close()
+        finally:
+            log.close()
     finally:
         await store.close()
     return report

@@ -1569,11 +1569,11 @@ def clean(
     if as_json:
         _print_json(report.to_json())
     else:
-        verb = "would abort" if dry_run else "aborted"
+        remove, abort = ("would remove", "would abort") if dry_run else ("removed", "aborted")
         out.print(
-            f"clean {store}{' (dry run)' if dry_run else ''}: removed {report.temp_files:,} temp "
-            f"file(s) ({_human_bytes(report.temp_bytes)}); {verb} {report.uploads_aborted:,} "
-            f"unfinished upload(s) daulat had started; removed "
+            f"clean {store}{' (dry run)' if dry_run else ''}: {remove} {report.temp_files:,} "
+            f"temp file(s) ({_human_bytes(report.temp_bytes)}); {abort} "
+            f"{report.uploads_aborted:,} unfinished upload(s) daulat had started; {remove} "
             f"{len(report.drill_scratch_removed):,} drill scratch cop(ies)"
         )
         for problem in report.drill_scratch_problems:

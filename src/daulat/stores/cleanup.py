@@ -15,8 +15,11 @@ from daulat.stores.base import Store
 
 @runtime_checkable
 class CleansTemp(Protocol):
-    async def cleanup_temp(self, *, older_than: float | None = None) -> tuple[int, int]:
-        """Remove this store's own temp files that no live writer holds; (files, bytes)."""
+    async def cleanup_temp(
+        self, *, older_than: float | None = None, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove this store's own temp files that no live writer holds; (files, bytes)
+        (``dry_run``: count them, remove nothing)."""
         ...
 
 
@@ -32,9 +35,12 @@ def temp_cleaner(store: Store) -> CleansTemp | None:
     return None
 
 
-async def cleanup_temp(store: Store, *, older_than: float | None = None) -> tuple[int, int]:
-    """Remove ``store``'s abandoned temp files, if it keeps any; (files, bytes) removed."""
+async def cleanup_temp(
+    store: Store, *, older_than: float | None = None, dry_run: bool = False
+) -> tuple[int, int]:
+    """Remove ``store``'s abandoned temp files, if it keeps any; (files, bytes) removed
+    (``dry_run``: that would be removed)."""
     cleaner = temp_cleaner(store)
     if cleaner is None:
         return 0, 0
-    return await cleaner.cleanup_temp(older_than=older_than)
+    return await cleaner.cleanup_temp(older_than=older_than, dry_run=dry_run)

@@ -567,21 +567,24 @@ class FsStore:
 
     # ------------------------------------------------------------------ temp files
 
-    async def cleanup_temp(self, *, older_than: float | None = None) -> tuple[int, int]:
-        """Remove daulat's temp files that no live process is writing; (files, bytes) removed.
+    async def cleanup_temp(
+        self, *, older_than: float | None = None, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove daulat's temp files that no live process is writing; (files, bytes) removed
+        (``dry_run``: that would be removed; nothing is).
 
         Leftovers of killed runs are found by their names and removed when their writer's lock
         is gone (see :mod:`daulat.stores.fstemp`); ``older_than`` (seconds) also spares files
         written more recently. ``.daulat-tmp`` is removed when it is left empty.
         """
-        return await asyncio.to_thread(self._cleanup_temp, older_than)
+        return await asyncio.to_thread(self._cleanup_temp, older_than, dry_run)
 
-    def _cleanup_temp(self, older_than: float | None) -> tuple[int, int]:
+    def _cleanup_temp(self, older_than: float | None, dry_run: bool) -> tuple[int, int]:
         root = self._open_root(create=False)
         if root is None:
             return 0, 0
         try:
-            return fstemp.cleanup(root, older_than=older_than)
+            return fstemp.cleanup(root, older_than=older_than, dry_run=dry_run)
         except OSError as exc:
             raise os_error(exc, self._name, None, f"clean {TMP_DIR}") from None
         finally:

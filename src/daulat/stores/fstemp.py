@@ -111,10 +111,13 @@ def remove_dir_if_empty(root_fd: int) -> None:
         os.rmdir(TMP_DIR, dir_fd=root_fd)
 
 
-def cleanup(root_fd: int, *, older_than: float | None = None) -> tuple[int, int]:
+def cleanup(
+    root_fd: int, *, older_than: float | None = None, dry_run: bool = False
+) -> tuple[int, int]:
     """Remove daulat's temp files that nobody is writing; (files, bytes) removed.
 
-    ``older_than`` (seconds) spares files modified more recently than that.
+    ``older_than`` (seconds) spares files modified more recently than that. ``dry_run``: count
+    what would be removed (the same checks, writers' locks included) and remove nothing.
     """
     try:
         tmp_fd = os.open(TMP_DIR, DIR_FLAGS, dir_fd=root_fd)
@@ -132,20 +135,22 @@ def cleanup(root_fd: int, *, older_than: float | None = None) -> tuple[int, int]
                 e.name for e in entries if is_ours(e.name) and e.is_file(follow_symlinks=False)
             ]
         for name in names:
-            removed = _remove_if_abandoned(tmp_fd, name, now, older_than)
+            removed = _remove_if_abandoned(tmp_fd, name, now, older_than, dry_run)
             if removed is not None:
                 files += 1
                 size += removed
     finally:
         os.close(tmp_fd)
-    remove_dir_if_empty(root_fd)
+    if not dry_run:
+        remove_dir_if_empty(root_fd)
     return files, size
 
 
 def _remove_if_abandoned(
-    tmp_fd: int, name: str, now: float, older_than: float | None
+    tmp_fd: int, name: str, now: float, older_than: float | None, dry_run: bool = False
 ) -> int | None:
-    """Unlink ``name`` if no writer holds its lock; its size, or None when it was left."""
+    """Unlink ``name`` if no writer holds its lock (``dry_run``: only say so); its size, or
+    None when it was left."""
     try:
         fd = os.open(name, _INSPECT, dir_fd=tmp_fd)
     except OSError:
@@ -172,7 +177,8 @@ def _remove_if_abandoned(
             return None
         if (now_st.st_ino, now_st.st_dev) != (st.st_ino, st.st_dev):
             return None
-        os.unlink(name, dir_fd=tmp_fd)
+        if not dry_run:
+            os.unlink(name, dir_fd=tmp_fd)
         return st.st_size
     finally:
         os.close(fd)
