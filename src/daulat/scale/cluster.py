@@ -21,15 +21,20 @@ class RayUnavailable(ConfigError):
 
 
 def ray_available() -> bool:
-    return importlib.util.find_spec("ray") is not None
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # sys.modules["ray"] is None: import ray fails
+        return False
 
 
 def require_ray() -> ModuleType:
     """The ``ray`` module, or :class:`RayUnavailable` naming how to install it."""
-    if not ray_available():
-        raise RayUnavailable(f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}")
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(
+            f"--engine ray needs Ray, which is not installed: {INSTALL_HINT}"
+        ) from None
     return ray
 
 
