@@ -13,8 +13,21 @@ from daulat.scale.cluster import Connection, connect
 from daulat.scale.shards import bounds_for, shards
 from daulat.scale.worker import Report, ShardSpec, run_shard
 from daulat.transfer.adoption import ADOPT_CONCURRENCY, PROOF_FIELD
-from daulat.transfer.engine import Executor
-from daulat.transfer.journal import Candidate, Completing, Journal, Outcome, State, WorkItem
+from daulat.transfer.engine import SMALL_OBJECT, Executor
+from daulat.transfer.journal import (
+    BatchWriter,
+    Candidate,
+    Completing,
+    Journal,
+    Outcome,
+    State,
+    WorkItem,
+)
+
+# Outcomes per journal commit on the driver. Larger than a single process's batches: every
+# worker already batches, and the driver commits for all of them (one fsync per commit). An
+# outcome a killed driver had not committed is adopted by proof on the rerun.
+DRIVER_BATCH = 5000
 
 # Attempts of one shard whose worker (or node) was lost before it gives up on what is left.
 SHARD_ATTEMPTS = 4
@@ -38,6 +51,7 @@ class RayRunner:
     used_workers: int = 0
 
     async def __call__(self, executor: Executor) -> None:
+        driver_batches(executor)
         executor.report()  # the plan's size shows while Ray starts
         # ray.init blocks for seconds while a local Ray starts: off the event loop (and off
         # the main thread, so that Ray leaves daulat's signal handlers alone).
@@ -158,6 +172,17 @@ class RayRunner:
                     stored_as=item.dkey,
                 )
             )
+
+
+def driver_batches(ex: Executor) -> None:
+    """Commit the outcomes that come back in batches of :data:`DRIVER_BATCH` (or each second)."""
+    ex.writer = BatchWriter(
+        ex.writer.journal,
+        ex.pair,
+        ex.summary.run_id,
+        every=DRIVER_BATCH,
+        immediate_over=SMALL_OBJECT,
+    )
 
 
 @dataclass

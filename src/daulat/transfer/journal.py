@@ -700,6 +700,7 @@ class BatchWriter:
         immediate_over: int | None = None,
     ) -> None:
         self._journal = journal
+        self.journal = journal
         self._pair = pair
         self._run_id = run_id
         self._every = every
