@@ -53,13 +53,14 @@ class Node:
     log: Path
 
     def session_pids(self) -> list[int]:
-        """Every live process of this node (its process group)."""
+        """Every live process of this node: its session (Ray's workers have process groups of
+        their own, but stay in the session ``ray start`` began)."""
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if os.getpgid(int(entry.name)) == self.proc.pid:
+                if os.getsid(int(entry.name)) == self.proc.pid:
                     pids.append(int(entry.name))
             except (ProcessLookupError, PermissionError):
                 continue
@@ -81,8 +82,9 @@ class Node:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.session_pids():
             time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in self.session_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 

@@ -79,4 +79,21 @@ def connect(address: str | None, *, local_cpus: int | None = None) -> Connection
         where = target or "a local Ray"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RayUnavailable(f"cannot connect to Ray at {where}: {first}") from None
+    _errors_to_stderr(ray)
     return Connection(ray, target or "local", started_here=target is None)
+
+
+def _errors_to_stderr(ray: Any) -> None:
+    """Ray prints the cluster's error messages ("a worker died ...") to the driver's stdout,
+    which would break ``--json``: send them to stderr (Ray 2.x internals; left alone if they
+    moved)."""
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if worker is None or original is None or getattr(original, "_daulat", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._daulat = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
