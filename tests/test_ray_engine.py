@@ -173,6 +173,9 @@ def test_shards_bound_objects_and_bytes_and_never_split_an_object() -> None:
     b = bounds_for(10_000, 10_000 * 65536, workers=4)
     assert b.objects == 625
     assert bounds_for(8, 8 * 256 * 2**20, workers=4).bytes < 256 * 2**20 * 2
+    # Few objects: still at least one shard per worker.
+    few = [WorkItem(f"b{i}", 32 * 2**20, None) for i in range(4)]
+    assert len(list(shards(few, bounds_for(4, 4 * 32 * 2**20, workers=4)))) == 4
 
 
 # --------------------------------------------------------------------------------------------

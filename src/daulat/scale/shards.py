@@ -27,9 +27,13 @@ class Bounds:
 
 def bounds_for(planned_objects: int, planned_bytes: int, workers: int) -> Bounds:
     """Bounds that cut the plan into about ``SHARDS_PER_WORKER`` shards per worker."""
-    parts = max(1, workers) * SHARDS_PER_WORKER
-    objects = min(MAX_OBJECTS, max(MIN_OBJECTS, math.ceil(planned_objects / parts)))
-    size = min(MAX_BYTES, max(MIN_BYTES, math.ceil(planned_bytes / parts)))
+    workers = max(1, workers)
+    parts = workers * SHARDS_PER_WORKER
+    # The floors keep shards worth their start-up, but never below one shard per worker.
+    least_objects = min(MIN_OBJECTS, math.ceil(planned_objects / workers))
+    least_bytes = min(MIN_BYTES, math.ceil(planned_bytes / workers))
+    objects = min(MAX_OBJECTS, max(least_objects, math.ceil(planned_objects / parts), 1))
+    size = min(MAX_BYTES, max(least_bytes, math.ceil(planned_bytes / parts), 1))
     return Bounds(objects, size)
 
 
