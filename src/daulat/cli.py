@@ -22,7 +22,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import timedelta
@@ -85,7 +85,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.signing import public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer.engine import VERIFIED_BY_LISTING
+from daulat.transfer.engine import VERIFIED_BY_LISTING, Runner
 from daulat.transfer.proof import ManifestSigning, retry_would_help
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
@@ -455,6 +455,60 @@ BwlimitOpt = Annotated[
     typer.Option("--bwlimit", help="Bandwidth cap in bytes/s; suffixes K, M, G (powers of 1024)."),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")]
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="Where objects are copied: this process (local), or shards on a Ray cluster "
+        "(ray; needs pip install 'daulat[ray]').",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="With --engine ray: the cluster's address (default: RAY_ADDRESS, else a local Ray "
+        "started for the run and stopped after it).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=100_000,
+        help="With --engine ray: shards in flight at once, each with --concurrency objects "
+        "and its own --bwlimit (default: the cluster's CPUs).",
+    ),
+]
+
+
+def _engine(
+    engine: Engine, address: str | None, workers: int | None
+) -> Callable[[Config], Runner | None]:
+    """The runner for ``--engine`` (checked now: without Ray, one line and exit 2)."""
+    if engine != Engine.ray:
+        if address is not None or workers is not None:
+            raise typer.BadParameter("--ray-address and --workers need --engine ray")
+        return lambda _cfg: None
+    from daulat.scale.cluster import require_ray
+
+    require_ray()
+
+    def runner(cfg: Config) -> Runner:
+        from daulat.scale.driver import RayRunner
+
+        return RayRunner(cfg, address=address, workers=workers)
+
+    return runner
 EncryptOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -612,8 +666,11 @@ def _transfer_command(
     options: Options,
     identity: Path | None = None,
     quiet: bool = False,
+    runner: Callable[[Config], Runner | None] | None = None,
 ) -> None:
     cfg = _load(config)
+    if runner is not None:
+        options = replace(options, runner=runner(cfg))
     listing = _DryRunListing(as_json) if options.dry_run else None
     if listing is not None:
         options = replace(options, on_plan=listing)
@@ -849,6 +906,9 @@ def copy(
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Copy objects that are missing or different at DST (filters: keys relative to SRC's
     prefix)."""
@@ -861,7 +921,8 @@ def copy(
         allow_plaintext=allow_plaintext,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
-    _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity, quiet)
+    run_on = _engine(engine, ray_address, workers)
+    _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity, quiet, run_on)
 
 
 @app.command()
@@ -889,6 +950,9 @@ def sync(
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Mirror SRC to DST (with --delete, also remove what SRC no longer has).
 
@@ -908,7 +972,8 @@ def sync(
         allow_plaintext=allow_plaintext,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
-    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity, quiet)
+    run_on = _engine(engine, ray_address, workers)
+    _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity, quiet, run_on)
 
 
 @app.command(name="exit")
@@ -932,6 +997,9 @@ def exit_(
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Evacuate everything from SRC to DST and verify every object (exit 0 only if all are).
 
@@ -948,7 +1016,8 @@ def exit_(
         allow_plaintext=allow_plaintext,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
-    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity, quiet)
+    run_on = _engine(engine, ray_address, workers)
+    _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity, quiet, run_on)
 
 
 @app.command()
@@ -1099,12 +1168,18 @@ def verify(
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Compare DST with SRC by content: recorded SHA-256 and size, or --full re-hashing.
 
     With filters only the objects they select are checked (keys relative to each prefix).
     """
     flt = _filter(include, exclude, filter_rule, filter_from)
+    # Verification reads object content only with --full; it runs in this process whatever
+    # the engine (checked all the same, so that a missing Ray is said before anything runs).
+    _engine(engine, ray_address, workers)
     cfg = _load(config)
     ids = load_identities(identity) if identity is not None else []
     with Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"):

@@ -48,12 +48,13 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterable,
     Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from daulat import interrupts
 from daulat.address import normalise_prefix
@@ -137,6 +138,37 @@ AGE_BUFFER = 2 * MiB
 STOP_ERRORS = (AccessDenied, WrongIdentity)
 
 
+class Bookkeeping(Protocol):
+    """What the executor needs of the journal: the planned work and where outcomes go. The
+    journal itself, or on a Ray worker, which never opens it, the stream of results back to
+    the driver (:mod:`daulat.scale.worker`)."""
+
+    def work(self) -> Iterable[WorkItem]: ...
+
+    def record(
+        self, pair: str, run_id: int, outcomes: Sequence[Outcome], settled: Sequence[str] = ()
+    ) -> None: ...
+
+    def record_completing(self, pair: str, run_id: int, row: Completing) -> None: ...
+
+
+class Ledger(Protocol):
+    """Where multipart uploads are recorded (:class:`~daulat.transfer.uploads.UploadLedger`)."""
+
+    def started(self, key: str, upload_id: str) -> None: ...
+
+    def finished(self, key: str, upload_id: str) -> None: ...
+
+    async def failed(self, key: str, upload_id: str) -> None: ...
+
+
+class Runner(Protocol):
+    """Runs a plan elsewhere (``Options.runner``): sends the executor's planned work out and
+    hands back every outcome through :meth:`Executor.commit`."""
+
+    async def __call__(self, executor: Executor) -> None: ...
+
+
 class Kind(StrEnum):
     COPY = "copy"
     SYNC = "sync"
@@ -201,6 +233,10 @@ class Options:
     # Filters (daulat.filters): the run sees only the source objects they select, and
     # sync --delete deletes only destination objects they select. Not part of codec_tag.
     filter: Filter = EVERYTHING
+    # Runs the plan somewhere else (``--engine ray``, :mod:`daulat.scale`): given the run's
+    # executor, it sends the planned objects out and commits what comes back through it. None:
+    # this process's own workers.
+    runner: Runner | None = field(default=None, repr=False)
 
     @property
     def codec_tag(self) -> str:
@@ -711,7 +747,10 @@ async def _run(
     executor.as_stored = carry is not None
     executor.resumer = resumer
     try:
-        await executor.run()
+        if opts.runner is not None and summary.planned_objects:
+            await opts.runner(executor)
+        else:
+            await executor.run()
     finally:
         if resumer is not None:
             totals = resumer.totals
@@ -848,12 +887,12 @@ class _Executor:
         self,
         src: Endpoint,
         dst: Endpoint,
-        journal: Journal,
+        journal: Bookkeeping,
         opts: Options,
         pair: str,
         summary: Summary,
         on_progress: Callable[[Progress], None] | None,
-        ledger: UploadLedger | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.src, self.dst, self.journal, self.opts = src, dst, journal, opts
         self.pair = pair
@@ -870,8 +909,13 @@ class _Executor:
         self.stop: Exception | None = None
         # Restore: each object's plaintext must match the source manifest's SHA-256 (and, from
         # an onward copy, its ciphertext the onward manifest's).
-        self.expect = bool(summary.checked_against_manifest)
-        self.expect_stored = self.expect and expects_stored(journal)
+        self._manifest = (
+            journal
+            if isinstance(journal, Journal) and summary.checked_against_manifest
+            else None
+        )
+        self.expect = self._manifest is not None
+        self.expect_stored = self._manifest is not None and expects_stored(self._manifest)
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
@@ -922,12 +966,32 @@ class _Executor:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._acknowledge(self.writer.flush())
-            self.summary.retries = self.progress.retries
-            self.summary.throttled = self.limiter.throttled
-            self._report(force=True)
+            self.finish()
         if self.stop is not None:
             self.summary.stopped = str(self.stop)
+
+    # --- for a Runner, which copies elsewhere and reports back here -----------------------
+
+    def commit(self, outcome: Outcome) -> None:
+        """An outcome reached elsewhere: journal it (batched) and count it, as :meth:`run`
+        does for its own."""
+        self._acknowledge(self.writer.add(outcome))
+        self._report()
+
+    def report(self) -> None:
+        """Show progress (at most every 0.2 s)."""
+        self._report()
+
+    def completing(self, row: Completing) -> None:
+        """A streamed object elsewhere is about to complete (see daulat.transfer.adoption)."""
+        self.journal.record_completing(self.pair, self.summary.run_id, row)
+
+    def finish(self) -> None:
+        """Commit what is pending and settle the counters (the end of every run)."""
+        self._acknowledge(self.writer.flush())
+        self.summary.retries = self.progress.retries
+        self.summary.throttled = self.limiter.throttled
+        self._report(force=True)
 
     async def _worker(self, queue: asyncio.Queue[WorkItem | None]) -> None:
         while True:
@@ -1018,9 +1082,12 @@ class _Executor:
         dst_key = self.dst.prefix + (item.key if item.dkey is None else item.dkey)
         opts = self.opts
         self._landed(item.key)  # an attempt after a retry starts from the first byte again
-        expected = self.journal.expected_sha256(self.src.prefix + item.key) if self.expect else None
+        manifest = self._manifest
+        expected = manifest.expected_sha256(src_key) if manifest is not None else None
         expected_stored = (
-            expected_stored_sha256(self.journal, src_key) if self.expect_stored else None
+            expected_stored_sha256(manifest, src_key)
+            if manifest is not None and self.expect_stored
+            else None
         )
         if self.server_copy is not None:
             src_s3, dst_s3 = self.server_copy
@@ -1226,6 +1293,32 @@ class _Executor:
                 await self.rate.take(len(chunk))
             self._streamed(key, len(chunk))
             yield chunk
+
+
+Executor = _Executor
+
+
+async def copy_items(
+    src: Endpoint,
+    dst: Endpoint,
+    book: Bookkeeping,
+    opts: Options,
+    pair: str,
+    run_id: int,
+    *,
+    ledger: Ledger | None = None,
+    as_stored: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Summary:
+    """Copy the objects ``book.work()`` gives, committing outcomes to ``book``: the engine's
+    per-object part alone, without listing, planning, adoption or manifests (a Ray worker's
+    shard, planned by the driver). Raises nothing for store failures; a permanent refusal
+    ends it with ``stopped`` set in the returned summary."""
+    summary = Summary(Kind.COPY.value, src.label, dst.label, run_id)
+    executor = _Executor(src, dst, book, opts, pair, summary, on_progress, ledger)
+    executor.as_stored = as_stored
+    await executor.run()
+    return summary
 
 
 def _unfinished(item: WorkItem, state: State, error: str) -> Outcome:

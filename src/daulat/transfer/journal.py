@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from daulat.errors import ManifestError, StateError
 from daulat.state import DatabaseKind, claim, connect, hold_lock, is_locked
@@ -739,6 +740,14 @@ class Journal:
         return int(n)
 
 
+class Recorder(Protocol):
+    """Where a :class:`BatchWriter` commits: the journal, or a Ray worker's result stream."""
+
+    def record(
+        self, pair: str, run_id: int, outcomes: Sequence[Outcome], settled: Sequence[str] = ()
+    ) -> None: ...
+
+
 class BatchWriter:
     """Collects outcomes and commits them every ``every`` items or ``seconds``.
 
@@ -753,7 +762,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Recorder,
         pair: str,
         run_id: int,
         every: int = 200,
@@ -762,6 +771,7 @@ class BatchWriter:
         immediate_over: int | None = None,
     ) -> None:
         self._journal = journal
+        self.journal = journal
         self._pair = pair
         self._run_id = run_id
         self._every = every
