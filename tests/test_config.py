@@ -109,6 +109,37 @@ BAD_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
         """,
         ("store 'kpu-alibaba'", "'country'", "'SG'", "'ap-southeast-5'", "in ID"),
     ),
+    "unknown endpoint_kind": (
+        """
+        [stores.kpu-alibaba]
+        url = "s3://pemilu-2024"
+        provider = "alibaba"
+        region = "ap-southeast-5"
+        endpoint_kind = "private"
+        """,
+        ("store 'kpu-alibaba'", "endpoint_kind", "'public'", "'internal'", "'accelerate'"),
+    ),
+    "endpoint_kind of a provider without kinds": (
+        """
+        [stores.kpu-archive]
+        url = "s3://pemilu-2024"
+        provider = "aws"
+        region = "ap-southeast-3"
+        endpoint_kind = "internal"
+        """,
+        ("store 'kpu-archive'", "'endpoint_kind'", "provider 'aws' has no 'internal'"),
+    ),
+    "endpoint_kind beside endpoint": (
+        """
+        [stores.kpu-alibaba]
+        url = "s3://pemilu-2024"
+        provider = "alibaba"
+        region = "ap-southeast-5"
+        endpoint = "https://data.kpu.example"
+        endpoint_kind = "internal"
+        """,
+        ("store 'kpu-alibaba'", "'endpoint_kind'", "leave it out when 'endpoint' is given"),
+    ),
     "self-hosted without country": (
         """
         [stores.vault]

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,8 @@ import pyrage
 import pytest
 from conftest import azure_store_config, s3_store_config
 from faultproxy import Proxy, fault_proxy
-from servers import AzuriteServer, S3Server
+from gcsproxy import GcsProxy, gcs_proxy
+from servers import AzuriteServer, GcsServer, S3Server
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -415,3 +418,221 @@ def test_azure_blocks_discarded_behind_its_back_start_again(azure: AzureSetup) -
     assert azure.proxy.stats["request_bytes"] - before >= SIZE
     assert azure.stored_sha256() == digest
     full_verify(azure.cwd)
+
+
+# ------------------------------------------------------------------------------------- GCS
+#
+# fake-gcs-server (1.54) keeps resumable sessions and takes their chunks, but lacks two parts of
+# Google's protocol: its answer to a status query (``PUT`` with ``Content-Range: bytes */*``) is
+# to commit the bytes it holds as the object, and a cancelled session (``DELETE``, answered 499)
+# goes on taking chunks. The proxy in front of it (tests/gcsproxy.py) answers both as Google
+# does, from what the server acknowledged; every chunk, the completion and the object's CRC32C
+# are the server's own.
+
+GCS_CHUNK = 8 * MiB  # daulat.stores.gcs.CHUNK_SIZE
+
+
+@dataclass
+class GcsSetup:
+    cwd: Path
+    prefix: str
+    server: GcsServer
+    proxy: GcsProxy
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}/big.bin"
+
+    def stored(self) -> bytes:
+        quoted = urllib.parse.quote(self.name, safe="")
+        status, body = self.server.request(
+            "GET", f"/download/storage/v1/b/{BUCKET}/o/{quoted}?alt=media", timeout=60
+        )
+        assert status == 200, status
+        return body
+
+    def session(self) -> str:
+        import sqlite3
+
+        db = sqlite3.connect(self.cwd / ".daulat" / "transfers.sqlite")
+        try:
+            (upload_id,) = db.execute("SELECT upload_id FROM uploads").fetchone()
+        finally:
+            db.close()
+        return str(upload_id)
+
+
+@pytest.fixture
+def gcs(gcs_server: GcsServer, tmp_path: Path) -> Iterator[GcsSetup]:
+    prefix = f"run-{os.getpid()}-{time.monotonic_ns()}"
+    gcs_server.create_bucket(BUCKET)
+    with gcs_proxy(gcs_server.endpoint) as proxy:
+        (tmp_path / "daulat.toml").write_text(
+            f"""
+[stores.src]
+url = "file://{tmp_path / "src"}"
+provider = "local"
+country = "ID"
+
+[stores.dst]
+url = "gs://{BUCKET}/{prefix}"
+provider = "gcp"
+region = "asia-southeast2"
+endpoint = "{proxy.endpoint}"
+"""
+        )
+        yield GcsSetup(tmp_path, prefix, gcs_server, proxy)
+    gcs_server.drop_large_objects(BUCKET)
+
+
+def _gcs_kill_half_way(gcs: GcsSetup) -> int:
+    """SIGKILL a throttled exit once the server acknowledged half of the object; return the
+    bytes it then holds for the session."""
+    kill_when(
+        gcs.cwd,
+        ["exit", "src", "dst", "--bwlimit", "12M"],
+        lambda: gcs.proxy.acknowledged() >= SIZE // 2,
+    )
+    held = gcs.proxy.acknowledged()
+    assert SIZE // 2 <= held < SIZE, held
+    return held
+
+
+def test_gcs_kill_at_half_sends_only_the_rest_of_the_session(gcs: GcsSetup) -> None:
+    digest = write_source(gcs.cwd)
+    whole = (gcs.cwd / "src" / "big.bin").read_bytes()
+    held = _gcs_kill_half_way(gcs)
+    assert gcs.session().startswith(f"{gcs.proxy.endpoint}/upload/")  # kept in the journal
+    before, seen = gcs.proxy.sent(), len(gcs.proxy.seen)
+    summary = finish(gcs.cwd)
+    sent = gcs.proxy.sent() - before
+    _report("gcs", held, sent, summary)
+    assert summary["resumed_uploads"] == 1, summary
+    assert summary["resumed_bytes"] == held
+    assert gcs.proxy.status_queries == 1
+    assert sent <= SIZE - held + OVERHEAD, (sent, held)
+    assert sent <= 0.6 * SIZE
+    # The session's chunks continue at the byte Google holds, and the last one's X-Goog-Hash
+    # is the CRC32C of the whole object, the kept bytes included (Google checks it).
+    chunks = [s for s in gcs.proxy.seen[seen:] if s.method == "PUT" and "upload_id=" in s.path]
+    assert chunks[1].headers["content-range"].startswith(f"bytes {held}-")
+    crc = base64.b64encode(google_crc32c.value(whole).to_bytes(4, "big")).decode()
+    assert chunks[-1].headers["x-goog-hash"] == f"crc32c={crc}"
+    assert hashlib.sha256(gcs.stored()).hexdigest() == digest
+    full_verify(gcs.cwd)
+    # The session URI is a capability: kept in the journal only, never shown.
+    assert "upload_id" not in json.dumps(summary)
+
+
+def test_gcs_a_cancelled_session_starts_again(gcs: GcsSetup) -> None:
+    digest = write_source(gcs.cwd)
+    _gcs_kill_half_way(gcs)
+    # Cancelled behind daulat's back, with the session URI (as Google's DELETE does).
+    reply = _http_delete(gcs.session())
+    assert reply == 499
+    before = gcs.proxy.sent()
+    summary = finish(gcs.cwd)
+    assert summary["restarted_uploads"] == 1, summary
+    assert summary["resumed_uploads"] == 0
+    assert gcs.proxy.sent() - before >= SIZE
+    assert hashlib.sha256(gcs.stored()).hexdigest() == digest
+    full_verify(gcs.cwd)
+
+
+def test_gcs_kept_bytes_that_differ_from_the_source_start_again(gcs: GcsSetup) -> None:
+    """Google keeps no per-chunk checksums: bytes of the session altered at the provider are
+    found by the whole object's CRC32C when the session completes; the object is removed and
+    uploaded afresh, and what stands at the end is the source's."""
+    digest = write_source(gcs.cwd)
+    gcs.proxy.flip_chunks = True  # what the server keeps of the first run is not what was sent
+    _gcs_kill_half_way(gcs)
+    gcs.proxy.flip_chunks = False
+    before = gcs.proxy.sent()
+    summary = finish(gcs.cwd)
+    assert summary["restarted_uploads"] == 1, summary
+    assert gcs.proxy.sent() - before >= SIZE
+    assert hashlib.sha256(gcs.stored()).hexdigest() == digest
+    full_verify(gcs.cwd)
+
+
+def _http_delete(url: str) -> int:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("DELETE", f"{parts.path}?{parts.query}")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_gcs_a_session_that_had_finished_is_checked_not_sent_again(gcs_server: GcsServer) -> None:
+    """Killed after Google completed the session but before the journal noted it: the next
+    attempt finds the object the session made, keeps it when its size and CRC32C are the
+    source's, and removes it and starts again when they are not."""
+    import asyncio
+
+    from daulat.config import StoreConfig
+    from daulat.stores import open_store
+    from daulat.stores.gcs import GcsStore
+    from daulat.stores.resumable import ResumeStats, Session, UploadGone
+
+    gcs_server.create_bucket(BUCKET)
+    body = os.urandom(3 * MiB + 5)
+
+    async def chunks(data: bytes) -> Any:
+        for i in range(0, len(data), MiB):
+            yield data[i : i + MiB]
+
+    with gcs_proxy(gcs_server.endpoint) as proxy:
+        raw = {
+            "name": "dst",
+            "url": f"gs://{BUCKET}/done-{time.monotonic_ns()}",
+            "provider": "gcp",
+            "region": "asia-southeast2",
+            "endpoint": proxy.endpoint,
+        }
+        store = open_store(StoreConfig.model_validate(raw))
+        assert isinstance(store, GcsStore)
+
+        async def go() -> None:
+            sessions: list[Session] = []
+            try:
+                first = await store.put_resumable(
+                    "k",
+                    chunks(body),
+                    metadata={"a": "1"},
+                    session=None,
+                    on_session=sessions.append,
+                    stats=ResumeStats(),
+                )
+                sent = proxy.sent()
+                stats = ResumeStats()
+                again = await store.put_resumable(
+                    "k",
+                    chunks(body),
+                    metadata=None,
+                    session=sessions[0],
+                    on_session=sessions.append,
+                    stats=stats,
+                )
+                assert proxy.sent() == sent  # nothing sent again
+                assert (again.sha256, again.size) == (first.sha256, first.size)
+                assert stats.resumed and stats.kept_bytes == len(body)
+                assert len(sessions) == 1
+                other = os.urandom(len(body))
+                with pytest.raises(UploadGone):
+                    await store.put_resumable(
+                        "k",
+                        chunks(other),
+                        metadata=None,
+                        session=sessions[0],
+                        on_session=sessions.append,
+                        stats=ResumeStats(),
+                    )
+                assert [k async for page in store.list() for k in page] == []
+            finally:
+                await store.close()
+
+        asyncio.run(go())

@@ -244,11 +244,45 @@ def test_provider_accepts_enum_and_string(catalogue: Catalogue) -> None:
 
 
 def test_alibaba_s3_profile(catalogue: Catalogue) -> None:
+    """As Alibaba's guide "Access OSS using AWS SDKs" gives it: the S3-compatible endpoints,
+    virtual-hosted addressing, no aws-chunked bodies, signed for the region id."""
     s3 = catalogue.provider("alibaba").s3
     assert s3 is not None
-    assert s3.endpoint_for("ap-southeast-5") == "https://oss-ap-southeast-5.aliyuncs.com"
+    assert s3.endpoint_for("ap-southeast-5") == "https://s3.oss-ap-southeast-5.aliyuncs.com"
+    assert s3.endpoint_for("cn-hangzhou", "public") == "https://s3.oss-cn-hangzhou.aliyuncs.com"
+    assert (
+        s3.endpoint_for("cn-hangzhou", "internal")
+        == "https://s3.oss-cn-hangzhou-internal.aliyuncs.com"
+    )
+    assert s3.endpoint_for("cn-hangzhou", "accelerate") == "https://s3.oss-accelerate.aliyuncs.com"
+    assert s3.signing_region_for("cn-hangzhou") == "cn-hangzhou"
     assert s3.virtual_hosted_style is True
     assert s3.aws_chunked_encoding is False
+    # The guide followed, and the date daulat's profile was checked against it.
+    assert s3.guide is not None
+    assert s3.guide.url == (
+        "https://www.alibabacloud.com/help/en/oss/developer-reference/"
+        "use-amazon-s3-sdks-to-access-oss"
+    )
+    assert s3.guide.read.isoformat() == "2026-12-04"
+    assert s3.custom_domain is not None
+    assert s3.custom_domain.countries == ["CN"]
+    assert s3.custom_domain.since.isoformat() == "2025-03-20"
+
+
+def test_an_endpoint_kind_a_profile_lacks_is_refused(catalogue: Catalogue) -> None:
+    s3 = catalogue.provider("gcp").s3
+    assert s3 is not None
+    with pytest.raises(ValueError, match="internal"):
+        s3.endpoint_for("us-central1", "internal")
+    raw = raw_document()
+    raw["providers"]["alibaba"]["s3"]["endpoints"]["internal"] = "http://plain.example"
+    with pytest.raises(CatalogueError, match="https"):
+        parse_catalogue(raw)
+    raw = raw_document()
+    raw["providers"]["alibaba"]["s3"]["endpoints"]["sideways"] = "https://x.example"
+    with pytest.raises(CatalogueError, match="sideways"):
+        parse_catalogue(raw)
 
 
 def test_aws_uses_the_sdk_default_endpoint(catalogue: Catalogue) -> None:
@@ -269,6 +303,9 @@ def test_every_s3_quirk_has_a_source(catalogue: Catalogue) -> None:
         for quirk in ("virtual_hosted_style", "aws_chunked_encoding"):
             source = provider.s3.source_for(quirk) or ""
             assert source.startswith("https://"), (provider.id, quirk)
+        for quirk in ("endpoints", "signing_region"):
+            if getattr(provider.s3, quirk):
+                assert (provider.s3.source_for(quirk) or "").startswith("https://"), quirk
         for caveat in provider.s3.caveats:
             assert caveat.source.startswith("https://")
 

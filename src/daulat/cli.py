@@ -335,6 +335,8 @@ def stores(
         for r in rows:
             if r.laws:
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
+            for note in r.notes:
+                out.print(f"  {r.name}: {note}")
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
 

@@ -67,6 +67,10 @@ class StoreConfig(BaseModel):
     endpoint: str | None = None
     country: str | None = None
     addressing: Literal["path", "virtual"] | None = None
+    #: Which of the provider's documented endpoints to use when ``endpoint`` is not given
+    #: (Alibaba OSS: ``public``, the default; ``internal`` inside Alibaba Cloud's network;
+    #: ``accelerate`` for transfer acceleration).
+    endpoint_kind: Literal["public", "internal", "accelerate"] | None = None
     credentials: Credentials | None = None
     encrypt_to: list[str] = Field(default_factory=list)
     encrypt_names: bool = False
@@ -456,6 +460,19 @@ def _check_store(store: StoreConfig) -> list[str]:
         problems.append(f"field 'endpoint': {store.endpoint!r} must start with http:// or https://")
     if store.profile is not None and store.scheme != "s3":
         problems.append("field 'profile': only S3 stores read credentials from a shared profile")
+    if store.endpoint_kind is not None:
+        kinds = provider.s3.endpoints if provider.s3 is not None else {}
+        if store.endpoint is not None:
+            problems.append(
+                "field 'endpoint_kind': leave it out when 'endpoint' is given (the endpoint "
+                "names the server itself)"
+            )
+        elif store.scheme != "s3" or store.endpoint_kind not in kinds:
+            offered = f" (it has: {', '.join(kinds)})" if kinds else ""
+            problems.append(
+                f"field 'endpoint_kind': provider {store.provider.value!r} has no "
+                f"{store.endpoint_kind!r} S3 endpoint{offered}"
+            )
     if store.addressing is not None and store.scheme == "gs":
         problems.append("field 'addressing': only S3 stores have path or virtual addressing")
     creds = store.credentials

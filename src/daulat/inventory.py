@@ -15,6 +15,7 @@ from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
 from daulat.filters import EVERYTHING, Filter
 from daulat.manifest import Manifest, ScanSummary
+from daulat.storenotes import store_notes
 from daulat.stores import ObjectInfo, Store, open_store
 
 SCAN_TRANSACTION = 5000
@@ -202,6 +203,8 @@ class StoreStatus:
     objects: int | None
     bytes: int | None
     last_scan: str | None
+    #: What the provider's documentation says this store needs (see :mod:`daulat.storenotes`).
+    notes: list[str] = field(default_factory=list)
 
 
 async def probe(store: Store, timeout: float = 10.0) -> str | None:
@@ -259,6 +262,7 @@ async def store_statuses(
             objects=objects,
             bytes=size,
             last_scan=scan.finished if scan else None,
+            notes=store_notes(cfg),
         )
 
     return list(await asyncio.gather(*(one(c) for c in config.stores.values())))

@@ -26,6 +26,7 @@ import difflib
 import functools
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from typing import Annotated, Any
@@ -217,7 +218,34 @@ class Caveat(_Model):
     source: Url
 
 
-_S3_QUIRKS = ("endpoint", "virtual_hosted_style", "aws_chunked_encoding")
+_S3_QUIRKS = (
+    "endpoint",
+    "endpoints",
+    "virtual_hosted_style",
+    "aws_chunked_encoding",
+    "signing_region",
+)
+#: The ``endpoint_kind`` values a store's table may name.
+ENDPOINT_KINDS = ("public", "internal", "accelerate")
+
+
+class Guide(_Model):
+    """The provider's own guide for S3 clients that the profile follows, and when daulat's
+    profile was last checked against it (``read``; ``updated``: the date the page gave)."""
+
+    url: Url
+    also: list[Url] = []
+    updated: Text | None = None
+    read: date
+
+
+class CustomDomain(_Model):
+    """Regions (by country) where the provider requires new accounts to reach buckets through
+    a custom domain of their own for data operations, since ``since``."""
+
+    countries: list[CountryCode]
+    since: date
+    source: Url
 
 
 class S3Profile(_Model):
@@ -236,11 +264,15 @@ class S3Profile(_Model):
     """
 
     endpoint: Text | None = None
+    endpoints: dict[str, Text] = {}
     virtual_hosted_style: bool
     aws_chunked_encoding: bool
+    signing_region: Text | None = None
     source: Url | None = None
     sources: dict[str, Url] = {}
     caveats: list[Caveat] = []
+    guide: Guide | None = None
+    custom_domain: CustomDomain | None = None
 
     @model_validator(mode="after")
     def _every_quirk_has_a_source(self) -> S3Profile:
@@ -248,28 +280,47 @@ class S3Profile(_Model):
         if unknown:
             raise ValueError(f"sources for unknown S3 quirks: {', '.join(unknown)}")
         for quirk in _S3_QUIRKS:
-            if quirk == "endpoint" and self.endpoint is None:
+            if getattr(self, quirk) in (None, {}):
                 continue
             if self.source_for(quirk) is None:
                 raise ValueError(f"S3 quirk {quirk!r} has no source")
-        if self.endpoint is not None and not self.endpoint.startswith("https://"):
-            raise ValueError(f"S3 endpoint {self.endpoint!r} must use https")
+        for url in (self.endpoint, *self.endpoints.values()):
+            if url is not None and not url.startswith("https://"):
+                raise ValueError(f"S3 endpoint {url!r} must use https")
+        unknown_kinds = sorted(set(self.endpoints) - set(ENDPOINT_KINDS))
+        if unknown_kinds:
+            raise ValueError(f"unknown endpoint kinds: {', '.join(unknown_kinds)}")
+        if self.endpoints and self.endpoints.get("public") != self.endpoint:
+            raise ValueError("endpoints.public must be the profile's endpoint")
         return self
 
     def source_for(self, quirk: str) -> str | None:
         """The URL that documents ``quirk``: its own source, else the profile's."""
         return self.sources.get(quirk, self.source)
 
-    def endpoint_for(self, region: str) -> str | None:
-        """The endpoint URL for ``region``, or ``None`` to let the SDK choose.
+    def endpoint_for(self, region: str, kind: str | None = None) -> str | None:
+        """The endpoint URL for ``region`` (of ``kind``, one of :attr:`endpoints`; the default
+        one when None), or ``None`` to let the SDK choose.
 
         Plain substitution rather than ``str.format`` so that a stray brace in the data
         cannot raise or expand anything else. The region is not checked here: look it up
-        with :meth:`Catalogue.region` first so an unknown one fails with suggestions.
+        with :meth:`Catalogue.region` first so an unknown one fails with suggestions. A kind
+        the profile does not have raises ``ValueError`` (the config check refuses it first).
         """
-        if self.endpoint is None:
+        template = self.endpoint
+        if kind is not None:
+            if kind not in self.endpoints:
+                raise ValueError(f"no {kind!r} endpoint for this provider")
+            template = self.endpoints[kind]
+        if template is None:
             return None
-        return self.endpoint.replace("{region}", region)
+        return template.replace("{region}", region)
+
+    def signing_region_for(self, region: str) -> str:
+        """The region requests to ``region`` are signed for (SigV4 credential scope)."""
+        if self.signing_region is None:
+            return region
+        return self.signing_region.replace("{region}", region)
 
 
 def _normalise_region(region_id: str) -> str:

@@ -24,6 +24,12 @@ Uploads
     first byte is sent. The session URI is a bearer capability (whoever holds it can write that
     upload), so no message, log line or exception of this store contains it.
 
+Resuming
+    :meth:`GcsStore.put_resumable` keeps a session open when its upload fails, for a later
+    process to continue from the bytes Google holds (its status query); the whole body's CRC32C
+    is what checks the kept bytes, as Google keeps none per chunk. See
+    :mod:`daulat.stores.resumable` and :mod:`daulat.transfer.resume`.
+
 Reads
     ``get`` reads the object's resource first (size, generation, hashes, user metadata) and then
     downloads that generation only: an object replaced in between fails the read with
@@ -51,6 +57,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import re
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
@@ -61,6 +68,7 @@ import google_crc32c
 
 from daulat.config import StoreConfig
 from daulat.errors import (
+    AccessDenied,
     ConfigError,
     InvalidKey,
     NotFound,
@@ -75,6 +83,7 @@ from daulat.stores.gcserrors import bucket_missing, translate
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
 from daulat.stores.objectstore import METADATA_PREFIX, normalise_etag
 from daulat.stores.objectstore import _small_or_stream as small_or_stream
+from daulat.stores.resumable import OnSession, ResumeStats, Session, UploadGone
 from daulat.stores.threadio import (
     Abandoned,
     DaemonPool,
@@ -108,6 +117,11 @@ OCTET_STREAM = "application/octet-stream"
 #: Seconds within which the client retries one request itself (throttling, 5xx, resets).
 RETRY_WINDOW = 5.0
 _ACME = ".well-known/acme-challenge/"
+#: What Google answers for a resumable session it no longer has: 404 or 410 (expired, unknown),
+#: 499 (cancelled).
+_SESSION_GONE = (404, 410, 499)
+#: A status query's answer: the bytes Google holds, ``bytes=0-LAST``.
+_RANGE = re.compile(r"bytes=0-(\d+)")
 #: The listing fields daulat reads; Google sends only these.
 _LIST_FIELDS = "items(name,size,updated,etag,crc32c,md5Hash,generation),nextPageToken"
 #: Threads for the short requests of every GCS store (transfers get threads of their own).
@@ -621,40 +635,77 @@ class GcsStore:
         return upload
 
     def _transmit(
-        self, h: _Client, key: str, name: str, upload: Any, feed: FromLoop
+        self,
+        h: _Client,
+        key: str,
+        name: str,
+        upload: Any,
+        feed: FromLoop,
+        stats: ResumeStats | None = None,
     ) -> dict[str, Any]:
-        """(Thread) Send the body chunk by chunk; the object resource Google made of it."""
-        from google.cloud.storage.exceptions import DataCorruption
+        """(Thread) Send the body chunk by chunk; the object resource Google made of it.
 
+        ``stats`` (given by :meth:`put_resumable` only) counts the chunks sent, and keeps the
+        session open at Google when the upload fails, for a later attempt to continue; an
+        upload whose result is wrong then fails with :class:`UploadGone`, so that the next
+        attempt begins a new session rather than continuing this spent one."""
+        from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+        failed: type[Transient] = Transient if stats is None else UploadGone
+        again = "" if stats is None else " and the upload starts again"
         response: Any = None
         try:
             while not upload.finished:
                 if feed.tell() != upload.bytes_uploaded:
                     # Google kept less of the last chunk than was sent: send the rest again.
                     feed.seek(upload.bytes_uploaded)
+                before = upload.bytes_uploaded
                 # A chunk refused with a retryable status (429, 5xx) or lost to a reset is sent
                 # again by the client's retry; anything else ends the upload here.
                 response = upload.transmit_next_chunk(h.session, timeout=self._timeout)
+                if stats is not None:
+                    stats.sent_parts += 1
+                    stats.sent_bytes += upload.bytes_uploaded - before
         except DataCorruption as exc:
-            # Finished, but the stored object's CRC32C is not the one of what was sent.
+            # Finished, but the stored object's CRC32C is not the one of what was sent (for a
+            # continued session: the bytes Google kept from earlier runs are not the source's).
             generation = _generation(getattr(exc, "response", None))
             self._discard(h, name, generation)
-            raise Transient(
+            raise failed(
                 f"store {self._name!r}: put {key!r}: the object stored differs from what was "
-                "sent (CRC32C); it was removed",
+                f"sent (CRC32C); it was removed{again}",
                 store=self._name,
                 key=key,
             ) from None
+        except InvalidResponse as exc:
+            status = getattr(exc.response, "status_code", None)
+            if stats is None:
+                self._cancel(h, upload)
+            elif status in _SESSION_GONE:
+                raise self._gone(key) from None
+            elif status == 400 and stats.kept_bytes:
+                # Google refuses the whole body's X-Goog-Hash: the bytes it kept from an earlier
+                # run are not the source's. The session cannot be mended: begin a new one.
+                self._cancel(h, upload)
+                raise UploadGone(
+                    f"store {self._name!r}: put {key!r}: Google refused the object's CRC32C; "
+                    "the bytes it kept from the interrupted upload differ from the source's, "
+                    "so the upload starts again",
+                    store=self._name,
+                    key=key,
+                ) from None
+            raise
         except BaseException:  # the body failed or was abandoned, or a request failed
-            self._cancel(h, upload)
+            if stats is None:
+                self._cancel(h, upload)
             raise
         resource: dict[str, Any] = response.json() if response is not None else {}
         if not feed.eof or int(resource.get("size", -1)) != feed.tell():
             # Google ended the upload before the body did (or kept another size).
             self._discard(h, name, _generation(response))
-            raise Transient(
+            raise failed(
                 f"store {self._name!r}: put {key!r}: the server ended the upload early; the "
-                "object was removed",
+                f"object was removed{again}",
                 store=self._name,
                 key=key,
             )
@@ -667,6 +718,247 @@ class GcsStore:
             return
         with contextlib.suppress(Exception):
             h.session.delete(url, timeout=self._timeout)
+
+    # ------------------------------------------------------------------ resumable uploads
+
+    @property
+    def location(self) -> str:
+        """Endpoint, bucket and prefix: where the journal's sessions of this store belong."""
+        return f"{self._endpoint}/{self._bucket_name}/{self._prefix}"
+
+    @property
+    def part_size(self) -> int:
+        return CHUNK_SIZE
+
+    async def put_resumable(
+        self,
+        key: str,
+        data: AsyncIterable[bytes],
+        *,
+        metadata: Mapping[str, str] | None,
+        session: Session | None,
+        on_session: OnSession,
+        stats: ResumeStats,
+    ) -> PutResult:
+        """A resumable upload that a later process can continue (see
+        :mod:`daulat.stores.resumable`); ``session.upload_id`` is the session URI.
+
+        Continuing: Google is asked how many bytes of the session it holds (a status query,
+        ``Content-Range: bytes */*``). That many bytes of ``data`` are read again from the
+        source and not sent: they go into the SHA-256 and into the CRC32C of the whole body,
+        whose ``X-Goog-Hash`` Google checks with the last chunk, and which the finished
+        object's CRC32C must equal. Google keeps no per-chunk checksums, so this is where
+        kept bytes that differ from the source are found: the object is refused (or removed)
+        and :class:`UploadGone` makes the next attempt begin a new session. A session Google
+        no longer has (cancelled, expired after a week) is :class:`UploadGone` before
+        anything of ``data`` is read. ``metadata`` is fixed when a session begins.
+        """
+        name = self._check(key)
+        hasher = StreamHasher()
+        stream = hashed(aiter(data), hasher, expected=None, store=self._name, key=key)
+        loop = asyncio.get_running_loop()
+        feed = FromLoop(loop, FEED_AHEAD)
+        kept = 0
+        if session is None:
+            user = {METADATA_PREFIX + k: v for k, v in (metadata or {}).items()}
+            upload = await self._call(
+                lambda h: self._initiate(h, name, user, feed), key=key, op="put"
+            )
+            try:
+                # The caller records the session before any byte is sent.
+                on_session(Session(upload.resumable_url, CHUNK_SIZE))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._call(lambda h: self._cancel(h, upload), key=key, op="put")
+                raise
+        else:
+            url = self._own_session(key, session)
+            state = await self._call(lambda h: self._status(h, key, url), key=key, op="resume")
+            stats.resumed = True
+            if isinstance(state, dict):
+                return await self._finished(key, name, state, stream, hasher, stats)
+            kept = state
+            upload = self._continued(url, feed)
+            stats.kept_bytes = kept
+            stats.kept_parts = -(-kept // CHUNK_SIZE)
+        pump = asyncio.ensure_future(feed.pump(stream))
+
+        def transmit() -> dict[str, Any]:
+            if kept:
+                self._skip(key, upload, feed, kept)
+            return self._transmit(self._client(), key, name, upload, feed, stats)
+
+        try:
+            resource = await in_thread(transmit, name="gcs-upload")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if feed.error is not None:
+                raise feed.error from None  # the body's own error, unchanged
+            if isinstance(exc, StoreError):
+                raise
+            raise self._fail(exc, key=key, op="put") from None
+        finally:
+            feed.close()
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            with contextlib.suppress(RuntimeError):
+                await stream.aclose()  # type: ignore[attr-defined]
+        return PutResult(
+            key=key,
+            size=hasher.size,
+            sha256=hasher.hexdigest(),
+            etag=normalise_etag(resource.get("etag")),
+        )
+
+    async def abort_session(self, key: str, session: Session) -> None:
+        """Cancel the session at Google (succeeds when it is gone already)."""
+        try:
+            url = self._own_session(key, session)
+        except UploadGone:
+            return  # not a session of this endpoint: nothing daulat may send it to
+
+        def cancel(h: _Client) -> None:
+            reply = h.session.delete(url, timeout=self._timeout)
+            if reply.status_code not in (200, 204, *_SESSION_GONE):
+                raise self._status_error(key, reply.status_code, "cancel upload")
+
+        await self._call(cancel, key=key, op="cancel upload")
+
+    def _own_session(self, key: str, session: Session) -> str:
+        """The session URI, if it is one of this store's endpoint: requests to it carry the
+        store's access token, which must go nowhere else (the URI comes from the journal, and
+        first from a ``Location`` header)."""
+        url = session.upload_id
+        if not url.startswith(f"{self._endpoint}/upload/"):
+            raise UploadGone(
+                f"store {self._name!r}: the recorded upload of {key!r} is not one of this "
+                "store's endpoint; it starts again",
+                store=self._name,
+                key=key,
+            )
+        return url
+
+    def _gone(self, key: str) -> UploadGone:
+        return UploadGone(
+            f"store {self._name!r}: Google no longer has the upload session of {key!r} "
+            "(cancelled or expired); it starts again",
+            store=self._name,
+            key=key,
+        )
+
+    def _status_error(self, key: str, status: int, op: str) -> StoreError:
+        """A daulat error for an HTTP status (never the URL: it is a capability)."""
+        where = f"store {self._name!r}: {op} {key!r}"
+        if status in (401, 403):
+            return AccessDenied(f"{where} refused (HTTP {status})", store=self._name, key=key)
+        if status in (408, 429) or status >= 500:
+            return Transient(f"{where} failed (HTTP {status})", store=self._name, key=key)
+        return StoreError(f"{where} failed (HTTP {status})", store=self._name, key=key)
+
+    def _status(self, h: _Client, key: str, url: str) -> int | dict[str, Any]:
+        """(Thread) How many bytes Google holds for the session (its status query), or the
+        object resource when the session was finished already; :class:`UploadGone` when
+        Google no longer has it."""
+        reply = h.session.put(
+            url, data=b"", headers={"Content-Range": "bytes */*"}, timeout=self._timeout
+        )
+        status = reply.status_code
+        if status in _SESSION_GONE:
+            raise self._gone(key)
+        if status in (200, 201):
+            resource: dict[str, Any] = reply.json()
+            return resource
+        if status != 308:
+            raise self._status_error(key, status, "resume upload")
+        held = reply.headers.get("Range")
+        if held is None:
+            return 0  # nothing persisted yet
+        match = _RANGE.fullmatch(held.strip())
+        if match is None:
+            raise Transient(
+                f"store {self._name!r}: resume upload {key!r}: Google answered an unreadable Range",
+                store=self._name,
+                key=key,
+            )
+        return int(match.group(1)) + 1
+
+    def _continued(self, url: str, feed: FromLoop) -> Any:
+        """A ResumableUpload for an existing session, as ``initiate`` would leave it (the
+        client's own documentation sets these attributes to the same end)."""
+        from google.cloud.storage._media.requests import ResumableUpload
+
+        upload = ResumableUpload(  # type: ignore[no-untyped-call]
+            url, CHUNK_SIZE, checksum="crc32c", retry=self._retry()
+        )
+        upload._resumable_url = url
+        upload._stream = feed
+        upload._content_type = OCTET_STREAM
+        upload._total_bytes = None  # streamed: the size is told with the last chunk
+        return upload
+
+    def _skip(self, key: str, upload: Any, feed: FromLoop, kept: int) -> None:
+        """(Thread) Read the ``kept`` bytes Google holds from the body without sending them,
+        taking them into the whole body's CRC32C (``X-Goog-Hash`` with the last chunk)."""
+        crc = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+        left = kept
+        while left:
+            piece = feed.read(min(left, READ_CHUNK))
+            if not piece:
+                # Google holds more than the source has: not an upload of this source.
+                raise UploadGone(
+                    f"store {self._name!r}: the interrupted upload of {key!r} holds more bytes "
+                    "than the source has; it starts again",
+                    store=self._name,
+                    key=key,
+                )
+            crc.update(piece)  # type: ignore[no-untyped-call]
+            left -= len(piece)
+        upload._checksum_object = crc
+        upload._bytes_checksummed = kept
+        upload._bytes_uploaded = kept
+
+    async def _finished(
+        self,
+        key: str,
+        name: str,
+        resource: dict[str, Any],
+        stream: AsyncIterator[bytes],
+        hasher: StreamHasher,
+        stats: ResumeStats,
+    ) -> PutResult:
+        """The session had finished (the run stopped before it noted so): the object stands if
+        it is the source's bytes (size and CRC32C), else that generation is removed and the
+        upload starts again."""
+        crc = 0
+        try:
+            async for chunk in stream:
+                crc = google_crc32c.extend(crc, chunk)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                await stream.aclose()  # type: ignore[attr-defined]
+        sent = base64.b64encode(crc.to_bytes(4, "big")).decode("ascii")
+        if resource.get("crc32c") == sent and int(resource.get("size", -1)) == hasher.size:
+            stats.kept_bytes = hasher.size
+            stats.kept_parts = -(-hasher.size // CHUNK_SIZE)
+            return PutResult(
+                key=key,
+                size=hasher.size,
+                sha256=hasher.hexdigest(),
+                etag=normalise_etag(resource.get("etag")),
+            )
+        generation = resource.get("generation")
+        await self._call(
+            lambda h: self._discard(h, name, int(generation) if generation else None),
+            key=key,
+            op="put",
+        )
+        raise UploadGone(
+            f"store {self._name!r}: put {key!r}: the object an interrupted upload left differs "
+            "from the source (CRC32C); it was removed and the upload starts again",
+            store=self._name,
+            key=key,
+        )
 
     async def delete(self, key: str) -> None:
         name = self._check(key)

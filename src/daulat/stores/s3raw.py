@@ -377,7 +377,7 @@ class S3Raw:
         endpoint = cfg.endpoint
         virtual = cfg.addressing == "virtual"
         if endpoint is None and profile is not None:
-            endpoint = profile.endpoint_for(region)
+            endpoint = profile.endpoint_for(region, cfg.endpoint_kind)
             if profile.virtual_hosted_style and cfg.addressing is None:
                 virtual = True
         if endpoint is None and cfg.addressing is None:
@@ -392,7 +392,8 @@ class S3Raw:
                 name=cfg.name,
                 endpoint=endpoint,
                 bucket=cfg.bucket,
-                region=region,
+                # Signed for the region the provider's guide says (see open_s3_obstore).
+                region=profile.signing_region_for(region) if profile is not None else region,
                 prefix=cfg.prefix,
                 virtual_hosted=virtual,
                 credentials=chain or CredentialChain.for_store(cfg, env),
