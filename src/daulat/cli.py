@@ -734,6 +734,15 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  {label}: {printable(repr(key))}: {printable(reason)}")
         if len(rows) > 20:
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
+    for key in s.reserved[:20]:
+        out.print(
+            f"  reserved: {printable(repr(key))}: under .daulat/, which daulat keeps for its "
+            "manifests and keys at every destination; not copied",
+            highlight=False,
+            markup=False,
+        )
+    if s.reserved_objects > min(len(s.reserved), 20):
+        out.print(f"  ... and {s.reserved_objects - min(len(s.reserved), 20):,} more reserved")
     for key, reason in s.unproven[:20]:
         out.print(f"  unproven: {key!r}: {reason}", highlight=False, markup=False)
     if len(s.unproven) > 20:
@@ -795,6 +804,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             ),
         }.get(kind, "")
         out.print(styled("  ", ("complete", "green"), detail))
+    elif s.reserved_objects and not (
+        s.failed or s.refused or s.left_objects or s.unverified or s.unproven
+    ):
+        err.print(
+            styled(
+                ("incomplete", "yellow"),
+                f": {s.reserved_objects:,} object(s) ({_human_bytes(s.reserved_bytes)}) under "
+                f"the source's .daulat/ were not copied (listed above): daulat reserves .daulat/ "
+                "at every destination for its own manifests and keys. Move or rename them at "
+                f"the source (outside .daulat/) and run again: {_resume_command()}",
+            )
+        )
     elif s.unproven and not (s.failed or s.refused or s.left_objects or s.unverified):
         err.print(
             styled(

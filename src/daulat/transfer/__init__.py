@@ -28,6 +28,8 @@ from daulat.stores import open_store
 from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
+from daulat.transfer.keepout import OwnState, refuse_inside_state
+from daulat.transfer.locations import location_of
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
@@ -193,11 +195,15 @@ async def _run_transfer(
 ) -> Summary:
     opts = options or Options()
     src_address, dst_address = parse_address(src_spec), parse_address(dst_spec)
-    _, dst_location = await refuse_overlap(
+    src_location, dst_location = await refuse_overlap(
         config,
         (src_address.store, src_address.prefix),
         (dst_address.store, dst_address.prefix),
     )
+    # daulat's own keys, journal and audit log are never data (daulat.transfer.keepout).
+    refuse_inside_state(config.state_dir, src_location, dst_location)
+    if opts.own_state is None:
+        opts = replace(opts, own_state=OwnState.of(config.state_dir, src_location, dst_location))
     dst_cfg = config.store(dst_address.store)
     if (
         opts.decrypt_with
@@ -332,6 +338,12 @@ async def _run_verify(
 
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
+    src_at, dst_at = parse_address(src_spec), parse_address(dst_spec)
+    own_state = OwnState.of(
+        config.state_dir,
+        location_of(config.store(src_at.store), src_at.prefix),
+        location_of(config.store(dst_at.store), dst_at.prefix),
+    )
     own = _own_public_key(config)
     trusted = [*config.signers, *([own] if own is not None and own not in config.signers else [])]
     try:
@@ -356,6 +368,7 @@ async def _run_verify(
                 name_key=name_key,
                 trusted=trusted,
                 filter=filter,
+                own_state=own_state,
             )
     finally:
         await src.store.close()
