@@ -25,17 +25,19 @@ from daulat.signing import (
     signers_line,
 )
 from daulat.stores import open_store
+from daulat.transfer.above import evidence_above
 from daulat.transfer.adoption import proof_key
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.keepout import OwnState, refuse_inside_state
-from daulat.transfer.locations import location_of
+from daulat.transfer.locations import Location, location_of
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
     name_key_for_run,
 )
 from daulat.transfer.safety import (
+    ciphertext_refusal,
     destination_space,
     local_name_keys,
     names_in_clear,
@@ -262,6 +264,7 @@ async def _run_transfer(
             )
             opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
+            await _refuse_inside_encrypted(config, kind, opts, src, dst, dst_location, journal)
             summary = await transfer(kind, src, dst, journal, opts, on_progress)
         if notice is not None:
             summary.notes.insert(0, notice)
@@ -269,6 +272,37 @@ async def _run_transfer(
     finally:
         await src.store.close()
         await dst.store.close()
+
+
+async def _refuse_inside_encrypted(
+    config: Config,
+    kind: Kind,
+    opts: Options,
+    src: Endpoint,
+    dst: Endpoint,
+    dst_location: Location,
+    journal: Journal,
+) -> None:
+    """Plaintext (or real names) into a place that lies inside an encrypted (or name-protected)
+    directory or bucket, above the destination store's own root (:mod:`daulat.transfer.above`;
+    the engine's checks cover the store itself)."""
+    if opts.allow_plaintext:
+        return
+    want_names = not opts.encrypt_names and not await _copies_protected_names(kind, opts, src)
+    if opts.encrypt_to and not want_names:
+        return
+    found = await evidence_above(
+        config,
+        dst.store.name,
+        dst_location,
+        journal,
+        want_ciphertext=not opts.encrypt_to,
+        want_names=want_names,
+    )
+    if found.ciphertext:
+        raise ciphertext_refusal(kind.value, dst, found.ciphertext, restore=kind == Kind.RESTORE)
+    if found.names:
+        raise names_in_clear(kind, dst, found.names)
 
 
 async def _copies_protected_names(kind: Kind, opts: Options, src: Endpoint) -> bool:
