@@ -89,6 +89,21 @@ def signing_key_of(config: Config) -> tuple[SigningKey, str | None]:
     )
 
 
+def missing_signing_key(config: Config) -> None:
+    """Raise :class:`ConfigError` when ``signing_key`` names a file that does not exist.
+
+    A run that writes a replica signs its manifest; with the configured key missing (a typo,
+    a key not copied) it would sign with a key no configuration pins, and a restore elsewhere
+    would refuse the replica. ``restore`` keeps signing with this machine's own key instead
+    (:func:`signing_key_of`): a new machine restores with only daulat.toml and the identity."""
+    key = config.signing_key
+    if key is not None and not key.exists():
+        raise ConfigError(
+            f"{config.path}: field 'signing_key': {key} does not exist; put the key file there, "
+            "correct the path, or remove the line to sign with this machine's own key"
+        )
+
+
 def _own_public_key(config: Config) -> PublicKey | None:
     if config.signing_key is not None and config.signing_key.exists():
         try:
@@ -197,6 +212,8 @@ async def _run_transfer(
 ) -> Summary:
     opts = options or Options()
     src_address, dst_address = parse_address(src_spec), parse_address(dst_spec)
+    if kind != Kind.RESTORE:
+        missing_signing_key(config)
     src_location, dst_location = await refuse_overlap(
         config,
         (src_address.store, src_address.prefix),
