@@ -27,6 +27,7 @@ from daulat.signing import (
 from daulat.stores import open_store
 from daulat.transfer.above import evidence_above
 from daulat.transfer.adoption import proof_key
+from daulat.transfer.dstlock import lock_destination, release
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.keepout import OwnState, refuse_inside_state
@@ -223,6 +224,41 @@ async def _run_transfer(
     refuse_inside_state(config.state_dir, src_location, dst_location)
     if opts.own_state is None:
         opts = replace(opts, own_state=OwnState.of(config.state_dir, src_location, dst_location))
+    # One writing run at a time into one place (daulat.transfer.dstlock); a dry run writes
+    # nothing and takes no lock.
+    lock = (
+        None
+        if opts.dry_run
+        else lock_destination(config.state_dir, dst_location, dst_address.label or dst_spec)
+    )
+    try:
+        return await _run_locked(
+            config,
+            kind,
+            src_spec,
+            dst_spec,
+            opts,
+            on_progress,
+            identities=identities,
+            dst_location=dst_location,
+        )
+    finally:
+        if lock is not None:
+            release(lock)
+
+
+async def _run_locked(
+    config: Config,
+    kind: Kind,
+    src_spec: str,
+    dst_spec: str,
+    opts: Options,
+    on_progress: Callable[[Progress], None] | None,
+    *,
+    identities: Sequence[Identity],
+    dst_location: Location,
+) -> Summary:
+    dst_address = parse_address(dst_spec)
     dst_cfg = config.store(dst_address.store)
     if (
         opts.decrypt_with
