@@ -483,6 +483,15 @@ AllowPlaintextOpt = Annotated[
         "daulat-encrypted objects (or protected names), replacing them.",
     ),
 ]
+ReencryptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reencrypt",
+        help="Write age ciphertext to the given recipients even where this machine's journal "
+        "says the destination was encrypted to other recipients (refused by default: the old "
+        "identity could no longer restore what is rewritten).",
+    ),
+]
 AllowEmptySourceOpt = Annotated[
     bool,
     typer.Option(
@@ -865,6 +874,7 @@ def copy(
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -880,6 +890,7 @@ def copy(
         encrypt_to,
         encrypt_names,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.COPY, src, dst, config, as_json, opts, identity, quiet)
@@ -905,6 +916,7 @@ def sync(
     max_delete: MaxDeleteOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -927,6 +939,7 @@ def sync(
         max_delete=DeleteLimit.parse(max_delete) if max_delete is not None else DEFAULT_MAX_DELETE,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.SYNC, src, dst, config, as_json, opts, identity, quiet)
@@ -948,6 +961,7 @@ def exit_(
     identity: NameKeyIdentityOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -967,6 +981,7 @@ def exit_(
         encrypt_names,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     _transfer_command(Kind.EXIT, src, dst, config, as_json, opts, identity, quiet)

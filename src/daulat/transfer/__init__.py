@@ -37,6 +37,7 @@ from daulat.transfer.names import (
     has_protected_names,
     name_key_for_run,
 )
+from daulat.transfer.recipients import recipients_changed
 from daulat.transfer.safety import (
     ciphertext_refusal,
     destination_space,
@@ -318,6 +319,9 @@ async def _run_locked(
             opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
             await _refuse_inside_encrypted(config, kind, opts, src, dst, dst_location, journal)
+            changed = recipients_changed(kind, journal, dst, opts)
+            if changed is not None:
+                raise changed
             summary = await transfer(kind, src, dst, journal, opts, on_progress)
         if notice is not None:
             summary.notes.insert(0, notice)

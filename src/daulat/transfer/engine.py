@@ -183,6 +183,7 @@ class Options:
     # Safety (see daulat.transfer.safety): what the run refuses unless told otherwise.
     allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
     allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext
+    reencrypt: bool = False  # ciphertext to other recipients than the destination's last run
     max_delete: DeleteLimit = DEFAULT_MAX_DELETE  # sync --delete: a count or a share
     # Stores that reach the destination's key space, by name → root path in that space, so
     # earlier encrypted writes under another name count (safety.destination_space).
