@@ -530,11 +530,14 @@ def test_forged_name_key_is_never_used(
         )
     assert checked.returncode == 0, checked.stderr
 
-    # A new machine: only the config and the identity.
+    # A new machine: the config, the identity and the signing key it names (an exit signs).
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     shutil.copy(config, fresh / "daulat.toml")
     shutil.copy(identity, fresh / "id.txt")
+    signing_key = load_config(config).signing_key
+    assert signing_key is not None
+    shutil.copy(signing_key, fresh / signing_key.relative_to(config.parent.resolve()))
     monkeypatch.chdir(fresh)
     # The provider swaps in a name key it chose (it knows the recipient), unsigned...
     genuine = key_obj.read_bytes(), sig.read_bytes()

@@ -539,6 +539,15 @@ AllowPlaintextOpt = Annotated[
         "daulat-encrypted objects (or protected names), replacing them.",
     ),
 ]
+ReencryptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reencrypt",
+        help="Write age ciphertext to the given recipients even where this machine's journal "
+        "says the destination was encrypted to other recipients (refused by default: the old "
+        "identity could no longer restore what is rewritten).",
+    ),
+]
 AllowEmptySourceOpt = Annotated[
     bool,
     typer.Option(
@@ -793,6 +802,15 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             out.print(f"  {label}: {printable(repr(key))}: {printable(reason)}")
         if len(rows) > 20:
             out.print(f"  ... and {len(rows) - 20:,} more {label} (see --json)")
+    for key in s.reserved[:20]:
+        out.print(
+            f"  reserved: {printable(repr(key))}: under .daulat/, which daulat keeps for its "
+            "manifests and keys at every destination; not copied",
+            highlight=False,
+            markup=False,
+        )
+    if s.reserved_objects > min(len(s.reserved), 20):
+        out.print(f"  ... and {s.reserved_objects - min(len(s.reserved), 20):,} more reserved")
     for key, reason in s.unproven[:20]:
         out.print(f"  unproven: {key!r}: {reason}", highlight=False, markup=False)
     if len(s.unproven) > 20:
@@ -854,6 +872,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             ),
         }.get(kind, "")
         out.print(styled("  ", ("complete", "green"), detail))
+    elif s.reserved_objects and not (
+        s.failed or s.refused or s.left_objects or s.unverified or s.unproven
+    ):
+        err.print(
+            styled(
+                ("incomplete", "yellow"),
+                f": {s.reserved_objects:,} object(s) ({_human_bytes(s.reserved_bytes)}) under "
+                f"the source's .daulat/ were not copied (listed above): daulat reserves .daulat/ "
+                "at every destination for its own manifests and keys. Move or rename them at "
+                f"the source (outside .daulat/) and run again: {_resume_command()}",
+            )
+        )
     elif s.unproven and not (s.failed or s.refused or s.left_objects or s.unverified):
         err.print(
             styled(
@@ -903,6 +933,7 @@ def copy(
     encrypt_names: EncryptNamesOpt = False,
     identity: NameKeyIdentityOpt = None,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -921,6 +952,7 @@ def copy(
         encrypt_to,
         encrypt_names,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     run_on = _engine(engine, ray_address, workers)
@@ -947,6 +979,7 @@ def sync(
     max_delete: MaxDeleteOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -972,6 +1005,7 @@ def sync(
         max_delete=DeleteLimit.parse(max_delete) if max_delete is not None else DEFAULT_MAX_DELETE,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     run_on = _engine(engine, ray_address, workers)
@@ -994,6 +1028,7 @@ def exit_(
     identity: NameKeyIdentityOpt = None,
     allow_empty_source: AllowEmptySourceOpt = False,
     allow_plaintext: AllowPlaintextOpt = False,
+    reencrypt: ReencryptOpt = False,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
@@ -1016,6 +1051,7 @@ def exit_(
         encrypt_names,
         allow_empty_source=allow_empty_source,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         filter=_filter(include, exclude, filter_rule, filter_from),
     )
     run_on = _engine(engine, ray_address, workers)

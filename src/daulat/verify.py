@@ -53,6 +53,7 @@ from daulat.transfer.engine import (
     pair_id,
 )
 from daulat.transfer.journal import REPLACED, Journal, now
+from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.names import NameKey
 from daulat.transfer.onward import holds_onward_copies
@@ -231,8 +232,13 @@ async def verify(
     name_key: NameKey | None = None,
     trusted: Sequence[PublicKey] | None = None,
     filter: Filter = EVERYTHING,
+    own_state: OwnState | None = None,
 ) -> VerifyReport:
     """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
+
+    daulat's local state and its ``.daulat/`` namespace are left out on both sides, as a copy
+    leaves them out (:mod:`daulat.transfer.keepout`; ``own_state``: the running state
+    directory's place in either endpoint).
 
     ``filter`` selects the objects checked (see the module docstring).
 
@@ -257,7 +263,13 @@ async def verify(
     try:
         names = name_key.stored_name if name_key is not None else None
         excluded = await list_into(
-            journal, "src", src, exclude=DST_MANIFEST_PREFIX, names=names, filter=filter
+            journal,
+            "src",
+            src,
+            exclude=DST_MANIFEST_PREFIX,
+            names=names,
+            filter=filter,
+            keep_out=KeepOut(own_state.src if own_state else None),
         )
         await list_into(
             journal,
@@ -265,6 +277,7 @@ async def verify(
             dst,
             exclude=DST_MANIFEST_PREFIX,
             filter=EVERYTHING if names is not None else filter,
+            keep_out=KeepOut(own_state.dst if own_state else None, destination=True),
         )
         if names is not None and not whole:
             _only_selected_stored(journal)

@@ -25,15 +25,21 @@ from daulat.signing import (
     signers_line,
 )
 from daulat.stores import open_store
+from daulat.transfer.above import evidence_above
 from daulat.transfer.adoption import proof_key
+from daulat.transfer.dstlock import lock_destination, release
 from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
 from daulat.transfer.journal import Journal
+from daulat.transfer.keepout import OwnState, refuse_inside_state
+from daulat.transfer.locations import Location, location_of
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
     name_key_for_run,
 )
+from daulat.transfer.recipients import recipients_changed
 from daulat.transfer.safety import (
+    ciphertext_refusal,
     destination_space,
     local_name_keys,
     names_in_clear,
@@ -83,6 +89,21 @@ def signing_key_of(config: Config) -> tuple[SigningKey, str | None]:
         f"restores believe only pinned signers; to pin it, put this line at the top of "
         f"{config.path}: {pin}"
     )
+
+
+def missing_signing_key(config: Config) -> None:
+    """Raise :class:`ConfigError` when ``signing_key`` names a file that does not exist.
+
+    A run that writes a replica signs its manifest; with the configured key missing (a typo,
+    a key not copied) it would sign with a key no configuration pins, and a restore elsewhere
+    would refuse the replica. ``restore`` keeps signing with this machine's own key instead
+    (:func:`signing_key_of`): a new machine restores with only daulat.toml and the identity."""
+    key = config.signing_key
+    if key is not None and not key.exists():
+        raise ConfigError(
+            f"{config.path}: field 'signing_key': {key} does not exist; put the key file there, "
+            "correct the path, or remove the line to sign with this machine's own key"
+        )
 
 
 def _own_public_key(config: Config) -> PublicKey | None:
@@ -193,11 +214,52 @@ async def _run_transfer(
 ) -> Summary:
     opts = options or Options()
     src_address, dst_address = parse_address(src_spec), parse_address(dst_spec)
-    _, dst_location = await refuse_overlap(
+    if kind != Kind.RESTORE:
+        missing_signing_key(config)
+    src_location, dst_location = await refuse_overlap(
         config,
         (src_address.store, src_address.prefix),
         (dst_address.store, dst_address.prefix),
     )
+    # daulat's own keys, journal and audit log are never data (daulat.transfer.keepout).
+    refuse_inside_state(config.state_dir, src_location, dst_location)
+    if opts.own_state is None:
+        opts = replace(opts, own_state=OwnState.of(config.state_dir, src_location, dst_location))
+    # One writing run at a time into one place (daulat.transfer.dstlock); a dry run writes
+    # nothing and takes no lock.
+    lock = (
+        None
+        if opts.dry_run
+        else lock_destination(config.state_dir, dst_location, dst_address.label or dst_spec)
+    )
+    try:
+        return await _run_locked(
+            config,
+            kind,
+            src_spec,
+            dst_spec,
+            opts,
+            on_progress,
+            identities=identities,
+            dst_location=dst_location,
+        )
+    finally:
+        if lock is not None:
+            release(lock)
+
+
+async def _run_locked(
+    config: Config,
+    kind: Kind,
+    src_spec: str,
+    dst_spec: str,
+    opts: Options,
+    on_progress: Callable[[Progress], None] | None,
+    *,
+    identities: Sequence[Identity],
+    dst_location: Location,
+) -> Summary:
+    dst_address = parse_address(dst_spec)
     dst_cfg = config.store(dst_address.store)
     if (
         opts.decrypt_with
@@ -256,6 +318,10 @@ async def _run_transfer(
             )
             opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
+            await _refuse_inside_encrypted(config, kind, opts, src, dst, dst_location, journal)
+            changed = recipients_changed(kind, journal, dst, opts)
+            if changed is not None:
+                raise changed
             summary = await transfer(kind, src, dst, journal, opts, on_progress)
         if notice is not None:
             summary.notes.insert(0, notice)
@@ -263,6 +329,37 @@ async def _run_transfer(
     finally:
         await src.store.close()
         await dst.store.close()
+
+
+async def _refuse_inside_encrypted(
+    config: Config,
+    kind: Kind,
+    opts: Options,
+    src: Endpoint,
+    dst: Endpoint,
+    dst_location: Location,
+    journal: Journal,
+) -> None:
+    """Plaintext (or real names) into a place that lies inside an encrypted (or name-protected)
+    directory or bucket, above the destination store's own root (:mod:`daulat.transfer.above`;
+    the engine's checks cover the store itself)."""
+    if opts.allow_plaintext:
+        return
+    want_names = not opts.encrypt_names and not await _copies_protected_names(kind, opts, src)
+    if opts.encrypt_to and not want_names:
+        return
+    found = await evidence_above(
+        config,
+        dst.store.name,
+        dst_location,
+        journal,
+        want_ciphertext=not opts.encrypt_to,
+        want_names=want_names,
+    )
+    if found.ciphertext:
+        raise ciphertext_refusal(kind.value, dst, found.ciphertext, restore=kind == Kind.RESTORE)
+    if found.names:
+        raise names_in_clear(kind, dst, found.names)
 
 
 async def _copies_protected_names(kind: Kind, opts: Options, src: Endpoint) -> bool:
@@ -332,6 +429,12 @@ async def _run_verify(
 
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)
+    src_at, dst_at = parse_address(src_spec), parse_address(dst_spec)
+    own_state = OwnState.of(
+        config.state_dir,
+        location_of(config.store(src_at.store), src_at.prefix),
+        location_of(config.store(dst_at.store), dst_at.prefix),
+    )
     own = _own_public_key(config)
     trusted = [*config.signers, *([own] if own is not None and own not in config.signers else [])]
     try:
@@ -356,6 +459,7 @@ async def _run_verify(
                 name_key=name_key,
                 trusted=trusted,
                 filter=filter,
+                own_state=own_state,
             )
     finally:
         await src.store.close()

@@ -92,6 +92,7 @@ from daulat.stores.resumable import unwrap_resumable
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
+from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.onward import (
@@ -214,6 +215,7 @@ class Options:
     # Safety (see daulat.transfer.safety): what the run refuses unless told otherwise.
     allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
     allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext
+    reencrypt: bool = False  # ciphertext to other recipients than the destination's last run
     max_delete: DeleteLimit = DEFAULT_MAX_DELETE  # sync --delete: a count or a share
     # Stores that reach the destination's key space, by name → root path in that space, so
     # earlier encrypted writes under another name count (safety.destination_space).
@@ -237,6 +239,9 @@ class Options:
     # executor, it sends the planned objects out and commits what comes back through it. None:
     # this process's own workers.
     runner: Runner | None = field(default=None, repr=False)
+    # Where the running configuration's state directory lies inside either endpoint (found by
+    # real path, daulat.transfer.keepout): never listed, written or deleted there.
+    own_state: OwnState | None = None
 
     @property
     def codec_tag(self) -> str:
@@ -382,6 +387,15 @@ class Summary:
     remaining_known: bool = True
     listed_objects: int = 0
     listed_bytes: int = 0
+    # Kept out of the copy (daulat.transfer.keepout): daulat state directories in the source
+    # (their relative prefixes), and objects under the source's top-level .daulat/, daulat's
+    # reserved namespace at every destination (the first keys; not copied: the run is not ok).
+    skipped_state_objects: int = 0
+    skipped_state_bytes: int = 0
+    skipped_state: list[str] = field(default_factory=list)
+    reserved_objects: int = 0
+    reserved_bytes: int = 0
+    reserved: list[str] = field(default_factory=list)
 
     @property
     def verified_by(self) -> str:
@@ -411,6 +425,7 @@ class Summary:
             or self.unverified
             or self.manifest_error
             or self.unproven
+            or self.reserved_objects
         ):
             return False
         return not Kind(self.kind).verifies or (
@@ -489,9 +504,11 @@ async def list_into(
     names: Callable[[str], str] | None = None,
     filter: Filter = EVERYTHING,
     keep_excluded: bool = False,
+    keep_out: KeepOut | None = None,
 ) -> tuple[int, int]:
     """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys;
-    ``names`` gives each key's destination key (protected names).
+    ``names`` gives each key's destination key (protected names). ``keep_out`` leaves out (and
+    counts) daulat's state and reserved objects (:mod:`daulat.transfer.keepout`).
 
     ``filter`` leaves out the objects it does not select (by prefix-relative key), batch by
     batch; with ``keep_excluded`` they stay in the table and are only counted. Returns the
@@ -504,6 +521,8 @@ async def list_into(
     async for batch in store.list(endpoint.prefix):
         rel = len(endpoint.prefix)
         keep = [o for o in batch if not (exclude and o.key[rel:].startswith(exclude))]
+        if keep_out is not None:
+            keep = [o for o in keep if keep_out.admit(o.key[rel:], o.size)]
         if active:
             selected = [o for o in keep if filter.matches(o.key[rel:])]
             if len(selected) != len(keep):
@@ -522,8 +541,11 @@ async def list_destination(
     *,
     retry: RetryPolicy | None = None,
     filter: Filter = EVERYTHING,
+    own_state: str | None = None,
 ) -> int:
     """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty.
+    Its ``.daulat/`` and any daulat state directory in it (``own_state``: the running one's
+    prefix there) are not listed, so nothing there is ever deleted or counted.
 
     The table holds every object; returns how many of them ``filter`` does not select."""
     try:
@@ -535,6 +557,7 @@ async def list_destination(
             retry=retry,
             filter=filter,
             keep_excluded=True,
+            keep_out=KeepOut(own_state, destination=True),
         )
     except MissingRoot:
         # Its first put creates it. (A missing *source* stays an error.)
@@ -631,18 +654,21 @@ async def _run(
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
     if kind == Kind.RESTORE:
         await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
+    # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that store,
+    # not data to carry on (an exit from an earlier exit's destination skips them). Anything
+    # else there is reserved (counted, not copied); daulat's local state is never carried. A
+    # restore's source is a replica: its whole `.daulat/` is daulat's.
+    own = opts.own_state
+    keep_out = KeepOut(own.src if own else None, destination=kind == Kind.RESTORE)
     try:
         summary.excluded_objects, summary.excluded_bytes = await list_into(
             journal,
             "src",
             src,
             retry=opts.retry,
-            # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe
-            # that store, not data to carry on (an exit from an earlier exit's destination
-            # skips them).
-            exclude=DST_MANIFEST_PREFIX,
             names=opts.name_key.stored_name if opts.encrypt_names and opts.name_key else None,
             filter=opts.filter,
+            keep_out=keep_out,
         )
     except AccessDenied as exc:
         # Not a refusal to go on with work in hand: the source itself cannot be read (a
@@ -652,6 +678,7 @@ async def _run(
             store=exc.store,
             key=exc.key,
         ) from None
+    _kept_out(keep_out, src, summary)
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     if summary.source_objects == 0:
         found = empty_source(kind, opts, src, dst, summary.excluded_objects)
@@ -671,7 +698,9 @@ async def _run(
     try:
         # Filters judge the destination only for what sync --delete may delete.
         judged = opts.filter if kind == Kind.SYNC and opts.delete else EVERYTHING
-        dst_excluded = await list_destination(journal, dst, retry=opts.retry, filter=judged)
+        dst_excluded = await list_destination(
+            journal, dst, retry=opts.retry, filter=judged, own_state=_own_at_dst(opts)
+        )
     except NotFound:
         raise
     except StoreError as exc:
@@ -764,19 +793,52 @@ async def _run(
     if kind == Kind.SYNC and opts.delete and not summary.failed:
         await _delete_extraneous(dst, journal, pair, summary, opts)
     if kind.verifies:
-        await verify_listed(src, dst, journal, pair, summary, whole=not opts.filter.active)
+        await verify_listed(
+            src,
+            dst,
+            journal,
+            pair,
+            summary,
+            whole=not opts.filter.active,
+            own_state=_own_at_dst(opts),
+        )
         if kind == Kind.RESTORE and summary.unproven_restored:
             # Restored as asked, but nothing proves their origin: never counted as verified.
             summary.verified_objects = (summary.verified_objects or 0) - len(
                 summary.unproven_restored
             )
     else:
-        await list_destination(journal, dst, retry=opts.retry)
+        await list_destination(journal, dst, retry=opts.retry, own_state=_own_at_dst(opts))
     # Every run that wrote leaves a signed manifest of the whole destination prefix.
     await _write_manifest(src, dst, journal, pair, opts, summary, carry)
     # Every write of this run has ended: temp files of earlier, killed runs can go.
     with contextlib.suppress(StoreError):
         await cleanup_temp(dst.store)
+
+
+def _own_at_dst(opts: Options) -> str | None:
+    return opts.own_state.dst if opts.own_state is not None else None
+
+
+def _kept_out(keep_out: KeepOut, src: Endpoint, summary: Summary) -> None:
+    """Say in the summary what the source listing kept out (daulat.transfer.keepout)."""
+    kept = keep_out.kept
+    summary.skipped_state_objects, summary.skipped_state_bytes = (
+        kept.state_objects,
+        kept.state_bytes,
+    )
+    summary.skipped_state = list(kept.state_dirs)
+    summary.reserved_objects, summary.reserved_bytes = kept.reserved_objects, kept.reserved_bytes
+    summary.reserved = list(kept.reserved)
+    if kept.state_objects:
+        where = ", ".join(repr(src.prefix + d) for d in kept.state_dirs[:5])
+        more = f" and {len(kept.state_dirs) - 5:,} more" if len(kept.state_dirs) > 5 else ""
+        summary.notes.append(
+            f"left out {kept.state_objects:,} file(s) of daulat state director"
+            f"{'y' if len(kept.state_dirs) == 1 else 'ies'} {where}{more} (private keys, "
+            "journal, audit log): daulat never copies its local state to a store; keep your "
+            "keys elsewhere (see the threat model)"
+        )
 
 
 async def _refuse_unsafe(
@@ -1047,6 +1109,14 @@ class _Executor:
             self.limiter.backoff()
 
     async def _copy(self, item: WorkItem) -> Outcome:
+        inside = _own_at_dst(self.opts)
+        if inside is not None and (item.key if item.dkey is None else item.dkey).startswith(inside):
+            return _unfinished(
+                item,
+                State.REFUSED,
+                f"it would be written into daulat's own state directory ({inside}), which daulat "
+                "never writes as data",
+            )
         reserve = await self.budget.acquire(min(item.size, STREAM_RESERVATION) or 1)
         copied = False
         try:
@@ -1361,14 +1431,15 @@ async def verify_listed(
     summary: Summary,
     *,
     whole: bool = True,
+    own_state: str | None = None,
 ) -> None:
     """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`).
 
     ``whole``: the source listing is the pair's whole source (no filters), so the check counts
-    as a verification of the pair."""
+    as a verification of the pair. ``own_state``: see :func:`list_destination`."""
     from daulat.verify import check_listed
 
-    await list_destination(journal, dst)
+    await list_destination(journal, dst, own_state=own_state)
     report = check_listed(journal, pair, run_id=summary.run_id, whole=whole)
     summary.verified_objects = report.verified
     # Refused objects are reported once, as refused, not again as unverified.
