@@ -263,6 +263,33 @@ def test_damaged_audit_log_stops_before_any_change(
     assert not any((project / "dst").iterdir())
 
 
+def test_an_edited_or_removed_audit_entry_stops_the_next_run(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only a damaged last line: any entry edited or removed anywhere in the chain stops a
+    run before it copies, with one line pointing at `daulat audit verify` (which says where)."""
+    log = project / ".daulat" / "audit.jsonl"
+    for _ in range(3):
+        assert cli(["scan", "src"], capsys).code == 0
+    assert (project / ".daulat" / "audit.verified").is_file()  # the runs left a checkpoint
+    good = log.read_bytes()
+    lines = good.splitlines(keepends=True)
+    edited = lines[0].replace(b'"operation":"scan"', b'"operation":"scam"')
+    assert edited != lines[0]
+    for content in (edited + b"".join(lines[1:]), lines[0] + b"".join(lines[2:])):
+        log.write_bytes(content)
+        res = cli(["exit", "src", "dst"], capsys)
+        assert_clean(res, (2,), "exit")
+        errors = [x for x in res.err.splitlines() if x.strip()]
+        assert len(errors) == 1 and str(log) in errors[0], res.err
+        assert "daulat audit verify" in errors[0] and "damaged" in errors[0], res.err
+        assert not any((project / "dst").iterdir())
+        assert log.read_bytes() == content  # nothing appended to a broken chain
+        assert cli(["audit", "verify"], capsys).code == 1
+    log.write_bytes(good)
+    assert cli(["exit", "src", "dst"], capsys).code == 0
+
+
 @pytest.mark.timeout(180)
 def test_stores_on_a_bucket_of_more_than_1000_objects(tmp_path: Path, s3_server: S3Server) -> None:
     """Probing a store reads one page; a listing left open fetched the next one after the
