@@ -51,7 +51,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -593,8 +593,10 @@ async def _run(
 ) -> None:
     summary.remaining_known = False
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
-    if kind == Kind.RESTORE:
-        await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
+    if kind == Kind.RESTORE and await load_restore_manifest(
+        src, journal, opts.signing, opts.decrypt_with, summary
+    ):
+        opts = replace(opts, decrypt_with=())  # a plain replica: nothing to decrypt
     try:
         summary.excluded_objects, summary.excluded_bytes = await list_into(
             journal,
@@ -733,8 +735,10 @@ async def _run(
             )
     else:
         await list_destination(journal, dst, retry=opts.retry)
-    # Every run that wrote leaves a signed manifest of the whole destination prefix.
-    await _write_manifest(src, dst, journal, pair, opts, summary, carry)
+    # Every run that wrote leaves a signed manifest of the whole destination prefix; a restore
+    # that restored nothing leaves none (its destination may be the user's own data).
+    if kind != Kind.RESTORE or summary.copied_objects or summary.skipped_objects:
+        await _write_manifest(src, dst, journal, pair, opts, summary, carry)
     # Every write of this run has ended: temp files of earlier, killed runs can go.
     with contextlib.suppress(StoreError):
         await cleanup_temp(dst.store)
