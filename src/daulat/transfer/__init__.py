@@ -257,7 +257,7 @@ async def _run_transfer(
             opts = replace(opts, name_key=key)
         with Journal.in_state_dir(config.state_dir) as journal:
             summary = await transfer(kind, src, dst, journal, opts, on_progress)
-        if notice is not None:
+        if notice is not None and summary.manifest_key:  # only a run that signed one
             summary.notes.insert(0, notice)
         return summary
     finally:
