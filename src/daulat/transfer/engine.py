@@ -105,6 +105,7 @@ from daulat.transfer.proof import (
     check_chain_before_writing,
     drop_nested_bookkeeping,
     load_restore_manifest,
+    name_problems_by_real_name,
     settle_unproven,
     write_run_manifest,
 )
@@ -320,6 +321,9 @@ class Summary:
     # restored anyway with --allow-unproven.
     unproven: list[tuple[str, str]] = field(default_factory=list)
     unproven_restored: list[str] = field(default_factory=list)
+    # Restore of protected names: the stored name (keyed hash) of each object reported above
+    # by its real name (JSON: a ``stored_as`` field in its entry).
+    stored_as: dict[str, str] = field(default_factory=dict)
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
     # Large objects continued inside (daulat.transfer.resume): uploads an earlier attempt left,
@@ -389,9 +393,17 @@ class Summary:
         d["verified_by"] = self.verified_by
         if not self.remaining_known:
             d["left_objects"] = d["left_bytes"] = None
-        d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
-        d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
-        d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
+        stored = d.pop("stored_as")
+
+        def entry(k: str, r: str) -> dict[str, str]:
+            e = {"key": k, "reason": r}
+            if k in stored:
+                e["stored_as"] = stored[k]
+            return e
+
+        d["failed"] = [entry(k, r) for k, r in self.failed]
+        d["refused"] = [entry(k, r) for k, r in self.refused]
+        d["unverified"] = [entry(k, r) for k, r in self.unverified]
         d["unproven"] = [{"key": k, "reason": r} for k, r in self.unproven]
         return d
 
@@ -559,6 +571,9 @@ async def transfer(
         raise
     finally:
         summary.duration_s = time.monotonic() - started
+        if kind == Kind.RESTORE:
+            with contextlib.suppress(sqlite3.Error):
+                name_problems_by_real_name(journal, summary)
         if summary.interrupted:
             status = "interrupted"
         elif failed:
@@ -629,7 +644,11 @@ async def _run(
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
     ):
         unknown = journal.name_from_expected(src.prefix)
-        summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
+        # Planted, as far as anyone can tell: unproven, as verify and a plain restore call them.
+        summary.unproven += [
+            (k, "not listed in the manifest: origin not proven and real name unknown, not restored")
+            for k, _ in unknown
+        ]
         unnamed = len(unknown)
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)

@@ -236,6 +236,35 @@ def retry_would_help(summary: Summary) -> bool:
     )
 
 
+def name_problems_by_real_name(journal: Journal, summary: Summary) -> None:
+    """Restore of protected names: report the objects that failed, were refused or are
+    unverified by their real names (from the manifest, as the listing's ``dkey``), not by the
+    keyed hashes they are stored under, which name nothing the user knows. The stored name
+    goes to ``summary.stored_as``."""
+    db = journal.db
+
+    def real(key: str) -> str | None:
+        row = db.execute("SELECT dkey FROM temp.src WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def renamed(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = []
+        for key, reason in problems:
+            name = real(key)
+            if name is None:
+                out.append((key, reason))
+                continue
+            summary.stored_as[name] = key
+            out.append((name, reason.replace(repr(key), repr(name))))
+        return out
+
+    if not db.execute("SELECT 1 FROM temp.src WHERE dkey IS NOT NULL LIMIT 1").fetchone():
+        return  # names are not protected: keys are real names already
+    summary.failed = renamed(summary.failed)
+    summary.refused = renamed(summary.refused)
+    summary.unverified = renamed(summary.unverified)
+
+
 def drop_nested_bookkeeping(journal: Journal, summary: Summary) -> None:
     """Leave out of a restore daulat's own files of copies made into sub-prefixes of the
     source (``sub/.daulat/manifest-...``; the source's own ``.daulat/`` is never listed): they
