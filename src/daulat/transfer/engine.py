@@ -92,6 +92,7 @@ from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
+from daulat.transfer.markers import marker_note, set_aside_folder_markers
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.onward import (
     Carry,
@@ -652,6 +653,13 @@ async def _run(
         unnamed = len(unknown)
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
+    # Empty "folder/" objects a directory cannot hold: set aside with a note (transfer.markers).
+    markers = await set_aside_folder_markers(
+        journal, dst.store, dst.prefix, names_protected=opts.encrypt_names
+    )
+    if markers:
+        summary.source_objects -= len(markers)
+        summary.notes.append(marker_note(markers, dst.label or dst.store.name))
     carry = await _onward_origin(kind, src, journal, opts)
     try:
         # Filters judge the destination only for what sync --delete may delete.
