@@ -22,6 +22,7 @@ from daulat.audit import (
     AuditEntry,
     AuditLog,
     AuditLogError,
+    Checkpoint,
     ProblemKind,
     VerifyResult,
     secret_looking_key,
@@ -421,3 +422,29 @@ def test_values_json_cannot_hold_are_refused(path: Path) -> None:
     with pytest.raises(ValueError, match="operation"):
         log.append("", {})
     assert not path.exists()
+
+
+def test_a_checkpoint_skips_parsing_but_not_checking_the_verified_prefix(tmp_path: Path) -> None:
+    """verify(since=...) hashes the prefix it verified before and parses only what follows;
+    any change to that prefix (even one that keeps every line well-formed) is still found."""
+    log = AuditLog(tmp_path / "audit.jsonl")
+    for i in range(5):
+        log.append("scan", {"n": i})
+    first = log.verify()
+    assert first.ok and first.checkpoint is not None
+    log.append("exit", {"n": 5})
+    again = log.verify(since=first.checkpoint)
+    assert again.ok and again.entries == 6 and again.head_seq == 5
+    assert again.checkpoint == log.verify().checkpoint
+    assert Checkpoint.from_json(first.checkpoint.to_json()) == first.checkpoint
+    assert Checkpoint.from_json("{not json") is None
+
+    data = log.path.read_bytes()
+    log.path.write_bytes(data.replace(b'"n":1', b'"n":7', 1))
+    edited = log.verify(since=again.checkpoint)
+    assert not edited.ok and edited.checkpoint is None
+    assert [p.kind for p in edited.problems] == [ProblemKind.EDITED]
+    lines = data.splitlines(keepends=True)
+    log.path.write_bytes(b"".join(lines[:2] + lines[3:]))
+    removed = log.verify(since=again.checkpoint)
+    assert not removed.ok and ProblemKind.MISSING in {p.kind for p in removed.problems}

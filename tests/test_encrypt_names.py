@@ -588,11 +588,33 @@ def test_restore_refuses_a_stored_name_the_manifest_does_not_list(
     )
     restored = cli(["restore", "vault", "back", "--identity", str(identity), "--json"], capsys)
     assert restored.code == 1
-    assert restored.json["failed"] == [
-        {"key": stranger, "reason": "not in the manifest: its real name is unknown"}
-    ]
+    # Planted, as verify and a restore of plain names call it: unproven, not failed.
+    assert restored.json["failed"] == []
+    assert [u["key"] for u in restored.json["unproven"]] == [stranger]
+    assert "real name unknown" in restored.json["unproven"][0]["reason"]
     assert not (tmp_path / "back" / stranger).exists()
     assert_exact_copy(files, read_config(fs_store_config(tmp_path / "back", "back")))
+
+    # The provider swaps two stored bodies: the restore names them by their real names (the
+    # stored name beside), in JSON and in its human output, as verify does.
+    (tmp_path / "vault" / stranger).unlink()
+    one, two = sorted(files)[:2]
+    first, second = (tmp_path / "vault" / _stored(_local_key(tmp_path), k) for k in (one, two))
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    back2 = fs_store_config(tmp_path / "back2", "back2")
+    write_config(tmp_path, [*stores, back2])
+    restored = cli(["restore", "vault", "back2", "--identity", str(identity), "--json"], capsys)
+    assert restored.code == 1
+    failed = restored.json["failed"]
+    assert sorted(f["key"] for f in failed) == [one, two], failed
+    assert {f["stored_as"] for f in failed} == {first.name, second.name}
+    assert all(repr(f["key"]) in f["reason"] and f["stored_as"] not in f["reason"] for f in failed)
+    assert all(u["key"] in (one, two) for u in restored.json["unverified"]), restored.json
+    human = cli(["restore", "vault", "back2", "--identity", str(identity)], capsys)
+    assert human.code == 1 and one in human.out + human.err and two in human.out + human.err
+    assert first.name not in human.out + human.err
 
 
 def test_drill_to_a_protected_destination_never_writes_real_names(

@@ -496,3 +496,36 @@ def _unique(tag: str) -> str:
     import uuid
 
     return f"{tag}-{uuid.uuid4().hex[:10]}"
+
+
+def test_restore_of_a_plain_replica_restores_it_and_writes_no_manifest_when_nothing_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica its signed manifest calls plain is restored as stored (checked against the
+    manifest's SHA-256s), not failed object by object as "cannot decrypt"; and a restore that
+    restores nothing leaves no manifest in its destination."""
+    files = _fill(tmp_path / "src", n_small=6, big=64 * 1024)
+    key, _ = _keys(tmp_path, monkeypatch, capsys)
+    stores = [fs_store_config(tmp_path / d, d) for d in ("src", "plain", "back", "back2")]
+    _write_config(tmp_path, stores)
+    assert cli(["exit", "src", "plain"]) == 0
+    capsys.readouterr()
+
+    assert cli(["restore", "plain", "back", "--identity", str(key), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["copied_objects"] == len(files) and not out["failed"]
+    assert any("holds no encrypted objects" in n for n in out["notes"]), out["notes"]
+    for name, data in files.items():
+        assert (tmp_path / "back" / name).read_bytes() == data
+
+    # Every stored object replaced: each fails against the manifest, nothing is restored, and
+    # the destination is left without a manifest.
+    for name in files:
+        (tmp_path / "plain" / name).write_bytes(b"replaced by the provider")
+    assert cli(["restore", "plain", "back2", "--identity", str(key), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["copied_objects"] == 0 and len(out["failed"]) == len(files)
+    assert all("SHA-256" in f["reason"] for f in out["failed"]), out["failed"]
+    assert out["manifest_key"] is None
+    back2 = tmp_path / "back2"
+    assert not back2.exists() or not [p for p in back2.rglob("*") if p.is_file()]

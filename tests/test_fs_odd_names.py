@@ -123,6 +123,10 @@ def test_a_plain_directory_destination_refuses_them_by_its_own_name(
         assert "'hfs'" not in reason
     text = cli(["exit", "hfs", "plain", "--config", str(config)], capsys)
     assert "store 'hfs'" not in text.out + text.err
+    # The real reason, not a signed manifest that a plain copy does not have.
+    assert "plain cannot hold the names refused above" in text.err, text.err
+    assert "--encrypt-names" in text.err and "will not change that" in text.err
+    assert "signed manifest" not in text.err and "forged" not in text.err, text.err
 
 
 def test_into_a_name_protected_directory_they_are_carried_and_verified(

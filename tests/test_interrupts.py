@@ -560,6 +560,58 @@ def test_a_signal_while_loading_says_nothing_was_started(small_project: Path) ->
     assert not (workdir / ".daulat" / "audit.jsonl").exists()
 
 
+# Runs the console script's entry point (from pyproject.toml) the way the installed script
+# does, with the signal sent while the command line's modules are being imported.
+STARTUP = """
+import importlib.abc, os, signal, sys, tomllib
+sig = signal.Signals[sys.argv[1]]
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name in ("daulat", "daulat.cli"):
+            os.kill(os.getpid(), sig)
+        return None
+entry = tomllib.load(open(sys.argv[2], "rb"))["project"]["scripts"]["daulat"]
+module, _, function = entry.partition(":")
+sys.argv = ["daulat", *sys.argv[3:]]
+sys.meta_path.insert(0, Interrupt())
+getattr(__import__(module, fromlist=[function]), function)()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_command_starts_up_is_one_line(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C in the seconds the ``daulat`` script spends importing: the signal's exit code and
+    one line saying nothing was started, not a Python traceback."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP, sig.name, str(pyproject), "exit", "src", "dst"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 128 + sig, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert f"interrupted by {sig.name} before anything was started" in lines[0]
+    assert "daulat exit src dst" in lines[0]
+    assert not (tmp_path / ".daulat").exists()
+
+
+def test_python_m_daulat_runs_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "daulat", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("daulat "), done.stderr
+
+
 def test_sigint_in_a_synchronous_command_is_audited_with_its_signal(small_project: Path) -> None:
     """Ctrl-C while ``report`` collects (no event loop): exit 130, and the audit entry names
     SIGINT (Python's own handler raised KeyboardInterrupt without saying which signal)."""

@@ -501,6 +501,32 @@ def test_replayed_or_withheld_manifest_is_refused(
     assert back_again.json["checked_against_manifest"] == new
 
 
+def test_a_manifest_replaced_under_its_own_name_is_not_named_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The provider copies seq 1 (file and genuine signature) over seq 2's name and deletes
+    seq 1: verify without the identity says the file under that name was replaced, instead of
+    "offers X as its newest manifest, not X (seq 2)"."""
+    monkeypatch.chdir(tmp_path)
+    files = _files("ganti", n=3)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault")]
+    fill_config(stores[0], files)
+    _, _, recipient = _setup(tmp_path, capsys, stores)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    (tmp_path / "src" / "ganti/tps-001.json").write_bytes(MARKER + b" changed")
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    old, new = _manifests(stores[1])
+    for suffix in ("", ".sig"):
+        older = tmp_path / "vault" / (old + suffix)
+        shutil.copy(older, tmp_path / "vault" / (new + suffix))
+        older.unlink()
+    checked = cli(["verify", "src", "vault", "--json"], capsys)
+    assert checked.code == 1
+    (reason,) = [p["reason"] for p in checked.json["problems"] if new in p["reason"]]
+    assert reason.count(Path(new).name) == 1, reason
+    assert "replaced" in reason and "seq 2" in reason, reason
+
+
 # -------------------------------------------------------------------------------- name keys
 
 

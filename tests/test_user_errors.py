@@ -263,6 +263,55 @@ def test_damaged_audit_log_stops_before_any_change(
     assert not any((project / "dst").iterdir())
 
 
+def test_an_edited_or_removed_audit_entry_stops_the_next_run(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only a damaged last line: any entry edited or removed anywhere in the chain stops a
+    run before it copies, with one line pointing at `daulat audit verify` (which says where)."""
+    log = project / ".daulat" / "audit.jsonl"
+    for _ in range(3):
+        assert cli(["scan", "src"], capsys).code == 0
+    assert (project / ".daulat" / "audit.verified").is_file()  # the runs left a checkpoint
+    good = log.read_bytes()
+    lines = good.splitlines(keepends=True)
+    edited = lines[0].replace(b'"operation":"scan"', b'"operation":"scam"')
+    assert edited != lines[0]
+    for content in (edited + b"".join(lines[1:]), lines[0] + b"".join(lines[2:])):
+        log.write_bytes(content)
+        res = cli(["exit", "src", "dst"], capsys)
+        assert_clean(res, (2,), "exit")
+        errors = [x for x in res.err.splitlines() if x.strip()]
+        assert len(errors) == 1 and str(log) in errors[0], res.err
+        assert "daulat audit verify" in errors[0] and "damaged" in errors[0], res.err
+        assert not any((project / "dst").iterdir())
+        assert log.read_bytes() == content  # nothing appended to a broken chain
+        assert cli(["audit", "verify"], capsys).code == 1
+    log.write_bytes(good)
+    assert cli(["exit", "src", "dst"], capsys).code == 0
+
+
+def test_the_unpinned_signer_note_comes_only_from_runs_that_signed_a_manifest(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `signers` pinned: a run that signed a manifest says how to pin its key; a run that
+    signed nothing (its destination could not be listed) does not."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(project / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(project / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with (project / "daulat.toml").open("a", encoding="utf-8") as f:
+        f.write(
+            '[stores.nowhere]\nurl = "s3://no-such-bucket"\nendpoint = "http://127.0.0.1:9"\n'
+            'provider = "self-hosted"\ncountry = "ID"\n'
+        )
+    unlisted = cli(["exit", "src", "nowhere"], capsys)
+    assert unlisted.code == 1 and "cannot list the destination" in unlisted.err, unlisted.err
+    assert "does not pin" not in unlisted.err + unlisted.out
+    signed = cli(["exit", "src", "dst"], capsys)
+    assert signed.code == 0 and "does not pin" in signed.err, signed.err
+
+
 @pytest.mark.timeout(180)
 def test_stores_on_a_bucket_of_more_than_1000_objects(tmp_path: Path, s3_server: S3Server) -> None:
     """Probing a store reads one page; a listing left open fetched the next one after the

@@ -9,14 +9,17 @@ command line and Python callers are audited alike, and a run is recorded whateve
   for daulat's own errors, ``message``;
 * the entry point's details, including what an interrupted run had done.
 
-A log that cannot be appended to (damaged tail) stops the operation *before* it changes
-anything: an action that could not be recorded is not taken.
+A damaged log (any entry edited, removed or unreadable, not only its tail) stops the operation
+*before* it changes anything: an action that could not be recorded in an intact chain is not
+taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit import AuditEntry, AuditLog, AuditLogError
+from daulat.audit import AuditEntry, AuditLog, AuditLogError, Checkpoint
 from daulat.errors import DaulatError, Interrupted, StateError
 from daulat.state import private_dir
 
@@ -71,13 +74,45 @@ class AuditRecord:
 
 
 def ensure_writable(state_dir: Path) -> AuditLog:
-    """The audit log, checked to accept an append; :class:`StateError` naming it if not."""
+    """The audit log, checked to accept an append; :class:`StateError` naming it if not.
+
+    The whole chain is verified, not only its last line: an edited or removed entry anywhere
+    stops the run. ``audit.verified`` beside the log keeps the checkpoint of the last
+    verification, so only the entries added since are parsed; the bytes before them are
+    hashed and must be exactly the ones that verified.
+    """
     private_dir(state_dir)
     audit = audit_log(state_dir)
+    saved = audit.path.with_name(AUDIT_NAME.replace(".jsonl", ".verified"))
     try:
-        audit.head()
-    except AuditLogError as exc:
-        raise StateError(f"{audit.path}: {exc}") from None
+        since = Checkpoint.from_json(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        since = None
+    if not audit.path.exists():
+        return audit  # a new log: nothing to verify yet (AuditLog creates it on append)
+    try:
+        result = audit.verify(since=since)
+    except OSError as exc:
+        raise StateError(f"{audit.path}: cannot read the audit log: {exc}") from None
+    if not result.ok or result.checkpoint is None:
+        count = len(result.problems)
+        first = result.problems[0].message if result.problems else "it does not verify"
+        more = f" (and {count - 1} more problem(s))" if count > 1 else ""
+        raise StateError(
+            f"{audit.path}: the audit log is damaged, so daulat will not add to it: {first}"
+            f"{more}; run `daulat audit verify` for the details"
+        )
+    if result.checkpoint != since:
+        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(result.checkpoint.to_json())
+            os.replace(tmp, saved)
+        except OSError as exc:  # only the next run's speed depends on it
+            log.debug("daulat: cannot keep the audit checkpoint %s: %s", saved, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return audit
 
 

@@ -894,13 +894,28 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             )
         )
     elif not retry_would_help(s):
-        # Refused, forged or damaged objects stay so: a rerun would only repeat this.
+        # Refused, forged or damaged objects stay so: a rerun would only repeat this. Say
+        # which of these it is: a plain copy has no signed manifest to blame.
+        why = []
+        if s.refused:
+            why.append(
+                f"{printable(dst.split(':')[0])} cannot hold the names refused above (rename "
+                "them at the source, or store them under keyed hashes with --encrypt-to "
+                "AGE_RECIPIENT --encrypt-names)"
+            )
+        if s.failed and s.checked_against_manifest:
+            why.append(
+                "the objects failed above are not what the signed manifest says (forged, "
+                "damaged or withheld at the source)"
+            )
+        elif s.failed:
+            why.append("the objects failed above are damaged at the source")
         err.print(
             styled(
                 ("incomplete", "yellow"),
-                ": the objects listed above were refused, or are not what the signed manifest "
-                "says (forged, damaged or withheld at the source); running the same command "
-                "again will not change that"
+                ": "
+                + "; ".join(why or ["the objects listed above cannot be copied as they are"])
+                + "; running the same command again will not change that"
                 + (
                     f". {len(s.unproven):,} object(s) not listed in the manifest were not "
                     "restored; --allow-unproven restores them anyway"

@@ -55,6 +55,7 @@ from daulat.transfer.engine import (
 from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
+from daulat.transfer.markers import set_aside_folder_markers
 from daulat.transfer.names import NameKey
 from daulat.transfer.onward import holds_onward_copies
 from daulat.transfer.proof import check_destination
@@ -281,6 +282,8 @@ async def verify(
         )
         if names is not None and not whole:
             _only_selected_stored(journal)
+        if names is None:  # markers a directory cannot hold were not copied: not missing
+            await set_aside_folder_markers(journal, dst.store, dst.prefix, names_protected=False)
         if not full:
             listed = check_listed(journal, pair, run_id=run_id, whole=whole)
             listed.src, listed.dst = src.label, dst.label

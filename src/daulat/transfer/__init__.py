@@ -323,7 +323,7 @@ async def _run_locked(
             if changed is not None:
                 raise changed
             summary = await transfer(kind, src, dst, journal, opts, on_progress)
-        if notice is not None:
+        if notice is not None and summary.manifest_key:  # only a run that signed one
             summary.notes.insert(0, notice)
         return summary
     finally:

@@ -52,7 +52,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -94,6 +94,7 @@ from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
+from daulat.transfer.markers import marker_note, set_aside_folder_markers
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.onward import (
     Carry,
@@ -107,6 +108,7 @@ from daulat.transfer.proof import (
     check_chain_before_writing,
     drop_nested_bookkeeping,
     load_restore_manifest,
+    name_problems_by_real_name,
     settle_unproven,
     write_run_manifest,
 )
@@ -361,6 +363,9 @@ class Summary:
     # restored anyway with --allow-unproven.
     unproven: list[tuple[str, str]] = field(default_factory=list)
     unproven_restored: list[str] = field(default_factory=list)
+    # Restore of protected names: the stored name (keyed hash) of each object reported above
+    # by its real name (JSON: a ``stored_as`` field in its entry).
+    stored_as: dict[str, str] = field(default_factory=dict)
     manifest_error: str | None = None  # the destination manifest could not be written
     aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
     # Large objects continued inside (daulat.transfer.resume): uploads an earlier attempt left,
@@ -440,9 +445,17 @@ class Summary:
         d["verified_by"] = self.verified_by
         if not self.remaining_known:
             d["left_objects"] = d["left_bytes"] = None
-        d["failed"] = [{"key": k, "reason": r} for k, r in self.failed]
-        d["refused"] = [{"key": k, "reason": r} for k, r in self.refused]
-        d["unverified"] = [{"key": k, "reason": r} for k, r in self.unverified]
+        stored = d.pop("stored_as")
+
+        def entry(k: str, r: str) -> dict[str, str]:
+            e = {"key": k, "reason": r}
+            if k in stored:
+                e["stored_as"] = stored[k]
+            return e
+
+        d["failed"] = [entry(k, r) for k, r in self.failed]
+        d["refused"] = [entry(k, r) for k, r in self.refused]
+        d["unverified"] = [entry(k, r) for k, r in self.unverified]
         d["unproven"] = [{"key": k, "reason": r} for k, r in self.unproven]
         return d
 
@@ -618,6 +631,9 @@ async def transfer(
         raise
     finally:
         summary.duration_s = time.monotonic() - started
+        if kind == Kind.RESTORE:
+            with contextlib.suppress(sqlite3.Error):
+                name_problems_by_real_name(journal, summary)
         if summary.interrupted:
             status = "interrupted"
         elif failed:
@@ -652,8 +668,10 @@ async def _run(
 ) -> None:
     summary.remaining_known = False
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
-    if kind == Kind.RESTORE:
-        await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary)
+    if kind == Kind.RESTORE and await load_restore_manifest(
+        src, journal, opts.signing, opts.decrypt_with, summary
+    ):
+        opts = replace(opts, decrypt_with=())  # a plain replica: nothing to decrypt
     # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that store,
     # not data to carry on (an exit from an earlier exit's destination skips them). Anything
     # else there is reserved (counted, not copied); daulat's local state is never carried. A
@@ -690,10 +708,21 @@ async def _run(
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
     ):
         unknown = journal.name_from_expected(src.prefix)
-        summary.failed += [(k, "not in the manifest: its real name is unknown") for k, _ in unknown]
+        # Planted, as far as anyone can tell: unproven, as verify and a plain restore call them.
+        summary.unproven += [
+            (k, "not listed in the manifest: origin not proven and real name unknown, not restored")
+            for k, _ in unknown
+        ]
         unnamed = len(unknown)
     if kind == Kind.RESTORE:
         unnamed += settle_unproven(src, journal, opts.signing, summary)
+    # Empty "folder/" objects a directory cannot hold: set aside with a note (transfer.markers).
+    markers = await set_aside_folder_markers(
+        journal, dst.store, dst.prefix, names_protected=opts.encrypt_names
+    )
+    if markers:
+        summary.source_objects -= len(markers)
+        summary.notes.append(marker_note(markers, dst.label or dst.store.name))
     carry = await _onward_origin(kind, src, journal, opts)
     try:
         # Filters judge the destination only for what sync --delete may delete.
@@ -809,8 +838,10 @@ async def _run(
             )
     else:
         await list_destination(journal, dst, retry=opts.retry, own_state=_own_at_dst(opts))
-    # Every run that wrote leaves a signed manifest of the whole destination prefix.
-    await _write_manifest(src, dst, journal, pair, opts, summary, carry)
+    # Every run that wrote leaves a signed manifest of the whole destination prefix; a restore
+    # that restored nothing leaves none (its destination may be the user's own data).
+    if kind != Kind.RESTORE or summary.copied_objects or summary.skipped_objects:
+        await _write_manifest(src, dst, journal, pair, opts, summary, carry)
     # Every write of this run has ended: temp files of earlier, killed runs can go.
     with contextlib.suppress(StoreError):
         await cleanup_temp(dst.store)

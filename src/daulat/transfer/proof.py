@@ -130,8 +130,12 @@ async def load_restore_manifest(
     signing: ManifestSigning,
     identities: Sequence[Identity],
     summary: Summary,
-) -> None:
+) -> bool:
     """Load the manifest a restore from ``src`` checks against into the ``expected`` table.
+
+    Returns True when that manifest lists objects and none of them is encrypted: the replica
+    is a plain copy, restored as stored (each object still checked against the manifest's
+    SHA-256) rather than failing every object as "cannot decrypt".
 
     Raises :class:`ProvenanceError` when the origin cannot be proven, unless
     ``allow_unsigned``: then the summary says why it is not proven.
@@ -142,13 +146,37 @@ async def load_restore_manifest(
         raise ProvenanceError(no_signers_message("daulat.toml", own, await newest_signer(src)))
     journal.new_expected()
     forget_stored_expectations(journal)
+    # How the entries of the manifest read say their objects are stored: plain or age.
+    stored = {"plain": 0, "age": 0}
+    expect = load_into_expected(journal, src.prefix)
+
+    def counted(entries: list[Entry]) -> None:
+        for e in entries:
+            stored["age" if e.get("encryption") else "plain"] += 1
+        expect(entries)
+
     # Entries of an onward copy of an encrypted replica are set apart: their plaintext is
     # proven by the replica's own manifest, carried along (daulat.transfer.onward).
-    sink = OnwardEntries(journal, load_into_expected(journal, src.prefix))
+    sink = OnwardEntries(journal, counted)
 
     def reset() -> None:
         journal.new_expected()
         sink.reset()
+        stored.update(plain=0, age=0)
+
+    def plain() -> bool:
+        # The manifest of an encrypted copy is encrypted too (and older ones name no
+        # encryption in their entries): only a plain manifest listing no age object says plain.
+        manifest = summary.checked_against_manifest
+        if sink.count or stored["age"] or not stored["plain"] or not manifest:
+            return False
+        if manifest.endswith(".age"):
+            return False
+        summary.notes.append(
+            f"{label} holds no encrypted objects (its manifest lists none): restored as "
+            "stored, each checked against the manifest's SHA-256; the identity was not needed"
+        )
+        return True
 
     choice = await choose_manifest(src, journal, signing.signers, identities, reset, sink)
     summary.notes += [f"ignored {k}: {why}" for k, why in choice.ignored]
@@ -167,7 +195,7 @@ async def load_restore_manifest(
                 summary,
                 allow_unsigned=signing.allow_unsigned,
             )
-        return
+        return plain()
     reason = "; ".join(choice.problems) or f"no daulat manifest at {label}"
     if not signing.allow_unsigned:
         raise ProvenanceError(
@@ -184,6 +212,7 @@ async def load_restore_manifest(
             src, journal, signing.signers, identities, summary, allow_unsigned=True
         )
         summary.provenance = f"origin not proven: {reason}"
+    return plain()
 
 
 # Failures (``Summary.failed`` reasons) that running the same command again cannot change:
@@ -205,6 +234,35 @@ def retry_would_help(summary: Summary) -> bool:
         or summary.left_objects > len(attempted)
         or any(k not in lasting for k, _ in summary.unverified)
     )
+
+
+def name_problems_by_real_name(journal: Journal, summary: Summary) -> None:
+    """Restore of protected names: report the objects that failed, were refused or are
+    unverified by their real names (from the manifest, as the listing's ``dkey``), not by the
+    keyed hashes they are stored under, which name nothing the user knows. The stored name
+    goes to ``summary.stored_as``."""
+    db = journal.db
+
+    def real(key: str) -> str | None:
+        row = db.execute("SELECT dkey FROM temp.src WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def renamed(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = []
+        for key, reason in problems:
+            name = real(key)
+            if name is None:
+                out.append((key, reason))
+                continue
+            summary.stored_as[name] = key
+            out.append((name, reason.replace(repr(key), repr(name))))
+        return out
+
+    if not db.execute("SELECT 1 FROM temp.src WHERE dkey IS NOT NULL LIMIT 1").fetchone():
+        return  # names are not protected: keys are real names already
+    summary.failed = renamed(summary.failed)
+    summary.refused = renamed(summary.refused)
+    summary.unverified = renamed(summary.unverified)
 
 
 def drop_nested_bookkeeping(journal: Journal, summary: Summary) -> None:

@@ -522,9 +522,17 @@ async def choose_manifest(
                 choice.problems.append(problem)
     elif head is not None and chosen.sha256 != head.sha256:
         # Encrypted and no identity: only the file hash can be compared with the record.
+        offered = (
+            # Same name, other bytes: naming the file twice would say nothing.
+            f"{label}'s newest manifest {chosen.key} is not the file seen here under that name "
+            f"(seq {head.seq}): its content was replaced (an older manifest replayed under "
+            "the newer name, or a forged one)"
+            if chosen.key == head.key
+            else f"{label} offers {chosen.key} as its newest manifest, not {head.key} (seq "
+            f"{head.seq}) seen here"
+        )
         choice.problems.append(
-            f"{label} offers {chosen.key} as its newest manifest, not {head.key} (seq "
-            f"{head.seq}) seen here; it is encrypted: pass --identity FILE to check its chain"
+            f"{offered}; it is encrypted: pass --identity FILE to check its chain"
         )
     if (
         not choice.problems
@@ -573,9 +581,10 @@ async def _against_head(
         )
     if seq == head.seq:
         if chosen.sha256 != head.sha256:
+            seen = "under that name" if chosen.key == head.key else f"({head.key})"
             return (
                 f"{chosen.key} (seq {seq}) at {label} differs from the manifest with that seq "
-                f"seen here ({head.key})"
+                f"seen here {seen}"
             )
         return None
     # Newer than the record: its chain must lead back to the manifest seen here.
