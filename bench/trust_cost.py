@@ -1,0 +1,200 @@
+"""What the trust work costs the client in CPU: the same exit under two checkouts of daulat.
+
+    python bench/trust_cost.py --before DIR [--after DIR] [--objects 3000] [--large-mib 256]
+                               [--runs 3] [--no-results]
+
+``--before`` is a checkout of daulat from before signed manifests, provider-checked upload
+checksums, proofs of completion and the audit anchor (e.g. ``git worktree add /tmp/before
+d833ecd``); ``--after`` defaults to this checkout. Both run the same exit, SeaweedFS A → B on
+127.0.0.1, in a child process whose ``PYTHONPATH`` is the checkout's ``src``, driving
+``daulat.transfer.run_transfer`` directly (no CLI start-up). The child's CPU seconds (user +
+system, every thread) are compared:
+
+* small: ``--objects`` x 64 KiB — CPU ms per object;
+* large: 2 x ``--large-mib`` MiB — CPU s per GiB.
+
+Runs alternate between the checkouts (before, after, after, before, ...), so drifts in the
+machine's load hit both. Each run writes into a new, empty bucket and a new state directory.
+The section ``trust-cost`` of bench/RESULTS.md is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from common import clean_env, machine, now_utc, sigterm_as_interrupt, update_section
+from proof_cost import store_toml
+from servers import S3Server, seaweedfs, start_all
+from transfer import Dataset, _fill, delete_bucket
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+CHILD = r"""
+import asyncio, json, os, sys, time
+from pathlib import Path
+from daulat.config import load_config
+from daulat.transfer import Kind, Options, run_transfer
+
+config = load_config(Path(sys.argv[1]))
+t0, c0 = time.monotonic(), time.process_time()
+summary = asyncio.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
+print(json.dumps({"ok": summary.ok, "copied": summary.copied_objects,
+                  "wall": time.monotonic() - t0, "cpu": time.process_time() - c0}))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def git_head(checkout: Path) -> str:
+    res = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return res.stdout.strip() or "?"
+
+
+def one_run(
+    workdir: Path, a: S3Server, b: S3Server, ds: Dataset, checkout: Path, tag: str, i: int
+) -> dict[str, float]:
+    bucket = f"trust-{tag}-{ds.name}-{i}-{int(time.time())}"
+    b.create_bucket(bucket)
+    run_dir = workdir / "runs" / bucket
+    run_dir.mkdir(parents=True)
+    config = run_dir / "daulat.toml"
+    config.write_text(store_toml("a", ds.name, a) + store_toml("b", bucket, b))
+    env = clean_env()
+    env["PYTHONPATH"] = str(checkout / "src")
+    load = os.getloadavg()[0]
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(config)],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"{tag} exit failed: {res.stderr[-2000:]}")
+    out: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
+    if not out["ok"] or out["copied"] != ds.objects:
+        raise RuntimeError(f"{tag} exit not ok or not {ds.objects} objects: {out}")
+    out["load"] = load
+    delete_bucket(b, bucket)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def render(
+    runs: dict[tuple[str, str], list[dict[str, float]]],
+    sets: list[Dataset],
+    heads: dict[str, str],
+    command: str,
+) -> str:
+    lines = [
+        "<!-- trust-cost:begin -->",
+        "## Trust cost — client CPU of the same exit before and after signed manifests, "
+        "upload checksums, proofs and the audit anchor",
+        "",
+        f"- Date: {now_utc()}; {machine()}; before = git {heads['before']}, after = git "
+        f"{heads['after']}. SeaweedFS A → B on 127.0.0.1, `run_transfer` in a child process "
+        "(no CLI start-up); client CPU = the child's user + system seconds, every thread.",
+        "- Loads at the starts of the runs: "
+        + ", ".join(f"{r['load']:.1f}" for rs in runs.values() for r in rs)
+        + " (a shared 2-CPU machine: CPU seconds are steadier than wall time).",
+        "",
+        "| case | before | after | after ÷ before | CPU of every run (before; after) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for ds in sets:
+        small = ds.size < MiB
+        unit = "CPU ms/object" if small else "CPU s/GiB"
+
+        def per(r: dict[str, float], ds: Dataset = ds, small: bool = small) -> float:
+            return r["cpu"] * 1000 / ds.objects if small else r["cpu"] / (ds.bytes / GiB)
+
+        before = statistics.median(per(r) for r in runs["before", ds.name])
+        after = statistics.median(per(r) for r in runs["after", ds.name])
+        every = "; ".join(
+            ", ".join(f"{r['cpu']:.2f}" for r in runs[tag, ds.name]) for tag in ("before", "after")
+        )
+        lines.append(
+            f"| {ds.describe()} ({unit}, median) | {before:.3f} | {after:.3f} | "
+            f"**{after / before:.2f}x** | {every} |"
+        )
+    lines += [
+        "",
+        "Reproduce (from the repository root, after `pip install -e '.[test]'`):",
+        "",
+        "```",
+        command,
+        "```",
+        "<!-- trust-cost:end -->",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--before", type=Path, required=True, help="checkout of the older daulat")
+    p.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1])
+    p.add_argument("--objects", type=int, default=3000)
+    p.add_argument("--large-mib", type=int, default=256)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--no-results", action="store_true", help="print, do not write RESULTS.md")
+    args = p.parse_args(argv)
+    checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
+    heads = {tag: git_head(path) for tag, path in checkouts.items()}
+    workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "daulat-trust").resolve()
+    for old in ("runs", "seaweedfs-a", "seaweedfs-b"):
+        shutil.rmtree(workdir / old, ignore_errors=True)
+    sets = [
+        Dataset("trust-small", args.objects, 64 * 1024),
+        Dataset("trust-large", 2, args.large_mib * MiB),
+    ]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {
+        (tag, ds.name): [] for tag in checkouts for ds in sets
+    }
+    with (
+        sigterm_as_interrupt(),
+        start_all(seaweedfs(workdir / "seaweedfs-a"), seaweedfs(workdir / "seaweedfs-b")) as (a, b),
+    ):
+        for ds in sets:
+            a.create_bucket(ds.name)
+            print(f"filling A with {ds.describe()} ...", flush=True)
+            asyncio.run(_fill(a, ds, None, 32))
+            for tag, path in checkouts.items():  # warm-up: caches, server start-up
+                one_run(workdir, a, b, ds, path, tag, -1)
+        for i in range(args.runs):
+            order = ("before", "after") if i % 2 == 0 else ("after", "before")
+            for ds in sets:
+                for tag in order:
+                    r = one_run(workdir, a, b, ds, checkouts[tag], tag, i)
+                    runs[tag, ds.name].append(r)
+                    print(f"{ds.name} {tag} {i + 1}: {json.dumps(r)}", flush=True)
+    command = "python bench/trust_cost.py " + " ".join(argv or sys.argv[1:])
+    text = render(runs, sets, heads, command)
+    if not args.no_results:
+        update_section("trust-cost", text)
+    print(text)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
