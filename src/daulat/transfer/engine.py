@@ -814,10 +814,13 @@ def _resumer(dst: Endpoint, journal: Journal, opts: Options, run_id: int) -> Res
     return Resumer(journal, store, run_id, opts.codec_tag)
 
 
-def _prover(opts: Options) -> Prover | None:
+def _prover(opts: Options, run_id: int | None = None) -> Prover | None:
+    """``run_id``: the run that writes with it, named in its proofs (adoption.py)."""
     if opts.proof_key is None:
         return None
-    return Prover(opts.proof_key, codec=opts.codec_tag, encrypting=bool(opts.encrypt_to))
+    return Prover(
+        opts.proof_key, codec=opts.codec_tag, encrypting=bool(opts.encrypt_to), run_id=run_id
+    )
 
 
 async def _write_manifest(
@@ -862,7 +865,7 @@ class _Executor:
         self.summary = summary
         self.on_progress = on_progress
         self.writer = BatchWriter(journal, pair, summary.run_id, immediate_over=SMALL_OBJECT)
-        self.prover = _prover(opts)
+        self.prover = _prover(opts, summary.run_id)
         self.limiter = AdaptiveLimiter(opts.concurrency)
         self.budget = ByteBudget(opts.max_bytes_in_flight)
         self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
