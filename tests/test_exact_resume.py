@@ -434,7 +434,8 @@ def test_planted_or_altered_objects_are_sent_again(
     """After a complete exit the journal loses its rows (as if no batch had committed); the
     "provider" then swaps proofs between objects, replays a copy of an older source version,
     appends a byte under a valid proof, damages a proof, and a streamed object has no
-    ``completing`` row. Exactly those are sent again; every other object is adopted."""
+    ``completing`` row (sent again to an object store; a directory seals its full proof).
+    Exactly those are sent again; every other object is adopted."""
     objects = dataset(60, [12 * MiB], seed=41)
     src_root = tmp_path / "src"
     write_source(src_root, objects)
@@ -482,7 +483,11 @@ def test_planted_or_altered_objects_are_sent_again(
         dst.settle()
         after = dst.marks()
         resent = {k for k, (_, mark) in before.items() if after[k][1] != mark}
-        expected = {stored[k] for k in (swapped, grown, damaged, replayed, big)}
+        # A directory seals a streamed object's full proof when it commits it: the large
+        # object is adopted like the small ones. Object stores fix metadata when the upload
+        # begins, so without its completing row it is sent again.
+        resent_keys = (swapped, grown, damaged, replayed) + ((big,) if kind != "fs" else ())
+        expected = {stored[k] for k in resent_keys}
         assert resent == expected, (sorted(resent), sorted(expected))
         assert second["copied_objects"] == len(expected)
         assert second["adopted_objects"] == len(objects) - len(expected)
@@ -842,3 +847,44 @@ def test_kill_9_into_an_emptied_directory_adopts_what_was_complete(tmp_path: Pat
     assert result["adopted_objects"] >= len(uncommitted) - len(resent), (result, log)
     assert result["verified_objects"] == len(objects)
     check_copy("plain", objects, dst, config, None, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile review 2, finding 2: large objects after a lost journal
+
+
+@pytest.mark.parametrize("codec", ["plain", "encrypt"])
+def test_lost_journal_adopts_large_objects_in_a_directory(codec: str, tmp_path: Path) -> None:
+    """A complete exit into a directory, then the journal is lost (the proof key kept): the
+    rerun adopts every object, the streamed ones over 8 MiB too (their full proof is sealed
+    into the extended attributes when the file is committed), and sends nothing again."""
+    objects = dataset(20, [12 * MiB, 9 * MiB], seed=46)
+    src_root, dst_root = tmp_path / "src", tmp_path / "dst"
+    write_source(src_root, objects)
+    raw = fs_store_config(dst_root, "dst")
+    dst = Destination("fs", raw, raw, root=dst_root)
+    config = write_config(tmp_path, [fs_store_config(src_root, "src"), dst.raw])
+    extra, identity = codec_args(codec, tmp_path)
+    args = ["exit", "src", "dst", "--config", str(config), "--json", *extra]
+    run_to_end(args, tmp_path)
+    before = dst.marks()
+    for path in journal_path(config).parent.glob(journal_path(config).name + "*"):
+        path.unlink()
+    if identity is not None:
+        # The journal that had seen the encrypted manifest is gone: it is read to carry on.
+        args += ["--identity", str(identity)]
+    result, _ = run_to_end(args, tmp_path)
+    after = dst.marks()
+    resent = sorted(k for k, (_, mark) in before.items() if after[k][1] != mark)
+    assert not resent, resent
+    assert result["copied_objects"] == 0 and result["copied_bytes"] == 0, result
+    assert result["adopted_objects"] == len(objects)
+    assert result["verified_objects"] == len(objects)
+    rows = done_sha256(config)
+    assert {k: h for k, (_, h) in rows.items()} == {k: sha(v) for k, v in objects.items()}
+    check_copy(codec, objects, dst, config, identity, tmp_path)
+    big = dst_root / "big" / "huge-0.bin"
+    proof = os.getxattr(big, "user.daulat." + PROOF_FIELD).decode()
+    assert proof.startswith("2s."), proof
+    names = set(os.listxattr(big))
+    assert ("user.daulat.sha256" in names) == (codec == "plain"), names

@@ -66,6 +66,12 @@ Large objects (streamed in parts, over 8 MiB)
     complete object (or an older one whose nonce differs). So a large object complete at the
     destination is never sent again.
 
+    A store that sets metadata only when it commits, after the last byte (the filesystem:
+    ``Capabilities.metadata_at_commit``), gets the full ``2s`` proof at step 2 instead of the
+    nonce, so its large objects are adopted like small ones even when the journal is lost.
+    Elsewhere a lost journal means a large object is sent again: hashing what the destination
+    holds would make the provider's bytes the only witness of the SHA-256 then recorded.
+
 What this proves, and what not
     Adoption is as strong as the journal's own skip: both rest on the listing's size (and the
     proof binds it, under the customer's key), neither re-reads content. A provider that

@@ -1132,6 +1132,9 @@ class _Executor:
                 # The hash is known only at the end: commit it before the upload can
                 # complete, bound to a nonce in the metadata (see daulat.transfer.adoption).
                 nonce, stream_meta = started
+                # A directory sets metadata at its commit, after the last byte: there the
+                # full proof replaces the nonce, so a lost journal still adopts the object.
+                seal_late = resumer is None and self.dst.store.capabilities.metadata_at_commit
 
                 def completing(stored: int) -> None:
                     row = Completing(
@@ -1145,6 +1148,10 @@ class _Executor:
                         item.dkey,
                     )
                     self.journal.record_completing(self.pair, self.summary.run_id, row)
+                    if seal_late and stream_meta is not None:
+                        stream_meta.update(self._proof(dst_key, reader, row.sha256, stored))
+                        if not opts.encrypt_to:
+                            stream_meta["sha256"] = row.sha256
 
                 body_stream = before_end(body_stream, completing)
             if resumer is not None:
