@@ -650,7 +650,10 @@ def _transfer_command(
 def _remaining(s: Summary, what: str = "remain", noun: str = "object(s)") -> str:
     """How much is left, or that nobody knows yet (stopped before the listing finished)."""
     if s.remaining_known:
-        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}"
+        deletions = (
+            f", and {s.left_deletions:,} planned deletion(s) not done" if s.left_deletions else ""
+        )
+        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}{deletions}"
     return (
         f"the listing did not finish ({s.listed_objects:,} source object(s), "
         f"{_human_bytes(s.listed_bytes)} listed so far): how many {what} is unknown"
@@ -711,6 +714,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         parts.append(f"verified {s.verified_objects:,}")
     if kind == Kind.SYNC and options.delete:
         parts.append(f"deleted {s.deleted_objects:,}")
+        if s.left_deletions:
+            parts.append(f"not deleted {s.left_deletions:,}")
     parts += [
         f"failed {len(s.failed):,}",
         f"refused {len(s.refused):,}",

@@ -170,6 +170,8 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
     }
     if summary.deleted is not None:
         details["deleted"] = summary.deleted
+    if summary.left_deletions:
+        details["left_deletions"] = summary.left_deletions
     elif summary.deleted_objects:  # a dry run counts what it would delete
         details["would_delete"] = summary.deleted_objects
     if summary.interrupted:

@@ -246,6 +246,9 @@ VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
 VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 
+# Seconds an interrupted ``sync --delete`` waits for the deletions it has sent to be answered.
+DELETE_SETTLE_S = 10.0
+
 # ``sync --delete`` records the keys it deleted; past this many, the audit log and the summary
 # keep the first ones (in key order), their count and a SHA-256 over all of them.
 DELETED_KEYS_KEPT = 100
@@ -299,6 +302,8 @@ class Summary:
     skipped_objects: int = 0
     adopted_objects: int = 0  # found complete at the destination by proof; counted as skipped
     deleted_objects: int = 0
+    # sync --delete: deletions planned but not done (the run stopped, or copies failed first).
+    left_deletions: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     verified_objects: int | None = None
@@ -372,6 +377,7 @@ class Summary:
             or self.failed
             or self.refused
             or self.left_objects
+            or self.left_deletions
             or self.unverified
             or self.manifest_error
             or self.unproven
@@ -775,6 +781,8 @@ async def _refuse_unsafe(
         dst_selected = journal.listing_totals("dst")[0] - dst_excluded
         if opts.dry_run:
             summary.deleted_objects = deletions  # what it would delete
+        else:
+            summary.left_deletions = deletions  # until each is done
         found = too_many_deletions(
             deletions, dst_selected, opts.max_delete, dst, filtered=opts.filter.active
         )
@@ -1250,17 +1258,41 @@ async def _delete_extraneous(
 
     async def one(key: str, done: list[str]) -> None:
         async with sem:
-            await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
-            done.append(key)
-            # Counted as it happens: an interrupted page still says what it deleted.
-            summary.deleted_objects += 1
+            request = asyncio.ensure_future(
+                opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
+            )
+            try:
+                await asyncio.shield(request)
+            except asyncio.CancelledError:
+                # Interrupted with the request out: the provider may be deleting it right now.
+                # Its answer is waited for (briefly), so a deletion that happened is counted.
+                await asyncio.wait({request}, timeout=DELETE_SETTLE_S)
+                if request.done() and not request.cancelled() and request.exception() is None:
+                    _deleted(key, done)
+                else:
+                    request.cancel()
+                raise
+            _deleted(key, done)
+
+    def _deleted(key: str, done: list[str]) -> None:
+        done.append(key)
+        # Counted as it happens: an interrupted page still says what it deleted.
+        summary.deleted_objects += 1
+        summary.left_deletions -= 1
 
     try:
         for page in journal.extraneous(pair, keep=_deletable(opts)):
             keys = [k for k, _ in page]
             done: list[str] = []
             try:
-                await asyncio.gather(*(one(k, done) for k in keys))
+                # Every deletion of the page ends (or is settled) before this does, even when
+                # cancelled: a plain gather would give up at the first cancelled one.
+                results = await asyncio.gather(
+                    *(one(k, done) for k in keys), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             finally:
                 # What was deleted is recorded even when the page did not finish.
                 record.add(done)
