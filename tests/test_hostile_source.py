@@ -74,3 +74,52 @@ def test_listing_guard_catches_what_does_not_progress() -> None:
         loose.page(["d", "c"])
     with pytest.raises(InconsistentListing, match="twice"):
         ListingGuard("s", ordered=False).page(["x", "y", "x"])
+
+
+def test_a_source_serving_more_than_it_listed_fails_that_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review 2, finding 20: an object listed with 5 bytes was served with 500; daulat
+    wrote all 500 and said "left 0 (-493 B)". Now that object fails with a reason, nothing is
+    written under its key, and what is left is never negative."""
+    monkeypatch.chdir(tmp_path)
+    with s3fake(buckets=("evil",)) as fake:
+        fake.put_object("evil", "liar.txt", b"short")
+        fake.put_object("evil", "ok.txt", b"fine")
+        fake.served["liar.txt"] = b"L" * 500
+        dst = tmp_path / "d"
+        write_config(tmp_path, [_s3(fake, "evil", "evil"), fs_store_config(dst, "d")])
+        res = cli(["exit", "evil", "d", "--json"], capsys)
+        human = cli(["exit", "evil", "d"], capsys)
+    assert res.code == 1, res.explain()
+    d = res.json
+    [(key, reason)] = [(f["key"], f["reason"]) for f in d["failed"]]
+    assert key == "liar.txt" and "5" in reason and "500" in reason, reason
+    assert d["copied_objects"] == 1 and d["copied_bytes"] == 4
+    assert d["left_objects"] == 1 and d["left_bytes"] == 5, d
+    assert not (dst / "liar.txt").exists()
+    assert (dst / "ok.txt").read_bytes() == b"fine"
+    assert human.code == 1
+    assert "left 1 (5 B)" in human.out and "-" not in human.out.split("left", 1)[1][:12]
+
+
+def test_a_stream_longer_than_listed_is_cut_off_before_it_is_written() -> None:
+    """The engine reads at most the listed size: a body that goes on past it fails with a
+    reason instead of filling the destination."""
+    import asyncio
+
+    from daulat.transfer.listed import NotAsListed, capped
+
+    async def body() -> Any:
+        for _ in range(10):
+            yield b"x" * 100
+
+    async def read(limit: int) -> int:
+        n = 0
+        async for chunk in capped(body(), limit, store="s", key="k"):
+            n += len(chunk)
+        return n
+
+    assert asyncio.run(read(1000)) == 1000
+    with pytest.raises(NotAsListed, match="more than the 999 bytes"):
+        asyncio.run(read(999))

@@ -91,6 +91,7 @@ from daulat.stores.resumable import unwrap_resumable
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
+from daulat.transfer.listed import capped, check_served_size
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.names import NameKey, has_protected_names
 from daulat.transfer.onward import (
@@ -1057,10 +1058,15 @@ class _Executor:
                 stored_as=item.dkey,
             )
         reader = await self.src.store.get(src_key)
+        # Copied as listed or not at all (daulat.transfer.listed).
+        where = self.src.store.name
+        check_served_size(item.size, reader.info.size, store=where, key=src_key)
         etag = reader.info.etag
         plain: bytes | None = None
         chunks: tuple[bytes, int] | None = None
-        stream: AsyncIterable[bytes] = self._metered(reader, item.key)
+        stream: AsyncIterable[bytes] = self._metered(
+            capped(reader, item.size, store=where, key=src_key), item.key
+        )
         if expected_stored is not None and reader.info.size > SMALL_OBJECT:
             stream = hashed(
                 stream,
@@ -1071,6 +1077,7 @@ class _Executor:
             )
         if reader.info.size <= SMALL_OBJECT:
             data = await reader.read_all()
+            check_served_size(item.size, len(data), store=where, key=src_key)
             if self.rate is not None:
                 await self.rate.take(len(data))
             self._streamed(item.key, len(data))
