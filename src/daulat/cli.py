@@ -1122,11 +1122,25 @@ def verify(
         _print_json(report.to_json())
     else:
         mode = _verified_by(report.verified_by)
-        out.print(
-            f"verify {printable(src)} → {printable(dst)} ({mode}): {report.objects:,} objects, "
-            f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
-            f"problems {len(report.problems):,}"
-        )
+        head = f"verify {printable(src)} → {printable(dst)} ({mode}): "
+        if report.stopped is None:
+            out.print(
+                f"{head}{report.objects:,} objects, {_human_bytes(report.bytes)}; verified "
+                f"{report.verified:,}, problems {len(report.problems):,}"
+            )
+        else:
+            # Stopped part-way: say what was never checked, not "0 objects ... problems 0".
+            unchecked = (
+                f"{report.unchecked_objects:,} not checked"
+                if report.unchecked_objects is not None
+                else "how many were not checked is unknown (the source listing did not finish: "
+                f"{report.objects:,} listed)"
+            )
+            out.print(
+                f"{head}STOPPED before it finished: {report.objects:,} objects, "
+                f"{_human_bytes(report.bytes)} at the source; verified {report.verified:,}, "
+                f"problems {len(report.problems):,}, {unchecked}"
+            )
         if report.filter is not None:
             out.print(
                 "  "

@@ -301,7 +301,8 @@ async def run_verify(
             identities=identities,
             filter=filter,
         )
-        audit.done(report, "ok" if report.ok else "differences")
+        outcome = "ok" if report.ok else ("stopped" if report.stopped else "differences")
+        audit.done(report, outcome)
     return report
 
 
@@ -313,6 +314,8 @@ def verify_details(report: VerifyReport) -> Mapping[str, object]:
         "problems": len(report.problems),
         "stopped": report.stopped,
     }
+    if report.stopped:
+        details["unchecked"] = report.unchecked_objects
     if report.filter is not None:
         details["filter"] = report.filter
         details["excluded_objects"] = report.excluded_objects
