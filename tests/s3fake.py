@@ -116,6 +116,11 @@ class FakeS3:
         self.requests: list[RecordedRequest] = []
         self.injected: list[S3Error] = []
         self.ignore_range = False  # answer ranged GETs with the whole object, as some servers do
+        # A hostile provider: every listing answers its first page again, truncated, with the
+        # same continuation token (a listing that never ends) ...
+        self.stuck_listing = False
+        # ... and GETs that serve other bytes than the object listed (key → body).
+        self.served: dict[str, bytes] = {}
         self.lock = threading.RLock()
         self.endpoint = ""
         self.host = ""
@@ -462,6 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         max_keys = min(int(query.get("max-keys", "1000")), 1000)
         after = query.get("start-after", "")
         token = query.get("continuation-token")
+        if self.server.fake.stuck_listing:
+            token, after = None, ""  # always the first page again
         if token is not None:
             try:
                 after = base64.urlsafe_b64decode(token.encode()).decode("utf-8", "surrogatepass")
@@ -500,6 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         def enc(value: str) -> str:
             return _url_key(value) if url else _text(value)
 
+        truncated = truncated or self.server.fake.stuck_listing
         parts = [
             f"<Name>{_text(bucket)}</Name><Prefix>{enc(prefix)}</Prefix>",
             f"<KeyCount>{len(contents) + len(common)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
@@ -513,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
             parts.append(f"<ContinuationToken>{_text(token)}</ContinuationToken>")
         if truncated:
             nxt = base64.urlsafe_b64encode(last.encode("utf-8", "surrogatepass")).decode()
+            if self.server.fake.stuck_listing:
+                nxt = "t"
             parts.append(f"<NextContinuationToken>{nxt}</NextContinuationToken>")
         for k in contents:
             o = objects[k]
@@ -560,6 +570,10 @@ class _Handler(BaseHTTPRequestHandler):
                 data = o.data[start : end + 1]
                 self._send(206, b"" if head else data, out, head=head, length=len(data))
                 return
+        body = self.server.fake.served.get(key, o.data)
+        if not head and body is not o.data:
+            self._send(200, body, out, length=len(body))
+            return
         self._send(200, b"" if head else o.data, out, head=head, length=size)
 
     def _put(self, bucket: str, key: str, headers: Mapping[str, str], body: bytes) -> None:

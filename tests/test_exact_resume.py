@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -107,8 +108,39 @@ def _candidate(
     etag: str | None = "e1",
     dst_size: int = 100,
     completing: Completing | None = None,
+    recorded_run: int | None = None,
 ) -> Candidate:
-    return Candidate(1, key, None, size, etag, dst_size, "d1", completing)
+    return Candidate(1, key, None, size, etag, dst_size, "d1", completing, recorded_run)
+
+
+def test_a_run_sealed_proof_is_adopted_over_a_done_row_only_when_written_later() -> None:
+    """Hostile review 2, finding 1: a done row for this source version (listed with another
+    ETag since) no longer rules adoption out; the proof's sealed run id decides. A proof of
+    the write that row records, or of an older one, or one naming no run, is not adopted."""
+    key = os.urandom(32)
+    digest = sha(b"content")
+    value = Prover(key, codec="", encrypting=False, run_id=7).sealed(
+        "p/a/b.bin", 100, "e1", digest, 100
+    )[PROOF_FIELD]
+    assert value.startswith("2s.")
+    checker = Prover(key, codec="", encrypting=False)
+    proven = checker.check(value, _candidate(), "p/a/b.bin")
+    assert proven is not None and proven.sha256 == digest and proven.run_id == 7
+    assert checker.check(value, _candidate(recorded_run=6), "p/a/b.bin") == proven
+    assert checker.check(value, _candidate(recorded_run=7), "p/a/b.bin") is None
+    assert checker.check(value, _candidate(recorded_run=8), "p/a/b.bin") is None
+    old = Prover(key, codec="", encrypting=False).sealed("p/a/b.bin", 100, "e1", digest, 100)
+    assert old[PROOF_FIELD].startswith("1s.")
+    assert checker.check(old[PROOF_FIELD], _candidate(), "p/a/b.bin") is not None
+    assert checker.check(old[PROOF_FIELD], _candidate(recorded_run=1), "p/a/b.bin") is None
+    # The run id is sealed and bound: neither readable nor changeable.
+    other = Prover(key, codec="", encrypting=False, run_id=8).sealed(
+        "p/a/b.bin", 100, "e1", digest, 100
+    )[PROOF_FIELD]
+    assert value[3:25] != other[3:25]
+    for i in range(3, len(value)):
+        flipped = value[:i] + ("A" if value[i] != "A" else "B") + value[i + 1 :]
+        assert checker.check(flipped, _candidate(), "p/a/b.bin") is None, i
 
 
 def test_sealed_proof_binds_every_field() -> None:
@@ -402,7 +434,8 @@ def test_planted_or_altered_objects_are_sent_again(
     """After a complete exit the journal loses its rows (as if no batch had committed); the
     "provider" then swaps proofs between objects, replays a copy of an older source version,
     appends a byte under a valid proof, damages a proof, and a streamed object has no
-    ``completing`` row. Exactly those are sent again; every other object is adopted."""
+    ``completing`` row (sent again to an object store; a directory seals its full proof).
+    Exactly those are sent again; every other object is adopted."""
     objects = dataset(60, [12 * MiB], seed=41)
     src_root = tmp_path / "src"
     write_source(src_root, objects)
@@ -450,7 +483,11 @@ def test_planted_or_altered_objects_are_sent_again(
         dst.settle()
         after = dst.marks()
         resent = {k for k, (_, mark) in before.items() if after[k][1] != mark}
-        expected = {stored[k] for k in (swapped, grown, damaged, replayed, big)}
+        # A directory seals a streamed object's full proof when it commits it: the large
+        # object is adopted like the small ones. Object stores fix metadata when the upload
+        # begins, so without its completing row it is sent again.
+        resent_keys = (swapped, grown, damaged, replayed) + ((big,) if kind != "fs" else ())
+        expected = {stored[k] for k in resent_keys}
         assert resent == expected, (sorted(resent), sorted(expected))
         assert second["copied_objects"] == len(expected)
         assert second["adopted_objects"] == len(objects) - len(expected)
@@ -752,3 +789,102 @@ def test_kill_9_at_random_sends_again_almost_nothing(
         )
         assert result["verified_objects"] == len(objects), summary
         check_copy(codec, objects, dst, config, identity, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile review 2, finding 1: a kill -9 after the destination was emptied once
+
+
+def test_kill_9_into_an_emptied_directory_adopts_what_was_complete(tmp_path: Path) -> None:
+    """A complete exit, then the destination directory is emptied (rm -rf), then an exit to it
+    is killed mid-way: the journal still holds the first exit's done rows (same source
+    versions, other destination ETags) for the objects whose new rows were not committed yet.
+    The rerun adopts them by their proofs (written by the killed run) instead of sending them
+    again: at most 1 % of what was complete at the kill is sent again."""
+    objects = dataset(1500, [], seed=45)
+    src_root, dst_root = tmp_path / "src", tmp_path / "dst"
+    write_source(src_root, objects)
+    raw = fs_store_config(dst_root, "dst")
+    dst = Destination("fs", raw, raw, root=dst_root)
+    config = write_config(tmp_path, [fs_store_config(src_root, "src"), dst.raw])
+    args = ["exit", "src", "dst", "--config", str(config), "--json"]
+    run_to_end(args, tmp_path)
+    log: list[str] = []
+    for attempt in range(4):
+        shutil.rmtree(dst_root)
+        proc = start_daulat([*args, "--bwlimit", "1M"], tmp_path)
+        until = time.monotonic() + 90
+        while len(dst.marks()) < 200 + 100 * attempt and proc.popen.poll() is None:
+            assert time.monotonic() < until, proc.err[-2000:]
+            time.sleep(0.02)
+        ended = proc.popen.poll()
+        proc.kill()
+        at_kill = dst.marks()
+        db = sqlite3.connect(journal_path(config))
+        try:
+            (killed,) = db.execute("SELECT max(id) FROM runs").fetchone()
+            committed = {
+                k
+                for (k,) in db.execute(
+                    "SELECT key FROM journal WHERE run_id = ? AND state = 'done'", (killed,)
+                )
+            }
+        finally:
+            db.close()
+        uncommitted = set(at_kill) - committed
+        log.append(
+            f"attempt {attempt}: ended {ended}, {len(at_kill)} at the kill, "
+            f"{len(uncommitted)} not committed"
+        )
+        if ended is None and len(uncommitted) >= 20:
+            break
+    else:
+        pytest.fail(f"no kill left complete objects without their journal rows: {log}")
+    result, _ = run_to_end(args, tmp_path)
+    after = dst.marks()
+    resent = {k for k, (_, mark) in at_kill.items() if after[k][1] != mark}
+    assert len(resent) <= 0.01 * len(at_kill), (len(resent), sorted(resent)[:5], log)
+    assert result["adopted_objects"] >= len(uncommitted) - len(resent), (result, log)
+    assert result["verified_objects"] == len(objects)
+    check_copy("plain", objects, dst, config, None, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile review 2, finding 2: large objects after a lost journal
+
+
+@pytest.mark.parametrize("codec", ["plain", "encrypt"])
+def test_lost_journal_adopts_large_objects_in_a_directory(codec: str, tmp_path: Path) -> None:
+    """A complete exit into a directory, then the journal is lost (the proof key kept): the
+    rerun adopts every object, the streamed ones over 8 MiB too (their full proof is sealed
+    into the extended attributes when the file is committed), and sends nothing again."""
+    objects = dataset(20, [12 * MiB, 9 * MiB], seed=46)
+    src_root, dst_root = tmp_path / "src", tmp_path / "dst"
+    write_source(src_root, objects)
+    raw = fs_store_config(dst_root, "dst")
+    dst = Destination("fs", raw, raw, root=dst_root)
+    config = write_config(tmp_path, [fs_store_config(src_root, "src"), dst.raw])
+    extra, identity = codec_args(codec, tmp_path)
+    args = ["exit", "src", "dst", "--config", str(config), "--json", *extra]
+    run_to_end(args, tmp_path)
+    before = dst.marks()
+    for path in journal_path(config).parent.glob(journal_path(config).name + "*"):
+        path.unlink()
+    if identity is not None:
+        # The journal that had seen the encrypted manifest is gone: it is read to carry on.
+        args += ["--identity", str(identity)]
+    result, _ = run_to_end(args, tmp_path)
+    after = dst.marks()
+    resent = sorted(k for k, (_, mark) in before.items() if after[k][1] != mark)
+    assert not resent, resent
+    assert result["copied_objects"] == 0 and result["copied_bytes"] == 0, result
+    assert result["adopted_objects"] == len(objects)
+    assert result["verified_objects"] == len(objects)
+    rows = done_sha256(config)
+    assert {k: h for k, (_, h) in rows.items()} == {k: sha(v) for k, v in objects.items()}
+    check_copy(codec, objects, dst, config, identity, tmp_path)
+    big = dst_root / "big" / "huge-0.bin"
+    proof = os.getxattr(big, "user.daulat." + PROOF_FIELD).decode()
+    assert proof.startswith("2s."), proof
+    names = set(os.listxattr(big))
+    assert ("user.daulat.sha256" in names) == (codec == "plain"), names

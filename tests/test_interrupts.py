@@ -299,6 +299,53 @@ def test_an_interrupted_sync_delete_counts_the_deletions_it_made(
     assert status == "interrupted" and recorded["deleted_objects"] == gone
 
 
+def test_deletions_in_flight_at_a_signal_are_counted_and_the_rest_remain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile review 2, finding 14: SIGINT while ten deletions were out at the provider; they
+    completed there but the summary, JSON and audit counted none of them, and it said "0
+    object(s) remain" with 30 planned deletions not done. Deletions in flight are waited for
+    and counted; the planned ones not done are reported as remaining."""
+    from test_transfer import cli
+
+    from daulat.stores.fs import FsStore
+
+    extra = {f"old/{i:03d}.txt": b"gone" for i in range(40)}
+    config = _local_pair(tmp_path, {"keep.txt": b"keep"}, extra)
+    original = FsStore.delete
+    calls = 0
+
+    async def delete(self: FsStore, key: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 10:  # all ten allowed at once are out: the signal lands now
+            os.kill(os.getpid(), signal.SIGINT)
+        await original(self, key)  # done at the provider ...
+        await asyncio.sleep(0.3)  # ... and its answer on the way back
+
+    monkeypatch.setattr(FsStore, "delete", delete)
+    argv = ["sync", "src", "dst", "--delete", "--max-delete", "100%", "--concurrency", "10"]
+    res = cli([*argv, "--json", "-c", str(config)], capsys)
+    assert res.code == 130, res.explain()
+    d = res.json
+    gone = len(extra) - sum(1 for k in extra if (tmp_path / "dst" / k).exists())
+    assert gone == 10, res.out[-3000:] + res.err[-2000:]
+    assert d["deleted_objects"] == d["deleted"]["count"] == gone, d
+    assert d["left_deletions"] == len(extra) - gone, d
+    run_id, status, recorded = last_run(config)
+    assert status == "interrupted" and recorded["deleted_objects"] == gone
+    [entry] = [e for e in audit_entries(config) if e["details"].get("run_id") == run_id]
+    assert entry["details"]["deleted"]["count"] == gone
+    assert entry["details"]["left_deletions"] == len(extra) - gone
+    # People read the same: what was deleted, and what was planned but not done.
+    calls = 0
+    res = cli([*argv, "-c", str(config)], capsys)
+    assert res.code == 130, res.explain()
+    assert "deleted 10" in res.out, res.out
+    assert "planned deletion(s) not done" in res.err, res.err
+    assert "0 object(s) (0 B) remain;" not in res.err, res.err
+
+
 def test_a_run_interrupted_while_listing_never_says_nothing_remains(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import fs_store_config, run
+from conftest import fs_store_config, run, s3_store_config
+from servers import S3Server
 from test_safety import put_files
 from test_transfer import cli, endpoint, exit_lib, small_dataset, write_config
 
@@ -210,3 +211,57 @@ def test_a_replaced_plain_object_is_sent_again_after_full_verify(
     assert res.code == 0 and res.json["copied_objects"] == 1, res.explain()
     assert (tmp_path / "dst" / key).read_bytes() == data[key]
     assert cli(["verify", "src", "dst", "--full", *c], capsys).code == 0
+
+
+def _audit_last(config: Path) -> dict[str, object]:
+    import json
+
+    lines = (config.parent / ".daulat" / "audit.jsonl").read_text().splitlines()
+    entry: dict[str, object] = json.loads(lines[-1])
+    return entry
+
+
+def test_a_stopped_verify_says_what_it_did_not_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], s3_server: S3Server
+) -> None:
+    """Hostile review 2, finding 11: ``verify --full`` with an identity that opens nothing, and
+    a verify whose destination cannot be listed, printed "0 objects, 0 B; verified 0, problems
+    0" (JSON objects 0) and audited "differences". Now they count the source, say that the
+    verification stopped and how many objects it did not check, and audit "stopped"."""
+    identity, other = tmp_path / "id.txt", tmp_path / "other.txt"
+    recipient = new_identity(identity)
+    new_identity(other)
+    data = small_dataset(12).objects
+    put_files(tmp_path / "src", data)
+    broken = {**s3_store_config(s3_server, "broken", "stopped-verify")}
+    broken["credentials"] = {"access_key_id": "nobody", "secret_access_key": "wrong" * 8}
+    stores = [
+        fs_store_config(tmp_path / "src", "src"),
+        fs_store_config(tmp_path / "vault", "vault"),
+        broken,
+    ]
+    config = write_config(tmp_path, stores)
+    c = ["-c", str(config)]
+    res = cli(["exit", "src", "vault", "--encrypt-to", recipient, "--json", *c], capsys)
+    assert res.code == 0, res.explain()
+
+    for argv in (
+        ["verify", "src", "vault", "--full", "-i", str(other)],
+        ["verify", "src", "broken"],
+    ):
+        res = cli([*argv, "--json", *c], capsys)
+        assert res.code == 1, res.explain()
+        d = res.json
+        assert d["stopped"], d
+        assert d["objects"] == len(data), d
+        assert d["unchecked_objects"] == len(data) - d["verified"] - len(d["problems"]), d
+        assert d["unchecked_objects"] > 0, d
+        entry = _audit_last(config)
+        details = entry["details"]
+        assert isinstance(details, dict)
+        assert details["outcome"] == "stopped" and details["unchecked"] == d["unchecked_objects"]
+        res = cli([*argv, *c], capsys)
+        assert res.code == 1
+        assert "STOPPED before it finished" in res.out, res.out
+        assert f"{len(data):,} objects" in res.out and "not checked" in res.out, res.out
+        assert "stopped:" in res.err

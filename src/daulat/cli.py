@@ -718,7 +718,10 @@ def _transfer_command(
 def _remaining(s: Summary, what: str = "remain", noun: str = "object(s)") -> str:
     """How much is left, or that nobody knows yet (stopped before the listing finished)."""
     if s.remaining_known:
-        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}"
+        deletions = (
+            f", and {s.left_deletions:,} planned deletion(s) not done" if s.left_deletions else ""
+        )
+        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}{deletions}"
     return (
         f"the listing did not finish ({s.listed_objects:,} source object(s), "
         f"{_human_bytes(s.listed_bytes)} listed so far): how many {what} is unknown"
@@ -779,6 +782,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         parts.append(f"verified {s.verified_objects:,}")
     if kind == Kind.SYNC and options.delete:
         parts.append(f"deleted {s.deleted_objects:,}")
+        if s.left_deletions:
+            parts.append(f"not deleted {s.left_deletions:,}")
     parts += [
         f"failed {len(s.failed):,}",
         f"refused {len(s.refused):,}",
@@ -1245,11 +1250,25 @@ def verify(
         _print_json(report.to_json())
     else:
         mode = _verified_by(report.verified_by)
-        out.print(
-            f"verify {printable(src)} → {printable(dst)} ({mode}): {report.objects:,} objects, "
-            f"{_human_bytes(report.bytes)}; verified {report.verified:,}, "
-            f"problems {len(report.problems):,}"
-        )
+        head = f"verify {printable(src)} → {printable(dst)} ({mode}): "
+        if report.stopped is None:
+            out.print(
+                f"{head}{report.objects:,} objects, {_human_bytes(report.bytes)}; verified "
+                f"{report.verified:,}, problems {len(report.problems):,}"
+            )
+        else:
+            # Stopped part-way: say what was never checked, not "0 objects ... problems 0".
+            unchecked = (
+                f"{report.unchecked_objects:,} not checked"
+                if report.unchecked_objects is not None
+                else "how many were not checked is unknown (the source listing did not finish: "
+                f"{report.objects:,} listed)"
+            )
+            out.print(
+                f"{head}STOPPED before it finished: {report.objects:,} objects, "
+                f"{_human_bytes(report.bytes)} at the source; verified {report.verified:,}, "
+                f"problems {len(report.problems):,}, {unchecked}"
+            )
         if report.filter is not None:
             out.print(
                 "  "

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,6 +72,10 @@ class VerifyReport:
     verified: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
+    # A stopped verification: the source objects it never judged (neither verified nor found
+    # wrong), or None when not even the source listing finished (``objects`` then counts what
+    # it had listed).
+    unchecked_objects: int | None = 0
     # Filters: their rules (None: none given) and the source objects they left out, which
     # ``objects`` does not count.
     filter: list[str] | None = None
@@ -261,6 +266,7 @@ async def verify(
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
     whole = not filter.active
+    excluded: tuple[int, int] | None = None
     try:
         names = name_key.stored_name if name_key is not None else None
         excluded = await list_into(
@@ -313,6 +319,7 @@ async def verify(
         report.problems += await check_destination(dst, journal, trusted, identities)
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)
+        _count_unchecked(journal, report, source_listed=excluded is not None)
     except BaseException as exc:
         # A signal (or the caller) cancelled it, or an error nobody expected: say which.
         stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
@@ -326,6 +333,19 @@ async def verify(
         json.dumps({"filter": report.filter}) if report.filter else "{}",
     )
     return report
+
+
+def _count_unchecked(journal: Journal, report: VerifyReport, *, source_listed: bool) -> None:
+    """A verification stopped part-way: count the whole source listing (or what it had listed)
+    and what was never judged, so a stop never reads as "0 objects, problems 0"."""
+    try:
+        objects, size = journal.listing_totals("src")
+    except sqlite3.Error:
+        objects, size = 0, 0
+    if objects > report.objects:
+        report.objects, report.bytes = objects, size
+    judged = report.verified + len(report.problems)
+    report.unchecked_objects = max(0, report.objects - judged) if source_listed else None
 
 
 async def _verify_full(

@@ -84,6 +84,10 @@ class Capabilities:
 
     user_metadata: bool = True
     server_side_copy: bool = False
+    # A streamed put reads ``metadata`` only once the body's last chunk has been taken (the
+    # filesystem sets its extended attributes just before the rename), so a caller may complete
+    # the mapping from what the end of the body tells (daulat seals an object's proof there).
+    metadata_at_commit: bool = False
 
 
 class ObjectReader(Protocol):

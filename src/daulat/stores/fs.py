@@ -177,7 +177,7 @@ class FsStore:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(user_metadata=True, server_side_copy=False)
+        return Capabilities(user_metadata=True, server_side_copy=False, metadata_at_commit=True)
 
     # ------------------------------------------------------------------ paths
 

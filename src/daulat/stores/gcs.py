@@ -81,6 +81,7 @@ from daulat.stores.base import MAX_KEY_BYTES, Capabilities, ObjectInfo, OnUpload
 from daulat.stores.gcscreds import GcsCredentialChain
 from daulat.stores.gcserrors import bucket_missing, translate
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
+from daulat.stores.listguard import ListingGuard
 from daulat.stores.objectstore import METADATA_PREFIX, normalise_etag
 from daulat.stores.objectstore import _small_or_stream as small_or_stream
 from daulat.stores.resumable import OnSession, ResumeStats, Session, UploadGone
@@ -352,6 +353,9 @@ class GcsStore:
         # Ask for the next page while the caller works on this one: a listing is a chain of
         # round trips, and overlapping them with the caller's work hides their latency.
         ahead = asyncio.ensure_future(self._call(next_page, key=None, op="list"))
+        # The client follows the page tokens: a listing stuck on one page shows as keys
+        # listed again (daulat.stores.listguard).
+        guard = ListingGuard(self.name, ordered=False)
         try:
             while True:
                 page = await ahead
@@ -360,6 +364,7 @@ class GcsStore:
                 ahead = asyncio.ensure_future(self._call(next_page, key=None, op="list"))
                 # Only names under the asked prefix (a listing is the provider's word).
                 batch = [self._info(b) for b in page if str(b.name).startswith(full)]
+                guard.page([o.key for o in batch])
                 if batch:
                     yield batch
         finally:

@@ -32,6 +32,7 @@ from daulat.stores.base import (
     portable_key_problem,
 )
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
+from daulat.stores.listguard import ListingGuard
 from daulat.stores.ranges import Level
 from daulat.stores.timeouts import (
     Refusals,
@@ -150,6 +151,9 @@ class ObstoreStore:
         # Ask for the next page while the caller works on this one: listing is a chain of
         # round trips, and overlapping them with the caller's work hides their latency.
         ahead: asyncio.Future[Any] = asyncio.ensure_future(_next_page(stream))
+        # The SDK follows the provider's tokens itself: a listing stuck on one page shows as
+        # keys listed again (daulat.stores.listguard).
+        guard = ListingGuard(self._name, ordered=False)
         try:
             while True:
                 try:
@@ -161,6 +165,7 @@ class ObstoreStore:
                     return
                 ahead = asyncio.ensure_future(_next_page(stream))
                 batch = [self._info(m) for m in page if m["path"].startswith(prefix)]
+                guard.page([o.key for o in batch])
                 if batch:
                     yield batch
         finally:

@@ -86,6 +86,7 @@ from daulat.stores.base import (
     portable_key_problem,
 )
 from daulat.stores.hashing import StreamHasher, body_digest, check_digest
+from daulat.stores.listguard import ListingGuard
 from daulat.stores.objectstore import (
     METADATA_PREFIX,
     PART_SIZE,
@@ -640,14 +641,17 @@ class S3Raw:
         """
         full_prefix = self._list_prefix(prefix)
         first = ("StartAfter", self._list_prefix(start_after)) if start_after else None
+        guard = ListingGuard(self.name, ordered=self.ordered_listing)
         ahead = asyncio.ensure_future(self._list_page(full_prefix, first))
         try:
             while True:
                 batch, token = await ahead
+                guard.page([o.key for o in batch])
                 if end_before is not None and batch and batch[-1].key >= end_before:
                     token = None
                     batch = [o for o in batch if o.key < end_before]
                 if token is not None:
+                    guard.follow(token)
                     ahead = asyncio.ensure_future(self._list_page(full_prefix, token))
                 if batch:
                     yield batch
@@ -665,6 +669,7 @@ class S3Raw:
         relative to the store. Order-independent: see :mod:`daulat.stores.ranges`."""
         full_prefix = self._list_prefix(prefix)
         token: str | None = None
+        guard = ListingGuard(self.name, ordered=False)
         while True:
             params: dict[str, Any] = {
                 "MaxKeys": self.list_page,
@@ -706,6 +711,7 @@ class S3Raw:
             token = reply.get("NextContinuationToken") if reply.get("IsTruncated") else None
             if not token:
                 return
+            guard.follow(token)
 
     async def _list_page(
         self,

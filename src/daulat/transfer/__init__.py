@@ -191,6 +191,8 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
     }
     if summary.deleted is not None:
         details["deleted"] = summary.deleted
+    if summary.left_deletions:
+        details["left_deletions"] = summary.left_deletions
     elif summary.deleted_objects:  # a dry run counts what it would delete
         details["would_delete"] = summary.deleted_objects
     if summary.interrupted:
@@ -396,7 +398,8 @@ async def run_verify(
             identities=identities,
             filter=filter,
         )
-        audit.done(report, "ok" if report.ok else "differences")
+        outcome = "ok" if report.ok else ("stopped" if report.stopped else "differences")
+        audit.done(report, outcome)
     return report
 
 
@@ -408,6 +411,8 @@ def verify_details(report: VerifyReport) -> Mapping[str, object]:
         "problems": len(report.problems),
         "stopped": report.stopped,
     }
+    if report.stopped:
+        details["unchecked"] = report.unchecked_objects
     if report.filter is not None:
         details["filter"] = report.filter
         details["excluded_objects"] = report.excluded_objects

@@ -13,24 +13,36 @@ The proof
     (``daulat_proof`` at the provider), holding a MAC under a key only the customer holds
     (:func:`proof_key`; never sent anywhere). Two forms exist::
 
-        1s.<base64url(nonce[16] || sealed_sha256[32] || tag[32])>   objects sent in one PUT
-        1n.<base64url(nonce[16] || tag[32])>                        objects streamed in parts
+        2s.<base64url(nonce[16] || sealed_sha256[32] || sealed_run[8] || tag[32])>
+                                                         objects whose hash is known when the
+                                                         metadata is written (one PUT, or
+                                                         streamed to a directory: see below)
+        1n.<base64url(nonce[16] || tag[32])>             objects streamed in parts
+        1s.<base64url(nonce[16] || sealed_sha256[32] || tag[32])>   written by earlier versions
 
     ``tag`` is HMAC-SHA256 over a length-prefixed frame of: a version label, the form, the
     transfer's codec (plain, age to which recipients, protected names, decrypting — an object
     written for another codec is never adopted, so plaintext is never adopted into an encrypted
     exit), the destination key exactly as stored, the source version that was read (size and
     ETag; the filesystem's ETag is inode, mtime and size), then for ``s`` the plaintext SHA-256
-    and the stored size, and the nonce. ``sealed_sha256`` is the plaintext SHA-256 XOR a pad
-    HMAC(seal key, nonce): the provider learns neither the hash nor (under protected names) the
-    name, only random-looking bytes; the tag binds the unsealed hash, so a changed seal fails.
+    and the stored size, and the nonce (for ``2s`` also the id of the journal run that wrote
+    the object). ``sealed_sha256`` is the plaintext SHA-256 XOR a pad HMAC(seal key, nonce), and
+    ``sealed_run`` the run id XOR a second pad: the provider learns neither the hash, nor the
+    run, nor (under protected names) the name, only random-looking bytes; the tag binds the
+    unsealed values, so a changed seal fails.
     Plain single-PUT copies still carry ``sha256`` in clear, as before; encrypted ones never do.
 
 Adoption
-    After planning, every planned object that the destination listing already shows and that
-    the journal does not record as done from the same source version is a *candidate* (one
-    that *is* recorded done from this source version but is listed with another size or ETag
-    was changed after it was written: it is sent again, never adopted). For each candidate one
+    After planning, every planned object that the destination listing already shows is a
+    *candidate*. One that the journal records as done from this very source version, but that
+    is listed with another size or ETag, is either a later write whose journal commit a kill
+    lost (the destination was emptied, say, and the killed run had written it again) or a
+    change made after daulat wrote it. Only the proof can tell: it is adopted when its ``2s``
+    proof names a run *later* than the one the done row was recorded by, or when a
+    ``completing`` row newer than the done row matches its ``n`` proof; otherwise (the object
+    that row records, changed in place under its old proof; a ``1s`` proof, which names no run)
+    it is sent again. Run ids come from this state directory's journal, the only place whose
+    rows they are compared with. For each candidate one
     metadata request is made (``get(key, start=0, end=0)``); the object is adopted — journal row
     done with the proven SHA-256, no upload — only when the tag verifies against the *current*
     source listing and the *listed* stored size. Anything else (no proof, a proof for another
@@ -53,6 +65,12 @@ Large objects (streamed in parts, over 8 MiB)
     unchanged and the nonce in the verified tag equals the row's. A kill before 2 leaves no
     complete object (or an older one whose nonce differs). So a large object complete at the
     destination is never sent again.
+
+    A store that sets metadata only when it commits, after the last byte (the filesystem:
+    ``Capabilities.metadata_at_commit``), gets the full ``2s`` proof at step 2 instead of the
+    nonce, so its large objects are adopted like small ones even when the journal is lost.
+    Elsewhere a lost journal means a large object is sent again: hashing what the destination
+    holds would make the provider's bytes the only witness of the SHA-256 then recorded.
 
 What this proves, and what not
     Adoption is as strong as the journal's own skip: both rest on the listing's size (and the
@@ -92,7 +110,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 16
 _TAG_BYTES = 32
 _LABEL = b"daulat-proof-1"
-_SEALED, _NONCE = "1s.", "1n."
+_SEALED, _NONCE, _SEALED_RUN = "1s.", "1n.", "2s."
+_RUN_BYTES = 8
 # Metadata requests in flight while adopting, at most: each is one small round trip.
 ADOPT_CONCURRENCY = 32
 ADOPT_PAGE = 1000
@@ -173,20 +192,26 @@ class Proven:
 
     sha256: str
     plain_size: int
+    run_id: int | None = None  # the journal run that wrote it (``2s`` proofs)
 
 
 class Prover:
     """Makes and checks proofs for one transfer (one codec); see the module docstring."""
 
-    __slots__ = ("_codec", "_encrypting", "_mac", "_seal")
+    __slots__ = ("_codec", "_encrypting", "_mac", "_run_id", "_seal")
 
-    def __init__(self, key: bytes, *, codec: str, encrypting: bool) -> None:
+    def __init__(
+        self, key: bytes, *, codec: str, encrypting: bool, run_id: int | None = None
+    ) -> None:
         # Keyed once; each MAC starts from a copy (saves re-keying on every object).
         self._mac = hmac.new(_derive(key, b"mac"), digestmod="sha256")
         self._seal = hmac.new(_derive(key, b"seal"), digestmod="sha256")
         self._codec = codec.encode()
         # Encrypting: the plaintext is the source object; otherwise it is what is stored.
         self._encrypting = encrypting
+        # The journal run writing objects with this prover (None: checking only, or an
+        # earlier caller; its proofs are then of the 1s form, which names no run).
+        self._run_id = run_id
 
     def __repr__(self) -> str:
         return "Prover(<key hidden>)"
@@ -199,9 +224,18 @@ class Prover:
             return {}
         nonce = os.urandom(NONCE_BYTES)
         digest = bytes.fromhex(sha256)
-        tag = self._tag(_SEALED, dst_key, src_size, src_etag, nonce, digest, stored_size)
-        blob = nonce + _xor(digest, self._pad(nonce)) + tag
-        return {PROOF_FIELD: _SEALED + _b64(blob)}
+        run = self._run_id
+        if run is None:
+            tag = self._tag(_SEALED, dst_key, src_size, src_etag, nonce, digest, stored_size)
+            return {PROOF_FIELD: _SEALED + _b64(nonce + _xor(digest, self._pad(nonce)) + tag)}
+        run_bytes = run.to_bytes(_RUN_BYTES, "big")
+        tag = self._tag(
+            _SEALED_RUN, dst_key, src_size, src_etag, nonce, digest, stored_size, run_bytes
+        )
+        blob = (
+            nonce + _xor(digest, self._pad(nonce)) + _xor(run_bytes, self._pad(nonce, b"run")) + tag
+        )
+        return {PROOF_FIELD: _SEALED_RUN + _b64(blob)}
 
     def started(
         self, dst_key: str, src_size: int, src_etag: str | None, *, nonce: str | None = None
@@ -219,11 +253,34 @@ class Prover:
     def check(self, value: str | None, candidate: Candidate, dst_key: str) -> Proven | None:
         """Whether ``value`` (the object's ``proof`` metadata) proves ``candidate`` complete:
         written by us for this codec and key, from the source version listed now, at the
-        size listed now. None means: copy it again."""
+        size listed now, and — when the journal records this source version as done (by run
+        ``c.recorded_run``) — written by a later run. None means: copy it again."""
         c = candidate
         if value is None or c.etag is None or c.dst_size is None:
             return None
+        if value.startswith(_SEALED_RUN):
+            blob = _unb64(value[len(_SEALED_RUN) :], NONCE_BYTES + 32 + _RUN_BYTES + _TAG_BYTES)
+            if blob is None:
+                return None
+            nonce = blob[:NONCE_BYTES]
+            sealed = blob[NONCE_BYTES : NONCE_BYTES + 32]
+            sealed_run, tag = blob[NONCE_BYTES + 32 : -_TAG_BYTES], blob[-_TAG_BYTES:]
+            digest = _xor(sealed, self._pad(nonce))
+            run_bytes = _xor(sealed_run, self._pad(nonce, b"run"))
+            want = self._tag(
+                _SEALED_RUN, dst_key, c.size, c.etag, nonce, digest, c.dst_size, run_bytes
+            )
+            if not hmac.compare_digest(tag, want):
+                return None
+            run = int.from_bytes(run_bytes, "big")
+            if c.recorded_run is not None and run <= c.recorded_run:
+                # The very write the done row records (or an older one), changed since.
+                return None
+            return Proven(digest.hex(), c.size if self._encrypting else c.dst_size, run)
         if value.startswith(_SEALED):
+            if c.recorded_run is not None:
+                return None  # names no run: cannot be told from the write the row records
+
             blob = _unb64(value[len(_SEALED) :], NONCE_BYTES + 32 + _TAG_BYTES)
             if blob is None:
                 return None
@@ -255,9 +312,9 @@ class Prover:
             return Proven(done.sha256, done.plain_size)
         return None
 
-    def _pad(self, nonce: bytes) -> bytes:
+    def _pad(self, nonce: bytes, purpose: bytes = b"") -> bytes:
         h = self._seal.copy()
-        h.update(nonce)
+        h.update(nonce + purpose)
         return h.digest()
 
     def _tag(
@@ -269,6 +326,7 @@ class Prover:
         nonce: bytes,
         digest: bytes | None,
         stored_size: int | None,
+        run: bytes | None = None,
     ) -> bytes:
         fields = [
             _LABEL,
@@ -281,6 +339,8 @@ class Prover:
         ]
         if digest is not None and stored_size is not None:
             fields += [digest, b"%d" % stored_size]
+        if run is not None:
+            fields.append(run)
         # The count and every length first: no two different field lists frame to the same
         # bytes (one pack and one join: this runs once per object).
         h = self._mac.copy()

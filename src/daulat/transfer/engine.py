@@ -93,6 +93,7 @@ from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.keepout import KeepOut, OwnState
+from daulat.transfer.listed import capped, check_served_size
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
 from daulat.transfer.markers import marker_note, set_aside_folder_markers
 from daulat.transfer.names import NameKey, has_protected_names
@@ -289,6 +290,9 @@ VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
 VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 
+# Seconds an interrupted ``sync --delete`` waits for the deletions it has sent to be answered.
+DELETE_SETTLE_S = 10.0
+
 # ``sync --delete`` records the keys it deleted; past this many, the audit log and the summary
 # keep the first ones (in key order), their count and a SHA-256 over all of them.
 DELETED_KEYS_KEPT = 100
@@ -342,6 +346,8 @@ class Summary:
     skipped_objects: int = 0
     adopted_objects: int = 0  # found complete at the destination by proof; counted as skipped
     deleted_objects: int = 0
+    # sync --delete: deletions planned but not done (the run stopped, or copies failed first).
+    left_deletions: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     verified_objects: int | None = None
@@ -427,6 +433,7 @@ class Summary:
             or self.failed
             or self.refused
             or self.left_objects
+            or self.left_deletions
             or self.unverified
             or self.manifest_error
             or self.unproven
@@ -907,6 +914,8 @@ async def _refuse_unsafe(
         dst_selected = journal.listing_totals("dst")[0] - dst_excluded
         if opts.dry_run:
             summary.deleted_objects = deletions  # what it would delete
+        else:
+            summary.left_deletions = deletions  # until each is done
         found = too_many_deletions(
             deletions, dst_selected, opts.max_delete, dst, filtered=opts.filter.active
         )
@@ -946,10 +955,13 @@ def _resumer(dst: Endpoint, journal: Journal, opts: Options, run_id: int) -> Res
     return Resumer(journal, store, run_id, opts.codec_tag)
 
 
-def _prover(opts: Options) -> Prover | None:
+def _prover(opts: Options, run_id: int | None = None) -> Prover | None:
+    """``run_id``: the run that writes with it, named in its proofs (adoption.py)."""
     if opts.proof_key is None:
         return None
-    return Prover(opts.proof_key, codec=opts.codec_tag, encrypting=bool(opts.encrypt_to))
+    return Prover(
+        opts.proof_key, codec=opts.codec_tag, encrypting=bool(opts.encrypt_to), run_id=run_id
+    )
 
 
 async def _write_manifest(
@@ -994,7 +1006,7 @@ class _Executor:
         self.summary = summary
         self.on_progress = on_progress
         self.writer = BatchWriter(journal, pair, summary.run_id, immediate_over=SMALL_OBJECT)
-        self.prover = _prover(opts)
+        self.prover = _prover(opts, summary.run_id)
         self.limiter = AdaptiveLimiter(opts.concurrency)
         self.budget = ByteBudget(opts.max_bytes_in_flight)
         self.rate = RateLimit(opts.bwlimit) if opts.bwlimit else None
@@ -1214,10 +1226,15 @@ class _Executor:
                 stored_as=item.dkey,
             )
         reader = await self.src.store.get(src_key)
+        # Copied as listed or not at all (daulat.transfer.listed).
+        where = self.src.store.name
+        check_served_size(item.size, reader.info.size, store=where, key=src_key)
         etag = reader.info.etag
         plain: bytes | None = None
         chunks: tuple[bytes, int] | None = None
-        stream: AsyncIterable[bytes] = self._metered(reader, item.key)
+        stream: AsyncIterable[bytes] = self._metered(
+            capped(reader, item.size, store=where, key=src_key), item.key
+        )
         if expected_stored is not None and reader.info.size > SMALL_OBJECT:
             stream = hashed(
                 stream,
@@ -1228,6 +1245,7 @@ class _Executor:
             )
         if reader.info.size <= SMALL_OBJECT:
             data = await reader.read_all()
+            check_served_size(item.size, len(data), store=where, key=src_key)
             if self.rate is not None:
                 await self.rate.take(len(data))
             self._streamed(item.key, len(data))
@@ -1297,6 +1315,9 @@ class _Executor:
                 # The hash is known only at the end: commit it before the upload can
                 # complete, bound to a nonce in the metadata (see daulat.transfer.adoption).
                 nonce, stream_meta = started
+                # A directory sets metadata at its commit, after the last byte: there the
+                # full proof replaces the nonce, so a lost journal still adopts the object.
+                seal_late = resumer is None and self.dst.store.capabilities.metadata_at_commit
 
                 def completing(stored: int) -> None:
                     row = Completing(
@@ -1310,6 +1331,10 @@ class _Executor:
                         item.dkey,
                     )
                     self.journal.record_completing(self.pair, self.summary.run_id, row)
+                    if seal_late and stream_meta is not None:
+                        stream_meta.update(self._proof(dst_key, reader, row.sha256, stored))
+                        if not opts.encrypt_to:
+                            stream_meta["sha256"] = row.sha256
 
                 body_stream = before_end(body_stream, completing)
             if resumer is not None:
@@ -1434,17 +1459,41 @@ async def _delete_extraneous(
 
     async def one(key: str, done: list[str]) -> None:
         async with sem:
-            await opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
-            done.append(key)
-            # Counted as it happens: an interrupted page still says what it deleted.
-            summary.deleted_objects += 1
+            request = asyncio.ensure_future(
+                opts.retry.call(lambda: dst.store.delete(dst.prefix + key))
+            )
+            try:
+                await asyncio.shield(request)
+            except asyncio.CancelledError:
+                # Interrupted with the request out: the provider may be deleting it right now.
+                # Its answer is waited for (briefly), so a deletion that happened is counted.
+                await asyncio.wait({request}, timeout=DELETE_SETTLE_S)
+                if request.done() and not request.cancelled() and request.exception() is None:
+                    _deleted(key, done)
+                else:
+                    request.cancel()
+                raise
+            _deleted(key, done)
+
+    def _deleted(key: str, done: list[str]) -> None:
+        done.append(key)
+        # Counted as it happens: an interrupted page still says what it deleted.
+        summary.deleted_objects += 1
+        summary.left_deletions -= 1
 
     try:
         for page in journal.extraneous(pair, keep=_deletable(opts)):
             keys = [k for k, _ in page]
             done: list[str] = []
             try:
-                await asyncio.gather(*(one(k, done) for k in keys))
+                # Every deletion of the page ends (or is settled) before this does, even when
+                # cancelled: a plain gather would give up at the first cancelled one.
+                results = await asyncio.gather(
+                    *(one(k, done) for k in keys), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
             finally:
                 # What was deleted is recorded even when the page did not finish.
                 record.add(done)

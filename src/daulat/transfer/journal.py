@@ -195,6 +195,9 @@ class Candidate:
     dst_size: int | None  # destination, as listed now
     dst_etag: str | None
     completing: Completing | None
+    # The run whose done row records this very source version (the object is listed with
+    # another size or ETag since): only a proof of a later write is adopted.
+    recorded_run: int | None = None
 
 
 def now() -> str:
@@ -432,19 +435,23 @@ class Journal:
         is yielded, so the caller may :meth:`unplan` a page before asking for the next).
 
         An object recorded done from this very source version but listed with another size
-        or ETag was changed after daulat wrote it: it is not a candidate (it is sent again).
+        or ETag carries that row's run (``recorded_run``): only a later write is adopted (see
+        :mod:`daulat.transfer.adoption`); a ``completing`` row no newer than that row is
+        ignored. One that ``verify --full`` found replaced is never a candidate.
         """
         last = 0
         while True:
             rows = self.db.execute(
                 """SELECT w.id, w.key, w.dkey, w.size, w.etag, d.size, d.etag,
-                          c.size, c.src_etag, c.nonce, c.sha256, c.plain_size, c.dst_size
+                          c.size, c.src_etag, c.nonce, c.sha256, c.plain_size, c.dst_size,
+                          CASE WHEN j.state IS 'done' AND j.size = w.size
+                                    AND j.src_etag IS w.etag THEN j.run_id END
                    FROM work w
                    JOIN dst d ON d.key = coalesce(w.dkey, w.key)
                    LEFT JOIN journal j ON j.pair = ? AND j.key = w.key
                    LEFT JOIN completing c ON c.pair = ? AND c.key = w.key
+                        AND NOT (j.state IS 'done' AND c.run_id <= j.run_id)
                    WHERE w.id > ?
-                     AND NOT (j.state IS 'done' AND j.size = w.size AND j.src_etag IS w.etag)
                      AND NOT (j.state IS 'failed' AND j.error IS ?)
                    ORDER BY w.id LIMIT ?""",
                 (pair, pair, last, REPLACED, page),
@@ -464,6 +471,7 @@ class Journal:
                     None
                     if r[9] is None
                     else Completing(r[1], r[7], r[8], r[9], r[10], r[11], r[12], r[2]),
+                    r[13],
                 )
                 for r in rows
             ]
