@@ -106,7 +106,6 @@ def render(
     command: str,
 ) -> str:
     lines = [
-        "<!-- trust-cost:begin -->",
         "## Trust cost — client CPU of the same exit before and after signed manifests, "
         "upload checksums, proofs and the audit anchor",
         "",
@@ -143,7 +142,6 @@ def render(
         "```",
         command,
         "```",
-        "<!-- trust-cost:end -->",
     ]
     return "\n".join(lines)
 
