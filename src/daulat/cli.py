@@ -10,6 +10,7 @@ messages are data, never markup or terminal control; ``--json`` output is exact.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import itertools
@@ -22,7 +23,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import timedelta
@@ -237,9 +238,12 @@ def _load(config: Path | None) -> Config:
     return replace(cfg, stores=stores)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(
+    coro: Coroutine[Any, Any, T],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
-    return interrupts.run(coro)
+    return interrupts.run(coro, loop_factory=loop_factory)
 
 
 _human_bytes = human_bytes
@@ -1578,7 +1582,7 @@ def serve(
 ) -> None:
     """Serve the [gateway] buckets over S3 (read-only), from whichever replica holds a verified
     copy and answers; every byte served is checked against the copy's chunk hashes."""
-    from daulat.gateway import gateway_config
+    from daulat.gateway import gateway_config, loop_factory
     from daulat.gateway import serve as run_gateway
 
     cfg = _load(config)
@@ -1591,7 +1595,7 @@ def serve(
             f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
         )
     )
-    _run(run_gateway(cfg, gw))
+    _run(run_gateway(cfg, gw), loop_factory())
 
 
 def _fail(message: str, code: int) -> int:

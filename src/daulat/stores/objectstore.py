@@ -368,6 +368,17 @@ class ObstoreReader:
         except Exception as exc:
             raise translate(exc, store=self._store, key=self.info.key, op="read") from None
 
+    async def views(self) -> AsyncIterator[memoryview]:
+        """The same stream as iterating the reader, as views of obstore's own (immutable)
+        buffers instead of copies: for readers that pass the bytes on (the gateway)."""
+        if self._result is None:
+            return
+        try:
+            async for chunk in self._result.stream(min_chunk_size=READ_CHUNK):
+                yield memoryview(chunk)
+        except Exception as exc:
+            raise translate(exc, store=self._store, key=self.info.key, op="read") from None
+
     async def read_all(self) -> bytes:
         if self._result is None:
             return b""
