@@ -349,6 +349,41 @@ def test_altered_replica_never_served(
     assert any(e["operation"] == "gateway.revoked" and e["details"]["replica"] == "prim" for e in entries)
 
 
+def test_manifests_believed_only_from_pinned_signers(
+    tmp_path: Path, s3_server: S3Server, objects: dict[str, bytes]
+) -> None:
+    """As restore and verify, the gateway believes a replica's signed manifest only when its
+    signer is pinned in ``signers``; the state directory's own key is not enough (whoever can
+    write that directory could vouch for anything). Here the journal is gone, so the replica's
+    manifest is its only proof: unpinned, the primary refusing means 503; pinned, it serves."""
+    from daulat.signing import existing_local_key, signers_line
+
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-pinned")
+        prim["endpoint"] = proxy.endpoint
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
+        _fill(tmp_path / "seed", {"a.txt": objects["a.txt"]})
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+        _copy(config, "seed", "prim")
+        _copy(config, "prim", "rep")
+        for journal in (tmp_path / ".daulat").glob("transfers.sqlite*"):
+            journal.unlink()
+        own = existing_local_key(tmp_path / ".daulat")
+        assert own is not None
+        proxy.mode = "deny"
+        with gateway(config) as endpoint:
+            with pytest.raises(ClientError) as exc:
+                client(endpoint).get_object(Bucket="pemilu", Key="a.txt")
+            assert _status(exc.value) == 503
+        log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+        assert "no pinned signer" in log and signers_line([own]) in log
+        config.write_text(signers_line([own]) + "\n" + config.read_text())
+        with gateway(config) as endpoint:
+            got = client(endpoint).get_object(Bucket="pemilu", Key="a.txt")
+            assert got["Body"].read() == objects["a.txt"]
+
+
 def test_changed_at_primary_is_served_from_the_primary_only(
     tmp_path: Path, objects: dict[str, bytes]
 ) -> None:
