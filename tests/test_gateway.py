@@ -384,6 +384,55 @@ def test_manifests_believed_only_from_pinned_signers(
             assert got["Body"].read() == objects["a.txt"]
 
 
+def test_revocation_shown_in_stores_and_report(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gateway's latest finding per store (from its audit entries) is shown by
+    ``daulat stores`` (text and JSON) and the report: revoked while the primary refuses,
+    recovered once it answers again."""
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-standing")
+        prim["endpoint"] = proxy.endpoint
+        prim["request_timeout"] = 5
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
+        _fill(tmp_path / "seed", {"a.txt": b"hello world\n"})
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+        _copy(config, "seed", "prim")
+        _copy(config, "prim", "rep")
+
+        def standing() -> dict[str, Any]:
+            capsys.readouterr()
+            cli(["stores", "--json", "--config", str(config)])
+            return {r["name"]: r["gateway"] for r in json.loads(capsys.readouterr().out)}
+
+        assert standing()["prim"] is None
+        proxy.mode = "deny"
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+            deadline = time.monotonic() + 10
+            while (now := standing())["prim"] is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # the audit entry is written off the gateway's event loop
+            assert now["prim"]["state"] == "revoked" and now["rep"] is None
+            assert "403" in now["prim"]["error"]
+            capsys.readouterr()
+            cli(["stores", "--config", str(config)])
+            text = " ".join(capsys.readouterr().out.split())
+            assert "prim: the gateway last found it refused access (revoked)" in text
+            assert cli(["report", "-o", str(tmp_path / "r.json"), "--format", "json",
+                        "--config", str(config)]) == 0
+            rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["stores"]}
+            assert rows["prim"]["gateway"]["state"] == "revoked"
+            assert cli(["report", "-o", str(tmp_path / "r.html"), "--config", str(config)]) == 0
+            html = (tmp_path / "r.html").read_text()
+            assert "As the gateway last found them" in html and ">revoked<" in html
+            proxy.mode = "pass"  # access restored: after the cool-down, a probe finds it back
+            time.sleep(2.5)
+            assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+        assert standing()["prim"]["state"] == "recovered"
+
+
 def test_changed_at_primary_is_served_from_the_primary_only(
     tmp_path: Path, objects: dict[str, bytes]
 ) -> None:

@@ -334,16 +334,28 @@ def stores(
     request_timeout: RequestTimeoutOpt = None,
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
+    from daulat.gateway.standing import describe, store_standing
+
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
+    standing = store_standing(cfg.state_dir)
     if as_json:
-        _print_json([asdict(r) for r in rows])
+        _print_json(
+            [
+                {**asdict(r), "gateway": s.to_json() if (s := standing.get(r.name)) else None}
+                for r in rows
+            ]
+        )
     else:
         out.print(_stores_table(rows))
         for r in rows:
             if r.laws:
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
+        for r in rows:
+            if (s := standing.get(r.name)) is not None:
+                line = "  " + describe(r.name, s)
+                out.print(styled((line, "red")) if s.refused else styled(line))
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
 

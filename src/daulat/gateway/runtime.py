@@ -65,7 +65,10 @@ class AuditEvents:
         )
 
     def circuit(self, c: Circuit, what: str) -> None:
-        self._write(f"gateway.{what}", {"replica": c.name, "error": c.last_error})
+        # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
+        # the report (daulat.gateway.standing).
+        store = c.name.partition(":")[0]
+        self._write(f"gateway.{what}", {"replica": c.name, "store": store, "error": c.last_error})
 
     async def drain(self) -> None:
         if self._pending:
