@@ -541,3 +541,19 @@ def test_bad_gateway_config_exits_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "secret_access_key = " not in err
+
+
+def test_demo_reads_through_the_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``daulat demo`` reads an object through the gateway, makes the primary refuse, reads it
+    again from vault (same bytes), and the refusal is in the audit log and ``daulat stores``."""
+    tour = tmp_path / "tour"
+    assert cli(["demo", "--dir", str(tour)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "10. daulat serve" in out and out.index("10. daulat serve") < out.index("11. daulat check")
+    assert "served by kpu-primary" in out
+    assert "GET again: the same bytes" in out and "served by vault after kpu-primary refused" in out
+    revoked = [e for e in _audit(tour / "daulat.toml") if e["operation"] == "gateway.revoked"]
+    assert [e["details"]["store"] for e in revoked] == ["kpu-primary"]
+    assert cli(["stores", "--json", "--config", str(tour / "daulat.toml")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["kpu-primary"]["gateway"]["state"] == "revoked"

@@ -56,13 +56,20 @@ class _QuietCuts(logging.Filter):
         return "returned without completing response" not in record.getMessage()
 
 
-async def serve(cfg: Config, gw: GatewayConfig, *, ready: object = None) -> None:
-    """Run the gateway until cancelled (SIGINT/SIGTERM end it)."""
+async def serve(
+    cfg: Config,
+    gw: GatewayConfig,
+    *,
+    ready: object = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """Run the gateway until cancelled (SIGINT/SIGTERM end it). ``runtime``: one made by the
+    caller (``daulat demo`` wraps a store in it first); by default a new one."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("daulat serve needs uvicorn: pip install 'daulat[gateway]'") from None
-    runtime = Runtime(cfg, gw)
+    runtime = runtime or Runtime(cfg, gw)
     await runtime.start()
     config = uvicorn.Config(
         Gateway(runtime),

@@ -8,6 +8,7 @@ by the gateway is shown where the stores are, after the gateway has stopped.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ class Standing:
     """The gateway's latest finding about one store."""
 
     state: str  # "revoked" (403/401: access refused), "down" (unreachable, 5xx) or "recovered"
-    since: str  # the audit entry's time
+    since: str  # the audit entry's time, to the second
     replica: str  # the replica (STORE[:PREFIX]) the finding was about
     error: str | None
 
@@ -59,11 +60,19 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
             name = store if isinstance(store, str) else replica.partition(":")[0]
             error = entry.details.get("error")
             out[name] = Standing(
-                state, entry.time, replica, error if isinstance(error, str) else None
+                state, _seconds(entry.time), replica, error if isinstance(error, str) else None
             )
     except AuditLogError:
         pass
     return out
+
+
+def _seconds(when: str) -> str:
+    """An audit time to the second (people read it; the log keeps the exact one)."""
+    try:
+        return dt.datetime.fromisoformat(when).isoformat(timespec="seconds")
+    except ValueError:
+        return when
 
 
 def describe(name: str, s: Standing) -> str:
