@@ -89,6 +89,8 @@ def gateway(config: Path) -> Iterator[str]:
         text = log.read_text()
         assert "Traceback" not in text, text
         assert code == 143, (code, text)
+        assert "stopped by SIGTERM: daulat serve took no new requests" in text, text
+        assert "resume:" not in text, text
 
 
 def client(endpoint: str, secret: str = SECRET) -> Any:

@@ -1607,7 +1607,19 @@ def serve(
             f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
         )
     )
-    _run(run_gateway(cfg, gw), loop_factory())
+    try:
+        _run(run_gateway(cfg, gw), loop_factory())
+    except Interrupted as exc:
+        # A server has nothing to resume: say what stopping did instead.
+        name = signal.Signals(exc.signum).name
+        err.print(
+            styled(
+                ("stopped", "bold"),
+                f" by {name}: daulat serve took no new requests and let those in flight "
+                "finish (at most 5 s); it keeps nothing to resume",
+            )
+        )
+        raise ExitCode(128 + exc.signum) from None
 
 
 def _fail(message: str, code: int) -> int:
