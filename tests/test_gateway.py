@@ -435,6 +435,65 @@ def test_revocation_shown_in_stores_and_report(
         assert standing()["prim"]["state"] == "recovered"
 
 
+def test_listing_pages_from_the_primary_cost_a_page(tmp_path: Path, s3_server: S3Server) -> None:
+    """With an S3 primary, a page of the listing starts at the primary where the page starts
+    (start-after), so a page deep into a large prefix costs about a page of listing; pages
+    with and without a delimiter equal SeaweedFS's own listing (daulat's files excepted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-paging")
+        prim["endpoint"] = proxy.endpoint
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml([prim], {"pemilu": ["prim"]}))
+        direct = boto3.client(
+            "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+            aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
+            config=BotoConfig(s3={"addressing_style": "path"}, max_pool_connections=16),
+        )
+        keys = [f"many/{i:04d}" for i in range(1100)] + ["a.txt", "dir/x/1", "dir/x/2", "dir/y", "z"]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: direct.put_object(Bucket="gw-paging", Key=k, Body=b"x"), keys))
+        direct.put_object(Bucket="gw-paging", Key=".daulat/manifest-x.jsonl", Body=b"{}")
+
+        def pages(s3: Any, bucket: str, **kw: Any) -> tuple[list[str], list[str]]:
+            keys: list[str] = []
+            prefixes: list[str] = []
+            size = kw["PaginationConfig"]["PageSize"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, **kw):
+                assert page["KeyCount"] <= size
+                keys += [o["Key"] for o in page.get("Contents", [])]
+                prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            # daulat's own files are never listed by the gateway.
+            return [k for k in keys if not k.startswith(".daulat/")], [
+                p for p in prefixes if p != ".daulat/"
+            ]
+
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            for kw in (
+                {"Delimiter": "/", "PaginationConfig": {"PageSize": 2}},
+                {"Prefix": "many/", "PaginationConfig": {"PageSize": 250}},
+                {"Prefix": "dir/", "Delimiter": "/", "PaginationConfig": {"PageSize": 1}},
+                {"StartAfter": "many/1050", "PaginationConfig": {"PageSize": 20}},
+            ):
+                assert pages(s3, "pemilu", **kw) == pages(direct, "gw-paging", **kw), kw
+            before = proxy.stats["response_bytes"]
+            full = s3.list_objects_v2(Bucket="pemilu")
+            whole = proxy.stats["response_bytes"] - before
+            assert full["KeyCount"] == 1000 and full["IsTruncated"]
+            before = proxy.stats["response_bytes"]
+            deep = s3.list_objects_v2(Bucket="pemilu", StartAfter="many/1090", MaxKeys=5)
+            assert [o["Key"] for o in deep["Contents"]] == [f"many/{i}" for i in range(1091, 1096)]
+            assert proxy.stats["response_bytes"] - before < whole / 10
+            # Past a common prefix of 1,100 keys: the listing starts again after it.
+            before = proxy.stats["response_bytes"]
+            top = s3.list_objects_v2(Bucket="pemilu", Delimiter="/", StartAfter="dir/y", MaxKeys=5)
+            assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["many/"]
+            assert [o["Key"] for o in top["Contents"]] == ["z"]
+            assert proxy.stats["response_bytes"] - before < whole / 10
+
+
 def test_changed_at_primary_is_served_from_the_primary_only(
     tmp_path: Path, objects: dict[str, bytes]
 ) -> None:
