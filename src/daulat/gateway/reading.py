@@ -42,6 +42,9 @@ BUFFER_LIMIT = 1024 * 1024
 #: Parts at least this large are hashed in a worker thread; smaller ones cost less to hash
 #: than the hand-off to the thread.
 THREAD_HASH_MIN = 256 * 1024
+#: The size of the pieces asked of stores that can hand over their buffers: what each
+#: concurrent read holds in memory is a few of them.
+PIECE = 1024 * 1024
 
 Piece = bytes | memoryview
 
@@ -108,7 +111,7 @@ class VerifiedRead:
             reader = await store.get(key, start=pos, end=self.hi)
             # Stores that can hand over their buffers without copying them say so (obstore).
             views = getattr(reader, "views", None)
-            it: AsyncIterator[Piece] = views() if views is not None else aiter(reader)
+            it: AsyncIterator[Piece] = views(PIECE) if views is not None else aiter(reader)
             return _Open(source, it, getattr(it, "aclose", lambda: None))
         reader = await store.get(key)
         plain = decrypt_stream(reader, self.identities)
