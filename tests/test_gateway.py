@@ -89,6 +89,8 @@ def gateway(config: Path) -> Iterator[str]:
         text = log.read_text()
         assert "Traceback" not in text, text
         assert code == 143, (code, text)
+        assert "stopped by SIGTERM: daulat serve took no new requests" in text, text
+        assert "resume:" not in text, text
 
 
 def client(endpoint: str, secret: str = SECRET) -> Any:
@@ -349,6 +351,149 @@ def test_altered_replica_never_served(
     assert any(e["operation"] == "gateway.revoked" and e["details"]["replica"] == "prim" for e in entries)
 
 
+def test_manifests_believed_only_from_pinned_signers(
+    tmp_path: Path, s3_server: S3Server, objects: dict[str, bytes]
+) -> None:
+    """As restore and verify, the gateway believes a replica's signed manifest only when its
+    signer is pinned in ``signers``; the state directory's own key is not enough (whoever can
+    write that directory could vouch for anything). Here the journal is gone, so the replica's
+    manifest is its only proof: unpinned, the primary refusing means 503; pinned, it serves."""
+    from daulat.signing import existing_local_key, signers_line
+
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-pinned")
+        prim["endpoint"] = proxy.endpoint
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
+        _fill(tmp_path / "seed", {"a.txt": objects["a.txt"]})
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+        _copy(config, "seed", "prim")
+        _copy(config, "prim", "rep")
+        for journal in (tmp_path / ".daulat").glob("transfers.sqlite*"):
+            journal.unlink()
+        own = existing_local_key(tmp_path / ".daulat")
+        assert own is not None
+        proxy.mode = "deny"
+        with gateway(config) as endpoint:
+            with pytest.raises(ClientError) as exc:
+                client(endpoint).get_object(Bucket="pemilu", Key="a.txt")
+            assert _status(exc.value) == 503
+        log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+        assert "no pinned signer" in log and signers_line([own]) in log
+        config.write_text(signers_line([own]) + "\n" + config.read_text())
+        with gateway(config) as endpoint:
+            got = client(endpoint).get_object(Bucket="pemilu", Key="a.txt")
+            assert got["Body"].read() == objects["a.txt"]
+
+
+def test_revocation_shown_in_stores_and_report(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gateway's latest finding per store (from its audit entries) is shown by
+    ``daulat stores`` (text and JSON) and the report: revoked while the primary refuses,
+    recovered once it answers again."""
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-standing")
+        prim["endpoint"] = proxy.endpoint
+        prim["request_timeout"] = 5
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
+        _fill(tmp_path / "seed", {"a.txt": b"hello world\n"})
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+        _copy(config, "seed", "prim")
+        _copy(config, "prim", "rep")
+
+        def standing() -> dict[str, Any]:
+            capsys.readouterr()
+            cli(["stores", "--json", "--config", str(config)])
+            return {r["name"]: r["gateway"] for r in json.loads(capsys.readouterr().out)}
+
+        assert standing()["prim"] is None
+        proxy.mode = "deny"
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+            deadline = time.monotonic() + 10
+            while (now := standing())["prim"] is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # the audit entry is written off the gateway's event loop
+            assert now["prim"]["state"] == "revoked" and now["rep"] is None
+            assert "403" in now["prim"]["error"]
+            capsys.readouterr()
+            cli(["stores", "--config", str(config)])
+            text = " ".join(capsys.readouterr().out.split())
+            assert "prim: the gateway last found it refused access (revoked)" in text
+            assert cli(["report", "-o", str(tmp_path / "r.json"), "--format", "json",
+                        "--config", str(config)]) == 0
+            rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["stores"]}
+            assert rows["prim"]["gateway"]["state"] == "revoked"
+            assert cli(["report", "-o", str(tmp_path / "r.html"), "--config", str(config)]) == 0
+            html = (tmp_path / "r.html").read_text()
+            assert "As the gateway last found them" in html and ">revoked<" in html
+            proxy.mode = "pass"  # access restored: after the cool-down, a probe finds it back
+            time.sleep(2.5)
+            assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+        assert standing()["prim"]["state"] == "recovered"
+
+
+def test_listing_pages_from_the_primary_cost_a_page(tmp_path: Path, s3_server: S3Server) -> None:
+    """With an S3 primary, a page of the listing starts at the primary where the page starts
+    (start-after), so a page deep into a large prefix costs about a page of listing; pages
+    with and without a delimiter equal SeaweedFS's own listing (daulat's files excepted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-paging")
+        prim["endpoint"] = proxy.endpoint
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml([prim], {"pemilu": ["prim"]}))
+        direct = boto3.client(
+            "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+            aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
+            config=BotoConfig(s3={"addressing_style": "path"}, max_pool_connections=16),
+        )
+        keys = [f"many/{i:04d}" for i in range(1100)] + ["a.txt", "dir/x/1", "dir/x/2", "dir/y", "z"]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: direct.put_object(Bucket="gw-paging", Key=k, Body=b"x"), keys))
+        direct.put_object(Bucket="gw-paging", Key=".daulat/manifest-x.jsonl", Body=b"{}")
+
+        def pages(s3: Any, bucket: str, **kw: Any) -> tuple[list[str], list[str]]:
+            keys: list[str] = []
+            prefixes: list[str] = []
+            size = kw["PaginationConfig"]["PageSize"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, **kw):
+                assert page["KeyCount"] <= size
+                keys += [o["Key"] for o in page.get("Contents", [])]
+                prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            # daulat's own files are never listed by the gateway.
+            return [k for k in keys if not k.startswith(".daulat/")], [
+                p for p in prefixes if p != ".daulat/"
+            ]
+
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            for kw in (
+                {"Delimiter": "/", "PaginationConfig": {"PageSize": 2}},
+                {"Prefix": "many/", "PaginationConfig": {"PageSize": 250}},
+                {"Prefix": "dir/", "Delimiter": "/", "PaginationConfig": {"PageSize": 1}},
+                {"StartAfter": "many/1050", "PaginationConfig": {"PageSize": 20}},
+            ):
+                assert pages(s3, "pemilu", **kw) == pages(direct, "gw-paging", **kw), kw
+            before = proxy.stats["response_bytes"]
+            full = s3.list_objects_v2(Bucket="pemilu")
+            whole = proxy.stats["response_bytes"] - before
+            assert full["KeyCount"] == 1000 and full["IsTruncated"]
+            before = proxy.stats["response_bytes"]
+            deep = s3.list_objects_v2(Bucket="pemilu", StartAfter="many/1090", MaxKeys=5)
+            assert [o["Key"] for o in deep["Contents"]] == [f"many/{i}" for i in range(1091, 1096)]
+            assert proxy.stats["response_bytes"] - before < whole / 10
+            # Past a common prefix of 1,100 keys: the listing starts again after it.
+            before = proxy.stats["response_bytes"]
+            top = s3.list_objects_v2(Bucket="pemilu", Delimiter="/", StartAfter="dir/y", MaxKeys=5)
+            assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["many/"]
+            assert [o["Key"] for o in top["Contents"]] == ["z"]
+            assert proxy.stats["response_bytes"] - before < whole / 10
+
+
 def test_changed_at_primary_is_served_from_the_primary_only(
     tmp_path: Path, objects: dict[str, bytes]
 ) -> None:
@@ -457,3 +602,19 @@ def test_bad_gateway_config_exits_2(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert "secret_access_key = " not in err
+
+
+def test_demo_reads_through_the_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``daulat demo`` reads an object through the gateway, makes the primary refuse, reads it
+    again from vault (same bytes), and the refusal is in the audit log and ``daulat stores``."""
+    tour = tmp_path / "tour"
+    assert cli(["demo", "--dir", str(tour)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "10. daulat serve" in out and out.index("10. daulat serve") < out.index("11. daulat check")
+    assert "served by kpu-primary" in out
+    assert "GET again: the same bytes" in out and "served by vault after kpu-primary refused" in out
+    revoked = [e for e in _audit(tour / "daulat.toml") if e["operation"] == "gateway.revoked"]
+    assert [e["details"]["store"] for e in revoked] == ["kpu-primary"]
+    assert cli(["stores", "--json", "--config", str(tour / "daulat.toml")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["kpu-primary"]["gateway"]["state"] == "revoked"

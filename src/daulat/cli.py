@@ -10,6 +10,7 @@ messages are data, never markup or terminal control; ``--json`` output is exact.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import itertools
@@ -232,9 +233,12 @@ def _load(config: Path | None) -> Config:
     return load_config(find_config(config)).with_request_timeout(_request_timeout)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(
+    coro: Coroutine[Any, Any, T],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
-    return interrupts.run(coro)
+    return interrupts.run(coro, loop_factory=loop_factory)
 
 
 _human_bytes = human_bytes
@@ -325,11 +329,19 @@ def stores(
     request_timeout: RequestTimeoutOpt = None,
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
+    from daulat.gateway.standing import describe, store_standing
+
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
+    standing = store_standing(cfg.state_dir)
     if as_json:
-        _print_json([asdict(r) for r in rows])
+        _print_json(
+            [
+                {**asdict(r), "gateway": s.to_json() if (s := standing.get(r.name)) else None}
+                for r in rows
+            ]
+        )
     else:
         out.print(_stores_table(rows))
         for r in rows:
@@ -337,6 +349,10 @@ def stores(
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
             for note in r.notes:
                 out.print(f"  {r.name}: {note}")
+        for r in rows:
+            if (s := standing.get(r.name)) is not None:
+                line = "  " + describe(r.name, s)
+                out.print(styled((line, "red")) if s.refused else styled(line))
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
 
@@ -1743,7 +1759,7 @@ def serve(
 ) -> None:
     """Serve the [gateway] buckets over S3 (read-only), from whichever replica holds a verified
     copy and answers; every byte served is checked against the copy's chunk hashes."""
-    from daulat.gateway import gateway_config
+    from daulat.gateway import gateway_config, loop_factory
     from daulat.gateway import serve as run_gateway
 
     cfg = _load(config)
@@ -1756,7 +1772,19 @@ def serve(
             f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
         )
     )
-    _run(run_gateway(cfg, gw))
+    try:
+        _run(run_gateway(cfg, gw), loop_factory())
+    except Interrupted as exc:
+        # A server has nothing to resume: say what stopping did instead.
+        name = signal.Signals(exc.signum).name
+        err.print(
+            styled(
+                ("stopped", "bold"),
+                f" by {name}: daulat serve took no new requests and let those in flight "
+                "finish (at most 5 s); it keeps nothing to resume",
+            )
+        )
+        raise ExitCode(128 + exc.signum) from None
 
 
 def _fail(message: str, code: int) -> int:

@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, Final, TypeVar
 
@@ -105,18 +105,24 @@ def begun() -> bool:
     return _begun
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(
+    coro: Coroutine[Any, Any, T],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """Run ``coro`` to completion; SIGINT/SIGTERM cancel it cleanly (see the module doc).
 
     Raises :class:`~daulat.errors.Interrupted` when a signal stopped it. Off the main thread
     (where signal handlers cannot be installed) this is plain :func:`asyncio.run`.
+    ``loop_factory`` makes the event loop (as :class:`asyncio.Runner`'s does), e.g. uvloop's.
     """
     global _received, _received_at, _handled
     begin()
     if threading.current_thread() is not threading.main_thread():
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro)
     _received, _received_at, _handled = None, None, False
-    with asyncio.Runner() as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         loop = runner.get_loop()
         main: list[asyncio.Task[T]] = []
 

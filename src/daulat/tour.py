@@ -35,6 +35,43 @@ def _scan_all(config: Config, console: Console, *, new: str) -> None:
             )
 
 
+def _gateway_step(config: Config, console: Console) -> None:
+    console.print(
+        "Applications speak to one endpoint. `daulat serve` is an S3 endpoint in front of "
+        "kpu-primary and its verified copy in vault: it reads from the primary while it "
+        "answers, from vault when it does not, and checks every byte against the copy's hashes."
+    )
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        console.print("  (skipped: the gateway needs `pip install 'daulat[gateway]'`)")
+        return
+    from daulat.gateway.tourstep import read_through_gateway
+
+    with Manifest.in_state_dir(config.state_dir) as manifest:
+        largest = max(manifest.objects("kpu-primary"), key=lambda o: o.size, default=None)
+    if largest is None:
+        raise DaulatError("the demo's primary holds no object to read through the gateway")
+    key = largest.key
+    got = run(read_through_gateway(config, "kpu-primary", "vault", key))
+    console.print(
+        f"  GET s3://pemilu/{key} from {got.endpoint} (SigV4, as any S3 client): {got.size:,} "
+        f"bytes, SHA-256 {got.sha256[:16]}..., served by kpu-primary"
+    )
+    console.print(
+        "  now kpu-primary refuses every request (403, as a provider that cut its customer "
+        "off answers)"
+    )
+    same = "the same bytes" if got.again_sha256 == got.sha256 else "OTHER BYTES"
+    console.print(
+        f"  GET again: {same} (SHA-256 {got.again_sha256[:16]}...), served by vault after "
+        f"kpu-primary refused {got.denied} request(s); the refusal is in the audit log "
+        "(gateway.revoked) and `daulat stores` shows it."
+    )
+    if got.again_sha256 != got.sha256:
+        raise DaulatError("the gateway served other bytes; see the messages above")
+
+
 def run_tour(directory: Path, console: Console) -> None:
     """Create demo stores in ``directory`` (replacing an earlier tour there) and walk through
     what daulat does with them."""
@@ -169,7 +206,10 @@ def run_tour(directory: Path, console: Console) -> None:
     )
     _scan_all(config, console, new="new")
 
-    console.rule("10. daulat check")
+    console.rule("10. daulat serve")
+    _gateway_step(config, console)
+
+    console.rule("11. daulat check")
     result = check_policies(config)
     for policy in result.policies:
         console.print(f"  {policy.status.value.upper():<7} {policy.name}")
@@ -184,7 +224,7 @@ def run_tour(directory: Path, console: Console) -> None:
         "`daulat check` exits 1 on such a violation, so CI can fail on it."
     )
 
-    console.rule("11. daulat report")
+    console.rule("12. daulat report")
     report_path = directory / "daulat-report.html"
     data = write_report(config, report_path).data
     console.print(

@@ -12,6 +12,6 @@ serve what), :mod:`.reading` (checked reads and failover), :mod:`.health` (circu
 from __future__ import annotations
 
 from daulat.gateway.config import GatewayConfig, gateway_config
-from daulat.gateway.server import serve
+from daulat.gateway.server import loop_factory, serve
 
-__all__ = ["GatewayConfig", "gateway_config", "serve"]
+__all__ = ["GatewayConfig", "gateway_config", "loop_factory", "serve"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from daulat.gateway.replicas import (
 )
 from daulat.gateway.s3xml import Listed
 from daulat.stores.base import ObjectInfo, Store
+from daulat.stores.s3raw import FallbackS3Store
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -250,6 +252,9 @@ class Bucket:
     ) -> Page:
         """One page of the sorted listing: keys (and common prefixes) after ``after``
         (``after_prefix``: ``after`` is a common prefix, so none of its keys)."""
+        page = await self._page_from_primary(prefix, delimiter, after, after_prefix, max_keys)
+        if page is not None:
+            return page
         db = sqlite3.connect("")  # a private temporary database: spills to disk when large
         try:
             db.execute(
@@ -260,6 +265,71 @@ class Bucket:
             return self._select(db, prefix, delimiter, after, after_prefix, max_keys, from_primary)
         finally:
             db.close()
+
+    async def _page_from_primary(
+        self, prefix: str, delimiter: str, after: str, after_prefix: bool, max_keys: int
+    ) -> Page | None:
+        """The page straight from the primary's sorted listing, started after ``after`` (S3's
+        start-after), so that a page costs about a page of listing however deep it is. None
+        when the primary cannot list that way or does not answer (then the caller lists the
+        prefix into a temporary table, from the journal and manifests if need be)."""
+        p = self.primary
+        store = p.store
+        if not isinstance(store, FallbackS3Store) or not self.health.usable(p.name):
+            return None
+        base = p.address.prefix
+        contents: list[Listed] = []
+        prefixes: list[str] = []
+        last, last_is_prefix = "", False
+        start = after if after > prefix else ""
+        # Keys under a common prefix already listed (or the token's) are passed over; when a
+        # request's keys end inside it, the listing starts again past it (S3 rolls such keys
+        # up itself only when asked with a delimiter, which daulat's S3 listing does not use).
+        skipping = after if after_prefix and after else None
+        try:
+            while True:
+                restart = False
+                if skipping is not None:
+                    start = max(start, skipping + _PAST)
+                room = max_keys - len(contents) - len(prefixes)
+                listing = contextlib.aclosing(
+                    store.list_after(
+                        base + prefix, base + start if start else "", first_page=min(1000, room + 1)
+                    )
+                )
+                async with listing as pages:
+                    async for batch in pages:
+                        for o in batch:
+                            key = o.key[len(base) :]
+                            if (start and key <= start) or not key.startswith(prefix):
+                                continue
+                            if hidden(key) or (skipping is not None and key.startswith(skipping)):
+                                continue
+                            if len(contents) + len(prefixes) >= max_keys:
+                                self.health.succeeded(p.name)
+                                return Page(contents, prefixes, True, last, last_is_prefix)
+                            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+                            if cut >= 0:
+                                common = key[: cut + len(delimiter)]
+                                prefixes.append(common)
+                                last, last_is_prefix, skipping = common, True, common
+                                continue
+                            etag = self._listed_etag(key, o.size, o.etag, unverified_etag(o))
+                            contents.append(Listed(key, o.size, o.modified, etag))
+                            last, last_is_prefix = key, False
+                        tail = batch[-1].key[len(base) :] if batch else ""
+                        if skipping is not None and tail.startswith(skipping):
+                            restart = True
+                            break
+                if not restart:
+                    self.health.succeeded(p.name)
+                    return Page(contents, prefixes, False, last, last_is_prefix)
+        except MissingRoot:
+            self.health.succeeded(p.name)
+            return Page([], [], False, "", False)
+        except (StoreError, OSError) as exc:
+            self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+            return None
 
     def _select(
         self,
@@ -309,6 +379,12 @@ class Bucket:
                 if r.src_size == size and r.src_etag == src_etag and r.size == size:
                     return etag_of(r.sha256)
         return fallback
+
+
+# Past every key under a common prefix for a listing that starts *after* a key: S3 compares
+# keys by their UTF-8 bytes, where U+10FFFF is the largest character. Keys under the prefix
+# that sort later still (a run of such characters) are passed over by the filter.
+_PAST = "\U0010ffff" * 4
 
 
 def _successor(prefix: str) -> str:

@@ -15,6 +15,10 @@ compared with the chunk hash recorded when the copy was made. Two modes:
   does not match cuts the response before its end: the client sees a failed transfer, never a
   complete response with wrong bytes, and the replica is not used for that object again.
 
+Pieces travel as :class:`memoryview` slices of what the store handed over (no copies on the
+way to the socket), and each piece is hashed in a worker thread while the previous one is
+being sent (hashlib releases the GIL for large buffers), so the event loop only moves bytes.
+
 Age-encrypted replicas are decrypted on the fly (pyrage has no seeking): a read at offset N of
 such a replica decrypts and discards the N bytes before it, which costs CPU (about 500 MB/s)
 and the provider's bandwidth for those bytes.
@@ -35,6 +39,14 @@ from daulat.gateway.health import Health
 from daulat.gateway.replicas import Source, Version
 
 BUFFER_LIMIT = 1024 * 1024
+#: Parts at least this large are hashed in a worker thread; smaller ones cost less to hash
+#: than the hand-off to the thread.
+THREAD_HASH_MIN = 256 * 1024
+#: The size of the pieces asked of stores that can hand over their buffers: what each
+#: concurrent read holds in memory is a few of them.
+PIECE = 1024 * 1024
+
+Piece = bytes | memoryview
 
 
 class Unavailable(DaulatError):
@@ -54,7 +66,7 @@ class Events(Protocol):
 @dataclass
 class _Open:
     source: Source
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncIterator[Piece]
     close: Callable[[], object]
 
 
@@ -97,7 +109,9 @@ class VerifiedRead:
         store, key = source.replica.store, source.key
         if not source.encrypted:
             reader = await store.get(key, start=pos, end=self.hi)
-            it = aiter(reader)
+            # Stores that can hand over their buffers without copying them say so (obstore).
+            views = getattr(reader, "views", None)
+            it: AsyncIterator[Piece] = views(PIECE) if views is not None else aiter(reader)
             return _Open(source, it, getattr(it, "aclose", lambda: None))
         reader = await store.get(key)
         plain = decrypt_stream(reader, self.identities)
@@ -175,14 +189,15 @@ class VerifiedRead:
                 continue
             del data[self.hi - self.lo :]
             c, first = v.chunk_size, self.lo // v.chunk_size
-            bad = next(
-                (
-                    first + i
-                    for i in range(0, -(-len(data) // c))
-                    if hashlib.sha256(data[i * c : (i + 1) * c]).digest() != v.chunks[first + i]
-                ),
-                None,
-            )
+            with memoryview(data) as view:
+                bad = next(
+                    (
+                        first + i
+                        for i in range(0, -(-len(data) // c))
+                        if hashlib.sha256(view[i * c : (i + 1) * c]).digest() != v.chunks[first + i]
+                    ),
+                    None,
+                )
             source = self.current.source
             await self._close()
             if bad is None:
@@ -193,7 +208,7 @@ class VerifiedRead:
 
     # ------------------------------------------------------------------ streamed
 
-    async def body(self) -> AsyncGenerator[bytes, None]:
+    async def body(self) -> AsyncGenerator[Piece, None]:
         """The response body; raises (the caller cuts the connection) when it cannot be
         completed with checked bytes."""
         if self._data is not None:
@@ -209,28 +224,31 @@ class VerifiedRead:
         finally:
             await self._close()
 
-    async def _unchecked(self) -> AsyncIterator[bytes]:
+    async def _unchecked(self) -> AsyncIterator[Piece]:
         # Only the primary holds this version and nothing records its content: served as read.
         assert self.current is not None
         async for piece in self.current.chunks:
-            take = piece[: self.end - self.pos]
+            take = memoryview(piece)[: self.end - self.pos]
             self.pos += len(take)
             if take:
-                yield bytes(take)
+                yield take
             if self.pos >= self.end:
                 break
         if self.pos < self.end:
             raise _Short(f"the primary ended after {self.pos} of {self.end} bytes")
         self.health.succeeded(self.current.source.replica.name)
 
-    async def _checked(self) -> AsyncIterator[bytes]:
+    async def _checked(self) -> AsyncIterator[Piece]:
         v = self.version
         assert v.chunks is not None
         c = v.chunk_size
         index = self.pos // c
         chunk_end = min(v.size, (index + 1) * c)
         hasher = hashlib.sha256()
-        held = b""
+        # The hash of the part before, running in a thread while that part is sent; awaited
+        # before the next update (one hasher, updated in order) and before a chunk's check.
+        hashing: asyncio.Future[None] | None = None
+        held: Piece = b""
         while True:
             assert self.current is not None
             try:
@@ -239,17 +257,22 @@ class VerifiedRead:
                     while len(view) and self.pos < self.hi:
                         take = min(len(view), chunk_end - self.pos)
                         part = view[:take]
-                        hasher.update(part)
+                        if hashing is not None:
+                            await hashing
+                        hashing = _hash(hasher, part)
                         a, b = max(self.pos, self.start), min(self.pos + take, self.end)
                         self.pos += take
                         view = view[take:]
                         if a < b:
-                            out = bytes(part[a - (self.pos - take) : b - (self.pos - take)])
+                            out = part[a - (self.pos - take) : b - (self.pos - take)]
                             if b == self.end:  # the very last byte waits for its check
                                 out, held = out[:-1], out[-1:]
                             if out:
                                 yield out
                         if self.pos == chunk_end:
+                            if hashing is not None:
+                                await hashing
+                                hashing = None
                             if hasher.digest() != v.chunks[index]:
                                 self.events.mismatch(v, self.current.source, index)
                                 raise ChunkMismatch(
@@ -276,14 +299,24 @@ class VerifiedRead:
                 await self._next_source(error)
 
 
+def _hash(hasher: hashlib._Hash, part: memoryview) -> asyncio.Future[None] | None:
+    """Feed ``part`` to ``hasher``: in a worker thread when it is large (hashlib releases the
+    GIL for large buffers, so the event loop goes on sending meanwhile), else at once."""
+    if len(part) < THREAD_HASH_MIN:
+        hasher.update(part)
+        return None
+    return asyncio.get_running_loop().run_in_executor(None, hasher.update, part)
+
+
 class _Short(DaulatError):
     """A replica's stream ended before the bytes it should hold."""
 
 
-async def _window(chunks: AsyncIterator[bytes], start: int, end: int) -> AsyncIterator[bytes]:
+async def _window(chunks: AsyncIterator[bytes], start: int, end: int) -> AsyncIterator[Piece]:
     """Bytes ``[start, end)`` of a stream that begins at 0 (decrypted age data)."""
     pos = 0
-    async for piece in chunks:
+    async for data in chunks:
+        piece = memoryview(data)
         if pos + len(piece) <= start:
             pos += len(piece)
             continue

@@ -13,7 +13,7 @@ from daulat.gateway.bucket import Bucket
 from daulat.gateway.config import GatewayConfig
 from daulat.gateway.health import Circuit, Health
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
-from daulat.signing import existing_local_key
+from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
 
 log = logging.getLogger("daulat.gateway")
@@ -65,7 +65,10 @@ class AuditEvents:
         )
 
     def circuit(self, c: Circuit, what: str) -> None:
-        self._write(f"gateway.{what}", {"replica": c.name, "error": c.last_error})
+        # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
+        # the report (daulat.gateway.standing).
+        store = c.name.partition(":")[0]
+        self._write(f"gateway.{what}", {"replica": c.name, "store": store, "error": c.last_error})
 
     async def drain(self) -> None:
         if self._pending:
@@ -98,10 +101,17 @@ class Runtime:
                 self.gw.identities,
                 self.quarantined,
             )
+        # As restore and verify: only pinned signers are believed. The state directory's own
+        # key is not: whoever can write that directory (or a replica it once copied to) could
+        # then vouch for planted objects. This machine's own copies are proven by its journal.
         trusted = list(self.cfg.signers)
-        own = existing_local_key(self.cfg.state_dir)
-        if own is not None and own not in trusted:
-            trusted.append(own)
+        if not trusted and any(b.others for b in self.buckets.values()):
+            own = existing_local_key(self.cfg.state_dir)
+            log.warning(
+                "no pinned signer: replicas serve only what this machine's journal records "
+                "(their signed manifests are believed only from keys in `signers`%s)",
+                f"; this machine's own key would be: {signers_line([own])}" if own else "",
+            )
         seen: set[str] = set()
         for bucket in self.buckets.values():
             for replica in bucket.others:

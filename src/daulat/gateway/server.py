@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from daulat.config import Config
 from daulat.errors import ConfigError, DaulatError
@@ -23,6 +23,17 @@ log = logging.getLogger("daulat.gateway")
 
 class GatewayError(DaulatError):
     """The gateway could not start."""
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (the gateway extra brings it): its
+    transports write the gateway's buffers to the socket with less work per byte than
+    asyncio's; else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _server_class() -> type:
@@ -45,13 +56,20 @@ class _QuietCuts(logging.Filter):
         return "returned without completing response" not in record.getMessage()
 
 
-async def serve(cfg: Config, gw: GatewayConfig, *, ready: object = None) -> None:
-    """Run the gateway until cancelled (SIGINT/SIGTERM end it)."""
+async def serve(
+    cfg: Config,
+    gw: GatewayConfig,
+    *,
+    ready: object = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """Run the gateway until cancelled (SIGINT/SIGTERM end it). ``runtime``: one made by the
+    caller (``daulat demo`` wraps a store in it first); by default a new one."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("daulat serve needs uvicorn: pip install 'daulat[gateway]'") from None
-    runtime = Runtime(cfg, gw)
+    runtime = runtime or Runtime(cfg, gw)
     await runtime.start()
     config = uvicorn.Config(
         Gateway(runtime),
@@ -60,6 +78,8 @@ async def serve(cfg: Config, gw: GatewayConfig, *, ready: object = None) -> None
         ssl_certfile=str(gw.tls_cert) if gw.tls_cert else None,
         ssl_keyfile=str(gw.tls_key) if gw.tls_key else None,
         lifespan="off",
+        http="auto",  # httptools where installed (the gateway extra brings it), else h11
+        proxy_headers=False,  # the gateway does not use the client's address
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -36,6 +36,8 @@ class StoreRow:
     objects: int | None
     bytes: int | None
     last_scan: str | None
+    # What daulat serve last found about the store (daulat.gateway.standing), if anything.
+    gateway: dict[str, Any] | None = None
 
 
 @dataclass
@@ -82,6 +84,9 @@ class ReportData:
 
 
 def _stores(config: Config) -> list[StoreRow]:
+    from daulat.gateway.standing import store_standing
+
+    standing = store_standing(config.state_dir)
     rows = []
     manifest_path = config.state_dir / MANIFEST_NAME
     manifest = Manifest(manifest_path) if manifest_path.exists() else None
@@ -103,6 +108,7 @@ def _stores(config: Config) -> list[StoreRow]:
                     objects=objects,
                     bytes=size,
                     last_scan=scan.finished if scan else None,
+                    gateway=s.to_json() if (s := standing.get(cfg.name)) else None,
                 )
             )
     finally:

@@ -179,7 +179,37 @@ def _where(data: ReportData) -> str:
         "published region list), never from where an IP address seems to be. A provider's home "
         "law reaches data it holds abroad (e.g. the US CLOUD Act), so one byte can be reachable "
         "by more than one country's law.</p>"
-        f'<div class="charts">{charts}</div>{table}'
+        f'<div class="charts">{charts}</div>{table}{_gateway_standing(data)}'
+    )
+
+
+def _gateway_standing(data: ReportData) -> str:
+    """Stores the gateway (daulat serve) last found refusing or unreachable, or recovered."""
+    seen = [s for s in data.stores if s.gateway]
+    if not seen:
+        return ""
+    rows = [
+        [
+            esc(s.name),
+            _status("fail") if g["state"] != "recovered" else _status("pass"),
+            esc(str(g["state"])),
+            esc(str(g["since"])),
+            esc(str(g["replica"])),
+            esc(str(g.get("error") or "")),
+        ]
+        for s in seen
+        if (g := s.gateway) is not None
+    ]
+    table = _table(
+        ["store", "", "gateway found it", "since", "replica", "error"],
+        rows,
+        label="Stores as the gateway last found them",
+    )
+    return (
+        "<h3 id='gateway-standing'>As the gateway last found them</h3>"
+        "<p>A store that refused access (revoked: 403/401) or did not answer while "
+        "<code>daulat serve</code> read from it, from the audit log; reads went on from the "
+        "next replica.</p>" + table
     )
 
 

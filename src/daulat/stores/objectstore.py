@@ -396,6 +396,18 @@ class ObstoreReader:
         except Exception as exc:
             raise translate(exc, store=self._store, key=self.info.key, op="read") from None
 
+    async def views(self, piece: int = READ_CHUNK) -> AsyncIterator[memoryview]:
+        """The same stream as iterating the reader, as views of obstore's own (immutable)
+        buffers instead of copies, in pieces of at least ``piece`` bytes: for readers that
+        pass the bytes on (the gateway)."""
+        if self._result is None:
+            return
+        try:
+            async for chunk in self._result.stream(min_chunk_size=piece):
+                yield memoryview(chunk)
+        except Exception as exc:
+            raise translate(exc, store=self._store, key=self.info.key, op="read") from None
+
     async def read_all(self) -> bytes:
         if self._result is None:
             return b""

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import datetime as dt
 import functools
@@ -712,6 +713,24 @@ class S3Raw:
             if not token:
                 return
             guard.follow(token)
+
+    async def list_after(
+        self, prefix: str, after: str, *, first_page: int | None = None
+    ) -> AsyncGenerator[list[ObjectInfo], None]:
+        """Batches of the objects whose key starts with ``prefix`` and sorts after ``after``
+        (S3's ``start-after``: the listing starts there), in key order, one page at a time
+        (no prefetch: a caller after one page stops early). ``first_page``: how many keys the
+        first request asks for (a small page costs a small request)."""
+        full_prefix = self._list_prefix(prefix)
+        token = ("StartAfter", self._list_prefix(after)) if after else None
+        size = first_page
+        while True:
+            batch, token = await self._list_page(full_prefix, token, max_keys=size)
+            size = None
+            if batch:
+                yield batch
+            if token is None:
+                return
 
     async def _list_page(
         self,
@@ -1717,6 +1736,16 @@ class FallbackS3Store:
     ) -> AsyncGenerator[Batch, None]:
         async with contextlib.aclosing(
             self.raw.list_all(prefix, start_after=start_after, end_before=end_before)
+        ) as pages:
+            async for batch in pages:
+                yield batch
+
+    async def list_after(
+        self, prefix: str, after: str, *, first_page: int | None = None
+    ) -> AsyncGenerator[builtins.list[ObjectInfo], None]:
+        """See :meth:`S3Raw.list_after` (the gateway's ListObjects pages)."""
+        async with contextlib.aclosing(
+            self.raw.list_after(prefix, after, first_page=first_page)
         ) as pages:
             async for batch in pages:
                 yield batch
