@@ -21,7 +21,7 @@ import pytest
 
 import daulat
 import daulat.aio
-from daulat.auditing import audit_log
+from daulat.audit import audit_log
 from daulat.cli import run
 from daulat.crypto import new_identity
 
@@ -33,7 +33,7 @@ NOT_DAULAT_ERRORS = {
     "daulat.filters._GlobError": "private: turned into a ConfigError naming the rule",
     "daulat.crypto._Aborted": "private: stops pyrage's worker thread; turned into "
     "EncryptError/DecryptError",
-    "daulat.audit._BadLine": "private: turned into a reported problem of the log's verification",
+    "daulat.audit.log._BadLine": "private: turned into a reported problem of the log's verification",
     "daulat.transfer.names._Found": "private: ends reading a manifest at its first stored name",
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daulat.auditing import audit_log
+from daulat.audit import audit_log
 from daulat.cli import run
 from daulat.config import load_config
 from daulat.drill import run_drill

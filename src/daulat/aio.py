@@ -8,7 +8,7 @@ Each function is a thin shell over the library function its command runs, as the
 is (design principle 5): it loads nothing the command would not, takes keyword options named
 after the command's options (``--dry-run`` → ``dry_run``, ``--filter`` → ``filter_rules``), and
 is recorded in the audit log exactly as the command is, by the same code
-(:func:`daulat.auditing.audited`). A job that cannot finish returns a result whose ``ok`` is
+(:func:`daulat.audit.audited`). A job that cannot finish returns a result whose ``ok`` is
 False (the command's exit 1); whatever the command ends with exit 2 (a configuration error, a
 refusal) is raised, always as a :class:`~daulat.errors.DaulatError`.
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from daulat.address import store_only
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config
 from daulat.drill.record import DrillLog
 from daulat.drill.run import sweep_leftovers

@@ -37,8 +37,7 @@ from rich.text import Text
 
 from daulat import __version__, interrupts
 from daulat.address import store_only
-from daulat.audit import AuditLogError
-from daulat.auditing import audit_log
+from daulat.audit import AuditLogError, audit_log
 from daulat.census.imported import scan_from_inventory
 from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config, load_config

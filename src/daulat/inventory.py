@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from daulat.address import store_only
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.census.sharded import DEFAULT_SHARDS, sharded_list
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError

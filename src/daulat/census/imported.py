@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.census.azure_inventory import AzureInventory, is_azure_manifest
 from daulat.census.reports import InventoryError, ReportFiles, open_report
 from daulat.census.s3_inventory import S3Inventory, is_s3_manifest

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config
 from daulat.crypto import Recipient, parse_recipients
 from daulat.drill.measure import _measure_classes, _probe_listing

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daulat import __version__
-from daulat.auditing import audit_log
+from daulat.audit import audit_log
 from daulat.config import Config, placement_of
 from daulat.manifest import MANIFEST_NAME, Manifest
 from daulat.report.marker import JSON_MARKER, REPORT_FORMAT

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from daulat.address import parse_address
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
 from daulat.errors import AccessDenied, ConfigError, DaulatError, PlaintextOverCiphertext
@@ -125,7 +125,7 @@ async def run_transfer(
     identities: Sequence[Identity] = (),
 ) -> Summary:
     """Run one transfer between configured stores, recorded in the audit log however it ends
-    (see :mod:`daulat.auditing`).
+    (see :mod:`daulat.audit.recording`).
 
     The destination store's ``encrypt_to`` and ``encrypt_names`` apply unless ``options`` says
     otherwise. ``identities`` recover the destination's name key when this machine lacks it.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit import AuditEntry, AuditLog, AuditLogError
+from daulat.audit.log import AuditEntry, AuditLog, AuditLogError
 from daulat.errors import DaulatError, Interrupted, StateError
 from daulat.state import private_dir
 
