@@ -25,13 +25,13 @@ from conftest import fs_store_config, run, s3_store_config
 from rich.console import Console
 from servers import S3Server
 
-from daulat import drill as drill_mod
 from daulat.config import Config, StoreConfig, load_config
 from daulat.drill import (
     DRILLS_NAME,
     MIN_PER_CLASS,
     SIZE_CLASSES,
     DrillFailed,
+    DrillLog,
     DrillResult,
     Stratum,
     allocate,
@@ -47,8 +47,7 @@ from daulat.drill import (
 )
 from daulat.drill import measure as drill_measure
 from daulat.errors import ConfigError
-from daulat.inventory import scan_store
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory import MANIFEST_NAME, Manifest, scan_store
 from daulat.stores import Store, open_store
 from daulat.transfer import Kind, run_transfer
 
@@ -356,7 +355,7 @@ def test_leftover_scratch_of_a_killed_drill_is_removed(
     # A drill killed outright: its row says 'running', its process is gone, its scratch stays.
     dead = subprocess.Popen(["true"])
     dead.wait()
-    log = drill_mod.DrillLog(config.state_dir)
+    log = DrillLog(config.state_dir)
     log.db.execute(
         "INSERT INTO drills (id, started, status, src, dst, src_store, src_prefix, dst_store, "
         "scratch, host, pid) VALUES ('old', '2020-01-01T00:00:00+00:00', 'running', 'src', "
