@@ -18,8 +18,7 @@ from daulat.cli import run
 from daulat.config import load_config
 from daulat.drill import run_drill
 from daulat.errors import ConfigError, InvalidKey
-from daulat.inventory import scan
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan
 from daulat.report import write_report
 from daulat.stores.fs import FsStore
 from daulat.transfer import Kind, Options, run_transfer, run_verify

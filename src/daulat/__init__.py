@@ -72,8 +72,7 @@ from daulat.errors import (
     Unresponsive,
     Unsupported,
 )
-from daulat.inventory import ScanFailure, ScanResults
-from daulat.manifest import ScanSummary
+from daulat.inventory import ScanFailure, ScanResults, ScanSummary
 from daulat.policy import Finding, PolicyResult
 from daulat.signing import SignatureError
 from daulat.stores import ObjectInfo, ObjectReader, Store

@@ -38,8 +38,7 @@ from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
 from daulat.drill import DrillResult, parse_bandwidth, parse_sample, run_drill
 from daulat.errors import ConfigError
 from daulat.filters import Filter, build_filter
-from daulat.inventory import ScanResults, scan_stores
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
 from daulat.stores import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
 from daulat.stores import open_store as _open_adapter

@@ -66,11 +66,10 @@ from daulat.errors import (
 )
 from daulat.feedback import Feedback, human_bytes
 from daulat.filters import Filter, build_filter
-from daulat.inventory import ScanResults, StoreStatus, scan_stores, store_statuses
+from daulat.inventory import Manifest, ScanResults, StoreStatus, scan_stores, store_statuses
 from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
-from daulat.manifest import Manifest
 from daulat.newkeys import new_keys
 from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
 from daulat.policy import check_policies, render_findings

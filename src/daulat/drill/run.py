@@ -21,7 +21,7 @@ from daulat.drill.sample import Stratum, _describe_sample, draw_sample, excluded
 from daulat.drill.units import _now
 from daulat.errors import ConfigError, MissingRoot, StoreError
 from daulat.filters import EVERYTHING, Filter
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.engine import Endpoint, Options

@@ -12,7 +12,7 @@ from pathlib import Path
 from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
-from daulat.manifest import MANIFEST_KIND
+from daulat.inventory.database import MANIFEST_KIND
 from daulat.state import connect_readonly
 from daulat.transfer.engine import Options
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX

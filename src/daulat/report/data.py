@@ -16,7 +16,7 @@ from typing import Any
 from daulat import __version__
 from daulat.audit import audit_log
 from daulat.config import Config, placement_of
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.report.marker import JSON_MARKER, REPORT_FORMAT
 from daulat.risk.stores import store_risks
 from daulat.state import connect_readonly, has_tables
