@@ -47,7 +47,7 @@ from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
-from daulat.verify import VerifyReport
+from daulat.transfer.verify import VerifyReport
 
 __all__ = [
     "ConfigLike",

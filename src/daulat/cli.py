@@ -83,7 +83,7 @@ from daulat.scaffold import DemoData, write_config
 from daulat.signing import public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer.engine import VERIFIED_BY_LISTING
+from daulat.transfer.model import VERIFIED_BY_LISTING
 from daulat.transfer.proof import ManifestSigning, retry_would_help
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE

@@ -24,10 +24,10 @@ from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
-from daulat.transfer.engine import Endpoint, Options
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.locations import location_of
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.model import Endpoint, Options
 from daulat.transfer.names import NameKey
 from daulat.transfer.safety import (
     destination_space,

@@ -39,7 +39,7 @@ from daulat.plan.tables import (
     tiered_cost,
 )
 from daulat.state import connect_readonly
-from daulat.transfer.engine import Endpoint
+from daulat.transfer.model import Endpoint
 
 LABEL = "PROJECTION"
 

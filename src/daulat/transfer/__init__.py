@@ -26,8 +26,9 @@ from daulat.signing import (
 )
 from daulat.stores import open_store
 from daulat.transfer.adoption import proof_key
-from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
+from daulat.transfer.engine import Progress, transfer
 from daulat.transfer.journal import Journal
+from daulat.transfer.model import Endpoint, Kind, Options, Summary
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
@@ -41,7 +42,7 @@ from daulat.transfer.safety import (
 )
 
 if TYPE_CHECKING:
-    from daulat.verify import VerifyReport
+    from daulat.transfer.verify import VerifyReport
 
 __all__ = [
     "Endpoint",
@@ -283,7 +284,7 @@ async def run_verify(
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
 ) -> VerifyReport:
-    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.verify`), audited.
+    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.transfer.verify`), audited.
 
     ``filter`` selects the objects checked, by key relative to each side's prefix."""
     details: dict[str, object] = {"src": src_spec, "dst": dst_spec, "full": full}
@@ -328,7 +329,7 @@ async def _run_verify(
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
 ) -> VerifyReport:
-    from daulat.verify import verify
+    from daulat.transfer.verify import verify
 
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)

@@ -45,7 +45,7 @@ from daulat.transfer.provenance import (
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint, Summary
+    from daulat.transfer.model import Endpoint, Summary
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from daulat.transfer.manifests import (
 )
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint
+    from daulat.transfer.model import Endpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest_heads (

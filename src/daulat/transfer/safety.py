@@ -64,7 +64,7 @@ from daulat.transfer.names import (
 )
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint, Kind, Options
+    from daulat.transfer.model import Endpoint, Kind, Options
 
 __all__ = [
     "DEFAULT_MAX_DELETE",
@@ -176,7 +176,7 @@ def empty_source(
 ) -> EmptySource | None:
     """``exit`` or ``sync --delete`` from a source that listed no objects, or none that the
     filters select (``excluded``: how many they left out)."""
-    from daulat.transfer.engine import Kind
+    from daulat.transfer.model import Kind
 
     if opts.allow_empty_source:
         return None
@@ -286,7 +286,7 @@ async def plaintext_over_ciphertext(
     :mod:`daulat.transfer.onward`), so objects marked ``encryption: age`` are no evidence
     against it; its manifest is plain, so the journal and the newest manifest still are.
     ``hashed_names``: the names it writes are that replica's protected names."""
-    from daulat.transfer.engine import Kind
+    from daulat.transfer.model import Kind
 
     if opts.allow_plaintext:
         return None
@@ -353,7 +353,7 @@ def ciphertext_refusal(
 
 def names_in_clear(kind: Kind | str, dst: Endpoint, evidence: str) -> PlaintextOverCiphertext:
     """The refusal of a run that would write real names where names are protected."""
-    from daulat.transfer.engine import Kind
+    from daulat.transfer.model import Kind
 
     what = kind if isinstance(kind, str) else kind.value
     fix = (
@@ -481,7 +481,7 @@ def _journal_evidence(m: re.Match[str]) -> str:
 
 def _above(dst: Endpoint) -> list[Endpoint]:
     """``dst`` and every prefix above it up to its store's root, nearest first."""
-    from daulat.transfer.engine import Endpoint
+    from daulat.transfer.model import Endpoint
 
     parts = dst.prefix.rstrip("/").split("/") if dst.prefix else []
     return [dst] + [
