@@ -77,12 +77,12 @@ from daulat.errors import (
 )
 from daulat.filters import EVERYTHING
 from daulat.signing import PublicKey, existing_local_key
+from daulat.stores.abilities import ServerSideCopy, server_side_copy, upload_cleanup
 from daulat.stores.base import ObjectReader, OnUpload, PutResult
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.resumable import unwrap_resumable
-from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 
@@ -433,7 +433,7 @@ async def _run(
             f"{dst.label or dst.store.name}:{dst.prefix}{carry.origin.carried_as}"
         )
 
-    dst_s3 = unwrap_fallback(dst.store)
+    dst_s3 = upload_cleanup(dst.store)
     ledger = UploadLedger(journal, dst_s3, summary.run_id) if dst_s3 is not None else None
     if ledger is not None:
         # Parts of uploads that a killed (or stopped) run began are stored, billed and never
@@ -615,8 +615,8 @@ class _Executor:
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
-        src_s3, dst_s3 = unwrap_fallback(src.store), unwrap_fallback(dst.store)
-        self.server_copy: tuple[FallbackS3Store, FallbackS3Store] | None = None
+        src_s3, dst_s3 = server_side_copy(src.store), server_side_copy(dst.store)
+        self.server_copy: tuple[ServerSideCopy, ServerSideCopy] | None = None
         if (
             src_s3 is not None
             and dst_s3 is not None
