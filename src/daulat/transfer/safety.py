@@ -31,6 +31,11 @@ anything when
 
 Each check but the last has an override that the message names (``--allow-empty-source``,
 ``--max-delete``, ``--allow-plaintext``).
+
+Why this module is long: it is the one list of refusals, each with the evidence it gathers.
+About a third is the search for daulat's ciphertext at a destination (the journal, manifests,
+name keys, metadata, prefixes above and below); if it grows further, that search is the part to
+move into a module of its own, leaving here the checks and their messages.
 """
 
 from __future__ import annotations
