@@ -5,6 +5,10 @@ These are the nouns shared by the engine (:mod:`daulat.transfer.engine`), verifi
 from the engine, so that verification and the engine both import them without importing each
 other. :mod:`daulat.transfer.engine` re-exports them, so ``from daulat.transfer.engine import
 Endpoint`` keeps working.
+
+:class:`DeleteLimit`, the ``--max-delete`` of :class:`Options`, is here too, so that the safety
+checks (:mod:`daulat.transfer.safety`) import this module and not the reverse;
+``from daulat.transfer.safety import DeleteLimit`` keeps working.
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from daulat.address import normalise_prefix
 from daulat.crypto import Identity, Recipient
+from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores.base import Store
 from daulat.transfer.names import NameKey
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.retry import RetryPolicy
-from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
+
+if TYPE_CHECKING:
+    from daulat.transfer.safety import PlannedChanges
 
 MiB = 1024 * 1024
 
@@ -54,6 +62,50 @@ class Endpoint:
         """``prefix`` ending in '/' (or empty); :class:`ConfigError` for ``..`` and the like
         (see :mod:`daulat.address`)."""
         return normalise_prefix(prefix)
+
+
+@dataclass(frozen=True)
+class DeleteLimit:
+    """How much ``sync --delete`` may delete: a count, or a share (percent) of the destination's
+    objects."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DeleteLimit:
+        """``"N"`` or ``"N%"``; :class:`ConfigError` otherwise."""
+        t = text.strip()
+        try:
+            if t.endswith("%"):
+                value = float(t[:-1])
+                if not 0 <= value <= 100:
+                    raise ValueError
+                return cls(percent=value)
+            n = int(t)
+            if n < 0:
+                raise ValueError
+            return cls(count=n)
+        except ValueError:
+            raise ConfigError(
+                f"--max-delete {text!r}: expected a count such as 100 or a share of the "
+                "destination's objects such as 50%"
+            ) from None
+
+    def allowed(self, destination_objects: int) -> int:
+        """The most deletions allowed in a destination of ``destination_objects`` objects."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(destination_objects * self.percent / 100)
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return str(self.count)
+        return f"{self.percent:g}%"
+
+
+DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
 
 
 @dataclass
