@@ -20,7 +20,7 @@ import datetime as dt, resource, sys, tempfile
 from pathlib import Path
 from daulat.stores.base import ObjectInfo
 from daulat.transfer.journal import BatchWriter, Journal, Outcome, State
-from daulat.verify import check_listed
+from daulat.transfer.verify import check_listed
 
 n = int(sys.argv[1])
 journal = Journal(Path(tempfile.mkdtemp()) / "transfers.sqlite")

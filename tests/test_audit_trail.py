@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from daulat.auditing import audit_log
+from daulat.audit import audit_log
 from daulat.cli import run
 from daulat.config import load_config
 from daulat.drill import run_drill
 from daulat.errors import ConfigError, InvalidKey
-from daulat.inventory import scan
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan
 from daulat.report import write_report
 from daulat.stores.fs import FsStore
 from daulat.transfer import Kind, Options, run_transfer, run_verify

@@ -31,7 +31,7 @@ from servers import S3Server
 import daulat
 from daulat.cli import run
 from daulat.config import load_config
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest
 from daulat.stores import open_store
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -47,8 +47,7 @@ from daulat.drill import (
 )
 from daulat.drill import measure as drill_measure
 from daulat.errors import ConfigError
-from daulat.inventory import scan_store
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory import MANIFEST_NAME, Manifest, scan_store
 from daulat.stores import Store, open_store
 from daulat.transfer import Kind, run_transfer
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from daulat.cli import run
 from daulat.config import load_config
 from daulat.feedback import Feedback, human_bytes
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest
 from daulat.transfer import Kind, Options, run_transfer
 from daulat.transfer.engine import Progress
 

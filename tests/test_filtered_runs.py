@@ -39,7 +39,7 @@ from test_transfer import (
 from daulat.config import StoreConfig
 from daulat.crypto import new_identity
 from daulat.filters import build_filter
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest
 from daulat.stores import open_store
 
 SOURCE = {

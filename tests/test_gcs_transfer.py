@@ -160,7 +160,7 @@ def test_scan_records_googles_hashes_in_the_manifest(
 
     import google_crc32c
 
-    from daulat.manifest import Manifest
+    from daulat.inventory import Manifest
 
     config = write_config(tmp_path, [src_gcs])
     res = cli(["scan", "srcgcs", "--config", str(config), "--json"], capsys)

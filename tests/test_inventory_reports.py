@@ -28,7 +28,7 @@ from servers import AzuriteServer, S3Server
 
 from daulat.cli import run as cli
 from daulat.config import Config, StoreConfig, load_config
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest
 from daulat.stores import ObjectInfo, open_store
 
 # Keys that test the report's encodings: form encoding in S3 CSV ('+' for a space, '%2B'

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from daulat.errors import Transient
-from daulat.inventory import scan_store
-from daulat.manifest import Manifest, ObjectRow
+from daulat.inventory import Manifest, ObjectRow, scan_store
 from daulat.stores.base import Capabilities, ObjectInfo
 
 T0 = datetime(2024, 2, 14, 7, 0, tzinfo=UTC)
@@ -285,7 +284,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
 
-    from daulat.manifest import Manifest
+    from daulat.inventory import Manifest
     from daulat.stores.base import ObjectInfo
 
     def peak_kib():

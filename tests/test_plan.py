@@ -24,8 +24,7 @@ from daulat.cli import run as cli
 from daulat.config import Config, StoreConfig, load_config
 from daulat.drill import DRILLS_NAME, SIZE_CLASSES, run_drill, size_class_of
 from daulat.errors import ConfigError
-from daulat.inventory import scan_store
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan_store
 from daulat.plan import (
     DRIVER_OBJECTS_PER_S,
     LABEL,

@@ -28,8 +28,7 @@ from servers import S3Server
 from daulat.config import Config, load_config, parse_config
 from daulat.crypto import new_identity, parse_recipients
 from daulat.errors import ConfigError
-from daulat.inventory import scan_store
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan_store
 from daulat.policy import (
     Finding,
     PolicyResult,

@@ -27,8 +27,7 @@ from ossproxy import oss_proxy
 from servers import S3Server
 
 from daulat.config import StoreConfig
-from daulat.inventory import store_statuses
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, store_statuses
 from daulat.storenotes import store_notes
 from daulat.stores import open_store
 from daulat.stores.s3 import open_s3_obstore

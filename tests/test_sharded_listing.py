@@ -23,8 +23,7 @@ from servers import AzuriteServer, MotoServer, S3Server
 from daulat.census.sharded import ListingMode, ListingStats, midpoint, resolve_mode, sharded_list
 from daulat.config import StoreConfig
 from daulat.errors import StoreError
-from daulat.inventory import scan_store
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan_store
 from daulat.stores import ObjectInfo, Store, open_store
 
 # Every kind of legal S3 key (tests/test_s3raw.py's hostile set): moto keeps them all but

@@ -27,7 +27,7 @@ from daulat.crypto import (
 from daulat.stores.fs import FsStore
 from daulat.transfer.engine import VERIFIED_BY_CONTENT, VERIFIED_BY_LISTING
 from daulat.transfer.journal import JOURNAL_NAME, REPLACED, Journal
-from daulat.verify import VerifyReport, verify
+from daulat.transfer.verify import VerifyReport, verify
 
 
 def test_verdicts_name_each_kind_of_damage(tmp_path: Path) -> None:

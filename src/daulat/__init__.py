@@ -11,8 +11,9 @@ Every name in ``__all__`` is public and typed; the same functions as coroutines 
 :mod:`daulat.aio`. Everything else is internal and may change. Every error raised is a
 :class:`DaulatError`.
 
-``daulat.verify`` and ``daulat.drill`` are the API's functions; the modules of the same names
-stay importable (``from daulat.verify import VerifyReport``).
+``daulat.verify`` and ``daulat.drill`` are the API's functions; the drill module of the same
+name stays importable (``from daulat.drill import DrillResult``); verification's module is
+:mod:`daulat.transfer.verify`.
 """
 
 __version__ = "0.1.0"
@@ -72,14 +73,13 @@ from daulat.errors import (
     Unresponsive,
     Unsupported,
 )
-from daulat.inventory import ScanFailure, ScanResults
-from daulat.manifest import ScanSummary
+from daulat.inventory import ScanFailure, ScanResults, ScanSummary
 from daulat.policy import Finding, PolicyResult
 from daulat.signing import SignatureError
 from daulat.stores import ObjectInfo, ObjectReader, Store
 from daulat.transfer import Summary
 from daulat.transfer.names import NameKeyError
-from daulat.verify import VerifyReport
+from daulat.transfer.verify import VerifyReport
 
 __all__ = [
     "AccessDenied",

@@ -8,7 +8,7 @@ Each function is a thin shell over the library function its command runs, as the
 is (design principle 5): it loads nothing the command would not, takes keyword options named
 after the command's options (``--dry-run`` → ``dry_run``, ``--filter`` → ``filter_rules``), and
 is recorded in the audit log exactly as the command is, by the same code
-(:func:`daulat.auditing.audited`). A job that cannot finish returns a result whose ``ok`` is
+(:func:`daulat.audit.audited`). A job that cannot finish returns a result whose ``ok`` is
 False (the command's exit 1); whatever the command ends with exit 2 (a configuration error, a
 refusal) is raised, always as a :class:`~daulat.errors.DaulatError`.
 
@@ -38,8 +38,7 @@ from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
 from daulat.drill import DrillResult, parse_bandwidth, parse_sample, run_drill
 from daulat.errors import ConfigError
 from daulat.filters import Filter, build_filter
-from daulat.inventory import ScanResults, scan_stores
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
 from daulat.stores import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
 from daulat.stores import open_store as _open_adapter
@@ -48,7 +47,7 @@ from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
 from daulat.transfer.uploads import DEFAULT_MAX_AGE
-from daulat.verify import VerifyReport
+from daulat.transfer.verify import VerifyReport
 
 __all__ = [
     "ConfigLike",

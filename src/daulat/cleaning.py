@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from daulat.address import store_only
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config
 from daulat.drill.record import DrillLog
 from daulat.drill.run import sweep_leftovers
 from daulat.stores import open_store
+from daulat.stores.abilities import upload_cleanup
 from daulat.stores.cleanup import cleanup_temp
-from daulat.stores.s3raw import unwrap_fallback
 from daulat.transfer.journal import Journal
 from daulat.transfer.retry import RetryPolicy
 from daulat.transfer.uploads import abort_recorded
@@ -79,7 +79,7 @@ async def _clean(config: Config, name: str, *, dry_run: bool) -> CleanReport:
     call: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] = retry.call
     try:
         report.temp_files, report.temp_bytes = await cleanup_temp(store, dry_run=dry_run)
-        s3 = unwrap_fallback(store)
+        s3 = upload_cleanup(store)
         if s3 is not None:
             with Journal.in_state_dir(config.state_dir) as journal:
                 report.uploads_aborted = await abort_recorded(journal, s3, call, dry_run=dry_run)

@@ -38,8 +38,7 @@ from rich.text import Text
 
 from daulat import __version__, interrupts
 from daulat.address import store_only
-from daulat.audit import AuditLogError
-from daulat.auditing import audit_log
+from daulat.audit import AuditLogError, audit_log
 from daulat.census.imported import scan_from_inventory
 from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config, load_config
@@ -68,11 +67,10 @@ from daulat.errors import (
 )
 from daulat.feedback import Feedback, human_bytes
 from daulat.filters import Filter, build_filter
-from daulat.inventory import ScanResults, StoreStatus, scan_stores, store_statuses
+from daulat.inventory import Manifest, ScanResults, StoreStatus, scan_stores, store_statuses
 from daulat.listing import Entry, iso_utc
 from daulat.listing import ls as list_store
 from daulat.listing import size as size_store
-from daulat.manifest import Manifest
 from daulat.newkeys import new_keys
 from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
 from daulat.policy import check_policies, render_findings
@@ -86,7 +84,8 @@ from daulat.scaffold import DemoData, write_config
 from daulat.signing import public_key_of
 from daulat.terminal import SafeConsole, json_text, printable, styled
 from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer.engine import VERIFIED_BY_LISTING, Runner
+from daulat.transfer.engine import Runner
+from daulat.transfer.model import VERIFIED_BY_LISTING
 from daulat.transfer.proof import ManifestSigning, retry_would_help
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit, PlannedChanges
 from daulat.transfer.uploads import DEFAULT_MAX_AGE

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daulat.auditing import record
+from daulat.audit import record
 from daulat.config import STATE_DIR
 from daulat.crypto import KeyFileError, new_identity
 from daulat.pinning import Pinned, pin_signer

@@ -15,8 +15,7 @@ from daulat.drill import drill_history, run_drill
 from daulat.errors import ConfigError, DaulatError
 from daulat.feedback import human_bytes
 from daulat.interrupts import run
-from daulat.inventory import scan, store_statuses
-from daulat.manifest import Manifest
+from daulat.inventory import Manifest, scan, store_statuses
 from daulat.newkeys import new_keys
 from daulat.policy import check_policies
 from daulat.report import write_report

@@ -20,21 +20,20 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.census.azure_inventory import AzureInventory, is_azure_manifest
 from daulat.census.reports import InventoryError, ReportFiles, open_report
 from daulat.census.s3_inventory import S3Inventory, is_s3_manifest
 from daulat.config import Config
 from daulat.errors import ConfigError, DaulatError
-from daulat.inventory import scan_details
-from daulat.manifest import Manifest, ScanSummary
+from daulat.inventory import Manifest, ScanSummary, scan_details
 from daulat.stores.base import ObjectInfo
 
 __all__ = ["scan_from_inventory"]
 
 # Rows merged into the manifest at a time (as a listed scan does).
 BATCH = 5000
-# daulat's own files (see daulat.inventory._BOOKKEEPING): not part of a census.
+# daulat's own files (see daulat.inventory.scanning._BOOKKEEPING): not part of a census.
 _BOOKKEEPING = re.compile(r"(?:^|/)\.daulat/")
 
 Progress = Callable[[int, int], None]

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from daulat.drill.result import DrillFailed
 from daulat.drill.sample import SampledObject, Stratum
 from daulat.drill.stores import SampledSource, TimedDestination, _Clock
-from daulat.transfer.engine import Endpoint, Kind, Options, transfer
+from daulat.transfer.engine import transfer
 from daulat.transfer.journal import Journal
+from daulat.transfer.model import Endpoint, Kind, Options
 
 # With the default sample, a class whose runs took less than this in all is measured again with
 # more objects from its random order (a momentary stall must not decide the prediction).

@@ -28,7 +28,7 @@ from daulat.plan.model import (
     Workload,
     estimate,
 )
-from daulat.transfer.engine import Endpoint
+from daulat.transfer.model import Endpoint
 
 BOOTSTRAP_REPLICATES = 1000
 MIN_STEADY = 8  # completions inside the full-pool window needed to trust its rate

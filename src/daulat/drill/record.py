@@ -15,8 +15,8 @@ from daulat.config import Config
 from daulat.drill.result import CONFIDENCE, DrillResult
 from daulat.drill.units import _now
 from daulat.state import DatabaseKind, claim, connect, connect_readonly
-from daulat.transfer.engine import Endpoint
 from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
+from daulat.transfer.model import Endpoint
 
 DRILLS_NAME = "drills.sqlite"
 DRILLS_KIND = DatabaseKind(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config
 from daulat.crypto import Recipient, parse_recipients
 from daulat.drill.measure import _measure_classes, _probe_listing
@@ -21,13 +21,13 @@ from daulat.drill.sample import Stratum, _describe_sample, draw_sample, excluded
 from daulat.drill.units import _now
 from daulat.errors import ConfigError, MissingRoot, StoreError
 from daulat.filters import EVERYTHING, Filter
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
-from daulat.transfer.engine import Endpoint, Options
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.locations import location_of
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.model import Endpoint, Options
 from daulat.transfer.names import NameKey
 from daulat.transfer.safety import (
     destination_space,

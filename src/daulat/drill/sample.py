@@ -12,10 +12,10 @@ from pathlib import Path
 from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
-from daulat.manifest import MANIFEST_KIND
+from daulat.inventory.database import MANIFEST_KIND
 from daulat.state import connect_readonly
-from daulat.transfer.engine import Options
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
+from daulat.transfer.model import Options
 
 # Default sample: per class at least MIN_PER_CLASS objects or DEFAULT_FRACTION of the class,
 # and twice the pool's parallelism, so that the pool runs full for a while (a steady state to

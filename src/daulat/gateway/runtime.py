@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from daulat.auditing import record
+from daulat.audit import record
 from daulat.config import Config
 from daulat.gateway.bucket import Bucket
 from daulat.gateway.config import GatewayConfig

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from daulat.audit import AuditLogError
-from daulat.auditing import audit_log
+from daulat.audit import AuditLogError, audit_log
 
 #: The audit operations that change a replica's standing, and the state each one means.
 OPERATIONS = {

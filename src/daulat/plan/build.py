@@ -1,4 +1,10 @@
-"""Making a plan: the latest drill, the census, the model, the limits, the cost."""
+"""Making a plan: the latest drill, the census, the model, the limits, the cost.
+
+Why this module is long: :func:`make_plan` reads in order (drill, census, per-class hours,
+deadline, provider limits, costs, assumptions) and each step is a small private function
+beside it; the data it fills is in :mod:`daulat.plan.model` and the rendering in
+:mod:`daulat.plan.render`, so what remains here is the one computation.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ from daulat.plan.tables import (
     tiered_cost,
 )
 from daulat.state import connect_readonly
-from daulat.transfer.engine import Endpoint
+from daulat.transfer.model import Endpoint
 
 LABEL = "PROJECTION"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from daulat.drill.sample import _BOUNDS, SIZE_CLASSES, size_class_of
 from daulat.errors import ConfigError
-from daulat.manifest import MANIFEST_KIND, MANIFEST_NAME, Manifest
+from daulat.inventory.database import MANIFEST_KIND, MANIFEST_NAME, Manifest
 from daulat.plan.model import Workload
 from daulat.state import connect_readonly
 from daulat.stores.objectstore import LIST_PAGE, PART_SIZE, SINGLE_PUT_MAX

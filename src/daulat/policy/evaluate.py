@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config
 from daulat.errors import ManifestError
 from daulat.policy.context import DrillLookup, _Ctx

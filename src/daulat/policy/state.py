@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daulat.errors import ManifestError
-from daulat.manifest import MANIFEST_KIND, MANIFEST_NAME
+from daulat.inventory.database import MANIFEST_KIND, MANIFEST_NAME
 from daulat.state import DatabaseKind, check_database, private_dir
 from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daulat import __version__
-from daulat.auditing import audit_log
+from daulat.audit import audit_log
 from daulat.config import Config, placement_of
-from daulat.manifest import MANIFEST_NAME, Manifest
+from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.report.marker import JSON_MARKER, REPORT_FORMAT
 from daulat.risk.stores import store_risks
 from daulat.state import connect_readonly, has_tables

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import STATE_DIR, Config
 from daulat.errors import ConfigError, SafetyRefusal
 from daulat.report.data import ReportData, collect

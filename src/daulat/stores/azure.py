@@ -29,8 +29,7 @@ from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.stores.azureblocks import AzureBlocks
 from daulat.stores.base import portable_key_problem
-from daulat.stores.objectstore import ObstoreStore
-from daulat.stores.s3 import RETRY_CONFIG
+from daulat.stores.objectstore import RETRY_CONFIG, ObstoreStore
 from daulat.stores.timeouts import client_options
 
 

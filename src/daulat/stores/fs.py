@@ -46,6 +46,12 @@ the file once it has been read: when its size, mtime, ctime or inode changed (th
 descriptor, or at its path) the read raises :class:`SourceChanged`, a :class:`Transient`
 ("changed while it was read"), so a file rewritten during a copy is read again rather than
 stored torn.
+
+Why this module is long: it is one adapter, :class:`FsStore`, and each of its operations has to
+keep the confinement and reading rules above; the parts that stand alone (descriptor walking in
+:mod:`~daulat.stores.fstree`, temp files in :mod:`~daulat.stores.fstemp`, open files in
+:mod:`~daulat.stores.fsio`) are already elsewhere. Splitting the class further would spread one
+set of invariants over several files.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import obstore
@@ -55,6 +56,21 @@ PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1 * MiB
 LIST_PAGE = 1000
 METADATA_PREFIX = "daulat_"  # Azure metadata names must be C# identifiers: no hyphens
+
+# obstore retries a failed request itself (cheap: a multipart part is retried alone), but only
+# briefly: persistent throttling must reach daulat's retry layer, which backs off per object and
+# lowers the concurrency (obstore's default, 10 retries over 3 minutes, hides it entirely).
+# ``retry_timeout`` also ends retries of a request that timed out once: a silent endpoint fails
+# after one request timeout, not three. The S3 and Azure stores both pass it to obstore.
+RETRY_CONFIG: dict[str, Any] = {
+    "max_retries": 2,
+    "retry_timeout": timedelta(seconds=30),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=50),
+        "max_backoff": timedelta(seconds=1),
+        "base": 2,
+    },
+}
 
 
 class ObstoreStore:

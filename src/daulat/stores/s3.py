@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 from obstore.store import S3Store
@@ -20,32 +19,16 @@ from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.providers import load_catalogue
 from daulat.stores.base import Store
-from daulat.stores.objectstore import ObstoreStore
+from daulat.stores.objectstore import RETRY_CONFIG, ObstoreStore
 from daulat.stores.s3creds import CredentialChain, proxy_options
+from daulat.stores.s3raw import FallbackS3Store, S3Raw
 from daulat.stores.timeouts import client_options
-
-# obstore retries a failed request itself (cheap: a multipart part is retried alone), but only
-# briefly: persistent throttling must reach daulat's retry layer, which backs off per object and
-# lowers the concurrency (obstore's default, 10 retries over 3 minutes, hides it entirely).
-# ``retry_timeout`` also ends retries of a request that timed out once: a silent endpoint fails
-# after one request timeout, not three.
-RETRY_CONFIG: dict[str, Any] = {
-    "max_retries": 2,
-    "retry_timeout": timedelta(seconds=30),
-    "backoff": {
-        "init_backoff": timedelta(milliseconds=50),
-        "max_backoff": timedelta(seconds=1),
-        "base": 2,
-    },
-}
 
 
 def open_s3(cfg: StoreConfig, env: Mapping[str, str] | None = None) -> Store:
     """The S3 store: obstore for ordinary requests, S3Raw (botocore) for listings, streamed
     uploads and the keys obstore cannot address faithfully (see :mod:`daulat.stores.s3raw`),
     both signing with one credential chain."""
-    from daulat.stores.s3raw import FallbackS3Store, S3Raw
-
     chain = CredentialChain.for_store(cfg, env)
     fast = open_s3_obstore(cfg, env, chain=chain)
     return FallbackS3Store(fast, S3Raw.from_config(cfg, env, chain=chain))

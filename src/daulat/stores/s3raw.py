@@ -1824,6 +1824,17 @@ class FallbackS3Store:
         await self.raw.close()
 
     # -------------------------------------------------------------- beyond the protocol
+    # (the abilities of daulat.stores.abilities: UploadCleanup, ServerSideCopy)
+
+    def list_multipart_uploads(
+        self, prefix: str = ""
+    ) -> AsyncIterator[builtins.list[MultipartUpload]]:
+        """See :meth:`S3Raw.list_multipart_uploads` (``list`` here is this class's method)."""
+        return self.raw.list_multipart_uploads(prefix)
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        """See :meth:`S3Raw.abort_multipart_upload`."""
+        await self.raw.abort_multipart_upload(key, upload_id)
 
     def can_copy_from(self, source: Store) -> bool:
         """Whether :meth:`copy_from` works from ``source`` (same endpoint and credentials)."""

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from daulat.address import parse_address
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.config import Config, placement_of
 from daulat.crypto import Identity, parse_recipients
 from daulat.errors import AccessDenied, ConfigError, DaulatError, PlaintextOverCiphertext
@@ -28,10 +28,11 @@ from daulat.stores import open_store
 from daulat.transfer.above import evidence_above
 from daulat.transfer.adoption import proof_key
 from daulat.transfer.dstlock import lock_destination, release
-from daulat.transfer.engine import Endpoint, Kind, Options, Progress, Summary, transfer
+from daulat.transfer.engine import Progress, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.keepout import OwnState, refuse_inside_state
 from daulat.transfer.locations import Location, location_of
+from daulat.transfer.model import Endpoint, Kind, Options, Summary
 from daulat.transfer.names import (
     existing_name_key,
     has_protected_names,
@@ -47,7 +48,7 @@ from daulat.transfer.safety import (
 )
 
 if TYPE_CHECKING:
-    from daulat.verify import VerifyReport
+    from daulat.transfer.verify import VerifyReport
 
 __all__ = [
     "Endpoint",
@@ -146,7 +147,7 @@ async def run_transfer(
     identities: Sequence[Identity] = (),
 ) -> Summary:
     """Run one transfer between configured stores, recorded in the audit log however it ends
-    (see :mod:`daulat.auditing`).
+    (see :mod:`daulat.audit.recording`).
 
     The destination store's ``encrypt_to`` and ``encrypt_names`` apply unless ``options`` says
     otherwise. ``identities`` recover the destination's name key when this machine lacks it.
@@ -382,7 +383,7 @@ async def run_verify(
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
 ) -> VerifyReport:
-    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.verify`), audited.
+    """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.transfer.verify`), audited.
 
     ``filter`` selects the objects checked, by key relative to each side's prefix."""
     details: dict[str, object] = {"src": src_spec, "dst": dst_spec, "full": full}
@@ -430,7 +431,7 @@ async def _run_verify(
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
 ) -> VerifyReport:
-    from daulat.verify import verify
+    from daulat.transfer.verify import verify
 
     src = open_endpoint(config, src_spec)
     dst = open_endpoint(config, dst_spec)

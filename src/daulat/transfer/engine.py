@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import signal
@@ -52,18 +51,14 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from daulat import interrupts
-from daulat.address import normalise_prefix
 from daulat.crypto import (
     INLINE_LIMIT,
     NO_MATCHING_IDENTITY,
     DecryptError,
-    Identity,
-    Recipient,
     decrypt_bytes,
     decrypt_stream,
     encrypt_bytes,
@@ -75,28 +70,41 @@ from daulat.errors import (
     IntegrityError,
     Interrupted,
     InvalidKey,
-    MissingRoot,
     NotFound,
     SafetyRefusal,
     SourceChanged,
     StoreError,
     Transient,
 )
-from daulat.filters import EVERYTHING, Filter
+from daulat.filters import EVERYTHING
 from daulat.signing import PublicKey, existing_local_key
-from daulat.stores.base import ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.abilities import ServerSideCopy, server_side_copy, upload_cleanup
+from daulat.stores.base import ObjectReader, OnUpload, PutResult
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.resumable import unwrap_resumable
-from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
-from daulat.transfer.keepout import KeepOut, OwnState
+from daulat.transfer.keepout import KeepOut
 from daulat.transfer.listed import capped, check_served_size
-from daulat.transfer.manifests import DST_MANIFEST_PREFIX, ProvenanceError, WrongIdentity
+
+# The transfer's model and the listings moved out of this module (daulat.transfer.model,
+# daulat.transfer.listings); imported "as" themselves so that they stay importable from here.
+from daulat.transfer.listings import list_destination as list_destination
+from daulat.transfer.listings import list_into as list_into
+from daulat.transfer.manifests import ProvenanceError, WrongIdentity
 from daulat.transfer.markers import marker_note, set_aside_folder_markers
-from daulat.transfer.names import NameKey, has_protected_names
+from daulat.transfer.model import VERIFIED_BY_CONTENT as VERIFIED_BY_CONTENT
+from daulat.transfer.model import VERIFIED_BY_LISTING as VERIFIED_BY_LISTING
+from daulat.transfer.model import VERIFIED_BY_RESTORE as VERIFIED_BY_RESTORE
+from daulat.transfer.model import Endpoint as Endpoint
+from daulat.transfer.model import Kind as Kind
+from daulat.transfer.model import MiB as MiB
+from daulat.transfer.model import Options as Options
+from daulat.transfer.model import Summary as Summary
+from daulat.transfer.model import pair_id as pair_id
+from daulat.transfer.names import has_protected_names
 from daulat.transfer.onward import (
     Carry,
     carry_origin,
@@ -105,7 +113,6 @@ from daulat.transfer.onward import (
     find_origin,
 )
 from daulat.transfer.proof import (
-    ManifestSigning,
     check_chain_before_writing,
     drop_nested_bookkeeping,
     load_restore_manifest,
@@ -114,10 +121,8 @@ from daulat.transfer.proof import (
     write_run_manifest,
 )
 from daulat.transfer.resume import Resumer
-from daulat.transfer.retry import AdaptiveLimiter, RetryingStore, RetryPolicy
+from daulat.transfer.retry import AdaptiveLimiter
 from daulat.transfer.safety import (
-    DEFAULT_MAX_DELETE,
-    DeleteLimit,
     PlannedChanges,
     count_deletions,
     empty_source,
@@ -126,9 +131,9 @@ from daulat.transfer.safety import (
     refusal_or_raise,
     too_many_deletions,
 )
-from daulat.transfer.uploads import DEFAULT_MAX_AGE, UploadLedger
+from daulat.transfer.uploads import UploadLedger
+from daulat.transfer.verify import check_listed
 
-MiB = 1024 * 1024
 SMALL_OBJECT = 8 * MiB
 # What one streamed object can hold at once: read chunks plus the parts being uploaded
 # (obstore buffers PART_SIZE per part in flight, plus the one being filled).
@@ -173,91 +178,6 @@ class Runner(Protocol):
     async def __call__(self, executor: Executor) -> None: ...
 
 
-class Kind(StrEnum):
-    COPY = "copy"
-    SYNC = "sync"
-    EXIT = "exit"
-    RESTORE = "restore"
-
-    @property
-    def verifies(self) -> bool:
-        """Exit and restore verify every object and write a manifest at the destination."""
-        return self in (Kind.EXIT, Kind.RESTORE)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A store and a key prefix within it (empty, or ending in '/')."""
-
-    store: Store
-    prefix: str = ""
-    label: str = ""  # how the user named it, e.g. "kpu:pemilu-2024/"
-    describe: dict[str, str | None] = field(default_factory=dict)  # provider, region, country
-
-    @staticmethod
-    def normalise(prefix: str) -> str:
-        """``prefix`` ending in '/' (or empty); :class:`ConfigError` for ``..`` and the like
-        (see :mod:`daulat.address`)."""
-        return normalise_prefix(prefix)
-
-
-@dataclass
-class Options:
-    concurrency: int = 64
-    max_bytes_in_flight: int = 256 * MiB
-    bwlimit: float | None = None  # bytes per second, whole run
-    dry_run: bool = False
-    delete: bool = False  # sync: remove destination objects the source does not have
-    force: bool = False  # copy even what the journal says is done
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    encrypt_to: Sequence[Recipient] = ()  # write age ciphertext readable only by these keys
-    decrypt_with: Sequence[Identity] = ()  # read age ciphertext (restore)
-    encrypt_names: bool = False  # store objects under keyed hashes of their names
-    # The destination's name key (see daulat.transfer.names); required with encrypt_names.
-    name_key: NameKey | None = field(default=None, repr=False)
-    # Safety (see daulat.transfer.safety): what the run refuses unless told otherwise.
-    allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
-    allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext
-    reencrypt: bool = False  # ciphertext to other recipients than the destination's last run
-    max_delete: DeleteLimit = DEFAULT_MAX_DELETE  # sync --delete: a count or a share
-    # Stores that reach the destination's key space, by name → root path in that space, so
-    # earlier encrypted writes under another name count (safety.destination_space).
-    store_paths: Mapping[str, str] = field(default_factory=dict)
-    # Dry run: called once with what the run would copy and delete (streamed from SQLite).
-    on_plan: Callable[[PlannedChanges], None] | None = field(default=None, repr=False)
-    # Manifests: the key that signs them (None: the state directory's own key, beside the
-    # journal), the pinned keys whose manifests are believed, identities to read an encrypted
-    # destination's earlier manifest, and what a restore may accept without proof.
-    signing: ManifestSigning = field(default_factory=ManifestSigning)
-    # The customer's proof key (daulat.transfer.adoption.proof_key): objects written carry a MAC
-    # under it, and a re-run adopts complete objects whose MAC verifies. None: neither.
-    proof_key: bytes | None = field(default=None, repr=False)
-    # Multipart uploads the journal does not know (lost state) are aborted only when older
-    # than this and on keys the run writes (see daulat.transfer.uploads); None: never.
-    abort_uploads_older_than: dt.timedelta | None = DEFAULT_MAX_AGE
-    # Filters (daulat.filters): the run sees only the source objects they select, and
-    # sync --delete deletes only destination objects they select. Not part of codec_tag.
-    filter: Filter = EVERYTHING
-    # Runs the plan somewhere else (``--engine ray``, :mod:`daulat.scale`): given the run's
-    # executor, it sends the planned objects out and commits what comes back through it. None:
-    # this process's own workers.
-    runner: Runner | None = field(default=None, repr=False)
-    # Where the running configuration's state directory lies inside either endpoint (found by
-    # real path, daulat.transfer.keepout): never listed, written or deleted there.
-    own_state: OwnState | None = None
-
-    @property
-    def codec_tag(self) -> str:
-        """Part of the journal's pair id: changing keys or direction means copying anew."""
-        if self.encrypt_to:
-            keys = ",".join(sorted(str(r) for r in self.encrypt_to))
-            names = "+names" if self.encrypt_names else ""
-            return f" [age:{hashlib.sha256(keys.encode()).hexdigest()[:16]}{names}]"
-        if self.decrypt_with:
-            return " [decrypt]"
-        return ""
-
-
 @dataclass
 class Progress:
     """Live counters, for a progress display.
@@ -282,13 +202,6 @@ class Progress:
         """Bytes of the plan handled so far, including those of objects in flight."""
         return self.done_bytes + self.in_flight_bytes
 
-
-# What "verified" means, said by every summary and verify report (``verified_by``). The listing
-# form trusts the destination's listing to show what was written: an object the provider
-# replaced with the same size (and ETag) passes it; reading the content back is --full.
-VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
-VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
-VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 
 # Seconds an interrupted ``sync --delete`` waits for the deletions it has sent to be answered.
 DELETE_SETTLE_S = 10.0
@@ -331,147 +244,6 @@ class DeletedKeys:
         }
 
 
-@dataclass
-class Summary:
-    kind: str
-    src: str
-    dst: str
-    run_id: int
-    source_objects: int = 0
-    source_bytes: int = 0
-    planned_objects: int = 0
-    planned_bytes: int = 0
-    copied_objects: int = 0
-    copied_bytes: int = 0
-    skipped_objects: int = 0
-    adopted_objects: int = 0  # found complete at the destination by proof; counted as skipped
-    deleted_objects: int = 0
-    # sync --delete: deletions planned but not done (the run stopped, or copies failed first).
-    left_deletions: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    verified_objects: int | None = None
-    unverified: list[tuple[str, str]] = field(default_factory=list)
-    left_objects: int = 0
-    left_bytes: int = 0
-    retries: int = 0
-    throttled: int = 0
-    duration_s: float = 0.0
-    stopped: str | None = None  # why the run stopped early (a permanent refusal)
-    dry_run: bool = False
-    manifest_key: str | None = None
-    encrypted: bool = False
-    names_protected: bool = False
-    checked_against_manifest: str | None = None  # restore: the source manifest used
-    provenance: str | None = None  # restore: who signed that manifest, or why it is not proven
-    notes: list[str] = field(default_factory=list)  # said once, after the summary
-    # Restore: objects at the source that its manifest does not list (not restored), and those
-    # restored anyway with --allow-unproven.
-    unproven: list[tuple[str, str]] = field(default_factory=list)
-    unproven_restored: list[str] = field(default_factory=list)
-    # Restore of protected names: the stored name (keyed hash) of each object reported above
-    # by its real name (JSON: a ``stored_as`` field in its entry).
-    stored_as: dict[str, str] = field(default_factory=dict)
-    manifest_error: str | None = None  # the destination manifest could not be written
-    aborted_uploads: int = 0  # multipart uploads a killed or stopped run had left behind
-    # Large objects continued inside (daulat.transfer.resume): uploads an earlier attempt left,
-    # the bytes found at the destination, checked and not sent again, parts found there that
-    # did not match (sent again), and uploads the provider had dropped (begun afresh).
-    resumed_uploads: int = 0
-    resumed_bytes: int = 0
-    replaced_parts: int = 0
-    restarted_uploads: int = 0
-    server_side_copy: bool = False
-    refusal: str | None = None  # dry run: why the real run would be refused
-    interrupted: str | None = None  # the signal that stopped the run ("SIGINT"), if one did
-    # sync --delete: the keys deleted (relative to the destination prefix), bounded; see
-    # DeletedKeys.to_json.
-    deleted: dict[str, object] | None = None
-    # Filters: their rules (None: none given) and the source objects they left out, which
-    # the other counts (source_objects, verified_objects, ...) do not include.
-    filter: list[str] | None = None
-    excluded_objects: int = 0
-    excluded_bytes: int = 0
-    # False until the run has listed both sides and planned: stopped or interrupted before,
-    # how much remains is unknown (``left_*`` are then null in JSON), and ``listed_*`` count
-    # what the source listing had given so far.
-    remaining_known: bool = True
-    listed_objects: int = 0
-    listed_bytes: int = 0
-    # Kept out of the copy (daulat.transfer.keepout): daulat state directories in the source
-    # (their relative prefixes), and objects under the source's top-level .daulat/, daulat's
-    # reserved namespace at every destination (the first keys; not copied: the run is not ok).
-    skipped_state_objects: int = 0
-    skipped_state_bytes: int = 0
-    skipped_state: list[str] = field(default_factory=list)
-    reserved_objects: int = 0
-    reserved_bytes: int = 0
-    reserved: list[str] = field(default_factory=list)
-
-    @property
-    def verified_by(self) -> str:
-        """What this run checked of the objects it counts as copied, skipped or verified."""
-        if self.kind == Kind.RESTORE:
-            return VERIFIED_BY_RESTORE + (
-                " against the source manifest" if self.checked_against_manifest else ""
-            )
-        return VERIFIED_BY_LISTING
-
-    @property
-    def throughput_bps(self) -> float:
-        return self.copied_bytes / self.duration_s if self.duration_s > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed, was refused or is left, and (for exit) all is verified."""
-        if self.interrupted:
-            return False
-        if self.dry_run:
-            return self.stopped is None and self.refusal is None
-        if (
-            self.stopped
-            or self.failed
-            or self.refused
-            or self.left_objects
-            or self.left_deletions
-            or self.unverified
-            or self.manifest_error
-            or self.unproven
-            or self.reserved_objects
-        ):
-            return False
-        return not Kind(self.kind).verifies or (
-            self.verified_objects is not None
-            and self.verified_objects + len(self.unproven_restored) == self.source_objects
-        )
-
-    def to_json(self) -> dict[str, object]:
-        d = dict(self.__dict__)
-        d["throughput_bytes_per_s"] = round(self.throughput_bps, 1)
-        d["ok"] = self.ok
-        d["verified_by"] = self.verified_by
-        if not self.remaining_known:
-            d["left_objects"] = d["left_bytes"] = None
-        stored = d.pop("stored_as")
-
-        def entry(k: str, r: str) -> dict[str, str]:
-            e = {"key": k, "reason": r}
-            if k in stored:
-                e["stored_as"] = stored[k]
-            return e
-
-        d["failed"] = [entry(k, r) for k, r in self.failed]
-        d["refused"] = [entry(k, r) for k, r in self.refused]
-        d["unverified"] = [entry(k, r) for k, r in self.unverified]
-        d["unproven"] = [{"key": k, "reason": r} for k, r in self.unproven]
-        return d
-
-
-def pair_id(src: Endpoint, dst: Endpoint, codec_tag: str = "") -> str:
-    # No filter in it: see the module docstring ("Filters").
-    return f"{src.store.name}:{src.prefix} -> {dst.store.name}:{dst.prefix}{codec_tag}"
-
-
 class ByteBudget:
     """Caps the bytes held by objects in flight."""
 
@@ -512,78 +284,6 @@ class RateLimit:
                     self._tokens -= n
                     return
                 await asyncio.sleep((min(n, self.rate) - self._tokens) / self.rate)
-
-
-async def list_into(
-    journal: Journal,
-    table: str,
-    endpoint: Endpoint,
-    *,
-    exclude: str = "",
-    retry: RetryPolicy | None = None,
-    names: Callable[[str], str] | None = None,
-    filter: Filter = EVERYTHING,
-    keep_excluded: bool = False,
-    keep_out: KeepOut | None = None,
-) -> tuple[int, int]:
-    """Stream a listing of ``endpoint`` into temp table ``table`` with prefix-relative keys;
-    ``names`` gives each key's destination key (protected names). ``keep_out`` leaves out (and
-    counts) daulat's state and reserved objects (:mod:`daulat.transfer.keepout`).
-
-    ``filter`` leaves out the objects it does not select (by prefix-relative key), batch by
-    batch; with ``keep_excluded`` they stay in the table and are only counted. Returns the
-    (objects, bytes) it did not select.
-    """
-    journal.new_listing(table)
-    store = RetryingStore(endpoint.store, retry)
-    active = filter.active
-    excluded = excluded_bytes = 0
-    async for batch in store.list(endpoint.prefix):
-        rel = len(endpoint.prefix)
-        keep = [o for o in batch if not (exclude and o.key[rel:].startswith(exclude))]
-        if keep_out is not None:
-            keep = [o for o in keep if keep_out.admit(o.key[rel:], o.size)]
-        if active:
-            selected = [o for o in keep if filter.matches(o.key[rel:])]
-            if len(selected) != len(keep):
-                excluded += len(keep) - len(selected)
-                excluded_bytes += sum(o.size for o in keep) - sum(o.size for o in selected)
-                if not keep_excluded:
-                    keep = selected
-        if keep:
-            journal.add_to_listing(table, endpoint.prefix, keep, names)
-    return excluded, excluded_bytes
-
-
-async def list_destination(
-    journal: Journal,
-    dst: Endpoint,
-    *,
-    retry: RetryPolicy | None = None,
-    filter: Filter = EVERYTHING,
-    own_state: str | None = None,
-) -> int:
-    """List ``dst`` into temp table ``dst``; a directory that does not exist yet is empty.
-    Its ``.daulat/`` and any daulat state directory in it (``own_state``: the running one's
-    prefix there) are not listed, so nothing there is ever deleted or counted.
-
-    The table holds every object; returns how many of them ``filter`` does not select."""
-    try:
-        excluded, _ = await list_into(
-            journal,
-            "dst",
-            dst,
-            exclude=DST_MANIFEST_PREFIX,
-            retry=retry,
-            filter=filter,
-            keep_excluded=True,
-            keep_out=KeepOut(own_state, destination=True),
-        )
-    except MissingRoot:
-        # Its first put creates it. (A missing *source* stays an error.)
-        journal.new_listing("dst")
-        return 0
-    return excluded
 
 
 async def transfer(
@@ -794,7 +494,7 @@ async def _run(
             f"{dst.label or dst.store.name}:{dst.prefix}{carry.origin.carried_as}"
         )
 
-    dst_s3 = unwrap_fallback(dst.store)
+    dst_s3 = upload_cleanup(dst.store)
     ledger = UploadLedger(journal, dst_s3, summary.run_id) if dst_s3 is not None else None
     if ledger is not None:
         # Parts of uploads that a killed (or stopped) run began are stored, billed and never
@@ -1024,8 +724,8 @@ class _Executor:
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
-        src_s3, dst_s3 = unwrap_fallback(src.store), unwrap_fallback(dst.store)
-        self.server_copy: tuple[FallbackS3Store, FallbackS3Store] | None = None
+        src_s3, dst_s3 = server_side_copy(src.store), server_side_copy(dst.store)
+        self.server_copy: tuple[ServerSideCopy, ServerSideCopy] | None = None
         if (
             src_s3 is not None
             and dst_s3 is not None
@@ -1513,12 +1213,11 @@ async def verify_listed(
     whole: bool = True,
     own_state: str | None = None,
 ) -> None:
-    """Verify the run's objects against a fresh destination listing (see :mod:`daulat.verify`).
+    """Verify the run's objects against a fresh destination listing (see
+    :mod:`daulat.transfer.verify`).
 
     ``whole``: the source listing is the pair's whole source (no filters), so the check counts
     as a verification of the pair. ``own_state``: see :func:`list_destination`."""
-    from daulat.verify import check_listed
-
     await list_destination(journal, dst, own_state=own_state)
     report = check_listed(journal, pair, run_id=summary.run_id, whole=whole)
     summary.verified_objects = report.verified

@@ -123,8 +123,8 @@ from daulat.signing import (
 )
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint
     from daulat.transfer.journal import Journal
+    from daulat.transfer.model import Endpoint
 
 MiB = 1024 * 1024
 DST_MANIFEST_PREFIX = ".daulat/"

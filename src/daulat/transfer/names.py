@@ -53,7 +53,7 @@ from daulat.state import private_dir
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint
+    from daulat.transfer.model import Endpoint
 
 __all__ = [
     "NAME_KEY_OBJECT",

@@ -63,7 +63,7 @@ from daulat.transfer.provenance import choose_manifest, get_head, location
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint, Summary
+    from daulat.transfer.model import Endpoint, Summary
 
 #: Where an onward copy keeps the manifests it carries, relative to its prefix.
 ORIGIN_DIR = DST_MANIFEST_PREFIX + "origin/"

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from daulat.audit import AuditLogError
-from daulat.auditing import audit_log
+from daulat.audit import AuditLogError, audit_log
 from daulat.crypto import Identity, Recipient
 from daulat.signing import PublicKey, SigningKey, existing_local_key, local_signing_key
 from daulat.transfer.journal import Journal
@@ -46,7 +45,7 @@ from daulat.transfer.provenance import (
 from daulat.transfer.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint, Summary
+    from daulat.transfer.model import Endpoint, Summary
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ Local tables (created on first use, in the journal database):
 ``pair_sources``
     the source description (store, prefix, provider, region, country) of each pair, for the
     entries of other pairs into the same location.
+
+Why this module is long: choosing the manifest to believe and writing the next one are two
+halves of one chain (``seq``, ``prev``, the local head), and each must see exactly what the
+other records; kept together, the rules that make a replay or a withheld manifest visible are
+read in one place.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from daulat.transfer.manifests import (
 )
 
 if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint
+    from daulat.transfer.model import Endpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest_heads (

@@ -31,6 +31,11 @@ anything when
 
 Each check but the last has an override that the message names (``--allow-empty-source``,
 ``--max-delete``, ``--allow-plaintext``).
+
+Why this module is long: it is the one list of refusals, each with the evidence it gathers.
+About a third is the search for daulat's ciphertext at a destination (the journal, manifests,
+name keys, metadata, prefixes above and below); if it grows further, that search is the part to
+move into a module of its own, leaving here the checks and their messages.
 """
 
 from __future__ import annotations
@@ -38,13 +43,10 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from daulat.config import Config
 from daulat.errors import (
-    ConfigError,
     EmptySource,
     FilterOnProtectedNames,
     OverlappingLocations,
@@ -56,15 +58,18 @@ from daulat.errors import (
 from daulat.transfer.journal import Journal
 from daulat.transfer.locations import Location, location_of, overlaps, same_space
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, latest_manifest
+
+# DeleteLimit and its default are part of a run's Options (daulat.transfer.model); importable
+# from here as before.
+from daulat.transfer.model import DEFAULT_MAX_DELETE as DEFAULT_MAX_DELETE
+from daulat.transfer.model import DeleteLimit as DeleteLimit
+from daulat.transfer.model import Endpoint, Kind, Options
 from daulat.transfer.names import (
     NAME_KEY_OBJECT,
     has_protected_names,
     local_key_path,
     stored_names_evidence,
 )
-
-if TYPE_CHECKING:
-    from daulat.transfer.engine import Endpoint, Kind, Options
 
 __all__ = [
     "DEFAULT_MAX_DELETE",
@@ -96,48 +101,6 @@ _PAIR = re.compile(
 # --------------------------------------------------------------------------- --max-delete
 
 
-@dataclass(frozen=True)
-class DeleteLimit:
-    """How much ``sync --delete`` may delete: a count, or a share (percent) of the destination's
-    objects."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> DeleteLimit:
-        """``"N"`` or ``"N%"``; :class:`ConfigError` otherwise."""
-        t = text.strip()
-        try:
-            if t.endswith("%"):
-                value = float(t[:-1])
-                if not 0 <= value <= 100:
-                    raise ValueError
-                return cls(percent=value)
-            n = int(t)
-            if n < 0:
-                raise ValueError
-            return cls(count=n)
-        except ValueError:
-            raise ConfigError(
-                f"--max-delete {text!r}: expected a count such as 100 or a share of the "
-                "destination's objects such as 50%"
-            ) from None
-
-    def allowed(self, destination_objects: int) -> int:
-        """The most deletions allowed in a destination of ``destination_objects`` objects."""
-        if self.count is not None:
-            return self.count
-        assert self.percent is not None
-        return int(destination_objects * self.percent / 100)
-
-    def __str__(self) -> str:
-        if self.count is not None:
-            return str(self.count)
-        return f"{self.percent:g}%"
-
-
-DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
 
 
 def count_deletions(journal: Journal, pair: str, keep: Callable[[str], bool] | None = None) -> int:
@@ -176,8 +139,6 @@ def empty_source(
 ) -> EmptySource | None:
     """``exit`` or ``sync --delete`` from a source that listed no objects, or none that the
     filters select (``excluded``: how many they left out)."""
-    from daulat.transfer.engine import Kind
-
     if opts.allow_empty_source:
         return None
     if kind == Kind.EXIT:
@@ -286,8 +247,6 @@ async def plaintext_over_ciphertext(
     :mod:`daulat.transfer.onward`), so objects marked ``encryption: age`` are no evidence
     against it; its manifest is plain, so the journal and the newest manifest still are.
     ``hashed_names``: the names it writes are that replica's protected names."""
-    from daulat.transfer.engine import Kind
-
     if opts.allow_plaintext:
         return None
     if not opts.encrypt_to:
@@ -353,8 +312,6 @@ def ciphertext_refusal(
 
 def names_in_clear(kind: Kind | str, dst: Endpoint, evidence: str) -> PlaintextOverCiphertext:
     """The refusal of a run that would write real names where names are protected."""
-    from daulat.transfer.engine import Kind
-
     what = kind if isinstance(kind, str) else kind.value
     fix = (
         "pass --allow-plaintext to write decrypted objects there anyway"
@@ -481,8 +438,6 @@ def _journal_evidence(m: re.Match[str]) -> str:
 
 def _above(dst: Endpoint) -> list[Endpoint]:
     """``dst`` and every prefix above it up to its store's root, nearest first."""
-    from daulat.transfer.engine import Endpoint
-
     parts = dst.prefix.rstrip("/").split("/") if dst.prefix else []
     return [dst] + [
         Endpoint(dst.store, "".join(f"{p}/" for p in parts[:n]), label=dst.store.name)

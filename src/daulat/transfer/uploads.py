@@ -21,7 +21,7 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from daulat.errors import AccessDenied, StoreError
-from daulat.stores.s3raw import FallbackS3Store
+from daulat.stores.abilities import UploadCleanup
 from daulat.transfer.journal import Journal
 
 DEFAULT_MAX_AGE = dt.timedelta(days=7)
@@ -30,7 +30,7 @@ DEFAULT_MAX_AGE = dt.timedelta(days=7)
 class UploadLedger:
     """The journal's records of one run's multipart uploads at one destination store."""
 
-    def __init__(self, journal: Journal, store: FallbackS3Store, run_id: int) -> None:
+    def __init__(self, journal: Journal, store: UploadCleanup, run_id: int) -> None:
         self.journal = journal
         self.store = store
         self.run_id = run_id
@@ -39,7 +39,7 @@ class UploadLedger:
     def started(self, key: str, upload_id: str) -> None:
         """``on_upload`` of a put: committed to the journal before the first part is sent."""
         self.journal.record_upload(
-            self.location, key, upload_id, self.run_id, self.store.raw.part_size
+            self.location, key, upload_id, self.run_id, self.store.part_size
         )
 
     def finished(self, key: str, upload_id: str) -> None:
@@ -50,7 +50,7 @@ class UploadLedger:
         """The put failed. The store aborts its upload itself; make sure, and forget it only
         once it is gone (a failed abort stays recorded for the next run)."""
         with contextlib.suppress(StoreError):
-            await self.store.raw.abort_multipart_upload(key, upload_id)
+            await self.store.abort_multipart_upload(key, upload_id)
             self.journal.forget_upload(self.location, key, upload_id)
 
     async def clean_up(
@@ -86,7 +86,7 @@ class UploadLedger:
         now = dt.datetime.now(dt.UTC)
         stale: list[tuple[str, str]] = []
         try:
-            async for batch in self.store.raw.list_multipart_uploads(prefix):
+            async for batch in self.store.list_multipart_uploads(prefix):
                 for upload in batch:
                     if (upload.key, upload.upload_id) in known:
                         continue
@@ -99,14 +99,14 @@ class UploadLedger:
         except StoreError:
             return aborted  # a server without ListMultipartUploads: nothing to find
         for key, upload_id in stale:
-            await call(functools.partial(self.store.raw.abort_multipart_upload, key, upload_id))
+            await call(functools.partial(self.store.abort_multipart_upload, key, upload_id))
             aborted += 1
         return aborted
 
 
 async def abort_recorded(
     journal: Journal,
-    store: FallbackS3Store,
+    store: UploadCleanup,
     call: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]],
     *,
     except_run: int | None = None,
@@ -123,7 +123,7 @@ async def abort_recorded(
         if journal.run_is_live(run) or (key, upload_id) in keep:
             continue
         if not dry_run:
-            await call(functools.partial(store.raw.abort_multipart_upload, key, upload_id))
+            await call(functools.partial(store.abort_multipart_upload, key, upload_id))
             journal.forget_upload(store.location, key, upload_id)
         aborted += 1
     return aborted

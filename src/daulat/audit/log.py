@@ -68,6 +68,13 @@ only long enough to read the file size: bytes before that offset never change
 in an append-only file, so they read a consistent snapshot without holding up
 writers.  ``flock`` is advisory and unreliable on some network filesystems;
 keep the log on a local disk.
+
+Why this module is long
+-----------------------
+One file format with its writer and its verifier: some eighty lines are this docstring,
+and most of the rest is :class:`_ChainChecker`, which has to name every way a log can be
+damaged in plain words. Writer and verifier share the canonical form and the line parsing, and
+must never drift apart; they stay in one module.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scan stores into the manifest."""
+"""Scan stores into the inventory database (:mod:`daulat.inventory.database`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from daulat.address import store_only
-from daulat.auditing import audited
+from daulat.audit import audited
 from daulat.census.sharded import DEFAULT_SHARDS, sharded_list
 from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
 from daulat.filters import EVERYTHING, Filter
-from daulat.manifest import Manifest, ScanSummary
+from daulat.inventory.database import Manifest, ScanSummary
 from daulat.storenotes import store_notes
 from daulat.stores import ObjectInfo, Store, open_store
 
@@ -47,7 +47,7 @@ async def scan_store(
     :mod:`daulat.census.sharded`; 1: one listing), with the same result.
 
     ``filter`` (keys relative to the store's root) records only the objects it selects and
-    marks nothing removed (see :mod:`daulat.manifest`).
+    marks nothing removed (see :mod:`daulat.inventory.database`).
     """
     scan_id = manifest.begin_scan(store.name)
     objects = size = 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit import AuditEntry, AuditLog, AuditLogError, Checkpoint
+from daulat.audit.log import AuditEntry, AuditLog, AuditLogError, Checkpoint
 from daulat.errors import DaulatError, Interrupted, StateError
 from daulat.state import private_dir
 

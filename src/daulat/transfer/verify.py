@@ -46,17 +46,12 @@ from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
-from daulat.transfer.engine import (
-    VERIFIED_BY_CONTENT,
-    VERIFIED_BY_LISTING,
-    Endpoint,
-    list_into,
-    pair_id,
-)
 from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.keepout import KeepOut, OwnState
+from daulat.transfer.listings import list_into
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.markers import set_aside_folder_markers
+from daulat.transfer.model import VERIFIED_BY_CONTENT, VERIFIED_BY_LISTING, Endpoint, pair_id
 from daulat.transfer.names import NameKey
 from daulat.transfer.onward import holds_onward_copies
 from daulat.transfer.proof import check_destination
