@@ -618,3 +618,90 @@ def test_demo_reads_through_the_gateway(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli(["stores", "--json", "--config", str(tour / "daulat.toml")]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["kpu-primary"]["gateway"]["state"] == "revoked"
+
+
+_CLIENTS = """
+import hashlib, json, sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+from botocore.config import Config
+endpoint, key_id, secret, jobs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}, max_pool_connections=len(jobs),
+                                retries={"max_attempts": 1}, read_timeout=120))
+def get(job):
+    key, rng = job
+    extra = {"Range": rng} if rng else {}
+    return hashlib.sha256(s3.get_object(Bucket="pemilu", Key=key, **extra)["Body"].read()).hexdigest()
+with ThreadPoolExecutor(len(jobs)) as pool:
+    print(json.dumps(list(pool.map(get, jobs))))
+"""
+
+
+def test_concurrent_reads_wait_for_the_read_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 concurrent GETs (whole objects, ranges, small objects) through a gateway whose read
+    budget is 8 MiB: every byte is right, reads waited for the budget (24 streaming reads
+    would hold about 48 MiB), what they held never exceeded it and all of it was given back.
+    The gateway runs in this process so that its budget can be read."""
+    import asyncio
+
+    from daulat.config import load_config
+    from daulat.gateway.config import gateway_config
+    from daulat.gateway.runtime import Runtime
+    from daulat.gateway.server import serve
+
+    budget_bytes = 8 * MiB
+    objects = {f"big/{i}": os.urandom(12 * MiB + 1000 * i) for i in range(4)}
+    objects.update({f"small/{i}": os.urandom(64 * 1024) for i in range(4)})
+    _fill(tmp_path / "prim", objects)
+    stores = [fs_store_config(tmp_path / "prim", "prim"), fs_store_config(tmp_path / "rep", "rep")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}, f"read_buffers = {budget_bytes}"))
+    _copy(config, "prim", "rep")  # the chunk hashes: every read is checked
+    monkeypatch.setenv("GW_KEY", KEY_ID)
+    monkeypatch.setenv("GW_SECRET", SECRET)
+    cfg = load_config(config)
+    port = _free_port()
+    gw = gateway_config(cfg, f"127.0.0.1:{port}")
+    assert gw.read_buffers == budget_bytes
+    runtime = Runtime(cfg, gw)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(serve(cfg, gw, runtime=runtime))
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+    jobs: list[tuple[str, str | None]] = []
+    expected: list[str] = []
+    for i in range(24):
+        key = f"big/{i % 4}" if i % 6 else f"small/{i % 4}"
+        data = objects[key]
+        if i % 3 == 1:  # a range across a chunk boundary, as the AWS CLI asks for
+            lo, hi = 7 * MiB + i, 10 * MiB + 3 * i
+            jobs.append((key, f"bytes={lo}-{hi}"))
+            data = data[lo : hi + 1]
+        else:
+            jobs.append((key, None))
+        expected.append(_sha(data))
+    try:
+        thread.start()
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        out = subprocess.run(
+            [sys.executable, "-c", _CLIENTS, f"http://127.0.0.1:{port}", KEY_ID, SECRET,
+             json.dumps(jobs)],
+            capture_output=True, text=True, timeout=240,
+        )
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == expected
+    budget = runtime.budget
+    assert budget.waits > 0  # the budget was what bounded the reads
+    assert budget.limit // 2 < budget.peak <= budget.limit
+    assert budget.in_use == 0  # every read gave back what it took

@@ -36,6 +36,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 STARTED = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+#: The size of the copied end of each piece sent: the transports' write buffer limit (64 KiB
+#: in asyncio and uvloop), so that the server's buffer, once drained below it, holds only
+#: copies and no longer a piece of the replica's (see VerifiedRead on memory).
+SEND_TAIL = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # Sub-resources of a bucket or object this read-only gateway does not implement.
 _BUCKET_QUERIES = {
@@ -272,6 +276,7 @@ class Gateway:
             self.runtime.health,
             self.runtime.events,
             bucket.identities,
+            self.runtime.budget,
             skip=lambda s: bucket.is_quarantined(s, version),
         )
         try:
@@ -298,6 +303,13 @@ class Gateway:
             async for piece in body:
                 if gone.is_set():
                     return
+                if len(piece) > 2 * SEND_TAIL:
+                    # The piece's last bytes go as a copy of their own: by the next send the
+                    # server has drained its buffer to within them (uvicorn waits for that),
+                    # so the piece itself is no longer held and its budget is truly free.
+                    head, tail = piece[:-SEND_TAIL], bytes(piece[-SEND_TAIL:])
+                    await send({"type": "http.response.body", "body": head, "more_body": True})
+                    piece = tail
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@
     identity = "kpu-identity.txt"             # optional: serves age-encrypted replicas decrypted
     tls_cert = "gw.crt"                       # optional, with tls_key: HTTPS
     tls_key = "gw.key"
+    read_buffers = "64MiB"                    # optional: replica bytes all reads may hold at once
     [gateway.buckets.pemilu]                  # the bucket name clients use
     replicas = ["kpu-alibaba", "vault:arsip", "offsite"]   # STORE[:PREFIX], preference order
 
@@ -31,8 +32,15 @@ from daulat.address import Address, parse_address
 from daulat.config import Config, _describe, _expand_env
 from daulat.crypto import Identity, load_identities
 from daulat.errors import ConfigError
+from daulat.plan.units import parse_bytes
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
+#: The replica bytes all reads in flight may hold at once (daulat.gateway.budget). 64 MiB
+#: keeps 64 concurrent 1 GiB reads within about 300 MiB of resident memory; a read holds
+#: about 2 MiB while it streams, so fewer concurrent reads than 32 never wait for it.
+DEFAULT_READ_BUFFERS = 64 * 1024 * 1024
+#: Below this, one read of an age-encrypted replica could not hold its decrypting stream.
+MIN_READ_BUFFERS = 8 * 1024 * 1024
 # S3's rules for bucket names (path-style): 3-63 lower-case letters, digits, '.', '-'.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -55,6 +63,7 @@ class _Gateway(BaseModel):
     tls_cert: str | None = None
     tls_key: str | None = None
     region: str = "us-east-1"
+    read_buffers: str | int = DEFAULT_READ_BUFFERS
     buckets: dict[str, _Bucket] = Field(min_length=1)
 
 
@@ -79,6 +88,7 @@ class GatewayConfig:
     identities: tuple[Identity, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    read_buffers: int = DEFAULT_READ_BUFFERS
 
     def __repr__(self) -> str:  # never the secret, whatever prints this
         return f"GatewayConfig(listen={self.host}:{self.port}, buckets={sorted(self.buckets)})"
@@ -150,6 +160,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     if (cert is None) != (key is None):
         problems.append(f"{where}: tls_cert and tls_key must be given together")
     identity = file(model.identity, "identity")
+    read_buffers = _read_buffers(model.read_buffers, where, problems)
     try:
         host, port = parse_listen(
             listen if listen is not None else model.listen,
@@ -171,4 +182,17 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         identities=identities,
         tls_cert=cert,
         tls_key=key,
+        read_buffers=read_buffers,
     )
+
+
+def _read_buffers(value: str | int, where: str, problems: list[str]) -> int:
+    field = f"{where}: field 'read_buffers'"
+    try:
+        size = value if isinstance(value, int) else parse_bytes(value, field)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return DEFAULT_READ_BUFFERS
+    if size < MIN_READ_BUFFERS:
+        problems.append(f"{field}: {value!r} is below the minimum of 8MiB")
+    return size

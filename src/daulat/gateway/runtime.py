@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from daulat.audit import record
 from daulat.config import Config
 from daulat.gateway.bucket import Bucket
+from daulat.gateway.budget import ByteBudget
 from daulat.gateway.config import GatewayConfig
 from daulat.gateway.health import Circuit, Health
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
@@ -85,6 +86,7 @@ class Runtime:
         self.manifests = ManifestIndex()
         self.stores: dict[str, Store] = {}
         self.buckets: dict[str, Bucket] = {}
+        self.budget = ByteBudget(gw.read_buffers)
 
     async def start(self) -> None:
         """Open the stores (no I/O) and read the replicas' newest signed manifests."""

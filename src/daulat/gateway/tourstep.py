@@ -52,7 +52,9 @@ class Refusable:
         if self.revoked:
             self.denied += 1
             raise AccessDenied(
-                f"store {self.name!r}: access denied (the demo revoked it)", store=self.name, key=key
+                f"store {self.name!r}: access denied (the demo revoked it)",
+                store=self.name,
+                key=key,
             )
 
     @property
