@@ -177,6 +177,9 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
                     data += b"P" * 100
             finally:
                 upstream_conn.close()
+            # What the server acknowledged is noted before the client is answered: a client
+            # killed meanwhile never reads the answer, yet the server holds the chunk.
+            self._note_session(session, response, data)
             self.send_response(response.status, response.reason)
             for name, value in response.getheaders():
                 low = name.lower()
@@ -189,7 +192,6 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            self._note_session(session, response, data)
 
         def _note_session(self, session: str | None, response: Any, data: bytes) -> None:
             """Keep what the server acknowledged of a resumable session."""
