@@ -514,7 +514,7 @@ NAMES = {"s3": "S3 (SeaweedFS)", "azure": "Azure (Azurite)", "gcs": "GCS (fake-g
 def report(args: argparse.Namespace, rows: list[Row], load: float, started: str) -> str:
     size = args.mib * MiB
     lines = [
-        f"## Large-object resume after `kill -9` at about half (`bench/large_resume.py`)",
+        "## Large-object resume after `kill -9` at about half (`bench/large_resume.py`)",
         "",
         f"- Date: {started}; machine: {machine()}; daulat git {git_describe()}; "
         f"rclone {tool_version(['rclone', 'version'])}; SeaweedFS "
@@ -561,8 +561,9 @@ def report(args: argparse.Namespace, rows: list[Row], load: float, started: str)
         "instead), so the test proxy (tests/gcsproxy.py) answers that one request from the bytes "
         "the emulator acknowledged; every chunk, the completion and the CRC32C are the "
         "emulator's own.",
-        f"- Command: `PYTHONPATH=src python bench/large_resume.py {shlex.join(sys.argv[1:])}`"
-        .replace(" `", " `").rstrip(),
+        f"- Command: `PYTHONPATH=src python bench/large_resume.py {shlex.join(sys.argv[1:])}`".replace(
+            "  `", " `"
+        ),
     ]
     return "\n".join(lines)
 
