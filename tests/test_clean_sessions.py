@@ -28,10 +28,12 @@ from test_large_resume import (  # noqa: F401
     BUCKET,
     AzureSetup,
     GcsSetup,
+    S3Setup,
     azure,
     daulat,
     gcs,
     kill_when,
+    s3,
 )
 
 from daulat.config import StoreConfig
@@ -79,6 +81,31 @@ def _http(method: str, url: str, body: bytes = b"", headers: dict[str, str] | No
         return response
     finally:
         conn.close()
+
+
+# -------------------------------------------------------------------------------------- S3
+
+
+def test_clean_keeps_a_resumable_s3_upload_unless_asked(s3: S3Setup) -> None:  # noqa: F811
+    digest = _source(s3.cwd)
+    kill_when(s3.cwd, ["exit", "src", "dst", "--bwlimit", "4M"], lambda: len(s3.parts()) >= 2)
+    s3.proxy.wait_idle()
+    upload = s3.upload()
+    assert upload is not None
+    report = _clean(s3.cwd)
+    assert (report["uploads_aborted"], report["resumable_kept"]) == (0, 1), report
+    assert s3.upload() == upload
+    dry = _clean(s3.cwd, "--include-resumable", "--dry-run")
+    assert dry["uploads"] == ["big.bin: would abort the multipart upload"]
+    assert s3.upload() == upload
+    report = _clean(s3.cwd, "--include-resumable")
+    assert report["uploads"] == ["big.bin: aborted the multipart upload"], report
+    assert s3.upload() is None
+    assert _recorded(s3.cwd) == []
+    proc = daulat(["exit", "src", "dst", "--json"], s3.cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["resumed_uploads"] == 0
+    assert s3.stored_sha256() == digest
 
 
 # ------------------------------------------------------------------------------------- GCS
