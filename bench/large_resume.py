@@ -393,9 +393,12 @@ class Bench:
         wall = time.perf_counter() - start
         stdout = Path(str(out) + ".out").read_text(errors="replace")
         if proc.returncode != 0:
+            errors = ""
+            with contextlib.suppress(ValueError, AttributeError):
+                errors = json.dumps(json.loads(stdout).get("errors"))[:2000]
             raise RuntimeError(
-                f"{shlex.join(argv[:4])} exited with {proc.returncode}: "
-                f"{stdout[-1000:]}{proc.stderr.decode(errors='replace')[-2000:]}"
+                f"{shlex.join(argv[:4])} exited with {proc.returncode}: {errors} "
+                f"{proc.stderr.decode(errors='replace')[-1500:]}"
             )
         return int(out.read_text()), wall, stdout
 
@@ -624,7 +627,10 @@ def main() -> None:
                         row = Row(kind, tool, args.mib * MiB, note=f"failed: {str(e)[:200]}")
                         rows.append(row)
                     finally:
-                        dest.drop()
+                        try:
+                            dest.drop()
+                        except Exception as e:  # a server too busy to answer: noted, not fatal
+                            print(f"  could not remove the object: {e!r}", flush=True)
     text = report(args, rows, load, started)
     print(text)
     if not args.no_write:
