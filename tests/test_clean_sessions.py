@@ -63,9 +63,10 @@ def _recorded(cwd: Path) -> list[tuple[str, str, str]]:
     """(location, key, upload_id) of every upload the journal records."""
     db = sqlite3.connect(cwd / ".daulat" / "transfers.sqlite")
     try:
-        return [(str(a), str(b), str(c)) for a, b, c in db.execute(
-            "SELECT location, key, upload_id FROM uploads ORDER BY key"
-        )]
+        return [
+            (str(a), str(b), str(c))
+            for a, b, c in db.execute("SELECT location, key, upload_id FROM uploads ORDER BY key")
+        ]
     finally:
         db.close()
 
@@ -168,7 +169,9 @@ def test_clean_cancels_the_gcs_sessions_daulat_began_and_only_those(gcs: GcsSetu
         # finishes its upload.
         assert _gcs_status(live) == 308
         body = b"theirs"
-        reply = _http("PUT", foreign, body, {"Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}"})
+        reply = _http(
+            "PUT", foreign, body, {"Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}"}
+        )
         assert reply.status in (200, 201), reply.status
     finally:
         running.close()
