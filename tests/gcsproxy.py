@@ -71,6 +71,7 @@ class GcsProxy:
     sessions: dict[str, int | bytes] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
     status_queries: int = 0
+    in_flight: int = 0  # requests forwarded and not yet answered by the server
 
     def cancel_sessions(self) -> None:
         """Cancel every open session seen so far (as a DELETE to Google would)."""
@@ -159,7 +160,11 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
             content = self.command == "PUT" or "uploadType=multipart" in self.path
             if flip and body and content and self.path.startswith("/upload/"):
                 body[len(body) // 2] ^= 0x01
-            upstream_conn = http.client.HTTPConnection(up_host, int(up_port), timeout=60)
+            # The emulator takes longer for each chunk of a session than for the one before:
+            # minutes, for the chunks of a gigabyte-sized one on a busy machine.
+            upstream_conn = http.client.HTTPConnection(up_host, int(up_port), timeout=600)
+            with state.lock:
+                state.in_flight += 1
             try:
                 upstream_conn.putrequest(
                     self.command, self.path, skip_host=True, skip_accept_encoding=True
@@ -175,8 +180,17 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
                     data = bytes(altered)
                 if state.pad_downloads and self.path.startswith("/download/"):
                     data += b"P" * 100
+            except BaseException:
+                with state.lock:
+                    state.in_flight -= 1
+                raise
             finally:
                 upstream_conn.close()
+            # What the server acknowledged is noted before the client is answered: a client
+            # killed meanwhile never reads the answer, yet the server holds the chunk.
+            self._note_session(session, response, data)
+            with state.lock:
+                state.in_flight -= 1
             self.send_response(response.status, response.reason)
             for name, value in response.getheaders():
                 low = name.lower()
@@ -189,7 +203,6 @@ def gcs_proxy(upstream: str) -> Iterator[GcsProxy]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            self._note_session(session, response, data)
 
         def _note_session(self, session: str | None, response: Any, data: bytes) -> None:
             """Keep what the server acknowledged of a resumable session."""

@@ -17,10 +17,16 @@ provider that swapped a block's bytes under its id is caught afterwards by ``ver
 
 Azure discards uncommitted blocks a week after they were staged, and committing any other block
 list discards them at once. A session none of whose blocks are listed any more is reported as
-gone (:class:`~daulat.stores.resumable.UploadGone`) and begun afresh. There is nothing to abort:
-uncommitted blocks cannot be deleted on their own, and deleting the blob would destroy a
-committed object under the same name, so :meth:`AzureBlocks.abort_session` leaves them to
-Azure's clean-up.
+gone (:class:`~daulat.stores.resumable.UploadGone`) and begun afresh.
+
+Uncommitted blocks cannot be deleted on their own: only committing a block list discards them,
+and it discards *every* writer's. So :meth:`AzureBlocks.abort_session` discards a session's
+blocks only when that touches nothing of anyone else: no committed blob of that name (it would
+be rewritten) and no uncommitted block of another session or writer beside daulat's. Then it
+commits an empty block list on condition that no blob exists (``If-None-Match: *``), which
+discards the blocks, and deletes the empty blob that made, on condition that it is unchanged
+(``If-Match``). Otherwise it raises :class:`~daulat.stores.resumable.SessionKept` and leaves the
+blocks to Azure's own clean-up (a week), or to the commit of the run that writes the blob next.
 
 Needs the ``azure`` extra (``pip install daulat[azure]``), and only stores with an account key or SAS (configured, or ``AZURE_STORAGE_ACCOUNT_NAME`` with
 ``AZURE_STORAGE_ACCOUNT_KEY``/``AZURE_STORAGE_SAS_KEY``) get this; with other credentials large
@@ -42,7 +48,7 @@ from daulat.errors import AccessDenied, NotFound, StoreError, Transient
 from daulat.stores.base import PutResult
 from daulat.stores.hashing import StreamHasher
 from daulat.stores.objectstore import METADATA_PREFIX, PART_SIZE, normalise_etag
-from daulat.stores.resumable import OnSession, ResumeStats, Session, UploadGone
+from daulat.stores.resumable import OnSession, ResumeStats, Session, SessionKept, UploadGone
 
 ID_VERSION = "d1"
 PARTS_IN_FLIGHT = 2
@@ -306,8 +312,62 @@ class AzureBlocks:
         )
 
     async def abort_session(self, key: str, session: Session) -> None:
-        """Nothing to do: see the module docstring (Azure discards the blocks itself)."""
-        return None
+        """Discard the session's uncommitted blocks when nothing else is touched by it, else
+        :class:`SessionKept` (see the module docstring); succeeds when none is left."""
+        from azure.core import MatchConditions
+
+        blob = self._blob(key)
+        try:
+            _committed, blocks = await self._call(key, blob.get_block_list, "all")
+        except NotFound:
+            return  # no blob and no blocks staged for it
+        prefix = f"{ID_VERSION}-{session.upload_id}-"
+        ours = sum(1 for b in blocks if str(b.id).startswith(prefix))
+        if not ours:
+            return
+        if ours != len(blocks):
+            raise SessionKept(
+                f"store {self.name!r}: the unfinished upload of {key!r} was left to Azure's "
+                f"clean-up: {len(blocks) - ours} uncommitted block(s) of another writer are "
+                "staged beside daulat's, and discarding daulat's would discard theirs",
+                store=self.name,
+                key=key,
+            )
+        kept = SessionKept(
+            f"store {self.name!r}: the unfinished upload of {key!r} was left to Azure's "
+            "clean-up: a committed blob of that name exists, and discarding the upload's "
+            "blocks would rewrite it",
+            store=self.name,
+            key=key,
+        )
+        try:
+            await self._call(key, blob.get_blob_properties)
+        except NotFound:
+            pass
+        else:
+            raise kept
+        try:
+            # Only while no blob exists: a writer who committed meanwhile keeps their blob.
+            reply = await self._call(
+                key, blob.commit_block_list, [], match_condition=MatchConditions.IfMissing
+            )
+        except (AccessDenied, Transient):
+            raise
+        except StoreError:  # 409/412: a blob appeared meanwhile
+            raise kept from None
+        try:
+            await self._call(
+                key,
+                blob.delete_blob,
+                etag=reply["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except NotFound:
+            pass  # removed meanwhile
+        except (AccessDenied, Transient):
+            raise
+        except StoreError:
+            pass  # rewritten meanwhile by another writer: theirs now, left as it is
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from daulat.errors import Transient
+from daulat.errors import StoreError, Transient
 from daulat.stores.base import PutResult, Store
 
 
@@ -65,6 +65,13 @@ class ResumeStats:
 
 class UploadGone(Transient):
     """The provider no longer has the upload session (expired, aborted, committed over)."""
+
+
+class SessionKept(StoreError):
+    """:meth:`ResumableStore.abort_session` left the session at the provider, because
+    discarding it would also discard what another writer put there (Azure: uncommitted blocks
+    of other writers beside daulat's, or a committed blob the discarding would rewrite). The
+    provider's own expiry removes it; the message says why it was kept."""
 
 
 #: Called with the new session once it exists and before its first part is sent.
@@ -99,7 +106,9 @@ class ResumableStore(Protocol):
         ...
 
     async def abort_session(self, key: str, session: Session) -> None:
-        """Discard what the provider holds for ``session`` (succeeds when it is gone)."""
+        """Discard what the provider holds for ``session`` (succeeds when it is gone);
+        :class:`SessionKept` when that cannot be done without touching another writer's
+        data."""
         ...
 
 
