@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -75,10 +76,18 @@ def connect(address: str | None, *, local_cpus: int | None = None) -> Connection
         kwargs["address"] = target
     try:
         ray.init(**kwargs)
-    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-        where = target or "a local Ray"
+    except Exception as exc:
+        # Ray raises a bare Exception when a local node does not come up in time ("The
+        # current node timed out during startup"): any failure here is Ray not being there.
+        with contextlib.suppress(Exception):
+            ray.shutdown()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RayUnavailable(f"cannot connect to Ray at {where}: {first}") from None
+        if target is None:
+            raise RayUnavailable(
+                f"could not start a local Ray for the run: {first}; start one with "
+                "`ray start --head` and pass --ray-address 127.0.0.1:6379"
+            ) from None
+        raise RayUnavailable(f"cannot connect to Ray at {target}: {first}") from None
     _errors_to_stderr(ray)
     return Connection(ray, target or "local", started_here=target is None)
 

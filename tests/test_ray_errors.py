@@ -1,0 +1,55 @@
+"""Ray that cannot be reached or started is one clear error (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from daulat.errors import ConfigError
+from daulat.scale import cluster
+
+
+class _RayThatTimesOut:
+    """Ray's own failure when a local node does not come up in time: a bare Exception."""
+
+    def __init__(self) -> None:
+        self.shutdowns = 0
+
+    def init(self, **kwargs: Any) -> None:
+        raise Exception(
+            "The current node timed out during startup. This could happen because some of "
+            "the raylet failed to startup or the GCS has become overloaded."
+        )
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_local_ray_that_does_not_start_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _RayThatTimesOut()
+    monkeypatch.setattr(cluster, "require_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        cluster.connect(None, local_cpus=1)
+    text = str(caught.value)
+    assert text.startswith("could not start a local Ray for the run: The current node timed out")
+    assert "ray start --head" in text and "--ray-address" in text
+    assert fake.shutdowns == 1  # what it half started is stopped
+
+
+def test_an_address_nobody_answers_names_the_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**kwargs: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance.\nmore lines")
+
+    monkeypatch.setattr(
+        cluster, "require_ray", lambda: SimpleNamespace(init=refuse, shutdown=lambda: None)
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^cannot connect to Ray at 10\.0\.0\.9:6379: Could not find any running Ray instance\.$",
+    ):
+        cluster.connect("10.0.0.9:6379")
