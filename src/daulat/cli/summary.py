@@ -112,6 +112,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 markup=False,
                 highlight=False,
             )
+        _print_kept(s, "would leave alone")
         return
     rate = _human_bytes(int(s.throughput_bps)) + "/s"
     at_source = (
@@ -172,6 +173,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             highlight=False,
             markup=False,
         )
+    _print_kept(s, "left alone")
     if s.provenance:
         out.print(f"  origin: {s.provenance}", highlight=False, markup=False)
     if s.names_protected:
@@ -213,7 +215,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             Kind.EXIT: ": every object the filters select verified"
             if s.filter is not None
             else ": every object verified",
-            Kind.RESTORE: ": every object decrypted and verified"
+            Kind.RESTORE: f": every object {'restored' if s.restored_plain else 'decrypted'} "
+            "and verified"
             + (" against the source manifest" if s.checked_against_manifest else " by age")
             + ("; origin NOT proven" if (s.provenance or "").startswith("origin not") else "")
             + (
@@ -223,6 +226,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             ),
         }.get(kind, "")
         out.print(styled("  ", ("complete", "green"), detail))
+    elif s.kept_existing_objects and not (
+        s.failed or s.refused or s.left_objects or s.unverified or s.unproven
+    ):
+        err.print(
+            styled(
+                ("incomplete", "yellow"),
+                f": {s.kept_existing_objects:,} file(s) at {printable(dst)} differ from the "
+                "replica's and were left alone (listed above): they may hold changes made "
+                "since. Keep what you need, then run again with --overwrite to replace them: "
+                f"{_resume_command()} --overwrite",
+            )
+        )
     elif s.reserved_objects and not (
         s.failed or s.refused or s.left_objects or s.unverified or s.unproven
     ):
@@ -282,3 +297,17 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 f": run the same command again to retry what is left: {_resume_command()}",
             )
         )
+
+
+def _print_kept(s: Summary, what: str) -> None:
+    """A restore's existing destination files that differ from the replica's, not replaced."""
+    for key in s.kept_existing[:20]:
+        out.print(
+            f"  {what}: {printable(repr(key))}: exists at the destination with other content "
+            "(--overwrite replaces it)",
+            highlight=False,
+            markup=False,
+        )
+    if s.kept_existing_objects > min(len(s.kept_existing), 20):
+        more = s.kept_existing_objects - min(len(s.kept_existing), 20)
+        out.print(f"  ... and {more:,} more {what} (see --json)", highlight=False)

@@ -281,10 +281,22 @@ def restore(
             "proven); the summary lists them.",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace files that already exist at DST with other content (left alone and "
+            "listed by default: they may hold changes made since).",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Decrypt an encrypted replica back into plain objects, checked against its signed
-    manifest."""
+    manifest.
+
+    Existing files at DST that differ from the replica's are left alone and listed unless
+    --overwrite.
+    """
     if identity is None:
         raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
     opts = Options(
@@ -293,6 +305,7 @@ def restore(
         dry_run=dry_run,
         decrypt_with=load_identities(identity),
         allow_plaintext=allow_plaintext,
+        overwrite=overwrite,
         abort_uploads_older_than=_shared._abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
