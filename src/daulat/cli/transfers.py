@@ -379,6 +379,16 @@ def verify(
                 markup=False,
                 highlight=False,
             )
+        for key in report.reserved[:20]:
+            out.print(
+                f"  reserved: {printable(repr(key))}: under the source's .daulat/, which daulat "
+                "keeps for its manifests and keys at every destination; never copied, not compared",
+                highlight=False,
+                markup=False,
+            )
+        if report.reserved_objects > min(len(report.reserved), 20):
+            more = report.reserved_objects - min(len(report.reserved), 20)
+            out.print(f"  ... and {more:,} more reserved (see --json)", highlight=False)
         for key, reason in report.problems[:20]:
             out.print(f"  {printable(repr(key))}: {printable(reason)}")
         if len(report.problems) > 20:

@@ -408,7 +408,7 @@ async def _run(
     _kept_out(keep_out, src, summary)
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     if summary.source_objects == 0:
-        found = empty_source(kind, opts, src, dst, summary.excluded_objects)
+        found = empty_source(kind, opts, src, dst, summary.excluded_objects, keep_out.kept)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
     if kind == Kind.RESTORE:
