@@ -28,7 +28,7 @@ from daulat.crypto import new_identity
 # Exceptions defined in daulat that are not DaulatErrors, each with why. Only private control
 # flow belongs here: an exception a caller of daulat can meet must be a DaulatError.
 NOT_DAULAT_ERRORS = {
-    "daulat.cli.ExitCode": "the command line's way to end with an exit code, after printing; "
+    "daulat.cli._shared.ExitCode": "the command line's way to end with an exit code, after printing; "
     "never raised by a library function",
     "daulat.filters._GlobError": "private: turned into a ConfigError naming the rule",
     "daulat.crypto._Aborted": "private: stops pyrage's worker thread; turned into "

@@ -136,3 +136,26 @@ def test_a_refused_drill_and_a_check_are_recorded(
     assert log[0]["details"]["outcome"] == "failed"
     assert log[0]["details"]["error"] == "ConfigError"
     assert log[1]["details"]["outcome"] == "ok"
+
+
+def test_keys_new_checks_the_whole_audit_chain_before_making_keys(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry edited in the middle of the log (its last line intact) stops ``keys new``
+    before it writes a key or pins one in daulat.toml, as it stops every run."""
+    assert run(["keys", "new", "--out", "a.txt"]) == 0
+    assert run(["keys", "new", "--out", "b.txt"]) == 0
+    log = project / ".daulat" / "audit.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    first["details"]["file"] = "/somewhere/else.txt"  # rewritten history, hash left as it was
+    log.write_text(json.dumps(first) + "\n" + lines[1] + "\n", encoding="utf-8")
+    config_before = (project / "daulat.toml").read_bytes()
+    capsys.readouterr()
+
+    assert run(["keys", "new", "--out", "c.txt"]) == 2
+    err = capsys.readouterr().err
+    assert "audit log is damaged" in err and "entry 0" in err and "Traceback" not in err, err
+    assert not (project / "c.txt").exists() and not (project / "c.txt.sign").exists()
+    assert (project / "daulat.toml").read_bytes() == config_before

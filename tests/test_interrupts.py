@@ -519,7 +519,8 @@ def once(target, attr):
 if phase == "before-task":  # the handlers are installed, the coroutine has not started
     once(asyncio.Runner, "run")
 elif phase == "loading":  # reading the config, before any library call
-    once(cli, "_load")
+    import daulat.cli.transfers as transfers  # where exit looks up _load
+    once(transfers, "_load")
 elif phase == "report":  # inside the synchronous report, while it collects
     import daulat.report.write as write
     once(write, "collect")

@@ -199,3 +199,40 @@ def test_daulats_own_files_under_a_replicas_daulat_dir_stay_out_quietly(
     res = cli(["exit", "mid", "end", "--json"], capsys)
     assert res.code == 0, res.explain()
     assert res.json["reserved_objects"] == 0 and res.json["skipped_state"] == []
+
+
+def test_verify_counts_and_names_the_sources_reserved_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify leaves the source's reserved objects out of the comparison, as the copy did,
+    but says so: counted in the JSON, named in the human output."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill_config(_fs(src, "src"), {"a.txt": b"a", ".daulat/payroll-2024.xlsx": b"user data"})
+    write_config(tmp_path, [_fs(src, "src"), _fs(dst, "dst")])
+    monkeypatch.chdir(tmp_path)
+    assert cli(["exit", "src", "dst"], capsys).code == 1  # incomplete: one reserved object
+    res = cli(["verify", "src", "dst", "--json"], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["reserved_objects"] == 1, res.json
+    assert res.json["reserved"] == [".daulat/payroll-2024.xlsx"], res.json
+    assert res.json["reserved_bytes"] == len(b"user data") and res.json["objects"] == 1
+    human = cli(["verify", "src", "dst"], capsys)
+    assert "reserved: '.daulat/payroll-2024.xlsx'" in human.out, human.out
+    assert "never copied, not compared" in human.out, human.out
+
+
+def test_a_source_of_only_reserved_objects_is_not_called_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal says what the source holds: objects under .daulat/, daulat's reserved
+    namespace, not copied; not "lists no objects"."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    fill_config(_fs(src, "src"), {".daulat/payroll-2024.xlsx": b"user data"})
+    write_config(tmp_path, [_fs(src, "src"), _fs(dst, "dst")])
+    monkeypatch.chdir(tmp_path)
+    res = cli(["exit", "src", "dst"], capsys)
+    assert res.code == 2, res.explain()
+    assert "lists no objects" not in res.err, res.err
+    assert "1 under its .daulat/" in res.err and "were not copied" in res.err, res.err
+    assert "daulat's own" in res.err and "Traceback" not in res.err, res.err
+    assert not dst.exists() or not _tree(dst)

@@ -131,3 +131,30 @@ def test_seaweedfs_store_at_a_prefix_of_an_encrypted_bucket_refuses_plaintext(
     _refused(cli(["copy", "hfs", "alias"], capsys), "age-encrypted")
     assert read_config(sub4, skip_manifests=False) == {}
     shutil.rmtree(other)
+
+
+def test_drill_into_a_subdirectory_of_an_encrypted_directory_refuses_plaintext(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A drill's scratch copy goes into the destination's store: below an encrypted directory
+    it is refused as a plain copy there is (same machine, by the journal and the
+    configuration; another machine, by the signed manifest above the store's root)."""
+    src, vault = tmp_path / "src", tmp_path / "vault"
+    fill_config(_fs(src, "src"), FILES)
+    monkeypatch.chdir(tmp_path)
+    recipient = _recipient(tmp_path, capsys)
+    write_config(tmp_path, [_fs(src, "src"), _fs(vault, "vault")])
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient], capsys).code == 0
+    write_config(tmp_path, [_fs(src, "src"), _fs(vault, "vault"), _fs(vault / "newsub", "vsub")])
+    assert cli(["scan", "src"], capsys).code == 0
+    _refused(cli(["drill", "src", "vsub", "--sample", "2"], capsys), "vsub", "plaintext")
+    assert not (vault / "newsub").exists()
+
+    other = _fresh_machine(tmp_path, "m2", [_fs(src, "src"), _fs(vault / "sub2", "alias")])
+    monkeypatch.chdir(other)
+    assert cli(["scan", "src"], capsys).code == 0
+    _refused(cli(["drill", "src", "alias", "--sample", "2"], capsys), "age-encrypted")
+    assert not (vault / "sub2").exists()
+    # Encrypted, the drill is what an encrypted exit there would be: allowed.
+    made = cli(["drill", "src", "alias", "--sample", "2", "--encrypt-to", recipient], capsys)
+    assert made.code == 0, made.explain()

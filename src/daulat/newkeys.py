@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daulat.audit import record
+from daulat.audit import ensure_writable, record
 from daulat.config import STATE_DIR
 from daulat.crypto import KeyFileError, new_identity
 from daulat.pinning import Pinned, pin_signer
@@ -41,16 +41,20 @@ def new_keys(out_file: Path, config: Path | None) -> NewKeys:
     Manifests written before, with no ``signing_key`` set, were signed by the state
     directory's own key: that key is the customer's too, so it is pinned as well and what it
     signed stays believed (``verify`` would otherwise take the newest manifest for withheld).
-    Raises :class:`KeyFileError` for an existing key file.
+    Raises :class:`KeyFileError` for an existing key file, and :class:`StateError` when the
+    audit log the new keys are recorded in is damaged anywhere in its chain (every entry is
+    checked, as before any run, not only the last one the append reads): in both cases before
+    any file is written or the configuration changed.
     """
     sign_file = Path(f"{out_file}.sign")
     if sign_file.exists() or sign_file.is_symlink():
         raise KeyFileError(
             f"refusing to overwrite existing key file {sign_file}: choose another --out"
         )
+    state_dir = (config.resolve().parent if config else Path.cwd()) / STATE_DIR
+    ensure_writable(state_dir)
     recipient = new_identity(out_file)
     public = new_signing_key(sign_file)
-    state_dir = (config.resolve().parent if config else Path.cwd()) / STATE_DIR
     earlier = existing_local_key(state_dir)
     pinned = (
         pin_signer(config, public, sign_file, also=[earlier] if earlier else [])

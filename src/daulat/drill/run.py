@@ -24,12 +24,14 @@ from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
+from daulat.transfer.above import evidence_above
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.locations import location_of
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.model import Endpoint, Options
 from daulat.transfer.names import NameKey
 from daulat.transfer.safety import (
+    ciphertext_refusal,
     destination_space,
     local_name_keys,
     names_in_clear,
@@ -347,7 +349,9 @@ async def _refuse_plaintext(
     allow_plaintext: bool,
 ) -> None:
     """The scratch copy goes into the destination's store: refuse it where an exit there
-    would be refused (plaintext over ciphertext, real names where names are protected)."""
+    would be refused (plaintext over ciphertext, real names where names are protected), in
+    the store and, as copy and exit do, in an encrypted directory or bucket that contains the
+    store's root (:mod:`daulat.transfer.above`)."""
     if allow_plaintext:
         return
     if not encrypt_names and local_name_keys(config.state_dir, dst):
@@ -360,6 +364,19 @@ async def _refuse_plaintext(
     )
     with Journal.in_state_dir(config.state_dir) as journal:
         found = await plaintext_into("drill", dst, journal, opts)
+        if found is None and not (encrypt_to and encrypt_names):
+            above = await evidence_above(
+                config,
+                dst.store.name,
+                location,
+                journal,
+                want_ciphertext=not encrypt_to,
+                want_names=not encrypt_names,
+            )
+            if above.ciphertext:
+                found = ciphertext_refusal("drill", dst, above.ciphertext)
+            elif above.names:
+                found = names_in_clear("drill", dst, above.names)
     if found is not None:
         raise found
 

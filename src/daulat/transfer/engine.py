@@ -85,6 +85,7 @@ from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.resumable import unwrap_resumable
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
+from daulat.transfer.existing import Kept, keep_existing
 from daulat.transfer.journal import BatchWriter, Completing, Journal, Outcome, State, WorkItem
 from daulat.transfer.keepout import KeepOut
 from daulat.transfer.listed import capped, check_served_size
@@ -379,6 +380,7 @@ async def _run(
         src, journal, opts.signing, opts.decrypt_with, summary
     ):
         opts = replace(opts, decrypt_with=())  # a plain replica: nothing to decrypt
+        summary.restored_plain = True
     # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that store,
     # not data to carry on (an exit from an earlier exit's destination skips them). Anything
     # else there is reserved (counted, not copied); daulat's local state is never carried. A
@@ -406,7 +408,7 @@ async def _run(
     _kept_out(keep_out, src, summary)
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
     if summary.source_objects == 0:
-        found = empty_source(kind, opts, src, dst, summary.excluded_objects)
+        found = empty_source(kind, opts, src, dst, summary.excluded_objects, keep_out.kept)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
     if kind == Kind.RESTORE:
@@ -468,7 +470,20 @@ async def _run(
         )
         summary.adopted_objects = adopted.objects
         summary.planned_objects, summary.planned_bytes = journal.work_totals()
-    summary.skipped_objects = summary.source_objects - summary.planned_objects - unnamed
+    kept = Kept()
+    if kind == Kind.RESTORE and not opts.overwrite:
+        # Existing destination files that differ are the user's: left alone (transfer.existing).
+        kept = await keep_existing(
+            journal,
+            dst,
+            summary,
+            lambda key: journal.expected_sha256(src.prefix + key),
+            concurrency=opts.concurrency,
+        )
+        summary.planned_objects, summary.planned_bytes = journal.work_totals()
+    summary.skipped_objects = (
+        summary.source_objects - summary.planned_objects - unnamed - summary.kept_existing_objects
+    )
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
     if opts.dry_run:
         if opts.on_plan is not None:
@@ -537,6 +552,7 @@ async def _run(
             summary,
             whole=not opts.filter.active,
             own_state=_own_at_dst(opts),
+            kept=kept,
         )
         if kind == Kind.RESTORE and summary.unproven_restored:
             # Restored as asked, but nothing proves their origin: never counted as verified.
@@ -1212,18 +1228,25 @@ async def verify_listed(
     *,
     whole: bool = True,
     own_state: str | None = None,
+    kept: Kept | None = None,
 ) -> None:
     """Verify the run's objects against a fresh destination listing (see
     :mod:`daulat.transfer.verify`).
 
     ``whole``: the source listing is the pair's whole source (no filters), so the check counts
-    as a verification of the pair. ``own_state``: see :func:`list_destination`."""
+    as a verification of the pair. ``own_state``: see :func:`list_destination`. ``kept``: a
+    restore's existing destination objects it left as they were (transfer.existing): the
+    identical ones count as verified (hashed against the manifest), the others are reported
+    as kept, not again as unverified."""
     await list_destination(journal, dst, own_state=own_state)
     report = check_listed(journal, pair, run_id=summary.run_id, whole=whole)
-    summary.verified_objects = report.verified
+    kept = kept or Kept()
+    summary.verified_objects = report.verified + kept.identical
     # Refused objects are reported once, as refused, not again as unverified.
     refused = {k for k, _ in summary.refused}
-    summary.unverified = [(k, r) for k, r in report.problems if k not in refused]
+    summary.unverified = [
+        (k, r) for k, r in report.problems if k not in refused and k not in kept.keys
+    ]
 
 
 async def _off_loop(fn: Callable[[bytes, Any], bytes], data: bytes, keys: Any) -> bytes:

@@ -128,6 +128,8 @@ class Options:
     allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
     allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext
     reencrypt: bool = False  # ciphertext to other recipients than the destination's last run
+    # restore: replace existing destination objects whose content differs (daulat.transfer.existing)
+    overwrite: bool = False
     max_delete: DeleteLimit = DEFAULT_MAX_DELETE  # sync --delete: a count or a share
     # Stores that reach the destination's key space, by name → root path in that space, so
     # earlier encrypted writes under another name count (safety.destination_space).
@@ -173,6 +175,7 @@ class Options:
 VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
 VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
+VERIFIED_BY_RESTORE_PLAIN = "content hashed while restored as stored (a plain replica)"
 
 @dataclass
 class Summary:
@@ -250,14 +253,19 @@ class Summary:
     reserved_objects: int = 0
     reserved_bytes: int = 0
     reserved: list[str] = field(default_factory=list)
+    # Restore: the replica holds no encrypted objects, so nothing was decrypted.
+    restored_plain: bool = False
+    # Restore: existing destination objects whose content differs from the replica's, left
+    # alone without --overwrite (the first names; the count is whole; the run is not ok).
+    kept_existing_objects: int = 0
+    kept_existing: list[str] = field(default_factory=list)
 
     @property
     def verified_by(self) -> str:
         """What this run checked of the objects it counts as copied, skipped or verified."""
         if self.kind == Kind.RESTORE:
-            return VERIFIED_BY_RESTORE + (
-                " against the source manifest" if self.checked_against_manifest else ""
-            )
+            how = VERIFIED_BY_RESTORE_PLAIN if self.restored_plain else VERIFIED_BY_RESTORE
+            return how + (" against the source manifest" if self.checked_against_manifest else "")
         return VERIFIED_BY_LISTING
 
     @property
@@ -281,6 +289,7 @@ class Summary:
             or self.manifest_error
             or self.unproven
             or self.reserved_objects
+            or self.kept_existing_objects
         ):
             return False
         return not Kind(self.kind).verifies or (

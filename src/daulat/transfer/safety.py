@@ -56,6 +56,7 @@ from daulat.errors import (
     TooManyDeletions,
 )
 from daulat.transfer.journal import Journal
+from daulat.transfer.keepout import KeptOut
 from daulat.transfer.locations import Location, location_of, overlaps, same_space
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, latest_manifest
 
@@ -135,10 +136,16 @@ def too_many_deletions(
 
 
 def empty_source(
-    kind: Kind, opts: Options, src: Endpoint, dst: Endpoint, excluded: int = 0
+    kind: Kind,
+    opts: Options,
+    src: Endpoint,
+    dst: Endpoint,
+    excluded: int = 0,
+    kept: KeptOut | None = None,
 ) -> EmptySource | None:
     """``exit`` or ``sync --delete`` from a source that listed no objects, or none that the
-    filters select (``excluded``: how many they left out)."""
+    filters select (``excluded``: how many they left out), or only objects a copy never
+    carries (``kept``: daulat's reserved ``.daulat/`` namespace and state directories)."""
     if opts.allow_empty_source:
         return None
     if kind == Kind.EXIT:
@@ -154,6 +161,24 @@ def empty_source(
             f"the filters excluded every object at the source {_label(src)} ({excluded:,} "
             f"listed, none selected by: {rules}): {effect}. Check the --include/--exclude/"
             "--filter rules; if selecting nothing is meant, pass --allow-empty-source"
+        )
+    if kept is not None and (kept.reserved_objects or kept.state_objects):
+        seen = []
+        if kept.reserved_objects:
+            seen.append(
+                f"{kept.reserved_objects:,} under its .daulat/, which daulat reserves at every "
+                "destination for its own manifests and keys"
+            )
+        if kept.state_objects:
+            seen.append(
+                f"{kept.state_objects:,} of daulat state directories (keys, journal, audit "
+                "log), which daulat never copies"
+            )
+        return EmptySource(
+            f"the source {_label(src)} holds no objects a copy carries: the ones it lists are "
+            f"daulat's own ({'; '.join(seen)}) and were not copied: {effect}. Move data out "
+            "of .daulat/ at the source, or check the store name and prefix; if nothing to "
+            "copy is meant, pass --allow-empty-source"
         )
     return EmptySource(
         f"the source {_label(src)} lists no objects: {effect}. Check the store name and "

@@ -76,6 +76,11 @@ class VerifyReport:
     filter: list[str] | None = None
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    # Source objects under its top-level .daulat/, daulat's reserved namespace at every
+    # destination: a copy never carries them, so they are not compared (the first keys).
+    reserved_objects: int = 0
+    reserved_bytes: int = 0
+    reserved: list[str] = field(default_factory=list)
 
     @property
     def verified_by(self) -> str:
@@ -239,7 +244,8 @@ async def verify(
 
     daulat's local state and its ``.daulat/`` namespace are left out on both sides, as a copy
     leaves them out (:mod:`daulat.transfer.keepout`; ``own_state``: the running state
-    directory's place in either endpoint).
+    directory's place in either endpoint); objects under the source's ``.daulat/`` that are not
+    daulat's own (reserved: never copied) are counted in the report's ``reserved_*``.
 
     ``filter`` selects the objects checked (see the module docstring).
 
@@ -262,16 +268,18 @@ async def verify(
     report = VerifyReport(src.label, dst.label, full)
     whole = not filter.active
     excluded: tuple[int, int] | None = None
+    src_keep_out = KeepOut(own_state.src if own_state else None)
     try:
         names = name_key.stored_name if name_key is not None else None
         excluded = await list_into(
             journal,
             "src",
             src,
-            exclude=DST_MANIFEST_PREFIX,
             names=names,
             filter=filter,
-            keep_out=KeepOut(own_state.src if own_state else None),
+            # Not ``exclude``: the source's .daulat/ is judged as a copy judges it, so that
+            # reserved objects are counted, not dropped unseen.
+            keep_out=src_keep_out,
         )
         await list_into(
             journal,
@@ -311,6 +319,9 @@ async def verify(
                 onward_identities=identities,
             )
         report.excluded_objects, report.excluded_bytes = excluded
+        kept = src_keep_out.kept
+        report.reserved_objects, report.reserved_bytes = kept.reserved_objects, kept.reserved_bytes
+        report.reserved = list(kept.reserved)
         report.problems += await check_destination(dst, journal, trusted, identities)
     except (AccessDenied, WrongIdentity) as exc:
         report.stopped = str(exc)

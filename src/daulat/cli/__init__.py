@@ -1,0 +1,249 @@
+"""The ``daulat`` command: parse, call one library function, render.
+
+Exit codes: 0 success, 1 a failure of the job itself (unreachable store, differences, violations),
+2 usage or configuration errors (and unusable local state), 130 when SIGINT and 143 when
+SIGTERM stopped the run. User errors print one clear message, never a traceback.
+
+Everything printed for people goes through :mod:`daulat.terminal`: names, keys and providers'
+messages are data, never markup or terminal control; ``--json`` output is exact.
+
+This module holds the typer app, the order of its commands and :func:`run` (exit codes, signals,
+errors). The commands live by group: :mod:`.inventory` (init, stores, scan, ls, size),
+:mod:`.transfers` (copy, sync, exit, restore, verify; :mod:`.summary` prints their outcome),
+:mod:`.drills` (drill, plan), :mod:`.governance` (keys, audit, risk, check, report, clean) and
+:mod:`.serving` (serve, demo); what they share is in :mod:`._shared`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from daulat import __version__, interrupts
+from daulat.audit import AuditLogError
+from daulat.cli import _shared
+from daulat.cli._shared import (
+    ExitCode,
+    _resume_command,
+    err,
+    out,
+)
+from daulat.cli.drills import drill, plan
+from daulat.cli.governance import audit_app, check, clean, keys_app, report, risk
+from daulat.cli.inventory import init, ls_, scan, size_, stores
+from daulat.cli.serving import demo, serve
+from daulat.cli.transfers import copy, exit_, restore, sync, verify
+from daulat.crypto import (
+    KeyFileError,
+    RecipientError,
+)
+from daulat.errors import (
+    ConfigError,
+    DaulatError,
+    Interrupted,
+    ManifestError,
+    SafetyRefusal,
+)
+from daulat.terminal import printable, styled
+from daulat.transfer import Summary
+
+app = typer.Typer(
+    name="daulat",
+    help="Know where your data lives and under whose law; keep a copy only you can read; "
+    "leave any cloud provider with proof.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"daulat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Know where your data lives and under whose law; leave any provider with proof."""
+
+
+# The commands, in the order ``daulat --help`` lists them (typer keeps the order of
+# registration; groups come after commands).
+app.command()(init)
+app.command()(stores)
+app.command()(scan)
+app.command()(demo)
+app.command()(copy)
+app.command()(sync)
+app.command(name="exit")(exit_)
+app.command()(restore)
+app.add_typer(keys_app, name="keys")
+app.command()(verify)
+app.command()(risk)
+app.add_typer(audit_app, name="audit")
+app.command()(drill)
+app.command()(plan)
+app.command()(check)
+app.command()(report)
+app.command(name="ls")(ls_)
+app.command(name="size")(size_)
+app.command()(clean)
+app.command()(serve)
+
+
+def _fail(message: str, code: int) -> int:
+    err.print(styled(("error:", "bold red"), " ", message))
+    return code
+
+
+def _interrupted(signum: int) -> int:
+    name = signal.Signals(signum).name
+    if not interrupts.begun():
+        # Stopped while parsing the command line or reading the config: nothing was started.
+        err.print(
+            styled(
+                ("interrupted", "bold red"),
+                f" by {name} before anything was started. Run the same command again: "
+                f"{_resume_command()}",
+            )
+        )
+        return 128 + signum
+    err.print(
+        styled(
+            ("interrupted", "bold red"),
+            f" by {name}: stopped cleanly; what was finished is recorded. "
+            f"Run the same command again to resume: {_resume_command()}",
+        )
+    )
+    return 128 + signum
+
+
+@contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """Outside the event loop (parsing, loading the config, the synchronous commands,
+    printing), SIGINT and SIGTERM stop the command with ``KeyboardInterrupt``, so that both
+    end with a message and their own exit code, and the signal is known to the audit record.
+
+    The first signal is raised once; copies of it (``timeout`` signals the process and its
+    group) are ignored while it unwinds; a signal after it was handled and
+    :data:`~daulat.interrupts.REPEAT_WINDOW` has passed ends the process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if interrupts.received() is not None:
+            if not interrupts.repeated():
+                return
+            os.write(2, f"\n{signal.Signals(signum).name} again: stopping now\n".encode())
+            os._exit(128 + signum)
+        interrupts.note(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in interrupts.SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _usage_error(exc: Exception) -> int:
+    """Print a usage error as click does, with the user's input escaped."""
+    show = getattr(exc, "show", None)
+    if show is None:
+        return _fail(str(exc), 2)
+    buffer = io.StringIO()
+    show(file=buffer)
+    sys.stderr.write(printable(buffer.getvalue(), keep_newlines=True))
+    return 2
+
+
+class _Notices(logging.Handler):
+    """The library's notices (``daulat.*`` loggers: state made private, an audit entry that
+    could not be written) on stderr, one line each, whatever else configured logging."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(printable(record.getMessage()))
+
+
+_notices = _Notices(logging.WARNING)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (for tests and :func:`main`)."""
+    _shared._argv = list(sys.argv[1:] if argv is None else argv)
+    interrupts.reset()
+    library = logging.getLogger("daulat")
+    if _notices not in library.handlers:
+        library.addHandler(_notices)
+        library.propagate = False  # printed once, here, not again by a root handler
+    with _signals_as_interrupt():
+        try:
+            try:
+                code = app(args=argv, prog_name="daulat", standalone_mode=False)
+            except KeyboardInterrupt:
+                code = 130
+            if code == 130:
+                # typer turns Ctrl-C outside the event loop into exit code 130.
+                return _interrupted(interrupts.received() or signal.SIGINT)
+            return code if isinstance(code, int) else 0
+        except ExitCode as exc:
+            return exc.code
+        except Interrupted as exc:
+            if not isinstance(exc.result, Summary):  # a transfer printed its own summary
+                return _interrupted(exc.signum)
+            return exc.exit_code
+        except typer.Exit as exc:
+            return int(exc.exit_code)
+        except SystemExit as exc:  # typer's shell completion ends with sys.exit, not typer.Exit
+            if exc.code is None or isinstance(exc.code, int):
+                return exc.code or 0
+            return _fail(str(exc.code), 1)
+        except typer.Abort:
+            return _fail("aborted", 130)
+        except typer.TyperException as exc:
+            # Usage errors (bad option, missing argument): printed like click does.
+            return _usage_error(exc)
+        except SafetyRefusal as exc:
+            return _fail(f"refused: {exc}", 2)
+        except (ConfigError, RecipientError, KeyFileError, ManifestError, AuditLogError) as exc:
+            # ManifestError, AuditLogError: the local state is damaged or not daulat's (the
+            # message names the file); like a config error, the user must fix it first.
+            return _fail(str(exc), 2)
+        except DaulatError as exc:
+            return _fail(str(exc), 1)
+        except sqlite3.Error as exc:
+            return _fail(f"the local state database failed: {exc}", 2)
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            return _fail(f"cannot use{where}: {exc.strerror or exc}", 1)
+
+
+def main() -> None:
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter shutdown: obstore's runtime threads can abort the process (exit 134) while
+    # Python finalises, which would make the exit code lie. Everything is flushed and closed here.
+    os._exit(code)

@@ -1,0 +1,373 @@
+"""What the commands share: the consoles, common options, loading the config, running a
+coroutine, printing JSON.
+
+Three options set module state through their callbacks (``--request-timeout``,
+``--abort-uploads-older-than``) and :func:`daulat.cli.run` sets the command line as typed; read
+them here (or as ``_shared.NAME``), never through a copy imported by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from daulat import interrupts
+from daulat.config import Config, find_config, load_config
+from daulat.crypto import (
+    Recipient,
+    parse_recipients,
+)
+from daulat.feedback import human_bytes
+from daulat.filters import Filter, build_filter
+from daulat.terminal import SafeConsole, json_text, printable
+from daulat.transfer import Options
+from daulat.transfer.engine import Runner
+from daulat.transfer.model import VERIFIED_BY_LISTING
+from daulat.transfer.safety import DEFAULT_MAX_DELETE
+from daulat.transfer.uploads import DEFAULT_MAX_AGE
+
+T = TypeVar("T")
+
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
+# The command line as typed, for "resume with: daulat ..." after an interrupt.
+_argv: list[str] = []
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Path to daulat.toml (default: ./daulat.toml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show no progress (results and errors only).")
+]
+
+
+# rclone-style filters (daulat.filters), for ls, size and every command that reads objects.
+IncludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="PATTERN",
+        help="Only keys matching this glob (repeatable; everything else is excluded).",
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", metavar="PATTERN", help="Leave out keys matching this glob."),
+]
+FilterRuleOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="RULE",
+        help="A rule '+ PATTERN' or '- PATTERN' (repeatable, checked in order).",
+    ),
+]
+FilterFromOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--filter-from",
+        metavar="FILE",
+        help="Read '+ PATTERN' / '- PATTERN' / '!' rules from FILE ('-': standard input).",
+    ),
+]
+
+
+def _filter(
+    include: list[str] | None,
+    exclude: list[str] | None,
+    rules: list[str] | None,
+    files: list[Path] | None,
+) -> Filter:
+    """The filter the options describe; its warnings go to stderr."""
+    result = build_filter(
+        include=include or (),
+        exclude=exclude or (),
+        filter_rules=rules or (),
+        filter_from=files or (),
+    )
+    for warning in result.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, emoji=False)
+    return result
+
+
+class ExitCode(Exception):
+    """Raised by commands to end with a given exit code after printing their output."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+# --request-timeout of the command being run (set by the option's callback, None: the config's).
+_request_timeout: float | None = None
+
+
+def _set_request_timeout(value: float | None) -> float | None:
+    global _request_timeout
+    _request_timeout = value
+    return value
+
+
+RequestTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--request-timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Fail a request that makes no progress for this long (default: each store's "
+        "request_timeout, 30 s).",
+        callback=_set_request_timeout,
+        expose_value=False,
+    ),
+]
+
+
+# --abort-uploads-older-than of the command being run (set by the option's callback).
+_abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _set_abort_age(value: str | None) -> str | None:
+    global _abort_uploads_older_than
+    if value is None:
+        _abort_uploads_older_than = DEFAULT_MAX_AGE
+        return value
+    m = _AGE.match(value)
+    if m is None:
+        raise typer.BadParameter(f"{value!r} is not an age like 7d, 12h, 30m or 90s")
+    _abort_uploads_older_than = timedelta(
+        seconds=float(m.group(1)) * _AGE_UNITS[m.group(2).lower()]
+    )
+    return value
+
+
+AbortAgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--abort-uploads-older-than",
+        metavar="AGE",
+        help="Unfinished multipart uploads the journal does not know are aborted only when "
+        "older than this (7d, 12h, 30m, 90s) and on keys this run writes; default 7d.",
+        callback=_set_abort_age,
+        expose_value=False,
+    ),
+]
+
+
+def _load(config: Path | None) -> Config:
+    return load_config(find_config(config)).with_request_timeout(_request_timeout)
+
+
+def _run(
+    coro: Coroutine[Any, Any, T],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
+    return interrupts.run(coro, loop_factory=loop_factory)
+
+
+_human_bytes = human_bytes
+
+
+def _print_json(value: Any) -> None:
+    """Exact JSON on stdout (control and bidi characters as \\u escapes, see terminal.py)."""
+    sys.stdout.write(json_text(value) + "\n")
+    sys.stdout.flush()
+
+
+def _resume_command() -> str:
+    return printable(shlex.join(["daulat", *_argv]))
+
+
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", min=1, max=1024, help="Objects in flight at once.")
+]
+BwlimitOpt = Annotated[
+    str | None,
+    typer.Option("--bwlimit", help="Bandwidth cap in bytes/s; suffixes K, M, G (powers of 1024)."),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")]
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="Where objects are copied: this process (local), or shards on a Ray cluster "
+        "(ray; needs pip install 'daulat[ray]').",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="With --engine ray: the cluster's address (default: RAY_ADDRESS, else a local Ray "
+        "started for the run and stopped after it).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=100_000,
+        help="With --engine ray: shards in flight at once, each with --concurrency objects "
+        "and its own --bwlimit (default: the cluster's CPUs).",
+    ),
+]
+
+
+def _engine(
+    engine: Engine, address: str | None, workers: int | None
+) -> Callable[[Config], Runner | None]:
+    """The runner for ``--engine`` (checked now: without Ray, one line and exit 2)."""
+    if engine != Engine.ray:
+        if address is not None or workers is not None:
+            raise typer.BadParameter("--ray-address and --workers need --engine ray")
+        return lambda _cfg: None
+    from daulat.scale.cluster import require_ray
+
+    require_ray()
+
+    def runner(cfg: Config) -> Runner:
+        from daulat.scale.driver import RayRunner
+
+        return RayRunner(cfg, address=address, workers=workers)
+
+    return runner
+
+
+EncryptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encrypt-to",
+        metavar="AGE_RECIPIENT",
+        help="Encrypt with age to this public key (repeatable); overrides the store's encrypt_to.",
+    ),
+]
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option("--identity", "-i", metavar="FILE", help="age identity file (secret key)."),
+]
+EncryptNamesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--encrypt-names",
+        help="Store objects under keyed hashes of their names; the real names are only in the "
+        "encrypted manifest (needs --encrypt-to or the store's encrypt_to).",
+    ),
+]
+AllowPlaintextOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-plaintext",
+        help="Write unencrypted objects (or real names) even where the destination holds "
+        "daulat-encrypted objects (or protected names), replacing them.",
+    ),
+]
+ReencryptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reencrypt",
+        help="Write age ciphertext to the given recipients even where this machine's journal "
+        "says the destination was encrypted to other recipients (refused by default: the old "
+        "identity could no longer restore what is rewritten).",
+    ),
+]
+AllowEmptySourceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty-source",
+        help="Go on when the source lists no objects (refused by default: with --delete or "
+        "exit that is most often a typo).",
+    ),
+]
+MaxDeleteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-delete",
+        metavar="N|N%",
+        help="With --delete: refuse, before copying or deleting anything, when more than N "
+        f"objects (or N% of the destination's) would be deleted. Default {DEFAULT_MAX_DELETE}.",
+    ),
+]
+NameKeyIdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        "-i",
+        metavar="FILE",
+        help="age identity file, to recover the destination's name key (protected names) "
+        "when this machine does not have it.",
+    ),
+]
+
+
+def _parse_rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    t = text.strip().upper().removesuffix("B").removesuffix("/S")
+    suffix = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(suffix)]) * units[suffix]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a rate like 50M or 1048576") from None
+    if value <= 0:
+        raise typer.BadParameter("the bandwidth limit must be positive")
+    return value
+
+
+def _recipients(values: list[str] | None) -> list[Recipient]:
+    return parse_recipients(values) if values else []
+
+
+def _options(
+    concurrency: int,
+    bwlimit: str | None,
+    dry_run: bool,
+    encrypt_to: list[str] | None,
+    encrypt_names: bool = False,
+    **more: Any,
+) -> Options:
+    return Options(
+        concurrency=concurrency,
+        bwlimit=_parse_rate(bwlimit),
+        dry_run=dry_run,
+        encrypt_to=_recipients(encrypt_to),
+        encrypt_names=encrypt_names,
+        abort_uploads_older_than=_abort_uploads_older_than,
+        **more,
+    )
+
+
+def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
+    """One line on what filters left out (names in rules are escaped)."""
+    return printable(
+        f"excluded by filters: {objects:,} objects ({_human_bytes(size)}); rules: "
+        + "; ".join(rules)
+    )
+
+
+def _verified_by(what: str) -> str:
+    """What "verified" meant, for people: the listing form says what it cannot see."""
+    if what == VERIFIED_BY_LISTING:
+        return f"{what} (content not re-read: verify --full re-reads and hashes it)"
+    return what

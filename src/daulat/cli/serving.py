@@ -1,0 +1,75 @@
+"""``serve`` (the read-only S3 gateway) and ``demo`` (the whole tour on local stores)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daulat.cli._shared import (
+    ConfigOpt,
+    ExitCode,
+    _load,
+    _run,
+    err,
+    out,
+)
+from daulat.errors import (
+    Interrupted,
+)
+from daulat.terminal import styled
+
+
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Working directory for the tour.")
+    ] = Path("daulat-demo-tour"),
+) -> None:
+    """Run the whole tour on local stores: init --demo, stores, scan, drill, exit, verify,
+    keys, check and report."""
+    from daulat.tour import run_tour
+
+    run_tour(directory, out)
+
+
+def serve(
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Address to listen on (default: [gateway] listen, else 127.0.0.1:9000).",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the [gateway] buckets over S3 (read-only), from whichever replica holds a verified
+    copy and answers; every byte served is checked against the copy's chunk hashes."""
+    from daulat.gateway import gateway_config, loop_factory
+    from daulat.gateway import serve as run_gateway
+
+    cfg = _load(config)
+    gw = gateway_config(cfg, listen)
+    scheme = "https" if gw.tls_cert else "http"
+    host = f"[{gw.host}]" if ":" in gw.host else gw.host
+    err.print(
+        f"daulat gateway on {scheme}://{host}:{gw.port} (read-only): "
+        + ", ".join(
+            f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
+        )
+    )
+    try:
+        _run(run_gateway(cfg, gw), loop_factory())
+    except Interrupted as exc:
+        # A server has nothing to resume: say what stopping did instead.
+        name = signal.Signals(exc.signum).name
+        err.print(
+            styled(
+                ("stopped", "bold"),
+                f" by {name}: daulat serve took no new requests and let those in flight "
+                "finish (at most 5 s); it keeps nothing to resume",
+            )
+        )
+        raise ExitCode(128 + exc.signum) from None
