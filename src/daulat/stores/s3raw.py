@@ -941,10 +941,10 @@ class S3Raw:
     ) -> PutResult:
         """Upload parts as the stream fills them, at most PARTS_IN_FLIGHT at once.
 
-        Memory: the parts in flight plus the one being filled. Chunks are copied into the
-        part's buffer as they arrive (once; a chunk is freed as soon as it is copied) and
-        the part's CRC32C is computed on the way, and the next part waits for a free slot,
-        so the stream waits (back pressure) instead of piling up parts.
+        Memory: the parts in flight plus the one being filled. A part keeps the chunks as
+        they arrive and joins them when it is sent (one copy), its CRC32C computed on the
+        way, and the next part waits for a free slot, so the stream waits (back pressure)
+        instead of piling up parts.
 
         ``resume``: continue that upload (its part size, and the parts the server listed),
         keeping each listed part that matches the stream (see :meth:`put_resumable`).
@@ -1572,13 +1572,14 @@ class S3Raw:
 
 
 class _Part:
-    """One part of a multipart upload, filled chunk by chunk into a buffer of its size, with
-    its CRC32C computed on the way (``crc``; else the checksum is computed when it is sent)."""
+    """One part of a multipart upload, filled chunk by chunk, with its CRC32C computed on the
+    way (``crc``; else the checksum is computed when it is sent). The chunks are kept as they
+    came and joined once, when the part is sent: one copy, and no zero-filled buffer first."""
 
     def __init__(self, size: int, *, crc: bool) -> None:
         self.size = size
         self.filled = 0
-        self._buffer: bytearray | None = None  # allocated by the first byte
+        self._pieces: list[bytes] = []
         self._crc: Any = google_crc32c.Checksum() if crc else None  # type: ignore[no-untyped-call]
 
     @property
@@ -1586,27 +1587,28 @@ class _Part:
         return self.filled == self.size
 
     def fill(self, chunk: bytes) -> bytes:
-        """Copy as much of ``chunk`` as fits; return the rest."""
+        """Take as much of ``chunk`` as fits; return the rest."""
         if not chunk:
             return b""
         take = min(len(chunk), self.size - self.filled)
         piece = chunk if take == len(chunk) else chunk[:take]
-        if self._buffer is None:
-            self._buffer = bytearray(self.size)
-        self._buffer[self.filled : self.filled + take] = piece
+        self._pieces.append(piece)
         if self._crc is not None:
             self._crc.update(piece)
         self.filled += take
         return b"" if take == len(chunk) else chunk[take:]
 
     def body(self) -> memoryview:
-        buffer = self._buffer or bytearray()
-        self._buffer = None  # the upload owns it now
-        return memoryview(buffer)[: self.filled]
+        """The part's bytes; the part keeps nothing (the upload owns them now)."""
+        view = self.peek()
+        self._pieces = []
+        return view
 
     def peek(self) -> memoryview:
-        """The bytes filled so far, without handing the buffer over."""
-        return memoryview(self._buffer or bytearray())[: self.filled]
+        """The bytes filled so far (joined into one buffer, which the part then keeps)."""
+        if len(self._pieces) != 1:
+            self._pieces = [b"".join(self._pieces)]
+        return memoryview(self._pieces[0])
 
     def checksum(self) -> dict[str, str] | None:
         if self._crc is None:
