@@ -62,6 +62,7 @@ from collections.abc import (
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from xml.etree import ElementTree
 
 import google_crc32c
 
@@ -130,6 +131,7 @@ DEFAULT_TIMEOUT = 30.0
 NO_TIMEOUT = 24 * 3600.0
 _META_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY_ELEMENT = re.compile(rb"<Key>.*?</Key>", re.DOTALL)
+_CONTENTS_ELEMENT = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
 PROBE_DIR = ".daulat/keyprobe-"
 # Operations whose answers carry keys URL-encoded (listings); every other answer that echoes a
 # key does so raw, which XML 1.0 cannot carry when the key holds a control character.
@@ -1967,6 +1969,7 @@ def _make_client(raw: S3Raw) -> Any:
     if check_200 is not None:
         events.unregister("before-parse.s3.*", check_200)
     events.register_first("before-parse.s3.*", _drop_raw_keys)
+    events.register("before-parse.s3.ListObjectsV2", _parse_contents)
     if check_200 is not None:
         events.register_first("before-parse.s3.*", check_200)
     return client
@@ -1985,6 +1988,50 @@ def _drop_raw_keys(operation_model: Any, response_dict: dict[str, Any], **_: Any
     body = response_dict.get("body")
     if isinstance(body, bytes) and operation_model.name not in _LISTINGS and b"<Key>" in body:
         response_dict["body"] = _KEY_ELEMENT.sub(b"", body)
+
+
+def _parse_contents(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """The objects of a ListObjectsV2 page, read here rather than by botocore's model-driven
+    parser, which took ~0.1 ms of CPU per listed object (five times this; a copy lists each
+    object twice). Same XML parser (expat, UTF-8), same values: ``Key``, ``ETag`` and
+    ``StorageClass`` as text (empty when the element is), ``Size`` an int, ``LastModified``
+    as :func:`_parse_timestamp`. The ``Contents`` elements are then cut out of the body, and
+    botocore parses the rest (truncation, tokens, common prefixes) and URL-decodes the keys as
+    ever. Anything unexpected (not a 200, not well-formed, a field that does not parse, a count
+    that differs) leaves the answer to botocore untouched."""
+    body = response_dict.get("body")
+    if response_dict.get("status_code") != 200 or not isinstance(body, bytes):
+        return
+    if b"<Contents>" not in body:
+        return
+    try:
+        parser = ElementTree.XMLParser(target=ElementTree.TreeBuilder(), encoding="utf-8")
+        parser.feed(body)
+        root = parser.close()
+        contents: list[dict[str, Any]] = []
+        for node in root:
+            if node.tag.rpartition("}")[2] != "Contents":
+                continue
+            item: dict[str, Any] = {}
+            for field in node:
+                name = field.tag.rpartition("}")[2]
+                text = field.text or ""
+                if name in ("Key", "ETag", "StorageClass"):
+                    item[name] = text
+                elif name == "Size":
+                    item[name] = int(text)
+                elif name == "LastModified":
+                    item[name] = _parse_timestamp(text)
+            contents.append(item)
+    except Exception:
+        return  # botocore's parser then reports it as it always did
+    rest, cut = _CONTENTS_ELEMENT.subn(b"", body)
+    if cut != len(contents):
+        return
+    response_dict["body"] = rest
+    customized_response_dict["Contents"] = contents
 
 
 def _aws_endpoint(region: str) -> str:
