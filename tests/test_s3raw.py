@@ -71,6 +71,7 @@ from daulat.stores.s3raw import (
     FallbackS3Store,
     S3Credentials,
     S3Raw,
+    _parse_contents,
     _parse_timestamp,
     open_fallback_s3,
     unwrap_fallback,
@@ -1254,3 +1255,58 @@ def test_listing_timestamps_are_botocores(s3_server: S3Server) -> None:
         assert abs((listed[0].modified - head.modified).total_seconds()) < 1
 
     run(go())
+
+
+def test_listing_contents_read_as_botocore_reads_them() -> None:
+    """The fast reading of a ListObjectsV2 page gives what botocore's own parser gives for
+    every object (keys with XML escapes and URL-encoded control characters, empty ETags,
+    both timestamp forms), and leaves an answer it cannot read to botocore."""
+    import botocore.session
+    from botocore import parsers
+
+    op = botocore.session.get_session().get_service_model("s3").operation_model("ListObjectsV2")
+    items = [
+        ("a%2F%2Fb", "2026-12-05T00:47:50.123Z", "&quot;abc&quot;", "7", "STANDARD"),
+        ("ctl%01%1F%7F", "2026-12-05T00:47:50Z", "", "0", ""),
+        ("&lt;xml&gt;&amp;%22quote%27", "2026-01-01T00:00:00.000Z", "&quot;d-2&quot;", "123", "X"),
+        ("emoji%F0%9F%98%80+sp", "2026-12-05T00:47:50.999999+00:00", "e", "5368709120", "S"),
+    ]
+    contents = "".join(
+        f"<Contents><Key>{k}</Key><LastModified>{t}</LastModified><ETag>{e}</ETag>"
+        f"<Size>{n}</Size><Owner><ID>o</ID></Owner><StorageClass>{c}</StorageClass></Contents>"
+        for k, t, e, n, c in items
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.'
+        'com/doc/2006-03-01/"><Name>b</Name><Prefix>p</Prefix><KeyCount>4</KeyCount>'
+        f"<IsTruncated>true</IsTruncated>{contents}<NextContinuationToken>tok"
+        "</NextContinuationToken><EncodingType>url</EncodingType></ListBucketResult>"
+    ).encode()
+
+    def parse(fast: bool, data: bytes) -> dict[str, Any]:
+        response = {"body": data, "headers": {}, "status_code": 200}
+        custom: dict[str, Any] = {}
+        if fast:
+            _parse_contents(response, custom)
+        parsed: dict[str, Any] = parsers.create_parser("rest-xml").parse(response, op.output_shape)
+        parsed.update(custom)
+        parsed.pop("ResponseMetadata", None)
+        return parsed
+
+    slow, fast = parse(False, body), parse(True, body)
+    assert [o["Key"] for o in fast["Contents"]] == [
+        i[0].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for i in items
+    ]
+    fields = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+    assert [{f: o[f] for f in fields} for o in fast["Contents"]] == [
+        {f: o[f] for f in fields} for o in slow["Contents"]
+    ]
+    assert {k: v for k, v in fast.items() if k != "Contents"} == {
+        k: v for k, v in slow.items() if k != "Contents"
+    }
+    # Not well-formed (a raw control character): left to botocore, body untouched.
+    bad = body.replace(b"ctl%01", b"ctl\x01")
+    response = {"body": bad, "headers": {}, "status_code": 200}
+    custom: dict[str, Any] = {}
+    _parse_contents(response, custom)
+    assert response["body"] is bad and custom == {}
