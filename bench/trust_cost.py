@@ -11,7 +11,14 @@ d833ecd``); ``--after`` defaults to this checkout. Both run the same exit, Seawe
 system, every thread) are compared:
 
 * small: ``--objects`` x 64 KiB — CPU ms per object;
-* large: 2 x ``--large-mib`` MiB — CPU s per GiB.
+* large: 2 x ``--large-mib`` MiB — CPU s per GiB;
+* fixed: 10 x 64 KiB — the CPU seconds a run costs whatever its size (key loading, manifests,
+  clients). Beside the totals, the table gives the marginal costs: (small - fixed) per
+  object beyond the first 10, and (large - fixed) per GiB.
+
+The children write and reuse compiled bytecode (under WORKDIR/pycache, not in the
+checkouts; the warm-up runs fill it), as an installed package does: without it, every module a
+run imports lazily would be compiled from source inside the measured time.
 
 Runs alternate between the checkouts (before, after, after, before, ...), so drifts in the
 machine's load hit both. Each run writes into a new, empty bucket and a new state directory.
@@ -41,6 +48,7 @@ from transfer import Dataset, _fill, delete_bucket
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+FIXED = "trust-fixed"  # the dataset that measures a run's fixed cost
 
 CHILD = r"""
 import asyncio, json, os, sys, time
@@ -79,6 +87,8 @@ def one_run(
     config.write_text(store_toml("a", ds.name, a) + store_toml("b", bucket, b))
     env = clean_env()
     env["PYTHONPATH"] = str(checkout / "src")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache" / tag)
     load = os.getloadavg()[0]
     res = subprocess.run(
         [sys.executable, "-c", CHILD, str(config)],
@@ -119,8 +129,24 @@ def render(
         "| case | before | after | after ÷ before | CPU of every run (before; after) |",
         "|---|---:|---:|---:|---|",
     ]
+    fixed = next((ds for ds in sets if ds.name == FIXED), None)
+
+    def median_cpu(tag: str, ds: Dataset) -> float:
+        return statistics.median(r["cpu"] for r in runs[tag, ds.name])
+
+    marginal: list[str] = []
     for ds in sets:
         small = ds.size < MiB
+        every = "; ".join(
+            ", ".join(f"{r['cpu']:.2f}" for r in runs[tag, ds.name]) for tag in ("before", "after")
+        )
+        if ds is fixed:
+            before, after = median_cpu("before", ds), median_cpu("after", ds)
+            lines.append(
+                f"| {ds.describe()}: fixed cost of a run (CPU s, median) | {before:.3f} | "
+                f"{after:.3f} | {after / before:.2f}x | {every} |"
+            )
+            continue
         unit = "CPU ms/object" if small else "CPU s/GiB"
 
         def per(r: dict[str, float], ds: Dataset = ds, small: bool = small) -> float:
@@ -128,13 +154,26 @@ def render(
 
         before = statistics.median(per(r) for r in runs["before", ds.name])
         after = statistics.median(per(r) for r in runs["after", ds.name])
-        every = "; ".join(
-            ", ".join(f"{r['cpu']:.2f}" for r in runs[tag, ds.name]) for tag in ("before", "after")
-        )
         lines.append(
             f"| {ds.describe()} ({unit}, median) | {before:.3f} | {after:.3f} | "
             f"**{after / before:.2f}x** | {every} |"
         )
+        if fixed is not None:
+            # What each object or GiB adds beyond the fixed cost of a run (medians).
+            m = {
+                tag: (
+                    (median_cpu(tag, ds) - median_cpu(tag, fixed)) * 1000
+                    / (ds.objects - fixed.objects)
+                    if small
+                    else (median_cpu(tag, ds) - median_cpu(tag, fixed)) / (ds.bytes / GiB)
+                )
+                for tag in ("before", "after")
+            }
+            marginal.append(
+                f"| {ds.describe()}, beyond the fixed cost ({unit}) | {m['before']:.3f} | "
+                f"{m['after']:.3f} | **{m['after'] / m['before']:.2f}x** | |"
+            )
+    lines += marginal
     lines += [
         "",
         "Reproduce (from the repository root, after `pip install -e '.[test]'`):",
@@ -164,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = [
         Dataset("trust-small", args.objects, 64 * 1024),
         Dataset("trust-large", 2, args.large_mib * MiB),
+        Dataset(FIXED, 10, 64 * 1024),
     ]
     runs: dict[tuple[str, str], list[dict[str, float]]] = {
         (tag, ds.name): [] for tag in checkouts for ds in sets

@@ -32,7 +32,7 @@ import textwrap
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from conformance import test_store_contract as contract
@@ -62,12 +62,17 @@ from daulat.errors import (
     Transient,
     Unsupported,
 )
-from daulat.stores.base import Store
+from daulat.stores import s3raw as s3raw_module
+from daulat.stores.base import PutResult, Store
+from daulat.stores.hashing import StreamHasher, hashed, hashed_by
+from daulat.stores.resumable import ResumeStats
 from daulat.stores.s3 import open_s3
 from daulat.stores.s3raw import (
     FallbackS3Store,
     S3Credentials,
     S3Raw,
+    _parse_contents,
+    _parse_timestamp,
     open_fallback_s3,
     unwrap_fallback,
 )
@@ -1149,3 +1154,159 @@ def test_part_by_part_copies_report_their_upload_before_the_first_part(fake: Fak
     run(go())
     assert [(k, parts) for k, _, parts in seen] == [("../copy", 0)]
     assert fake.open_uploads("dst") == []
+
+
+# ------------------------------------------------------------------ CPU: hashing once, timestamps
+
+
+class _CountingHasher(StreamHasher):
+    """A StreamHasher that counts the bytes it was given (every instance, in ``fed``)."""
+
+    fed: ClassVar[list[int]] = []
+
+    async def update(self, chunk: bytes | memoryview) -> None:
+        _CountingHasher.fed.append(len(chunk))
+        await super().update(chunk)
+
+
+async def _chunks_of(data: bytes, size: int = MiB + 17) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("resumable", [False, True])
+@pytest.mark.parametrize("size", [3 * MiB + 5, 12 * MiB + 7])
+def test_a_stream_hashed_on_the_way_is_hashed_once(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, size: int, resumable: bool
+) -> None:
+    """A body the caller hashes while it streams (the copy engine's ``hashed``) gives the
+    store its digest: the store does not hash the same bytes again, and still returns the
+    object's true SHA-256 and checks the expected one."""
+    monkeypatch.setattr(s3raw_module, "StreamHasher", _CountingHasher)
+    raw = _weed_raw(s3_server, part_size=5 * MiB, single_put_max=5 * MiB)
+    data = os.urandom(size)  # parts differ: a part sent twice or out of order would show
+    digest = hashlib.sha256(data).hexdigest()
+
+    async def put(key: str, expected: str | None) -> PutResult:
+        body = hashed(_chunks_of(data), _CountingHasher(), expected=expected, store="t", key=key)
+        if resumable:
+            return await raw.put_resumable(
+                key,
+                body,
+                metadata=None,
+                session=None,
+                on_session=lambda s: None,
+                stats=ResumeStats(),
+            )
+        return await raw.put(key, body)
+
+    async def go() -> None:
+        _CountingHasher.fed.clear()
+        res = await put("once.bin", digest)
+        assert res.sha256 == digest and res.size == size
+        assert sum(_CountingHasher.fed) == size  # fed once, not once more by the store
+        assert await (await raw.get("once.bin")).read_all() == data
+        with pytest.raises(IntegrityError):
+            await put("wrong.bin", "0" * 64)
+        with pytest.raises(NotFound):
+            await raw.head("wrong.bin")
+        await raw.close()
+
+    run(go())
+
+
+def test_hashed_by_only_an_unread_hashed_stream() -> None:
+    async def go() -> None:
+        body = hashed(_chunks_of(b"x" * 10, 4), StreamHasher(), expected=None, store="t", key="k")
+        assert hashed_by(body) is body.hasher
+        assert await anext(body) == b"xxxx"
+        assert hashed_by(body) is None  # the store would not see every byte any more
+        assert hashed_by(_chunks_of(b"x")) is None and hashed_by(b"x") is None
+        ends: list[int] = []
+        assert [c async for c in body.then(ends.append)] == [b"xxxx", b"xx"]
+        assert ends == [10] and body.hasher.hexdigest() == hashlib.sha256(b"x" * 10).hexdigest()
+
+    run(go())
+
+
+def test_listing_timestamps_are_botocores(s3_server: S3Server) -> None:
+    """Listings' LastModified go through a fast ISO 8601 parser: same instant as HEAD's
+    Last-Modified (an HTTP date, whole seconds), timezone-aware, and the same value
+    botocore's own parser gives for every form S3 answers use."""
+    from botocore.utils import parse_timestamp
+
+    for text in (
+        "2026-12-05T00:47:50.123Z",
+        "2026-12-05T00:47:50Z",
+        "2026-12-05T00:47:50.123456+00:00",
+        "Sat, 05 Dec 2026 00:47:50 GMT",
+        "1764895670",
+    ):
+        assert _parse_timestamp(text) == parse_timestamp(text)
+    raw = _weed_raw(s3_server)
+
+    async def go() -> None:
+        await raw.put("t.bin", b"t")
+        time.sleep(1.2)  # a fallback to "now" would be more than a second off
+        listed = [o async for batch in raw.list_all("") for o in batch]
+        head = await raw.head("t.bin")
+        await raw.close()
+        assert len(listed) == 1 and listed[0].modified.tzinfo is not None
+        assert abs((listed[0].modified - head.modified).total_seconds()) < 1
+
+    run(go())
+
+
+def test_listing_contents_read_as_botocore_reads_them() -> None:
+    """The fast reading of a ListObjectsV2 page gives what botocore's own parser gives for
+    every object (keys with XML escapes and URL-encoded control characters, empty ETags,
+    both timestamp forms), and leaves an answer it cannot read to botocore."""
+    import botocore.session
+    from botocore import parsers
+
+    op = botocore.session.get_session().get_service_model("s3").operation_model("ListObjectsV2")
+    items = [
+        ("a%2F%2Fb", "2026-12-05T00:47:50.123Z", "&quot;abc&quot;", "7", "STANDARD"),
+        ("ctl%01%1F%7F", "2026-12-05T00:47:50Z", "", "0", ""),
+        ("&lt;xml&gt;&amp;%22quote%27", "2026-01-01T00:00:00.000Z", "&quot;d-2&quot;", "123", "X"),
+        ("emoji%F0%9F%98%80+sp", "2026-12-05T00:47:50.999999+00:00", "e", "5368709120", "S"),
+    ]
+    contents = "".join(
+        f"<Contents><Key>{k}</Key><LastModified>{t}</LastModified><ETag>{e}</ETag>"
+        f"<Size>{n}</Size><Owner><ID>o</ID></Owner><StorageClass>{c}</StorageClass></Contents>"
+        for k, t, e, n, c in items
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.'
+        'com/doc/2006-03-01/"><Name>b</Name><Prefix>p</Prefix><KeyCount>4</KeyCount>'
+        f"<IsTruncated>true</IsTruncated>{contents}<NextContinuationToken>tok"
+        "</NextContinuationToken><EncodingType>url</EncodingType></ListBucketResult>"
+    ).encode()
+
+    def parse(fast: bool, data: bytes) -> dict[str, Any]:
+        response = {"body": data, "headers": {}, "status_code": 200}
+        custom: dict[str, Any] = {}
+        if fast:
+            _parse_contents(response, custom)
+        parsed: dict[str, Any] = parsers.create_parser("rest-xml").parse(response, op.output_shape)
+        parsed.update(custom)
+        parsed.pop("ResponseMetadata", None)
+        return parsed
+
+    slow, fast = parse(False, body), parse(True, body)
+    assert [o["Key"] for o in fast["Contents"]] == [
+        i[0].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") for i in items
+    ]
+    fields = ("Key", "LastModified", "ETag", "Size", "StorageClass")
+    assert [{f: o[f] for f in fields} for o in fast["Contents"]] == [
+        {f: o[f] for f in fields} for o in slow["Contents"]
+    ]
+    assert {k: v for k, v in fast.items() if k != "Contents"} == {
+        k: v for k, v in slow.items() if k != "Contents"
+    }
+    # Not well-formed (a raw control character): left to botocore, body untouched.
+    bad = body.replace(b"ctl%01", b"ctl\x01")
+    response = {"body": bad, "headers": {}, "status_code": 200}
+    custom: dict[str, Any] = {}
+    _parse_contents(response, custom)
+    assert response["body"] is bad and custom == {}

@@ -808,7 +808,7 @@ class GcsStore:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
             with contextlib.suppress(RuntimeError):
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
         return PutResult(
             key=key,
             size=hasher.size,

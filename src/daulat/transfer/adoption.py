@@ -101,6 +101,7 @@ from daulat.crypto import fsync_directory
 from daulat.errors import AccessDenied, ConfigError, StoreError
 from daulat.state import private_dir
 from daulat.stores.base import Store
+from daulat.stores.hashing import Hashed
 from daulat.transfer.journal import Candidate, Journal, Outcome, State
 from daulat.transfer.retry import RetryPolicy
 
@@ -371,11 +372,22 @@ def _unb64(text: str, length: int) -> bytes | None:
     return data if len(data) == length else None
 
 
-async def before_end(
+def before_end(
+    stream: AsyncIterable[bytes], at_end: Callable[[int], None]
+) -> AsyncIterable[bytes]:
+    """Pass ``stream`` through; call ``at_end(bytes passed)`` once it is exhausted, before the
+    consumer learns that it ended (an upload cannot complete before that).
+
+    A :class:`~daulat.stores.hashing.Hashed` stream stays one (its check comes first, then
+    ``at_end``), so the store it goes to can reuse its hash rather than hash it again."""
+    if isinstance(stream, Hashed):
+        return stream.then(at_end)
+    return _before_end(stream, at_end)
+
+
+async def _before_end(
     stream: AsyncIterable[bytes], at_end: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
-    """Pass ``stream`` through; call ``at_end(bytes passed)`` once it is exhausted, before the
-    consumer learns that it ended (an upload cannot complete before that)."""
     n = 0
     async for chunk in stream:
         n += len(chunk)
