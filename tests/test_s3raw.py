@@ -814,7 +814,7 @@ def test_from_config_resolves_like_open_s3() -> None:
         ),
         env={"OSS_ACCESS_KEY_ID": "id", "OSS_ACCESS_KEY_SECRET": "secret"},
     )
-    assert oss.endpoint == "https://oss-ap-southeast-5.aliyuncs.com" and oss.virtual_hosted
+    assert oss.endpoint == "https://s3.oss-ap-southeast-5.aliyuncs.com" and oss.virtual_hosted
     assert oss.checksum == "md5" and oss.credentials.static == S3Credentials("id", "secret")
     assert oss.timeout == 7
     assert "secret" not in repr(oss.credentials.static)

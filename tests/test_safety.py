@@ -123,9 +123,9 @@ def test_location_normalises_endpoints_and_defaults() -> None:
     alibaba = StoreConfig.model_validate(
         {"name": "o", "url": "s3://pemilu", "provider": "alibaba", "region": "ap-southeast-5"}
     )
-    assert location_of(alibaba).server == "https://oss-ap-southeast-5.aliyuncs.com:443"
+    assert location_of(alibaba).server == "https://s3.oss-ap-southeast-5.aliyuncs.com:443"
     named = alibaba.model_copy(
-        update={"endpoint": "https://pemilu.oss-ap-southeast-5.aliyuncs.com"}
+        update={"endpoint": "https://pemilu.s3.oss-ap-southeast-5.aliyuncs.com"}
     )
     assert location_of(named) == location_of(alibaba)
     aws = StoreConfig.model_validate(
