@@ -120,3 +120,97 @@ def test_no_byte_of_an_altered_chunk_is_sent(altered_setup: tuple[Path, bytes]) 
         )
         assert status == 503 and big[20 * MiB : 20 * MiB + 100] not in got
         assert b"ServiceUnavailable" in got and b"chunk 2 does not match" in got
+
+
+def test_vanished_primary_directory_fails_over(tmp_path: Path) -> None:
+    """The primary's directory disappears (an unmounted volume): reads and listings come from
+    the replica, a key no copy holds is S3's 503 (never NoSuchKey), and the audit log says the
+    primary is down."""
+    objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB)}
+    _fill(tmp_path / "prim", objects)
+    stores = [fs_store_config(tmp_path / "prim", "prim"), fs_store_config(tmp_path / "rep", "rep")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "prim", "rep")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == objects["a.txt"]
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="missing")
+        assert exc.value.response["Error"]["Code"] == "NoSuchKey"  # the primary is there
+        (tmp_path / "prim").rename(tmp_path / "prim.away")
+        for key, data in objects.items():
+            assert s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == data
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert keys == sorted(objects)
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="missing")
+        assert _status(exc.value) == 503
+    down = [e["details"] for e in _audit(config) if e["operation"] == "gateway.down"]
+    assert [d["replica"] for d in down] == ["prim"] and "does not exist" in down[0]["error"]
+
+
+def test_deleted_primary_bucket_fails_over(tmp_path: Path, s3_server: S3Server) -> None:
+    """The primary's S3 bucket is deleted (SeaweedFS: NoSuchBucket): the first GET, with no
+    listing before it, is served from the replica, and the listing too; audited as revoked."""
+    objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB)}
+    _fill(tmp_path / "seed", objects)
+    stores = [
+        s3_store_config(s3_server, "prim", "gw-gone"),
+        fs_store_config(tmp_path / "rep", "rep"),
+        fs_store_config(tmp_path / "seed", "seed"),
+    ]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "seed", "prim")
+    _copy(config, "prim", "rep")
+    direct = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    for o in direct.list_objects_v2(Bucket="gw-gone").get("Contents", []):
+        direct.delete_object(Bucket="gw-gone", Key=o["Key"])
+    direct.delete_bucket(Bucket="gw-gone")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        assert s3.get_object(Bucket="pemilu", Key="dir/b.bin")["Body"].read() == objects["dir/b.bin"]
+        assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == objects["a.txt"]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert keys == sorted(objects)
+        deadline = time.monotonic() + 10
+        while not any(e["operation"] == "gateway.revoked" for e in _audit(config)):
+            assert time.monotonic() < deadline  # written off the gateway's event loop
+            time.sleep(0.1)
+    revoked = [e["details"] for e in _audit(config) if e["operation"] == "gateway.revoked"]
+    assert [r["replica"] for r in revoked] == ["prim"] and "does not exist" in revoked[0]["error"]
+
+
+def test_every_write_is_405_read_only(tmp_path: Path) -> None:
+    """PutObject, DeleteObject, DeleteObjects, CopyObject and a multipart upload all get the
+    same 405 MethodNotAllowed with an S3 XML error body."""
+    _fill(tmp_path / "prim", {"a.txt": b"hello\n"})
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml([fs_store_config(tmp_path / "prim", "prim")], {"pemilu": ["prim"]}))
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        calls = [
+            lambda: s3.put_object(Bucket="pemilu", Key="new", Body=b"x"),
+            lambda: s3.delete_object(Bucket="pemilu", Key="a.txt"),
+            lambda: s3.delete_objects(Bucket="pemilu", Delete={"Objects": [{"Key": "a.txt"}]}),
+            lambda: s3.copy_object(Bucket="pemilu", Key="b", CopySource="pemilu/a.txt"),
+            lambda: s3.create_multipart_upload(Bucket="pemilu", Key="m"),
+            lambda: s3.delete_bucket(Bucket="pemilu"),
+        ]
+        for call in calls:
+            with pytest.raises(ClientError) as exc:
+                call()
+            error = exc.value.response["Error"]
+            assert _status(exc.value) == 405, exc.value.response
+            assert (error["Code"], error["Message"]) == (
+                "MethodNotAllowed", "this gateway is read-only"
+            )
+        assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello\n"
+    # The unread body of a refused write never spills into the next request on the connection.
+    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert "Invalid HTTP request" not in log, log
