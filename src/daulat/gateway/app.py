@@ -108,6 +108,11 @@ class Gateway:
         hdrs = [("content-type", "application/xml"), ("x-amz-request-id", rid), *exc.headers]
         if method == "HEAD":
             hdrs.append(("content-length", "0"))
+        if method not in ("GET", "HEAD"):
+            # A write's body is never read (SDKs send it only after "100 Continue", which is
+            # never given): the connection cannot carry another request, else the server would
+            # take the next request's bytes for that body and answer 400 to it.
+            hdrs.append(("connection", "close"))
         await _respond(send, exc.status, hdrs, body)
 
     async def _route(

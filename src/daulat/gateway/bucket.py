@@ -99,13 +99,45 @@ class Bucket:
         try:
             info = await p.store.head(p.address.prefix + key)
         except (NotFound, InvalidKey):
+            # A store that is gone answers "not found" for every key (a directory store whose
+            # root vanished; an S3 HEAD cannot tell a deleted bucket from a missing key): it is
+            # down, never a reason to tell clients that their data does not exist.
+            if not await self._primary_present():
+                return None
             self.health.succeeded(p.name)
             raise NotFound(f"no such key {key!r}", key=key) from None
         except Exception as exc:
-            self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+            self._primary_failed(exc)
             return None
         self.health.succeeded(p.name)
         return info
+
+    async def _primary_present(self) -> bool:
+        """Whether the primary is there to ask: a listing of a prefix that holds nothing
+        (under daulat's own ``.daulat/``) fails when its root directory or bucket is gone
+        (then the primary is marked down at once) or when it does not answer."""
+        p = self.primary
+        batches = p.store.list(p.address.prefix + _PROBE)
+        try:
+            async for _ in batches:
+                break
+        except (StoreError, OSError) as exc:
+            self._primary_failed(exc)
+            return False
+        finally:
+            close = getattr(batches, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        return True
+
+    def _primary_failed(self, exc: BaseException) -> None:
+        self.health.failed(
+            self.primary.name,
+            describe(exc),
+            revoked=isinstance(exc, AccessDenied),
+            gone=isinstance(exc, MissingRoot),
+        )
 
     async def resolve(self, key: str) -> Version:
         """The current version of ``key`` and the replicas that hold it verified, in order.
@@ -218,11 +250,8 @@ class Bucket:
                     db.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?, ?, ?)", rows)
                 self.health.succeeded(p.name)
                 return True
-            except MissingRoot:
-                self.health.succeeded(p.name)
-                return True
-            except (StoreError, OSError) as exc:
-                self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+            except (StoreError, OSError) as exc:  # MissingRoot too: gone, not empty
+                self._primary_failed(exc)
                 db.execute("DELETE FROM listed")
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, self.others, prefix):
@@ -324,11 +353,8 @@ class Bucket:
                 if not restart:
                     self.health.succeeded(p.name)
                     return Page(contents, prefixes, False, last, last_is_prefix)
-        except MissingRoot:
-            self.health.succeeded(p.name)
-            return Page([], [], False, "", False)
         except (StoreError, OSError) as exc:
-            self.health.failed(p.name, describe(exc), revoked=isinstance(exc, AccessDenied))
+            self._primary_failed(exc)
             return None
 
     def _select(
@@ -380,6 +406,10 @@ class Bucket:
                     return etag_of(r.sha256)
         return fallback
 
+
+# A prefix under daulat's own files that holds nothing: listing it costs one request (or one
+# directory lookup) and fails only when the store itself is gone or does not answer.
+_PROBE = DST_MANIFEST_PREFIX + "gateway-probe/"
 
 # Past every key under a common prefix for a listing that starts *after* a key: S3 compares
 # keys by their UTF-8 bytes, where U+10FFFF is the largest character. Keys under the prefix

@@ -1,7 +1,8 @@
 """Per-replica health: a circuit breaker with half-open probes, in memory.
 
 A replica that fails (connection refused or reset, a 5xx, a timeout) ``FAILURES`` times in a
-row, or that refuses access once (403/401: revoked, which retrying will not mend), is *open*:
+row, or that refuses access once (403/401, a deleted bucket: revoked, which retrying will not
+mend), or whose directory is gone (a directory store's root), is *open* ("down"):
 requests skip it, so a dead replica costs nothing after it was found dead. After a cool-down
 (doubling per failed probe, up to ``MAX_COOLDOWN``) it is *half-open*: one request may try it;
 success closes the circuit, failure opens it again. Transitions are reported to ``on_change``
@@ -77,7 +78,9 @@ class Health:
             c.state, c.cooldown, c.revoked = State.CLOSED, COOLDOWN, False
             self._changed(c, "recovered")
 
-    def failed(self, name: str, error: str, *, revoked: bool = False) -> None:
+    def failed(self, name: str, error: str, *, revoked: bool = False, gone: bool = False) -> None:
+        """A request to the replica failed. ``revoked``: it refused access; ``gone``: it is not
+        there (a directory store's root, a bucket): either opens the circuit at once."""
         c = self.circuit(name)
         c.failures += 1
         c.last_error = error
@@ -85,7 +88,7 @@ class Health:
         if c.state == State.HALF_OPEN:
             c.cooldown = min(MAX_COOLDOWN, c.cooldown * 2)
         if c.state != State.OPEN and (
-            revoked or c.failures >= FAILURES or c.state == State.HALF_OPEN
+            revoked or gone or c.failures >= FAILURES or c.state == State.HALF_OPEN
         ):
             first = c.state == State.CLOSED
             c.state, c.opened_at = State.OPEN, self._clock()

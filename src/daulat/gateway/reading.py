@@ -1,33 +1,41 @@
-"""Reading an object for a client: from the first replica that answers, every byte checked.
+"""Reading an object for a client: from the first replica that answers, every byte checked
+*before* it is sent.
 
 The read covers whole 8 MiB chunks (a range is widened to the chunks it touches, the bytes
 outside it read and hashed but not sent) so that every chunk served is hashed in full and
-compared with the chunk hash recorded when the copy was made. Two modes:
+compared with the chunk hash recorded when the copy was made. No byte of a chunk reaches the
+client before the whole chunk has matched its hash. Two modes:
 
-- **buffered** (the widened span is at most :data:`BUFFER_LIMIT`: small objects, small ranges):
-  the span is read and checked before anything is sent, so a replica that fails *or* holds
-  other bytes is passed over for the next one and the client never notices;
-- **streamed** (larger spans; memory stays at a few pieces per request): bytes go out as they
-  arrive, and each chunk is checked when its last byte has been read; the last byte of the
-  response is held back until its chunk is checked. A replica that fails mid-read (connection
-  reset, 5xx, 403) is replaced by the next one *at the same byte offset*, the hash of the chunk
-  in progress continuing over both, so the client sees one uninterrupted response. A chunk that
-  does not match cuts the response before its end: the client sees a failed transfer, never a
-  complete response with wrong bytes, and the replica is not used for that object again.
+- **buffered** (the widened span is at most :data:`BUFFER_LIMIT`: small objects): the span
+  is read and checked before the response starts;
+- **streamed** (larger spans): chunk by chunk. A chunk is read from a replica and held, its
+  SHA-256 checked, and only then sent; the next chunk is read and checked while the previous
+  one is being sent, so a read holds at most two chunks. The first chunk is checked before the
+  response starts.
+
+In both modes a replica that fails (connection reset, 5xx, 403) or whose chunk does not match
+is replaced by the next one *at the start of that chunk*, and nothing of the chunk has been
+sent yet, so the client sees one uninterrupted, correct response. A replica whose chunk does
+not match is not used for that object again (audited as ``gateway.mismatch``). When no replica
+is left: before the response starts, S3's 503; after, the response is cut at the end of the
+last chunk that matched, so the client sees a failed transfer whose bytes are all right.
 
 Pieces travel as :class:`memoryview` slices of what the store handed over (no copies on the
-way to the socket), and each piece is hashed in a worker thread while it is being sent
+way to the socket), and each piece is hashed in a worker thread while the next one is read
 (hashlib releases the GIL for large buffers), so the event loop only moves bytes.
 
 **Memory.** Every read takes the bytes it is about to hold from the gateway's
 :class:`~daulat.gateway.budget.ByteBudget` (``[gateway] read_buffers``) and gives them back
-once they are hashed and the server has sent them (known when the server takes the read's
-next bytes: it first drains what it holds), so concurrent reads wait for memory instead of
-growing it. A streamed read of a plain replica takes :data:`PIECE_HOLD` per piece; a buffered
-one its span three times over; an age replica :data:`DECRYPT_HOLD` for its decrypting stream.
-The server sends the end of each piece as a small copy (:data:`daulat.gateway.app.SEND_TAIL`),
-so a piece is out of memory once the server takes the next bytes. Not counted: the HTTP
-clients' read buffers and those copied ends (64 KiB per response).
+once the server has sent them (known when the server takes the read's next bytes: it first
+drains what it holds), so concurrent reads wait for memory instead of growing it. A streamed
+read of a plain replica takes a chunk and a piece (:data:`PIECE_HOLD`) for each chunk it reads
+and gives the chunk back once sent; when the budget is spent it first finishes sending what it
+holds, closes the replica's stream and waits (its only holding then being a chunk already
+handed to the server, which is given back whatever the budget does, reads cannot wait for one
+another). A buffered read takes its span three times over; an age replica
+:data:`DECRYPT_HOLD` for its decrypting stream and, streamed, two chunks, for as long as it is
+read (it is not reopened to wait: that would decrypt it again from its start). Not counted: the
+HTTP clients' read buffers and the copied ends of pieces sent (64 KiB per response).
 
 Age-encrypted replicas are decrypted on the fly (pyrage has no seeking): a read at offset N of
 such a replica decrypts and discards the N bytes before it, which costs CPU (about 500 MB/s)
@@ -72,14 +80,20 @@ class Unavailable(DaulatError):
     """No replica could serve the object (S3 503)."""
 
 
-class ChunkMismatch(DaulatError):
-    """A replica's bytes do not hash to the recorded chunk hash."""
-
-
 class Events(Protocol):
     def failover(self, version: Version, failed: Source, offset: int, error: str) -> None: ...
 
     def mismatch(self, version: Version, source: Source, chunk: int) -> None: ...
+
+
+@dataclass
+class _Chunk:
+    """One chunk read and checked, held until it is sent: object bytes ``[lo, hi)``."""
+
+    lo: int
+    hi: int
+    pieces: list[Piece]
+    taken: int  # of the budget, given back once it is sent
 
 
 @dataclass
@@ -117,6 +131,16 @@ class VerifiedRead:
         self._held_source = 0
         self._held_piece = 0
         self._handed = 0
+        # Streamed checked reads: the chunk being read, the chunks read (checked, to be sent
+        # or being sent), and a source's hold kept until the chunk being sent (which it may
+        # cover) is out.
+        self._filling = 0
+        self._chunks_held = 0
+        self._retired = 0
+        self._sending = False
+        self._first: _Chunk | None = None
+        # Bytes a source handed over past the end of the chunk being read: the next chunk's.
+        self._carry: Piece = _EMPTY
         size, c = version.size, version.chunk_size
         if version.verified:
             self.lo = start - start % c
@@ -134,9 +158,12 @@ class VerifiedRead:
 
     async def _open(self, source: Source, pos: int) -> _Open:
         store, key = source.replica.store, source.key
-        hold = (DECRYPT_HOLD if source.encrypted else 0) + (
-            3 * (self.hi - self.lo) if self.buffered else 0
-        )
+        hold = 3 * (self.hi - self.lo) if self.buffered else 0
+        if source.encrypted:
+            # Streamed, the chunk being sent and the one being read are within this hold: the
+            # decrypting stream never waits for the budget while it is open.
+            streamed = 0 if self.buffered or not self.version.verified else 2
+            hold += DECRYPT_HOLD + streamed * min(self.version.chunk_size, self.hi - self.lo)
         if hold:
             self._held_source = await self.budget.take(hold)
         if not source.encrypted:
@@ -151,9 +178,23 @@ class VerifiedRead:
 
     def _give_back(self) -> None:
         """Give back all this read holds (it then may wait for the budget again)."""
-        held = self._held_source + self._held_piece + self._handed
-        self._held_source = self._held_piece = self._handed = 0
+        held = self._held_source + self._held_piece + self._handed + self._retired
+        held += self._filling + self._chunks_held
+        self._held_source = self._held_piece = self._handed = self._retired = 0
+        self._filling = self._chunks_held = 0
         self.budget.give(held)
+
+    def _drop_source(self) -> None:
+        """Give back what the current source holds, before another is opened. A decrypting
+        source's hold covers the chunk being sent, if any: kept until that chunk is out."""
+        self.budget.give(self._held_piece + self._handed)
+        self._held_piece = self._handed = 0
+        self._retired += self._held_source
+        self._held_source = 0
+        self._carry = _EMPTY
+        if not self._sending:
+            self.budget.give(self._retired)
+            self._retired = 0
 
     def _sent(self) -> None:
         """The server took this read's next bytes: the pieces handed to it before are sent."""
@@ -173,8 +214,9 @@ class VerifiedRead:
 
     async def _next_source(self, last_error: str | None = None) -> None:
         """Open the next usable source at ``self.pos``; :class:`Unavailable` when none opens.
-        Called holding nothing of the budget: opening a source may wait for it."""
-        self._give_back()
+        Called holding nothing of the budget but a chunk being sent (which is given back
+        whatever the budget does): opening a source may wait for it."""
+        self._drop_source()
         errors: list[str] = [last_error] if last_error else []
         while self.queue:
             source = self.queue.pop(0)
@@ -183,7 +225,7 @@ class VerifiedRead:
                 errors.append(f"{name}: marked down")
                 continue
             try:
-                self._give_back()  # what an earlier attempt took for its source
+                self._drop_source()  # what an earlier attempt took for its source
                 self.current = await self._open(source, self.pos)
                 return
             except asyncio.CancelledError:
@@ -201,6 +243,8 @@ class VerifiedRead:
         await self._next_source()
         if self.buffered:
             self._data = await self._read_buffered()
+        elif self.version.verified:
+            self._first = await self._fill()
 
     async def _close(self) -> None:
         if self.current is not None:
@@ -343,82 +387,127 @@ class VerifiedRead:
         self.health.succeeded(self.current.source.replica.name)
 
     async def _checked(self) -> AsyncIterator[Piece]:
+        """The checked chunks in turn, each read (and checked) while the one before is sent."""
+        chunk, self._first = self._first, None
+        ahead: asyncio.Task[_Chunk] | None = None
+        try:
+            while chunk is not None:
+                if self.pos < self.hi:
+                    ahead = asyncio.get_running_loop().create_task(self._fill())
+                self._sending = True
+                a, b = max(self.start, chunk.lo), min(self.end, chunk.hi)
+                at = chunk.lo
+                for piece in chunk.pieces:
+                    lo, at = at, at + len(piece)
+                    if max(a, lo) < min(b, at):
+                        yield piece[max(a, lo) - lo : min(b, at) - lo]
+                # The server took every piece of the chunk (their ends as copies): it is out.
+                piece = _EMPTY
+                chunk.pieces.clear()
+                self._sending = False
+                self._chunks_held -= chunk.taken
+                self.budget.give(chunk.taken + self._retired)
+                self._retired = 0
+                chunk = None
+                if ahead is not None:
+                    chunk, ahead = await ahead, None
+        finally:
+            self._sending = False
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead  # its budget is counted in what aclose gives back
+
+    async def _fill(self) -> _Chunk:
+        """Read the chunk at ``self.pos`` and check it, from the next source when one fails or
+        does not match (starting the chunk again); :class:`Unavailable` when none is left."""
         v = self.version
         assert v.chunks is not None
-        c = v.chunk_size
-        index = self.pos // c
-        chunk_end = min(v.size, (index + 1) * c)
-        hasher = hashlib.sha256()
-        # The hash of the part before, running in a thread while that part is sent; awaited
-        # before the next update (one hasher, updated in order) and before a chunk's check.
-        hashing: asyncio.Future[None] | None = None
-        held: Piece = b""
+        index = self.pos // v.chunk_size
+        lo, hi = self.pos, min(self.hi, (index + 1) * v.chunk_size)
         while True:
             assert self.current is not None
+            pieces: list[Piece] = []
+            hasher = hashlib.sha256()
+            hashing: asyncio.Future[None] | None = None
             try:
-                while self.pos < self.hi:
-                    if self._needs_wait():
-                        if hashing is not None:
-                            await hashing
-                            hashing = None
-                        if self._handed:
-                            yield b""  # the server first sends what this read handed it
-                            self._sent()
-                        await self._wait_piece()
-                    piece = await self._piece()
+                await self._take_chunk(hi - lo)
+                got = 0
+                while got < hi - lo:
+                    piece = await self._next_piece()
                     if piece is None:
-                        break
+                        raise _Short(f"ended at byte {lo + got} of {self.hi}")
                     view = memoryview(piece)
-                    while len(view) and self.pos < self.hi:
-                        take = min(len(view), chunk_end - self.pos)
-                        part = view[:take]
-                        if hashing is not None:
-                            await hashing
-                        hashing = _hash(hasher, part)
-                        a, b = max(self.pos, self.start), min(self.pos + take, self.end)
-                        self.pos += take
-                        view = view[take:]
-                        if a < b:
-                            out = part[a - (self.pos - take) : b - (self.pos - take)]
-                            if b == self.end:  # the very last byte waits for its check
-                                out, held = out[:-1], out[-1:]
-                            if out:
-                                yield out
-                                self._sent()
-                        if self.pos == chunk_end:
-                            if hashing is not None:
-                                await hashing
-                                hashing = None
-                            if hasher.digest() != v.chunks[index]:
-                                self.events.mismatch(v, self.current.source, index)
-                                raise ChunkMismatch(
-                                    f"{self.current.source.replica.name}: chunk {index} of "
-                                    f"{v.key!r} does not match its recorded SHA-256"
-                                )
-                            index += 1
-                            hasher = hashlib.sha256()
-                            chunk_end = min(v.size, (index + 1) * c)
-                            if held:
-                                yield held
-                                self._sent()
-                                held = b""
-                    # Nothing here may keep the piece alive once its budget is given back.
-                    piece, view = None, _EMPTY
-                    part = out = _EMPTY
-                    self._hand_over()
-                if self.pos < self.hi:
-                    raise _Short(f"ended at byte {self.pos} of {self.hi}")
-                self.health.succeeded(self.current.source.replica.name)
-                return
-            except (asyncio.CancelledError, ChunkMismatch, GeneratorExit):
-                raise
-            except Exception as exc:
-                error = self._failed(exc)
-                await self._close()
-                if hashing is not None:  # the chunk's hash goes on over the next replica
+                    if len(view) > hi - lo - got:
+                        # The rest is the next chunk's: a copy, so that this chunk's pieces
+                        # are freed once it is sent.
+                        self._carry = bytes(view[hi - lo - got :])
+                        view = view[: hi - lo - got]
+                    if hashing is not None:
+                        await hashing
+                    hashing = _hash(hasher, view)
+                    pieces.append(view)
+                    got += len(view)
+                if hashing is not None:
                     await hashing
                     hashing = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if hashing is not None:
+                    with contextlib.suppress(Exception):
+                        await hashing
+                pieces.clear()
+                self.budget.give(self._filling)
+                self._filling = 0
+                error = self._failed(exc)
+                await self._close()
                 await self._next_source(error)
+                continue
+            source = self.current.source
+            if hasher.digest() == v.chunks[index]:
+                self.health.succeeded(source.replica.name)
+                # Keep the chunk's bytes; the piece being assembled is done with.
+                keep = min(self._filling, hi - lo)
+                self.budget.give(self._filling - keep)
+                self._filling = 0
+                self._chunks_held += keep
+                self.pos = hi
+                return _Chunk(lo, hi, pieces, keep)
+            pieces.clear()
+            self.budget.give(self._filling)
+            self._filling = 0
+            self.events.mismatch(v, source, index)
+            await self._close()
+            await self._next_source(f"{source.replica.name}: chunk {index} does not match")
+
+    async def _next_piece(self) -> Piece | None:
+        assert self.current is not None
+        if self._carry:
+            piece, self._carry = self._carry, _EMPTY
+            return piece
+        try:
+            return await anext(self.current.chunks)
+        except StopAsyncIteration:
+            return None
+
+    async def _take_chunk(self, size: int) -> None:
+        """Take the budget for reading a chunk of ``size`` bytes from a plain source (a
+        decrypting source's hold covers its chunks). When it is spent: close the replica's
+        stream (it keeps the last piece it handed over), wait, holding nothing but a chunk
+        being sent, and open it again at the same offset."""
+        assert self.current is not None
+        if self.current.source.encrypted:
+            return
+        self._filling = self.budget.try_take(size + PIECE_HOLD)
+        if self._filling:
+            return
+        source = self.current.source
+        await self._close()
+        self._carry = _EMPTY
+        self.current = _Open(source, _ended(), lambda: None)  # a failure below is this replica's
+        self._filling = await self.budget.take(size + PIECE_HOLD)
+        self.current = await self._open(source, self.pos)
 
 
 def _hash(hasher: hashlib._Hash, part: memoryview) -> asyncio.Future[None] | None:
