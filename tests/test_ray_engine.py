@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -44,8 +45,13 @@ from test_transfer import (
 )
 
 from daulat.errors import InvalidKey
+from daulat.scale.driver import driver_batches
 from daulat.scale.shards import Bounds, bounds_for, shards
-from daulat.transfer.journal import WorkItem
+from daulat.scale.worker import Report
+from daulat.stores.fs import FsStore
+from daulat.transfer.engine import Executor
+from daulat.transfer.journal import Journal, Outcome, State, WorkItem
+from daulat.transfer.model import Endpoint, Options, Summary
 
 pytestmark = pytest.mark.ray
 
@@ -176,6 +182,86 @@ def test_shards_bound_objects_and_bytes_and_never_split_an_object() -> None:
     # Few objects: still at least one shard per worker.
     few = [WorkItem(f"b{i}", 32 * 2**20, None) for i in range(4)]
     assert len(list(shards(few, bounds_for(4, 4 * 32 * 2**20, workers=4)))) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# The driver's commit path, batch-wise
+
+
+def _executor(root: Path, planned: int) -> tuple[Executor, Journal]:
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    journal = Journal(root / "j.sqlite")
+    run_id = journal.begin_run("exit", "a: -> b:", "a", "b")
+    summary = Summary(
+        "exit", "a", "b", run_id, planned_objects=planned, left_objects=planned, left_bytes=10**12
+    )
+    src, dst = Endpoint(FsStore("a", root / "a")), Endpoint(FsStore("b", root / "b"))
+    ex = Executor(src, dst, journal, Options(), "a: -> b:", summary, None)
+    driver_batches(ex)
+    return ex, journal
+
+
+def _outcomes(n: int) -> list[Outcome]:
+    out = []
+    for i in range(n):
+        key = f"k/{i:05d}"
+        if i % 97 == 5:
+            out.append(Outcome(key, 10, "e", State.FAILED, error=f"boom {i}"))
+        elif i % 89 == 7:
+            out.append(Outcome(key, 20, "e", State.REFUSED, error="name", stored_as="x" + key))
+        elif i == 1234:  # a large object: committed at once, with its chunk hashes
+            out.append(Outcome(key, 9 * 2**20, "e", State.DONE, sha256="cd" * 32,
+                               dst_size=9 * 2**20, dst_etag="d", plain_size=9 * 2**20,
+                               chunks=b"\x01" * 64, chunk_size=8 * 2**20))  # fmt: skip
+        else:
+            out.append(Outcome(key, 100 + i, f"e{i}", State.DONE, sha256="ab" * 32,
+                               dst_size=100 + i, dst_etag=f"d{i}", plain_size=100 + i))  # fmt: skip
+    return out
+
+
+def test_commit_many_matches_commit_one_by_one(tmp_path: Path) -> None:
+    """The same outcomes committed one by one and in worker-sized batches: the same journal
+    rows, chunk hashes and counters; nothing counted before its batch committed, and a large
+    object's batch committed at once."""
+    outcomes = _outcomes(12_000)
+    one, j1 = _executor(tmp_path / "one", len(outcomes))
+    for o in outcomes:
+        one.commit(o)
+    one.finish()
+    # Made now: its writer also commits what is pending after a second.
+    many, j2 = _executor(tmp_path / "many", len(outcomes))
+    many.commit_many(outcomes[:1000])  # below the batch size: pending, not counted yet
+    assert many.summary.copied_objects == 0 and many.summary.failed == []
+    assert j2.db.execute("SELECT count(*) FROM journal").fetchone() == (0,)
+    many.commit_many(outcomes[1000:1300])  # holds the large object: all committed at once
+    assert j2.db.execute("SELECT count(*) FROM journal").fetchone() == (1300,)
+    done_so_far = sum(1 for o in outcomes[:1300] if o.state == State.DONE)
+    assert many.summary.copied_objects == done_so_far
+    for start in range(1300, len(outcomes), 700):
+        many.commit_many(outcomes[start : start + 700])
+    many.commit_many([])
+    many.finish()
+    query = (
+        "SELECT key, size, src_etag, state, sha256, dst_size, dst_etag, error, plain_size, "
+        "stored_as, verified FROM journal ORDER BY key"
+    )
+    assert j2.db.execute(query).fetchall() == j1.db.execute(query).fetchall()
+    chunks = "SELECT key, chunk_size, sha256 FROM chunks ORDER BY key"
+    assert j2.db.execute(chunks).fetchall() == j1.db.execute(chunks).fetchall() != []
+    s1, s2 = one.summary, many.summary
+    counters = ("copied_objects", "copied_bytes", "left_objects", "left_bytes", "failed", "refused")
+    for name in counters:
+        assert getattr(s2, name) == getattr(s1, name), name
+    assert s2.copied_objects == sum(1 for o in outcomes if o.state == State.DONE)
+    assert len(s2.failed) > 100 and len(s2.refused) > 100
+    assert many.progress.done_objects == s2.copied_objects
+
+
+def test_worker_report_pickles_its_outcomes_exactly() -> None:
+    report = Report(outcomes=_outcomes(300), retries=3, final=True, stopped="x")
+    back = pickle.loads(pickle.dumps(report, protocol=5))
+    assert back == report and all(type(o.state) is State for o in back.outcomes)
 
 
 # --------------------------------------------------------------------------------------------
