@@ -253,8 +253,10 @@ def main() -> None:
     body = f"""
 ## Ray scaling and the driver's bookkeeping (`bench/ray_scaling.py`)
 
-- Date: {started}; machine: {machine()}; daulat git {git_describe()}; ray {_ray_version()}
-- 1-minute load average at the start: {load:.1f} (a shared machine: other test suites ran).
+- Scaling part (the tables after the bookkeeping): date {started}; machine: {machine()}; daulat
+  git {git_describe()}; ray {_ray_version()}. The bookkeeping part has its own date and commit.
+- 1-minute load average at the start of the scaling part: {load:.1f} (a shared machine: other
+  test suites ran).
 - A Ray "cluster" of four one-CPU nodes on a two-core machine: the workers share two cores,
   so this shows the engine's overhead and the bandwidth caps holding, not more hardware.
 
