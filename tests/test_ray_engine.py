@@ -17,6 +17,7 @@ keeps its tests few.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pickle
@@ -25,7 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,18 @@ from test_transfer import (
     write_config,
 )
 
+from daulat.config import load_config
 from daulat.errors import InvalidKey
 from daulat.scale.driver import driver_batches
 from daulat.scale.shards import Bounds, bounds_for, shards
+from daulat.scale.verifying import VerifySpec, run_verify_shard
 from daulat.scale.worker import Report
 from daulat.stores.fs import FsStore
+from daulat.transfer import run_verify
 from daulat.transfer.engine import Executor
 from daulat.transfer.journal import Journal, Outcome, State, WorkItem
 from daulat.transfer.model import Endpoint, Options, Summary
+from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
 pytestmark = pytest.mark.ray
 
@@ -531,6 +536,52 @@ def ray_verify(
     except ValueError:
         pytest.fail(f"exit {done.returncode}, no JSON; stderr: {done.stderr[-3000:]}")
     return done.returncode, out["report"], int(out["shards"])
+
+
+class _ShardsHere:
+    """Dispatches verify shards to the Ray task's own function in this process: the worker's
+    code (config, stores, identity files, verdict batches) without a cluster, so that it is
+    checked even where no Ray cluster can start."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.shards = 0
+
+    async def check_content(
+        self,
+        job: ContentJob,
+        items: Iterator[ToCheck],
+        planned: tuple[int, int],
+        on_judged: Callable[[Sequence[Judged]], None],
+    ) -> None:
+        spec = VerifySpec(str(self.config.resolve()), job)
+        todo = list(items)
+        assert planned[0] == len(todo)
+        for i in range(0, len(todo), 7):
+            self.shards += 1
+            batches = await asyncio.to_thread(list, run_verify_shard(spec, todo[i : i + 7]))
+            for batch in batches:
+                assert batch.error is None and batch.stopped is None, batch
+                on_judged(batch.judged)
+
+
+def test_verify_shard_task_judges_as_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = dataset(40, odd=False)
+    src = fs_source(tmp_path / "src", data, "src")
+    (tmp_path / "dst").mkdir()
+    config = write_config(tmp_path, [src, fs_store_config(tmp_path / "dst", "dst")])
+    assert cli(["exit", "src", "dst", "--config", str(config)], capsys).code == 0
+    victim = tmp_path / "dst" / "obj" / "2" / "o-0002.bin"
+    victim.write_bytes(bytes(b ^ 1 for b in victim.read_bytes()))
+    here = _ShardsHere(config)
+    cfg = load_config(config)
+    report = asyncio.run(run_verify(cfg, "src", "dst", full=True, runner=here))
+    assert here.shards == 6
+    single = cli(["verify", "src", "dst", "--full", "--json", "--config", str(config)], capsys)
+    assert single.code == 1 and json.loads(single.out) == report.to_json()
+    assert report.problems == [("obj/2/o-0002.bin", "content differs from the source")]
 
 
 def test_ray_verify_full_finds_an_altered_and_a_planted_object(
