@@ -55,7 +55,7 @@ from daulat.stores.fs import FsStore
 from daulat.transfer import run_verify
 from daulat.transfer.engine import Executor
 from daulat.transfer.journal import Journal, Outcome, State, WorkItem
-from daulat.transfer.model import Endpoint, Options, Summary
+from daulat.transfer.model import VERIFIED_BY_CONTENT, Endpoint, Options, Summary
 from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
 pytestmark = pytest.mark.ray
@@ -599,7 +599,7 @@ def test_ray_verify_full_finds_an_altered_and_a_planted_object(
 
     code, clean, shards = ray_verify(config, "src", "dst", cluster.address, tmp_path)
     assert code == 0 and clean["ok"] and clean["verified"] == len(data), clean
-    assert clean["verified_by"] == "content"
+    assert clean["verified_by"] == VERIFIED_BY_CONTENT
     assert shards >= 2  # read on the workers, in shards
 
     altered = "obj/3/o-0010.bin"
