@@ -17,14 +17,16 @@ keeps its tests few.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,18 @@ from test_transfer import (
     write_config,
 )
 
+from daulat.config import load_config
 from daulat.errors import InvalidKey
+from daulat.scale.driver import driver_batches
 from daulat.scale.shards import Bounds, bounds_for, shards
-from daulat.transfer.journal import WorkItem
+from daulat.scale.verifying import VerifySpec, run_verify_shard
+from daulat.scale.worker import Report
+from daulat.stores.fs import FsStore
+from daulat.transfer import run_verify
+from daulat.transfer.engine import Executor
+from daulat.transfer.journal import Journal, Outcome, State, WorkItem
+from daulat.transfer.model import VERIFIED_BY_CONTENT, Endpoint, Options, Summary
+from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
 pytestmark = pytest.mark.ray
 
@@ -176,6 +187,86 @@ def test_shards_bound_objects_and_bytes_and_never_split_an_object() -> None:
     # Few objects: still at least one shard per worker.
     few = [WorkItem(f"b{i}", 32 * 2**20, None) for i in range(4)]
     assert len(list(shards(few, bounds_for(4, 4 * 32 * 2**20, workers=4)))) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# The driver's commit path, batch-wise
+
+
+def _executor(root: Path, planned: int) -> tuple[Executor, Journal]:
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    journal = Journal(root / "j.sqlite")
+    run_id = journal.begin_run("exit", "a: -> b:", "a", "b")
+    summary = Summary(
+        "exit", "a", "b", run_id, planned_objects=planned, left_objects=planned, left_bytes=10**12
+    )
+    src, dst = Endpoint(FsStore("a", root / "a")), Endpoint(FsStore("b", root / "b"))
+    ex = Executor(src, dst, journal, Options(), "a: -> b:", summary, None)
+    driver_batches(ex)
+    return ex, journal
+
+
+def _outcomes(n: int) -> list[Outcome]:
+    out = []
+    for i in range(n):
+        key = f"k/{i:05d}"
+        if i % 97 == 5:
+            out.append(Outcome(key, 10, "e", State.FAILED, error=f"boom {i}"))
+        elif i % 89 == 7:
+            out.append(Outcome(key, 20, "e", State.REFUSED, error="name", stored_as="x" + key))
+        elif i == 1234:  # a large object: committed at once, with its chunk hashes
+            out.append(Outcome(key, 9 * 2**20, "e", State.DONE, sha256="cd" * 32,
+                               dst_size=9 * 2**20, dst_etag="d", plain_size=9 * 2**20,
+                               chunks=b"\x01" * 64, chunk_size=8 * 2**20))  # fmt: skip
+        else:
+            out.append(Outcome(key, 100 + i, f"e{i}", State.DONE, sha256="ab" * 32,
+                               dst_size=100 + i, dst_etag=f"d{i}", plain_size=100 + i))  # fmt: skip
+    return out
+
+
+def test_commit_many_matches_commit_one_by_one(tmp_path: Path) -> None:
+    """The same outcomes committed one by one and in worker-sized batches: the same journal
+    rows, chunk hashes and counters; nothing counted before its batch committed, and a large
+    object's batch committed at once."""
+    outcomes = _outcomes(12_000)
+    one, j1 = _executor(tmp_path / "one", len(outcomes))
+    for o in outcomes:
+        one.commit(o)
+    one.finish()
+    # Made now: its writer also commits what is pending after a second.
+    many, j2 = _executor(tmp_path / "many", len(outcomes))
+    many.commit_many(outcomes[:1000])  # below the batch size: pending, not counted yet
+    assert many.summary.copied_objects == 0 and many.summary.failed == []
+    assert j2.db.execute("SELECT count(*) FROM journal").fetchone() == (0,)
+    many.commit_many(outcomes[1000:1300])  # holds the large object: all committed at once
+    assert j2.db.execute("SELECT count(*) FROM journal").fetchone() == (1300,)
+    done_so_far = sum(1 for o in outcomes[:1300] if o.state == State.DONE)
+    assert many.summary.copied_objects == done_so_far
+    for start in range(1300, len(outcomes), 700):
+        many.commit_many(outcomes[start : start + 700])
+    many.commit_many([])
+    many.finish()
+    query = (
+        "SELECT key, size, src_etag, state, sha256, dst_size, dst_etag, error, plain_size, "
+        "stored_as, verified FROM journal ORDER BY key"
+    )
+    assert j2.db.execute(query).fetchall() == j1.db.execute(query).fetchall()
+    chunks = "SELECT key, chunk_size, sha256 FROM chunks ORDER BY key"
+    assert j2.db.execute(chunks).fetchall() == j1.db.execute(chunks).fetchall() != []
+    s1, s2 = one.summary, many.summary
+    counters = ("copied_objects", "copied_bytes", "left_objects", "left_bytes", "failed", "refused")
+    for name in counters:
+        assert getattr(s2, name) == getattr(s1, name), name
+    assert s2.copied_objects == sum(1 for o in outcomes if o.state == State.DONE)
+    assert len(s2.failed) > 100 and len(s2.refused) > 100
+    assert many.progress.done_objects == s2.copied_objects
+
+
+def test_worker_report_pickles_its_outcomes_exactly() -> None:
+    report = Report(outcomes=_outcomes(300), retries=3, final=True, stopped="x")
+    back = pickle.loads(pickle.dumps(report, protocol=5))
+    assert back == report and all(type(o.state) is State for o in back.outcomes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,3 +497,156 @@ def test_driver_killed_mid_run_rerun_sends_nothing_complete_again(
     resent = sorted(k for k, ino in complete.items() if after.get(k) != ino)
     assert resent == [], resent
     assert_exact_copy(data, read_config(fs_store_config(dst_root, "check")))
+
+
+# --------------------------------------------------------------------------------------------
+# verify --full on Ray workers
+
+# ``verify --engine ray`` through the library (the CLI passes its runner the same way):
+# ``run_verify`` with the Ray engine's runner; prints the report's JSON and the shards run.
+_RAY_VERIFY = r"""
+import asyncio, json, sys
+from pathlib import Path
+from daulat.config import load_config
+from daulat.crypto import load_identities
+from daulat.scale.driver import RayRunner
+from daulat.transfer import run_verify
+
+config, src, dst, address, identity = sys.argv[1:6]
+cfg = load_config(Path(config))
+runner = RayRunner(cfg, address=address, workers=2)
+files = [identity] if identity else []
+ids = load_identities(identity) if identity else []
+report = asyncio.run(run_verify(cfg, src, dst, full=True, concurrency=4, identities=ids,
+                                runner=runner, identity_files=files))
+print(json.dumps({"report": report.to_json(), "shards": runner.shards_run}))
+sys.exit(0 if report.ok else 1)
+"""
+
+
+def ray_verify(
+    config: Path, src: str, dst: str, address: str, workdir: Path, identity: Path | None = None
+) -> tuple[int, dict[str, Any], int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _RAY_VERIFY, str(config), src, dst, address, str(identity or "")],
+        cwd=workdir, env=ray_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    try:
+        out = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"exit {done.returncode}, no JSON; stderr: {done.stderr[-3000:]}")
+    return done.returncode, out["report"], int(out["shards"])
+
+
+class _ShardsHere:
+    """Dispatches verify shards to the Ray task's own function in this process: the worker's
+    code (config, stores, identity files, verdict batches) without a cluster, so that it is
+    checked even where no Ray cluster can start."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.shards = 0
+
+    async def check_content(
+        self,
+        job: ContentJob,
+        items: Iterator[ToCheck],
+        planned: tuple[int, int],
+        on_judged: Callable[[Sequence[Judged]], None],
+    ) -> None:
+        spec = VerifySpec(str(self.config.resolve()), job)
+        todo = list(items)
+        assert planned[0] == len(todo)
+        for i in range(0, len(todo), 7):
+            self.shards += 1
+            batches = await asyncio.to_thread(list, run_verify_shard(spec, todo[i : i + 7]))
+            for batch in batches:
+                assert batch.error is None and batch.stopped is None, batch
+                on_judged(batch.judged)
+
+
+def test_verify_shard_task_judges_as_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = dataset(40, odd=False)
+    src = fs_source(tmp_path / "src", data, "src")
+    (tmp_path / "dst").mkdir()
+    config = write_config(tmp_path, [src, fs_store_config(tmp_path / "dst", "dst")])
+    assert cli(["exit", "src", "dst", "--config", str(config)], capsys).code == 0
+    victim = tmp_path / "dst" / "obj" / "2" / "o-0002.bin"
+    victim.write_bytes(bytes(b ^ 1 for b in victim.read_bytes()))
+    here = _ShardsHere(config)
+    cfg = load_config(config)
+    report = asyncio.run(run_verify(cfg, "src", "dst", full=True, runner=here))
+    assert here.shards == 6
+    single = cli(["verify", "src", "dst", "--full", "--json", "--config", str(config)], capsys)
+    assert single.code == 1 and json.loads(single.out) == report.to_json()
+    assert report.problems == [("obj/2/o-0002.bin", "content differs from the source")]
+
+
+def test_ray_verify_full_finds_an_altered_and_a_planted_object(
+    cluster: RayCluster, s3_server_b: S3Server, tmp_path: Path
+) -> None:
+    """verify --full with its reading on Ray workers: the same report (and exit code) as one
+    process, for a clean copy and after one object was altered at the destination (same
+    size) and one planted there; the journal then calls the altered one not done."""
+    data = dataset(150, odd=False)
+    src = fs_source(tmp_path / "src", data, "src")
+    dst = s3_store_config(s3_server_b, "dst", unique("rayverify"))
+    config = write_config(tmp_path, [src, dst])
+    code, summary = exit_json(["exit", "src", "dst", "--config", str(config)], tmp_path)
+    assert code == 0 and summary["ok"], summary
+
+    code, clean, shards = ray_verify(config, "src", "dst", cluster.address, tmp_path)
+    assert code == 0 and clean["ok"] and clean["verified"] == len(data), clean
+    assert clean["verified_by"] == VERIFIED_BY_CONTENT
+    assert shards >= 2  # read on the workers, in shards
+
+    altered = "obj/3/o-0010.bin"
+    fill_config(dst, {altered: bytes(b ^ 0xFF for b in data[altered])})  # same size
+    fill_config(dst, {"planted.bin": b"not from the source"})
+    code_ray, on_ray, _ = ray_verify(config, "src", "dst", cluster.address, tmp_path)
+    code_one, single = exit_json(
+        ["verify", "src", "dst", "--full", "--config", str(config)], tmp_path
+    )
+    assert code_ray == code_one == 1, (on_ray, single)
+    assert on_ray == single
+    problems = [(p["key"], p["reason"]) for p in on_ray["problems"]]
+    assert (altered, "content differs from the source") in problems, problems
+    assert {k for k, _ in problems} == {altered, "planted.bin"}, problems
+    assert on_ray["verified"] == len(data) - 1 and not on_ray["ok"]
+    state = rows_of(config, "dst")[altered]
+    assert state[0] == "failed", state  # replaced: the next exit sends it again
+
+
+def test_ray_verify_full_decrypts_on_the_workers(
+    cluster: RayCluster, s3_server_b: S3Server, tmp_path: Path
+) -> None:
+    """An age-encrypted destination: each worker opens the identity file itself (the
+    identity is never pickled) and finds an object whose ciphertext was replaced."""
+    data = dataset(40, odd=False)
+    src = fs_source(tmp_path / "src", data, "src")
+    dst = s3_store_config(s3_server_b, "dst", unique("rayverifyenc"))
+    config = write_config(tmp_path, [src, dst])
+    identity = tmp_path / "id.txt"
+    daulat(["keys", "new", "--out", str(identity), "--config", str(config)], tmp_path)
+    recipient = last_output(tmp_path)[0].strip()
+    code, summary = exit_json(
+        ["exit", "src", "dst", "--encrypt-to", recipient, "--config", str(config)], tmp_path
+    )
+    assert code == 0 and summary["ok"], summary
+    code, clean, _ = ray_verify(config, "src", "dst", cluster.address, tmp_path, identity)
+    assert code == 0 and clean["ok"] and clean["verified"] == len(data), clean
+    stored = read_config(dst)
+    victim = "obj/1/o-0001.bin"
+    fill_config(dst, {victim: stored["obj/0/o-0000.bin"]})  # another object's ciphertext
+    code, found, _ = ray_verify(config, "src", "dst", cluster.address, tmp_path, identity)
+    assert code == 1 and {p["key"] for p in found["problems"]} == {victim}, found
+    assert {"key": victim, "reason": "content differs from the source"} in found["problems"]
+    # Without the identity as a file, the workers could not decrypt: a clear refusal.
+    done = subprocess.run(
+        [sys.executable, "-c", _RAY_VERIFY.replace("identity_files=files", "identity_files=[]"),
+         str(config), "src", "dst", cluster.address, str(identity)],
+        cwd=tmp_path, env=ray_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode != 0 and "--identity FILE" in done.stderr, done.stderr[-2000:]

@@ -338,15 +338,23 @@ def verify(
     With filters only the objects they select are checked (keys relative to each prefix).
     """
     flt = _filter(include, exclude, filter_rule, filter_from)
-    # Verification reads object content only with --full; it runs in this process whatever
-    # the engine (checked all the same, so that a missing Ray is said before anything runs).
-    _engine(engine, ray_address, workers)
+    # Only --full reads object content, so only it moves to Ray workers (which open the
+    # identity file at the same path themselves); listings and records stay here.
+    run_on = _engine(engine, ray_address, workers)
     cfg = _load(config)
     ids = load_identities(identity) if identity is not None else []
     with Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"):
         report = _run(
             run_verify(
-                cfg, src, dst, full=full, concurrency=concurrency, identities=ids, filter=flt
+                cfg,
+                src,
+                dst,
+                full=full,
+                concurrency=concurrency,
+                identities=ids,
+                filter=flt,
+                runner=run_on(cfg) if full else None,
+                identity_files=[identity] if identity is not None else [],
             )
         )
     if as_json:

@@ -12,6 +12,8 @@ exactly as a single-process run does; only the copying of planned objects moves 
 - :mod:`daulat.scale.driver` keeps at most ``--workers`` shards in flight and is the only
   writer of the journal. A worker lost mid-shard: the driver adopts by proof what the lost
   attempt completed but had not reported, and sends only the rest again;
+- :mod:`daulat.scale.verifying` runs ``verify --full``'s re-reading and hashing on workers
+  in the same way; the driver lists, records and reports;
 - :mod:`daulat.scale.cluster` connects to Ray (``--ray-address``, else ``RAY_ADDRESS``, else a
   local Ray started for the run and stopped after it).
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from daulat.transfer.journal import (
     State,
     WorkItem,
 )
+from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
 # Outcomes per journal commit on the driver. Larger than a single process's batches: every
 # worker already batches, and the driver commits for all of them (one fsync per commit). An
@@ -97,6 +98,23 @@ class RayRunner:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
+    async def check_content(
+        self,
+        job: ContentJob,
+        items: Iterator[ToCheck],
+        planned: tuple[int, int],
+        on_judged: Callable[[Sequence[Judged]], None],
+    ) -> None:
+        """``verify --full`` on the cluster (a
+        :class:`~daulat.transfer.verify.ContentChecker`; see :mod:`daulat.scale.verifying`)."""
+        from daulat.scale.verifying import check_content
+
+        run, lost = await check_content(
+            self.config, self.address, self.workers, job, items, planned, on_judged
+        )
+        self.shards_run += run
+        self.lost_attempts += lost
+
     def _spec(self, ex: Executor) -> ShardSpec:
         opts = ex.opts
         timeouts: list[tuple[str, float]] = []
@@ -155,14 +173,15 @@ class RayRunner:
             # The lost attempt's unfinished uploads are aborted; what it completed without
             # reporting is adopted by proof, so only the rest is sent again.
             await _abort(ex, state.uploads)
-            for outcome in await adopt_sent(ex, list(remaining.values())):
+            adopted = await adopt_sent(ex, list(remaining.values()))
+            for outcome in adopted:
                 remaining.pop(outcome.key, None)
-                self.adopted_after_loss += 1
-                ex.commit(outcome)
+            self.adopted_after_loss += len(adopted)
+            ex.commit_many(adopted)
             if not remaining:
                 return
-        for item in remaining.values():
-            ex.commit(
+        ex.commit_many(
+            [
                 Outcome(
                     item.key,
                     item.size,
@@ -171,7 +190,9 @@ class RayRunner:
                     error=f"the Ray worker was lost {SHARD_ATTEMPTS} times: {lost}",
                     stored_as=item.dkey,
                 )
-            )
+                for item in remaining.values()
+            ]
+        )
 
 
 def driver_batches(ex: Executor) -> None:
@@ -209,10 +230,10 @@ def _apply(ex: Executor, report: Report, state: _Shard, in_flight: dict[int, int
                 ledger.finished(key, upload_id)
     for row in report.completing:
         ex.completing(row)
-    for outcome in report.outcomes:
-        # Reported once: a retried attempt is sent only what was not.
-        if state.remaining.pop(outcome.key, None) is not None:
-            ex.commit(outcome)
+    # Reported once: a retried attempt is sent only what was not. Committed as one batch,
+    # counted once (Executor.commit_many).
+    remaining = state.remaining
+    ex.commit_many([o for o in report.outcomes if remaining.pop(o.key, None) is not None])
     ex.progress.retries += report.retries - state.retries_seen
     state.retries_seen = report.retries
     if report.final:

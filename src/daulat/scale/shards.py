@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-from daulat.transfer.journal import WorkItem
+from typing import Protocol, TypeVar
 
 MiB = 1024 * 1024
 # Shards per worker the plan is cut into at least: enough that a slow shard does not leave
@@ -15,6 +14,14 @@ MiB = 1024 * 1024
 SHARDS_PER_WORKER = 4
 MIN_OBJECTS, MAX_OBJECTS = 16, 5000
 MIN_BYTES, MAX_BYTES = 64 * MiB, 8 * 1024 * MiB
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=_Sized)  # a WorkItem to copy, or a ToCheck to verify
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,10 @@ def bounds_for(planned_objects: int, planned_bytes: int, workers: int) -> Bounds
     return Bounds(objects, size)
 
 
-def shards(items: Iterable[WorkItem], bounds: Bounds) -> Iterator[list[WorkItem]]:
+def shards(items: Iterable[Item], bounds: Bounds) -> Iterator[list[Item]]:
     """Consecutive items in shards within ``bounds``; an item larger than ``bounds.bytes`` is
     a shard of its own. Streams: holds one shard at a time."""
-    shard: list[WorkItem] = []
+    shard: list[Item] = []
     size = 0
     for item in items:
         if shard and (len(shard) >= bounds.objects or size + item.size > bounds.bytes):

@@ -30,7 +30,7 @@ from daulat.stores import open_store
 from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import KEY_FILE, proof_key
 from daulat.transfer.engine import Endpoint, Options, Progress, copy_items
-from daulat.transfer.journal import Completing, Outcome, WorkItem
+from daulat.transfer.journal import Completing, Outcome, State, WorkItem
 from daulat.transfer.retry import RetryPolicy
 
 REPORT_SECONDS = 0.25
@@ -73,6 +73,32 @@ class Report:
     stopped: str | None = None  # a permanent refusal ended the shard early
     error: str | None = None  # the shard could not run at all (config, stores, key)
     throttled: int = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Outcomes travel as plain tuples: the driver unpickles every worker's reports, and
+        # a tuple of str and int loads about 4x faster than a dataclass holding an enum.
+        fields = dict(self.__dict__)
+        fields["outcomes"] = [_packed(o) for o in self.outcomes]
+        return (_report_of, (fields,))
+
+
+_STATES = {s.value: s for s in State}
+
+
+def _packed(o: Outcome) -> tuple[Any, ...]:
+    return (
+        o.key, o.size, o.src_etag, o.state.value, o.sha256, o.dst_size, o.dst_etag, o.error,
+        o.plain_size, o.stored_as, o.chunks, o.chunk_size,
+    )  # fmt: skip
+
+
+def _report_of(fields: dict[str, Any]) -> Report:
+    states = _STATES
+    fields["outcomes"] = [
+        Outcome(k, n, e, states[st], h, ds, de, err, ps, sa, ch, cs)
+        for k, n, e, st, h, ds, de, err, ps, sa, ch, cs in fields["outcomes"]
+    ]
+    return Report(**fields)
 
 
 class _Stream:

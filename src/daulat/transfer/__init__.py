@@ -6,6 +6,7 @@ the configuration, opens the stores and the journal, runs the engine and closes 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ from daulat.transfer.safety import (
 )
 
 if TYPE_CHECKING:
-    from daulat.transfer.verify import VerifyReport
+    from daulat.transfer.verify import ContentChecker, VerifyReport
 
 __all__ = [
     "Endpoint",
@@ -382,10 +383,17 @@ async def run_verify(
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
+    runner: object | None = None,
+    identity_files: Sequence[str | os.PathLike[str]] = (),
 ) -> VerifyReport:
     """Verify ``dst_spec`` against ``src_spec`` (see :mod:`daulat.transfer.verify`), audited.
 
-    ``filter`` selects the objects checked, by key relative to each side's prefix."""
+    ``filter`` selects the objects checked, by key relative to each side's prefix.
+
+    ``runner``: the transfer runner of ``--engine`` (``Options.runner``); when it can check
+    content elsewhere (a :class:`~daulat.transfer.verify.ContentChecker`, as the Ray engine
+    can), ``full`` re-reads and hashes there, opening the identities from
+    ``identity_files`` (the files ``identities`` were read from) itself."""
     details: dict[str, object] = {"src": src_spec, "dst": dst_spec, "full": full}
     if filter.active:
         details["filter"] = filter.describe()
@@ -398,10 +406,18 @@ async def run_verify(
             concurrency=concurrency,
             identities=identities,
             filter=filter,
+            checker=_checker(runner),
+            identity_files=tuple(os.fspath(f) for f in identity_files),
         )
         outcome = "ok" if report.ok else ("stopped" if report.stopped else "differences")
         audit.done(report, outcome)
     return report
+
+
+def _checker(runner: object | None) -> ContentChecker | None:
+    from daulat.transfer.verify import ContentChecker
+
+    return runner if isinstance(runner, ContentChecker) else None
 
 
 def verify_details(report: VerifyReport) -> Mapping[str, object]:
@@ -430,6 +446,8 @@ async def _run_verify(
     concurrency: int = 16,
     identities: Sequence[Identity] = (),
     filter: Filter = EVERYTHING,
+    checker: ContentChecker | None = None,
+    identity_files: Sequence[str] = (),
 ) -> VerifyReport:
     from daulat.transfer.verify import verify
 
@@ -466,6 +484,8 @@ async def _run_verify(
                 trusted=trusted,
                 filter=filter,
                 own_state=own_state,
+                checker=checker,
+                identity_files=identity_files,
             )
     finally:
         await src.store.close()

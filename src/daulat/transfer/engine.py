@@ -799,6 +799,13 @@ class _Executor:
         self._acknowledge(self.writer.add(outcome))
         self._report()
 
+    def commit_many(self, outcomes: Sequence[Outcome]) -> None:
+        """A batch of outcomes reached elsewhere (a Ray worker's report): as :meth:`commit`
+        for each, with the batch's bookkeeping done once (one progress call per batch)."""
+        if outcomes:
+            self._acknowledge(self.writer.add_many(outcomes))
+        self._report()
+
     def report(self) -> None:
         """Show progress (at most every 0.2 s)."""
         self._report()
@@ -837,20 +844,27 @@ class _Executor:
             self._report()
 
     def _acknowledge(self, committed: list[Outcome]) -> None:
+        """Count outcomes the journal has committed. Batch-wise: the Ray driver acknowledges
+        thousands at a time, so the common case (all done) is two sums, not a loop of
+        counters."""
         s = self.summary
-        for o in committed:
-            self._landed(o.key)
-            if o.state == State.DONE:
-                s.copied_objects += 1
-                s.copied_bytes += o.size
-                s.left_objects -= 1
-                s.left_bytes -= o.size
-            elif o.state == State.REFUSED:
-                s.refused.append((o.key, o.error or ""))
-                s.left_objects -= 1
-                s.left_bytes -= o.size
-            else:
-                s.failed.append((o.key, o.error or ""))
+        if self._in_flight:  # empty on the Ray driver: its workers stream, not it
+            for o in committed:
+                self._landed(o.key)
+        done = [o.size for o in committed if o.state == State.DONE]
+        if len(done) != len(committed):
+            for o in committed:
+                if o.state == State.REFUSED:
+                    s.refused.append((o.key, o.error or ""))
+                    s.left_objects -= 1
+                    s.left_bytes -= o.size
+                elif o.state != State.DONE:
+                    s.failed.append((o.key, o.error or ""))
+        done_bytes = sum(done)
+        s.copied_objects += len(done)
+        s.copied_bytes += done_bytes
+        s.left_objects -= len(done)
+        s.left_bytes -= done_bytes
         p = self.progress
         p.done_objects, p.done_bytes = s.copied_objects, s.copied_bytes
         p.failed, p.refused = len(s.failed), len(s.refused)

@@ -39,8 +39,9 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
@@ -239,8 +240,14 @@ async def verify(
     trusted: Sequence[PublicKey] | None = None,
     filter: Filter = EVERYTHING,
     own_state: OwnState | None = None,
+    checker: ContentChecker | None = None,
+    identity_files: Sequence[str] = (),
 ) -> VerifyReport:
     """Verify ``dst`` against ``src``. Never raises for store failures; see the report.
+
+    ``checker``: with ``full``, where content is re-read and hashed (a Ray cluster), which
+    opens the identities from ``identity_files`` itself; everything else (listings, journal,
+    manifests, the report) stays here. Without ``full`` nothing is read, so it is not used.
 
     daulat's local state and its ``.daulat/`` namespace are left out on both sides, as a copy
     leaves them out (:mod:`daulat.transfer.keepout`; ``own_state``: the running state
@@ -317,6 +324,8 @@ async def verify(
                 whole=whole,
                 onward=onward,
                 onward_identities=identities,
+                checker=checker,
+                identity_files=identity_files,
             )
         report.excluded_objects, report.excluded_bytes = excluded
         kept = src_keep_out.kept
@@ -354,6 +363,110 @@ def _count_unchecked(journal: Journal, report: VerifyReport, *, source_listed: b
     report.unchecked_objects = max(0, report.objects - judged) if source_listed else None
 
 
+@dataclass(frozen=True, slots=True)
+class ToCheck:
+    """One object ``--full`` re-reads at both sides: its source key, its key at the
+    destination, its source size and the SHA-256 the journal recorded for it (if any)."""
+
+    key: str
+    dkey: str
+    size: int
+    recorded: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The verdict on one :class:`ToCheck`: ``problem`` None when verified; ``replaced`` when
+    the destination holds other content than was written (the journal must stop calling it
+    done)."""
+
+    key: str
+    problem: str | None = None
+    replaced: bool = False
+
+
+@dataclass(frozen=True)
+class ContentJob:
+    """What re-reading content elsewhere needs (names and flags only: nothing secret).
+
+    ``decrypt``: the destination is age-encrypted and is hashed decrypted; ``onward``: it is
+    an onward copy of an encrypted replica (see the module docstring). ``identity_files``:
+    where the identities are, for whoever reads the content; ``recipients``: their public
+    keys, so that a reader can check it holds the same identities."""
+
+    src_store: str
+    src_prefix: str
+    dst_store: str
+    dst_prefix: str
+    concurrency: int
+    decrypt: bool = False
+    onward: bool = False
+    identity_files: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ContentChecker(Protocol):
+    """Re-reads and hashes objects elsewhere (``verify --full --engine ray``): judges each of
+    ``items`` as :func:`judge_content` does and hands the verdicts to ``on_judged`` in batches
+    (each object once). Raises :class:`AccessDenied` or :class:`WrongIdentity` to stop the
+    verification, as the local reading does. ``planned``: objects and bytes in ``items``."""
+
+    async def check_content(
+        self,
+        job: ContentJob,
+        items: Iterator[ToCheck],
+        planned: tuple[int, int],
+        on_judged: Callable[[Sequence[Judged]], None],
+    ) -> None: ...
+
+
+async def judge_content(
+    src: Endpoint,
+    dst: Endpoint,
+    item: ToCheck,
+    identities: Sequence[Identity],
+    *,
+    onward: bool = False,
+    onward_identities: Sequence[Identity] = (),
+) -> Judged:
+    """Re-read and hash one object at both sides. Raises :class:`AccessDenied` and
+    :class:`WrongIdentity` (they stop the whole verification); any other failure is this
+    object's problem. ``identities`` decrypt the destination (empty: hashed as stored)."""
+    key = item.key
+    try:
+        head: list[bytes] = []
+        src_hash, _ = await _sha256(await src.store.get(src.prefix + key), head)
+        keys = identities
+        plain_source = not (head and head[0].startswith(AGE_MAGIC))
+        if onward and plain_source:
+            # Ciphertext against plaintext: decrypted. Against ciphertext: as stored.
+            if not onward_identities:
+                return Judged(
+                    key, "age-encrypted at the destination: compare it with --identity FILE"
+                )
+            keys = onward_identities
+        dst_hash = await _dst_sha256(dst, item.dkey, keys)
+        if onward and onward_identities and dst_hash != src_hash and not plain_source:
+            # An age file among the plaintext: its copy is encrypted again.
+            dst_hash = await _dst_sha256(dst, item.dkey, onward_identities)
+    except DecryptError as exc:
+        if str(exc) == NO_MATCHING_IDENTITY:
+            raise WrongIdentity(str(exc)) from None
+        return Judged(key, str(exc), replaced=True)  # "cannot decrypt: ..." already
+    except NotFound:
+        return Judged(key, "disappeared while verifying")
+    except (AccessDenied, WrongIdentity):
+        raise
+    except StoreError as exc:
+        return Judged(key, f"could not read: {exc}")
+    if dst_hash != src_hash:
+        return Judged(key, "content differs from the source", replaced=True)
+    if item.recorded is not None and item.recorded != src_hash:
+        return Judged(key, "content differs from the hash recorded at copy time", replaced=True)
+    return Judged(key)
+
+
 async def _verify_full(
     src: Endpoint,
     dst: Endpoint,
@@ -367,73 +480,84 @@ async def _verify_full(
     whole: bool = True,
     onward: bool = False,
     onward_identities: Sequence[Identity] = (),
+    checker: ContentChecker | None = None,
+    identity_files: Sequence[str] = (),
 ) -> None:
     """``onward``: the destination is an onward copy of an encrypted replica, which
-    ``onward_identities`` open (see the module docstring)."""
+    ``onward_identities`` open (see the module docstring). ``checker``: the content is read
+    and hashed there (in batches) instead of here; this function still records everything."""
     cursor = journal.db.execute(
         """SELECT s.key, coalesce(s.dkey, s.key), s.size, d.size, j.sha256 FROM src s
            LEFT JOIN dst d ON d.key = coalesce(s.dkey, s.key)
            LEFT JOIN journal j ON j.pair = ? AND j.key = s.key ORDER BY s.key""",
         (pair,),
     )
-    sem = asyncio.Semaphore(concurrency)
     ok_keys: list[str] = []
     # Wrong content at the destination: the journal must stop calling these done.
     replaced: list[str] = []
 
-    async def one(key: str, dkey: str, size: int, dsize: int | None, recorded: str | None) -> None:
-        report.objects += 1
-        report.bytes += size
-        if dsize is None:
-            report.problems.append((key, "missing at the destination"))
-            return
-        async with sem:
-            try:
-                head: list[bytes] = []
-                src_hash, _ = await _sha256(await src.store.get(src.prefix + key), head)
-                keys = identities
-                plain_source = not (head and head[0].startswith(AGE_MAGIC))
-                if onward and plain_source:
-                    # Ciphertext against plaintext: decrypted. Against ciphertext: as stored.
-                    if not onward_identities:
-                        report.problems.append(
-                            (
-                                key,
-                                "age-encrypted at the destination: compare it with --identity FILE",
-                            )
-                        )
-                        return
-                    keys = onward_identities
-                dst_hash = await _dst_sha256(dst, dkey, keys)
-                if onward and onward_identities and dst_hash != src_hash and not plain_source:
-                    # An age file among the plaintext: its copy is encrypted again.
-                    dst_hash = await _dst_sha256(dst, dkey, onward_identities)
-            except DecryptError as exc:
-                if str(exc) == NO_MATCHING_IDENTITY:
-                    raise WrongIdentity(str(exc)) from None
-                report.problems.append((key, str(exc)))  # "cannot decrypt: ..." already
-                replaced.append(key)
-                return
-            except NotFound:
-                report.problems.append((key, "disappeared while verifying"))
-                return
-            except (AccessDenied, WrongIdentity):
-                raise
-            except StoreError as exc:
-                report.problems.append((key, f"could not read: {exc}"))
-                return
-        if dst_hash != src_hash:
-            report.problems.append((key, "content differs from the source"))
-            replaced.append(key)
-        elif recorded is not None and recorded != src_hash:
-            report.problems.append((key, "content differs from the hash recorded at copy time"))
-            replaced.append(key)
-        else:
-            ok_keys.append(key)
+    def take(judged: Sequence[Judged]) -> None:
+        for j in judged:
+            if j.problem is None:
+                ok_keys.append(j.key)
+            else:
+                report.problems.append((j.key, j.problem))
+                if j.replaced:
+                    replaced.append(j.key)
 
-    # Pages of the listing, so memory stays flat for any number of objects.
-    while page := cursor.fetchmany(1000):
-        await asyncio.gather(*(one(k, dk, s, d, r) for k, dk, s, d, r in page))
+    def present(page: Sequence[tuple[str, str, int, int | None, str | None]]) -> list[ToCheck]:
+        """Count a page of the listing; its objects the destination lists, to be read."""
+        found = []
+        for key, dkey, size, dsize, recorded in page:
+            report.objects += 1
+            report.bytes += size
+            if dsize is None:
+                report.problems.append((key, "missing at the destination"))
+            else:
+                found.append(ToCheck(key, dkey, size, recorded))
+        return found
+
+    if checker is None:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(item: ToCheck) -> None:
+            async with sem:
+                judged = await judge_content(
+                    src, dst, item, identities, onward=onward, onward_identities=onward_identities
+                )
+            take([judged])
+
+        # Pages of the listing, so memory stays flat for any number of objects.
+        while page := cursor.fetchmany(1000):
+            await asyncio.gather(*(one(item) for item in present(page)))
+    else:
+        (objects, size) = journal.db.execute(
+            """SELECT count(*), coalesce(sum(s.size), 0) FROM src s
+               JOIN dst d ON d.key = coalesce(s.dkey, s.key)"""
+        ).fetchone()
+
+        def items() -> Iterator[ToCheck]:
+            while page := cursor.fetchmany(1000):
+                yield from present(page)
+
+        held = tuple(sorted({str(i.recipient) for i in [*identities, *onward_identities]}))
+        if held and not identity_files:
+            raise ConfigError(
+                "verify --full on Ray workers decrypts there: give the identity as a file "
+                "(--identity FILE) at the same path on every worker"
+            )
+        job = ContentJob(
+            src.store.name,
+            src.prefix,
+            dst.store.name,
+            dst.prefix,
+            concurrency,
+            decrypt=bool(identities),
+            onward=onward,
+            identity_files=tuple(str(f) for f in identity_files) if held else (),
+            recipients=held,
+        )
+        await checker.check_content(job, items(), (int(objects), int(size)), take)
     report.verified = len(ok_keys)
     report.problems.sort()
     _record(journal, pair, run_id, ok_keys, report, whole=whole)
