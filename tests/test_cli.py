@@ -570,3 +570,43 @@ def test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written(tmp_path:
     assert "complete: every object decrypted and verified against the source manifest" in (
         proc.stdout
     )
+
+
+# --- help text ----------------------------------------------------------------------------
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    """(argv prefix, click command) of every command, sub-commands included."""
+    import typer.main
+
+    from daulat.cli import app
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(path: list[str], command: Any) -> None:
+        found.append((path, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk([*path, name], sub)
+
+    walk([], typer.main.get_command(app))
+    return found
+
+
+def test_help_shows_every_bracketed_word(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich reads "[gateway]" as a markup tag and prints nothing for it: "Serve the  buckets".
+    monkeypatch.setenv("COLUMNS", "400")
+    tag = re.compile(r"\\?\[([A-Za-z_][\w.-]*)\]")
+    checked = 0
+    for path, command in _commands():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        words = {f"[{m.group(1)}]" for text in texts for m in tag.finditer(text)}
+        if not words:
+            continue
+        assert run([*path, "--help"]) == 0
+        shown = " ".join(ANSI.sub("", capsys.readouterr().out).split())
+        for word in words:
+            assert word in shown, f"daulat {' '.join(path)} --help lost {word}"
+            checked += 1
+    assert checked >= 2

@@ -210,7 +210,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         help="Where objects are copied: this process (local), or shards on a Ray cluster "
-        "(ray; needs pip install 'daulat[ray]').",
+        "(ray; needs pip install 'daulat\\[ray]').",
     ),
 ]
 RayAddressOpt = Annotated[
