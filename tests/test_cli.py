@@ -610,3 +610,32 @@ def test_help_shows_every_bracketed_word(
             assert word in shown, f"daulat {' '.join(path)} --help lost {word}"
             checked += 1
     assert checked >= 2
+
+
+def test_config_before_the_command_is_used_and_the_commands_own_wins(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["init"], capsys).code == 0
+    sub = in_tmp / "sub"
+    sub.mkdir()
+    other = in_tmp / "other.toml"
+    other.write_text(
+        (in_tmp / "daulat.toml")
+        .read_text(encoding="utf-8")
+        .replace("[stores.local]", "[stores.o]"),
+        encoding="utf-8",
+    )
+    os.chdir(sub)
+    missing = cli(["stores", "--json"], capsys)
+    assert missing.code == 2 and "--config PATH" in missing.err
+    for argv in (
+        ["--config", "../daulat.toml", "stores", "--json"],
+        ["-c", "../daulat.toml", "stores", "--json"],
+        ["stores", "--json", "--config", "../daulat.toml"],
+        ["--config", "../other.toml", "stores", "--json", "--config", "../daulat.toml"],
+    ):
+        res = cli(argv, capsys)
+        assert res.code == 0, (argv, res.err)
+        assert [s["name"] for s in res.json()] == ["local"], argv
+    # Nothing carries over to the next run in the same process.
+    assert cli(["stores", "--json"], capsys).code == 2

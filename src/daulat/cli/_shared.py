@@ -165,8 +165,18 @@ AbortAgeOpt = Annotated[
 ]
 
 
+# `daulat --config PATH COMMAND`: set by the main callback on every invocation (None when not
+# given, so a second in-process run never inherits the first's); a command's own --config wins.
+_global_config: Path | None = None
+
+
+def _config_path(config: Path | None) -> Path | None:
+    """The config a command was given: its own --config, else the global one, else None."""
+    return config if config is not None else _global_config
+
+
 def _load(config: Path | None) -> Config:
-    return load_config(find_config(config)).with_request_timeout(_request_timeout)
+    return load_config(find_config(_config_path(config))).with_request_timeout(_request_timeout)
 
 
 def _run(

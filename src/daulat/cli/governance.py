@@ -13,6 +13,7 @@ import typer
 
 from daulat import interrupts
 from daulat.audit import audit_log
+from daulat.cli import _shared
 from daulat.cli._shared import (
     ConfigOpt,
     DryRunOpt,
@@ -65,9 +66,9 @@ def keys_new(
     config_path: Path | None = None
     if not no_config:
         try:
-            config_path = find_config(config)
+            config_path = find_config(_shared._config_path(config))
         except ConfigError:
-            if config is not None:
+            if _shared._config_path(config) is not None:
                 raise
     interrupts.begin()
     made = new_keys(out_file, config_path)
