@@ -354,7 +354,7 @@ async def restore(
     src: str,
     dst: str,
     *,
-    identity: str | os.PathLike[str],
+    identity: str | os.PathLike[str] | None = None,
     dry_run: bool = False,
     allow_plaintext: bool = False,
     allow_unsigned: bool = False,
@@ -365,8 +365,9 @@ async def restore(
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
     progress: Callable[[TransferProgress], None] | None = None,
 ) -> Summary:
-    """``daulat restore SRC DST --identity FILE``: decrypt an encrypted replica back into
-    plain objects, checked against its signed manifest.
+    """``daulat restore SRC DST [--identity FILE]``: decrypt an encrypted replica back into
+    plain objects, checked against its signed manifest. ``identity`` (an age identity file)
+    is needed only for an encrypted replica: a plain one is copied back as stored.
 
     ``allow_unsigned``: restore even when no manifest signed by a pinned signer proves where
     the objects come from; ``allow_unproven``: also objects the manifest does not list (the
@@ -376,7 +377,7 @@ async def restore(
         concurrency=_concurrency(concurrency),
         bwlimit=_bwlimit(bwlimit),
         dry_run=dry_run,
-        decrypt_with=load_identities(identity),
+        decrypt_with=_identities(identity),
         allow_plaintext=allow_plaintext,
         abort_uploads_older_than=abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
