@@ -26,6 +26,8 @@ from daulat.crypto import (
     Recipient,
     parse_recipients,
 )
+from daulat.drill.units import parse_byte_rate
+from daulat.errors import ConfigError
 from daulat.feedback import human_bytes
 from daulat.filters import Filter, build_filter
 from daulat.terminal import SafeConsole, json_text, printable
@@ -333,16 +335,10 @@ NameKeyIdentityOpt = Annotated[
 def _parse_rate(text: str | None) -> float | None:
     if text is None:
         return None
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-    t = text.strip().upper().removesuffix("B").removesuffix("/S")
-    suffix = t[-1] if t and t[-1] in units else ""
     try:
-        value = float(t[: len(t) - len(suffix)]) * units[suffix]
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a rate like 50M or 1048576") from None
-    if value <= 0:
-        raise typer.BadParameter("the bandwidth limit must be positive")
-    return value
+        return parse_byte_rate(text)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _recipients(values: list[str] | None) -> list[Recipient]:
