@@ -190,7 +190,7 @@ def test_stores_json_before_and_after_scan(
     res = cli(["stores", "--json"], capsys)
     assert res.code == 0, res.err
     rows = by_name(res.json())
-    assert sorted(rows) == ["kpu-primary", "offsite", "vault"]
+    assert sorted(rows) == ["kpu-primary", "offsite", "restored", "vault"]
     for row in rows.values():
         assert row["reachable"] is True
         assert row["problem"] is None
@@ -566,10 +566,18 @@ def test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written(tmp_path:
     assert (tour / "kpu-identity.txt.sign").is_file()
     config = (tour / "daulat.toml").read_text()
     assert "signers = [" in config and 'signing_key = "kpu-identity.txt.sign"' in config
-    assert "restore offsite → vault:restored" in proc.stdout
+    assert "restore offsite → restored" in proc.stdout
     assert "complete: every object decrypted and verified against the source manifest" in (
         proc.stdout
     )
+    # The restore lands outside every replica: vault still verifies (the line's exit code,
+    # checked above, is the verify's), and the restored objects are the primary's.
+    assert re.search(
+        r"verify kpu-primary → vault .*; verified [\d,]+, problems 0\b", proc.stdout
+    ), proc.stdout[-2000:]
+    primary = files_under(tour / "daulat-demo" / "kpu-primary")
+    restored = files_under(tour / "daulat-demo" / "restored")
+    assert {k: v for k, v in restored.items() if not k.startswith(".daulat/")} == primary
 
 
 # --- help text ----------------------------------------------------------------------------
