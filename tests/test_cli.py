@@ -162,7 +162,7 @@ def test_init_demo_creates_sample_data(in_tmp: Path, capsys: pytest.CaptureFixtu
     res = cli(["init", "--demo"], capsys)
     assert res.code == 0, res.err
     cfg = load_config(in_tmp / "daulat.toml", env={})
-    assert sorted(cfg.stores) == ["kpu-primary", "offsite", "vault"]
+    assert sorted(cfg.stores) == ["kpu-primary", "offsite", "restored", "vault"]
     primary = in_tmp / "daulat-demo" / "kpu-primary"
     assert cfg.store("kpu-primary").path == primary.resolve()
     files = files_under(primary)
