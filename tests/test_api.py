@@ -419,6 +419,54 @@ def test_cancelling_a_coroutine_stops_the_run_cleanly(home: Path) -> None:
             daulat.ConfigError,
             "workers",
         ),
+        # Wrong types are refused up front, naming the parameter, never a bare TypeError.
+        (lambda: daulat.verify(42, "src", "dst"), daulat.ConfigError, "cfg must be"),
+        (lambda: daulat.copy(None, "src", "dst"), daulat.ConfigError, "cfg must be"),
+        (lambda: daulat.verify("daulat.toml", None, "dst"), daulat.ConfigError, "src must be"),
+        (lambda: daulat.exit("daulat.toml", "src", 7), daulat.ConfigError, "dst must be"),
+        (lambda: daulat.drill("daulat.toml", "src", ""), daulat.ConfigError, "dst must be"),
+        (lambda: daulat.scan("daulat.toml", ["src", 3]), daulat.ConfigError, "stores must be"),
+        (lambda: daulat.open_store("daulat.toml", None), daulat.ConfigError, "name must be"),
+        (
+            lambda: daulat.verify("daulat.toml", "src", "dst", full=True, identity=123),
+            daulat.ConfigError,
+            "identity must be",
+        ),
+        (
+            lambda: daulat.restore("daulat.toml", "dst", "cli", identity=b"id.txt"),
+            daulat.ConfigError,
+            "identity must be",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", bwlimit="fast"),
+            daulat.ConfigError,
+            "bwlimit: 'fast' is not a rate",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", bwlimit=[1]),
+            daulat.ConfigError,
+            "bwlimit must be",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", bwlimit=float("nan")),
+            daulat.ConfigError,
+            "bwlimit must be",
+        ),
+        (
+            lambda: daulat.drill("daulat.toml", "src", "dst", sample=0),
+            daulat.ConfigError,
+            "sample",
+        ),
+        (
+            lambda: daulat.drill("daulat.toml", "src", "dst", sample=1.5),
+            daulat.ConfigError,
+            "sample 1.5",
+        ),
+        (
+            lambda: daulat.drill("daulat.toml", "src", "dst", sample=True),
+            daulat.ConfigError,
+            "sample must be",
+        ),
     ],
 )
 def test_bad_arguments_raise_daulat_errors(
@@ -438,3 +486,10 @@ def test_request_timeout_reaches_every_store(home: Path) -> None:
         == (daulat.load_config("daulat.toml").stores["src"])
     )
     assert json.dumps(daulat.__all__)  # plain strings
+
+
+def test_bwlimit_takes_the_command_lines_text(home: Path) -> None:
+    dry = daulat.copy("daulat.toml", "src", "dst", bwlimit="50M", dry_run=True)
+    assert dry.ok and not (home / "dst").exists()
+    copied = daulat.copy("daulat.toml", "src", "dst", bwlimit="64MB/s")
+    assert copied.ok and copied.copied_objects == len(FILES)

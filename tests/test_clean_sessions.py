@@ -95,7 +95,12 @@ def test_clean_keeps_a_resumable_s3_upload_unless_asked(s3: S3Setup) -> None:  #
     assert upload is not None
     report = _clean(s3.cwd)
     assert (report["uploads_aborted"], report["resumable_kept"]) == (0, 1), report
+    human = daulat(["clean", "dst"], s3.cwd)
+    assert human.returncode == 0, human.stdout + human.stderr
+    assert "kept 1 upload(s) a later run resumes" in human.stdout, human.stdout
     assert s3.upload() == upload
+    human = daulat(["clean", "dst", "--include-resumable", "--dry-run"], s3.cwd)
+    assert "big.bin: would abort the multipart upload" in human.stdout, human.stdout
     dry = _clean(s3.cwd, "--include-resumable", "--dry-run")
     assert dry["uploads"] == ["big.bin: would abort the multipart upload"]
     assert s3.upload() == upload

@@ -98,7 +98,14 @@ def test_one_level_lists_objects_and_each_directory_once(
     assert sorted(out.splitlines()) == ["1.bin", "2.bin", "c/"]
     # The prefix is a directory however it is spelled.
     assert cli(capsys, "ls", f"{name}:/b/", "-c", str(config))[1] == out
-    assert cli(capsys, "ls", f"{name}:nothing-here", "-c", str(config))[:2] == (0, "")
+    # A prefix that lists nothing (a typo) is said on stderr; stdout stays empty, --json `[]`.
+    code, out, err = cli(capsys, "ls", f"{name}:nothing-here", "-c", str(config))
+    assert (code, out) == (0, "")
+    assert f"nothing under 'nothing-here/' in {name}" in err
+    code, out, err = cli(capsys, "ls", f"{name}:nothing-here", "--json", "-c", str(config))
+    assert (code, json.loads(out)) == (0, [])
+    assert "nothing under 'nothing-here/'" in err
+    assert cli(capsys, "ls", f"{name}:b", "-c", str(config))[2] == ""
 
 
 def test_recursive_lists_every_key_relative_to_the_prefix(

@@ -100,3 +100,20 @@ def test_plain_restore_says_restored_not_decrypted(
     assert cli(["restore", "plain", "back3", "--identity", str(key), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["restored_plain"] and "decrypt" not in out["verified_by"], out["verified_by"]
+
+
+def test_a_plain_replica_restores_without_an_identity_an_encrypted_one_needs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, recipient = _project(tmp_path, monkeypatch, capsys)
+    assert cli(["exit", "src", "plain"]) == 0
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient]) == 0
+    capsys.readouterr()
+    assert cli(["restore", "plain", "back", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["restored_plain"], out
+    for key, data in FILES.items():
+        assert (tmp_path / "back" / key).read_bytes() == data
+    assert cli(["restore", "vault", "back2"]) == 2
+    assert "--identity" in capsys.readouterr().err
+    assert not (tmp_path / "back2").exists() or not any((tmp_path / "back2").rglob("*.json"))

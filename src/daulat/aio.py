@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from daulat.config import Config, find_config
 from daulat.config import load_config as _read_config
 from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
 from daulat.drill import DrillResult, parse_bandwidth, parse_sample, run_drill
+from daulat.drill.units import parse_byte_rate
 from daulat.errors import ConfigError
 from daulat.filters import Filter, build_filter
 from daulat.inventory import Manifest, ScanResults, scan_stores
@@ -105,8 +107,33 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def _config(cfg: ConfigLike, request_timeout: float | None = None) -> Config:
-    config = cfg if isinstance(cfg, Config) else load_config(cfg)
+    if isinstance(cfg, Config):
+        config = cfg
+    elif isinstance(cfg, (str, os.PathLike)):
+        config = load_config(cfg)
+    else:
+        raise ConfigError(
+            "cfg must be a Config (from daulat.load_config) or the path of a daulat.toml, "
+            f"not {_shown(cfg)}"
+        )
     return config.with_request_timeout(request_timeout)
+
+
+def _shown(value: object) -> str:
+    """A wrong argument as an error names it: its repr, cut short, and its type."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _spec(name: str, value: object) -> str:
+    """``src``/``dst``: a store as the command line names it (``"kpu"``, ``"kpu:c1/"``)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"{name} must be a store name such as 'kpu' or 'kpu:prefix', not {_shown(value)}"
+        )
+    return value
 
 
 def _filter(
@@ -142,7 +169,13 @@ def _recipients(values: str | Iterable[str | Recipient]) -> list[Recipient]:
 
 
 def _identities(identity: str | os.PathLike[str] | None) -> list[Identity]:
-    return load_identities(identity) if identity is not None else []
+    if identity is None:
+        return []
+    if not isinstance(identity, (str, os.PathLike)):
+        raise ConfigError(
+            f"identity must be the path of an age identity file, not {_shown(identity)}"
+        )
+    return load_identities(identity)
 
 
 def _concurrency(value: int) -> int:
@@ -151,9 +184,45 @@ def _concurrency(value: int) -> int:
     return value
 
 
-def _bwlimit(value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"bwlimit must be a positive number of bytes per second, not {value!r}")
+def _bwlimit(value: float | str | None) -> float | None:
+    """Bytes per second, as a number or as the command line's text (``"50M"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_byte_rate(value)
+        except ConfigError as e:
+            raise ConfigError(f"bwlimit: {e}") from None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ConfigError(
+            "bwlimit must be a positive number of bytes per second (or text such as '50M'), "
+            f"not {_shown(value)}"
+        )
+    return float(value)
+
+
+def _sample(value: int | float | str | None) -> int | float | None:
+    """``drill``'s sample, as the command line takes it: a count of objects (``500``), a
+    fraction of each size class in (0, 1] (``0.05``), or the command's text (``"5%"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_sample(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"sample must be a number of objects or a fraction, not {_shown(value)}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"sample must be a positive number of objects, not {value!r}")
+        return value
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ConfigError(
+            f"sample {value!r}: give a number of objects (an int, e.g. 200) or a fraction of "
+            "each size class in (0, 1] (e.g. 0.05 for 5%)"
+        )
     return value
 
 
@@ -177,6 +246,7 @@ async def _transfer(
     progress: Callable[[TransferProgress], None] | None,
     request_timeout: float | None,
 ) -> Summary:
+    src, dst = _spec("src", src), _spec("dst", dst)
     config = _config(cfg, request_timeout)
     return await run_transfer(
         config,
@@ -204,7 +274,7 @@ async def copy(
     filter_rules: Sequence[str] = (),
     filter_from: Sequence[str | os.PathLike[str]] = (),
     concurrency: int = 64,
-    bwlimit: float | None = None,
+    bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
     progress: Callable[[TransferProgress], None] | None = None,
@@ -258,7 +328,7 @@ async def sync(
     filter_rules: Sequence[str] = (),
     filter_from: Sequence[str | os.PathLike[str]] = (),
     concurrency: int = 64,
-    bwlimit: float | None = None,
+    bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
     progress: Callable[[TransferProgress], None] | None = None,
@@ -314,7 +384,7 @@ async def exit(
     filter_rules: Sequence[str] = (),
     filter_from: Sequence[str | os.PathLike[str]] = (),
     concurrency: int = 64,
-    bwlimit: float | None = None,
+    bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
     progress: Callable[[TransferProgress], None] | None = None,
@@ -354,19 +424,20 @@ async def restore(
     src: str,
     dst: str,
     *,
-    identity: str | os.PathLike[str],
+    identity: str | os.PathLike[str] | None = None,
     dry_run: bool = False,
     allow_plaintext: bool = False,
     allow_unsigned: bool = False,
     allow_unproven: bool = False,
     concurrency: int = 64,
-    bwlimit: float | None = None,
+    bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
     progress: Callable[[TransferProgress], None] | None = None,
 ) -> Summary:
-    """``daulat restore SRC DST --identity FILE``: decrypt an encrypted replica back into
-    plain objects, checked against its signed manifest.
+    """``daulat restore SRC DST [--identity FILE]``: decrypt an encrypted replica back into
+    plain objects, checked against its signed manifest. ``identity`` (an age identity file)
+    is needed only for an encrypted replica: a plain one is copied back as stored.
 
     ``allow_unsigned``: restore even when no manifest signed by a pinned signer proves where
     the objects come from; ``allow_unproven``: also objects the manifest does not list (the
@@ -376,7 +447,7 @@ async def restore(
         concurrency=_concurrency(concurrency),
         bwlimit=_bwlimit(bwlimit),
         dry_run=dry_run,
-        decrypt_with=load_identities(identity),
+        decrypt_with=_identities(identity),
         allow_plaintext=allow_plaintext,
         abort_uploads_older_than=abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
@@ -411,6 +482,7 @@ async def verify(
     SHA-256 and size, or with ``full`` by re-reading and hashing both sides (``identity``
     decrypts an encrypted destination). ``report.ok`` when every object matches; the
     ``problems`` are (key, reason) pairs."""
+    src, dst = _spec("src", src), _spec("dst", dst)
     flt = _filter(include, exclude, filter_rules, filter_from)
     config = _config(cfg, request_timeout)
     return await run_verify(
@@ -451,6 +523,8 @@ async def scan(
     flt = _filter(include, exclude, filter_rules, filter_from)
     config = _config(cfg, request_timeout)
     names = [stores] if isinstance(stores, str) else list(stores or config.stores)
+    for name in names:
+        _spec("stores", name)
     on_store: Callable[[str], Callable[[int, int], None] | None] | None = None
     if progress is not None:
         report = progress
@@ -492,6 +566,7 @@ async def drill(
     wrong."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
+    src, dst = _spec("src", src), _spec("dst", dst)
     flt = _filter(include, exclude, filter_rules, filter_from)
     config = _config(cfg, request_timeout)
     say = progress
@@ -499,7 +574,7 @@ async def drill(
         config,
         src,
         dst,
-        sample=parse_sample(sample) if isinstance(sample, str) else sample,
+        sample=_sample(sample),
         link_bps=parse_bandwidth(link) if isinstance(link, str) else link,
         workers=workers,
         concurrency=_concurrency(concurrency),
@@ -591,4 +666,4 @@ def open_store(cfg: ConfigLike, name: str, *, request_timeout: float | None = No
     Not a coroutine: it does no I/O, so ``daulat.open_store`` and ``daulat.aio.open_store`` are
     one function. Close it with ``async with`` or ``await store.aclose()``."""
     config = _config(cfg, request_timeout)
-    return OpenedStore(_open_adapter(config.store(store_only(name, "open_store"))))
+    return OpenedStore(_open_adapter(config.store(store_only(_spec("name", name), "open_store"))))

@@ -231,7 +231,7 @@ def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
     if not candidate.is_file():
         raise ConfigError(
             f"no {CONFIG_NAME} in {candidate.parent}: run `daulat init` to write one, "
-            "or pass --config PATH"
+            "or pass --config PATH (`daulat --config PATH COMMAND` or `daulat COMMAND --config PATH`)"
         )
     return candidate
 

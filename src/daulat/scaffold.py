@@ -110,6 +110,7 @@ def write_config(directory: Path, *, demo: bool = False, force: bool = False) ->
         "kpu-primary": root / "kpu-primary",
         "vault": root / "vault",
         "offsite": root / "offsite",
+        "restored": root / "restored",
     }
     for p in stores.values():
         p.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,13 @@ def write_config(directory: Path, *, demo: bool = False, force: bool = False) ->
         "\n[stores.offsite]\n"
         f'url = "{stores["offsite"].as_uri()}"\n'
         'provider = "local"\n'
-        'country = "SG"\n' + _DEMO_POLICIES
+        'country = "SG"\n'
+        "\n# Where a restore writes: a store of its own, outside every replica (a restore into\n"
+        "# vault:restored would add objects vault's verification does not expect).\n"
+        "[stores.restored]\n"
+        f'url = "{stores["restored"].as_uri()}"\n'
+        'provider = "local"\n'
+        'country = "ID"\n' + _DEMO_POLICIES
     )
     path.write_text(body, encoding="utf-8")
     return DemoData(config=path, stores=stores, objects=objects, bytes=size)

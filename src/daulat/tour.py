@@ -238,5 +238,6 @@ def run_tour(directory: Path, console: Console) -> None:
     # with `;`, not `&&`: the line runs as written and every command in it runs.
     console.print(
         f"Try it yourself:  cd {shlex.quote(str(directory))} && daulat stores; daulat check; "
-        "daulat risk; daulat restore offsite vault:restored --identity kpu-identity.txt"
+        "daulat risk; daulat restore offsite restored --identity kpu-identity.txt; "
+        "daulat verify kpu-primary vault"
     )

@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -82,8 +83,18 @@ def _main(
             "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path to daulat.toml for the command (default: ./daulat.toml); the command's "
+            "own --config wins.",
+        ),
+    ] = None,
 ) -> None:
     """Know where your data lives and under whose law; leave any provider with proof."""
+    _shared._global_config = config
 
 
 # The commands, in the order ``daulat --help`` lists them (typer keeps the order of

@@ -26,6 +26,8 @@ from daulat.crypto import (
     Recipient,
     parse_recipients,
 )
+from daulat.drill.units import parse_byte_rate
+from daulat.errors import ConfigError
 from daulat.feedback import human_bytes
 from daulat.filters import Filter, build_filter
 from daulat.terminal import SafeConsole, json_text, printable
@@ -165,8 +167,18 @@ AbortAgeOpt = Annotated[
 ]
 
 
+# `daulat --config PATH COMMAND`: set by the main callback on every invocation (None when not
+# given, so a second in-process run never inherits the first's); a command's own --config wins.
+_global_config: Path | None = None
+
+
+def _config_path(config: Path | None) -> Path | None:
+    """The config a command was given: its own --config, else the global one, else None."""
+    return config if config is not None else _global_config
+
+
 def _load(config: Path | None) -> Config:
-    return load_config(find_config(config)).with_request_timeout(_request_timeout)
+    return load_config(find_config(_config_path(config))).with_request_timeout(_request_timeout)
 
 
 def _run(
@@ -210,7 +222,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         help="Where objects are copied: this process (local), or shards on a Ray cluster "
-        "(ray; needs pip install 'daulat[ray]').",
+        "(ray; needs pip install 'daulat\\[ray]').",
     ),
 ]
 RayAddressOpt = Annotated[
@@ -323,16 +335,10 @@ NameKeyIdentityOpt = Annotated[
 def _parse_rate(text: str | None) -> float | None:
     if text is None:
         return None
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-    t = text.strip().upper().removesuffix("B").removesuffix("/S")
-    suffix = t[-1] if t and t[-1] in units else ""
     try:
-        value = float(t[: len(t) - len(suffix)]) * units[suffix]
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a rate like 50M or 1048576") from None
-    if value <= 0:
-        raise typer.BadParameter("the bandwidth limit must be positive")
-    return value
+        return parse_byte_rate(text)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _recipients(values: list[str] | None) -> list[Recipient]:

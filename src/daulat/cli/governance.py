@@ -13,6 +13,7 @@ import typer
 
 from daulat import interrupts
 from daulat.audit import audit_log
+from daulat.cli import _shared
 from daulat.cli._shared import (
     ConfigOpt,
     DryRunOpt,
@@ -65,9 +66,9 @@ def keys_new(
     config_path: Path | None = None
     if not no_config:
         try:
-            config_path = find_config(config)
+            config_path = find_config(_shared._config_path(config))
         except ConfigError:
-            if config is not None:
+            if _shared._config_path(config) is not None:
                 raise
     interrupts.begin()
     made = new_keys(out_file, config_path)
@@ -275,7 +276,9 @@ def clean(
         bool,
         typer.Option(
             "--include-resumable",
-            help="Also abort unfinished uploads a later run could resume (none is resumable yet).",
+            help="Also abort the unfinished uploads of large objects that a later run would "
+            "resume (S3 multipart uploads, GCS sessions, Azure blocks); what was uploaded is "
+            "lost. Kept by default.",
         ),
     ] = False,
     dry_run: DryRunOpt = False,
@@ -298,6 +301,19 @@ def clean(
             f"{report.uploads_aborted:,} unfinished upload(s) daulat had started; {remove} "
             f"{len(report.drill_scratch_removed):,} drill scratch cop(ies)"
         )
+        if report.resumable_kept:
+            out.print(
+                f"  kept {report.resumable_kept:,} upload(s) a later run resumes "
+                "(--include-resumable aborts them too)"
+            )
+        if report.uploads_left:
+            out.print(
+                f"  left {report.uploads_left:,} upload(s) that could not be discarded without "
+                "touching another writer's data"
+            )
+        if dry_run:
+            for line in report.uploads:
+                out.print(f"  {line}", markup=False)
         for problem in report.drill_scratch_problems:
             err.print(f"  {problem}")
     if not report.ok:

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from daulat import interrupts
-from daulat.address import store_only
+from daulat.address import parse_address, store_only
 from daulat.census.imported import scan_from_inventory
 from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.cli._shared import (
@@ -274,22 +274,32 @@ async def _ls_lines(
     cfg: Config, target: str, recursive: bool, long: bool, as_json: bool, flt: Filter
 ) -> AsyncGenerator[str, None]:
     entries = list_store(cfg, target, recursive=recursive, filter=flt)
+    listed = 0
     async with contextlib.aclosing(entries) as it:
         if not as_json:
             async for e in it:
+                listed += 1
                 yield _entry_line(e, long)
-            return
-        first = True
-        yield "["
-        async for e in it:
-            text = json.dumps(e.to_json(), ensure_ascii=False)
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # an undecodable name: keep it exact as \\u escapes
-                text = json.dumps(e.to_json())
-            yield ("\n" if first else ",\n") + text
-            first = False
-        yield "\n]\n"
+        else:
+            yield "["
+            async for e in it:
+                text = json.dumps(e.to_json(), ensure_ascii=False)
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:  # an undecodable name: keep it exact as \\u escapes
+                    text = json.dumps(e.to_json())
+                yield ("\n" if listed == 0 else ",\n") + text
+                listed += 1
+            yield "\n]\n"
+    address = parse_address(target)
+    if not listed and address.prefix:
+        # A typo'd prefix lists nothing, as an empty directory does: say so (on stderr, so
+        # --json stays `[]`), as rclone's "directory not found" does; the exit stays 0.
+        err.print(
+            f"nothing under '{printable(address.prefix)}' in {printable(address.store)}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def ls_(

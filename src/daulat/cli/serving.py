@@ -40,12 +40,13 @@ def serve(
         typer.Option(
             "--listen",
             metavar="HOST:PORT",
-            help="Address to listen on (default: [gateway] listen, else 127.0.0.1:9000).",
+            # "\\[" keeps rich from taking "[gateway]" as markup and printing nothing.
+            help="Address to listen on (default: \\[gateway] listen, else 127.0.0.1:9000).",
         ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the [gateway] buckets over S3 (read-only), from whichever replica holds a verified
+    r"""Serve the \[gateway] buckets over S3 (read-only), from whichever replica holds a verified
     copy and answers; every byte served is checked against the copy's chunk hashes."""
     from daulat.gateway import gateway_config, loop_factory
     from daulat.gateway import serve as run_gateway

@@ -291,19 +291,19 @@ def restore(
     ] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decrypt an encrypted replica back into plain objects, checked against its signed
-    manifest.
+    """Decrypt an encrypted replica back into plain objects (--identity), or copy a plain one
+    back, checked against its signed manifest.
 
     Existing files at DST that differ from the replica's are left alone and listed unless
     --overwrite.
     """
-    if identity is None:
-        raise typer.BadParameter("restore needs --identity FILE (the age secret key)")
+    # A plain replica restores without a key; an encrypted one is refused once its manifest
+    # is read (the library says so, naming --identity).
     opts = Options(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
-        decrypt_with=load_identities(identity),
+        decrypt_with=load_identities(identity) if identity is not None else (),
         allow_plaintext=allow_plaintext,
         overwrite=overwrite,
         abort_uploads_older_than=_shared._abort_uploads_older_than,

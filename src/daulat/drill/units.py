@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -26,6 +27,22 @@ def parse_bandwidth(text: str) -> float:
         ) from None
     if value <= 0:
         raise ConfigError("--link: the bandwidth must be positive")
+    return value
+
+
+def parse_byte_rate(text: str) -> float:
+    """``--bwlimit`` text → bytes per second: ``50M``, ``1.5G``, ``1048576``, ``50MB/s``
+    (suffixes K, M, G are powers of 1024). Raises :class:`ConfigError` for anything else, and
+    for a rate that is not a positive, finite number."""
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    t = text.strip().upper().removesuffix("/S").removesuffix("B")
+    suffix = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(suffix)]) * units[suffix]
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a rate like 50M or 1048576") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError("the bandwidth limit must be a positive number of bytes per second")
     return value
 
 

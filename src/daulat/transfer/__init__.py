@@ -266,7 +266,7 @@ async def _run_locked(
     dst_address = parse_address(dst_spec)
     dst_cfg = config.store(dst_address.store)
     if (
-        opts.decrypt_with
+        (opts.decrypt_with or kind == Kind.RESTORE)
         and not opts.allow_plaintext
         and (dst_cfg.encrypt_to or dst_cfg.encrypt_names)
     ):
@@ -286,7 +286,12 @@ async def _run_locked(
         own_key, notice = signing_key_of(config)
         signing = replace(signing, key=own_key)
     opts = replace(opts, signing=signing)
-    if not opts.encrypt_to and not opts.decrypt_with and dst_cfg.encrypt_to:
+    if (
+        not opts.encrypt_to
+        and kind != Kind.RESTORE
+        and not opts.decrypt_with
+        and dst_cfg.encrypt_to
+    ):
         opts = replace(opts, encrypt_to=parse_recipients(dst_cfg.encrypt_to))
     if opts.encrypt_to and dst_cfg.encrypt_names:
         opts = replace(opts, encrypt_names=True)

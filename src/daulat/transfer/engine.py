@@ -94,7 +94,7 @@ from daulat.transfer.listed import capped, check_served_size
 # daulat.transfer.listings); imported "as" themselves so that they stay importable from here.
 from daulat.transfer.listings import list_destination as list_destination
 from daulat.transfer.listings import list_into as list_into
-from daulat.transfer.manifests import ProvenanceError, WrongIdentity
+from daulat.transfer.manifests import ProvenanceError, WrongIdentity, latest_manifest
 from daulat.transfer.markers import marker_note, set_aside_folder_markers
 from daulat.transfer.model import VERIFIED_BY_CONTENT as VERIFIED_BY_CONTENT
 from daulat.transfer.model import VERIFIED_BY_LISTING as VERIFIED_BY_LISTING
@@ -121,6 +121,7 @@ from daulat.transfer.proof import (
     settle_unproven,
     write_run_manifest,
 )
+from daulat.transfer.provenance import location as provenance_location
 from daulat.transfer.resume import Resumer
 from daulat.transfer.retry import AdaptiveLimiter
 from daulat.transfer.safety import (
@@ -364,6 +365,13 @@ def _count_listed(journal: Journal, summary: Summary) -> None:
         summary.listed_objects, summary.listed_bytes = journal.listing_totals("src")
 
 
+def _needs_identity(src: Endpoint) -> ConfigError:
+    return ConfigError(
+        f"{src.label or provenance_location(src)} is an encrypted replica (or its manifest does "
+        "not say it is plain): restore needs --identity FILE (the age secret key)"
+    )
+
+
 async def _run(
     kind: Kind,
     src: Endpoint,
@@ -376,11 +384,16 @@ async def _run(
 ) -> None:
     summary.remaining_known = False
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
-    if kind == Kind.RESTORE and await load_restore_manifest(
-        src, journal, opts.signing, opts.decrypt_with, summary
-    ):
-        opts = replace(opts, decrypt_with=())  # a plain replica: nothing to decrypt
-        summary.restored_plain = True
+    if kind == Kind.RESTORE:
+        if not opts.decrypt_with and (await latest_manifest(src) or "").endswith(".age"):
+            raise _needs_identity(src)
+        if await load_restore_manifest(src, journal, opts.signing, opts.decrypt_with, summary):
+            opts = replace(opts, decrypt_with=())  # a plain replica: nothing to decrypt
+            summary.restored_plain = True
+        elif not opts.decrypt_with:
+            # Only a replica whose signed manifest lists no encrypted object restores without
+            # a key; anything else would fail object by object as "cannot decrypt".
+            raise _needs_identity(src)
     # `.daulat/` holds daulat's own manifests wherever daulat wrote; they describe that store,
     # not data to carry on (an exit from an earlier exit's destination skips them). Anything
     # else there is reserved (counted, not copied); daulat's local state is never carried. A
@@ -731,9 +744,7 @@ class _Executor:
         # Restore: each object's plaintext must match the source manifest's SHA-256 (and, from
         # an onward copy, its ciphertext the onward manifest's).
         self._manifest = (
-            journal
-            if isinstance(journal, Journal) and summary.checked_against_manifest
-            else None
+            journal if isinstance(journal, Journal) and summary.checked_against_manifest else None
         )
         self.expect = self._manifest is not None
         self.expect_stored = self._manifest is not None and expects_stored(self._manifest)
@@ -1029,9 +1040,7 @@ class _Executor:
             started = None
             resumer = self.resumer
             recorded = (
-                await resumer.find(dst_key, reader.info.size, etag)
-                if resumer is not None
-                else None
+                await resumer.find(dst_key, reader.info.size, etag) if resumer is not None else None
             )
             if self.prover is not None:
                 # A resumed upload keeps the metadata (the nonce) it was begun with.

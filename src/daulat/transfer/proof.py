@@ -173,7 +173,7 @@ async def load_restore_manifest(
             return False
         summary.notes.append(
             f"{label} holds no encrypted objects (its manifest lists none): restored as "
-            "stored, each checked against the manifest's SHA-256; the identity was not needed"
+            "stored, each checked against the manifest's SHA-256; no identity is needed"
         )
         return True
 
