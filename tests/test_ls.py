@@ -376,9 +376,11 @@ def test_ls_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
 
 
 def test_show_completion_prints_a_script() -> None:
-    # Started from bash, as a user would; typer detects the shell from the parent process.
+    # Started from bash, as a user would; typer detects the shell from the parent process
+    # (the trailing `exit` keeps bash from exec-ing the command in its own place, which would
+    # leave a parent that is no shell when no shell is further up either).
     proc = subprocess.run(
-        ["bash", "-c", f'"{sys.executable}" -m daulat --show-completion bash'],
+        ["bash", "-c", f'"{sys.executable}" -m daulat --show-completion bash; exit $?'],
         capture_output=True,
         text=True,
         env=child_env(),
