@@ -414,6 +414,46 @@ def test_stores_console_script_says_unreachable(tmp_path: Path) -> None:
     assert "unreachable" in dead_line.lower(), res.out
 
 
+@pytest.mark.timeout(120)
+def test_stores_table_off_a_terminal_folds_no_name_or_path(tmp_path: Path) -> None:
+    """Piped or captured (no COLUMNS, no terminal), the table is as wide as its cells: the
+    long store name and the missing directory's path stay whole, each on one line."""
+    name = "archive-of-the-ministry-of-finance-jakarta-2026-" + "x" * 14
+    missing = tmp_path / (
+        "a-directory-with-a-long-name-for-the-finance-ministry-archive-" + "y" * 40
+    )
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.{name}]\nurl = "{(missing / "gone").as_uri()}"\nprovider = "local"\n'
+        'country = "ID"\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR", "COLUMNS")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "daulat", "stores"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 1, proc.stderr  # the directory is missing: unreachable
+    row = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert len(row) == 1, proc.stdout
+    assert f"│ {name} " in row[0]
+    assert str(missing / "gone") in row[0] and "does not exist" in row[0]
+    assert "not scanned" in row[0]
+    # --json is unaffected: exact values, no table.
+    as_json = subprocess.run(
+        [sys.executable, "-m", "daulat", "stores", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert json.loads(as_json.stdout)[0]["name"] == name
+
+
 def s3_toml(name: str, server: S3Server, bucket: str, key: str, secret: str) -> str:
     return f"""
         [stores.{name}]
