@@ -89,8 +89,9 @@ def _main(
         typer.Option(
             "--config",
             "-c",
-            help="Path to daulat.toml for the command (default: ./daulat.toml); the command's "
-            "own --config wins.",
+            envvar="DAULAT_CONFIG",
+            help="Path to daulat.toml for the command (default: ./daulat.toml, else the nearest "
+            "in a parent directory); the command's own --config wins.",
         ),
     ] = None,
 ) -> None:

@@ -73,7 +73,12 @@ _argv: list[str] = []
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Path to daulat.toml (default: ./daulat.toml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Path to daulat.toml (default: ./daulat.toml, else the nearest in a parent "
+        "directory).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 QuietOpt = Annotated[
