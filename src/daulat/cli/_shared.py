@@ -55,12 +55,13 @@ class _Stdout(SafeConsole):
             return
         unbounded = self.options.update_width(_WIDEST)
         needed = max(Measurement.get(self, unbounded, t).maximum for t in tables)
-        width = self.width
-        self.width = max(width, min(needed, _WIDEST))
+        # Set for this print only: rich's own width (None: from the environment) comes back.
+        chosen = self._width
+        self.width = max(self.width, min(needed, _WIDEST))
         try:
             super().print(*objects, **kwargs)
         finally:
-            self.width = width
+            self._width = chosen
 
 
 # A table wider than this is folded even off a terminal (a cell that long is a message).
