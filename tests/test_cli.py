@@ -663,24 +663,26 @@ def test_help_shows_every_bracketed_word(
 def test_config_before_the_command_is_used_and_the_commands_own_wins(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The config sits in a sibling directory (a parent's would be found without --config).
+    cfg = in_tmp / "cfg"
+    cfg.mkdir()
+    os.chdir(cfg)
     assert cli(["init"], capsys).code == 0
     sub = in_tmp / "sub"
     sub.mkdir()
-    other = in_tmp / "other.toml"
+    other = cfg / "other.toml"
     other.write_text(
-        (in_tmp / "daulat.toml")
-        .read_text(encoding="utf-8")
-        .replace("[stores.local]", "[stores.o]"),
+        (cfg / "daulat.toml").read_text(encoding="utf-8").replace("[stores.local]", "[stores.o]"),
         encoding="utf-8",
     )
     os.chdir(sub)
     missing = cli(["stores", "--json"], capsys)
     assert missing.code == 2 and "--config PATH" in missing.err
     for argv in (
-        ["--config", "../daulat.toml", "stores", "--json"],
-        ["-c", "../daulat.toml", "stores", "--json"],
-        ["stores", "--json", "--config", "../daulat.toml"],
-        ["--config", "../other.toml", "stores", "--json", "--config", "../daulat.toml"],
+        ["--config", "../cfg/daulat.toml", "stores", "--json"],
+        ["-c", "../cfg/daulat.toml", "stores", "--json"],
+        ["stores", "--json", "--config", "../cfg/daulat.toml"],
+        ["--config", "../cfg/other.toml", "stores", "--json", "--config", "../cfg/daulat.toml"],
     ):
         res = cli(argv, capsys)
         assert res.code == 0, (argv, res.err)
