@@ -100,7 +100,8 @@ class DrillProgress:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate ``daulat.toml``: ``path``, else ``./daulat.toml``.
+    """Read and validate ``daulat.toml``: ``path``, else ``./daulat.toml`` or the nearest in a
+    parent directory (:func:`daulat.config.find_config`).
 
     Raises :class:`~daulat.errors.ConfigError` naming every problem found."""
     return _read_config(find_config(Path(path) if path is not None else None))
