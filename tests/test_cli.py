@@ -58,8 +58,9 @@ def daulat_exe(args: list[str], cwd: Path) -> Result:
     assert shutil.which("daulat"), "the daulat console script is not installed"
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
     env["COLUMNS"] = "300"  # keep rich's table from folding words
+    # A guard against hangs, not a speed test: the demo takes a minute on a quiet machine.
     proc = subprocess.run(
-        ["daulat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        ["daulat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
