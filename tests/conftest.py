@@ -190,15 +190,18 @@ def _uses_module_fixture(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tests, keep the tests of a module that starts something once per module
-    (a Ray cluster, a server, a large dataset) on one xdist worker (``--dist loadgroup``, as
-    scripts/test runs the suite), and order slow tests first."""
+    """Mark the slow tests; keep the tests of a module that starts something once per module
+    (a server, a large dataset), and all tests that start Ray, on one xdist worker each
+    (``--dist loadgroup``, as scripts/test runs the suite); order slow tests first."""
     for item in items:
         nodeid = f"{item.path.name}::{item.nodeid.partition('::')[2]}"
         if item.get_closest_marker("ray") or any(
             nodeid == slow or nodeid.startswith(slow + "[") for slow in SLOW
         ):
             item.add_marker(pytest.mark.slow)
-        if _uses_module_fixture(item):
+        if item.get_closest_marker("ray"):
+            # One local Ray cluster at a time: two would fight over two cores and time out.
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -59,7 +59,7 @@ def test_clean_removes_abandoned_temp_files_not_a_live_writers(tmp_path: Path) -
             f"fd = os.open({str(live)!r}, os.O_RDWR)\n"
             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
             "print('locked', flush=True)\n"
-            "time.sleep(60)\n",
+            "time.sleep(600)\n",
         ],
         stdout=subprocess.PIPE,
         text=True,
