@@ -25,13 +25,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from common import REPO_DIR, git_describe, machine, now_utc, update_section
+from common import REPO_DIR, git_describe, machine, now_utc, process_cpu, update_section
 
 MiB = 1024 * 1024
 
@@ -50,72 +51,191 @@ def _dataset(root: Path, n: int, size: int) -> None:
         (d / f"o{i:06d}").write_bytes(i.to_bytes(8, "big") + block[8:])
 
 
+def _config(work: Path, src: Path) -> None:
+    (work / "dst").mkdir(parents=True)
+    (work / "daulat.toml").write_text(
+        f'[stores.src]\nurl = "file://{src}"\nprovider = "local"\ncountry = "ID"\n'
+        f'[stores.dst]\nurl = "file://{work / "dst"}"\nprovider = "local"\ncountry = "ID"\n'
+    )
+
+
+def _daulat(work: Path, argv: list[str], env: dict[str, str]) -> Any:
+    """``daulat ARGV --json`` in ``work``; its JSON (the run must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "daulat", *argv, "--json"], cwd=work, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, f"daulat {' '.join(argv)}: {done.stderr[-2000:]}"
+    return json.loads(done.stdout)
+
+
+def _busy_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def _cluster_cpu(cluster: Any) -> float:
+    return sum(process_cpu(pid) for node in cluster.nodes for pid in node.session_pids())
+
+
+def _worker_peak_rss_mib(cluster: Any) -> float:
+    """The largest peak RSS (VmHWM) of the cluster's Ray worker processes so far."""
+    peak = 0
+    for node in cluster.nodes:
+        for pid in node.session_pids():
+            try:
+                if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"):
+                    continue
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                continue
+    return peak / 1024
+
+
 def _exit(
-    src: Path, address: str, workers: int, bwlimit: int | None, env: dict[str, str]
+    src: Path, cluster: Any, workers: int, bwlimit: int | None, env: dict[str, str]
 ) -> dict[str, Any]:
+    """One ``daulat exit --engine ray`` in a fresh directory (its own journal, empty
+    destination), with the CPU the machine, the cluster and the driver spent meanwhile."""
     work = Path(tempfile.mkdtemp(prefix="rayscale-"))
     try:
-        (work / "dst").mkdir()
-        (work / "daulat.toml").write_text(
-            f'[stores.src]\nurl = "file://{src}"\nprovider = "local"\ncountry = "ID"\n'
-            f'[stores.dst]\nurl = "file://{work / "dst"}"\nprovider = "local"\ncountry = "ID"\n'
-        )
-        argv = ["exit", "src", "dst", "--json", "--engine", "ray", "--ray-address", address,
-                "--workers", str(workers)]  # fmt: skip
+        _config(work, src)
+        argv = ["exit", "src", "dst", "--json", "--engine", "ray", "--ray-address",
+                cluster.address, "--workers", str(workers)]  # fmt: skip
         if bwlimit is not None:
             argv += ["--bwlimit", str(bwlimit)]
+        load = os.getloadavg()[0]
+        busy0, all0 = _busy_ticks()
+        cluster0 = _cluster_cpu(cluster)
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "daulat", *argv], cwd=work, env=env, capture_output=True,
             text=True,
         )  # fmt: skip
         wall = time.perf_counter() - t
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy1, all1 = _busy_ticks()
         summary = json.loads(done.stdout)
         assert done.returncode == 0 and summary["ok"], done.stderr[-2000:]
         summary["_wall"] = wall
+        summary["_load"] = load
+        # Share of every CPU's time that was busy (this run and anything else on the machine).
+        summary["_busy"] = (busy1 - busy0) / max(1, all1 - all0)
+        summary["_cpu_available"] = wall * (os.cpu_count() or 1)
+        summary["_cpu_cluster"] = _cluster_cpu(cluster) - cluster0
+        summary["_cpu_driver"] = (kids1.ru_utime + kids1.ru_stime) - (
+            kids0.ru_utime + kids0.ru_stime
+        )
         summary["_argv"] = "daulat " + " ".join(argv)
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def scaling(cases: list[tuple[str, int, int]]) -> str:
+def _plan(plan_dir: Path, workers: int, cap: int, env: dict[str, str]) -> dict[str, Any]:
+    """``daulat plan src dst --workers N --link CAP`` (the cap in bits/s), from the drill."""
+    result: dict[str, Any] = _daulat(
+        plan_dir, ["plan", "src", "dst", "--workers", str(workers), "--link", f"{cap * 8}"], env
+    )
+    return result
+
+
+def scaling(cases: list[tuple[str, int, int]], keep: Path | None = None) -> str:
+    """The scaling tables; with ``keep``, the drills' directories (to plan again from the
+    same drill) and every run's JSON (``raw.json``) are kept there."""
     from raycluster import ray_cluster, ray_env
+
+    from daulat.scale.shards import bounds_for, shards
 
     env = ray_env()
     lines: list[str] = []
+    raw: list[dict[str, Any]] = []
     base = Path(tempfile.mkdtemp(prefix="rayscale-src-"))
     try:
         with ray_cluster(worker_nodes=3) as cluster:
             for label, n, size in cases:
                 src = base / label
                 _dataset(src, n, size)
-                one = _exit(src, cluster.address, 1, None, env)
+                # The drill first (one process, uncapped, the default sample), in a
+                # directory of its own that keeps the scan and the drill for the plans.
+                plan_dir = (keep or base) / f"plan-{label}"
+                _config(plan_dir, src)
+                _daulat(plan_dir, ["scan", "src"], env)
+                drill = _daulat(plan_dir, ["drill", "src", "dst"], env)
+                one = _exit(src, cluster, 1, None, env)
                 rate1 = one["copied_bytes"] / one["duration_s"]
                 cap = int(rate1 / 4)
+                o = drill["overhead"]
                 lines += [
                     f"### {label}: {n:,} x {size // 1024:,} KiB, filesystem → filesystem",
                     "",
-                    f"- One uncapped worker: {rate1 / 1e6:.2f} MB/s ({one['duration_s']:.1f} s "
-                    f"in daulat's summary, {one['_wall']:.1f} s wall); cap per worker "
-                    f"`--bwlimit {cap}` (a quarter).",
+                    f"- One uncapped Ray worker: {rate1 / 1e6:.2f} MB/s ({one['duration_s']:.1f} s "
+                    f"in daulat's summary, {one['_wall']:.1f} s wall, load {one['_load']:.1f}); "
+                    f"cap per worker `--bwlimit {cap}` (a quarter).",
+                    f"- Drill (`daulat drill src dst`, one process, uncapped, "
+                    f"{drill['sampled_objects']:,} objects sampled in {drill['drill_s']:.1f} s): "
+                    f"predicted one uncapped worker {drill['predicted_s']:.1f} s; per class "
+                    + "; ".join(
+                        f"{c['label']}: {c['per_object_s'] * 1e3:.2f} ms/object"
+                        + (
+                            f", {c['throughput_bps'] / 8e6:.1f} MB/s"
+                            if c.get("throughput_bps")
+                            else ""
+                        )
+                        for c in drill["classes"]
+                    )
+                    + f"; listing {o['list_s_per_object'] * 1e6:.0f} µs/object, bookkeeping "
+                    f"{o['bookkeeping_s_per_object'] * 1e6:.0f} µs/object + {o['fixed_s']:.2f} s.",
                     "",
-                    "| workers | summary s | wall s | MB/s | N x cap MB/s | ratio (goal ≥ 0.9) |",
-                    "|---:|---:|---:|---:|---:|---:|",
+                    "| workers | shards | summary s | wall s | MB/s | N x cap MB/s "
+                    "| ratio (goal ≥ 0.9) | plan s (95 % interval) | plan error "
+                    "| CPU busy (all CPUs) | cluster + driver CPU s / available | load |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                 ]
+                sizes = [_Sized(size)] * n
                 for workers in (1, 2, 4):
-                    s = _exit(src, cluster.address, workers, cap, env)
+                    plan = _plan(plan_dir, workers, cap, env)
+                    s = _exit(src, cluster, workers, cap, env)
+                    raw.append({"case": label, "n": n, "size": size, "workers": workers,
+                                "cap": cap, "one": one, "drill": drill, "plan": plan,
+                                "exit": s})  # fmt: skip
+                    if keep is not None:
+                        (keep / "raw.json").write_text(json.dumps(raw, indent=1))
                     rate = s["copied_bytes"] / s["duration_s"]
                     ratio = rate / (workers * cap)
+                    cut = sum(1 for _ in shards(sizes, bounds_for(n, n * size, workers)))
+                    err = (plan["predicted_s"] - s["duration_s"]) / s["duration_s"]
+                    cpu = s["_cpu_cluster"] + s["_cpu_driver"]
                     lines.append(
-                        f"| {workers} | {s['duration_s']:.1f} | {s['_wall']:.1f} | "
-                        f"{rate / 1e6:.2f} | {workers * cap / 1e6:.2f} | {ratio:.2f} |"
+                        f"| {workers} | {cut} | {s['duration_s']:.1f} | {s['_wall']:.1f} | "
+                        f"{rate / 1e6:.2f} | {workers * cap / 1e6:.2f} | {ratio:.2f} | "
+                        f"{plan['predicted_s']:.1f} ({plan['low_s']:.1f}-{plan['high_s']:.1f}) "
+                        f"| {err:+.0%} | {s['_busy']:.0%} | {cpu:.0f} / "
+                        f"{s['_cpu_available']:.0f} | {s['_load']:.1f} |"
                     )
-                lines += ["", f"- Command: `{s['_argv'].replace(str(workers), 'N', 1)}`", ""]
+                lines += [
+                    "",
+                    f"- Commands: `{s['_argv'].replace(f'--workers {workers}', '--workers N')}`;"
+                    f" the plan before each: `daulat plan src dst --workers N --link {cap * 8}"
+                    " --json` (bits/s) in the drill's directory.",
+                    f"- Peak RSS of any Ray worker process after these runs: "
+                    f"{_worker_peak_rss_mib(cluster):.0f} MiB (goal ≤ 250 MiB).",
+                    "",
+                ]
                 shutil.rmtree(src, ignore_errors=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Sized:
+    size: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,13 +348,15 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=8)
     ap.add_argument("--large-mib", type=int, default=256)
     ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--scaling-only", action="store_true", help="Leave the bookkeeping part.")
+    ap.add_argument("--keep", type=Path, help="Keep the drills and every run's JSON here.")
     ap.add_argument(
         "--bookkeeping-only",
         action="store_true",
         help="Measure only the driver's bookkeeping and replace only that part of the section.",
     )
     args = ap.parse_args()
-    measured = bookkeeping()
+    measured = "(not run)" if args.scaling_only else bookkeeping()
     if args.bookkeeping_only:
         # Only this part of the section: the scaling runs above it keep their own date.
         update_section("ray-bookkeeping", measured)
@@ -247,7 +369,8 @@ def main() -> None:
         "(not run)"
         if args.skip_scaling
         else scaling(
-            [("small", args.small, 64 * 1024), ("large", args.large, args.large_mib * MiB)]
+            [("small", args.small, 64 * 1024), ("large", args.large, args.large_mib * MiB)],
+            args.keep,
         )
     )
     body = f"""
