@@ -189,7 +189,8 @@ def _wait_for_nodes(address: str, n: int, nodes: list[Node]) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(worker_nodes: int = 2) -> Iterator[RayCluster]:
+def ray_cluster(worker_nodes: int = 2, cpus_per_node: int = 1) -> Iterator[RayCluster]:
+    """A head and ``worker_nodes`` worker nodes, each offering ``cpus_per_node`` task slots."""
     # A short temp dir: Ray's socket paths must fit in 107 bytes.
     tmp = Path(tempfile.mkdtemp(prefix="drc", dir="/tmp"))
     ports = _free_ports(1 + 7 * (worker_nodes + 1))
@@ -197,7 +198,7 @@ def ray_cluster(worker_nodes: int = 2) -> Iterator[RayCluster]:
     address = f"127.0.0.1:{gcs}"
     common = [
         "--node-ip-address", "127.0.0.1",
-        "--num-cpus", "1",
+        "--num-cpus", str(cpus_per_node),
         "--object-store-memory", str(OBJECT_STORE),
         "--disable-usage-stats",
     ]  # fmt: skip
