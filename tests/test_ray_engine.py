@@ -187,6 +187,11 @@ def test_shards_bound_objects_and_bytes_and_never_split_an_object() -> None:
     # Few objects: still at least one shard per worker.
     few = [WorkItem(f"b{i}", 32 * 2**20, None) for i in range(4)]
     assert len(list(shards(few, bounds_for(4, 4 * 32 * 2**20, workers=4)))) == 4
+    # The benchmark's large case, 8 x 256 MiB: at least a shard per worker for 1, 2 and 4
+    # workers, and with 4 each object is a shard (no worker idles while another has two).
+    large = [WorkItem(f"L{i}", 256 * 2**20, None) for i in range(8)]
+    cut = {w: len(list(shards(large, bounds_for(8, 8 * 256 * 2**20, w)))) for w in (1, 2, 4)}
+    assert cut[1] >= 1 and cut[2] >= 2 and cut[4] == 8, cut
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +307,9 @@ def test_ray_exit_matches_single_process(
     s3_server_b: S3Server,
     tmp_path: Path,
 ) -> None:
-    data = dataset(300, big=1 if source == "filesystem" else 0)
+    # Enough for several shards per worker (16 objects per shard at least), few enough that
+    # the run is short: the cluster's start is this module's real cost.
+    data = dataset(120, big=1 if source == "filesystem" else 0)
     if source == "seaweedfs":
         src = s3_store_config(s3_server, "src", unique("raysrc"))
         fill_config(src, {k: v for k, v in data.items() if k not in ODD_KEYS})
@@ -311,7 +318,7 @@ def test_ray_exit_matches_single_process(
                 fill_config(src, {key: data[key]})
             except InvalidKey:  # SeaweedFS refuses it: then it is not part of the source
                 del data[key]
-        assert len(data) > 300
+        assert len(data) > 120
     else:
         src = fs_source(tmp_path / "src", data, "src")
     one = s3_store_config(s3_server_b, "one", unique("rayone"))
@@ -330,7 +337,7 @@ def test_ray_exit_matches_single_process(
         last_output(tmp_path)[1][-3000:],
     )
     refused = {r["key"] for r in single["refused"]}
-    assert single["verified_objects"] == len(data) - len(refused) > 300, single
+    assert single["verified_objects"] == len(data) - len(refused) > 120, single
     for field in (
         "source_objects",
         "source_bytes",
@@ -433,7 +440,7 @@ def test_worker_killed_mid_run_resends_at_most_its_objects_in_flight(
     worker process is killed by PID while it has a shard. The run completes and verifies every
     object, and at most CONCURRENCY objects were written twice (seen as a new file under the
     same name; each write is a rename of a new file)."""
-    _config, data, dst_root, args = _slow_fs_exit(tmp_path, 240)
+    _config, data, dst_root, args = _slow_fs_exit(tmp_path, 160)
     proc = daulat(
         [*args, "--engine", "ray", "--ray-address", cluster.address, "--workers", "3",
          "--concurrency", str(CONCURRENCY), "--bwlimit", "256K", "--json"],
@@ -470,7 +477,7 @@ def test_worker_killed_mid_run_resends_at_most_its_objects_in_flight(
 def test_driver_killed_mid_run_rerun_sends_nothing_complete_again(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
-    _config, data, dst_root, args = _slow_fs_exit(tmp_path, 240)
+    _config, data, dst_root, args = _slow_fs_exit(tmp_path, 160)
     ray_args = [*args, "--engine", "ray", "--ray-address", cluster.address, "--workers", "3",
                 "--concurrency", str(CONCURRENCY), "--bwlimit", "256K"]  # fmt: skip
     proc = daulat(ray_args, tmp_path, wait=False)
@@ -590,7 +597,7 @@ def test_ray_verify_full_finds_an_altered_and_a_planted_object(
     """verify --full with its reading on Ray workers: the same report (and exit code) as one
     process, for a clean copy and after one object was altered at the destination (same
     size) and one planted there; the journal then calls the altered one not done."""
-    data = dataset(150, odd=False)
+    data = dataset(80, odd=False)
     src = fs_source(tmp_path / "src", data, "src")
     dst = s3_store_config(s3_server_b, "dst", unique("rayverify"))
     config = write_config(tmp_path, [src, dst])

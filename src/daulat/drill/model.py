@@ -342,7 +342,7 @@ def _build_result(
                 )
                 + ": each class takes the longer of its measured time and the time the link "
                 "needs for its bytes, divided among the workers; listing and bookkeeping "
-                "sharded over them"
+                "by the driver alone, as one process measured them"
                 + (
                     f"; the driver's journal at {DRIVER_OBJECTS_PER_S:,} objects/s (a goal, "
                     "not measured) bounds it from below"

@@ -16,13 +16,17 @@ function on the drill's own census)
     ``c``, W workers, each with ``L`` bytes/s to itself::
 
         class c      max(n_c x a_c + B_c x b_c, B_c / L) / W
-        listing      objects listed x (listing seconds per object, probed) / W
-        bookkeeping  objects x (bookkeeping seconds per object) / W
-        exit time    fixed + max(sum of the above, objects / 100,000 when W > 1)
+        copying      the sum of the classes, never less than objects / 100,000 when W > 1
+        listing      objects listed x (listing seconds per object, probed)
+        bookkeeping  objects x (bookkeeping seconds per object)
+        exit time    fixed + listing + bookkeeping + copying
 
-    The last term is the driver: one coordinator writes every object's result to the one
-    journal, at a rate that is issue 12's benchmark goal (named as an assumption, not
-    measured). A class the drill did not measure is costed by the drill's fit across its
+    The floor under the copying is the driver: one coordinator writes every object's result
+    to the one journal while the workers copy, at a rate that is issue 12's benchmark goal
+    (named as an assumption, not measured). Listing and bookkeeping are not divided by W:
+    with ``--engine ray`` the driver lists the source, plans, verifies (listing the
+    destination) and writes the manifest itself, before and after the copying, as one process
+    does (bench/RESULTS.md, "Ray scaling", compares the plan with measured runs). A class the drill did not measure is costed by the drill's fit across its
     classes' means (or, with one class measured, by that class), and the plan says so.
 
 Interval

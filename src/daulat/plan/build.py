@@ -52,10 +52,11 @@ LABEL = "PROJECTION"
 MODEL = (
     "per size class, one worker's time = the longer of (objects x per-object cost + bytes x "
     "seconds per byte, as the drill measured them) and (bytes / its link); divided among the "
-    "workers; plus the source listing (objects "
-    "listed x listing cost per object) and bookkeeping (objects x cost per object), both "
-    "sharded over the workers; plus the drill's fixed cost; never less than the driver's "
-    f"journal at {DRIVER_OBJECTS_PER_S:,} objects/s when more than one worker reports to it. "
+    "workers, and never less than the driver's journal at "
+    f"{DRIVER_OBJECTS_PER_S:,} objects/s when more than one worker reports to it; plus the "
+    "source listing (objects listed x listing cost per object) and bookkeeping (objects x "
+    "cost per object), which the driver does alone, not divided among the workers; plus the "
+    "drill's fixed cost. "
     "The interval applies the same model to each of the drill's bootstrap replicates."
 )
 
@@ -592,8 +593,9 @@ def _assumptions(plan: Plan, src_region: str | None) -> list[str]:
         "never split, so one huge object takes one worker its whole time",
         "the source and the destination serve all the workers as they served the drill: "
         "the provider limits listed with the plan say where that fails",
-        "the source listing is sharded over the workers at the drill's probed cost per "
-        "object; bookkeeping (planning, verification listing, manifest) likewise",
+        "the driver lists the source at the drill's probed cost per object and does the "
+        "bookkeeping (planning, verification listing, manifest) at the drill's cost, alone: "
+        "neither shrinks with the workers (--engine ray runs only the copying on them)",
     ]
     if plan.workers > 1:
         out.append(

@@ -4,13 +4,17 @@ A *fit* gives, per size class, what one worker spends per object and per byte (t
 measures it). A *workload* gives, per class, how many objects and bytes leave. The model::
 
     class c      max(objects_c x per_object_c + bytes_c x per_byte_c, bytes_c / link) / workers
-    listing      listed objects x listing cost per object / workers      (sharded listing)
-    bookkeeping  objects x bookkeeping cost per object / workers
-    total        fixed + max(copying + listing + bookkeeping, driver floor)
+    listing      listed objects x listing cost per object                 (the driver, once)
+    bookkeeping  objects x bookkeeping cost per object                    (the driver, once)
+    total        fixed + listing + bookkeeping + max(copying, driver floor)
 
 with the driver floor ``objects / DRIVER_OBJECTS_PER_S`` when there is more than one worker
-(one coordinator commits every object's result to the one journal). The interval applies the
-same model to each bootstrap replicate of the fit and takes percentiles.
+(one coordinator commits every object's result to the one journal while the workers copy).
+Listing and bookkeeping are not divided among the workers: with ``--engine ray`` the driver
+lists the source, plans, verifies (listing the destination) and writes the manifest itself,
+before and after the copying (:mod:`daulat.scale`), at the cost the drill measured for one
+process. The interval applies the same model to each bootstrap replicate of the fit and takes
+percentiles.
 
 This module depends on nothing else in daulat, so the drill can call it (no import cycle).
 """
@@ -165,7 +169,8 @@ class Breakdown:
 
     @property
     def driver_bound(self) -> bool:
-        return self.driver_s > self.copy_s + self.listing_s + self.bookkeeping_s
+        """The driver's journal commits, not the workers, set the copying phase's length."""
+        return self.driver_s > self.copy_s
 
 
 def _check(workers: int, link_Bps: float | None) -> None:
@@ -201,11 +206,13 @@ def predict(
         bound[index] = wire > own
         classes[index] = max(own, wire) / workers
     copy_s = sum(classes.values())
-    listing_s = work.listed * overheads.list_s_per_object / workers
-    bookkeeping_s = work.objects * overheads.bookkeeping_s_per_object / workers
-    # One worker's measured costs already include its own journal; more report to a driver.
+    # The driver's own phases, before and after the copying: as many seconds as one process.
+    listing_s = work.listed * overheads.list_s_per_object
+    bookkeeping_s = work.objects * overheads.bookkeeping_s_per_object
+    # One worker's measured costs already include its own journal; more report to a driver,
+    # which commits while they copy.
     driver_s = work.objects / DRIVER_OBJECTS_PER_S if workers > 1 else 0.0
-    total = overheads.fixed_s + max(copy_s + listing_s + bookkeeping_s, driver_s)
+    total = overheads.fixed_s + listing_s + bookkeeping_s + max(copy_s, driver_s)
     return Breakdown(
         classes,
         bound,
@@ -282,26 +289,27 @@ def workers_for(
 ) -> Needed:
     """The fewest workers whose predicted time is within ``deadline_s``.
 
-    The total is ``fixed + max(V / W, driver)`` for W > 1 (V: the variable work of one
-    worker), so the answer is ``ceil(V / (deadline - fixed))``, checked against the forward
+    The total is ``fixed + listing + bookkeeping + max(C / W, driver)`` for W > 1 (C: the
+    copying of one worker; the rest does not shrink with W), so the answer is
+    ``ceil(C / (deadline - fixed - listing - bookkeeping))``, checked against the forward
     model (and moved by one where floating point rounding disagrees)."""
     if not (deadline_s > 0 and math.isfinite(deadline_s)):
         raise ModelError(f"the deadline must be a positive number of seconds, not {deadline_s!r}")
     one = predict(work, fit, overheads, 1, link_Bps)
     if one.total_s <= deadline_s:
         return Needed(1, one.total_s)
-    variable = one.copy_s + one.listing_s + one.bookkeeping_s
-    room = deadline_s - overheads.fixed_s
+    serial = overheads.fixed_s + one.listing_s + one.bookkeeping_s
+    room = deadline_s - serial
     driver = work.objects / DRIVER_OBJECTS_PER_S
     if room <= 0 or driver > room:
         why = (
-            f"the fixed cost ({overheads.fixed_s:.3g} s)"
+            f"the fixed cost with the driver's own listing and bookkeeping ({serial:.3g} s)"
             if room <= 0
             else f"the driver's journal ({work.objects:,} objects at "
-            f"{DRIVER_OBJECTS_PER_S:,}/s: {driver:.3g} s)"
+            f"{DRIVER_OBJECTS_PER_S:,}/s: {driver:.3g} s) after its listing and bookkeeping"
         )
         return Needed(None, None, f"{why} alone exceeds the deadline, whatever the workers")
-    n = max(2, math.ceil(variable / room))
+    n = max(2, math.ceil(one.copy_s / room))
     while predict(work, fit, overheads, n, link_Bps).total_s > deadline_s:
         n += 1
     while n > 2 and predict(work, fit, overheads, n - 1, link_Bps).total_s <= deadline_s:

@@ -61,9 +61,8 @@ def render_plan(plan: Plan, console: Console) -> None:
     )
     p(
         styled(
-            f"  listing {_dur(plan.listing_s)} (sharded over the workers), copying "
-            f"{_dur(plan.copy_s)}, bookkeeping {_dur(plan.bookkeeping_s)}, fixed "
-            f"{_dur(plan.fixed_s)}"
+            f"  copying {_dur(plan.copy_s)}; listing {_dur(plan.listing_s)} and bookkeeping "
+            f"{_dur(plan.bookkeeping_s)} (the driver alone); fixed {_dur(plan.fixed_s)}"
             + (f"; driver's journal at least {_dur(plan.driver_s)}" if plan.driver_s else "")
         )
     )
