@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from daulat.address import store_only
 from daulat.config import Config, find_config
@@ -44,6 +45,7 @@ from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
 from daulat.stores import ObjectInfo
 from daulat.stores import open_store as _open_adapter
+from daulat.stores.abilities import EVERY_ABILITY
 from daulat.stores.forwarding import ForwardingStore
 from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_verify
 from daulat.transfer.proof import ManifestSigning
@@ -595,6 +597,9 @@ class OpenedStore(ForwardingStore):
     with protected names, keyed hashes as keys). Nothing done through it is journaled or
     audited; copies that must be verified and resumable go through :func:`copy` and the others.
     """
+
+    # A handle for listing and reading: the engine's abilities are not reached through it.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
 
     def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         """Batches of the objects whose key starts with ``prefix`` (a plain string)."""

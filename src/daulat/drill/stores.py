@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from daulat.drill.sample import SampledObject
 from daulat.drill.units import _parse_time
 from daulat.errors import Unsupported
+from daulat.stores.abilities import EVERY_ABILITY
 from daulat.stores.base import ObjectInfo, ObjectReader, OnUpload, PutResult, Store
 from daulat.stores.forwarding import ForwardingStore
 
@@ -17,6 +19,9 @@ class SampledSource(ForwardingStore):
     """The source as the drill's engine sees it: only the sampled keys are listed; reads go to
     the real store and note when each object's read began; every write is refused, so a drill
     can never change the source."""
+
+    # A server-side copy would read around the timing of reads.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
 
     def __init__(
         self, inner: Store, objects: Sequence[SampledObject], prefix: str, clock: _Clock
@@ -64,6 +69,9 @@ class SampledSource(ForwardingStore):
 class TimedDestination(ForwardingStore):
     """The destination, noting when each object's write was confirmed. ``names`` maps stored
     names back to source keys when names are protected."""
+
+    # A resumable or server-side upload would write around the timing of writes.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
 
     def __init__(
         self, inner: Store, prefix: str, clock: _Clock, names: Mapping[str, str] | None = None

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from daulat.stores.s3raw import FallbackS3Store, MultipartUpload
 
 __all__ = [
+    "EVERY_ABILITY",
     "CleansTemp",
     "LevelListing",
     "RangeListing",
@@ -110,6 +111,18 @@ class UploadCleanup(Protocol):
     async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
         """Abort one upload (its parts are freed); succeeds when it is already gone."""
         ...
+
+
+#: Every ability protocol above: what a wrapper hides when nothing may go around it (a view
+#: that times or samples every call, say).
+EVERY_ABILITY: tuple[type, ...] = (
+    ServerSideCopy,
+    UploadCleanup,
+    ResumableStore,
+    CleansTemp,
+    RangeListing,
+    LevelListing,
+)
 
 
 def _wrapped(store: Store, ability: type) -> Iterator[Store]:
