@@ -110,8 +110,8 @@ class NameHasher(Protocol):
     def stored_name(self, key: str) -> str: ...
 
 
-class NotAge(IntegrityError):
-    """A stored object is not an age file (or not a whole one): it cannot be this wrapper's."""
+class NotAge(DecryptError):
+    """A stored object is not an age file (or not a whole one): it cannot be decrypted."""
 
 
 class StoredMismatch(IntegrityError):
@@ -242,11 +242,7 @@ class CryptStore(ForwardingStore):
         try:
             return plaintext_size(info.size - header_size(head))
         except ValueError as exc:
-            raise NotAge(
-                f"{info.key!r} in {self.name!r} is not a whole age file ({exc})",
-                store=self.name,
-                key=info.key,
-            ) from None
+            raise NotAge(f"{info.key!r} in {self.name!r} is not a whole age file ({exc})") from None
 
     async def _probe(self, info: ObjectInfo) -> int:
         """The plaintext size of ``info``, from the header read at the object's start."""
@@ -445,10 +441,7 @@ async def _capped(
     async for chunk in rest:
         n += len(chunk)
         if n > stored.size:
-            raise NotAge(
-                f"{stored.key!r} streamed more than the {stored.size:,} bytes it reported",
-                key=stored.key,
-            )
+            raise NotAge(f"{stored.key!r} streamed more than the {stored.size:,} bytes it reported")
         yield chunk
 
 
