@@ -190,10 +190,14 @@ class CryptStore(ForwardingStore):
         prefix: str = "",
         known: Mapping[str, str] | None = None,
         max_buffer: int = AGE_BUFFER,
+        remember: bool = True,
     ) -> None:
         """``prefix``: with ``names``, the part of every key kept as it is (the stored name is
         ``prefix`` + the hash of the rest, as a destination prefix is). ``known``: stored name
-        (relative to ``prefix``) -> real name, for names this wrapper did not write."""
+        (relative to ``prefix``) -> real name, for names this wrapper did not write.
+        ``remember``: keep the size and name of every object written or read, so that listing
+        them later needs no header reads (memory grows with the objects handled: a copy of
+        millions of objects, which lists the stores as stored, turns it off)."""
         super().__init__(inner)
         self.recipients = tuple(recipients)
         self.identities = tuple(identities)
@@ -204,6 +208,7 @@ class CryptStore(ForwardingStore):
         #: Stored objects the last listing left out because their real name is unknown.
         self.unnamed = 0
         self._max_buffer = max_buffer
+        self._remembering = remember
         # stored key -> (stored size, ETag, plaintext size) of objects whose size is known.
         self._sizes: dict[str, tuple[int, str | None, int]] = {}
 
@@ -229,7 +234,8 @@ class CryptStore(ForwardingStore):
         return self.names.get(stored[len(self._prefix) :])
 
     def _remember(self, stored: str, size: int, etag: str | None, plain: int) -> None:
-        self._sizes[stored] = (size, etag, plain)
+        if self._remembering:
+            self._sizes[stored] = (size, etag, plain)
 
     def _known_size(self, info: ObjectInfo) -> int | None:
         known = self._sizes.get(info.key)
@@ -242,7 +248,10 @@ class CryptStore(ForwardingStore):
         try:
             return plaintext_size(info.size - header_size(head))
         except ValueError as exc:
-            raise NotAge(f"{info.key!r} in {self.name!r} is not a whole age file ({exc})") from None
+            raise NotAge(
+                "cannot decrypt: the data is not an intact age file (corrupt, truncated or not "
+                f"age-encrypted: {exc})"
+            ) from None
 
     async def _probe(self, info: ObjectInfo) -> int:
         """The plaintext size of ``info``, from the header read at the object's start."""
@@ -332,7 +341,13 @@ class CryptStore(ForwardingStore):
         reader = await self.inner.get(skey)
         stored = reader.info
         head, rest = await _read_header(reader, stored.size)
-        plain = self._plain_size(stored, head)
+        try:
+            plain = self._plain_size(stored, head)
+        except NotAge:
+            # Damaged, or not age; but an identity that does not match says so first (the
+            # engine stops a run on that, never on one damaged object).
+            decrypt_bytes(head, self.identities)
+            raise
         self._remember(skey, stored.size, stored.etag, plain)
         info = self._described(key, stored, plain)
         if stored.size <= INLINE_LIMIT:
@@ -403,7 +418,7 @@ class CryptStore(ForwardingStore):
             res = await self.inner.put(skey, cipher, metadata=live, on_upload=on_upload)
             digest, size = hasher.hexdigest(), hasher.size
         self._remember(skey, res.size, res.etag, size)
-        if self._namer is not None:
+        if self._namer is not None and self._remembering:
             self.names[skey[len(self._prefix) :]] = key
         return CryptPutResult(key, size, digest, res.etag, skey, res.size, res.sha256)
 
@@ -441,7 +456,10 @@ async def _capped(
     async for chunk in rest:
         n += len(chunk)
         if n > stored.size:
-            raise NotAge(f"{stored.key!r} streamed more than the {stored.size:,} bytes it reported")
+            raise NotAge(
+                "cannot decrypt: the data is not an intact age file (the store streamed more "
+                f"than the {stored.size:,} bytes it reported)"
+            )
         yield chunk
 
 
@@ -455,8 +473,8 @@ async def _prepend(head: bytes, rest: AsyncIterable[bytes]) -> AsyncIterator[byt
 def _check_stored(hasher: StreamHasher, expected: str, *, store: str, key: str) -> None:
     if hasher.hexdigest() != expected.lower():
         raise StoredMismatch(
-            f"the stored bytes of {key!r} are not the expected ciphertext (SHA-256 "
-            f"{hasher.hexdigest()}, expected {expected}); nothing of it was read",
+            f"the stored ciphertext of {key!r} does not match its expected SHA-256 (expected "
+            f"{expected}, got {hasher.hexdigest()}); what it decrypts to is not to be used",
             store=store,
             key=key,
         )

@@ -744,17 +744,28 @@ class _Executor:
         self.expect_stored = self._manifest is not None and expects_stored(self._manifest)
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
-        # Encryption is the stores' (daulat.stores.crypt): an encrypting run writes through a
-        # CryptStore over the destination, a decrypting one reads through one over the source.
-        # The stored names are the engine's (the journal's dkey), so the wrappers take keys as
-        # they are stored; listings, adoption and manifests see the stores as they are.
+        # Encryption and protected names are the stores' (daulat.stores.crypt): an encrypting
+        # run writes through a CryptStore over the destination (which hashes the names when
+        # they are protected), a decrypting one reads through one over the source. Listings,
+        # planning, adoption and manifests are of what is stored, so they see the stores as
+        # they are (the journal's dkey is the same stored name, computed while listing).
         self.writing: Store = dst.store
         self.reading: Store = src.store
+        self.names_by_writer = False
         if opts.encrypt_to:
-            self.writing = CryptStore(dst.store, recipients=opts.encrypt_to, max_buffer=AGE_BUFFER)
+            names = opts.name_key if opts.encrypt_names else None
+            self.writing = CryptStore(
+                dst.store,
+                recipients=opts.encrypt_to,
+                names=names,
+                prefix=dst.prefix,
+                max_buffer=AGE_BUFFER,
+                remember=False,
+            )
+            self.names_by_writer = names is not None
         if opts.decrypt_with:
             self.reading = CryptStore(
-                src.store, identities=opts.decrypt_with, max_buffer=AGE_BUFFER
+                src.store, identities=opts.decrypt_with, max_buffer=AGE_BUFFER, remember=False
             )
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
         src_s3, dst_s3 = server_side_copy(src.store), server_side_copy(dst.store)
@@ -939,7 +950,19 @@ class _Executor:
 
     async def _copy_once(self, item: WorkItem) -> Outcome:
         src_key = self.src.prefix + item.key
+        # Where the object is stored, and the key it is written under: its real one when the
+        # writing wrapper protects names (it stores it under dst_key all the same).
         dst_key = self.dst.prefix + (item.key if item.dkey is None else item.dkey)
+        put_key = dst_key
+        if self.names_by_writer and isinstance(self.writing, CryptStore):
+            put_key = self.dst.prefix + item.key
+            if self.writing.stored_key(put_key) != dst_key:
+                # The journal's stored name and the wrapper's come from one name key.
+                raise IntegrityError(
+                    f"{item.key!r} would not be stored as planned ({dst_key!r})",
+                    store=self.dst.store.name,
+                    key=dst_key,
+                )
         opts = self.opts
         self._landed(item.key)  # an attempt after a retry starts from the first byte again
         manifest = self._manifest
@@ -1037,7 +1060,7 @@ class _Executor:
                     meta.update(self._proof(dst_key, stored, digest, stored_size))
 
                 result: PutResult = await self.writing.put(
-                    dst_key, plain, sha256=digest, prehashed=True, metadata=meta, on_stored=seal
+                    put_key, plain, sha256=digest, prehashed=True, metadata=meta, on_stored=seal
                 )
             else:
                 meta = {"sha256": digest, **self._proof(dst_key, stored, digest, len(plain))}
@@ -1109,7 +1132,7 @@ class _Executor:
                     nonce=started[0] if started is not None else None,
                 )
             else:
-                result = await self._put_stream(dst_key, body_stream, stream_meta, at_stored_end)
+                result = await self._put_stream(put_key, body_stream, stream_meta, at_stored_end)
             digest, plain_size = hasher.hexdigest(), hasher.size
             if plain_size > hasher.chunk_size:
                 chunks = (hasher.chunks, hasher.chunk_size)
