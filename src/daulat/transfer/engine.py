@@ -18,9 +18,16 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
 - **Hostile keys.** A key the destination cannot hold safely is refused for that object only and
   listed in the summary.
+- **Encryption** is a store wrapper (:class:`daulat.stores.crypt.CryptStore`, as rclone's
+  crypt): an encrypting run writes through one over the destination, a decrypting run
+  (restore) reads through one over the source. What the engine records beside the bytes (the
+  ciphertext's size in proofs and the journal, a ciphertext hash an onward manifest expects)
+  comes from the wrapper's small explicit API. Listings, planning, adoption and manifests are
+  of what is stored and use the stores themselves.
 - **Protected names.** With ``encrypt_names`` objects are stored under keyed hashes of their
-  names (:mod:`daulat.transfer.names`); the listing's ``dkey`` column carries each object's
-  destination key, and the real names go only into the encrypted manifest.
+  names (:mod:`daulat.transfer.names`), written by the encrypting wrapper; the listing's
+  ``dkey`` column carries the same stored name for planning, and the real names go only into
+  the encrypted manifest.
 - **Filters.** ``Options.filter`` (:mod:`daulat.filters`) selects source objects by their key
   relative to the source prefix while the listing streams in: objects it excludes are not
   copied, not verified and not counted in ``source_objects`` (the summary counts them as
@@ -31,6 +38,10 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   true whatever selected them, so an unfiltered run after a filtered one skips what that one
   finished and copies the rest. What a filter makes partial is the *run*: its summary carries
   the rules (``filter``), and its verification is not recorded as one of the whole pair.
+
+Why one module past 600 lines: the run's phases (:func:`transfer`) and the per-object executor
+share the run's state (options, journal, summary, progress); what needs none of it lives
+beside it (model, listings, adoption, safety, proof, resume, and the encrypting store wrapper).
 """
 
 from __future__ import annotations
