@@ -162,3 +162,47 @@ def store_maker(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> St
 @pytest.fixture
 def store(make_store: StoreMaker) -> Store:
     return make_store()[0]
+
+
+# ------------------------------------------------------------------ running in parallel
+
+#: The slowest tests (a minute or more each on 2 cores). ``./scripts/test -m "not slow"``
+#: leaves them out for a quick run while working; the full run (CI) includes them, and starts
+#: them first so that none is left running alone at the end. Tests marked ``ray`` are slow too.
+SLOW = (
+    "test_sharded_listing.py::test_100k_objects_and_hostile_keys_listed_exactly_on_seaweedfs",
+    "test_sharded_listing.py::test_every_legal_key_once_by_ranges_and_by_prefixes_on_moto",
+    "test_s3raw.py::test_contracts_over_moto[listing_paginates_over_5000_keys]",
+    "test_store_contract.py::test_listing_paginates_over_5000_keys[gcs]",
+    "test_cli.py::test_demo_runs_the_tour_twice",
+    "test_cli.py::test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written",
+    "test_exact_resume.py::test_kill_9_at_random_sends_again_almost_nothing",
+    "test_gateway_clients.py::test_aws_cli",
+)
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        defs[-1].scope in ("module", "class", "package")
+        for name, defs in info.name2fixturedefs.items()
+        if defs and name in item.fixturenames
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests, keep the tests of a module that starts something once per module
+    (a Ray cluster, a server, a large dataset) on one xdist worker (``--dist loadgroup``, as
+    scripts/test runs the suite), and order slow tests first."""
+    for item in items:
+        nodeid = f"{item.path.name}::{item.nodeid.partition('::')[2]}"
+        if item.get_closest_marker("ray") or any(
+            nodeid == slow or nodeid.startswith(slow + "[") for slow in SLOW
+        ):
+            item.add_marker(pytest.mark.slow)
+        if _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

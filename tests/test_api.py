@@ -467,6 +467,51 @@ def test_cancelling_a_coroutine_stops_the_run_cleanly(home: Path) -> None:
             daulat.ConfigError,
             "sample must be",
         ),
+        (
+            lambda: daulat.exit("daulat.toml", "src", "dst", engine="spark"),
+            daulat.ConfigError,
+            "engine must be 'local' or 'ray', not 'spark'",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", workers=4),
+            daulat.ConfigError,
+            "ray_address and workers need engine='ray'",
+        ),
+        (
+            lambda: daulat.verify("daulat.toml", "src", "dst", ray_address="127.0.0.1:6379"),
+            daulat.ConfigError,
+            "ray_address and workers need engine='ray'",
+        ),
+        (
+            lambda: daulat.sync("daulat.toml", "src", "dst", engine="ray", workers=0),
+            daulat.ConfigError,
+            "workers must be a whole number from 1 to 100,000",
+        ),
+        (
+            lambda: daulat.exit("daulat.toml", "src", "dst", engine="ray", ray_address=""),
+            daulat.ConfigError,
+            "ray_address must be",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", "src", shards=0),
+            daulat.ConfigError,
+            "shards must be a whole number >= 1",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", from_inventory="s3://inv/manifest.json"),
+            daulat.ConfigError,
+            "exactly one store",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", "src", from_inventory="inv.json", include=["a/**"]),
+            daulat.ConfigError,
+            "leave out filters",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", "src", from_inventory="inv/manifest.json"),
+            daulat.ConfigError,
+            "store 'src' is file://",
+        ),
     ],
 )
 def test_bad_arguments_raise_daulat_errors(
@@ -493,3 +538,128 @@ def test_bwlimit_takes_the_command_lines_text(home: Path) -> None:
     assert dry.ok and not (home / "dst").exists()
     copied = daulat.copy("daulat.toml", "src", "dst", bwlimit="64MB/s")
     assert copied.ok and copied.copied_objects == len(FILES)
+
+
+# --- every option of the command line, from Python -------------------------------------------
+
+# Commands whose options the API mirrors, by the function that runs each.
+MIRRORED = ("copy", "sync", "exit", "verify", "restore", "drill", "scan", "check")
+# A command-line option whose API parameter has another name: the CLI's --filter is a keyword
+# Python programmers would shadow a builtin with.
+RENAMED = {"filter_rule": "filter_rules"}
+# Options of those commands that the API has no parameter for, each with why.
+CLI_ONLY = {
+    "config": "the first argument, cfg (a Config or the path of a daulat.toml), says which",
+    "as_json": "the API returns typed results; their to_json() is the command's --json",
+    "quiet": "the API prints nothing; progress= callbacks report what the command shows",
+    "history": "drill --history is another question (past drills against the real exits), "
+    "not an option of a drill",
+}
+
+
+def cli_options(command: str) -> list[str]:
+    """The Python names of the command's options, read from the typer app itself."""
+    import typer.main
+
+    from daulat.cli import app
+
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    return [p.name for p in params if p.param_type_name == "option"]
+
+
+def test_every_cli_option_has_an_api_parameter() -> None:
+    missing = []
+    for command in MIRRORED:
+        api = inspect.signature(getattr(daulat.aio, command)).parameters
+        for option in cli_options(command):
+            name = RENAMED.get(option, option)
+            if name not in api and option not in CLI_ONLY:
+                missing.append(f"daulat {command} --{option.replace('_', '-')}")
+            elif name in api:
+                assert api[name].kind is inspect.Parameter.KEYWORD_ONLY, (command, name)
+    assert not missing, f"command-line options the Python API lacks: {missing}"
+    assert "reencrypt" in cli_options("exit") and "engine" in cli_options("verify")
+    used = {o for c in MIRRORED for o in cli_options(c)}
+    assert set(CLI_ONLY) <= used, f"CLI_ONLY names options no command has: {set(CLI_ONLY) - used}"
+
+
+def test_reencrypt_moves_a_replica_to_new_recipients(home: Path) -> None:
+    old_key, new_key = home / "old.txt", home / "new.txt"
+    old, new = new_identity(old_key), new_identity(new_key)
+    assert daulat.exit("daulat.toml", "src", "dst", encrypt_to=[old]).ok
+    with pytest.raises(daulat.SafetyRefusal, match="other recipients") as refused:
+        daulat.exit("daulat.toml", "src", "dst", encrypt_to=[new])
+    assert new in str(refused.value)
+    # Refused before anything was written: the old identity still reads every object.
+    assert daulat.verify("daulat.toml", "src", "dst", full=True, identity=old_key).ok
+
+    moved = daulat.exit("daulat.toml", "src", "dst", encrypt_to=[new], reencrypt=True)
+    assert moved.ok and moved.encrypted and moved.copied_objects == len(FILES)
+    assert daulat.verify("daulat.toml", "src", "dst", full=True, identity=new_key).ok
+    assert not daulat.verify("daulat.toml", "src", "dst", full=True, identity=old_key).ok
+    # The refusal is audited as a failed exit, as the command's is.
+    operations = [e["operation"] for e in entries(home)]
+    assert operations == ["exit", "exit", "verify", "exit", "verify", "verify"]
+    refusal = entries(home)[1]["details"]
+    assert isinstance(refusal, dict) and refusal["error"] == "RecipientsChanged"
+
+
+def test_restore_overwrite_replaces_what_is_there(home: Path) -> None:
+    assert daulat.exit("daulat.toml", "src", "dst").ok
+    target = home / "cli" / "b" / "notes.txt"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"edited since\n")
+    kept = daulat.restore("daulat.toml", "dst", "cli", allow_unsigned=True)
+    assert target.read_bytes() == b"edited since\n"
+    assert not kept.ok and kept.kept_existing == ["b/notes.txt"]
+    assert kept.copied_objects == len(FILES) - 1
+    replaced = daulat.restore("daulat.toml", "dst", "cli", allow_unsigned=True, overwrite=True)
+    assert replaced.ok and target.read_bytes() == FILES["b/notes.txt"]
+
+
+def test_scan_in_shards_records_the_same(home: Path) -> None:
+    one = daulat.scan("daulat.toml", "src", shards=1)
+    many = daulat.scan("daulat.toml", "src", shards=3)
+    assert one.ok and many.ok
+    assert one.summaries[0].objects == many.summaries[0].objects == len(FILES)
+    assert many.summaries[0].added == 0 and many.summaries[0].removed == 0
+
+
+@pytest.mark.ray
+def test_exit_and_verify_on_ray(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine="ray" from Python, on a real one-node Ray at ray_address (tests/raycluster.py):
+    the exit's shards and verify --full's reading run there. The real runner runs; a subclass
+    only remembers each one made."""
+    from raycluster import ray_cluster, ray_env
+
+    from daulat.scale import driver
+
+    for name, value in ray_env().items():
+        monkeypatch.setenv(name, value)
+    runners: list[driver.RayRunner] = []
+
+    class Remembered(driver.RayRunner):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            runners.append(self)
+
+    monkeypatch.setattr(driver, "RayRunner", Remembered)
+    with ray_cluster(worker_nodes=0) as cluster:
+        summary = daulat.exit(
+            "daulat.toml", "src", "dst", engine="ray", ray_address=cluster.address, workers=1
+        )
+        assert summary.ok and summary.verified_objects == len(FILES)
+        for key, data in FILES.items():
+            assert (home / "dst" / key).read_bytes() == data
+        (runner,) = runners
+        assert runner.address == cluster.address and runner.workers == 1
+        assert runner.shards_run >= 1 and runner.used_workers == 1
+
+        (home / "dst" / "a" / "one.csv").write_bytes(b"9,9,9\n")  # same size, other content
+        report = daulat.verify(
+            "daulat.toml", "src", "dst", full=True, engine="ray", ray_address=cluster.address
+        )
+    assert [key for key, _ in report.problems] == ["a/one.csv"]
+    assert report.verified == len(FILES) - 1 and not report.ok
+    assert len(runners) == 2 and runners[1].shards_run >= 1

@@ -153,7 +153,7 @@ def test_an_endpoint_with_a_trailing_slash_is_the_same_endpoint(
     assert all(r["reachable"] for r in json.loads(done.stdout)), done.stdout
     done = _daulat(config, "exit", "src", "slash:in")
     assert done.returncode == 0, done.stdout + done.stderr
-    done = _daulat(config, "ls", "plain:in")
+    done = _daulat(config, "ls", "plain:in", "--all")  # the replica's .daulat/ too
     assert done.stdout.split() == [".daulat/", "a.txt"], done.stdout + done.stderr
     done = _daulat(config, "verify", "src", "other:in")  # nothing there: differences, not errors
     assert done.returncode == 1 and "GenericError" not in done.stdout + done.stderr

@@ -58,8 +58,9 @@ def daulat_exe(args: list[str], cwd: Path) -> Result:
     assert shutil.which("daulat"), "the daulat console script is not installed"
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
     env["COLUMNS"] = "300"  # keep rich's table from folding words
+    # A guard against hangs, not a speed test: the demo takes a minute on a quiet machine.
     proc = subprocess.run(
-        ["daulat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        ["daulat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -414,6 +415,46 @@ def test_stores_console_script_says_unreachable(tmp_path: Path) -> None:
     assert "unreachable" in dead_line.lower(), res.out
 
 
+@pytest.mark.timeout(120)
+def test_stores_table_off_a_terminal_folds_no_name_or_path(tmp_path: Path) -> None:
+    """Piped or captured (no COLUMNS, no terminal), the table is as wide as its cells: the
+    long store name and the missing directory's path stay whole, each on one line."""
+    name = "archive-of-the-ministry-of-finance-jakarta-2026-" + "x" * 14
+    missing = tmp_path / (
+        "a-directory-with-a-long-name-for-the-finance-ministry-archive-" + "y" * 40
+    )
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.{name}]\nurl = "{(missing / "gone").as_uri()}"\nprovider = "local"\n'
+        'country = "ID"\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR", "COLUMNS")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "daulat", "stores"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 1, proc.stderr  # the directory is missing: unreachable
+    row = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert len(row) == 1, proc.stdout
+    assert f"│ {name} " in row[0]
+    assert str(missing / "gone") in row[0] and "does not exist" in row[0]
+    assert "not scanned" in row[0]
+    # --json is unaffected: exact values, no table.
+    as_json = subprocess.run(
+        [sys.executable, "-m", "daulat", "stores", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert json.loads(as_json.stdout)[0]["name"] == name
+
+
 def s3_toml(name: str, server: S3Server, bucket: str, key: str, secret: str) -> str:
     return f"""
         [stores.{name}]
@@ -623,24 +664,26 @@ def test_help_shows_every_bracketed_word(
 def test_config_before_the_command_is_used_and_the_commands_own_wins(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The config sits in a sibling directory (a parent's would be found without --config).
+    cfg = in_tmp / "cfg"
+    cfg.mkdir()
+    os.chdir(cfg)
     assert cli(["init"], capsys).code == 0
     sub = in_tmp / "sub"
     sub.mkdir()
-    other = in_tmp / "other.toml"
+    other = cfg / "other.toml"
     other.write_text(
-        (in_tmp / "daulat.toml")
-        .read_text(encoding="utf-8")
-        .replace("[stores.local]", "[stores.o]"),
+        (cfg / "daulat.toml").read_text(encoding="utf-8").replace("[stores.local]", "[stores.o]"),
         encoding="utf-8",
     )
     os.chdir(sub)
     missing = cli(["stores", "--json"], capsys)
     assert missing.code == 2 and "--config PATH" in missing.err
     for argv in (
-        ["--config", "../daulat.toml", "stores", "--json"],
-        ["-c", "../daulat.toml", "stores", "--json"],
-        ["stores", "--json", "--config", "../daulat.toml"],
-        ["--config", "../other.toml", "stores", "--json", "--config", "../daulat.toml"],
+        ["--config", "../cfg/daulat.toml", "stores", "--json"],
+        ["-c", "../cfg/daulat.toml", "stores", "--json"],
+        ["stores", "--json", "--config", "../cfg/daulat.toml"],
+        ["--config", "../cfg/other.toml", "stores", "--json", "--config", "../cfg/daulat.toml"],
     ):
         res = cli(argv, capsys)
         assert res.code == 0, (argv, res.err)

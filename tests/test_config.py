@@ -796,3 +796,74 @@ def test_relative_file_url_is_relative_to_the_config_file(
     assert cli(["copy", "rel", "out", "--config", str(config)], capsys).code == 0
     assert (cfg_dir / "out" / "beside-the-config.txt").read_bytes() == b"the right one"
     assert not (decoy / "out").exists()
+
+
+# --- finding daulat.toml -------------------------------------------------------------------
+
+
+def test_config_is_found_in_a_parent_directory_with_paths_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From a subdirectory, the nearest daulat.toml above is used (as git finds .git); its
+    ``file:data`` store and its state directory stay beside it, not in the subdirectory."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "beside-the-config.txt").write_bytes(b"right")
+    write_config(project, '[stores.rel]\nurl = "file:data"\nprovider = "local"\ncountry = "ID"\n')
+    deep = project / "notes" / "2026"
+    (deep / "data").mkdir(parents=True)  # a decoy relative to the working directory
+    (deep / "data" / "in-the-working-directory.txt").write_bytes(b"wrong")
+    monkeypatch.chdir(deep)
+    res = cli(["ls", "rel"], capsys)
+    assert (res.code, res.out.split()) == (0, ["beside-the-config.txt"]), res
+    assert cli(["scan", "rel"], capsys).code == 0
+    assert (project / ".daulat" / "manifest.sqlite").is_file()
+    assert not (deep / ".daulat").exists() and not (project / "notes" / ".daulat").exists()
+
+    # A nearer daulat.toml wins over the parent's.
+    (deep / "data2").mkdir()
+    write_config(deep, '[stores.near]\nurl = "file:data2"\nprovider = "local"\ncountry = "DE"\n')
+    res = cli(["stores", "--json"], capsys)
+    assert res.code == 0 and '"near"' in res.out and '"rel"' not in res.out, res
+
+
+def test_no_config_here_or_above_says_so(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sub = in_tmp / "a" / "b"
+    sub.mkdir(parents=True)
+    os.chdir(sub)
+    message = assert_config_error(cli(["stores"], capsys), "daulat init", "DAULAT_CONFIG")
+    assert f"no daulat.toml in {sub} or any parent directory" in message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_a_parent_config_of_another_user_is_refused(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone else's daulat.toml above the working directory (a shared /tmp) is not obeyed;
+    naming it with --config still works."""
+    (in_tmp / "data").mkdir()
+    config = write_config(
+        in_tmp, '[stores.theirs]\nurl = "file:data"\nprovider = "local"\ncountry = "ID"\n'
+    )
+    os.chown(config, 4242, 4242)
+    sub = in_tmp / "mine"
+    sub.mkdir()
+    os.chdir(sub)
+    assert_config_error(cli(["stores"], capsys), str(config), "another user", "--config")
+    assert not (in_tmp / ".daulat").exists()
+    assert cli(["stores", "--json", "--config", str(config)], capsys).code == 0
+
+
+def test_daulat_config_names_the_file(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = in_tmp / "ops"
+    (other / "data").mkdir(parents=True)
+    config = write_config(
+        other, '[stores.ops]\nurl = "file:data"\nprovider = "local"\ncountry = "DE"\n'
+    )
+    monkeypatch.setenv("DAULAT_CONFIG", str(config))
+    res = cli(["stores", "--json"], capsys)
+    assert res.code == 0 and '"ops"' in res.out, res
+    monkeypatch.setenv("DAULAT_CONFIG", str(in_tmp / "missing.toml"))
+    assert_config_error(cli(["stores"], capsys), "missing.toml", "does not exist")

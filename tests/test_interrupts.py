@@ -222,6 +222,36 @@ def test_sigint_stops_a_seaweedfs_exit_cleanly(
     )
 
 
+@pytest.mark.timeout(300)
+def test_an_exit_interrupted_mid_multipart_says_the_bytes_it_sent_and_their_rate(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """One 40 MiB object, filesystem → SeaweedFS at 2 MiB/s: the signal lands while its
+    multipart upload is half sent, so no object is finished. The summary still says how many
+    bytes went out and the rate from them, never "0 B/s"."""
+    data = dataset(0, 1, 40 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    dst_raw = s3_store_config(s3_server, "dst", unique("int-mpu"))
+    config = write_config(tmp_path, [src_raw, dst_raw])
+    proc = start_daulat(
+        ["exit", "src", "dst", "--config", str(config), "--bwlimit", "2M"], tmp_path
+    )
+    # Off a terminal a progress line comes every 10 s: the upload is under way by then.
+    wait_for(lambda: PROGRESS_LINE.search(proc.err) is not None, 120, "a progress line", proc)
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130, proc.err[-3000:]
+    _, status, summary = last_run(config)
+    assert status == "interrupted" and summary["copied_objects"] == 0, summary
+    assert summary["sent_bytes"] >= 8 * MiB, summary  # at least one part's worth went out
+    rate = summary["throughput_bytes_per_s"]
+    assert 0.5 * MiB < rate < 3 * MiB, summary  # about the 2 MiB/s cap, over the whole run
+    head, parts = proc.out.splitlines()[:2]
+    assert head.startswith("exit src → dst: ") and not head.endswith(" 0 B/s"), proc.out
+    assert re.search(r"sent [\d.]+ MiB in all", parts), proc.out
+    assert "copied 0 (0 B)" in parts, proc.out
+
+
 def test_interrupts_run_turns_a_signal_into_interrupted() -> None:
     """The library runner: SIGTERM while a coroutine waits cancels it, and the caller gets
     Interrupted with the signal (exit code 143), not a dead process."""
@@ -399,6 +429,8 @@ def test_a_missing_source_bucket_is_an_error_not_an_empty_remainder(
     res = cli(["exit", "nob", "x", "--json", "-c", str(config)], capsys)
     assert res.code == 1
     assert res.json["left_objects"] is None and "does not exist" in res.json["stopped"]
+
+
 # Ctrl-C while an encrypted copy is being read: decryption streams, readers and hashing are
 # cancelled cleanly (no "aclose(): asynchronous generator is already running").
 

@@ -206,6 +206,8 @@ def test_size_counts_objects_and_bytes(
         "bytes": total,
         "excluded_objects": 0,
         "excluded_bytes": 0,
+        "reserved_objects": 0,
+        "reserved_bytes": 0,
     }
     code, out, _ = cli(
         capsys, "size", f"{name}:b", "--exclude", "c/**", "--json", "-c", str(config)
@@ -217,6 +219,8 @@ def test_size_counts_objects_and_bytes(
         "bytes": 30,
         "excluded_objects": 1,
         "excluded_bytes": 30,
+        "reserved_objects": 0,
+        "reserved_bytes": 0,
     }
     code, out, _ = cli(capsys, "size", name, "-c", str(config))
     assert out.strip() == f"{name}: 6 objects, 105 B (105 bytes)"
@@ -224,6 +228,70 @@ def test_size_counts_objects_and_bytes(
     assert out.strip() == (
         f"{name}: 3 objects, 70 B (70 bytes); excluded by filters: 3 objects, 35 B"
     )
+
+
+# --- daulat's own .daulat/ objects ----------------------------------------------------------
+
+
+def test_ls_and_size_hide_daulat_own_objects_unless_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory a restore wrote holds daulat's manifests under .daulat/ (and a replica under
+    a prefix, PREFIX/.daulat/): ls and size leave them out, --all shows and counts them, and
+    size says what it did not count."""
+    restored = tmp_path / "restored"
+    files = {
+        "report.pdf": b"p" * 100,
+        "c1/tally.csv": b"t" * 10,
+        ".daulat/manifest-20261205T000000Z.jsonl": b"m" * 7,
+        ".daulat/manifest-20261205T000000Z.jsonl.sig": b"s" * 3,
+        "c1/.daulat/names.key.age": b"k" * 5,
+        "not.daulat/kept.txt": b"x",  # only a directory named exactly .daulat is daulat's
+    }
+    for key, data in files.items():
+        (restored / key).parent.mkdir(parents=True, exist_ok=True)
+        (restored / key).write_bytes(data)
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.restored]\nurl = "{restored.as_uri()}"\nprovider = "local"\ncountry = "ID"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+
+    code, out, err = cli(capsys, "ls", "restored")
+    assert code == 0, err
+    assert sorted(out.splitlines()) == ["c1/", "not.daulat/", "report.pdf"]
+    assert sorted(cli(capsys, "ls", "restored", "-R")[1].splitlines()) == [
+        "c1/tally.csv",
+        "not.daulat/kept.txt",
+        "report.pdf",
+    ]
+    assert cli(capsys, "ls", "restored:c1")[1].splitlines() == ["tally.csv"]
+    listed = json.loads(cli(capsys, "ls", "restored", "-R", "--json")[1])
+    assert sorted(e["key"] for e in listed) == ["c1/tally.csv", "not.daulat/kept.txt", "report.pdf"]
+
+    code, out, _ = cli(capsys, "ls", "restored", "-R", "--all")
+    assert sorted(out.splitlines()) == sorted(files)
+    assert ".daulat/" in cli(capsys, "ls", "restored", "-a")[1].splitlines()
+
+    code, out, _ = cli(capsys, "size", "restored", "--json")
+    assert json.loads(out) == {
+        "store": "restored",
+        "prefix": "",
+        "objects": 3,
+        "bytes": 111,
+        "excluded_objects": 0,
+        "excluded_bytes": 0,
+        "reserved_objects": 3,
+        "reserved_bytes": 15,
+    }
+    code, out, _ = cli(capsys, "size", "restored")
+    assert out.strip() == (
+        "restored: 3 objects, 111 B (111 bytes); not counted: daulat's own .daulat/: 3 objects, "
+        "15 B (--all counts them)"
+    )
+    code, out, _ = cli(capsys, "size", "restored", "--all", "--json")
+    totals = json.loads(out)
+    assert (totals["objects"], totals["bytes"], totals["reserved_objects"]) == (6, 126, 0)
 
 
 # --- names are data ------------------------------------------------------------------------

@@ -117,3 +117,67 @@ def test_a_plain_replica_restores_without_an_identity_an_encrypted_one_needs_it(
     assert cli(["restore", "vault", "back2"]) == 2
     assert "--identity" in capsys.readouterr().err
     assert not (tmp_path / "back2").exists() or not any((tmp_path / "back2").rglob("*.json"))
+
+
+def test_identical_files_a_restore_leaves_are_journaled_as_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files already present with the replica's content are not written again, but they are
+    journaled like every restored object (the manifest's SHA-256, the run that found them), so
+    the run's verification has no problem to record, a later restore skips them by the
+    journal, and the restore's manifest lists them."""
+    import hashlib
+    import sqlite3
+
+    from test_transfer import journal_path
+
+    key, recipient = _project(tmp_path, monkeypatch, capsys)
+    assert cli(["exit", "src", "vault", "--encrypt-to", recipient]) == 0
+    back = tmp_path / "back"
+    for name, data in FILES.items():  # the user already has every file, unchanged
+        (back / name).parent.mkdir(parents=True, exist_ok=True)
+        (back / name).write_bytes(data)
+    capsys.readouterr()
+
+    # A dry run finds them identical but journals nothing.
+    assert cli(["restore", "vault", "back", "--identity", str(key), "--dry-run"]) == 0
+    db = sqlite3.connect(journal_path(tmp_path / "daulat.toml"))
+    try:
+        [(dry_run_id,)] = db.execute("SELECT max(id) FROM runs").fetchall()
+        assert db.execute(
+            "SELECT count(*) FROM journal WHERE run_id = ?", (dry_run_id,)
+        ).fetchone() == (0,)
+    finally:
+        db.close()
+    capsys.readouterr()
+
+    assert cli(["restore", "vault", "back", "--identity", str(key), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["copied_objects"] == 0, out
+    assert out["skipped_objects"] == out["verified_objects"] == len(FILES), out
+    run_id = out["run_id"]
+    db = sqlite3.connect(journal_path(tmp_path / "daulat.toml"))
+    try:
+        rows = db.execute(
+            "SELECT coalesce(stored_as, key), state, sha256, plain_size, verified FROM journal "
+            "WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        [(objects, verified, problems)] = db.execute(
+            "SELECT objects, verified, problems FROM verifications WHERE run_id = ?", (run_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    assert sorted(r[0] for r in rows) == sorted(FILES), rows
+    for name, state, sha256, plain_size, when in rows:
+        assert state == "done" and when is not None, (name, state, when)
+        assert sha256 == hashlib.sha256(FILES[name]).hexdigest() and plain_size == len(FILES[name])
+    assert (objects, verified, problems) == (len(FILES), len(FILES), 0)
+
+    # The next restore skips them by the journal: nothing to compare, nothing kept aside.
+    assert cli(["restore", "vault", "back", "--identity", str(key), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["ok"] and again["copied_objects"] == 0 and again["planned_objects"] == 0, again
+    assert again["verified_objects"] == len(FILES), again
+    for name, data in FILES.items():
+        assert (back / name).read_bytes() == data

@@ -1,4 +1,5 @@
-"""The shape of the package: no import cycles, and the engine knows stores only by protocol.
+"""The shape of the package: no import cycles, the engine knows stores only by protocol, and
+no module is longer than a newcomer can read unless it says why.
 
 Read from the source (``ast``), not by importing: an import inside a function counts as much
 as one at the top of a module (it is how a cycle hides), one under ``if TYPE_CHECKING:`` does
@@ -32,6 +33,21 @@ TRANSFER_MAY_IMPORT = {
     "daulat.stores.hashing",
     "daulat.stores.ranges",
     "daulat.stores.resumable",
+}
+
+# A module of more than this many lines must say why in its docstring, in a passage that starts
+# with LONG_MARKER ("Why this module is long: ..."): most long modules are several concerns that
+# read better apart (issue 15: "no module over ~600 lines unless its docstring says why").
+MAX_LINES = 600
+LONG_MARKER = "Why this module is long"
+
+# Long modules allowed without that passage, for now only: each is being split on a branch of
+# its own (the S3 store's request layer, the engine, the age/crypt code). When a split lands,
+# its entry goes (the test below fails on an entry that is no longer long).
+LONG_FOR_NOW = {
+    "daulat.stores.s3raw",
+    "daulat.transfer.engine",
+    "daulat.crypto",
 }
 
 
@@ -134,3 +150,50 @@ def test_transfer_reaches_stores_only_through_protocols() -> None:
         if imported.startswith("daulat.stores") and imported not in TRANSFER_MAY_IMPORT
     }
     assert not concrete, sorted(concrete)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def _says_why_long(path: Path) -> bool:
+    """Whether the module docstring has a passage on why the module is long: the marker and
+    at least a sentence after it."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    at = doc.find(LONG_MARKER)
+    return at >= 0 and len(doc[at + len(LONG_MARKER) :].strip(" :-\n")) >= 80
+
+
+def test_long_modules_say_why() -> None:
+    modules = _modules()
+    unexplained = {
+        f"{name} ({_lines(path)} lines)"
+        for name, path in modules.items()
+        if _lines(path) > MAX_LINES and name not in LONG_FOR_NOW and not _says_why_long(path)
+    }
+    assert not unexplained, (
+        f"modules over {MAX_LINES} lines whose docstring does not say why "
+        f"('{LONG_MARKER}: ...'): split them by concern, or say why not: {sorted(unexplained)}"
+    )
+    stale = {
+        name for name in LONG_FOR_NOW if name not in modules or _lines(modules[name]) <= MAX_LINES
+    }
+    assert not stale, f"LONG_FOR_NOW lists modules that are no longer long: {sorted(stale)}"
+
+
+def test_the_length_rule_can_fail(tmp_path: Path) -> None:
+    # The check reads docstrings, not names: a long module without the passage is caught, and
+    # the marker alone (no reason after it) is not a reason.
+    silent = tmp_path / "silent.py"
+    silent.write_text('"""A module."""\n' + "x = 1\n" * (MAX_LINES + 1), encoding="utf-8")
+    bare = tmp_path / "bare.py"
+    bare.write_text(f'"""A module.\n\n{LONG_MARKER}.\n"""\n', encoding="utf-8")
+    told = tmp_path / "told.py"
+    told.write_text(
+        f'"""A module.\n\n{LONG_MARKER}: one file format with its writer and its verifier, '
+        'which share the canonical form and must never drift apart.\n"""\n',
+        encoding="utf-8",
+    )
+    assert _lines(silent) > MAX_LINES and not _says_why_long(silent)
+    assert not _says_why_long(bare)
+    assert _says_why_long(told)

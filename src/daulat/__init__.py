@@ -79,6 +79,7 @@ from daulat.signing import SignatureError
 from daulat.stores import ObjectInfo, ObjectReader, Store
 from daulat.transfer import Summary
 from daulat.transfer.names import NameKeyError
+from daulat.transfer.recipients import RecipientsChanged
 from daulat.transfer.verify import VerifyReport
 
 __all__ = [
@@ -113,6 +114,7 @@ __all__ = [
     "PlaintextOverCiphertext",
     "PolicyResult",
     "RecipientError",
+    "RecipientsChanged",
     "SafetyRefusal",
     "ScanFailure",
     "ScanProgress",

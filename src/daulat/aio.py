@@ -18,13 +18,16 @@ refusal) is raised, always as a :class:`~daulat.errors.DaulatError`.
 Cancelling one of these coroutines stops the run cleanly, as Ctrl-C stops the command: the
 journal keeps every object finished, nothing partial is visible as done, the audit log records
 the interruption, and running it again resumes.
+
+Why this module is long: it is the public surface, one function per command, each spelling out
+every option of its command as a documented keyword parameter (a test holds the two lists
+together); how an argument is checked is in :mod:`daulat.apiargs`, and what a command does in
+the library function it calls. Split by command, the one list a caller reads would be scattered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -33,14 +36,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
 
+from daulat import apiargs
 from daulat.address import store_only
+from daulat.apiargs import Engine
+from daulat.census.imported import scan_from_inventory
+from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config
 from daulat.config import load_config as _read_config
-from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
-from daulat.drill import DrillResult, parse_bandwidth, parse_sample, run_drill
-from daulat.drill.units import parse_byte_rate
+from daulat.crypto import Recipient
+from daulat.drill import DrillResult, parse_bandwidth, run_drill
 from daulat.errors import ConfigError
-from daulat.filters import Filter, build_filter
 from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
 from daulat.stores import ObjectInfo
@@ -79,11 +84,6 @@ ConfigLike = Config | str | os.PathLike[str]
 #: committed so far, ``moved_bytes`` including objects in flight, ``failed``, ``retries``.
 TransferProgress = Progress
 
-log = logging.getLogger("daulat.api")
-
-# The command line's bounds on --concurrency.
-_MAX_CONCURRENCY = 1024
-
 
 @dataclass(frozen=True, slots=True)
 class ScanProgress:
@@ -102,7 +102,8 @@ class DrillProgress:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate ``daulat.toml``: ``path``, else ``./daulat.toml``.
+    """Read and validate ``daulat.toml``: ``path``, else ``./daulat.toml`` or the nearest in a
+    parent directory (:func:`daulat.config.find_config`).
 
     Raises :class:`~daulat.errors.ConfigError` naming every problem found."""
     return _read_config(find_config(Path(path) if path is not None else None))
@@ -116,116 +117,9 @@ def _config(cfg: ConfigLike, request_timeout: float | None = None) -> Config:
     else:
         raise ConfigError(
             "cfg must be a Config (from daulat.load_config) or the path of a daulat.toml, "
-            f"not {_shown(cfg)}"
+            f"not {apiargs.shown(cfg)}"
         )
     return config.with_request_timeout(request_timeout)
-
-
-def _shown(value: object) -> str:
-    """A wrong argument as an error names it: its repr, cut short, and its type."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def _spec(name: str, value: object) -> str:
-    """``src``/``dst``: a store as the command line names it (``"kpu"``, ``"kpu:c1/"``)."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(
-            f"{name} must be a store name such as 'kpu' or 'kpu:prefix', not {_shown(value)}"
-        )
-    return value
-
-
-def _filter(
-    include: Sequence[str],
-    exclude: Sequence[str],
-    filter_rules: Sequence[str],
-    filter_from: Sequence[str | os.PathLike[str]],
-) -> Filter:
-    for name, value in (
-        ("include", include),
-        ("exclude", exclude),
-        ("filter_rules", filter_rules),
-    ):
-        if isinstance(value, str):
-            # One pattern given where a list is expected would be read as one rule per letter.
-            raise ConfigError(f"{name} takes a list of patterns, not the string {value!r}")
-    if isinstance(filter_from, (str, os.PathLike)):
-        raise ConfigError(f"filter_from takes a list of files, not {str(filter_from)!r}")
-    flt = build_filter(
-        include=include,
-        exclude=exclude,
-        filter_rules=filter_rules,
-        filter_from=[Path(p) for p in filter_from],
-    )
-    for warning in flt.warnings:
-        log.warning("daulat: %s", warning)
-    return flt
-
-
-def _recipients(values: str | Iterable[str | Recipient]) -> list[Recipient]:
-    items = [values] if isinstance(values, str) else [str(v) for v in values]
-    return parse_recipients(items) if items else []
-
-
-def _identities(identity: str | os.PathLike[str] | None) -> list[Identity]:
-    if identity is None:
-        return []
-    if not isinstance(identity, (str, os.PathLike)):
-        raise ConfigError(
-            f"identity must be the path of an age identity file, not {_shown(identity)}"
-        )
-    return load_identities(identity)
-
-
-def _concurrency(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_CONCURRENCY:
-        raise ConfigError(f"concurrency must be a whole number from 1 to 1024, not {value!r}")
-    return value
-
-
-def _bwlimit(value: float | str | None) -> float | None:
-    """Bytes per second, as a number or as the command line's text (``"50M"``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return parse_byte_rate(value)
-        except ConfigError as e:
-            raise ConfigError(f"bwlimit: {e}") from None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise ConfigError(
-            "bwlimit must be a positive number of bytes per second (or text such as '50M'), "
-            f"not {_shown(value)}"
-        )
-    return float(value)
-
-
-def _sample(value: int | float | str | None) -> int | float | None:
-    """``drill``'s sample, as the command line takes it: a count of objects (``500``), a
-    fraction of each size class in (0, 1] (``0.05``), or the command's text (``"5%"``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_sample(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"sample must be a number of objects or a fraction, not {_shown(value)}")
-    if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"sample must be a positive number of objects, not {value!r}")
-        return value
-    if not (math.isfinite(value) and 0 < value <= 1):
-        raise ConfigError(
-            f"sample {value!r}: give a number of objects (an int, e.g. 200) or a fraction of "
-            "each size class in (0, 1] (e.g. 0.05 for 5%)"
-        )
-    return value
 
 
 def _on_transfer(
@@ -247,9 +141,15 @@ async def _transfer(
     identity: str | os.PathLike[str] | None,
     progress: Callable[[TransferProgress], None] | None,
     request_timeout: float | None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> Summary:
-    src, dst = _spec("src", src), _spec("dst", dst)
+    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+    run_on = apiargs.runner(engine, ray_address, workers)
     config = _config(cfg, request_timeout)
+    if run_on is not None:
+        options = replace(options, runner=run_on(config))
     return await run_transfer(
         config,
         kind,
@@ -257,7 +157,7 @@ async def _transfer(
         dst,
         options,
         _on_transfer(progress),
-        identities=_identities(identity),
+        identities=apiargs.identities(identity),
     )
 
 
@@ -271,6 +171,7 @@ async def copy(
     encrypt_names: bool = False,
     identity: str | os.PathLike[str] | None = None,
     allow_plaintext: bool = False,
+    reencrypt: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     filter_rules: Sequence[str] = (),
@@ -279,6 +180,9 @@ async def copy(
     bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
     progress: Callable[[TransferProgress], None] | None = None,
 ) -> Summary:
     """``daulat copy SRC DST``: copy what is missing or different at ``dst``, each object
@@ -287,18 +191,27 @@ async def copy(
     ``encrypt_to`` (age recipients, ``age1…``) overrides the destination store's
     ``encrypt_to``; ``encrypt_names`` stores objects under keyed hashes of their names;
     ``identity`` (an age identity file) recovers the destination's name key when this machine
-    lacks it. ``bwlimit`` is in bytes per second. ``progress`` receives
+    lacks it. ``reencrypt``: encrypt to ``encrypt_to`` even where this machine's journal says
+    the destination was encrypted to other recipients (refused by default with
+    :class:`~daulat.transfer.recipients.RecipientsChanged`: the old identity could no longer
+    restore what is rewritten). ``bwlimit`` is in bytes per second. ``progress`` receives
     :data:`TransferProgress` snapshots. Filters select keys relative to ``src``'s prefix.
+
+    ``engine="ray"`` copies in shards on a Ray cluster (``pip install 'daulat[ray]'``): the
+    one at ``ray_address`` (default: ``RAY_ADDRESS``, else a local Ray started for the run and
+    stopped after it), ``workers`` shards at once (default: the cluster's CPUs), each with
+    ``concurrency`` objects and its own ``bwlimit``.
     """
     options = Options(
-        concurrency=_concurrency(concurrency),
-        bwlimit=_bwlimit(bwlimit),
+        concurrency=apiargs.concurrency(concurrency),
+        bwlimit=apiargs.bwlimit(bwlimit),
         dry_run=dry_run,
-        encrypt_to=_recipients(encrypt_to),
+        encrypt_to=apiargs.recipients(encrypt_to),
         encrypt_names=encrypt_names,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         abort_uploads_older_than=abort_uploads_older_than,
-        filter=_filter(include, exclude, filter_rules, filter_from),
+        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
     )
     return await _transfer(
         Kind.COPY,
@@ -309,6 +222,9 @@ async def copy(
         identity=identity,
         progress=progress,
         request_timeout=request_timeout,
+        engine=engine,
+        ray_address=ray_address,
+        workers=workers,
     )
 
 
@@ -325,6 +241,7 @@ async def sync(
     encrypt_names: bool = False,
     identity: str | os.PathLike[str] | None = None,
     allow_plaintext: bool = False,
+    reencrypt: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     filter_rules: Sequence[str] = (),
@@ -333,6 +250,9 @@ async def sync(
     bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
     progress: Callable[[TransferProgress], None] | None = None,
 ) -> Summary:
     """``daulat sync SRC DST``: mirror ``src`` to ``dst``; with ``delete``, also remove what
@@ -346,17 +266,18 @@ async def sync(
         max_delete if isinstance(max_delete, DeleteLimit) else DeleteLimit.parse(str(max_delete))
     )
     options = Options(
-        concurrency=_concurrency(concurrency),
-        bwlimit=_bwlimit(bwlimit),
+        concurrency=apiargs.concurrency(concurrency),
+        bwlimit=apiargs.bwlimit(bwlimit),
         dry_run=dry_run,
         delete=delete,
         max_delete=limit,
         allow_empty_source=allow_empty_source,
-        encrypt_to=_recipients(encrypt_to),
+        encrypt_to=apiargs.recipients(encrypt_to),
         encrypt_names=encrypt_names,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         abort_uploads_older_than=abort_uploads_older_than,
-        filter=_filter(include, exclude, filter_rules, filter_from),
+        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
     )
     return await _transfer(
         Kind.SYNC,
@@ -367,6 +288,9 @@ async def sync(
         identity=identity,
         progress=progress,
         request_timeout=request_timeout,
+        engine=engine,
+        ray_address=ray_address,
+        workers=workers,
     )
 
 
@@ -381,6 +305,7 @@ async def exit(
     encrypt_names: bool = False,
     identity: str | os.PathLike[str] | None = None,
     allow_plaintext: bool = False,
+    reencrypt: bool = False,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     filter_rules: Sequence[str] = (),
@@ -389,6 +314,9 @@ async def exit(
     bwlimit: float | str | None = None,
     request_timeout: float | None = None,
     abort_uploads_older_than: timedelta | None = DEFAULT_MAX_AGE,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
     progress: Callable[[TransferProgress], None] | None = None,
 ) -> Summary:
     """``daulat exit SRC DST``: evacuate everything from ``src`` to ``dst`` and verify every
@@ -399,15 +327,16 @@ async def exit(
     they select, and the summary counts the rest as excluded.
     """
     options = Options(
-        concurrency=_concurrency(concurrency),
-        bwlimit=_bwlimit(bwlimit),
+        concurrency=apiargs.concurrency(concurrency),
+        bwlimit=apiargs.bwlimit(bwlimit),
         dry_run=dry_run,
         allow_empty_source=allow_empty_source,
-        encrypt_to=_recipients(encrypt_to),
+        encrypt_to=apiargs.recipients(encrypt_to),
         encrypt_names=encrypt_names,
         allow_plaintext=allow_plaintext,
+        reencrypt=reencrypt,
         abort_uploads_older_than=abort_uploads_older_than,
-        filter=_filter(include, exclude, filter_rules, filter_from),
+        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
     )
     return await _transfer(
         Kind.EXIT,
@@ -418,6 +347,9 @@ async def exit(
         identity=identity,
         progress=progress,
         request_timeout=request_timeout,
+        engine=engine,
+        ray_address=ray_address,
+        workers=workers,
     )
 
 
@@ -431,6 +363,7 @@ async def restore(
     allow_plaintext: bool = False,
     allow_unsigned: bool = False,
     allow_unproven: bool = False,
+    overwrite: bool = False,
     concurrency: int = 64,
     bwlimit: float | str | None = None,
     request_timeout: float | None = None,
@@ -444,13 +377,16 @@ async def restore(
     ``allow_unsigned``: restore even when no manifest signed by a pinned signer proves where
     the objects come from; ``allow_unproven``: also objects the manifest does not list (the
     summary lists them). ``allow_plaintext``: write into a store that declares ``encrypt_to``.
+    Objects that already exist at ``dst`` with other content are left alone and listed in the
+    summary unless ``overwrite`` (they may hold changes made since).
     """
     options = Options(
-        concurrency=_concurrency(concurrency),
-        bwlimit=_bwlimit(bwlimit),
+        concurrency=apiargs.concurrency(concurrency),
+        bwlimit=apiargs.bwlimit(bwlimit),
         dry_run=dry_run,
-        decrypt_with=_identities(identity),
+        decrypt_with=apiargs.identities(identity),
         allow_plaintext=allow_plaintext,
+        overwrite=overwrite,
         abort_uploads_older_than=abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
@@ -479,22 +415,32 @@ async def verify(
     filter_from: Sequence[str | os.PathLike[str]] = (),
     concurrency: int = 16,
     request_timeout: float | None = None,
+    engine: Engine = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """``daulat verify SRC DST``: compare ``dst`` with ``src`` by content, from the recorded
     SHA-256 and size, or with ``full`` by re-reading and hashing both sides (``identity``
     decrypts an encrypted destination). ``report.ok`` when every object matches; the
-    ``problems`` are (key, reason) pairs."""
-    src, dst = _spec("src", src), _spec("dst", dst)
-    flt = _filter(include, exclude, filter_rules, filter_from)
+    ``problems`` are (key, reason) pairs.
+
+    ``engine="ray"`` (with ``ray_address`` and ``workers`` as for :func:`copy`) re-reads on Ray
+    workers, which open the ``identity`` file at the same path themselves; only ``full`` reads
+    content, so without it the check runs here whatever the engine."""
+    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
+    run_on = apiargs.runner(engine, ray_address, workers)
     config = _config(cfg, request_timeout)
     return await run_verify(
         config,
         src,
         dst,
         full=full,
-        concurrency=_concurrency(concurrency),
-        identities=_identities(identity),
+        concurrency=apiargs.concurrency(concurrency),
+        identities=apiargs.identities(identity),
         filter=flt,
+        runner=run_on(config) if run_on is not None and full else None,
+        identity_files=[identity] if identity is not None else [],
     )
 
 
@@ -515,27 +461,44 @@ async def scan(
     exclude: Sequence[str] = (),
     filter_rules: Sequence[str] = (),
     filter_from: Sequence[str | os.PathLike[str]] = (),
+    shards: int = DEFAULT_SHARDS,
+    from_inventory: str | os.PathLike[str] | None = None,
     request_timeout: float | None = None,
     progress: Callable[[ScanProgress], None] | None = None,
 ) -> ScanResults:
     """``daulat scan [STORE]...``: list ``stores`` (a name, names, or None for all) into the
     manifest under ``.daulat/``. Every store is scanned even when some cannot be: those are in
     ``results.failures`` and ``results.ok`` is False. With filters only the selected objects
-    are recorded and nothing is marked removed."""
-    flt = _filter(include, exclude, filter_rules, filter_from)
+    are recorded and nothing is marked removed. ``shards``: listings in flight at once, each
+    over its own part of the key space (the same result either way).
+
+    ``from_inventory`` records one store (``stores`` names exactly one, no filters) from its
+    provider's inventory report instead of listing it: an S3 Inventory ``manifest.json`` or an
+    Azure Blob Inventory ``<rule>-manifest.json`` (``s3://BUCKET/KEY``, ``az://CONTAINER/PATH``,
+    ``STORE:PATH`` or a local path)."""
+    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
+    shards = apiargs.whole("shards", shards, 1)
     config = _config(cfg, request_timeout)
     names = [stores] if isinstance(stores, str) else list(stores or config.stores)
     for name in names:
-        _spec("stores", name)
-    on_store: Callable[[str], Callable[[int, int], None] | None] | None = None
-    if progress is not None:
-        report = progress
+        apiargs.store_spec("stores", name)
+    report = None if from_inventory is None else apiargs.inventory(from_inventory, stores, flt)
 
-        def on_store(name: str) -> Callable[[int, int], None]:
-            return lambda objects, size: report(ScanProgress(name, objects, size))
+    def on_store(name: str) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        say = progress
+        return lambda objects, size: say(ScanProgress(name, objects, size))
 
     with Manifest.in_state_dir(config.state_dir) as manifest:
-        return await scan_stores(config, names, manifest, on_store, filter=flt)
+        if report is not None:
+            for name in names:
+                config.store(store_only(name, "scan"))
+            summary = await scan_from_inventory(
+                config, names[0], manifest, report, on_store(names[0])
+            )
+            return ScanResults(summaries=[summary])
+        return await scan_stores(config, names, manifest, on_store, filter=flt, shards=shards)
 
 
 async def drill(
@@ -566,22 +529,21 @@ async def drill(
     text (``"5%"``); ``link`` (bits per second, or text such as ``"10G"``) and ``workers`` add
     a labelled what-if projection. ``result.ok`` when the scratch copy is gone and nothing went
     wrong."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a whole number >= 1, not {workers!r}")
-    src, dst = _spec("src", src), _spec("dst", dst)
-    flt = _filter(include, exclude, filter_rules, filter_from)
+    workers = apiargs.whole("workers", workers, 1)
+    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
     config = _config(cfg, request_timeout)
     say = progress
     return await run_drill(
         config,
         src,
         dst,
-        sample=_sample(sample),
+        sample=apiargs.sample(sample),
         link_bps=parse_bandwidth(link) if isinstance(link, str) else link,
         workers=workers,
-        concurrency=_concurrency(concurrency),
+        concurrency=apiargs.concurrency(concurrency),
         seed=seed,
-        encrypt_to=_recipients(encrypt_to),
+        encrypt_to=apiargs.recipients(encrypt_to),
         on_event=None if say is None else (lambda message: say(DrillProgress(message))),
         filter=flt,
         encrypt_names=encrypt_names,
@@ -632,4 +594,6 @@ def open_store(cfg: ConfigLike, name: str, *, request_timeout: float | None = No
     Not a coroutine: it does no I/O, so ``daulat.open_store`` and ``daulat.aio.open_store`` are
     one function. Close it with ``async with`` or ``await store.aclose()``."""
     config = _config(cfg, request_timeout)
-    return OpenedStore(_open_adapter(config.store(store_only(_spec("name", name), "open_store"))))
+    return OpenedStore(
+        _open_adapter(config.store(store_only(apiargs.store_spec("name", name), "open_store")))
+    )

@@ -222,18 +222,49 @@ def placement_of(store: StoreConfig) -> Placement:
 
 
 def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
-    """The config file to use: ``--config`` if given, else ``./daulat.toml``."""
+    """The config file to use: ``explicit`` (``--config``, ``DAULAT_CONFIG``) if given, else
+    the first ``daulat.toml`` in the working directory or one of its parents.
+
+    The search goes up to the filesystem root, as git looks for ``.git`` and ruff for its
+    config: a command works from any subdirectory of the project, and a project need not be a
+    git repository (nor is a repository's root a boundary anyone would expect). Relative paths
+    inside the file (state directory, ``file://`` stores, keys) stay relative to the file's own
+    directory, wherever the command was run. A file found in a parent directory but owned by
+    another user (a shared ``/tmp``) is refused rather than obeyed, as git refuses such
+    repositories.
+
+    Raises :class:`ConfigError` when ``explicit`` is not a file or none is found.
+    """
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} does not exist")
         return explicit
-    candidate = (cwd or Path.cwd()) / CONFIG_NAME
-    if not candidate.is_file():
+    here = (cwd or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            if directory != here:
+                _check_owner(candidate)
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} in {here} or any parent directory: run `daulat init` to write one, "
+        "or pass --config PATH (`daulat --config PATH COMMAND`, `daulat COMMAND --config PATH` "
+        "or DAULAT_CONFIG=PATH)"
+    )
+
+
+def _check_owner(path: Path) -> None:
+    """Refuse a config found above the working directory that another user owns (root's is
+    trusted: root can change anything anyway)."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # Windows: no POSIX owners to compare
+        return
+    owner = path.stat().st_uid
+    if owner not in (getuid(), 0):
         raise ConfigError(
-            f"no {CONFIG_NAME} in {candidate.parent}: run `daulat init` to write one, "
-            "or pass --config PATH (`daulat --config PATH COMMAND` or `daulat COMMAND --config PATH`)"
+            f"{path} was found in a parent directory but belongs to another user (uid {owner}); "
+            "not using it. Pass --config PATH to use it anyway, or run `daulat init` here"
         )
-    return candidate
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> Config:

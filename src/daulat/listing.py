@@ -6,6 +6,11 @@ ending in ``/``); :func:`measure` counts them. Filters (:mod:`daulat.filters`) s
 relative to the prefix; a directory is shown when at least one object below it passes them,
 since on an object store a directory exists only through its objects.
 
+daulat's own ``.daulat/`` objects (a replica's manifests and signatures, a restore's, a local
+state directory inside a store) are hidden at any depth unless ``reserved=True`` (``--all``), as
+``ls`` hides dotfiles: they are not the user's data, and every copy, verify and restore already
+treats them as reserved. :func:`measure` counts what it hid, so a total never hides bytes.
+
 Memory stays flat: entries are yielded batch by batch as the store lists them, in the store's
 order (S3 and Azure list in key order; the filesystem does not). The one-level view keeps the
 set of directory names already shown, which is bounded by the number of distinct first-level
@@ -23,11 +28,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daulat.address import parse_address as address_of
-from daulat.config import Config
+from daulat.config import STATE_DIR, Config
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores import Store, open_store
 
-__all__ = ["Entry", "SizeTotals", "list_entries", "ls", "measure", "parse_address", "size"]
+__all__ = [
+    "Entry",
+    "SizeTotals",
+    "is_reserved",
+    "list_entries",
+    "ls",
+    "measure",
+    "parse_address",
+    "size",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +80,9 @@ class SizeTotals:
     bytes: int = 0
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    #: daulat's own ``.daulat/`` objects left out (0 when they were counted, ``reserved=True``).
+    reserved_objects: int = 0
+    reserved_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +92,19 @@ class SizeTotals:
             "bytes": self.bytes,
             "excluded_objects": self.excluded_objects,
             "excluded_bytes": self.excluded_bytes,
+            "reserved_objects": self.reserved_objects,
+            "reserved_bytes": self.reserved_bytes,
         }
+
+
+_RESERVED = STATE_DIR + "/"
+_RESERVED_BELOW = "/" + _RESERVED
+
+
+def is_reserved(path: str) -> bool:
+    """Whether ``path`` (a key relative to the listed prefix) lies in a ``.daulat/`` directory
+    at any depth: daulat's reserved namespace at a replica, or a local state directory."""
+    return path.startswith(_RESERVED) or _RESERVED_BELOW in path
 
 
 def iso_utc(moment: datetime, *, timespec: str = "auto") -> str:
@@ -97,15 +126,23 @@ def parse_address(spec: str) -> tuple[str, str]:
 
 
 async def list_entries(
-    store: Store, prefix: str = "", *, recursive: bool = False, filter: Filter = EVERYTHING
+    store: Store,
+    prefix: str = "",
+    *,
+    recursive: bool = False,
+    filter: Filter = EVERYTHING,
+    reserved: bool = False,
 ) -> AsyncGenerator[Entry, None]:
-    """Stream the objects under ``prefix`` that pass ``filter`` (see the module docstring)."""
+    """Stream the objects under ``prefix`` that pass ``filter``, without daulat's ``.daulat/``
+    objects unless ``reserved`` (see the module docstring)."""
     cut = len(prefix)
     seen_dirs: set[str] = set()
     active = filter.active
     async for batch in store.list(prefix):
         for info in batch:
             path = info.key[cut:]
+            if not reserved and is_reserved(path):
+                continue
             if active and not filter.matches(path):
                 continue
             slash = -1 if recursive else path.find("/")
@@ -118,41 +155,57 @@ async def list_entries(
                 yield Entry(prefix + name, name, None, None, None, is_dir=True)
 
 
-async def measure(store: Store, prefix: str = "", *, filter: Filter = EVERYTHING) -> SizeTotals:
-    """Count the objects and bytes under ``prefix`` that pass ``filter``."""
+async def measure(
+    store: Store, prefix: str = "", *, filter: Filter = EVERYTHING, reserved: bool = False
+) -> SizeTotals:
+    """Count the objects and bytes under ``prefix`` that pass ``filter``; daulat's ``.daulat/``
+    objects are counted apart (``reserved_*``) unless ``reserved``."""
     cut = len(prefix)
-    objects = total = excluded = excluded_bytes = 0
+    objects = total = excluded = excluded_bytes = hidden = hidden_bytes = 0
     active = filter.active
     async for batch in store.list(prefix):
         for info in batch:
-            if active and not filter.matches(info.key[cut:]):
+            if not reserved and is_reserved(info.key[cut:]):
+                hidden += 1
+                hidden_bytes += info.size
+            elif active and not filter.matches(info.key[cut:]):
                 excluded += 1
                 excluded_bytes += info.size
             else:
                 objects += 1
                 total += info.size
-    return SizeTotals(store.name, prefix, objects, total, excluded, excluded_bytes)
+    return SizeTotals(
+        store.name, prefix, objects, total, excluded, excluded_bytes, hidden, hidden_bytes
+    )
 
 
 async def ls(
-    config: Config, spec: str, *, recursive: bool = False, filter: Filter = EVERYTHING
+    config: Config,
+    spec: str,
+    *,
+    recursive: bool = False,
+    filter: Filter = EVERYTHING,
+    reserved: bool = False,
 ) -> AsyncGenerator[Entry, None]:
     """:func:`list_entries` of the configured store ``STORE[:PREFIX]``; closes the store when
     the iteration ends (consume it fully, or close it with ``contextlib.aclosing``)."""
     name, prefix = parse_address(spec)
     store = open_store(config.store(name))
     try:
-        async for entry in list_entries(store, prefix, recursive=recursive, filter=filter):
+        entries = list_entries(store, prefix, recursive=recursive, filter=filter, reserved=reserved)
+        async for entry in entries:
             yield entry
     finally:
         await store.close()
 
 
-async def size(config: Config, spec: str, *, filter: Filter = EVERYTHING) -> SizeTotals:
+async def size(
+    config: Config, spec: str, *, filter: Filter = EVERYTHING, reserved: bool = False
+) -> SizeTotals:
     """:func:`measure` of the configured store ``STORE[:PREFIX]``."""
     name, prefix = parse_address(spec)
     store = open_store(config.store(name))
     try:
-        return await measure(store, prefix, filter=filter)
+        return await measure(store, prefix, filter=filter, reserved=reserved)
     finally:
         await store.close()

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
 
 from daulat import __version__, interrupts
 from daulat.audit import AuditLogError
@@ -88,8 +89,9 @@ def _main(
         typer.Option(
             "--config",
             "-c",
-            help="Path to daulat.toml for the command (default: ./daulat.toml); the command's "
-            "own --config wins.",
+            envvar="DAULAT_CONFIG",
+            help="Path to daulat.toml for the command (default: ./daulat.toml, else the nearest "
+            "in a parent directory); the command's own --config wins.",
         ),
     ] = None,
 ) -> None:
@@ -179,14 +181,34 @@ def _signals_as_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _usage_error(exc: Exception) -> int:
-    """Print a usage error as click does, with the user's input escaped."""
-    show = getattr(exc, "show", None)
-    if show is None:
-        return _fail(str(exc), 2)
-    buffer = io.StringIO()
-    show(file=buffer)
-    sys.stderr.write(printable(buffer.getvalue(), keep_newlines=True))
+def _sentence(message: str) -> str:
+    """click's "No such option: --x." as daulat words its own errors: lower case first, no
+    closing full stop (an acronym such as "URL" keeps its case)."""
+    message = " ".join(message.split()).replace("Value error, ", "")
+    if len(message) > 1 and message[0].isupper() and not message[1].isupper():
+        message = message[0].lower() + message[1:]
+    return message[:-1] if message.endswith(".") and not message.endswith("..") else message
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """A usage error (unknown option or command, missing argument, bad value) in daulat's own
+    style: ``error: <what>`` first, like every other mistake, then one line with the usage and
+    where help is; plain text, never boxed; exit 2. The user's input in it is escaped."""
+    if isinstance(exc, NoArgsIsHelpError):
+        # A bare group (``daulat``, ``daulat keys``) shows its help, as it always did.
+        buffer = io.StringIO()
+        exc.show(file=buffer)
+        sys.stderr.write(printable(buffer.getvalue(), keep_newlines=True))
+        return 2
+    _fail(_sentence(exc.format_message()), 2)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        usage = " ".join(ctx.get_usage().split())
+        if usage.startswith("Usage: "):
+            usage = "usage: " + usage[len("Usage: ") :]
+        if ctx.command.get_help_option(ctx) is not None:
+            usage += f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+        err.print(printable(usage))
     return 2
 
 
@@ -234,7 +256,7 @@ def run(argv: list[str] | None = None) -> int:
         except typer.Abort:
             return _fail("aborted", 130)
         except typer.TyperException as exc:
-            # Usage errors (bad option, missing argument): printed like click does.
+            # Usage errors (bad option, missing argument, bad value): one style with daulat's.
             return _usage_error(exc)
         except SafetyRefusal as exc:
             return _fail(f"refused: {exc}", 2)

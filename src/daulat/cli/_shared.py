@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.measure import Measurement
+from rich.table import Table
 
 from daulat import interrupts
 from daulat.config import Config, find_config, load_config
@@ -39,14 +41,45 @@ from daulat.transfer.uploads import DEFAULT_MAX_AGE
 
 T = TypeVar("T")
 
-out = SafeConsole(soft_wrap=True)
+
+class _Stdout(SafeConsole):
+    """stdout for people. On a terminal, rich fits tables to its width. Off a terminal (piped,
+    redirected, captured) there is no width to fit: a table is laid out as wide as its widest
+    cells, so that no store name, key or URL is folded into fragments a reader (or ``grep``)
+    cannot find again. ``--json`` never comes here."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        tables = [o for o in objects if isinstance(o, Table)]
+        if self.is_terminal or not tables:
+            super().print(*objects, **kwargs)
+            return
+        unbounded = self.options.update_width(_WIDEST)
+        needed = max(Measurement.get(self, unbounded, t).maximum for t in tables)
+        # Set for this print only: rich's own width (None: from the environment) comes back.
+        chosen = self._width
+        self.width = max(self.width, min(needed, _WIDEST))
+        try:
+            super().print(*objects, **kwargs)
+        finally:
+            self._width = chosen
+
+
+# A table wider than this is folded even off a terminal (a cell that long is a message).
+_WIDEST = 4000
+
+out = _Stdout(soft_wrap=True)
 err = SafeConsole(stderr=True, soft_wrap=True)
 # The command line as typed, for "resume with: daulat ..." after an interrupt.
 _argv: list[str] = []
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Path to daulat.toml (default: ./daulat.toml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Path to daulat.toml (default: ./daulat.toml, else the nearest in a parent "
+        "directory).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 QuietOpt = Annotated[

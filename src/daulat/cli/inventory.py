@@ -271,9 +271,15 @@ def _entry_line(e: Entry, long: bool) -> str:
 
 
 async def _ls_lines(
-    cfg: Config, target: str, recursive: bool, long: bool, as_json: bool, flt: Filter
+    cfg: Config,
+    target: str,
+    recursive: bool,
+    long: bool,
+    as_json: bool,
+    flt: Filter,
+    reserved: bool = False,
 ) -> AsyncGenerator[str, None]:
-    entries = list_store(cfg, target, recursive=recursive, filter=flt)
+    entries = list_store(cfg, target, recursive=recursive, filter=flt, reserved=reserved)
     listed = 0
     async with contextlib.aclosing(entries) as it:
         if not as_json:
@@ -302,6 +308,17 @@ async def _ls_lines(
         )
 
 
+AllOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        "-a",
+        help="Include daulat's own .daulat/ objects (manifests, signatures, state), hidden by "
+        "default.",
+    ),
+]
+
+
 def ls_(
     target: Annotated[str, typer.Argument(metavar="STORE[:PREFIX]")],
     recursive: Annotated[
@@ -316,17 +333,19 @@ def ls_(
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
+    show_all: AllOpt = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List objects under STORE[:PREFIX], one level (directories end in '/') or --recursive.
 
     Keys are shown relative to PREFIX, in the store's order; filters match them the same way.
+    daulat's own .daulat/ objects are hidden unless --all.
     """
     cfg = _load(config)
     flt = _filter(include, exclude, filter_rule, filter_from)
     try:
-        _run(_write_lines(_ls_lines(cfg, target, recursive, long, as_json, flt)))
+        _run(_write_lines(_ls_lines(cfg, target, recursive, long, as_json, flt, show_all)))
         sys.stdout.flush()
     except BrokenPipeError:
         _stdout_gone()
@@ -338,13 +357,15 @@ def size_(
     exclude: ExcludeOpt = None,
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
+    show_all: AllOpt = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Count the objects and bytes under STORE[:PREFIX] (filters apply)."""
+    """Count the objects and bytes under STORE[:PREFIX] (filters apply; daulat's own .daulat/
+    objects are counted apart unless --all)."""
     cfg = _load(config)
     flt = _filter(include, exclude, filter_rule, filter_from)
-    totals = _run(size_store(cfg, target, filter=flt))
+    totals = _run(size_store(cfg, target, filter=flt, reserved=show_all))
     if as_json:
         out.print_json(json.dumps(totals.to_json()))
         return
@@ -356,5 +377,10 @@ def size_(
         line += (
             f"; excluded by filters: {totals.excluded_objects:,} objects, "
             f"{_human_bytes(totals.excluded_bytes)}"
+        )
+    if totals.reserved_objects:
+        line += (
+            f"; not counted: daulat's own .daulat/: {totals.reserved_objects:,} objects, "
+            f"{_human_bytes(totals.reserved_bytes)} (--all counts them)"
         )
     out.print(line, markup=False, highlight=False, emoji=False)

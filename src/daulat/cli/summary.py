@@ -121,10 +121,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         else f"the listing did not finish ({s.listed_objects:,} source objects listed)"
     )
     out.print(f"{head}: {at_source}; {s.duration_s:.1f} s, {rate}")
-    parts = [
-        f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})",
-        f"skipped {s.skipped_objects:,}",
-    ]
+    parts = [f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})"]
+    if s.sent_bytes > s.copied_bytes:
+        # Bytes that went out for objects not finished (an interrupt mid-upload, retries):
+        # moved all the same, and what the rate above is computed from.
+        parts.append(f"sent {_human_bytes(s.sent_bytes)} in all")
+    parts.append(f"skipped {s.skipped_objects:,}")
     if s.verified_objects is not None:
         parts.append(f"verified {s.verified_objects:,}")
     if kind == Kind.SYNC and options.delete:

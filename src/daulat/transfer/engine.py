@@ -497,6 +497,7 @@ async def _run(
             summary,
             lambda key: journal.expected_sha256(src.prefix + key),
             concurrency=opts.concurrency,
+            record=None if opts.dry_run else (pair, summary.run_id),
         )
         summary.planned_objects, summary.planned_bytes = journal.work_totals()
     summary.skipped_objects = (
@@ -798,6 +799,7 @@ class _Executor:
     def _streamed(self, key: str, n: int) -> None:
         self._in_flight[key] = self._in_flight.get(key, 0) + n
         self.progress.in_flight_bytes += n
+        self.summary.sent_bytes += n
         self._report()
 
     def _landed(self, key: str) -> None:
@@ -1335,7 +1337,7 @@ async def verify_listed(
     await list_destination(journal, dst, own_state=own_state)
     report = check_listed(journal, pair, run_id=summary.run_id, whole=whole)
     kept = kept or Kept()
-    summary.verified_objects = report.verified + kept.identical
+    summary.verified_objects = report.verified + kept.identical - kept.journaled
     # Refused objects are reported once, as refused, not again as unverified.
     refused = {k for k, _ in summary.refused}
     summary.unverified = [

@@ -189,6 +189,10 @@ class Summary:
     planned_bytes: int = 0
     copied_objects: int = 0
     copied_bytes: int = 0
+    # Bytes this process streamed to the destination, those of objects not finished (parts
+    # of a multipart upload an interrupt cut short, attempts retried) included; 0 when the
+    # provider copied server-side or Ray workers streamed.
+    sent_bytes: int = 0
     skipped_objects: int = 0
     adopted_objects: int = 0  # found complete at the destination by proof; counted as skipped
     deleted_objects: int = 0
@@ -270,7 +274,10 @@ class Summary:
 
     @property
     def throughput_bps(self) -> float:
-        return self.copied_bytes / self.duration_s if self.duration_s > 0 else 0.0
+        """Bytes per second moved: those sent, even of objects not finished (an interrupted
+        run that was mid-way through a large object did move bytes), else those copied."""
+        moved = max(self.copied_bytes, self.sent_bytes)
+        return moved / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def ok(self) -> bool:
