@@ -131,7 +131,11 @@ StoreMaker = Callable[[], tuple[Store, dict[str, Any]]]
 @pytest.fixture(params=STORE_KINDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
     """A factory of fresh, empty stores of one kind (each in its own bucket or directory)."""
-    kind: str = request.param
+    return store_maker(request.param, request, tmp_path)
+
+
+def store_maker(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
+    """A factory of fresh, empty stores of ``kind`` (one of :data:`STORE_KINDS`)."""
 
     def make() -> tuple[Store, dict[str, Any]]:
         n = next(_counter)

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from daulat.errors import AccessDenied, Transient
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.base import ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.forwarding import ForwardingStore
 
 Op = Literal["list", "head", "get", "put", "delete"]
 OPS: tuple[Op, ...] = get_args(Op)
@@ -99,7 +100,7 @@ class FaultRules:
             raise ValueError(f"unknown operations in deny_counts: {unknown}")
 
 
-class FaultyStore:
+class FaultyStore(ForwardingStore):
     """A Store that forwards to ``inner`` and injects the faults described by ``rules``.
 
     Counters (read them freely; they are plain :class:`~collections.Counter` objects):
@@ -115,7 +116,7 @@ class FaultyStore:
     """
 
     def __init__(self, inner: Store, *, rules: FaultRules | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.rules = rules or FaultRules()
         self._random = random.Random(self.rules.seed)
         # A lock, not just the event loop's single thread: tests may drive one wrapper from
@@ -250,14 +251,6 @@ class FaultyStore:
 
     # --- the Store protocol ---------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         counted = self._enter("list", None)
         ok = False
@@ -347,9 +340,6 @@ class FaultyStore:
             ok = True
         finally:
             self._leave("delete", key, counted, ok=ok)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 class _BrokenReader:

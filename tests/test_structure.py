@@ -20,14 +20,16 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 ALLOWED_CYCLES: dict[frozenset[str], str] = {}
 
 # What modules under daulat/transfer may import from daulat.stores: the protocols and
-# stream helpers, never a concrete kind of store (the abilities are protocols in
-# daulat.stores.abilities).
+# stream helpers and the wrappers any store can have (forwarding, encryption), never a concrete
+# kind of store (the abilities are protocols in daulat.stores.abilities).
 TRANSFER_MAY_IMPORT = {
     "daulat.stores",
     "daulat.stores.abilities",
     "daulat.stores.base",
     "daulat.stores.chunkhash",
     "daulat.stores.cleanup",
+    "daulat.stores.crypt",
+    "daulat.stores.forwarding",
     "daulat.stores.hashing",
     "daulat.stores.ranges",
     "daulat.stores.resumable",

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from daulat import apiargs
 from daulat.address import store_only
@@ -47,9 +48,10 @@ from daulat.drill import DrillResult, parse_bandwidth, run_drill
 from daulat.errors import ConfigError
 from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
-from daulat.stores import Capabilities, ObjectInfo, ObjectReader, PutResult, Store
+from daulat.stores import ObjectInfo
 from daulat.stores import open_store as _open_adapter
-from daulat.stores.base import OnUpload
+from daulat.stores.abilities import EVERY_ABILITY
+from daulat.stores.forwarding import ForwardingStore
 from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_verify
 from daulat.transfer.proof import ManifestSigning
 from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
@@ -549,7 +551,7 @@ async def drill(
     )
 
 
-class OpenedStore:
+class OpenedStore(ForwardingStore):
     """A configured store, opened: the :class:`~daulat.stores.Store` protocol (``list``,
     ``head``, ``get``, ``put``, ``delete``), closed by ``async with`` or :meth:`aclose`.
 
@@ -558,52 +560,16 @@ class OpenedStore:
     audited; copies that must be verified and resumable go through :func:`copy` and the others.
     """
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    @property
-    def name(self) -> str:
-        return self._store.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._store.capabilities
+    # A handle for listing and reading: the engine's abilities are not reached through it.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
 
     def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         """Batches of the objects whose key starts with ``prefix`` (a plain string)."""
-        return self._store.list(prefix)
-
-    async def head(self, key: str) -> ObjectInfo:
-        return await self._store.head(key)
-
-    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
-        return await self._store.get(key, start=start, end=end)
-
-    async def put(
-        self,
-        key: str,
-        data: bytes | AsyncIterable[bytes],
-        *,
-        sha256: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        prehashed: bool = False,
-        on_upload: OnUpload | None = None,
-    ) -> PutResult:
-        return await self._store.put(
-            key,
-            data,
-            sha256=sha256,
-            metadata=metadata,
-            prehashed=prehashed,
-            on_upload=on_upload,
-        )
-
-    async def delete(self, key: str) -> None:
-        await self._store.delete(key)
+        return self.inner.list(prefix)
 
     async def close(self) -> None:
         """Release the store's connections; it is unusable afterwards."""
-        await self._store.close()
+        await self.inner.close()
 
     aclose = close
 

@@ -1,7 +1,8 @@
 """The one conformance suite: every store kind must pass it unchanged.
 
 Parametrised by the ``make_store`` fixture over the filesystem, S3 (SeaweedFS), Azure Blob
-(Azurite) and Google Cloud Storage (fake-gcs-server), all real. ``tests/test_s3raw.py`` runs them over moto too (S3 keeping every legal
+(Azurite) and Google Cloud Storage (fake-gcs-server), all real, and over the encrypting
+wrapper (``crypt-*``, see ``make_store`` below). ``tests/test_s3raw.py`` runs them over moto too (S3 keeping every legal
 key, as AWS does), except those that read user metadata back: moto's WSGI server drops
 ``x-amz-meta-`` headers whose names hold ``_``. The contracts are written in :mod:`daulat.stores.base`.
 """
@@ -17,12 +18,44 @@ import textwrap
 import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import StoreMaker, run
+from conftest import STORE_KINDS, StoreMaker, run, store_maker
 
+from daulat.crypto import load_identities, new_identity
 from daulat.errors import IntegrityError, InvalidKey, NotFound, Transient
 from daulat.stores import Store
+from daulat.stores.crypt import CryptStore
+from daulat.transfer.names import NameKey
+
+# The wrappers that change bytes or keys run the suite too: CryptStore over a directory (with
+# and without protected names) and over SeaweedFS keeps every contract its inner store keeps.
+CRYPT_KINDS = ("crypt-fs", "crypt-fs-names", "crypt-s3")
+
+
+@pytest.fixture(params=STORE_KINDS + CRYPT_KINDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
+    """A factory of fresh, empty stores of one kind, or of a wrapper over one kind (this
+    module's own, in place of conftest's)."""
+    kind: str = request.param
+    if not kind.startswith("crypt-"):
+        return store_maker(kind, request, tmp_path)
+    make_inner = store_maker(kind.split("-")[1], request, tmp_path)
+    key_file = tmp_path / f"{kind}.key"
+    new_identity(key_file)
+    identity = load_identities(key_file)[0]
+    names = NameKey.generate() if kind.endswith("-names") else None
+
+    def make() -> tuple[Store, dict[str, Any]]:
+        inner, raw = make_inner()
+        store = CryptStore(
+            inner, recipients=[identity.recipient], identities=[identity], names=names
+        )
+        # The memory test re-opens the store in a subprocess: it wraps it alike.
+        return store, {**raw, "_crypt": {"identity": str(key_file), "names": names is not None}}
+
+    return make
 
 
 async def _all_keys(store: Store, prefix: str = "") -> list[str]:
@@ -343,6 +376,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     from daulat.stores import open_store
 
     SIZE = int(sys.argv[2])
+    CRYPT = json.loads(sys.argv[3])
 
     async def body():
         block = hashlib.sha256(b"big").digest() * (1024 * 1024 // 32)
@@ -358,6 +392,16 @@ _MEMORY_SCRIPT = textwrap.dedent(
     async def main():
         cfg = load_config(Path(sys.argv[1]))
         store = open_store(next(iter(cfg.stores.values())))
+        if CRYPT:
+            from daulat.crypto import load_identities
+            from daulat.stores.crypt import CryptStore
+            from daulat.transfer.names import NameKey
+
+            ids = load_identities(CRYPT["identity"])
+            names = NameKey.generate() if CRYPT["names"] else None
+            store = CryptStore(
+                store, recipients=[ids[0].recipient], identities=ids, names=names
+            )
         await store.put("tiny", b"warm up the client")
         await (await store.get("tiny")).read_all()
         base = rss()
@@ -378,10 +422,11 @@ _MEMORY_SCRIPT = textwrap.dedent(
 
 def test_large_object_streams_in_bounded_memory(make_store: StoreMaker, tmp_path: Path) -> None:
     _store, raw = make_store()
+    crypt = raw.pop("_crypt", None)
     config = tmp_path / "daulat.toml"
     config.write_text(_toml_store(raw))
     proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, str(config), str(LARGE)],
+        [sys.executable, "-c", _MEMORY_SCRIPT, str(config), str(LARGE), json.dumps(crypt)],
         capture_output=True,
         text=True,
         timeout=300,

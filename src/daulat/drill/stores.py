@@ -5,33 +5,31 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from daulat.drill.sample import SampledObject
 from daulat.drill.units import _parse_time
 from daulat.errors import Unsupported
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.abilities import EVERY_ABILITY
+from daulat.stores.base import ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.forwarding import ForwardingStore
 
 
-class SampledSource:
+class SampledSource(ForwardingStore):
     """The source as the drill's engine sees it: only the sampled keys are listed; reads go to
     the real store and note when each object's read began; every write is refused, so a drill
     can never change the source."""
 
+    # A server-side copy would read around the timing of reads.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
+
     def __init__(
         self, inner: Store, objects: Sequence[SampledObject], prefix: str, clock: _Clock
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._objects = objects
         self._prefix = prefix
         self._clock = clock
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._inner.capabilities
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         batch = [
@@ -42,13 +40,10 @@ class SampledSource:
         for i in range(0, len(batch), 1000):
             yield batch[i : i + 1000]
 
-    async def head(self, key: str) -> ObjectInfo:
-        return await self._inner.head(key)
-
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
         rel = key[len(self._prefix) :]
         self._clock.starts.setdefault(rel, time.monotonic())
-        reader = await self._inner.get(key, start=start, end=end)
+        reader = await self.inner.get(key, start=start, end=end)
         self._clock.sizes[rel] = reader.info.size
         return reader
 
@@ -71,34 +66,20 @@ class SampledSource:
         """The real store is closed by the drill, once."""
 
 
-class TimedDestination:
+class TimedDestination(ForwardingStore):
     """The destination, noting when each object's write was confirmed. ``names`` maps stored
     names back to source keys when names are protected."""
+
+    # A resumable or server-side upload would write around the timing of writes.
+    hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
 
     def __init__(
         self, inner: Store, prefix: str, clock: _Clock, names: Mapping[str, str] | None = None
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._prefix = prefix
         self._clock = clock
         self._names = names or {}
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._inner.capabilities
-
-    def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
-        return self._inner.list(prefix)
-
-    async def head(self, key: str) -> ObjectInfo:
-        return await self._inner.head(key)
-
-    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
-        return await self._inner.get(key, start=start, end=end)
 
     async def put(
         self,
@@ -110,20 +91,14 @@ class TimedDestination:
         prehashed: bool = False,
         on_upload: OnUpload | None = None,
     ) -> PutResult:
-        result = await self._inner.put(
-            key, data, sha256=sha256,
-                metadata=metadata,
-                prehashed=prehashed,
-                on_upload=on_upload,
+        result = await self.inner.put(
+            key, data, sha256=sha256, metadata=metadata, prehashed=prehashed, on_upload=on_upload
         )
         rel = key[len(self._prefix) :]
         rel = self._names.get(rel, rel)
         if rel in self._clock.starts:
             self._clock.ends[rel] = time.monotonic()
         return result
-
-    async def delete(self, key: str) -> None:
-        await self._inner.delete(key)
 
     async def close(self) -> None:
         """The real store is closed by the drill, once."""

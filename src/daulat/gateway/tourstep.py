@@ -21,7 +21,8 @@ from daulat.config import Config, StoreConfig
 from daulat.errors import AccessDenied
 from daulat.gateway.config import gateway_config
 from daulat.stores import Store, open_store
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, PutResult
+from daulat.stores.base import ObjectInfo, ObjectReader, PutResult
+from daulat.stores.forwarding import ForwardingStore
 
 BUCKET = "pemilu"
 
@@ -36,12 +37,12 @@ class TourRead:
     denied: int  # requests the refusing primary turned away during the second read
 
 
-class Refusable:
+class Refusable(ForwardingStore):
     """A Store that forwards to ``inner`` until :meth:`revoke`, then refuses every request as a
     provider that cut its customer off does (counted in ``denied``)."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.revoked = False
         self.denied = 0
 
@@ -56,14 +57,6 @@ class Refusable:
                 store=self.name,
                 key=key,
             )
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         self._check()
@@ -86,9 +79,6 @@ class Refusable:
     async def delete(self, key: str) -> None:
         self._check(key)
         await self.inner.delete(key)
-
-    async def close(self) -> None:
-        await self.inner.close()
 
 
 def _free_port() -> int:

@@ -28,11 +28,13 @@ does not know which kinds of store exist:
 The last three are defined beside the code that uses them and re-exported here, so that this
 module is the one list of what a store may offer.
 
-Wrappers (retries, limits, test faults) hold the store they wrap as ``inner``; the finders
-here look through them, as :func:`~daulat.stores.resumable.unwrap_resumable` does. A wrapper
-that changes keys or bytes (an encrypting wrapper, a key prefix of its own) must not let an
+Wrappers (retries, limits, test faults, encryption) subclass
+:class:`~daulat.stores.forwarding.ForwardingStore` and hold the store they wrap as ``inner``;
+the finders here look through them, as :func:`~daulat.stores.resumable.unwrap_resumable` and
+:func:`~daulat.stores.cleanup.temp_cleaner` do. A wrapper that changes keys or bytes (the
+encrypting :class:`~daulat.stores.crypt.CryptStore`, a key prefix of its own) must not let an
 ability through unchanged: a server-side copy or an upload listing would bypass it. It either
-offers the ability itself, translated, or hides ``inner`` from these finders.
+offers the ability itself, translated, or names it in ``hides``, where the finders stop.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from daulat.stores.base import OnUpload, PutResult, Store
 from daulat.stores.cleanup import CleansTemp, temp_cleaner
+from daulat.stores.forwarding import layers
 from daulat.stores.ranges import LevelListing, RangeListing, ordered_ranges
 from daulat.stores.resumable import ResumableStore, unwrap_resumable
 
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from daulat.stores.s3raw import FallbackS3Store, MultipartUpload
 
 __all__ = [
+    "EVERY_ABILITY",
     "CleansTemp",
     "LevelListing",
     "RangeListing",
@@ -61,10 +65,6 @@ __all__ = [
     "unwrap_resumable",
     "upload_cleanup",
 ]
-
-# How many wrappers deep the finders look (a wrapper chain is two or three long).
-_MAX_DEPTH = 16
-
 
 @runtime_checkable
 class ServerSideCopy(Store, Protocol):
@@ -113,19 +113,30 @@ class UploadCleanup(Protocol):
         ...
 
 
-def _wrapped(store: Store) -> Iterator[Store]:
-    """``store`` and the stores it wraps (``inner``), outermost first."""
-    current: object = store
-    for _ in range(_MAX_DEPTH):
+#: Every ability protocol above: what a wrapper hides when nothing may go around it (a view
+#: that times or samples every call, say).
+EVERY_ABILITY: tuple[type, ...] = (
+    ServerSideCopy,
+    UploadCleanup,
+    ResumableStore,
+    CleansTemp,
+    RangeListing,
+    LevelListing,
+)
+
+
+def _wrapped(store: Store, ability: type) -> Iterator[Store]:
+    """``store`` and the stores it wraps (``inner``), outermost first, down to the first
+    wrapper that hides ``ability`` (:func:`daulat.stores.forwarding.layers`)."""
+    for current in layers(store, ability):
         if not isinstance(current, Store):
             return
         yield current
-        current = getattr(current, "inner", None)
 
 
 def server_side_copy(store: Store) -> ServerSideCopy | None:
     """The store under ``store``'s wrappers that can copy server-side, if any."""
-    for s in _wrapped(store):
+    for s in _wrapped(store, ServerSideCopy):
         if isinstance(s, ServerSideCopy):
             return s
     return None
@@ -133,7 +144,7 @@ def server_side_copy(store: Store) -> ServerSideCopy | None:
 
 def upload_cleanup(store: Store) -> UploadCleanup | None:
     """The store under ``store``'s wrappers whose multipart uploads can be cleaned up, if any."""
-    for s in _wrapped(store):
+    for s in _wrapped(store, UploadCleanup):
         if isinstance(s, UploadCleanup):
             return s
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from daulat.stores.base import Store
+from daulat.stores.forwarding import layers
 
 
 @runtime_checkable
@@ -25,13 +26,9 @@ class CleansTemp(Protocol):
 
 def temp_cleaner(store: Store) -> CleansTemp | None:
     """The store itself, or the one it wraps, that can clean up its temp files; None if none."""
-    current: object = store
-    for _depth in range(16):
+    for current in layers(store, CleansTemp):
         if isinstance(current, CleansTemp):
             return current
-        current = getattr(current, "inner", None)
-        if current is None:
-            return None
     return None
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from daulat.errors import StoreError, Transient
 from daulat.stores.base import PutResult, Store
+from daulat.stores.forwarding import layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +115,10 @@ class ResumableStore(Protocol):
 
 def unwrap_resumable(store: Store | Any) -> ResumableStore | None:
     """The resumable store under retry/fault wrappers (their ``inner``), if any."""
-    for _ in range(8):
-        if isinstance(store, ResumableStore):
-            return store
-        resumable = getattr(store, "resumable", None)
+    for current in layers(store, ResumableStore):
+        if isinstance(current, ResumableStore):
+            return current
+        resumable = getattr(current, "resumable", None)
         if isinstance(resumable, ResumableStore):
             return resumable
-        store = getattr(store, "inner", None)
-        if store is None:
-            return None
     return None

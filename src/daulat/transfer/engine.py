@@ -18,9 +18,16 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   bucket) stops the run cleanly: nothing in flight is lost, and the summary says what remains.
 - **Hostile keys.** A key the destination cannot hold safely is refused for that object only and
   listed in the summary.
+- **Encryption** is a store wrapper (:class:`daulat.stores.crypt.CryptStore`, as rclone's
+  crypt): an encrypting run writes through one over the destination, a decrypting run
+  (restore) reads through one over the source. What the engine records beside the bytes (the
+  ciphertext's size in proofs and the journal, a ciphertext hash an onward manifest expects)
+  comes from the wrapper's small explicit API. Listings, planning, adoption and manifests are
+  of what is stored and use the stores themselves.
 - **Protected names.** With ``encrypt_names`` objects are stored under keyed hashes of their
-  names (:mod:`daulat.transfer.names`); the listing's ``dkey`` column carries each object's
-  destination key, and the real names go only into the encrypted manifest.
+  names (:mod:`daulat.transfer.names`), written by the encrypting wrapper; the listing's
+  ``dkey`` column carries the same stored name for planning, and the real names go only into
+  the encrypted manifest.
 - **Filters.** ``Options.filter`` (:mod:`daulat.filters`) selects source objects by their key
   relative to the source prefix while the listing streams in: objects it excludes are not
   copied, not verified and not counted in ``source_objects`` (the summary counts them as
@@ -31,6 +38,10 @@ I/O), then run the plan with an asyncio pool of workers over the Store interface
   true whatever selected them, so an unfiltered run after a filtered one skips what that one
   finished and copies the rest. What a filter makes partial is the *run*: its summary carries
   the rules (``filter``), and its verification is not recorded as one of the whole pair.
+
+Why one module past 600 lines: the run's phases (:func:`transfer`) and the per-object executor
+share the run's state (options, journal, summary, progress); what needs none of it lives
+beside it (model, listings, adoption, safety, proof, resume, and the encrypting store wrapper).
 """
 
 from __future__ import annotations
@@ -52,18 +63,10 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from daulat import interrupts
-from daulat.crypto import (
-    INLINE_LIMIT,
-    NO_MATCHING_IDENTITY,
-    DecryptError,
-    decrypt_bytes,
-    decrypt_stream,
-    encrypt_bytes,
-    encrypt_stream,
-)
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError
 from daulat.errors import (
     AccessDenied,
     ConfigError,
@@ -79,9 +82,11 @@ from daulat.errors import (
 from daulat.filters import EVERYTHING
 from daulat.signing import PublicKey, existing_local_key
 from daulat.stores.abilities import ServerSideCopy, server_side_copy, upload_cleanup
-from daulat.stores.base import ObjectReader, OnUpload, PutResult
+from daulat.stores.base import ObjectInfo, OnUpload, PutResult, Store
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
+from daulat.stores.crypt import AGE_BUFFER as CRYPT_BUFFER
+from daulat.stores.crypt import CryptPutResult, CryptStore, StoredMismatch, stored_info
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.stores.resumable import unwrap_resumable
 from daulat.transfer.adoption import Prover, adopt_proven, before_end
@@ -140,9 +145,9 @@ SMALL_OBJECT = 8 * MiB
 # What one streamed object can hold at once: read chunks plus the parts being uploaded
 # (obstore buffers PART_SIZE per part in flight, plus the one being filled).
 STREAM_RESERVATION = 28 * MiB
-# Bytes queued between the event loop and an age worker thread, per streamed object. The
-# upload's parts already buffer 8 MiB each; a small queue keeps encryption from adding more.
-AGE_BUFFER = 2 * MiB
+# Bytes queued between the event loop and an age worker thread, per streamed object
+# (daulat.stores.crypt), kept here under its old name.
+AGE_BUFFER = CRYPT_BUFFER
 
 
 # Errors that end the whole run cleanly rather than failing one object.
@@ -751,6 +756,29 @@ class _Executor:
         self.expect_stored = self._manifest is not None and expects_stored(self._manifest)
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
+        # Encryption and protected names are the stores' (daulat.stores.crypt): an encrypting
+        # run writes through a CryptStore over the destination (which hashes the names when
+        # they are protected), a decrypting one reads through one over the source. Listings,
+        # planning, adoption and manifests are of what is stored, so they see the stores as
+        # they are (the journal's dkey is the same stored name, computed while listing).
+        self.writing: Store = dst.store
+        self.reading: Store = src.store
+        self.names_by_writer = False
+        if opts.encrypt_to:
+            names = opts.name_key if opts.encrypt_names else None
+            self.writing = CryptStore(
+                dst.store,
+                recipients=opts.encrypt_to,
+                names=names,
+                prefix=dst.prefix,
+                max_buffer=AGE_BUFFER,
+                remember=False,
+            )
+            self.names_by_writer = names is not None
+        if opts.decrypt_with:
+            self.reading = CryptStore(
+                src.store, identities=opts.decrypt_with, max_buffer=AGE_BUFFER, remember=False
+            )
         # Same endpoint and credentials on both sides: the provider copies, no bytes travel.
         src_s3, dst_s3 = server_side_copy(src.store), server_side_copy(dst.store)
         self.server_copy: tuple[ServerSideCopy, ServerSideCopy] | None = None
@@ -935,7 +963,19 @@ class _Executor:
 
     async def _copy_once(self, item: WorkItem) -> Outcome:
         src_key = self.src.prefix + item.key
+        # Where the object is stored, and the key it is written under: its real one when the
+        # writing wrapper protects names (it stores it under dst_key all the same).
         dst_key = self.dst.prefix + (item.key if item.dkey is None else item.dkey)
+        put_key = dst_key
+        if self.names_by_writer and isinstance(self.writing, CryptStore):
+            put_key = self.dst.prefix + item.key
+            if self.writing.stored_key(put_key) != dst_key:
+                # The journal's stored name and the wrapper's come from one name key.
+                raise IntegrityError(
+                    f"{item.key!r} would not be stored as planned ({dst_key!r})",
+                    store=self.dst.store.name,
+                    key=dst_key,
+                )
         opts = self.opts
         self._landed(item.key)  # an attempt after a retry starts from the first byte again
         manifest = self._manifest
@@ -968,17 +1008,28 @@ class _Executor:
                 plain_size=copied.size,
                 stored_as=item.dkey,
             )
-        reader = await self.src.store.get(src_key)
-        # Copied as listed or not at all (daulat.transfer.listed).
+        decrypting = isinstance(self.reading, CryptStore)
+        try:
+            if isinstance(self.reading, CryptStore):
+                # The ciphertext is checked against the onward manifest as it is read.
+                reader = await self.reading.get(src_key, stored_sha256=expected_stored)
+            else:
+                reader = await self.reading.get(src_key)
+        except StoredMismatch:
+            raise self._not_onward(src_key, dst_key) from None
+        # Copied as listed or not at all (daulat.transfer.listed): the listing is of what is
+        # stored, so a decrypting read is checked by its ciphertext's size (and the wrapper
+        # reads no byte past it).
         where = self.src.store.name
-        check_served_size(item.size, reader.info.size, store=where, key=src_key)
-        etag = reader.info.etag
+        stored = stored_info(reader)
+        check_served_size(item.size, stored.size, store=where, key=src_key)
+        etag = stored.etag
         plain: bytes | None = None
         chunks: tuple[bytes, int] | None = None
         stream: AsyncIterable[bytes] = self._metered(
             capped(reader, item.size, store=where, key=src_key), item.key
         )
-        if expected_stored is not None and reader.info.size > SMALL_OBJECT:
+        if expected_stored is not None and not decrypting and stored.size > SMALL_OBJECT:
             stream = hashed(
                 stream,
                 StreamHasher(),
@@ -986,26 +1037,23 @@ class _Executor:
                 store=self.dst.store.name,
                 key=src_key,
             )
-        if reader.info.size <= SMALL_OBJECT:
-            data = await reader.read_all()
-            check_served_size(item.size, len(data), store=where, key=src_key)
+        if stored.size <= SMALL_OBJECT:
+            try:
+                data = await reader.read_all()
+            except StoredMismatch:
+                raise self._not_onward(src_key, dst_key) from None
+            if not decrypting:
+                check_served_size(item.size, len(data), store=where, key=src_key)
             if self.rate is not None:
                 await self.rate.take(len(data))
             self._streamed(item.key, len(data))
-            if expected_stored is not None and hashlib.sha256(data).hexdigest() != expected_stored:
-                raise IntegrityError(
-                    f"{src_key!r} is not the ciphertext the onward copy's manifest lists; not "
-                    "written",
-                    store=self.dst.store.name,
-                    key=dst_key,
-                )
-            plain = (
-                await _off_loop(decrypt_bytes, data, opts.decrypt_with)
-                if opts.decrypt_with
-                else data
-            )
-        elif opts.decrypt_with:
-            stream = decrypt_stream(stream, opts.decrypt_with, max_buffer=AGE_BUFFER)
+            if (
+                expected_stored is not None
+                and not decrypting
+                and hashlib.sha256(data).hexdigest() != expected_stored
+            ):
+                raise self._not_onward(src_key, dst_key)
+            plain = data
         if plain is not None:
             digest = hashlib.sha256(plain).hexdigest()
             if expected is not None and digest != expected:
@@ -1014,15 +1062,21 @@ class _Executor:
                     store=self.dst.store.name,
                     key=dst_key,
                 )
-            if opts.encrypt_to:
-                body = await _off_loop(encrypt_bytes, plain, opts.encrypt_to)
+            if isinstance(self.writing, CryptStore):
                 # No plaintext hash in the clear next to ciphertext: it would let the provider
                 # confirm guesses of the content. The hash lives in the journal and the
-                # encrypted manifest (and, sealed, in the proof).
-                meta = {"encryption": "age", **self._proof(dst_key, reader, digest, len(body))}
-                result = await self.dst.store.put(dst_key, body, metadata=meta)
+                # encrypted manifest (and, sealed, in the proof, which binds the ciphertext's
+                # size: added once the wrapper has encrypted).
+                meta: dict[str, str] = {}
+
+                def seal(stored_size: int) -> None:
+                    meta.update(self._proof(dst_key, stored, digest, stored_size))
+
+                result: PutResult = await self.writing.put(
+                    put_key, plain, sha256=digest, prehashed=True, metadata=meta, on_stored=seal
+                )
             else:
-                meta = {"sha256": digest, **self._proof(dst_key, reader, digest, len(plain))}
+                meta = {"sha256": digest, **self._proof(dst_key, stored, digest, len(plain))}
                 if self.as_stored:
                     # Ciphertext copied as stored: marked as such, as where it came from.
                     meta["encryption"] = "age"
@@ -1036,19 +1090,18 @@ class _Executor:
             body_stream: AsyncIterable[bytes] = hashed(
                 stream, hasher, expected=expected, store=self.dst.store.name, key=dst_key
             )
-            if opts.encrypt_to:
-                body_stream = encrypt_stream(body_stream, opts.encrypt_to, max_buffer=AGE_BUFFER)
             stream_meta: dict[str, str] | None = None
+            at_stored_end: Callable[[int], None] | None = None
             started = None
             resumer = self.resumer
             recorded = (
-                await resumer.find(dst_key, reader.info.size, etag) if resumer is not None else None
+                await resumer.find(dst_key, stored.size, etag) if resumer is not None else None
             )
             if self.prover is not None:
                 # A resumed upload keeps the metadata (the nonce) it was begun with.
                 started = self.prover.started(
                     dst_key,
-                    reader.info.size,
+                    stored.size,
                     etag,
                     nonce=recorded.nonce if recorded is not None else None,
                 )
@@ -1060,36 +1113,39 @@ class _Executor:
                 # full proof replaces the nonce, so a lost journal still adopts the object.
                 seal_late = resumer is None and self.dst.store.capabilities.metadata_at_commit
 
-                def completing(stored: int) -> None:
+                def completing(stored_size: int) -> None:
                     row = Completing(
                         item.key,
-                        reader.info.size,
+                        stored.size,
                         etag,
                         nonce,
                         hasher.hexdigest(),
                         hasher.size,
-                        stored,
+                        stored_size,
                         item.dkey,
                     )
                     self.journal.record_completing(self.pair, self.summary.run_id, row)
                     if seal_late and stream_meta is not None:
-                        stream_meta.update(self._proof(dst_key, reader, row.sha256, stored))
+                        stream_meta.update(self._proof(dst_key, stored, row.sha256, stored_size))
                         if not opts.encrypt_to:
                             stream_meta["sha256"] = row.sha256
 
-                body_stream = before_end(body_stream, completing)
+                if isinstance(self.writing, CryptStore):
+                    at_stored_end = completing  # called with the ciphertext's size
+                else:
+                    body_stream = before_end(body_stream, completing)
             if resumer is not None:
                 result = await resumer.put(
                     dst_key,
                     body_stream,
                     metadata=stream_meta,
                     recorded=recorded,
-                    src_size=reader.info.size,
+                    src_size=stored.size,
                     src_etag=etag,
                     nonce=started[0] if started is not None else None,
                 )
             else:
-                result = await self._put_stream(dst_key, body_stream, stream_meta)
+                result = await self._put_stream(put_key, body_stream, stream_meta, at_stored_end)
             digest, plain_size = hasher.hexdigest(), hasher.size
             if plain_size > hasher.chunk_size:
                 chunks = (hasher.chunks, hasher.chunk_size)
@@ -1098,11 +1154,11 @@ class _Executor:
             dst_etag = (await self.dst.store.head(dst_key)).etag
         return Outcome(
             item.key,
-            reader.info.size,
+            stored.size,
             etag,
             State.DONE,
             sha256=digest,
-            dst_size=result.size,
+            dst_size=result.stored_size if isinstance(result, CryptPutResult) else result.size,
             dst_etag=dst_etag,
             plain_size=plain_size,
             stored_as=item.dkey,
@@ -1111,23 +1167,38 @@ class _Executor:
         )
 
     def _proof(
-        self, dst_key: str, reader: ObjectReader, digest: str, stored_size: int
+        self, dst_key: str, src: ObjectInfo, digest: str, stored_size: int
     ) -> dict[str, str]:
+        """The proof of an object read as ``src`` (the source object as stored)."""
         if self.prover is None:
             return {}
-        return self.prover.sealed(dst_key, reader.info.size, reader.info.etag, digest, stored_size)
+        return self.prover.sealed(dst_key, src.size, src.etag, digest, stored_size)
 
     async def _put_stream(
         self,
         dst_key: str,
         body: AsyncIterable[bytes],
         metadata: Mapping[str, str] | None = None,
+        on_stored: Callable[[int], None] | None = None,
     ) -> PutResult:
-        """A streamed put whose multipart upload, if any, is recorded in the journal."""
-        return await self._recorded(
-            lambda on_upload: self.dst.store.put(
-                dst_key, body, metadata=metadata, on_upload=on_upload
+        """A streamed put whose multipart upload, if any, is recorded in the journal.
+        ``on_stored``: for an encrypting run, called with the ciphertext's size at its end."""
+        writing = self.writing
+        if isinstance(writing, CryptStore):
+            return await self._recorded(
+                lambda on_upload: writing.put(
+                    dst_key, body, metadata=metadata, on_upload=on_upload, on_stored=on_stored
+                )
             )
+        return await self._recorded(
+            lambda on_upload: writing.put(dst_key, body, metadata=metadata, on_upload=on_upload)
+        )
+
+    def _not_onward(self, src_key: str, dst_key: str) -> IntegrityError:
+        return IntegrityError(
+            f"{src_key!r} is not the ciphertext the onward copy's manifest lists; not written",
+            store=self.dst.store.name,
+            key=dst_key,
         )
 
     async def _recorded(
@@ -1272,10 +1343,3 @@ async def verify_listed(
     summary.unverified = [
         (k, r) for k, r in report.problems if k not in refused and k not in kept.keys
     ]
-
-
-async def _off_loop(fn: Callable[[bytes, Any], bytes], data: bytes, keys: Any) -> bytes:
-    """age on small data inline; above INLINE_LIMIT in a thread so the loop keeps moving."""
-    if len(data) <= INLINE_LIMIT:
-        return fn(data, keys)
-    return await asyncio.to_thread(fn, data, keys)

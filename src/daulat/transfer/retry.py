@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from daulat.errors import Transient
-from daulat.stores.base import Capabilities, ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.base import ObjectInfo, ObjectReader, OnUpload, PutResult, Store
+from daulat.stores.forwarding import ForwardingStore
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class AdaptiveLimiter:
         self._successes = 0
 
 
-class RetryingStore:
+class RetryingStore(ForwardingStore):
     """A Store that retries transient failures of its inner store within a time budget."""
 
     def __init__(
@@ -103,17 +104,9 @@ class RetryingStore:
         policy: RetryPolicy | None = None,
         on_retry: Callable[[Transient], None] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy or RetryPolicy()
         self._on_retry = on_retry
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         # A listing restarts from the beginning on failure; callers insert idempotently.
@@ -171,6 +164,3 @@ class RetryingStore:
 
     async def delete(self, key: str) -> None:
         await self.policy.call(lambda: self.inner.delete(key), on_retry=self._on_retry)
-
-    async def close(self) -> None:
-        await self.inner.close()

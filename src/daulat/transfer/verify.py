@@ -43,10 +43,11 @@ from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity
 from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
+from daulat.stores.crypt import CryptStore
 from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.listings import list_into
@@ -199,10 +200,9 @@ AGE_MAGIC = b"age-encryption.org/v1\n"
 
 
 async def _dst_sha256(dst: Endpoint, dkey: str, identities: Sequence[Identity]) -> str:
-    stream: AsyncIterable[bytes] = await dst.store.get(dst.prefix + dkey)
-    if identities:
-        stream = decrypt_stream(stream, identities)
-    return (await _sha256(stream))[0]
+    """SHA-256 of what ``dkey`` holds: its plaintext when ``identities`` are given."""
+    store = CryptStore(dst.store, identities=identities) if identities else dst.store
+    return (await _sha256(await store.get(dst.prefix + dkey)))[0]
 
 
 async def _sha256(chunks: AsyncIterable[bytes], head: list[bytes] | None = None) -> tuple[str, int]:
