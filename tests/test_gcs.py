@@ -493,7 +493,12 @@ def test_a_copy_to_a_silent_gcs_endpoint_fails_in_time(tmp_path: Path) -> None:
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text
     assert "no answer within 2 s" in text and "Traceback" not in text
-    assert took < 30, f"took {took:.0f} s"
+    # The bound is about waiting for the endpoint, not about starting Python and daulat,
+    # which takes seconds on a busy machine: twice a bare start is allowed on top.
+    started = time.monotonic()
+    _daulat(["stores", "--help"], tmp_path)
+    slack = 2 * (time.monotonic() - started)
+    assert took < 30 + slack, f"took {took:.0f} s"
 
 
 # ------------------------------------------------------------------------------------ the extra

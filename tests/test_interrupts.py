@@ -107,6 +107,10 @@ def interrupt_and_resume(
     started = time.monotonic()
     wait_for(lambda: landed() > 0, 60, "a first object at the destination", proc)
     wait_for(lambda: time.monotonic() - started > after, after + 5, f"{after} s of copying", proc)
+    if not quiet:
+        # Off a terminal a progress line comes every 10 s of the run; on a busy machine the
+        # run itself may have started seconds after the process did.
+        wait_for(lambda: PROGRESS_LINE.search(proc.err) is not None, 60, "a progress line", proc)
     proc.popen.send_signal(sig)
     code = proc.wait(60)
     err, out = proc.err, proc.out
@@ -741,10 +745,10 @@ def test_the_same_signal_delivered_twice_is_one_interrupt(tmp_path: Path) -> Non
 
 @pytest.mark.timeout(120)
 def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
-    """The real thing: ``timeout -s INT 3 daulat exit ...`` (GNU timeout sends SIGINT to
+    """The real thing: ``timeout -s INT 12 daulat exit ...`` (GNU timeout sends SIGINT to
     daulat and then to its own process group, daulat included): exit 130 with the summary,
     never "SIGINT again"."""
-    data = dataset(10, 2, 8 * MiB)
+    data = dataset(10, 3, 16 * MiB)
     src_raw = fs_store_config(tmp_path / "src", "src")
     fill_config(src_raw, data.objects)
     config = write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
@@ -756,7 +760,9 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
             "--preserve-status",
             "-s",
             "INT",
-            "3",
+            # Long enough for the command to start its work on a busy machine (imports alone
+            # took over 3 s at a load of 30), short of the 24 s the copy needs at 2 MiB/s.
+            "12",
             daulat_bin(),
             "exit",
             "src",

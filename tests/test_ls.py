@@ -419,7 +419,7 @@ def test_python_dash_m_daulat(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=child_env(),
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("daulat ")
@@ -436,7 +436,7 @@ def test_ls_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
     )
     script = f'"{sys.executable}" -m daulat ls here -R -c "{config}" | head -n 1; exit "${{PIPESTATUS[0]}}"'
     proc = subprocess.run(
-        ["bash", "-c", script], capture_output=True, text=True, env=child_env(), timeout=60
+        ["bash", "-c", script], capture_output=True, text=True, env=child_env(), timeout=300
     )
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
@@ -452,7 +452,7 @@ def test_show_completion_prints_a_script() -> None:
         capture_output=True,
         text=True,
         env=child_env(),
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "_DAULAT_COMPLETE" in proc.stdout
@@ -466,7 +466,7 @@ def test_completion_answers_through_run() -> None:
         capture_output=True,
         text=True,
         env=child_env(_DAULAT_COMPLETE="complete_bash", COMP_WORDS="daulat si", COMP_CWORD="1"),
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["size"]

@@ -63,7 +63,7 @@ def test_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shell block as a user runs it, with this checkout's daulat.
     script = f'daulat() {{ "{sys.executable}" -m daulat "$@"; }}\nset -e\n' + shell[0]
     proc = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "vault-recipient.txt").read_text().startswith("age1")
