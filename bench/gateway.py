@@ -103,9 +103,17 @@ def _latencies(s3: Any, bucket: str, key: str, n: int) -> list[float]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together, so the system cannot hand one out twice;
+    the ports of the servers started earlier are taken already)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -347,7 +355,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                                                      GW_SECRET)
                 pids["rclone serve s3"] = rproc.pid
             if args.ceiling:
-                cport, tport = _free_port(), _free_port()
+                cport, tport = _free_ports(2)
                 cproc = stack.enter_context(_serve(config, cport, env, check=False))
                 tproc = stack.enter_context(_passthrough(server, tport, env))
                 for name, p, pr in (("daulat serve, chunk check off", cport, cproc),
