@@ -1,14 +1,21 @@
 """GET through ``daulat serve`` vs directly from SeaweedFS (and rclone serve s3), with boto3.
 
     PYTHONPATH=src python bench/gateway.py [--small 2000] [--large 4] [--large-mib 256]
-        [--rounds 3] [--rss 64] [--stall] [--no-rclone] [--profile OUT.svg] [--write]
+        [--rounds 3] [--rss 64] [--stall] [--no-rclone] [--ceiling] [--profile OUT.svg] [--write]
 
 Starts SeaweedFS (tests/servers.py), fills a bucket, copies it to a directory with ``daulat copy``
 (so the gateway serves verified objects and checks every chunk), starts ``daulat serve`` over
 [SeaweedFS, directory] and ``rclone serve s3`` over the same SeaweedFS bucket (the peer: a second
 HTTP hop that checks nothing), and measures side by side, 32 boto3 threads: objects/s for small
-objects, MB/s for large ones, the latency of a 4 KiB GET (p50, p99). The machine is shared and
-noisy, so the paths are measured in ``--rounds`` alternating rounds and the medians compared.
+objects, MB/s for large ones, the latency of a 4 KiB GET (p50, p99), and the CPU seconds per GB
+of large GETs spent by the hop, the boto3 client (this process) and SeaweedFS. The machine is
+shared and noisy, so the paths are measured in ``--rounds`` alternating rounds and the medians
+compared; the CPU figures are the steadier measure of what a hop costs.
+
+``--ceiling`` adds two paths that show what any second hop allows on this machine: the gateway
+with its chunk check switched off (a private switch set in the benchmark's server process; no
+option of daulat offers it) and a trivial streaming proxy (bench/passthrough.py: obstore to
+uvicorn, no checks at all).
 
 Then, for the gateway alone:
 - ``--rss N``: peak RSS of the ``daulat serve`` process (VmHWM) while N concurrent large GETs
@@ -28,6 +35,7 @@ import contextlib
 import io
 import itertools
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -95,9 +103,17 @@ def _latencies(s3: Any, bucket: str, key: str, n: int) -> list[float]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together, so the system cannot hand one out twice;
+    the ports of the servers started earlier are taken already)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -126,9 +142,14 @@ def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[subpro
 
 
 @contextlib.contextmanager
-def _serve(config: Path, port: int, env: dict[str, str], profile: str | None = None
-           ) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+def _serve(config: Path, port: int, env: dict[str, str], profile: str | None = None,
+           check: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    # check=False: the ceiling's gateway, its chunk check switched off by a private switch
+    # set in the server process (no option or variable of daulat's offers that).
+    launch = (["-m", "daulat"] if check else
+              ["-c", "import sys, daulat.gateway.reading as r; r._CHECK_CHUNKS = False; "
+                     "from daulat_console import main; sys.argv[0] = 'daulat'; main()"])
+    argv = [sys.executable, *launch, "serve", "--config", str(config),
             "--listen", f"127.0.0.1:{port}"]
     with _process(argv, port, env) as proc:
         if not profile:
@@ -170,6 +191,36 @@ def _rclone_serve(server: Any, port: int, work: Path
             "--addr", f"127.0.0.1:{port}", "--auth-key", f"{GW_KEY},{GW_SECRET}",
             "--vfs-cache-mode", "off", "--log-level", "ERROR"]
     return _process(argv, port, clean_env())
+
+
+def _passthrough(server: Any, port: int, env: dict[str, str]
+                 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    argv = [sys.executable, str(ROOT / "bench" / "passthrough.py"), str(port), server.endpoint,
+            "gwbench", server.access_key_id, server.secret_access_key]
+    return _process(argv, port, env)
+
+
+def _weed_pid(server: Any) -> int | None:
+    """The pid of the SeaweedFS process serving ``server`` (found by its data directory)."""
+    marker = str(server.data_dir).encode()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmd = (proc / "cmdline").read_bytes()
+            if proc.name.isdigit() and b"weed" in cmd and marker in cmd:
+                return int(proc.name)
+    return None
+
+
+def _own_cpu() -> float:
+    """User + system CPU time of this process (the boto3 client threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _loaded(pid: int, *names: str) -> str:
+    """Which of the native modules ``names`` the process has loaded (uvloop, httptools)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return ", ".join(f"{n} {'yes' if f'/{n}/' in maps else 'NO'}" for n in names)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -254,6 +305,9 @@ def main() -> None:
                     help="with --rss: each GET asks for the first M MiB (default: all)")
     ap.add_argument("--stall", action="store_true")
     ap.add_argument("--no-rclone", action="store_true")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also measure the gateway with its chunk check off and a trivial "
+                         "streaming proxy (bench/passthrough.py): what a second hop allows")
     ap.add_argument("--profile", metavar="OUT")
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--src", type=Path, default=ROOT / "src",
@@ -300,8 +354,19 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 clients["rclone serve s3"] = _client(f"http://127.0.0.1:{rport}", GW_KEY,
                                                      GW_SECRET)
                 pids["rclone serve s3"] = rproc.pid
+            if args.ceiling:
+                cport, tport = _free_ports(2)
+                cproc = stack.enter_context(_serve(config, cport, env, check=False))
+                tproc = stack.enter_context(_passthrough(server, tport, env))
+                for name, p, pr in (("daulat serve, chunk check off", cport, cproc),
+                                    ("trivial proxy (obstore → uvicorn)", tport, tproc)):
+                    clients[name] = _client(f"http://127.0.0.1:{p}", GW_KEY, GW_SECRET)
+                    pids[name] = pr.pid
             for name in clients:
-                paths[name] = {"ops": [], "mbs": [], "p50": [], "p99": [], "cpu": []}
+                paths[name] = {"ops": [], "mbs": [], "p50": [], "p99": [], "cpu": [],
+                               "client": [], "weed": []}
+            weed = _weed_pid(server)
+            modules = _loaded(proc.pid, "uvloop", "httptools")
             for _ in range(args.rounds):
                 for name, s3 in clients.items():
                     m = paths[name]
@@ -309,9 +374,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
                         m["ops"].append(len(small) / _get_all(s3, "gwbench", small))
                     if large:
                         cpu = _cpu_seconds(pids[name]) if name in pids else 0.0
+                        own, weed_cpu = _own_cpu(), _cpu_seconds(weed) if weed else 0.0
                         t = _get_all(s3, "gwbench", large)
                         gb = args.large * args.large_mib * MiB / 1e9
                         m["mbs"].append(gb * 1000 / t)
+                        m["client"].append((_own_cpu() - own) / gb)
+                        if weed:
+                            m["weed"].append((_cpu_seconds(weed) - weed_cpu) / gb)
                         if name in pids:
                             m["cpu"].append((_cpu_seconds(pids[name]) - cpu) / gb)
                     lat = _latencies(s3, "gwbench", "tiny", 100)
@@ -353,13 +422,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
         f"share the machine's {os.cpu_count()} CPUs; load average at the end "
         f"{os.getloadavg()[0]:.1f}.\n",
         "| path | 64 KiB objects/s | large MB/s | 4 KiB p50 ms | 4 KiB p99 ms | "
-        "hop's CPU s per GB (large) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "CPU s per GB (large): hop | client | SeaweedFS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in med.items():
         cpu = f"{m['cpu']:.2f}" if m["cpu"] else "—"
         lines.append(f"| {name} | {m['ops']:.0f} | {m['mbs']:.1f} | {m['p50']:.2f} | "
-                     f"{m['p99']:.2f} | {cpu} |")
+                     f"{m['p99']:.2f} | {cpu} | {m['client']:.2f} | {m['weed']:.2f} |")
     lines.append("")
     if d["ops"]:
         lines.append(f"- gateway ÷ direct: objects/s **{g['ops'] / d['ops']:.2f}x** (goal ≥ 0.5x)")
@@ -371,7 +440,21 @@ def run(args: argparse.Namespace, work: Path) -> None:
             r = med["rclone serve s3"]
             lines.append(f"- rclone serve s3 ÷ direct: MB/s {r['mbs'] / d['mbs']:.2f}x, "
                          f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x")
+        for name in ("daulat serve, chunk check off", "trivial proxy (obstore → uvicorn)"):
+            if name in med:
+                r = med[name]
+                lines.append(f"- {name} ÷ direct: MB/s **{r['mbs'] / d['mbs']:.2f}x**, "
+                             f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x")
+    if d["mbs"] and d["client"] and d["weed"]:
+        # Where every CPU is busy, MB/s goes as 1 / (CPU s per GB of all the processes on the
+        # path): the ratio a hop allows is what the direct path costs over that plus the hop.
+        base = d["client"] + d["weed"]
+        allowed = ", ".join(f"{n} {base / (base + m['cpu']):.2f}x" for n, m in med.items()
+                            if m["cpu"])
+        lines.append(f"- if the CPUs are the limit (direct path: client + SeaweedFS = "
+                     f"{base:.2f} CPU s per GB): ratio each hop allows: {allowed}")
     lines.append(f"- added 4 KiB p50: {g['p50'] - d['p50']:.2f} ms (goal ≤ 5 ms)")
+    lines.append(f"- native modules loaded by `daulat serve`: {modules}")
     if rss:
         each = f"{args.rss_mib} MiB of {args.large_mib}" if args.rss_mib else f"{args.large_mib}"
         lines.append(f"- peak RSS (VmHWM) of `daulat serve` with {args.rss} concurrent GETs of "

@@ -186,6 +186,83 @@ def test_deleted_primary_bucket_fails_over(tmp_path: Path, s3_server: S3Server) 
     assert [r["replica"] for r in revoked] == ["prim"] and "does not exist" in revoked[0]["error"]
 
 
+def test_vanished_prefix_directory_of_the_primary_fails_over(tmp_path: Path) -> None:
+    """The primary is a prefix of a directory store (``prim:sub``) and ``sub`` disappears
+    while the store's root stays: reads and listings come from the replica, a key no copy
+    holds is 503 (never NoSuchKey). A prefix nothing was ever copied from that holds nothing
+    is still just empty (NoSuchKey, an empty listing)."""
+    objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB)}
+    _fill(tmp_path / "prim" / "sub", objects)
+    (tmp_path / "prim" / "other.txt").write_bytes(b"outside the prefix\n")
+    stores = [fs_store_config(tmp_path / "prim", "prim"), fs_store_config(tmp_path / "rep", "rep")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim:sub", "rep:copies"], "fresh": ["prim:new"]}))
+    _copy(config, "prim:sub", "rep:copies")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == objects["a.txt"]
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="missing")
+        assert exc.value.response["Error"]["Code"] == "NoSuchKey"  # the prefix is there
+        (tmp_path / "prim" / "sub").rename(tmp_path / "prim" / "sub.away")
+        assert (tmp_path / "prim").is_dir()
+        for key, data in objects.items():
+            assert s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == data
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert keys == sorted(objects)
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="missing")
+        assert _status(exc.value) == 503
+        # Nothing recorded from prim:new/: its holding nothing is believed.
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="fresh", Key="a.txt")
+        assert exc.value.response["Error"]["Code"] == "NoSuchKey"
+        assert s3.list_objects_v2(Bucket="fresh")["KeyCount"] == 0
+    down = [e["details"] for e in _audit(config) if e["operation"] == "gateway.down"]
+    assert [d["replica"] for d in down] == ["prim:sub/"], down
+    assert "holds no object" in down[0]["error"]
+
+
+def test_wiped_s3_prefix_of_the_primary_fails_over(tmp_path: Path, s3_server: S3Server) -> None:
+    """The primary is an S3 store with a prefix (``s3://bucket/data``); every object under the
+    prefix is deleted while the bucket stays (an S3 prefix never "exists"; it lists empty).
+    Copies of its objects are recorded, so it is taken to be gone: the listing (asked first,
+    with nothing before it) and the reads come from the replica. A single deleted key of a
+    primary that still holds objects is NoSuchKey."""
+    objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB), "z.txt": b"z"}
+    _fill(tmp_path / "seed", objects)
+    stores = [
+        s3_store_config(s3_server, "prim", "gw-wiped", prefix="data"),
+        fs_store_config(tmp_path / "rep", "rep"),
+        fs_store_config(tmp_path / "seed", "seed"),
+    ]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "seed", "prim")
+    _copy(config, "prim", "rep")
+    direct = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    direct.put_object(Bucket="gw-wiped", Key="elsewhere.txt", Body=b"outside the prefix")
+    direct.delete_object(Bucket="gw-wiped", Key="data/z.txt")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="z.txt")
+        assert exc.value.response["Error"]["Code"] == "NoSuchKey"  # deleted at the primary
+        for o in direct.list_objects_v2(Bucket="gw-wiped", Prefix="data/")["Contents"]:
+            direct.delete_object(Bucket="gw-wiped", Key=o["Key"])
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert keys == sorted(objects)  # the replica's copies, z.txt's too
+        for key in ("a.txt", "dir/b.bin"):
+            assert s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == objects[key]
+    down = [e["details"] for e in _audit(config) if e["operation"] == "gateway.down"]
+    assert [d["replica"] for d in down] == ["prim"], down
+    assert "holds no object" in down[0]["error"]
+
+
 def test_every_write_is_405_read_only(tmp_path: Path) -> None:
     """PutObject, DeleteObject, DeleteObjects, CopyObject and a multipart upload all get the
     same 405 MethodNotAllowed with an S3 XML error body."""

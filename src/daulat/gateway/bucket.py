@@ -6,7 +6,7 @@ import base64
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from daulat.crypto import Identity
@@ -113,23 +113,71 @@ class Bucket:
         return info
 
     async def _primary_present(self) -> bool:
-        """Whether the primary is there to ask: a listing of a prefix that holds nothing
-        (under daulat's own ``.daulat/``) fails when its root directory or bucket is gone
-        (then the primary is marked down at once) or when it does not answer."""
+        """Whether the primary is there to ask (False: it is marked down, audited).
+
+        It is not when listing its address fails: a directory store's root or an S3 bucket
+        gone (marked down at once), or no answer. Nor when its address holds no object at all
+        while copies of its objects are recorded as verified (this machine's journal, the
+        replicas' signed manifests): see :meth:`_holds_nothing`."""
         p = self.primary
-        batches = p.store.list(p.address.prefix + _PROBE)
         try:
-            async for _ in batches:
-                break
+            if not await self._holds_nothing():
+                return True
         except (StoreError, OSError) as exc:
             self._primary_failed(exc)
             return False
+        if not self._copies_recorded():
+            return True
+        self.health.failed(
+            p.name,
+            f"{p.name} holds no object, yet verified copies of its objects are recorded: "
+            "taken to be gone (a vanished directory or prefix), not emptied",
+            gone=True,
+        )
+        return False
+
+    async def _holds_nothing(self) -> bool:
+        """Whether the primary's address holds no object (daulat's own files aside); raises
+        what listing it raises.
+
+        Why "holds nothing" with recorded copies counts as gone: a directory store's root is
+        checked by the store itself (MissingRoot), but a prefix below it is a directory that
+        may vanish while the root stays (a volume unmounted from ``root/sub``; an unmounted
+        volume at the root itself leaves its mount point, an empty directory), and an S3
+        prefix never "exists" at all: a bucket whose prefix was wiped, or a provider that
+        answers empty listings, looks exactly like a prefix that holds nothing. Served as
+        such, every client would be told that its data does not exist (NoSuchKey, empty
+        listings), the very outage the gateway is there to prevent. The cost of the other
+        mistake is small and visible: an address its owner emptied on purpose keeps being
+        served from the replicas' verified copies, with the primary shown down in the audit
+        log, ``daulat stores`` and the report, until the bucket's replicas are changed. A
+        primary that still holds any object is believed when it says one key is missing."""
+        p = self.primary
+        store, base = p.store, p.address.prefix
+        batches: AsyncIterator[list[ObjectInfo]]
+        if isinstance(store, FallbackS3Store):
+            # A page of two keys: a small request (the first keys may be daulat's own).
+            batches = store.list_after(base, "", first_page=2)
+        else:
+            batches = store.list(base)
+        try:
+            async for batch in batches:
+                if any(not hidden(o.key[len(base) :]) for o in batch):
+                    return False
         finally:
             close = getattr(batches, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
         return True
+
+    def _copies_recorded(self) -> bool:
+        """Whether any verified copy of an object of the primary is recorded."""
+        p = self.primary
+        journal = self.journal.keys(p.address, self.others, "")
+        if next(journal, None) is not None:
+            return True
+        return next(self.manifests.keys(self.others, ""), None) is not None
 
     def _primary_failed(self, exc: BaseException) -> None:
         self.health.failed(
@@ -237,6 +285,7 @@ class Bucket:
         else from the journal and the signed manifests (False)."""
         p = self.primary
         if self.health.usable(p.name):
+            listed = 0
             try:
                 async for batch in p.store.list(p.address.prefix + prefix):
                     rows = []
@@ -248,11 +297,15 @@ class Bucket:
                             (key, o.size, o.modified.isoformat(), o.etag, unverified_etag(o))
                         )
                     db.executemany("INSERT OR REPLACE INTO listed VALUES (?, ?, ?, ?, ?)", rows)
-                self.health.succeeded(p.name)
-                return True
+                    listed += len(rows)
             except (StoreError, OSError) as exc:  # MissingRoot too: gone, not empty
                 self._primary_failed(exc)
                 db.execute("DELETE FROM listed")
+            else:
+                # Nothing under the prefix asked for: is the primary itself still there?
+                if listed or await self._primary_present():
+                    self.health.succeeded(p.name)
+                    return True
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, self.others, prefix):
             if not hidden(key) and (key not in newest or updated > newest[key][0]):
@@ -351,11 +404,16 @@ class Bucket:
                             restart = True
                             break
                 if not restart:
-                    self.health.succeeded(p.name)
-                    return Page(contents, prefixes, False, last, last_is_prefix)
+                    break
         except (StoreError, OSError) as exc:
             self._primary_failed(exc)
             return None
+        # An empty first page: is the primary itself still there (else the caller lists what
+        # the journal and the manifests record)?
+        if not (contents or prefixes or after) and not await self._primary_present():
+            return None
+        self.health.succeeded(p.name)
+        return Page(contents, prefixes, False, last, last_is_prefix)
 
     def _select(
         self,
@@ -406,10 +464,6 @@ class Bucket:
                     return etag_of(r.sha256)
         return fallback
 
-
-# A prefix under daulat's own files that holds nothing: listing it costs one request (or one
-# directory lookup) and fails only when the store itself is gone or does not answer.
-_PROBE = DST_MANIFEST_PREFIX + "gateway-probe/"
 
 # Past every key under a common prefix for a listing that starts *after* a key: S3 compares
 # keys by their UTF-8 bytes, where U+10FFFF is the largest character. Keys under the prefix
