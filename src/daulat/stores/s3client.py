@@ -12,6 +12,8 @@ import re
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
+from daulat.stores.s3creds import paused_gc
+
 if TYPE_CHECKING:
     from daulat.stores.s3base import S3Base
 
@@ -69,7 +71,8 @@ def _make_client(raw: S3Base) -> Any:
     session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=_parse_timestamp
     )
-    client = session.create_client("s3", endpoint_url=raw.endpoint_url, config=config)
+    with paused_gc():  # the service model and endpoint rules: long-lived, no garbage
+        client = session.create_client("s3", endpoint_url=raw.endpoint_url, config=config)
     events = client.meta.events
     events.register("before-call.s3", _no_region_redirect)
     # Before botocore's own check, which takes a 200 answer it cannot parse for a failure.
