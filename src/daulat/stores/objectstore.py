@@ -9,9 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+)
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore
 import obstore.exceptions as oe
@@ -39,7 +46,6 @@ from daulat.stores.timeouts import (
     Refusals,
     StreamWatch,
     body_limit,
-    bounded,
     guarded,
     watch_stream,
 )
@@ -47,6 +53,7 @@ from daulat.stores.timeouts import (
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
+T = TypeVar("T")
 MiB = 1024 * 1024
 # Below this size an object is sent as one PUT: obstore turns any iterable body into a multipart
 # upload, which costs three requests and ~2x the client CPU for small objects.
@@ -274,7 +281,7 @@ class ObstoreStore:
             body = hashed(body, hasher, expected=sha256, store=self._name, key=key)
         try:
             if isinstance(body, bytes):
-                result = await bounded(
+                result = await _within(
                     obstore.put_async(
                         self.inner,
                         key,
@@ -370,6 +377,31 @@ def normalise_etag(etag: str | None) -> str | None:
     if etag.startswith("W/"):
         etag = etag[2:]
     return etag.strip('"')
+
+
+async def _within(call: Awaitable[T], limit: float) -> T:
+    """``call``, or :class:`TimeoutError` once ``limit`` seconds passed (as
+    :func:`daulat.stores.timeouts.bounded`). obstore's requests are futures already: a timer
+    that cancels the one request costs less than ``asyncio.wait_for`` (~0.02 ms of CPU per
+    request, one request per small object)."""
+    fut = asyncio.ensure_future(call)
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        fut.cancel()
+
+    timer = asyncio.get_running_loop().call_later(limit, expire)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if fired and (task is None or task.cancelling() == 0):
+            raise TimeoutError from None  # the request was cancelled by the timer, not us
+        raise
+    finally:
+        timer.cancel()
 
 
 async def _small_or_stream(data: AsyncIterable[bytes]) -> bytes | AsyncIterator[bytes]:
