@@ -555,6 +555,8 @@ def _discard_stream(cf: Future[Any]) -> None:
 
 def _utc(when: Any) -> dt.datetime:
     if isinstance(when, dt.datetime):
+        if when.tzinfo is dt.UTC:
+            return when  # listings: parsed as UTC already (once per listed object)
         return when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
     return dt.datetime.now(dt.UTC)
 
