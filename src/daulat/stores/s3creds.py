@@ -25,12 +25,14 @@ places looked in; nothing is sent unsigned.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import hashlib
 import os
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -113,9 +115,10 @@ class CredentialChain:
         """A botocore session holding this chain's credentials (blocking: may fetch them)."""
         with self._lock:
             if self._session is None:
-                import botocore.session
+                with paused_gc():
+                    import botocore.session
 
-                session = botocore.session.Session(profile=self.profile)
+                    session = botocore.session.Session(profile=self.profile)
                 session.register_component("data_loader", _shared_loader())
                 if self.static is not None:
                     s = self.static
@@ -171,14 +174,89 @@ _loader: Any = None
 
 def _shared_loader() -> Any:
     """One botocore data loader for every store's session: each would otherwise parse and
-    keep its own copy of the S3 service model and endpoint rules (~12 MiB per store)."""
+    keep its own copy of the S3 service model and endpoint rules (~12 MiB per store).
+
+    Before it loads a model, botocore's loader asks whether the service exists by listing
+    every service it knows (~400 directories with their API versions, once for the model and
+    once for the endpoint rules: ~0.04 CPU s of a run). This one looks in the directory of
+    the service asked for; the whole list is still built when something iterates it."""
     global _loader
     with _loader_lock:
         if _loader is None:
             import botocore.loaders
 
-            _loader = botocore.loaders.create_loader()
+            class Loader(botocore.loaders.Loader):  # type: ignore[misc]
+                def list_available_services(self, type_name: str) -> _KnownServices:
+                    return _KnownServices(self, type_name)
+
+            _loader = Loader()
         return _loader
+
+
+class _KnownServices:
+    """What ``Loader.list_available_services`` returns (see :func:`_shared_loader`): ``in``
+    checks the one service's directory; iterating lists them all, as botocore does."""
+
+    def __init__(self, loader: Any, type_name: str) -> None:
+        self._loader = loader
+        self._type = type_name
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
+            return False
+        for path in self._loader.search_paths:
+            directory = os.path.join(path, name)
+            if not os.path.isdir(directory):
+                continue
+            for version in os.listdir(directory):
+                if self._loader.file_loader.exists(os.path.join(directory, version, self._type)):
+                    return True
+        return False
+
+    def _all(self) -> list[str]:
+        import botocore.loaders
+
+        found: list[str] = botocore.loaders.Loader.list_available_services(
+            self._loader, self._type
+        )
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index: int) -> str:
+        return self._all()[index]
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while botocore is imported or a client of it is built.
+
+    Both allocate tens of thousands of objects that live as long as the process (modules,
+    handlers, the S3 service model), and the full collections this sets off scan the whole
+    heap for no garbage: ~30 % of the CPU of importing botocore in a run. Collections of
+    other threads wait as long (~0.2 s); nesting and concurrent pauses are counted."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _load(session: Any, store: str) -> Any:
