@@ -1,4 +1,4 @@
-"""The deadlines of single obstore PUTs (``daulat.stores.objectstore.Deadlines``): a request
+"""The deadlines of single obstore PUTs (``daulat.stores.timeouts.Deadlines``): a request
 that never finishes ends in TimeoutError at its limit (within a quarter of it) and is
 cancelled, while others in flight keep running; one that finishes in time gives its result;
 a caller's own cancellation stays a cancellation, not a timeout; the watch works again in a
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from daulat.stores.objectstore import Deadlines
+from daulat.stores.timeouts import Deadlines
 
 
 def test_a_request_that_never_finishes_times_out_and_is_cancelled() -> None:

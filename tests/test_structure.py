@@ -41,11 +41,11 @@ TRANSFER_MAY_IMPORT = {
 MAX_LINES = 600
 LONG_MARKER = "Why this module is long"
 
-# Long modules allowed without that passage, for now only: each is being split on a branch of
-# its own (the S3 store's request layer, the engine, the age/crypt code). When a split lands,
-# its entry goes (the test below fails on an entry that is no longer long).
+# Long modules allowed without that passage, for now only: the engine and the age code are
+# still to be split (the crypt Store wrapper took encryption out of the engine's data path, not
+# yet its planning). When a split lands, its entry goes (the test below fails on an entry that
+# is no longer long).
 LONG_FOR_NOW = {
-    "daulat.stores.s3raw",
     "daulat.transfer.engine",
     "daulat.crypto",
 }

@@ -13,7 +13,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
     Mapping,
 )
@@ -43,6 +42,7 @@ from daulat.stores.hashing import StreamHasher, body_digest, hashed
 from daulat.stores.listguard import ListingGuard
 from daulat.stores.ranges import Level
 from daulat.stores.timeouts import (
+    Deadlines,
     Refusals,
     StreamWatch,
     body_limit,
@@ -378,55 +378,6 @@ def normalise_etag(etag: str | None) -> str | None:
     if etag.startswith("W/"):
         etag = etag[2:]
     return etag.strip('"')
-
-
-class Deadlines:
-    """Deadlines of the single PUTs of one store, watched by one timer per event loop.
-
-    Each request is a future already (obstore's); one that is still running at its deadline
-    is cancelled and its caller gets :class:`TimeoutError`, as with ``asyncio.wait_for``.
-    A timer of its own per request (``wait_for``, or ``call_later``) costs ~0.03 ms of CPU,
-    a sixth of a small object's whole PUT; here a request costs a dict entry, and one timer
-    checks every request in flight each ``tick`` seconds (at most a quarter of the shortest
-    limit, so a deadline is kept within a quarter of its length)."""
-
-    def __init__(self, tick: float = 1.0) -> None:
-        self._tick = tick
-        self._due: dict[asyncio.Future[Any], list[Any]] = {}  # future -> [deadline, fired]
-        self._timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
-
-    async def run(self, call: Awaitable[T], limit: float) -> T:
-        """``call``, or :class:`TimeoutError` once ``limit`` seconds passed."""
-        loop = asyncio.get_running_loop()
-        fut = asyncio.ensure_future(call)
-        entry: list[Any] = [loop.time() + limit, False]
-        self._due[fut] = entry
-        tick = min(self._tick, limit / 4)
-        if self._timer is None or self._timer[0] is not loop or tick < self._tick:
-            self._tick = min(self._tick, tick)
-            if self._timer is not None:
-                self._timer[1].cancel()
-            self._timer = (loop, loop.call_later(self._tick, self._check, loop))
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if entry[1] and (task is None or task.cancelling() == 0):
-                raise TimeoutError from None  # cancelled by its deadline, not by our caller
-            raise
-        finally:
-            del self._due[fut]
-
-    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for fut, entry in list(self._due.items()):
-            if fut.get_loop() is loop and not entry[1] and now >= entry[0]:
-                entry[1] = True
-                fut.cancel()
-        if any(fut.get_loop() is loop for fut in self._due):
-            self._timer = (loop, loop.call_later(self._tick, self._check, loop))
-        else:
-            self._timer = None
 
 
 async def _small_or_stream(data: AsyncIterable[bytes]) -> bytes | AsyncIterator[bytes]:
