@@ -9,7 +9,7 @@ from rich.table import Table
 
 from daulat.drill.history import HistoryRow
 from daulat.drill.result import DrillResult
-from daulat.drill.units import _human_bytes, _human_rate_bits, human_duration
+from daulat.drill.units import _human_bytes, _human_rate_bits, human_duration, plain
 from daulat.terminal import printable, styled
 
 
@@ -71,7 +71,7 @@ def render_drill(result: DrillResult, console: Console) -> None:
         styled(
             (f"predicted exit time: {human_duration(result.predicted_s)}", "bold"),
             f" (95 % interval {human_duration(result.low_s)} - {human_duration(result.high_s)}; "
-            f"{result.predicted_hours:.3g} h)",
+            f"{plain(result.predicted_hours)} h)",
         )
     )
     p(styled(f"  interval: {result.interval_method}"))

@@ -82,3 +82,10 @@ def _parse_time(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError:
         return datetime.fromtimestamp(0, UTC)
+
+
+def plain(x: float) -> str:
+    """Three significant digits, never in scientific notation ("1.08e+03" reads badly)."""
+    if abs(x) >= 100:
+        return f"{float(f'{x:.3g}'):,.0f}"
+    return f"{x:.3g}"

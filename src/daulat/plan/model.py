@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from daulat.drill.units import plain
 from daulat.errors import DaulatError
 
 # The driver's journal commits per second when more than one worker reports to it. Issue 12's
@@ -303,10 +304,10 @@ def workers_for(
     driver = work.objects / DRIVER_OBJECTS_PER_S
     if room <= 0 or driver > room:
         why = (
-            f"the fixed cost with the driver's own listing and bookkeeping ({serial:.3g} s)"
+            f"the fixed cost with the driver's own listing and bookkeeping ({plain(serial)} s)"
             if room <= 0
             else f"the driver's journal ({work.objects:,} objects at "
-            f"{DRIVER_OBJECTS_PER_S:,}/s: {driver:.3g} s) after its listing and bookkeeping"
+            f"{DRIVER_OBJECTS_PER_S:,}/s: {plain(driver)} s) after its listing and bookkeeping"
         )
         return Needed(None, None, f"{why} alone exceeds the deadline, whatever the workers")
     n = max(2, math.ceil(one.copy_s / room))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from daulat.drill.units import plain
 from daulat.errors import ConfigError
 
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
@@ -83,4 +84,4 @@ def usd(amount: float | None) -> str:
 
 
 def hours(seconds: float) -> str:
-    return f"{seconds / 3600:.3g} h"
+    return f"{plain(seconds / 3600)} h"
