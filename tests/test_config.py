@@ -854,6 +854,33 @@ def test_a_parent_config_of_another_user_is_refused(
     assert cli(["stores", "--json", "--config", str(config)], capsys).code == 0
 
 
+def test_a_parent_config_anyone_could_change_is_refused(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daulat.toml above the working directory that every user may write, or that sits in a
+    directory every user may write without the sticky bit, could name other signers, stores
+    or policies: refused, and --config still names it deliberately."""
+    (in_tmp / "data").mkdir()
+    config = write_config(
+        in_tmp, '[stores.ours]\nurl = "file:data"\nprovider = "local"\ncountry = "ID"\n'
+    )
+    sub = in_tmp / "mine"
+    sub.mkdir()
+    os.chdir(sub)
+    assert cli(["stores", "--json"], capsys).code == 0  # trusted as it is
+    config.chmod(0o666)
+    assert_config_error(cli(["stores"], capsys), str(config), "writable by every user")
+    config.chmod(0o644)
+    in_tmp.chmod(0o777)
+    try:
+        assert_config_error(cli(["stores"], capsys), str(config), "every user may write")
+        in_tmp.chmod(0o1777)  # sticky, as /tmp: others cannot replace our file
+        assert cli(["stores", "--json"], capsys).code == 0
+    finally:
+        in_tmp.chmod(0o755)
+    assert cli(["stores", "--json", "--config", str(config)], capsys).code == 0
+
+
 def test_daulat_config_names_the_file(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

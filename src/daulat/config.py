@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -254,17 +255,32 @@ def find_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
 
 
 def _check_owner(path: Path) -> None:
-    """Refuse a config found above the working directory that another user owns (root's is
-    trusted: root can change anything anyway)."""
+    """Refuse a config found above the working directory that another user could have put
+    or changed there: a file another user owns (root's is trusted: root can change anything
+    anyway), one anyone may write, or one in a directory another user owns or anyone may write
+    without the sticky bit (a shared ``/tmp``): such a file could name other signers, stores or
+    policies."""
     getuid = getattr(os, "getuid", None)
     if getuid is None:  # Windows: no POSIX owners to compare
         return
-    owner = path.stat().st_uid
-    if owner not in (getuid(), 0):
-        raise ConfigError(
-            f"{path} was found in a parent directory but belongs to another user (uid {owner}); "
-            "not using it. Pass --config PATH to use it anyway, or run `daulat init` here"
-        )
+    me = getuid()
+    trusted = (me, 0)
+    st = path.stat()
+    parent = path.parent.stat()
+    if st.st_uid not in trusted:
+        why = f"belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & stat.S_IWOTH:
+        why = "is writable by every user"
+    elif parent.st_uid not in trusted:
+        why = f"is in a directory of another user (uid {parent.st_uid})"
+    elif parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
+        why = "is in a directory every user may write to"
+    else:
+        return
+    raise ConfigError(
+        f"{path} was found in a parent directory but {why}; not using it. "
+        "Pass --config PATH to use it anyway, or run `daulat init` here"
+    )
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
