@@ -138,10 +138,12 @@ def run_tour(directory: Path, console: Console) -> None:
     )
     history = [h for h in drill_history(config) if h.drill_id == drilled.id]
     if history and history[0].error_pct is not None:
+        # "(-55 %)" after the exit's time read as "faster": say which way the prediction erred.
+        error = history[0].error_pct
         console.print(
             f"  the drill predicted {history[0].predicted_s:.1f} s; the exit took "
-            f"{history[0].actual_s or 0:.1f} s ({history[0].error_pct:+.0f} %); "
-            "`daulat drill --history` keeps this record."
+            f"{history[0].actual_s or 0:.1f} s (the prediction {abs(error):.0f} % "
+            f"{'under' if error < 0 else 'over'}); `daulat drill --history` keeps this record."
         )
     if summary.manifest_key:
         console.print(
