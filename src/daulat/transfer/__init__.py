@@ -199,10 +199,7 @@ def transfer_details(summary: Summary) -> Mapping[str, object]:
         details["would_delete"] = summary.deleted_objects
     if summary.interrupted:
         details["interrupted"] = summary.interrupted
-    if summary.filter is not None:
-        details["filter"] = summary.filter
-        details["excluded_objects"] = summary.excluded_objects
-        details["excluded_bytes"] = summary.excluded_bytes
+    details.update(_filter_details(summary))
     return details
 
 
@@ -435,11 +432,19 @@ def verify_details(report: VerifyReport) -> Mapping[str, object]:
     }
     if report.stopped:
         details["unchecked"] = report.unchecked_objects
-    if report.filter is not None:
-        details["filter"] = report.filter
-        details["excluded_objects"] = report.excluded_objects
-        details["excluded_bytes"] = report.excluded_bytes
+    details.update(_filter_details(report))
     return details
+
+
+def _filter_details(result: Summary | VerifyReport) -> dict[str, object]:
+    """What an audit entry says of a run's filter: nothing when the run had none."""
+    if result.filter is None:
+        return {}
+    return {
+        "filter": result.filter,
+        "excluded_objects": result.excluded_objects,
+        "excluded_bytes": result.excluded_bytes,
+    }
 
 
 async def _run_verify(
