@@ -65,6 +65,31 @@ def _alter(path: Path, offset: int, size: int) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def _s3_primary_copied(
+    tmp_path: Path, s3_server: S3Server, objects: dict[str, bytes], bucket: str,
+    prefix: str = "",
+) -> tuple[Path, Any]:
+    """Config of bucket ``pemilu`` over primary ``prim`` (``bucket`` on SeaweedFS, under
+    ``prefix``) and replica ``rep`` (a directory), ``objects`` copied seed → prim → rep; with a
+    boto3 client that reaches the primary's bucket directly, as its provider would."""
+    _fill(tmp_path / "seed", objects)
+    stores = [
+        s3_store_config(s3_server, "prim", bucket, prefix=prefix),
+        fs_store_config(tmp_path / "rep", "rep"),
+        fs_store_config(tmp_path / "seed", "seed"),
+    ]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "seed", "prim")
+    _copy(config, "prim", "rep")
+    direct = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    return config, direct
+
+
 @pytest.fixture
 def altered_setup(tmp_path: Path) -> tuple[Path, bytes]:
     """Primary ``prim`` (down: its directory replaced by a file), replicas ``a`` then ``b``
@@ -154,21 +179,7 @@ def test_deleted_primary_bucket_fails_over(tmp_path: Path, s3_server: S3Server) 
     """The primary's S3 bucket is deleted (SeaweedFS: NoSuchBucket): the first GET, with no
     listing before it, is served from the replica, and the listing too; audited as revoked."""
     objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB)}
-    _fill(tmp_path / "seed", objects)
-    stores = [
-        s3_store_config(s3_server, "prim", "gw-gone"),
-        fs_store_config(tmp_path / "rep", "rep"),
-        fs_store_config(tmp_path / "seed", "seed"),
-    ]
-    config = tmp_path / "daulat.toml"
-    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
-    _copy(config, "seed", "prim")
-    _copy(config, "prim", "rep")
-    direct = boto3.client(
-        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
-        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+    config, direct = _s3_primary_copied(tmp_path, s3_server, objects, "gw-gone")
     for o in direct.list_objects_v2(Bucket="gw-gone").get("Contents", []):
         direct.delete_object(Bucket="gw-gone", Key=o["Key"])
     direct.delete_bucket(Bucket="gw-gone")
@@ -230,21 +241,7 @@ def test_wiped_s3_prefix_of_the_primary_fails_over(tmp_path: Path, s3_server: S3
     with nothing before it) and the reads come from the replica. A single deleted key of a
     primary that still holds objects is NoSuchKey."""
     objects = {"a.txt": b"hello\n", "dir/b.bin": os.urandom(3 * MiB), "z.txt": b"z"}
-    _fill(tmp_path / "seed", objects)
-    stores = [
-        s3_store_config(s3_server, "prim", "gw-wiped", prefix="data"),
-        fs_store_config(tmp_path / "rep", "rep"),
-        fs_store_config(tmp_path / "seed", "seed"),
-    ]
-    config = tmp_path / "daulat.toml"
-    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
-    _copy(config, "seed", "prim")
-    _copy(config, "prim", "rep")
-    direct = boto3.client(
-        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
-        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+    config, direct = _s3_primary_copied(tmp_path, s3_server, objects, "gw-wiped", prefix="data")
     direct.put_object(Bucket="gw-wiped", Key="elsewhere.txt", Body=b"outside the prefix")
     direct.delete_object(Bucket="gw-wiped", Key="data/z.txt")
     with gateway(config) as endpoint:
