@@ -303,13 +303,52 @@ def test_json_report_has_the_same_facts(report_dir: Path) -> None:
     assert stores["kpu-alibaba"]["jurisdictions"] == ["ID", "CN"]
     assert stores["bank-aws"]["country"] == "DE" and stores["bank-aws"]["objects"] is None
     assert data["by_jurisdiction"]["ID"] == sum(
-        s["bytes"] or 0 for s in data["stores"] if "ID" in s["jurisdictions"]
+        max(s["bytes"] or 0, s["written_bytes"])
+        for s in data["stores"]
+        if "ID" in s["jurisdictions"]
     )
     (replica,) = data["replicas"]
     assert replica["source"] == "kpu-primary" and replica["destination"] == "vault"
     assert replica["objects_verified"] == 30
     assert data["audit"]["intact"] and data["audit"]["entries"] >= 3
     assert any("scan" in n for n in data["notes"])  # the cloud stores were never scanned
+
+
+def test_a_store_written_after_its_scan_is_counted_by_what_daulat_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exit into a store scanned empty before (or never scanned): the charts and totals count
+    what the journal says daulat wrote there, never "0 B in SG" beside a policy table that says
+    the SG store holds the data."""
+    (tmp_path / "daulat.toml").write_text(
+        CONFIG.format(root=tmp_path).split("[stores.kpu-alibaba]")[0]
+        + f'[stores.offsite]\nurl = "file://{tmp_path}/offsite"\nprovider = "local"\n'
+        'country = "SG"\n'
+    )
+    for i in range(12):
+        p = tmp_path / "primary" / f"c1/tps-{i:03d}.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * 1000)
+    (tmp_path / "offsite").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli(["scan", "kpu-primary", "offsite"]) == 0  # offsite: scanned empty
+    assert cli(["exit", "kpu-primary", "offsite"]) == 0
+    data = json.loads(_json_report(tmp_path))
+    stores = {s["name"]: s for s in data["stores"]}
+    assert stores["offsite"]["objects"] == 0  # its scan, as it was
+    assert stores["offsite"]["written_objects"] == 12
+    assert stores["offsite"]["written_bytes"] == 12_000
+    assert data["by_country"]["SG"] == 12_000
+    assert any("offsite" in n and "written after their last scan" in n for n in data["notes"])
+    out = tmp_path / "report.html"
+    assert cli(["report", "-o", str(out)]) == 0
+    page = _Page(out.read_text())
+    assert "12 (11.7 KiB)" in page.cells
+    assert any("SG" in label for label in page.charts["chart-country"]["label"])
+    assert cli(["scan", "offsite"]) == 0  # now the scan knows as much: no note
+    data = json.loads(_json_report(tmp_path))
+    assert not any("written after their last scan" in n for n in data["notes"])
+    assert data["by_country"]["SG"] == 12_000
 
 
 def test_hostile_names_are_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

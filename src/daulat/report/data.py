@@ -38,6 +38,24 @@ class StoreRow:
     last_scan: str | None
     # What daulat serve last found about the store (daulat.gateway.standing), if anything.
     gateway: dict[str, Any] | None = None
+    # What daulat wrote there, per the journal (each key's latest completed write): a store
+    # written after its last scan, or never scanned, holds at least this.
+    written_objects: int = 0
+    written_bytes: int = 0
+
+    @property
+    def known_bytes(self) -> int:
+        """The bytes daulat knows the store holds: its last scan's, or what daulat wrote there
+        when that is more (a scan before the writes, or none)."""
+        return max(self.bytes or 0, self.written_bytes)
+
+    @property
+    def known_objects(self) -> int:
+        return max(self.objects or 0, self.written_objects)
+
+    @property
+    def written_beyond_scan(self) -> bool:
+        return self.written_bytes > (self.bytes or 0) or self.written_objects > (self.objects or 0)
 
 
 @dataclass
@@ -83,10 +101,27 @@ class ReportData:
         return {JSON_MARKER: REPORT_FORMAT, **asdict(self)}
 
 
+def _written(config: Config) -> dict[str, tuple[int, int]]:
+    """(objects, bytes) daulat wrote to each store from any other, per the journal."""
+    from daulat.policy.state import _State
+
+    state = _State(config.state_dir)
+    try:
+        names = list(config.stores)
+        written = {}
+        for name in names:
+            pn, pb, en, eb = state.writes(name, [n for n in names if n != name], "")
+            written[name] = (pn + en, pb + eb)
+        return written
+    finally:
+        state.close()
+
+
 def _stores(config: Config) -> list[StoreRow]:
     from daulat.gateway.standing import store_standing
 
     standing = store_standing(config.state_dir)
+    written = _written(config)
     rows = []
     manifest_path = config.state_dir / MANIFEST_NAME
     manifest = Manifest(manifest_path) if manifest_path.exists() else None
@@ -109,6 +144,8 @@ def _stores(config: Config) -> list[StoreRow]:
                     bytes=size,
                     last_scan=scan.finished if scan else None,
                     gateway=s.to_json() if (s := standing.get(cfg.name)) else None,
+                    written_objects=written.get(cfg.name, (0, 0))[0],
+                    written_bytes=written.get(cfg.name, (0, 0))[1],
                 )
             )
     finally:
@@ -267,15 +304,24 @@ def collect(
     by_provider: dict[str, int] = defaultdict(int)
     by_jurisdiction: dict[str, int] = defaultdict(int)
     for s in stores:
-        size = s.bytes or 0
+        size = s.known_bytes
         by_country[s.country] += size
         by_provider[s.provider_name] += size
         for j in s.jurisdictions:
             by_jurisdiction[j] += size
     notes = []
-    if any(s.objects is None for s in stores):
+    if any(s.objects is None and not s.written_objects for s in stores):
         notes.append(
             "Stores never scanned show no object counts: run `daulat scan` for a complete report."
+        )
+    beyond = [s.name for s in stores if s.written_beyond_scan]
+    if beyond:
+        notes.append(
+            "Sizes and charts count each store by its last scan, or by what daulat wrote there "
+            "(per the journal) where that is more: "
+            + ", ".join(beyond)
+            + " were written after their last scan or never scanned; `daulat scan` them for "
+            "what they hold now."
         )
     return ReportData(
         generated=datetime.now(UTC).isoformat(timespec="seconds"),

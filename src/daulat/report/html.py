@@ -142,6 +142,7 @@ def _where(data: ReportData) -> str:
             f"{s.objects:,}" if s.objects is not None else "not scanned",
             _gib(s.bytes),
             esc(s.last_scan or "-"),
+            f"{s.written_objects:,} ({_gib(s.written_bytes)})" if s.written_objects else "-",
         ]
         for s in data.stores
     ]
@@ -157,9 +158,10 @@ def _where(data: ReportData) -> str:
             "objects",
             "size",
             "last scan",
+            "written by daulat",
         ],
         rows,
-        numeric={7, 8},
+        numeric={7, 8, 10},
     )
     charts = "".join(
         [
@@ -397,8 +399,8 @@ def _audit(data: ReportData) -> str:
 def render(data: ReportData) -> str:
     """The whole report as one HTML document: no script, nothing fetched, charts inline SVG."""
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in data.notes)
-    total = sum(s.bytes or 0 for s in data.stores)
-    objects = sum(s.objects or 0 for s in data.stores)
+    total = sum(s.known_bytes for s in data.stores)
+    objects = sum(s.known_objects for s in data.stores)
     body = "".join(
         [
             f"<h1>Data sovereignty report</h1><p class='sub'>Generated {esc(data.generated)} "
