@@ -31,7 +31,7 @@ NOT_DAULAT_ERRORS = {
     "daulat.cli._shared.ExitCode": "the command line's way to end with an exit code, after printing; "
     "never raised by a library function",
     "daulat.filters._GlobError": "private: turned into a ConfigError naming the rule",
-    "daulat.crypto._Aborted": "private: stops pyrage's worker thread; turned into "
+    "daulat.crypto.errors._Aborted": "private: stops pyrage's worker thread; turned into "
     "EncryptError/DecryptError",
     "daulat.audit.log._BadLine": "private: turned into a reported problem of the log's verification",
     "daulat.transfer.names._Found": "private: ends reading a manifest at its first stored name",
