@@ -748,7 +748,7 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
     """The real thing: ``timeout -s INT 12 daulat exit ...`` (GNU timeout sends SIGINT to
     daulat and then to its own process group, daulat included): exit 130 with the summary,
     never "SIGINT again"."""
-    data = dataset(10, 3, 16 * MiB)
+    data = dataset(10, 3, 32 * MiB)
     src_raw = fs_store_config(tmp_path / "src", "src")
     fill_config(src_raw, data.objects)
     config = write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
@@ -760,9 +760,9 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
             "--preserve-status",
             "-s",
             "INT",
-            # Long enough for the command to start its work on a busy machine (imports alone
-            # took over 3 s at a load of 30), short of the 24 s the copy needs at 2 MiB/s.
-            "12",
+            # Long enough for the command to start its work on a busy machine (start-up alone
+            # took over 12 s at a load of 40), short of the 48 s the copy needs at 2 MiB/s.
+            "25",
             daulat_bin(),
             "exit",
             "src",
@@ -781,7 +781,8 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
     )
     assert done.returncode == 130, done.stderr
-    assert "again" not in done.stderr, done.stderr
+    assert "SIGINT again" not in done.stderr, done.stderr
+    assert "before anything was started" not in done.stderr, "start-up took over 25 s"
     assert "interrupted by SIGINT" in done.stderr, done.stderr
     [entry] = [e for e in audit_entries(config) if e["operation"] == "exit"]
     assert entry["details"]["outcome"] == "interrupted"
