@@ -407,8 +407,8 @@ def _options(
 def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
     """One line on what filters left out (names in rules are escaped)."""
     return printable(
-        f"excluded by filters: {objects:,} objects ({_human_bytes(size)}); rules: "
-        + "; ".join(rules)
+        f"excluded by filters: {objects:,} object{'' if objects == 1 else 's'} "
+        f"({_human_bytes(size)}); rules: " + "; ".join(rules)
     )
 
 
