@@ -887,3 +887,40 @@ def test_a_library_call_leaves_the_callers_own_sigterm_handler_in_charge(tmp_pat
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out == {"returned": True, "handler_restored": True, "own_handler_ran": True}, out
+
+
+RATE_UNITS = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB}
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_summary_counts_start_up_and_keeps_under_the_bwlimit(tmp_path: Path) -> None:
+    """The summary's time is the command's (start-up, listing and planning included, as the
+    user's clock sees it) and its rate is over that same time: never above --bwlimit, as it
+    was when start-up was left out (the token bucket starts with a second's worth)."""
+    data = dataset(0, 8, 500_000)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    dst = tmp_path / "dst"
+    config = write_config(tmp_path, [src_raw, fs_store_config(dst, "dst")])
+    started = time.monotonic()
+    proc = start_daulat(
+        ["exit", "src", "dst", "--config", str(config), "--bwlimit", "500K"], tmp_path
+    )
+
+    def finished() -> int:
+        return sum(
+            1
+            for p in dst.rglob("*")
+            if p.is_file() and not p.relative_to(dst).parts[0].startswith(".")
+        )
+
+    wait_for(lambda: finished() >= 2, 120, "two objects copied", proc)
+    signalled = time.monotonic() - started
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130, proc.err[-3000:]
+    head = proc.out.splitlines()[0]
+    found = re.search(r"; ([\d.]+) s, ([\d.]+) (B|KiB|MiB|GiB)/s$", head)
+    assert found, proc.out
+    elapsed, rate = float(found[1]), float(found[2]) * RATE_UNITS[found[3]]
+    assert elapsed >= signalled - 0.2, (elapsed, signalled, head)
+    assert rate <= 500 * 1024, head

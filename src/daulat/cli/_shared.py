@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from enum import StrEnum
@@ -205,6 +206,29 @@ AbortAgeOpt = Annotated[
 # `daulat --config PATH COMMAND`: set by the main callback on every invocation (None when not
 # given, so a second in-process run never inherits the first's); a command's own --config wins.
 _global_config: Path | None = None
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere 0, i.e. since the
+    command line's modules were imported)."""
+    try:
+        stat = Path("/proc/self/stat").read_text(encoding="ascii")
+        # Fields after the command name in parentheses: starttime is the 20th, in clock ticks.
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text(encoding="ascii").split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+#: When the command started, on the monotonic clock: the transfer summary's elapsed time and
+#: rate are measured from here, start-up (imports, config, listing, planning) included, as the
+#: user's own clock measures the command.
+STARTED: float = time.monotonic() - _process_age()
+
+
+def _elapsed() -> float:
+    return time.monotonic() - STARTED
 
 
 def _config_path(config: Path | None) -> Path | None:
