@@ -165,7 +165,9 @@ def test_an_unreachable_ray_address_is_refused_within_seconds(project: Path) -> 
         ["copy", "data", "data:out", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"],
         project,
     )
-    assert time.monotonic() - started < 30
+    # Ray's own retries last minutes; the bound covers the console script's start-up (and
+    # importing Ray) on a loaded machine besides the 10 s connect.
+    assert time.monotonic() - started < 90
     assert res.code == 2, res.err
     assert res.err.splitlines() == [
         f"error: cannot reach the Ray cluster at 127.0.0.1:{port} (connection refused); check "

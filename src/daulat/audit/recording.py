@@ -213,10 +213,12 @@ def audited(
     what it had done. Raises :class:`StateError` before the block runs when the log is damaged.
     """
     interrupts.begin()
-    audit = ensure_writable(state_dir)
     call = _call.get()
     if call is not None:
+        # From here the operation's record is this block's, even when the log refuses it
+        # (damaged): the enclosing call must not try, and warn, a second time.
         call.recorded = True
+    audit = ensure_writable(state_dir)
     rec = AuditRecord(dict(details), describe)
     try:
         yield rec
