@@ -159,6 +159,32 @@ def test_second_init_refuses_and_keeps_the_file(
     assert load_config(path, env={}).placement("local").country == "ID"
 
 
+def test_init_below_a_project_refuses_to_shadow_its_config(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``daulat init`` in a subdirectory of a project: refused, naming the parent's config that
+    a new one would silently replace there, and nothing is written (not even ``data/``);
+    ``--nested`` writes it anyway."""
+    assert cli(["init"], capsys).code == 0
+    parent_config = in_tmp / "daulat.toml"
+    sub = in_tmp / "sub" / "deeper"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+
+    res = cli(["init"], capsys)
+    assert res.code == 2, res.err
+    assert res.err.startswith(f"error: {parent_config} is the configuration daulat uses in {sub}")
+    assert "shadow" in res.err and "--nested" in res.err and "Traceback" not in res.err
+    assert sorted(p.name for p in sub.iterdir()) == []
+    res = cli(["init", "--dir", str(in_tmp / "sub")], capsys)
+    assert res.code == 2 and str(parent_config) in res.err
+    assert cli(["stores", "--json"], capsys).code == 0  # still the parent's
+
+    res = cli(["init", "--nested"], capsys)
+    assert res.code == 0, res.err
+    assert (sub / "daulat.toml").is_file()
+
+
 def test_init_demo_creates_sample_data(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     res = cli(["init", "--demo"], capsys)
     assert res.code == 0, res.err
@@ -416,6 +442,24 @@ def test_stores_console_script_says_unreachable(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_stores_shows_where_a_relative_directory_store_resolved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a relative ``file:`` store is shown as the absolute URL it resolved to (beside
+    daulat.toml, not the working directory): in the human output, not only in --json."""
+    (tmp_path / "data" / "src").mkdir(parents=True)
+    (tmp_path / "daulat.toml").write_text(
+        '[stores.src]\nurl = "file:data/src"\nprovider = "local"\ncountry = "ID"\n',
+        encoding="utf-8",
+    )
+    deeper = tmp_path / "sub" / "deeper"
+    deeper.mkdir(parents=True)
+    monkeypatch.chdir(deeper)
+    res = cli(["stores"], capsys)
+    assert res.code == 0, res.err
+    assert f"  src: at {(tmp_path / 'data' / 'src').as_uri()}" in res.out.splitlines(), res.out
+
+
 def test_stores_table_off_a_terminal_folds_no_name_or_path(tmp_path: Path) -> None:
     """Piped or captured (no COLUMNS, no terminal), the table is as wide as its cells: the
     long store name and the missing directory's path stay whole, each on one line."""

@@ -26,6 +26,7 @@ from daulat.filters import build_filter
 from daulat.listing import Entry, list_entries, measure
 from daulat.stores import Store
 from daulat.stores.base import Capabilities, ObjectInfo
+from daulat.stores.fs import FsStore
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 OBJECTS = {
@@ -117,6 +118,50 @@ def test_recursive_lists_every_key_relative_to_the_prefix(
     assert sorted(out.splitlines()) == sorted(OBJECTS)
     code, out, _ = cli(capsys, "ls", f"{name}:b", "--recursive", "-c", str(config))
     assert sorted(out.splitlines()) == ["1.bin", "2.bin", "c/3.jpg"]
+
+
+# Names in an order a directory walk does not give (upper case before lower, files and
+# subdirectories interleaved, non-ASCII last), written shuffled. No name has a byte below "/"
+# right after a directory's name ("a.txt" beside "a/"): SeaweedFS, the suite's S3, lists those
+# as its filer walks directories, unlike AWS S3 (the fs store's own test covers them).
+ORDER_KEYS = ["b/c/z.txt", "a0/y", "Z.csv", "a/x", "é.txt", "bb.txt", "a/b/c", "b/a", "ab"]
+ORDER_KEYS += [f"many/{n:03}.bin" for n in (7, 250, 3, 99, 120, 1, 64, 180)]
+
+
+def test_ls_lists_in_key_order_on_every_store_kind(
+    make_store: StoreMaker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ls -R`` comes out sorted by key (UTF-8 bytes), as S3 lists, on every kind of store:
+    a directory store's own order is the filesystem's, which differs between machines and
+    makes ``diff <(daulat ls a) <(daulat ls b)`` useless."""
+    store, raw = make_store()
+
+    async def fill() -> None:
+        for key in ORDER_KEYS:
+            await store.put(key, key.encode())
+
+    asyncio.run(fill())
+    config = write_config(tmp_path, raw)
+    code, out, _ = cli(capsys, "ls", raw["name"], "-R", "-c", str(config))
+    assert code == 0
+    assert out.splitlines() == sorted(ORDER_KEYS, key=lambda k: k.encode())
+    code, out, _ = cli(capsys, "ls", f"{raw['name']}:a", "-R", "-c", str(config))
+    assert out.splitlines() == ["b/c", "x"]
+
+
+def test_a_directory_store_lists_in_the_byte_order_of_keys(tmp_path: Path) -> None:
+    """S3's order exactly, where a directory walk differs most: "a-b" and "a.txt" come before
+    "a/x" ('-' and '.' sort before '/'), "a0" after it."""
+    keys = ["a0/y", "a/x", "a.txt", "a-b", "a/b/c", "A", "b", "é"]
+    for key in keys:
+        path = tmp_path / "d" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+
+    async def listed() -> list[str]:
+        return [o.key async for batch in FsStore("d", tmp_path / "d").list() for o in batch]
+
+    assert asyncio.run(listed()) == sorted(keys, key=lambda k: k.encode())
 
 
 def test_long_shows_size_utc_time_and_key(

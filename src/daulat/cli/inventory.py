@@ -37,7 +37,7 @@ from daulat.cli._shared import (
     err,
     out,
 )
-from daulat.config import Config
+from daulat.config import CONFIG_NAME, Config
 from daulat.errors import (
     ConfigError,
 )
@@ -61,10 +61,31 @@ def init(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where to write daulat.toml.", show_default=False)
     ] = Path("."),
+    nested: Annotated[
+        bool,
+        typer.Option(
+            "--nested",
+            help="Write daulat.toml even though a parent directory holds one (which commands "
+            "run here and below would then no longer use).",
+        ),
+    ] = False,
 ) -> None:
-    """Write a commented daulat.toml (with --demo: local stores filled with sample data)."""
+    """Write a commented daulat.toml (with --demo: local stores filled with sample data).
+
+    Refused where a daulat.toml in a parent directory is the one commands use today (unless
+    --nested): a new one here would silently take its place for this directory and below.
+    """
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--dir {directory} is not a directory")
+    here = directory.absolute()
+    shadowed = next((d / CONFIG_NAME for d in here.parents if (d / CONFIG_NAME).is_file()), None)
+    if shadowed is not None and not nested and not (here / CONFIG_NAME).exists():
+        raise ConfigError(
+            f"{shadowed} is the configuration daulat uses in {here} today (found in a parent "
+            f"directory); a daulat.toml here would shadow it for every command run in {here} "
+            "and below. Use that one (`daulat stores` shows its stores), or run "
+            "`daulat init --nested` to write a separate one here anyway"
+        )
     interrupts.begin()
     result = write_config(directory, demo=demo, force=force)
     if isinstance(result, DemoData):
@@ -122,6 +143,9 @@ def stores(
     else:
         out.print(_stores_table(rows))
         for r in rows:
+            if r.url.startswith("file:"):
+                # Where a directory store resolved to (relative to daulat.toml, not the cwd).
+                out.print(f"  {r.name}: at {printable(r.url)}", markup=False, highlight=False)
             if r.laws:
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
             for note in r.notes:

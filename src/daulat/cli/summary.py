@@ -10,6 +10,7 @@ import sys
 
 from rich.text import Text
 
+from daulat.cli import _shared
 from daulat.cli._shared import (
     _excluded_line,
     _human_bytes,
@@ -114,13 +115,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             )
         _print_kept(s, "would leave alone")
         return
-    rate = _human_bytes(int(s.throughput_bps)) + "/s"
+    # The command's whole time, start-up included, and the rate over that same time: the
+    # engine's own duration starts after listing and planning, and bytes over it could read
+    # as more than --bwlimit (its token bucket starts with a second's worth).
+    elapsed = max(_shared._elapsed(), s.duration_s)
+    moved = max(s.copied_bytes, s.sent_bytes)
+    rate = _human_bytes(int(moved / elapsed) if elapsed > 0 else 0) + "/s"
     at_source = (
         f"{s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source"
         if s.remaining_known
         else f"the listing did not finish ({s.listed_objects:,} source objects listed)"
     )
-    out.print(f"{head}: {at_source}; {s.duration_s:.1f} s, {rate}")
+    out.print(f"{head}: {at_source}; {elapsed:.1f} s, {rate}")
     parts = [f"copied {s.copied_objects:,} ({_human_bytes(s.copied_bytes)})"]
     if s.sent_bytes > s.copied_bytes:
         # Bytes that went out for objects not finished (an interrupt mid-upload, retries):

@@ -121,8 +121,9 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # Named here: inside FsStore, ``list`` is the listing method.
 Fds = list[int]  # directory descriptors, root first
 Segments = list[str]  # a key split at '/'
-Subdirs = list[tuple[str, str]]  # (directory name, its key) still to visit
-_Stack = list[tuple[int, str, Subdirs]]
+# The entries of one directory still to visit, the next one last: (sort key, key, entry).
+Pending = list[tuple[bytes, str, os.DirEntry[str]]]
+_Stack = list[tuple[int, Pending]]
 
 __all__ = [
     "READ_CHUNK",
@@ -307,50 +308,36 @@ class FsStore:
                 return  # nothing can be under that prefix
             raise os_error(exc, self._name, None, f"list {prefix!r}") from None
         close_all(fds[:-1])
-        # Depth-first with one open descriptor per level: (directory fd, its key, subdirectories
-        # still to visit). Bounded by depth, not by the number of directories.
-        stack: _Stack = [(fds[-1], directory, [])]
+        # Depth-first with one open descriptor per level: (directory fd, its entries still to
+        # visit). Bounded by depth, not by the number of directories. Each directory's entries
+        # are taken in the order of their keys' bytes, a subdirectory as its name and "/", so
+        # the keys come out sorted as S3 and Azure list them (not in the filesystem's own
+        # order, which differs between machines and would make two listings incomparable).
+        stack: _Stack = []
         try:
+            # On the stack before it is read: closed by the finally if reading fails.
+            stack.append((fds[-1], []))
+            stack[-1] = (fds[-1], self._scan(fds[-1], directory, prefix))
             while stack:
-                fd, key_prefix, pending = stack[-1]
-                yield from self._scan(fd, key_prefix, prefix, pending)
-                while stack:
-                    top_fd, _, todo = stack[-1]
-                    if not todo:
-                        os.close(top_fd)
-                        stack.pop()
-                        continue
-                    name, key = todo.pop()
+                fd, todo = stack[-1]
+                if not todo:
+                    os.close(fd)
+                    stack.pop()
+                    continue
+                _, key, entry = todo.pop()
+                if entry.is_dir(follow_symlinks=False):
                     try:
-                        child = os.open(name, DIR_FLAGS, dir_fd=top_fd)
+                        child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
                     except (FileNotFoundError, NotADirectoryError):
                         continue  # removed, or swapped for a file, since it was read
                     except OSError as exc:
                         if is_symlink_error(exc):
                             continue  # swapped for a symlink since it was read: not followed
                         raise self._list_error(exc, key) from None
-                    stack.append((child, key, []))
-                    break
-        finally:
-            close_all([fd for fd, _, _ in stack])
-
-    def _scan(
-        self, fd: int, key_prefix: str, prefix: str, subdirs: Subdirs
-    ) -> Iterator[ObjectInfo]:
-        """Yield the objects in directory ``fd``; append its subdirectories worth visiting."""
-        try:
-            with os.scandir(fd) as it:
-                entries = list(it)
-        except OSError as exc:
-            raise self._list_error(exc, key_prefix) from None
-        for entry in entries:
-            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
-            if not key_prefix and entry.name == TMP_DIR:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if key.startswith(prefix) or prefix.startswith(key + "/"):
-                    subdirs.append((entry.name, key))
-            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                    # On the stack before it is read: closed by the finally if reading fails.
+                    stack.append((child, []))
+                    stack[-1] = (child, self._scan(child, key, prefix))
+                    continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -359,6 +346,30 @@ class FsStore:
                     if not (key.isascii() or _is_utf8(key)):
                         raise self._not_utf8(key)
                     yield self._info(key, st)
+        finally:
+            close_all([fd for fd, _ in stack])
+
+    def _scan(self, fd: int, key_prefix: str, prefix: str) -> Pending:
+        """The entries of directory ``fd`` worth visiting (files under ``prefix``, directories
+        that may hold some), the first in key order last."""
+        try:
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise self._list_error(exc, key_prefix) from None
+        found: Pending = []
+        for entry in entries:
+            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+            if not key_prefix and entry.name == TMP_DIR:
+                continue
+            name = os.fsencode(entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                if key.startswith(prefix) or prefix.startswith(key + "/"):
+                    found.append((name + b"/", key, entry))
+            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                found.append((name, key, entry))
+        found.sort(key=lambda e: e[0], reverse=True)
+        return found
 
     def _not_utf8(self, key: str) -> StoreError:
         # Keys are UTF-8 text everywhere (journal, manifests, every provider): a file whose
