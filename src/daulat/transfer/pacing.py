@@ -64,7 +64,9 @@ class RateLimit:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self._tokens = rate
+        # Empty at the start: a full bucket let every run (and every Ray shard, each with its
+        # own limiter) send a second's worth of bytes at once, over the limit on average.
+        self._tokens = 0.0
         self._last = time.monotonic()
         self._lock = asyncio.Lock()
 
