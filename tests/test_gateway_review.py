@@ -179,3 +179,40 @@ def test_port_in_use_is_one_error_line_and_no_banner(tmp_path: Path) -> None:
         "(another daulat serve?)\n"
     ), done.stderr
     assert done.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------- D1
+
+
+def test_object_subresources_are_not_implemented_never_the_bytes(three: Path) -> None:
+    with gateway(three) as endpoint:
+        s3 = client(endpoint)
+        calls = {
+            "acl": lambda: s3.get_object_acl(Bucket="pemilu", Key="top.txt"),
+            "tagging": lambda: s3.get_object_tagging(Bucket="pemilu", Key="top.txt"),
+            "attributes": lambda: s3.get_object_attributes(
+                Bucket="pemilu", Key="top.txt", ObjectAttributes=["ETag"]
+            ),
+            "torrent": lambda: s3.get_object_torrent(Bucket="pemilu", Key="top.txt"),
+            "retention": lambda: s3.get_object_retention(Bucket="pemilu", Key="top.txt"),
+            "legal-hold": lambda: s3.get_object_legal_hold(Bucket="pemilu", Key="top.txt"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(ClientError) as info:
+                call()
+            assert _status(info.value) == 501, name
+            assert info.value.response["Error"]["Code"] == "NotImplemented", name
+            assert name in info.value.response["Error"]["Message"], name
+        # A sub-resource no SDK call here knows (signed with it) is 501 too.
+        def unknown(request: Any, **kwargs: Any) -> None:
+            request.url += ("&" if "?" in request.url else "?") + "fancy-new-thing"
+
+        s3.meta.events.register("before-sign.s3.GetObject", unknown)
+        with pytest.raises(ClientError) as info:
+            s3.get_object(Bucket="pemilu", Key="top.txt")
+        assert _status(info.value) == 501
+        assert "fancy-new-thing" in info.value.response["Error"]["Message"]
+        s3.meta.events.unregister("before-sign.s3.GetObject", unknown)
+        # The object itself is still served, presigned or not.
+        assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
+        assert _raw_get(_presign(s3, "top.txt"))[:2] == (200, b"x3\n")
