@@ -216,3 +216,150 @@ def test_object_subresources_are_not_implemented_never_the_bytes(three: Path) ->
         # The object itself is still served, presigned or not.
         assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
         assert _raw_get(_presign(s3, "top.txt"))[:2] == (200, b"x3\n")
+
+
+# ---------------------------------------------------------------------------------- D7, D6
+
+
+def test_every_replica_gone_lists_503_and_says_they_are_down(three: Path) -> None:
+    """With the primary gone the listing comes from the replicas that answer; with every
+    replica gone it is 503 (not a listing from memory), and a GET's 503 says the replicas are
+    down (each vanished replica is audited ``gateway.down``), not that the key does not exist."""
+    with gateway(three) as endpoint:
+        s3 = client(endpoint)
+        _off(three, "prim")
+        listed = s3.list_objects_v2(Bucket="pemilu")
+        assert sorted(o["Key"] for o in listed["Contents"]) == sorted(OBJECTS)
+        _off(three, "rep1", "rep2")
+        with pytest.raises(ClientError) as info:
+            s3.list_objects_v2(Bucket="pemilu")
+        assert _status(info.value) == 503
+        with pytest.raises(ClientError) as info:
+            s3.list_objects(Bucket="pemilu", Prefix="a/")
+        assert _status(info.value) == 503
+        with pytest.raises(ClientError) as info:
+            s3.get_object(Bucket="pemilu", Key="top.txt")
+        assert _status(info.value) == 503
+        message = info.value.response["Error"]["Message"]
+        assert "'top.txt' does not exist" not in message, message
+        assert "rep1: down" in message and "rep2: down" in message, message
+        down = {e["details"]["replica"] for e in _wait_audit(three, "gateway.down", 3)}
+        assert down == {"prim", "rep1", "rep2"}
+        _on(three, "prim", "rep1", "rep2")
+        assert _get_once_back(s3, "top.txt") == b"x3\n"
+
+
+def test_replica_withholding_an_object_is_a_finding(
+    three: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The primary is down and rep1 lacks an object the journal says it holds verified: the
+    client gets it from rep2, and rep1 withholding it is audited once (not per request) and
+    shown by ``daulat stores``."""
+    _off(three, "prim")
+    (three.parent / "rep1" / "docs" / "two.txt").unlink()
+    with gateway(three) as endpoint:
+        s3 = client(endpoint)
+        for _ in range(3):
+            assert s3.get_object(Bucket="pemilu", Key="docs/two.txt")["Body"].read() == b"two\n"
+        assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
+        found = _wait_audit(three, "gateway.withheld")
+        time.sleep(0.5)
+        found = _operations(three, "gateway.withheld")
+        assert [(e["details"]["replica"], e["details"]["key"]) for e in found] == [
+            ("rep1", "docs/two.txt")
+        ]
+        assert not [e for e in _operations(three, "gateway.down") if e["details"]["replica"] == "rep1"]
+    standing = _standing(three, capsys)
+    assert standing["rep1"]["state"] == "withheld" and standing["rep1"]["key"] == "docs/two.txt"
+    assert "rep1: the gateway last found it lacked 'docs/two.txt'" in _stores_text(three, capsys)
+
+
+# ---------------------------------------------------------------------------------- D2, D3, D5
+
+
+def test_altered_plain_replica_stays_visible_in_stores(
+    three: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rep1 serves other bytes (same size): the client gets rep2's right ones; the finding is
+    ``gateway.mismatch`` (its action says what happens), once however often the client asks,
+    shown by ``daulat stores`` for rep1 and still shown after rep1 went down and recovered."""
+    _off(three, "prim")
+    (three.parent / "rep1" / "a" / "b" / "c.txt").write_bytes(b"HELLO\n")
+    with gateway(three) as endpoint:
+        s3 = client(endpoint)
+        for _ in range(3):
+            assert s3.get_object(Bucket="pemilu", Key="a/b/c.txt")["Body"].read() == b"hello\n"
+        found = _wait_audit(three, "gateway.mismatch")
+        time.sleep(0.5)
+        found = _operations(three, "gateway.mismatch")
+        assert [(e["details"]["replica"], e["details"]["key"]) for e in found] == [
+            ("rep1", "a/b/c.txt")
+        ]
+        assert found[0]["details"]["action"] == (
+            "this version is not read from rep1 again; its other objects still are"
+        )
+        # rep1 is still used for its other objects: not marked down.
+        assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
+        assert not _operations(three, "gateway.down")[1:]  # only the primary
+        assert _standing(three, capsys)["rep1"]["state"] == "altered"
+        _off(three, "rep1")  # rep1 goes down, then answers again
+        assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
+        assert [e["details"]["replica"] for e in _wait_audit(three, "gateway.down", 2)] == [
+            "prim", "rep1"
+        ]
+        _on(three, "rep1")
+        deadline = time.monotonic() + 20  # until a probe (after the cool-down) finds it back
+        while not _operations(three, "gateway.recovered") and time.monotonic() < deadline:
+            assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
+            time.sleep(0.5)
+        assert [e["details"]["replica"] for e in _operations(three, "gateway.recovered")] == ["rep1"]
+    standing = _standing(three, capsys)
+    assert standing["rep1"]["state"] == "altered" and standing["rep1"]["key"] == "a/b/c.txt"
+    text = _stores_text(three, capsys)
+    assert "rep1: the gateway last found it held other bytes than were copied for 'a/b/c.txt'" in text
+
+
+def test_tampered_age_replica_is_a_mismatch_for_that_object_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An age replica whose ciphertext no longer authenticates (one byte flipped deep in
+    big.bin): the response is cut (no wrong byte), the finding is one ``gateway.mismatch``
+    (not ``gateway.down``/``recovered``, not one failover per client retry), later requests
+    for that object are 503 at once, and the replica still serves its other objects."""
+    identity = tmp_path / "id.txt"
+    recipient = new_identity(identity)
+    _fill(tmp_path / "prim", OBJECTS)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "vault")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "vault"]}, f'identity = "{identity}"'))
+    _copy(config, "prim", "vault", "--encrypt-to", recipient)
+    shutil.move(tmp_path / "prim", tmp_path / "prim.off")
+    with open(tmp_path / "vault" / "big.bin", "r+b") as f:
+        f.seek(12_000_000)
+        b = f.read(4)
+        f.seek(12_000_000)
+        f.write(bytes(x ^ 0xFF for x in b))
+    big = OBJECTS["big.bin"]
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        status, got, complete = _raw_get(_presign(s3, "big.bin"))
+        assert status == 200 and not complete
+        assert got == big[: len(got)] and len(got) <= 8 * MiB
+        for _ in range(5):  # a client retrying, whole and ranged
+            status, got, complete = _raw_get(
+                _presign(s3, "big.bin"), {"Range": f"bytes={9 * MiB}-{9 * MiB + 99}"}
+            )
+            assert status == 503 and b"altered" in got, got
+        assert s3.get_object(Bucket="pemilu", Key="a/b/c.txt")["Body"].read() == b"hello\n"
+        assert _sha(s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read()) == _sha(b"x3\n")
+        found = _wait_audit(config, "gateway.mismatch")
+        time.sleep(0.5)
+        found = _operations(config, "gateway.mismatch")
+        assert [(e["details"]["replica"], e["details"]["key"]) for e in found] == [
+            ("vault", "big.bin")
+        ]
+        assert "not an intact age file" in found[0]["details"]["error"]
+        assert [e["details"]["replica"] for e in _operations(config, "gateway.down")] == ["prim"]
+        assert not _operations(config, "gateway.recovered")
+        assert len(_operations(config, "gateway.failover")) <= 1
+    assert _standing(config, capsys)["vault"]["state"] == "altered"
