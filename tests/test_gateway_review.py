@@ -274,6 +274,53 @@ def test_replica_withholding_an_object_is_a_finding(
     assert "rep1: the gateway last found it lacked 'docs/two.txt'" in _stores_text(three, capsys)
 
 
+# ---------------------------------------------------------------------------------------- D4
+
+
+def test_primary_seen_newer_then_down_is_503_not_a_rollback(three: Path) -> None:
+    """The gateway served a version changed at the primary since the copy; the primary goes
+    down: that key is 503 (audited once as ``gateway.stale``), never the older copy; keys not
+    changed are still served from the replicas."""
+    with gateway(three) as endpoint:
+        s3 = client(endpoint)
+        (three.parent / "prim" / "top.txt").write_bytes(b"x3-CHANGED\n")
+        assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3-CHANGED\n"
+        _off(three, "prim")
+        for _ in range(3):
+            with pytest.raises(ClientError) as info:
+                s3.get_object(Bucket="pemilu", Key="top.txt")
+            assert _status(info.value) == 503
+            with pytest.raises(ClientError) as info:
+                s3.head_object(Bucket="pemilu", Key="top.txt")
+            assert _status(info.value) == 503
+        assert s3.get_object(Bucket="pemilu", Key="a/b/c.txt")["Body"].read() == b"hello\n"
+        _wait_audit(three, "gateway.stale")
+        time.sleep(0.5)
+        stale = _operations(three, "gateway.stale")
+        assert [e["details"]["key"] for e in stale] == ["top.txt"]
+        _on(three, "prim")
+        assert _get_once_back(s3, "top.txt") == b"x3-CHANGED\n"
+
+
+def test_primary_changed_since_copy_seen_in_a_listing_is_503_when_down(tmp_path: Path) -> None:
+    """Knowing of the change from the primary's listing alone (never read) is enough."""
+    _fill(tmp_path / "prim", {"top.txt": b"x3\n", "other.txt": b"o\n"})
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "prim", "rep")
+    (tmp_path / "prim" / "top.txt").write_bytes(b"x3-CHANGED\n")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        sizes = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]}
+        assert sizes == {"top.txt": 11, "other.txt": 2}
+        _off(config, "prim")
+        with pytest.raises(ClientError) as info:
+            s3.get_object(Bucket="pemilu", Key="top.txt")
+        assert _status(info.value) == 503
+        assert s3.get_object(Bucket="pemilu", Key="other.txt")["Body"].read() == b"o\n"
+
+
 # ---------------------------------------------------------------------------------- D2, D3, D5
 
 

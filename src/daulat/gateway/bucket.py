@@ -51,6 +51,8 @@ class Findings(Protocol):
 
     def withheld(self, version: Version, source: Source) -> None: ...
 
+    def stale(self, key: str, primary: str, etag: str) -> None: ...
+
 
 @dataclass
 class Page:
@@ -82,6 +84,11 @@ class Bucket:
         # (replica, key, sha256) found holding other bytes than recorded: never read again.
         self.quarantined = quarantined
         self.findings = findings
+        # Keys the primary was seen holding in a version no replica holds verified (changed
+        # since the last copy) → the primary's ETag then: while the primary is down these get
+        # 503, never the older copies (a silent rollback). At most one entry per key of the
+        # primary that changed since its copy; dropped when the primary's version is copied.
+        self.changed: dict[str, str] = {}
 
     def is_quarantined(self, source: Source, version: Version) -> bool:
         return (source.replica.name, source.key, version.sha256 or "") in self.quarantined
@@ -260,6 +267,7 @@ class Bucket:
             if r.src_size == info.size and r.src_etag == info.etag and r.size == info.size
         ]
         primary = Source(p, p.address.prefix + key)
+        self._note_primary(key, info.etag, info.size, bool(records), bool(known))
         if not records:
             return Version(
                 key, info.size, info.modified, unverified_etag(info), None, sources=[primary]
@@ -277,6 +285,22 @@ class Bucket:
             [primary, *self._sources(agree)],
         )
 
+    def _note_primary(
+        self, key: str, etag: str | None, size: int, copied: bool, journaled: bool
+    ) -> None:
+        """Remember whether the primary holds a version of ``key`` no replica holds verified:
+        copies of it are recorded (journal), none of this version; or a signed manifest's copy
+        has another size. (Without either, the primary's version may well be the copy's.)"""
+        if copied:
+            self.changed.pop(key, None)
+            return
+        differs = journaled or any(
+            rec is not None and rec.size != size
+            for rec in (self.manifests.record(r, key) for r in self.others)
+        )
+        if differs:
+            self.changed[key] = etag or ""
+
     def _sources(self, records: Sequence[Record]) -> list[Source]:
         seen: set[str] = set()
         out = []
@@ -289,8 +313,15 @@ class Bucket:
 
     def _remembered(self, key: str) -> Version:
         """The primary does not answer: the newest content the journal recorded for the key,
-        else what the replicas' signed manifests say, in preference order."""
+        else what the replicas' signed manifests say, in preference order. :class:`Unavailable`
+        when this gateway saw the primary hold a newer version than the copies."""
         p = self.primary
+        if key in self.changed:
+            self.findings.stale(key, p.name, self.changed[key])
+            raise Unavailable(
+                f"the primary {p.name} does not answer, and it held a newer version of {key!r} "
+                "than any replica holds verified: older copies are not served in its place"
+            )
         journal = [
             r for replica in self.others for r in self.journal.records(p.address, replica, key)
         ]
@@ -521,10 +552,15 @@ class Bucket:
 
     def _listed_etag(self, key: str, size: int, src_etag: str | None, fallback: str) -> str:
         p = self.primary
+        journaled = False
         for replica in self.others:
             for r in self.journal.records(p.address, replica, key):
+                journaled = True
                 if r.src_size == size and r.src_etag == src_etag and r.size == size:
+                    self.changed.pop(key, None)
                     return etag_of(r.sha256)
+        if journaled:  # copied once, changed since: see _note_primary
+            self.changed[key] = src_etag or ""
         return fallback
 
 

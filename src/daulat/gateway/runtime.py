@@ -37,6 +37,7 @@ class AuditEvents:
         self.quarantined = quarantined
         self._pending: set[asyncio.Future[None]] = set()
         self._failovers: dict[tuple[str, str], float] = {}
+        self._stale: set[tuple[str, str]] = set()
 
     def _write(self, operation: str, details: Mapping[str, object]) -> None:
         log.warning("%s: %s", operation, dict(details))
@@ -110,6 +111,23 @@ class AuditEvents:
                 "sha256": version.sha256,
                 "error": f"{version.key!r} is missing, yet a verified copy of it is recorded",
                 "action": f"this version is not read from {name} again; its other objects still are",
+            },
+        )
+
+    def stale(self, key: str, primary: str, etag: str) -> None:
+        """The primary, now down, was seen holding a version no replica holds verified."""
+        if (key, etag) in self._stale:
+            return
+        self._stale.add((key, etag))
+        self._write(
+            "gateway.stale",
+            {
+                "key": key,
+                "replica": primary,
+                "store": _store(primary),
+                "primary_etag": etag,
+                "action": "503 for this key until the primary answers or the replicas are "
+                "copied again: older copies are not served in its place",
             },
         )
 
