@@ -80,7 +80,6 @@ def listen_socket(gw: GatewayConfig) -> socket.socket:
         else:
             why = exc.strerror or str(exc)
         raise GatewayError(f"[gateway] listen {where}: {why}") from None
-    sock.set_inheritable(True)
     return sock
 
 
