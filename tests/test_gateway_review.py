@@ -410,3 +410,26 @@ def test_tampered_age_replica_is_a_mismatch_for_that_object_only(
         assert not _operations(config, "gateway.recovered")
         assert len(_operations(config, "gateway.failover")) <= 1
     assert _standing(config, capsys)["vault"]["state"] == "altered"
+
+
+def test_tls_key_not_matching_its_certificate_is_a_config_error(tmp_path: Path) -> None:
+    """Found before anything listens (exit 2, one line naming both files), not after the
+    banner as uvicorn's failure (exit 1)."""
+    for name in ("a", "b"):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.crt"),
+             "-days", "2", "-subj", "/CN=localhost"],
+            check=True, capture_output=True,
+        )
+    (tmp_path / "prim").mkdir()
+    config = tmp_path / "daulat.toml"
+    stores = [fs_store_config(tmp_path / "prim", "prim")]
+    for key, why in (("b.key", "key values mismatch"), ("a.crt", "not a PEM certificate")):
+        tls = f'tls_cert = "{tmp_path / "a.crt"}"\ntls_key = "{tmp_path / key}"'
+        config.write_text(_toml(stores, {"pemilu": ["prim"]}, tls))
+        done = _serve(config, f"127.0.0.1:{_free_port()}")
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0] and "a.crt" in lines[0], done.stderr
+        assert "daulat gateway on" not in done.stderr

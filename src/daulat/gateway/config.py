@@ -25,6 +25,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,21 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     cert, key = file(model.tls_cert, "tls_cert"), file(model.tls_key, "tls_key")
     if (cert is None) != (key is None):
         problems.append(f"{where}: tls_cert and tls_key must be given together")
+    elif cert is not None and key is not None and cert.is_file() and key.is_file():
+        # Loaded here, as uvicorn will: a key that does not match the certificate (or a file
+        # that is not PEM) is a configuration error before anything listens, not a failure
+        # after the banner.
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            why = (
+                exc.reason.lower().replace("_", " ")  # e.g. "key values mismatch"
+                if exc.reason
+                else "not a PEM certificate and the PEM private key that goes with it"
+            )
+            problems.append(f"{where}: tls_cert {cert} and tls_key {key} cannot be used: {why}")
+        except OSError as exc:
+            problems.append(f"{where}: tls_cert/tls_key: {exc.strerror or exc}")
     identity = file(model.identity, "identity")
     read_buffers = _read_buffers(model.read_buffers, where, problems)
     try:
