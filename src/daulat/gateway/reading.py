@@ -242,7 +242,11 @@ class VerifiedRead:
             except asyncio.CancelledError:
                 raise
             except NotFound as exc:
-                why = await self.missing(source) if self.missing else describe(exc)
+                why = describe(exc)
+                if self.missing is not None:
+                    # Asking why lists the replica: a failure of that is this replica's too.
+                    with contextlib.suppress(Exception):
+                        why = await self.missing(source)
                 errors.append(f"{name}: {why}")
             except Exception as exc:  # any failure of a replica moves on to the next
                 self.health.failed(name, describe(exc), revoked=isinstance(exc, AccessDenied))
