@@ -16,6 +16,13 @@ system, every thread) are compared:
   clients). Beside the totals, the table gives the marginal costs: (small - fixed) per
   object beyond the first 10, and (large - fixed) per GiB.
 
+``--callgrind N`` counts instructions instead (``valgrind --tool=callgrind``, every thread): the
+same exit of N and 4N small objects under each checkout, the four runs side by side. The
+difference between the two sizes removes start-up, so the result is instructions per small
+object before and after, plus the start-up difference: figures the machine's load cannot move
+(CPU seconds here move by ±10 % between runs at load 20). Valgrind emulates no SHA extensions,
+so SHA-256's share is overstated. Printed, not written to RESULTS.md.
+
 The children write and reuse compiled bytecode (under WORKDIR/pycache, not in the
 checkouts; the warm-up runs fill it), as an installed package does: without it, every module a
 run imports lazily would be compiled from source inside the measured time.
@@ -31,11 +38,13 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,7 +86,15 @@ def git_head(checkout: Path) -> str:
 
 
 def one_run(
-    workdir: Path, a: S3Server, b: S3Server, ds: Dataset, checkout: Path, tag: str, i: int
+    workdir: Path,
+    a: S3Server,
+    b: S3Server,
+    ds: Dataset,
+    checkout: Path,
+    tag: str,
+    i: int,
+    *,
+    callgrind: bool = False,
 ) -> dict[str, float]:
     bucket = f"trust-{tag}-{ds.name}-{i}-{int(time.time())}"
     b.create_bucket(bucket)
@@ -90,8 +107,12 @@ def one_run(
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache" / tag)
     load = os.getloadavg()[0]
+    argv = [sys.executable, "-c", CHILD, str(config)]
+    if callgrind:
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+        env["PYTHONMALLOC"] = "malloc"
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, str(config)],
+        argv,
         cwd=run_dir,
         env=env,
         capture_output=True,
@@ -101,6 +122,11 @@ def one_run(
     if res.returncode != 0:
         raise RuntimeError(f"{tag} exit failed: {res.stderr[-2000:]}")
     out: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
+    if callgrind:
+        counted = re.findall(r"Collected : (\d+)", res.stderr)
+        if not counted:
+            raise RuntimeError(f"no instruction count from callgrind: {res.stderr[-2000:]}")
+        out["instructions"] = float(counted[-1])
     if not out["ok"] or out["copied"] != ds.objects:
         raise RuntimeError(f"{tag} exit not ok or not {ds.objects} objects: {out}")
     out["load"] = load
@@ -185,6 +211,39 @@ def render(
     return "\n".join(lines)
 
 
+def instructions(
+    workdir: Path, a: S3Server, b: S3Server, checkouts: dict[str, Path], n: int
+) -> str:
+    """Instructions per small object before and after, and the start-up difference."""
+    sets = [Dataset(f"trust-cg-{k}", k, 64 * 1024) for k in (n, 4 * n)]
+    for ds in sets:
+        a.create_bucket(ds.name)
+        asyncio.run(_fill(a, ds, None, 32))
+        for tag, path in checkouts.items():  # bytecode caches, as for the timed runs
+            one_run(workdir, a, b, ds, path, tag, -1)
+    jobs = [(tag, ds) for tag in checkouts for ds in sets]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # counts, not times: side by side is fine
+        counted = list(
+            pool.map(
+                lambda job: one_run(
+                    workdir, a, b, job[1], checkouts[job[0]], job[0], 0, callgrind=True
+                )["instructions"],
+                jobs,
+            )
+        )
+    count = {(tag, ds.objects): c for (tag, ds), c in zip(jobs, counted, strict=True)}
+    per = {tag: (count[tag, 4 * n] - count[tag, n]) / (3 * n) for tag in checkouts}
+    start = {tag: count[tag, n] - n * per[tag] for tag in checkouts}
+    return (
+        f"- Under callgrind ({n:,} and {4 * n:,} x 64 KiB, start-up removed): "
+        f"**{per['before']:,.0f} instructions per small object before, {per['after']:,.0f} "
+        f"after ({per['after'] / per['before'] - 1:+.2%})**; start-up {start['before'] / 1e6:,.0f}"
+        f" M before, {start['after'] / 1e6:,.0f} M after (before = git "
+        f"{git_head(checkouts['before'])}, after = git {git_head(checkouts['after'])}); counts: "
+        + ", ".join(f"{tag} {k:,}: {c:,.0f}" for (tag, k), c in count.items())
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--before", type=Path, required=True, help="checkout of the older daulat")
@@ -194,12 +253,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--no-results", action="store_true", help="print, do not write RESULTS.md")
+    p.add_argument(
+        "--callgrind",
+        type=int,
+        metavar="N",
+        help="count instructions of N and 4N small objects instead (printed only)",
+    )
     args = p.parse_args(argv)
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     heads = {tag: git_head(path) for tag, path in checkouts.items()}
     workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "daulat-trust").resolve()
     for old in ("runs", "seaweedfs-a", "seaweedfs-b"):
         shutil.rmtree(workdir / old, ignore_errors=True)
+    if args.callgrind:
+        with (
+            sigterm_as_interrupt(),
+            start_all(seaweedfs(workdir / "seaweedfs-a"), seaweedfs(workdir / "seaweedfs-b")) as (
+                a,
+                b,
+            ),
+        ):
+            print(instructions(workdir, a, b, checkouts, args.callgrind), flush=True)
+        sys.stdout.flush()
+        os._exit(0)
     sets = [
         Dataset("trust-small", args.objects, 64 * 1024),
         Dataset("trust-large", 2, args.large_mib * MiB),
