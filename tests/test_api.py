@@ -326,6 +326,10 @@ def test_an_opened_store_is_read_only_unless_asked_and_its_writes_are_audited(
             with pytest.raises(daulat.SafetyRefusal, match=r"read-only"):
                 await store.delete("b/notes.txt")
             assert (await store.head("b/notes.txt")).size == len(FILES["b/notes.txt"])
+            for start, end in ((5, 2), (-3, None)):
+                with pytest.raises(daulat.ConfigError, match="invalid range"):
+                    await store.get("b/notes.txt", start=start, end=end)
+            assert await (await store.get("b/notes.txt", start=1, end=3)).read_all() == b"el"
 
     asyncio.run(read_only())
     assert not (src / "planted.txt").exists() and (src / "b" / "notes.txt").exists()

@@ -50,7 +50,7 @@ from daulat.errors import ConfigError, SafetyRefusal
 from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.listing import is_reserved
 from daulat.policy import PolicyResult, check_policies
-from daulat.stores import ObjectInfo, PutResult, Store
+from daulat.stores import ObjectInfo, ObjectReader, PutResult, Store
 from daulat.stores import open_store as _open_adapter
 from daulat.stores.abilities import EVERY_ABILITY
 from daulat.stores.base import OnUpload
@@ -596,6 +596,16 @@ class OpenedStore(ForwardingStore):
                 "(manifests, signatures, keys), which an opened store never writes or deletes"
             )
         return self._state_dir
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
+        """A streaming read of ``[start, end)`` (see :mod:`daulat.stores.base`); a range that
+        is not one is a :class:`~daulat.errors.ConfigError`, as other bad arguments are."""
+        if start < 0 or (end is not None and end < start):
+            raise ConfigError(
+                f"store {self.name!r}: invalid range start={start}, end={end} for {key!r} "
+                "(0 <= start <= end)"
+            )
+        return await self.inner.get(key, start=start, end=end)
 
     async def put(
         self,
