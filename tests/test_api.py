@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import importlib
 import inspect
 import json
@@ -307,6 +308,62 @@ def test_open_store_lists_and_reads(home: Path) -> None:
         daulat.open_store("daulat.toml", "src:a")
     with pytest.raises(daulat.ConfigError, match="unknown store 'nowhere'"):
         daulat.open_store("daulat.toml", "nowhere")
+
+
+def test_an_opened_store_is_read_only_unless_asked_and_its_writes_are_audited(
+    home: Path,
+) -> None:
+    """open_store is for listing and reading: put and delete are refused (naming the opt-in)
+    and change nothing; writable=True writes and deletes, each recorded in the audit log, and
+    daulat's reserved .daulat/ objects stay out of reach."""
+    src = home / "src"
+
+    async def read_only() -> None:
+        async with daulat.open_store("daulat.toml", "src") as store:
+            assert store.writable is False
+            with pytest.raises(daulat.SafetyRefusal, match=r"writable=True"):
+                await store.put("planted.txt", b"not asked for")
+            with pytest.raises(daulat.SafetyRefusal, match=r"read-only"):
+                await store.delete("b/notes.txt")
+            assert (await store.head("b/notes.txt")).size == len(FILES["b/notes.txt"])
+            for start, end in ((5, 2), (-3, None)):
+                with pytest.raises(daulat.ConfigError, match="invalid range"):
+                    await store.get("b/notes.txt", start=start, end=end)
+            assert await (await store.get("b/notes.txt", start=1, end=3)).read_all() == b"el"
+
+    asyncio.run(read_only())
+    assert not (src / "planted.txt").exists() and (src / "b" / "notes.txt").exists()
+    assert entries(home) == []  # a refusal changed nothing, so nothing to record
+
+    async def writable() -> None:
+        async with daulat.aio.open_store("daulat.toml", "src", writable=True) as store:
+            res = await store.put("new/one.txt", b"written on purpose")
+            assert res.size == len(b"written on purpose")
+            await store.delete("b/notes.txt")
+            for key in (".daulat/x", "deep/.daulat/manifest.json"):
+                with pytest.raises(daulat.SafetyRefusal, match="reserved"):
+                    await store.put(key, b"into daulat's namespace")
+                with pytest.raises(daulat.SafetyRefusal, match="reserved"):
+                    await store.delete(key)
+            with pytest.raises(daulat.InvalidKey):
+                await store.put("../outside.txt", b"escape")
+
+    asyncio.run(writable())
+    assert (src / "new" / "one.txt").read_bytes() == b"written on purpose"
+    assert not (src / "b" / "notes.txt").exists()
+    assert not (src / ".daulat").exists() and not (home / "outside.txt").exists()
+    log = [(e["operation"], e["details"]) for e in entries(home)]
+    digest = hashlib.sha256(b"written on purpose").hexdigest()
+    assert log[0] == (
+        "store put",
+        {"store": "src", "key": "new/one.txt", "size": 18, "sha256": digest, "outcome": "ok"},
+    )
+    assert log[1] == ("store delete", {"store": "src", "key": "b/notes.txt", "outcome": "ok"})
+    # The refused write that reached the store is recorded as failed; reserved ones never ran.
+    assert log[2][0] == "store put" and log[2][1]["outcome"] == "failed"
+    assert log[2][1]["error"] == "InvalidKey" and len(log) == 3
+    with pytest.raises(daulat.ConfigError, match="writable must be"):
+        daulat.open_store("daulat.toml", "src", writable="yes")  # type: ignore[arg-type]
 
 
 def test_inside_an_event_loop_the_sync_functions_point_to_aio(home: Path) -> None:

@@ -2,7 +2,8 @@
 
 Excluded objects are invisible to the operation: not copied, never deleted by ``sync --delete``,
 not part of an exit's "every object verified" (the summary counts them as excluded), not checked
-by verify, not recorded by a filtered scan (which marks nothing removed), not sampled by a drill.
+by verify, not looked at by a filtered scan (which marks nothing removed and leaves the objects
+of record as the latest whole scan saw them), not sampled by a drill.
 What a filter makes partial is the run, never the bookkeeping of the whole: an unfiltered exit
 after a filtered one copies the rest, the destination manifest still describes everything daulat
 wrote there, a filtered verification does not stand for a whole one.
@@ -438,7 +439,9 @@ def test_filtered_scan_records_only_selected_and_marks_nothing_removed(
     assert first["status"] == "filtered" and first["objects"] == 2 and first["removed"] == 0
     assert first["excluded_objects"] == len(SOURCE) - 2
     with Manifest.in_state_dir(state) as m:
-        assert {o.key for o in m.objects("src")} == {"docs/report.pdf", "docs/notes.txt"}
+        # It records what it found, and leaves the objects of record alone (none yet).
+        assert {k for k, _, _ in m.changes(first["id"])} == {"docs/report.pdf", "docs/notes.txt"}
+        assert list(m.objects("src")) == []
         assert m.last_scan("src") is None  # a filtered scan is not a whole one
 
     (whole,) = ok_list(cli(["scan", "src", "-c", str(config), "--json"], capsys))
@@ -455,7 +458,10 @@ def test_filtered_scan_records_only_selected_and_marks_nothing_removed(
         # too (an unfiltered scan finds removals). SeaweedFS may list the directory its last
         # file left as an empty 'tmp/' marker for a while: not one of the test's objects.
         assert {o.key for o in m.objects("src") if not o.key.endswith("/")} == set(SOURCE)
-        assert [o.size for o in m.objects("src", "photos/2024/a.jpg")] == [len(b"changed")]
+        # The change is the filtered scan's finding; the objects stay as the whole scan saw them.
+        assert ("photos/2024/a.jpg", "changed", len(b"changed")) in list(m.changes(3))
+        old = len(SOURCE["photos/2024/a.jpg"])
+        assert [o.size for o in m.objects("src", "photos/2024/a.jpg")] == [old]
         latest = m.last_scan("src")
         assert latest is not None and latest.id == whole["id"]
         scan = m.scan(3)
@@ -468,7 +474,47 @@ def test_filtered_scan_records_only_selected_and_marks_nothing_removed(
     (last,) = ok_list(cli(["scan", "src", "-c", str(config), "--json"], capsys))
     with Manifest.in_state_dir(state) as m:
         gone_markers = markers - {o.key for o in m.objects("src")}
-    assert last["removed"] == 2 + len(gone_markers)
+    assert last["removed"] == 2 + len(gone_markers) and last["changed"] == 1
+
+
+def test_a_filtered_scan_leaves_the_figures_of_the_latest_whole_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`daulat stores`, the policies' counts and drills go by the latest whole scan: a filtered
+    scan that saw an addition but could not see the removal beside it must not change them."""
+    src = fs_store_config(tmp_path / "src", "src")
+    fill_config(src, SOURCE)
+    config = write_config(tmp_path / "cfg", [src])
+    with config.open("a") as f:
+        f.write('[[policies]]\nname = "stays home"\nstores = ["src"]\nresidency = ["ID"]\n')
+    (whole,) = ok_list(cli(["scan", "src", "-c", str(config), "--json"], capsys))
+    total = sum(len(v) for v in SOURCE.values())
+    assert (whole["objects"], whole["bytes"]) == (len(SOURCE), total)
+
+    (tmp_path / "src" / "docs" / "notes.txt").unlink()
+    (tmp_path / "src" / "photos" / "new.jpg").write_bytes(b"new jpeg")
+    (part,) = ok_list(
+        cli(["scan", "src", "--include", "*.jpg", "-c", str(config), "--json"], capsys)
+    )
+    assert part["status"] == "filtered" and part["added"] == 1 and part["removed"] == 0
+
+    def figures() -> tuple[Any, Any, Any, Any]:
+        (row,) = ok_list(cli(["stores", "-c", str(config), "--json"], capsys))
+        res = cli(["check", "-c", str(config), "--json"], capsys)
+        assert res.code in (0, 1), res.explain()
+        findings = [f for p in res.json["policies"] for f in p["findings"]]
+        (residency,) = [f for f in findings if f["rule"] == "residency"]
+        return row["objects"], row["bytes"], row["last_scan"], residency["objects"]
+
+    assert figures() == (len(SOURCE), total, whole["finished"], len(SOURCE))
+    with Manifest.in_state_dir(config.parent / ".daulat") as m:
+        assert {o.key for o in m.objects("src")} == set(SOURCE)  # as the whole scan saw it
+
+    # The next whole scan reports every change since the last whole one, and the figures move.
+    (again,) = ok_list(cli(["scan", "src", "-c", str(config), "--json"], capsys))
+    assert (again["added"], again["removed"]) == (1, 1)
+    now = total - len(SOURCE["docs/notes.txt"]) + len(b"new jpeg")
+    assert figures() == (len(SOURCE), now, again["finished"], len(SOURCE))
 
 
 def delete_from(raw: dict[str, Any], *keys: str) -> None:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import StoreMaker
 
 from daulat.cli import run
+from daulat.errors import InvalidKey
 from daulat.filters import build_filter
 from daulat.listing import Entry, list_entries, measure
 from daulat.stores import Store
@@ -273,6 +274,44 @@ def test_size_counts_objects_and_bytes(
     assert out.strip() == (
         f"{name}: 3 objects, 70 B (70 bytes); excluded by filters: 3 objects, 35 B"
     )
+
+
+def test_ls_and_size_of_an_object_show_the_object(
+    filled: tuple[Store, str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ls STORE:path/to/object` and `size STORE:key` show and count the object itself, as
+    rclone and `aws s3 ls` do; a directory of the same name (object stores) is shown too."""
+    store, name, config = filled
+    code, out, err = cli(capsys, "ls", f"{name}:b/1.bin", "--long", "-c", str(config))
+    assert (code, err) == (0, "")
+    assert re.fullmatch(r" +10 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ 1\.bin\n", out), out
+    code, out, _ = cli(capsys, "ls", f"{name}:b/1.bin", "--json", "-c", str(config))
+    assert [(e["key"], e["path"], e["size"]) for e in json.loads(out)] == [("b/1.bin", "1.bin", 10)]
+    code, out, _ = cli(capsys, "size", f"{name}:b/1.bin", "--json", "-c", str(config))
+    assert (json.loads(out)["objects"], json.loads(out)["bytes"]) == (1, 10)
+    code, out, _ = cli(
+        capsys, "size", f"{name}:b/1.bin", "--exclude", "*.bin", "--json", "-c", str(config)
+    )
+    got = json.loads(out)
+    assert (got["objects"], got["excluded_objects"], got["excluded_bytes"]) == (0, 1, 10)
+    # Neither an object nor a directory: still "nothing under".
+    code, out, err = cli(capsys, "ls", f"{name}:b/1.bi", "-c", str(config))
+    assert (code, out) == (0, "") and "nothing under 'b/1.bi/'" in err
+
+    async def both() -> bool:
+        try:
+            await store.put("b/c", b"xyz")  # beside the directory b/c/
+        except InvalidKey:
+            return False  # a filesystem cannot hold both
+        finally:
+            await store.close()
+        return True
+
+    if asyncio.run(both()):
+        code, out, _ = cli(capsys, "ls", f"{name}:b/c", "-c", str(config))
+        assert out.splitlines() == ["c", "3.jpg"]
+        code, out, _ = cli(capsys, "size", f"{name}:b/c", "--json", "-c", str(config))
+        assert (json.loads(out)["objects"], json.loads(out)["bytes"]) == (2, 33)
 
 
 # --- daulat's own .daulat/ objects ----------------------------------------------------------

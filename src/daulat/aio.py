@@ -29,7 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -40,20 +48,22 @@ from typing import ClassVar
 from daulat import apiargs
 from daulat.address import store_only
 from daulat.apiargs import Engine
-from daulat.audit import failures_audited
+from daulat.audit import audited, failures_audited
 from daulat.census.imported import scan_from_inventory
 from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config
 from daulat.config import load_config as _read_config
 from daulat.crypto import Recipient
 from daulat.drill import DrillResult, parse_bandwidth, run_drill
-from daulat.errors import ConfigError
+from daulat.errors import ConfigError, SafetyRefusal
 from daulat.filters import Filter
 from daulat.inventory import Manifest, ScanResults, scan_stores
+from daulat.listing import is_reserved
 from daulat.policy import PolicyResult, check_policies
-from daulat.stores import ObjectInfo
+from daulat.stores import ObjectInfo, ObjectReader, PutResult, Store
 from daulat.stores import open_store as _open_adapter
 from daulat.stores.abilities import EVERY_ABILITY
+from daulat.stores.base import OnUpload
 from daulat.stores.forwarding import ForwardingStore
 from daulat.transfer import Kind, Options, Progress, Summary, run_transfer, run_verify
 from daulat.transfer.proof import ManifestSigning
@@ -625,12 +635,84 @@ class OpenedStore(ForwardingStore):
     ``head``, ``get``, ``put``, ``delete``), closed by ``async with`` or :meth:`aclose`.
 
     It is the store as the provider holds it: an encrypted replica lists its ciphertext (and,
-    with protected names, keyed hashes as keys). Nothing done through it is journaled or
-    audited; copies that must be verified and resumable go through :func:`copy` and the others.
+    with protected names, keyed hashes as keys). It is read-only unless opened with
+    ``writable=True``: ``put`` and ``delete`` raise :class:`~daulat.errors.SafetyRefusal`
+    naming that option, so a script meant to read cannot change a replica. Writable, each
+    ``put`` and ``delete`` is recorded in daulat's audit log (operation ``store put`` /
+    ``store delete``, with the store and key) however it ends, and daulat's reserved
+    ``.daulat/`` objects (manifests, signatures, the sealed name key) stay refused. Nothing
+    done through it is journaled or checked as a copy is (it can write plaintext into an
+    encrypted replica; ``daulat verify`` then reports it): copies that must be verified and
+    resumable go through :func:`copy` and the others.
     """
 
     # A handle for listing and reading: the engine's abilities are not reached through it.
     hides: ClassVar[tuple[type, ...]] = EVERY_ABILITY
+
+    def __init__(
+        self, inner: Store, *, writable: bool = False, state_dir: Path | None = None
+    ) -> None:
+        super().__init__(inner)
+        if writable and state_dir is None:
+            raise ConfigError("a writable opened store needs the state directory to audit to")
+        self.writable = writable
+        self._state_dir = state_dir
+
+    def _refuse(self, operation: str, key: str) -> Path:
+        """The audit log's directory, once ``operation`` on ``key`` is allowed here."""
+        if not self.writable or self._state_dir is None:
+            raise SafetyRefusal(
+                f"store {self.name!r} was opened read-only, so {operation} {key!r} was refused; "
+                f"open it with daulat.open_store(cfg, {self.name!r}, writable=True) to write "
+                "and delete (each change is audited)"
+            )
+        if is_reserved(key):
+            raise SafetyRefusal(
+                f"store {self.name!r}: {key!r} is in daulat's reserved .daulat/ namespace "
+                "(manifests, signatures, keys), which an opened store never writes or deletes"
+            )
+        return self._state_dir
+
+    async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObjectReader:
+        """A streaming read of ``[start, end)`` (see :mod:`daulat.stores.base`); a range that
+        is not one is a :class:`~daulat.errors.ConfigError`, as other bad arguments are."""
+        if start < 0 or (end is not None and end < start):
+            raise ConfigError(
+                f"store {self.name!r}: invalid range start={start}, end={end} for {key!r} "
+                "(0 <= start <= end)"
+            )
+        return await self.inner.get(key, start=start, end=end)
+
+    async def put(
+        self,
+        key: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        sha256: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        prehashed: bool = False,
+        on_upload: OnUpload | None = None,
+    ) -> PutResult:
+        """Write an object (``writable=True`` only; audited as ``store put``)."""
+        state_dir = self._refuse("put", key)
+        details = {"store": self.name, "key": key}
+        with audited(state_dir, "store put", details, _put_details) as audit:
+            result = await self.inner.put(
+                key,
+                data,
+                sha256=sha256,
+                metadata=metadata,
+                prehashed=prehashed,
+                on_upload=on_upload,
+            )
+            audit.done(result)
+        return result
+
+    async def delete(self, key: str) -> None:
+        """Delete an object (``writable=True`` only; audited as ``store delete``)."""
+        state_dir = self._refuse("delete", key)
+        with audited(state_dir, "store delete", {"store": self.name, "key": key}):
+            await self.inner.delete(key)
 
     def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
         """Batches of the objects whose key starts with ``prefix`` (a plain string)."""
@@ -657,12 +739,27 @@ class OpenedStore(ForwardingStore):
         return f"<daulat store {self.name!r}>"
 
 
-def open_store(cfg: ConfigLike, name: str, *, request_timeout: float | None = None) -> OpenedStore:
-    """The configured store ``name``, opened for listing and reading (no network I/O yet).
+def open_store(
+    cfg: ConfigLike,
+    name: str,
+    *,
+    request_timeout: float | None = None,
+    writable: bool = False,
+) -> OpenedStore:
+    """The configured store ``name``, opened for listing and reading (no network I/O yet);
+    ``writable=True`` allows ``put`` and ``delete`` too, each audited (see
+    :class:`OpenedStore`).
 
     Not a coroutine: it does no I/O, so ``daulat.open_store`` and ``daulat.aio.open_store`` are
     one function. Close it with ``async with`` or ``await store.aclose()``."""
+    if not isinstance(writable, bool):
+        raise ConfigError(f"writable must be True or False, not {writable!r}")
     config = _config(cfg, request_timeout)
-    return OpenedStore(
-        _open_adapter(config.store(store_only(apiargs.store_spec("name", name), "open_store")))
+    adapter = _open_adapter(
+        config.store(store_only(apiargs.store_spec("name", name), "open_store"))
     )
+    return OpenedStore(adapter, writable=writable, state_dir=config.state_dir)
+
+
+def _put_details(result: PutResult) -> dict[str, object]:
+    return {"size": result.size, "sha256": result.sha256}

@@ -17,18 +17,22 @@ set of directory names already shown, which is bounded by the number of distinct
 names, not by the number of objects.
 
 :func:`ls` and :func:`size` take a configuration and a ``STORE[:PREFIX]`` address, open the store
-and close it again; they are what the commands call.
+and close it again; they are what the commands call. When ``PREFIX`` names an object
+(``kpu:c1/a.jpg``), they show and count that object as well as anything under ``c1/a.jpg/``,
+as ``rclone lsl`` and ``aws s3 ls`` do: a script asking ``daulat size STORE:KEY`` whether an
+object is there gets one object, not "0 objects".
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from daulat.address import parse_address as address_of
 from daulat.config import STATE_DIR, Config
+from daulat.errors import InvalidKey, NotFound
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores import Store, open_store
 
@@ -39,6 +43,7 @@ __all__ = [
     "list_entries",
     "ls",
     "measure",
+    "named_object",
     "parse_address",
     "size",
 ]
@@ -179,6 +184,22 @@ async def measure(
     )
 
 
+async def named_object(store: Store, prefix: str, *, reserved: bool = False) -> Entry | None:
+    """The object an address's ``PREFIX`` names, when there is one: ``kpu:c1/a.jpg`` is parsed
+    as the directory ``c1/a.jpg/``, but names the object ``c1/a.jpg`` too, which ``ls`` and
+    ``size`` then show as rclone and ``aws s3 ls`` do. Its ``path`` is its own name (what
+    filters match, as for an object listed in its directory). None when no such object exists,
+    or it is daulat's own and ``reserved`` is false."""
+    key = prefix[:-1]
+    if not key or (not reserved and is_reserved(key)):
+        return None
+    try:
+        info = await store.head(key)
+    except (NotFound, InvalidKey):
+        return None
+    return Entry(info.key, key.rsplit("/", 1)[-1], info.size, info.modified, info.etag)
+
+
 async def ls(
     config: Config,
     spec: str,
@@ -187,11 +208,16 @@ async def ls(
     filter: Filter = EVERYTHING,
     reserved: bool = False,
 ) -> AsyncGenerator[Entry, None]:
-    """:func:`list_entries` of the configured store ``STORE[:PREFIX]``; closes the store when
-    the iteration ends (consume it fully, or close it with ``contextlib.aclosing``)."""
+    """:func:`list_entries` of the configured store ``STORE[:PREFIX]``, led by the object that
+    ``PREFIX`` names when there is one (:func:`named_object`; a directory of that name is
+    listed too); closes the store when the iteration ends (consume it fully, or close it with
+    ``contextlib.aclosing``)."""
     name, prefix = parse_address(spec)
     store = open_store(config.store(name))
     try:
+        named = await named_object(store, prefix, reserved=reserved)
+        if named is not None and (not filter.active or filter.matches(named.path)):
+            yield named
         entries = list_entries(store, prefix, recursive=recursive, filter=filter, reserved=reserved)
         async for entry in entries:
             yield entry
@@ -202,10 +228,21 @@ async def ls(
 async def size(
     config: Config, spec: str, *, filter: Filter = EVERYTHING, reserved: bool = False
 ) -> SizeTotals:
-    """:func:`measure` of the configured store ``STORE[:PREFIX]``."""
+    """:func:`measure` of the configured store ``STORE[:PREFIX]``, counting the object that
+    ``PREFIX`` names too when there is one (:func:`named_object`)."""
     name, prefix = parse_address(spec)
     store = open_store(config.store(name))
     try:
-        return await measure(store, prefix, filter=filter, reserved=reserved)
+        totals = await measure(store, prefix, filter=filter, reserved=reserved)
+        named = await named_object(store, prefix, reserved=reserved)
     finally:
         await store.close()
+    if named is None or named.size is None:
+        return totals
+    if filter.active and not filter.matches(named.path):
+        return replace(
+            totals,
+            excluded_objects=totals.excluded_objects + 1,
+            excluded_bytes=totals.excluded_bytes + named.size,
+        )
+    return replace(totals, objects=totals.objects + 1, bytes=totals.bytes + named.size)

@@ -273,25 +273,66 @@ def test_odd_keys_round_trip_exactly(store: Store) -> None:
     run(go())
 
 
-@pytest.mark.parametrize(
-    "key",
-    ["../escape", "a/../../b", "/absolute", "a//b", "trailing/", "nul\x00byte", ".", "a/./b", ""],
-)
+NON_PORTABLE_KEYS = [
+    "../escape",
+    "a/../../b",
+    "/absolute",
+    "a//b",
+    "trailing/",
+    "nul\x00byte",
+    ".",
+    "a/./b",
+    "",
+    "lone\udcffsurrogate",
+]
+
+
+@pytest.mark.parametrize("key", NON_PORTABLE_KEYS)
 def test_non_portable_keys_are_refused_or_kept_exactly(store: Store, key: str) -> None:
-    """A store that cannot hold such a key exactly refuses it and writes nothing; one that can
-    (S3 as AWS and moto keep it) lists and reads it back under exactly that key. Never a
-    rename."""
+    """A store that cannot hold such a key exactly refuses it and writes nothing, and refuses
+    it alike when asked to read or delete it (never "does not exist", never a silent delete:
+    either would hide an attack string or a typo); one that can (S3 as AWS and moto keep it)
+    lists and reads it back under exactly that key. Never a rename."""
 
     async def go() -> None:
         try:
             await store.put(key, b"payload")
         except InvalidKey:
             assert await _all_keys(store) == []
+            if key.endswith("/"):
+                # SeaweedFS keeps an empty folder marker 'dir/' and refuses only a non-empty
+                # one: an object may have this key, so a read of it may say NotFound.
+                return
+            with pytest.raises(InvalidKey):
+                await store.head(key)
+            with pytest.raises(InvalidKey):
+                await store.get(key)
+            with pytest.raises(InvalidKey):
+                await store.delete(key)
             return
         assert await _all_keys(store) == [key]
         assert await (await store.get(key)).read_all() == b"payload"
         await store.delete(key)
         assert await _all_keys(store) == []
+
+    run(go())
+
+
+@pytest.mark.parametrize("prefix", ["../", "/", "a//", "./", "nul\x00", "lone\udcff"])
+def test_a_prefix_no_writable_key_starts_with_is_refused_by_list(store: Store, prefix: str) -> None:
+    """Listing follows the key rule: where the store refuses to write under a prefix, listing
+    that prefix raises InvalidKey rather than answering "nothing there"; where it writes, the
+    listing finds what it wrote."""
+
+    async def go() -> None:
+        await store.put("plain", b"1")
+        try:
+            await store.put(prefix + "x", b"payload")
+        except InvalidKey:
+            with pytest.raises(InvalidKey):
+                await _all_keys(store, prefix)
+            return
+        assert await _all_keys(store, prefix) == [prefix + "x"]
 
     run(go())
 

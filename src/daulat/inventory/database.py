@@ -4,17 +4,21 @@ Scans stream listings into the database in batches, so memory stays flat however
 store holds. A re-scan compares each batch with what the previous scan saw (in SQL, not in
 Python) and records additions, changes and, at the end, deletions.
 
-A scan with filters (:mod:`daulat.filters`) records only the objects they select and marks
-nothing removed, not even a selected object that is gone: it did not look at the whole store,
-and an object it did not see may simply be one it was told to ignore. Its row has status
-``filtered`` and its rules in ``filter``, so it never stands for a whole scan: everything that
-asks for the latest scan (``daulat stores``, policies, drills) goes by the latest ``complete``
-one.
+A scan with filters (:mod:`daulat.filters`) looks only at the objects they select: it records
+what it found added or changed among them (in ``changes``, and its totals in its ``scans`` row)
+and marks nothing removed, not even a selected object that is gone: it did not look at the whole
+store, and an object it did not see may simply be one it was told to ignore. It leaves
+``objects`` as the latest whole scan left it: merging a part of the store into the whole would
+give figures no scan ever saw (an addition counted, the removal beside it not). Its row has
+status ``filtered`` and its rules in ``filter``, so it never stands for a whole scan: everything
+that asks for the latest scan or the objects (``daulat stores``, policies, drills) goes by the
+latest ``complete`` one, and the next whole scan reports every change since that one.
 
 Tables
     ``scans``    one row per scan of a store: when, status, totals, counts of changes
-    ``objects``  the latest known state of every object: size, modified time, the provider's
-                 ETag labelled with its scheme, and the content SHA-256 once daulat has hashed it
+    ``objects``  every object as the latest whole scan saw it: size, modified time, the
+                 provider's ETag labelled with its scheme, and the content SHA-256 once daulat
+                 has hashed it
     ``changes``  what each scan found added, changed or removed
 """
 
@@ -150,8 +154,11 @@ class Manifest:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def record_batch(self, scan_id: int, store: str, batch: Iterable[ObjectInfo]) -> None:
-        """Merge one listing batch into ``objects`` and note what was added or changed."""
+    def record_batch(
+        self, scan_id: int, store: str, batch: Iterable[ObjectInfo], *, merge: bool = True
+    ) -> None:
+        """Note what one listing batch adds or changes, and merge it into ``objects``
+        (``merge`` false, for a filtered scan: only note it, see the module docstring)."""
         rows = [
             (
                 o.key,
@@ -180,21 +187,22 @@ class Manifest:
                       OR (i.etag IS NULL AND o.modified != i.modified)""",
                 (scan_id, store, store),
             )
-            db.execute(
-                """INSERT INTO objects (store, key, size, modified, etag, etag_scheme, checksums,
-                                        sha256, first_scan, last_scan)
-                   SELECT ?, key, size, modified, etag, etag_scheme, checksums, NULL, ?, ?
-                   FROM incoming WHERE true
-                   ON CONFLICT (store, key) DO UPDATE SET
-                       sha256 = CASE WHEN objects.size = excluded.size
-                                      AND objects.etag IS excluded.etag
-                                      AND objects.modified = excluded.modified
-                                     THEN objects.sha256 END,
-                       size = excluded.size, modified = excluded.modified, etag = excluded.etag,
-                       etag_scheme = excluded.etag_scheme, checksums = excluded.checksums,
-                       last_scan = excluded.last_scan""",
-                (store, scan_id, scan_id),
-            )
+            if merge:
+                db.execute(
+                    """INSERT INTO objects (store, key, size, modified, etag, etag_scheme, checksums,
+                                            sha256, first_scan, last_scan)
+                       SELECT ?, key, size, modified, etag, etag_scheme, checksums, NULL, ?, ?
+                       FROM incoming WHERE true
+                       ON CONFLICT (store, key) DO UPDATE SET
+                           sha256 = CASE WHEN objects.size = excluded.size
+                                          AND objects.etag IS excluded.etag
+                                          AND objects.modified = excluded.modified
+                                         THEN objects.sha256 END,
+                           size = excluded.size, modified = excluded.modified, etag = excluded.etag,
+                           etag_scheme = excluded.etag_scheme, checksums = excluded.checksums,
+                           last_scan = excluded.last_scan""",
+                    (store, scan_id, scan_id),
+                )
             db.execute("DELETE FROM incoming")
             db.execute(
                 "UPDATE scans SET objects = objects + ?, bytes = bytes + ? WHERE id = ?",

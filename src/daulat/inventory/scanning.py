@@ -46,8 +46,9 @@ async def scan_store(
     ``shards`` listings run at once where the store can be listed in shards (see
     :mod:`daulat.census.sharded`; 1: one listing), with the same result.
 
-    ``filter`` (keys relative to the store's root) records only the objects it selects and
-    marks nothing removed (see :mod:`daulat.inventory.database`).
+    ``filter`` (keys relative to the store's root) looks only at the objects it selects,
+    records what changed among them, marks nothing removed and leaves the inventory's objects
+    as the latest whole scan left them (see :mod:`daulat.inventory.database`).
     """
     scan_id = manifest.begin_scan(store.name)
     objects = size = 0
@@ -57,7 +58,7 @@ async def scan_store(
 
     def flush() -> None:
         nonlocal objects, size
-        manifest.record_batch(scan_id, store.name, pending)
+        manifest.record_batch(scan_id, store.name, pending, merge=not active)
         objects += len(pending)
         size += sum(o.size for o in pending)
         pending.clear()

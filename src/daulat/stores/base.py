@@ -7,8 +7,10 @@ Keys
     accepts *portable* keys: no empty segment (no leading, trailing or doubled ``/``), no ``.`` or
     ``..`` segment, no NUL or other control character. A store may refuse more (the filesystem
     refuses backslashes and segments over 255 bytes); a refused key raises :class:`InvalidKey` for
-    that object only and writes nothing. Keys are compared as exact strings: NFC and NFD spellings
-    of one word are two keys.
+    that object only and writes nothing. A key the store could never hold is refused with
+    :class:`InvalidKey` by ``head``, ``get`` and ``delete`` too (never ``NotFound`` or a silent
+    delete), and ``list`` refuses a prefix no such key starts with (:mod:`daulat.stores.keys`).
+    Keys are compared as exact strings: NFC and NFD spellings of one word are two keys.
 Atomic put
     :meth:`Store.put` either makes the complete object visible under its key or leaves the key as it
     was. No reader ever sees a partial object. When ``sha256`` is given and the content does not

@@ -15,7 +15,8 @@ by anyone who can write to it. Every operation reaches its file by directory des
 without following symlinks, one directory entry at a time (:mod:`daulat.stores.fstree`, which
 never opens ``..``, ``.`` or an empty name), so no check can be raced and nothing outside the
 root is read, written, created, removed or listed, whatever key or prefix the store is given:
-``list("../etc/")`` lists nothing, since no key below the root can start with it.
+``list("../etc/")`` raises :class:`InvalidKey`, since no key below the root can start with it
+(:mod:`daulat.stores.keys`).
 
 Reading is not writing. A POSIX name may hold anything but ``/`` and NUL, and a source directory
 holds what its owners put there: ``list`` reports every regular file, and ``get``, ``head`` and
@@ -23,8 +24,8 @@ holds what its owners put there: ``list`` reports every regular file, and ``get`
 override), so that a copy can take them to a store that holds them. ``put`` refuses more
 (:func:`fs_key_problem`): besides the portable-key rules, backslashes, segments over 255 bytes
 and the reserved ``.daulat-tmp`` prefix, so that what this store writes can be read back on any
-system. A key no file could have (an empty, ``.`` or ``..`` segment, a NUL) raises
-:class:`InvalidKey` everywhere.
+system. A key no file could have (an empty, ``.`` or ``..`` segment, a NUL, text that is not
+UTF-8) raises :class:`InvalidKey` everywhere, as does a listing prefix no such key starts with.
 
 Symlinks below the root are not objects, and are never followed:
 
@@ -112,6 +113,7 @@ from daulat.stores.fstree import (
     walk,
 )
 from daulat.stores.hashing import StreamHasher, check_digest
+from daulat.stores.keys import check_key, check_prefix
 
 MAX_SEGMENT_BYTES = 255
 LIST_BATCH = 1000
@@ -158,6 +160,9 @@ def fs_name_problem(key: str) -> str | None:
         return "empty key"
     if "\0" in key:
         return "contains NUL"
+    if not (key.isascii() or _is_utf8(key)):
+        # Listing refuses such names (see _not_utf8): no object here can have one.
+        return "not valid UTF-8"
     for segment in key.split("/"):
         if not is_entry_name(segment):
             if segment:
@@ -189,11 +194,7 @@ class FsStore:
     # ------------------------------------------------------------------ paths
 
     def _segments(self, key: str, *, writing: bool = False) -> Segments:
-        reason = fs_key_problem(key) if writing else fs_name_problem(key)
-        if reason is not None:
-            raise InvalidKey(
-                f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
-            )
+        check_key(fs_key_problem if writing else fs_name_problem, key, store=self._name)
         return key.split("/")
 
     def _open_root(self, *, create: bool) -> int | None:
@@ -274,6 +275,7 @@ class FsStore:
     # ------------------------------------------------------------------ list
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        check_prefix(fs_name_problem, prefix, store=self._name)
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         walker = self._walk(directory, prefix)
         try:

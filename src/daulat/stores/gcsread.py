@@ -13,7 +13,14 @@ from typing import Any
 
 from daulat.errors import NotFound, SourceChanged, StoreError, Transient
 from daulat.stores.base import ObjectInfo
-from daulat.stores.gcsclient import READ_CHUNK, GcsBase, GcsHandle, retrieve_quietly
+from daulat.stores.gcsclient import (
+    READ_CHUNK,
+    GcsBase,
+    GcsHandle,
+    gcs_name_problem,
+    retrieve_quietly,
+)
+from daulat.stores.keys import check_prefix
 from daulat.stores.listguard import ListingGuard
 from daulat.stores.objectstore import METADATA_PREFIX
 from daulat.stores.threadio import Abandoned, PipeWriter, ToLoop, TooLong, in_thread
@@ -29,6 +36,7 @@ class GcsReads(GcsBase):
     """``list``, ``head`` and ``get`` of :class:`~daulat.stores.gcs.GcsStore`."""
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        check_prefix(lambda key: gcs_name_problem(self._full(key)), prefix, store=self.name)
         full = f"{self._prefix}/{prefix}" if self._prefix else prefix
         pages: list[Any] = []  # the client's page iterator, once the first request made it
 

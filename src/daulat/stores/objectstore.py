@@ -39,6 +39,7 @@ from daulat.stores.base import (
     portable_key_problem,
 )
 from daulat.stores.hashing import StreamHasher, body_digest, hashed
+from daulat.stores.keys import check_key, check_prefix
 from daulat.stores.listguard import ListingGuard
 from daulat.stores.ranges import Level
 from daulat.stores.timeouts import (
@@ -111,11 +112,7 @@ class ObstoreStore:
         is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
         err = translate(exc, store=self._name, key=key, op=op)
         timed_out = isinstance(exc, TimeoutError) or "timed out" in str(err)
-        if (
-            "(cannot connect)" in str(err)
-            and not self._answered
-            and self._refusals.expired()
-        ):
+        if "(cannot connect)" in str(err) and not self._answered and self._refusals.expired():
             return Unresponsive(
                 f"store {self._name!r}: {op} failed: cannot connect (refused or unreachable "
                 f"for {self._refusals.describe()}, request_timeout); is the endpoint right "
@@ -152,11 +149,7 @@ class ObstoreStore:
         return self._inner
 
     def _check(self, key: str) -> None:
-        reason = self._key_problem(key)
-        if reason is not None:
-            raise InvalidKey(
-                f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key
-            )
+        check_key(self._key_problem, key, store=self._name)
 
     def _info(self, meta: Mapping[str, Any]) -> ObjectInfo:
         return ObjectInfo(
@@ -168,6 +161,7 @@ class ObstoreStore:
         )
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        check_prefix(self._key_problem, prefix, store=self._name)
         # obstore matches prefixes by whole path segments; list the enclosing "directory" and
         # filter so that "f" matches "f00001.bin" as S3 users expect.
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
@@ -296,9 +290,7 @@ class ObstoreStore:
             else:
                 # Parts of PART_SIZE, PARTS_IN_FLIGHT at once: progress means the client keeps
                 # taking chunks of the body.
-                watch = StreamWatch(
-                    body_limit(self._request_timeout, PART_SIZE * PARTS_IN_FLIGHT)
-                )
+                watch = StreamWatch(body_limit(self._request_timeout, PART_SIZE * PARTS_IN_FLIGHT))
                 stream = guarded(body, watch)
                 try:
                     result = await watch_stream(

@@ -24,6 +24,7 @@ from daulat.stores.base import (
     portable_key_problem,
 )
 from daulat.stores.hashing import StreamHasher
+from daulat.stores.keys import check_prefix
 from daulat.stores.objectstore import (
     METADATA_PREFIX,
 )
@@ -77,6 +78,7 @@ class FallbackS3Store:
         return portable_key_problem(key) is not None or "\\" in key
 
     async def list(self, prefix: str = "") -> AsyncIterator[list[ObjectInfo]]:
+        check_prefix(self.raw.read_key_problem, prefix, store=self.name)
         # Closed with this generator: a caller that stops early (a probe reads one page) must
         # not leave the inner listing fetching its next page against a store about to close.
         async with contextlib.aclosing(self.raw.list_all(prefix)) as pages:
@@ -91,6 +93,7 @@ class FallbackS3Store:
     async def list_range(
         self, prefix: str = "", *, start_after: str | None = None, end_before: str | None = None
     ) -> AsyncGenerator[Batch, None]:
+        check_prefix(self.raw.read_key_problem, prefix, store=self.name)
         async with contextlib.aclosing(
             self.raw.list_all(prefix, start_after=start_after, end_before=end_before)
         ) as pages:

@@ -13,12 +13,17 @@ import secrets
 from daulat.errors import (
     AccessDenied,
     InvalidKey,
-    NotFound,
     StoreError,
     Transient,
 )
+from daulat.stores.base import MAX_KEY_BYTES
+from daulat.stores.keys import invalid_key
 from daulat.stores.s3base import _KINDS, _PROBE_BODY, PROBE_DIR, _KeyKind, _sha256_hex
 from daulat.stores.s3listing import S3Listing
+
+
+def _unkept(kind: _KeyKind) -> str:
+    return f"the server refuses or rewrites keys with {kind.what} (found by a probe)"
 
 
 class S3KeyFidelity(S3Listing):
@@ -33,13 +38,27 @@ class S3KeyFidelity(S3Listing):
         return None
 
     def _check_known_kinds(self, full: str, key: str) -> None:
-        """Reads: a key of a kind the server is known to rewrite would read another object."""
-        if self.verify_keys and self._unkept_kind(full) is not None:
-            raise NotFound(
-                f"store {self.name!r}: {key!r} does not exist (the server cannot hold such keys)",
-                store=self.name,
-                key=key,
-            )
+        """Reads: a key of a kind the server is known to rewrite would read another object, and
+        is refused as its put is (:mod:`daulat.stores.keys`)."""
+        kind = self._unkept_kind(full) if self.verify_keys else None
+        if kind is not None:
+            raise invalid_key(self.name, key, _unkept(kind))
+
+    def read_key_problem(self, key: str) -> str | None:
+        """Why this store can hold no object under ``key`` (the rule of every read and of
+        listing prefixes), or None. Kinds of key the server rewrites count once a probe has
+        found them; reads never probe (a probe writes)."""
+        if not key:
+            return "empty key"
+        full = self._list_prefix(key)
+        try:
+            size = len(full.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "not valid UTF-8"
+        if size > MAX_KEY_BYTES:
+            return f"longer than {MAX_KEY_BYTES} bytes with the store's prefix"
+        kind = self._unkept_kind(full) if self.verify_keys else None
+        return None if kind is None else _unkept(kind)
 
     async def _check_kinds(self, full: str, key: str) -> None:
         if not self.verify_keys or not any(kind.matches(full) for kind in _KINDS):
@@ -48,8 +67,8 @@ class S3KeyFidelity(S3Listing):
         kind = self._unkept_kind(full)
         if kind is not None:
             raise InvalidKey(
-                f"store {self.name!r} cannot hold key {key!r}: the server refuses or rewrites "
-                f"keys with {kind.what} (found by a probe), so nothing was written",
+                f"store {self.name!r} cannot hold key {key!r}: {_unkept(kind)}, so nothing was "
+                "written",
                 store=self.name,
                 key=key,
             )

@@ -297,13 +297,13 @@ class S3Raw(S3Multipart):
         return PutResult(key=key, size=len(body), sha256=sha256_hex, etag=_etag(reply.get("ETag")))
 
     async def delete(self, key: str) -> None:
-        """Delete an object; succeeds when it is already gone (or cannot exist here)."""
+        """Delete an object; succeeds when it is already gone. A key of a kind the server
+        cannot hold raises :class:`InvalidKey`, as its put does."""
         full = self.full_key(key)
         if self.verify_keys and _suspicious(full):
             # A server that rewrites such keys would delete *another* object.
             await self._probe()
-            if self._unkept_kind(full) is not None:
-                return
+            self._check_known_kinds(full, key)
         await self._delete_full(full, key)
 
     async def copy_object(

@@ -1,0 +1,60 @@
+"""One key rule per store, for every method.
+
+Each store kind has one function saying why it cannot hold a key (``fs_key_problem``,
+``gcs_name_problem``, the portable rule of :mod:`daulat.stores.base`, ...). A key that the store
+could never hold is refused with :class:`~daulat.errors.InvalidKey` by ``head``, ``get`` and
+``delete`` as by ``put``, never answered with :class:`~daulat.errors.NotFound` or a silent
+no-op delete: either would hide a typo or an attack string (``../``, a NUL, a lone surrogate)
+behind "does not exist".
+
+A listing prefix is refused the same way when no key the store could hold starts with it
+(:func:`prefix_problem`): ``list("../")`` on a directory store raises rather than listing
+nothing. A prefix that is merely unusual (``"a/.."`` still starts ``"a/..b"``) is listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from daulat.errors import InvalidKey
+
+#: Why a store cannot hold a key, or None when it can.
+KeyRule = Callable[[str], "str | None"]
+
+
+def invalid_key(store: str, key: str, reason: str) -> InvalidKey:
+    """The one wording of a refused key."""
+    return InvalidKey(f"store {store!r} cannot hold key {key!r}: {reason}", store=store, key=key)
+
+
+def check_key(rule: KeyRule, key: str, *, store: str) -> None:
+    """Raise :class:`InvalidKey` when ``rule`` says the store cannot hold ``key``."""
+    reason = rule(key)
+    if reason is not None:
+        raise invalid_key(store, key, reason)
+
+
+def prefix_problem(rule: KeyRule, prefix: str) -> str | None:
+    """Why no key that ``rule`` allows can start with ``prefix``, or None.
+
+    The prefix itself, or the prefix followed by one more ordinary character, must be a key the
+    store could hold: ``"dir/"`` passes (``"dir/x"``), ``"dir/.."`` passes (``"dir/..x"``),
+    ``"../"`` and ``"a\\x00"`` do not."""
+    if not prefix:
+        return None
+    reason = rule(prefix)
+    if reason is None or rule(prefix + "x") is None:
+        return None
+    return reason
+
+
+def check_prefix(rule: KeyRule, prefix: str, *, store: str) -> None:
+    """Raise :class:`InvalidKey` when no key the store could hold starts with ``prefix``."""
+    reason = prefix_problem(rule, prefix)
+    if reason is not None:
+        raise InvalidKey(
+            f"store {store!r} cannot list prefix {prefix!r}: no key it can hold starts with it "
+            f"({reason})",
+            store=store,
+            key=prefix,
+        )
