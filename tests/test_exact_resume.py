@@ -736,11 +736,13 @@ def kill_at_random(
     return snapshots, log
 
 
+# Every codec on a directory, and plain and protected names on S3. S3 with encryption alone
+# is left out: the names case sends the same ciphertext through the same proxy and adoption
+# path, with the name mapping on top, and an S3 case costs over a minute of CPU.
 @pytest.mark.parametrize(
     ("kind", "codec"),
     [
         ("s3", "plain"),
-        ("s3", "encrypt"),
         ("s3", "names"),
         ("fs", "plain"),
         ("fs", "encrypt"),
