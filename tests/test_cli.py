@@ -534,7 +534,7 @@ def test_stores_with_wrong_credentials(
 
 
 # One test for a tour and the next one in its directory: each tour costs half a minute of CPU.
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_demo_in_an_empty_directory_its_suggestion_runs_and_a_second_tour_replaces_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -576,7 +576,7 @@ def test_demo_in_an_empty_directory_its_suggestion_runs_and_a_second_tour_replac
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
     env["COLUMNS"] = "300"
     proc = subprocess.run(
-        ["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        ["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )  # five commands: a guard against hangs that a loaded machine does not trip
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
