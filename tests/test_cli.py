@@ -546,8 +546,8 @@ def test_demo_in_an_empty_directory_its_suggestion_runs_and_a_second_tour_replac
     assert all(p >= 0 for p in positions), res.out
     assert positions == sorted(positions)
     assert "UNREACHABLE" not in res.out
-    objects = len(files_under(tour / "daulat-demo" / "kpu-primary"))
-    assert f"{objects:,} objects" in res.out
+    in_tour = len(files_under(tour / "daulat-demo" / "kpu-primary"))
+    assert f"{in_tour:,} objects" in res.out
 
     # After its exits the tour scans again: the report's store table counts what the replicas
     # hold, as the policy section does.
@@ -610,14 +610,14 @@ def test_demo_in_an_empty_directory_its_suggestion_runs_and_a_second_tour_replac
     assert all(step in again.out for step in TOUR_STEPS)
     assert not stray.exists()
     assert not files_under(tour / "daulat-demo" / "restored")  # the suggestion's restore
-    assert f"(+{objects:,} new since the last scan)" in again.out
+    assert f"(+{in_tour:,} new since the last scan)" in again.out
     with Manifest(tour / ".daulat" / "manifest.sqlite") as manifest:
         last = manifest.last_scan("kpu-primary")
-        assert last is not None and last.objects == objects
+        assert last is not None and last.objects == in_tour
         # Two scans of it in this tour (before and after the exits), none from the first tour.
         first = manifest.scan(1)
         assert first is not None and first.store == "kpu-primary"
-        assert (first.objects, first.added) == (objects, objects)
+        assert (first.objects, first.added) == (in_tour, in_tour)
 
 
 # --- help text ----------------------------------------------------------------------------
