@@ -174,8 +174,7 @@ SLOW = (
     "test_sharded_listing.py::test_every_legal_key_once_by_ranges_and_by_prefixes_on_moto",
     "test_s3raw.py::test_contracts_over_moto[listing_paginates_over_5000_keys]",
     "test_store_contract.py::test_listing_paginates_over_5000_keys[gcs]",
-    "test_cli.py::test_demo_runs_the_tour_twice",
-    "test_cli.py::test_demo_in_an_empty_directory_and_its_suggestion_runs_as_written",
+    "test_cli.py::test_demo_in_an_empty_directory_its_suggestion_runs_and_a_second_tour_replaces_it",
     "test_exact_resume.py::test_kill_9_at_random_sends_again_almost_nothing",
     "test_gateway_clients.py::test_aws_cli",
 )

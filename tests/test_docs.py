@@ -24,3 +24,15 @@ def test_every_test_the_threat_model_names_exists() -> None:
         ):
             missing.append(f"{file}::{function}")
     assert not missing, f"docs/threat-model.md names tests that do not exist: {missing}"
+
+
+def test_ci_runs_the_readme_test_command_and_the_readme_names_the_quick_one() -> None:
+    """CI (.ci/run) runs exactly the full test command README gives; README gives the quick
+    default run beside it, so that neither drifts from what is run."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^exec \./scripts/test$", ci, re.M), ci
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    commands = {line.strip() for block in blocks for line in block.splitlines()}
+    assert "./scripts/test" in commands
+    assert './scripts/test -m "not slow"' in commands

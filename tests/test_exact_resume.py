@@ -170,9 +170,14 @@ def test_sealed_proof_binds_every_field() -> None:
         Prover(key, codec=" [age:abc]", encrypting=True).check(value, _candidate(), "p/a/b.bin")
         is None
     )
-    # Any changed character of the value (sealed hash, nonce, tag): not proven.
+    # Any changed character of the value (sealed hash, nonce, tag): not proven. The top bit of
+    # a base64 character is flipped: the last character also carries padding bits a decoder
+    # drops, so a change there only ('B' for 'A') would leave the same bytes 1 time in 16.
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
     for i in range(3, len(value)):
-        flipped = value[:i] + ("A" if value[i] != "A" else "B") + value[i + 1 :]
+        c = value[i]
+        other = alphabet[alphabet.index(c) ^ 32] if c in alphabet else "A"
+        flipped = value[:i] + other + value[i + 1 :]
         assert prover.check(flipped, _candidate(), "p/a/b.bin") is None, i
     assert prover.check(None, _candidate(), "p/a/b.bin") is None
     assert prover.check("1s.", _candidate(), "p/a/b.bin") is None
@@ -736,11 +741,13 @@ def kill_at_random(
     return snapshots, log
 
 
+# Every codec on a directory, and plain and protected names on S3. S3 with encryption alone
+# is left out: the names case sends the same ciphertext through the same proxy and adoption
+# path, with the name mapping on top, and an S3 case costs over a minute of CPU.
 @pytest.mark.parametrize(
     ("kind", "codec"),
     [
         ("s3", "plain"),
-        ("s3", "encrypt"),
         ("s3", "names"),
         ("fs", "plain"),
         ("fs", "encrypt"),

@@ -58,7 +58,8 @@ from daulat.transfer.journal import Journal, Outcome, State, WorkItem
 from daulat.transfer.model import VERIFIED_BY_CONTENT, Endpoint, Options, Summary
 from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
-pytestmark = pytest.mark.ray
+# Tests that start the local cluster carry ``ray`` (slow, one at a time: tests/conftest.py);
+# the pure ones (shards, batch commits, no Ray installed, a verify shard run here) do not.
 
 RUN_TIMEOUT = 300.0
 AGE_RECIPIENT_ENV = "DAULAT_TEST_RECIPIENT"
@@ -299,6 +300,7 @@ def test_without_ray_one_line_and_exit_2(
 # The same results as one process
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("source", ["seaweedfs", "filesystem"])
 def test_ray_exit_matches_single_process(
     source: str,
@@ -363,6 +365,7 @@ def test_ray_exit_matches_single_process(
     assert_exact_copy({k: v for k, v in data.items() if k not in refused}, read_config(many))
 
 
+@pytest.mark.ray
 def test_ray_exit_encrypted_with_protected_names(
     cluster: RayCluster, s3_server_b: S3Server, tmp_path: Path
 ) -> None:
@@ -433,6 +436,7 @@ def _slow_fs_exit(tmp_path: Path, n: int) -> tuple[Path, dict[str, bytes], Path,
 CONCURRENCY = 4
 
 
+@pytest.mark.ray
 def test_worker_killed_mid_run_resends_at_most_its_objects_in_flight(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
@@ -474,6 +478,7 @@ def test_worker_killed_mid_run_resends_at_most_its_objects_in_flight(
     assert len(rewritten) <= CONCURRENCY, sorted(rewritten)
 
 
+@pytest.mark.ray
 def test_driver_killed_mid_run_rerun_sends_nothing_complete_again(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
@@ -591,6 +596,7 @@ def test_verify_shard_task_judges_as_one_process(
     assert report.problems == [("obj/2/o-0002.bin", "content differs from the source")]
 
 
+@pytest.mark.ray
 def test_ray_verify_full_finds_an_altered_and_a_planted_object(
     cluster: RayCluster, s3_server_b: S3Server, tmp_path: Path
 ) -> None:
@@ -626,6 +632,7 @@ def test_ray_verify_full_finds_an_altered_and_a_planted_object(
     assert state[0] == "failed", state  # replaced: the next exit sends it again
 
 
+@pytest.mark.ray
 def test_ray_verify_full_decrypts_on_the_workers(
     cluster: RayCluster, s3_server_b: S3Server, tmp_path: Path
 ) -> None:
