@@ -492,6 +492,37 @@ def test_cancelling_a_coroutine_stops_the_run_cleanly(home: Path) -> None:
             daulat.ConfigError,
             "ray_address must be",
         ),
+        # Checked before the run starts, never a TypeError once objects are being written.
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", progress=5),
+            daulat.ConfigError,
+            "progress must be a function",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", "src", progress="print"),
+            daulat.ConfigError,
+            "progress must be a function",
+        ),
+        (
+            lambda: daulat.restore("daulat.toml", "src", "dst", overwrite="yes"),
+            daulat.ConfigError,
+            "overwrite must be True or False, not 'yes'",
+        ),
+        (
+            lambda: daulat.verify("daulat.toml", "src", "dst", full="no"),
+            daulat.ConfigError,
+            "full must be True or False",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", abort_uploads_older_than=3600),
+            daulat.ConfigError,
+            "abort_uploads_older_than must be a datetime.timedelta",
+        ),
+        (
+            lambda: daulat.copy("daulat.toml", "src", "dst", workers=-1),
+            daulat.ConfigError,
+            "workers must be a whole number from 1 to 100,000, not -1",
+        ),
         (
             lambda: daulat.scan("daulat.toml", "src", shards=0),
             daulat.ConfigError,
@@ -663,3 +694,79 @@ def test_exit_and_verify_on_ray(home: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert [key for key, _ in report.problems] == ["a/one.csv"]
     assert report.verified == len(FILES) - 1 and not report.ok
     assert len(runners) == 2 and runners[1].shards_run >= 1
+
+
+def test_a_progress_callback_that_raises_stops_the_run_as_a_daulat_error(home: Path) -> None:
+    """The caller's callback failing is a DaulatError (its exception the cause), audited with
+    the callback's error; what was finished is kept and the call again resumes."""
+
+    def broken(p: daulat.TransferProgress) -> None:
+        if p.done_objects:
+            raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(daulat.CallbackFailed, match="ZeroDivisionError") as failed:
+        daulat.copy("daulat.toml", "src", "dst", concurrency=1, progress=broken)
+    assert isinstance(failed.value.__cause__, ZeroDivisionError)
+    [entry] = entries(home)
+    assert entry["details"]["outcome"] == "failed"
+    assert entry["details"]["error"] == "CallbackFailed"
+    assert "ZeroDivisionError" in entry["details"]["message"]
+    again = daulat.copy("daulat.toml", "src", "dst")
+    assert again.ok and again.skipped_objects > 0
+
+
+@pytest.mark.parametrize(
+    ("call", "operation", "error"),
+    [
+        (
+            lambda: daulat.verify("daulat.toml", "src", "dst", full=True, identity="nope.txt"),
+            "verify",
+            "KeyFileError",
+        ),
+        (lambda: daulat.copy("daulat.toml", "src", "dst", engine="spark"), "copy", "ConfigError"),
+        (
+            lambda: daulat.restore("daulat.toml", "dst", "cli", overwrite="yes"),
+            "restore",
+            "ConfigError",
+        ),
+        (lambda: daulat.exit("daulat.toml", "src", "dst", progress=5), "exit", "ConfigError"),
+        (lambda: daulat.drill("daulat.toml", "src", "dst", workers=0), "drill", "ConfigError"),
+        (lambda: daulat.scan("daulat.toml", "src", shards=0), "scan", "ConfigError"),
+        (lambda: daulat.check("daulat.toml", strict="yes"), "check", "ConfigError"),
+        # A failure inside the run (an unknown store) was audited before: the same shape.
+        (lambda: daulat.copy("daulat.toml", "srcc", "dst"), "copy", "ConfigError"),
+    ],
+)
+def test_every_failed_call_is_audited_alike(
+    home: Path, call: object, operation: str, error: str
+) -> None:
+    """Whatever failed once the configuration was read (an argument, a missing identity file)
+    is one audit entry, of the same shape as a failure inside the run."""
+    assert callable(call)
+    with pytest.raises(daulat.DaulatError):
+        call()
+    [entry] = entries(home)
+    assert entry["operation"] == operation
+    details = entry["details"]
+    assert details["outcome"] == "failed" and details["error"] == error, details
+    assert details["message"], details
+
+
+def test_an_unreachable_ray_cluster_is_a_clear_error_soon(home: Path) -> None:
+    """engine="ray" at an address where nothing listens: RayUnavailable naming the address
+    within seconds (ray.init alone retries for many minutes), audited; nothing copied."""
+    pytest.importorskip("ray")
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port that was just free, so nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    started = time.monotonic()
+    with pytest.raises(daulat.ConfigError, match=f"cannot reach the Ray cluster at {address}"):
+        daulat.copy("daulat.toml", "src", "dst", engine="ray", ray_address=address)
+    assert time.monotonic() - started < 30
+    [entry] = entries(home)
+    assert entry["details"]["error"] == "RayUnavailable"
+    assert not (home / "dst").exists()

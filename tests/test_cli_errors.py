@@ -9,9 +9,12 @@ Run through the installed console script, with stdout and stderr captured (not t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +56,32 @@ USAGE_ERRORS = [
     (["copy", "data", "x", "--engine", "warp"], "'warp' is not one of", "daulat copy"),
     (
         ["copy", "data", "x", "--concurrency", "many"],
-        "invalid value for '--concurrency'",
+        "--concurrency must be a whole number, not 'many'",
         "daulat copy",
     ),
+    # click's parser errors, raised without a context: the usage line all the same.
+    (["ls", "data", "--long=maybe"], "option '--long' does not take a value", "daulat ls"),
+    (["copy", "data", "x", "--include"], "option '--include' requires an argument", "daulat copy"),
+    (
+        ["--config", "daulat.toml", "sync", "data", "x", "--exclude"],
+        "option '--exclude' requires an argument",
+        "daulat sync",
+    ),
+    # Values daulat checks itself, named like the others.
+    (
+        ["drill", "data", "x", "--sample", "-3"],
+        "invalid value for '--sample': '-3'",
+        "daulat drill",
+    ),
+    (["exit", "data", "x", "--bwlimit", "-5"], "invalid value for '--bwlimit'", "daulat exit"),
+    # Bounds typer checks (with pydantic), in daulat's words, not "Input should be ...".
+    (
+        ["copy", "data", "x", "--workers", "-1"],
+        "--workers must be at least 1, not '-1'",
+        "daulat copy",
+    ),
+    (["scan", "--shards", "abc"], "--shards must be a whole number, not 'abc'", "daulat scan"),
+    (["scan", "--shards", "0"], "--shards must be at least 1, not '0'", "daulat scan"),
     (["frobnicate"], "no such command 'frobnicate'", "daulat"),
     (["keys", "frob"], "no such command 'frob'", "daulat keys"),
 ]
@@ -73,7 +99,7 @@ def test_usage_errors_say_error_first_then_one_usage_line(
     assert f"(see '{command} --help')" in lines[1], res.err
     assert len(lines) == 2, res.err
     # click's own wording and rich's boxes are gone; no colour off a terminal.
-    for mark in ("Usage:", "Error:", "Try '", "╭", "│", "\x1b["):
+    for mark in ("Usage:", "Error:", "Try '", "╭", "│", "\x1b[", "Input should", "pydantic"):
         assert mark not in res.err, (mark, res.err)
     assert res.out == ""
 
@@ -102,3 +128,51 @@ def test_a_bare_group_still_shows_its_help(project: Path) -> None:
     res = daulat([], project)
     assert res.code == 2
     assert "Commands" in res.out + res.err and "error:" not in res.err
+
+
+def audit_entries(project: Path) -> list[dict[str, object]]:
+    path = project / ".daulat" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_missing_identity_file_is_audited(project: Path) -> None:
+    """verify --full / restore with an identity file that is not there: exit 2, and the
+    attempt is in the audit log as failed, as a store typo is."""
+    for args, operation in (
+        (["verify", "data", "data:copy", "--full", "--identity", "nope.txt"], "verify"),
+        (["restore", "data:copy", "data:back", "--identity", "nope.txt"], "restore"),
+    ):
+        res = daulat(args, project)
+        assert res.code == 2 and res.err.startswith("error: key file nope.txt"), res.err
+        entry = audit_entries(project)[-1]
+        assert entry["operation"] == operation
+        assert entry["details"] == {
+            **entry["details"],
+            "outcome": "failed",
+            "error": "KeyFileError",
+        }
+
+
+def test_an_unreachable_ray_address_is_refused_within_seconds(project: Path) -> None:
+    """--engine ray --ray-address where nothing listens: one error line naming the address
+    within the bound --help states, exit 2, audited; no Ray log spam, nothing copied."""
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port that was just free, so nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    res = daulat(
+        ["copy", "data", "data:out", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"],
+        project,
+    )
+    assert time.monotonic() - started < 30
+    assert res.code == 2, res.err
+    assert res.err.splitlines() == [
+        f"error: cannot reach the Ray cluster at 127.0.0.1:{port} (connection refused); check "
+        "--ray-address (ray_address) or RAY_ADDRESS, and that `ray status` works there"
+    ], res.err
+    [entry] = audit_entries(project)
+    assert entry["operation"] == "copy" and entry["details"]["error"] == "RayUnavailable"
+    assert not (project / "data" / "out").exists()
+    helped = daulat(["copy", "--help"], project)
+    assert "within 10 s is refused" in " ".join(helped.out.replace("│", " ").split())

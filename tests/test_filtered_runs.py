@@ -449,7 +449,7 @@ def test_filtered_scan_records_only_selected_and_marks_nothing_removed(
     res = cli(["scan", "src", "--exclude", "docs/**", "-c", str(config)], capsys)
     assert res.code == 0, res.err
     assert "-0 removed" in res.out and "~1 changed" in res.out and "scan #3" in res.out
-    assert "excluded by filters: 1 objects" in res.out and "marks nothing removed" in res.out
+    assert "excluded by filters: 1 object (" in res.out and "marks nothing removed" in res.out
     with Manifest.in_state_dir(state) as m:
         # Every row stays: the excluded object's untouched, and the selected one that is gone
         # too (an unfiltered scan finds removals). SeaweedFS may list the directory its last

@@ -785,3 +785,105 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
     assert "interrupted by SIGINT" in done.stderr, done.stderr
     [entry] = [e for e in audit_entries(config) if e["operation"] == "exit"]
     assert entry["details"]["outcome"] == "interrupted"
+
+
+# A library call in a script of its own: the signal is sent by the process to itself at the
+# first progress event (the run is under way), then what the call raised is printed as JSON.
+LIBRARY = """
+import json, os, signal, sys
+import daulat
+sig = signal.Signals[sys.argv[1]]
+own = sys.argv[2] == "own-handler"
+if own:
+    seen = []
+    def mine(signum, frame):
+        seen.append(signum)
+    signal.signal(sig, mine)
+before = signal.getsignal(sig)
+sent = []
+def progress(p):
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), sig)
+out = {}
+try:
+    summary = daulat.copy("daulat.toml", "src", "dst", bwlimit=200_000, concurrency=2,
+                          progress=progress)
+    out["returned"] = summary.ok
+except daulat.Interrupted as stopped:
+    out["interrupted"] = stopped.signal_name
+    out["exit_code"] = stopped.exit_code
+    out["result"] = type(stopped.result).__name__
+    out["left"] = stopped.result.left_objects
+out["handler_restored"] = signal.getsignal(sig) == before
+if own:
+    out["own_handler_ran"] = seen == [sig]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_library_call_raises_interrupted_with_the_result(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """``daulat.copy`` stopped by Ctrl-C or SIGTERM: the caller gets ``daulat.Interrupted`` with
+    the partial summary (not a bare KeyboardInterrupt, nor a process killed unrecorded), the
+    audit entry names the signal (not CancelledError), the process's handlers are back after
+    the call, and the call again resumes."""
+    data = dataset(4, 3, 1 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    dst_raw = fs_store_config(tmp_path / "dst", "dst")
+    config = write_config(tmp_path, [src_raw, dst_raw])
+    script = tmp_path / "library.py"
+    script.write_text(LIBRARY)
+    done = subprocess.run(
+        [sys.executable, str(script), sig.name, "default"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["interrupted"] == sig.name and out["exit_code"] == 128 + sig, out
+    assert out["result"] == "Summary" and out["left"] > 0, out
+    assert out["handler_restored"], out
+    [entry] = audit_entries(config)
+    assert entry["operation"] == "copy"
+    details = entry["details"]
+    assert details["outcome"] == "interrupted", details
+    assert details["signal"] == sig.name and details["error"] == "Interrupted", details
+    # The call again resumes and completes.
+    again = subprocess.run(
+        [sys.executable, "-c", "import daulat; print(daulat.copy('daulat.toml', 'src', 'dst').ok)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert again.stdout.strip() == "True", again.stderr
+    assert_exact_copy(data.objects, read_config(dst_raw))
+
+
+@pytest.mark.timeout(120)
+def test_a_library_call_leaves_the_callers_own_sigterm_handler_in_charge(tmp_path: Path) -> None:
+    """A job runner that handles SIGTERM itself keeps its handler during a call: daulat does not
+    replace it (its handler runs, the copy goes on), and it is the same handler afterwards."""
+    data = dataset(3, 0, 0)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
+    script = tmp_path / "library.py"
+    script.write_text(LIBRARY)
+    done = subprocess.run(
+        [sys.executable, str(script), "SIGTERM", "own-handler"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out == {"returned": True, "handler_restored": True, "own_handler_ran": True}, out

@@ -51,6 +51,7 @@ from daulat.crypto import (
 from daulat.drill import DrillFailed, DrillResult
 from daulat.errors import (
     AccessDenied,
+    CallbackFailed,
     ConfigError,
     DaulatError,
     EmptySource,
@@ -85,6 +86,7 @@ from daulat.transfer.verify import VerifyReport
 __all__ = [
     "AccessDenied",
     "AuditLogError",
+    "CallbackFailed",
     "Config",
     "ConfigError",
     "ConfigLike",

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import ClassVar
 from daulat import apiargs
 from daulat.address import store_only
 from daulat.apiargs import Engine
+from daulat.audit import failures_audited
 from daulat.census.imported import scan_from_inventory
 from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config
@@ -46,6 +48,7 @@ from daulat.config import load_config as _read_config
 from daulat.crypto import Recipient
 from daulat.drill import DrillResult, parse_bandwidth, run_drill
 from daulat.errors import ConfigError
+from daulat.filters import Filter
 from daulat.inventory import Manifest, ScanResults, scan_stores
 from daulat.policy import PolicyResult, check_policies
 from daulat.stores import ObjectInfo
@@ -122,13 +125,30 @@ def _config(cfg: ConfigLike, request_timeout: float | None = None) -> Config:
     return config.with_request_timeout(request_timeout)
 
 
+def _said(value: object) -> object:
+    """An argument as the audit log can hold it (a wrong one, say ``None``, as its repr)."""
+    return value if isinstance(value, (str, bool, int, float)) else repr(value)[:200]
+
+
+@contextmanager
+def _call(config: Config, operation: str, **details: object) -> Iterator[None]:
+    """Everything a call does once its configuration is loaded: a failure before the library
+    function's own audit record began (a bad argument, a missing identity file, an unreachable
+    Ray cluster) is recorded too, by the same code (see :func:`daulat.audit.failures_audited`).
+    Without a configuration there is no audit log to write to."""
+    shown = {name: _said(value) for name, value in details.items()}
+    with failures_audited(config.state_dir, operation, shown):
+        yield
+
+
 def _on_transfer(
     progress: Callable[[TransferProgress], None] | None,
 ) -> Callable[[Progress], None] | None:
-    if progress is None:
+    say = apiargs.callback("progress", progress)
+    if say is None:
         return None
     # The engine updates one Progress in place; each event is a snapshot the caller may keep.
-    return lambda p: progress(replace(p))
+    return lambda p: say(replace(p))
 
 
 async def _transfer(
@@ -136,7 +156,7 @@ async def _transfer(
     cfg: ConfigLike,
     src: str,
     dst: str,
-    options: Options,
+    options: Callable[[], Options],
     *,
     identity: str | os.PathLike[str] | None,
     progress: Callable[[TransferProgress], None] | None,
@@ -145,20 +165,17 @@ async def _transfer(
     ray_address: str | None = None,
     workers: int | None = None,
 ) -> Summary:
-    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
-    run_on = apiargs.runner(engine, ray_address, workers)
-    config = _config(cfg, request_timeout)
-    if run_on is not None:
-        options = replace(options, runner=run_on(config))
-    return await run_transfer(
-        config,
-        kind,
-        src,
-        dst,
-        options,
-        _on_transfer(progress),
-        identities=apiargs.identities(identity),
-    )
+    config = _config(cfg)
+    with _call(config, kind.value, src=src, dst=dst):
+        src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+        on_progress = _on_transfer(progress)
+        run_on = apiargs.runner(engine, ray_address, workers)
+        opts = options()
+        config = config.with_request_timeout(request_timeout)
+        ids = apiargs.identities(identity)
+        if run_on is not None:
+            opts = replace(opts, runner=run_on(config))
+        return await run_transfer(config, kind, src, dst, opts, on_progress, identities=ids)
 
 
 async def copy(
@@ -202,17 +219,22 @@ async def copy(
     stopped after it), ``workers`` shards at once (default: the cluster's CPUs), each with
     ``concurrency`` objects and its own ``bwlimit``.
     """
-    options = Options(
-        concurrency=apiargs.concurrency(concurrency),
-        bwlimit=apiargs.bwlimit(bwlimit),
-        dry_run=dry_run,
-        encrypt_to=apiargs.recipients(encrypt_to),
-        encrypt_names=encrypt_names,
-        allow_plaintext=allow_plaintext,
-        reencrypt=reencrypt,
-        abort_uploads_older_than=abort_uploads_older_than,
-        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
-    )
+
+    def options() -> Options:
+        return Options(
+            concurrency=apiargs.concurrency(concurrency),
+            bwlimit=apiargs.bwlimit(bwlimit),
+            dry_run=apiargs.flag("dry_run", dry_run),
+            encrypt_to=apiargs.recipients(encrypt_to),
+            encrypt_names=apiargs.flag("encrypt_names", encrypt_names),
+            allow_plaintext=apiargs.flag("allow_plaintext", allow_plaintext),
+            reencrypt=apiargs.flag("reencrypt", reencrypt),
+            abort_uploads_older_than=apiargs.age_limit(
+                "abort_uploads_older_than", abort_uploads_older_than
+            ),
+            filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
+        )
+
     return await _transfer(
         Kind.COPY,
         cfg,
@@ -262,23 +284,30 @@ async def sync(
     Other options as :func:`copy`; filters apply to both sides, and excluded objects are
     neither copied nor deleted.
     """
-    limit = (
-        max_delete if isinstance(max_delete, DeleteLimit) else DeleteLimit.parse(str(max_delete))
-    )
-    options = Options(
-        concurrency=apiargs.concurrency(concurrency),
-        bwlimit=apiargs.bwlimit(bwlimit),
-        dry_run=dry_run,
-        delete=delete,
-        max_delete=limit,
-        allow_empty_source=allow_empty_source,
-        encrypt_to=apiargs.recipients(encrypt_to),
-        encrypt_names=encrypt_names,
-        allow_plaintext=allow_plaintext,
-        reencrypt=reencrypt,
-        abort_uploads_older_than=abort_uploads_older_than,
-        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
-    )
+
+    def options() -> Options:
+        limit = (
+            max_delete
+            if isinstance(max_delete, DeleteLimit)
+            else DeleteLimit.parse(str(max_delete))
+        )
+        return Options(
+            concurrency=apiargs.concurrency(concurrency),
+            bwlimit=apiargs.bwlimit(bwlimit),
+            dry_run=apiargs.flag("dry_run", dry_run),
+            delete=apiargs.flag("delete", delete),
+            max_delete=limit,
+            allow_empty_source=apiargs.flag("allow_empty_source", allow_empty_source),
+            encrypt_to=apiargs.recipients(encrypt_to),
+            encrypt_names=apiargs.flag("encrypt_names", encrypt_names),
+            allow_plaintext=apiargs.flag("allow_plaintext", allow_plaintext),
+            reencrypt=apiargs.flag("reencrypt", reencrypt),
+            abort_uploads_older_than=apiargs.age_limit(
+                "abort_uploads_older_than", abort_uploads_older_than
+            ),
+            filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
+        )
+
     return await _transfer(
         Kind.SYNC,
         cfg,
@@ -326,18 +355,23 @@ async def exit(
     ``allow_empty_source``. Other options as :func:`copy`; with filters "everything" is what
     they select, and the summary counts the rest as excluded.
     """
-    options = Options(
-        concurrency=apiargs.concurrency(concurrency),
-        bwlimit=apiargs.bwlimit(bwlimit),
-        dry_run=dry_run,
-        allow_empty_source=allow_empty_source,
-        encrypt_to=apiargs.recipients(encrypt_to),
-        encrypt_names=encrypt_names,
-        allow_plaintext=allow_plaintext,
-        reencrypt=reencrypt,
-        abort_uploads_older_than=abort_uploads_older_than,
-        filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
-    )
+
+    def options() -> Options:
+        return Options(
+            concurrency=apiargs.concurrency(concurrency),
+            bwlimit=apiargs.bwlimit(bwlimit),
+            dry_run=apiargs.flag("dry_run", dry_run),
+            allow_empty_source=apiargs.flag("allow_empty_source", allow_empty_source),
+            encrypt_to=apiargs.recipients(encrypt_to),
+            encrypt_names=apiargs.flag("encrypt_names", encrypt_names),
+            allow_plaintext=apiargs.flag("allow_plaintext", allow_plaintext),
+            reencrypt=apiargs.flag("reencrypt", reencrypt),
+            abort_uploads_older_than=apiargs.age_limit(
+                "abort_uploads_older_than", abort_uploads_older_than
+            ),
+            filter=apiargs.filter_of(include, exclude, filter_rules, filter_from),
+        )
+
     return await _transfer(
         Kind.EXIT,
         cfg,
@@ -380,16 +414,24 @@ async def restore(
     Objects that already exist at ``dst`` with other content are left alone and listed in the
     summary unless ``overwrite`` (they may hold changes made since).
     """
-    options = Options(
-        concurrency=apiargs.concurrency(concurrency),
-        bwlimit=apiargs.bwlimit(bwlimit),
-        dry_run=dry_run,
-        decrypt_with=apiargs.identities(identity),
-        allow_plaintext=allow_plaintext,
-        overwrite=overwrite,
-        abort_uploads_older_than=abort_uploads_older_than,
-        signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
-    )
+
+    def options() -> Options:
+        return Options(
+            concurrency=apiargs.concurrency(concurrency),
+            bwlimit=apiargs.bwlimit(bwlimit),
+            dry_run=apiargs.flag("dry_run", dry_run),
+            decrypt_with=apiargs.identities(identity),
+            allow_plaintext=apiargs.flag("allow_plaintext", allow_plaintext),
+            overwrite=apiargs.flag("overwrite", overwrite),
+            abort_uploads_older_than=apiargs.age_limit(
+                "abort_uploads_older_than", abort_uploads_older_than
+            ),
+            signing=ManifestSigning(
+                allow_unsigned=apiargs.flag("allow_unsigned", allow_unsigned),
+                allow_unproven=apiargs.flag("allow_unproven", allow_unproven),
+            ),
+        )
+
     return await _transfer(
         Kind.RESTORE,
         cfg,
@@ -427,21 +469,24 @@ async def verify(
     ``engine="ray"`` (with ``ray_address`` and ``workers`` as for :func:`copy`) re-reads on Ray
     workers, which open the ``identity`` file at the same path themselves; only ``full`` reads
     content, so without it the check runs here whatever the engine."""
-    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
-    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
-    run_on = apiargs.runner(engine, ray_address, workers)
-    config = _config(cfg, request_timeout)
-    return await run_verify(
-        config,
-        src,
-        dst,
-        full=full,
-        concurrency=apiargs.concurrency(concurrency),
-        identities=apiargs.identities(identity),
-        filter=flt,
-        runner=run_on(config) if run_on is not None and full else None,
-        identity_files=[identity] if identity is not None else [],
-    )
+    config = _config(cfg)
+    with _call(config, "verify", src=src, dst=dst, full=full):
+        src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+        full = apiargs.flag("full", full)
+        flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
+        run_on = apiargs.runner(engine, ray_address, workers)
+        config = config.with_request_timeout(request_timeout)
+        return await run_verify(
+            config,
+            src,
+            dst,
+            full=full,
+            concurrency=apiargs.concurrency(concurrency),
+            identities=apiargs.identities(identity),
+            filter=flt,
+            runner=run_on(config) if run_on is not None and full else None,
+            identity_files=[identity] if identity is not None else [],
+        )
 
 
 async def check(cfg: ConfigLike, *, strict: bool = False) -> PolicyResult:
@@ -449,8 +494,10 @@ async def check(cfg: ConfigLike, *, strict: bool = False) -> PolicyResult:
     ``findings`` say what passes, fails or cannot be judged yet (and why, and the fix);
     ``result.ok`` is False on any failure (with ``strict``, on anything unknown too)."""
     config = _config(cfg)
-    # Reading the manifest and journal of a large inventory takes a while: off the event loop.
-    return await asyncio.to_thread(check_policies, config, strict=strict)
+    with _call(config, "check", strict=strict):
+        strict = apiargs.flag("strict", strict)
+        # Reading the manifest and journal of a large inventory takes a while: off the loop.
+        return await asyncio.to_thread(check_policies, config, strict=strict)
 
 
 async def scan(
@@ -476,9 +523,29 @@ async def scan(
     provider's inventory report instead of listing it: an S3 Inventory ``manifest.json`` or an
     Azure Blob Inventory ``<rule>-manifest.json`` (``s3://BUCKET/KEY``, ``az://CONTAINER/PATH``,
     ``STORE:PATH`` or a local path)."""
-    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
-    shards = apiargs.whole("shards", shards, 1)
-    config = _config(cfg, request_timeout)
+    config = _config(cfg)
+    with _call(config, "scan", stores=stores if isinstance(stores, str) else _said(stores)):
+        return await _scan(
+            config,
+            stores,
+            apiargs.filter_of(include, exclude, filter_rules, filter_from),
+            apiargs.whole("shards", shards, 1),
+            from_inventory,
+            request_timeout,
+            apiargs.callback("progress", progress),
+        )
+
+
+async def _scan(
+    config: Config,
+    stores: str | Sequence[str] | None,
+    flt: Filter,
+    shards: int,
+    from_inventory: str | os.PathLike[str] | None,
+    request_timeout: float | None,
+    progress: Callable[[ScanProgress], None] | None,
+) -> ScanResults:
+    config = config.with_request_timeout(request_timeout)
     names = [stores] if isinstance(stores, str) else list(stores or config.stores)
     for name in names:
         apiargs.store_spec("stores", name)
@@ -529,26 +596,28 @@ async def drill(
     text (``"5%"``); ``link`` (bits per second, or text such as ``"10G"``) and ``workers`` add
     a labelled what-if projection. ``result.ok`` when the scratch copy is gone and nothing went
     wrong."""
-    workers = apiargs.whole("workers", workers, 1)
-    src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
-    flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
-    config = _config(cfg, request_timeout)
-    say = progress
-    return await run_drill(
-        config,
-        src,
-        dst,
-        sample=apiargs.sample(sample),
-        link_bps=parse_bandwidth(link) if isinstance(link, str) else link,
-        workers=workers,
-        concurrency=apiargs.concurrency(concurrency),
-        seed=seed,
-        encrypt_to=apiargs.recipients(encrypt_to),
-        on_event=None if say is None else (lambda message: say(DrillProgress(message))),
-        filter=flt,
-        encrypt_names=encrypt_names,
-        allow_plaintext=allow_plaintext,
-    )
+    config = _config(cfg)
+    with _call(config, "drill", src=src, dst=dst):
+        workers = apiargs.whole("workers", workers, 1)
+        src, dst = apiargs.store_spec("src", src), apiargs.store_spec("dst", dst)
+        flt = apiargs.filter_of(include, exclude, filter_rules, filter_from)
+        say = apiargs.callback("progress", progress)
+        config = config.with_request_timeout(request_timeout)
+        return await run_drill(
+            config,
+            src,
+            dst,
+            sample=apiargs.sample(sample),
+            link_bps=parse_bandwidth(link) if isinstance(link, str) else link,
+            workers=workers,
+            concurrency=apiargs.concurrency(concurrency),
+            seed=seed,
+            encrypt_to=apiargs.recipients(encrypt_to),
+            on_event=None if say is None else (lambda message: say(DrillProgress(message))),
+            filter=flt,
+            encrypt_names=apiargs.flag("encrypt_names", encrypt_names),
+            allow_plaintext=apiargs.flag("allow_plaintext", allow_plaintext),
+        )
 
 
 class OpenedStore(ForwardingStore):

@@ -8,18 +8,21 @@ written, never a bare ``TypeError`` from deep inside a run.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from daulat.config import Config
 from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
 from daulat.drill import parse_sample
 from daulat.drill.units import parse_byte_rate
-from daulat.errors import ConfigError
+from daulat.errors import CallbackFailed, ConfigError
 from daulat.filters import Filter, build_filter
 
 if TYPE_CHECKING:
@@ -34,6 +37,15 @@ log = logging.getLogger("daulat.api")
 # The command line's bounds on --concurrency and --workers.
 MAX_CONCURRENCY = 1024
 MAX_WORKERS = 100_000
+
+#: Seconds to reach a Ray cluster's address before the run is refused: ``ray.init`` itself
+#: retries an address where nothing answers for many minutes.
+RAY_CONNECT_TIMEOUT: Final = 10.0
+# The port of a Ray cluster's GCS, and of its client server (ray://), when none is given.
+RAY_GCS_PORT = 6379
+RAY_CLIENT_PORT = 10001
+
+E = TypeVar("E")
 
 
 def shown(value: object) -> str:
@@ -51,6 +63,45 @@ def store_spec(name: str, value: object) -> str:
             f"{name} must be a store name such as 'kpu' or 'kpu:prefix', not {shown(value)}"
         )
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """A yes/no option (``dry_run``, ``overwrite`` …): a bool, never a string such as ``"yes"``
+    (which is true, whatever it says)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, not {shown(value)}")
+    return value
+
+
+def age_limit(name: str, value: object) -> timedelta | None:
+    """``abort_uploads_older_than``: a :class:`~datetime.timedelta`, or None for never."""
+    if value is not None and not isinstance(value, timedelta):
+        raise ConfigError(f"{name} must be a datetime.timedelta or None, not {shown(value)}")
+    return value
+
+
+def callback(name: str, fn: Callable[[E], object] | None) -> Callable[[E], None] | None:
+    """``progress``: None or a callable, checked before the run starts. An exception the
+    callback raises stops the run as :class:`~daulat.errors.CallbackFailed` (its cause), which
+    the audit log records; what was finished is kept and a rerun resumes."""
+    if fn is None:
+        return None
+    if not callable(fn):
+        raise ConfigError(
+            f"{name} must be a function taking one argument, or None, not {shown(fn)}"
+        )
+    user = fn
+
+    def call(event: E) -> None:
+        try:
+            user(event)
+        except Exception as exc:
+            raise CallbackFailed(
+                f"the {name} callback raised {type(exc).__name__}: {exc}; the run stopped "
+                "there (what was finished is kept: run it again to resume)"
+            ) from exc
+
+    return call
 
 
 def filter_of(
@@ -169,10 +220,7 @@ def runner(
     anything is read."""
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', not {shown(engine)}")
-    if engine == "local":
-        if ray_address is not None or workers is not None:
-            raise ConfigError("ray_address and workers need engine='ray'")
-        return None
+    # Each value is checked before whether it fits the engine: workers=-1 is wrong either way.
     address: str | None = None
     if ray_address is not None:
         if not isinstance(ray_address, str) or not ray_address:
@@ -182,6 +230,10 @@ def runner(
             )
         address = ray_address
     shards = None if workers is None else whole("workers", workers, 1, MAX_WORKERS)
+    if engine == "local":
+        if ray_address is not None or workers is not None:
+            raise ConfigError("ray_address and workers need engine='ray'")
+        return None
     from daulat.scale.cluster import require_ray
 
     require_ray()
@@ -189,9 +241,51 @@ def runner(
     def make(config: Config) -> Runner:
         from daulat.scale.driver import RayRunner
 
+        reach_ray(address or os.environ.get("RAY_ADDRESS") or None)
         return RayRunner(config, address=address, workers=shards)
 
     return make
+
+
+def reach_ray(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Refuse, within ``timeout`` seconds, a Ray address where nothing answers.
+
+    ``ray.init`` retries such an address for many minutes (its C++ client logging each
+    attempt), and a signal cannot stop it while it waits: one TCP connection to the host and
+    port first turns "nothing there" into a :class:`~daulat.scale.cluster.RayUnavailable`
+    (a ConfigError) naming the address. None, ``"auto"`` and ``"local"`` (no address to
+    reach: Ray finds or starts its own) are left to Ray."""
+    if address is None or address in ("auto", "local"):
+        return
+    from daulat.scale.cluster import RayUnavailable
+
+    rest = address
+    port = RAY_GCS_PORT
+    if "://" in rest:
+        scheme, rest = rest.split("://", 1)
+        port = RAY_CLIENT_PORT if scheme == "ray" else port
+    rest = rest.split("/", 1)[0]
+    host, sep, text = rest.rpartition(":")
+    if not sep or not text.isdigit():
+        host, text = rest, str(port)
+    host = host.strip("[]")  # an IPv6 address in brackets
+    try:
+        port = int(text)
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except (OSError, ValueError, OverflowError) as exc:
+        if isinstance(exc, socket.timeout) or getattr(exc, "errno", None) == errno.ETIMEDOUT:
+            why = f"no answer within {timeout:g} s"
+        elif isinstance(exc, socket.gaierror):
+            why = f"unknown host {host!r}"
+        elif isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        else:
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address} ({why}); check --ray-address "
+            "(ray_address) or RAY_ADDRESS, and that `ray status` works there"
+        ) from None
 
 
 def inventory(address: object, stores: object, flt: Filter) -> str:

@@ -25,6 +25,7 @@ Users of the library catch these, never a provider SDK's exceptions::
     │                          read; a destination is empty, and its first put creates it)
     ├── InsideEventLoop        a synchronous call (daulat.exit…) made inside a running event
     │                          loop: await its twin in daulat.aio there
+    ├── CallbackFailed         the caller's progress callback raised; the run stopped there
     ├── ManifestError          the local state database is unusable
     │   └── StateError         a file under .daulat/ is damaged, not daulat's, or cannot be
     │                          made private (CLI exit 2)
@@ -81,6 +82,12 @@ class InsideEventLoop(DaulatError):
     """A synchronous entry point (``daulat.exit`` and the others) was called from code that
     runs in an event loop, where it cannot start one of its own: await the coroutine of the
     same name in :mod:`daulat.aio` instead."""
+
+
+class CallbackFailed(DaulatError):
+    """The ``progress`` callback given to a library call raised: the run stopped there, as
+    any failure stops it (what was finished is kept; a rerun resumes). The callback's own
+    exception is the ``__cause__``."""
 
 
 class ManifestError(DaulatError):

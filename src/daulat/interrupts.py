@@ -24,6 +24,14 @@ already cancelled, so that its first ``await`` raises the cancellation inside it
 Python callers who run daulat's coroutines with their own event loop keep asyncio's usual
 behaviour (cancellation propagates as :class:`asyncio.CancelledError`); the journal and the
 audit log record the interruption all the same.
+
+The synchronous library functions (``daulat.exit`` …) run with ``polite=True``: they are guests
+in someone else's process, so they take over a signal only where its handling is still
+Python's default (SIGINT raising ``KeyboardInterrupt``, SIGTERM killing the process unrecorded),
+put the caller's handlers back when the call returns, and leave a handler the caller installed
+(or ``SIG_IGN``) alone. A second signal during such a call gets the process's own handling (a
+``KeyboardInterrupt``, or SIGTERM's default death) instead of ending the process with
+:func:`os._exit`.
 """
 
 from __future__ import annotations
@@ -108,16 +116,27 @@ def begun() -> bool:
     return _begun
 
 
+def _default_handling(signum: int, handler: object) -> bool:
+    """Whether ``handler`` is what Python does with ``signum`` unless told otherwise."""
+    # getsignal() gives a plain 0 for SIG_DFL where the interpreter never set the handler.
+    return handler == signal.SIG_DFL or (
+        signum == signal.SIGINT and handler is signal.default_int_handler
+    )
+
+
 def run(
     coro: Coroutine[Any, Any, T],
     *,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    polite: bool = False,
 ) -> T:
     """Run ``coro`` to completion; SIGINT/SIGTERM cancel it cleanly (see the module doc).
 
     Raises :class:`~daulat.errors.Interrupted` when a signal stopped it. Off the main thread
     (where signal handlers cannot be installed) this is plain :func:`asyncio.run`.
     ``loop_factory`` makes the event loop (as :class:`asyncio.Runner`'s does), e.g. uvloop's.
+    ``polite``: take over only signals whose handling is Python's default, and let a second
+    signal reach the handling the process had (the library's calls; see the module doc).
     """
     global _received, _received_at, _handled
     begin()
@@ -142,6 +161,11 @@ def run(
                     return  # the first one again (see the module doc): already being handled
                 name = signal.Signals(signum).name
                 os.write(2, f"\n{name} again: stopping now\n".encode())
+                if polite:
+                    # The caller's process decides: its handler, KeyboardInterrupt, or death.
+                    signal.signal(signum, previous[signal.Signals(signum)])
+                    signal.raise_signal(signum)
+                    return
                 os._exit(128 + signum)
             _received, _received_at = signum, time.monotonic()
             loop.call_soon_threadsafe(cancel)
@@ -158,7 +182,11 @@ def run(
                 _handled = True
             return await coro
 
-        previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+        previous = {
+            s: signal.signal(s, on_signal)
+            for s in SIGNALS
+            if not polite or _default_handling(s, signal.getsignal(s))
+        }
         try:
             return runner.run(wrapper())
         except asyncio.CancelledError:

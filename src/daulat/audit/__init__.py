@@ -32,6 +32,7 @@ from daulat.audit.recording import (
     audit_log,
     audited,
     ensure_writable,
+    failures_audited,
     record,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "canonical_json",
     "default_actor",
     "ensure_writable",
+    "failures_audited",
     "record",
     "secret_looking_key",
 ]

@@ -1,12 +1,14 @@
 """Where daulat records what it did: the audit log beside the configuration.
 
 Every library entry point that changes state records itself with :func:`audited`, so that the
-command line and Python callers are audited alike, and a run is recorded whatever its end:
+command line and Python callers are audited alike, and a run is recorded whatever its end; a
+call that fails before its entry point began (a missing identity file, say) is recorded by
+:func:`failures_audited`, through the same code:
 
 * ``outcome``: ``"ok"``, what the entry point reports (``"incomplete"``…), ``"failed"`` when it
   raised, ``"interrupted"`` when a signal or a cancellation stopped it;
-* on failure or interruption, ``error`` (the exception's class), ``signal`` (``"SIGINT"``) and,
-  for daulat's own errors, ``message``;
+* on failure or interruption, ``error`` (the exception's class; ``"Interrupted"`` whenever a
+  signal stopped it), ``signal`` (``"SIGINT"``) and, for daulat's own errors, ``message``;
 * the entry point's details, including what an interrupted run had done.
 
 A damaged log (any entry edited, removed or unreadable, not only its tail) stops the operation
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -116,6 +119,86 @@ def ensure_writable(state_dir: Path) -> AuditLog:
     return audit
 
 
+@dataclass
+class _Call:
+    """A call under :func:`failures_audited`: whether an :func:`audited` block took over."""
+
+    recorded: bool = False
+
+
+# The innermost failures_audited() call. A mutable object, so that an audited() block running
+# in a copy of the context (asyncio.to_thread, a task) still marks the call as recorded.
+_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("daulat_call", default=None)
+
+
+def _ended(
+    exc: BaseException,
+    details: dict[str, object],
+    describe: Callable[[Any], Mapping[str, object]] | None,
+) -> dict[str, object]:
+    """``details`` completed with how ``exc`` ended the operation (the one place that decides
+    what a failed or interrupted operation's entry says)."""
+    d = details
+    if isinstance(exc, Interrupted):
+        d["outcome"] = "interrupted"
+        d["signal"] = exc.signal_name
+        if exc.result is not None and describe is not None:
+            d.update(describe(exc.result))
+            d["outcome"] = "interrupted"
+    elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        d["outcome"] = "interrupted"
+        signum = interrupts.received()
+        if signum is not None:
+            # A signal cancelled the run: the entry names it, as an Interrupted one does, not
+            # the CancelledError that carried it through the event loop.
+            d["signal"] = signal.Signals(signum).name
+            d["error"] = Interrupted.__name__
+            return d
+    else:
+        d["outcome"] = "failed"
+    d["error"] = type(exc).__name__
+    if isinstance(exc, DaulatError) and not isinstance(exc, Interrupted):
+        d["message"] = str(exc)[:MESSAGE_LIMIT]
+    return d
+
+
+def _append(audit: AuditLog, operation: str, details: Mapping[str, object]) -> None:
+    try:
+        audit.append(operation, details)
+    except (AuditLogError, OSError, ValueError) as failure:
+        # The error that ended the operation matters more than this one; say both.
+        log.warning("daulat: the audit log could not record this %s: %s", operation, failure)
+
+
+@contextmanager
+def failures_audited(
+    state_dir: Path, operation: str, details: Mapping[str, object]
+) -> Iterator[None]:
+    """Record ``operation`` as failed (or interrupted) when the block raises before an
+    :func:`audited` block inside it began: a missing identity file, an engine that does not
+    exist, a Ray cluster that cannot be reached. Library calls and commands wrap everything
+    after the configuration is loaded in it, so that every failed call is in the log, written
+    by the same code as every other entry; one that reached its :func:`audited` block is
+    recorded there, once."""
+    call = _Call()
+    token = _call.set(call)
+    try:
+        yield
+    except BaseException as exc:
+        if not call.recorded:
+            try:
+                audit = ensure_writable(state_dir)
+            except (AuditLogError, OSError, DaulatError) as failure:
+                log.warning(
+                    "daulat: the audit log could not record this %s: %s", operation, failure
+                )
+            else:
+                _append(audit, operation, _ended(exc, dict(details), None))
+        raise
+    finally:
+        _call.reset(token)
+
+
 @contextmanager
 def audited(
     state_dir: Path,
@@ -131,32 +214,14 @@ def audited(
     """
     interrupts.begin()
     audit = ensure_writable(state_dir)
+    call = _call.get()
+    if call is not None:
+        call.recorded = True
     rec = AuditRecord(dict(details), describe)
     try:
         yield rec
     except BaseException as exc:
-        d = rec.details
-        if isinstance(exc, Interrupted):
-            d["outcome"] = "interrupted"
-            d["signal"] = exc.signal_name
-            if exc.result is not None and describe is not None:
-                d.update(describe(exc.result))
-                d["outcome"] = "interrupted"
-        elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
-            d["outcome"] = "interrupted"
-            signum = interrupts.received()
-            if signum is not None:
-                d["signal"] = signal.Signals(signum).name
-        else:
-            d["outcome"] = "failed"
-        d["error"] = type(exc).__name__
-        if isinstance(exc, DaulatError) and not isinstance(exc, Interrupted):
-            d["message"] = str(exc)[:MESSAGE_LIMIT]
-        try:
-            audit.append(operation, d)
-        except (AuditLogError, OSError, ValueError) as failure:
-            # The error that ended the operation matters more than this one; say both.
-            log.warning("daulat: the audit log could not record this %s: %s", operation, failure)
+        _append(audit, operation, _ended(exc, rec.details, describe))
         raise
     rec.details.setdefault("outcome", "ok")
     audit.append(operation, rec.details)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -30,7 +31,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+import typer._click as click
+import typer.main
 from typer._click.exceptions import NoArgsIsHelpError
+from typer.core import TyperGroup
 
 from daulat import __version__, interrupts
 from daulat.audit import AuditLogError
@@ -190,6 +194,62 @@ def _sentence(message: str) -> str:
     return message[:-1] if message.endswith(".") and not message.endswith("..") else message
 
 
+# pydantic's words (typer checks option values with it) as daulat says them.
+_PYDANTIC_WORDS = [
+    (re.compile(r"Input should be greater than or equal to (\S+)"), r"must be at least \1"),
+    (re.compile(r"Input should be less than or equal to (\S+)"), r"must be at most \1"),
+    (re.compile(r"Input should be greater than (\S+)"), r"must be more than \1"),
+    (re.compile(r"Input should be less than (\S+)"), r"must be less than \1"),
+    (re.compile(r"Input should be a valid integer.*"), "must be a whole number"),
+    (re.compile(r"Input should be a finite number.*"), "must be a finite number"),
+    (re.compile(r"Input should be a valid number.*"), "must be a number"),
+    (re.compile(r"Input should be a valid boolean.*"), "must be true or false"),
+    (re.compile(r"Input should be "), "must be "),
+]
+
+
+def _daulat_words(text: str) -> str:
+    for pattern, words in _PYDANTIC_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
+def _bad_value(exc: typer.TyperException) -> str | None:
+    """A value typer's pydantic check refused, as ``--workers must be at least 1, not '-1'``
+    (the option, the rule, the value given); None when the error is not one of those."""
+    errors = getattr(exc.__cause__, "errors", None)
+    param = getattr(exc, "param", None)
+    if not callable(errors) or param is None:
+        return None
+    try:
+        first = errors()[0]
+        rule, given = str(first["msg"]), first.get("input")
+    except (LookupError, TypeError, ValueError):
+        return None
+    opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+    name = opts[0] if opts else str(getattr(param, "human_readable_name", "the value"))
+    shown = f", not {given!r}" if isinstance(given, str) else ""
+    return f"{name} {_daulat_words(rule)}{shown}"
+
+
+def _context_for(argv: list[str]) -> click.Context | None:
+    """The context of the command ``argv`` names, for the usage line of an error click raised
+    without one (an option missing its value, a flag given a value)."""
+    command: click.Command = typer.main.get_command(app)
+    ctx = click.Context(command, info_name="daulat")
+    for word in argv:
+        if not isinstance(command, TyperGroup):
+            break
+        if word.startswith("-"):
+            continue
+        sub = command.get_command(ctx, word)
+        if sub is None:
+            continue  # the value of a global option (--config FILE)
+        command = sub
+        ctx = click.Context(sub, info_name=word, parent=ctx)
+    return ctx
+
+
 def _usage_error(exc: typer.TyperException) -> int:
     """A usage error (unknown option or command, missing argument, bad value) in daulat's own
     style: ``error: <what>`` first, like every other mistake, then one line with the usage and
@@ -200,8 +260,8 @@ def _usage_error(exc: typer.TyperException) -> int:
         exc.show(file=buffer)
         sys.stderr.write(printable(buffer.getvalue(), keep_newlines=True))
         return 2
-    _fail(_sentence(exc.format_message()), 2)
-    ctx = getattr(exc, "ctx", None)
+    _fail(_bad_value(exc) or _daulat_words(_sentence(exc.format_message())), 2)
+    ctx = getattr(exc, "ctx", None) or _context_for(_shared._argv)
     if ctx is not None:
         usage = " ".join(ctx.get_usage().split())
         if usage.startswith("Usage: "):

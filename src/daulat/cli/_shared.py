@@ -9,6 +9,7 @@ them here (or as ``_shared.NAME``), never through a copy imported by name.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shlex
 import sys
@@ -23,6 +24,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from daulat import interrupts
+from daulat.apiargs import RAY_CONNECT_TIMEOUT, reach_ray
 from daulat.config import Config, find_config, load_config
 from daulat.crypto import (
     Recipient,
@@ -264,7 +266,8 @@ RayAddressOpt = Annotated[
         "--ray-address",
         metavar="ADDR",
         help="With --engine ray: the cluster's address (default: RAY_ADDRESS, else a local Ray "
-        "started for the run and stopped after it).",
+        "started for the run and stopped after it). An address where nothing answers within "
+        f"{RAY_CONNECT_TIMEOUT:g} s is refused (exit 2).",
     ),
 ]
 WorkersOpt = Annotated[
@@ -294,6 +297,9 @@ def _engine(
     def runner(cfg: Config) -> Runner:
         from daulat.scale.driver import RayRunner
 
+        # Nothing answering at the address: refused within RAY_CONNECT_TIMEOUT (ray.init
+        # alone retries for many minutes, and a signal cannot stop it meanwhile).
+        reach_ray(address or os.environ.get("RAY_ADDRESS") or None)
         return RayRunner(cfg, address=address, workers=workers)
 
     return runner
@@ -365,13 +371,14 @@ NameKeyIdentityOpt = Annotated[
 ]
 
 
-def _parse_rate(text: str | None) -> float | None:
+def _parse_rate(text: str | None, option: str = "--bwlimit") -> float | None:
     if text is None:
         return None
     try:
         return parse_byte_rate(text)
     except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
+        # Named, so the error line says which option (a usage error, with its usage line).
+        raise typer.BadParameter(str(e), param_hint=f"'{option}'") from None
 
 
 def _recipients(values: list[str] | None) -> list[Recipient]:
@@ -400,8 +407,8 @@ def _options(
 def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
     """One line on what filters left out (names in rules are escaped)."""
     return printable(
-        f"excluded by filters: {objects:,} objects ({_human_bytes(size)}); rules: "
-        + "; ".join(rules)
+        f"excluded by filters: {objects:,} object{'' if objects == 1 else 's'} "
+        f"({_human_bytes(size)}); rules: " + "; ".join(rules)
     )
 
 

@@ -36,6 +36,7 @@ from daulat.drill import (
     render_history,
     run_drill,
 )
+from daulat.errors import ConfigError
 from daulat.feedback import Feedback
 from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
 
@@ -86,6 +87,17 @@ def drill(
     to SRC's prefix), as an exit with the same filters would copy.
     """
     flt = _filter(include, exclude, filter_rule, filter_from)
+    try:
+        # A usage error like any bad option value: named, with the usage line.
+        picked = parse_sample(sample) if sample else None
+    except ConfigError as e:
+        raise typer.BadParameter(
+            str(e).removeprefix("--sample "), param_hint="'--sample'"
+        ) from None
+    try:
+        link_bps = parse_bandwidth(link) if link else None
+    except ConfigError as e:
+        raise typer.BadParameter(str(e).removeprefix("--link "), param_hint="'--link'") from None
     cfg = _load(config)
     if history:
         rows = drill_history(cfg)
@@ -101,8 +113,8 @@ def drill(
             cfg,
             src,
             dst,
-            sample=parse_sample(sample) if sample else None,
-            link_bps=parse_bandwidth(link) if link else None,
+            sample=picked,
+            link_bps=link_bps,
             workers=workers,
             concurrency=concurrency,
             seed=seed,

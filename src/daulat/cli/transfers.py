@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from daulat.audit import failures_audited
 from daulat.cli import _shared
 from daulat.cli._shared import (
     AbortAgeOpt,
@@ -81,18 +82,24 @@ def _transfer_command(
     runner: Callable[[Config], Runner | None] | None = None,
 ) -> None:
     cfg = _load(config)
-    if runner is not None:
-        options = replace(options, runner=runner(cfg))
     listing = _DryRunListing(as_json) if options.dry_run else None
-    if listing is not None:
-        options = replace(options, on_plan=listing)
-    identities = load_identities(identity) if identity is not None else []
     feedback = Feedback(err, quiet=quiet)
     try:
-        with feedback.transfer(f"{kind.value} {src} → {dst}") as update:
-            summary = _run(
-                run_transfer(cfg, kind, src, dst, options, update, identities=identities)
-            )
+        # What fails before the run's own audit record (the identity file, the Ray cluster)
+        # is recorded too, as the library's calls record it.
+        details = {"src": src, "dst": dst, "dry_run": options.dry_run}
+        with failures_audited(cfg.state_dir, kind.value, details):
+            if runner is not None:
+                options = replace(options, runner=runner(cfg))
+            if listing is not None:
+                options = replace(options, on_plan=listing)
+            identities = load_identities(identity) if identity is not None else []
+            if kind is Kind.RESTORE:
+                options, identities = replace(options, decrypt_with=identities), []
+            with feedback.transfer(f"{kind.value} {src} → {dst}") as update:
+                summary = _run(
+                    run_transfer(cfg, kind, src, dst, options, update, identities=identities)
+                )
     except Interrupted as exc:
         if isinstance(exc.result, Summary):
             if as_json:
@@ -303,13 +310,12 @@ def restore(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
         dry_run=dry_run,
-        decrypt_with=load_identities(identity) if identity is not None else (),
         allow_plaintext=allow_plaintext,
         overwrite=overwrite,
         abort_uploads_older_than=_shared._abort_uploads_older_than,
         signing=ManifestSigning(allow_unsigned=allow_unsigned, allow_unproven=allow_unproven),
     )
-    _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts, quiet=quiet)
+    _transfer_command(Kind.RESTORE, src, dst, config, as_json, opts, identity=identity, quiet=quiet)
 
 
 def verify(
@@ -342,8 +348,11 @@ def verify(
     # identity file at the same path themselves); listings and records stay here.
     run_on = _engine(engine, ray_address, workers)
     cfg = _load(config)
-    ids = load_identities(identity) if identity is not None else []
-    with Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"):
+    with (
+        failures_audited(cfg.state_dir, "verify", {"src": src, "dst": dst, "full": full}),
+        Feedback(err, quiet=quiet).waiting(f"verify {src} → {dst}"),
+    ):
+        ids = load_identities(identity) if identity is not None else []
         report = _run(
             run_verify(
                 cfg,

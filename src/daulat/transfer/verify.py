@@ -109,6 +109,11 @@ _VERDICT = """CASE
     WHEN j.state = 'failed' AND j.error IS :replaced THEN j.error
     WHEN j.state IS NOT 'done' OR j.sha256 IS NULL THEN
         CASE WHEN j.error IS NOT NULL THEN 'not copied by daulat (' || j.error || ')'
+             -- The listing alone proves this one different (under the same name, so not a
+             -- name-protected replica); say so rather than only "run verify --full".
+             WHEN s.dkey IS NULL AND d.size IS NOT s.size THEN
+                 'size differs: ' || s.size || ' bytes at the source, ' || d.size
+                 || ' at the destination (not copied by daulat)'
              ELSE 'no recorded hash (not copied by daulat): run verify --full' END
     WHEN j.size IS NOT s.size OR j.src_etag IS NOT s.etag
         THEN 'changed at the source since it was copied'
