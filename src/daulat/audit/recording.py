@@ -19,10 +19,8 @@ taken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit.log import AuditEntry, AuditLog, AuditLogError, Checkpoint
-from daulat.errors import DaulatError, Interrupted, StateError
+from daulat.audit.continuity import intact_log, remember_appended
+from daulat.audit.log import AuditEntry, AuditLog, AuditLogError
+from daulat.errors import DaulatError, Interrupted
 from daulat.state import private_dir
 
 AUDIT_NAME = "audit.jsonl"
@@ -80,43 +79,13 @@ def ensure_writable(state_dir: Path) -> AuditLog:
     """The audit log, checked to accept an append; :class:`StateError` naming it if not.
 
     The whole chain is verified, not only its last line: an edited or removed entry anywhere
-    stops the run. ``audit.verified`` beside the log keeps the checkpoint of the last
-    verification, so only the entries added since are parsed; the bytes before them are
-    hashed and must be exactly the ones that verified.
+    stops the run, and so does a log that does not extend the state it last verified at (its
+    newest entries cut off, emptied, deleted: see :mod:`daulat.audit.continuity`).
+    ``audit.verified`` keeps that state, so only the entries added since are parsed; the bytes
+    before them are hashed and must be exactly the ones that verified.
     """
     private_dir(state_dir)
-    audit = audit_log(state_dir)
-    saved = audit.path.with_name(AUDIT_NAME.replace(".jsonl", ".verified"))
-    try:
-        since = Checkpoint.from_json(saved.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        since = None
-    if not audit.path.exists():
-        return audit  # a new log: nothing to verify yet (AuditLog creates it on append)
-    try:
-        result = audit.verify(since=since)
-    except OSError as exc:
-        raise StateError(f"{audit.path}: cannot read the audit log: {exc}") from None
-    if not result.ok or result.checkpoint is None:
-        count = len(result.problems)
-        first = result.problems[0].message if result.problems else "it does not verify"
-        more = f" (and {count - 1} more problem(s))" if count > 1 else ""
-        raise StateError(
-            f"{audit.path}: the audit log is damaged, so daulat will not add to it: {first}"
-            f"{more}; run `daulat audit verify` for the details"
-        )
-    if result.checkpoint != since:
-        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(result.checkpoint.to_json())
-            os.replace(tmp, saved)
-        except OSError as exc:  # only the next run's speed depends on it
-            log.debug("daulat: cannot keep the audit checkpoint %s: %s", saved, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-    return audit
+    return intact_log(audit_log(state_dir))
 
 
 @dataclass
@@ -165,6 +134,7 @@ def _ended(
 def _append(audit: AuditLog, operation: str, details: Mapping[str, object]) -> None:
     try:
         audit.append(operation, details)
+        remember_appended(audit)
     except (AuditLogError, OSError, ValueError) as failure:
         # The error that ended the operation matters more than this one; say both.
         log.warning("daulat: the audit log could not record this %s: %s", operation, failure)
@@ -225,3 +195,4 @@ def audited(
         raise
     rec.details.setdefault("outcome", "ok")
     audit.append(operation, rec.details)
+    remember_appended(audit)
