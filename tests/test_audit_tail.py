@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daulat.audit import AuditLog, ProblemKind, audit_log
-from daulat.audit.continuity import remember, saved_checkpoint
+from daulat.audit.continuity import RUN_STATE, remember, saved_checkpoint
 from daulat.cli import run
 
 
@@ -180,6 +180,30 @@ def test_a_new_project_starts_its_log_with_its_first_run(
     assert log.exists() and (log.stat().st_mode & 0o777) == 0o600
     assert [e.operation for e in audit_log(log.parent).entries()] == ["drill"]
     assert run(["scan", "src", "-q"]) == 0
+
+
+def test_the_run_state_named_is_the_state_runs_write() -> None:
+    from daulat.drill.record import DRILLS_NAME
+    from daulat.inventory.database import MANIFEST_NAME
+    from daulat.transfer.journalschema import JOURNAL_NAME
+
+    assert [name for name, _ in RUN_STATE] == [MANIFEST_NAME, JOURNAL_NAME, DRILLS_NAME]
+
+
+def test_a_deleted_log_beside_a_journal_of_runs_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "dst").mkdir()
+    with (project / "daulat.toml").open("a", encoding="utf-8") as f:
+        f.write(f'[stores.dst]\nurl = "{(project / "dst").as_uri()}"\nprovider = "local"\n')
+        f.write('country = "ID"\n')
+    assert run(["copy", "src", "dst", "-q"]) == 0
+    state = project / ".daulat"
+    (state / "audit.jsonl").unlink()
+    (state / "audit.verified").unlink()
+    assert "transfers.sqlite beside it shows that daulat ran here" in _refused(
+        ["copy", "src", "dst"], capsys
+    )
 
 
 def test_the_kept_state_never_goes_back(tmp_path: Path) -> None:

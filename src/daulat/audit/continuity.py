@@ -37,6 +37,7 @@ from daulat.errors import StateError
 
 __all__ = [
     "RESTART_OPERATION",
+    "RUN_STATE",
     "VERIFIED_NAME",
     "intact_log",
     "remember",
@@ -49,7 +50,13 @@ __all__ = [
 VERIFIED_NAME = "audit.verified"
 # Rows only a run writes after it has created the log (see the module docstring): a database
 # merely created (a first scan opens the manifest before its audit record begins) shows nothing.
-_RUN_STATE = (("manifest.sqlite", "scans"), ("journal.sqlite", "runs"), ("drills.sqlite", "drills"))
+# The names are those of daulat.inventory, daulat.transfer and daulat.drill (a test pins them;
+# importing them here would import the packages that import this one).
+RUN_STATE = (
+    ("manifest.sqlite", "scans"),
+    ("transfers.sqlite", "runs"),
+    ("drills.sqlite", "drills"),
+)
 RESTART_OPERATION = "audit.restart"
 
 log = logging.getLogger("daulat.audit")
@@ -82,7 +89,7 @@ def _has_rows(path: Path, table: str) -> bool:
 
 def _run_state(audit: AuditLog) -> Path | None:
     """A database holding a run that could only have started once the log existed."""
-    for name, table in _RUN_STATE:
+    for name, table in RUN_STATE:
         path = audit.path.with_name(name)
         if _has_rows(path, table):
             return path
