@@ -39,6 +39,7 @@ __all__ = [
     "RESTART_OPERATION",
     "RUN_STATE",
     "VERIFIED_NAME",
+    "DamagedLog",
     "intact_log",
     "remember",
     "remember_appended",
@@ -157,9 +158,14 @@ def verify_log(audit: AuditLog, published_head: str | None = None) -> VerifyResu
     )
 
 
+class DamagedLog(StateError):
+    """The audit log does not verify, or does not extend what it last verified at: daulat
+    adds nothing to it (and so cannot record the refusal in it either)."""
+
+
 def _refuse(audit: AuditLog, first: str, more: int) -> StateError:
     extra = f" (and {more} more problem(s))" if more else ""
-    return StateError(
+    return DamagedLog(
         f"{audit.path}: the audit log is damaged, so daulat will not add to it: {first}{extra};"
         " run `daulat audit verify` for the details (after a real loss, `daulat audit restart`"
         " starts a new log that names the old one's head)"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit.continuity import intact_log, remember_appended
+from daulat.audit.continuity import DamagedLog, intact_log, remember_appended
 from daulat.audit.log import AuditEntry, AuditLog, AuditLogError
 from daulat.errors import DaulatError, Interrupted
 from daulat.state import private_dir
@@ -93,6 +93,14 @@ class _Call:
     """A call under :func:`failures_audited`: whether an :func:`audited` block took over."""
 
     recorded: bool = False
+    outer: _Call | None = None
+
+    def mark(self) -> None:
+        """Recorded: by this call's own entry, which is every enclosing call's entry too."""
+        call: _Call | None = self
+        while call is not None:
+            call.recorded = True
+            call = call.outer
 
 
 # The innermost failures_audited() call. A mutable object, so that an audited() block running
@@ -150,23 +158,54 @@ def failures_audited(
     after the configuration is loaded in it, so that every failed call is in the log, written
     by the same code as every other entry; one that reached its :func:`audited` block is
     recorded there, once."""
-    call = _Call()
+    with _failures_recorded(lambda: state_dir, operation, details, ()):
+        yield
+
+
+@contextmanager
+def _failures_recorded(
+    state_dir: Callable[[], Path | None],
+    operation: str,
+    details: Mapping[str, object],
+    unrecorded: tuple[type[BaseException], ...],
+) -> Iterator[None]:
+    call = _Call(outer=_call.get())
     token = _call.set(call)
     try:
         yield
     except BaseException as exc:
-        if not call.recorded:
+        # A damaged log refused the call: there is nothing to record it in.
+        if not call.recorded and not isinstance(exc, (DamagedLog, *unrecorded)):
+            call.mark()
             try:
-                audit = ensure_writable(state_dir)
+                where = state_dir()
+                audit = ensure_writable(where) if where is not None else None
             except (AuditLogError, OSError, DaulatError) as failure:
                 log.warning(
                     "daulat: the audit log could not record this %s: %s", operation, failure
                 )
             else:
-                _append(audit, operation, _ended(exc, dict(details), None))
+                if audit is not None:
+                    _append(audit, operation, _ended(exc, dict(details), None))
         raise
     finally:
         _call.reset(token)
+
+
+@contextmanager
+def command_failures_audited(
+    state_dir: Callable[[], Path | None],
+    operation: str,
+    details: Mapping[str, object],
+    unrecorded: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """:func:`failures_audited` for a whole command: what ends it before its library call
+    recorded anything (a filter, a recipient, a key file or a store name refused, an output
+    path refused) is recorded as the command's failure. ``state_dir`` is asked only then (the
+    configuration's may not be known, or not exist: then nothing can be recorded); exceptions
+    of the ``unrecorded`` classes (a command line that does not parse) are not recorded."""
+    with _failures_recorded(state_dir, operation, details, unrecorded):
+        yield
 
 
 @contextmanager
@@ -186,7 +225,7 @@ def audited(
     audit = ensure_writable(state_dir)
     call = _call.get()
     if call is not None:
-        call.recorded = True
+        call.mark()
     rec = AuditRecord(dict(details), describe)
     try:
         yield rec
