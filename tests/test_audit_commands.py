@@ -24,9 +24,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (src / "d" / f"{i}.txt").write_bytes(b"z" * (20 + i))
     stores = ""
     for name, root in (("src", src), ("dst", tmp_path / "dst")):
-        stores += (
-            f'[stores.{name}]\nurl = "{root.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
-        )
+        stores += f'[stores.{name}]\nurl = "{root.as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
     (tmp_path / "daulat.toml").write_text(stores, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dst").mkdir()
