@@ -47,8 +47,10 @@ What the chain does NOT protect against
   write the file can rewrite it from any point onward, recomputing every
   ``prev`` and ``hash``, and the result verifies.  The same goes for cutting
   off the newest entries at a line boundary: the shorter log is still a valid
-  chain.  Only a head hash kept *somewhere else* (in a published report, an
-  e-mail, a ticket, another machine) exposes either.  That is why reports
+  chain.  A :class:`Checkpoint` of an earlier verification (daulat keeps one in
+  ``.daulat/audit.verified``) exposes a cut below it, but it sits beside the log
+  and goes with it.  Only a head hash kept *somewhere else* (in a published
+  report, an e-mail, a ticket, another machine) exposes either for certain.  That is why reports
   publish the head hash: the log alone is evidence of consistency, the log
   plus an independently kept head hash is evidence of integrity.
 * **Lies at write time.**  The chain proves the record was not changed after
@@ -312,6 +314,10 @@ class ProblemKind(StrEnum):
     """A sequence number appears twice: an entry was inserted or copied."""
     HEAD_NOT_FOUND = "head_not_found"
     """No entry has the head hash a report published."""
+    REMOVED_AT_END = "removed_at_end"
+    """The log is shorter than an earlier verification recorded: its newest entries are gone."""
+    REWRITTEN = "rewritten"
+    """The entry an earlier verification recorded as the head is no longer the same entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,9 +641,12 @@ class _ChainChecker:
     seqs 0, 1, 2, ... in file order with every ``prev`` checked.
     """
 
-    def __init__(self, published_head: str | None) -> None:
+    def __init__(self, published_head: str | None, since: Checkpoint | None = None) -> None:
         self.published_head = published_head
         self.published_head_seq: int | None = None
+        # What an earlier verification recorded: the log must still reach that entry, unchanged.
+        self.since = since
+        self.since_hash: str | None = None
         self.problems: list[Problem] = []
         self.entries = 0
         self.tip_seq: int | None = None
@@ -688,6 +697,8 @@ class _ChainChecker:
             seq = expected
         if self.published_head is not None and actual == self.published_head:
             self.published_head_seq = seq
+        if self.since is not None and seq == self.since.head_seq and self.since_hash is None:
+            self.since_hash = actual
         self._place(line, seq, expected, entry)
 
     def _place(self, line: int, seq: int, expected: int, entry: AuditEntry) -> None:
@@ -748,6 +759,32 @@ class _ChainChecker:
             " log: an entry was inserted or copied",
         )
 
+    def _check_since(self) -> None:
+        """The log must extend what the last verification recorded: a valid but shorter
+        chain is a log whose newest entries were cut off (a hash chain alone cannot tell)."""
+        point = self.since
+        if point is None or point.head_seq is None:
+            return
+        now = self.entries
+        if self.tip_seq is None or self.tip_seq < point.head_seq:
+            gone = max(point.entries - now, 1)
+            self.report(
+                None,
+                None,
+                ProblemKind.REMOVED_AT_END,
+                f"{gone} entr{'y' if gone == 1 else 'ies'} removed from the end: was"
+                f" {point.entries}, now {now} (the last verification recorded entry"
+                f" {point.head_seq} with hash {point.head_hash} as the head)",
+            )
+        elif self.since_hash != point.head_hash:
+            self.report(
+                None,
+                point.head_seq,
+                ProblemKind.REWRITTEN,
+                f"entry {point.head_seq} is not the entry the last verification recorded (hash"
+                f" {point.head_hash}): the log was rewritten or replaced after it verified",
+            )
+
     def finish(self) -> VerifyResult:
         for gap in self.gaps:
             if gap.explained:
@@ -765,6 +802,7 @@ class _ChainChecker:
                 ProblemKind.MISSING,
                 f"{what} (removed): line {gap.line} holds entry {gap.to} {where}",
             )
+        self._check_since()
         if self.published_head is not None and self.published_head_seq is None:
             self.report(
                 None,
@@ -846,6 +884,11 @@ class AuditLog:
         finally:
             os.close(fd)  # also releases the lock
 
+    def create(self) -> None:
+        """Create the log, empty and ``0600``, if it does not exist (an existing one is
+        left as it is)."""
+        os.close(self._open_for_append())
+
     def _open_for_append(self) -> int:
         """Open (creating ``0600`` if needed) for appending and reading the tail."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -925,7 +968,10 @@ class AuditLog:
         the log still begins with exactly those bytes, they are hashed rather than
         parsed and only the entries after them are checked one by one (a run
         checks a 100,000-entry log this way in a fraction of a second).  When the
-        bytes differ, the whole log is verified as without it.
+        bytes differ, the whole log is verified as without it, and must still reach the
+        checkpoint's head entry unchanged: a log cut short of it (fewer entries, emptied,
+        deleted) is reported as entries removed from the end, one whose entry there has another
+        hash as rewritten.
         """
         want: str | None = None
         if published_head is not None:
@@ -934,17 +980,20 @@ class AuditLog:
                 raise ValueError(
                     f"published head {published_head!r} is not a hex SHA-256 (64 hex digits)"
                 )
-        checker = _ChainChecker(want)
+        checker = _ChainChecker(want, since)
         try:
             f = self.path.open("rb")
         except FileNotFoundError:
-            checker.report(
-                None,
-                None,
-                ProblemKind.NO_LOG,
-                f"there is no audit log at {self.path}: it was never written or was deleted",
-            )
-            checker.published_head = None  # one problem is enough: there is nothing to search
+            message = f"there is no audit log at {self.path}: it was never written or was deleted"
+            if since is not None and since.entries:
+                message = (
+                    f"there is no audit log at {self.path}: it was deleted; the last"
+                    f" verification recorded {since.entries} entries (head: entry"
+                    f" {since.head_seq} with hash {since.head_hash})"
+                )
+            checker.report(None, None, ProblemKind.NO_LOG, message)
+            # One problem is enough: there is nothing to search.
+            checker.published_head = checker.since = None
             return checker.finish()
         with f:
             size = _snapshot_size(f.fileno())
@@ -953,6 +1002,7 @@ class AuditLog:
             if since is not None and want is None and _starts_with(f, size, since, digest):
                 checker.entries = since.entries
                 checker.tip_seq, checker.tip_hash = since.head_seq, since.head_hash
+                checker.since_hash = since.head_hash  # those very bytes verified before
                 lines = since.lines
             else:
                 f.seek(0)

@@ -19,10 +19,8 @@ taken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from daulat import interrupts
-from daulat.audit.log import AuditEntry, AuditLog, AuditLogError, Checkpoint
-from daulat.errors import DaulatError, Interrupted, StateError
+from daulat.audit.continuity import DamagedLog, intact_log, remember_appended
+from daulat.audit.log import AuditEntry, AuditLog, AuditLogError
+from daulat.errors import DaulatError, Interrupted
 from daulat.state import private_dir
 
 AUDIT_NAME = "audit.jsonl"
@@ -80,43 +79,13 @@ def ensure_writable(state_dir: Path) -> AuditLog:
     """The audit log, checked to accept an append; :class:`StateError` naming it if not.
 
     The whole chain is verified, not only its last line: an edited or removed entry anywhere
-    stops the run. ``audit.verified`` beside the log keeps the checkpoint of the last
-    verification, so only the entries added since are parsed; the bytes before them are
-    hashed and must be exactly the ones that verified.
+    stops the run, and so does a log that does not extend the state it last verified at (its
+    newest entries cut off, emptied, deleted: see :mod:`daulat.audit.continuity`).
+    ``audit.verified`` keeps that state, so only the entries added since are parsed; the bytes
+    before them are hashed and must be exactly the ones that verified.
     """
     private_dir(state_dir)
-    audit = audit_log(state_dir)
-    saved = audit.path.with_name(AUDIT_NAME.replace(".jsonl", ".verified"))
-    try:
-        since = Checkpoint.from_json(saved.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        since = None
-    if not audit.path.exists():
-        return audit  # a new log: nothing to verify yet (AuditLog creates it on append)
-    try:
-        result = audit.verify(since=since)
-    except OSError as exc:
-        raise StateError(f"{audit.path}: cannot read the audit log: {exc}") from None
-    if not result.ok or result.checkpoint is None:
-        count = len(result.problems)
-        first = result.problems[0].message if result.problems else "it does not verify"
-        more = f" (and {count - 1} more problem(s))" if count > 1 else ""
-        raise StateError(
-            f"{audit.path}: the audit log is damaged, so daulat will not add to it: {first}"
-            f"{more}; run `daulat audit verify` for the details"
-        )
-    if result.checkpoint != since:
-        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(result.checkpoint.to_json())
-            os.replace(tmp, saved)
-        except OSError as exc:  # only the next run's speed depends on it
-            log.debug("daulat: cannot keep the audit checkpoint %s: %s", saved, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-    return audit
+    return intact_log(audit_log(state_dir))
 
 
 @dataclass
@@ -124,6 +93,14 @@ class _Call:
     """A call under :func:`failures_audited`: whether an :func:`audited` block took over."""
 
     recorded: bool = False
+    outer: _Call | None = None
+
+    def mark(self) -> None:
+        """Recorded: by this call's own entry, which is every enclosing call's entry too."""
+        call: _Call | None = self
+        while call is not None:
+            call.recorded = True
+            call = call.outer
 
 
 # The innermost failures_audited() call. A mutable object, so that an audited() block running
@@ -165,6 +142,7 @@ def _ended(
 def _append(audit: AuditLog, operation: str, details: Mapping[str, object]) -> None:
     try:
         audit.append(operation, details)
+        remember_appended(audit)
     except (AuditLogError, OSError, ValueError) as failure:
         # The error that ended the operation matters more than this one; say both.
         log.warning("daulat: the audit log could not record this %s: %s", operation, failure)
@@ -180,23 +158,54 @@ def failures_audited(
     after the configuration is loaded in it, so that every failed call is in the log, written
     by the same code as every other entry; one that reached its :func:`audited` block is
     recorded there, once."""
-    call = _Call()
+    with _failures_recorded(lambda: state_dir, operation, details, ()):
+        yield
+
+
+@contextmanager
+def _failures_recorded(
+    state_dir: Callable[[], Path | None],
+    operation: str,
+    details: Mapping[str, object],
+    unrecorded: tuple[type[BaseException], ...],
+) -> Iterator[None]:
+    call = _Call(outer=_call.get())
     token = _call.set(call)
     try:
         yield
     except BaseException as exc:
-        if not call.recorded:
+        # A damaged log refused the call: there is nothing to record it in.
+        if not call.recorded and not isinstance(exc, (DamagedLog, *unrecorded)):
+            call.mark()
             try:
-                audit = ensure_writable(state_dir)
+                where = state_dir()
+                audit = ensure_writable(where) if where is not None else None
             except (AuditLogError, OSError, DaulatError) as failure:
                 log.warning(
                     "daulat: the audit log could not record this %s: %s", operation, failure
                 )
             else:
-                _append(audit, operation, _ended(exc, dict(details), None))
+                if audit is not None:
+                    _append(audit, operation, _ended(exc, dict(details), None))
         raise
     finally:
         _call.reset(token)
+
+
+@contextmanager
+def command_failures_audited(
+    state_dir: Callable[[], Path | None],
+    operation: str,
+    details: Mapping[str, object],
+    unrecorded: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """:func:`failures_audited` for a whole command: what ends it before its library call
+    recorded anything (a filter, a recipient, a key file or a store name refused, an output
+    path refused) is recorded as the command's failure. ``state_dir`` is asked only then (the
+    configuration's may not be known, or not exist: then nothing can be recorded); exceptions
+    of the ``unrecorded`` classes (a command line that does not parse) are not recorded."""
+    with _failures_recorded(state_dir, operation, details, unrecorded):
+        yield
 
 
 @contextmanager
@@ -216,8 +225,8 @@ def audited(
     call = _call.get()
     if call is not None:
         # From here the operation's record is this block's, even when the log refuses it
-        # (damaged): the enclosing call must not try, and warn, a second time.
-        call.recorded = True
+        # (damaged): the enclosing calls must not try, and warn, a second time.
+        call.mark()
     audit = ensure_writable(state_dir)
     rec = AuditRecord(dict(details), describe)
     try:
@@ -227,3 +236,4 @@ def audited(
         raise
     rec.details.setdefault("outcome", "ok")
     audit.append(operation, rec.details)
+    remember_appended(audit)

@@ -16,6 +16,7 @@ errors). The commands live by group: :mod:`.inventory` (init, stores, scan, ls, 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -37,7 +38,7 @@ from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from daulat import __version__, interrupts
-from daulat.audit import AuditLogError
+from daulat.audit import AuditLogError, command_failures_audited
 from daulat.cli import _shared
 from daulat.cli._shared import (
     ExitCode,
@@ -50,6 +51,7 @@ from daulat.cli.governance import audit_app, check, clean, keys_app, report, ris
 from daulat.cli.inventory import init, ls_, scan, size_, stores
 from daulat.cli.serving import demo, serve
 from daulat.cli.transfers import copy, exit_, restore, sync, verify
+from daulat.config import find_config, load_config
 from daulat.crypto import (
     KeyFileError,
     RecipientError,
@@ -283,6 +285,48 @@ class _Notices(logging.Handler):
 _notices = _Notices(logging.WARNING)
 
 
+# The commands the audit log records however they end (README: "The audit log records ...").
+_AUDITED = frozenset(
+    {"scan", "copy", "sync", "exit", "restore", "verify", "drill", "check", "report"}
+)
+
+
+def _config_named(argv: list[str]) -> Path | None:
+    """The --config/-c a command line gives (the last one: a command's own wins)."""
+    named: str | None = None
+    for i, word in enumerate(argv):
+        if word in ("--config", "-c") and i + 1 < len(argv):
+            named = argv[i + 1]
+        elif word.startswith("--config="):
+            named = word.removeprefix("--config=")
+    return Path(named) if named else None
+
+
+def _failures_audited(argv: list[str]) -> contextlib.AbstractContextManager[None]:
+    """An audited command that fails before its library call records anything (a bad filter,
+    recipient, key file or store name, a refused output file) is recorded as failed, as a
+    failed copy is. A command line that does not parse (typer's usage errors: an unknown
+    option, a value out of range) ran nothing and is not recorded; nor is a failure to find
+    or load the configuration, which leaves no audit log to record it in."""
+    ctx = _context_for(argv)
+    path: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        path.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    if len(path) != 1 or path[0] not in _AUDITED:
+        return contextlib.nullcontext()
+
+    def state_dir() -> Path | None:
+        try:
+            return load_config(find_config(_config_named(argv))).state_dir
+        except (DaulatError, OSError):
+            return None
+
+    return command_failures_audited(
+        state_dir, path[0], {"command": ["daulat", *argv]}, (click.ClickException, typer.Exit)
+    )
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and :func:`main`)."""
     _shared._argv = list(sys.argv[1:] if argv is None else argv)
@@ -294,7 +338,8 @@ def run(argv: list[str] | None = None) -> int:
     with _signals_as_interrupt():
         try:
             try:
-                code = app(args=argv, prog_name="daulat", standalone_mode=False)
+                with _failures_audited(_shared._argv):
+                    code = app(args=argv, prog_name="daulat", standalone_mode=False)
             except KeyboardInterrupt:
                 code = 130
             if code == 130:

@@ -13,6 +13,7 @@ import typer
 
 from daulat import interrupts
 from daulat.audit import audit_log
+from daulat.audit.continuity import restart, verify_log
 from daulat.cli import _shared
 from daulat.cli._shared import (
     ConfigOpt,
@@ -192,10 +193,36 @@ def audit_verify(
             param_hint="'--head'",
         )
     cfg = _load(config)
-    result = audit_log(cfg.state_dir).verify(head)
+    # Also against the state it last verified at: a log cut short is still a valid chain.
+    result = verify_log(audit_log(cfg.state_dir), head)
     (out if result.ok else err).print(result.summary())
     if not result.ok:
         raise ExitCode(1)
+
+
+@audit_app.command("restart")
+def audit_restart(
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Why the old log is gone (recorded in the new log)."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """After a real loss: start a new audit log whose first entry names the old one's head.
+
+    Only for a log that is missing or does not verify (exit 2 otherwise). The old file is
+    renamed aside (audit.jsonl.lost-TIME), never deleted; `audit verify` then checks the new
+    log, and `audit verify --head` the old head against any copy kept elsewhere.
+    """
+    cfg = _load(config)
+    entry, aside = restart(audit_log(cfg.state_dir), reason)
+    head = entry.details.get("previous_head_hash")
+    out.print(
+        f"started a new audit log: entry 0 records the restart, naming the old head "
+        f"{head if head else '(unknown: no verified state was kept)'}"
+    )
+    if aside is not None:
+        out.print(f"the old log is kept as {aside}")
 
 
 @audit_app.command("show")
