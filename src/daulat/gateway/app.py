@@ -190,7 +190,10 @@ class Gateway:
                 ) from None
         if after and after < prefix and not prefix.startswith(after):
             after = ""
-        page = await bucket.page(prefix, delimiter, after, after_prefix, max_keys)
+        try:
+            page = await bucket.page(prefix, delimiter, after, after_prefix, max_keys)
+        except Unavailable as exc:
+            raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
         next_token = encode_token(page.last, page.last_is_prefix) if page.truncated else ""
         try:
             body = s3xml.list_objects(

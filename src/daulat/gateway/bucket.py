@@ -306,6 +306,11 @@ class Bucket:
                 if listed or await self._primary_present():
                     self.health.succeeded(p.name)
                     return True
+        if not self.vouched(self.others):
+            raise Unavailable(
+                f"the primary {p.name} does not answer and no replica holds a verified copy of "
+                "any of its objects (journal, signed manifests): a listing would be a guess"
+            )
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, self.others, prefix):
             if not hidden(key) and (key not in newest or updated > newest[key][0]):
@@ -320,6 +325,17 @@ class Bucket:
                     (key, size, _when(copied).isoformat(), etag_of(sha)),
                 )
         return False
+
+    def vouched(self, replicas: Sequence[Replica]) -> bool:
+        """Whether any of ``replicas`` holds a verified copy of any object of the primary
+        (journal or signed manifest), anywhere in the bucket. Without one, a listing made
+        without the primary would be empty by ignorance, and an empty 200 tells mirroring
+        clients (``aws s3 sync --delete``) that the bucket is empty: they delete their copies.
+        With one, an empty prefix is what the records say."""
+        journal = self.journal.keys(self.primary.address, replicas, "")
+        if next(journal, None) is not None:
+            return True
+        return next(self.manifests.keys(replicas, ""), None) is not None
 
     @staticmethod
     def _flush(db: sqlite3.Connection, newest: dict[str, tuple[str, int, str]]) -> None:

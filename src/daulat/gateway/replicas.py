@@ -243,6 +243,17 @@ class JournalView:
             except sqlite3.Error as exc:
                 log.warning("cannot read the journal %s: %s", self.path, exc)
 
+    def destinations(self, primary: Address) -> list[str]:
+        """The addresses (STORE[:PREFIX]) copies from ``primary`` went to, per the journal."""
+        head = f"{primary.store}:{primary.prefix} -> "
+        out = []
+        for pair in self.pairs():
+            if pair.startswith(head):
+                dst = pair[len(head) :].partition(" [")[0]
+                store, _, prefix = dst.partition(":")
+                out.append(Address(store, prefix).label)
+        return out
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -339,6 +350,13 @@ class ManifestIndex:
         return Record(
             replica, stored, bool(enc), int(size), sha, csize or CHUNK_SIZE, digests, updated=copied
         )
+
+    def count(self, replica: Replica) -> int:
+        """The entries of ``replica``'s believed manifest."""
+        row = self.db.execute(
+            "SELECT count(*) FROM entries WHERE replica = ?", (replica.name,)
+        ).fetchone()
+        return int(row[0])
 
     def keys(self, replicas: Sequence[Replica], prefix: str) -> Iterator[tuple[str, int, str, str]]:
         names = [r.name for r in replicas]

@@ -129,6 +129,9 @@ class Runtime:
         for name, problem in self.manifests.problems.items():
             if name not in self.manifests.believed:
                 log.warning("replica %s: no believed manifest (%s)", name, problem)
+        for bucket in self.buckets.values():
+            for line in coverage(bucket, self.journal):
+                log.warning("%s", line)
 
     async def close(self) -> None:
         await self.events.drain()
@@ -136,3 +139,28 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await store.close()
         self.journal.close()
+
+
+def coverage(bucket: Bucket, journal: JournalView) -> list[str]:
+    """One line per replica of ``bucket`` but the primary: how many objects this machine's
+    journal and the replica's signed manifest record as verified there. A replica with none
+    can never serve (a typo in its address is the usual cause: the copy went elsewhere), which
+    must be seen at start-up, not during the outage it was meant to cover."""
+    p = bucket.primary
+    lines = []
+    for r in bucket.others:
+        copied = sum(1 for _ in journal.keys(p.address, [r], ""))
+        signed = bucket.manifests.count(r)
+        if copied or signed:
+            lines.append(
+                f"bucket {bucket.name}: replica {r.name} holds verified copies of {copied} "
+                f"object(s) of {p.name} (journal) and {signed} (its signed manifest)"
+            )
+            continue
+        others = sorted({d for d in journal.destinations(p.address) if d != r.name})
+        hint = f" (did you mean {' or '.join(others)}?)" if others else ""
+        lines.append(
+            f"bucket {bucket.name}: replica {r.name} holds no verified copy of any object of "
+            f"{p.name} (journal, signed manifests): it can never serve{hint}"
+        )
+    return lines
