@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
-from conftest import fs_store_config
-from test_gateway import _copy, _fill, _status, _toml, client, gateway
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
+from test_gateway import _audit, _copy, _fill, _status, _toml, client, gateway
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,11 +26,12 @@ def test_listing_nobody_can_vouch_for_is_503_not_empty(tmp_path: Path) -> None:
     typo'd address): an empty 200 would make `aws s3 sync --delete` delete every local file."""
     _fill(tmp_path / "prim", OBJECTS)
     (tmp_path / "rep1").mkdir()
-    stores = [fs_store_config(tmp_path / "prim", "prim"), fs_store_config(tmp_path / "rep1", "rep1")]
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        fs_store_config(tmp_path / "rep1", "rep1"),
+    ]
     config = tmp_path / "daulat.toml"
-    config.write_text(
-        _toml(stores, {"mis": ["prim", "rep1:arsip"], "pemilu": ["prim", "rep1"]})
-    )
+    config.write_text(_toml(stores, {"mis": ["prim", "rep1:arsip"], "pemilu": ["prim", "rep1"]}))
     _copy(config, "prim", "rep1")
     with gateway(config) as endpoint:
         s3 = client(endpoint)
@@ -50,3 +55,51 @@ def test_listing_nobody_can_vouch_for_is_503_not_empty(tmp_path: Path) -> None:
         "(journal, signed manifests): it can never serve (did you mean rep1?)"
     ) in log, log
     assert "bucket pemilu: replica rep1 holds verified copies of 3 object(s) of prim" in log, log
+
+
+def _direct(server: S3Server) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+
+
+def test_invalid_keys_never_knock_the_primary_down(tmp_path: Path, s3_server: S3Server) -> None:
+    """D11: a key the primary refuses as invalid (SeaweedFS: 400 for ``../x``) is an answer
+    about that key, not a failure of the primary: however often a client asks, the primary
+    stays up and objects only it holds keep being served. ``a//one.txt`` is never served as
+    ``a/one.txt`` (SeaweedFS collapses ``//``), nor ``../c2/secret.txt`` from outside the
+    primary's prefix."""
+    direct = _direct(s3_server)
+    stores = [
+        s3_store_config(s3_server, "sprim", "gw5-keys", "c1"),
+        fs_store_config(tmp_path / "rep1", "rep1"),
+    ]
+    for key, data in {**OBJECTS, "a/one.txt": b"one\n"}.items():
+        direct.put_object(Bucket="gw5-keys", Key=f"c1/{key}", Body=data)
+    direct.put_object(Bucket="gw5-keys", Key="c2/secret.txt", Body=b"secret\n")
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"s3b": ["sprim", "rep1"]}))
+    _copy(config, "sprim", "rep1")
+    direct.put_object(Bucket="gw5-keys", Key="c1/only/prim.txt", Body=b"only at the primary\n")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        for _ in range(5):
+            for key in ("../c2/secret.txt", "a/../../c2/secret.txt", "a//one.txt", "./a.txt"):
+                with pytest.raises(ClientError) as caught:
+                    body = s3.get_object(Bucket="s3b", Key=key)["Body"].read()
+                    pytest.fail(f"{key!r} served: {body!r}")
+                assert _status(caught.value) in (400, 404), (key, caught.value.response)
+                with pytest.raises(ClientError) as caught:
+                    s3.head_object(Bucket="s3b", Key=key)
+                assert _status(caught.value) in (400, 404), (key, caught.value.response)
+        # The primary was never taken for down: what only it holds is served, at once.
+        got = s3.get_object(Bucket="s3b", Key="only/prim.txt")
+        assert got["Body"].read() == b"only at the primary\n"
+        assert s3.get_object(Bucket="s3b", Key="a/one.txt")["Body"].read() == b"one\n"
+    entries = [e for e in _audit(config) if e["operation"].startswith("gateway.")]
+    assert entries == [], entries

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from daulat.crypto import Identity
 from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError
 from daulat.gateway.config import BucketConfig
-from daulat.gateway.health import Health
+from daulat.gateway.health import Health, answered
 from daulat.gateway.reading import Unavailable, describe
 from daulat.gateway.replicas import (
     JournalView,
@@ -43,6 +43,40 @@ def _when(text: str) -> dt.datetime:
 def hidden(key: str) -> bool:
     """daulat's own files beside the data are never served or listed."""
     return key.startswith(DST_MANIFEST_PREFIX)
+
+
+def _odd(key: str) -> bool:
+    """Whether ``key`` has an empty, ``.`` or ``..`` segment (a trailing ``/`` aside): a key
+    some servers normalise into another one."""
+    return any(s in ("", ".", "..") for s in key.removesuffix("/").split("/"))
+
+
+def _normalised(key: str) -> str:
+    """``key`` as a path-normalising server takes it (``a//b`` → ``a/b``, ``a/./b`` and
+    ``x/../a/b`` → ``a/b``, climbing no higher than the root)."""
+    out: list[str] = []
+    for segment in key.removesuffix("/").split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment not in ("", "."):
+            out.append(segment)
+    return "/".join(out) + ("/" if key.endswith("/") and out else "")
+
+
+def _climbs(key: str) -> bool:
+    """Whether a ``..`` of ``key`` climbs above its root."""
+    depth = 0
+    for segment in key.split("/"):
+        depth += -1 if segment == ".." else (0 if segment in ("", ".") else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def _raw(store: Store) -> object:
+    """The botocore client of an S3 store (its ``prefix`` is the store's own), else None."""
+    return store.raw if isinstance(store, FallbackS3Store) else None
 
 
 @dataclass
@@ -96,9 +130,23 @@ class Bucket:
         p = self.primary
         if not self.health.usable(p.name):
             return None
+        odd = _odd(key)
+        if odd and _climbs(key) and (p.address.prefix or getattr(_raw(p.store), "prefix", "")):
+            # Normalised, it would name a key outside the primary's prefix.
+            raise InvalidKey(f"key {key!r} climbs out of the bucket with '..': refused", key=key)
         try:
             info = await p.store.head(p.address.prefix + key)
-        except (NotFound, InvalidKey):
+            if odd and await self._aliased(key, info):
+                self.health.succeeded(p.name)
+                raise InvalidKey(
+                    f"the primary {p.name} answers for key {key!r} with the object of "
+                    f"{_normalised(key)!r} (its server normalises such keys): refused",
+                    key=key,
+                )
+        except InvalidKey:  # an answer about this key, never about the primary
+            self.health.succeeded(p.name)
+            raise
+        except NotFound:
             # A store that is gone answers "not found" for every key (a directory store whose
             # root vanished; an S3 HEAD cannot tell a deleted bucket from a missing key): it is
             # down, never a reason to tell clients that their data does not exist.
@@ -107,10 +155,29 @@ class Bucket:
             self.health.succeeded(p.name)
             raise NotFound(f"no such key {key!r}", key=key) from None
         except Exception as exc:
+            if answered(exc):  # a 400 for this key: an answer, not a failure of the primary
+                self.health.succeeded(p.name)
+                raise InvalidKey(
+                    f"the primary {p.name} refused key {key!r} as invalid", key=key
+                ) from None
             self._primary_failed(exc)
             return None
         self.health.succeeded(p.name)
         return info
+
+    async def _aliased(self, key: str, info: ObjectInfo) -> bool:
+        """Whether the primary answered for ``key`` (which has an empty, ``.`` or ``..``
+        segment) with the object of its normalised form: SeaweedFS serves ``a//b`` as ``a/b``
+        (and lists it so, when asked with that prefix). A server that keeps such keys, as
+        AWS does, holds them apart: the normalised key is missing or another object."""
+        normal = _normalised(key)
+        if not normal or normal == key:
+            return False
+        try:
+            other = await self.primary.store.head(self.primary.address.prefix + normal)
+        except StoreError:
+            return False
+        return (other.size, other.etag, other.modified) == (info.size, info.etag, info.modified)
 
     async def _primary_present(self) -> bool:
         """Whether the primary is there to ask (False: it is marked down, audited).
@@ -180,6 +247,8 @@ class Bucket:
         return next(self.manifests.keys(self.others, ""), None) is not None
 
     def _primary_failed(self, exc: BaseException) -> None:
+        if answered(exc):
+            return
         self.health.failed(
             self.primary.name,
             describe(exc),

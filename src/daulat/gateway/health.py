@@ -11,14 +11,35 @@ success closes the circuit, failure opens it again. Transitions are reported to 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from daulat.errors import InvalidKey, NotFound, StoreError, Unsupported
+
 FAILURES = 3
 COOLDOWN = 2.0
 MAX_COOLDOWN = 60.0
+
+
+# A store's error that carries the server's 4xx answer (other than 401/403, which are
+# AccessDenied, and 404, NotFound): "(HTTP 400)" for a HEAD without a body, else S3's code.
+_ANSWER = re.compile(
+    r"\((?:HTTP 4\d\d|InvalidArgument|InvalidRequest|InvalidURI|InvalidObjectName|"
+    r"KeyTooLongError|BadRequest)\)$"
+)
+
+
+def answered(exc: BaseException) -> bool:
+    """Whether a failed request is the replica's answer about that one request (no such key,
+    a key it refuses as invalid: a 4xx other than 401/403), which says nothing about its
+    health. Only connection failures, timeouts, 5xx and refusals of access count: else any
+    client could knock a healthy primary "down" by asking three times for ``../x``."""
+    if isinstance(exc, (NotFound, InvalidKey, Unsupported)):
+        return True
+    return type(exc) is StoreError and _ANSWER.search(str(exc)) is not None
 
 
 class State(StrEnum):
