@@ -4,7 +4,11 @@ SeaweedFS the suite starts (behind a proxy that can hang, for a primary that sto
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +107,97 @@ def test_invalid_keys_never_knock_the_primary_down(tmp_path: Path, s3_server: S3
         assert s3.get_object(Bucket="s3b", Key="a/one.txt")["Body"].read() == b"one\n"
     entries = [e for e in _audit(config) if e["operation"].startswith("gateway.")]
     assert entries == [], entries
+
+
+class HangingProxy:
+    """A TCP relay in front of an endpoint that can *hang*: it keeps every connection open
+    and accepts new ones, but passes no byte either way (a stopped process, a black-holed
+    network), as SeaweedFS under SIGSTOP does."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.removeprefix("http://").rstrip("/").partition(":")
+        self.upstream = (host, int(port))
+        self.hung = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client_sock, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            self.sockets += [client_sock, upstream]
+            for a, b in ((client_sock, upstream), (upstream, client_sock)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                while self.hung.is_set():
+                    time.sleep(0.05)
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.hung.clear()
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_hung_primary_costs_one_timeout_and_probes_in_the_background(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """D10: a primary that hangs costs the first request at most its ``request_timeout`` (not
+    that times the store's retries), the next ones nothing (the circuit opens at once), and
+    the half-open probe runs in the background: no client waits for it while a verified
+    replica answers. ``gateway.recovered`` does not carry the old error as current."""
+    direct = _direct(s3_server)
+    proxy = HangingProxy(s3_server.endpoint)
+    try:
+        sprim = s3_store_config(s3_server, "sprim", "gw5-hang", "c1")
+        sprim["endpoint"] = proxy.endpoint
+        sprim["request_timeout"] = 3
+        stores = [sprim, fs_store_config(tmp_path / "rep1", "rep1")]
+        keys = {f"k{i}.txt": f"object {i}\n".encode() for i in range(6)}
+        for key, data in keys.items():
+            direct.put_object(Bucket="gw5-hang", Key=f"c1/{key}", Body=data)
+        config = tmp_path / "daulat.toml"
+        config.write_text(_toml(stores, {"s3b": ["sprim", "rep1"]}))
+        _copy(config, "sprim", "rep1")
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            assert s3.get_object(Bucket="s3b", Key="k0.txt")["Body"].read() == keys["k0.txt"]
+            proxy.hung.set()
+
+            def timed(key: str) -> float:
+                t0 = time.monotonic()
+                assert s3.get_object(Bucket="s3b", Key=key)["Body"].read() == keys[key]
+                return time.monotonic() - t0
+
+            first = timed("k1.txt")
+            assert 2.5 < first < 5.5, first  # one request_timeout, not three
+            assert timed("k2.txt") < 1.0  # the circuit is open: the replica answers at once
+            time.sleep(2.5)  # past the cool-down: the circuit is half-open
+            for key in ("k3.txt", "k4.txt"):
+                assert timed(key) < 1.0, key  # the probe runs without any client waiting
+            proxy.hung.clear()
+            deadline = time.monotonic() + 30
+            while not any(e["operation"] == "gateway.recovered" for e in _audit(config)):
+                assert time.monotonic() < deadline, _audit(config)
+                time.sleep(0.5)
+                s3.get_object(Bucket="s3b", Key="k5.txt")["Body"].read()
+    finally:
+        proxy.close()
+    found = [e for e in _audit(config) if e["operation"].startswith("gateway.")]
+    assert [e["operation"] for e in found] == ["gateway.down", "gateway.recovered"], found
+    down, recovered = found[0]["details"], found[1]["details"]
+    assert "no answer within 3 s (request_timeout)" in down["error"], down
+    assert recovered["error"] is None, recovered
+    assert recovered["recovered_from"], recovered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -74,6 +75,19 @@ def _climbs(key: str) -> bool:
     return False
 
 
+async def _first_page(replica: Replica) -> None:
+    """List one page of ``replica``'s address (raises what listing raises)."""
+    store, base = replica.store, replica.address.prefix
+    batches: AsyncIterator[list[ObjectInfo]]
+    if isinstance(store, FallbackS3Store):
+        batches = store.list_after(base, "", first_page=1)
+    else:
+        batches = store.list(base)
+    async with contextlib.aclosing(batches) as pages:  # type: ignore[type-var]
+        async for _ in pages:
+            return
+
+
 def _raw(store: Store) -> object:
     """The botocore client of an S3 store (its ``prefix`` is the store's own), else None."""
     return store.raw if isinstance(store, FallbackS3Store) else None
@@ -135,7 +149,7 @@ class Bucket:
             # Normalised, it would name a key outside the primary's prefix.
             raise InvalidKey(f"key {key!r} climbs out of the bucket with '..': refused", key=key)
         try:
-            info = await p.store.head(p.address.prefix + key)
+            info = await self.health.within(p.name, p.store.head(p.address.prefix + key))
             if odd and await self._aliased(key, info):
                 self.health.succeeded(p.name)
                 raise InvalidKey(
@@ -154,6 +168,9 @@ class Bucket:
                 return None
             self.health.succeeded(p.name)
             raise NotFound(f"no such key {key!r}", key=key) from None
+        except TimeoutError:
+            self.health.timed_out(p.name, f"head {key!r}")
+            return None
         except Exception as exc:
             if answered(exc):  # a 400 for this key: an answer, not a failure of the primary
                 self.health.succeeded(p.name)
@@ -164,6 +181,28 @@ class Bucket:
             return None
         self.health.succeeded(p.name)
         return info
+
+    async def probe(self, replica: Replica) -> None:
+        """The background probe of a half-open replica (see :mod:`.health`): is the primary
+        there (as :meth:`_primary_present` judges it), does another replica list a page?
+        Within the store's ``request_timeout``; the outcome goes to the replica's circuit."""
+        if replica.primary:
+            if await self._primary_present():
+                self.health.succeeded(replica.name)
+            return
+        try:
+            await self.health.within(replica.name, _first_page(replica))
+        except TimeoutError:
+            self.health.timed_out(replica.name, "listing")
+        except (StoreError, OSError) as exc:
+            self.health.failed(
+                replica.name,
+                describe(exc),
+                revoked=isinstance(exc, AccessDenied),
+                gone=isinstance(exc, MissingRoot),
+            )
+        else:
+            self.health.succeeded(replica.name)
 
     async def _aliased(self, key: str, info: ObjectInfo) -> bool:
         """Whether the primary answered for ``key`` (which has an empty, ``.`` or ``..``
@@ -188,7 +227,7 @@ class Bucket:
         replicas' signed manifests): see :meth:`_holds_nothing`."""
         p = self.primary
         try:
-            if not await self._holds_nothing():
+            if not await self.health.within(p.name, self._holds_nothing()):
                 return True
         except (StoreError, OSError) as exc:
             self._primary_failed(exc)
@@ -248,6 +287,9 @@ class Bucket:
 
     def _primary_failed(self, exc: BaseException) -> None:
         if answered(exc):
+            return
+        if isinstance(exc, TimeoutError):
+            self.health.timed_out(self.primary.name, "listing")
             return
         self.health.failed(
             self.primary.name,
@@ -454,42 +496,48 @@ class Bucket:
         # up itself only when asked with a delimiter, which daulat's S3 listing does not use).
         skipping = after if after_prefix and after else None
         try:
-            while True:
-                restart = False
-                if skipping is not None:
-                    start = max(start, skipping + _PAST)
-                room = max_keys - len(contents) - len(prefixes)
-                listing = contextlib.aclosing(
-                    store.list_after(
-                        base + prefix, base + start if start else "", first_page=min(1000, room + 1)
+            # One page is about one request: the store's request_timeout bounds it.
+            async with asyncio.timeout(self.health.limit(p.name)):
+                while True:
+                    restart = False
+                    if skipping is not None:
+                        start = max(start, skipping + _PAST)
+                    room = max_keys - len(contents) - len(prefixes)
+                    listing = contextlib.aclosing(
+                        store.list_after(
+                            base + prefix,
+                            base + start if start else "",
+                            first_page=min(1000, room + 1),
+                        )
                     )
-                )
-                async with listing as pages:
-                    async for batch in pages:
-                        for o in batch:
-                            key = o.key[len(base) :]
-                            if (start and key <= start) or not key.startswith(prefix):
-                                continue
-                            if hidden(key) or (skipping is not None and key.startswith(skipping)):
-                                continue
-                            if len(contents) + len(prefixes) >= max_keys:
-                                self.health.succeeded(p.name)
-                                return Page(contents, prefixes, True, last, last_is_prefix)
-                            cut = key.find(delimiter, len(prefix)) if delimiter else -1
-                            if cut >= 0:
-                                common = key[: cut + len(delimiter)]
-                                prefixes.append(common)
-                                last, last_is_prefix, skipping = common, True, common
-                                continue
-                            etag = self._listed_etag(key, o.size, o.etag, unverified_etag(o))
-                            contents.append(Listed(key, o.size, o.modified, etag))
-                            last, last_is_prefix = key, False
-                        tail = batch[-1].key[len(base) :] if batch else ""
-                        if skipping is not None and tail.startswith(skipping):
-                            restart = True
-                            break
-                if not restart:
-                    break
+                    async with listing as pages:
+                        async for batch in pages:
+                            for o in batch:
+                                key = o.key[len(base) :]
+                                if (start and key <= start) or not key.startswith(prefix):
+                                    continue
+                                if hidden(key) or (
+                                    skipping is not None and key.startswith(skipping)
+                                ):
+                                    continue
+                                if len(contents) + len(prefixes) >= max_keys:
+                                    self.health.succeeded(p.name)
+                                    return Page(contents, prefixes, True, last, last_is_prefix)
+                                cut = key.find(delimiter, len(prefix)) if delimiter else -1
+                                if cut >= 0:
+                                    common = key[: cut + len(delimiter)]
+                                    prefixes.append(common)
+                                    last, last_is_prefix, skipping = common, True, common
+                                    continue
+                                etag = self._listed_etag(key, o.size, o.etag, unverified_etag(o))
+                                contents.append(Listed(key, o.size, o.modified, etag))
+                                last, last_is_prefix = key, False
+                            tail = batch[-1].key[len(base) :] if batch else ""
+                            if skipping is not None and tail.startswith(skipping):
+                                restart = True
+                                break
+                    if not restart:
+                        break
         except (StoreError, OSError) as exc:
             self._primary_failed(exc)
             return None

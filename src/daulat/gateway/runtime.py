@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -69,7 +70,12 @@ class AuditEvents:
         # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
         # the report (daulat.gateway.standing).
         store = c.name.partition(":")[0]
-        self._write(f"gateway.{what}", {"replica": c.name, "store": store, "error": c.last_error})
+        details: dict[str, object] = {"replica": c.name, "store": store}
+        if what == "recovered":  # the error is past: named as such, never as current
+            details.update(error=None, recovered_from=c.last_error)
+        else:
+            details["error"] = c.last_error
+        self._write(f"gateway.{what}", details)
 
     async def drain(self) -> None:
         if self._pending:
@@ -94,7 +100,7 @@ class Runtime:
             for a in b.replicas:
                 if a.store not in self.stores:
                     self.stores[a.store] = open_store(self.cfg.store(a.store))
-            self.buckets[b.name] = Bucket(
+            self.buckets[b.name] = bucket = Bucket(
                 b,
                 self.stores,
                 self.journal,
@@ -103,6 +109,9 @@ class Runtime:
                 self.gw.identities,
                 self.quarantined,
             )
+            for r in bucket.replicas:
+                timeout = self.cfg.store(r.address.store).request_timeout
+                self.health.register(r.name, functools.partial(bucket.probe, r), timeout)
         # As restore and verify: only pinned signers are believed. The state directory's own
         # key is not: whoever can write that directory (or a replica it once copied to) could
         # then vouch for planted objects. This machine's own copies are proven by its journal.
@@ -134,6 +143,7 @@ class Runtime:
                 log.warning("%s", line)
 
     async def close(self) -> None:
+        await self.health.close()
         await self.events.drain()
         for store in self.stores.values():
             with contextlib.suppress(Exception):
