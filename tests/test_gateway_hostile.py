@@ -5,8 +5,11 @@ SeaweedFS the suite starts (behind a proxy that can hang, for a primary that sto
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +21,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import _audit, _copy, _fill, _status, _toml, client, gateway
+from test_gateway import KEY_ID, SECRET, _audit, _copy, _fill, _status, _toml, client, gateway
+
+from daulat.crypto import new_identity
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -201,3 +206,37 @@ def test_hung_primary_costs_one_timeout_and_probes_in_the_background(
     assert "no answer within 3 s (request_timeout)" in down["error"], down
     assert recovered["error"] is None, recovered
     assert recovered["recovered_from"], recovered
+
+
+def test_identity_that_cannot_decrypt_a_replica_is_refused_at_start(tmp_path: Path) -> None:
+    """D14: an ``identity`` that cannot decrypt an age-encrypted replica is found at start-up
+    (exit 2, one line), not during the outage the replica was meant to cover."""
+    _fill(tmp_path / "prim", OBJECTS)
+    (tmp_path / "rep2").mkdir()
+    recipient = new_identity(tmp_path / "id.txt")
+    new_identity(tmp_path / "other.txt")
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        fs_store_config(tmp_path / "rep2", "rep2"),
+    ]
+    config = tmp_path / "daulat.toml"
+    buckets = {"pemilu": ["prim", "rep2"]}
+    config.write_text(_toml(stores, buckets, f'identity = "{tmp_path / "other.txt"}"'))
+    _copy(config, "prim", "rep2", "--encrypt-to", recipient)
+    env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
+    run = subprocess.run(
+        [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+         "--listen", "127.0.0.1:1"],
+        capture_output=True, text=True, env=env, timeout=90,
+    )  # fmt: skip
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, run.stderr
+    assert "identity cannot decrypt replica rep2" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    # The right identity starts, and serves from the replica.
+    config.write_text(_toml(stores, buckets, f'identity = "{tmp_path / "id.txt"}"'))
+    with gateway(config) as endpoint:
+        shutil.move(tmp_path / "prim", tmp_path / "prim.off")
+        got = client(endpoint).get_object(Bucket="pemilu", Key="docs/two.txt")
+        assert got["Body"].read() == OBJECTS["docs/two.txt"]

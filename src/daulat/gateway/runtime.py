@@ -10,10 +10,13 @@ from collections.abc import Mapping
 
 from daulat.audit import record
 from daulat.config import Config
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, decrypt_bytes
+from daulat.errors import ConfigError, StoreError
 from daulat.gateway.bucket import Bucket
 from daulat.gateway.budget import ByteBudget
 from daulat.gateway.config import GatewayConfig
 from daulat.gateway.health import Circuit, Health
+from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
@@ -141,6 +144,53 @@ class Runtime:
         for bucket in self.buckets.values():
             for line in coverage(bucket, self.journal):
                 log.warning("%s", line)
+        await self._check_identity()
+
+    async def _check_identity(self) -> None:
+        """Whether ``identity`` decrypts each age-encrypted replica (the first 64 KiB of one
+        of its objects: the header names the recipients). A replica it cannot decrypt could
+        never serve, which would otherwise be found during the outage it was meant to cover:
+        :class:`ConfigError` (exit 2). A replica that cannot be read now is only warned
+        about (it may be down for a while; its health is then found as any other's)."""
+        seen: set[str] = set()
+        where = f"{self.cfg.path}: [gateway] identity"
+        for bucket in self.buckets.values():
+            for r in bucket.others:
+                if r.name in seen:
+                    continue
+                seen.add(r.name)
+                problem = self.manifests.problems.get(r.name, "")
+                if NO_MATCHING_IDENTITY in problem and self.gw.identities:
+                    raise ConfigError(
+                        f"{where} cannot decrypt the manifest of replica {r.name}: "
+                        "it could never serve (is it the identity of the copy's recipient?)"
+                    )
+                key = self.journal.encrypted_key(bucket.primary.address, r)
+                key = key or self.manifests.encrypted_key(r)
+                if key is None:
+                    continue
+                if not self.gw.identities:
+                    log.warning(
+                        "replica %s holds age-encrypted copies and [gateway] has no identity: "
+                        "it can never serve them",
+                        r.name,
+                    )
+                    continue
+                try:
+                    head = await asyncio.wait_for(_head_bytes(r.store, key), 60)
+                    decrypt_bytes(head, self.gw.identities)
+                except DecryptError as exc:
+                    if str(exc) == NO_MATCHING_IDENTITY:
+                        raise ConfigError(
+                            f"{where} cannot decrypt replica {r.name} (its copy {key!r} is for "
+                            "other recipients): it could never serve"
+                        ) from None
+                except (TimeoutError, StoreError, OSError) as exc:
+                    log.warning(
+                        "replica %s: cannot check that identity decrypts it now (%s)",
+                        r.name,
+                        describe(exc),
+                    )
 
     async def close(self) -> None:
         await self.health.close()
@@ -174,3 +224,10 @@ def coverage(bucket: Bucket, journal: JournalView) -> list[str]:
             f"{p.name} (journal, signed manifests): it can never serve{hint}"
         )
     return lines
+
+
+async def _head_bytes(store: Store, key: str, size: int = 64 * 1024) -> bytes:
+    """The first ``size`` bytes of an object (an age header is far shorter)."""
+    reader = await store.get(key, start=0, end=size)
+    parts = [bytes(piece) async for piece in reader]
+    return b"".join(parts)
