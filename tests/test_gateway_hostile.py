@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import unescape
 
 import boto3
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
-from servers import S3Server
+from servers import MotoServer, S3Server
 from test_gateway import KEY_ID, SECRET, _audit, _copy, _fill, _status, _toml, client, gateway
 
 from daulat.crypto import new_identity
@@ -240,3 +247,54 @@ def test_identity_that_cannot_decrypt_a_replica_is_refused_at_start(tmp_path: Pa
         shutil.move(tmp_path / "prim", tmp_path / "prim.off")
         got = client(endpoint).get_object(Bucket="pemilu", Key="docs/two.txt")
         assert got["Body"].read() == OBJECTS["docs/two.txt"]
+
+
+def _signed_get(endpoint: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` signed with SigV4 as sent, with no parameter added (boto3 adds
+    ``encoding-type=url`` to every listing)."""
+    request = AWSRequest(method="GET", url=endpoint + path)
+    S3SigV4Auth(Credentials(KEY_ID, SECRET), "s3", "us-east-1").add_auth(request)
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(request.url, headers=dict(request.headers.items()))
+        ) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_control_character_key_does_not_fail_the_listing(
+    tmp_path: Path, moto_server: MotoServer
+) -> None:
+    """D12: a key XML 1.0 cannot carry (U+0001) is written as a character reference, as S3
+    does, for clients that list without ``encoding-type=url``: one planted key never makes
+    the whole listing fail. A carriage return is a reference too (a parser would read a
+    literal one as a line feed: another key)."""
+    direct = _direct(moto_server)
+    stores = [s3_store_config(moto_server, "prim", "gw5-ctl")]
+    keys = ["ctl/a\x01x.txt", "ctl/b\rx.txt", "ctl/c&<>.txt", "ctl/d\tx.txt"]
+    for key in keys:
+        direct.put_object(Bucket="gw5-ctl", Key=key, Body=key.encode())
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"ctl": ["prim"]}))
+    with gateway(config) as endpoint:
+        for query in ("list-type=2&prefix=ctl%2F", "prefix=ctl%2F", "list-type=2"):
+            status, body = _signed_get(endpoint, f"/ctl?{query}")
+            assert status == 200, (query, body)
+            found = re.findall(rb"<Key>(.*?)</Key>", body)
+            assert found == [
+                b"ctl/a&#x1;x.txt",
+                b"ctl/b&#xD;x.txt",
+                b"ctl/c&amp;&lt;&gt;.txt",
+                b"ctl/d\tx.txt",
+            ], (query, body)
+            # What a reader of such references gets back: the keys exactly.
+            text = [
+                unescape(re.sub(r"&#x([0-9A-F]+);", lambda m: chr(int(m[1], 16)), k.decode()))
+                for k in found
+            ]
+            assert text == keys
+        s3 = client(endpoint)  # boto3 lists with encoding-type=url: the keys exactly
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="ctl")["Contents"]] == keys
+        for key in keys:
+            assert s3.get_object(Bucket="ctl", Key=key)["Body"].read() == key.encode()
