@@ -50,19 +50,14 @@ def serve(
     copy and answers; every byte served is checked against the copy's chunk hashes."""
     from daulat.gateway import gateway_config, loop_factory
     from daulat.gateway import serve as run_gateway
+    from daulat.gateway.server import banner, listen_socket
 
     cfg = _load(config)
     gw = gateway_config(cfg, listen)
-    scheme = "https" if gw.tls_cert else "http"
-    host = f"[{gw.host}]" if ":" in gw.host else gw.host
-    err.print(
-        f"daulat gateway on {scheme}://{host}:{gw.port} (read-only): "
-        + ", ".join(
-            f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
-        )
-    )
+    sock = listen_socket(gw)  # before the banner: a port in use is one error line
+    err.print(banner(gw), markup=False, highlight=False)
     try:
-        _run(run_gateway(cfg, gw), loop_factory())
+        _run(run_gateway(cfg, gw, sock=sock), loop_factory())
     except Interrupted as exc:
         # A server has nothing to resume: say what stopping did instead.
         name = signal.Signals(exc.signum).name

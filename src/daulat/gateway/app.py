@@ -56,6 +56,19 @@ _BUCKET_QUERIES = {
     "x-id",
     "allow-unordered",
 }
+# The query parameters a GetObject/HeadObject may carry: presigned URLs' own, botocore's
+# operation hint and the response-* overrides (accepted and not applied). Anything else names a
+# sub-resource (?acl, ?tagging, ?attributes, ?torrent, ?retention, ?legal-hold, ...) this
+# gateway does not serve: 501, never the object's bytes under another operation's name.
+_OBJECT_QUERIES = {
+    "x-id",
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+}
 
 
 class S3Failure(DaulatError):
@@ -233,6 +246,11 @@ class Gateway:
     ) -> None:
         if "versionId" in params or "uploadId" in params or "partNumber" in params:
             raise S3Failure(501, "NotImplemented", "versions and parts are not served")
+        unknown = sorted(
+            p for p in params if p not in _OBJECT_QUERIES and not p.lower().startswith("x-amz-")
+        )
+        if unknown:
+            raise S3Failure(501, "NotImplemented", f"not implemented: {unknown[0]}")
         try:
             version = await bucket.resolve(key)
         except NotFound:
@@ -288,6 +306,7 @@ class Gateway:
             bucket.identities,
             self.runtime.budget,
             skip=lambda s: bucket.is_quarantined(s, version),
+            missing=lambda s: bucket.missing(s, version),
         )
         try:
             await read.open()

@@ -9,6 +9,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from daulat.crypto import Identity
 from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError
@@ -93,6 +94,14 @@ def _raw(store: Store) -> object:
     return store.raw if isinstance(store, FallbackS3Store) else None
 
 
+class Findings(Protocol):
+    """Where the bucket reports what it finds about replicas (the audit log)."""
+
+    def withheld(self, version: Version, source: Source) -> None: ...
+
+    def stale(self, key: str, primary: str, etag: str) -> None: ...
+
+
 @dataclass
 class Page:
     contents: list[Listed]
@@ -112,6 +121,7 @@ class Bucket:
         health: Health,
         identities: Sequence[Identity],
         quarantined: set[tuple[str, str, str]],
+        findings: Findings,
     ) -> None:
         self.name = cfg.name
         self.replicas = [
@@ -121,6 +131,12 @@ class Bucket:
         self.identities = identities
         # (replica, key, sha256) found holding other bytes than recorded: never read again.
         self.quarantined = quarantined
+        self.findings = findings
+        # Keys the primary was seen holding in a version no replica holds verified (changed
+        # since the last copy) → the primary's ETag then: while the primary is down these get
+        # 503, never the older copies (a silent rollback). At most one entry per key of the
+        # primary that changed since its copy; dropped when the primary's version is copied.
+        self.changed: dict[str, str] = {}
 
     def is_quarantined(self, source: Source, version: Version) -> bool:
         return (source.replica.name, source.key, version.sha256 or "") in self.quarantined
@@ -219,31 +235,71 @@ class Bucket:
         return (other.size, other.etag, other.modified) == (info.size, info.etag, info.modified)
 
     async def _primary_present(self) -> bool:
-        """Whether the primary is there to ask (False: it is marked down, audited).
+        """Whether the primary is there to ask (False: it is marked down, audited)."""
+        return await self.present(self.primary)
+
+    async def present(self, replica: Replica) -> bool:
+        """Whether ``replica`` is there to ask (False: it is marked down, audited).
 
         It is not when listing its address fails: a directory store's root or an S3 bucket
         gone (marked down at once), or no answer. Nor when its address holds no object at all
-        while copies of its objects are recorded as verified (this machine's journal, the
-        replicas' signed manifests): see :meth:`_holds_nothing`."""
-        p = self.primary
+        while copies of objects are recorded as verified (for the primary: copies of its
+        objects; for a replica: copies in it; this machine's journal, the replicas' signed
+        manifests): see :meth:`_holds_nothing`."""
         try:
-            if not await self.health.within(p.name, self._holds_nothing()):
+            if not await self.health.within(replica.name, self._holds_nothing(replica)):
                 return True
         except (StoreError, OSError) as exc:
-            self._primary_failed(exc)
+            self._failed(replica, exc)
             return False
-        if not self._copies_recorded():
+        if not self._copies_recorded(replica):
             return True
         self.health.failed(
-            p.name,
-            f"{p.name} holds no object, yet verified copies of its objects are recorded: "
+            replica.name,
+            f"{replica.name} holds no object, yet verified copies of "
+            f"{'its objects' if replica.primary else 'objects in it'} are recorded: "
             "taken to be gone (a vanished directory or prefix), not emptied",
             gone=True,
         )
         return False
 
-    async def _holds_nothing(self) -> bool:
-        """Whether the primary's address holds no object (daulat's own files aside); raises
+    async def answering(self) -> list[Replica]:
+        """The replicas other than the primary that are there to ask now (each is listed: a
+        vanished one is marked down, audited); :class:`Unavailable` when none is, so that a
+        listing nobody could serve is a 503, not a listing from memory."""
+        out: list[Replica] = []
+        errors: list[str] = []
+        for r in self.others:
+            if not self.health.usable(r.name):
+                last = self.health.circuit(r.name).last_error
+                errors.append(f"{r.name}: down" + (f" ({last})" if last else ""))
+            elif await self.present(r):
+                self.health.succeeded(r.name)
+                out.append(r)
+            else:
+                errors.append(f"{r.name}: down ({self.health.circuit(r.name).last_error})")
+        if not out:
+            raise Unavailable(
+                f"the primary {self.primary.name} does not answer and no replica does: "
+                + "; ".join(errors)
+            )
+        return out
+
+    async def missing(self, source: Source, version: Version) -> str:
+        """``source`` answered that it does not hold the object: say why, for the 503's
+        message. A replica that is gone is marked down; one that is there yet lacks an object
+        it is recorded to hold verified withholds it (audited, not asked for it again)."""
+        replica = source.replica
+        if not await self.present(replica):
+            return f"down ({self.health.circuit(replica.name).last_error})"
+        self.health.succeeded(replica.name)
+        if replica.primary:
+            return "the primary no longer holds it"
+        self.findings.withheld(version, source)
+        return "withholds it: the object is missing, yet a verified copy of it is recorded"
+
+    async def _holds_nothing(self, replica: Replica) -> bool:
+        """Whether the replica's address holds no object (daulat's own files aside); raises
         what listing it raises.
 
         Why "holds nothing" with recorded copies counts as gone: a directory store's root is
@@ -258,8 +314,7 @@ class Bucket:
         served from the replicas' verified copies, with the primary shown down in the audit
         log, ``daulat stores`` and the report, until the bucket's replicas are changed. A
         primary that still holds any object is believed when it says one key is missing."""
-        p = self.primary
-        store, base = p.store, p.address.prefix
+        store, base = replica.store, replica.address.prefix
         batches: AsyncIterator[list[ObjectInfo]]
         if isinstance(store, FallbackS3Store):
             # A page of two keys: a small request (the first keys may be daulat's own).
@@ -277,26 +332,30 @@ class Bucket:
                     await close()
         return True
 
-    def _copies_recorded(self) -> bool:
-        """Whether any verified copy of an object of the primary is recorded."""
-        p = self.primary
-        journal = self.journal.keys(p.address, self.others, "")
+    def _copies_recorded(self, replica: Replica) -> bool:
+        """Whether a verified copy of any object is recorded: of the primary's objects (in any
+        replica) for the primary, else in ``replica``."""
+        targets = self.others if replica.primary else [replica]
+        journal = self.journal.keys(self.primary.address, targets, "")
         if next(journal, None) is not None:
             return True
-        return next(self.manifests.keys(self.others, ""), None) is not None
+        return next(self.manifests.keys(targets, ""), None) is not None
 
-    def _primary_failed(self, exc: BaseException) -> None:
+    def _failed(self, replica: Replica, exc: BaseException) -> None:
         if answered(exc):
             return
         if isinstance(exc, TimeoutError):
-            self.health.timed_out(self.primary.name, "listing")
+            self.health.timed_out(replica.name, "listing")
             return
         self.health.failed(
-            self.primary.name,
+            replica.name,
             describe(exc),
             revoked=isinstance(exc, AccessDenied),
             gone=isinstance(exc, MissingRoot),
         )
+
+    def _primary_failed(self, exc: BaseException) -> None:
+        self._failed(self.primary, exc)
 
     async def resolve(self, key: str) -> Version:
         """The current version of ``key`` and the replicas that hold it verified, in order.
@@ -310,13 +369,16 @@ class Bucket:
 
     def _current(self, key: str, info: ObjectInfo) -> Version:
         p = self.primary
+        known = [
+            r for replica in self.others for r in self.journal.records(p.address, replica, key)
+        ]
         records = [
             r
-            for replica in self.others
-            for r in self.journal.records(p.address, replica, key)
+            for r in known
             if r.src_size == info.size and r.src_etag == info.etag and r.size == info.size
         ]
         primary = Source(p, p.address.prefix + key)
+        self._note_primary(key, info.etag, info.size, bool(records), bool(known))
         if not records:
             return Version(
                 key, info.size, info.modified, unverified_etag(info), None, sources=[primary]
@@ -334,6 +396,22 @@ class Bucket:
             [primary, *self._sources(agree)],
         )
 
+    def _note_primary(
+        self, key: str, etag: str | None, size: int, copied: bool, journaled: bool
+    ) -> None:
+        """Remember whether the primary holds a version of ``key`` no replica holds verified:
+        copies of it are recorded (journal), none of this version; or a signed manifest's copy
+        has another size. (Without either, the primary's version may well be the copy's.)"""
+        if copied:
+            self.changed.pop(key, None)
+            return
+        differs = journaled or any(
+            rec is not None and rec.size != size
+            for rec in (self.manifests.record(r, key) for r in self.others)
+        )
+        if differs:
+            self.changed[key] = etag or ""
+
     def _sources(self, records: Sequence[Record]) -> list[Source]:
         seen: set[str] = set()
         out = []
@@ -346,8 +424,15 @@ class Bucket:
 
     def _remembered(self, key: str) -> Version:
         """The primary does not answer: the newest content the journal recorded for the key,
-        else what the replicas' signed manifests say, in preference order."""
+        else what the replicas' signed manifests say, in preference order. :class:`Unavailable`
+        when this gateway saw the primary hold a newer version than the copies."""
         p = self.primary
+        if key in self.changed:
+            self.findings.stale(key, p.name, self.changed[key])
+            raise Unavailable(
+                f"the primary {p.name} does not answer, and it held a newer version of {key!r} "
+                "than any replica holds verified: older copies are not served in its place"
+            )
         journal = [
             r for replica in self.others for r in self.journal.records(p.address, replica, key)
         ]
@@ -377,7 +462,15 @@ class Bucket:
         ]
         sources = self._sources(agree)
         if not sources:
-            raise Unavailable(f"no replica that answers holds a verified copy of {key!r}")
+            found = [
+                f"{r.replica.name}: its copy was found altered or missing, not read again"
+                for r in agree
+                if (r.replica.name, r.stored_key, r.sha256) in self.quarantined
+            ]
+            raise Unavailable(
+                f"no replica that answers holds a verified copy of {key!r}"
+                + (": " + "; ".join(found) if found else "")
+            )
         return Version(
             key,
             ref.size,
@@ -417,19 +510,20 @@ class Bucket:
                 if listed or await self._primary_present():
                     self.health.succeeded(p.name)
                     return True
-        if not self.vouched(self.others):
+        replicas = await self.answering()
+        if not self.vouched(replicas):
             raise Unavailable(
                 f"the primary {p.name} does not answer and no replica holds a verified copy of "
                 "any of its objects (journal, signed manifests): a listing would be a guess"
             )
         newest: dict[str, tuple[str, int, str]] = {}
-        for key, size, sha, updated in self.journal.keys(p.address, self.others, prefix):
+        for key, size, sha, updated in self.journal.keys(p.address, replicas, prefix):
             if not hidden(key) and (key not in newest or updated > newest[key][0]):
                 newest[key] = (updated, size, sha)
             if len(newest) >= 10000:
                 self._flush(db, newest)
         self._flush(db, newest)
-        for key, size, sha, copied in self.manifests.keys(self.others, prefix):
+        for key, size, sha, copied in self.manifests.keys(replicas, prefix):
             if not hidden(key):
                 db.execute(
                     "INSERT OR IGNORE INTO listed VALUES (?, ?, ?, NULL, ?)",
@@ -591,10 +685,15 @@ class Bucket:
 
     def _listed_etag(self, key: str, size: int, src_etag: str | None, fallback: str) -> str:
         p = self.primary
+        journaled = False
         for replica in self.others:
             for r in self.journal.records(p.address, replica, key):
+                journaled = True
                 if r.src_size == size and r.src_etag == src_etag and r.size == size:
+                    self.changed.pop(key, None)
                     return etag_of(r.sha256)
+        if journaled:  # copied once, changed since: see _note_primary
+            self.changed[key] = src_etag or ""
         return fallback
 
 

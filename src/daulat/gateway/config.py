@@ -10,6 +10,7 @@
     tls_cert = "gw.crt"                       # optional, with tls_key: HTTPS
     tls_key = "gw.key"
     read_buffers = "64MiB"                    # optional: replica bytes all reads may hold at once
+    allow_plain_http = false                  # a non-loopback listen needs TLS unless true
     [gateway.buckets.pemilu]                  # the bucket name clients use
     replicas = ["kpu-alibaba", "vault:arsip", "offsite"]   # STORE[:PREFIX], preference order
 
@@ -20,8 +21,11 @@ relative to the config file's directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,7 @@ class _Gateway(BaseModel):
     tls_key: str | None = None
     region: str = "us-east-1"
     read_buffers: str | int = DEFAULT_READ_BUFFERS
+    allow_plain_http: bool = False
     buckets: dict[str, _Bucket] = Field(min_length=1)
 
 
@@ -91,6 +96,7 @@ class GatewayConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     read_buffers: int = DEFAULT_READ_BUFFERS
+    plain_http_exposed: bool = False  # listening beyond loopback without TLS, by opt-in
 
     def __repr__(self) -> str:  # never the secret, whatever prints this
         return f"GatewayConfig(listen={self.host}:{self.port}, buckets={sorted(self.buckets)})"
@@ -161,6 +167,21 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     cert, key = file(model.tls_cert, "tls_cert"), file(model.tls_key, "tls_key")
     if (cert is None) != (key is None):
         problems.append(f"{where}: tls_cert and tls_key must be given together")
+    elif cert is not None and key is not None and cert.is_file() and key.is_file():
+        # Loaded here, as uvicorn will: a key that does not match the certificate (or a file
+        # that is not PEM) is a configuration error before anything listens, not a failure
+        # after the banner.
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            why = (
+                exc.reason.lower().replace("_", " ")  # e.g. "key values mismatch"
+                if exc.reason
+                else "not a PEM certificate and the PEM private key that goes with it"
+            )
+            problems.append(f"{where}: tls_cert {cert} and tls_key {key} cannot be used: {why}")
+        except OSError as exc:
+            problems.append(f"{where}: tls_cert/tls_key: {exc.strerror or exc}")
     identity = file(model.identity, "identity")
     read_buffers = _read_buffers(model.read_buffers, where, problems)
     try:
@@ -171,6 +192,15 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     except ConfigError as exc:
         problems.append(str(exc))
         host, port = "", 0
+    exposed = bool(host) and cert is None and not is_loopback(host)
+    if exposed and not model.allow_plain_http:
+        # SigV4 authenticates requests but encrypts no response: objects (age replicas
+        # decrypted) would cross the network in the clear.
+        problems.append(
+            f"{where}: listen {_hostport(host, port)} is reachable from other machines and would "
+            "serve objects (age replicas decrypted) over plain HTTP: set tls_cert and tls_key, "
+            "listen on 127.0.0.1, or set allow_plain_http = true to accept that"
+        )
     if problems:
         raise ConfigError("\n".join(problems))
     identities = tuple(load_identities(identity)) if identity is not None else ()
@@ -185,6 +215,28 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         tls_cert=cert,
         tls_key=key,
         read_buffers=read_buffers,
+        plain_http_exposed=exposed,
+    )
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) reaches only this machine: every address it
+    resolves to is a loopback one. A name that does not resolve is not (refused, not guessed)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses
     )
 
 

@@ -47,11 +47,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from daulat.crypto import Identity, decrypt_stream
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import AccessDenied, DaulatError, NotFound
 from daulat.gateway.budget import ByteBudget
 from daulat.gateway.health import Health
@@ -88,7 +88,7 @@ class Unavailable(DaulatError):
 class Events(Protocol):
     def failover(self, version: Version, failed: Source, offset: int, error: str) -> None: ...
 
-    def mismatch(self, version: Version, source: Source, chunk: int) -> None: ...
+    def mismatch(self, version: Version, source: Source, chunk: int, why: str = "") -> None: ...
 
 
 @dataclass
@@ -126,6 +126,7 @@ class VerifiedRead:
         identities: Sequence[Identity],
         budget: ByteBudget,
         skip: Callable[[Source], bool] = lambda s: False,
+        missing: Callable[[Source], Awaitable[str]] | None = None,
     ) -> None:
         self.version, self.start, self.end = version, start, end
         self.health, self.events, self.identities = health, events, identities
@@ -154,6 +155,10 @@ class VerifiedRead:
             self.lo, self.hi = start, end
         self.pos = self.lo
         self.skip = skip
+        # Asked when a replica answers that it does not hold the object: whether it is gone
+        # (down) or withholds a copy it is recorded to hold (a finding); says which, for the
+        # 503's message.
+        self.missing = missing
         self.queue = [s for s in version.sources if not skip(s)]
         self.current: _Open | None = None
         self.buffered = version.verified and self.hi - self.lo <= BUFFER_LIMIT
@@ -227,7 +232,8 @@ class VerifiedRead:
             source = self.queue.pop(0)
             name = source.replica.name
             if not self.health.usable(name):
-                errors.append(f"{name}: marked down")
+                last = self.health.circuit(name).last_error
+                errors.append(f"{name}: down" + (f" ({last})" if last else ""))
                 continue
             try:
                 self._drop_source()  # what an earlier attempt took for its source
@@ -236,7 +242,12 @@ class VerifiedRead:
             except asyncio.CancelledError:
                 raise
             except NotFound as exc:
-                errors.append(f"{name}: {describe(exc)}")
+                why = describe(exc)
+                if self.missing is not None:
+                    # Asking why lists the replica: a failure of that is this replica's too.
+                    with contextlib.suppress(Exception):
+                        why = await self.missing(source)
+                errors.append(f"{name}: {why}")
             except Exception as exc:  # any failure of a replica moves on to the next
                 self.health.failed(name, describe(exc), revoked=isinstance(exc, AccessDenied))
                 errors.append(f"{name}: {describe(exc)}")
@@ -268,6 +279,13 @@ class VerifiedRead:
         assert self.current is not None
         source = self.current.source
         error = describe(exc)
+        if source.encrypted and isinstance(exc, DecryptError) and str(exc) != NO_MATCHING_IDENTITY:
+            # Age ciphertext that does not authenticate: the replica holds other bytes than
+            # were copied (an altered object, not an outage): that object is not read from it
+            # again, and the replica stays up for every other object.
+            index = self.pos // self.version.chunk_size
+            self.events.mismatch(self.version, source, index, error)
+            return f"{source.replica.name}: its copy is altered ({error})"
         self.health.failed(source.replica.name, error, revoked=isinstance(exc, AccessDenied))
         self.events.failover(self.version, source, self.pos, error)
         return f"{source.replica.name}: {error}"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Mapping
 
 from daulat.audit import record
@@ -23,6 +24,13 @@ from daulat.stores import Store, open_store
 
 log = logging.getLogger("daulat.gateway")
 
+#: A failover of the same replica for the same key is audited at most once in this many
+#: seconds: a client retrying in a loop (or fetching ranges) must not grow the hash-chained
+#: audit log with every request.
+FAILOVER_QUIET = 300.0
+#: The most (replica, key) pairs remembered for that; past it the oldest are forgotten.
+FAILOVER_MEMORY = 10_000
+
 
 class AuditEvents:
     """Revocations, failovers and altered replicas, written to the audit log (off the event
@@ -32,6 +40,8 @@ class AuditEvents:
         self.state_dir = cfg.state_dir
         self.quarantined = quarantined
         self._pending: set[asyncio.Future[None]] = set()
+        self._failovers: dict[tuple[str, str], float] = {}
+        self._stale: set[tuple[str, str]] = set()
 
     def _write(self, operation: str, details: Mapping[str, object]) -> None:
         log.warning("%s: %s", operation, dict(details))
@@ -51,29 +61,84 @@ class AuditEvents:
             log.error("cannot write the audit log: %s", exc)
 
     def failover(self, version: Version, failed: Source, offset: int, error: str) -> None:
+        now = time.monotonic()
+        pair = (failed.replica.name, version.key)
+        if now - self._failovers.get(pair, -FAILOVER_QUIET) < FAILOVER_QUIET:
+            return
+        self._failovers.pop(pair, None)
+        self._failovers[pair] = now
+        while len(self._failovers) > FAILOVER_MEMORY:
+            del self._failovers[next(iter(self._failovers))]
         self._write(
             "gateway.failover",
-            {"key": version.key, "replica": failed.replica.name, "offset": offset, "error": error},
-        )
-
-    def mismatch(self, version: Version, source: Source, chunk: int) -> None:
-        self.quarantined.add((source.replica.name, source.key, version.sha256 or ""))
-        self._write(
-            "gateway.mismatch",
             {
                 "key": version.key,
-                "replica": source.replica.name,
-                "chunk": chunk,
+                "replica": failed.replica.name,
+                "store": _store(failed.replica.name),
+                "offset": offset,
+                "error": error,
+            },
+        )
+
+    def mismatch(self, version: Version, source: Source, chunk: int, why: str = "") -> None:
+        """``source`` holds other bytes than were copied for this version: quarantined (one
+        audit entry per finding: a quarantined copy is never read again)."""
+        found = (source.replica.name, source.key, version.sha256 or "")
+        if found in self.quarantined:
+            return
+        self.quarantined.add(found)
+        name = source.replica.name
+        details: dict[str, object] = {
+            "key": version.key,
+            "replica": name,
+            "store": _store(name),
+            "chunk": chunk,
+            "sha256": version.sha256,
+            "error": why or f"chunk {chunk} does not match its recorded SHA-256",
+            "action": f"this version is not read from {name} again; its other objects still are",
+        }
+        self._write("gateway.mismatch", details)
+
+    def withheld(self, version: Version, source: Source) -> None:
+        """``source`` answers that it does not hold an object it is recorded to hold verified."""
+        found = (source.replica.name, source.key, version.sha256 or "")
+        if found in self.quarantined:
+            return
+        self.quarantined.add(found)
+        name = source.replica.name
+        self._write(
+            "gateway.withheld",
+            {
+                "key": version.key,
+                "replica": name,
+                "store": _store(name),
                 "sha256": version.sha256,
-                "action": "not served from this replica again",
+                "error": f"{version.key!r} is missing, yet a verified copy of it is recorded",
+                "action": f"this version is not read from {name} again; its other objects still are",
+            },
+        )
+
+    def stale(self, key: str, primary: str, etag: str) -> None:
+        """The primary, now down, was seen holding a version no replica holds verified."""
+        if (key, etag) in self._stale:
+            return
+        self._stale.add((key, etag))
+        self._write(
+            "gateway.stale",
+            {
+                "key": key,
+                "replica": primary,
+                "store": _store(primary),
+                "primary_etag": etag,
+                "action": "503 for this key until the primary answers or the replicas are "
+                "copied again: older copies are not served in its place",
             },
         )
 
     def circuit(self, c: Circuit, what: str) -> None:
         # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
         # the report (daulat.gateway.standing).
-        store = c.name.partition(":")[0]
-        details: dict[str, object] = {"replica": c.name, "store": store}
+        details: dict[str, object] = {"replica": c.name, "store": _store(c.name)}
         if what == "recovered":  # the error is past: named as such, never as current
             details.update(error=None, recovered_from=c.last_error)
         else:
@@ -83,6 +148,11 @@ class AuditEvents:
     async def drain(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def _store(replica: str) -> str:
+    """The store of a replica named STORE[:PREFIX]."""
+    return replica.partition(":")[0]
 
 
 class Runtime:
@@ -111,6 +181,7 @@ class Runtime:
                 self.health,
                 self.gw.identities,
                 self.quarantined,
+                self.events,
             )
             for r in bucket.replicas:
                 timeout = self.cfg.store(r.address.store).request_timeout

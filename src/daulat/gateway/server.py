@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Callable, Iterator
 
 from daulat.config import Config
@@ -58,6 +60,44 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
     mallopt(m_arena_max, arenas)
 
 
+def listen_socket(gw: GatewayConfig) -> socket.socket:
+    """The gateway's listening socket, bound before anything says it is serving (so that a
+    port in use is one line and exit 1, never a banner followed by uvicorn's own error).
+    :class:`GatewayError` when it cannot be bound."""
+    where = f"[{gw.host}]:{gw.port}" if ":" in gw.host else f"{gw.host}:{gw.port}"
+    family = socket.AF_INET6 if ":" in gw.host else socket.AF_INET
+    try:
+        # SO_REUSEADDR (set by create_server) lets a restarted gateway bind while the old
+        # one's connections linger in TIME_WAIT; it never lets two listeners share the port.
+        sock = socket.create_server((gw.host, gw.port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = "address already in use (another daulat serve?)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = "no interface of this machine has that address"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges)"
+        else:
+            why = exc.strerror or str(exc)
+        raise GatewayError(f"[gateway] listen {where}: {why}") from None
+    return sock
+
+
+def banner(gw: GatewayConfig) -> str:
+    """The line ``daulat serve`` prints once it listens."""
+    scheme = "https" if gw.tls_cert else "http"
+    host = f"[{gw.host}]" if ":" in gw.host else gw.host
+    line = f"daulat gateway on {scheme}://{host}:{gw.port} (read-only): " + ", ".join(
+        f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
+    )
+    if gw.plain_http_exposed:
+        line += (
+            "\nwarning: plain HTTP on an address other machines can reach (allow_plain_http): "
+            "objects cross the network unencrypted"
+        )
+    return line
+
+
 def _server_class() -> type:
     import uvicorn
 
@@ -84,14 +124,17 @@ async def serve(
     *,
     ready: object = None,
     runtime: Runtime | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Run the gateway until cancelled (SIGINT/SIGTERM end it). ``runtime``: one made by the
-    caller (``daulat demo`` wraps a store in it first); by default a new one."""
+    caller (``daulat demo`` wraps a store in it first); by default a new one. ``sock``: the
+    listening socket (:func:`listen_socket`), bound here when not given."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("daulat serve needs uvicorn: pip install 'daulat[gateway]'") from None
     cap_malloc_arenas()
+    sock = sock or listen_socket(gw)
     runtime = runtime or Runtime(cfg, gw)
     await runtime.start()
     config = uvicorn.Config(
@@ -111,7 +154,7 @@ async def serve(
     )
     logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
     server = _server_class()(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -123,5 +166,6 @@ async def serve(
         raise
     finally:
         await runtime.close()
+        sock.close()
     if not server.started:
         raise GatewayError(f"cannot listen on {gw.host}:{gw.port} (see the message above)")

@@ -1,9 +1,12 @@
-"""What the gateway last found about each store: revoked, down or recovered (from the audit log).
+"""What the gateway found about each store: altered or withheld data, revoked, down or
+recovered (from the audit log).
 
 ``daulat serve`` keeps replica health in memory and writes each change to the audit log
-(``gateway.revoked``, ``gateway.down``, ``gateway.recovered``, see :mod:`.runtime`). ``daulat
-stores`` and the report read the latest of those per store, so that a provider's refusal seen
-by the gateway is shown where the stores are, after the gateway has stopped.
+(``gateway.revoked``, ``gateway.down``, ``gateway.recovered``), and each object a replica
+held altered or withheld (``gateway.mismatch``, ``gateway.withheld``), see :mod:`.runtime`.
+``daulat stores`` and the report show the most serious of those per store (evidence about its
+data first, else the latest of the others), so that what the gateway found about a provider
+is shown where the stores are, after the gateway has stopped.
 """
 
 from __future__ import annotations
@@ -20,17 +23,27 @@ OPERATIONS = {
     "gateway.revoked": "revoked",
     "gateway.down": "down",
     "gateway.recovered": "recovered",
+    "gateway.mismatch": "altered",
+    "gateway.withheld": "withheld",
 }
+#: Findings about the data a store holds (other bytes than were copied, a copy missing):
+#: evidence against the provider. They stay shown until a later such finding: a store that
+#: answers again afterwards ("recovered", "down") does not hide them.
+EVIDENCE = {"altered", "withheld"}
 
 
 @dataclass(frozen=True)
 class Standing:
     """The gateway's latest finding about one store."""
 
-    state: str  # "revoked" (403/401: access refused), "down" (unreachable, 5xx) or "recovered"
+    # "altered" (held other bytes than were copied), "withheld" (lacked an object it is
+    # recorded to hold), "revoked" (403/401: access refused), "down" (unreachable, 5xx) or
+    # "recovered"
+    state: str
     since: str  # the audit entry's time, to the second
     replica: str  # the replica (STORE[:PREFIX]) the finding was about
     error: str | None
+    key: str | None = None  # the object, for altered and withheld
 
     @property
     def refused(self) -> bool:
@@ -41,8 +54,10 @@ class Standing:
 
 
 def store_standing(state_dir: Path) -> dict[str, Standing]:
-    """Store name → the latest gateway finding about any of its replicas. A damaged audit log
-    yields what was read before the damage (``daulat audit verify`` says where it is)."""
+    """Store name → the most serious gateway finding about any of its replicas: the latest
+    altered or withheld object if any (see :data:`EVIDENCE`), else the latest of revoked, down
+    and recovered. A damaged audit log yields what was read before the damage (``daulat
+    audit verify`` says where it is)."""
     out: dict[str, Standing] = {}
     log = audit_log(state_dir)
     if not log.path.exists():
@@ -57,9 +72,16 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
                 continue
             store = entry.details.get("store")
             name = store if isinstance(store, str) else replica.partition(":")[0]
+            if state not in EVIDENCE and (kept := out.get(name)) and kept.state in EVIDENCE:
+                continue
             error = entry.details.get("error")
+            key = entry.details.get("key")
             out[name] = Standing(
-                state, _seconds(entry.time), replica, error if isinstance(error, str) else None
+                state,
+                _seconds(entry.time),
+                replica,
+                error if isinstance(error, str) else None,
+                key if isinstance(key, str) and state in EVIDENCE else None,
             )
     except AuditLogError:
         pass
@@ -77,6 +99,8 @@ def _seconds(when: str) -> str:
 def describe(name: str, s: Standing) -> str:
     """One line for ``daulat stores``."""
     what = {
+        "altered": f"held other bytes than were copied for {s.key!r} (altered)",
+        "withheld": f"lacked {s.key!r}, of which it is recorded to hold a verified copy (withheld)",
         "revoked": "refused access (revoked)",
         "down": "did not answer (down)",
         "recovered": "answered again (recovered)",
