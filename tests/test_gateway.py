@@ -429,9 +429,12 @@ def test_revocation_shown_in_stores_and_report(
             assert cli(["report", "-o", str(tmp_path / "r.html"), "--config", str(config)]) == 0
             html = (tmp_path / "r.html").read_text()
             assert "As the gateway last found them" in html and ">revoked<" in html
-            proxy.mode = "pass"  # access restored: after the cool-down, a probe finds it back
-            time.sleep(2.5)
-            assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+            proxy.mode = "pass"  # access restored: after the cool-down, a probe (in the
+            time.sleep(2.5)      # background, started by a request) finds it back
+            deadline = time.monotonic() + 20
+            while standing()["prim"]["state"] != "recovered" and time.monotonic() < deadline:
+                assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
+                time.sleep(0.5)
         assert standing()["prim"]["state"] == "recovered"
 
 

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from daulat.errors import DaulatError, NotFound
+from daulat.errors import DaulatError, InvalidKey, NotFound
 from daulat.gateway import s3xml
 from daulat.gateway.auth import AuthError, Request, query_pairs, verify
 from daulat.gateway.bucket import Bucket, decode_token, encode_token
@@ -255,6 +255,8 @@ class Gateway:
             version = await bucket.resolve(key)
         except NotFound:
             raise S3Failure(404, "NoSuchKey", "The specified key does not exist.") from None
+        except InvalidKey as exc:
+            raise S3Failure(400, "InvalidArgument", str(exc)) from None
         except Unavailable as exc:
             raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
         status = _conditions(version, headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -13,7 +14,7 @@ from typing import Protocol
 from daulat.crypto import Identity
 from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError
 from daulat.gateway.config import BucketConfig
-from daulat.gateway.health import Health
+from daulat.gateway.health import Health, answered
 from daulat.gateway.reading import Unavailable, describe
 from daulat.gateway.replicas import (
     JournalView,
@@ -44,6 +45,53 @@ def _when(text: str) -> dt.datetime:
 def hidden(key: str) -> bool:
     """daulat's own files beside the data are never served or listed."""
     return key.startswith(DST_MANIFEST_PREFIX)
+
+
+def _odd(key: str) -> bool:
+    """Whether ``key`` has an empty, ``.`` or ``..`` segment (a trailing ``/`` aside): a key
+    some servers normalise into another one."""
+    return any(s in ("", ".", "..") for s in key.removesuffix("/").split("/"))
+
+
+def _normalised(key: str) -> str:
+    """``key`` as a path-normalising server takes it (``a//b`` → ``a/b``, ``a/./b`` and
+    ``x/../a/b`` → ``a/b``, climbing no higher than the root)."""
+    out: list[str] = []
+    for segment in key.removesuffix("/").split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment not in ("", "."):
+            out.append(segment)
+    return "/".join(out) + ("/" if key.endswith("/") and out else "")
+
+
+def _climbs(key: str) -> bool:
+    """Whether a ``..`` of ``key`` climbs above its root."""
+    depth = 0
+    for segment in key.split("/"):
+        depth += -1 if segment == ".." else (0 if segment in ("", ".") else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+async def _first_page(replica: Replica) -> None:
+    """List one page of ``replica``'s address (raises what listing raises)."""
+    store, base = replica.store, replica.address.prefix
+    batches: AsyncIterator[list[ObjectInfo]]
+    if isinstance(store, FallbackS3Store):
+        batches = store.list_after(base, "", first_page=1)
+    else:
+        batches = store.list(base)
+    async with contextlib.aclosing(batches) as pages:  # type: ignore[type-var]
+        async for _ in pages:
+            return
+
+
+def _raw(store: Store) -> object:
+    """The botocore client of an S3 store (its ``prefix`` is the store's own), else None."""
+    return store.raw if isinstance(store, FallbackS3Store) else None
 
 
 class Findings(Protocol):
@@ -112,9 +160,23 @@ class Bucket:
         p = self.primary
         if not self.health.usable(p.name):
             return None
+        odd = _odd(key)
+        if odd and _climbs(key) and (p.address.prefix or getattr(_raw(p.store), "prefix", "")):
+            # Normalised, it would name a key outside the primary's prefix.
+            raise InvalidKey(f"key {key!r} climbs out of the bucket with '..': refused", key=key)
         try:
-            info = await p.store.head(p.address.prefix + key)
-        except (NotFound, InvalidKey):
+            info = await self.health.within(p.name, p.store.head(p.address.prefix + key))
+            if odd and await self._aliased(key, info):
+                self.health.succeeded(p.name)
+                raise InvalidKey(
+                    f"the primary {p.name} answers for key {key!r} with the object of "
+                    f"{_normalised(key)!r} (its server normalises such keys): refused",
+                    key=key,
+                )
+        except InvalidKey:  # an answer about this key, never about the primary
+            self.health.succeeded(p.name)
+            raise
+        except NotFound:
             # A store that is gone answers "not found" for every key (a directory store whose
             # root vanished; an S3 HEAD cannot tell a deleted bucket from a missing key): it is
             # down, never a reason to tell clients that their data does not exist.
@@ -122,11 +184,55 @@ class Bucket:
                 return None
             self.health.succeeded(p.name)
             raise NotFound(f"no such key {key!r}", key=key) from None
+        except TimeoutError:
+            self.health.timed_out(p.name, f"head {key!r}")
+            return None
         except Exception as exc:
+            if answered(exc):  # a 400 for this key: an answer, not a failure of the primary
+                self.health.succeeded(p.name)
+                raise InvalidKey(
+                    f"the primary {p.name} refused key {key!r} as invalid", key=key
+                ) from None
             self._primary_failed(exc)
             return None
         self.health.succeeded(p.name)
         return info
+
+    async def probe(self, replica: Replica) -> None:
+        """The background probe of a half-open replica (see :mod:`.health`): is the primary
+        there (as :meth:`_primary_present` judges it), does another replica list a page?
+        Within the store's ``request_timeout``; the outcome goes to the replica's circuit."""
+        if replica.primary:
+            if await self._primary_present():
+                self.health.succeeded(replica.name)
+            return
+        try:
+            await self.health.within(replica.name, _first_page(replica))
+        except TimeoutError:
+            self.health.timed_out(replica.name, "listing")
+        except (StoreError, OSError) as exc:
+            self.health.failed(
+                replica.name,
+                describe(exc),
+                revoked=isinstance(exc, AccessDenied),
+                gone=isinstance(exc, MissingRoot),
+            )
+        else:
+            self.health.succeeded(replica.name)
+
+    async def _aliased(self, key: str, info: ObjectInfo) -> bool:
+        """Whether the primary answered for ``key`` (which has an empty, ``.`` or ``..``
+        segment) with the object of its normalised form: SeaweedFS serves ``a//b`` as ``a/b``
+        (and lists it so, when asked with that prefix). A server that keeps such keys, as
+        AWS does, holds them apart: the normalised key is missing or another object."""
+        normal = _normalised(key)
+        if not normal or normal == key:
+            return False
+        try:
+            other = await self.primary.store.head(self.primary.address.prefix + normal)
+        except StoreError:
+            return False
+        return (other.size, other.etag, other.modified) == (info.size, info.etag, info.modified)
 
     async def _primary_present(self) -> bool:
         """Whether the primary is there to ask (False: it is marked down, audited)."""
@@ -141,7 +247,7 @@ class Bucket:
         objects; for a replica: copies in it; this machine's journal, the replicas' signed
         manifests): see :meth:`_holds_nothing`."""
         try:
-            if not await self._holds_nothing(replica):
+            if not await self.health.within(replica.name, self._holds_nothing(replica)):
                 return True
         except (StoreError, OSError) as exc:
             self._failed(replica, exc)
@@ -236,6 +342,11 @@ class Bucket:
         return next(self.manifests.keys(targets, ""), None) is not None
 
     def _failed(self, replica: Replica, exc: BaseException) -> None:
+        if answered(exc):
+            return
+        if isinstance(exc, TimeoutError):
+            self.health.timed_out(replica.name, "listing")
+            return
         self.health.failed(
             replica.name,
             describe(exc),
@@ -400,6 +511,11 @@ class Bucket:
                     self.health.succeeded(p.name)
                     return True
         replicas = await self.answering()
+        if not self.vouched(replicas):
+            raise Unavailable(
+                f"the primary {p.name} does not answer and no replica holds a verified copy of "
+                "any of its objects (journal, signed manifests): a listing would be a guess"
+            )
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, replicas, prefix):
             if not hidden(key) and (key not in newest or updated > newest[key][0]):
@@ -414,6 +530,17 @@ class Bucket:
                     (key, size, _when(copied).isoformat(), etag_of(sha)),
                 )
         return False
+
+    def vouched(self, replicas: Sequence[Replica]) -> bool:
+        """Whether any of ``replicas`` holds a verified copy of any object of the primary
+        (journal or signed manifest), anywhere in the bucket. Without one, a listing made
+        without the primary would be empty by ignorance, and an empty 200 tells mirroring
+        clients (``aws s3 sync --delete``) that the bucket is empty: they delete their copies.
+        With one, an empty prefix is what the records say."""
+        journal = self.journal.keys(self.primary.address, replicas, "")
+        if next(journal, None) is not None:
+            return True
+        return next(self.manifests.keys(replicas, ""), None) is not None
 
     @staticmethod
     def _flush(db: sqlite3.Connection, newest: dict[str, tuple[str, int, str]]) -> None:
@@ -463,42 +590,48 @@ class Bucket:
         # up itself only when asked with a delimiter, which daulat's S3 listing does not use).
         skipping = after if after_prefix and after else None
         try:
-            while True:
-                restart = False
-                if skipping is not None:
-                    start = max(start, skipping + _PAST)
-                room = max_keys - len(contents) - len(prefixes)
-                listing = contextlib.aclosing(
-                    store.list_after(
-                        base + prefix, base + start if start else "", first_page=min(1000, room + 1)
+            # One page is about one request: the store's request_timeout bounds it.
+            async with asyncio.timeout(self.health.limit(p.name)):
+                while True:
+                    restart = False
+                    if skipping is not None:
+                        start = max(start, skipping + _PAST)
+                    room = max_keys - len(contents) - len(prefixes)
+                    listing = contextlib.aclosing(
+                        store.list_after(
+                            base + prefix,
+                            base + start if start else "",
+                            first_page=min(1000, room + 1),
+                        )
                     )
-                )
-                async with listing as pages:
-                    async for batch in pages:
-                        for o in batch:
-                            key = o.key[len(base) :]
-                            if (start and key <= start) or not key.startswith(prefix):
-                                continue
-                            if hidden(key) or (skipping is not None and key.startswith(skipping)):
-                                continue
-                            if len(contents) + len(prefixes) >= max_keys:
-                                self.health.succeeded(p.name)
-                                return Page(contents, prefixes, True, last, last_is_prefix)
-                            cut = key.find(delimiter, len(prefix)) if delimiter else -1
-                            if cut >= 0:
-                                common = key[: cut + len(delimiter)]
-                                prefixes.append(common)
-                                last, last_is_prefix, skipping = common, True, common
-                                continue
-                            etag = self._listed_etag(key, o.size, o.etag, unverified_etag(o))
-                            contents.append(Listed(key, o.size, o.modified, etag))
-                            last, last_is_prefix = key, False
-                        tail = batch[-1].key[len(base) :] if batch else ""
-                        if skipping is not None and tail.startswith(skipping):
-                            restart = True
-                            break
-                if not restart:
-                    break
+                    async with listing as pages:
+                        async for batch in pages:
+                            for o in batch:
+                                key = o.key[len(base) :]
+                                if (start and key <= start) or not key.startswith(prefix):
+                                    continue
+                                if hidden(key) or (
+                                    skipping is not None and key.startswith(skipping)
+                                ):
+                                    continue
+                                if len(contents) + len(prefixes) >= max_keys:
+                                    self.health.succeeded(p.name)
+                                    return Page(contents, prefixes, True, last, last_is_prefix)
+                                cut = key.find(delimiter, len(prefix)) if delimiter else -1
+                                if cut >= 0:
+                                    common = key[: cut + len(delimiter)]
+                                    prefixes.append(common)
+                                    last, last_is_prefix, skipping = common, True, common
+                                    continue
+                                etag = self._listed_etag(key, o.size, o.etag, unverified_etag(o))
+                                contents.append(Listed(key, o.size, o.modified, etag))
+                                last, last_is_prefix = key, False
+                            tail = batch[-1].key[len(base) :] if batch else ""
+                            if skipping is not None and tail.startswith(skipping):
+                                restart = True
+                                break
+                    if not restart:
+                        break
         except (StoreError, OSError) as exc:
             self._primary_failed(exc)
             return None

@@ -243,6 +243,35 @@ class JournalView:
             except sqlite3.Error as exc:
                 log.warning("cannot read the journal %s: %s", self.path, exc)
 
+    def encrypted_key(self, primary: Address, replica: Replica) -> str | None:
+        """The key in ``replica``'s store of one object copied there age-encrypted, if any."""
+        db = self._conn()
+        head = f"{primary.store}:{primary.prefix} -> {replica.address.store}:"
+        head += replica.address.prefix
+        for pair in self.pairs() if db is not None else []:
+            codec = _CODEC.match(pair[len(head) :]) if pair.startswith(head) else None
+            if db is None or codec is None or codec.group(1) is None:
+                continue
+            row = db.execute(
+                "SELECT coalesce(stored_as, key) FROM journal WHERE pair = ? AND state = 'done' "
+                "LIMIT 1",
+                (pair,),
+            ).fetchone()
+            if row is not None:
+                return replica.address.prefix + str(row[0])
+        return None
+
+    def destinations(self, primary: Address) -> list[str]:
+        """The addresses (STORE[:PREFIX]) copies from ``primary`` went to, per the journal."""
+        head = f"{primary.store}:{primary.prefix} -> "
+        out = []
+        for pair in self.pairs():
+            if pair.startswith(head):
+                dst = pair[len(head) :].partition(" [")[0]
+                store, _, prefix = dst.partition(":")
+                out.append(Address(store, prefix).label)
+        return out
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -339,6 +368,21 @@ class ManifestIndex:
         return Record(
             replica, stored, bool(enc), int(size), sha, csize or CHUNK_SIZE, digests, updated=copied
         )
+
+    def encrypted_key(self, replica: Replica) -> str | None:
+        """The key in ``replica``'s store of one age-encrypted object its manifest lists."""
+        row = self.db.execute(
+            "SELECT stored_key FROM entries WHERE replica = ? AND encrypted = 1 LIMIT 1",
+            (replica.name,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def count(self, replica: Replica) -> int:
+        """The entries of ``replica``'s believed manifest."""
+        row = self.db.execute(
+            "SELECT count(*) FROM entries WHERE replica = ?", (replica.name,)
+        ).fetchone()
+        return int(row[0])
 
     def keys(self, replicas: Sequence[Replica], prefix: str) -> Iterator[tuple[str, int, str, str]]:
         names = [r.name for r in replicas]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
 
 from daulat.audit import record
 from daulat.config import Config
+from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, decrypt_bytes
+from daulat.errors import ConfigError, StoreError
 from daulat.gateway.bucket import Bucket
 from daulat.gateway.budget import ByteBudget
 from daulat.gateway.config import GatewayConfig
 from daulat.gateway.health import Circuit, Health
+from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
@@ -134,9 +138,12 @@ class AuditEvents:
     def circuit(self, c: Circuit, what: str) -> None:
         # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
         # the report (daulat.gateway.standing).
-        self._write(
-            f"gateway.{what}", {"replica": c.name, "store": _store(c.name), "error": c.last_error}
-        )
+        details: dict[str, object] = {"replica": c.name, "store": _store(c.name)}
+        if what == "recovered":  # the error is past: named as such, never as current
+            details.update(error=None, recovered_from=c.last_error)
+        else:
+            details["error"] = c.last_error
+        self._write(f"gateway.{what}", details)
 
     async def drain(self) -> None:
         if self._pending:
@@ -166,7 +173,7 @@ class Runtime:
             for a in b.replicas:
                 if a.store not in self.stores:
                     self.stores[a.store] = open_store(self.cfg.store(a.store))
-            self.buckets[b.name] = Bucket(
+            self.buckets[b.name] = bucket = Bucket(
                 b,
                 self.stores,
                 self.journal,
@@ -176,6 +183,9 @@ class Runtime:
                 self.quarantined,
                 self.events,
             )
+            for r in bucket.replicas:
+                timeout = self.cfg.store(r.address.store).request_timeout
+                self.health.register(r.name, functools.partial(bucket.probe, r), timeout)
         # As restore and verify: only pinned signers are believed. The state directory's own
         # key is not: whoever can write that directory (or a replica it once copied to) could
         # then vouch for planted objects. This machine's own copies are proven by its journal.
@@ -202,10 +212,93 @@ class Runtime:
         for name, problem in self.manifests.problems.items():
             if name not in self.manifests.believed:
                 log.warning("replica %s: no believed manifest (%s)", name, problem)
+        for bucket in self.buckets.values():
+            for line in coverage(bucket, self.journal):
+                log.warning("%s", line)
+        await self._check_identity()
+
+    async def _check_identity(self) -> None:
+        """Whether ``identity`` decrypts each age-encrypted replica (the first 64 KiB of one
+        of its objects: the header names the recipients). A replica it cannot decrypt could
+        never serve, which would otherwise be found during the outage it was meant to cover:
+        :class:`ConfigError` (exit 2). A replica that cannot be read now is only warned
+        about (it may be down for a while; its health is then found as any other's)."""
+        seen: set[str] = set()
+        where = f"{self.cfg.path}: [gateway] identity"
+        for bucket in self.buckets.values():
+            for r in bucket.others:
+                if r.name in seen:
+                    continue
+                seen.add(r.name)
+                problem = self.manifests.problems.get(r.name, "")
+                if NO_MATCHING_IDENTITY in problem and self.gw.identities:
+                    raise ConfigError(
+                        f"{where} cannot decrypt the manifest of replica {r.name}: "
+                        "it could never serve (is it the identity of the copy's recipient?)"
+                    )
+                key = self.journal.encrypted_key(bucket.primary.address, r)
+                key = key or self.manifests.encrypted_key(r)
+                if key is None:
+                    continue
+                if not self.gw.identities:
+                    log.warning(
+                        "replica %s holds age-encrypted copies and [gateway] has no identity: "
+                        "it can never serve them",
+                        r.name,
+                    )
+                    continue
+                try:
+                    head = await asyncio.wait_for(_head_bytes(r.store, key), 60)
+                    decrypt_bytes(head, self.gw.identities)
+                except DecryptError as exc:
+                    if str(exc) == NO_MATCHING_IDENTITY:
+                        raise ConfigError(
+                            f"{where} cannot decrypt replica {r.name} (its copy {key!r} is for "
+                            "other recipients): it could never serve"
+                        ) from None
+                except (TimeoutError, StoreError, OSError) as exc:
+                    log.warning(
+                        "replica %s: cannot check that identity decrypts it now (%s)",
+                        r.name,
+                        describe(exc),
+                    )
 
     async def close(self) -> None:
+        await self.health.close()
         await self.events.drain()
         for store in self.stores.values():
             with contextlib.suppress(Exception):
                 await store.close()
         self.journal.close()
+
+
+def coverage(bucket: Bucket, journal: JournalView) -> list[str]:
+    """One line per replica of ``bucket`` but the primary: how many objects this machine's
+    journal and the replica's signed manifest record as verified there. A replica with none
+    can never serve (a typo in its address is the usual cause: the copy went elsewhere), which
+    must be seen at start-up, not during the outage it was meant to cover."""
+    p = bucket.primary
+    lines = []
+    for r in bucket.others:
+        copied = sum(1 for _ in journal.keys(p.address, [r], ""))
+        signed = bucket.manifests.count(r)
+        if copied or signed:
+            lines.append(
+                f"bucket {bucket.name}: replica {r.name} holds verified copies of {copied} "
+                f"object(s) of {p.name} (journal) and {signed} (its signed manifest)"
+            )
+            continue
+        others = sorted({d for d in journal.destinations(p.address) if d != r.name})
+        hint = f" (did you mean {' or '.join(others)}?)" if others else ""
+        lines.append(
+            f"bucket {bucket.name}: replica {r.name} holds no verified copy of any object of "
+            f"{p.name} (journal, signed manifests): it can never serve{hint}"
+        )
+    return lines
+
+
+async def _head_bytes(store: Store, key: str, size: int = 64 * 1024) -> bytes:
+    """The first ``size`` bytes of an object (an age header is far shorter)."""
+    reader = await store.get(key, start=0, end=size)
+    parts = [bytes(piece) async for piece in reader]
+    return b"".join(parts)

@@ -2,8 +2,12 @@
 
 Keys and prefixes in a listing with ``encoding-type=url`` are percent-encoded (so that keys
 XML 1.0 cannot carry, such as control characters, still arrive); without it they are escaped
-XML text, and a key XML cannot hold makes the listing an error rather than a silently
-different name.
+XML text, and a character XML 1.0 cannot hold is written as a character reference
+(``&#x1;``), as S3 itself does: strict parsers refuse it (clients that list with
+``encoding-type=url``, as boto3, the AWS CLI and ``rclone --s3-list-url-encode`` do, never
+see it), lenient ones go on, and no key ever makes a whole listing fail, which would let
+whoever can write one key hide every other key of its prefix. A carriage return is written
+as ``&#xD;`` too: parsers turn a literal one into a line feed, another key.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from xml.sax.saxutils import escape
 from daulat.errors import DaulatError
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
-# Characters XML 1.0 cannot represent at all.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Characters XML 1.0 cannot represent at all, and CR (a parser would read it as LF).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
 
 
 class NotXmlSafe(DaulatError, ValueError):
@@ -37,9 +41,7 @@ class S3Error:
 def text(value: str, url: bool = False) -> str:
     if url:
         return quote(value, safe="/")
-    if _NOT_XML.search(value):
-        raise NotXmlSafe(value)
-    return escape(value)
+    return _NOT_XML.sub(lambda m: f"&#x{ord(m.group()):X};", escape(value))
 
 
 def iso(when: dt.datetime) -> str:
