@@ -712,25 +712,29 @@ def kill_at_random(
         how = ("start", "landed", "big")[i % 3]
         before = dst.marks()
         proc = start_daulat([*args, "--bwlimit", bwlimit], workdir)
-        until = time.monotonic() + 90
-        if how == "landed":
-            while len(dst.marks()) <= len(before) and proc.popen.poll() is None:
-                assert time.monotonic() < until, log
-                time.sleep(0.05)
-            delay = rng.uniform(0.1, 2.0)
-        elif how == "big":
-            bigs = sum(1 for s, _ in before.values() if s > SMALL)
-            while dst.big_count() <= bigs and proc.popen.poll() is None:
-                assert time.monotonic() < until, log
-                time.sleep(0.02)
-            delay = rng.uniform(0.0, 0.3)
-        else:
-            delay = rng.uniform(0.5, 4.0)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and proc.popen.poll() is None:
-            time.sleep(0.01)
-        ended = proc.popen.poll()
-        proc.kill()
+        try:
+            until = time.monotonic() + 90
+            if how == "landed":
+                while len(dst.marks()) <= len(before) and proc.popen.poll() is None:
+                    assert time.monotonic() < until, log
+                    time.sleep(0.05)
+                delay = rng.uniform(0.1, 2.0)
+            elif how == "big":
+                bigs = sum(1 for s, _ in before.values() if s > SMALL)
+                while dst.big_count() <= bigs and proc.popen.poll() is None:
+                    assert time.monotonic() < until, log
+                    time.sleep(0.02)
+                delay = rng.uniform(0.0, 0.3)
+            else:
+                delay = rng.uniform(0.5, 4.0)
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and proc.popen.poll() is None:
+                time.sleep(0.01)
+            ended = proc.popen.poll()
+        finally:
+            # Also when a wait above fails: a run left behind outlives its servers and
+            # retries for hours.
+            proc.kill()
         dst.settle()
         snap = dst.marks()
         snapshots.append(snap)
