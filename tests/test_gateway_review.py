@@ -321,6 +321,32 @@ def test_primary_changed_since_copy_seen_in_a_listing_is_503_when_down(tmp_path:
         assert s3.get_object(Bucket="pemilu", Key="other.txt")["Body"].read() == b"o\n"
 
 
+def test_a_key_only_the_primary_holds_makes_the_listing_503_when_it_is_down(
+    tmp_path: Path,
+) -> None:
+    """A key added at the primary after the last copy, seen in its listing: with the primary
+    down, a listing from the copies would leave it out, and a mirroring client would delete its
+    own copy of it. So the listing under its prefix is 503; another prefix still lists."""
+    _fill(tmp_path / "prim", {"docs/old.txt": b"o\n", "other/a.txt": b"a\n"})
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
+    _copy(config, "prim", "rep")
+    (tmp_path / "prim" / "docs" / "new.txt").write_bytes(b"new\n")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert keys == ["docs/new.txt", "docs/old.txt", "other/a.txt"]
+        _off(config, "prim")
+        for prefix in ("", "docs/"):
+            with pytest.raises(ClientError) as info:
+                s3.list_objects_v2(Bucket="pemilu", Prefix=prefix)
+            assert _status(info.value) == 503
+        listed = s3.list_objects_v2(Bucket="pemilu", Prefix="other/")["Contents"]
+        assert [o["Key"] for o in listed] == ["other/a.txt"]
+        assert s3.get_object(Bucket="pemilu", Key="docs/old.txt")["Body"].read() == b"o\n"
+
+
 # ---------------------------------------------------------------------------------- D2, D3, D5
 
 

@@ -516,6 +516,15 @@ class Bucket:
                 f"the primary {p.name} does not answer and no replica holds a verified copy of "
                 "any of its objects (journal, signed manifests): a listing would be a guess"
             )
+        unvouched = sorted(k for k in self.changed if k.startswith(prefix))
+        if unvouched:
+            # The records would list these keys as they were copied, or not at all; a mirroring
+            # client (aws s3 sync --delete) would then delete what only the primary holds.
+            raise Unavailable(
+                f"the primary {p.name} does not answer, and it was seen holding "
+                f"{len(unvouched):,} object(s) here that no replica holds verified "
+                f"(first: {unvouched[0]!r}): a listing without them would be wrong"
+            )
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, replicas, prefix):
             if not hidden(key) and (key not in newest or updated > newest[key][0]):
@@ -694,6 +703,8 @@ class Bucket:
                     return etag_of(r.sha256)
         if journaled:  # copied once, changed since: see _note_primary
             self.changed[key] = src_etag or ""
+        elif not any(self.manifests.record(r, key) is not None for r in self.others):
+            self.changed[key] = src_etag or ""  # never copied: only the primary holds it
         return fallback
 
 
