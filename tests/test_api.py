@@ -340,7 +340,7 @@ def test_an_opened_store_is_read_only_unless_asked_and_its_writes_are_audited(
             res = await store.put("new/one.txt", b"written on purpose")
             assert res.size == len(b"written on purpose")
             await store.delete("b/notes.txt")
-            for key in (".daulat/x", "deep/.daulat/manifest.json"):
+            for key in (".daulat/x", "deep/.daulat/manifest.json", ".DAULAT/x", "a/.Daulat/y"):
                 with pytest.raises(daulat.SafetyRefusal, match="reserved"):
                     await store.put(key, b"into daulat's namespace")
                 with pytest.raises(daulat.SafetyRefusal, match="reserved"):

@@ -666,7 +666,8 @@ class OpenedStore(ForwardingStore):
                 f"open it with daulat.open_store(cfg, {self.name!r}, writable=True) to write "
                 "and delete (each change is audited)"
             )
-        if is_reserved(key):
+        # Case-folded: on a case-insensitive filesystem ".DAULAT/x" lands in ".daulat/".
+        if is_reserved(key) or is_reserved(key.casefold()):
             raise SafetyRefusal(
                 f"store {self.name!r}: {key!r} is in daulat's reserved .daulat/ namespace "
                 "(manifests, signatures, keys), which an opened store never writes or deletes"
