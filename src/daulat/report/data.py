@@ -320,8 +320,13 @@ def collect(
             "Sizes and charts count each store by its last scan, or by what daulat wrote there "
             "(per the journal) where that is more: "
             + ", ".join(beyond)
-            + " were written after their last scan or never scanned; `daulat scan` them for "
-            "what they hold now."
+            + (
+                " were written after their last scan or never scanned; `daulat scan` them for "
+                "what they hold now."
+                if len(beyond) > 1
+                else " was written after its last scan or never scanned; `daulat scan` it for "
+                "what it holds now."
+            )
         )
     return ReportData(
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
