@@ -22,6 +22,8 @@ import pytest
 from conftest import s3_store_config
 from servers import S3Server, silent_server
 
+from daulat.stores import timeouts
+
 
 def _daulat(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
@@ -275,3 +277,41 @@ def test_an_ipv6_literal_endpoint_works(s3_server: S3Server, tmp_path: Path) -> 
     finally:
         forwarder.shutdown()
         forwarder.server_close()
+
+
+def test_an_endpoint_that_answered_is_given_the_outage_limit_counted_from_its_last_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once an endpoint has answered, refusals and silence make it Unresponsive only after
+    the outage limit (four times request_timeout, at least 120 s) of nothing else; one answer in
+    between (a server that restarted) starts the count again. Before any answer, a refusal
+    counts for request_timeout and a silence at once."""
+    now = [1000.0]
+    monkeypatch.setattr(timeouts.time, "monotonic", lambda: now[0])
+    assert timeouts.outage_limit(30) == 120 and timeouts.outage_limit(60) == 240
+    assert timeouts.outage_limit(None) is None
+
+    fresh = timeouts.Liveness(30)
+    assert fresh.gone(refused=True) is None
+    now[0] += 30
+    assert "refused or unreachable for 30 s" in (fresh.gone(refused=True) or "")
+    assert "no answer within 30 s" in (timeouts.Liveness(30).gone(refused=False) or "")
+
+    live = timeouts.Liveness(30)
+    live.answer()
+    assert live.gone(refused=False) is None
+    now[0] += 119
+    assert live.gone(refused=True) is None
+    live.answer()  # it came back: the outage starts again at the next fault
+    now[0] += 5
+    assert live.gone(refused=True) is None
+    now[0] += 119
+    assert live.gone(refused=False) is None
+    now[0] += 1
+    assert "stopped answering" in (live.gone(refused=True) or "")
+
+    unlimited = timeouts.Liveness(None)
+    unlimited.answer()
+    unlimited.gone(refused=True)
+    now[0] += 10**6
+    assert unlimited.gone(refused=True) is None

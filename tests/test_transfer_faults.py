@@ -24,6 +24,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -55,7 +56,7 @@ from test_transfer import (
 
 from daulat.config import StoreConfig
 from daulat.errors import AccessDenied, IntegrityError, NotFound, StoreError, Transient
-from daulat.stores import Store, open_store
+from daulat.stores import Store, open_store, timeouts
 from daulat.transfer.engine import Kind, Options, Summary, transfer
 from daulat.transfer.journal import JOURNAL_NAME, Journal
 from daulat.transfer.retry import RetryPolicy
@@ -298,6 +299,50 @@ def test_refusal_at_listing_stops_with_message(s3_server: S3Server, tmp_path: Pa
     assert summary.copied_objects == 0
     assert faulty.calls["put"] == 0
     assert done_keys(tmp_path / "j") == {}
+
+
+def test_a_destination_that_goes_away_mid_exit_stops_the_run(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination answers, then vanishes for good (its port closes: every connection is
+    refused) after ~40 objects landed. Each remaining object must not be retried in turn for
+    the whole retry budget (hours at this size): once nothing but refusals has come for the
+    outage limit since the last answer, the run stops and says what remains. The limit is
+    shortened here from its floor of two minutes, so that the test waits seconds."""
+    monkeypatch.setattr(timeouts, "outage_limit", lambda request_timeout: 3.0)
+    data = small_dataset(400, seed=21)
+    src_raw = source_fs(tmp_path, data)
+    dst_raw = s3_store_config(s3_server, "dsts3", unique("vanish"))
+    with fault_proxy(s3_server.endpoint) as proxy:
+        dst = open_store(
+            StoreConfig.model_validate({**proxied(dst_raw, proxy.endpoint), "request_timeout": 2})
+        )
+
+        def pull_the_plug() -> None:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while len(proxy.sends()) < 40 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proxy.stop()
+
+        plug = threading.Thread(target=pull_the_plug, daemon=True)
+        plug.start()
+        started = time.monotonic()
+        summary = transfer_bounded(
+            endpoint(src_raw), endpoint(dst_raw, store=dst), tmp_path / "j", timeout=45
+        )
+        plug.join(5)
+    took = time.monotonic() - started
+    assert summary.stopped and summary.ok is False, problems(summary)
+    assert "stopped answering" in summary.stopped, summary.stopped
+    assert 0 < summary.copied_objects < len(data.objects)
+    assert summary.left_objects == len(data.objects) - summary.copied_objects
+    done = done_keys(tmp_path / "j")
+    landed = read_config(dst_raw)
+    # Objects in flight when the plug was pulled may have landed unanswered: a resume finds
+    # them; what the journal calls done must all be there, whole.
+    assert len(done) == summary.copied_objects and set(done) <= set(landed)
+    assert all(landed[k] == data.objects[k] for k in done)
+    assert took < 40, f"the run took {took:.0f} s to give up on a vanished destination"
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from daulat.stores.gcscreds import GcsCredentialChain
 from daulat.stores.gcserrors import translate
 from daulat.stores.objectstore import normalise_etag
 from daulat.stores.threadio import DaemonPool
+from daulat.stores.timeouts import Liveness
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ class GcsBase:
         self._lock = threading.Lock()
         self._handle: GcsHandle | None = None
         self._closed = False
-        self._answered = False  # whether the endpoint has ever answered a request
+        self._live = Liveness(request_timeout)
         self._capabilities = Capabilities(user_metadata=True, server_side_copy=False)
 
     # ------------------------------------------------------------------ plumbing
@@ -175,22 +176,22 @@ class GcsBase:
         return self._full(key)
 
     def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
-        """``exc`` as a daulat error; a timeout of an endpoint that never answered anything is
-        :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
+        """``exc`` as a daulat error; an endpoint that never answered, or stopped answering for
+        good, is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
         err, timed_out = translate(exc, store=self._name, key=key, op=op)
-        if not timed_out:
-            if not isinstance(err, Transient):
-                self._answered = True
-            return err
-        if self._answered:
-            return err
-        limit = f"{self._request_timeout:g} s" if self._request_timeout else "the time limit"
-        return Unresponsive(
-            f"store {self._name!r}: {op} failed: no answer within {limit} (request_timeout); "
-            "is the endpoint right and up?",
-            store=self._name,
-            key=key,
-        )
+        refused = "(cannot connect)" in str(err)
+        if timed_out or refused:
+            gone = self._live.gone(refused=refused)
+            if gone is None:
+                return err
+            return Unresponsive(
+                f"store {self._name!r}: {op} failed: {gone}; is the endpoint right and up?",
+                store=self._name,
+                key=key,
+            )
+        if not isinstance(err, Transient):
+            self._live.answer()
+        return err
 
     async def _call(self, fn: Callable[[GcsHandle], T], *, key: str | None, op: str) -> T:
         """Run one blocking request on a worker thread, errors translated."""
@@ -202,7 +203,7 @@ class GcsBase:
             raise
         except Exception as exc:
             raise self._fail(exc, key=key, op=op) from None
-        self._answered = True
+        self._live.answer()
         return result
 
     def _info(self, blob: Any) -> ObjectInfo:

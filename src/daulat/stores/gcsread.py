@@ -184,7 +184,7 @@ class GcsReads(GcsBase):
                     raise err from None
                 if chunk is None:
                     return
-                self._answered = True
+                self._live.answer()
                 yield chunk
         finally:
             pipe.close()

@@ -44,7 +44,7 @@ from daulat.stores.listguard import ListingGuard
 from daulat.stores.ranges import Level
 from daulat.stores.timeouts import (
     Deadlines,
-    Refusals,
+    Liveness,
     StreamWatch,
     body_limit,
     guarded,
@@ -100,39 +100,29 @@ class ObstoreStore:
         self._capabilities = capabilities or Capabilities()
         self._key_problem = key_problem
         self._request_timeout = request_timeout
-        self._answered = False  # whether the endpoint has ever answered a request
-        self._refusals = Refusals(request_timeout)
+        self._live = Liveness(request_timeout)
         self._deadlines = Deadlines()
         #: The store's resumable uploads for large objects (Azure: daulat.stores.azureblocks),
         #: found by the engine through :func:`daulat.stores.resumable.unwrap_resumable`.
         self.resumable: Any = None
 
     def _fail(self, exc: BaseException, *, key: str | None, op: str) -> StoreError:
-        """``exc`` as a daulat error; a timeout of an endpoint that never answered anything
-        is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
+        """``exc`` as a daulat error; an endpoint that never answered, or stopped answering for
+        good, is :class:`Unresponsive` (the run stops rather than retrying a dead endpoint)."""
         err = translate(exc, store=self._name, key=key, op=op)
-        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(err)
-        if "(cannot connect)" in str(err) and not self._answered and self._refusals.expired():
+        refused = "(cannot connect)" in str(err)
+        if refused or isinstance(exc, TimeoutError) or "timed out" in str(err):
+            gone = self._live.gone(refused=refused)
+            if gone is None:
+                return err
             return Unresponsive(
-                f"store {self._name!r}: {op} failed: cannot connect (refused or unreachable "
-                f"for {self._refusals.describe()}, request_timeout); is the endpoint right "
-                "and up?",
+                f"store {self._name!r}: {op} failed: {gone}; is the endpoint right and up?",
                 store=self._name,
                 key=key,
             )
-        if not timed_out:
-            if not isinstance(err, Transient):
-                self._answered = True  # the server said something (an HTTP error)
-            return err
-        if self._answered:
-            return err
-        limit = f"{self._request_timeout:g} s" if self._request_timeout else "the time limit"
-        return Unresponsive(
-            f"store {self._name!r}: {op} failed: no answer within {limit} (request_timeout); "
-            "is the endpoint right and up?",
-            store=self._name,
-            key=key,
-        )
+        if not isinstance(err, Transient):
+            self._live.answer()  # the server said something (an HTTP error)
+        return err
 
     @property
     def name(self) -> str:
@@ -178,7 +168,7 @@ class ObstoreStore:
                     page = await ahead
                 except Exception as exc:
                     raise self._fail(exc, key=None, op="list") from None
-                self._answered = True
+                self._live.answer()
                 if page is None:
                     return
                 ahead = asyncio.ensure_future(_next_page(stream))
@@ -199,7 +189,7 @@ class ObstoreStore:
             found = await obstore.list_with_delimiter_async(self.inner, directory or None)
         except Exception as exc:
             raise self._fail(exc, key=None, op="list") from None
-        self._answered = True
+        self._live.answer()
         objects = [self._info(m) for m in found["objects"] if m["path"].startswith(prefix)]
         prefixes = [f"{p}/" for p in found["common_prefixes"] if f"{p}/".startswith(prefix)]
         if objects or prefixes:
@@ -211,7 +201,7 @@ class ObstoreStore:
             meta = await obstore.head_async(self.inner, key)
         except Exception as exc:
             raise self._fail(exc, key=key, op="head") from None
-        self._answered = True
+        self._live.answer()
         return self._info(meta)
 
     async def get(self, key: str, *, start: int = 0, end: int | None = None) -> ObstoreReader:
@@ -238,7 +228,7 @@ class ObstoreStore:
                 if start >= info.size:
                     return ObstoreReader(info, {}, None, self._name)
             raise err from None
-        self._answered = True
+        self._live.answer()
         metadata = {
             k[len(METADATA_PREFIX) :]: v
             for k, v in result.attributes.items()
@@ -312,7 +302,7 @@ class ObstoreStore:
             raise
         except Exception as exc:
             raise self._fail(exc, key=key, op="put") from None
-        self._answered = True
+        self._live.answer()
         if digest is not None:
             assert isinstance(body, bytes)
             return PutResult(
@@ -333,7 +323,7 @@ class ObstoreStore:
             err = self._fail(exc, key=key, op="delete")
             if not isinstance(err, NotFound):
                 raise err from None
-        self._answered = True
+        self._live.answer()
 
     async def close(self) -> None:
         # obstore has no explicit close; dropping the last reference releases the client.

@@ -49,7 +49,7 @@ from daulat.stores.objectstore import (
 )
 from daulat.stores.s3client import _make_client
 from daulat.stores.s3creds import CredentialChain, S3Credentials
-from daulat.stores.timeouts import Refusals
+from daulat.stores.timeouts import Liveness
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -267,8 +267,7 @@ class S3Base:
         self._client_obj: Any = None
         self._lock = threading.Lock()
         self._closed = False
-        self._answered = False  # whether the endpoint has ever answered a request
-        self._refusals = Refusals(timeout)
+        self._live = Liveness(timeout)
         self._kinds: dict[str, bool] | None = None  # key kind -> kept exactly (after a probe)
         self._probe_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
@@ -358,9 +357,9 @@ class S3Base:
         try:
             reply: dict[str, Any] = fn(Bucket=self.bucket, **params)
         except ClientError:
-            self._answered = True
+            self._live.answer()
             raise
-        self._answered = True
+        self._live.answer()
         return reply
 
     async def _call(self, op: str, key: str | None, method: str, **params: Any) -> dict[str, Any]:
@@ -456,29 +455,25 @@ class S3Base:
             return AccessDenied(
                 f"store {self.name!r}: no credentials found for {where}", store=self.name, key=key
             )
-        if isinstance(exc, (be.ConnectTimeoutError, be.ReadTimeoutError, TimeoutError)):
-            limit = f"{self.timeout:g} s" if self.timeout else "the time limit"
-            if not self._answered:
-                # Not one answer since this store was opened: an endpoint that accepts
-                # connections and never answers. Retrying would only wait again.
+        timed_out = isinstance(exc, (be.ConnectTimeoutError, be.ReadTimeoutError, TimeoutError))
+        refused = not timed_out and isinstance(
+            exc, (be.EndpointConnectionError, ConnectionRefusedError)
+        )
+        if timed_out or refused:
+            gone = self._live.gone(refused=refused)
+            if gone is not None:
                 return Unresponsive(
-                    f"store {self.name!r}: {where} failed: no answer within {limit} from "
-                    f"{self.endpoint} (request_timeout); is the endpoint right and up?",
+                    f"store {self.name!r}: {where} failed at {self.endpoint}: {gone}; is the "
+                    "endpoint right and up?",
                     store=self.name,
                     key=key,
                 )
+        if timed_out:
+            limit = f"{self.timeout:g} s" if self.timeout else "the time limit"
             reason = f"no progress within {limit}"
         elif isinstance(exc, be.ProxyConnectionError):
             reason = "cannot connect to the proxy"
-        elif isinstance(exc, (be.EndpointConnectionError, ConnectionRefusedError)):
-            if not self._answered and self._refusals.expired():
-                return Unresponsive(
-                    f"store {self.name!r}: {where} failed: cannot connect to {self.endpoint} "
-                    f"(refused or unreachable for {self._refusals.describe()}, "
-                    "request_timeout); is the endpoint right and up?",
-                    store=self.name,
-                    key=key,
-                )
+        elif refused:
             reason = "cannot connect"
         elif isinstance(exc, (OSError, be.HTTPClientError, be.IncompleteReadError)):
             reason = f"connection failed: {type(exc).__name__}"

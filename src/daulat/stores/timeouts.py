@@ -21,11 +21,14 @@ How each client gets there:
   long while the body had one ready (:func:`watch_stream`).
 
 An endpoint that refuses connections (nothing listens on its port, its name does not resolve)
-is not a passing fault when it has never answered since the store was opened: :class:`Refusals`
+is not a passing fault when it has never answered since the store was opened: :class:`Liveness`
 lets the stores call it :class:`~daulat.errors.Unresponsive` once it has refused for
 ``request_timeout`` seconds, so that the run stops within that time instead of retrying for the
-whole retry budget. A refusal after the endpoint answered once (a server restarting mid-run) is
-retried as before.
+whole retry budget. An endpoint that answered and then goes away (a provider pulling the plug
+mid-exit, a server that is not coming back) is given longer, :func:`outage_limit` (four times
+``request_timeout``, at least two minutes: a server restarting comes back well within that), of
+nothing but refusals and silence since its last answer; after that it is Unresponsive too,
+rather than each remaining object being retried in turn for hours.
 
 None switches daulat's own limits off (the clients' defaults stay).
 """
@@ -71,23 +74,55 @@ async def bounded(call: Awaitable[T], limit: float) -> T:
     return await asyncio.wait_for(call, limit)
 
 
-class Refusals:
-    """Since when an endpoint has refused connections (see the module docstring)."""
+def outage_limit(request_timeout: float | None) -> float | None:
+    """Seconds an endpoint that has answered may refuse or stay silent before it counts as gone
+    (None: never; only the retry budget ends the run)."""
+    if request_timeout is None:
+        return None
+    return max(4 * request_timeout, 120.0)
 
-    def __init__(self, limit: float | None) -> None:
-        self.limit = limit
-        self._since: float | None = None
 
-    def expired(self) -> bool:
-        """Note one refused connection; True once refusals have gone on for ``limit`` seconds
-        (never with no limit: then only the retry budget ends them)."""
+class Liveness:
+    """Whether a store's endpoint is still there (see the module docstring).
+
+    The stores call :meth:`answer` whenever the endpoint says anything (an object, a page, an
+    HTTP error) and :meth:`gone` for each request that could not connect or got no answer."""
+
+    __slots__ = ("_since", "answered", "request_timeout")
+
+    def __init__(self, request_timeout: float | None) -> None:
+        self.request_timeout = request_timeout
+        self.answered = False  # the endpoint has answered since the store was opened
+        self._since: float | None = None  # first fault since the last answer
+
+    def answer(self) -> None:
+        self.answered = True
+        self._since = None
+
+    def gone(self, *, refused: bool) -> str | None:
+        """Note one request that was refused (``refused``) or got no answer in time; why the
+        endpoint now counts as gone, or None while this may still be a passing fault."""
         now = time.monotonic()
         if self._since is None:
             self._since = now
-        return self.limit is not None and now - self._since >= self.limit
-
-    def describe(self) -> str:
-        return f"{self.limit:g} s" if self.limit is not None else "the time limit"
+        lasted = now - self._since
+        limit = self.request_timeout
+        if not self.answered:
+            if not refused:
+                # Not one answer since this store was opened, from an endpoint that accepts
+                # connections: retrying would only wait again.
+                within = f"{limit:g} s" if limit is not None else "the time limit"
+                return f"no answer within {within} (request_timeout)"
+            if limit is not None and lasted >= limit:
+                return f"cannot connect (refused or unreachable for {limit:g} s, request_timeout)"
+            return None
+        outage = outage_limit(limit)
+        if outage is not None and lasted >= outage:
+            return (
+                f"stopped answering: refused, unreachable or silent for {lasted:.0f} s since "
+                f"its last answer (four times request_timeout, at least {outage_limit(0):g} s)"
+            )
+        return None
 
 
 class StreamWatch:
@@ -102,9 +137,7 @@ class StreamWatch:
         return not self.in_source and time.monotonic() - self.mark > self.limit
 
 
-async def guarded(
-    body: AsyncIterable[bytes], watch: StreamWatch
-) -> AsyncGenerator[bytes, None]:
+async def guarded(body: AsyncIterable[bytes], watch: StreamWatch) -> AsyncGenerator[bytes, None]:
     """``body``, noting when the consumer asks for more and when the source is busy."""
     it = aiter(body)
     while True:
