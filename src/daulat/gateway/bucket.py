@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from daulat.crypto import Identity
-from daulat.errors import AccessDenied, InvalidKey, MissingRoot, NotFound, StoreError
+from daulat.errors import InvalidKey, MissingRoot, NotFound, StoreError
 from daulat.gateway.config import BucketConfig
-from daulat.gateway.health import Health, answered
+from daulat.gateway.health import Health, answered, refused_access
 from daulat.gateway.reading import Unavailable, describe
 from daulat.gateway.replicas import (
     JournalView,
@@ -214,7 +214,7 @@ class Bucket:
             self.health.failed(
                 replica.name,
                 describe(exc),
-                revoked=isinstance(exc, AccessDenied),
+                revoked=refused_access(exc),
                 gone=isinstance(exc, MissingRoot),
             )
         else:
@@ -350,7 +350,7 @@ class Bucket:
         self.health.failed(
             replica.name,
             describe(exc),
-            revoked=isinstance(exc, AccessDenied),
+            revoked=refused_access(exc),
             gone=isinstance(exc, MissingRoot),
         )
 

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-from daulat.errors import InvalidKey, NotFound, StoreError, Unsupported
+from daulat.errors import (
+    AccessDenied,
+    InvalidKey,
+    NotFound,
+    StoreError,
+    Unresponsive,
+    Unsupported,
+)
 
 T = TypeVar("T")
 
@@ -50,6 +57,13 @@ def answered(exc: BaseException) -> bool:
     if isinstance(exc, (NotFound, InvalidKey, Unsupported)):
         return True
     return type(exc) is StoreError and _ANSWER.search(str(exc)) is not None
+
+
+def refused_access(exc: BaseException) -> bool:
+    """Whether the replica refused access (revoked), as opposed to being unreachable: an
+    endpoint that stopped answering is Unresponsive, an AccessDenied the store raises so that
+    runs stop, but for the gateway it is down, not revoked."""
+    return isinstance(exc, AccessDenied) and not isinstance(exc, Unresponsive)
 
 
 class State(StrEnum):

@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
-from daulat.errors import AccessDenied, DaulatError, NotFound
+from daulat.errors import DaulatError, NotFound
 from daulat.gateway.budget import ByteBudget
-from daulat.gateway.health import Health
+from daulat.gateway.health import Health, refused_access
 from daulat.gateway.replicas import Source, Version
 
 BUFFER_LIMIT = 1024 * 1024
@@ -249,7 +249,7 @@ class VerifiedRead:
                         why = await self.missing(source)
                 errors.append(f"{name}: {why}")
             except Exception as exc:  # any failure of a replica moves on to the next
-                self.health.failed(name, describe(exc), revoked=isinstance(exc, AccessDenied))
+                self.health.failed(name, describe(exc), revoked=refused_access(exc))
                 errors.append(f"{name}: {describe(exc)}")
         raise Unavailable("no replica could serve the object: " + "; ".join(errors))
 
@@ -286,7 +286,7 @@ class VerifiedRead:
             index = self.pos // self.version.chunk_size
             self.events.mismatch(self.version, source, index, error)
             return f"{source.replica.name}: its copy is altered ({error})"
-        self.health.failed(source.replica.name, error, revoked=isinstance(exc, AccessDenied))
+        self.health.failed(source.replica.name, error, revoked=refused_access(exc))
         self.events.failover(self.version, source, self.pos, error)
         return f"{source.replica.name}: {error}"
 
