@@ -565,3 +565,22 @@ def test_completion_exit_is_returned_by_run(
     code = run(["--show-completion", "zsh"])
     assert code == 0
     assert "compdef _daulat_completion daulat" in capsys.readouterr().out
+
+
+def test_json_of_a_listing_that_fails_leaves_stdout_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that fails at once (here a file name that is not UTF-8) exits 1 with the
+    reason on stderr and nothing on stdout: no lone "[" for a JSON reader to choke on."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "ok.txt").write_bytes(b"hi")
+    os.close(os.open(os.fsencode(root) + b"/n\xfe", os.O_CREAT | os.O_WRONLY, 0o600))
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.t]\nurl = "{root.as_uri()}"\nprovider = "local"\ncountry = "ID"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "ls", "t", "--json")
+    assert (code, out) == (1, ""), out
+    assert "not UTF-8" in err and "Traceback" not in err

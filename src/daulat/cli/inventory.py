@@ -311,16 +311,17 @@ async def _ls_lines(
                 listed += 1
                 yield _entry_line(e, long)
         else:
-            yield "["
+            # "[" goes out with the first entry: a listing that fails before it leaves stdout
+            # empty rather than a lone "[".
             async for e in it:
                 text = json.dumps(e.to_json(), ensure_ascii=False)
                 try:
                     text.encode("utf-8")
                 except UnicodeEncodeError:  # an undecodable name: keep it exact as \\u escapes
                     text = json.dumps(e.to_json())
-                yield ("\n" if listed == 0 else ",\n") + text
+                yield ("[\n" if listed == 0 else ",\n") + text
                 listed += 1
-            yield "\n]\n"
+            yield "\n]\n" if listed else "[]\n"
     address = parse_address(target)
     if not listed and address.prefix:
         # A typo'd prefix lists nothing, as an empty directory does: say so (on stderr, so
