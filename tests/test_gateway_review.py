@@ -38,6 +38,7 @@ from test_gateway_integrity import _presign, _raw_get
 
 from daulat.cli import run as cli
 from daulat.crypto import new_identity
+from daulat.gateway.config import is_loopback
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -164,6 +165,15 @@ def test_non_loopback_listen_needs_tls_or_an_explicit_opt_in(tmp_path: Path) -> 
     text = log.read_text()
     assert f"daulat gateway on http://0.0.0.0:{port}" in text
     assert "warning: plain HTTP on an address other machines can reach" in text
+
+
+def test_loopback_is_judged_by_address_including_ipv4_mapped_ipv6() -> None:
+    """``::ffff:127.0.0.1`` is this machine's loopback written as IPv6: plain HTTP there needs
+    no opt-in; a mapped address of another machine, or the wildcard, is not loopback."""
+    assert is_loopback("::ffff:127.0.0.1") and is_loopback("127.0.0.9") and is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("::ffff:10.1.2.3") and not is_loopback("0.0.0.0")
+    assert not is_loopback("::") and not is_loopback("no-such-host.invalid")
 
 
 def test_port_in_use_is_one_error_line_and_no_banner(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or a name) reaches only this machine: every address it
     resolves to is a loopback one. A name that does not resolve is not (refused, not guessed)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return _loopback(ipaddress.ip_address(host))
     except ValueError:
         pass
     try:
@@ -236,8 +236,14 @@ def is_loopback(host: str) -> bool:
         return False
     addresses = {info[4][0] for info in infos}
     return bool(addresses) and all(
-        ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses
+        _loopback(ipaddress.ip_address(str(a).partition("%")[0])) for a in addresses
     )
+
+
+def _loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, including an IPv4 loopback written as IPv6 (``::ffff:127.0.0.1``)."""
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 def _read_buffers(value: str | int, where: str, problems: list[str]) -> int:
