@@ -297,6 +297,11 @@ def test_ls_and_size_of_an_object_show_the_object(
     # Neither an object nor a directory: still "nothing under".
     code, out, err = cli(capsys, "ls", f"{name}:b/1.bi", "-c", str(config))
     assert (code, out) == (0, "") and "nothing under 'b/1.bi/'" in err
+    # A trailing slash says "directory": the object of that name is not it.
+    code, out, err = cli(capsys, "ls", f"{name}:b/1.bin/", "-c", str(config))
+    assert (code, out) == (0, "") and "nothing under 'b/1.bin/'" in err
+    code, out, _ = cli(capsys, "size", f"{name}:b/1.bin/", "--json", "-c", str(config))
+    assert json.loads(out)["objects"] == 0
 
     async def both() -> bool:
         try:

@@ -20,7 +20,8 @@ names, not by the number of objects.
 and close it again; they are what the commands call. When ``PREFIX`` names an object
 (``kpu:c1/a.jpg``), they show and count that object as well as anything under ``c1/a.jpg/``,
 as ``rclone lsl`` and ``aws s3 ls`` do: a script asking ``daulat size STORE:KEY`` whether an
-object is there gets one object, not "0 objects".
+object is there gets one object, not "0 objects". A trailing slash (``kpu:c1/a.jpg/``) says
+"directory": then only what is under it.
 """
 
 from __future__ import annotations
@@ -200,6 +201,12 @@ async def named_object(store: Store, prefix: str, *, reserved: bool = False) -> 
     return Entry(info.key, key.rsplit("/", 1)[-1], info.size, info.modified, info.etag)
 
 
+def _bare(spec: str) -> bool:
+    """Whether an address may name an object: ``kpu:c1/a.jpg`` may, ``kpu:c1/a.jpg/`` (a
+    directory, said so by its trailing slash) does not."""
+    return not spec.endswith("/")
+
+
 async def ls(
     config: Config,
     spec: str,
@@ -215,7 +222,7 @@ async def ls(
     name, prefix = parse_address(spec)
     store = open_store(config.store(name))
     try:
-        named = await named_object(store, prefix, reserved=reserved)
+        named = await named_object(store, prefix, reserved=reserved) if _bare(spec) else None
         if named is not None and (not filter.active or filter.matches(named.path)):
             yield named
         entries = list_entries(store, prefix, recursive=recursive, filter=filter, reserved=reserved)
@@ -234,7 +241,7 @@ async def size(
     store = open_store(config.store(name))
     try:
         totals = await measure(store, prefix, filter=filter, reserved=reserved)
-        named = await named_object(store, prefix, reserved=reserved)
+        named = await named_object(store, prefix, reserved=reserved) if _bare(spec) else None
     finally:
         await store.close()
     if named is None or named.size is None:
