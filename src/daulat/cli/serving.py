@@ -55,9 +55,12 @@ def serve(
     cfg = _load(config)
     gw = gateway_config(cfg, listen)
     sock = listen_socket(gw)  # before the banner: a port in use is one error line
-    err.print(banner(gw), markup=False, highlight=False)
+
+    def announce() -> None:
+        err.print(banner(gw), markup=False, highlight=False)
+
     try:
-        _run(run_gateway(cfg, gw, sock=sock), loop_factory())
+        _run(run_gateway(cfg, gw, sock=sock, announce=announce), loop_factory())
     except Interrupted as exc:
         # A server has nothing to resume: say what stopping did instead.
         name = signal.Signals(exc.signum).name

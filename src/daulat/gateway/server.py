@@ -122,13 +122,15 @@ async def serve(
     cfg: Config,
     gw: GatewayConfig,
     *,
-    ready: object = None,
+    announce: Callable[[], None] | None = None,
     runtime: Runtime | None = None,
     sock: socket.socket | None = None,
 ) -> None:
     """Run the gateway until cancelled (SIGINT/SIGTERM end it). ``runtime``: one made by the
     caller (``daulat demo`` wraps a store in it first); by default a new one. ``sock``: the
-    listening socket (:func:`listen_socket`), bound here when not given."""
+    listening socket (:func:`listen_socket`), bound here when not given. ``announce``: called
+    once the replicas are open and the identities checked, just before serving (``daulat
+    serve`` prints its banner then, so that a refusal at start is never preceded by one)."""
     try:
         import uvicorn
     except ImportError:
@@ -137,6 +139,8 @@ async def serve(
     sock = sock or listen_socket(gw)
     runtime = runtime or Runtime(cfg, gw)
     await runtime.start()
+    if announce is not None:
+        announce()
     config = uvicorn.Config(
         Gateway(runtime),
         host=gw.host,
