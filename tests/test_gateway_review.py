@@ -190,6 +190,15 @@ def test_port_in_use_is_one_error_line_and_no_banner(tmp_path: Path) -> None:
     ), done.stderr
     assert done.stdout == ""
 
+    # An address no interface of this machine has is a mistake in the config: exit 2.
+    text = config.read_text().replace("[gateway]\n", "[gateway]\nallow_plain_http = true\n", 1)
+    config.write_text(text)
+    done = _serve(config, "192.0.2.1:9000")  # TEST-NET-1: never this machine's
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr == (
+        "error: [gateway] listen 192.0.2.1:9000: no interface of this machine has that address\n"
+    ), done.stderr
+
 
 # ---------------------------------------------------------------------------------------- D1
 

@@ -63,7 +63,8 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
 def listen_socket(gw: GatewayConfig) -> socket.socket:
     """The gateway's listening socket, bound before anything says it is serving (so that a
     port in use is one line and exit 1, never a banner followed by uvicorn's own error).
-    :class:`GatewayError` when it cannot be bound."""
+    :class:`GatewayError` when it cannot be bound, :class:`ConfigError` (exit 2) when this
+    machine has no such address."""
     where = f"[{gw.host}]:{gw.port}" if ":" in gw.host else f"{gw.host}:{gw.port}"
     family = socket.AF_INET6 if ":" in gw.host else socket.AF_INET
     try:
@@ -74,7 +75,11 @@ def listen_socket(gw: GatewayConfig) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             why = "address already in use (another daulat serve?)"
         elif exc.errno == errno.EADDRNOTAVAIL:
-            why = "no interface of this machine has that address"
+            # A listen address this machine does not have is a mistake in the config or the
+            # command line (exit 2), not a passing condition such as a port in use.
+            raise ConfigError(
+                f"[gateway] listen {where}: no interface of this machine has that address"
+            ) from None
         elif exc.errno == errno.EACCES:
             why = "permission denied (ports below 1024 need privileges)"
         else:
