@@ -28,12 +28,22 @@ from servers import (
     seaweedfs,
 )
 
+from daulat.audit import audit_log
+from daulat.audit.continuity import intact_log
 from daulat.config import StoreConfig
 from daulat.stores import Store, open_store
 
 T = TypeVar("T")
 STORE_KINDS = ("fs", "s3", "azure", "gcs")
 _counter = itertools.count()
+
+
+def begin_audit(state_dir: Path) -> None:
+    """Start the project's audit log, as every audited command does before it runs. Tests that
+    build state with unaudited internals (``scan_store``, ``run_transfer``, a ``Journal``)
+    call this first: an audited command that then finds run state but no log refuses it as
+    deleted (daulat.audit.continuity)."""
+    intact_log(audit_log(state_dir))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

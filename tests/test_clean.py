@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import begin_audit
 from test_abandoned_uploads import BUCKET, _client, _daulat, _uploads, setup  # noqa: F401
 
 from daulat.config import load_config
@@ -108,6 +109,7 @@ def test_clean_aborts_only_recorded_uploads_of_runs_no_longer_going_on(
     killed, live = start(f"{prefix}/killed.bin"), start(f"{prefix}/live.bin")
     foreign = start(foreign_key)
     # The journal records keys as the store names them: relative to its prefix.
+    begin_audit(config.state_dir)
     with Journal.in_state_dir(config.state_dir) as journal:
         dead_run = journal.begin_run("exit", "p", "src", "dst")
         journal.record_upload(location, "killed.bin", killed, dead_run, 8 << 20)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from daulat.audit import audit_log
 from daulat.cli import run
 from daulat.config import load_config
 from daulat.errors import ConfigError
+from daulat.inventory import MANIFEST_NAME
 from daulat.providers import ProviderId, load_catalogue
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYzz-SECRET"
@@ -479,7 +481,12 @@ def test_scan_unknown_store_exits_2(in_tmp: Path, capsys: pytest.CaptureFixture[
         """,
     )
     assert_config_error(cli(["scan", "nope"], capsys), "'nope'", "local")
-    assert not (in_tmp / ".daulat").exists(), "nothing may be scanned when a name is wrong"
+    assert not (in_tmp / ".daulat" / MANIFEST_NAME).exists(), (
+        "nothing may be scanned when a name is wrong"
+    )
+    # The refusal itself is recorded once, as failed (tests/test_audit_commands.py).
+    entries = [e.to_dict() for e in audit_log(in_tmp / ".daulat").entries()]
+    assert [(e["operation"], e["details"]["outcome"]) for e in entries] == [("scan", "failed")]
 
 
 # --- the real console script --------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fs_store_config, run, s3_store_config
+from conftest import begin_audit, fs_store_config, run, s3_store_config
 from rich.console import Console
 from servers import S3Server
 
@@ -109,6 +109,8 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def scan(config: Config, name: str) -> None:
+    begin_audit(config.state_dir)
+
     async def go() -> None:
         store = open_store(config.store(name))
         try:

@@ -37,6 +37,7 @@ from test_transfer import (
     write_config,
 )
 
+from daulat.audit import audit_log
 from daulat.config import StoreConfig
 from daulat.crypto import new_identity
 from daulat.filters import build_filter
@@ -612,8 +613,9 @@ def test_bad_patterns_are_usage_errors_on_every_command(
     assert "Traceback" not in res.err
     assert len(res.err.strip().splitlines()) == 1, res.err
     assert not (tmp_path / "dst").exists()
-    # Nothing ran, so nothing was recorded.
-    assert not (config.parent / ".daulat" / "audit.jsonl").exists()
+    # Nothing ran; the refusal is recorded once, as failed (tests/test_audit_commands.py).
+    entries = [e.to_dict() for e in audit_log(config.parent / ".daulat").entries()]
+    assert [(e["operation"], e["details"]["outcome"]) for e in entries] == [(argv[0], "failed")]
 
 
 def test_library_filter_equals_the_cli_filter() -> None:

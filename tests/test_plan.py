@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import azure_store_config, fs_store_config, run, s3_store_config
+from conftest import azure_store_config, begin_audit, fs_store_config, run, s3_store_config
 from rich.console import Console
 from servers import AzuriteServer, S3Server
 
@@ -408,6 +408,8 @@ async def fill(store: Store, data: Mapping[str, bytes]) -> None:
 
 
 def scan(config: Config, name: str) -> None:
+    begin_audit(config.state_dir)
+
     async def go() -> None:
         store = open_store(config.store(name))
         try:

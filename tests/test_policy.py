@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run, s3_store_config
+from conftest import begin_audit, run, s3_store_config
 from rich.console import Console
 from servers import S3Server
 
@@ -104,6 +104,8 @@ def put(config: Config, store: str, objects: Mapping[str, bytes]) -> None:
 
 
 def scan(config: Config, *names: str) -> None:
+    begin_audit(config.state_dir)
+
     async def go() -> None:
         with Manifest.in_state_dir(config.state_dir) as manifest:
             for name in names:
@@ -117,6 +119,7 @@ def scan(config: Config, *names: str) -> None:
 
 
 def exit_(config: Config, src: str, dst: str, encrypt_to: str | None = None) -> None:
+    begin_audit(config.state_dir)
     opts = Options(encrypt_to=parse_recipients([encrypt_to])) if encrypt_to else Options()
     summary = run(run_transfer(config, Kind.EXIT, src, dst, opts))
     assert summary.ok, summary.to_json()

@@ -533,6 +533,8 @@ def test_report_never_replaces_config_keys_state_or_links(
             _refused(["report", "-o", name, *force], capsys, what)
             _refused(["report", "--format", "json", "-o", name, *force], capsys, what)
     after = {name: (small_project / name).read_bytes() for name in protected}
+    # The audit log only grows: each refusal is recorded (tests/test_audit_commands.py).
+    assert after.pop(".daulat/audit.jsonl").startswith(before.pop(".daulat/audit.jsonl"))
     assert after == before
     assert (small_project / "link.html").is_symlink()
     assert (small_project / "target.txt").read_text() == "the link's target\n"

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from conftest import (
     azure_store_config,
+    begin_audit,
     fs_store_config,
     run,
     s3_store_config,
@@ -448,6 +449,7 @@ def test_exit_between_real_stores(
         return data
 
     def via_lib() -> dict[str, Any]:
+        begin_audit(journal_path(config).parent)  # the engine alone does not audit
         summary = exit_lib(endpoint(src_raw), endpoint(dst_raw), journal_path(config))
         assert summary.ok, problems(summary)
         assert summary.source_objects == total

@@ -1,4 +1,11 @@
-"""One gateway bucket: its replicas, what version of a key is current, and its listing."""
+"""One gateway bucket: its replicas, what version of a key is current, and its listing.
+
+Why this module is long: which replica may serve a key and which keys a listing may show are
+one judgement (the primary's answers, the journal, the signed manifests, what the primary
+was last seen holding), made on the state one :class:`Bucket` keeps; split in two, each half
+would have to reach into the other's state. The replicas' records, reads and health are in
+:mod:`.replicas`, :mod:`.reading` and :mod:`.health`.
+"""
 
 from __future__ import annotations
 
