@@ -49,6 +49,8 @@ MIN_UPLOAD_RATE = 64 * 1024
 WHOLE_REQUEST = timedelta(days=1)
 #: A limit of None: effectively none.
 UNLIMITED = 24 * 3600.0
+#: The shortest outage after which an endpoint that had answered counts as gone.
+MIN_OUTAGE = 120.0
 
 
 def client_options(request_timeout: float | None) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def outage_limit(request_timeout: float | None) -> float | None:
     (None: never; only the retry budget ends the run)."""
     if request_timeout is None:
         return None
-    return max(4 * request_timeout, 120.0)
+    return max(4 * request_timeout, MIN_OUTAGE)
 
 
 class Liveness:
@@ -119,8 +121,9 @@ class Liveness:
         outage = outage_limit(limit)
         if outage is not None and lasted >= outage:
             return (
-                f"stopped answering: refused, unreachable or silent for {lasted:.0f} s since "
-                f"its last answer (four times request_timeout, at least {outage_limit(0):g} s)"
+                f"stopped answering: every request refused, unreachable or unanswered for "
+                f"{lasted:.0f} s after it had answered (four times request_timeout, at least "
+                f"{MIN_OUTAGE:g} s)"
             )
         return None
 
