@@ -198,6 +198,42 @@ def test_port_in_use_is_one_error_line_and_no_banner(tmp_path: Path) -> None:
     assert done.stderr == (
         "error: [gateway] listen 192.0.2.1:9000: no interface of this machine has that address\n"
     ), done.stderr
+    done = _serve(config, "[fe80::1]:9000")  # link-local without its interface
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "no interface of this machine has that address (Invalid argument)" in done.stderr
+    done = _serve(config, "no-such-host.invalid:9000")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "listen no-such-host.invalid:9000: the name does not resolve" in done.stderr
+
+
+def test_an_ipv4_loopback_written_as_ipv6_is_served_on_ipv4(tmp_path: Path) -> None:
+    """``--listen [::ffff:127.0.0.1]:PORT`` listens on 127.0.0.1 (an IPv6-only socket could not
+    bind it) without any plain-HTTP opt-in."""
+    (tmp_path / "prim").mkdir()
+    config = tmp_path / "daulat.toml"
+    config.write_text(_toml([fs_store_config(tmp_path / "prim", "prim")], {"pemilu": ["prim"]}))
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+             "--listen", f"[::ffff:127.0.0.1]:{port}"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        s3 = client(f"http://127.0.0.1:{port}")
+        assert s3.list_objects_v2(Bucket="pemilu").get("KeyCount") == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert f"daulat gateway on http://127.0.0.1:{port}" in log.read_text()
 
 
 # ---------------------------------------------------------------------------------------- D1

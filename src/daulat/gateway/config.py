@@ -192,6 +192,10 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     except ConfigError as exc:
         problems.append(str(exc))
         host, port = "", 0
+    host = _unmapped(host)
+    if host and not _resolves(host):
+        problems.append(f"{where}: listen {_hostport(host, port)}: the name does not resolve")
+        host = ""
     exposed = bool(host) and cert is None and not is_loopback(host)
     if exposed and not model.allow_plain_http:
         # SigV4 authenticates requests but encrypts no response: objects (age replicas
@@ -221,6 +225,25 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unmapped(host: str) -> str:
+    """An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) as the IPv4 address it is: an
+    IPv6-only socket cannot listen on it."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else host
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterator
 
@@ -74,11 +75,17 @@ def listen_socket(gw: GatewayConfig) -> socket.socket:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             why = "address already in use (another daulat serve?)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            # A listen address this machine does not have is a mistake in the config or the
-            # command line (exit 2), not a passing condition such as a port in use.
+        elif exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL) or isinstance(exc, socket.gaierror):
+            # A listen address this machine does not have (or cannot listen on: a link-local
+            # address without its interface) is a mistake in the config or the command line
+            # (exit 2), not a passing condition such as a port in use.
             raise ConfigError(
                 f"[gateway] listen {where}: no interface of this machine has that address"
+                + (
+                    ""
+                    if exc.errno in (None, errno.EADDRNOTAVAIL)
+                    else f" ({os.strerror(exc.errno)})"
+                )
             ) from None
         elif exc.errno == errno.EACCES:
             why = "permission denied (ports below 1024 need privileges)"
