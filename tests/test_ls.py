@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import StoreMaker
+from memstore import MemoryStore
 
 from daulat.cli import run
 from daulat.errors import InvalidKey
@@ -589,3 +590,20 @@ def test_json_of_a_listing_that_fails_leaves_stdout_empty(
     code, out, err = cli(capsys, "ls", "t", "--json")
     assert (code, out) == (1, ""), out
     assert "not UTF-8" in err and "Traceback" not in err
+
+
+def test_the_prefixs_own_directory_marker_is_not_listed_as_a_nameless_entry() -> None:
+    """A bucket holding ``x/`` (a "folder" made by a console) and ``x/a.txt``: ``ls STORE:x``
+    shows ``a.txt``, never an empty line for ``x/`` itself; deeper markers stay directories."""
+    store = MemoryStore()
+
+    async def go() -> tuple[list[str], list[str]]:
+        for key in ("x/", "x/a.txt", "x/sub/", "x/sub/b.txt"):
+            await store.put(key, b"" if key.endswith("/") else b"data")
+        one = [e.path async for e in list_entries(store, "x/")]
+        every = [e.path async for e in list_entries(store, "x/", recursive=True)]
+        return one, every
+
+    one, every = asyncio.run(go())
+    assert sorted(one) == ["a.txt", "sub/"]
+    assert sorted(every) == ["a.txt", "sub/", "sub/b.txt"]

@@ -147,6 +147,8 @@ async def list_entries(
     async for batch in store.list(prefix):
         for info in batch:
             path = info.key[cut:]
+            if not path:
+                continue  # the prefix's own directory marker ("c1/" listing c1/): no name to show
             if not reserved and is_reserved(path):
                 continue
             if active and not filter.matches(path):
