@@ -290,6 +290,7 @@ def test_ls_and_size_of_an_object_show_the_object(
     assert [(e["key"], e["path"], e["size"]) for e in json.loads(out)] == [("b/1.bin", "1.bin", 10)]
     code, out, _ = cli(capsys, "size", f"{name}:b/1.bin", "--json", "-c", str(config))
     assert (json.loads(out)["objects"], json.loads(out)["bytes"]) == (1, 10)
+    assert json.loads(out)["object"] == "b/1.bin"  # what tells it from the directory b/1.bin/
     code, out, _ = cli(
         capsys, "size", f"{name}:b/1.bin", "--exclude", "*.bin", "--json", "-c", str(config)
     )
@@ -302,7 +303,7 @@ def test_ls_and_size_of_an_object_show_the_object(
     code, out, err = cli(capsys, "ls", f"{name}:b/1.bin/", "-c", str(config))
     assert (code, out) == (0, "") and "nothing under 'b/1.bin/'" in err
     code, out, _ = cli(capsys, "size", f"{name}:b/1.bin/", "--json", "-c", str(config))
-    assert json.loads(out)["objects"] == 0
+    assert json.loads(out)["objects"] == 0 and "object" not in json.loads(out)
 
     async def both() -> bool:
         try:

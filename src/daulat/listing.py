@@ -89,11 +89,15 @@ class SizeTotals:
     #: daulat's own ``.daulat/`` objects left out (0 when they were counted, ``reserved=True``).
     reserved_objects: int = 0
     reserved_bytes: int = 0
+    #: The object the address named and that was counted too (``kpu:c1/a.jpg``), else None.
+    object: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        named = {} if self.object is None else {"object": self.object}
         return {
             "store": self.store,
             "prefix": self.prefix,
+            **named,
             "objects": self.objects,
             "bytes": self.bytes,
             "excluded_objects": self.excluded_objects,
@@ -254,4 +258,6 @@ async def size(
             excluded_objects=totals.excluded_objects + 1,
             excluded_bytes=totals.excluded_bytes + named.size,
         )
-    return replace(totals, objects=totals.objects + 1, bytes=totals.bytes + named.size)
+    return replace(
+        totals, objects=totals.objects + 1, bytes=totals.bytes + named.size, object=named.key
+    )
