@@ -5,14 +5,18 @@ a new log after a real loss, naming the old head."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from daulat.audit import AuditLog, ProblemKind, audit_log
-from daulat.audit.continuity import RUN_STATE, remember, saved_checkpoint
+from daulat.audit.continuity import RUN_STATE, intact_log, remember, saved_checkpoint
 from daulat.cli import run
+from daulat.config import load_config
+from daulat.inventory import Manifest, scan_store
+from daulat.stores import open_store
 
 
 @pytest.fixture
@@ -204,6 +208,47 @@ def test_a_deleted_log_beside_a_journal_of_runs_is_refused(
     assert "transfers.sqlite beside it shows that daulat ran here" in _refused(
         ["copy", "src", "dst"], capsys
     )
+
+
+def test_an_emptied_log_without_its_kept_state_beside_runs_is_refused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Emptying the log and deleting ``audit.verified`` too leaves the scan that runs recorded:
+    ``audit verify`` fails and runs refuse. A new project's empty log (its state kept from
+    creation) is not taken for that."""
+    assert run(["scan", "src", "-q"]) == 0
+    state = project / ".daulat"
+    (state / "audit.jsonl").write_bytes(b"")
+    (state / "audit.verified").unlink()
+    assert "manifest.sqlite beside it shows that daulat ran here" in _refused(
+        ["scan", "src"], capsys
+    )
+    assert run(["audit", "verify"]) != 0
+    assert "is empty" in capsys.readouterr().err
+    assert (state / "audit.jsonl").read_bytes() == b""  # nothing was added to it
+
+
+def test_a_run_killed_before_its_first_entry_is_not_taken_for_an_emptied_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first run that dies after writing state but before its audit entry: the empty log
+    has its kept state beside it, so the next run goes on."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"a")
+    (tmp_path / "daulat.toml").write_text(
+        f'[stores.src]\nurl = "{(tmp_path / "src").as_uri()}"\nprovider = "local"\n'
+        'country = "ID"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / ".daulat"
+    intact_log(audit_log(state))  # what a run does first
+    with Manifest.in_state_dir(state) as manifest:  # then the state it writes, then killed
+        cfg = load_config(tmp_path / "daulat.toml")
+        store = open_store(cfg.store("src"))
+        asyncio.run(scan_store(store, manifest))
+    assert (state / "audit.jsonl").read_bytes() == b""
+    assert run(["scan", "src", "-q"]) == 0, capsys.readouterr().err
 
 
 def test_the_kept_state_never_goes_back(tmp_path: Path) -> None:

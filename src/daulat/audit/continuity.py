@@ -10,12 +10,16 @@ emptied, deleted) is reported by ``daulat audit verify`` and refused by every ru
 
 A deleted log is also told by the state daulat's runs leave (a scan in the manifest, a run in
 the transfer journal, a drill record): every run creates the log before it starts, so such a
-record without a log means the log was removed. After a real loss, :func:`restart` starts a new
+record without a log means the log was removed. The same state beside an *empty* log with no
+``audit.verified`` means both were emptied or removed: a new log has its empty state kept the
+moment it is created, before any run writes anything (so a run killed before its first entry
+leaves ``audit.verified`` beside the empty log, and is not taken for a loss). After a real loss, :func:`restart` starts a new
 log deliberately: the old file (if any) is set aside, never deleted, and the new log's entry 0
 names the head the old one last verified at.
 
 What stays undetectable here: whoever deletes or rewrites both the log and ``audit.verified``
-(and the other state) leaves nothing to compare with. Only a head hash kept elsewhere (a
+and the other state, or cuts the log to fewer (but some) entries and deletes
+``audit.verified``, leaves nothing to compare with. Only a head hash kept elsewhere (a
 signed destination manifest, a published report: ``daulat audit verify --head HASH``)
 exposes that.
 """
@@ -32,7 +36,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daulat.audit.log import AuditEntry, AuditLog, Checkpoint, VerifyResult
+from daulat.audit.log import (
+    AuditEntry,
+    AuditLog,
+    Checkpoint,
+    Problem,
+    ProblemKind,
+    VerifyResult,
+)
 from daulat.errors import StateError
 
 __all__ = [
@@ -142,20 +153,39 @@ def verify_log(audit: AuditLog, published_head: str | None = None) -> VerifyResu
     verified at, and, when there is no log, whether runs show that there was one."""
     since = saved_checkpoint(audit)
     result = audit.verify(published_head, since=since)
-    if result.ok or audit.path.exists() or (since is not None and since.entries):
+    if since is not None and since.entries:
+        return result  # what it last verified at judges it
+    missing = not audit.path.exists()
+    if not missing and not _emptied(result, since):
         return result
     evidence = _run_state(audit)
     if evidence is None:
         return result
-    problem = result.problems[0]
+    if missing:
+        problem = result.problems[0]
+    else:
+        problem = Problem(
+            None,
+            None,
+            ProblemKind.REMOVED_AT_END,
+            f"the audit log at {audit.path} is empty and {VERIFIED_NAME}, which every run "
+            "keeps beside it from the log's start, is gone: its entries were removed",
+        )
     message = f"{problem.message}; {evidence.name} beside it shows that daulat ran here"
     return VerifyResult(
         ok=False,
         entries=0,
         head_seq=None,
         head_hash=None,
-        problems=[type(problem)(problem.line, problem.seq, problem.kind, message)],
+        problems=[Problem(problem.line, problem.seq, problem.kind, message)],
     )
+
+
+def _emptied(result: VerifyResult, since: Checkpoint | None) -> bool:
+    """An empty log with no kept state: a new log has its (empty) state kept from the moment
+    it is created, before any run writes anything, so run state beside this one means its
+    entries and ``audit.verified`` were both removed."""
+    return result.ok and result.entries == 0 and since is None
 
 
 class DamagedLog(StateError):
@@ -185,6 +215,10 @@ def intact_log(audit: AuditLog) -> AuditLog:
         if (since is not None and since.entries) or _run_state(audit) is not None:
             raise _refuse(audit, result.problems[0].message, 0)
         audit.create()
+    elif since is None and audit.path.stat().st_size == 0:
+        result = verify_log(audit)  # emptied, when run state shows daulat ran here
+        if not result.ok:
+            raise _refuse(audit, result.problems[0].message, 0)
     try:
         result = audit.verify(since=since)
     except OSError as exc:
