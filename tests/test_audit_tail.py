@@ -251,6 +251,32 @@ def test_a_run_killed_before_its_first_entry_is_not_taken_for_an_emptied_log(
     assert run(["scan", "src", "-q"]) == 0, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["directory", "garbage", "link"])
+def test_a_damaged_kept_state_is_refused_not_ignored(
+    project: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """``audit.verified`` replaced by a directory, edited into something that is not a state,
+    or made a link: ignoring it would switch the tail check off for good. ``audit verify``
+    fails, runs refuse, and ``audit restart`` sets it aside (kept) so that runs go on."""
+    log, verified = _three_scans(project, capsys)
+    verified.unlink()
+    if damage == "directory":
+        verified.mkdir()
+    elif damage == "garbage":
+        verified.write_text("{}", encoding="utf-8")
+    else:
+        (project / "elsewhere.json").write_text("{}", encoding="utf-8")
+        verified.symlink_to(project / "elsewhere.json")
+    assert "audit.verified" in _refused(["scan", "src"], capsys)
+    assert run(["audit", "verify"]) == 1
+    assert "audit.verified" in capsys.readouterr().err
+    assert run(["audit", "restart", "--reason", "audit.verified damaged"]) == 0
+    capsys.readouterr()
+    assert list(log.parent.glob("audit.verified.lost-*"))
+    assert run(["scan", "src", "-q"]) == 0
+    assert run(["audit", "verify"]) == 0
+
+
 def test_the_kept_state_never_goes_back(tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "audit.jsonl")
     for i in range(3):

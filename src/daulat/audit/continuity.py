@@ -86,6 +86,29 @@ def saved_checkpoint(audit: AuditLog) -> Checkpoint | None:
         return None
 
 
+def _damaged_checkpoint(audit: AuditLog) -> str | None:
+    """What is wrong with ``audit.verified`` when it is there but not a state of the log (a
+    directory, a link, edited): daulat writes it whole or not at all (a new file renamed into
+    place), so that is tampering or a damaged disk, never a crash. None when it is absent or
+    fine."""
+    path = _verified_path(audit)
+    if not os.path.lexists(path):
+        return None
+    fix = (
+        "check the log against a head kept elsewhere (`daulat audit verify --head HASH`), then "
+        "`daulat audit restart` sets it aside"
+    )
+    if path.is_symlink() or not path.is_file():
+        return f"{path}, the state the log last verified at, is not a file; {fix}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path} cannot be read ({type(exc).__name__}); {fix}"
+    if Checkpoint.from_json(text) is None:
+        return f"{path} does not hold a state of the log (edited or damaged); {fix}"
+    return None
+
+
 def _has_rows(path: Path, table: str) -> bool:
     if not path.is_file():
         return False
@@ -151,6 +174,16 @@ def remember(audit: AuditLog, point: Checkpoint) -> None:
 def verify_log(audit: AuditLog, published_head: str | None = None) -> VerifyResult:
     """What ``daulat audit verify`` reports: the chain, checked against the state it last
     verified at, and, when there is no log, whether runs show that there was one."""
+    damaged = _damaged_checkpoint(audit)
+    if damaged is not None:
+        full = audit.verify(published_head)
+        return VerifyResult(
+            ok=False,
+            entries=full.entries,
+            head_seq=full.head_seq,
+            head_hash=full.head_hash,
+            problems=[*full.problems, Problem(None, None, ProblemKind.CHECKPOINT, damaged)],
+        )
     since = saved_checkpoint(audit)
     result = audit.verify(published_head, since=since)
     if since is not None and since.entries:
@@ -209,6 +242,9 @@ def intact_log(audit: AuditLog) -> AuditLog:
     run finds it; when ``audit.verified`` or a run's state shows there was one, it is refused
     as deleted. The new checkpoint is kept only when it extends the old one.
     """
+    damaged = _damaged_checkpoint(audit)
+    if damaged is not None:
+        raise _refuse(audit, damaged, 0)
     since = saved_checkpoint(audit)
     if not audit.path.exists():
         result = verify_log(audit)
@@ -257,6 +293,10 @@ def restart(audit: AuditLog, reason: str | None = None) -> tuple[AuditEntry, Pat
         )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     aside: Path | None = None
+    verified = _verified_path(audit)
+    if _damaged_checkpoint(audit) is not None:
+        # Kept, not deleted, as the log is: whatever it is, it is evidence.
+        os.rename(verified, verified.with_name(f"{verified.name}.lost-{stamp}"))
     if audit.path.exists():
         aside = audit.path.with_name(f"{audit.path.name}.lost-{stamp}")
         os.rename(audit.path, aside)  # same directory: atomic, and the old bytes stay whole

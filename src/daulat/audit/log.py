@@ -318,6 +318,8 @@ class ProblemKind(StrEnum):
     """The log is shorter than an earlier verification recorded: its newest entries are gone."""
     REWRITTEN = "rewritten"
     """The entry an earlier verification recorded as the head is no longer the same entry."""
+    CHECKPOINT = "checkpoint"
+    """``audit.verified``, the state the log last verified at, is not a readable state."""
 
 
 @dataclass(frozen=True, slots=True)
