@@ -156,6 +156,16 @@ def test_restart_after_a_loss_names_the_old_head_and_keeps_the_old_file(
     assert run(["audit", "verify"]) == 0
     assert "intact: 2 entries" in capsys.readouterr().out
 
+    # A published report never presents the new chain as the whole history.
+    assert run(["report", "--format", "json", "-o", "r.json"]) == 0
+    restarts = json.loads((project / "r.json").read_text())["audit"]["restarts"]
+    assert [(r["seq"], r["previous_head_hash"], r["reason"]) for r in restarts] == [
+        (0, old_head, "disk replaced")
+    ]
+    assert run(["report", "-o", "r.html"]) == 0
+    page = (project / "r.html").read_text()
+    assert "id='audit-restarts'" in page and old_head in page and "disk replaced" in page
+
 
 def test_restart_of_a_deleted_log_and_refusal_of_an_intact_one(
     project: Path, capsys: pytest.CaptureFixture[str]

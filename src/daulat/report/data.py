@@ -6,6 +6,7 @@ published report can be checked by machines as well as read by people.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daulat import __version__
-from daulat.audit import audit_log
+from daulat.audit import AuditLogError, audit_log
+from daulat.audit.continuity import RESTART_OPERATION
 from daulat.config import Config, placement_of
 from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.report.marker import JSON_MARKER, REPORT_FORMAT
@@ -78,6 +80,10 @@ class AuditHead:
     head_hash: str | None
     intact: bool
     summary: str
+    #: Each ``daulat audit restart`` in the log (a new log after a loss), oldest first: what
+    #: the old log was when it last verified, and why it was restarted. A report must say so:
+    #: an intact chain that begins with a restart is not the whole history.
+    restarts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -283,12 +289,27 @@ def _audit(config: Config) -> AuditHead:
     if not log.path.exists():
         return AuditHead(0, None, None, True, "no audited operations yet")
     result = log.verify()
+    restarts: list[dict[str, Any]] = []
+    with contextlib.suppress(AuditLogError, OSError):  # a damaged log is BROKEN already
+        restarts = [
+            {
+                "seq": e.seq,
+                "time": e.time,
+                "previous_head_hash": e.details.get("previous_head_hash"),
+                "previous_entries": e.details.get("previous_entries"),
+                "problem": e.details.get("problem"),
+                "reason": e.details.get("reason"),
+            }
+            for e in log.entries()
+            if e.operation == RESTART_OPERATION
+        ]
     return AuditHead(
         entries=result.entries,
         head_seq=result.head_seq,
         head_hash=result.head_hash,
         intact=result.ok,
         summary=result.summary(),
+        restarts=restarts,
     )
 
 

@@ -393,6 +393,27 @@ def _audit(data: ReportData) -> str:
         f'<span class="hash" id="audit-head">{esc(a.head_hash or "none")}</span></p>'
         "<p>Anyone holding the log can check this report against it with "
         f"<code>daulat audit verify --head {esc(a.head_hash or 'HASH')}</code>.</p>"
+        + _restarts(a.restarts)
+    )
+
+
+def _restarts(restarts: list[dict[str, Any]]) -> str:
+    """Each restart of the log after a loss: the chain above begins there, not at the start."""
+    if not restarts:
+        return ""
+    items = "".join(
+        f"<li>entry {r['seq']} ({esc(str(r['time']))}): the old log had "
+        f"{esc(str(r['previous_entries'] if r['previous_entries'] is not None else 'unknown'))} "
+        f"entries, head <span class='hash'>{esc(str(r['previous_head_hash'] or 'unknown'))}</span>"
+        f"; problem: {esc(str(r['problem'] or '-'))}"
+        + (f"; reason given: {esc(str(r['reason']))}" if r.get("reason") else "")
+        + "</li>"
+        for r in restarts
+    )
+    return (
+        f"<p class='fail' id='audit-restarts'>The log was restarted after a loss "
+        f"{len(restarts)} time(s) (<code>daulat audit restart</code>): what came before each "
+        f"restart is not in this chain; check it against the old head.</p><ul>{items}</ul>"
     )
 
 
