@@ -432,6 +432,39 @@ def test_stores_shows_where_a_relative_directory_store_resolved(
     assert f"  src: at {(tmp_path / 'data' / 'src').as_uri()}" in res.out.splitlines(), res.out
 
 
+def test_stores_says_when_daulat_wrote_to_a_store_after_its_last_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects and size ``stores`` shows come from the last scan; a store daulat copied
+    into after it (or never scanned) is named with what daulat wrote, and a scan clears it."""
+    (tmp_path / "a").mkdir()
+    for i in range(3):
+        (tmp_path / "a" / f"f{i}").write_bytes(b"x" * (i + 1))
+    (tmp_path / "daulat.toml").write_text(
+        "".join(
+            f'[stores.{n}]\nurl = "{(tmp_path / n).as_uri()}"\nprovider = "local"\n'
+            'country = "ID"\n'
+            for n in ("a", "b")
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli(["copy", "a", "b", "-q"], capsys).code == 0
+    res = cli(["stores"], capsys)
+    notes = [line for line in res.out.splitlines() if "daulat wrote here" in line]
+    assert len(notes) == 1 and notes[0].startswith("  b: daulat wrote here it was never scanned")
+    assert "3 objects, 6 B in all" in notes[0] and "`daulat scan b`" in notes[0]
+    assert by_name(cli(["stores", "--json"], capsys).json())["b"]["written_by_daulat"][
+        "objects"
+    ] == 3
+    assert cli(["scan", "b", "-q"], capsys).code == 0
+    assert "daulat wrote here" not in cli(["stores"], capsys).out
+    (tmp_path / "a" / "f9").write_bytes(b"new")
+    time.sleep(1.1)  # the journal and the scan keep whole seconds
+    assert cli(["copy", "a", "b", "-q"], capsys).code == 0
+    assert "  b: daulat wrote here after its last scan" in cli(["stores"], capsys).out
+
+
 def test_stores_table_off_a_terminal_folds_no_name_or_path(tmp_path: Path) -> None:
     """Piped or captured (no COLUMNS, no terminal), the table is as wide as its cells: the
     long store name and the missing directory's path stay whole, each on one line."""

@@ -128,15 +128,23 @@ def stores(
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
     from daulat.gateway.standing import describe, store_standing
+    from daulat.report.data import daulat_writes
 
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
     standing = store_standing(cfg.state_dir)
+    written = daulat_writes(cfg)
     if as_json:
         _print_json(
             [
-                {**asdict(r), "gateway": s.to_json() if (s := standing.get(r.name)) else None}
+                {
+                    **asdict(r),
+                    "gateway": s.to_json() if (s := standing.get(r.name)) else None,
+                    "written_by_daulat": dict(
+                        zip(("objects", "bytes", "latest"), written[r.name], strict=True)
+                    ),
+                }
                 for r in rows
             ]
         )
@@ -146,6 +154,16 @@ def stores(
             if r.url.startswith("file:"):
                 # Where a directory store resolved to (relative to daulat.toml, not the cwd).
                 out.print(f"  {r.name}: at {printable(r.url)}", markup=False, highlight=False)
+            n, size, latest = written[r.name]
+            if n and (r.last_scan is None or (latest is not None and latest > r.last_scan)):
+                # The objects and size shown are older than what daulat itself wrote there.
+                when = "it was never scanned" if r.last_scan is None else "after its last scan"
+                out.print(
+                    f"  {r.name}: daulat wrote here {when} (latest {latest}; {n:,} objects, "
+                    f"{_human_bytes(size)} in all): `daulat scan {r.name}` for current figures",
+                    markup=False,
+                    highlight=False,
+                )
             if r.laws:
                 out.print(f"  {r.name}: laws reaching {r.provider_name}: {'; '.join(r.laws)}")
             for note in r.notes:

@@ -232,6 +232,17 @@ class _State:
             )
         return out
 
+    def last_write(self, dst: str) -> str | None:
+        """When daulat last completed a write to ``dst`` (ISO 8601, as the journal keeps it)."""
+        if self.journal is None:
+            return None
+        row = self.db.execute(
+            """SELECT max(jr.updated) FROM temp.pairs p JOIN j.journal jr ON jr.pair = p.pair
+               WHERE p.dst = ? AND jr.state = 'done'""",
+            (dst,),
+        ).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
     def writes(self, dst: str, sources: Sequence[str], prefix: str) -> tuple[int, int, int, int]:
         """(plain objects, plain bytes, encrypted objects, encrypted bytes) that daulat wrote to
         ``dst`` from ``sources`` (keys under ``prefix`` at the source), each key judged by its

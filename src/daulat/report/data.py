@@ -107,8 +107,14 @@ class ReportData:
         return {JSON_MARKER: REPORT_FORMAT, **asdict(self)}
 
 
-def _written(config: Config) -> dict[str, tuple[int, int]]:
+def written_by_daulat(config: Config) -> dict[str, tuple[int, int]]:
     """(objects, bytes) daulat wrote to each store from any other, per the journal."""
+    return {name: (n, size) for name, (n, size, _) in daulat_writes(config).items()}
+
+
+def daulat_writes(config: Config) -> dict[str, tuple[int, int, str | None]]:
+    """(objects, bytes, time of the latest) daulat wrote to each store from any other, per the
+    journal."""
     from daulat.policy.state import _State
 
     state = _State(config.state_dir)
@@ -117,7 +123,7 @@ def _written(config: Config) -> dict[str, tuple[int, int]]:
         written = {}
         for name in names:
             pn, pb, en, eb = state.writes(name, [n for n in names if n != name], "")
-            written[name] = (pn + en, pb + eb)
+            written[name] = (pn + en, pb + eb, state.last_write(name))
         return written
     finally:
         state.close()
@@ -127,7 +133,7 @@ def _stores(config: Config) -> list[StoreRow]:
     from daulat.gateway.standing import store_standing
 
     standing = store_standing(config.state_dir)
-    written = _written(config)
+    written = written_by_daulat(config)
     rows = []
     manifest_path = config.state_dir / MANIFEST_NAME
     manifest = Manifest(manifest_path) if manifest_path.exists() else None
