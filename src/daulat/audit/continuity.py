@@ -13,9 +13,10 @@ the transfer journal, a drill record): every run creates the log before it start
 record without a log means the log was removed. The same state beside an *empty* log with no
 ``audit.verified`` means both were emptied or removed: a new log has its empty state kept the
 moment it is created, before any run writes anything (so a run killed before its first entry
-leaves ``audit.verified`` beside the empty log, and is not taken for a loss). After a real loss, :func:`restart` starts a new
-log deliberately: the old file (if any) is set aside, never deleted, and the new log's entry 0
-names the head the old one last verified at.
+leaves ``audit.verified`` beside the empty log, and is not taken for a loss). An
+``audit.verified`` that is not a state (a directory, a link, edited) is damage too. After a
+real loss, :func:`restart` starts a new log deliberately: the old file (if any) is set aside,
+never deleted, and the new log's entry 0 names the head the old one last verified at.
 
 What stays undetectable here: whoever deletes or rewrites both the log and ``audit.verified``
 and the other state, or cuts the log to fewer (but some) entries and deletes
