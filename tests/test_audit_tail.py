@@ -156,6 +156,12 @@ def test_restart_after_a_loss_names_the_old_head_and_keeps_the_old_file(
     assert run(["audit", "verify"]) == 0
     assert "intact: 2 entries" in capsys.readouterr().out
 
+    # A head published before the restart is named as the old log's, with where that is kept.
+    assert run(["audit", "verify", "--head", old_head]) == 1
+    said = capsys.readouterr().err
+    assert "is the head of the log before the restart at entry 0" in said, said
+    assert kept[0].name in said
+
     # A published report never presents the new chain as the whole history.
     assert run(["report", "--format", "json", "-o", "r.json"]) == 0
     restarts = json.loads((project / "r.json").read_text())["audit"]["restarts"]

@@ -34,12 +34,14 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from daulat.audit.log import (
     AuditEntry,
     AuditLog,
+    AuditLogError,
     Checkpoint,
     Problem,
     ProblemKind,
@@ -186,7 +188,7 @@ def verify_log(audit: AuditLog, published_head: str | None = None) -> VerifyResu
             problems=[*full.problems, Problem(None, None, ProblemKind.CHECKPOINT, damaged)],
         )
     since = saved_checkpoint(audit)
-    result = audit.verify(published_head, since=since)
+    result = _restarted_head(audit, audit.verify(published_head, since=since), published_head)
     if since is not None and since.entries:
         return result  # what it last verified at judges it
     missing = not audit.path.exists()
@@ -213,6 +215,47 @@ def verify_log(audit: AuditLog, published_head: str | None = None) -> VerifyResu
         head_hash=None,
         problems=[Problem(problem.line, problem.seq, problem.kind, message)],
     )
+
+
+def _restarted_head(
+    audit: AuditLog, result: VerifyResult, published_head: str | None
+) -> VerifyResult:
+    """``result``, saying so when a published head that is not in the log is the head a
+    restart (``daulat audit restart``) named as the old log's: the report was made before the
+    restart, and the old file, kept aside, is what holds it."""
+    missing = [p for p in result.problems if p.kind == ProblemKind.HEAD_NOT_FOUND]
+    if not missing or published_head is None:
+        return result
+    try:
+        restart = next(
+            (
+                e
+                for e in audit.entries()
+                if e.operation == RESTART_OPERATION
+                and e.details.get("previous_head_hash") == published_head
+            ),
+            None,
+        )
+    except (AuditLogError, OSError):
+        return result
+    if restart is None:
+        return result
+    aside = restart.details.get("set_aside")
+    told = Problem(
+        None,
+        None,
+        ProblemKind.HEAD_NOT_FOUND,
+        f"the published head {published_head} is the head of the log before the restart at "
+        f"entry {restart.seq} ({restart.time}), not of this one: "
+        + (
+            f"the old log was kept as {aside} beside this one"
+            if aside
+            else "the old log was already gone at the restart"
+        )
+        + "; what came before the restart cannot be checked against this log",
+    )
+    problems = [told if p in missing else p for p in result.problems]
+    return replace(result, problems=problems)
 
 
 def _emptied(result: VerifyResult, since: Checkpoint | None) -> bool:
