@@ -60,6 +60,31 @@ def _serve(config: Path, listen: str | None) -> subprocess.CompletedProcess[str]
     )
 
 
+def _serve_and_list(config: Path, listen: str, port: int, log: Path) -> str:
+    """``daulat serve --listen LISTEN`` until it answers on 127.0.0.1:PORT; bucket pemilu lists
+    empty through it; then SIGTERM. Returns what it printed."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+             "--listen", listen],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        s3 = client(f"http://127.0.0.1:{port}")
+        assert s3.list_objects_v2(Bucket="pemilu").get("KeyCount") == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return log.read_text()
+
+
 def _operations(config: Path, operation: str) -> list[dict[str, Any]]:
     return [e for e in _audit(config) if e["operation"] == operation]
 
@@ -142,27 +167,7 @@ def test_non_loopback_listen_needs_tls_or_an_explicit_opt_in(tmp_path: Path) -> 
         assert "daulat gateway on" not in done.stderr
 
     config.write_text(base.replace("[gateway]\n", "[gateway]\nallow_plain_http = true\n", 1))
-    log = tmp_path / "open.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
-             "--listen", f"0.0.0.0:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET},
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        s3 = client(f"http://127.0.0.1:{port}")
-        assert s3.list_objects_v2(Bucket="pemilu").get("KeyCount") == 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    text = log.read_text()
+    text = _serve_and_list(config, f"0.0.0.0:{port}", port, tmp_path / "open.log")
     assert f"daulat gateway on http://0.0.0.0:{port}" in text
     assert "warning: plain HTTP on an address other machines can reach" in text
 
@@ -213,27 +218,8 @@ def test_an_ipv4_loopback_written_as_ipv6_is_served_on_ipv4(tmp_path: Path) -> N
     config = tmp_path / "daulat.toml"
     config.write_text(_toml([fs_store_config(tmp_path / "prim", "prim")], {"pemilu": ["prim"]}))
     port = _free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
-             "--listen", f"[::ffff:127.0.0.1]:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET},
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        s3 = client(f"http://127.0.0.1:{port}")
-        assert s3.list_objects_v2(Bucket="pemilu").get("KeyCount") == 0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-    assert f"daulat gateway on http://127.0.0.1:{port}" in log.read_text()
+    text = _serve_and_list(config, f"[::ffff:127.0.0.1]:{port}", port, tmp_path / "serve.log")
+    assert f"daulat gateway on http://127.0.0.1:{port}" in text
 
 
 # ---------------------------------------------------------------------------------------- D1
