@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import google_crc32c
 
-from daulat.errors import InvalidKey, StoreError, Transient, Unresponsive
+from daulat.errors import InvalidKey, StoreError, Transient
 from daulat.stores.base import MAX_KEY_BYTES, Capabilities, ObjectInfo
 from daulat.stores.gcscreds import GcsCredentialChain
 from daulat.stores.gcserrors import translate
@@ -181,13 +181,8 @@ class GcsBase:
         err, timed_out = translate(exc, store=self._name, key=key, op=op)
         refused = "(cannot connect)" in str(err)
         if timed_out or refused:
-            gone = self._live.gone(refused=refused)
-            if gone is None:
-                return err
-            return Unresponsive(
-                f"store {self._name!r}: {op} failed: {gone}; is the endpoint right and up?",
-                store=self._name,
-                key=key,
+            return (
+                self._live.unresponsive(refused=refused, store=self._name, key=key, where=op) or err
             )
         if not isinstance(err, Transient):
             self._live.answer()

@@ -28,7 +28,6 @@ from daulat.errors import (
     NotFound,
     StoreError,
     Transient,
-    Unresponsive,
     Unsupported,
 )
 from daulat.stores.base import (
@@ -112,13 +111,8 @@ class ObstoreStore:
         err = translate(exc, store=self._name, key=key, op=op)
         refused = "(cannot connect)" in str(err)
         if refused or isinstance(exc, TimeoutError) or "timed out" in str(err):
-            gone = self._live.gone(refused=refused)
-            if gone is None:
-                return err
-            return Unresponsive(
-                f"store {self._name!r}: {op} failed: {gone}; is the endpoint right and up?",
-                store=self._name,
-                key=key,
+            return (
+                self._live.unresponsive(refused=refused, store=self._name, key=key, where=op) or err
             )
         if not isinstance(err, Transient):
             self._live.answer()  # the server said something (an HTTP error)

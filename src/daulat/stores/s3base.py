@@ -36,7 +36,6 @@ from daulat.errors import (
     NotFound,
     StoreError,
     Transient,
-    Unresponsive,
     Unsupported,
 )
 from daulat.stores.base import (
@@ -460,14 +459,11 @@ class S3Base:
             exc, (be.EndpointConnectionError, ConnectionRefusedError)
         )
         if timed_out or refused:
-            gone = self._live.gone(refused=refused)
+            gone = self._live.unresponsive(
+                refused=refused, store=self.name, key=key, where=f"{where} at {self.endpoint}"
+            )
             if gone is not None:
-                return Unresponsive(
-                    f"store {self.name!r}: {where} failed at {self.endpoint}: {gone}; is the "
-                    "endpoint right and up?",
-                    store=self.name,
-                    key=key,
-                )
+                return gone
         if timed_out:
             limit = f"{self.timeout:g} s" if self.timeout else "the time limit"
             reason = f"no progress within {limit}"

@@ -41,6 +41,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from daulat.errors import Unresponsive
+
 T = TypeVar("T")
 
 #: Below this rate a single request's body counts as stalled (8 MiB: 128 s on top).
@@ -126,6 +128,20 @@ class Liveness:
                 f"{MIN_OUTAGE:g} s)"
             )
         return None
+
+    def unresponsive(
+        self, *, refused: bool, store: str, key: str | None, where: str
+    ) -> Unresponsive | None:
+        """:meth:`gone`, as the error a store raises once its endpoint counts as gone (``where``:
+        the request, e.g. ``put 'a.txt'``), or None while it may still be a passing fault."""
+        gone = self.gone(refused=refused)
+        if gone is None:
+            return None
+        return Unresponsive(
+            f"store {store!r}: {where} failed: {gone}; is the endpoint right and up?",
+            store=store,
+            key=key,
+        )
 
 
 class StreamWatch:
