@@ -840,17 +840,7 @@ def test_a_signal_during_a_library_call_raises_interrupted_with_the_result(
     fill_config(src_raw, data.objects)
     dst_raw = fs_store_config(tmp_path / "dst", "dst")
     config = write_config(tmp_path, [src_raw, dst_raw])
-    script = tmp_path / "library.py"
-    script.write_text(LIBRARY)
-    done = subprocess.run(
-        [sys.executable, str(script), sig.name, "default"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = _library_call(tmp_path, sig.name, "default")
     assert out["interrupted"] == sig.name and out["exit_code"] == 128 + sig, out
     assert out["result"] == "Summary" and out["left"] > 0, out
     assert out["handler_restored"], out
@@ -871,6 +861,22 @@ def test_a_signal_during_a_library_call_raises_interrupted_with_the_result(
     assert_exact_copy(data.objects, read_config(dst_raw))
 
 
+def _library_call(workdir: Path, signame: str, mode: str) -> dict[str, Any]:
+    """Run LIBRARY in ``workdir`` (a signal ``signame`` during a daulat.copy call, ``mode`` as
+    it reads it); what it printed, as JSON."""
+    script = workdir / "library.py"
+    script.write_text(LIBRARY)
+    done = subprocess.run(
+        [sys.executable, str(script), signame, mode],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
 @pytest.mark.timeout(120)
 def test_a_library_call_leaves_the_callers_own_sigterm_handler_in_charge(tmp_path: Path) -> None:
     """A job runner that handles SIGTERM itself keeps its handler during a call: daulat does not
@@ -879,17 +885,7 @@ def test_a_library_call_leaves_the_callers_own_sigterm_handler_in_charge(tmp_pat
     src_raw = fs_store_config(tmp_path / "src", "src")
     fill_config(src_raw, data.objects)
     write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
-    script = tmp_path / "library.py"
-    script.write_text(LIBRARY)
-    done = subprocess.run(
-        [sys.executable, str(script), "SIGTERM", "own-handler"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = _library_call(tmp_path, "SIGTERM", "own-handler")
     assert out == {"returned": True, "handler_restored": True, "own_handler_ran": True}, out
 
 
