@@ -16,11 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import urllib.parse
+import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
 
 import boto3
+import google_crc32c
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
@@ -346,6 +348,19 @@ def test_bodies_that_break_their_promises_are_refused_and_never_vouched(tmp_path
         bad = _chunked(data, 64 * 1024, trailer=b"x-amz-checksum-crc32:AAAAAA==\r\n")
         refused.append(("k7", *_send(endpoint, "k7", h, bad)))
 
+        # A CRC32C trailer (google-crc32c computes it), and a presigned PUT (unsigned body,
+        # accepted from this machine).
+        crc32c = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+        c_headers = {**base, "x-amz-trailer": "x-amz-checksum-crc32c"}
+        h = _signed_request(endpoint, "k9", c_headers, payload.UNSIGNED_TRAILER)
+        good = _chunked(data, 64 * 1024, trailer=f"x-amz-checksum-crc32c:{crc32c}\r\n".encode())
+        assert _send(endpoint, "k9", h, good)[0] == 200
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": "pemilu", "Key": "k10"})
+        request = urllib.request.Request(url, data=b"presigned\n", method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 200
+        assert s3.get_object(Bucket="pemilu", Key="k10")["Body"].read() == b"presigned\n"
+
         assert [(k, status) for k, status, _ in refused] == [("k1", 400), ("k5", 403), ("k7", 400)]
         assert b"XAmzContentSHA256Mismatch" in refused[0][2] and b"BadDigest" in refused[2][2]
         for key in ("k1", "k2", "k3", "k5", "k7"):
@@ -354,7 +369,7 @@ def test_bodies_that_break_their_promises_are_refused_and_never_vouched(tmp_path
             assert _status(exc.value) == 404, key
             assert not (tmp_path / "prim" / key).exists() and not (tmp_path / "rep" / key).exists()
             assert _rows(config, key) == {}, key
-        for key in ("k4", "k6"):
+        for key in ("k4", "k6", "k9"):
             assert s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == data
             assert _rows(config, key) == {"rep:": ("done", _sha(data), None)}
 
@@ -377,7 +392,7 @@ def test_bodies_that_break_their_promises_are_refused_and_never_vouched(tmp_path
                 s3.create_multipart_upload(Bucket="pemilu", Key=bad_upload)
             assert _status(exc.value) == 400
     written = sorted(str(p.relative_to(tmp_path / "prim")) for p in (tmp_path / "prim").rglob("*"))
-    assert written == ["k4", "k6"]
+    assert written == ["k10", "k4", "k6", "k9"]
     # A client that cannot sign the body may send it unsigned only over TLS or loopback.
     signed = Signed(payload.UNSIGNED, "20260101T000000Z", "20260101/us-east-1/s3/aws4_request", "")
     with pytest.raises(AuthError):
