@@ -22,9 +22,11 @@ runs), ended ``complete`` when the replica holds the write, else ``incomplete``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +54,25 @@ class Row:
     outcome: Outcome
 
 
-def record(state_dir: Path, rows: list[Row]) -> None:
-    """Commit ``rows`` (each pair in a run of its own, ended at once). Blocking: called in a
-    worker thread."""
-    if not rows:
-        return
-    with Journal.in_state_dir(state_dir) as journal:
+class Ledger:
+    """The gateway's writer of journal rows: one journal connection, in one worker thread of
+    its own (opened once, not per write: opening walks the state directory), so that commits
+    (fsynced) never hold up the event loop and the gateway's own commits never contend."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="daulat-ledger")
+        self._journal: Journal | None = None
+
+    async def record(self, rows: list[Row]) -> None:
+        """Commit ``rows``, each pair in a run of its own (kind ``gateway``), ended at once."""
+        if rows:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._record, rows)
+
+    def _record(self, rows: list[Row]) -> None:
+        if self._journal is None:
+            self._journal = Journal.in_state_dir(self.state_dir)
+        journal = self._journal
         for row in rows:
             run_id = journal.begin_run("gateway", row.pair, row.src, row.dst)
             journal.record(row.pair, run_id, [row.outcome])
@@ -69,6 +84,15 @@ def record(state_dir: Path, rows: list[Row]) -> None:
                 "failed": [] if done else [{"key": row.outcome.key, "reason": row.outcome.error}],
             }
             journal.end_run(run_id, "complete" if done else "incomplete", json.dumps(summary))
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def close(self) -> None:
+        self._pool.submit(self._close).result()
+        self._pool.shutdown()
 
 
 @dataclass(frozen=True)

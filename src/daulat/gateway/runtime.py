@@ -308,6 +308,7 @@ class Runtime:
 
     async def close(self) -> None:
         self.spool.close()
+        self.writer.close()
         await self.health.close()
         await self.events.drain()
         for store in self.stores.values():

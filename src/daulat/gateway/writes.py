@@ -138,11 +138,14 @@ class Writer:
 
     def __init__(self, cfg: Config, state_dir: Path) -> None:
         self.cfg = cfg
-        self.state_dir = state_dir
+        self.ledger = ledger.Ledger(state_dir)
         self._targets: dict[str, list[Target]] = {}
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    def close(self) -> None:
+        self.ledger.close()
 
     def targets(self, bucket: Bucket) -> list[Target]:
         if bucket.name not in self._targets:
@@ -207,7 +210,7 @@ class Writer:
                 self._row(bucket, t, Outcome(key, 0, None, State.FAILED, error=ledger.UNDER_WAY))
                 for t in others
             ]
-            await asyncio.to_thread(ledger.record, self.state_dir, rows)
+            await self.ledger.record(rows)
             bucket.journal.refresh()
 
         fan = Fanout(then(body, under_way))
@@ -257,7 +260,7 @@ class Writer:
                 )
                 for t in others
             ]
-            await asyncio.to_thread(ledger.record, self.state_dir, rows)
+            await self.ledger.record(rows)
             bucket.journal.refresh()
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
             raise WriteFailed(f"write of {key!r} not acknowledged: {why} ({failed})")
@@ -301,7 +304,7 @@ class Writer:
                     ),
                 )
             )
-        await asyncio.to_thread(ledger.record, self.state_dir, rows)
+        await self.ledger.record(rows)
         bucket.journal.refresh()
         holders = [t.replica.name for t, _ in verified]
         etag = etag_of(sha) if len(holders) > 1 else unverified_etag(info)
