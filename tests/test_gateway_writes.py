@@ -34,7 +34,18 @@ from conftest import fs_store_config, s3_store_config
 from faultproxy import fault_proxy
 from pydantic import SecretStr
 from servers import S3Server
-from test_gateway import KEY_ID, SECRET, MiB, _audit, _sha, _status, _toml, client, gateway
+from test_gateway import (
+    KEY_ID,
+    SECRET,
+    MiB,
+    _audit,
+    _free_port,
+    _sha,
+    _status,
+    _toml,
+    client,
+    gateway,
+)
 from test_gateway_clients import _aws_env, _run
 
 from daulat.cli import run as cli
@@ -604,3 +615,29 @@ def test_a_replica_altering_or_withholding_a_written_object_is_never_served(
     assert found["gateway.mismatch"]["replica"] == "rep1"
     assert found["gateway.mismatch"]["key"] == "altered.bin"
     assert found["gateway.withheld"]["key"] == "withheld.txt"
+
+
+def test_a_replica_holding_age_copies_is_written_only_with_its_encrypt_to(
+    tmp_path: Path,
+) -> None:
+    """Plaintext is never written beside a replica's ciphertext: a writable bucket whose
+    replica holds age copies needs encrypt_to on that store (exit 2 at start otherwise)."""
+    identity = tmp_path / "id.txt"
+    recipient = new_identity(identity)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "vault")]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["prim", "vault"]\nwritable = true'},
+        f'identity = "{identity}"',
+    )
+    (tmp_path / "prim" / "a.txt").write_bytes(b"copied encrypted\n")
+    assert cli(["copy", "prim", "vault", "--encrypt-to", recipient, "--config", str(config)]) == 0
+    env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
+    proc = subprocess.run(
+        [sys.executable, "-m", "daulat", "serve", "--config", str(config), "--listen",
+         f"127.0.0.1:{_free_port()}"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "declares no encrypt_to" in proc.stderr and "Traceback" not in proc.stderr
