@@ -127,6 +127,7 @@ def stores(
     request_timeout: RequestTimeoutOpt = None,
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
+    from daulat.gateway.ledger import lagging
     from daulat.gateway.standing import describe, store_standing
     from daulat.report.data import daulat_writes
 
@@ -134,6 +135,7 @@ def stores(
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
     standing = store_standing(cfg.state_dir)
+    lags = lagging(cfg.state_dir)
     written = daulat_writes(cfg)
     if as_json:
         _print_json(
@@ -141,6 +143,7 @@ def stores(
                 {
                     **asdict(r),
                     "gateway": s.to_json() if (s := standing.get(r.name)) else None,
+                    "gateway_lagging": lag.objects if (lag := lags.get(r.name)) else 0,
                     "written_by_daulat": dict(
                         zip(("objects", "bytes", "latest"), written[r.name], strict=True)
                     ),
@@ -172,6 +175,13 @@ def stores(
             if (s := standing.get(r.name)) is not None:
                 line = "  " + describe(r.name, s)
                 out.print(styled((line, "red")) if s.refused else styled(line))
+            if (lag := lags.get(r.name)) is not None:
+                out.print(
+                    f"  {r.name}: {lag.objects:,} object(s) written through the gateway are not "
+                    f"held verified here yet: `{lag.sync}` copies them",
+                    markup=False,
+                    highlight=False,
+                )
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
 

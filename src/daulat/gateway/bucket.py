@@ -361,6 +361,10 @@ class Bucket:
             gone=isinstance(exc, MissingRoot),
         )
 
+    def note_failure(self, replica: Replica, exc: BaseException) -> None:
+        """A request to ``replica`` failed (a write, say): its health hears of it as of any."""
+        self._failed(replica, exc)
+
     def _primary_failed(self, exc: BaseException) -> None:
         self._failed(self.primary, exc)
 

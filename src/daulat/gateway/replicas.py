@@ -159,6 +159,10 @@ class JournalView:
             self._pairs, self._pairs_at = [r[0] for r in rows], now
         return self._pairs
 
+    def refresh(self) -> None:
+        """Forget the pairs read: the gateway has just written rows (perhaps of a new pair)."""
+        self._pairs_at = 0.0
+
     def records(self, primary: Address, replica: Replica, key: str) -> list[Record]:
         db = self._conn()
         if db is None:

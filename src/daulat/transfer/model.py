@@ -177,6 +177,7 @@ VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 VERIFIED_BY_RESTORE_PLAIN = "content hashed while restored as stored (a plain replica)"
 
+
 @dataclass
 class Summary:
     kind: str

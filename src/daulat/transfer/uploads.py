@@ -38,9 +38,7 @@ class UploadLedger:
 
     def started(self, key: str, upload_id: str) -> None:
         """``on_upload`` of a put: committed to the journal before the first part is sent."""
-        self.journal.record_upload(
-            self.location, key, upload_id, self.run_id, self.store.part_size
-        )
+        self.journal.record_upload(self.location, key, upload_id, self.run_id, self.store.part_size)
 
     def finished(self, key: str, upload_id: str) -> None:
         """The object is committed: the upload no longer exists."""
