@@ -60,7 +60,7 @@ MACHINERY = (
     "daulat.transfer",
 )
 # Packages whose public names are imported on first use, with the modules those names live in.
-LAZY_PACKAGES = ("daulat", "daulat.drill")
+LAZY_PACKAGES = ("daulat", "daulat.drill", "daulat.risk")
 
 
 def imported_after(code: str, cwd: Path) -> set[str]:
@@ -107,6 +107,55 @@ def test_import_daulat_imports_nothing_of_the_library(tmp_path: Path) -> None:
         "daulat.drill",
         "daulat.lazy",
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "needed"),
+    [
+        (["--help"], []),
+        (["--version"], []),
+        # A command's options are checked by typer, with pydantic (which imports asyncio); an
+        # audited command records its failure however it fails, so the audit log's recorder
+        # is in place before its options are parsed (daulat.cli._failures_audited).
+        (["copy", "--help"], ["asyncio", "daulat.audit", "pydantic"]),
+    ],
+)
+def test_help_imports_no_machinery(tmp_path: Path, argv: list[str], needed: list[str]) -> None:
+    # As the console script does (daulat_console.main → daulat.cli.main → run).
+    modules = imported_after(
+        f"import contextlib, io\nfrom daulat.cli import run\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    assert run({argv!r}) == 0\n",
+        tmp_path,
+    )
+    assert loaded(modules, HEAVY + MACHINERY) == needed
+
+
+def test_ls_imports_no_engine(tmp_path: Path) -> None:
+    (tmp_path / "data" / "c1").mkdir(parents=True)
+    (tmp_path / "data" / "c1" / "a.txt").write_text("a")
+    (tmp_path / "daulat.toml").write_text(
+        '[stores.src]\nurl = "file:data"\nprovider = "local"\ncountry = "ID"\n'
+    )
+    modules = imported_after(
+        "import contextlib, io\nfrom daulat.cli import run\nshown = io.StringIO()\n"
+        "with contextlib.redirect_stdout(shown):\n    code = run(['ls', '-R', 'src'])\n"
+        "assert code == 0 and shown.getvalue() == 'c1/a.txt\\n', (code, shown.getvalue())\n",
+        tmp_path,
+    )
+    # Listing needs the configuration and the store; not the engine, Ray, the gateway or the
+    # clients of other kinds of store.
+    assert "daulat.config" in modules and "daulat.listing" in modules
+    unneeded = (
+        "daulat.transfer",
+        "daulat.drill.run",
+        "daulat.plan",
+        "daulat.gateway",
+        "daulat.aio",
+        "daulat.report",
+        "daulat.scale",
+    )
+    assert loaded(modules, unneeded) == []
+    assert loaded(modules, ("botocore", "ray", "uvicorn", "pyarrow", "google.cloud")) == []
 
 
 def _type_checking_imports(package: str) -> dict[str, str]:

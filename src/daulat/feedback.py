@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rich.console import Console
 from rich.progress import (
@@ -30,7 +30,11 @@ from rich.progress import Progress as Bar
 from rich.text import Text
 
 from daulat.terminal import printable
-from daulat.transfer.engine import Progress as TransferProgress
+
+if TYPE_CHECKING:
+    # Imported by transfer() when it runs: the command line imports this module to show any
+    # progress (a scan's, a drill's), and the engine is for transfers.
+    from daulat.transfer.engine import Progress as TransferProgress
 
 __all__ = ["LINE_INTERVAL", "Feedback", "human_bytes", "human_duration"]
 
@@ -110,6 +114,8 @@ class Feedback:
     @contextmanager
     def transfer(self, label: str) -> Iterator[Callable[[TransferProgress], None]]:
         """A callback for the transfer engine's progress, shown for the block's duration."""
+        from daulat.transfer.engine import Progress as TransferProgress
+
         latest = TransferProgress()
 
         def line() -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from daulat.address import normalise_prefix
 from daulat.crypto import Identity, Recipient
+from daulat.defaults import DEFAULT_MAX_DELETE_PERCENT
 from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores.base import Store
@@ -107,7 +108,7 @@ class DeleteLimit:
         return f"{self.percent:g}%"
 
 
-DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
+DEFAULT_MAX_DELETE = DeleteLimit(percent=DEFAULT_MAX_DELETE_PERCENT)
 
 
 @dataclass
