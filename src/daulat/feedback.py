@@ -120,6 +120,9 @@ class Feedback:
 
         def line() -> str:
             p = latest
+            if p.waiting_for is not None:
+                # Before the plan every count is 0: "0 of 0 objects" would read as nothing to do.
+                return f"{printable(label)}: {printable(p.waiting_for)}…"
             share = f" ({p.moved_bytes / p.planned_bytes:.0%})" if p.planned_bytes else ""
             extra = (f", {p.failed:,} failed" if p.failed else "") + (
                 f", {p.retries:,} retries" if p.retries else ""
@@ -150,6 +153,9 @@ class Feedback:
             task = bar.add_task(printable(label), total=None, objects="")
 
             def update(p: TransferProgress) -> None:
+                if p.waiting_for is not None:
+                    bar.update(task, objects=f"{printable(p.waiting_for)}…")
+                    return
                 bar.update(
                     task,
                     total=p.planned_bytes or None,
