@@ -275,6 +275,9 @@ async def _run(
         ) from None
     kept_out(keep_out, src, summary)
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
+    # The whole listing, whatever stops the run later: a destination that cannot be listed
+    # leaves it at what the source gave, not at 0 as if the source were empty.
+    summary.listed_objects, summary.listed_bytes = summary.source_objects, summary.source_bytes
     if summary.source_objects == 0:
         found = empty_source(kind, opts, src, dst, summary.excluded_objects, keep_out.kept)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)

@@ -244,8 +244,9 @@ class Summary:
     excluded_objects: int = 0
     excluded_bytes: int = 0
     # False until the run has listed both sides and planned: stopped or interrupted before,
-    # how much remains is unknown (``left_*`` are then null in JSON), and ``listed_*`` count
-    # what the source listing had given so far.
+    # how much remains is unknown (``left_*`` are then null in JSON). ``listed_*`` count what
+    # the source listing gave: all of it once it finished (also when the destination's listing
+    # then failed), what it had given so far when the run stopped during it.
     remaining_known: bool = True
     listed_objects: int = 0
     listed_bytes: int = 0
