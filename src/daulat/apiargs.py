@@ -16,10 +16,11 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from daulat.config import Config
 from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
+from daulat.defaults import RAY_CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
 from daulat.drill import parse_sample
 from daulat.drill.units import parse_byte_rate
 from daulat.errors import CallbackFailed, ConfigError
@@ -38,9 +39,6 @@ log = logging.getLogger("daulat.api")
 MAX_CONCURRENCY = 1024
 MAX_WORKERS = 100_000
 
-#: Seconds to reach a Ray cluster's address before the run is refused: ``ray.init`` itself
-#: retries an address where nothing answers for many minutes.
-RAY_CONNECT_TIMEOUT: Final = 10.0
 # The port of a Ray cluster's GCS, and of its client server (ray://), when none is given.
 RAY_GCS_PORT = 6379
 RAY_CLIENT_PORT = 10001

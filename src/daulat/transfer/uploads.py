@@ -20,11 +20,10 @@ import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable
 
+from daulat.defaults import DEFAULT_MAX_AGE as DEFAULT_MAX_AGE
 from daulat.errors import AccessDenied, StoreError
 from daulat.stores.abilities import UploadCleanup
 from daulat.transfer.journal import Journal
-
-DEFAULT_MAX_AGE = dt.timedelta(days=7)
 
 
 class UploadLedger:
