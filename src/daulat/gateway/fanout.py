@@ -22,13 +22,15 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from daulat.errors import DaulatError
+
 T = TypeVar("T")
 
 #: Pieces queued per store (each up to payload.PIECE: 1 MiB).
 DEPTH = 4
 
 
-class Abandoned(Exception):
+class Abandoned(DaulatError):
     """The put every other one depends on failed: this one is given up."""
 
 
