@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 import zlib
@@ -641,3 +642,41 @@ def test_a_replica_holding_age_copies_is_written_only_with_its_encrypt_to(
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "declares no encrypt_to" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_write_only_the_primary_took_is_never_listed_away_and_a_sync_is_seen_live(
+    tmp_path: Path,
+) -> None:
+    """A write the quorum missed leaves the new bytes at the primary alone. With the primary
+    down, a listing from the replica would leave the key out (a mirroring client would then
+    delete it): 503. Once ``daulat sync`` (another process, the gateway still running) has
+    copied it, the running gateway serves and lists it from the replica."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="first.txt", Body=b"both hold it\n")
+        (tmp_path / "rep").rename(tmp_path / "rep.off")
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket="pemilu", Key="only-primary.txt", Body=b"quorum missed\n")
+        assert _status(exc.value) == 503
+        assert (tmp_path / "prim" / "only-primary.txt").read_bytes() == b"quorum missed\n"
+        (tmp_path / "rep.off").rename(tmp_path / "rep")
+        (tmp_path / "prim").rename(tmp_path / "prim.off")
+        deadline = time.monotonic() + 90
+        while True:  # until the gateway's probe finds the replica back
+            with pytest.raises(ClientError) as exc:
+                s3.list_objects_v2(Bucket="pemilu")
+            assert _status(exc.value) == 503
+            message = exc.value.response["Error"]["Message"]
+            if "rep: down" not in message or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert "only-primary.txt" in message, message
+        (tmp_path / "prim.off").rename(tmp_path / "prim")
+        assert cli(["sync", "prim", "rep", "--config", str(config)]) == 0
+        (tmp_path / "prim").rename(tmp_path / "prim.off")
+        got = s3.get_object(Bucket="pemilu", Key="only-primary.txt")
+        assert got["Body"].read() == b"quorum missed\n"
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
+        assert listed == ["first.txt", "only-primary.txt"]
