@@ -549,6 +549,20 @@ def test_malformed_reports_name_the_file_and_line(
     (manifest.parent / "manifest.checksum").write_text("0" * 32)
     msg = _refused(["scan", "src", "--from-inventory", str(manifest), *cfg], capsys)
     assert "manifest.checksum" in msg
+    # A report without a believable date: missing, not a number, made in the future.
+    for stamp in (None, "yesterday", "4102444800000"):
+        files = s3_report("inv-bad", "inv", [s3_csv("inv-bad", objs)])
+        doc = json.loads(files["inv/2026-12-04T00-00Z/manifest.json"])
+        if stamp is None:
+            del doc["creationTimestamp"]
+        else:
+            doc["creationTimestamp"] = stamp
+        files["inv/2026-12-04T00-00Z/manifest.json"] = json.dumps(doc).encode()
+        files.pop("inv/2026-12-04T00-00Z/manifest.checksum", None)
+        write_local(root, files)
+        (manifest.parent / "manifest.checksum").unlink(missing_ok=True)
+        msg = _refused(["scan", "src", "--from-inventory", str(manifest), *cfg], capsys)
+        assert "creationTimestamp" in msg or "future" in msg, (stamp, msg)
     # The report of another bucket.
     write_local(root, s3_report("someone-else", "inv", [s3_csv("someone-else", objs)]))
     msg = _refused(["scan", "src", "--from-inventory", str(manifest), *cfg], capsys)

@@ -15,7 +15,9 @@ failed and nothing is marked removed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -107,6 +109,18 @@ async def _import(
         report.check_covers(bucket, prefix)
         root = f"{bucket}/{root}"
     await report.check_manifest(raw)
+    created = getattr(report, "created", None)
+    if created is not None:
+        age = dt.datetime.now(dt.UTC) - created
+        if age > STALE_REPORT:
+            log.warning(
+                "daulat: inventory report %s was made %s UTC (%s days ago): the census of %s "
+                "is as of then, not now",
+                files.manifest_name,
+                f"{created:%Y-%m-%d %H:%M}",
+                f"{age.days:,}",
+                store,
+            )
 
     scan_id = manifest.begin_scan(store)
     pending: dict[str, tuple[ObjectInfo, str, int]] = {}
@@ -175,6 +189,9 @@ async def _import(
     return manifest.finish_scan(scan_id, store)
 
 
+log = logging.getLogger(__name__)
+#: A report older than this is said to be so (S3 makes them daily or weekly).
+STALE_REPORT = dt.timedelta(days=8)
 #: The longest key (UTF-8 bytes) S3 and Azure Blob Storage accept.
 MAX_KEY_BYTES = 1024
 

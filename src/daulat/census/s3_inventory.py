@@ -23,6 +23,7 @@ of each key that is not a delete marker is an object a listing shows. ORC is not
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -86,6 +87,7 @@ class S3Inventory:
                 "as CSV or Parquet",
             )
         self.schema = self._str(doc, "fileSchema")
+        self.created = self._created(doc.get("creationTimestamp"))
         listed = doc.get("files")
         if not isinstance(listed, list):
             raise InventoryError(self.name, "has no list of files")
@@ -99,6 +101,28 @@ class S3Inventory:
             if md5 is not None and not isinstance(md5, str):
                 raise InventoryError(self.name, f"files[{i}] has a malformed MD5checksum")
             self.data.append(_File(f["key"], size, md5))
+
+    def _created(self, value: object) -> dt.datetime:
+        """When S3 made the report (``creationTimestamp``: milliseconds since the epoch, as
+        text): the census is as of then. A report without a believable one is refused."""
+        try:
+            ms = (
+                int(value)
+                if isinstance(value, (str, int)) and not isinstance(value, bool)
+                else None
+            )
+            created = dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms is not None else None
+        except (ValueError, OverflowError, OSError):
+            created = None
+        if created is None:
+            raise InventoryError(
+                self.name, f"has no valid creationTimestamp ({value!r}): when was it made?"
+            )
+        if created > dt.datetime.now(dt.UTC) + dt.timedelta(hours=1):
+            raise InventoryError(
+                self.name, f"says it was made in the future ({created:%Y-%m-%d %H:%M} UTC)"
+            )
+        return created
 
     def _str(self, doc: dict[str, Any], field: str) -> str:
         value = doc.get(field)
