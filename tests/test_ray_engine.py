@@ -350,6 +350,10 @@ def test_ray_exit_matches_single_process(
         "left_objects",
     ):
         assert on_ray[field] == single[field], field
+    # The bytes sent over the wire are counted on the workers too (refused attempts may send
+    # some, so at least what was copied, as in one process).
+    assert on_ray["sent_bytes"] >= on_ray["copied_bytes"] > 0, on_ray
+    assert single["sent_bytes"] >= single["copied_bytes"] > 0, single
     for field in ("failed", "refused"):  # their reasons name each destination store
         assert [r["key"] for r in on_ray[field]] == [r["key"] for r in single[field]], field
     # Same journal rows (the pair's name aside), same manifest, the same objects.

@@ -155,7 +155,7 @@ class RayRunner:
         remaining = state.remaining
         lost = ""
         for _ in range(SHARD_ATTEMPTS):
-            state.retries_seen = 0
+            state.retries_seen = state.sent_seen = 0
             try:
                 gen = task.remote(spec, list(remaining.values()))
                 async for ref in gen:
@@ -214,6 +214,7 @@ class _Shard:
     remaining: dict[str, WorkItem]  # not yet reported, by key
     uploads: set[tuple[str, str]] = field(default_factory=set)  # (key, upload id) open
     retries_seen: int = 0  # retries the current attempt reported so far
+    sent_seen: int = 0  # bytes the current attempt reported sent so far
 
 
 def _apply(ex: Executor, report: Report, state: _Shard, in_flight: dict[int, int]) -> None:
@@ -236,6 +237,10 @@ def _apply(ex: Executor, report: Report, state: _Shard, in_flight: dict[int, int
     ex.commit_many([o for o in report.outcomes if remaining.pop(o.key, None) is not None])
     ex.progress.retries += report.retries - state.retries_seen
     state.retries_seen = report.retries
+    # Bytes a lost attempt sent were sent all the same: counted, never taken back.
+    if report.sent_bytes > state.sent_seen:
+        ex.summary.sent_bytes += report.sent_bytes - state.sent_seen
+        state.sent_seen = report.sent_bytes
     if report.final:
         in_flight.pop(state.n, None)
         ex.limiter.throttled += report.throttled

@@ -69,6 +69,7 @@ class Report:
     uploads: list[tuple[str, str, str]] = field(default_factory=list)
     in_flight_bytes: int = 0
     retries: int = 0
+    sent_bytes: int = 0  # by this attempt so far (as retries)
     final: bool = False
     stopped: str | None = None  # a permanent refusal ended the shard early
     error: str | None = None  # the shard could not run at all (config, stores, key)
@@ -137,6 +138,7 @@ class _Stream:
         with self._lock:
             self._report.in_flight_bytes = p.in_flight_bytes
             self._report.retries = p.retries
+            self._report.sent_bytes = p.sent_bytes
 
     def end(self, **final: Any) -> None:
         with self._lock:
@@ -149,7 +151,11 @@ class _Stream:
         with self._lock:
             self._urgent.clear()
             report = self._report
-            self._report = Report(in_flight_bytes=report.in_flight_bytes, retries=report.retries)
+            self._report = Report(
+                in_flight_bytes=report.in_flight_bytes,
+                retries=report.retries,
+                sent_bytes=report.sent_bytes,
+            )
         return report
 
 
@@ -221,7 +227,12 @@ async def _copy_shard(spec: ShardSpec, items: Sequence[WorkItem], stream: _Strea
     finally:
         await src.store.close()
         await dst.store.close()
-    return Report(stopped=summary.stopped, throttled=summary.throttled, retries=summary.retries)
+    return Report(
+        stopped=summary.stopped,
+        throttled=summary.throttled,
+        retries=summary.retries,
+        sent_bytes=summary.sent_bytes,
+    )
 
 
 def run_shard(spec: ShardSpec, items: list[WorkItem]) -> Iterator[Report]:
@@ -231,7 +242,12 @@ def run_shard(spec: ShardSpec, items: list[WorkItem]) -> Iterator[Report]:
     def main() -> None:
         try:
             done = asyncio.run(_copy_shard(spec, items, stream))
-            stream.end(stopped=done.stopped, throttled=done.throttled, retries=done.retries)
+            stream.end(
+                stopped=done.stopped,
+                throttled=done.throttled,
+                retries=done.retries,
+                sent_bytes=done.sent_bytes,
+            )
         except DaulatError as exc:
             stream.end(error=str(exc))
         except BaseException as exc:  # reported to the driver, never lost in a thread

@@ -146,6 +146,7 @@ class Executor:
     def _streamed(self, key: str, n: int) -> None:
         self._in_flight[key] = self._in_flight.get(key, 0) + n
         self.progress.in_flight_bytes += n
+        self.progress.sent_bytes += n
         self.summary.sent_bytes += n
         self._report()
 

@@ -36,6 +36,8 @@ class Progress:
     concurrency: int = 0
     in_flight_bytes: int = 0
     waiting_for: str | None = None
+    #: Bytes read from the source and handed on so far, retried and unfinished objects included.
+    sent_bytes: int = 0
 
     @property
     def moved_bytes(self) -> int:
