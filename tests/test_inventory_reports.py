@@ -637,3 +637,21 @@ def test_inventory_needs_one_store_and_a_known_bucket(
     assert "exactly one STORE" in msg
     msg = _refused(["scan", "src", "--from-inventory", "s3://nobody/m.json", *cfg], capsys)
     assert "no configured store is in s3://nobody" in msg
+
+
+def test_an_empty_report_says_what_it_marks_removed(
+    local_s3: tuple[Config, list[ObjectInfo]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report listing nothing is legitimate for an empty bucket, and is also what a report
+    of the wrong prefix looks like: the objects it marks removed are said."""
+    config, objs = local_s3
+    cfg = ["--config", str(config.path)]
+    root = tmp_path / "r"
+    manifest = root / "inv" / "2026-12-04T00-00Z" / "manifest.json"
+    write_local(root, s3_report("inv-bad", "inv", [s3_csv("inv-bad", objs)]))
+    assert cli(["scan", "src", "--from-inventory", str(manifest), *cfg]) == 0
+    write_local(root, s3_report("inv-bad", "inv", [s3_csv("inv-bad", [])]))
+    capsys.readouterr()
+    assert cli(["scan", "src", "--from-inventory", str(manifest), *cfg]) == 0
+    said = capsys.readouterr().err
+    assert "lists no object" in said and "10 object(s)" in said and "removed" in said, said

@@ -186,7 +186,18 @@ async def _import(
     except BaseException:
         manifest.fail_scan(scan_id, "interrupted")
         raise
-    return manifest.finish_scan(scan_id, store)
+    summary = manifest.finish_scan(scan_id, store)
+    if summary.objects == 0 and summary.removed:
+        # An empty report is legitimate for an empty bucket, and also what a report of the
+        # wrong prefix or a broken inventory job looks like.
+        log.warning(
+            "daulat: inventory report %s lists no object under %s: the %s object(s) the "
+            "previous scan saw are recorded as removed",
+            files.manifest_name,
+            f"{bucket}/{root}" if root else bucket,
+            f"{summary.removed:,}",
+        )
+    return summary
 
 
 log = logging.getLogger(__name__)
