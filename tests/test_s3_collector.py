@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 from conftest import s3_store_config
 from servers import S3Server
@@ -52,7 +53,7 @@ _PRELUDE = textwrap.dedent(
 )
 
 
-def _run(s3_server: S3Server, body: str) -> dict[str, object]:
+def _run(s3_server: S3Server, body: str) -> dict[str, Any]:
     cfg = s3_store_config(s3_server, "gc", BUCKET)
     res = subprocess.run(
         [sys.executable, "-c", _PRELUDE + textwrap.dedent(body), json.dumps(cfg)],
@@ -62,7 +63,7 @@ def _run(s3_server: S3Server, body: str) -> dict[str, object]:
         check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    out: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -76,7 +77,7 @@ def test_a_built_client_is_frozen_until_its_store_closes(s3_server: S3Server) ->
         print(json.dumps({"open": open_, "closed": (s3creds._freezes, gc.get_freeze_count())}))
         """,
     )
-    freezes, frozen = out["open"]  # type: ignore[misc]
+    freezes, frozen = out["open"]
     assert freezes == 1
     assert frozen > 10_000  # botocore's model, endpoint rules and handlers among them
     assert out["closed"] == [0, 0]
@@ -114,8 +115,8 @@ def test_a_program_that_froze_objects_keeps_its_own_freeze(s3_server: S3Server) 
         print(json.dumps({"before": before, "open": open_, "closed": gc.get_freeze_count()}))
         """,
     )
-    before, (freezes, while_open), closed = out["before"], out["open"], out["closed"]  # type: ignore[misc]
+    before, (freezes, while_open), closed = out["before"], out["open"], out["closed"]
     assert freezes == 0  # daulat froze nothing
     # Frozen objects freed by reference counting leave the count; none joined it, and the
     # program's freeze was not undone at close.
-    assert 0 < closed <= while_open <= before  # type: ignore[operator]
+    assert 0 < closed <= while_open <= before
