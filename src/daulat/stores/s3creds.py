@@ -122,9 +122,7 @@ class CredentialChain:
                 session.register_component("data_loader", _shared_loader())
                 if self.static is not None:
                     s = self.static
-                    session.set_credentials(
-                        s.access_key_id, s.secret_access_key, s.session_token
-                    )
+                    session.set_credentials(s.access_key_id, s.secret_access_key, s.session_token)
                 self._session = session
             return self._session
 
@@ -216,9 +214,7 @@ class _KnownServices:
     def _all(self) -> list[str]:
         import botocore.loaders
 
-        found: list[str] = botocore.loaders.Loader.list_available_services(
-            self._loader, self._type
-        )
+        found: list[str] = botocore.loaders.Loader.list_available_services(self._loader, self._type)
         return found
 
     def __iter__(self) -> Iterator[str]:
