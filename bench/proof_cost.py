@@ -11,8 +11,11 @@ Three measurements:
    now gets (its ``completing`` row, and its done row committed at once instead of batched).
 2. **A whole small-object exit**: SeaweedFS A → B, ``--objects`` x ``--size``, run ``--runs``
    times with proofs and as many times without (alternating, so load drifts hit both), in a
-   child process driving ``daulat.transfer.run_transfer``; "without" replaces the engine's
-   prover with none. The child's CPU seconds (all its threads) are compared.
+   child process driving ``daulat.transfer.run_transfer``; "without" runs with no proof key,
+   so that neither the engine (adoption) nor the executor (the objects written) has a prover.
+   The child checks that it made provers with proofs and none without, so the comparison
+   cannot silently measure the same thing twice. The child's CPU seconds (all its threads) are
+   compared.
 3. **Instructions, under callgrind** (when ``valgrind`` is installed; ``--no-callgrind`` skips
    it): the same exit of ``--cg-objects`` and four times as many objects, with and without
    proofs, its instructions counted by ``valgrind --tool=callgrind`` (all threads). The
@@ -60,14 +63,25 @@ CHILD = r"""
 import asyncio, json, os, sys, time
 from pathlib import Path
 from daulat.config import load_config
+import daulat.transfer as transfer
 from daulat.transfer import Kind, Options, run_transfer
-import daulat.transfer.engine as engine
+from daulat.transfer.adoption import Prover
 
+# Every prover the run makes (transfer.steps.prover_for, for the engine and the executor).
+made = []
+prover_init = Prover.__init__
+def counted(self, *args, **kwargs):
+    made.append(1)
+    prover_init(self, *args, **kwargs)
+Prover.__init__ = counted
 if sys.argv[2] == "off":
-    engine._prover = lambda opts: None
+    # No proof key for the run (run_transfer reads it through this name): no prover anywhere.
+    assert callable(transfer.proof_key)
+    transfer.proof_key = lambda state_dir: None
 config = load_config(Path(sys.argv[1]))
 t0, c0 = time.monotonic(), time.process_time()
 summary = asyncio.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
+assert bool(made) == (sys.argv[2] == "on"), f"{sys.argv[2]}: {len(made)} provers made"
 print(json.dumps({"ok": summary.ok, "copied": summary.copied_objects,
                   "wall": time.monotonic() - t0, "cpu": time.process_time() - c0}))
 sys.stdout.flush()

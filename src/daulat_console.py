@@ -1,7 +1,9 @@
 """The ``daulat`` command's entry point, outside the ``daulat`` package on purpose.
 
-``import daulat`` loads the whole library (the public API), which takes seconds on a busy
-machine. Python's own SIGINT handler would turn a Ctrl-C in that time into a traceback. This
+Importing the command line (typer, rich, the command modules) takes a tenth of a second or so,
+and seconds on a busy machine; the library itself is imported by the command that runs (see
+:mod:`daulat.lazy`). Python's own SIGINT handler would turn a Ctrl-C in that time into a
+traceback. This
 module imports nothing of daulat's until it has installed handlers that end such an early
 interrupt with one line and the signal's exit code (130, 143); :func:`daulat.cli.run` then
 installs its own, which stop a started run cleanly.

@@ -269,6 +269,16 @@ BAD_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
         """,
         ("store 'local'", "'country'", "'id'"),
     ),
+    "empty encrypt_to: would copy plaintext to a store meant for ciphertext": (
+        """
+        [stores.vault]
+        url = "file:///srv/vault"
+        provider = "local"
+        country = "ID"
+        encrypt_to = []
+        """,
+        ("store 'vault'", "'encrypt_to'", "empty", "age1"),
+    ),
     "invalid store name": (
         """
         [stores."my store"]

@@ -84,6 +84,19 @@ def test_progress_lines_when_not_a_terminal() -> None:
     assert quiet.getvalue() == ""
 
 
+def test_before_the_plan_progress_says_what_it_waits_for() -> None:
+    """Counts are 0 until the run has listed both sides: "0 of 0 objects" read as nothing to
+    do while a destination took a request timeout to answer."""
+    out = io.StringIO()
+    feedback = Feedback(Console(file=out, force_terminal=False, width=200), interval=0.2)
+    with feedback.transfer("copy a → b") as update:
+        update(Progress(waiting_for="listing b"))
+        time.sleep(0.5)
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.startswith("copy a → b: listing b…, ") for line in lines), lines
+    assert "0 of 0" not in out.getvalue()
+
+
 def test_iec_units() -> None:
     assert human_bytes(1023) == "1023 B"
     assert human_bytes(1536) == "1.5 KiB"

@@ -174,6 +174,35 @@ def test_sync_delete_removes_odd_names_at_a_directory_destination(
     assert left == ["keep.txt"]
 
 
+def test_every_name_that_is_not_utf8_is_named_in_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several such files in several directories: the one error names them all (and counts
+    those beyond the first 20), so one rename pass fixes the store; nothing is copied."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _fill(src)
+    dst.mkdir()
+    raw = os.fsencode(src)
+    os.mkdir(raw + b"/sub")
+    names = [b"/a-\xe9.txt", b"/sub/b-\xfe.txt", b"/zz-\xff"]
+    for name in names:
+        with open(raw + name, "wb") as f:
+            f.write(b"x")
+    config = write_config(tmp_path, [fs_store_config(src, "hfs"), fs_store_config(dst, "dst")])
+    res = cli(["exit", "hfs", "dst", "--config", str(config)], capsys)
+    assert res.code == 1, (res.out, res.err)
+    assert "3 files have names that are not UTF-8" in res.err, res.err
+    for shown in ("b'a-\\xe9.txt'", "b'sub/b-\\xfe.txt'", "b'zz-\\xff'"):
+        assert shown in res.err, (shown, res.err)
+    assert not [p for p in dst.rglob("*") if p.is_file() and ".daulat" not in p.parts]
+    for i in range(25):
+        with open(raw + f"/many-{i:02d}-".encode() + b"\xe9", "wb") as f:
+            f.write(b"x")
+    res = cli(["ls", "hfs", "-R", "--config", str(config)], capsys)
+    assert res.code == 1 and "28 files have names that are not UTF-8" in res.err, res.err
+    assert "and 8 more" in res.err, res.err
+
+
 def test_a_name_that_is_not_utf8_stops_the_run_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -792,7 +792,8 @@ def test_timeout_s_int_stops_an_exit_once(tmp_path: Path) -> None:
 
 
 # A library call in a script of its own: the signal is sent by the process to itself at the
-# first progress event (the run is under way), then what the call raised is printed as JSON.
+# first progress event of the copy (the run is under way: not one of the events before the
+# plan, which say what the run waits for), then what the call raised is printed as JSON.
 LIBRARY = """
 import json, os, signal, sys
 import daulat
@@ -806,7 +807,7 @@ if own:
 before = signal.getsignal(sig)
 sent = []
 def progress(p):
-    if not sent:
+    if not sent and p.waiting_for is None:
         sent.append(1)
         os.kill(os.getpid(), sig)
 out = {}

@@ -525,6 +525,15 @@ def test_malformed_reports_name_the_file_and_line(
     # Another bucket's row.
     msg = attempt(gzip.compress("".join([*good, good[0].replace("inv-bad", "other")]).encode()))
     assert f"{part}, line 11:" in msg and "'other'" in msg
+    # Keys no provider can hold: a stray % (not URL-encoded), 1,025 bytes, a NUL.
+    for key, why in (("a/%ZZbad", "not URL-encoded"), ("k" * 1025, "1,025 bytes"),
+                     ("a%00b", "NUL")):  # fmt: skip
+        fields = next(csv.reader([good[1]]))
+        fields[1] = key
+        out = io.StringIO()
+        csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(fields)
+        msg = attempt(gzip.compress("".join([good[0], out.getvalue(), *good[2:]]).encode()))
+        assert f"{part}, line 2:" in msg and why in msg, (key[:20], msg)
     # A data file altered after the manifest was written: named, not read.
     msg = attempt(gzip.compress(b"".join(g.encode() for g in good)), fix_md5=False)
     assert f"inventory report {part}:" in msg and "MD5" in msg

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from daulat.cli import run
 from daulat.signing import local_signing_key
 from daulat.transfer.adoption import proof_key
+from daulat.transfer.journal import Journal
 
 
 @pytest.fixture
@@ -146,3 +148,57 @@ def test_console_script_under_umask_022(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stderr
     assert_private(tmp_path / ".daulat")
+
+
+_HOLDER = r"""
+import sys, time
+from pathlib import Path
+from daulat.transfer.journal import Journal, Outcome, State
+state = Path(sys.argv[1])
+first = Journal.in_state_dir(state)
+# A second open of the same journal in this process (the gateway's reader and its writer, a
+# run and its audit): it must not cost the first connection its locks.
+second = Journal.in_state_dir(state)
+run = first.begin_run("copy", "a: -> b:", "a", "b")
+first.record("a: -> b:", run, [Outcome("before", 1, "e", State.DONE, sha256="0" * 64)])
+print("ready", flush=True)
+sys.stdin.readline()  # another process opens and closes the journal meanwhile
+first.record("a: -> b:", run, [Outcome("after", 1, "e", State.DONE, sha256="0" * 64)])
+first.end_run(run, "complete", "{}")
+first.close(); second.close()
+"""
+
+
+def test_a_journal_opened_twice_in_one_process_keeps_its_writes_when_another_closes(
+    tmp_path: Path,
+) -> None:
+    """SQLite's WAL mode tells a closing connection it is the last one by the shared locks the
+    others hold on the database file; POSIX drops every lock a process holds on a file when
+    that process closes any descriptor of it. Opening the journal must therefore never open
+    and close the database file itself: a second open in one process (the gateway does so)
+    let another process's close checkpoint and delete the WAL under the first, whose later
+    commits then went to a deleted file and were lost."""
+    state = tmp_path / ".daulat"
+    with Journal.in_state_dir(state):
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(state)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        with Journal.in_state_dir(state) as other:
+            other.db.execute("SELECT count(*) FROM journal").fetchone()
+        assert (state / "transfers.sqlite-wal").exists(), "the WAL was deleted under a writer"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=120) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with Journal.in_state_dir(state) as journal:
+        keys = {r[0] for r in journal.db.execute("SELECT key FROM journal")}
+    assert keys == {"before", "after"}, keys

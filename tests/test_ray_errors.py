@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from daulat.apiargs import reach_ray
 from daulat.errors import ConfigError
 from daulat.scale import cluster
 
@@ -53,3 +57,19 @@ def test_an_address_nobody_answers_names_the_address(monkeypatch: pytest.MonkeyP
         match=r"^cannot connect to Ray at 10\.0\.0\.9:6379: Could not find any running Ray instance\.$",
     ):
         cluster.connect("10.0.0.9:6379")
+
+
+def test_an_address_where_something_else_answers_is_refused_at_once() -> None:
+    """A typo'd port that hits another service (here a web server) is not Ray: refused in
+    seconds, where ray.init would wait on it for many minutes, deaf to Ctrl-C."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=r"answers, but not as a Ray cluster") as caught:
+            reach_ray(f"127.0.0.1:{server.server_port}")
+        assert time.monotonic() - started < 10
+        assert f"127.0.0.1:{server.server_port}" in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,6 +6,7 @@ IPv6 literal endpoint that does answer works."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import socketserver
@@ -22,6 +23,7 @@ import pytest
 from conftest import s3_store_config
 from servers import S3Server, silent_server
 
+import daulat
 from daulat.stores import timeouts
 
 
@@ -117,6 +119,34 @@ def test_request_timeout_option_overrides_the_config(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "no answer within 2 s" in proc.stdout + proc.stderr
     assert took < 20 + _slack(tmp_path), f"took {took:.0f} s"
     assert scan.returncode != 0 and "no answer within 1.5 s" in scan.stdout + scan.stderr
+
+
+def test_while_a_silent_destination_is_listed_progress_says_so(tmp_path: Path) -> None:
+    """Until the run has a plan its counts are 0: progress says what it waits for (the display
+    showed "0 of 0 objects" for as long as the destination took to time out)."""
+    events: list[daulat.TransferProgress] = []
+    with silent_server() as endpoint:
+        _config(tmp_path, endpoint, "s3")
+        summary = daulat.copy(
+            tmp_path / "daulat.toml", "src", "dst", request_timeout=1, progress=events.append
+        )
+    assert summary.stopped and "cannot list the destination dst" in summary.stopped
+    assert [e.waiting_for for e in events] == ["listing src", "listing dst"]
+    assert all(e.planned_objects == e.done_objects == 0 for e in events)
+
+
+def test_a_destination_that_cannot_be_listed_leaves_the_source_listing_counted(
+    tmp_path: Path,
+) -> None:
+    """The source was listed whole (1 object, 9 B); the destination could not be: the summary
+    counted that as 0 objects listed, as if the source were empty."""
+    _config(tmp_path, _closed_port("127.0.0.1"), "s3")
+    proc = _daulat(["copy", "src", "dst", "--json", "--request-timeout", "1"], tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    d = json.loads(proc.stdout)
+    assert "cannot list the destination dst" in d["stopped"]
+    assert (d["listed_objects"], d["listed_bytes"]) == (1, 9)
+    assert (d["source_objects"], d["left_objects"], d["remaining_known"]) == (1, 1, True)
 
 
 def test_a_slow_but_moving_transfer_is_not_cut(s3_server: S3Server, tmp_path: Path) -> None:

@@ -94,7 +94,8 @@ ConfigLike = Config | str | os.PathLike[str]
 
 #: What a copy, sync, exit or restore reports while it runs (a snapshot, a few times a second):
 #: ``planned_objects``/``planned_bytes`` once the plan is known, ``done_objects``/``done_bytes``
-#: committed so far, ``moved_bytes`` including objects in flight, ``failed``, ``retries``.
+#: committed so far, ``moved_bytes`` including objects in flight, ``failed``, ``retries``;
+#: before the plan is known, ``waiting_for`` says what the run is doing (``"listing dst"``).
 TransferProgress = Progress
 
 

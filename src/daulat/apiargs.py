@@ -16,10 +16,11 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from daulat.config import Config
 from daulat.crypto import Identity, Recipient, load_identities, parse_recipients
+from daulat.defaults import RAY_CONNECT_TIMEOUT as RAY_CONNECT_TIMEOUT
 from daulat.drill import parse_sample
 from daulat.drill.units import parse_byte_rate
 from daulat.errors import CallbackFailed, ConfigError
@@ -38,9 +39,6 @@ log = logging.getLogger("daulat.api")
 MAX_CONCURRENCY = 1024
 MAX_WORKERS = 100_000
 
-#: Seconds to reach a Ray cluster's address before the run is refused: ``ray.init`` itself
-#: retries an address where nothing answers for many minutes.
-RAY_CONNECT_TIMEOUT: Final = 10.0
 # The port of a Ray cluster's GCS, and of its client server (ray://), when none is given.
 RAY_GCS_PORT = 6379
 RAY_CLIENT_PORT = 10001
@@ -271,8 +269,8 @@ def reach_ray(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None
     host = host.strip("[]")  # an IPv6 address in brackets
     try:
         port = int(text)
-        with socket.create_connection((host, port), timeout=timeout):
-            return
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            speaks = _speaks_grpc(conn, timeout)
     except (OSError, ValueError, OverflowError) as exc:
         if isinstance(exc, socket.timeout) or getattr(exc, "errno", None) == errno.ETIMEDOUT:
             why = f"no answer within {timeout:g} s"
@@ -286,6 +284,35 @@ def reach_ray(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None
             f"cannot reach the Ray cluster at {address} ({why}); check --ray-address "
             "(ray_address) or RAY_ADDRESS, and that `ray status` works there"
         ) from None
+    if not speaks:
+        # Something else listens there (a typo'd port hitting a web server): Ray would wait
+        # on it for many minutes, deaf to Ctrl-C.
+        raise RayUnavailable(
+            f"{address} answers, but not as a Ray cluster (it does not speak gRPC, as Ray's "
+            "GCS and client ports do); check --ray-address (ray_address) or RAY_ADDRESS"
+        )
+
+
+# An HTTP/2 connection's client preface and an empty SETTINGS frame (RFC 9113 3.4, 6.5).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_H2_SETTINGS = 4
+
+
+def _speaks_grpc(conn: socket.socket, timeout: float) -> bool:
+    """Whether the server on ``conn`` answers an HTTP/2 preface with its SETTINGS frame, as
+    every gRPC server (Ray's GCS, its client server) must. Ray with TLS (``RAY_USE_TLS``) is
+    not probed: an encrypted port answers nothing in clear."""
+    if os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
+        return True
+    conn.settimeout(timeout)
+    conn.sendall(_H2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        piece = conn.recv(9 - len(head))
+        if not piece:
+            return False
+        head += piece
+    return head[3] == _H2_SETTINGS
 
 
 def inventory(address: object, stores: object, flt: Filter) -> str:

@@ -98,9 +98,7 @@ async def _clean(
     try:
         report.temp_files, report.temp_bytes = await cleanup_temp(store, dry_run=dry_run)
         with Journal.in_state_dir(config.state_dir) as journal:
-            await _clean_uploads(
-                journal, store, call, report, include_resumable=include_resumable
-            )
+            await _clean_uploads(journal, store, call, report, include_resumable=include_resumable)
         log = DrillLog(config.state_dir)
         try:
             if dry_run:

@@ -493,6 +493,13 @@ def _check_store(store: StoreConfig) -> list[str]:
             f"field 'country': required for provider {store.provider.value!r} (where is the "
             "server?)"
         )
+    if "encrypt_to" in store.model_fields_set and not store.encrypt_to:
+        # An empty list would read as "not encrypted": copies meant to be ciphertext would be
+        # written in plaintext without a word.
+        problems.append(
+            "field 'encrypt_to': empty; list at least one age recipient (age1...), or remove "
+            "the line for a store that holds plaintext"
+        )
     for value in store.encrypt_to:
         try:
             parse_recipient(value)

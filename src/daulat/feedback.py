@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rich.console import Console
 from rich.progress import (
@@ -30,7 +30,11 @@ from rich.progress import Progress as Bar
 from rich.text import Text
 
 from daulat.terminal import printable
-from daulat.transfer.engine import Progress as TransferProgress
+
+if TYPE_CHECKING:
+    # Imported by transfer() when it runs: the command line imports this module to show any
+    # progress (a scan's, a drill's), and the engine is for transfers.
+    from daulat.transfer.engine import Progress as TransferProgress
 
 __all__ = ["LINE_INTERVAL", "Feedback", "human_bytes", "human_duration"]
 
@@ -110,10 +114,15 @@ class Feedback:
     @contextmanager
     def transfer(self, label: str) -> Iterator[Callable[[TransferProgress], None]]:
         """A callback for the transfer engine's progress, shown for the block's duration."""
+        from daulat.transfer.engine import Progress as TransferProgress
+
         latest = TransferProgress()
 
         def line() -> str:
             p = latest
+            if p.waiting_for is not None:
+                # Before the plan every count is 0: "0 of 0 objects" would read as nothing to do.
+                return f"{printable(label)}: {printable(p.waiting_for)}…"
             share = f" ({p.moved_bytes / p.planned_bytes:.0%})" if p.planned_bytes else ""
             extra = (f", {p.failed:,} failed" if p.failed else "") + (
                 f", {p.retries:,} retries" if p.retries else ""
@@ -144,6 +153,9 @@ class Feedback:
             task = bar.add_task(printable(label), total=None, objects="")
 
             def update(p: TransferProgress) -> None:
+                if p.waiting_for is not None:
+                    bar.update(task, objects=f"{printable(p.waiting_for)}…")
+                    return
                 bar.update(
                     task,
                     total=p.planned_bytes or None,

@@ -36,16 +36,20 @@ put the caller's handlers back when the call returns, and leave a handler the ca
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from daulat.errors import Interrupted
+
+if TYPE_CHECKING:
+    # Imported by run(): the command line imports this module in every process, and one that
+    # runs no coroutine (`daulat --help`, `daulat keys new`) has no use for asyncio.
+    import asyncio
 
 __all__ = [
     "REPEAT_WINDOW",
@@ -139,6 +143,8 @@ def run(
     signal reach the handling the process had (the library's calls; see the module doc).
     """
     global _received, _received_at, _handled
+    import asyncio
+
     begin()
     if threading.current_thread() is not threading.main_thread():
         with asyncio.Runner(loop_factory=loop_factory) as runner:

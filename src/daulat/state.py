@@ -124,27 +124,33 @@ def private_dir(path: Path) -> Path:
 
 def private_file(path: Path) -> Path:
     """Make sure ``path`` exists as a private file (0600, created empty if missing) in a private
-    directory, without following a symbolic link at ``path``. Raises :class:`StateError`."""
+    directory, without following a symbolic link at ``path``. Raises :class:`StateError`.
+
+    An existing file is never opened here: it may be a SQLite database this process already
+    holds open, and POSIX drops every lock a process holds on a file when it closes any
+    descriptor of that file. SQLite in WAL mode counts the other connections by those locks,
+    so another process's close would then take itself for the last one and delete the WAL
+    under this process's connection (whose later commits would be lost)."""
     private_dir(path.parent)
     flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     try:
         try:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            created = True
         except FileExistsError:
-            fd = os.open(path, flags)
-            created = False
-        try:
-            st = os.fstat(fd)
+            st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):
-                raise StateError(f"{path} should be a daulat state file but is not a file")
-            if created or stat.S_IMODE(st.st_mode) & _LOOSE:
-                os.fchmod(fd, FILE_MODE)
-            if not created and stat.S_IMODE(st.st_mode) & _LOOSE:
+                raise StateError(
+                    f"{path} should be a daulat state file but is not a file"
+                ) from None
+            if stat.S_IMODE(st.st_mode) & _LOOSE:
+                os.chmod(path, FILE_MODE, follow_symlinks=False)
                 _notice(
                     f"{path} was open to other users (mode {stat.S_IMODE(st.st_mode):04o}); "
                     "made private (0600)"
                 )
+            return path
+        try:
+            os.fchmod(fd, FILE_MODE)  # exact, whatever the umask
         finally:
             os.close(fd)
     except OSError as exc:

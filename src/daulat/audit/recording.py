@@ -18,7 +18,6 @@ taken.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import signal
@@ -115,6 +114,10 @@ def _ended(
 ) -> dict[str, object]:
     """``details`` completed with how ``exc`` ended the operation (the one place that decides
     what a failed or interrupted operation's entry says)."""
+    # Here, not at the top: every audited command enters command_failures_audited, its
+    # `--help` too, and only an operation that ran a coroutine can end cancelled.
+    import asyncio
+
     d = details
     if isinstance(exc, Interrupted):
         d["outcome"] = "interrupted"

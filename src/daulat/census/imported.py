@@ -128,6 +128,16 @@ async def _import(
             progress(objects, size)
 
     def take(file: str, line: int, info: ObjectInfo) -> None:
+        # Keys no provider can hold mean a damaged or forged report, not a census.
+        if len(info.key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise InventoryError(
+                file,
+                f"lists a key of {len(info.key.encode('utf-8', 'surrogatepass')):,} bytes; "
+                f"S3 and Azure keys are at most {MAX_KEY_BYTES:,}",
+                line,
+            )
+        if "\x00" in info.key:
+            raise InventoryError(file, "lists a key with a NUL character", line)
         if not info.key.startswith(root):
             return
         key = info.key[len(root) :]
@@ -163,6 +173,10 @@ async def _import(
         manifest.fail_scan(scan_id, "interrupted")
         raise
     return manifest.finish_scan(scan_id, store)
+
+
+#: The longest key (UTF-8 bytes) S3 and Azure Blob Storage accept.
+MAX_KEY_BYTES = 1024
 
 
 def _rekey(info: ObjectInfo, key: str) -> ObjectInfo:

@@ -24,6 +24,7 @@ of each key that is not a delete marker is an object a listing shows. ORC is not
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,10 @@ _COLUMNS = {
     "deleted": ("IsDeleteMarker", "is_delete_marker"),
 }
 _REQUIRED = ("bucket", "key", "size", "modified")
+
+
+# In a URL-encoded key a literal % is %25: one not followed by two hex digits is damage.
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def is_s3_manifest(doc: Any) -> bool:
@@ -133,8 +138,13 @@ class S3Inventory:
                 raise InventoryError(
                     name, f"has {len(fields)} fields; fileSchema names {width}", line
                 )
+            raw = fields[index["key"]]
+            if _STRAY_PERCENT.search(raw):
+                raise InventoryError(
+                    name, "Key is not URL-encoded (a % not followed by two hex digits)", line
+                )
             try:
-                key = unquote_plus(fields[index["key"]], errors="strict")
+                key = unquote_plus(raw, errors="strict")
             except UnicodeDecodeError:
                 raise InventoryError(name, "Key is not URL-encoded UTF-8", line) from None
             info = self._row(name, line, {f: fields[i] for f, i in index.items()}, key)

@@ -40,6 +40,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from daulat.defaults import DEFAULT_SHARDS as DEFAULT_SHARDS
 from daulat.errors import StoreError
 from daulat.stores.base import ObjectInfo, Store
 from daulat.stores.ranges import LevelListing, RangeListing, ordered_ranges
@@ -53,9 +54,6 @@ __all__ = [
     "sharded_list",
 ]
 
-#: Listings in flight at once by default. Each is one chain of round trips; beyond a few dozen
-#: a provider's per-prefix request rate, not the round trip, is the limit.
-DEFAULT_SHARDS = 8
 # Work stealing stops splitting after this many shards per worker: each split costs at least
 # one request, and an empty split (a cut past the last key) costs one for nothing.
 _MAX_SHARDS_PER_WORKER = 64

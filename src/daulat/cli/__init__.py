@@ -38,7 +38,6 @@ from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from daulat import __version__, interrupts
-from daulat.audit import AuditLogError, command_failures_audited
 from daulat.cli import _shared
 from daulat.cli._shared import (
     ExitCode,
@@ -51,11 +50,6 @@ from daulat.cli.governance import audit_app, check, clean, keys_app, report, ris
 from daulat.cli.inventory import init, ls_, scan, size_, stores
 from daulat.cli.serving import demo, serve
 from daulat.cli.transfers import copy, exit_, restore, sync, verify
-from daulat.config import find_config, load_config
-from daulat.crypto import (
-    KeyFileError,
-    RecipientError,
-)
 from daulat.errors import (
     ConfigError,
     DaulatError,
@@ -64,7 +58,10 @@ from daulat.errors import (
     SafetyRefusal,
 )
 from daulat.terminal import printable, styled
-from daulat.transfer import Summary
+
+# Every command module above imports the library where a command uses it, not at the top, and
+# so does this one: `daulat --help`, `daulat ls` and the rest pay only for what they run
+# (tests/test_startup.py holds that).
 
 app = typer.Typer(
     name="daulat",
@@ -315,8 +312,11 @@ def _failures_audited(argv: list[str]) -> contextlib.AbstractContextManager[None
         ctx = ctx.parent
     if len(path) != 1 or path[0] not in _AUDITED:
         return contextlib.nullcontext()
+    from daulat.audit import command_failures_audited
 
     def state_dir() -> Path | None:
+        from daulat.config import find_config, load_config
+
         try:
             return load_config(find_config(_config_named(argv))).state_dir
         except (DaulatError, OSError):
@@ -325,6 +325,22 @@ def _failures_audited(argv: list[str]) -> contextlib.AbstractContextManager[None
     return command_failures_audited(
         state_dir, path[0], {"command": ["daulat", *argv]}, (click.ClickException, typer.Exit)
     )
+
+
+def _failed(exc: DaulatError) -> int:
+    """A library error that ended the command, printed, and its exit code: 2 for what the
+    user must fix first, 1 for a failure of the job itself."""
+    # Imported only when such an error happened (see the note at the top).
+    from daulat.audit import AuditLogError
+    from daulat.crypto import KeyFileError, RecipientError
+
+    if isinstance(exc, SafetyRefusal):
+        return _fail(f"refused: {exc}", 2)
+    if isinstance(exc, ConfigError | RecipientError | KeyFileError | ManifestError | AuditLogError):
+        # ManifestError, AuditLogError: the local state is damaged or not daulat's (the
+        # message names the file); like a config error, the user must fix it first.
+        return _fail(str(exc), 2)
+    return _fail(str(exc), 1)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -349,6 +365,8 @@ def run(argv: list[str] | None = None) -> int:
         except ExitCode as exc:
             return exc.code
         except Interrupted as exc:
+            from daulat.transfer import Summary
+
             if not isinstance(exc.result, Summary):  # a transfer printed its own summary
                 return _interrupted(exc.signum)
             return exc.exit_code
@@ -363,14 +381,8 @@ def run(argv: list[str] | None = None) -> int:
         except typer.TyperException as exc:
             # Usage errors (bad option, missing argument, bad value): one style with daulat's.
             return _usage_error(exc)
-        except SafetyRefusal as exc:
-            return _fail(f"refused: {exc}", 2)
-        except (ConfigError, RecipientError, KeyFileError, ManifestError, AuditLogError) as exc:
-            # ManifestError, AuditLogError: the local state is damaged or not daulat's (the
-            # message names the file); like a config error, the user must fix it first.
-            return _fail(str(exc), 2)
         except DaulatError as exc:
-            return _fail(str(exc), 1)
+            return _failed(exc)
         except sqlite3.Error as exc:
             return _fail(f"the local state database failed: {exc}", 2)
         except OSError as exc:

@@ -8,7 +8,6 @@ them here (or as ``_shared.NAME``), never through a copy imported by name.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shlex
@@ -18,29 +17,30 @@ from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.measure import Measurement
 from rich.table import Table
 
 from daulat import interrupts
-from daulat.apiargs import RAY_CONNECT_TIMEOUT, reach_ray
-from daulat.config import Config, find_config, load_config
-from daulat.crypto import (
-    Recipient,
-    parse_recipients,
-)
-from daulat.drill.units import parse_byte_rate
+from daulat.defaults import DEFAULT_MAX_AGE, DEFAULT_MAX_DELETE_PERCENT, RAY_CONNECT_TIMEOUT
 from daulat.errors import ConfigError
 from daulat.feedback import human_bytes
 from daulat.filters import Filter, build_filter
 from daulat.terminal import SafeConsole, json_text, printable
-from daulat.transfer import Options
-from daulat.transfer.engine import Runner
-from daulat.transfer.model import VERIFIED_BY_LISTING
-from daulat.transfer.safety import DEFAULT_MAX_DELETE
-from daulat.transfer.uploads import DEFAULT_MAX_AGE
+
+# What a command needs of the library is imported where it is used, not here: every `daulat`
+# process imports this module (and every command module) to build its options, `daulat
+# --help` and `daulat ls` included, and none of them should pay for the transfer engine, the
+# configuration's models or the stores (tests/test_startup.py holds that).
+if TYPE_CHECKING:
+    import asyncio
+
+    from daulat.config import Config
+    from daulat.crypto import Recipient
+    from daulat.transfer import Options
+    from daulat.transfer.engine import Runner
 
 T = TypeVar("T")
 
@@ -237,6 +237,8 @@ def _config_path(config: Path | None) -> Path | None:
 
 
 def _load(config: Path | None) -> Config:
+    from daulat.config import find_config, load_config
+
     return load_config(find_config(_config_path(config))).with_request_timeout(_request_timeout)
 
 
@@ -319,6 +321,7 @@ def _engine(
     require_ray()
 
     def runner(cfg: Config) -> Runner:
+        from daulat.apiargs import reach_ray
         from daulat.scale.driver import RayRunner
 
         # Nothing answering at the address: refused within RAY_CONNECT_TIMEOUT (ray.init
@@ -380,7 +383,8 @@ MaxDeleteOpt = Annotated[
         "--max-delete",
         metavar="N|N%",
         help="With --delete: refuse, before copying or deleting anything, when more than N "
-        f"objects (or N% of the destination's) would be deleted. Default {DEFAULT_MAX_DELETE}.",
+        f"objects (or N% of the destination's) would be deleted. Default "
+        f"{DEFAULT_MAX_DELETE_PERCENT:g}%.",
     ),
 ]
 NameKeyIdentityOpt = Annotated[
@@ -398,6 +402,8 @@ NameKeyIdentityOpt = Annotated[
 def _parse_rate(text: str | None, option: str = "--bwlimit") -> float | None:
     if text is None:
         return None
+    from daulat.drill.units import parse_byte_rate
+
     try:
         return parse_byte_rate(text)
     except ConfigError as e:
@@ -406,6 +412,8 @@ def _parse_rate(text: str | None, option: str = "--bwlimit") -> float | None:
 
 
 def _recipients(values: list[str] | None) -> list[Recipient]:
+    from daulat.crypto import parse_recipients
+
     return parse_recipients(values) if values else []
 
 
@@ -417,6 +425,8 @@ def _options(
     encrypt_names: bool = False,
     **more: Any,
 ) -> Options:
+    from daulat.transfer import Options
+
     return Options(
         concurrency=concurrency,
         bwlimit=_parse_rate(bwlimit),
@@ -438,6 +448,8 @@ def _excluded_line(objects: int, size: int, rules: list[str]) -> str:
 
 def _verified_by(what: str) -> str:
     """What "verified" meant, for people: the listing form says what it cannot see."""
+    from daulat.transfer.model import VERIFIED_BY_LISTING
+
     if what == VERIFIED_BY_LISTING:
         return f"{what} (content not re-read: verify --full re-reads and hashes it)"
     return what

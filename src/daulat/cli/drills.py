@@ -28,17 +28,10 @@ from daulat.cli._shared import (
     err,
     out,
 )
-from daulat.drill import (
-    drill_history,
-    parse_bandwidth,
-    parse_sample,
-    render_drill,
-    render_history,
-    run_drill,
-)
 from daulat.errors import ConfigError
-from daulat.feedback import Feedback
-from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
+
+# A drill's and a plan's machinery is imported by the command that runs it (see
+# daulat.cli._shared).
 
 
 def drill(
@@ -86,6 +79,16 @@ def drill(
     With filters the sample and the prediction are of the objects they select (keys relative
     to SRC's prefix), as an exit with the same filters would copy.
     """
+    from daulat.drill import (
+        drill_history,
+        parse_bandwidth,
+        parse_sample,
+        render_drill,
+        render_history,
+        run_drill,
+    )
+    from daulat.feedback import Feedback
+
     flt = _filter(include, exclude, filter_rule, filter_from)
     try:
         # A usage error like any bad option value: named, with the usage line.
@@ -165,6 +168,9 @@ def plan(
     --bytes for a what-if) to --workers machines, each with --link to itself. The model, its
     assumptions and every price's and limit's source are printed with the plan.
     """
+    from daulat.drill import parse_bandwidth
+    from daulat.plan import make_plan, parse_bytes, parse_count, parse_hours, render_plan
+
     cfg = _load(config)
     result = make_plan(
         cfg,

@@ -12,8 +12,6 @@ from typing import Annotated
 import typer
 
 from daulat import interrupts
-from daulat.audit import audit_log
-from daulat.audit.continuity import restart, verify_log
 from daulat.cli import _shared
 from daulat.cli._shared import (
     ConfigOpt,
@@ -27,23 +25,13 @@ from daulat.cli._shared import (
     err,
     out,
 )
-from daulat.config import find_config
-from daulat.crypto import (
-    recipient_of,
-)
 from daulat.errors import (
     ConfigError,
 )
-from daulat.newkeys import new_keys
-from daulat.policy import check_policies, render_findings
-from daulat.providers import ISO_3166_ALPHA2
-from daulat.report import write_report
-from daulat.report.write import check_output
-from daulat.risk.register import TargetType
-from daulat.risk.score import FORMULA
-from daulat.risk.stores import store_risks
-from daulat.signing import public_key_of
+from daulat.risk.targets import TargetType
 from daulat.terminal import json_text, printable
+
+# What each command needs of the library is imported where it runs (see daulat.cli._shared).
 
 keys_app = typer.Typer(help="age identities (secret keys) and recipients (public keys).")
 
@@ -64,6 +52,9 @@ def keys_new(
     Prints the recipient (public key) on stdout and the signing public key on stderr. When a
     daulat.toml is in use, pins the signing key there (signers, signing_key) unless --no-config.
     """
+    from daulat.config import find_config
+    from daulat.newkeys import new_keys
+
     config_path: Path | None = None
     if not no_config:
         try:
@@ -118,6 +109,9 @@ def keys_show(
     file: Annotated[Path, typer.Argument(help="An age identity file or a FILE.sign key.")],
 ) -> None:
     """Print the public key of an identity file (its recipient) or of a signing key."""
+    from daulat.crypto import recipient_of
+    from daulat.signing import public_key_of
+
     head = b""
     with contextlib.suppress(OSError), file.open("rb") as fh:
         head = fh.read(64)
@@ -138,6 +132,10 @@ def risk(
     as_json: JsonOpt = False,
 ) -> None:
     """Exposure of each store: whose law reaches it and what its provider did to others."""
+    from daulat.providers import ISO_3166_ALPHA2
+    from daulat.risk.score import FORMULA
+    from daulat.risk.stores import store_risks
+
     if country is not None and country.strip().upper() not in ISO_3166_ALPHA2:
         raise typer.BadParameter(
             f"{country!r} is not an ISO 3166-1 alpha-2 country code such as ID or DE",
@@ -187,6 +185,9 @@ def audit_verify(
     config: ConfigOpt = None,
 ) -> None:
     """Check the hash chain: any edited, removed or reordered entry is reported (exit 1)."""
+    from daulat.audit import audit_log
+    from daulat.audit.continuity import verify_log
+
     if head is not None and not _is_sha256(head):
         raise typer.BadParameter(
             f"{head!r} is not a head hash: give the 64 hexadecimal digits a report shows",
@@ -214,6 +215,9 @@ def audit_restart(
     renamed aside (audit.jsonl.lost-TIME), never deleted; `audit verify` then checks the new
     log, and `audit verify --head` the old head against any copy kept elsewhere.
     """
+    from daulat.audit import audit_log
+    from daulat.audit.continuity import restart
+
     cfg = _load(config)
     entry, aside = restart(audit_log(cfg.state_dir), reason)
     head = entry.details.get("previous_head_hash")
@@ -228,6 +232,8 @@ def audit_restart(
 @audit_app.command("show")
 def audit_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Print the audit log's entries."""
+    from daulat.audit import audit_log
+
     cfg = _load(config)
     entries = [e.to_dict() for e in audit_log(cfg.state_dir).entries()]
     if as_json:
@@ -249,6 +255,8 @@ def check(
     ] = False,
 ) -> None:
     """Evaluate the policies in daulat.toml; exit 1 on any violation (unknown is not pass)."""
+    from daulat.policy import check_policies, render_findings
+
     cfg = _load(config)
     result = check_policies(cfg, strict=strict)
     if as_json:
@@ -284,6 +292,9 @@ def report(
     """Write the transparency report: one self-contained HTML file (or JSON) that opens offline.
 
     An existing file is replaced only if it is a daulat report (or with --force)."""
+    from daulat.report import write_report
+    from daulat.report.write import check_output
+
     # Before loading anything, a wrong -o fails at once; whether an existing file may be
     # replaced is decided once the config (whose file and keys are protected) is known.
     check_output(output, force=True)

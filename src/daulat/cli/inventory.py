@@ -6,18 +6,16 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from daulat import interrupts
 from daulat.address import parse_address, store_only
-from daulat.census.imported import scan_from_inventory
-from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.cli._shared import (
     ConfigOpt,
     ExcludeOpt,
@@ -37,18 +35,18 @@ from daulat.cli._shared import (
     err,
     out,
 )
-from daulat.config import CONFIG_NAME, Config
+from daulat.defaults import DEFAULT_SHARDS
 from daulat.errors import (
     ConfigError,
 )
-from daulat.feedback import Feedback
-from daulat.filters import Filter
-from daulat.inventory import Manifest, ScanResults, StoreStatus, scan_stores, store_statuses
-from daulat.listing import Entry, iso_utc
-from daulat.listing import ls as list_store
-from daulat.listing import size as size_store
-from daulat.scaffold import DemoData, write_config
 from daulat.terminal import printable, styled
+
+# The library is imported by the commands that use it (see daulat.cli._shared).
+if TYPE_CHECKING:
+    from daulat.config import Config
+    from daulat.filters import Filter
+    from daulat.inventory import ScanResults, StoreStatus
+    from daulat.listing import Entry
 
 
 def init(
@@ -75,6 +73,9 @@ def init(
     Refused where a daulat.toml in a parent directory is the one commands use today (unless
     --nested): a new one here would silently take its place for this directory and below.
     """
+    from daulat.config import CONFIG_NAME
+    from daulat.scaffold import DemoData, write_config
+
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"--dir {directory} is not a directory")
     here = directory.absolute()
@@ -127,13 +128,16 @@ def stores(
     request_timeout: RequestTimeoutOpt = None,
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
+    from daulat.gateway.ledger import lagging
     from daulat.gateway.standing import describe, store_standing
+    from daulat.inventory import Manifest, store_statuses
     from daulat.report.data import daulat_writes
 
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
     standing = store_standing(cfg.state_dir)
+    lags = lagging(cfg.state_dir)
     written = daulat_writes(cfg)
     if as_json:
         _print_json(
@@ -141,6 +145,7 @@ def stores(
                 {
                     **asdict(r),
                     "gateway": s.to_json() if (s := standing.get(r.name)) else None,
+                    "gateway_lagging": lag.objects if (lag := lags.get(r.name)) else 0,
                     "written_by_daulat": dict(
                         zip(("objects", "bytes", "latest"), written[r.name], strict=True)
                     ),
@@ -172,6 +177,13 @@ def stores(
             if (s := standing.get(r.name)) is not None:
                 line = "  " + describe(r.name, s)
                 out.print(styled((line, "red")) if s.refused else styled(line))
+            if (lag := lags.get(r.name)) is not None:
+                out.print(
+                    f"  {r.name}: {lag.objects:,} object(s) written through the gateway are not "
+                    f"held verified here yet: `{lag.sync}` copies them",
+                    markup=False,
+                    highlight=False,
+                )
     if not all(r.reachable for r in rows):
         raise ExitCode(1)
 
@@ -216,6 +228,10 @@ def scan(
     and nothing is marked removed. With --from-inventory one store is recorded from its
     provider's inventory report, as a complete scan.
     """
+    from daulat.census.imported import scan_from_inventory
+    from daulat.feedback import Feedback
+    from daulat.inventory import Manifest, ScanResults, scan_stores
+
     flt = _filter(include, exclude, filter_rule, filter_from)
     cfg = _load(config)
     selected = names or list(cfg.stores)
@@ -303,7 +319,9 @@ def _stdout_gone() -> None:
     raise ExitCode(141)
 
 
-def _entry_line(e: Entry, long: bool) -> str:
+def _entry_line(e: Entry, long: bool, iso_utc: Callable[..., str]) -> str:
+    """One line of ``ls``; ``iso_utc`` is :func:`daulat.listing.iso_utc`, imported by the
+    caller once per listing rather than here once per line."""
     name = _shown(e.path)
     if not long:
         return name + "\n"
@@ -321,13 +339,16 @@ async def _ls_lines(
     flt: Filter,
     reserved: bool = False,
 ) -> AsyncGenerator[str, None]:
+    from daulat.listing import iso_utc
+    from daulat.listing import ls as list_store
+
     entries = list_store(cfg, target, recursive=recursive, filter=flt, reserved=reserved)
     listed = 0
     async with contextlib.aclosing(entries) as it:
         if not as_json:
             async for e in it:
                 listed += 1
-                yield _entry_line(e, long)
+                yield _entry_line(e, long, iso_utc)
         else:
             # "[" goes out with the first entry: a listing that fails before it leaves stdout
             # empty rather than a lone "[".
@@ -406,6 +427,8 @@ def size_(
 ) -> None:
     """Count the objects and bytes under STORE[:PREFIX] (filters apply; daulat's own .daulat/
     objects are counted apart unless --all)."""
+    from daulat.listing import size as size_store
+
     cfg = _load(config)
     flt = _filter(include, exclude, filter_rule, filter_from)
     totals = _run(size_store(cfg, target, filter=flt, reserved=show_all))

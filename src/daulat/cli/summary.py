@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
@@ -20,9 +21,12 @@ from daulat.cli._shared import (
     out,
 )
 from daulat.terminal import printable, styled
-from daulat.transfer import Kind, Options, Summary
-from daulat.transfer.proof import retry_would_help
-from daulat.transfer.safety import PlannedChanges
+
+# Imported by the command line's every process (through daulat.cli.transfers); what is printed
+# here is printed after a transfer ran, which imported the engine.
+if TYPE_CHECKING:
+    from daulat.transfer import Kind, Options, Summary
+    from daulat.transfer.safety import PlannedChanges
 
 # What a human dry run shows of each list; --json has them whole.
 DRY_RUN_SHOWN = 20
@@ -99,6 +103,9 @@ def _interrupted_note(s: Summary) -> Text:
 
 
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
+    from daulat.transfer import Kind
+    from daulat.transfer.proof import retry_would_help
+
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
         out.print(

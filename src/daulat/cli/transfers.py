@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from daulat.audit import failures_audited
 from daulat.cli import _shared
 from daulat.cli._shared import (
     AbortAgeOpt,
@@ -55,19 +54,16 @@ from daulat.cli.summary import (
     _interrupted_note,
     _print_summary,
 )
-from daulat.config import Config
-from daulat.crypto import (
-    load_identities,
-)
 from daulat.errors import (
     Interrupted,
 )
-from daulat.feedback import Feedback
 from daulat.terminal import printable, styled
-from daulat.transfer import Kind, Options, Summary, run_transfer, run_verify
-from daulat.transfer.engine import Runner
-from daulat.transfer.proof import ManifestSigning
-from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
+
+# The engine is imported by the commands that run it (see daulat.cli._shared).
+if TYPE_CHECKING:
+    from daulat.config import Config
+    from daulat.transfer import Kind, Options
+    from daulat.transfer.engine import Runner
 
 
 def _transfer_command(
@@ -81,6 +77,11 @@ def _transfer_command(
     quiet: bool = False,
     runner: Callable[[Config], Runner | None] | None = None,
 ) -> None:
+    from daulat.audit import failures_audited
+    from daulat.crypto import load_identities
+    from daulat.feedback import Feedback
+    from daulat.transfer import Kind, Summary, run_transfer
+
     cfg = _load(config)
     listing = _DryRunListing(as_json) if options.dry_run else None
     feedback = Feedback(err, quiet=quiet)
@@ -149,6 +150,8 @@ def copy(
 ) -> None:
     """Copy objects that are missing or different at DST (filters: keys relative to SRC's
     prefix)."""
+    from daulat.transfer import Kind
+
     opts = _options(
         concurrency,
         bwlimit,
@@ -197,6 +200,9 @@ def sync(
     Filters apply to both sides (keys relative to each prefix): excluded objects are neither
     copied nor deleted.
     """
+    from daulat.transfer import Kind
+    from daulat.transfer.safety import DEFAULT_MAX_DELETE, DeleteLimit
+
     opts = _options(
         concurrency,
         bwlimit,
@@ -245,6 +251,8 @@ def exit_(
     With filters, "everything" is what they select (keys relative to SRC's prefix); the
     summary counts the rest as excluded.
     """
+    from daulat.transfer import Kind
+
     opts = _options(
         concurrency,
         bwlimit,
@@ -304,6 +312,9 @@ def restore(
     Existing files at DST that differ from the replica's are left alone and listed unless
     --overwrite.
     """
+    from daulat.transfer import Kind, Options
+    from daulat.transfer.proof import ManifestSigning
+
     # A plain replica restores without a key; an encrypted one is refused once its manifest
     # is read (the library says so, naming --identity).
     opts = Options(
@@ -343,6 +354,11 @@ def verify(
 
     With filters only the objects they select are checked (keys relative to each prefix).
     """
+    from daulat.audit import failures_audited
+    from daulat.crypto import load_identities
+    from daulat.feedback import Feedback
+    from daulat.transfer import run_verify
+
     flt = _filter(include, exclude, filter_rule, filter_from)
     # Only --full reads object content, so only it moves to Ray workers (which open the
     # identity file at the same path themselves); listings and records stay here.

@@ -51,38 +51,79 @@ everywhere: they are never measurements.
 
 from __future__ import annotations
 
-from daulat.drill.history import HistoryRow, drill_history
-from daulat.drill.measure import EXTRA_PASSES, LIST_PROBE_OBJECTS, MIN_CLASS_SECONDS
-from daulat.drill.model import BLOCKS, BOOTSTRAP_REPLICATES, INTERVAL_METHOD, MIN_STEADY
-from daulat.drill.record import DRILLS_NAME, DrillLog, latest_exit_hours
-from daulat.drill.render import render_drill, render_history
-from daulat.drill.result import (
-    CONFIDENCE,
-    ClassResult,
-    DrillFailed,
-    DrillResult,
-    Overhead,
-    Projection,
-)
-from daulat.drill.run import SCRATCH_PREFIX, remove_scratch, run_drill
-from daulat.drill.sample import (
-    CLASS_BYTE_CAP,
-    DEFAULT_FRACTION,
-    MAX_PER_CLASS,
-    MIN_LARGE,
-    MIN_PER_CLASS,
-    SIZE_CLASSES,
-    SampledObject,
-    SizeClass,
-    Stratum,
-    allocate,
-    draw_sample,
-    parse_sample,
-    reserve,
-    size_class_of,
-)
-from daulat.drill.stores import SampledSource, TimedDestination
-from daulat.drill.units import GiB, KiB, MiB, human_duration, parse_bandwidth
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daulat.drill.history import HistoryRow, drill_history
+    from daulat.drill.measure import EXTRA_PASSES, LIST_PROBE_OBJECTS, MIN_CLASS_SECONDS
+    from daulat.drill.model import BLOCKS, BOOTSTRAP_REPLICATES, INTERVAL_METHOD, MIN_STEADY
+    from daulat.drill.record import DRILLS_NAME, DrillLog, latest_exit_hours
+    from daulat.drill.render import render_drill, render_history
+    from daulat.drill.result import (
+        CONFIDENCE,
+        ClassResult,
+        DrillFailed,
+        DrillResult,
+        Overhead,
+        Projection,
+    )
+    from daulat.drill.run import SCRATCH_PREFIX, remove_scratch, run_drill
+    from daulat.drill.sample import (
+        CLASS_BYTE_CAP,
+        DEFAULT_FRACTION,
+        MAX_PER_CLASS,
+        MIN_LARGE,
+        MIN_PER_CLASS,
+        SIZE_CLASSES,
+        SampledObject,
+        SizeClass,
+        Stratum,
+        allocate,
+        draw_sample,
+        parse_sample,
+        reserve,
+        size_class_of,
+    )
+    from daulat.drill.stores import SampledSource, TimedDestination
+    from daulat.drill.units import GiB, KiB, MiB, human_duration, parse_bandwidth
+
+# Where each name lives, imported the first time it is read (daulat.lazy): `import daulat`
+# imports this package at once (see daulat/__init__.py), and a drill's machinery (the engine,
+# the plan model) is for drills only. The TYPE_CHECKING block says the same for type checkers.
+_WHERE: dict[str, tuple[str, ...]] = {
+    "daulat.drill.history": ("HistoryRow", "drill_history"),
+    "daulat.drill.measure": ("EXTRA_PASSES", "LIST_PROBE_OBJECTS", "MIN_CLASS_SECONDS"),
+    "daulat.drill.model": ("BLOCKS", "BOOTSTRAP_REPLICATES", "INTERVAL_METHOD", "MIN_STEADY"),
+    "daulat.drill.record": ("DRILLS_NAME", "DrillLog", "latest_exit_hours"),
+    "daulat.drill.render": ("render_drill", "render_history"),
+    "daulat.drill.result": (
+        "CONFIDENCE",
+        "ClassResult",
+        "DrillFailed",
+        "DrillResult",
+        "Overhead",
+        "Projection",
+    ),
+    "daulat.drill.run": ("SCRATCH_PREFIX", "remove_scratch", "run_drill"),
+    "daulat.drill.sample": (
+        "CLASS_BYTE_CAP",
+        "DEFAULT_FRACTION",
+        "MAX_PER_CLASS",
+        "MIN_LARGE",
+        "MIN_PER_CLASS",
+        "SIZE_CLASSES",
+        "SampledObject",
+        "SizeClass",
+        "Stratum",
+        "allocate",
+        "draw_sample",
+        "parse_sample",
+        "reserve",
+        "size_class_of",
+    ),
+    "daulat.drill.stores": ("SampledSource", "TimedDestination"),
+    "daulat.drill.units": ("GiB", "KiB", "MiB", "human_duration", "parse_bandwidth"),
+}
 
 __all__ = [
     "BLOCKS",
@@ -130,3 +171,10 @@ __all__ = [
     "run_drill",
     "size_class_of",
 ]
+
+if not TYPE_CHECKING:
+    from daulat import lazy
+
+    __getattr__, __dir__ = lazy.exports(
+        __name__, {n: m for m, names in _WHERE.items() for n in names}, __all__
+    )

@@ -1,4 +1,5 @@
-"""``daulat serve``: an S3 endpoint (read-only) in front of a bucket's verified replicas.
+"""``daulat serve``: an S3 endpoint in front of a bucket's verified replicas (read-only unless a
+bucket is ``writable``).
 
 Applications keep one endpoint; the gateway reads each object from the first replica that holds
 a verified copy of its current version and answers, checks every byte it serves against the
@@ -6,7 +7,9 @@ copy's per-chunk SHA-256 hashes, and continues a response from the next replica 
 byte offset when one fails. Modules: :mod:`.config` (the ``[gateway]`` table), :mod:`.auth`
 (SigV4), :mod:`.app` (S3 operations), :mod:`.bucket` and :mod:`.replicas` (which replica may
 serve what), :mod:`.reading` (checked reads and failover), :mod:`.health` (circuit breakers),
-:mod:`.runtime` and :mod:`.server` (uvicorn).
+:mod:`.runtime` and :mod:`.server` (uvicorn). Writes: :mod:`.writeops` (the S3 operations),
+:mod:`.payload` (bodies and their checks), :mod:`.writes` and :mod:`.fanout` (one body to
+every replica, quorum), :mod:`.ledger` (journal rows), :mod:`.spool` (multipart parts).
 """
 
 from __future__ import annotations

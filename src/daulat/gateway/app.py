@@ -19,14 +19,16 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from daulat.errors import DaulatError, InvalidKey, NotFound
+from daulat.errors import InvalidKey, NotFound
 from daulat.gateway import s3xml
-from daulat.gateway.auth import AuthError, Request, query_pairs, verify
+from daulat.gateway.auth import AuthError, Request, Signed, query_pairs, verify
 from daulat.gateway.bucket import Bucket, decode_token, encode_token
-from daulat.gateway.config import GatewayConfig
+from daulat.gateway.config import GatewayConfig, is_loopback
 from daulat.gateway.reading import Unavailable, VerifiedRead
 from daulat.gateway.replicas import Version
 from daulat.gateway.runtime import Runtime
+from daulat.gateway.s3xml import S3Failure
+from daulat.gateway.writeops import Reply, WriteOps, read_only
 
 log = logging.getLogger("daulat.gateway")
 
@@ -71,21 +73,13 @@ _OBJECT_QUERIES = {
 }
 
 
-class S3Failure(DaulatError):
-    def __init__(
-        self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()
-    ):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = list(headers)
-
-
 class Gateway:
     """The ASGI callable."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.cfg: GatewayConfig = runtime.gw
+        self.writes = WriteOps(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -103,12 +97,17 @@ class Gateway:
             headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         path = raw_path.decode("latin-1")
         try:
-            verify(
+            signed = verify(
                 Request(method, path, query, headers),
                 self.cfg.access_key_id,
                 self.cfg.secret_access_key,
             )
-            await self._route(method, path, query, headers, send, receive, request_id)
+            if method in ("GET", "HEAD"):
+                await self._route(method, path, query, headers, send, receive, request_id)
+            else:
+                reply = await self._write(method, path, query, headers, receive, signed, scope)
+                hdrs = [("x-amz-request-id", request_id), *reply.headers]
+                await _respond(send, reply.status, hdrs, reply.body, method)
         except AuthError as exc:
             await self._error(send, method, S3Failure(403, exc.code, str(exc)), path, request_id)
         except S3Failure as exc:
@@ -128,6 +127,32 @@ class Gateway:
             hdrs.append(("connection", "close"))
         await _respond(send, exc.status, hdrs, body)
 
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, list[str]],
+        receive: Receive,
+        signed: Signed,
+        scope: Scope,
+    ) -> Reply:
+        """A write: :mod:`.writeops` where the bucket is ``writable``, else 405 as a read-only
+        gateway answers. ``secure``: the body came over TLS or from this machine."""
+        gw = self.cfg.buckets
+        any_writable = any(b.writable for b in gw.values())
+        if not any_writable or path == "/":
+            raise read_only(None, any_writable)
+        params, name, key = _target(path, query)
+        bucket = self.runtime.buckets.get(name)
+        if bucket is None or not gw[name].writable:
+            raise read_only(gw.get(name), any_writable)
+        client = scope.get("client") or ("", 0)
+        secure = scope.get("scheme") == "https" or is_loopback(str(client[0]))
+        return await self.writes.handle(
+            method, bucket, key, params, headers, receive, signed, secure
+        )
+
     async def _route(
         self,
         method: str,
@@ -138,22 +163,11 @@ class Gateway:
         receive: Receive,
         rid: str,
     ) -> None:
-        if method not in ("GET", "HEAD"):
-            raise S3Failure(405, "MethodNotAllowed", "this gateway is read-only")
-        try:
-            params = dict(query_pairs(query))
-        except UnicodeDecodeError:
-            raise S3Failure(400, "InvalidArgument", "malformed query string") from None
         if path == "/":
             names = sorted(self.runtime.buckets)
             await _respond(send, 200, _xml(rid), s3xml.list_buckets(names, STARTED), method)
             return
-        bucket_raw, _, key_raw = path[1:].partition("/")
-        try:
-            name = unquote_to_bytes(bucket_raw).decode("utf-8")
-            key = unquote_to_bytes(key_raw).decode("utf-8")
-        except UnicodeDecodeError:
-            raise S3Failure(400, "InvalidURI", "the path is not valid UTF-8") from None
+        params, name, key = _target(path, query)
         bucket = self.runtime.buckets.get(name)
         if bucket is None:
             raise S3Failure(404, "NoSuchBucket", "The specified bucket does not exist")
@@ -244,6 +258,12 @@ class Gateway:
         receive: Receive,
         rid: str,
     ) -> None:
+        if method == "GET" and "uploadId" in params and self.cfg.buckets[bucket.name].writable:
+            reply = self.writes.list_parts(bucket, key, params["uploadId"])
+            await _respond(
+                send, reply.status, [("x-amz-request-id", rid), *reply.headers], reply.body
+            )
+            return
         if "versionId" in params or "uploadId" in params or "partNumber" in params:
             raise S3Failure(501, "NotImplemented", "versions and parts are not served")
         unknown = sorted(
@@ -353,6 +373,21 @@ class Gateway:
                 await watcher
             await body.aclose()
             await read.aclose()
+
+
+def _target(path: str, query: str) -> tuple[dict[str, str], str, str]:
+    """(query parameters, bucket name, key) of a request, the key from the raw path."""
+    try:
+        params = dict(query_pairs(query))
+    except UnicodeDecodeError:
+        raise S3Failure(400, "InvalidArgument", "malformed query string") from None
+    bucket_raw, _, key_raw = path[1:].partition("/")
+    try:
+        name = unquote_to_bytes(bucket_raw).decode("utf-8")
+        key = unquote_to_bytes(key_raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Failure(400, "InvalidURI", "the path is not valid UTF-8") from None
+    return params, name, key
 
 
 def _xml(rid: str) -> list[tuple[str, str]]:

@@ -10,15 +10,21 @@ says it signed. Only the comparison is ours, in constant time.
 Anything wrong (no signature, an unknown key, a date too far from now, an expired URL, a
 signature that does not match) is an :class:`AuthError` carrying the S3 error code; the caller
 answers 403 and nothing else.
+
+A request that passes is described by a :class:`Signed`: what its ``x-amz-content-sha256``
+promised about the body (a SHA-256, ``UNSIGNED-PAYLOAD``, or one of the ``aws-chunked``
+forms) and, for a body signed chunk by chunk, the signing key and seed signature the chunks
+chain from (checked as they arrive: :mod:`daulat.gateway.payload`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -111,6 +117,25 @@ class _Signer(S3SigV4Auth):  # type: ignore[misc]
         return self._payload
 
 
+@dataclass(frozen=True)
+class Signed:
+    """What a verified request's signature covers of its body."""
+
+    payload: str  # x-amz-content-sha256 as signed (UNSIGNED-PAYLOAD for a presigned URL)
+    timestamp: str  # X-Amz-Date
+    scope: str  # DATE/REGION/s3/aws4_request
+    signature: str  # the request's own: the seed of a chunk-signed body
+    key: bytes = field(repr=False, default=b"")  # the derived signing key
+
+
+def signing_key(secret: SecretStr, date: str, region: str) -> bytes:
+    """SigV4's derived key for ``date`` (YYYYMMDD) and ``region`` (service s3)."""
+    key = ("AWS4" + secret.get_secret_value()).encode()
+    for part in (date, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
 def _scope(credential: str) -> tuple[str, str, str]:
     """``AKID/20260101/us-east-1/s3/aws4_request`` → (key id, date, region)."""
     parts = credential.split("/")
@@ -128,8 +153,9 @@ def _parse_time(value: str | None) -> dt.datetime:
 
 def verify(
     req: Request, access_key_id: str, secret: SecretStr, now: dt.datetime | None = None
-) -> None:
-    """Raise :class:`AuthError` unless ``req`` carries a valid SigV4 signature by the key pair."""
+) -> Signed:
+    """Raise :class:`AuthError` unless ``req`` carries a valid SigV4 signature by the key pair;
+    say what the signature covers of the body."""
     now = now or dt.datetime.now(dt.UTC)
     try:
         pairs = query_pairs(req.query)
@@ -194,3 +220,10 @@ def verify(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided",
         )
+    return Signed(
+        payload=payload,
+        timestamp=stamp,
+        scope=f"{date}/{region}/s3/aws4_request",
+        signature=expected,
+        key=signing_key(secret, date, region),
+    )

@@ -361,6 +361,10 @@ class Bucket:
             gone=isinstance(exc, MissingRoot),
         )
 
+    def note_failure(self, replica: Replica, exc: BaseException) -> None:
+        """A request to ``replica`` failed (a write, say): its health hears of it as of any."""
+        self._failed(replica, exc)
+
     def _primary_failed(self, exc: BaseException) -> None:
         self._failed(self.primary, exc)
 
@@ -524,13 +528,16 @@ class Bucket:
                 "any of its objects (journal, signed manifests): a listing would be a guess"
             )
         unvouched = sorted(k for k in self.changed if k.startswith(prefix))
+        failed, first = self.journal.unvouched(p.address, replicas, prefix)
+        if failed and not unvouched:
+            unvouched = [first or ""]
         if unvouched:
             # The records would list these keys as they were copied, or not at all; a mirroring
             # client (aws s3 sync --delete) would then delete what only the primary holds.
             raise Unavailable(
                 f"the primary {p.name} does not answer, and it was seen holding "
-                f"{len(unvouched):,} object(s) here that no replica holds verified "
-                f"(first: {unvouched[0]!r}): a listing without them would be wrong"
+                f"{max(len(unvouched), failed):,} object(s) here that no replica holds "
+                f"verified (first: {unvouched[0]!r}): a listing without them would be wrong"
             )
         newest: dict[str, tuple[str, int, str]] = {}
         for key, size, sha, updated in self.journal.keys(p.address, replicas, prefix):

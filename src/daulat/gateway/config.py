@@ -11,8 +11,15 @@
     tls_key = "gw.key"
     read_buffers = "64MiB"                    # optional: replica bytes all reads may hold at once
     allow_plain_http = false                  # a non-loopback listen needs TLS unless true
+    write_spool = "4GiB"                      # optional: parts of multipart uploads on disk
     [gateway.buckets.pemilu]                  # the bucket name clients use
     replicas = ["kpu-alibaba", "vault:arsip", "offsite"]   # STORE[:PREFIX], preference order
+    writable = false                          # optional: PutObject and multipart uploads
+    quorum = 2                                # optional: stores holding a write verified
+
+``writable = true`` takes writes (:mod:`daulat.gateway.writes`): acknowledged once ``quorum``
+stores, the primary always among them, hold the object verified. The default quorum is 2
+(1 for a bucket of one store): a write is acknowledged only once it exists twice.
 
 Every problem is one line of a :class:`~daulat.errors.ConfigError` (the CLI exits 2). Secrets
 take ``${ENV}`` references as store credentials do and are held as ``SecretStr``. Files are
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt, ValidationError
 
 from daulat.address import Address, parse_address
 from daulat.config import Config, _describe, _expand_env
@@ -47,6 +54,11 @@ DEFAULT_LISTEN = "127.0.0.1:9000"
 DEFAULT_READ_BUFFERS = 64 * 1024 * 1024
 #: Below this, one read of an age-encrypted replica could not hold its decrypting stream.
 MIN_READ_BUFFERS = 8 * 1024 * 1024
+#: The parts of multipart uploads in progress all uploads may keep on disk at once.
+DEFAULT_WRITE_SPOOL = 4 * 1024 * 1024 * 1024
+#: A write is acknowledged once it exists twice (the primary and one more store), where there
+#: are two stores: one copy is what the gateway is there to outlive.
+DEFAULT_QUORUM = 2
 # S3's rules for bucket names (path-style): 3-63 lower-case letters, digits, '.', '-'.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -55,8 +67,9 @@ class _Bucket(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     replicas: list[str] = Field(min_length=1)
-    writable: bool = False
-    quorum: int | None = Field(default=None, ge=1)
+    # Strict: a TOML string "yes" or a number is a mistake to report, never taken as true.
+    writable: StrictBool = False
+    quorum: StrictInt | None = Field(default=None, ge=1)
 
 
 class _Gateway(BaseModel):
@@ -70,6 +83,7 @@ class _Gateway(BaseModel):
     tls_key: str | None = None
     region: str = "us-east-1"
     read_buffers: str | int = DEFAULT_READ_BUFFERS
+    write_spool: str | int = DEFAULT_WRITE_SPOOL
     allow_plain_http: bool = False
     buckets: dict[str, _Bucket] = Field(min_length=1)
 
@@ -78,6 +92,8 @@ class _Gateway(BaseModel):
 class BucketConfig:
     name: str
     replicas: tuple[Address, ...]  # the first is the primary
+    writable: bool = False
+    quorum: int = 1  # stores (the primary among them) that must hold a write verified
 
     @property
     def primary(self) -> Address:
@@ -96,6 +112,7 @@ class GatewayConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     read_buffers: int = DEFAULT_READ_BUFFERS
+    write_spool: int = DEFAULT_WRITE_SPOOL
     plain_http_exposed: bool = False  # listening beyond loopback without TLS, by opt-in
 
     def __repr__(self) -> str:  # never the secret, whatever prints this
@@ -136,10 +153,6 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         if not _BUCKET.match(name) or ".." in name:
             problems.append(f"{here}: not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
             continue
-        if bucket.writable:
-            problems.append(
-                f"{here}: writable = true is not supported yet; the gateway is read-only"
-            )
         addresses: list[Address] = []
         for spec in bucket.replicas:
             try:
@@ -152,8 +165,18 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
                 problems.append(f"{here}: replicas: {spec!r} is listed twice")
                 continue
             addresses.append(address)
-        if addresses:
-            buckets[name] = BucketConfig(name, tuple(addresses))
+        if len(addresses) != len(bucket.replicas):
+            continue
+        quorum = bucket.quorum or min(DEFAULT_QUORUM, len(addresses))
+        if bucket.quorum is not None and bucket.quorum > len(addresses):
+            problems.append(
+                f"{here}: quorum = {bucket.quorum} is more than its {len(addresses)} replica(s): "
+                "no write could ever be acknowledged"
+            )
+            continue
+        if bucket.writable:
+            problems += _write_problems(cfg, here, addresses)
+        buckets[name] = BucketConfig(name, tuple(addresses), bucket.writable, quorum)
     base = cfg.path.parent
 
     def file(value: str | None, field: str) -> Path | None:
@@ -184,6 +207,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
             problems.append(f"{where}: tls_cert/tls_key: {exc.strerror or exc}")
     identity = file(model.identity, "identity")
     read_buffers = _read_buffers(model.read_buffers, where, problems)
+    write_spool = _write_spool(model.write_spool, where, problems)
     try:
         host, port = parse_listen(
             listen if listen is not None else model.listen,
@@ -219,6 +243,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         tls_cert=cert,
         tls_key=key,
         read_buffers=read_buffers,
+        write_spool=write_spool,
         plain_http_exposed=exposed,
     )
 
@@ -267,6 +292,37 @@ def _loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Loopback, including an IPv4 loopback written as IPv6 (``::ffff:127.0.0.1``)."""
     mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
     return (mapped or address).is_loopback
+
+
+def _write_problems(cfg: Config, here: str, addresses: list[Address]) -> list[str]:
+    """Why the stores of a ``writable`` bucket cannot take writes as the copy engine would."""
+    out = []
+    primary = cfg.store(addresses[0].store)
+    if primary.encrypt_to:
+        # The primary is served as stored: it must hold what clients read.
+        out.append(
+            f"{here}: writable = true: the primary's store {primary.name!r} declares "
+            "encrypt_to, and the primary is served as stored: make a plain store the primary"
+        )
+    for address in addresses:
+        store = cfg.store(address.store)
+        if store.encrypt_names:
+            # A protected name is a keyed hash only the copy engine's name key can make; a
+            # write under the real name would put that name in the clear beside them.
+            out.append(
+                f"{here}: writable = true: store {store.name!r} protects names "
+                "(encrypt_names), which gateway writes do not: copy into it with daulat instead"
+            )
+    return out
+
+
+def _write_spool(value: str | int, where: str, problems: list[str]) -> int:
+    field = f"{where}: field 'write_spool'"
+    try:
+        return value if isinstance(value, int) else parse_bytes(value, field)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return DEFAULT_WRITE_SPOOL
 
 
 def _read_buffers(value: str | int, where: str, problems: list[str]) -> int:

@@ -159,6 +159,10 @@ class JournalView:
             self._pairs, self._pairs_at = [r[0] for r in rows], now
         return self._pairs
 
+    def refresh(self) -> None:
+        """Forget the pairs read: the gateway has just written rows (perhaps of a new pair)."""
+        self._pairs_at = 0.0
+
     def records(self, primary: Address, replica: Replica, key: str) -> list[Record]:
         db = self._conn()
         if db is None:
@@ -215,6 +219,42 @@ class JournalView:
             )
         return out
 
+    def _copy_pairs(self, primary: Address, replicas: Sequence[Replica]) -> list[str]:
+        """The journal's pairs of copies from ``primary`` to one of ``replicas``."""
+        heads = [
+            f"{primary.store}:{primary.prefix} -> {r.address.store}:{r.address.prefix}"
+            for r in replicas
+        ]
+        return [
+            pair
+            for pair in self.pairs()
+            if any(pair.startswith(h) and _CODEC.match(pair[len(h) :]) for h in heads)
+        ]
+
+    def unvouched(
+        self, primary: Address, replicas: Sequence[Replica], prefix: str
+    ) -> tuple[int, str | None]:
+        """(How many, the first) keys under ``prefix`` that the journal knows the primary holds
+        (a copy of them failed, a gateway write of them lags or was not acknowledged) while
+        none of ``replicas`` holds them verified: a listing made from the replicas would leave
+        them out."""
+        db = self._conn()
+        pairs = self._copy_pairs(primary, replicas) if db is not None else []
+        if db is None or not pairs:
+            return 0, None
+        marks = ",".join("?" * len(pairs))
+        try:
+            count, first = db.execute(
+                "SELECT count(*), min(key) FROM (SELECT key FROM journal "
+                f"WHERE pair IN ({marks}) AND key >= ? AND substr(key, 1, ?) = ? "
+                "GROUP BY key HAVING max(state = 'done') = 0)",
+                (*pairs, prefix, len(prefix), prefix),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("cannot read the journal %s: %s", self.path, exc)
+            return 0, None
+        return int(count), first
+
     def keys(
         self, primary: Address, replicas: Sequence[Replica], prefix: str
     ) -> Iterator[tuple[str, int, str, str]]:
@@ -223,13 +263,7 @@ class JournalView:
         db = self._conn()
         if db is None:
             return
-        heads = [
-            f"{primary.store}:{primary.prefix} -> {r.address.store}:{r.address.prefix}"
-            for r in replicas
-        ]
-        for pair in self.pairs():
-            if not any(pair.startswith(h) and _CODEC.match(pair[len(h) :]) for h in heads):
-                continue
+        for pair in self._copy_pairs(primary, replicas):
             try:
                 cursor = db.execute(
                     "SELECT key, coalesce(plain_size, size), sha256, updated FROM journal "

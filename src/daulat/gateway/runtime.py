@@ -19,6 +19,8 @@ from daulat.gateway.config import GatewayConfig
 from daulat.gateway.health import Circuit, Health
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
+from daulat.gateway.spool import Spool
+from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
 
@@ -118,6 +120,21 @@ class AuditEvents:
             },
         )
 
+    async def written(self, bucket: str, w: Written) -> None:
+        """An acknowledged write: one entry, appended (and fsynced) before the client hears
+        of it."""
+        details: dict[str, object] = {
+            "bucket": bucket,
+            "key": w.key,
+            "size": w.size,
+            "sha256": w.sha256,
+            "replicas": w.holders,
+            "lagging": w.lagging,
+        }
+        if w.lagging:
+            log.warning("gateway.write: %s", details)
+        await asyncio.to_thread(self._append, "gateway.write", details)
+
     def stale(self, key: str, primary: str, etag: str) -> None:
         """The primary, now down, was seen holding a version no replica holds verified."""
         if (key, etag) in self._stale:
@@ -166,6 +183,8 @@ class Runtime:
         self.stores: dict[str, Store] = {}
         self.buckets: dict[str, Bucket] = {}
         self.budget = ByteBudget(gw.read_buffers)
+        self.writer = Writer(cfg, cfg.state_dir)
+        self.spool = Spool(cfg.state_dir, gw.write_spool)
 
     async def start(self) -> None:
         """Open the stores (no I/O) and read the replicas' newest signed manifests."""
@@ -216,6 +235,30 @@ class Runtime:
             for line in coverage(bucket, self.journal):
                 log.warning("%s", line)
         await self._check_identity()
+        if any(b.writable for b in self.gw.buckets.values()):
+            self._check_writable()
+            for gone in self.spool.start():
+                log.warning("removed the multipart uploads a stopped gateway left: %s", gone)
+
+    def _check_writable(self) -> None:
+        """A writable bucket's replica that holds age-encrypted copies must be written
+        encrypted: its store must declare ``encrypt_to`` (else the gateway would put
+        plaintext beside the ciphertext)."""
+        for b in self.gw.buckets.values():
+            if not b.writable:
+                continue
+            bucket = self.buckets[b.name]
+            for r in bucket.others:
+                if self.cfg.store(r.address.store).encrypt_to:
+                    continue
+                key = self.journal.encrypted_key(bucket.primary.address, r)
+                if key or self.manifests.encrypted_key(r):
+                    raise ConfigError(
+                        f"{self.cfg.path}: [gateway] bucket {b.name!r}: writable = true, and "
+                        f"replica {r.name} holds age-encrypted copies while store "
+                        f"{r.address.store!r} declares no encrypt_to: writes would put "
+                        "plaintext beside them (set encrypt_to on the store)"
+                    )
 
     async def _check_identity(self) -> None:
         """Whether ``identity`` decrypts each age-encrypted replica (the first 64 KiB of one
@@ -264,6 +307,8 @@ class Runtime:
                     )
 
     async def close(self) -> None:
+        self.spool.close()
+        self.writer.close()
         await self.health.close()
         await self.events.drain()
         for store in self.stores.values():

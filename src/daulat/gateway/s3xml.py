@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime
 from urllib.parse import quote
@@ -25,6 +26,17 @@ from daulat.errors import DaulatError
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 # Characters XML 1.0 cannot represent at all, and CR (a parser would read it as LF).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
+
+
+class S3Failure(DaulatError):
+    """A request answered with S3's error: status, code, message (and extra headers)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()
+    ):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = list(headers)
 
 
 class NotXmlSafe(DaulatError, ValueError):
@@ -139,3 +151,61 @@ def list_objects(
         parts.append(f"<CommonPrefixes><Prefix>{text(p, url)}</Prefix></CommonPrefixes>")
     parts.append("</ListBucketResult>")
     return "".join(parts).encode()
+
+
+def initiated(bucket: str, key: str, upload_id: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult xmlns="{NS}">'
+        f"<Bucket>{escape(bucket)}</Bucket><Key>{text(key)}</Key>"
+        f"<UploadId>{escape(upload_id)}</UploadId></InitiateMultipartUploadResult>"
+    ).encode()
+
+
+def completed(bucket: str, key: str, etag: str, location: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult xmlns="{NS}">'
+        f"<Location>{escape(location)}</Location><Bucket>{escape(bucket)}</Bucket>"
+        f"<Key>{text(key)}</Key><ETag>{escape(etag)}</ETag></CompleteMultipartUploadResult>"
+    ).encode()
+
+
+def list_parts(
+    bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str, int, dt.datetime]]
+) -> bytes:
+    """``parts``: (number, ETag, size, when) in order."""
+    items = "".join(
+        f"<Part><PartNumber>{n}</PartNumber><LastModified>{iso(when)}</LastModified>"
+        f"<ETag>{escape(etag)}</ETag><Size>{size}</Size></Part>"
+        for n, etag, size, when in parts
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="{NS}">'
+        f"<Bucket>{escape(bucket)}</Bucket><Key>{text(key)}</Key>"
+        f"<UploadId>{escape(upload_id)}</UploadId><MaxParts>10000</MaxParts>"
+        f"<IsTruncated>false</IsTruncated>{items}</ListPartsResult>"
+    ).encode()
+
+
+def completion_parts(body: bytes) -> list[tuple[int, str]]:
+    """(part number, ETag without quotes) of a CompleteMultipartUpload body, in its order.
+    :class:`S3Failure` 400 MalformedXML for anything else (a DTD is refused outright: no
+    entity of a client's is ever expanded)."""
+    malformed = S3Failure(400, "MalformedXML", "The XML you provided was not well-formed")
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise malformed
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        raise malformed from None
+    out = []
+    for part in root:
+        if part.tag.rpartition("}")[2] != "Part":
+            continue
+        fields = {child.tag.rpartition("}")[2]: (child.text or "").strip() for child in part}
+        number, etag = fields.get("PartNumber", ""), fields.get("ETag", "")
+        if not number.isdigit() or not etag:
+            raise malformed
+        out.append((int(number), etag.replace("&quot;", "").strip('"')))
+    if not out or root.tag.rpartition("}")[2] != "CompleteMultipartUpload":
+        raise malformed
+    return out

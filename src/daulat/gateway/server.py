@@ -99,7 +99,9 @@ def banner(gw: GatewayConfig) -> str:
     """The line ``daulat serve`` prints once it listens."""
     scheme = "https" if gw.tls_cert else "http"
     host = f"[{gw.host}]" if ":" in gw.host else gw.host
-    line = f"daulat gateway on {scheme}://{host}:{gw.port} (read-only): " + ", ".join(
+    writable = [f"{b.name} (quorum {b.quorum})" for b in gw.buckets.values() if b.writable]
+    mode = "writes: " + ", ".join(writable) if writable else "read-only"
+    line = f"daulat gateway on {scheme}://{host}:{gw.port} ({mode}): " + ", ".join(
         f"{b.name} <- {' > '.join(a.label for a in b.replicas)}" for b in gw.buckets.values()
     )
     if gw.plain_http_exposed:

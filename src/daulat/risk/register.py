@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from daulat.errors import DaulatError
+from daulat.risk.targets import TargetType as TargetType
 
 __all__ = [
     "EU_MEMBER_STATES",
@@ -90,17 +91,6 @@ class Trigger(StrEnum):
     ACCEPTABLE_USE = "acceptable-use"
     POLITICAL_PRESSURE = "political-pressure"
     LAW = "law"
-
-
-class TargetType(StrEnum):
-    """Who was on the receiving end; also the ``sector`` filter of :func:`events_for`."""
-
-    COUNTRY = "country"
-    GOVERNMENT = "government"
-    MILITARY = "military"
-    COMPANY = "company"
-    USERS = "users"
-    NGO = "ngo"
 
 
 class DataAccessLost(StrEnum):

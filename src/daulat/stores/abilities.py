@@ -66,6 +66,7 @@ __all__ = [
     "upload_cleanup",
 ]
 
+
 @runtime_checkable
 class ServerSideCopy(Store, Protocol):
     """A store the provider can copy into from another of its stores, bytes staying there."""

@@ -316,6 +316,11 @@ class FsStore:
         # the keys come out sorted as S3 and Azure list them (not in the filesystem's own
         # order, which differs between machines and would make two listings incomparable).
         stack: _Stack = []
+        # Files whose names are not UTF-8: once one is found nothing more is yielded, and the
+        # walk goes on only to name them all in one error (one rename per run would cost a
+        # whole listing each).
+        bad: list[str] = []  # the first NAMED_NOT_UTF8 of them
+        bad_count = 0
         try:
             # On the stack before it is read: closed by the finally if reading fails.
             stack.append((fds[-1], []))
@@ -346,10 +351,15 @@ class FsStore:
                     continue
                 if _is_regular(st):
                     if not (key.isascii() or _is_utf8(key)):
-                        raise self._not_utf8(key)
-                    yield self._info(key, st)
+                        bad_count += 1
+                        if len(bad) < NAMED_NOT_UTF8:
+                            bad.append(key)
+                    elif not bad_count:
+                        yield self._info(key, st)
         finally:
             close_all([fd for fd, _ in stack])
+        if bad_count:
+            raise self._not_utf8(bad, bad_count)
 
     def _scan(self, fd: int, key_prefix: str, prefix: str) -> Pending:
         """The entries of directory ``fd`` worth visiting (files under ``prefix``, directories
@@ -373,12 +383,22 @@ class FsStore:
         found.sort(key=lambda e: e[0], reverse=True)
         return found
 
-    def _not_utf8(self, key: str) -> StoreError:
+    def _not_utf8(self, keys: Sequence[str], count: int) -> StoreError:
         # Keys are UTF-8 text everywhere (journal, manifests, every provider): a file whose
         # name is other bytes cannot be carried, and leaving it out silently would lose it.
+        shown = ", ".join(repr(os.fsencode(k)) for k in keys)
+        if count == 1:
+            what = f"the file {shown} has a name that is not UTF-8"
+            fix = "rename it (or move it out of the store)"
+        else:
+            more = f" and {count - len(keys)} more" if count > len(keys) else ""
+            what = f"{count} files have names that are not UTF-8: {shown}{more}"
+            fix = (
+                "rename them (e.g. `convmv -r -f latin1 -t utf8 --notest DIR`) or move them "
+                "out of the store"
+            )
         return StoreError(
-            f"store {self._name!r}: the file {os.fsencode(key)!r} has a name that is not UTF-8, which no "
-            "object key can hold; rename it (or move it out of the store) and run again",
+            f"store {self._name!r}: {what}, which no object key can hold; {fix} and run again",
             store=self._name,
         )
 
@@ -623,6 +643,10 @@ class FsStore:
                     fstemp.remove_dir_if_empty(root)
                 finally:
                     os.close(root)
+
+
+#: The names that are not UTF-8 an error names (the rest are counted).
+NAMED_NOT_UTF8 = 20
 
 
 def _take(it: Iterator[ObjectInfo], n: int) -> list[ObjectInfo]:

@@ -70,7 +70,10 @@ def open_s3_obstore(
         # checks against the body in the same way.
         config["checksum_algorithm"] = "SHA256"
         config["unsigned_payload"] = True
-    options: dict[str, Any] = {**client_options(cfg.request_timeout), **proxy_options(endpoint, environ)}
+    options: dict[str, Any] = {
+        **client_options(cfg.request_timeout),
+        **proxy_options(endpoint, environ),
+    }
     if endpoint is not None and endpoint.startswith("http://"):
         options["allow_http"] = True
     # The store's own chain, never obstore's: it would mix in AWS_* variables meant for

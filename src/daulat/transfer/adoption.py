@@ -372,9 +372,7 @@ def _unb64(text: str, length: int) -> bytes | None:
     return data if len(data) == length else None
 
 
-def before_end(
-    stream: AsyncIterable[bytes], at_end: Callable[[int], None]
-) -> AsyncIterable[bytes]:
+def before_end(stream: AsyncIterable[bytes], at_end: Callable[[int], None]) -> AsyncIterable[bytes]:
     """Pass ``stream`` through; call ``at_end(bytes passed)`` once it is exhausted, before the
     consumer learns that it ended (an upload cannot complete before that).
 

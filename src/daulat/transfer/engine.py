@@ -213,6 +213,12 @@ def _count_listed(journal: Journal, summary: Summary) -> None:
         summary.listed_objects, summary.listed_bytes = journal.listing_totals("src")
 
 
+def _waiting(on_progress: Callable[[Progress], None] | None, what: str) -> None:
+    """Tell the progress display what the run waits for before it has counts to show."""
+    if on_progress is not None:
+        on_progress(Progress(waiting_for=what))
+
+
 def _needs_identity(src: Endpoint) -> ConfigError:
     return ConfigError(
         f"{src.label or provenance_location(src)} is an encrypted replica (or its manifest does "
@@ -232,6 +238,7 @@ async def _run(
 ) -> None:
     summary.remaining_known = False
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
+    _waiting(on_progress, f"listing {src.label or src.store.name}")
     if kind == Kind.RESTORE:
         if not opts.decrypt_with and (await latest_manifest(src) or "").endswith(".age"):
             raise _needs_identity(src)
@@ -268,6 +275,9 @@ async def _run(
         ) from None
     kept_out(keep_out, src, summary)
     summary.source_objects, summary.source_bytes = journal.listing_totals("src")
+    # The whole listing, whatever stops the run later: a destination that cannot be listed
+    # leaves it at what the source gave, not at 0 as if the source were empty.
+    summary.listed_objects, summary.listed_bytes = summary.source_objects, summary.source_bytes
     if summary.source_objects == 0:
         found = empty_source(kind, opts, src, dst, summary.excluded_objects, keep_out.kept)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
@@ -294,6 +304,7 @@ async def _run(
         summary.source_objects -= len(markers)
         summary.notes.append(marker_note(markers, dst.label or dst.store.name))
     carry = await onward_origin(kind, src, journal, opts)
+    _waiting(on_progress, f"listing {dst.label or dst.store.name}")
     try:
         # Filters judge the destination only for what sync --delete may delete.
         judged = opts.filter if kind == Kind.SYNC and opts.delete else EVERYTHING
@@ -308,6 +319,8 @@ async def _run(
         summary.remaining_known = True
         summary.stopped = f"cannot list the destination {dst.label or dst.store.name}: {exc}"
         return
+    # Planning, the safety checks and adoption (which reads what the destination holds).
+    _waiting(on_progress, "planning")
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)
     # At most the plan remains (adoption below may take some out of it).
     summary.left_objects, summary.left_bytes = summary.planned_objects, summary.planned_bytes
@@ -388,6 +401,8 @@ async def _run(
     executor = Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
     executor.as_stored = carry is not None
     executor.resumer = resumer
+    if on_progress is not None:
+        on_progress(executor.progress)  # the plan's counts, at 0 done, from now on
     try:
         if opts.runner is not None and summary.planned_objects:
             await opts.runner(executor)

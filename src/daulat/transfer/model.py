@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from daulat.address import normalise_prefix
 from daulat.crypto import Identity, Recipient
+from daulat.defaults import DEFAULT_MAX_DELETE_PERCENT
 from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores.base import Store
@@ -107,7 +108,7 @@ class DeleteLimit:
         return f"{self.percent:g}%"
 
 
-DEFAULT_MAX_DELETE = DeleteLimit(percent=50.0)
+DEFAULT_MAX_DELETE = DeleteLimit(percent=DEFAULT_MAX_DELETE_PERCENT)
 
 
 @dataclass
@@ -177,6 +178,7 @@ VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 VERIFIED_BY_RESTORE_PLAIN = "content hashed while restored as stored (a plain replica)"
 
+
 @dataclass
 class Summary:
     kind: str
@@ -243,8 +245,9 @@ class Summary:
     excluded_objects: int = 0
     excluded_bytes: int = 0
     # False until the run has listed both sides and planned: stopped or interrupted before,
-    # how much remains is unknown (``left_*`` are then null in JSON), and ``listed_*`` count
-    # what the source listing had given so far.
+    # how much remains is unknown (``left_*`` are then null in JSON). ``listed_*`` count what
+    # the source listing gave: all of it once it finished (also when the destination's listing
+    # then failed), what it had given so far when the run stopped during it.
     remaining_known: bool = True
     listed_objects: int = 0
     listed_bytes: int = 0

@@ -20,6 +20,10 @@ class Progress:
     ``done_bytes`` counts objects committed to the journal; ``in_flight_bytes`` the bytes read
     so far from the source by objects still being copied (a retried object starts again from
     0), so ``done_bytes + in_flight_bytes`` moves while a large object streams.
+
+    ``waiting_for``: before the run has a plan (the counts are all 0 until then), what it is
+    doing instead, such as ``"listing dst"`` (a destination that does not answer keeps a run
+    there until the request timeout); None once copying has begun.
     """
 
     planned_objects: int = 0
@@ -31,6 +35,7 @@ class Progress:
     retries: int = 0
     concurrency: int = 0
     in_flight_bytes: int = 0
+    waiting_for: str | None = None
 
     @property
     def moved_bytes(self) -> int:

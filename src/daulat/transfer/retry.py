@@ -147,14 +147,18 @@ class RetryingStore(ForwardingStore):
     ) -> PutResult:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             return await self.inner.put(
-                key, data, sha256=sha256,
+                key,
+                data,
+                sha256=sha256,
                 metadata=metadata,
                 prehashed=prehashed,
                 on_upload=on_upload,
             )
         return await self.policy.call(
             lambda: self.inner.put(
-                key, data, sha256=sha256,
+                key,
+                data,
+                sha256=sha256,
                 metadata=metadata,
                 prehashed=prehashed,
                 on_upload=on_upload,

@@ -20,11 +20,10 @@ import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable
 
+from daulat.defaults import DEFAULT_MAX_AGE as DEFAULT_MAX_AGE
 from daulat.errors import AccessDenied, StoreError
 from daulat.stores.abilities import UploadCleanup
 from daulat.transfer.journal import Journal
-
-DEFAULT_MAX_AGE = dt.timedelta(days=7)
 
 
 class UploadLedger:
@@ -38,9 +37,7 @@ class UploadLedger:
 
     def started(self, key: str, upload_id: str) -> None:
         """``on_upload`` of a put: committed to the journal before the first part is sent."""
-        self.journal.record_upload(
-            self.location, key, upload_id, self.run_id, self.store.part_size
-        )
+        self.journal.record_upload(self.location, key, upload_id, self.run_id, self.store.part_size)
 
     def finished(self, key: str, upload_id: str) -> None:
         """The object is committed: the upload no longer exists."""

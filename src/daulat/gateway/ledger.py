@@ -1,0 +1,139 @@
+"""The journal rows of the gateway's writes: the rows the copy engine would have written.
+
+For a write of ``key`` to a bucket whose primary is ``P`` and another replica ``R``, the pair
+is the engine's own id for a copy ``P → R`` (``daulat sync P R``: the same codec tag when
+``R``'s store declares ``encrypt_to``), so the read path, ``daulat verify`` and the next
+``daulat sync`` treat the object as a copy the engine made:
+
+- before any byte is sent, each replica written gets a ``failed`` row ("a gateway write is
+  under way"): whatever it held of the key is no longer vouched for, since the write may
+  replace it (a copy of the old version would otherwise be served with the new one's bytes
+  in it, or the old version served while the primary is down);
+- once the write is acknowledged, each replica holding it verified gets a ``done`` row:
+  source size and ETag as the primary now describes the key, plaintext SHA-256 and size,
+  the replica's stored size and ETag, and the per-chunk hashes (objects over one chunk);
+- a replica that failed or was down keeps a ``failed`` row with the reason: it lags, and
+  ``daulat sync P R`` copies the object (the planner copies every key without a matching
+  ``done`` row).
+
+Each pair's rows go in a run of kind ``gateway`` (the journal's pairs are found through its
+runs), ended ``complete`` when the replica holds the write, else ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from daulat.state import connect_readonly, has_tables
+from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME, Journal, Outcome, State
+
+UNDER_WAY = "a gateway write of this key is under way (or was cut short): not verified here"
+#: How the rows of a replica that lags behind the gateway's writes begin (see :func:`lagging`).
+LAGS = "lags: "
+NOT_ACKNOWLEDGED = "gateway write not acknowledged: "
+# A journal pair id: "SRC:PREFIX -> DST:PREFIX[ [TAG]]" (see daulat.transfer.model.pair_id).
+_PAIR = re.compile(
+    r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
+    r"(?P<dst>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<dp>.*?)(?: \[[^\]]*\])?$"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One replica's outcome of one write (see the module docstring)."""
+
+    pair: str
+    src: str  # labels, for the run
+    dst: str
+    outcome: Outcome
+
+
+class Ledger:
+    """The gateway's writer of journal rows: one journal connection, in one worker thread of
+    its own (opened once, not per write: opening walks the state directory), so that commits
+    (fsynced) never hold up the event loop and the gateway's own commits never contend."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="daulat-ledger")
+        self._journal: Journal | None = None
+
+    async def record(self, rows: list[Row]) -> None:
+        """Commit ``rows``, each pair in a run of its own (kind ``gateway``), ended at once."""
+        if rows:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._record, rows)
+
+    def _record(self, rows: list[Row]) -> None:
+        if self._journal is None:
+            self._journal = Journal.in_state_dir(self.state_dir)
+        journal = self._journal
+        for row in rows:
+            run_id = journal.begin_run("gateway", row.pair, row.src, row.dst)
+            journal.record(row.pair, run_id, [row.outcome])
+            done = row.outcome.state == State.DONE
+            summary = {
+                "kind": "gateway",
+                "key": row.outcome.key,
+                "copied": 1 if done else 0,
+                "failed": [] if done else [{"key": row.outcome.key, "reason": row.outcome.error}],
+            }
+            journal.end_run(run_id, "complete" if done else "incomplete", json.dumps(summary))
+
+    def _close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def close(self) -> None:
+        self._pool.submit(self._close).result()
+        self._pool.shutdown()
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Objects written through the gateway that a replica does not hold verified yet."""
+
+    objects: int
+    sync: str  # the command that copies them: daulat sync PRIMARY REPLICA
+
+
+def lagging(state_dir: Path) -> dict[str, Lag]:
+    """Store name → what lags there of the gateway's writes (its journal rows still
+    ``failed`` from a write it missed, was not acknowledged, or that was cut short; the next
+    ``daulat sync`` of the pair makes them ``done``)."""
+    path = state_dir / JOURNAL_NAME
+    if not path.exists():
+        return {}
+    out: dict[str, Lag] = {}
+    try:
+        db = connect_readonly(path, JOURNAL_KIND)
+    except Exception:  # unreadable state is reported by the commands that own it
+        return {}
+    try:
+        if not has_tables(db, "journal"):
+            return {}
+        rows = db.execute(
+            "SELECT pair, count(*) FROM journal WHERE state = 'failed' AND "
+            "(substr(error, 1, ?) = ? OR substr(error, 1, ?) = ? OR error = ?) GROUP BY pair",
+            (len(LAGS), LAGS, len(NOT_ACKNOWLEDGED), NOT_ACKNOWLEDGED, UNDER_WAY),
+        ).fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    for pair, n in rows:
+        m = _PAIR.match(pair)
+        if m is None:
+            continue
+        src = f"{m['src']}:{m['sp']}".rstrip(":")
+        dst = f"{m['dst']}:{m['dp']}".rstrip(":")
+        kept = out.get(m["dst"])
+        objects = int(n) + (kept.objects if kept else 0)
+        out[m["dst"]] = Lag(objects, f"daulat sync {src} {dst}")
+    return out

@@ -1,0 +1,201 @@
+"""Multipart uploads in progress: their parts spooled on this machine's disk until completed.
+
+Parts live in ``.daulat/gateway-spool/PID-RANDOM/UPLOAD_ID/`` (directories 0700, files 0600),
+the ``PID-RANDOM`` directory held under a lock file beside it for as long as this gateway
+runs. A gateway that starts removes every such directory whose lock no live process holds:
+what a crashed or killed gateway left behind (its uploads died with its memory, where their
+ids and part hashes were kept). Two gateways sharing a state directory never remove each
+other's.
+
+Upload ids are 32 random bytes (URL-safe base64): unguessable. The bytes all uploads spool
+at once are bounded (``write_spool``); a part that would pass the bound is refused (503
+SlowDown) and leaves nothing. Completing an upload streams its parts in order through the
+same fan-out as a PutObject, checking each part's SHA-256 again as it is read back (a disk
+that altered a part fails the write instead of storing it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daulat.errors import IntegrityError
+from daulat.gateway.s3xml import S3Failure
+from daulat.state import hold_lock, is_locked, private_dir
+from daulat.stores.hashing import StreamHasher
+
+SPOOL_DIR = "gateway-spool"
+READ_PIECE = 1024 * 1024
+MAX_PARTS = 10_000
+
+
+class SpoolError(S3Failure):
+    """An upload that cannot be used, or a part the spool cannot take."""
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    size: int
+    sha256: str
+    path: Path
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.sha256}"'  # 64 hex digits: never taken for an MD5
+
+
+@dataclass
+class Upload:
+    id: str
+    bucket: str
+    key: str
+    dir: Path
+    started: dt.datetime
+    parts: dict[int, Part] = field(default_factory=dict)
+    busy: int = 0  # parts being written or a completion under way
+
+
+class Spool:
+    def __init__(self, state_dir: Path, limit: int) -> None:
+        self.root = state_dir / SPOOL_DIR
+        self.limit = limit
+        self.used = 0
+        self.uploads: dict[str, Upload] = {}
+        self.mine: Path | None = None
+        self._lock: int | None = None
+
+    def start(self) -> list[Path]:
+        """Remove what gateways no longer running left; make this one's directory. Returns
+        the directories removed."""
+        private_dir(self.root)
+        removed = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
+                continue
+            lock = entry.with_name(entry.name + ".lock")
+            if is_locked(lock):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            removed.append(entry)
+        mine = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock = hold_lock(mine.with_name(mine.name + ".lock"))
+        self.mine = private_dir(mine)
+        return removed
+
+    def close(self) -> None:
+        if self.mine is not None:
+            shutil.rmtree(self.mine, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.mine.with_name(self.mine.name + ".lock").unlink()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def create(self, bucket: str, key: str) -> Upload:
+        assert self.mine is not None, "Spool.start() first"
+        upload_id = secrets.token_urlsafe(32)
+        path = private_dir(self.mine / upload_id)
+        upload = Upload(upload_id, bucket, key, path, dt.datetime.now(dt.UTC))
+        self.uploads[upload_id] = upload
+        return upload
+
+    def get(self, upload_id: str, bucket: str, key: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        # The same answer for an id never issued and one of another key: ids are not probed.
+        if upload is None or upload.bucket != bucket or upload.key != key:
+            raise SpoolError(
+                404,
+                "NoSuchUpload",
+                "The specified upload does not exist. The upload ID may be invalid, or the "
+                "upload may have been aborted or completed.",
+            )
+        return upload
+
+    async def write_part(
+        self, upload: Upload, number: int, body: AsyncIterable[bytes], hasher: StreamHasher
+    ) -> Part:
+        """Spool one part (``body`` feeds ``hasher``); replaces an earlier part of that
+        number once this one is complete."""
+        if not 1 <= number <= MAX_PARTS:
+            raise SpoolError(400, "InvalidArgument", "partNumber must be 1-10000")
+        tmp = upload.dir / f"{number:05d}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        held = 0
+        upload.busy += 1
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for piece in body:
+                    if self.used + len(piece) > self.limit:
+                        raise SpoolError(
+                            503,
+                            "SlowDown",
+                            "the gateway's spool for multipart uploads is full (write_spool): "
+                            "retry later, or complete or abort other uploads",
+                        )
+                    self.used += len(piece)
+                    held += len(piece)
+                    await asyncio.to_thread(out.write, piece)
+                await asyncio.to_thread(out.flush)
+            part = Part(number, hasher.size, hasher.hexdigest(), upload.dir / f"{number:05d}.part")
+            if upload.id not in self.uploads:  # aborted meanwhile
+                raise self._gone()
+            os.replace(tmp, part.path)
+            old = upload.parts.get(number)
+            if old is not None:
+                self.used -= old.size
+            upload.parts[number] = part
+            return part
+        except BaseException:
+            self.used -= held
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        finally:
+            upload.busy -= 1
+
+    def _gone(self) -> SpoolError:
+        return SpoolError(404, "NoSuchUpload", "The specified upload does not exist.")
+
+    def abort(self, upload: Upload) -> None:
+        self.uploads.pop(upload.id, None)
+        self.used -= sum(p.size for p in upload.parts.values())
+        upload.parts.clear()
+        shutil.rmtree(upload.dir, ignore_errors=True)
+
+    async def read(self, parts: list[Part], hasher: StreamHasher) -> AsyncIterator[bytes]:
+        """The parts' bytes in order (feeding ``hasher``), each part's SHA-256 checked again
+        before the next one (or the end) is handed on."""
+        for part in parts:
+            check = hashlib.sha256()
+            n = 0
+            with open(part.path, "rb") as f:
+                piece = await asyncio.to_thread(f.read, READ_PIECE)
+                while piece:
+                    following = await asyncio.to_thread(f.read, READ_PIECE)
+                    check.update(piece)
+                    n += len(piece)
+                    if not following:
+                        _check(part, n, check.hexdigest())
+                    await hasher.update(piece)
+                    yield piece
+                    piece = following
+            _check(part, n, check.hexdigest())
+
+
+def _check(part: Part, size: int, sha256: str) -> None:
+    if size != part.size or sha256 != part.sha256:
+        raise IntegrityError(
+            f"part {part.number} changed on this machine's disk since it was received",
+            store="gateway spool",
+        )

@@ -1,0 +1,254 @@
+"""The S3 write operations of a ``writable`` bucket: PutObject and multipart uploads.
+
+PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload (parts validated: in
+ascending order, each with the ETag its upload answered, all but the last at least 5 MiB),
+AbortMultipartUpload and ListParts. The rest stays refused: a bucket without ``writable =
+true`` answers every write 405 as a read-only gateway does; DeleteObject, DeleteObjects and
+CopyObject answer 501 (a delete the replicas would have to follow is not a gateway's to
+decide: ``daulat sync --delete`` does it, with its limits); so do conditional writes
+(``If-Match``/``If-None-Match``, which this gateway could not keep atomically across
+replicas), object ACLs, tagging and the other sub-resources.
+
+User metadata (``x-amz-meta-*``), ``Content-Type`` and the other headers describing an
+object are not kept: the stores hold the bytes, and reads serve
+``application/octet-stream``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from daulat.errors import DaulatError, InvalidKey
+from daulat.gateway import payload, s3xml
+from daulat.gateway.auth import AuthError, Signed
+from daulat.gateway.bucket import Bucket
+from daulat.gateway.config import BucketConfig
+from daulat.gateway.runtime import Runtime
+from daulat.gateway.s3xml import S3Failure
+from daulat.gateway.spool import Upload
+from daulat.gateway.writes import WriteFailed, Written, write_key_problem
+from daulat.stores.chunkhash import ChunkHasher
+from daulat.stores.hashing import StreamHasher
+
+log = logging.getLogger("daulat.gateway")
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+MIN_PART = 5 * 1024 * 1024
+#: A CompleteMultipartUpload body: 10,000 parts of about 100 bytes each, with room.
+MAX_COMPLETE_BODY = 2 * 1024 * 1024
+# Query parameters a write may carry: presigned URLs' own and botocore's operation hint.
+_KNOWN = {"x-id", "uploads", "uploadId", "partNumber"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+def read_only(bucket: BucketConfig | None, any_writable: bool) -> S3Failure:
+    if not any_writable or bucket is None:
+        return S3Failure(405, "MethodNotAllowed", "this gateway is read-only")
+    return S3Failure(405, "MethodNotAllowed", f"bucket {bucket.name!r} is read-only")
+
+
+class WriteOps:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def handle(
+        self,
+        method: str,
+        bucket: Bucket,
+        key: str,
+        params: dict[str, str],
+        headers: dict[str, list[str]],
+        receive: Receive,
+        signed: Signed,
+        secure: bool,
+    ) -> Reply:
+        cfg = self.runtime.gw.buckets[bucket.name]
+        if not key:
+            if method == "POST" and "delete" in params:
+                raise S3Failure(501, "NotImplemented", "DeleteObjects is not implemented")
+            raise S3Failure(
+                405, "MethodNotAllowed", "buckets are configured in daulat.toml, not created here"
+            )
+        unknown = sorted(
+            p for p in params if p not in _KNOWN and not p.lower().startswith("x-amz-")
+        )
+        if unknown:
+            raise S3Failure(501, "NotImplemented", f"not implemented: {unknown[0]}")
+        if method == "DELETE":
+            if "uploadId" in params:
+                return self._abort(bucket, key, params["uploadId"])
+            raise S3Failure(501, "NotImplemented", "DeleteObject is not implemented")
+        if method == "POST" and "uploads" in params:
+            return self._create(bucket, key)
+        if method == "POST" and "uploadId" in params:
+            body = await _small_body(receive, signed, headers, secure)
+            return await self._complete(bucket, cfg, key, params["uploadId"], body)
+        if method != "PUT":
+            raise S3Failure(405, "MethodNotAllowed", f"{method} is not a write this serves")
+        if payload.header(headers, "x-amz-copy-source") is not None:
+            raise S3Failure(
+                501, "NotImplemented", "CopyObject and UploadPartCopy are not implemented"
+            )
+        if (
+            payload.header(headers, "if-match") is not None
+            or payload.header(headers, "if-none-match") is not None
+        ):
+            raise S3Failure(501, "NotImplemented", "conditional writes are not implemented")
+        promises = payload.promises(signed, headers, secure)
+        if "uploadId" in params:
+            return await self._part(bucket, key, params, receive, promises)
+        if "partNumber" in params:
+            raise S3Failure(400, "InvalidRequest", "partNumber needs uploadId")
+        return await self._put(bucket, cfg, key, receive, promises)
+
+    async def _put(
+        self, bucket: Bucket, cfg: BucketConfig, key: str, receive: Receive, p: payload.Promises
+    ) -> Reply:
+        hasher = ChunkHasher()
+        written = await self._write(bucket, cfg, key, payload.body(receive, p, hasher), hasher)
+        return Reply(200, [("etag", written.etag)])
+
+    async def _write(
+        self, bucket: Bucket, cfg: BucketConfig, key: str, body: Any, hasher: ChunkHasher
+    ) -> Written:
+        try:
+            written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum)
+        except InvalidKey as exc:
+            raise S3Failure(400, "InvalidArgument", str(exc)) from None
+        except WriteFailed as exc:
+            log.warning("%s", exc)
+            raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
+        except (S3Failure, AuthError):
+            raise
+        except (DaulatError, sqlite3.Error, OSError) as exc:
+            # A spooled part changed on disk, the journal cannot be written: not acknowledged.
+            log.error("write of %r failed: %s", key, exc)
+            raise S3Failure(
+                500, "InternalError", f"the write was not acknowledged: {exc}"
+            ) from None
+        await self.runtime.events.written(bucket.name, written)
+        return written
+
+    # ------------------------------------------------------------------ multipart
+
+    def _create(self, bucket: Bucket, key: str) -> Reply:
+        problem = write_key_problem(key)
+        if problem is not None:
+            raise S3Failure(400, "InvalidArgument", f"key {key!r} is refused for writes: {problem}")
+        upload = self.runtime.spool.create(bucket.name, key)
+        return Reply(
+            200, [("content-type", "application/xml")], s3xml.initiated(bucket.name, key, upload.id)
+        )
+
+    async def _part(
+        self,
+        bucket: Bucket,
+        key: str,
+        params: dict[str, str],
+        receive: Receive,
+        p: payload.Promises,
+    ) -> Reply:
+        upload = self.runtime.spool.get(params["uploadId"], bucket.name, key)
+        number = params.get("partNumber", "")
+        if not number.isdigit():
+            raise S3Failure(400, "InvalidArgument", "partNumber must be 1-10000")
+        hasher = StreamHasher()
+        try:
+            part = await self.runtime.spool.write_part(
+                upload, int(number), payload.body(receive, p, hasher), hasher
+            )
+        except OSError as exc:  # the spool's disk: full, say
+            log.error("cannot spool part %s of %r: %s", number, key, exc)
+            raise S3Failure(500, "InternalError", f"cannot keep the part: {exc.strerror}") from None
+        return Reply(200, [("etag", part.etag)])
+
+    def _abort(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
+        upload = self.runtime.spool.get(upload_id, bucket.name, key)
+        self.runtime.spool.abort(upload)
+        return Reply(204)
+
+    def list_parts(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
+        upload = self.runtime.spool.get(upload_id, bucket.name, key)
+        parts = [
+            (n, part.etag, part.size, upload.started) for n, part in sorted(upload.parts.items())
+        ]
+        body = s3xml.list_parts(bucket.name, key, upload.id, parts)
+        return Reply(200, [("content-type", "application/xml")], body)
+
+    async def _complete(
+        self, bucket: Bucket, cfg: BucketConfig, key: str, upload_id: str, body: bytes
+    ) -> Reply:
+        spool = self.runtime.spool
+        upload = spool.get(upload_id, bucket.name, key)
+        listed = s3xml.completion_parts(body)
+        parts = _chosen(upload, listed)
+        if upload.busy:
+            raise S3Failure(409, "OperationAborted", "a part of this upload is still being sent")
+        hasher = ChunkHasher()
+        upload.busy += 1
+        try:
+            written = await self._write(bucket, cfg, key, spool.read(parts, hasher), hasher)
+        finally:
+            upload.busy -= 1
+        spool.abort(upload)  # done with: its parts are in the stores now
+        location = f"/{quote(bucket.name)}/{quote(key)}"
+        xml = s3xml.completed(bucket.name, key, written.etag, location)
+        return Reply(200, [("content-type", "application/xml"), ("etag", written.etag)], xml)
+
+
+def _chosen(upload: Upload, listed: list[tuple[int, str]]) -> list[Any]:
+    """The spooled parts a completion names, checked as S3 checks them."""
+    parts = []
+    previous = 0
+    for number, etag in listed:
+        if number <= previous:
+            raise S3Failure(
+                400, "InvalidPartOrder", "The list of parts was not in ascending order."
+            )
+        previous = number
+        part = upload.parts.get(number)
+        if part is None or part.etag.strip('"') != etag:
+            raise S3Failure(
+                400,
+                "InvalidPart",
+                "One or more of the specified parts could not be found or its ETag does not "
+                "match the part's.",
+            )
+        parts.append(part)
+    for part in parts[:-1]:
+        if part.size < MIN_PART:
+            raise S3Failure(
+                400,
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed size",
+            )
+    return parts
+
+
+async def _small_body(
+    receive: Receive, signed: Signed, headers: dict[str, list[str]], secure: bool
+) -> bytes:
+    """A small request body (CompleteMultipartUpload's XML), checked as any other, except
+    that its ``x-amz-checksum-*`` headers are not the body's (for a completion S3 reads them
+    as the whole object's checksum, which this gateway does not keep)."""
+    promises = dataclasses.replace(payload.promises(signed, headers, secure), checksum=None)
+    out = bytearray()
+    async for piece in payload.body(receive, promises, StreamHasher()):
+        out += piece
+        if len(out) > MAX_COMPLETE_BODY:
+            raise S3Failure(400, "MaxMessageLengthExceeded", "the request body is too long")
+    return bytes(out)
