@@ -16,6 +16,10 @@ system, every thread) are compared:
   clients). Beside the totals, the table gives the marginal costs: (small - fixed) per
   object beyond the first 10, and (large - fixed) per GiB.
 
+A second table splits each case's CPU into user and system seconds, with the child's context
+switches and minor page faults (``getrusage``): work the kernel does for the client (system
+calls, wake-ups, faults) shows there, and never in instruction counts.
+
 ``--callgrind N`` counts instructions instead (``valgrind --tool=callgrind``, every thread): the
 same exit of N and 4N small objects under each checkout, the four runs side by side. The
 difference between the two sizes removes start-up, so the result is instructions per small
@@ -60,16 +64,21 @@ GiB = 1024 * MiB
 FIXED = "trust-fixed"  # the dataset that measures a run's fixed cost
 
 CHILD = r"""
-import asyncio, json, os, sys, time
+import asyncio, json, os, resource, sys, time
 from pathlib import Path
 from daulat.config import load_config
 from daulat.transfer import Kind, Options, run_transfer
 
 config = load_config(Path(sys.argv[1]))
+r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0, c0 = time.monotonic(), time.process_time()
 summary = asyncio.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
+c1, r1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"ok": summary.ok, "copied": summary.copied_objects,
-                  "wall": time.monotonic() - t0, "cpu": time.process_time() - c0}))
+                  "wall": time.monotonic() - t0, "cpu": c1 - c0,
+                  "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
+                  "switches": (r1.ru_nvcsw - r0.ru_nvcsw) + (r1.ru_nivcsw - r0.ru_nivcsw),
+                  "faults": r1.ru_minflt - r0.ru_minflt}))
 sys.stdout.flush()
 os._exit(0)
 """
@@ -188,7 +197,8 @@ def render(
             # What each object or GiB adds beyond the fixed cost of a run (medians).
             m = {
                 tag: (
-                    (median_cpu(tag, ds) - median_cpu(tag, fixed)) * 1000
+                    (median_cpu(tag, ds) - median_cpu(tag, fixed))
+                    * 1000
                     / (ds.objects - fixed.objects)
                     if small
                     else (median_cpu(tag, ds) - median_cpu(tag, fixed)) / (ds.bytes / GiB)
@@ -200,6 +210,7 @@ def render(
                 f"{m['after']:.3f} | **{m['after'] / m['before']:.2f}x** | |"
             )
     lines += marginal
+    lines += ["", *split(runs, sets)]
     lines += [
         "",
         "Reproduce (from the repository root, after `pip install -e '.[test]'`):",
@@ -209,6 +220,28 @@ def render(
         "```",
     ]
     return "\n".join(lines)
+
+
+def split(runs: dict[tuple[str, str], list[dict[str, float]]], sets: list[Dataset]) -> list[str]:
+    """Where each side's CPU goes: user and system seconds, context switches and page faults
+    of the child (medians). More system time means more system calls, wake-ups or faults,
+    which instruction counts (``--callgrind``) do not see."""
+    lines = [
+        "| case | side | user CPU s | system CPU s | context switches | minor page faults |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for ds in sets:
+        for tag in ("before", "after"):
+            rs = runs[tag, ds.name]
+
+            def med(field: str, rs: list[dict[str, float]] = rs) -> float:
+                return statistics.median(r.get(field, float("nan")) for r in rs)
+
+            lines.append(
+                f"| {ds.describe()} | {tag} | {med('user'):.2f} | {med('sys'):.2f} | "
+                f"{med('switches'):,.0f} | {med('faults'):,.0f} |"
+            )
+    return lines
 
 
 def instructions(

@@ -47,7 +47,12 @@ from daulat.stores.objectstore import (
     normalise_etag,
 )
 from daulat.stores.s3client import _make_client
-from daulat.stores.s3creds import CredentialChain, S3Credentials
+from daulat.stores.s3creds import (
+    CredentialChain,
+    S3Credentials,
+    freeze_long_lived,
+    thaw_long_lived,
+)
 from daulat.stores.timeouts import Liveness
 
 T = TypeVar("T")
@@ -264,6 +269,7 @@ class S3Base:
         self._max_connections = max_connections
         self._executor: ThreadPoolExecutor | None = None
         self._client_obj: Any = None
+        self._frozen = False  # this client's freeze_long_lived() is to be undone at close
         self._lock = threading.Lock()
         self._closed = False
         self._live = Liveness(timeout)
@@ -345,6 +351,9 @@ class S3Base:
         with self._lock:
             if self._client_obj is None:
                 self._client_obj = client
+                # Its objects live as long as the store: out of the collector's way until
+                # close (daulat.stores.s3creds.freeze_long_lived).
+                self._frozen = not self._closed and freeze_long_lived()
             else:
                 client.close()
             return self._client_obj
@@ -522,10 +531,13 @@ class S3Base:
             self._closed = True
             executor, self._executor = self._executor, None
             client, self._client_obj = self._client_obj, None
+            frozen, self._frozen = self._frozen, False
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         if client is not None:
             client.close()
+        if frozen:
+            thaw_long_lived()
 
 
 # ------------------------------------------------------------------------------ helpers

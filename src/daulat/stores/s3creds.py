@@ -255,6 +255,39 @@ def paused_gc() -> Iterator[None]:
                 gc.enable()
 
 
+_freezes = 0  # open clients whose objects freeze_long_lived() froze
+
+
+def freeze_long_lived() -> bool:
+    """Keep the cyclic garbage collector off the objects that exist now, botocore's among them,
+    until :func:`thaw_long_lived`; False (nothing done) when the program had frozen objects of
+    its own (``gc.freeze``), whose permanent generation daulat leaves alone.
+
+    A built client holds ~60,000 tracked objects (the S3 model, endpoint rules, handlers),
+    three times the rest of a run's heap. They are no garbage, yet every full collection
+    traversed them, and the first collections after :func:`paused_gc` traversed them once per
+    generation: ~0.1 CPU s of a 2,000-object exit, most of its garbage collection. What else
+    exists at that moment is frozen too; cycles among it that become garbage meanwhile are
+    collected once the last client is closed, not lost."""
+    global _freezes
+    with _gc_lock:
+        if _freezes == 0 and gc.get_freeze_count():
+            return False
+        gc.freeze()
+        _freezes += 1
+        return True
+
+
+def thaw_long_lived() -> None:
+    """Undo one :func:`freeze_long_lived` that returned True; the last one puts every frozen
+    object back in the collector's oldest generation."""
+    global _freezes
+    with _gc_lock:
+        _freezes -= 1
+        if _freezes == 0:
+            gc.unfreeze()
+
+
 def _load(session: Any, store: str) -> Any:
     from botocore.exceptions import BotoCoreError
 
