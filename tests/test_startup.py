@@ -60,7 +60,7 @@ MACHINERY = (
     "daulat.transfer",
 )
 # Packages whose public names are imported on first use, with the modules those names live in.
-LAZY_PACKAGES = ("daulat", "daulat.drill", "daulat.risk")
+LAZY_PACKAGES = ("daulat", "daulat.drill", "daulat.gateway", "daulat.risk")
 
 
 def imported_after(code: str, cwd: Path) -> set[str]:

@@ -14,7 +14,24 @@ every replica, quorum), :mod:`.ledger` (journal rows), :mod:`.spool` (multipart 
 
 from __future__ import annotations
 
-from daulat.gateway.config import GatewayConfig, gateway_config
-from daulat.gateway.server import loop_factory, serve
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daulat.gateway.config import GatewayConfig, gateway_config
+    from daulat.gateway.server import loop_factory, serve
+
+# Imported on first use (daulat.lazy): `daulat stores` reads .standing and .ledger, and would
+# otherwise pay for uvicorn and the whole gateway.
+_WHERE = {
+    "daulat.gateway.config": ("GatewayConfig", "gateway_config"),
+    "daulat.gateway.server": ("loop_factory", "serve"),
+}
 
 __all__ = ["GatewayConfig", "gateway_config", "loop_factory", "serve"]
+
+if not TYPE_CHECKING:
+    from daulat import lazy
+
+    __getattr__, __dir__ = lazy.exports(
+        __name__, {n: m for m, names in _WHERE.items() for n in names}, __all__
+    )
