@@ -178,6 +178,39 @@ def test_unreachable_deadline_says_why() -> None:
     assert above.predicted_s <= serial + driver * 1.01
 
 
+def test_one_object_is_never_split_over_workers() -> None:
+    fitted = synthetic()
+    f, o = fitted.fit, fitted.overheads
+    link = 625e6  # 5 Gbit/s
+    # One 8 PB object: a thousand workers copy it no faster than one, at its link's speed.
+    one_huge = Workload({4: (1, 8 * PB)})
+    alone = predict(one_huge, f, o, 1, link)
+    many = predict(one_huge, f, o, 1000, link)
+    assert many.busy_workers == 1 and many.object_bound
+    assert many.copy_s == pytest.approx(alone.copy_s)
+    assert many.copy_s >= 8 * PB / link
+    needed = workers_for(24 * 3600, one_huge, f, o, link)
+    assert needed.workers is None and "largest object" in (needed.reason or "")
+    assert "whatever the workers" in (needed.reason or "")
+    upper = workers_for_upper(24 * 3600, one_huge, fitted, CONF, link)
+    assert upper.workers is None
+    # A hundred 1 TB objects: workers beyond a hundred do nothing, and no fewer than one
+    # object's whole time on one worker (its measured per-byte cost, slower than the link).
+    hundred = Workload({4: (100, 100 * 10**12)})
+    at_100 = predict(hundred, f, o, 100, link)
+    at_1000 = predict(hundred, f, o, 1000, link)
+    assert at_1000.busy_workers == 100 and at_1000.copy_s == pytest.approx(at_100.copy_s)
+    per_object = f.classes[4].per_object_s + 10**12 * f.classes[4].per_byte_s
+    assert at_1000.copy_s >= per_object > 10**12 / link
+    # The largest object of a class, when known, bounds it: not its mean.
+    skewed = Workload({4: (100, 100 * 10**12)}, None, {4: 50 * 10**12})
+    assert predict(skewed, f, o, 100, link).copy_s >= 50 * 10**12 * f.classes[4].per_byte_s
+    # A deadline the largest object meets: the fewest workers, never more than the objects.
+    fits = workers_for(4 * 3600, hundred, f, o, link)
+    assert fits.workers is not None and fits.workers <= 100
+    assert predict(hundred, f, o, fits.workers, link).total_s <= 4 * 3600
+
+
 def test_interval_contains_the_point_estimate() -> None:
     fitted = synthetic()
     for w in (1, 7, 150):
@@ -451,7 +484,10 @@ def test_plan_from_a_real_drill_json_and_human(
     assert p["census"]["whatif"] is False
     assert p["low_s"] <= p["predicted_s"] <= p["high_s"]
     assert p["predicted_hours"] == pytest.approx(p["predicted_s"] / 3600)
-    assert p["link_floor_s"] == pytest.approx(p["census"]["bytes"] * 8 / (12 * 2e9))
+    # The links alone: the bytes over the twelve links, or the largest object over one.
+    largest = max(len(v) for v in objects.values())
+    spread = p["census"]["bytes"] * 8 / (12 * 2e9)
+    assert p["link_floor_s"] == pytest.approx(max(spread, largest * 8 / 2e9))
     assert p["requests"]["source_get"] == len(objects)
     assert p["requests"]["billed_destination"] is False  # a filesystem makes no requests
     assert (
@@ -460,6 +496,13 @@ def test_plan_from_a_real_drill_json_and_human(
     assert p["drill"]["interval"] is True and p["assumptions"]
     assert p["bytes_unit"].startswith("decimal")
     assert p["limits"] == [] and p["costs"] == []  # local stores: no provider's limits or prices
+    # The census holds each class's largest object, as scanned.
+    by_label: dict[str, int] = {}
+    for data in objects.values():
+        label = SIZE_CLASSES[size_class_of(len(data))].label
+        by_label[label] = max(by_label.get(label, 0), len(data))
+    assert {c["label"]: c["largest_bytes"] for c in p["census"]["classes"]} == by_label
+    assert p["largest_object_bytes"] == max(by_label.values())
     assert cli(args) == 0
     text = capsys.readouterr().out
     assert "PROJECTION (not measured)" in text and "12 worker(s)" in text
@@ -517,6 +560,20 @@ def test_whatif_census_and_the_refusals(
     p = json.loads(capsys.readouterr().out)
     assert p["census"]["whatif"] is True
     assert p["census"]["objects"] == 5 * 10**9 and p["census"]["bytes"] == 5 * PB
+    # One 8 PB object is one worker's whole time, whatever the workers and the deadline.
+    huge = ["plan", "src", "dst", "--objects", "1", "--bytes", "8PB", "--workers", "1000"]
+    huge += ["--link", "5G", "--deadline", "24"]
+    assert cli([*huge, "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["copy_s"] >= 8 * PB / 625e6 and p["busy_workers"] == 1
+    assert p["link_floor_s"] == pytest.approx(8 * PB / 625e6)
+    assert p["largest_object_bytes"] == 8 * PB
+    assert p["deadline"]["workers"] is None and "largest object" in p["deadline"]["reason"]
+    assert any("nothing to copy" in n for n in p["notes"])
+    assert cli(huge) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "deadline 24 h: not reachable" in text and "largest object" in text
+    assert "999 worker(s) have nothing to copy" in text
     for bad in (
         ["--link", "fast"],
         ["--link", "0"],
