@@ -270,6 +270,18 @@ def test_units_are_decimal() -> None:
             parse_hours(bad)
 
 
+def test_a_lowercase_b_is_refused_as_ambiguous() -> None:
+    # 8Pb is petabits (1 PB), not 8 PB: a size in bits or bytes is never guessed.
+    for bad in ("8Pb", "8pb", "500 Tb", "1.5tb", "8b", "2 kib"):
+        with pytest.raises(ConfigError, match=r"write [A-Za-z]*B for bytes") as e:
+            parse_bytes(bad)
+        assert "bits" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="write PB for bytes"):
+        parse_bytes("8Pb")
+    assert parse_bytes("8PB") == parse_bytes("8pB") == parse_bytes("8P") == 8 * PB
+    assert parse_bytes("1KiB") == 1024 and parse_bytes("512B") == 512
+
+
 def test_part_rules_count_requests_as_the_stores_write() -> None:
     # The S3 store: 8 MiB parts, doubling every 1,000 parts; a 5 TB object fits in 10,000.
     assert S3_PARTS.parts(8 * MiB) == 0 and S3_PARTS.parts(8 * MiB + 1) == 2
@@ -581,6 +593,7 @@ def test_whatif_census_and_the_refusals(
         ["--deadline", "-2"],
         ["--deadline", "0"],
         ["--bytes", "5XB", "--objects", "1"],
+        ["--bytes", "8Pb", "--objects", "1"],
         ["--objects", "5e9"],  # --bytes missing
         ["--bytes", "1PB"],  # --objects missing
         ["--objects", "0", "--bytes", "1PB"],

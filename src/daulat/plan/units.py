@@ -16,13 +16,20 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)
 def parse_bytes(text: str, option: str = "--bytes") -> int:
     """``8PB``, ``8 PB``, ``8e15``, ``500TB``, ``1.5T`` → bytes, decimal (1 PB = 10^15 B);
     ``PiB``/``TiB``… are read as binary, since they say so."""
-    m = re.fullmatch(rf"\s*{_NUMBER}\s*([kKmMgGtTpPeE]i?)?\s*[bB]?\s*", text)
+    m = re.fullmatch(rf"\s*{_NUMBER}\s*([kKmMgGtTpPeE]i?)?\s*([bB]?)\s*", text)
     if m is None:
         raise ConfigError(
             f"{option} {text!r}: give a size in bytes, e.g. 8PB, 500TB or 8e15 "
             "(decimal: 1 PB = 10^15 bytes)"
         )
     unit = (m.group(2) or "").lower()
+    if m.group(3) == "b":
+        # 8Pb is petabits, an eighth of 8 PB: a size is never guessed to be in bytes.
+        prefix = unit[:1].upper() + unit[1:]
+        raise ConfigError(
+            f"{option} {text!r}: a lowercase b is bits, ambiguous for a size: write "
+            f"{prefix}B for bytes (e.g. 8PB, not 8Pb)"
+        )
     factor = _BINARY[unit] if unit.endswith("i") else _DECIMAL[unit]
     value = float(m.group(1)) * factor
     if not math.isfinite(value) or value < 0:
