@@ -23,6 +23,7 @@ from servers import AzuriteServer, S3Server
 from daulat.cli import run as cli
 from daulat.config import Config, StoreConfig, load_config
 from daulat.drill import DRILLS_NAME, SIZE_CLASSES, run_drill, size_class_of
+from daulat.drill.units import human_duration
 from daulat.errors import ConfigError
 from daulat.inventory import Manifest, scan_store
 from daulat.plan import (
@@ -48,7 +49,7 @@ from daulat.plan import (
 )
 from daulat.plan.census import BLOCK_PARTS, S3_PARTS
 from daulat.plan.tables import NOT_READ, TableError, load_tables, parse_tables, tiered_cost
-from daulat.plan.units import decimal_bytes
+from daulat.plan.units import count, decimal_bytes
 from daulat.stores import Store, open_store
 
 KiB, MiB = 1024, 1024 * 1024
@@ -280,6 +281,30 @@ def test_a_lowercase_b_is_refused_as_ambiguous() -> None:
         parse_bytes("8Pb")
     assert parse_bytes("8PB") == parse_bytes("8pB") == parse_bytes("8P") == 8 * PB
     assert parse_bytes("1KiB") == 1024 and parse_bytes("512B") == 512
+
+
+def test_absurd_sizes_are_refused_and_sizes_are_exact() -> None:
+    # Beyond 10^21 bytes (a zettabyte) or 10^15 objects no exit is planned: refused, one line.
+    for bad in ("1e30", "1e22", "1.000001ZB", "1000001EB", "1e999999"):
+        with pytest.raises(ConfigError) as e:
+            parse_bytes(bad)
+        assert "\n" not in str(e.value)
+    for bad in ("1e30", "1e16", "1000000000000001"):
+        with pytest.raises(ConfigError, match="at most"):
+            parse_count(bad)
+    assert parse_bytes("1e21") == 10**21 and parse_count("1e15") == 10**15
+    # Read exactly, not through a float: every digit given is the byte count.
+    assert parse_bytes("123456789012345678901") == 123456789012345678901
+    assert parse_bytes("1.1PB") == 1_100_000_000_000_000
+    assert parse_count("999999999999999") == 999_999_999_999_999
+    # A what-if's mean size is whole bytes computed exactly, never a float's digits.
+    census = census_from_totals(3, 9 * 10**20, None)
+    assert "300,000,000,000,000,000,000 bytes" in census.source
+    assert census.classes[0].largest == 3 * 10**20
+    assert decimal_bytes(10**21) == "1 ZB" and count(10**15) == "1 quadrillion"
+    # Durations beyond what days and hours mean are not printed to the hour.
+    assert human_duration(3.2e12) == "37,000,000 d"
+    assert human_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
 
 
 def test_part_rules_count_requests_as_the_stores_write() -> None:
@@ -594,6 +619,8 @@ def test_whatif_census_and_the_refusals(
         ["--deadline", "0"],
         ["--bytes", "5XB", "--objects", "1"],
         ["--bytes", "8Pb", "--objects", "1"],
+        ["--bytes", "1e30", "--objects", "1"],
+        ["--bytes", "1PB", "--objects", "1e30"],
         ["--objects", "5e9"],  # --bytes missing
         ["--bytes", "1PB"],  # --objects missing
         ["--objects", "0", "--bytes", "1PB"],

@@ -148,13 +148,14 @@ def census_from_totals(objects: int, size: int, rule: PartRule | None) -> Census
     size (so all in the mean's size class, with that many parts each)."""
     if objects < 1 or size < 0:
         raise ConfigError("a what-if needs at least one object and a size >= 0 bytes")
-    mean = size / objects
-    index = size_class_of(int(mean))
-    parts = rule.parts(math.ceil(mean)) if rule is not None else 0
-    c = ClassCensus(index, objects, size, objects if parts else 0, objects * parts, math.ceil(mean))
+    # Integer arithmetic: a float's mean of 10^20 bytes would print digits nobody counted.
+    largest = -(-size // objects)  # the mean, rounded up: an object is whole bytes
+    index = size_class_of(size // objects)
+    parts = rule.parts(largest) if rule is not None else 0
+    c = ClassCensus(index, objects, size, objects if parts else 0, objects * parts, largest)
     return Census(
         f"given (what-if): {objects:,} objects, {size:,} bytes; every object taken to be of "
-        f"the mean size, {mean:,.0f} bytes ({c.label})",
+        f"the mean size, {(2 * size + objects) // (2 * objects):,} bytes ({c.label})",
         True,
         (c,),
         objects,
