@@ -307,6 +307,14 @@ def test_absurd_sizes_are_refused_and_sizes_are_exact() -> None:
     assert human_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
 
 
+def test_a_deadline_beyond_reason_is_refused_in_hours() -> None:
+    for bad in ("1e308", "1e7", "1e400", "99999999d"):
+        with pytest.raises(ConfigError, match="hours") as e:
+            parse_hours(bad)
+        assert "seconds" not in str(e.value)
+    assert parse_hours("1e6") == 10**6  # 114 years: the longest deadline planned
+
+
 def test_part_rules_count_requests_as_the_stores_write() -> None:
     # The S3 store: 8 MiB parts, doubling every 1,000 parts; a 5 TB object fits in 10,000.
     assert S3_PARTS.parts(8 * MiB) == 0 and S3_PARTS.parts(8 * MiB + 1) == 2
@@ -570,6 +578,7 @@ def test_the_drill_projection_is_the_plan_model(local: tuple[Config, dict[str, b
 def test_whatif_census_and_the_refusals(
     local: tuple[Config, dict[str, bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    config, _ = local
     # No drill recorded: nothing to base a projection on, what-if or not.
     assert cli(["plan", "src", "dst", "--objects", "5e9", "--bytes", "5PB"]) == 2
     err = capsys.readouterr().err
@@ -617,6 +626,7 @@ def test_whatif_census_and_the_refusals(
         ["--deadline", "soon"],
         ["--deadline", "-2"],
         ["--deadline", "0"],
+        ["--deadline", "1e308"],
         ["--bytes", "5XB", "--objects", "1"],
         ["--bytes", "8Pb", "--objects", "1"],
         ["--bytes", "1e30", "--objects", "1"],
@@ -629,6 +639,11 @@ def test_whatif_census_and_the_refusals(
         assert cli(["plan", "src", "dst", *bad]) == 2, bad
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.strip(), bad
+    with pytest.raises(ConfigError, match="hours"):
+        make_plan(config, "src", "dst", deadline_hours=1e308)
+    assert cli(["plan", "src", "dst", "--deadline", "1e308"]) == 2
+    err = capsys.readouterr().err
+    assert "hours" in err and "seconds" not in err and len(err.strip().splitlines()) == 1
     assert cli(["plan", "nosuch", "dst"]) == 2
     assert "unknown store" in capsys.readouterr().err
 

@@ -44,6 +44,7 @@ from daulat.plan.tables import (
     load_tables,
     tiered_cost,
 )
+from daulat.plan.units import MAX_DEADLINE_HOURS
 from daulat.state import connect_readonly
 from daulat.transfer.model import Endpoint
 
@@ -319,8 +320,10 @@ def make_plan(
         raise ConfigError("--workers must be at least 1")
     if link_bps is not None and not (link_bps > 0 and math.isfinite(link_bps)):
         raise ConfigError("--link must be a positive bandwidth")
-    if deadline_hours is not None and not (deadline_hours > 0 and math.isfinite(deadline_hours)):
-        raise ConfigError("--deadline must be a positive number of hours")
+    if deadline_hours is not None and not (0 < deadline_hours <= MAX_DEADLINE_HOURS):
+        raise ConfigError(
+            f"--deadline must be a positive number of hours, at most {MAX_DEADLINE_HOURS:,}"
+        )
     tables = tables or load_tables()
     src_name, src_prefix = _spec(src_spec)
     dst_name, _ = _spec(dst_spec)

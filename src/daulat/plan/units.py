@@ -15,6 +15,8 @@ _BINARY = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50, "ei"
 # float's digits would be printed as if counted.
 MAX_BYTES = 10**21
 MAX_OBJECTS = 10**15
+# A deadline in hours; longer ones overflow to infinite seconds and mean nothing to plan for.
+MAX_DEADLINE_HOURS = 1_000_000
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)"
 
 
@@ -72,6 +74,8 @@ def parse_hours(text: str, option: str = "--deadline") -> float:
     hours = float(m.group(1)) * {"": 1.0, "h": 1.0, "d": 24.0, "m": 1 / 60}[m.group(2).lower()]
     if not math.isfinite(hours) or hours <= 0:
         raise ConfigError(f"{option} {text!r}: the deadline must be a positive number of hours")
+    if hours > MAX_DEADLINE_HOURS:
+        raise ConfigError(f"{option} {text!r}: at most {MAX_DEADLINE_HOURS:,} hours (114 years)")
     return hours
 
 
