@@ -86,6 +86,13 @@ USAGE_ERRORS = [
     ),
     (["scan", "--shards", "abc"], "--shards must be a whole number, not 'abc'", "daulat scan"),
     (["scan", "--shards", "0"], "--shards must be at least 1, not '0'", "daulat scan"),
+    # More listings in flight than any store serves: refused at once, not run out of memory.
+    (["scan", "--shards", "10001"], "--shards must be at most 10000, not '10001'", "daulat scan"),
+    (
+        ["scan", "--shards", "99999999999999999999"],
+        "--shards must be at most 10000, not '99999999999999999999'",
+        "daulat scan",
+    ),
     # A choice given in another case or misspelt: the choices, once, in daulat's words.
     (
         ["copy", "data", "x", "--engine", "Ray"],
