@@ -583,7 +583,12 @@ def test_cancelling_a_coroutine_stops_the_run_cleanly(home: Path) -> None:
         (
             lambda: daulat.scan("daulat.toml", "src", shards=0),
             daulat.ConfigError,
-            "shards must be a whole number >= 1",
+            "shards must be a whole number from 1 to 10,000, not 0",
+        ),
+        (
+            lambda: daulat.scan("daulat.toml", "src", shards=1_000_000),
+            daulat.ConfigError,
+            "shards must be a whole number from 1 to 10,000, not 1000000",
         ),
         (
             lambda: daulat.scan("daulat.toml", from_inventory="s3://inv/manifest.json"),

@@ -53,7 +53,11 @@ def project(tmp_path: Path) -> Path:
 USAGE_ERRORS = [
     (["stores", "--no-such-option"], "no such option: --no-such-option", "daulat stores"),
     (["ls"], "missing argument 'STORE[:PREFIX]'", "daulat ls"),
-    (["copy", "data", "x", "--engine", "warp"], "'warp' is not one of", "daulat copy"),
+    (
+        ["copy", "data", "x", "--engine", "warp"],
+        "--engine must be local or ray, not 'warp'",
+        "daulat copy",
+    ),
     (
         ["copy", "data", "x", "--concurrency", "many"],
         "--concurrency must be a whole number, not 'many'",
@@ -82,6 +86,29 @@ USAGE_ERRORS = [
     ),
     (["scan", "--shards", "abc"], "--shards must be a whole number, not 'abc'", "daulat scan"),
     (["scan", "--shards", "0"], "--shards must be at least 1, not '0'", "daulat scan"),
+    # More listings in flight than any store serves: refused at once, not run out of memory.
+    (["scan", "--shards", "10001"], "--shards must be at most 10000, not '10001'", "daulat scan"),
+    (
+        ["scan", "--shards", "99999999999999999999"],
+        "--shards must be at most 10000, not '99999999999999999999'",
+        "daulat scan",
+    ),
+    # A choice given in another case or misspelt: the choices, once, in daulat's words.
+    (
+        ["copy", "data", "x", "--engine", "Ray"],
+        "--engine must be local or ray, not 'Ray'",
+        "daulat copy",
+    ),
+    (
+        ["exit", "data", "x", "--engine", "rey"],
+        "--engine must be local or ray, not 'rey'",
+        "daulat exit",
+    ),
+    (
+        ["verify", "data", "x", "--engine", "RAY"],
+        "--engine must be local or ray, not 'RAY'",
+        "daulat verify",
+    ),
     (["frobnicate"], "no such command 'frobnicate'", "daulat"),
     (["keys", "frob"], "no such command 'frob'", "daulat keys"),
 ]

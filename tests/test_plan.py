@@ -23,6 +23,7 @@ from servers import AzuriteServer, S3Server
 from daulat.cli import run as cli
 from daulat.config import Config, StoreConfig, load_config
 from daulat.drill import DRILLS_NAME, SIZE_CLASSES, run_drill, size_class_of
+from daulat.drill.units import human_duration
 from daulat.errors import ConfigError
 from daulat.inventory import Manifest, scan_store
 from daulat.plan import (
@@ -48,7 +49,7 @@ from daulat.plan import (
 )
 from daulat.plan.census import BLOCK_PARTS, S3_PARTS
 from daulat.plan.tables import NOT_READ, TableError, load_tables, parse_tables, tiered_cost
-from daulat.plan.units import decimal_bytes
+from daulat.plan.units import count, decimal_bytes
 from daulat.stores import Store, open_store
 
 KiB, MiB = 1024, 1024 * 1024
@@ -178,6 +179,39 @@ def test_unreachable_deadline_says_why() -> None:
     assert above.predicted_s <= serial + driver * 1.01
 
 
+def test_one_object_is_never_split_over_workers() -> None:
+    fitted = synthetic()
+    f, o = fitted.fit, fitted.overheads
+    link = 625e6  # 5 Gbit/s
+    # One 8 PB object: a thousand workers copy it no faster than one, at its link's speed.
+    one_huge = Workload({4: (1, 8 * PB)})
+    alone = predict(one_huge, f, o, 1, link)
+    many = predict(one_huge, f, o, 1000, link)
+    assert many.busy_workers == 1 and many.object_bound
+    assert many.copy_s == pytest.approx(alone.copy_s)
+    assert many.copy_s >= 8 * PB / link
+    needed = workers_for(24 * 3600, one_huge, f, o, link)
+    assert needed.workers is None and "largest object" in (needed.reason or "")
+    assert "whatever the workers" in (needed.reason or "")
+    upper = workers_for_upper(24 * 3600, one_huge, fitted, CONF, link)
+    assert upper.workers is None
+    # A hundred 1 TB objects: workers beyond a hundred do nothing, and no fewer than one
+    # object's whole time on one worker (its measured per-byte cost, slower than the link).
+    hundred = Workload({4: (100, 100 * 10**12)})
+    at_100 = predict(hundred, f, o, 100, link)
+    at_1000 = predict(hundred, f, o, 1000, link)
+    assert at_1000.busy_workers == 100 and at_1000.copy_s == pytest.approx(at_100.copy_s)
+    per_object = f.classes[4].per_object_s + 10**12 * f.classes[4].per_byte_s
+    assert at_1000.copy_s >= per_object > 10**12 / link
+    # The largest object of a class, when known, bounds it: not its mean.
+    skewed = Workload({4: (100, 100 * 10**12)}, None, {4: 50 * 10**12})
+    assert predict(skewed, f, o, 100, link).copy_s >= 50 * 10**12 * f.classes[4].per_byte_s
+    # A deadline the largest object meets: the fewest workers, never more than the objects.
+    fits = workers_for(4 * 3600, hundred, f, o, link)
+    assert fits.workers is not None and fits.workers <= 100
+    assert predict(hundred, f, o, fits.workers, link).total_s <= 4 * 3600
+
+
 def test_interval_contains_the_point_estimate() -> None:
     fitted = synthetic()
     for w in (1, 7, 150):
@@ -235,6 +269,50 @@ def test_units_are_decimal() -> None:
     for bad in ("0", "-1", "soon", "nan", "inf"):
         with pytest.raises(ConfigError):
             parse_hours(bad)
+
+
+def test_a_lowercase_b_is_refused_as_ambiguous() -> None:
+    # 8Pb is petabits (1 PB), not 8 PB: a size in bits or bytes is never guessed.
+    for bad in ("8Pb", "8pb", "500 Tb", "1.5tb", "8b", "2 kib"):
+        with pytest.raises(ConfigError, match=r"write [A-Za-z]*B for bytes") as e:
+            parse_bytes(bad)
+        assert "bits" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="write PB for bytes"):
+        parse_bytes("8Pb")
+    assert parse_bytes("8PB") == parse_bytes("8pB") == parse_bytes("8P") == 8 * PB
+    assert parse_bytes("1KiB") == 1024 and parse_bytes("512B") == 512
+
+
+def test_absurd_sizes_are_refused_and_sizes_are_exact() -> None:
+    # Beyond 10^21 bytes (a zettabyte) or 10^15 objects no exit is planned: refused, one line.
+    for bad in ("1e30", "1e22", "1.000001ZB", "1000001EB", "1e999999"):
+        with pytest.raises(ConfigError) as e:
+            parse_bytes(bad)
+        assert "\n" not in str(e.value)
+    for bad in ("1e30", "1e16", "1000000000000001"):
+        with pytest.raises(ConfigError, match="at most"):
+            parse_count(bad)
+    assert parse_bytes("1e21") == 10**21 and parse_count("1e15") == 10**15
+    # Read exactly, not through a float: every digit given is the byte count.
+    assert parse_bytes("123456789012345678901") == 123456789012345678901
+    assert parse_bytes("1.1PB") == 1_100_000_000_000_000
+    assert parse_count("999999999999999") == 999_999_999_999_999
+    # A what-if's mean size is whole bytes computed exactly, never a float's digits.
+    census = census_from_totals(3, 9 * 10**20, None)
+    assert "300,000,000,000,000,000,000 bytes" in census.source
+    assert census.classes[0].largest == 3 * 10**20
+    assert decimal_bytes(10**21) == "1 ZB" and count(10**15) == "1 quadrillion"
+    # Durations beyond what days and hours mean are not printed to the hour.
+    assert human_duration(3.2e12) == "37,000,000 d"
+    assert human_duration(2 * 86400 + 4 * 3600) == "2 d 4 h"
+
+
+def test_a_deadline_beyond_reason_is_refused_in_hours() -> None:
+    for bad in ("1e308", "1e7", "1e400", "99999999d"):
+        with pytest.raises(ConfigError, match="hours") as e:
+            parse_hours(bad)
+        assert "seconds" not in str(e.value)
+    assert parse_hours("1e6") == 10**6  # 114 years: the longest deadline planned
 
 
 def test_part_rules_count_requests_as_the_stores_write() -> None:
@@ -451,7 +529,10 @@ def test_plan_from_a_real_drill_json_and_human(
     assert p["census"]["whatif"] is False
     assert p["low_s"] <= p["predicted_s"] <= p["high_s"]
     assert p["predicted_hours"] == pytest.approx(p["predicted_s"] / 3600)
-    assert p["link_floor_s"] == pytest.approx(p["census"]["bytes"] * 8 / (12 * 2e9))
+    # The links alone: the bytes over the twelve links, or the largest object over one.
+    largest = max(len(v) for v in objects.values())
+    spread = p["census"]["bytes"] * 8 / (12 * 2e9)
+    assert p["link_floor_s"] == pytest.approx(max(spread, largest * 8 / 2e9))
     assert p["requests"]["source_get"] == len(objects)
     assert p["requests"]["billed_destination"] is False  # a filesystem makes no requests
     assert (
@@ -460,6 +541,13 @@ def test_plan_from_a_real_drill_json_and_human(
     assert p["drill"]["interval"] is True and p["assumptions"]
     assert p["bytes_unit"].startswith("decimal")
     assert p["limits"] == [] and p["costs"] == []  # local stores: no provider's limits or prices
+    # The census holds each class's largest object, as scanned.
+    by_label: dict[str, int] = {}
+    for data in objects.values():
+        label = SIZE_CLASSES[size_class_of(len(data))].label
+        by_label[label] = max(by_label.get(label, 0), len(data))
+    assert {c["label"]: c["largest_bytes"] for c in p["census"]["classes"]} == by_label
+    assert p["largest_object_bytes"] == max(by_label.values())
     assert cli(args) == 0
     text = capsys.readouterr().out
     assert "PROJECTION (not measured)" in text and "12 worker(s)" in text
@@ -490,6 +578,7 @@ def test_the_drill_projection_is_the_plan_model(local: tuple[Config, dict[str, b
 def test_whatif_census_and_the_refusals(
     local: tuple[Config, dict[str, bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    config, _ = local
     # No drill recorded: nothing to base a projection on, what-if or not.
     assert cli(["plan", "src", "dst", "--objects", "5e9", "--bytes", "5PB"]) == 2
     err = capsys.readouterr().err
@@ -517,13 +606,31 @@ def test_whatif_census_and_the_refusals(
     p = json.loads(capsys.readouterr().out)
     assert p["census"]["whatif"] is True
     assert p["census"]["objects"] == 5 * 10**9 and p["census"]["bytes"] == 5 * PB
+    # One 8 PB object is one worker's whole time, whatever the workers and the deadline.
+    huge = ["plan", "src", "dst", "--objects", "1", "--bytes", "8PB", "--workers", "1000"]
+    huge += ["--link", "5G", "--deadline", "24"]
+    assert cli([*huge, "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["copy_s"] >= 8 * PB / 625e6 and p["busy_workers"] == 1
+    assert p["link_floor_s"] == pytest.approx(8 * PB / 625e6)
+    assert p["largest_object_bytes"] == 8 * PB
+    assert p["deadline"]["workers"] is None and "largest object" in p["deadline"]["reason"]
+    assert any("nothing to copy" in n for n in p["notes"])
+    assert cli(huge) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "deadline 24 h: not reachable" in text and "largest object" in text
+    assert "999 worker(s) have nothing to copy" in text
     for bad in (
         ["--link", "fast"],
         ["--link", "0"],
         ["--deadline", "soon"],
         ["--deadline", "-2"],
         ["--deadline", "0"],
+        ["--deadline", "1e308"],
         ["--bytes", "5XB", "--objects", "1"],
+        ["--bytes", "8Pb", "--objects", "1"],
+        ["--bytes", "1e30", "--objects", "1"],
+        ["--bytes", "1PB", "--objects", "1e30"],
         ["--objects", "5e9"],  # --bytes missing
         ["--bytes", "1PB"],  # --objects missing
         ["--objects", "0", "--bytes", "1PB"],
@@ -532,6 +639,11 @@ def test_whatif_census_and_the_refusals(
         assert cli(["plan", "src", "dst", *bad]) == 2, bad
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.strip(), bad
+    with pytest.raises(ConfigError, match="hours"):
+        make_plan(config, "src", "dst", deadline_hours=1e308)
+    assert cli(["plan", "src", "dst", "--deadline", "1e308"]) == 2
+    err = capsys.readouterr().err
+    assert "hours" in err and "seconds" not in err and len(err.strip().splitlines()) == 1
     assert cli(["plan", "nosuch", "dst"]) == 2
     assert "unknown store" in capsys.readouterr().err
 

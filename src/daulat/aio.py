@@ -54,6 +54,7 @@ from daulat.census.sharded import DEFAULT_SHARDS
 from daulat.config import Config, find_config
 from daulat.config import load_config as _read_config
 from daulat.crypto import Recipient
+from daulat.defaults import MAX_SHARDS
 from daulat.drill import DrillResult, parse_bandwidth, run_drill
 from daulat.errors import ConfigError, SafetyRefusal
 from daulat.filters import Filter
@@ -540,7 +541,7 @@ async def scan(
             config,
             stores,
             apiargs.filter_of(include, exclude, filter_rules, filter_from),
-            apiargs.whole("shards", shards, 1),
+            apiargs.whole("shards", shards, 1, MAX_SHARDS),
             from_inventory,
             request_timeout,
             apiargs.callback("progress", progress),

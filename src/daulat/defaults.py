@@ -21,6 +21,10 @@ DEFAULT_MAX_DELETE_PERCENT: Final = 50.0
 #: a provider's per-prefix request rate, not the round trip, is the limit.
 DEFAULT_SHARDS: Final = 8
 
+#: The most listings a scan runs at once: far beyond what any provider serves one client, and
+#: each costs memory before it lists anything (a million never started listing).
+MAX_SHARDS: Final = 10_000
+
 #: Seconds to reach a Ray cluster's address before the run is refused: ``ray.init`` itself
 #: retries an address where nothing answers for many minutes.
 RAY_CONNECT_TIMEOUT: Final = 10.0

@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -193,8 +193,16 @@ def _sentence(message: str) -> str:
     return message[:-1] if message.endswith(".") and not message.endswith("..") else message
 
 
+def _choices(m: re.Match[str]) -> str:
+    """``'a', 'b', 'c'`` (an enum's values, quoted) as ``must be a, b or c``."""
+    *first, last = re.findall(r"'([^']*)'", m.group(1))
+    return f"must be {', '.join(first)} or {last}" if first else f"must be {last}"
+
+
 # pydantic's words (typer checks option values with it) as daulat says them.
-_PYDANTIC_WORDS = [
+_PYDANTIC_WORDS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    # An enum's own ValueError (typer converts choices with it): the value is shown after.
+    (re.compile(r"(?:Value error, )?'[^']*' is not one of ((?:'[^']*'(?:, )?)+)\.?"), _choices),
     (re.compile(r"Input should be greater than or equal to (\S+)"), r"must be at least \1"),
     (re.compile(r"Input should be less than or equal to (\S+)"), r"must be at most \1"),
     (re.compile(r"Input should be greater than (\S+)"), r"must be more than \1"),

@@ -35,7 +35,7 @@ from daulat.cli._shared import (
     err,
     out,
 )
-from daulat.defaults import DEFAULT_SHARDS
+from daulat.defaults import DEFAULT_SHARDS, MAX_SHARDS
 from daulat.errors import (
     ConfigError,
 )
@@ -206,8 +206,9 @@ def scan(
         typer.Option(
             "--shards",
             min=1,
+            max=MAX_SHARDS,
             help="Listings in flight at once, each over its own part of the key space "
-            "(1: one listing). Same result either way.",
+            f"(1: one listing; at most {MAX_SHARDS:,}). Same result either way.",
         ),
     ] = DEFAULT_SHARDS,
     from_inventory: Annotated[

@@ -195,7 +195,9 @@ def _fit(costs: Mapping[int, _Costs]) -> Fit:
 
 def _workload(strata: Mapping[int, Stratum], listed_objects: int | None = None) -> Workload:
     return Workload(
-        {i: (s.objects, s.bytes) for i, s in strata.items() if s.objects}, listed_objects
+        {i: (s.objects, s.bytes) for i, s in strata.items() if s.objects},
+        listed_objects,
+        {i: s.largest for i, s in strata.items() if s.objects and s.largest},
     )
 
 

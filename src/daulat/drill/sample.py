@@ -77,6 +77,7 @@ class Stratum:
     sample: list[SampledObject] = field(default_factory=list)
     initial: int = 0
     used: int = 0
+    largest: int = 0  # bytes of its largest object (the plan model's one-worker floor)
 
     @property
     def size_class(self) -> SizeClass:
@@ -214,13 +215,14 @@ def draw_sample(
             where += " AND daulat_selected(key)"
         cases = " ".join(f"WHEN size < {b} THEN {i}" for i, b in enumerate(_BOUNDS))
         census = db.execute(
-            f"SELECT CASE {cases} ELSE {len(_BOUNDS)} END AS c, count(*), coalesce(sum(size), 0) "
-            f"FROM objects WHERE {where} GROUP BY c",
+            f"SELECT CASE {cases} ELSE {len(_BOUNDS)} END AS c, count(*), coalesce(sum(size), 0), "
+            f"coalesce(max(size), 0) FROM objects WHERE {where} GROUP BY c",
             args,
         ).fetchall()
         strata = [Stratum(i, 0, 0) for i in range(len(SIZE_CLASSES))]
-        for c, n, b in census:
-            strata[int(c)].objects, strata[int(c)].bytes = int(n), int(b)
+        for c, n, b, big in census:
+            s = strata[int(c)]
+            s.objects, s.bytes, s.largest = int(n), int(b), int(big)
         counts = allocate(strata, sample, concurrency)
         draw = reserve(strata) if sample is None else counts
         for i, n in counts.items():

@@ -55,7 +55,10 @@ def human_duration(seconds: float) -> str:
         return f"{int(s // 60)} min {int(s % 60)} s"
     if s < 86400:
         return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
-    return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
+    if s < 1000 * 86400:
+        return f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
+    # Thousands of days to the hour would claim a precision no projection has.
+    return f"{plain(s / 86400)} d"
 
 
 def _human_bytes(n: float) -> str:

@@ -15,15 +15,19 @@ function on the drill's own census)
     census of ``n_c`` objects and ``B_c`` bytes in class
     ``c``, W workers, each with ``L`` bytes/s to itself::
 
-        class c      max(n_c x a_c + B_c x b_c, B_c / L) / W
-        copying      the sum of the classes, never less than objects / 100,000 when W > 1
+        class c      max(n_c x a_c + B_c x b_c, B_c / L) / min(W, objects)
+        copying      the sum of the classes, never less than the largest object's time on
+                     one worker, max(a_c + S_c x b_c, S_c / L) for the largest S_c of each
+                     class, nor than objects / 100,000 when W > 1
         listing      objects listed x (listing seconds per object, probed)
         bookkeeping  objects x (bookkeeping seconds per object)
         exit time    fixed + listing + bookkeeping + copying
 
     The floor under the copying is the driver: one coordinator writes every object's result
     to the one journal while the workers copy, at a rate that is issue 12's benchmark goal
-    (named as an assumption, not measured). Listing and bookkeeping are not divided by W:
+    (named as an assumption, not measured). An object is never split: workers beyond the
+    number of objects have nothing to copy, and one huge object takes one worker its whole
+    time (a what-if's objects are all of the mean size; a scan's largest are its own). Listing and bookkeeping are not divided by W:
     with ``--engine ray`` the driver lists the source, plans, verifies (listing the
     destination) and writes the manifest itself, before and after the copying, as one process
     does (bench/RESULTS.md, "Ray scaling", compares the plan with measured runs). A class the drill did not measure is costed by the drill's fit across its
@@ -38,8 +42,8 @@ Interval
 Deadline
     ``--deadline H`` inverts the model: the fewest workers whose predicted time is within H
     (closed form, checked against the forward model), and the fewest whose interval's upper
-    end is. When fixed costs or the driver alone exceed H, no number of workers meets it and
-    the plan says why.
+    end is. When fixed costs, the driver or the largest object alone exceed H, no number of
+    workers meets it and the plan says why.
 
 Census
     :func:`take_census`: the latest complete scan of SRC in the manifest (an inventory report

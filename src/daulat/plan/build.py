@@ -44,6 +44,7 @@ from daulat.plan.tables import (
     load_tables,
     tiered_cost,
 )
+from daulat.plan.units import MAX_DEADLINE_HOURS
 from daulat.state import connect_readonly
 from daulat.transfer.model import Endpoint
 
@@ -52,7 +53,8 @@ LABEL = "PROJECTION"
 MODEL = (
     "per size class, one worker's time = the longer of (objects x per-object cost + bytes x "
     "seconds per byte, as the drill measured them) and (bytes / its link); divided among the "
-    "workers, and never less than the driver's journal at "
+    "workers that have an object to copy (never more than the objects: an object is never "
+    "split), never less than one worker's time for the largest object, and never less than the driver's journal at "
     f"{DRIVER_OBJECTS_PER_S:,} objects/s when more than one worker reports to it; plus the "
     "source listing (objects listed x listing cost per object) and bookkeeping (objects x "
     "cost per object), which the driver does alone, not divided among the workers; plus the "
@@ -166,6 +168,11 @@ class Plan:
     kind: str = "projection"
     label: str = LABEL
     notes: list[str] = field(default_factory=list)
+    # The largest object, which one worker copies alone (the copying is never shorter than
+    # its time), and how many of the workers have an object to copy at all.
+    largest_object_bytes: int = 0
+    largest_object_s: float = 0.0
+    busy_workers: int = 1
 
     @property
     def predicted_hours(self) -> float:
@@ -190,6 +197,7 @@ class Plan:
                     "bytes": c.bytes,
                     "multipart_objects": c.multipart_objects,
                     "parts": c.parts,
+                    "largest_bytes": c.largest,
                 }
                 for c in self.census.classes
             ],
@@ -312,8 +320,10 @@ def make_plan(
         raise ConfigError("--workers must be at least 1")
     if link_bps is not None and not (link_bps > 0 and math.isfinite(link_bps)):
         raise ConfigError("--link must be a positive bandwidth")
-    if deadline_hours is not None and not (deadline_hours > 0 and math.isfinite(deadline_hours)):
-        raise ConfigError("--deadline must be a positive number of hours")
+    if deadline_hours is not None and not (0 < deadline_hours <= MAX_DEADLINE_HOURS):
+        raise ConfigError(
+            f"--deadline must be a positive number of hours, at most {MAX_DEADLINE_HOURS:,}"
+        )
     tables = tables or load_tables()
     src_name, src_prefix = _spec(src_spec)
     dst_name, _ = _spec(dst_spec)
@@ -380,7 +390,11 @@ def make_plan(
         bookkeeping_s=est.point.bookkeeping_s,
         fixed_s=est.point.fixed_s,
         driver_s=est.point.driver_s,
-        link_floor_s=census.bytes / (workers * link_Bps) if link_Bps else None,
+        link_floor_s=(
+            max(census.bytes / (est.point.busy_workers * link_Bps), census.largest / link_Bps)
+            if link_Bps
+            else None
+        ),
         classes=classes,
         deadline=deadline,
         requests=reqs,
@@ -395,7 +409,15 @@ def make_plan(
         laws=tables.laws,
         assumptions=[],
         notes=list(drill.notes),
+        largest_object_bytes=est.point.largest_bytes,
+        largest_object_s=est.point.largest_s,
+        busy_workers=est.point.busy_workers,
     )
+    if workers > census.objects:
+        plan.notes.append(
+            f"--workers {workers:,} exceeds the {census.objects:,} object(s): an object is "
+            f"never split, so {workers - census.objects:,} worker(s) have nothing to copy"
+        )
     plan.assumptions = _assumptions(plan, src_cfg.region if src_provider in PROVIDERS else "")
     return plan
 
@@ -590,7 +612,13 @@ def _assumptions(plan: Plan, src_region: str | None) -> list[str]:
             else ", each as fast as the drill measured (no link given)"
         ),
         "the objects are spread evenly over the workers (sharded by key range); an object is "
-        "never split, so one huge object takes one worker its whole time",
+        "never split, so one huge object takes one worker its whole time (the copying is "
+        "never shorter than the largest object's time on one worker"
+        + (
+            ", every object taken to be of the mean size)"
+            if plan.census.whatif
+            else ", the largest object the census recorded)"
+        ),
         "the source and the destination serve all the workers as they served the drill: "
         "the provider limits listed with the plan say where that fails",
         "the driver lists the source at the drill's probed cost per object and does the "

@@ -105,6 +105,7 @@ class ClassCensus:
     bytes: int
     multipart_objects: int = 0
     parts: int = 0
+    largest: int = 0  # bytes of its largest object: one worker copies it alone
 
     @property
     def label(self) -> str:
@@ -130,7 +131,16 @@ class Census:
         return sum(c.bytes for c in self.classes)
 
     def workload(self) -> Workload:
-        return Workload({c.index: (c.objects, c.bytes) for c in self.classes}, self.listed_objects)
+        return Workload(
+            {c.index: (c.objects, c.bytes) for c in self.classes},
+            self.listed_objects,
+            {c.index: c.largest for c in self.classes},
+        )
+
+    @property
+    def largest(self) -> int:
+        """The bytes of the largest object."""
+        return max((c.largest for c in self.classes), default=0)
 
 
 def census_from_totals(objects: int, size: int, rule: PartRule | None) -> Census:
@@ -138,13 +148,14 @@ def census_from_totals(objects: int, size: int, rule: PartRule | None) -> Census
     size (so all in the mean's size class, with that many parts each)."""
     if objects < 1 or size < 0:
         raise ConfigError("a what-if needs at least one object and a size >= 0 bytes")
-    mean = size / objects
-    index = size_class_of(int(mean))
-    parts = rule.parts(math.ceil(mean)) if rule is not None else 0
-    c = ClassCensus(index, objects, size, objects if parts else 0, objects * parts)
+    # Integer arithmetic: a float's mean of 10^20 bytes would print digits nobody counted.
+    largest = -(-size // objects)  # the mean, rounded up: an object is whole bytes
+    index = size_class_of(size // objects)
+    parts = rule.parts(largest) if rule is not None else 0
+    c = ClassCensus(index, objects, size, objects if parts else 0, objects * parts, largest)
     return Census(
         f"given (what-if): {objects:,} objects, {size:,} bytes; every object taken to be of "
-        f"the mean size, {mean:,.0f} bytes ({c.label})",
+        f"the mean size, {(2 * size + objects) // (2 * objects):,} bytes ({c.label})",
         True,
         (c,),
         objects,
@@ -170,14 +181,16 @@ def census_from_manifest(state_dir: Path, store: str, prefix: str, rule: PartRul
         rows = db.execute(
             f"SELECT CASE {cases} ELSE {len(_BOUNDS)} END AS c, count(*), "
             f"coalesce(sum(size), 0), coalesce(sum(({parts}) > 0), 0), "
-            f"coalesce(sum({parts}), 0) FROM objects WHERE store = ? AND substr(key, 1, ?) = ? "
+            f"coalesce(sum({parts}), 0), coalesce(max(size), 0) FROM objects WHERE store = ? AND substr(key, 1, ?) = ? "
             "AND substr(key, ?, ?) != ? GROUP BY c ORDER BY c",
             (store, len(prefix), prefix, len(prefix) + 1, len(meta), meta),
         ).fetchall()
     finally:
         db.close()
     classes = tuple(
-        ClassCensus(int(c), int(n), int(b), int(m), int(p)) for c, n, b, m, p in rows if n
+        ClassCensus(int(c), int(n), int(b), int(m), int(p), int(big))
+        for c, n, b, m, p, big in rows
+        if n
     )
     where = f"{store}:{prefix}" if prefix else store
     return Census(

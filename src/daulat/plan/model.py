@@ -3,10 +3,16 @@
 A *fit* gives, per size class, what one worker spends per object and per byte (the drill
 measures it). A *workload* gives, per class, how many objects and bytes leave. The model::
 
-    class c      max(objects_c x per_object_c + bytes_c x per_byte_c, bytes_c / link) / workers
+    class c      max(objects_c x per_object_c + bytes_c x per_byte_c, bytes_c / link) / busy
+    copying      max(sum of the classes, the largest object on one worker)
     listing      listed objects x listing cost per object                 (the driver, once)
     bookkeeping  objects x bookkeeping cost per object                    (the driver, once)
     total        fixed + listing + bookkeeping + max(copying, driver floor)
+
+with ``busy = min(workers, objects)``: an object is never split, so a worker beyond the
+number of objects has nothing to copy, and the copying lasts at least as long as one worker
+takes for the largest object (``per_object_c + largest_c x per_byte_c``, or ``largest_c /
+link`` when that is longer, for the largest object of each class).
 
 with the driver floor ``objects / DRIVER_OBJECTS_PER_S`` when there is more than one worker
 (one coordinator commits every object's result to the one journal while the workers copy).
@@ -138,6 +144,16 @@ class Workload:
 
     classes: Mapping[int, tuple[int, int]]
     listed_objects: int | None = None
+    # Per class, the bytes of its largest object. A class not in it is taken to hold objects
+    # of its mean size: the least its largest can be, right for a what-if of equal objects.
+    largest: Mapping[int, int] = field(default_factory=dict)
+
+    def largest_of(self, index: int) -> int:
+        """The bytes of the largest object of class ``index``."""
+        if index in self.largest:
+            return self.largest[index]
+        objects, size = self.classes[index]
+        return math.ceil(size / objects) if objects else 0
 
     @property
     def objects(self) -> int:
@@ -167,6 +183,17 @@ class Breakdown:
     fixed_s: float
     driver_s: float
     total_s: float
+    # The longest one object takes one worker (the copying is never shorter), which object
+    # (class, bytes), and how many workers have an object to copy.
+    largest_s: float = 0.0
+    largest_class: int | None = None
+    largest_bytes: int = 0
+    busy_workers: int = 1
+
+    @property
+    def object_bound(self) -> bool:
+        """One object, not the spread of all of them over the workers, sets the copying."""
+        return self.largest_s > 0 and self.largest_s >= sum(self.classes.values())
 
     @property
     def driver_bound(self) -> bool:
@@ -191,9 +218,12 @@ def predict(
     """The model (module docstring) for ``workers`` machines, each with ``link_Bps`` bytes
     per second to itself (None: only the measured throughput limits a worker)."""
     _check(workers, link_Bps)
+    # An object is never split: workers beyond the number of objects have nothing to copy.
+    busy = max(1, min(workers, work.objects))
     classes: dict[int, float] = {}
     bound: dict[int, bool] = {}
     stand_ins: dict[int, str] = {}
+    largest_s, largest_class, largest_bytes = 0.0, None, 0
     for index, (objects, size) in sorted(work.classes.items()):
         if not objects:
             continue
@@ -205,8 +235,16 @@ def predict(
         own = objects * cost.per_object_s + size * cost.per_byte_s
         wire = size / link_Bps if link_Bps is not None else 0.0
         bound[index] = wire > own
-        classes[index] = max(own, wire) / workers
-    copy_s = sum(classes.values())
+        classes[index] = max(own, wire) / busy
+        # One worker copies the class's largest object alone, at its own cost or its link's.
+        big = work.largest_of(index)
+        alone = max(
+            cost.per_object_s + big * cost.per_byte_s,
+            big / link_Bps if link_Bps is not None else 0.0,
+        )
+        if alone > largest_s:
+            largest_s, largest_class, largest_bytes = alone, index, big
+    copy_s = max(sum(classes.values()), largest_s)
     # The driver's own phases, before and after the copying: as many seconds as one process.
     listing_s = work.listed * overheads.list_s_per_object
     bookkeeping_s = work.objects * overheads.bookkeeping_s_per_object
@@ -224,6 +262,10 @@ def predict(
         overheads.fixed_s,
         driver_s,
         total,
+        largest_s,
+        largest_class,
+        largest_bytes,
+        busy,
     )
 
 
@@ -302,15 +344,28 @@ def workers_for(
     serial = overheads.fixed_s + one.listing_s + one.bookkeeping_s
     room = deadline_s - serial
     driver = work.objects / DRIVER_OBJECTS_PER_S
-    if room <= 0 or driver > room:
-        why = (
-            f"the fixed cost with the driver's own listing and bookkeeping ({plain(serial)} s)"
-            if room <= 0
-            else f"the driver's journal ({work.objects:,} objects at "
-            f"{DRIVER_OBJECTS_PER_S:,}/s: {plain(driver)} s) after its listing and bookkeeping"
-        )
+    if room <= 0 or driver > room or one.largest_s > room:
+        if room <= 0:
+            why = (
+                f"the fixed cost with the driver's own listing and bookkeeping ({plain(serial)} s)"
+            )
+        elif driver > room:
+            why = (
+                f"the driver's journal ({work.objects:,} objects at "
+                f"{DRIVER_OBJECTS_PER_S:,}/s: {plain(driver)} s) after its listing and bookkeeping"
+            )
+        else:
+            why = (
+                f"the largest object ({one.largest_bytes:,} bytes, never split: one worker "
+                f"copies it in {plain(one.largest_s)} s) after the driver's listing and "
+                "bookkeeping"
+            )
         return Needed(None, None, f"{why} alone exceeds the deadline, whatever the workers")
-    n = max(2, math.ceil(one.copy_s / room))
+    # Workers beyond the number of objects have nothing to copy: never more than that.
+    most = max(1, work.objects)
+    if predict(work, fit, overheads, most, link_Bps).total_s > deadline_s:
+        return Needed(None, None, f"even {most:,} workers, one per object, do not meet it")
+    n = min(most, max(2, math.ceil(one.copy_s / room)))
     while predict(work, fit, overheads, n, link_Bps).total_s > deadline_s:
         n += 1
     while n > 2 and predict(work, fit, overheads, n - 1, link_Bps).total_s <= deadline_s:
@@ -340,12 +395,13 @@ def workers_for_upper(
     # doubling, then bisect.
     if high(n) <= deadline_s:
         return Needed(n, high(n))
-    lo, hi = n, n * 2
-    limit = 1 << 40
+    # Workers beyond the number of objects have nothing to copy: never search beyond that.
+    most = max(1, work.objects)
+    if high(most) > deadline_s:
+        return Needed(None, None, "no number of workers brings the upper end within it")
+    lo, hi = n, min(n * 2, most)
     while high(hi) > deadline_s:
-        lo, hi = hi, hi * 2
-        if hi > limit:
-            return Needed(None, None, "no number of workers brings the upper end within it")
+        lo, hi = hi, min(hi * 2, most)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if high(mid) <= deadline_s:

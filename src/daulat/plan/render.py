@@ -66,11 +66,19 @@ def render_plan(plan: Plan, console: Console) -> None:
             + (f"; driver's journal at least {_dur(plan.driver_s)}" if plan.driver_s else "")
         )
     )
+    if 0 < plan.largest_object_s >= sum(k.predicted_s for k in plan.classes):
+        p(
+            styled(
+                f"  the largest object alone ({decimal_bytes(plan.largest_object_bytes)}, never "
+                f"split) takes one worker {_dur(plan.largest_object_s)}: the copying is never "
+                "shorter, whatever the workers"
+            )
+        )
     if plan.link_floor_s is not None:
         p(
             styled(
                 f"  the links alone: {_dur(plan.link_floor_s)} ({decimal_bytes(c.bytes)} over "
-                f"{plan.workers} x {_human_rate_bits(plan.link_bps or 0)})"
+                f"{plan.busy_workers} x {_human_rate_bits(plan.link_bps or 0)})"
             )
         )
     table = Table(title=f"{LABEL}: per size class")
