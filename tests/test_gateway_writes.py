@@ -520,12 +520,18 @@ def test_multipart_uploads_boto3_and_the_aws_cli(tmp_path: Path, s3_server: S3Se
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = 0', "quorum"),
         ('replicas = ["prim", "rep"]\nwritable = "yes"', "writable"),
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = "2"', "quorum"),
+        # A write of report.csv to prim would overwrite prim:sub's sub/report.csv.
+        ('replicas = ["prim", "prim:sub"]\nwritable = true', "lie one inside the other"),
+        ('replicas = ["rep:a/b", "prim", "rep:a"]\nwritable = true', "'rep:a/b/' and 'rep:a/'"),
+        # Two store names, one directory.
+        ('replicas = ["prim", "alias"]\nwritable = true', "are the same place"),
     ],
 )
 def test_bad_write_config_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bucket_toml: str, message: str
 ) -> None:
     stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    stores.append(fs_store_config(tmp_path / "prim", "alias"))
     config = _config(tmp_path, stores, {"pemilu": bucket_toml})
     env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
     proc = subprocess.run(
