@@ -255,6 +255,46 @@ def test_primary_refusing_makes_writes_503(tmp_path: Path, s3_server: S3Server) 
         assert _writes(config) == []
 
 
+def test_a_key_a_replica_can_never_hold_is_400_written_nowhere_and_never_lagging(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        s3_store_config(s3_server, "vault", "gw-writes"),
+    ]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["prim", "vault:never"]\nwritable = true'}
+    )
+    # Portable (S3 holds them), but no directory can: 1,024 bytes with a 1,021-byte segment,
+    # a 300-byte segment, a backslash.
+    refused = {
+        "d/" + "b" * 1022: "KeyTooLongError",
+        "s" * 300 + "/x": "KeyTooLongError",
+        "a\\b": "InvalidArgument",
+    }
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        for key, code in refused.items():
+            with pytest.raises(ClientError) as exc:
+                s3.put_object(Bucket="pemilu", Key=key, Body=b"never anywhere")
+            error = exc.value.response["Error"]
+            assert (_status(exc.value), error["Code"]) == (400, code), key
+            # Named once, a long key cut: it is in the request's path already.
+            message = error["Message"]
+            assert message.count(repr(key)[:40]) == 1 and len(message) < 200, message
+            with pytest.raises(ClientError) as exc:
+                s3.create_multipart_upload(Bucket="pemilu", Key=key)
+            assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (400, code)
+        # The primary is not taken for down: the next write is acknowledged.
+        s3.put_object(Bucket="pemilu", Key="fine.txt", Body=b"fine\n")
+    for key in refused:
+        assert _rows(config, key) == {}, key
+    assert [p.name for p in (tmp_path / "prim").iterdir()] == ["fine.txt"]
+    held = _direct(s3_server).list_objects_v2(Bucket="gw-writes", Prefix="never/")
+    assert [o["Key"] for o in held.get("Contents", [])] == ["never/fine.txt"]
+    assert [w["key"] for w in _writes(config)] == ["fine.txt"]
+
+
 # ------------------------------------------------------------------ bodies that lie
 
 

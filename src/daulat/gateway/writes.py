@@ -40,6 +40,7 @@ from daulat.gateway.replicas import Replica, etag_of, unverified_etag
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
+from daulat.stores.keys import write_problem
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
 
@@ -53,6 +54,17 @@ _ODD = {"Cf", "Zl", "Zp", "Co", "Cs", "Cn"}
 
 class WriteFailed(DaulatError):
     """The write was not acknowledged (S3 503): the message says which stores failed."""
+
+
+class KeyTooLong(InvalidKey):
+    """A key refused for its length, or a segment's (S3 400 ``KeyTooLongError``)."""
+
+
+def shown(key: str) -> str:
+    """``key`` as messages show it: a long one cut (it is in the request's path already)."""
+    if len(key) <= 64:
+        return repr(key)
+    return f"{key[:48]!r}... ({len(key.encode('utf-8', 'surrogatepass'))} bytes)"
 
 
 def write_key_problem(key: str) -> str | None:
@@ -159,6 +171,24 @@ class Writer:
             self._locks[(bucket.name, key)] = lock
         return lock
 
+    def refusal(self, bucket: Bucket, key: str) -> InvalidKey | None:
+        """Why ``key`` can never be written to ``bucket``, or None: the gateway's own rules,
+        then each replica's store's (a directory refuses a backslash or a segment over 255
+        bytes). Permanent, so asked before anything is sent: a 503 would be retried, and
+        every attempt would record replicas lagging behind an object that exists nowhere."""
+        problem = write_key_problem(key)
+        if problem is None:
+            for t in self.targets(bucket):
+                reason = write_problem(t.store, t.replica.address.prefix + key)
+                if reason is not None:
+                    problem = f"store {t.replica.name} cannot hold it: {reason}"
+                    break
+        if problem is None:
+            return None
+        # The stores' rules word every length limit "longer than N bytes".
+        kind = KeyTooLong if "longer than" in problem else InvalidKey
+        return kind(f"key {shown(key)} is refused for writes: {problem}", key=key)
+
     async def put(
         self,
         bucket: Bucket,
@@ -170,9 +200,9 @@ class Writer:
         """Stream ``body`` (whose pieces feed ``hasher``, checked by its source before it
         ends) to the replicas. Raises :class:`InvalidKey` (400), :class:`WriteFailed` (503),
         or what the body's source raised when the body broke a promise."""
-        problem = write_key_problem(key)
-        if problem is not None:
-            raise InvalidKey(f"key {key!r} is refused for writes: {problem}", key=key)
+        refused = self.refusal(bucket, key)
+        if refused is not None:
+            raise refused
         async with self.lock(bucket, key):
             return await self._put(bucket, key, body, hasher, quorum)
 
