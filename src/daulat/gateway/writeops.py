@@ -131,6 +131,8 @@ class WriteOps:
             raise _refused(exc) from None
         except WriteFailed as exc:
             log.warning("%s", exc)
+            if exc.unacknowledged is not None:
+                await self.runtime.events.written(bucket.name, exc.unacknowledged)
             raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
         except (S3Failure, AuthError):
             raise

@@ -13,10 +13,11 @@ acknowledged (200, the ETag of the plaintext's SHA-256) once ``quorum`` stores, 
 among them, hold it verified; else 503, the stores that failed named in the log.
 
 The journal (:mod:`.ledger`) then vouches for each replica holding it and records the others
-as lagging; one audit entry per acknowledged write names both. Writes of one key through
-one gateway are serialised; a write racing another writer at the primary itself is caught
-when the primary describes the key afterwards (its size must be the write's, its ETag the one
-its put returned) and answered 503, vouched for nowhere.
+as lagging; one audit entry per write the primary took names both (``acknowledged`` false
+when the quorum was missed: the client got 503, the primary serves the new bytes). Writes of
+one key through one gateway are serialised; a write racing another writer at the primary
+itself is caught when the primary describes the key afterwards (its size must be the
+write's, its ETag the one its put returned) and answered 503, vouched for nowhere.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ _ODD = {"Cf", "Zl", "Zp", "Co", "Cs", "Cn"}
 
 
 class WriteFailed(DaulatError):
-    """The write was not acknowledged (S3 503): the message says which stores failed."""
+    """The write was not acknowledged (S3 503): the message says which stores failed.
+    ``unacknowledged`` is the write when the primary nonetheless took it (quorum missed)."""
+
+    def __init__(self, message: str, unacknowledged: Written | None = None) -> None:
+        super().__init__(message)
+        self.unacknowledged = unacknowledged
 
 
 class KeyTooLong(InvalidKey):
@@ -109,6 +115,7 @@ class Written:
     etag: str  # the gateway's, as a HEAD will answer
     holders: list[str]
     lagging: dict[str, str] = field(default_factory=dict)
+    acknowledged: bool = True  # False: the primary took it, too few others did
 
 
 def targets(cfg: Config, bucket: Bucket) -> list[Target]:
@@ -293,7 +300,14 @@ class Writer:
             await self.ledger.record(rows)
             bucket.journal.refresh()
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
-            raise WriteFailed(f"write of {key!r} not acknowledged: {why} ({failed})")
+            # The primary serves the new bytes all the same: an audit entry must say so.
+            taken = None
+            if primary.replica.name in ok:
+                holders = [t.replica.name for t, _ in verified]
+                taken = Written(
+                    key, hasher.size, hasher.hexdigest(), "", holders, dict(lagging), False
+                )
+            raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", taken)
         sha = hasher.hexdigest()
         chunks = hasher.chunks if hasher.size > hasher.chunk_size else None
         rows = []
