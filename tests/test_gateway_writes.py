@@ -558,6 +558,59 @@ def test_multipart_uploads_boto3_and_the_aws_cli(tmp_path: Path, s3_server: S3Se
         assert list(mine.iterdir()) == [] and oct(mine.stat().st_mode & 0o777) == "0o700"
 
 
+def test_a_part_sent_again_reuses_its_bytes_in_a_spool_more_than_half_full(
+    tmp_path: Path,
+) -> None:
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'},
+        'write_spool = "6MiB"',
+    )
+    first, again, last = os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        up = s3.create_multipart_upload(Bucket="pemilu", Key="m.bin")["UploadId"]
+        s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=first)
+        # The client retries part 1: 5 + 5 MiB would pass 6 MiB, but the first goes.
+        e1 = s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=again)
+        # A second part beside it still counts against the bound.
+        with pytest.raises(ClientError) as exc:
+            s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=2, Body=first)
+        assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (503, "SlowDown")
+        e2 = s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=2, Body=last)
+        parts = [{"PartNumber": 1, "ETag": e1["ETag"]}, {"PartNumber": 2, "ETag": e2["ETag"]}]
+        s3.complete_multipart_upload(
+            Bucket="pemilu", Key="m.bin", UploadId=up, MultipartUpload={"Parts": parts}
+        )
+        assert s3.get_object(Bucket="pemilu", Key="m.bin")["Body"].read() == again + last
+
+
+def test_uploads_in_progress_are_bounded_and_idle_ones_expire(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from daulat.gateway.spool import UPLOAD_IDLE, Spool, SpoolError
+
+    spool = Spool(tmp_path, 1024, max_uploads=3)
+    spool.start()
+    try:
+        uploads = [spool.create("pemilu", f"k{i}") for i in range(3)]
+        with pytest.raises(SpoolError) as exc:
+            spool.create("pemilu", "k3")
+        assert (exc.value.status, exc.value.code) == (503, "SlowDown")
+        assert "3 multipart uploads in progress" in exc.value.message
+        # One left a day and a minute ago: aborted, its directory gone, room for another.
+        stale = uploads[1]
+        stale.started -= UPLOAD_IDLE + dt.timedelta(minutes=1)
+        fresh = spool.create("pemilu", "k3")
+        assert not stale.dir.exists() and stale.id not in spool.uploads
+        assert {u.key for u in spool.uploads.values()} == {"k0", "k2", "k3"}
+        assert fresh.dir.is_dir()
+    finally:
+        spool.close()
+
+
 # ---------------------------------------------------------------------------------- config
 
 
