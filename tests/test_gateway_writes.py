@@ -214,7 +214,9 @@ def test_replica_down_lags_then_sync_catches_up_and_quorum_unmet_is_503(
             with pytest.raises(ClientError) as exc:
                 s3.put_object(Bucket="strict", Key="strict.txt", Body=b"three or nothing\n")
             assert _status(exc.value) == 503
-            assert "quorum is 3" in exc.value.response["Error"]["Message"]
+            message = exc.value.response["Error"]["Message"]
+            assert "2 store(s) hold it verified (prim, rep1), quorum is 3" in message
+            assert "the primary prim now serves the new bytes" in message
             assert {s for s, _, _ in _rows(config, "strict.txt").values()} == {"failed"}
             # Not acknowledged, yet the primary took it (and serves it): audited as such.
             # Not acknowledged, yet the primary took it (and serves it): audited as such, once
@@ -621,6 +623,7 @@ def test_uploads_in_progress_are_bounded_and_idle_ones_expire(tmp_path: Path) ->
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = 0', "quorum"),
         ('replicas = ["prim", "rep"]\nwritable = "yes"', "writable"),
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = "2"', "quorum"),
+        ('replicas = ["prim", "rep"]\nquorum = 2', "quorum = 2 needs writable = true"),
         # A write of report.csv to prim would overwrite prim:sub's sub/report.csv.
         ('replicas = ["prim", "prim:sub"]\nwritable = true', "lie one inside the other"),
         ('replicas = ["rep:a/b", "prim", "rep:a"]\nwritable = true', "'rep:a/b/' and 'rep:a/'"),

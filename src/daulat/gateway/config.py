@@ -172,6 +172,13 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         if len(addresses) != len(bucket.replicas):
             continue
         quorum = bucket.quorum or min(DEFAULT_QUORUM, len(addresses))
+        if bucket.quorum is not None and not bucket.writable:
+            # A quorum counts the stores holding a write: a read-only bucket takes none.
+            problems.append(
+                f"{here}: quorum = {bucket.quorum} needs writable = true: a read-only bucket "
+                "takes no writes for a quorum to count"
+            )
+            continue
         if bucket.quorum is not None and bucket.quorum > len(addresses):
             problems.append(
                 f"{here}: quorum = {bucket.quorum} is more than its {len(addresses)} replica(s): "

@@ -278,10 +278,12 @@ class Writer:
             info = await self._primary_now(bucket, key, hasher.size, put, lagging)
         if info is None or len(ok) < quorum:
             p = primary.replica.name
+            holding = ", ".join(t.replica.name for t, _ in verified)
             why = (
                 f"the primary {p} did not take it ({lagging.get(p)})"
                 if info is None
-                else f"{len(ok)} store(s) hold it verified, quorum is {quorum}"
+                else f"{len(ok)} store(s) hold it verified ({holding}), quorum is {quorum}; "
+                f"the primary {p} now serves the new bytes"
             )
             rows = [
                 self._row(
