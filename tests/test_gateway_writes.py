@@ -215,9 +215,19 @@ def test_replica_down_lags_then_sync_catches_up_and_quorum_unmet_is_503(
             with pytest.raises(ClientError) as exc:
                 s3.put_object(Bucket="strict", Key="strict.txt", Body=b"three or nothing\n")
             assert _status(exc.value) == 503
-            assert "quorum is 3" in exc.value.response["Error"]["Message"]
+            message = exc.value.response["Error"]["Message"]
+            assert "2 store(s) hold it verified (prim, rep1), quorum is 3" in message
+            assert "the primary prim now serves the new bytes" in message
             assert {s for s, _, _ in _rows(config, "strict.txt").values()} == {"failed"}
-            assert len(_writes(config)) == 1
+            # Not acknowledged, yet the primary took it (and serves it): audited as such.
+            # Not acknowledged, yet the primary took it (and serves it): audited as such, once
+            # per attempt (the client retries a 503 once).
+            first, *missed = _writes(config)
+            assert first["acknowledged"] is True and missed
+            for entry in missed:
+                assert entry["key"] == "strict.txt" and entry["acknowledged"] is False
+                assert entry["replicas"] == ["prim", "rep1"] and list(entry["lagging"]) == ["rep2"]
+                assert entry["sha256"] == _sha(b"three or nothing\n")
         proxy.mode = "pass"
         # daulat stores shows what lags (lag.txt at rep2; strict.txt, not acknowledged, at
         # both), and daulat sync copies it and records it done.
@@ -254,6 +264,46 @@ def test_primary_refusing_makes_writes_503(tmp_path: Path, s3_server: S3Server) 
         # The replica may hold what it received; nothing vouches for it.
         assert {s for s, _, _ in _rows(config, "x.txt").values()} == {"failed"}
         assert _writes(config) == []
+
+
+def test_a_key_a_replica_can_never_hold_is_400_written_nowhere_and_never_lagging(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        s3_store_config(s3_server, "vault", "gw-writes"),
+    ]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["prim", "vault:never"]\nwritable = true'}
+    )
+    # Portable (S3 holds them), but no directory can: 1,024 bytes with a 1,021-byte segment,
+    # a 300-byte segment, a backslash.
+    refused = {
+        "d/" + "b" * 1022: "KeyTooLongError",
+        "s" * 300 + "/x": "KeyTooLongError",
+        "a\\b": "InvalidArgument",
+    }
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        for key, code in refused.items():
+            with pytest.raises(ClientError) as exc:
+                s3.put_object(Bucket="pemilu", Key=key, Body=b"never anywhere")
+            error = exc.value.response["Error"]
+            assert (_status(exc.value), error["Code"]) == (400, code), key
+            # Named once, a long key cut: it is in the request's path already.
+            message = error["Message"]
+            assert message.count(repr(key)[:40]) == 1 and len(message) < 200, message
+            with pytest.raises(ClientError) as exc:
+                s3.create_multipart_upload(Bucket="pemilu", Key=key)
+            assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (400, code)
+        # The primary is not taken for down: the next write is acknowledged.
+        s3.put_object(Bucket="pemilu", Key="fine.txt", Body=b"fine\n")
+    for key in refused:
+        assert _rows(config, key) == {}, key
+    assert [p.name for p in (tmp_path / "prim").iterdir()] == ["fine.txt"]
+    held = _direct(s3_server).list_objects_v2(Bucket="gw-writes", Prefix="never/")
+    assert [o["Key"] for o in held.get("Contents", [])] == ["never/fine.txt"]
+    assert [w["key"] for w in _writes(config)] == ["fine.txt"]
 
 
 # ------------------------------------------------------------------ bodies that lie
@@ -511,6 +561,59 @@ def test_multipart_uploads_boto3_and_the_aws_cli(tmp_path: Path, s3_server: S3Se
         assert list(mine.iterdir()) == [] and oct(mine.stat().st_mode & 0o777) == "0o700"
 
 
+def test_a_part_sent_again_reuses_its_bytes_in_a_spool_more_than_half_full(
+    tmp_path: Path,
+) -> None:
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'},
+        'write_spool = "6MiB"',
+    )
+    first, again, last = os.urandom(5 * MiB), os.urandom(5 * MiB), b"tail"
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        up = s3.create_multipart_upload(Bucket="pemilu", Key="m.bin")["UploadId"]
+        s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=first)
+        # The client retries part 1: 5 + 5 MiB would pass 6 MiB, but the first goes.
+        e1 = s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=again)
+        # A second part beside it still counts against the bound.
+        with pytest.raises(ClientError) as exc:
+            s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=2, Body=first)
+        assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (503, "SlowDown")
+        e2 = s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=2, Body=last)
+        parts = [{"PartNumber": 1, "ETag": e1["ETag"]}, {"PartNumber": 2, "ETag": e2["ETag"]}]
+        s3.complete_multipart_upload(
+            Bucket="pemilu", Key="m.bin", UploadId=up, MultipartUpload={"Parts": parts}
+        )
+        assert s3.get_object(Bucket="pemilu", Key="m.bin")["Body"].read() == again + last
+
+
+def test_uploads_in_progress_are_bounded_and_idle_ones_expire(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from daulat.gateway.spool import UPLOAD_IDLE, Spool, SpoolError
+
+    spool = Spool(tmp_path, 1024, max_uploads=3)
+    spool.start()
+    try:
+        uploads = [spool.create("pemilu", f"k{i}") for i in range(3)]
+        with pytest.raises(SpoolError) as exc:
+            spool.create("pemilu", "k3")
+        assert (exc.value.status, exc.value.code) == (503, "SlowDown")
+        assert "3 multipart uploads in progress" in exc.value.message
+        # One left a day and a minute ago: aborted, its directory gone, room for another.
+        stale = uploads[1]
+        stale.started -= UPLOAD_IDLE + dt.timedelta(minutes=1)
+        fresh = spool.create("pemilu", "k3")
+        assert not stale.dir.exists() and stale.id not in spool.uploads
+        assert {u.key for u in spool.uploads.values()} == {"k0", "k2", "k3"}
+        assert fresh.dir.is_dir()
+    finally:
+        spool.close()
+
+
 # ---------------------------------------------------------------------------------- config
 
 
@@ -521,12 +624,19 @@ def test_multipart_uploads_boto3_and_the_aws_cli(tmp_path: Path, s3_server: S3Se
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = 0', "quorum"),
         ('replicas = ["prim", "rep"]\nwritable = "yes"', "writable"),
         ('replicas = ["prim", "rep"]\nwritable = true\nquorum = "2"', "quorum"),
+        ('replicas = ["prim", "rep"]\nquorum = 2', "quorum = 2 needs writable = true"),
+        # A write of report.csv to prim would overwrite prim:sub's sub/report.csv.
+        ('replicas = ["prim", "prim:sub"]\nwritable = true', "lie one inside the other"),
+        ('replicas = ["rep:a/b", "prim", "rep:a"]\nwritable = true', "'rep:a/b/' and 'rep:a/'"),
+        # Two store names, one directory.
+        ('replicas = ["prim", "alias"]\nwritable = true', "are the same place"),
     ],
 )
 def test_bad_write_config_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bucket_toml: str, message: str
 ) -> None:
     stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    stores.append(fs_store_config(tmp_path / "prim", "alias"))
     config = _config(tmp_path, stores, {"pemilu": bucket_toml})
     env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
     proc = subprocess.run(

@@ -28,11 +28,13 @@ relative to the config file's directory.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import re
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ from daulat.config import Config, _describe, _expand_env
 from daulat.crypto import Identity, load_identities
 from daulat.errors import ConfigError
 from daulat.plan.units import parse_bytes
+from daulat.transfer.locations import location_of, overlaps
+from daulat.transfer.safety import overlap_phrase
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
 #: The replica bytes all reads in flight may hold at once (daulat.gateway.budget). 64 MiB
@@ -168,6 +172,13 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         if len(addresses) != len(bucket.replicas):
             continue
         quorum = bucket.quorum or min(DEFAULT_QUORUM, len(addresses))
+        if bucket.quorum is not None and not bucket.writable:
+            # A quorum counts the stores holding a write: a read-only bucket takes none.
+            problems.append(
+                f"{here}: quorum = {bucket.quorum} needs writable = true: a read-only bucket "
+                "takes no writes for a quorum to count"
+            )
+            continue
         if bucket.quorum is not None and bucket.quorum > len(addresses):
             problems.append(
                 f"{here}: quorum = {bucket.quorum} is more than its {len(addresses)} replica(s): "
@@ -176,6 +187,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
             continue
         if bucket.writable:
             problems += _write_problems(cfg, here, addresses)
+            problems += _nested(cfg, here, addresses)
         buckets[name] = BucketConfig(name, tuple(addresses), bucket.writable, quorum)
     base = cfg.path.parent
 
@@ -314,6 +326,33 @@ def _write_problems(cfg: Config, here: str, addresses: list[Address]) -> list[st
                 "(encrypt_names), which gateway writes do not: copy into it with daulat instead"
             )
     return out
+
+
+def _nested(cfg: Config, here: str, addresses: list[Address]) -> list[str]:
+    """Replicas of a writable bucket that are one place, or one inside the other (``prim``
+    and ``prim:sub``, or two stores on one directory): a write of ``report.csv`` to the
+    outer would overwrite the inner's ``sub/report.csv``. The check ``daulat sync`` makes."""
+
+    async def check() -> list[str]:
+        out = []
+        places = [location_of(cfg.store(a.store), a.prefix) for a in addresses]
+        for i, (a, la) in enumerate(zip(addresses, places, strict=True)):
+            for b, lb in zip(addresses[i + 1 :], places[i + 1 :], strict=True):
+                if await overlaps(la, lb):
+                    out.append(
+                        f"{here}: replicas {a.label!r} and {b.label!r} {overlap_phrase(la, lb)} ({la}, {lb}): "
+                        "a write to one would overwrite another's objects; give each replica "
+                        "a place of its own"
+                    )
+        return out
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(check())
+    # Called from a running loop (the tour): the host names resolve on a loop of their own.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, check()).result()
 
 
 def _write_spool(value: str | int, where: str, problems: list[str]) -> int:

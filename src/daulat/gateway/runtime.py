@@ -121,8 +121,9 @@ class AuditEvents:
         )
 
     async def written(self, bucket: str, w: Written) -> None:
-        """An acknowledged write: one entry, appended (and fsynced) before the client hears
-        of it."""
+        """A write the primary took: one entry, appended (and fsynced) before the client
+        hears of it, ``acknowledged`` false when the quorum was missed (the client got 503,
+        yet the primary, and so every read, has the new bytes)."""
         details: dict[str, object] = {
             "bucket": bucket,
             "key": w.key,
@@ -130,6 +131,7 @@ class AuditEvents:
             "sha256": w.sha256,
             "replicas": w.holders,
             "lagging": w.lagging,
+            "acknowledged": w.acknowledged,
         }
         if w.lagging:
             log.warning("gateway.write: %s", details)

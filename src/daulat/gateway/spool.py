@@ -9,7 +9,10 @@ other's.
 
 Upload ids are 32 random bytes (URL-safe base64): unguessable. The bytes all uploads spool
 at once are bounded (``write_spool``); a part that would pass the bound is refused (503
-SlowDown) and leaves nothing. Completing an upload streams its parts in order through the
+SlowDown) and leaves nothing. A part sent again (a client's retry) may reuse the bytes of the
+part it replaces. The uploads in progress are bounded too: one idle for a day (no part
+received, nothing completing) is aborted, and past :data:`MAX_UPLOADS` a new one is refused
+(503 SlowDown), so uploads begun and forgotten cannot pile up directories without end. Completing an upload streams its parts in order through the
 same fan-out as a PutObject, checking each part's SHA-256 again as it is read back (a disk
 that altered a part fails the write instead of storing it).
 """
@@ -35,6 +38,10 @@ from daulat.stores.hashing import StreamHasher
 SPOOL_DIR = "gateway-spool"
 READ_PIECE = 1024 * 1024
 MAX_PARTS = 10_000
+#: Multipart uploads one gateway keeps in progress at once.
+MAX_UPLOADS = 1_000
+#: An upload that received no part for this long is aborted (S3 lets a lifecycle rule do it).
+UPLOAD_IDLE = dt.timedelta(days=1)
 
 
 class SpoolError(S3Failure):
@@ -62,12 +69,15 @@ class Upload:
     started: dt.datetime
     parts: dict[int, Part] = field(default_factory=dict)
     busy: int = 0  # parts being written or a completion under way
+    touched: dt.datetime | None = None  # when a part last arrived (else ``started``)
+    replacing: set[int] = field(default_factory=set)  # part numbers being sent again
 
 
 class Spool:
-    def __init__(self, state_dir: Path, limit: int) -> None:
+    def __init__(self, state_dir: Path, limit: int, max_uploads: int = MAX_UPLOADS) -> None:
         self.root = state_dir / SPOOL_DIR
         self.limit = limit
+        self.max_uploads = max_uploads
         self.used = 0
         self.uploads: dict[str, Upload] = {}
         self.mine: Path | None = None
@@ -104,11 +114,29 @@ class Spool:
 
     def create(self, bucket: str, key: str) -> Upload:
         assert self.mine is not None, "Spool.start() first"
+        self.expire()
+        if len(self.uploads) >= self.max_uploads:
+            raise SpoolError(
+                503,
+                "SlowDown",
+                f"this gateway has {len(self.uploads)} multipart uploads in progress, its "
+                "limit: complete or abort some (uploads idle for a day are aborted)",
+            )
         upload_id = secrets.token_urlsafe(32)
         path = private_dir(self.mine / upload_id)
         upload = Upload(upload_id, bucket, key, path, dt.datetime.now(dt.UTC))
         self.uploads[upload_id] = upload
         return upload
+
+    def expire(self, now: dt.datetime | None = None) -> list[Upload]:
+        """Abort the uploads idle for longer than :data:`UPLOAD_IDLE`; returns them."""
+        cutoff = (now or dt.datetime.now(dt.UTC)) - UPLOAD_IDLE
+        idle = [
+            u for u in self.uploads.values() if not u.busy and (u.touched or u.started) < cutoff
+        ]
+        for upload in idle:
+            self.abort(upload)
+        return idle
 
     def get(self, upload_id: str, bucket: str, key: str) -> Upload:
         upload = self.uploads.get(upload_id)
@@ -133,10 +161,18 @@ class Spool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         held = 0
         upload.busy += 1
+        upload.touched = dt.datetime.now(dt.UTC)
+        # A part sent again (a retry) may use the bytes of the one it replaces: that one goes
+        # once this one is complete. Only one retry of a part at a time gets the credit: the
+        # disk holds at most the bound plus the parts being replaced, each already received.
+        credit = 0
+        if number in upload.parts and number not in upload.replacing:
+            credit = upload.parts[number].size
+            upload.replacing.add(number)
         try:
             with os.fdopen(fd, "wb") as out:
                 async for piece in body:
-                    if self.used + len(piece) > self.limit:
+                    if self.used + len(piece) > self.limit + credit:
                         raise SpoolError(
                             503,
                             "SlowDown",
@@ -163,6 +199,9 @@ class Spool:
             raise
         finally:
             upload.busy -= 1
+            upload.touched = dt.datetime.now(dt.UTC)
+            if credit:
+                upload.replacing.discard(number)
 
     def _gone(self) -> SpoolError:
         return SpoolError(404, "NoSuchUpload", "The specified upload does not exist.")

@@ -32,7 +32,7 @@ from daulat.gateway.config import BucketConfig
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import Upload
-from daulat.gateway.writes import WriteFailed, Written, write_key_problem
+from daulat.gateway.writes import KeyTooLong, WriteFailed, Written
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.hashing import StreamHasher
 
@@ -128,9 +128,11 @@ class WriteOps:
         try:
             written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum)
         except InvalidKey as exc:
-            raise S3Failure(400, "InvalidArgument", str(exc)) from None
+            raise _refused(exc) from None
         except WriteFailed as exc:
             log.warning("%s", exc)
+            if exc.unacknowledged is not None:
+                await self.runtime.events.written(bucket.name, exc.unacknowledged)
             raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
         except (S3Failure, AuthError):
             raise
@@ -146,9 +148,9 @@ class WriteOps:
     # ------------------------------------------------------------------ multipart
 
     def _create(self, bucket: Bucket, key: str) -> Reply:
-        problem = write_key_problem(key)
-        if problem is not None:
-            raise S3Failure(400, "InvalidArgument", f"key {key!r} is refused for writes: {problem}")
+        refused = self.runtime.writer.refusal(bucket, key)
+        if refused is not None:
+            raise _refused(refused)
         upload = self.runtime.spool.create(bucket.name, key)
         return Reply(
             200, [("content-type", "application/xml")], s3xml.initiated(bucket.name, key, upload.id)
@@ -208,6 +210,12 @@ class WriteOps:
         location = f"/{quote(bucket.name)}/{quote(key)}"
         xml = s3xml.completed(bucket.name, key, written.etag, location)
         return Reply(200, [("content-type", "application/xml"), ("etag", written.etag)], xml)
+
+
+def _refused(exc: InvalidKey) -> S3Failure:
+    """A key no replica's store could ever hold: 400, never a 503 a client would retry."""
+    code = "KeyTooLongError" if isinstance(exc, KeyTooLong) else "InvalidArgument"
+    return S3Failure(400, code, str(exc))
 
 
 def _chosen(upload: Upload, listed: list[tuple[int, str]]) -> list[Any]:

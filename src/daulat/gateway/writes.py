@@ -13,10 +13,11 @@ acknowledged (200, the ETag of the plaintext's SHA-256) once ``quorum`` stores, 
 among them, hold it verified; else 503, the stores that failed named in the log.
 
 The journal (:mod:`.ledger`) then vouches for each replica holding it and records the others
-as lagging; one audit entry per acknowledged write names both. Writes of one key through
-one gateway are serialised; a write racing another writer at the primary itself is caught
-when the primary describes the key afterwards (its size must be the write's, its ETag the one
-its put returned) and answered 503, vouched for nowhere.
+as lagging; one audit entry per write the primary took names both (``acknowledged`` false
+when the quorum was missed: the client got 503, the primary serves the new bytes). Writes of
+one key through one gateway are serialised; a write racing another writer at the primary
+itself is caught when the primary describes the key afterwards (its size must be the
+write's, its ETag the one its put returned) and answered 503, vouched for nowhere.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from daulat.gateway.replicas import Replica, etag_of, unverified_etag
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
+from daulat.stores.keys import write_problem
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
 
@@ -52,7 +54,23 @@ _ODD = {"Cf", "Zl", "Zp", "Co", "Cs", "Cn"}
 
 
 class WriteFailed(DaulatError):
-    """The write was not acknowledged (S3 503): the message says which stores failed."""
+    """The write was not acknowledged (S3 503): the message says which stores failed.
+    ``unacknowledged`` is the write when the primary nonetheless took it (quorum missed)."""
+
+    def __init__(self, message: str, unacknowledged: Written | None = None) -> None:
+        super().__init__(message)
+        self.unacknowledged = unacknowledged
+
+
+class KeyTooLong(InvalidKey):
+    """A key refused for its length, or a segment's (S3 400 ``KeyTooLongError``)."""
+
+
+def shown(key: str) -> str:
+    """``key`` as messages show it: a long one cut (it is in the request's path already)."""
+    if len(key) <= 64:
+        return repr(key)
+    return f"{key[:48]!r}... ({len(key.encode('utf-8', 'surrogatepass'))} bytes)"
 
 
 def write_key_problem(key: str) -> str | None:
@@ -97,6 +115,7 @@ class Written:
     etag: str  # the gateway's, as a HEAD will answer
     holders: list[str]
     lagging: dict[str, str] = field(default_factory=dict)
+    acknowledged: bool = True  # False: the primary took it, too few others did
 
 
 def targets(cfg: Config, bucket: Bucket) -> list[Target]:
@@ -159,6 +178,24 @@ class Writer:
             self._locks[(bucket.name, key)] = lock
         return lock
 
+    def refusal(self, bucket: Bucket, key: str) -> InvalidKey | None:
+        """Why ``key`` can never be written to ``bucket``, or None: the gateway's own rules,
+        then each replica's store's (a directory refuses a backslash or a segment over 255
+        bytes). Permanent, so asked before anything is sent: a 503 would be retried, and
+        every attempt would record replicas lagging behind an object that exists nowhere."""
+        problem = write_key_problem(key)
+        if problem is None:
+            for t in self.targets(bucket):
+                reason = write_problem(t.store, t.replica.address.prefix + key)
+                if reason is not None:
+                    problem = f"store {t.replica.name} cannot hold it: {reason}"
+                    break
+        if problem is None:
+            return None
+        # The stores' rules word every length limit "longer than N bytes".
+        kind = KeyTooLong if "longer than" in problem else InvalidKey
+        return kind(f"key {shown(key)} is refused for writes: {problem}", key=key)
+
     async def put(
         self,
         bucket: Bucket,
@@ -170,9 +207,9 @@ class Writer:
         """Stream ``body`` (whose pieces feed ``hasher``, checked by its source before it
         ends) to the replicas. Raises :class:`InvalidKey` (400), :class:`WriteFailed` (503),
         or what the body's source raised when the body broke a promise."""
-        problem = write_key_problem(key)
-        if problem is not None:
-            raise InvalidKey(f"key {key!r} is refused for writes: {problem}", key=key)
+        refused = self.refusal(bucket, key)
+        if refused is not None:
+            raise refused
         async with self.lock(bucket, key):
             return await self._put(bucket, key, body, hasher, quorum)
 
@@ -241,10 +278,12 @@ class Writer:
             info = await self._primary_now(bucket, key, hasher.size, put, lagging)
         if info is None or len(ok) < quorum:
             p = primary.replica.name
+            holding = ", ".join(t.replica.name for t, _ in verified)
             why = (
                 f"the primary {p} did not take it ({lagging.get(p)})"
                 if info is None
-                else f"{len(ok)} store(s) hold it verified, quorum is {quorum}"
+                else f"{len(ok)} store(s) hold it verified ({holding}), quorum is {quorum}; "
+                f"the primary {p} now serves the new bytes"
             )
             rows = [
                 self._row(
@@ -263,7 +302,14 @@ class Writer:
             await self.ledger.record(rows)
             bucket.journal.refresh()
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
-            raise WriteFailed(f"write of {key!r} not acknowledged: {why} ({failed})")
+            # The primary serves the new bytes all the same: an audit entry must say so.
+            taken = None
+            if primary.replica.name in ok:
+                holders = [t.replica.name for t, _ in verified]
+                taken = Written(
+                    key, hasher.size, hasher.hexdigest(), "", holders, dict(lagging), False
+                )
+            raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", taken)
         sha = hasher.hexdigest()
         chunks = hasher.chunks if hasher.size > hasher.chunk_size else None
         rows = []

@@ -191,6 +191,10 @@ class FsStore:
     def capabilities(self) -> Capabilities:
         return Capabilities(user_metadata=True, server_side_copy=False, metadata_at_commit=True)
 
+    def key_problem(self, key: str) -> str | None:
+        """Why a put of ``key`` would be refused (:class:`~daulat.stores.keys.KeyRules`)."""
+        return fs_key_problem(key)
+
     # ------------------------------------------------------------------ paths
 
     def _segments(self, key: str, *, writing: bool = False) -> Segments:

@@ -166,9 +166,13 @@ class GcsBase:
     def _full(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
 
+    def key_problem(self, key: str) -> str | None:
+        """Why Google would refuse ``key`` (:class:`~daulat.stores.keys.KeyRules`)."""
+        return "empty key" if not key else gcs_name_problem(self._full(key))
+
     def _check(self, key: str) -> str:
         """The object name of ``key``; :class:`InvalidKey` when Google would refuse it."""
-        reason = "empty key" if not key else gcs_name_problem(self._full(key))
+        reason = self.key_problem(key)
         if reason is not None:
             raise InvalidKey(
                 f"store {self._name!r} cannot hold key {key!r}: {reason}", store=self._name, key=key

@@ -15,11 +15,31 @@ nothing. A prefix that is merely unusual (``"a/.."`` still starts ``"a/..b"``) i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from daulat.errors import InvalidKey
+from daulat.stores.forwarding import layers
 
 #: Why a store cannot hold a key, or None when it can.
 KeyRule = Callable[[str], "str | None"]
+
+
+@runtime_checkable
+class KeyRules(Protocol):
+    """A store that can say, before any request, why it could never hold a key."""
+
+    def key_problem(self, key: str) -> str | None:
+        """Why a put of ``key`` would be refused (the rule ``put`` applies), or None."""
+        ...
+
+
+def write_problem(store: object, key: str) -> str | None:
+    """Why ``store`` (under its wrappers) could never hold ``key``, or None when it could or
+    cannot say: a refusal known before anything is sent, never worth a retry."""
+    for layer in layers(store):
+        if isinstance(layer, KeyRules):
+            return layer.key_problem(key)
+    return None
 
 
 def invalid_key(store: str, key: str, reason: str) -> InvalidKey:

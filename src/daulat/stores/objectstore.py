@@ -132,6 +132,10 @@ class ObstoreStore:
             raise StoreError(f"store {self._name!r} is closed", store=self._name)
         return self._inner
 
+    def key_problem(self, key: str) -> str | None:
+        """Why a put of ``key`` would be refused (:class:`~daulat.stores.keys.KeyRules`)."""
+        return self._key_problem(key)
+
     def _check(self, key: str) -> None:
         check_key(self._key_problem, key, store=self._name)
 

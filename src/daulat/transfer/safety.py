@@ -89,6 +89,7 @@ __all__ = [
     "filtered_delete_on_protected_names",
     "local_name_keys",
     "names_in_clear",
+    "overlap_phrase",
     "plaintext_into",
     "plaintext_over_ciphertext",
     "refuse_overlap",
@@ -219,13 +220,18 @@ async def refuse_overlap(
     b = location_of(config.store(dst[0]), dst[1])
     if await overlaps(a, b):
         names = f"{_spec(*src)} and {_spec(*dst)}"
-        how = "are the same place" if a == b or a.path == b.path else "lie one inside the other"
+        how = overlap_phrase(a, b)
         raise OverlappingLocations(
             f"{names} {how}: the source is {a}, the destination is {b}. A copy between them "
             "would write into (and sync --delete delete from) its own source; choose a "
             "destination outside the source"
         )
     return a, b
+
+
+def overlap_phrase(a: Location, b: Location) -> str:
+    """How two overlapping locations overlap, as every refusal of one words it."""
+    return "are the same place" if a == b or a.path == b.path else "lie one inside the other"
 
 
 async def destination_space(config: Config, dst: Location) -> dict[str, str]:
