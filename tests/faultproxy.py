@@ -173,6 +173,7 @@ class Proxy:
     def forwarded(self) -> None:
         with self._lock:
             self._active -= 1
+            self.stats["forwarded"] += 1  # requests answered (or cut) so far
             self._idle.notify_all()
 
     def wait_idle(self, timeout: float = 60.0) -> None:
