@@ -114,7 +114,8 @@ def test_import_daulat_imports_nothing_of_the_library(tmp_path: Path) -> None:
     [
         (["--help"], []),
         (["--version"], []),
-        # A command's options are checked by typer, with pydantic (which imports asyncio); an
+        # A command's options are checked by typer, with pydantic (which imports asyncio in
+        # some of its versions: allowed, not required); an
         # audited command records its failure however it fails, so the audit log's recorder
         # is in place before its options are parsed (daulat.cli._failures_audited).
         (["copy", "--help"], ["asyncio", "daulat.audit", "pydantic"]),
@@ -127,7 +128,8 @@ def test_help_imports_no_machinery(tmp_path: Path, argv: list[str], needed: list
         f"with contextlib.redirect_stdout(io.StringIO()):\n    assert run({argv!r}) == 0\n",
         tmp_path,
     )
-    assert loaded(modules, HEAVY + MACHINERY) == needed
+    extra = sorted(set(loaded(modules, HEAVY + MACHINERY)) - set(needed))
+    assert extra == [], extra
 
 
 def test_ls_imports_no_engine(tmp_path: Path) -> None:
