@@ -316,40 +316,27 @@ class Writer:
         for t in others:
             held = next((r for v, r in verified if v is t), None)
             if held is None:
-                rows.append(
-                    self._row(
-                        bucket,
-                        t,
-                        Outcome(
-                            key,
-                            info.size,
-                            info.etag,
-                            State.FAILED,
-                            error=f"{ledger.LAGS}{lagging[t.replica.name]}",
-                        ),
-                    )
+                outcome = Outcome(
+                    key,
+                    info.size,
+                    info.etag,
+                    State.FAILED,
+                    error=f"{ledger.LAGS}{lagging[t.replica.name]}",
                 )
-                continue
-            rows.append(
-                self._row(
-                    bucket,
-                    t,
-                    Outcome(
-                        key,
-                        info.size,
-                        info.etag,
-                        State.DONE,
-                        sha256=sha,
-                        dst_size=held.stored_size
-                        if isinstance(held, CryptPutResult)
-                        else held.size,
-                        dst_etag=held.etag if held.etag is not None else await _etag(t, key),
-                        plain_size=hasher.size,
-                        chunks=chunks,
-                        chunk_size=hasher.chunk_size if chunks else None,
-                    ),
+            else:
+                outcome = Outcome(
+                    key,
+                    info.size,
+                    info.etag,
+                    State.DONE,
+                    sha256=sha,
+                    dst_size=held.stored_size if isinstance(held, CryptPutResult) else held.size,
+                    dst_etag=held.etag if held.etag is not None else await _etag(t, key),
+                    plain_size=hasher.size,
+                    chunks=chunks,
+                    chunk_size=hasher.chunk_size if chunks else None,
                 )
-            )
+            rows.append(self._row(bucket, t, outcome))
         await self.ledger.record(rows)
         bucket.journal.refresh()
         holders = [t.replica.name for t, _ in verified]
