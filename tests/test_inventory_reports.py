@@ -270,6 +270,22 @@ def test_s3_inventory_csv_from_a_bucket_is_the_listing_and_plans(
     assert plan["census"]["objects"] == len(KEYS) + 2000
     assert plan["census"]["bytes"] == sum(len(v) for v in objects.values()) + 2000 * 10**9
 
+    # The census is as of the report's creationTimestamp, not of when it was read, and
+    # every output that shows its date says it came from an inventory report.
+    made = "2026-12-05T00:00:00+00:00"
+    assert (plan["census"]["date"], plan["census"]["from_inventory"]) == (made, url)
+    assert cli(["plan", "src", "dst", "--workers", "4", "--link", "1G"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"inventory report {url} of src, made {made}" in said, said
+    assert cli(["stores", "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["name"] == "src"]
+    assert (row["last_scan"], row["last_scan_report"]) == (made, url)
+    assert cli(["stores"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"src: objects and size as of {made}, the date of inventory report {url}" in said
+    scan = last_scan(config, "src")
+    assert (scan.census_date, scan.report) == (made, url) and scan.finished != made
+
 
 def test_s3_inventory_parquet_from_local_files(
     s3_server: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -442,6 +458,9 @@ def test_azure_blob_inventory_csv_from_a_container_and_parquet_from_files(
         0,
     )
     assert rows_of(config, "az") == listed_rows
+    # The census is as of the run's inventoryCompletionTime.
+    assert summary["census_date"] == summary["report_made"] == "2026-12-04T00:10:00+00:00"
+    assert summary["report"] == f"az://inv-az-dest/{manifest}"
 
     files, manifest = azure_report("inv-az-src", listed, "parquet")
     write_local(tmp_path / "copy", files)
@@ -607,6 +626,32 @@ def test_azure_reports_that_leave_part_of_the_store_out_are_refused(
         ["scan", "az", "--from-inventory", str(tmp_path / "az2" / manifest), *cfg], capsys
     )
     assert f"{tmp_path / 'az2' / blob}, line 1:" in msg and "content-length" in msg
+
+
+def test_azure_reports_without_a_believable_date_are_refused(
+    local_s3: tuple[Config, list[ObjectInfo]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inventoryCompletionTime is the census date: missing, not a date or in the future,
+    the report is refused naming the manifest, as an S3 report without creationTimestamp."""
+    config, objs = local_s3
+    for when in (None, "yesterday", 1796428800, "2100-01-01T00:00:00Z"):
+        files, manifest = azure_report("box", objs)
+        doc = json.loads(files[manifest])
+        if when is None:
+            del doc["inventoryCompletionTime"]
+        else:
+            doc["inventoryCompletionTime"] = when
+        files[manifest] = json.dumps(doc).encode()
+        files[manifest.replace(".json", ".checksum")] = _md5(files[manifest]).encode()
+        path = tmp_path / "az" / manifest
+        write_local(tmp_path / "az", files)
+        msg = _refused(
+            ["scan", "az", "--from-inventory", str(path), "--config", str(config.path)], capsys
+        )
+        assert f"inventory report {path}:" in msg and "inventoryCompletionTime" in msg, msg
+        assert ("future" in msg) == (when == "2100-01-01T00:00:00Z"), msg
+    with Manifest.in_state_dir(config.state_dir) as m:
+        assert m.last_scan("az") is None
 
 
 def test_parquet_without_pyarrow_names_the_extra(

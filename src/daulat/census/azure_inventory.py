@@ -7,8 +7,9 @@ As Microsoft documents them (Azure Storage, "Azure Storage blob inventory"):
     its ``size``), ``ruleDefinition`` (``format``: ``csv`` or ``parquet``; ``objectType``;
     ``filters``: ``blobTypes``, ``prefixMatch``, ``excludePrefix``, ``includeSnapshots``,
     ``includeBlobVersions``, ``includeDeleted``; ``schemaFields``), ``status`` and
-    ``summary`` (``objectCount``). ``<rule>-manifest.checksum`` beside it holds the
-    manifest's MD5.
+    ``summary`` (``objectCount``), ``inventoryStartTime`` and ``inventoryCompletionTime``
+    (ISO 8601, UTC: when the run began and ended; the census is as of its completion).
+    ``<rule>-manifest.checksum`` beside it holds the manifest's MD5.
 Data files
     CSV with a header row of the schema fields; Parquet with columns of those names, dates as
     TIMESTAMP_MILLIS. ``Name`` is the blob's path including its container
@@ -23,12 +24,13 @@ blobs and hierarchical-namespace folders are not objects a listing shows, and ar
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from daulat.census.reports import InventoryError, ReportFiles
+from daulat.census.reports import InventoryError, ReportFiles, made_when
 from daulat.census.rows import csv_rows, parquet_rows, parse_bool, parse_size, parse_time
 from daulat.stores.base import ObjectInfo
 from daulat.stores.objectstore import normalise_etag
@@ -87,6 +89,18 @@ class AzureInventory:
         summary = doc.get("summary")
         count = summary.get("objectCount") if isinstance(summary, dict) else None
         self.object_count = count if isinstance(count, int) else None
+        self.created = self._completed(doc.get("inventoryCompletionTime"))
+
+    def _completed(self, value: object) -> dt.datetime:
+        """When the inventory run completed (``inventoryCompletionTime``): the census is as
+        of then, as an S3 report's is as of its ``creationTimestamp``."""
+        when = None
+        if isinstance(value, str) and value:
+            try:
+                when = dt.datetime.fromisoformat(value)
+            except ValueError:
+                when = None
+        return made_when(self.name, "inventoryCompletionTime", value, when)
 
     async def check_manifest(self, raw: bytes) -> None:
         """``<rule>-manifest.checksum``, where it is beside the manifest, is its MD5."""

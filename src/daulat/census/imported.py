@@ -109,20 +109,20 @@ async def _import(
         report.check_covers(bucket, prefix)
         root = f"{bucket}/{root}"
     await report.check_manifest(raw)
-    created = getattr(report, "created", None)
-    if created is not None:
-        age = dt.datetime.now(dt.UTC) - created
-        if age > STALE_REPORT:
-            log.warning(
-                "daulat: inventory report %s was made %s UTC (%s days ago): the census of %s "
-                "is as of then, not now",
-                files.manifest_name,
-                f"{created:%Y-%m-%d %H:%M}",
-                f"{age.days:,}",
-                store,
-            )
+    created = report.created
+    age = dt.datetime.now(dt.UTC) - created
+    if age > STALE_REPORT:
+        log.warning(
+            "daulat: inventory report %s was made %s UTC (%s days ago): the census of %s "
+            "is as of then, not now",
+            files.manifest_name,
+            f"{created:%Y-%m-%d %H:%M}",
+            f"{age.days:,}",
+            store,
+        )
 
-    scan_id = manifest.begin_scan(store)
+    # The census is as of the report's date, not of this reading of it.
+    scan_id = manifest.begin_scan(store, report=files.manifest_name, report_made=created)
     pending: dict[str, tuple[ObjectInfo, str, int]] = {}
     objects = size = rows = 0
 

@@ -22,6 +22,7 @@ refused by name, never read in part.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import os
 import tempfile
@@ -34,7 +35,7 @@ from daulat.config import Config, StoreConfig
 from daulat.errors import ConfigError, NotFound
 from daulat.stores import Store, open_store
 
-__all__ = ["InventoryError", "ReportFiles", "open_report"]
+__all__ = ["InventoryError", "ReportFiles", "made_when", "open_report"]
 
 
 class InventoryError(ConfigError):
@@ -46,6 +47,21 @@ class InventoryError(ConfigError):
         super().__init__(f"inventory report {where}: {what}")
         self.file = file
         self.line = line
+
+
+def made_when(file: str, field: str, value: object, when: dt.datetime | None) -> dt.datetime:
+    """The date a report's manifest gives for when the provider made it (``field``, whose
+    raw ``value`` parsed to ``when``): the census is as of then. A report without a
+    believable one (missing, not a date, in the future) is refused, naming ``file``."""
+    if when is None:
+        raise InventoryError(file, f"has no valid {field} ({value!r}): when was it made?")
+    when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    # An hour of leeway for a clock that is a little behind the provider's.
+    if when > dt.datetime.now(dt.UTC) + dt.timedelta(hours=1):
+        raise InventoryError(
+            file, f"says it was made in the future ({field} {when:%Y-%m-%d %H:%M} UTC)"
+        )
+    return when
 
 
 class ReportFiles(ABC):

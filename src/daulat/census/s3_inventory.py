@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from daulat.census.reports import InventoryError, ReportFiles
+from daulat.census.reports import InventoryError, ReportFiles, made_when
 from daulat.census.rows import (
     csv_rows,
     parquet_rows,
@@ -104,7 +104,7 @@ class S3Inventory:
 
     def _created(self, value: object) -> dt.datetime:
         """When S3 made the report (``creationTimestamp``: milliseconds since the epoch, as
-        text): the census is as of then. A report without a believable one is refused."""
+        text): the census is as of then."""
         try:
             ms = (
                 int(value)
@@ -114,15 +114,7 @@ class S3Inventory:
             created = dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms is not None else None
         except (ValueError, OverflowError, OSError):
             created = None
-        if created is None:
-            raise InventoryError(
-                self.name, f"has no valid creationTimestamp ({value!r}): when was it made?"
-            )
-        if created > dt.datetime.now(dt.UTC) + dt.timedelta(hours=1):
-            raise InventoryError(
-                self.name, f"says it was made in the future ({created:%Y-%m-%d %H:%M} UTC)"
-            )
-        return created
+        return made_when(self.name, "creationTimestamp", value, created)
 
     def _str(self, doc: dict[str, Any], field: str) -> str:
         value = doc.get(field)

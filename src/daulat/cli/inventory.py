@@ -117,7 +117,11 @@ def _stores_table(rows: list[StoreStatus]) -> Table:
             else styled(("unreachable", "red"), ": " + printable(r.problem or "")),
             f"{r.objects:,}" if r.objects is not None else "not scanned",
             _human_bytes(r.bytes),
-            r.last_scan or "-",
+            "-"
+            if r.last_scan is None
+            else f"{r.last_scan} (inventory report)"
+            if r.last_scan_report
+            else r.last_scan,
         )
     return table
 
@@ -166,6 +170,13 @@ def stores(
                 out.print(
                     f"  {r.name}: daulat wrote here {when} (latest {latest}; {n:,} objects, "
                     f"{_human_bytes(size)} in all): `daulat scan {r.name}` for current figures",
+                    markup=False,
+                    highlight=False,
+                )
+            if r.last_scan_report:
+                out.print(
+                    f"  {r.name}: objects and size as of {r.last_scan}, the date of inventory "
+                    f"report {printable(r.last_scan_report)}",
                     markup=False,
                     highlight=False,
                 )
@@ -265,7 +276,8 @@ def scan(
     results = _run(scan_all())
     if as_json:
         _print_json(
-            [asdict(s) for s in results.summaries] + [f.to_json() for f in results.failures]
+            [asdict(s) | {"census_date": s.census_date} for s in results.summaries]
+            + [f.to_json() for f in results.failures]
         )
     else:
         for s in results.summaries:
@@ -274,6 +286,13 @@ def scan(
                 f"(+{s.added:,} added, ~{s.changed:,} changed, -{s.removed:,} removed) "
                 f"scan #{s.id}"
             )
+            if s.report is not None:
+                out.print(
+                    f"  census as of {s.report_made}, the date of inventory report "
+                    f"{printable(s.report)} (read now; what changed since is not in it)",
+                    markup=False,
+                    highlight=False,
+                )
             if s.filter is not None:
                 out.print(
                     f"  {_excluded_line(s.excluded_objects, s.excluded_bytes, s.filter)}; "

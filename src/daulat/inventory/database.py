@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS scans (
     changed INTEGER NOT NULL DEFAULT 0,
     removed INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    filter TEXT                    -- JSON list of the rules of a filtered scan, else NULL
+    filter TEXT,                   -- JSON list of the rules of a filtered scan, else NULL
+    report TEXT,                   -- a scan read from an inventory report: its address
+    report_made TEXT               -- and when the provider made it (the census date)
 );
 CREATE TABLE IF NOT EXISTS objects (
     store TEXT NOT NULL,
@@ -85,7 +87,11 @@ CREATE INDEX IF NOT EXISTS changes_by_scan ON changes (scan_id);
 """
 
 # Columns added after the first release of the schema: (table, name, type).
-_ADDED_COLUMNS = [("scans", "filter", "TEXT")]
+_ADDED_COLUMNS = [
+    ("scans", "filter", "TEXT"),
+    ("scans", "report", "TEXT"),
+    ("scans", "report_made", "TEXT"),
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,22 @@ class ScanSummary:
     filter: list[str] | None = None
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    # A scan read from a provider's inventory report: the report's address and when the
+    # provider made it. Its objects are as the report saw them then, not when it was read.
+    report: str | None = None
+    report_made: str | None = None
+
+    @property
+    def census_date(self) -> str | None:
+        """When the objects recorded were as recorded: the report's date for a scan read
+        from an inventory report, else when the listing finished."""
+        return self.report_made or self.finished
+
+    def census_described(self) -> str:
+        """The census date as people read it, saying where it came from."""
+        if self.report_made is not None:
+            return f"{self.report_made} (the date of inventory report {self.report})"
+        return str(self.finished)
 
 
 class Manifest:
@@ -147,9 +169,16 @@ class Manifest:
 
     # --- scans -------------------------------------------------------------------------------
 
-    def begin_scan(self, store: str) -> int:
+    def begin_scan(
+        self, store: str, *, report: str | None = None, report_made: datetime | None = None
+    ) -> int:
+        """A new running scan of ``store``; ``report``, ``report_made``: the inventory report
+        it is read from and when the provider made it (see :class:`ScanSummary`)."""
+        made = report_made.astimezone(UTC).isoformat(timespec="seconds") if report_made else None
         cur = self._db.execute(
-            "INSERT INTO scans (store, started, status) VALUES (?, ?, 'running')", (store, _now())
+            "INSERT INTO scans (store, started, status, report, report_made) "
+            "VALUES (?, ?, 'running', ?, ?)",
+            (store, _now(), report, made),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -281,12 +310,12 @@ class Manifest:
     def scan(self, scan_id: int) -> ScanSummary | None:
         row = self._db.execute(
             "SELECT id, store, started, finished, status, objects, bytes, added, changed, removed, "
-            "filter FROM scans WHERE id = ?",
+            "filter, report, report_made FROM scans WHERE id = ?",
             (scan_id,),
         ).fetchone()
         if row is None:
             return None
-        summary = ScanSummary(*row[:10])
+        summary = replace(ScanSummary(*row[:10]), report=row[11], report_made=row[12])
         return replace(summary, filter=json.loads(row[10])) if row[10] else summary
 
     def last_scan(self, store: str) -> ScanSummary | None:

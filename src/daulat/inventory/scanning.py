@@ -95,6 +95,8 @@ async def scan_store(
 def scan_details(summary: ScanSummary) -> Mapping[str, object]:
     """What the audit log keeps of a scan (the filter fields only of a filtered one)."""
     skip = {"started"} if summary.filter is not None else {"started", *_FILTER_FIELDS}
+    if summary.report is None:
+        skip |= {"report", "report_made"}
     return {k: v for k, v in asdict(summary).items() if k not in skip}
 
 
@@ -203,9 +205,12 @@ class StoreStatus:
     problem: str | None
     objects: int | None
     bytes: int | None
+    #: The census date of the latest whole scan: when its listing finished, or the date of
+    #: the inventory report it was read from (``last_scan_report``, else None).
     last_scan: str | None
     #: What the provider's documentation says this store needs (see :mod:`daulat.storenotes`).
     notes: list[str] = field(default_factory=list)
+    last_scan_report: str | None = None
 
 
 async def probe(store: Store, timeout: float = 10.0) -> str | None:
@@ -262,8 +267,9 @@ async def store_statuses(
             problem=problem,
             objects=objects,
             bytes=size,
-            last_scan=scan.finished if scan else None,
+            last_scan=scan.census_date if scan else None,
             notes=store_notes(cfg),
+            last_scan_report=scan.report if scan else None,
         )
 
     return list(await asyncio.gather(*(one(c) for c in config.stores.values())))

@@ -186,6 +186,8 @@ class Plan:
         d["census"] = {
             "source": self.census.source,
             "whatif": self.census.whatif,
+            "date": self.census.date,
+            "from_inventory": self.census.report,
             "objects": self.census.objects,
             "bytes": self.census.bytes,
             "listed_objects": self.census.listed_objects,

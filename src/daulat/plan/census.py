@@ -121,6 +121,10 @@ class Census:
     classes: tuple[ClassCensus, ...]
     listed_objects: int
     part_rule: PartRule | None
+    # When the objects were as counted (the scan's census date: an inventory report's own
+    # date where the scan was read from one, ``report``), None for a what-if.
+    date: str | None = None
+    report: str | None = None
 
     @property
     def objects(self) -> int:
@@ -193,12 +197,22 @@ def census_from_manifest(state_dir: Path, store: str, prefix: str, rule: PartRul
         if n
     )
     where = f"{store}:{prefix}" if prefix else store
+    if scan.report is not None:
+        # Read from an inventory report: the objects are as the provider saw them then.
+        source = (
+            f"inventory report {scan.report} of {store}, made {scan.report_made} (read as "
+            f"scan #{scan.id} on {scan.finished}), objects under {where}"
+        )
+    else:
+        source = f"scan #{scan.id} of {store} (finished {scan.finished}), objects under {where}"
     return Census(
-        f"scan #{scan.id} of {store} (finished {scan.finished}), objects under {where}",
+        source,
         False,
         classes,
         sum(c.objects for c in classes),
         rule,
+        scan.census_date,
+        scan.report,
     )
 
 

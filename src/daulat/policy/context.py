@@ -123,7 +123,7 @@ class _EvaluatorBase:
                 return _Holding(None, None, "never scanned")
             assert ctx.scan is not None
             return _Holding(
-                ctx.coverage.objects, ctx.coverage.bytes, f"per its scan of {ctx.scan.finished}"
+                ctx.coverage.objects, ctx.coverage.bytes, f"per its {ctx.scan.described}"
             )
         pn, pb, en, eb = self.state.writes(store, ctx.stores, ctx.prefix)
         if pn + en:
@@ -131,5 +131,5 @@ class _EvaluatorBase:
         scan = self.state.last_scan(store)
         if scan is not None:
             n, b = self.state.totals(store, ctx.prefix)
-            return _Holding(n, b, f"per its scan of {scan.finished}")
+            return _Holding(n, b, f"per its {scan.described}")
         return _Holding(None, None, "never scanned, and daulat has copied nothing there")

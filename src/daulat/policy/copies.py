@@ -52,10 +52,10 @@ class _CopyRules(_EvaluatorBase):
         }
         scope = f" under {ctx.prefix!r}" if ctx.prefix else ""
         if cov.objects == 0:
-            why = f"{ctx.primary} holds no objects{scope} (scan of {ctx.scan.finished}): nothing to replicate"
+            why = f"{ctx.primary} holds no objects{scope} ({ctx.scan.described}): nothing to replicate"
             return Finding(pol.label, rule, None, Status.PASS, why, None, 0, 0, data)
         lines = [
-            f"{ctx.primary} (primary) holds {_amount(cov.objects, cov.bytes)}{scope} (scan of {ctx.scan.finished})"
+            f"{ctx.primary} (primary) holds {_amount(cov.objects, cov.bytes)}{scope} ({ctx.scan.described})"
         ]
         lines += [self.copies_text(r, cov.copies[r], cov.objects) for r in ctx.replicas]
         if cov.under == 0:
@@ -143,7 +143,7 @@ class _CopyRules(_EvaluatorBase):
         desc = "; ".join(f"{label[ss[0]]}: {', '.join(ss)}" for ss in groups.values())
         data = {"required": need, "distinct": have, "groups": groups, "holders": holders}
         if cov.objects == 0:
-            why = f"{ctx.primary} holds no objects (scan of {ctx.scan.finished if ctx.scan else '?'}): nothing to spread"
+            why = f"{ctx.primary} holds no objects ({ctx.scan.described if ctx.scan else 'scan of ?'}): nothing to spread"
             return Finding(pol.label, rule, None, Status.PASS, why, None, 0, 0, data)
         partial = [r for r in ctx.replicas if r not in complete and cov.copies[r].verified]
         note = (

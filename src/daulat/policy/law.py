@@ -154,10 +154,10 @@ class _LawRules(_EvaluatorBase):
         if scan is not None:
             n, b = self.state.totals(store, ctx.prefix)
             if n == 0:
-                why = f"{reach} reaches {store}, which holds nothing yet (scan of {scan.finished})"
+                why = f"{reach} reaches {store}, which holds nothing yet ({scan.described})"
                 return Finding(pol.label, rule, store, Status.PASS, why, advice, 0, 0, data)
             why = (
-                f"{reach} reaches {store}; it holds {_amount(n, b)} (scan of {scan.finished}) that "
+                f"{reach} reaches {store}; it holds {_amount(n, b)} ({scan.described}) that "
                 "daulat did not write, so it cannot tell whether they are encrypted"
             )
             fix = f"replace them with encrypted copies: `daulat exit {src} {store} --encrypt-to {self.recipient_hint([store])}`; {advice}"

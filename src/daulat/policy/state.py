@@ -40,7 +40,17 @@ class _Pair:
 
 @dataclass(frozen=True)
 class _Scan:
-    finished: str
+    finished: str  # the census date: an inventory report's date where it was read from one
+    from_report: bool = False
+
+    @property
+    def described(self) -> str:
+        """``scan of DATE``, or ``inventory report of DATE`` where the census came from one."""
+        return (
+            f"inventory report of {self.finished}"
+            if self.from_report
+            else f"scan of {self.finished}"
+        )
 
 
 @dataclass
@@ -72,6 +82,7 @@ class _State:
     def __init__(self, state_dir: Path) -> None:
         self.db = sqlite3.connect("file::memory:", uri=True)
         self.db.execute("PRAGMA temp_store=FILE")
+        self._report_dates: bool | None = None
         self.manifest = self._attach(
             state_dir / MANIFEST_NAME, "m", ("scans", "objects"), MANIFEST_KIND
         )
@@ -149,12 +160,21 @@ class _State:
     def last_scan(self, store: str) -> _Scan | None:
         if self.manifest is None:
             return None
+        # A manifest written before scans from inventory reports has no report_made, and
+        # is attached read-only here, unmigrated.
+        made = "report_made" if self._has_report_dates() else "NULL"
         row = self.db.execute(
-            "SELECT coalesce(finished, started) FROM m.scans WHERE store = ? AND status = 'complete' "
-            "ORDER BY id DESC LIMIT 1",
+            f"SELECT coalesce({made}, finished, started), {made} IS NOT NULL "
+            "FROM m.scans WHERE store = ? AND status = 'complete' ORDER BY id DESC LIMIT 1",
             (store,),
         ).fetchone()
-        return _Scan(str(row[0])) if row else None
+        return _Scan(str(row[0]), bool(row[1])) if row else None
+
+    def _has_report_dates(self) -> bool:
+        if self._report_dates is None:
+            columns = {row[1] for row in self.db.execute("PRAGMA m.table_info(scans)")}
+            self._report_dates = "report_made" in columns
+        return self._report_dates
 
     def totals(self, store: str, prefix: str) -> tuple[int, int]:
         assert self.manifest is not None

@@ -44,6 +44,9 @@ class StoreRow:
     # written after its last scan, or never scanned, holds at least this.
     written_objects: int = 0
     written_bytes: int = 0
+    # ``last_scan`` is the census date: where the scan was read from an inventory report,
+    # the report's date, and this its address.
+    last_scan_report: str | None = None
 
     @property
     def known_bytes(self) -> int:
@@ -154,7 +157,8 @@ def _stores(config: Config) -> list[StoreRow]:
                     encrypt_to=bool(cfg.encrypt_to),
                     objects=objects,
                     bytes=size,
-                    last_scan=scan.finished if scan else None,
+                    last_scan=scan.census_date if scan else None,
+                    last_scan_report=scan.report if scan else None,
                     gateway=s.to_json() if (s := standing.get(cfg.name)) else None,
                     written_objects=written.get(cfg.name, (0, 0))[0],
                     written_bytes=written.get(cfg.name, (0, 0))[1],

@@ -141,7 +141,8 @@ def _where(data: ReportData) -> str:
             "yes" if s.encrypt_to else "no",
             f"{s.objects:,}" if s.objects is not None else "not scanned",
             _gib(s.bytes),
-            esc(s.last_scan or "-"),
+            esc(s.last_scan or "-")
+            + (" (date of an inventory report)" if s.last_scan_report else ""),
             f"{s.written_objects:,} ({_gib(s.written_bytes)})" if s.written_objects else "-",
         ]
         for s in data.stores
