@@ -591,6 +591,63 @@ def test_malformed_reports_name_the_file_and_line(
     assert scan is not None and scan.id == 1
 
 
+def _nulled(body: bytes, column: str, row: int) -> bytes:
+    """Parquet ``body`` with ``column`` null in row ``row`` (counted from 1)."""
+    table = pq.read_table(io.BytesIO(body))
+    i = table.schema.get_field_index(column)
+    values = table.column(i).to_pylist()
+    values[row - 1] = None
+    table = table.set_column(i, table.schema.field(i), pa.array(values, table.column(i).type))
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def test_empty_required_fields_are_named_by_row_in_parquet_and_line_in_csv(
+    local_s3: tuple[Config, list[ObjectInfo]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A null in a column every row needs is "COLUMN is empty" at its row (Parquet) or line
+    (CSV), in the named file: not "Size None is not a size"."""
+    config, objs = local_s3
+    cfg = ["--config", str(config.path)]
+    manifest = tmp_path / "p" / "inv" / "2026-12-04T00-00Z" / "manifest.json"
+    part = tmp_path / "p" / "inv" / "data" / "part-0.parquet"
+    for column in ("size", "last_modified_date", "key", "bucket"):
+        body = _nulled(s3_parquet("inv-bad", objs), column, 2)
+        write_local(tmp_path / "p", s3_report("inv-bad", "inv", [body], "Parquet"))
+        msg = _refused(["scan", "src", "--from-inventory", str(manifest), *cfg], capsys)
+        assert f"inventory report {part}, row 2: {column} is empty" in msg, msg
+    good = gzip.decompress(s3_csv("inv-bad", objs, versions=False)).decode().splitlines(True)
+    fields = next(csv.reader([good[1]]))
+    fields[5] = ""  # Size
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(fields)
+    body = gzip.compress("".join([good[0], out.getvalue(), *good[2:]]).encode())
+    write_local(tmp_path / "c", s3_report("inv-bad", "inv", [body]))
+    msg = _refused(
+        [
+            "scan",
+            "src",
+            "--from-inventory",
+            str(tmp_path / "c" / manifest.relative_to(tmp_path / "p")),
+            *cfg,
+        ],
+        capsys,
+    )
+    assert f"{tmp_path / 'c' / 'inv' / 'data' / 'part-0.csv.gz'}, line 2: Size is empty" in msg
+    # Azure Parquet: a blob without a Content-Length.
+    files, name = azure_report("box", objs, "parquet")
+    blob = next(k for k in files if k.endswith(".parquet"))
+    files[blob] = _nulled(files[blob], "Content-Length", 3)
+    doc = json.loads(files[name])
+    doc["files"][0]["size"] = len(files[blob])
+    files[name] = json.dumps(doc).encode()
+    files[name.replace(".json", ".checksum")] = _md5(files[name]).encode()
+    write_local(tmp_path / "az", files)
+    msg = _refused(["scan", "az", "--from-inventory", str(tmp_path / "az" / name), *cfg], capsys)
+    assert f"{tmp_path / 'az' / blob}, row 3: Content-Length is empty" in msg, msg
+
+
 def test_azure_reports_that_leave_part_of_the_store_out_are_refused(
     local_s3: tuple[Config, list[ObjectInfo]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from daulat.census.reports import InventoryError, ReportFiles, made_when
-from daulat.census.rows import csv_rows, parquet_rows, parse_bool, parse_size, parse_time
+from daulat.census.rows import (
+    csv_rows,
+    parquet_rows,
+    parse_bool,
+    parse_size,
+    parse_time,
+    required,
+    unit_of,
+)
 from daulat.stores.base import ObjectInfo
 from daulat.stores.objectstore import normalise_etag
 
@@ -183,9 +191,10 @@ class AzureInventory:
             )
 
     def _row(self, name: str, line: int, v: dict[str, Any]) -> tuple[int, ObjectInfo, bool]:
-        full = v[_NAME]
+        unit = unit_of(self.format)
+        full = required(v[_NAME], name, line, "Name", unit)
         if not isinstance(full, str) or "/" not in full.strip("/"):
-            raise InventoryError(name, f"Name {full!r} is not container/blob", line)
+            raise InventoryError(name, f"Name {full!r} is not container/blob", line, unit=unit)
         listed = True
         if v.get("snapshot") not in (None, ""):
             listed = False
@@ -194,13 +203,16 @@ class AzureInventory:
             ("deleted", False),
             ("hdi_isfolder", False),
         ):
-            if v.get(field) not in (None, "") and parse_bool(v[field], name, line, field) != keep:
+            if (
+                v.get(field) not in (None, "")
+                and parse_bool(v[field], name, line, field, unit) != keep
+            ):
                 listed = False
         etag = v.get("etag")
         info = ObjectInfo(
             key=full,
-            size=parse_size(v[_LENGTH], name, line, "Content-Length"),
-            modified=parse_time(v[_MODIFIED], name, line, "Last-Modified"),
+            size=parse_size(v[_LENGTH], name, line, "Content-Length", unit),
+            modified=parse_time(v[_MODIFIED], name, line, "Last-Modified", unit),
             etag=normalise_etag(etag) if isinstance(etag, str) and etag else None,
             etag_scheme="azure",
         )

@@ -25,6 +25,7 @@ from typing import Any
 from daulat.audit import audited
 from daulat.census.azure_inventory import AzureInventory, is_azure_manifest
 from daulat.census.reports import InventoryError, ReportFiles, open_report
+from daulat.census.rows import unit_of
 from daulat.census.s3_inventory import S3Inventory, is_s3_manifest
 from daulat.config import Config
 from daulat.errors import ConfigError, DaulatError
@@ -123,6 +124,7 @@ async def _import(
 
     # The census is as of the report's date, not of this reading of it.
     scan_id = manifest.begin_scan(store, report=files.manifest_name, report_made=created)
+    unit = unit_of(report.format)  # a Parquet file's rows are rows, a CSV file's lines lines
     pending: dict[str, tuple[ObjectInfo, str, int]] = {}
     objects = size = rows = 0
 
@@ -132,7 +134,7 @@ async def _import(
         again = manifest.seen_in_scan(scan_id, store, keys)
         if again:
             _, file, line = pending[again[0]]
-            raise InventoryError(file, f"lists {again[0]!r} a second time", line)
+            raise InventoryError(file, f"lists {again[0]!r} a second time", line, unit=unit)
         batch = [info for info, _, _ in pending.values()]
         manifest.record_batch(scan_id, store, batch)
         objects += len(batch)
@@ -149,16 +151,17 @@ async def _import(
                 f"lists a key of {len(info.key.encode('utf-8', 'surrogatepass')):,} bytes; "
                 f"S3 and Azure keys are at most {MAX_KEY_BYTES:,}",
                 line,
+                unit=unit,
             )
         if "\x00" in info.key:
-            raise InventoryError(file, "lists a key with a NUL character", line)
+            raise InventoryError(file, "lists a key with a NUL character", line, unit=unit)
         if not info.key.startswith(root):
             return
         key = info.key[len(root) :]
         if not key or _BOOKKEEPING.search(key):
             return
         if key in pending:
-            raise InventoryError(file, f"lists {key!r} a second time", line)
+            raise InventoryError(file, f"lists {key!r} a second time", line, unit=unit)
         pending[key] = (_rekey(info, key), file, line)
         if len(pending) >= BATCH:
             flush()

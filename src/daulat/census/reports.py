@@ -40,10 +40,13 @@ __all__ = ["InventoryError", "ReportFiles", "made_when", "open_report"]
 
 class InventoryError(ConfigError):
     """An inventory report that cannot be read as its provider documents it: the message
-    names the file and, where there is one, the line (CLI exit 2)."""
+    names the file and, where there is one, the line (``unit``: "row" in a Parquet file,
+    which has rows, not lines; CLI exit 2)."""
 
-    def __init__(self, file: str, what: str, line: int | None = None) -> None:
-        where = f"{file}, line {line}" if line is not None else file
+    def __init__(
+        self, file: str, what: str, line: int | None = None, *, unit: str = "line"
+    ) -> None:
+        where = f"{file}, {unit} {line}" if line is not None else file
         super().__init__(f"inventory report {where}: {what}")
         self.file = file
         self.line = line

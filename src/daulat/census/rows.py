@@ -19,7 +19,15 @@ from typing import Any
 from daulat.census.reports import InventoryError
 from daulat.errors import ConfigError
 
-__all__ = ["csv_rows", "parquet_rows", "parse_bool", "parse_size", "parse_time"]
+__all__ = [
+    "csv_rows",
+    "parquet_rows",
+    "parse_bool",
+    "parse_size",
+    "parse_time",
+    "required",
+    "unit_of",
+]
 
 # Rows handed on at a time from a Parquet file (memory: this many rows of the columns read).
 PARQUET_BATCH = 8192
@@ -91,17 +99,32 @@ def parquet_rows(
     return columns, rows()
 
 
-def parse_size(value: object, name: str, line: int, column: str) -> int:
+def unit_of(fmt: str) -> str:
+    """What a position in a data file of format ``fmt`` counts: Parquet has rows, CSV lines."""
+    return "row" if fmt == "parquet" else "line"
+
+
+def required(value: object, name: str, line: int, column: str, unit: str = "line") -> object:
+    """``value`` of a column every row must fill; a null (Parquet) or empty field (CSV) is
+    refused as "COLUMN is empty", at its line or row."""
+    if value is None or value == "":
+        raise InventoryError(name, f"{column} is empty", line, unit=unit)
+    return value
+
+
+def parse_size(value: object, name: str, line: int, column: str, unit: str = "line") -> int:
+    required(value, name, line, column, unit)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
-    raise InventoryError(name, f"{column} {value!r} is not a size in bytes", line)
+    raise InventoryError(name, f"{column} {value!r} is not a size in bytes", line, unit=unit)
 
 
-def parse_time(value: object, name: str, line: int, column: str) -> dt.datetime:
+def parse_time(value: object, name: str, line: int, column: str, unit: str = "line") -> dt.datetime:
     """A time as the reports write it: ISO 8601 text (CSV), or a timestamp (Parquet's
     TIMESTAMP_MILLIS, which pyarrow gives as a datetime, naive meaning UTC)."""
+    required(value, name, line, column, unit)
     when: dt.datetime | None = None
     if isinstance(value, dt.datetime):
         when = value
@@ -111,13 +134,13 @@ def parse_time(value: object, name: str, line: int, column: str) -> dt.datetime:
         except ValueError:
             when = None
     if when is None:
-        raise InventoryError(name, f"{column} {value!r} is not a date and time", line)
+        raise InventoryError(name, f"{column} {value!r} is not a date and time", line, unit=unit)
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-def parse_bool(value: object, name: str, line: int, column: str) -> bool:
+def parse_bool(value: object, name: str, line: int, column: str, unit: str = "line") -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise InventoryError(name, f"{column} {value!r} is neither true nor false", line)
+    raise InventoryError(name, f"{column} {value!r} is neither true nor false", line, unit=unit)

@@ -38,6 +38,8 @@ from daulat.census.rows import (
     parse_bool,
     parse_size,
     parse_time,
+    required,
+    unit_of,
 )
 from daulat.stores.base import ObjectInfo
 from daulat.stores.objectstore import normalise_etag
@@ -174,9 +176,9 @@ class S3Inventory:
         self._require(present)
         for line, record in rows:
             values = {f: record.get(p) for f, p in present.items()}
-            key = values["key"]
+            key = required(values["key"], name, line, "key", "row")
             if not isinstance(key, str):
-                raise InventoryError(name, f"key {key!r} is not text", line)
+                raise InventoryError(name, f"key {key!r} is not text", line, unit="row")
             info = self._row(name, line, values, key)
             if info is not None:
                 yield line, info
@@ -191,26 +193,32 @@ class S3Inventory:
             )
 
     def _row(self, name: str, line: int, v: dict[str, Any], key: str) -> ObjectInfo | None:
-        if v["bucket"] != self.bucket:
+        unit = unit_of(self.format)
+        # Columns named as the report's format names them (CSV: Size; Parquet: size).
+        col = {f: names[0 if self.format == "csv" else 1] for f, names in _COLUMNS.items()}
+        if required(v["bucket"], name, line, col["bucket"], unit) != self.bucket:
             raise InventoryError(
-                name, f"lists bucket {v['bucket']!r}; the manifest is for {self.bucket!r}", line
+                name,
+                f"lists bucket {v['bucket']!r}; the manifest is for {self.bucket!r}",
+                line,
+                unit=unit,
             )
         if not key:
-            raise InventoryError(name, "has an empty Key", line)
+            raise InventoryError(name, "has an empty Key", line, unit=unit)
         # A report of all versions: only the current version, if not a delete marker.
         if v.get("latest") not in (None, "") and not parse_bool(
-            v["latest"], name, line, "IsLatest"
+            v["latest"], name, line, col["latest"], unit
         ):
             return None
         if v.get("deleted") not in (None, "") and parse_bool(
-            v["deleted"], name, line, "IsDeleteMarker"
+            v["deleted"], name, line, col["deleted"], unit
         ):
             return None
         etag = v.get("etag")
         return ObjectInfo(
             key=key,
-            size=parse_size(v["size"], name, line, "Size"),
-            modified=parse_time(v["modified"], name, line, "LastModifiedDate"),
+            size=parse_size(v["size"], name, line, col["size"], unit),
+            modified=parse_time(v["modified"], name, line, col["modified"], unit),
             etag=normalise_etag(etag) if isinstance(etag, str) and etag else None,
             etag_scheme="s3",
         )
