@@ -813,3 +813,37 @@ def test_s3_source_prefixes_requests_and_reported_prices(
         assert check.predicted_s <= 72 * 3600
     assert plan.programme is not None and plan.programme.read is None  # AWS's post: not read
     assert plan.programme.reported is not None and plan.programme.reported.conditions
+
+
+def test_a_drill_that_skipped_sampled_objects_is_said_by_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Names a plain directory cannot hold (a tab) are refused by the drill's scratch
+    destination: the plan built on that drill says how many sampled objects it skipped and
+    why, in its notes and its JSON."""
+    objects = {f"ok/{i}": b"x" * (100 + i) for i in range(6)}
+    objects |= {"odd/tab\there": b"a tab", "odd/tab\tagain": b"another"}
+    put_files(tmp_path / "src", objects)
+    (tmp_path / "dst").mkdir()
+    write_config(
+        tmp_path,
+        [fs_store_config(tmp_path / "src", "src"), fs_store_config(tmp_path / "dst", "dst")],
+    )
+    monkeypatch.chdir(tmp_path)
+    assert cli(["scan", "src"]) == 0
+    capsys.readouterr()
+    assert cli(["drill", "src", "dst", "--sample", "8", "--seed", "1", "--json"]) == 1
+    drill = json.loads(capsys.readouterr().out)
+    assert drill["sampled_objects"] == 8 and drill["skipped_objects"] == 2
+    assert {s["key"] for s in drill["skipped"]} == {"odd/tab\there", "odd/tab\tagain"}
+    assert cli(["plan", "src", "dst", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert (p["drill"]["sampled_objects"], p["drill"]["skipped_objects"]) == (8, 2)
+    assert {s["key"] for s in p["drill"]["skipped"]} == {"odd/tab\there", "odd/tab\tagain"}
+    assert all("cannot hold key" in s["why"] for s in p["drill"]["skipped"]), p["drill"]
+    (note,) = [n for n in p["notes"] if "skipped" in n]
+    assert "skipped 2 sampled objects of 8" in note and "other 6" in note, note
+    assert cli(["plan", "src", "dst"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "note: drill" in text and "skipped 2 sampled objects of 8" in text, text
+    assert "odd/tab\\there" in text and "\t" not in text  # the key escaped, not a raw tab

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daulat.drill.result import DrillFailed
 from daulat.drill.sample import SampledObject, Stratum
@@ -30,6 +30,9 @@ class _Part:
     pre_s: float  # transfer start → first read
     post_s: float  # last write → transfer end (verification, manifest)
     problems: list[str]
+    # Sampled objects the engine did not copy (failed, or refused: a key the scratch
+    # destination cannot hold), as (source key, why): they are not in the measurement.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +121,8 @@ async def _copy_part(
     t1 = time.monotonic()
     if summary.stopped:
         raise DrillFailed(f"the drill's copy stopped: {summary.stopped}")
-    problems = [f"{src.prefix}{k}: {why}" for k, why in summary.failed + summary.refused]
+    skipped = [(f"{src.prefix}{k}", why) for k, why in summary.failed + summary.refused]
+    problems = [f"{k}: {why}" for k, why in skipped]
     problems += [f"{src.prefix}{k}: not verified: {why}" for k, why in summary.unverified]
     if summary.manifest_error:
         problems.append(
@@ -130,10 +134,10 @@ async def _copy_part(
         if k in clock.starts and k in clock.sizes
     ]
     if not timings:
-        return _Part([], 0.0, 0.0, problems)
+        return _Part([], 0.0, 0.0, problems, skipped)
     first = min(t[1] for t in timings)
     last = max(t[2] for t in timings)
-    return _Part(timings, first - t0, t1 - last, problems)
+    return _Part(timings, first - t0, t1 - last, problems, skipped)
 
 
 async def _probe_listing(src: Endpoint, journal: Journal) -> tuple[int, float]:

@@ -17,6 +17,10 @@ class DrillFailed(DaulatError):
     """The drill could not measure anything usable (the CLI exits 1)."""
 
 
+#: Skipped objects a drill's record names (it counts them all).
+SKIPPED_SHOWN = 20
+
+
 @dataclass
 class ClassResult:
     """One size class: what the source holds, what was measured, the fitted model."""
@@ -98,9 +102,20 @@ class DrillResult:
     filter: list[str] | None = None
     excluded_objects: int = 0
     excluded_bytes: int = 0
+    # Sampled objects the drill could not copy (a key the scratch destination cannot hold, a
+    # failed read): counted in ``sampled_objects`` but not measured. ``skipped`` gives up to
+    # SKIPPED_SHOWN of them as {"key", "why"}; ``skipped_objects`` counts them all.
+    skipped_objects: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
     # The model's parameters with their bootstrap replicates: kept in the drill record (for
     # `daulat plan`), left out of the result's JSON (thousands of numbers nobody reads).
     fitted: Fitted | None = field(default=None, repr=False, compare=False)
+
+    def note_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        """Record the sampled objects (key, why) the drill did not copy."""
+        unique = dict(skipped)
+        self.skipped_objects = len(unique)
+        self.skipped = [{"key": k, "why": w} for k, w in list(unique.items())[:SKIPPED_SHOWN]]
 
     @property
     def ok(self) -> bool:

@@ -291,6 +291,7 @@ async def _measure(
             )
         for r in runs:
             problems += [p for part in r.parts for p in part.problems]
+        skipped = [s for r in runs for part in r.parts for s in part.skipped]
         say("fitting the model")
         result = _build_result(
             drill_id=drill_id,
@@ -312,6 +313,7 @@ async def _measure(
             rng=random.Random(seed + 1),
             listed_objects=sum(s.objects for s in strata) + excluded,
         )
+        result.note_skipped(skipped)
         if flt.active:
             result.filter = flt.describe()
             result.excluded_objects, result.excluded_bytes = excluded, excluded_bytes

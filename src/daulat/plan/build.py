@@ -46,6 +46,7 @@ from daulat.plan.tables import (
 )
 from daulat.plan.units import MAX_DEADLINE_HOURS
 from daulat.state import connect_readonly
+from daulat.terminal import plural
 from daulat.transfer.model import Endpoint
 
 LABEL = "PROJECTION"
@@ -75,6 +76,11 @@ class DrillBasis:
     encrypted: bool
     fitted: Fitted
     notes: tuple[str, ...] = ()
+    # The objects the drill sampled, and those of them it could not copy and so did not
+    # measure (up to SKIPPED_SHOWN named in ``skipped``, as {"key", "why"}).
+    sampled_objects: int = 0
+    skipped_objects: int = 0
+    skipped: tuple[dict[str, str], ...] = ()
 
 
 @dataclass
@@ -255,6 +261,19 @@ def latest_drill(state_dir: Path, src_store: str, dst_store: str) -> DrillBasis 
         )
     model = json.loads(row["model"])
     result = json.loads(row["result"] or "{}")
+    sampled = int(result.get("sampled_objects") or 0)
+    n_skipped = int(result.get("skipped_objects") or 0)
+    skipped = tuple(result.get("skipped") or ())
+    if n_skipped:
+        # The costs rest on the objects the drill copied; those it could not copy (a key the
+        # scratch destination cannot hold) an exit would meet too.
+        shown = "; ".join(f"{s['key']!r}: {s['why']}" for s in skipped[:3])
+        more = f" (and {n_skipped - 3:,} more)" if n_skipped > 3 else ""
+        notes.append(
+            f"drill {row['id']} skipped {plural(n_skipped, 'sampled object')} of "
+            f"{sampled:,}: it could not copy them, so the per-object costs rest on the other "
+            f"{sampled - n_skipped:,} (an exit to {row['dst']} would meet them too): {shown}{more}"
+        )
     fitted = _fitted(model)
     if not fitted.replicates:
         notes.append(
@@ -270,6 +289,9 @@ def latest_drill(state_dir: Path, src_store: str, dst_store: str) -> DrillBasis 
         encrypted=bool(result.get("encrypted")),
         fitted=fitted,
         notes=tuple(notes),
+        sampled_objects=sampled,
+        skipped_objects=n_skipped,
+        skipped=skipped,
     )
 
 
