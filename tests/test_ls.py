@@ -19,12 +19,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import StoreMaker
+from conftest import StoreMaker, store_maker
 from memstore import MemoryStore
 
 from daulat.cli import run
 from daulat.errors import InvalidKey
 from daulat.filters import build_filter
+from daulat.inventory import Manifest
 from daulat.listing import Entry, list_entries, measure
 from daulat.stores import Store
 from daulat.stores.base import Capabilities, ObjectInfo
@@ -328,8 +329,9 @@ def test_ls_and_size_hide_daulat_own_objects_unless_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A directory a restore wrote holds daulat's manifests under .daulat/ (and a replica under
-    a prefix, PREFIX/.daulat/): ls and size leave them out, --all shows and counts them, and
-    size says what it did not count."""
+    a prefix, PREFIX/.daulat/): ls and size of the store, or of that prefix, leave them out,
+    --all shows and counts them, and size says what it did not count. A .daulat/ below the
+    listed prefix is not daulat's place: it is listed as any object is."""
     restored = tmp_path / "restored"
     files = {
         "report.pdf": b"p" * 100,
@@ -352,13 +354,19 @@ def test_ls_and_size_hide_daulat_own_objects_unless_all(
     assert code == 0, err
     assert sorted(out.splitlines()) == ["c1/", "not.daulat/", "report.pdf"]
     assert sorted(cli(capsys, "ls", "restored", "-R")[1].splitlines()) == [
+        "c1/.daulat/names.key.age",
         "c1/tally.csv",
         "not.daulat/kept.txt",
         "report.pdf",
     ]
     assert cli(capsys, "ls", "restored:c1")[1].splitlines() == ["tally.csv"]
     listed = json.loads(cli(capsys, "ls", "restored", "-R", "--json")[1])
-    assert sorted(e["key"] for e in listed) == ["c1/tally.csv", "not.daulat/kept.txt", "report.pdf"]
+    assert sorted(e["key"] for e in listed) == [
+        "c1/.daulat/names.key.age",
+        "c1/tally.csv",
+        "not.daulat/kept.txt",
+        "report.pdf",
+    ]
 
     code, out, _ = cli(capsys, "ls", "restored", "-R", "--all")
     assert sorted(out.splitlines()) == sorted(files)
@@ -368,21 +376,87 @@ def test_ls_and_size_hide_daulat_own_objects_unless_all(
     assert json.loads(out) == {
         "store": "restored",
         "prefix": "",
-        "objects": 3,
-        "bytes": 111,
+        "objects": 4,
+        "bytes": 116,
         "excluded_objects": 0,
         "excluded_bytes": 0,
-        "reserved_objects": 3,
-        "reserved_bytes": 15,
+        "reserved_objects": 2,
+        "reserved_bytes": 10,
     }
     code, out, _ = cli(capsys, "size", "restored")
     assert out.strip() == (
-        "restored: 3 objects, 111 B (111 bytes); not counted: daulat's own .daulat/: 3 objects, "
-        "15 B (--all counts them)"
+        "restored: 4 objects, 116 B (116 bytes); not counted: daulat's own .daulat/: 2 objects, "
+        "10 B (--all counts them)"
     )
+    code, out, _ = cli(capsys, "size", "restored:c1", "--json")
+    totals = json.loads(out)
+    assert (totals["objects"], totals["reserved_objects"]) == (1, 1)
     code, out, _ = cli(capsys, "size", "restored", "--all", "--json")
     totals = json.loads(out)
     assert (totals["objects"], totals["bytes"], totals["reserved_objects"]) == (6, 126, 0)
+
+
+@pytest.mark.parametrize("kind", ["fs", "s3"])
+def test_a_users_dot_daulat_deeper_down_is_listed_sized_scanned_and_copied(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``photos/.daulat/x.jpg`` in a user's store is the user's object: ls, size and scan show
+    and count it as copy copies it. Only daulat's own places are left out: ``.daulat/`` at
+    the store's root, and the local state directory inside a directory store."""
+    store, raw = store_maker(kind, request, tmp_path)()
+    objects = {
+        "photos/.daulat/x.jpg": b"x" * 4,
+        "photos/a.jpg": b"a" * 2,
+        ".daulat/manifest-20261205T000000Z.jsonl": b"m",
+    }
+
+    async def fill() -> None:
+        for key, data in objects.items():
+            await store.put(key, data)
+        await store.close()
+
+    asyncio.run(fill())
+    home = tmp_path / "home"
+    home.mkdir()
+    config = write_config(home, raw)
+    (tmp_path / "dst").mkdir()
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f'[stores.dst]\nurl = "{(tmp_path / "dst").as_uri()}"\nprovider = "local"\n')
+        f.write('country = "ID"\n')
+    monkeypatch.chdir(home)
+    name = raw["name"]
+    users = ["photos/.daulat/x.jpg", "photos/a.jpg"]
+
+    assert cli(capsys, "ls", name, "-R")[1].splitlines() == users
+    listed = json.loads(cli(capsys, "ls", name, "-R", "--json")[1])
+    assert [e["key"] for e in listed] == users
+    totals = json.loads(cli(capsys, "size", name, "--json")[1])
+    assert (totals["objects"], totals["bytes"], totals["reserved_objects"]) == (2, 6, 1)
+    code, out, err = cli(capsys, "scan", name, "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["objects"] == 2
+    with Manifest.in_state_dir(home / ".daulat") as m:
+        assert [r.key for r in m.objects(name)] == users
+    code, out, err = cli(capsys, "copy", name, "dst", "--json")
+    assert code == 0, err
+    assert (tmp_path / "dst" / "photos" / ".daulat" / "x.jpg").read_bytes() == b"x" * 4
+
+    if kind == "fs":
+        # The state directory of a daulat.toml kept inside the directory store is daulat's.
+        root = Path(raw["url"].removeprefix("file://"))
+        (root / "proj").mkdir()
+        inside = write_config(root / "proj", raw)
+        monkeypatch.chdir(root / "proj")
+        assert cli(capsys, "scan", name)[0] == 0  # writes proj/.daulat/manifest.sqlite
+        assert (root / "proj" / ".daulat" / "manifest.sqlite").is_file()
+        shown = cli(capsys, "ls", name, "-R", "-c", str(inside))[1].splitlines()
+        assert shown == ["photos/.daulat/x.jpg", "photos/a.jpg", "proj/daulat.toml"], shown
+        code, out, err = cli(capsys, "scan", name, "--json")
+        assert json.loads(out)[0]["objects"] == 3, out
 
 
 # --- names are data ------------------------------------------------------------------------

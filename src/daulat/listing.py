@@ -6,10 +6,13 @@ ending in ``/``); :func:`measure` counts them. Filters (:mod:`daulat.filters`) s
 relative to the prefix; a directory is shown when at least one object below it passes them,
 since on an object store a directory exists only through its objects.
 
-daulat's own ``.daulat/`` objects (a replica's manifests and signatures, a restore's, a local
-state directory inside a store) are hidden at any depth unless ``reserved=True`` (``--all``), as
-``ls`` hides dotfiles: they are not the user's data, and every copy, verify and restore already
-treats them as reserved. :func:`measure` counts what it hid, so a total never hides bytes.
+daulat's own ``.daulat/`` objects are hidden unless ``reserved=True`` (``--all``), as ``ls``
+hides dotfiles: they are not the user's data. daulat's own are those where daulat writes them:
+``.daulat/`` at the store's root and at the listed prefix (a replica's manifests and
+signatures, a drill's scratch copy), and the local state directory where it lies inside a
+directory store (:func:`own_places`). A ``.daulat/`` directory deeper down
+(``photos/.daulat/x.jpg``) is the user's, listed and counted like any other object, as copy
+copies it. :func:`measure` counts what it hid, so a total never hides bytes.
 
 Memory stays flat: entries are yielded batch by batch as the store lists them, in the store's
 order (S3 and Azure list in key order; the filesystem does not). The one-level view keeps the
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daulat.address import parse_address as address_of
-from daulat.config import STATE_DIR, Config
+from daulat.config import STATE_DIR, Config, StoreConfig
 from daulat.errors import InvalidKey, NotFound
 from daulat.filters import EVERYTHING, Filter
 from daulat.stores import Store, open_store
@@ -45,6 +48,7 @@ __all__ = [
     "ls",
     "measure",
     "named_object",
+    "own_places",
     "parse_address",
     "size",
 ]
@@ -112,9 +116,24 @@ _RESERVED_BELOW = "/" + _RESERVED
 
 
 def is_reserved(path: str) -> bool:
-    """Whether ``path`` (a key relative to the listed prefix) lies in a ``.daulat/`` directory
-    at any depth: daulat's reserved namespace at a replica, or a local state directory."""
+    """Whether ``path`` lies in a ``.daulat/`` directory at any depth: where a copy into that
+    prefix keeps its manifests. An opened store never writes there; listings hide only
+    daulat's own places (:func:`own_places`), not every such directory."""
     return path.startswith(_RESERVED) or _RESERVED_BELOW in path
+
+
+def own_places(config: Config | None, cfg: StoreConfig) -> tuple[str, ...]:
+    """Key prefixes (from the store's root) that are daulat's own: ``.daulat/`` at the root,
+    and, for a directory store that holds ``config``'s state directory, that directory."""
+    places = [_RESERVED]
+    if config is not None and cfg.scheme == "file":
+        try:
+            inside = config.state_dir.resolve().relative_to(cfg.path.resolve())
+        except (ValueError, OSError):
+            inside = None
+        if inside is not None and inside.parts:
+            places.append(inside.as_posix() + "/")
+    return tuple(dict.fromkeys(places))
 
 
 def iso_utc(moment: datetime, *, timespec: str = "auto") -> str:
@@ -142,9 +161,11 @@ async def list_entries(
     recursive: bool = False,
     filter: Filter = EVERYTHING,
     reserved: bool = False,
+    own: tuple[str, ...] = (_RESERVED,),
 ) -> AsyncGenerator[Entry, None]:
-    """Stream the objects under ``prefix`` that pass ``filter``, without daulat's ``.daulat/``
-    objects unless ``reserved`` (see the module docstring)."""
+    """Stream the objects under ``prefix`` that pass ``filter``, without daulat's own
+    objects (``.daulat/`` at ``prefix``, and under ``own``: key prefixes from the store's root,
+    see :func:`own_places`) unless ``reserved`` (see the module docstring)."""
     cut = len(prefix)
     seen_dirs: set[str] = set()
     active = filter.active
@@ -153,7 +174,7 @@ async def list_entries(
             path = info.key[cut:]
             if not path:
                 continue  # the prefix's own directory marker ("c1/" listing c1/): no name to show
-            if not reserved and is_reserved(path):
+            if not reserved and _is_own(info.key, path, own):
                 continue
             if active and not filter.matches(path):
                 continue
@@ -167,17 +188,27 @@ async def list_entries(
                 yield Entry(prefix + name, name, None, None, None, is_dir=True)
 
 
+def _is_own(key: str, path: str, own: tuple[str, ...]) -> bool:
+    """Whether object ``key`` (``path`` under the listed prefix) is daulat's own."""
+    return path.startswith(_RESERVED) or key.startswith(own)
+
+
 async def measure(
-    store: Store, prefix: str = "", *, filter: Filter = EVERYTHING, reserved: bool = False
+    store: Store,
+    prefix: str = "",
+    *,
+    filter: Filter = EVERYTHING,
+    reserved: bool = False,
+    own: tuple[str, ...] = (_RESERVED,),
 ) -> SizeTotals:
-    """Count the objects and bytes under ``prefix`` that pass ``filter``; daulat's ``.daulat/``
-    objects are counted apart (``reserved_*``) unless ``reserved``."""
+    """Count the objects and bytes under ``prefix`` that pass ``filter``; daulat's own objects
+    (see :func:`list_entries`) are counted apart (``reserved_*``) unless ``reserved``."""
     cut = len(prefix)
     objects = total = excluded = excluded_bytes = hidden = hidden_bytes = 0
     active = filter.active
     async for batch in store.list(prefix):
         for info in batch:
-            if not reserved and is_reserved(info.key[cut:]):
+            if not reserved and _is_own(info.key, info.key[cut:], own):
                 hidden += 1
                 hidden_bytes += info.size
             elif active and not filter.matches(info.key[cut:]):
@@ -191,14 +222,16 @@ async def measure(
     )
 
 
-async def named_object(store: Store, prefix: str, *, reserved: bool = False) -> Entry | None:
+async def named_object(
+    store: Store, prefix: str, *, reserved: bool = False, own: tuple[str, ...] = (_RESERVED,)
+) -> Entry | None:
     """The object an address's ``PREFIX`` names, when there is one: ``kpu:c1/a.jpg`` is parsed
     as the directory ``c1/a.jpg/``, but names the object ``c1/a.jpg`` too, which ``ls`` and
     ``size`` then show as rclone and ``aws s3 ls`` do. Its ``path`` is its own name (what
     filters match, as for an object listed in its directory). None when no such object exists,
     or it is daulat's own and ``reserved`` is false."""
     key = prefix[:-1]
-    if not key or (not reserved and is_reserved(key)):
+    if not key or (not reserved and key.startswith(own)):
         return None
     try:
         info = await store.head(key)
@@ -226,12 +259,18 @@ async def ls(
     listed too); closes the store when the iteration ends (consume it fully, or close it with
     ``contextlib.aclosing``)."""
     name, prefix = parse_address(spec)
-    store = open_store(config.store(name))
+    cfg = config.store(name)
+    own = own_places(config, cfg)
+    store = open_store(cfg)
     try:
-        named = await named_object(store, prefix, reserved=reserved) if _bare(spec) else None
+        named = (
+            await named_object(store, prefix, reserved=reserved, own=own) if _bare(spec) else None
+        )
         if named is not None and (not filter.active or filter.matches(named.path)):
             yield named
-        entries = list_entries(store, prefix, recursive=recursive, filter=filter, reserved=reserved)
+        entries = list_entries(
+            store, prefix, recursive=recursive, filter=filter, reserved=reserved, own=own
+        )
         async for entry in entries:
             yield entry
     finally:
@@ -244,10 +283,14 @@ async def size(
     """:func:`measure` of the configured store ``STORE[:PREFIX]``, counting the object that
     ``PREFIX`` names too when there is one (:func:`named_object`)."""
     name, prefix = parse_address(spec)
-    store = open_store(config.store(name))
+    cfg = config.store(name)
+    own = own_places(config, cfg)
+    store = open_store(cfg)
     try:
-        totals = await measure(store, prefix, filter=filter, reserved=reserved)
-        named = await named_object(store, prefix, reserved=reserved) if _bare(spec) else None
+        totals = await measure(store, prefix, filter=filter, reserved=reserved, own=own)
+        named = (
+            await named_object(store, prefix, reserved=reserved, own=own) if _bare(spec) else None
+        )
     finally:
         await store.close()
     if named is None or named.size is None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +35,9 @@ __all__ = ["scan_from_inventory"]
 
 # Rows merged into the manifest at a time (as a listed scan does).
 BATCH = 5000
-# daulat's own files (see daulat.inventory.scanning._BOOKKEEPING): not part of a census.
-_BOOKKEEPING = re.compile(r"(?:^|/)\.daulat/")
+# daulat's own files at the store's root (see daulat.inventory.scanning.OWN): not part of a
+# census. A ``.daulat/`` deeper down is the user's.
+_BOOKKEEPING = ".daulat/"
 
 Progress = Callable[[int, int], None]
 
@@ -158,7 +158,7 @@ async def _import(
         if not info.key.startswith(root):
             return
         key = info.key[len(root) :]
-        if not key or _BOOKKEEPING.search(key):
+        if not key or key.startswith(_BOOKKEEPING):
             return
         if key in pending:
             raise InventoryError(file, f"lists {key!r} a second time", line, unit=unit)

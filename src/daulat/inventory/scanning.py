@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -15,16 +14,21 @@ from daulat.config import Config, StoreConfig, placement_of
 from daulat.errors import DaulatError, Interrupted, ManifestError
 from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import Manifest, ScanSummary
+from daulat.listing import own_places
 from daulat.storenotes import store_notes
 from daulat.stores import ObjectInfo, Store, open_store
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 
 SCAN_TRANSACTION = 5000
 
 # daulat's own files in a store (destination manifests, the sealed name key, a drill's scratch
-# copy) sit under ``.daulat/`` at the prefix daulat wrote to (see
-# daulat.transfer.manifests.DST_MANIFEST_PREFIX). They are bookkeeping, not the data an
-# inventory describes: counting them would make a replica look larger than what it replicates.
-_BOOKKEEPING = re.compile(r"(?:^|/)\.daulat/")
+# copy) sit under ``.daulat/`` at the store's root (see
+# daulat.transfer.manifests.DST_MANIFEST_PREFIX), and a directory store may hold the local state
+# directory (see daulat.listing.own_places). They are bookkeeping, not the data an inventory
+# describes: counting them would make a replica look larger than what it replicates. A
+# ``.daulat/`` deeper down (``photos/.daulat/x.jpg``) is the user's: it is counted, as copy
+# copies it; hiding it would leave it out of every census, drill and plan.
+OWN = (DST_MANIFEST_PREFIX,)
 
 # Called after each batch with (objects so far, bytes so far).
 Progress = Callable[[int, int], None]
@@ -37,12 +41,14 @@ async def scan_store(
     *,
     filter: Filter = EVERYTHING,
     shards: int = DEFAULT_SHARDS,
+    own: tuple[str, ...] = OWN,
 ) -> ScanSummary:
     """List ``store`` completely into ``manifest``; returns the scan's summary.
 
     Memory stays flat: each listing batch is merged into SQLite before the next is fetched. If
     the listing fails part-way, the scan is marked failed and nothing is marked removed.
-    daulat's own files under ``.daulat/`` are left out (see ``_BOOKKEEPING``). Up to
+    daulat's own files are left out: those under ``own``, key prefixes from the store's root
+    (``.daulat/``; see ``OWN``). Up to
     ``shards`` listings run at once where the store can be listed in shards (see
     :mod:`daulat.census.sharded`; 1: one listing), with the same result.
 
@@ -68,7 +74,7 @@ async def scan_store(
     try:
         async with contextlib.aclosing(sharded_list(store, shards=shards)) as pages:
             async for batch in pages:
-                listed = [o for o in batch if not _BOOKKEEPING.search(o.key)]
+                listed = [o for o in batch if not o.key.startswith(own)]
                 if active:
                     selected = [o for o in listed if filter.matches(o.key)]
                     excluded += len(listed) - len(selected)
@@ -122,7 +128,9 @@ async def scan(
     with audited(config.state_dir, "scan", details, scan_details) as audit:
         store = open_store(cfg)
         try:
-            summary = await scan_store(store, manifest, progress, filter=filter, shards=shards)
+            summary = await scan_store(
+                store, manifest, progress, filter=filter, shards=shards, own=own_places(config, cfg)
+            )
         finally:
             await store.close()
         audit.done(summary)
