@@ -129,7 +129,7 @@ def test_scan_goes_on_past_an_unreachable_store(
     monkeypatch.chdir(tmp_path)
     assert run(["scan"]) == 1
     captured = capsys.readouterr()
-    assert "scanned one: 1 objects" in captured.out and "scanned three: 1 objects" in captured.out
+    assert "scanned one: 1 object," in captured.out and "scanned three: 1 object," in captured.out
     assert "could not scan two" in captured.err
     assert run(["scan", "--json", "--quiet"]) == 1
     rows = {r["store"]: r for r in json.loads(capsys.readouterr().out)}

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.progress import Progress as Bar
 from rich.text import Text
 
+from daulat.plurals import plural
 from daulat.terminal import printable
 
 if TYPE_CHECKING:
@@ -125,10 +126,10 @@ class Feedback:
                 return f"{printable(label)}: {printable(p.waiting_for)}…"
             share = f" ({p.moved_bytes / p.planned_bytes:.0%})" if p.planned_bytes else ""
             extra = (f", {p.failed:,} failed" if p.failed else "") + (
-                f", {p.retries:,} retries" if p.retries else ""
+                f", {plural(p.retries, 'retry', 'retries')}" if p.retries else ""
             )
             return (
-                f"{printable(label)}: {p.done_objects:,} of {p.planned_objects:,} objects, "
+                f"{printable(label)}: {p.done_objects:,} of {plural(p.planned_objects, 'object')}, "
                 f"{human_bytes(p.moved_bytes)} of {human_bytes(p.planned_bytes)}{share}{extra}"
             )
 
@@ -160,9 +161,9 @@ class Feedback:
                     task,
                     total=p.planned_bytes or None,
                     completed=p.moved_bytes,
-                    objects=f"{p.done_objects:,}/{p.planned_objects:,} objects"
+                    objects=f"{p.done_objects:,}/{plural(p.planned_objects, 'object')}"
                     + (f", {p.failed:,} failed" if p.failed else "")
-                    + (f", {p.retries:,} retries" if p.retries else ""),
+                    + (f", {plural(p.retries, 'retry', 'retries')}" if p.retries else ""),
                 )
 
             yield update
@@ -178,7 +179,7 @@ class Feedback:
             if not latest:
                 return "scan: listing"
             name, objects, size = latest[-1]
-            return f"scan {printable(name)}: {objects:,} objects, {human_bytes(size)}"
+            return f"scan {printable(name)}: {plural(objects, 'object')}, {human_bytes(size)}"
 
         if not self.live:
 
@@ -211,7 +212,9 @@ class Feedback:
                 last[0] = now
                 elapsed = now - started_at[name]
                 rate = f", {objects / elapsed:,.0f} objects/s" if elapsed >= 1 else ""
-                bar.update(tasks[name], counts=f"{objects:,} objects, {human_bytes(size)}{rate}")
+                bar.update(
+                    tasks[name], counts=f"{plural(objects, 'object')}, {human_bytes(size)}{rate}"
+                )
 
             yield update
             for task in tasks.values():

@@ -13,7 +13,6 @@ shows. So:
   ``style=`` or :func:`styled`, never with markup in strings.
 * :func:`printable` does the same for one piece of data, newlines included, for messages that
   embed data into a sentence.
-* :func:`plural` counts for people: "1 object", "2 objects", never "1 objects".
 * :func:`json_text` is JSON whose strings are exact (a program reading it gets every key back
   unchanged) but which holds no raw control or bidi character either: those are written as
   ``\\uXXXX`` escapes, which JSON defines to mean the same character.
@@ -29,7 +28,7 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
-__all__ = ["SafeConsole", "json_text", "plural", "printable", "styled"]
+__all__ = ["SafeConsole", "json_text", "printable", "styled"]
 
 # Candidates for escaping: everything but printable ASCII. Each match is then asked
 # ``str.isprintable`` (false for Cc, Cf, Cs, Co, Cn, Zl, Zp and the non-ASCII spaces), so only
@@ -71,12 +70,6 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
         return text
     fn = _escape_unprintable_but_newline if keep_newlines else _escape_unprintable
     return _NOT_ASCII_PRINTABLE.sub(fn, text)
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``n`` (with thousands separators) and ``noun``, or ``nouns`` (default: ``noun`` + "s")
-    for any number but one: "1 object", "0 objects", "2,000 objects"."""
-    return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def _json_escape(m: re.Match[str]) -> str:

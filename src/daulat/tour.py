@@ -17,6 +17,7 @@ from daulat.feedback import human_bytes
 from daulat.interrupts import run
 from daulat.inventory import Manifest, scan, store_statuses
 from daulat.newkeys import new_keys
+from daulat.plurals import plural
 from daulat.policy import check_policies
 from daulat.report import write_report
 from daulat.scaffold import DemoData, write_config
@@ -30,7 +31,7 @@ def _scan_all(config: Config, console: Console, *, new: str) -> None:
         for name in config.stores:
             s = run(scan(config, name, manifest))
             console.print(
-                f"  {name:<12} {s.objects:,} objects, {human_bytes(s.bytes)} (+{s.added:,} {new})"
+                f"  {name:<12} {plural(s.objects, 'object')}, {human_bytes(s.bytes)} (+{s.added:,} {new})"
             )
 
 
@@ -119,7 +120,7 @@ def run_tour(directory: Path, console: Console) -> None:
     console.rule("4. daulat drill kpu-primary vault")
     drilled = run(run_drill(config, "kpu-primary", "vault", sample=300, seed=2024))
     console.print(
-        f"  copied a stratified sample of {drilled.sampled_objects:,} objects to a scratch prefix "
+        f"  copied a stratified sample of {plural(drilled.sampled_objects, 'object')} to a scratch prefix "
         f"(removed again), measured per size class, and predicts a full exit takes "
         f"{drilled.predicted_s:.1f} s (95 % interval {drilled.low_s:.1f} to {drilled.high_s:.1f} "
         "s). On a real provider the same drill gives the hours a regulator asks for."
@@ -132,7 +133,7 @@ def run_tour(directory: Path, console: Console) -> None:
     )
     summary = run(run_transfer(config, Kind.EXIT, "kpu-primary", "vault"))
     console.print(
-        f"  copied {summary.copied_objects:,} objects ({human_bytes(summary.copied_bytes)}) "
+        f"  copied {plural(summary.copied_objects, 'object')} ({human_bytes(summary.copied_bytes)}) "
         f"in {summary.duration_s:.1f} s; verified {summary.verified_objects or 0:,} of "
         f"{summary.source_objects:,}; exit {'complete' if summary.ok else 'INCOMPLETE'}"
     )
@@ -154,8 +155,8 @@ def run_tour(directory: Path, console: Console) -> None:
     console.rule("6. daulat verify kpu-primary vault --full")
     report = run(run_verify(config, "kpu-primary", "vault", full=True))
     console.print(
-        f"  re-read and hashed both sides: {report.verified:,} of {report.objects:,} objects "
-        f"identical, {len(report.problems)} problems"
+        f"  re-read and hashed both sides: {report.verified:,} of {plural(report.objects, 'object')} "
+        f"identical, {plural(len(report.problems), 'problem')}"
     )
     if not (summary.ok and report.ok):
         raise DaulatError("the demo exit did not verify; see the messages above")
@@ -193,7 +194,7 @@ def run_tour(directory: Path, console: Console) -> None:
         )
     )
     console.print(
-        f"  copied {enc.copied_objects:,} objects to offsite as age ciphertext and verified "
+        f"  copied {plural(enc.copied_objects, 'object')} to offsite as age ciphertext and verified "
         f"{enc.verified_objects or 0:,}; whoever runs offsite sees only ciphertext. Anyone "
         "with the identity file can decrypt them with the plain `age` tool."
     )

@@ -99,6 +99,7 @@ from pathlib import Path
 from typing import BinaryIO, Final, TypeAlias
 
 from daulat.errors import DaulatError
+from daulat.plurals import plural
 
 __all__ = [
     "GENESIS_PREV",
@@ -362,7 +363,7 @@ class VerifyResult:
                 text = "audit log is intact and empty"
             else:
                 text = (
-                    f"audit log is intact: {self.entries} entries,"
+                    f"audit log is intact: {plural(self.entries, 'entry', 'entries')},"
                     f" head is entry {self.head_seq} with hash {self.head_hash}"
                 )
             if self.published_head_seq is not None:
@@ -990,7 +991,7 @@ class AuditLog:
             if since is not None and since.entries:
                 message = (
                     f"there is no audit log at {self.path}: it was deleted; the last"
-                    f" verification recorded {since.entries} entries (head: entry"
+                    f" verification recorded {plural(since.entries, 'entry', 'entries')} (head: entry"
                     f" {since.head_seq} with hash {since.head_hash})"
                 )
             checker.report(None, None, ProblemKind.NO_LOG, message)

@@ -29,6 +29,7 @@ from daulat.census.s3_inventory import S3Inventory, is_s3_manifest
 from daulat.config import Config
 from daulat.errors import ConfigError, DaulatError
 from daulat.inventory import Manifest, ScanSummary, scan_details
+from daulat.plurals import plural
 from daulat.stores.base import ObjectInfo
 
 __all__ = ["scan_from_inventory"]
@@ -179,7 +180,7 @@ async def _import(
             if report.object_count is not None and rows != report.object_count:
                 raise InventoryError(
                     files.manifest_name,
-                    f"counts {report.object_count:,} objects; its files hold {rows:,} rows",
+                    f"counts {plural(report.object_count, 'object')}; its files hold {plural(rows, 'row')}",
                 )
         if pending:
             flush()

@@ -39,6 +39,7 @@ from daulat.defaults import DEFAULT_SHARDS, MAX_SHARDS
 from daulat.errors import (
     ConfigError,
 )
+from daulat.plurals import plural
 from daulat.terminal import printable, styled
 
 # The library is imported by the commands that use it (see daulat.cli._shared).
@@ -94,7 +95,7 @@ def init(
         for name, path in result.stores.items():
             out.print(f"  store {name:<12} {path}")
         out.print(
-            f"  sample data: {result.objects:,} objects, {_human_bytes(result.bytes)} in kpu-primary"
+            f"  sample data: {plural(result.objects, 'object')}, {_human_bytes(result.bytes)} in kpu-primary"
         )
     else:
         out.print(f"wrote {result}; edit it to describe your stores, then run `daulat stores`")
@@ -168,7 +169,7 @@ def stores(
                 # The objects and size shown are older than what daulat itself wrote there.
                 when = "it was never scanned" if r.last_scan is None else "after its last scan"
                 out.print(
-                    f"  {r.name}: daulat wrote here {when} (latest {latest}; {n:,} objects, "
+                    f"  {r.name}: daulat wrote here {when} (latest {latest}; {plural(n, 'object')}, "
                     f"{_human_bytes(size)} in all): `daulat scan {r.name}` for current figures",
                     markup=False,
                     highlight=False,
@@ -282,7 +283,7 @@ def scan(
     else:
         for s in results.summaries:
             out.print(
-                f"scanned {s.store}: {s.objects:,} objects, {_human_bytes(s.bytes)} "
+                f"scanned {s.store}: {plural(s.objects, 'object')}, {_human_bytes(s.bytes)} "
                 f"(+{s.added:,} added, ~{s.changed:,} changed, -{s.removed:,} removed) "
                 f"scan #{s.id}"
             )
@@ -456,17 +457,17 @@ def size_(
         out.print_json(json.dumps(totals.to_json()))
         return
     line = (
-        f"{_shown(target)}: {totals.objects:,} objects, {_human_bytes(totals.bytes)} "
+        f"{_shown(target)}: {plural(totals.objects, 'object')}, {_human_bytes(totals.bytes)} "
         f"({totals.bytes:,} bytes)"
     )
     if flt.active:
         line += (
-            f"; excluded by filters: {totals.excluded_objects:,} objects, "
+            f"; excluded by filters: {plural(totals.excluded_objects, 'object')}, "
             f"{_human_bytes(totals.excluded_bytes)}"
         )
     if totals.reserved_objects:
         line += (
-            f"; not counted: daulat's own .daulat/: {totals.reserved_objects:,} objects, "
+            f"; not counted: daulat's own .daulat/: {plural(totals.reserved_objects, 'object')}, "
             f"{_human_bytes(totals.reserved_bytes)} (--all counts them)"
         )
     out.print(line, markup=False, highlight=False, emoji=False)

@@ -20,6 +20,7 @@ from daulat.cli._shared import (
     err,
     out,
 )
+from daulat.plurals import plural
 from daulat.terminal import printable, styled
 
 # Imported by the command line's every process (through daulat.cli.transfers); what is printed
@@ -74,20 +75,22 @@ class _DryRunListing:
         ):
             if not total:
                 continue
-            out.print(f"  {label} {total:,} objects:", highlight=False)
+            out.print(f"  {label} {plural(total, 'object')}:", highlight=False)
             for key, size in rows:
                 out.print(f"    {key!r} ({_human_bytes(size)})", highlight=False, markup=False)
             if total > len(rows):
                 out.print(f"    ... and {total - len(rows):,} more (see --json)", highlight=False)
 
 
-def _remaining(s: Summary, what: str = "remain", noun: str = "object(s)") -> str:
-    """How much is left, or that nobody knows yet (stopped before the listing finished)."""
+def _remaining(s: Summary, what: str = "remain", noun: str | None = "object(s)") -> str:
+    """How much is left, or that nobody knows yet (stopped before the listing finished);
+    ``noun`` None: "object" or "objects" as the count needs."""
     if s.remaining_known:
         deletions = (
             f", and {s.left_deletions:,} planned deletion(s) not done" if s.left_deletions else ""
         )
-        return f"{s.left_objects:,} {noun} ({_human_bytes(s.left_bytes)}) {what}{deletions}"
+        left = plural(s.left_objects, "object") if noun is None else f"{s.left_objects:,} {noun}"
+        return f"{left} ({_human_bytes(s.left_bytes)}) {what}{deletions}"
     return (
         f"the listing did not finish ({s.listed_objects:,} source object(s), "
         f"{_human_bytes(s.listed_bytes)} listed so far): how many {what} is unknown"
@@ -109,7 +112,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
         out.print(
-            f"{head} (dry run): {s.source_objects:,} objects ({_human_bytes(s.source_bytes)}) at "
+            f"{head} (dry run): {plural(s.source_objects, 'object')} ({_human_bytes(s.source_bytes)}) at "
             f"the source; would copy {s.planned_objects:,} ({_human_bytes(s.planned_bytes)}), "
             f"skip {s.skipped_objects:,} already copied"
             + (f", delete {s.deleted_objects:,}" if s.deleted_objects else "")
@@ -129,7 +132,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
     moved = max(s.copied_bytes, s.sent_bytes)
     rate = _human_bytes(int(moved / elapsed) if elapsed > 0 else 0) + "/s"
     at_source = (
-        f"{s.source_objects:,} objects, {_human_bytes(s.source_bytes)} at the source"
+        f"{plural(s.source_objects, 'object')}, {_human_bytes(s.source_bytes)} at the source"
         if s.remaining_known
         else f"the listing did not finish ({s.listed_objects:,} source objects listed)"
     )
@@ -220,7 +223,7 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             styled(
                 ("stopped:", "bold red"),
                 f" {printable(s.stopped)}\n"
-                f"  {_remaining(s, 'remain to copy', 'objects')}; nothing already copied is "
+                f"  {_remaining(s, 'remain to copy', None)}; nothing already copied is "
                 "lost.\n"
                 f"  Once access is back, resume with: {_resume_command()}",
             )

@@ -57,6 +57,7 @@ from daulat.cli.summary import (
 from daulat.errors import (
     Interrupted,
 )
+from daulat.plurals import plural
 from daulat.terminal import printable, styled
 
 # The engine is imported by the commands that run it (see daulat.cli._shared).
@@ -389,7 +390,7 @@ def verify(
         head = f"verify {printable(src)} → {printable(dst)} ({mode}): "
         if report.stopped is None:
             out.print(
-                f"{head}{report.objects:,} objects, {_human_bytes(report.bytes)}; verified "
+                f"{head}{plural(report.objects, 'object')}, {_human_bytes(report.bytes)}; verified "
                 f"{report.verified:,}, problems {len(report.problems):,}"
             )
         else:
@@ -401,7 +402,7 @@ def verify(
                 f"{report.objects:,} listed)"
             )
             out.print(
-                f"{head}STOPPED before it finished: {report.objects:,} objects, "
+                f"{head}STOPPED before it finished: {plural(report.objects, 'object')}, "
                 f"{_human_bytes(report.bytes)} at the source; verified {report.verified:,}, "
                 f"problems {len(report.problems):,}, {unchecked}"
             )

@@ -10,6 +10,7 @@ from typing import Any
 
 from daulat.config import Config
 from daulat.drill.record import DRILLS_NAME, DrillLog
+from daulat.plurals import plural
 from daulat.state import connect_readonly
 from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME
 
@@ -106,13 +107,15 @@ def _pair(row: HistoryRow, run: dict[str, Any], drill_encrypted: bool) -> None:
     copied, total = int(s.get("copied_objects") or 0), row.actual_objects
     if copied < total:
         notes.append(
-            f"a resumed exit: {total - copied:,} of {total:,} objects were copied before it"
+            f"a resumed exit: {total - copied:,} of {plural(total, 'object')} were copied before it"
         )
     if bool(s.get("encrypted")) != drill_encrypted:
         notes.append("encryption differs between the drill and the exit")
     row.comparable = not notes and row.actual_s > 0
     if row.objects and abs(total - row.objects) > 0.05 * row.objects:
-        notes.append(f"the source changed: {row.objects:,} objects at the drill, {total:,} at exit")
+        notes.append(
+            f"the source changed: {plural(row.objects, 'object')} at the drill, {total:,} at exit"
+        )
     row.note = "; ".join(notes) or None
     if row.comparable and row.actual_s:
         row.error_pct = (row.predicted_s - row.actual_s) / row.actual_s * 100

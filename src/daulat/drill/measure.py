@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from daulat.drill.result import DrillFailed
 from daulat.drill.sample import SampledObject, Stratum
 from daulat.drill.stores import SampledSource, TimedDestination, _Clock
+from daulat.plurals import plural
 from daulat.transfer.engine import transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.model import Endpoint, Kind, Options
@@ -67,7 +68,7 @@ async def _measure_classes(
     for s in sorted(strata, key=lambda s: -s.index):
         if s.initial:
             say(
-                f"copying {s.initial:,} of {s.objects:,} objects ({s.size_class.label}) to "
+                f"copying {s.initial:,} of {plural(s.objects, 'object')} ({s.size_class.label}) to "
                 f"{dst.store.name}:{scratch}"
             )
             part = await _copy_part(

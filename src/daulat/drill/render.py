@@ -10,6 +10,7 @@ from rich.table import Table
 from daulat.drill.history import HistoryRow
 from daulat.drill.result import DrillResult
 from daulat.drill.units import _human_bytes, _human_rate_bits, human_duration, plain
+from daulat.plurals import plural
 from daulat.terminal import printable, styled
 
 
@@ -19,8 +20,8 @@ def render_drill(result: DrillResult, console: Console) -> None:
     p = console.print
     p(
         styled((f"drill {printable(result.src)} → {printable(result.dst)}", "bold")),
-        f" ({result.id}): {result.objects:,} objects, {_human_bytes(result.bytes)} in the source (scan "
-        f"#{result.scan_id}); sampled {result.sampled_objects:,} objects, "
+        f" ({result.id}): {plural(result.objects, 'object')}, {_human_bytes(result.bytes)} in the source (scan "
+        f"#{result.scan_id}); sampled {plural(result.sampled_objects, 'object')}, "
         f"{_human_bytes(result.sampled_bytes)}; concurrency {result.concurrency}",
         highlight=False,
         markup=False,
@@ -29,7 +30,7 @@ def render_drill(result: DrillResult, console: Console) -> None:
     if result.filter is not None:
         p(
             f"  only what the filters select ({printable('; '.join(result.filter))}): "
-            f"{result.excluded_objects:,} objects, {_human_bytes(result.excluded_bytes)} "
+            f"{plural(result.excluded_objects, 'object')}, {_human_bytes(result.excluded_bytes)} "
             "excluded, neither sampled nor predicted (the exit still lists them)",
             highlight=False,
             markup=False,

@@ -22,6 +22,7 @@ from daulat.drill.units import _now
 from daulat.errors import ConfigError, MissingRoot, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import MANIFEST_NAME, Manifest
+from daulat.plurals import plural
 from daulat.stores.base import Store
 from daulat.transfer import open_endpoint
 from daulat.transfer.above import evidence_above
@@ -196,7 +197,7 @@ async def _drill(
     if objects == 0 and excluded[0]:
         raise DrillFailed(
             f"the filters excluded every object under {src.label!r} in the latest scan of "
-            f"{name!r} (#{scan.id}): {excluded[0]:,} objects, none selected by: "
+            f"{name!r} (#{scan.id}): {plural(excluded[0], 'object')}, none selected by: "
             + "; ".join(filter.describe())
         )
     if objects == 0:

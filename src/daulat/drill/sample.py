@@ -13,6 +13,7 @@ from daulat.drill.units import KiB, MiB
 from daulat.errors import ConfigError
 from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import MANIFEST_KIND
+from daulat.plurals import plural
 from daulat.state import connect_readonly
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.model import Options
@@ -278,4 +279,4 @@ def _describe_sample(sample: int | float | None) -> str:
         )
     if isinstance(sample, float):
         return f"{sample:.4g} of each size class ({sample * 100:.4g}%)"
-    return f"{sample:,} objects in total, split by the classes' shares of objects and bytes"
+    return f"{plural(sample, 'object')} in total, split by the classes' shares of objects and bytes"

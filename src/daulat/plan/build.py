@@ -45,8 +45,8 @@ from daulat.plan.tables import (
     tiered_cost,
 )
 from daulat.plan.units import MAX_DEADLINE_HOURS
+from daulat.plurals import plural
 from daulat.state import connect_readonly
-from daulat.terminal import plural
 from daulat.transfer.model import Endpoint
 
 LABEL = "PROJECTION"

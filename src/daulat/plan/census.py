@@ -17,6 +17,7 @@ from daulat.drill.sample import _BOUNDS, SIZE_CLASSES, size_class_of
 from daulat.errors import ConfigError
 from daulat.inventory.database import MANIFEST_KIND, MANIFEST_NAME, Manifest
 from daulat.plan.model import Workload
+from daulat.plurals import plural
 from daulat.state import connect_readonly
 from daulat.stores.objectstore import LIST_PAGE, PART_SIZE, SINGLE_PUT_MAX
 from daulat.stores.s3raw import MAX_PART
@@ -158,7 +159,7 @@ def census_from_totals(objects: int, size: int, rule: PartRule | None) -> Census
     parts = rule.parts(largest) if rule is not None else 0
     c = ClassCensus(index, objects, size, objects if parts else 0, objects * parts, largest)
     return Census(
-        f"given (what-if): {objects:,} objects, {size:,} bytes; every object taken to be of "
+        f"given (what-if): {plural(objects, 'object')}, {size:,} bytes; every object taken to be of "
         f"the mean size, {(2 * size + objects) // (2 * objects):,} bytes ({c.label})",
         True,
         (c,),

@@ -34,6 +34,7 @@ from typing import Any
 
 from daulat.drill.units import plain
 from daulat.errors import DaulatError
+from daulat.plurals import plural
 
 # The driver's journal commits per second when more than one worker reports to it. Issue 12's
 # benchmark sets this as a goal (bench/RESULTS.md measures it); it is an assumption here, named
@@ -351,7 +352,7 @@ def workers_for(
             )
         elif driver > room:
             why = (
-                f"the driver's journal ({work.objects:,} objects at "
+                f"the driver's journal ({plural(work.objects, 'object')} at "
                 f"{DRIVER_OBJECTS_PER_S:,}/s: {plain(driver)} s) after its listing and bookkeeping"
             )
         else:
@@ -364,7 +365,7 @@ def workers_for(
     # Workers beyond the number of objects have nothing to copy: never more than that.
     most = max(1, work.objects)
     if predict(work, fit, overheads, most, link_Bps).total_s > deadline_s:
-        return Needed(None, None, f"even {most:,} workers, one per object, do not meet it")
+        return Needed(None, None, f"even {plural(most, 'worker')}, one per object, do not meet it")
     n = min(most, max(2, math.ceil(one.copy_s / room)))
     while predict(work, fit, overheads, n, link_Bps).total_s > deadline_s:
         n += 1

@@ -8,6 +8,7 @@ from rich.table import Table
 from daulat.drill.units import _human_rate_bits, human_duration
 from daulat.plan.build import LABEL, Plan
 from daulat.plan.units import count, decimal_bytes, hours, usd
+from daulat.plurals import plural
 from daulat.terminal import printable, styled
 
 
@@ -40,7 +41,8 @@ def render_plan(plan: Plan, console: Console) -> None:
     c = plan.census
     p(
         styled(
-            f"  census: {count(c.objects)} objects, {decimal_bytes(c.bytes)} "
+            f"  census: {count(c.objects)} {'object' if c.objects == 1 else 'objects'}, "
+            f"{decimal_bytes(c.bytes)} "
             f"({c.bytes:,} bytes) — {c.source}"
         )
     )
@@ -142,8 +144,9 @@ def render_plan(plan: Plan, console: Console) -> None:
     p(
         styled(
             f"  source: {r.source_get:,} GET, {r.source_list:,} LIST; destination: "
-            f"{r.destination_writes:,} write requests ({r.destination_put:,} PUT, "
-            f"{r.multipart_uploads:,} uploads x create+complete, {r.parts:,} parts), "
+            f"{plural(r.destination_writes, 'write request')} ({r.destination_put:,} PUT, "
+            f"{plural(r.multipart_uploads, 'upload')} x create+complete, "
+            f"{plural(r.parts, 'part')}), "
             f"{r.destination_list:,} LIST — {r.part_rule}"
         )
     )
@@ -152,7 +155,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         table = Table(title="Provider limits against what this exit asks while copying")
         cols = ["provider", "limit", "per", "regions", "asked", "spread over", "one alone takes"]
         if at_deadline:
-            cols.insert(6, f"with {at_deadline:,} workers")
+            cols.insert(6, f"with {plural(at_deadline, 'worker')}")
         for col in cols:
             table.add_column(
                 col,
@@ -199,7 +202,7 @@ def render_plan(plan: Plan, console: Console) -> None:
             qty = (
                 decimal_bytes(line.quantity)
                 if line.quantity_unit == "bytes"
-                else f"{line.quantity:,.0f} requests"
+                else f"{line.quantity:,.0f} {'request' if line.quantity == 1 else 'requests'}"
             )
             table.add_row(
                 f"{line.provider} ({line.side})",

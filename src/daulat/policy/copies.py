@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daulat.plurals import plural
 from daulat.policy.context import _Ctx, _EvaluatorBase
 from daulat.policy.findings import Finding, Status
 from daulat.policy.state import _Copies
@@ -60,9 +61,9 @@ class _CopyRules(_EvaluatorBase):
         lines += [self.copies_text(r, cov.copies[r], cov.objects) for r in ctx.replicas]
         if cov.under == 0:
             head = (
-                f"{have} of {need} required verified copies"
+                f"{have} of {plural(need, 'required verified copy', 'required verified copies')}"
                 if not partial
-                else f"every object has at least {need} verified copies"
+                else f"every object has at least {plural(need, 'verified copy', 'verified copies')}"
             )
             why = f"{head}: " + "; ".join(lines)
             return Finding(
@@ -107,7 +108,7 @@ class _CopyRules(_EvaluatorBase):
         if c.verified:
             pct = 100 * c.verified / total
             parts.append(
-                f"partial replica, {c.verified:,} of {total:,} objects verified ({pct:.0f}%)"
+                f"partial replica, {c.verified:,} of {plural(total, 'object')} verified ({pct:.0f}%)"
             )
         else:
             parts.append(f"no verified copy (0 of {total:,})")
@@ -204,18 +205,18 @@ class _CopyRules(_EvaluatorBase):
         partial = (
             ""
             if c.verified == cov.objects
-            else f" (only {c.verified:,} of {cov.objects:,} objects are verified there; see min_replicas)"
+            else f" (only {c.verified:,} of {plural(cov.objects, 'object')} are verified there; see min_replicas)"
         )
         if age <= max_days:
-            why = f"{replica} was last verified {_days(age)} ago ({c.oldest_verify}), within {max_days:g} days{partial}"
+            why = f"{replica} was last verified {_days(age)} ago ({c.oldest_verify}), within {_days_allowed(max_days)}{partial}"
             return Finding(
                 pol.label, rule, replica, Status.PASS, why, None, c.verified, c.verified_bytes, data
             )
         why = (
             f"{replica} was last verified {_days(age)} ago ({c.oldest_verify}); the policy allows "
-            f"{max_days:g} days{partial}"
+            f"{_days_allowed(max_days)}{partial}"
         )
-        fix = f"`daulat verify {src} {replica}` (reads listings only; add --full to re-hash), and schedule it more often than every {max_days:g} days"
+        fix = f"`daulat verify {src} {replica}` (reads listings only; add --full to re-hash), and schedule it more often than every {_days_allowed(max_days)}"
         return Finding(
             pol.label, rule, replica, Status.FAIL, why, fix, c.verified, c.verified_bytes, data
         )
@@ -231,3 +232,8 @@ def _copies_json(c: _Copies, total: int) -> dict[str, Any]:
         "oldest_verify": c.oldest_verify,
         "newest_verify": c.newest_verify,
     }
+
+
+def _days_allowed(days: float) -> str:
+    """A policy's number of days as people read it: "1 day", "7 days", "0.5 days"."""
+    return f"{days:g} day" if days == 1 else f"{days:g} days"

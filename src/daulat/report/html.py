@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from daulat.drill.units import human_duration
+from daulat.plurals import plural
 from daulat.report.charts import Series, bar_chart
 from daulat.report.data import ReplicaRow, ReportData
 from daulat.report.escaping import esc
@@ -390,7 +391,7 @@ def _audit(data: ReportData) -> str:
     state = '<span class="pass">intact</span>' if a.intact else '<span class="fail">BROKEN</span>'
     return (
         "<h2 id='audit'>Audit log</h2>"
-        f"<p>{a.entries:,} entries, chain {state}. Head: entry {a.head_seq}, hash "
+        f"<p>{plural(a.entries, 'entry', 'entries')}, chain {state}. Head: entry {a.head_seq}, hash "
         f'<span class="hash" id="audit-head">{esc(a.head_hash or "none")}</span></p>'
         "<p>Anyone holding the log can check this report against it with "
         f"<code>daulat audit verify --head {esc(a.head_hash or 'HASH')}</code>.</p>"
@@ -427,7 +428,7 @@ def render(data: ReportData) -> str:
         [
             f"<h1>Data sovereignty report</h1><p class='sub'>Generated {esc(data.generated)} "
             f"by daulat {esc(data.daulat_version)} from {esc(data.config)}. "
-            f"<span id='totals'>{len(data.stores)} stores, {objects:,} objects, "
+            f"<span id='totals'>{plural(len(data.stores), 'store')}, {plural(objects, 'object')}, "
             f"{_gib(total)}</span>.</p>",
             notes,
             _where(data),
