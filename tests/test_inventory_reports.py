@@ -258,6 +258,8 @@ def test_s3_inventory_csv_from_a_bucket_is_the_listing_and_plans(
 
     # Planned from a report of more than the bucket holds (the point of an inventory).
     assert cli(["drill", "src", "dst", "--sample", "10", "--seed", "1", "--json"]) == 0
+    # The drill, too, takes the source as of the report's date.
+    assert json.loads(capsys.readouterr().out)["scanned"] == "2026-12-05T00:00:00+00:00"
     big = [
         ObjectInfo(f"virtual/{i:05d}", 10**9, listed[0].modified, "e", "s3") for i in range(2000)
     ]

@@ -228,7 +228,7 @@ async def _drill(
             dst,
             strata,
             scan.id,
-            scan.finished,
+            scan.census_date,  # an inventory report's date where the scan was read from one
             sample,
             link_bps,
             workers,
