@@ -15,7 +15,8 @@ that asks for the latest scan or the objects (``daulat stores``, policies, drill
 latest ``complete`` one, and the next whole scan reports every change since that one.
 
 Tables
-    ``scans``    one row per scan of a store: when, status, totals, counts of changes
+    ``scans``    one row per scan of a store: when, status, totals, counts of changes; for a
+                 scan read from an inventory report, the report and its date (the census date)
     ``objects``  every object as the latest whole scan saw it: size, modified time, the
                  provider's ETag labelled with its scheme, and the content SHA-256 once daulat
                  has hashed it
@@ -120,12 +121,6 @@ class ScanSummary:
         """When the objects recorded were as recorded: the report's date for a scan read
         from an inventory report, else when the listing finished."""
         return self.report_made or self.finished
-
-    def census_described(self) -> str:
-        """The census date as people read it, saying where it came from."""
-        if self.report_made is not None:
-            return f"{self.report_made} (the date of inventory report {self.report})"
-        return str(self.finished)
 
 
 class Manifest:
