@@ -334,7 +334,7 @@ def instructions(
         f"{git_head(checkouts['before'])}, after = git {git_head(checkouts['after'])}); counts: "
         + ", ".join(f"{tag} {k:,}: {c:,.0f}" for (tag, k), c in count.items())
         + f"\n- Of these, the bodies' SHA-256 (hashlib's and obstore's; valgrind runs it without "
-        f"the CPU's SHA instructions, so it counts ~10x what it costs): {sha['before']:,.0f} "
+        f"the CPU's SHA instructions, so it weighs far more here than in CPU seconds): {sha['before']:,.0f} "
         f"before, {sha['after']:,.0f} after. **Everything else: {rest['before']:,.0f} before, "
         f"{rest['after']:,.0f} after ({rest['after'] / rest['before'] - 1:+.2%})**, the "
         "figure to hold CPU seconds against."
