@@ -14,7 +14,12 @@ system, every thread) are compared:
 * large: 2 x ``--large-mib`` MiB — CPU s per GiB;
 * fixed: 10 x 64 KiB — the CPU seconds a run costs whatever its size (key loading, manifests,
   clients). Beside the totals, the table gives the marginal costs: (small - fixed) per
-  object beyond the first 10, and (large - fixed) per GiB.
+  object beyond the first 10, and (large - fixed) per GiB. The fixed cost's own spread
+  (±0.05 CPU s between identical runs after the trust work) lands on those differences
+  (±25 µs an object at 2,000), so a last row gives the copy phase alone: the CPU spent
+  while the executor ran (``engine._Executor.run`` in both checkouts), small - fixed, per
+  object. It leaves out listings, planning and the manifest, which scale with the objects
+  too but are not the copy.
 
 A second table splits each case's CPU into user and system seconds, with the child's context
 switches and minor page faults (``getrusage``): work the kernel does for the client (system
@@ -69,13 +74,29 @@ from pathlib import Path
 from daulat.config import load_config
 from daulat.transfer import Kind, Options, run_transfer
 
+from daulat.transfer import engine
+
+# The copy phase alone (both checkouts' executor is engine._Executor): CPU the process spent
+# while the executor ran, every thread. Beside the whole run's, it leaves out the fixed cost
+# (clients, keys, listings' first pages, manifests), whose spread from run to run (±0.05 s
+# after) would otherwise land on the per-object figure.
+copy_cpu = [0.0]
+run_executor = engine._Executor.run
+async def timed_run(self):
+    c = time.process_time()
+    try:
+        return await run_executor(self)
+    finally:
+        copy_cpu[0] += time.process_time() - c
+engine._Executor.run = timed_run
+
 config = load_config(Path(sys.argv[1]))
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0, c0 = time.monotonic(), time.process_time()
 summary = asyncio.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
 c1, r1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"ok": summary.ok, "copied": summary.copied_objects,
-                  "wall": time.monotonic() - t0, "cpu": c1 - c0,
+                  "wall": time.monotonic() - t0, "cpu": c1 - c0, "copy": copy_cpu[0],
                   "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
                   "switches": (r1.ru_nvcsw - r0.ru_nvcsw) + (r1.ru_nivcsw - r0.ru_nivcsw),
                   "faults": r1.ru_minflt - r0.ru_minflt}))
@@ -103,8 +124,9 @@ def one_run(
     tag: str,
     i: int,
     *,
-    callgrind: bool = False,
+    callgrind: Path | None = None,
 ) -> dict[str, float]:
+    """One exit in a child; ``callgrind``: under valgrind, its profile written there."""
     bucket = f"trust-{tag}-{ds.name}-{i}-{int(time.time())}"
     b.create_bucket(bucket)
     run_dir = workdir / "runs" / bucket
@@ -118,7 +140,7 @@ def one_run(
     load = os.getloadavg()[0]
     argv = [sys.executable, "-c", CHILD, str(config)]
     if callgrind:
-        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+        argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *argv]
         env["PYTHONMALLOC"] = "malloc"
     res = subprocess.run(
         argv,
@@ -136,6 +158,8 @@ def one_run(
         if not counted:
             raise RuntimeError(f"no instruction count from callgrind: {res.stderr[-2000:]}")
         out["instructions"] = float(counted[-1])
+        out["hashing"] = float(bulk_sha256(callgrind))
+        callgrind.unlink()
     if not out["ok"] or out["copied"] != ds.objects:
         raise RuntimeError(f"{tag} exit not ok or not {ds.objects} objects: {out}")
     out["load"] = load
@@ -209,6 +233,23 @@ def render(
                 f"| {ds.describe()}, beyond the fixed cost ({unit}) | {m['before']:.3f} | "
                 f"{m['after']:.3f} | **{m['after'] / m['before']:.2f}x** | |"
             )
+            if small:
+                # The executor's phase alone: no fixed cost, and none of its spread, to remove.
+                c = {
+                    tag: (
+                        statistics.median(r.get("copy", float("nan")) for r in runs[tag, ds.name])
+                        - statistics.median(
+                            r.get("copy", float("nan")) for r in runs[tag, fixed.name]
+                        )
+                    )
+                    * 1000
+                    / (ds.objects - fixed.objects)
+                    for tag in ("before", "after")
+                }
+                marginal.append(
+                    f"| {ds.describe()}, the copy phase alone ({unit}) | {c['before']:.3f} | "
+                    f"{c['after']:.3f} | **{c['after'] / c['before']:.2f}x** | |"
+                )
     lines += marginal
     lines += ["", *split(runs, sets)]
     lines += [
@@ -255,17 +296,35 @@ def instructions(
         for tag, path in checkouts.items():  # bytecode caches, as for the timed runs
             one_run(workdir, a, b, ds, path, tag, -1)
     jobs = [(tag, ds) for tag in checkouts for ds in sets]
+    profiles = workdir / "callgrind"
+    profiles.mkdir(exist_ok=True)
     with ThreadPoolExecutor(len(jobs)) as pool:  # counts, not times: side by side is fine
-        counted = list(
+        results = list(
             pool.map(
                 lambda job: one_run(
-                    workdir, a, b, job[1], checkouts[job[0]], job[0], 0, callgrind=True
-                )["instructions"],
+                    workdir,
+                    a,
+                    b,
+                    job[1],
+                    checkouts[job[0]],
+                    job[0],
+                    0,
+                    callgrind=profiles / f"{job[0]}-{job[1].objects}.out",
+                ),
                 jobs,
             )
         )
-    count = {(tag, ds.objects): c for (tag, ds), c in zip(jobs, counted, strict=True)}
-    per = {tag: (count[tag, 4 * n] - count[tag, n]) / (3 * n) for tag in checkouts}
+    count = {
+        (tag, ds.objects): r["instructions"] for (tag, ds), r in zip(jobs, results, strict=True)
+    }
+    hashing = {(tag, ds.objects): r["hashing"] for (tag, ds), r in zip(jobs, results, strict=True)}
+
+    def per_object(c: dict[tuple[str, int], float], tag: str) -> float:
+        return (c[tag, 4 * n] - c[tag, n]) / (3 * n)
+
+    per = {tag: per_object(count, tag) for tag in checkouts}
+    sha = {tag: per_object(hashing, tag) for tag in checkouts}
+    rest = {tag: per[tag] - sha[tag] for tag in checkouts}
     start = {tag: count[tag, n] - n * per[tag] for tag in checkouts}
     return (
         f"- Under callgrind ({n:,} and {4 * n:,} x 64 KiB, start-up removed): "
@@ -274,7 +333,36 @@ def instructions(
         f" M before, {start['after'] / 1e6:,.0f} M after (before = git "
         f"{git_head(checkouts['before'])}, after = git {git_head(checkouts['after'])}); counts: "
         + ", ".join(f"{tag} {k:,}: {c:,.0f}" for (tag, k), c in count.items())
+        + f"\n- Of these, the bodies' SHA-256 (hashlib's and obstore's; valgrind runs it without "
+        f"the CPU's SHA instructions, so it weighs far more here than in CPU seconds): {sha['before']:,.0f} "
+        f"before, {sha['after']:,.0f} after. **Everything else: {rest['before']:,.0f} before, "
+        f"{rest['after']:,.0f} after ({rest['after'] / rest['before'] - 1:+.2%})**, the "
+        "figure to hold CPU seconds against."
     )
+
+
+# The bulk SHA-256 of object bodies in a callgrind profile: hashlib.sha256(data) (the engine's
+# plaintext hash), and obstore's block function (the upload checksum, or the signed payload).
+_HASHLIB_SHA256 = re.compile(r"^\s*([\d,]+) .*:_hashlib_openssl_sha256 \[", re.MULTILINE)
+_OBSTORE_SHA256 = re.compile(
+    r"^\s*([\d,]+) .*sha256_block_data_order\w* \[.*_obstore", re.MULTILINE
+)
+
+
+def bulk_sha256(profile: Path) -> int:
+    """Instructions spent hashing bodies in ``profile`` (inclusive of hashlib's call)."""
+    res = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(profile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hashlib_ = max(
+        (int(m.replace(",", "")) for m in _HASHLIB_SHA256.findall(res.stdout)), default=0
+    )
+    # The dispatcher's inclusive count holds the variant it chose: the largest is the whole.
+    obstore = max((int(m.replace(",", "")) for m in _OBSTORE_SHA256.findall(res.stdout)), default=0)
+    return hashlib_ + obstore
 
 
 def main(argv: list[str] | None = None) -> int:

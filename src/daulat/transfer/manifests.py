@@ -100,6 +100,7 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from daulat.crypto import (
@@ -255,6 +256,62 @@ def onward_entry(
         "source": source,
         "copied": copied,
     }
+
+
+def entry_line(
+    key: str,
+    *,
+    size: int,
+    sha256: str,
+    source: str,
+    copied: str | None,
+    stored_size: int | None,
+    etag: str | None,
+    stored_as: str | None = None,
+    encrypted: bool = False,
+    chunks: Entry | None = None,
+) -> str:
+    """The manifest line of one object: exactly ``json.dumps(entry, ensure_ascii=False)`` of
+    ``{"key", "size", "sha256", "source", "copied", "stored_size", "etag"}`` (then
+    ``stored_as``, ``encryption``, ``chunks`` when given), with ``source`` already serialised
+    so (one text per pair, the same for every object of it). A run writes one per object
+    it lists: building the dict and encoding the repeated source each time took ~15 µs of a
+    small object's ~1.2 ms of client CPU, this a third of that."""
+    parts = [
+        '{"key": ',
+        _value(key),
+        ', "size": ',
+        _value(size),
+        ', "sha256": ',
+        _value(sha256),
+        ', "source": ',
+        source,
+        ', "copied": ',
+        _value(copied),
+        ', "stored_size": ',
+        _value(stored_size),
+        ', "etag": ',
+        _value(etag),
+    ]
+    if stored_as is not None:
+        parts += [', "stored_as": ', _value(stored_as)]
+    if encrypted:
+        parts.append(', "encryption": "age"')
+    if chunks is not None:
+        parts += [', "chunks": ', json.dumps(chunks, ensure_ascii=False)]
+    parts.append("}")
+    return "".join(parts)
+
+
+def _value(v: object) -> str:
+    """``v`` as ``json.dumps(v, ensure_ascii=False)`` writes it (the common types directly)."""
+    if type(v) is str:
+        return encode_basestring(v)
+    if type(v) is int:
+        return int.__repr__(v)
+    if v is None:
+        return "null"
+    return json.dumps(v, ensure_ascii=False)
 
 
 # ------------------------------------------------------------------------------------ writing

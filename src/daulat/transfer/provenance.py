@@ -53,6 +53,7 @@ from daulat.transfer.manifests import (
     ProvenanceError,
     ReadResult,
     Written,
+    entry_line,
     entry_lines,
     fetch_signature,
     list_manifests,
@@ -312,6 +313,7 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
         src = json.loads(row[0]) if row else _default_source(p, loc)
         # An onward copy of an encrypted replica (see daulat.transfer.onward).
         origin = src.pop("origin", None)
+        source = json.dumps(src, ensure_ascii=False)  # once per pair, not per entry
         cursor = db.execute(
             "SELECT j.key, coalesce(j.plain_size, j.size), j.sha256, j.updated, j.stored_as, "
             "j.dst_size, j.dst_etag, c.chunk_size, c.sha256 FROM journal j "
@@ -341,22 +343,20 @@ def fill_entries(journal: Journal, loc: str, encrypted: bool) -> None:
                     line = json.dumps(entry, ensure_ascii=False)
                     rows.append((stored, stored, line, 0, dst_size, dst_etag, 0))
                     continue
-                entry = {
-                    "key": real,
-                    "size": size,
-                    "sha256": sha,
-                    "source": src,
-                    "copied": updated,
-                    "stored_size": dst_size,
-                    "etag": dst_etag,
-                }
-                if names:
-                    entry["stored_as"] = stored
-                if enc:
-                    entry["encryption"] = "age"
-                if csize and cblob:
-                    entry["chunks"] = {"size": csize, "sha256": to_hex_list(bytes(cblob))}
-                line = json.dumps(entry, ensure_ascii=False)
+                line = entry_line(
+                    real,
+                    size=size,
+                    sha256=sha,
+                    source=source,
+                    copied=updated,
+                    stored_size=dst_size,
+                    etag=dst_etag,
+                    stored_as=stored if names else None,
+                    encrypted=enc,
+                    chunks={"size": csize, "sha256": to_hex_list(bytes(cblob))}
+                    if csize and cblob
+                    else None,
+                )
                 rows.append((stored, real, line, 0, dst_size, dst_etag, int(enc)))
             db.execute("BEGIN")
             db.executemany("INSERT OR REPLACE INTO mf VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
