@@ -33,6 +33,7 @@ from pathlib import Path
 from daulat.errors import IntegrityError
 from daulat.gateway.s3xml import S3Failure
 from daulat.state import hold_lock, is_locked, private_dir
+from daulat.stores.described import Described
 from daulat.stores.hashing import StreamHasher
 
 SPOOL_DIR = "gateway-spool"
@@ -71,6 +72,7 @@ class Upload:
     busy: int = 0  # parts being written or a completion under way
     touched: dt.datetime | None = None  # when a part last arrived (else ``started``)
     replacing: set[int] = field(default_factory=set)  # part numbers being sent again
+    described: Described = field(default_factory=Described)  # Content-Type, x-amz-meta-*
 
 
 class Spool:
@@ -112,7 +114,7 @@ class Spool:
             os.close(self._lock)
             self._lock = None
 
-    def create(self, bucket: str, key: str) -> Upload:
+    def create(self, bucket: str, key: str, described: Described | None = None) -> Upload:
         assert self.mine is not None, "Spool.start() first"
         self.expire()
         if len(self.uploads) >= self.max_uploads:
@@ -125,6 +127,7 @@ class Spool:
         upload_id = secrets.token_urlsafe(32)
         path = private_dir(self.mine / upload_id)
         upload = Upload(upload_id, bucket, key, path, dt.datetime.now(dt.UTC))
+        upload.described = described or Described()
         self.uploads[upload_id] = upload
         return upload
 
