@@ -239,8 +239,14 @@ class Runtime:
         await self._check_identity()
         if any(b.writable for b in self.gw.buckets.values()):
             self._check_writable()
-            for gone in self.spool.start():
-                log.warning("removed the multipart uploads a stopped gateway left: %s", gone)
+            writable = [name for name, b in self.gw.buckets.items() if b.writable]
+            for gone in self.spool.start(writable):
+                log.warning("removed a multipart upload a stopped gateway left: %s", gone)
+            if self.spool.uploads:
+                log.warning(
+                    "took over %d multipart upload(s) a stopped gateway left in progress",
+                    len(self.spool.uploads),
+                )
 
     def _check_writable(self) -> None:
         """A writable bucket's replica that holds age-encrypted copies must be written
