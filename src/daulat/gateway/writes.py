@@ -40,6 +40,7 @@ from daulat.gateway.reading import describe
 from daulat.gateway.replicas import Replica, etag_of, unverified_etag
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
+from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
 from daulat.stores.described import Described
 from daulat.stores.keys import write_problem
@@ -257,6 +258,9 @@ class Writer:
         fan = Fanout(then(body, under_way))
         writing = [primary, *live]
         results = await fan.run([self._put_to(t, key, described) for t in writing])
+        # A directory stages each put in its .daulat-tmp/: left empty, it goes (the stores stay
+        # open as long as the gateway runs, and their close is when they would tidy it).
+        await asyncio.gather(*(cleanup_temp(t.store) for t in writing), return_exceptions=True)
         if fan.error is not None:
             raise fan.error
         verified: list[tuple[Target, PutResult]] = []
