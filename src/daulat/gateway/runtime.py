@@ -20,6 +20,7 @@ from daulat.gateway.health import Circuit, Health
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
 from daulat.gateway.spool import Spool
+from daulat.gateway.standing import STOPPED
 from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
@@ -163,6 +164,11 @@ class AuditEvents:
         else:
             details["error"] = c.last_error
         self._write(f"gateway.{what}", details)
+
+    async def stopped(self, stores: list[str]) -> None:
+        """This gateway stops: the health it found of ``stores`` is no longer watched
+        (:mod:`.standing` shows it as of this moment). Not logged: a stop is no news."""
+        await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
 
     async def drain(self) -> None:
         if self._pending:
@@ -319,6 +325,7 @@ class Runtime:
         self.writer.close()
         await self.health.close()
         await self.events.drain()
+        await self.events.stopped(sorted(self.stores))
         for store in self.stores.values():
             with contextlib.suppress(Exception):
                 await store.close()
