@@ -38,7 +38,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daulat.errors import IntegrityError
+from daulat.errors import IntegrityError, StateError
 from daulat.gateway.s3xml import S3Failure
 from daulat.state import hold_lock, is_locked, private_dir
 from daulat.stores.described import Described
@@ -112,20 +112,26 @@ class Spool:
             lock = entry.with_name(entry.name + ".lock")
             if is_locked(lock):
                 continue
-            for old in sorted(entry.iterdir()):
-                upload = _adoptable(old, mine / old.name, cutoff, buckets)
-                if upload is None:
-                    removed.append(old)
-                    continue
-                try:
-                    old.rename(upload.dir)  # atomic: a gateway starting beside this one loses
-                except OSError:
-                    continue
-                self.uploads[upload.id] = upload
-                self.used += sum(p.size for p in upload.parts.values())
-            shutil.rmtree(entry, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                lock.unlink()
+            try:
+                # Held while taking over: a gateway starting beside this one skips it.
+                held = hold_lock(lock)
+            except StateError:
+                continue
+            try:
+                for old in sorted(entry.iterdir()):
+                    upload = _adoptable(old, mine / old.name, cutoff, buckets)
+                    if upload is None:
+                        removed.append(old)
+                        continue
+                    with contextlib.suppress(OSError):
+                        old.rename(upload.dir)
+                        self.uploads[upload.id] = upload
+                        self.used += sum(p.size for p in upload.parts.values())
+                shutil.rmtree(entry, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            finally:
+                os.close(held)
         return removed
 
     def close(self) -> None:
