@@ -45,6 +45,8 @@ class AuditEvents:
         self._pending: set[asyncio.Future[None]] = set()
         self._failovers: dict[tuple[str, str], float] = {}
         self._stale: set[tuple[str, str]] = set()
+        # Store → whether this gateway's latest health entry of it was down or revoked.
+        self._refused: dict[str, bool] = {}
 
     def _write(self, operation: str, details: Mapping[str, object]) -> None:
         log.warning("%s: %s", operation, dict(details))
@@ -159,16 +161,20 @@ class AuditEvents:
         # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
         # the report (daulat.gateway.standing).
         details: dict[str, object] = {"replica": c.name, "store": _store(c.name)}
+        self._refused[_store(c.name)] = what != "recovered"
         if what == "recovered":  # the error is past: named as such, never as current
             details.update(error=None, recovered_from=c.last_error)
         else:
             details["error"] = c.last_error
         self._write(f"gateway.{what}", details)
 
-    async def stopped(self, stores: list[str]) -> None:
-        """This gateway stops: the health it found of ``stores`` is no longer watched
-        (:mod:`.standing` shows it as of this moment). Not logged: a stop is no news."""
-        await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
+    async def stopped(self) -> None:
+        """This gateway stops: the stores it last found down or refusing are no longer
+        watched (:mod:`.standing` shows them as of this moment). Written only when there are
+        such stores; not logged: a stop is no news."""
+        stores = sorted(name for name, refused in self._refused.items() if refused)
+        if stores:
+            await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
 
     async def drain(self) -> None:
         if self._pending:
@@ -325,7 +331,7 @@ class Runtime:
         self.writer.close()
         await self.health.close()
         await self.events.drain()
-        await self.events.stopped(sorted(self.stores))
+        await self.events.stopped()
         for store in self.stores.values():
             with contextlib.suppress(Exception):
                 await store.close()

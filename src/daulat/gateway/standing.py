@@ -8,9 +8,9 @@ held altered or withheld (``gateway.mismatch``, ``gateway.withheld``), see :mod:
 data first, else the latest of the others), so that what the gateway found about a provider
 is shown where the stores are, after the gateway has stopped.
 
-A store's health is a state that ages: a gateway that stops writes ``gateway.stopped`` naming
-the stores it watched, and a down, revoked or recovered state found before it is shown with
-the time that gateway stopped (nothing has watched the store since: it may well answer now).
+A store's health is a state that ages: a gateway that stops while it holds stores down or
+revoked writes ``gateway.stopped`` naming them, and their state is then shown with the time
+that gateway stopped (nothing has watched the store since: it may well answer now).
 Every state is shown with its age. Evidence about data (altered, withheld) does not age.
 """
 
