@@ -83,8 +83,9 @@ async def _body(data: bytes, hasher: StreamHasher) -> AsyncIterator[bytes]:
 
 
 def test_a_restart_removes_what_it_cannot_take_over(tmp_path: Path) -> None:
-    """Uploads idle past UPLOAD_IDLE, of a bucket no longer writable, without a record, and a
-    part being written when the gateway stopped: removed at the next start."""
+    """Uploads idle past UPLOAD_IDLE, of a bucket no longer writable, without a record, a
+    part being written when the gateway stopped and one a retry replaced: removed at the next
+    start."""
 
     async def scenario() -> None:
         first = Spool(tmp_path, 1 << 20)
@@ -102,6 +103,10 @@ def test_a_restart_removes_what_it_cannot_take_over(tmp_path: Path) -> None:
         for p in idle.dir.iterdir():
             os.utime(p, (old, old))
         (kept.dir / "00002.0123abcd.tmp").write_bytes(b"half a part")
+        # Part 1 as it was before a retry replaced it, the gateway stopped in between.
+        replaced = kept.dir / f"00001-{'0' * 64}.part"
+        replaced.write_bytes(b"old")
+        os.utime(replaced, (old, old))
         stray = first.mine / ("A" * 43)
         stray.mkdir()
         (stray / "00001.part").write_bytes(b"no record")

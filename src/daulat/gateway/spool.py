@@ -313,6 +313,7 @@ def _adoptable(
             return None
         described = Described(content_type if isinstance(content_type, str) else None, metadata)
         parts: dict[int, Part] = {}
+        when: dict[int, float] = {}
         touched = started
         for entry in path.iterdir():
             m = _PART.match(entry.name)
@@ -320,7 +321,13 @@ def _adoptable(
                 continue
             st = entry.stat()
             number = int(m.group(1))
+            if number in parts and when[number] >= st.st_mtime:
+                entry.unlink()  # replaced by a retry just before the gateway stopped
+                continue
+            if number in parts:
+                (path / parts[number].path.name).unlink()
             parts[number] = Part(number, st.st_size, m.group(2), dest / entry.name)
+            when[number] = st.st_mtime
             touched = max(touched, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
     except (OSError, ValueError, KeyError, TypeError):
         return None
