@@ -17,6 +17,8 @@ from servers import S3Server
 from test_gateway import MiB, _copy, _status, client, gateway
 from test_gateway_writes import _config, _direct
 
+from daulat.crypto import new_identity
+
 pytestmark = pytest.mark.timeout(300)
 
 META = {"owner": "kpu", "tps-id": "3201-07", "proof": "a client's, not daulat's"}
@@ -150,3 +152,30 @@ def test_served_description_is_the_replicas_never_daulats_own_fields(
     # ...though the copy holds them (the test would pass for nothing otherwise).
     held = {n.removeprefix("user.daulat.") for n in os.listxattr(tmp_path / "vault" / "peta.png")}
     assert {"sha256", "proof", "s3"} <= held
+
+
+def test_an_age_replica_is_given_the_bytes_only(tmp_path: Path) -> None:
+    """A description in the clear beside ciphertext would tell the provider what the object
+    is: the age replica holds none, and serves none once it is the one answering."""
+    identity = tmp_path / "id.txt"
+    vault = fs_store_config(tmp_path / "vault", "vault")
+    vault["encrypt_to"] = [new_identity(identity)]
+    stores = [fs_store_config(tmp_path / "prim", "prim"), vault]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["prim", "vault"]\nwritable = true'},
+        f'identity = "{identity}"',
+    )
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(
+            Bucket="pemilu", Key="rekap.pdf", Body=b"%PDF", ContentType="application/pdf",
+            Metadata={"tps": "7"},
+        )  # fmt: skip
+        assert "user.daulat.s3" in os.listxattr(tmp_path / "prim" / "rekap.pdf")
+        assert "user.daulat.s3" not in os.listxattr(tmp_path / "vault" / "rekap.pdf")
+        (tmp_path / "prim").rename(tmp_path / "prim.off")
+        got = s3.get_object(Bucket="pemilu", Key="rekap.pdf")
+        assert got["Body"].read() == b"%PDF"
+        assert _described(got) == ("application/octet-stream", {})
