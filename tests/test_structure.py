@@ -29,6 +29,8 @@ TRANSFER_MAY_IMPORT = {
     "daulat.stores.chunkhash",
     "daulat.stores.cleanup",
     "daulat.stores.crypt",
+    # What describes an object (Content-Type, user metadata) as any store's reader reports it.
+    "daulat.stores.described",
     "daulat.stores.forwarding",
     "daulat.stores.hashing",
     "daulat.stores.ranges",

@@ -24,11 +24,12 @@ from daulat.gateway import s3xml
 from daulat.gateway.auth import AuthError, Request, Signed, query_pairs, verify
 from daulat.gateway.bucket import Bucket, decode_token, encode_token
 from daulat.gateway.config import GatewayConfig, is_loopback
-from daulat.gateway.reading import Unavailable, VerifiedRead
+from daulat.gateway.reading import Unavailable, VerifiedRead, described
 from daulat.gateway.replicas import Version
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.writeops import Reply, WriteOps, read_only
+from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described
 
 log = logging.getLogger("daulat.gateway")
 
@@ -59,7 +60,7 @@ _BUCKET_QUERIES = {
     "allow-unordered",
 }
 # The query parameters a GetObject/HeadObject may carry: presigned URLs' own, botocore's
-# operation hint and the response-* overrides (accepted and not applied). Anything else names a
+# operation hint and the response-* overrides (applied: see _description). Anything else names a
 # sub-resource (?acl, ?tagging, ?attributes, ?torrent, ?retention, ?legal-hold, ...) this
 # gateway does not serve: 501, never the object's bytes under another operation's name.
 _OBJECT_QUERIES = {
@@ -71,6 +72,18 @@ _OBJECT_QUERIES = {
     "response-content-type",
     "response-expires",
 }
+
+
+#: The ``response-*`` query parameters of a GetObject/HeadObject and the headers they set.
+_OVERRIDES = {
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+    "response-content-language": "content-language",
+    "response-content-type": "content-type",
+    "response-expires": "expires",
+}
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]*$")
 
 
 class Gateway:
@@ -303,17 +316,17 @@ class Gateway:
                 "The requested range is not satisfiable",
                 [("content-range", f"bytes */{version.size}")],
             )
-        hdrs = [
-            *base,
-            ("content-type", "application/octet-stream"),
-            ("content-length", str(end - start)),
-        ]
+        hdrs = [*base, ("content-length", str(end - start))]
         code = 206 if ranged else 200
         if ranged:
             hdrs.append(("content-range", f"bytes {start}-{end - 1}/{version.size}"))
         if not version.verified:
             hdrs.append(("x-daulat-verified", "false"))
         if method == "HEAD":
+            desc = await described(
+                version, self.runtime.health, lambda s: bucket.is_quarantined(s, version)
+            )
+            hdrs += _description(desc, params)
             await send({"type": "http.response.start", "status": code, "headers": _enc(hdrs)})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -333,6 +346,9 @@ class Gateway:
         except Unavailable as exc:
             await read.aclose()
             raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
+        # The headers of the replica the response begins from (a failover later goes on
+        # with the same bytes, and the headers are sent by then).
+        hdrs += _description(read.described, params)
         await send({"type": "http.response.start", "status": code, "headers": _enc(hdrs)})
         await self._stream(read, send, receive, version)
 
@@ -388,6 +404,23 @@ def _target(path: str, query: str) -> tuple[dict[str, str], str, str]:
     except UnicodeDecodeError:
         raise S3Failure(400, "InvalidURI", "the path is not valid UTF-8") from None
     return params, name, key
+
+
+def _description(desc: Described, params: dict[str, str]) -> list[tuple[str, str]]:
+    """The headers describing an object: its Content-Type and ``x-amz-meta-*`` as the replica
+    holds them, and the ``response-*`` overrides of the request (S3 applies them to signed
+    requests, and every request here is signed)."""
+    out = [("content-type", desc.content_type or DEFAULT_CONTENT_TYPE)]
+    out += [(f"x-amz-meta-{name}", value) for name, value in sorted(desc.user.items())]
+    for param, header in _OVERRIDES.items():
+        value = params.get(param)
+        if value is None:
+            continue
+        if not _HEADER_VALUE.match(value):
+            raise S3Failure(400, "InvalidArgument", f"{param} cannot be sent as a header")
+        out = [(k, v) for k, v in out if k != header]
+        out.append((header, value))
+    return out
 
 
 def _xml(rid: str) -> list[tuple[str, str]]:

@@ -187,7 +187,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
             continue
         if bucket.writable:
             problems += _write_problems(cfg, here, addresses)
-            problems += _nested(cfg, here, addresses)
+        problems += _nested(cfg, here, addresses, bucket.writable)
         buckets[name] = BucketConfig(name, tuple(addresses), bucket.writable, quorum)
     base = cfg.path.parent
 
@@ -328,10 +328,18 @@ def _write_problems(cfg: Config, here: str, addresses: list[Address]) -> list[st
     return out
 
 
-def _nested(cfg: Config, here: str, addresses: list[Address]) -> list[str]:
-    """Replicas of a writable bucket that are one place, or one inside the other (``prim``
-    and ``prim:sub``, or two stores on one directory): a write of ``report.csv`` to the
-    outer would overwrite the inner's ``sub/report.csv``. The check ``daulat sync`` makes."""
+def _nested(cfg: Config, here: str, addresses: list[Address], writable: bool) -> list[str]:
+    """Replicas of a bucket that are one place, or one inside the other (``prim`` and
+    ``prim:sub``, or two stores on one directory). Writable, a write of ``report.csv`` to the
+    outer would overwrite the inner's ``sub/report.csv`` (the check ``daulat sync`` makes).
+    Read-only too: such a replica is no second copy (it is lost with the other, to the same
+    provider), and the outer's listing serves the inner's copies as objects of its own."""
+    why = (
+        "a write to one would overwrite another's objects"
+        if writable
+        else "one is no copy apart from the other (a provider that cuts one off cuts off "
+        "both), and the outer one lists the inner one's objects as its own"
+    )
 
     async def check() -> list[str]:
         out = []
@@ -340,8 +348,8 @@ def _nested(cfg: Config, here: str, addresses: list[Address]) -> list[str]:
             for b, lb in zip(addresses[i + 1 :], places[i + 1 :], strict=True):
                 if await overlaps(la, lb):
                     out.append(
-                        f"{here}: replicas {a.label!r} and {b.label!r} {overlap_phrase(la, lb)} ({la}, {lb}): "
-                        "a write to one would overwrite another's objects; give each replica "
+                        f"{here}: replicas {a.label!r} and {b.label!r} "
+                        f"{overlap_phrase(la, lb)} ({la}, {lb}): {why}; give each replica "
                         "a place of its own"
                     )
         return out

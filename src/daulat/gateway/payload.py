@@ -12,6 +12,11 @@ being written never learns of an end it could complete: :mod:`daulat.gateway.fan
   ``SignatureDoesNotMatch``.
 - ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: ``aws-chunked`` without signatures, with a checksum
   trailer (``x-amz-checksum-crc32``, ``-crc32c``, ``-sha1``, ``-sha256``) checked at the end.
+- ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER``: both: chunks signed as above, and the
+  checksum trailer signed too (``x-amz-trailer-signature``, chained from the last chunk's
+  signature over the trailer lines ``name:value\n``); a trailer whose signature does not
+  match, or that carries none, is 403 ``SignatureDoesNotMatch``. It must declare its trailer
+  (``x-amz-trailer``), as SDKs do.
 - ``x-amz-checksum-*`` as a header, and ``Content-MD5``: checked (400 ``BadDigest``).
 - ``x-amz-decoded-content-length``: the decoded size (400 ``IncompleteBody`` otherwise).
 
@@ -52,6 +57,11 @@ PIECE = 1 * MiB
 UNSIGNED = "UNSIGNED-PAYLOAD"
 SIGNED_CHUNKS = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+#: The payloads framed as aws-chunked, and those whose chunks are signed.
+CHUNKED = (SIGNED_CHUNKS, UNSIGNED_TRAILER, SIGNED_TRAILER)
+_SIGNED_CHUNKS = (SIGNED_CHUNKS, SIGNED_TRAILER)
+_TRAILER_SIGNATURE = "x-amz-trailer-signature"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _LINE_MAX = 4096  # a chunk header or trailer line
 _CHECKSUMS = ("crc32", "crc32c", "sha1", "sha256")
@@ -111,7 +121,7 @@ class Promises:
 
     @property
     def chunked(self) -> bool:
-        return self.payload in (SIGNED_CHUNKS, UNSIGNED_TRAILER)
+        return self.payload in CHUNKED
 
 
 def header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -153,9 +163,9 @@ def promises(signed: Signed, headers: Mapping[str, Sequence[str]], secure: bool)
             "an unsigned body is accepted only over TLS or from this machine: sign the "
             "payload (x-amz-content-sha256) or use https",
         )
-    if payload.startswith("STREAMING-") and payload not in (SIGNED_CHUNKS, UNSIGNED_TRAILER):
+    if payload.startswith("STREAMING-") and payload not in CHUNKED:
         raise BodyError(501, "NotImplemented", f"x-amz-content-sha256 {payload} is not accepted")
-    if payload not in (UNSIGNED, SIGNED_CHUNKS, UNSIGNED_TRAILER) and (
+    if payload not in (UNSIGNED, *CHUNKED) and (
         len(payload) != 64 or any(c not in "0123456789abcdef" for c in payload)
     ):
         raise BodyError(400, "InvalidArgument", "x-amz-content-sha256 is not a SHA-256")
@@ -172,11 +182,13 @@ def promises(signed: Signed, headers: Mapping[str, Sequence[str]], secure: bool)
     declared = header(headers, "x-amz-trailer")
     if declared is not None:
         name = declared.strip().lower().removeprefix("x-amz-checksum-")
-        if name not in _CHECKSUMS or payload != UNSIGNED_TRAILER:
+        if name not in _CHECKSUMS or payload not in (UNSIGNED_TRAILER, SIGNED_TRAILER):
             raise BodyError(400, "InvalidRequest", f"trailer {declared!r} is not accepted")
         trailer = name
+    elif payload == SIGNED_TRAILER:
+        raise BodyError(400, "InvalidRequest", f"{SIGNED_TRAILER} needs x-amz-trailer")
     # The payload says how the body is framed (Content-Encoding: aws-chunked goes with it).
-    chunked = payload in (SIGNED_CHUNKS, UNSIGNED_TRAILER)
+    chunked = payload in CHUNKED
     return Promises(
         payload=payload,
         signed=signed,
@@ -236,7 +248,7 @@ class _Chunks:
             except ValueError:
                 raise BodyError(400, "InvalidRequest", "malformed aws-chunked body") from None
             given = ext.partition(b"chunk-signature=")[2].decode("latin-1").strip()
-            if self.p.payload == SIGNED_CHUNKS and not given:
+            if self.p.payload in _SIGNED_CHUNKS and not given:
                 raise AuthError("SignatureDoesNotMatch", "a chunk of the body is not signed")
             h = hashlib.sha256()
             left = size
@@ -248,19 +260,52 @@ class _Chunks:
                 left -= len(take)
                 h.update(take)
                 yield take
-            if self.p.payload == SIGNED_CHUNKS:
+            if self.p.payload in _SIGNED_CHUNKS:
                 self._check(given, h.hexdigest())
             if size == 0:
                 break
             if await line() != b"":
                 raise BodyError(400, "InvalidRequest", "malformed aws-chunked body")
+        canonical = ""  # the trailer lines as their signature covers them
+        signature: str | None = None
         while text := await line():  # trailers, up to the empty line
             name, sep, value = text.decode("latin-1").partition(":")
             if not sep:
                 raise BodyError(400, "InvalidRequest", "malformed aws-chunked trailer")
-            self.trailers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name == _TRAILER_SIGNATURE:
+                signature = value
+                continue
+            if signature is not None:
+                raise BodyError(400, "InvalidRequest", "a trailer after the trailer's signature")
+            self.trailers[name] = value
+            canonical += f"{name}:{value}\n"
+            if len(canonical) > _LINE_MAX:
+                raise BodyError(400, "InvalidRequest", "malformed aws-chunked trailer")
+        if self.p.payload == SIGNED_TRAILER:
+            self._check_trailer(signature, canonical)
         if buf or await anext(it, None) is not None:
             raise BodyError(400, "InvalidRequest", "bytes after the end of the aws-chunked body")
+
+    def _check_trailer(self, given: str | None, canonical: str) -> None:
+        """The trailer's signature: chained from the last (empty) chunk's, over its lines."""
+        if given is None:
+            raise AuthError("SignatureDoesNotMatch", "the body's trailer is not signed")
+        s = self.p.signed
+        to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-TRAILER",
+                s.timestamp,
+                s.scope,
+                self.previous,
+                hashlib.sha256(canonical.encode("latin-1")).hexdigest(),
+            ]
+        )
+        expected = hmac.new(s.key, to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), given.encode("latin-1")):
+            raise AuthError(
+                "SignatureDoesNotMatch", "the trailer's signature does not match: body refused"
+            )
 
     def _check(self, given: str, data_sha256: str) -> None:
         s = self.p.signed
@@ -338,7 +383,7 @@ def _check_end(
     """Every promise about the whole body, checked once it is all in (before its end is
     handed on: see :func:`body`)."""
     sha256 = hasher.hexdigest()
-    if p.payload not in (UNSIGNED, SIGNED_CHUNKS, UNSIGNED_TRAILER) and p.payload != sha256:
+    if p.payload not in (UNSIGNED, *CHUNKED) and p.payload != sha256:
         raise BodyError(
             400,
             "XAmzContentSHA256Mismatch",

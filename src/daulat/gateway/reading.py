@@ -56,6 +56,7 @@ from daulat.errors import DaulatError, NotFound
 from daulat.gateway.budget import ByteBudget
 from daulat.gateway.health import Health, refused_access
 from daulat.gateway.replicas import Source, Version
+from daulat.stores.described import Described, of_reader
 
 BUFFER_LIMIT = 1024 * 1024
 #: Parts at least this large are hashed in a worker thread; smaller ones cost less to hash
@@ -113,6 +114,26 @@ def describe(exc: BaseException) -> str:
     return text if len(text) < 300 else text[:297] + "..."
 
 
+async def described(
+    version: Version, health: Health, skip: Callable[[Source], bool] = lambda s: False
+) -> Described:
+    """How the first plain replica that answers describes ``version`` (a HEAD's headers):
+    nothing when none does, or only age replicas hold it (their description is not kept)."""
+    for source in version.sources:
+        if source.encrypted or skip(source) or not health.usable(source.replica.name):
+            continue
+        try:
+            reader = await health.within(
+                source.replica.name, source.replica.store.get(source.key, start=0, end=0)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the read that follows, if any, judges the replica
+            continue
+        return of_reader(reader)
+    return Described()
+
+
 class VerifiedRead:
     """One client read of ``[start, end)`` of ``version``."""
 
@@ -163,6 +184,9 @@ class VerifiedRead:
         self.current: _Open | None = None
         self.buffered = version.verified and self.hi - self.lo <= BUFFER_LIMIT
         self._data: memoryview | None = None
+        #: How the replica last opened describes the object (Content-Type, user metadata):
+        #: after :meth:`open`, the one the response's headers are of.
+        self.described = Described()
 
     # ------------------------------------------------------------------ opening
 
@@ -178,11 +202,14 @@ class VerifiedRead:
             self._held_source = await self.budget.take(hold)
         if not source.encrypted:
             reader = await store.get(key, start=pos, end=self.hi)
+            self.described = of_reader(reader)
             # Stores that can hand over their buffers without copying them say so (obstore).
             views = getattr(reader, "views", None)
             it: AsyncIterator[Piece] = views(PIECE) if views is not None else aiter(reader)
             return _Open(source, it, getattr(it, "aclose", lambda: None))
         reader = await store.get(key)
+        # Nothing describes the plaintext beside ciphertext (see daulat.gateway.writes).
+        self.described = Described()
         plain = decrypt_stream(reader, self.identities, chunk_size=PIECE, max_buffer=DECRYPT_BUFFER)
         return _Open(source, _window(plain, pos, self.hi), plain.aclose)
 

@@ -20,6 +20,7 @@ from daulat.gateway.health import Circuit, Health
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
 from daulat.gateway.spool import Spool
+from daulat.gateway.standing import STOPPED
 from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
@@ -44,6 +45,8 @@ class AuditEvents:
         self._pending: set[asyncio.Future[None]] = set()
         self._failovers: dict[tuple[str, str], float] = {}
         self._stale: set[tuple[str, str]] = set()
+        # Store → whether this gateway's latest health entry of it was down or revoked.
+        self._refused: dict[str, bool] = {}
 
     def _write(self, operation: str, details: Mapping[str, object]) -> None:
         log.warning("%s: %s", operation, dict(details))
@@ -158,11 +161,20 @@ class AuditEvents:
         # The store is named apart from the replica (STORE[:PREFIX]) for daulat stores and
         # the report (daulat.gateway.standing).
         details: dict[str, object] = {"replica": c.name, "store": _store(c.name)}
+        self._refused[_store(c.name)] = what != "recovered"
         if what == "recovered":  # the error is past: named as such, never as current
             details.update(error=None, recovered_from=c.last_error)
         else:
             details["error"] = c.last_error
         self._write(f"gateway.{what}", details)
+
+    async def stopped(self) -> None:
+        """This gateway stops: the stores it last found down or refusing are no longer
+        watched (:mod:`.standing` shows them as of this moment). Written only when there are
+        such stores; not logged: a stop is no news."""
+        stores = sorted(name for name, refused in self._refused.items() if refused)
+        if stores:
+            await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
 
     async def drain(self) -> None:
         if self._pending:
@@ -239,8 +251,14 @@ class Runtime:
         await self._check_identity()
         if any(b.writable for b in self.gw.buckets.values()):
             self._check_writable()
-            for gone in self.spool.start():
-                log.warning("removed the multipart uploads a stopped gateway left: %s", gone)
+            writable = [name for name, b in self.gw.buckets.items() if b.writable]
+            for gone in self.spool.start(writable):
+                log.warning("removed a multipart upload a stopped gateway left: %s", gone)
+            if self.spool.uploads:
+                log.warning(
+                    "took over %d multipart upload(s) a stopped gateway left in progress",
+                    len(self.spool.uploads),
+                )
 
     def _check_writable(self) -> None:
         """A writable bucket's replica that holds age-encrypted copies must be written
@@ -313,6 +331,7 @@ class Runtime:
         self.writer.close()
         await self.health.close()
         await self.events.drain()
+        await self.events.stopped()
         for store in self.stores.values():
             with contextlib.suppress(Exception):
                 await store.close()

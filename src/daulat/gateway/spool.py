@@ -2,19 +2,25 @@
 
 Parts live in ``.daulat/gateway-spool/PID-RANDOM/UPLOAD_ID/`` (directories 0700, files 0600),
 the ``PID-RANDOM`` directory held under a lock file beside it for as long as this gateway
-runs. A gateway that starts removes every such directory whose lock no live process holds:
-what a crashed or killed gateway left behind (its uploads died with its memory, where their
-ids and part hashes were kept). Two gateways sharing a state directory never remove each
-other's.
+runs. Each upload's directory holds its record (``upload.json``: bucket, key, when it began,
+its Content-Type and user metadata) and its parts, each named by its number and SHA-256
+(``00001-HEX.part``), so that an upload outlives the gateway that began it, as S3's uploads
+outlive a client: a gateway that starts adopts the uploads of every such directory whose lock
+no live process holds (one stopped, crashed or killed), and UploadPart, ListParts, Complete and
+Abort go on with their ids. What cannot be adopted is removed at that start: a directory
+without a readable record, a part being written when its gateway died, an upload idle for
+longer than :data:`UPLOAD_IDLE`, an upload of a bucket that is no longer writable. Two
+gateways sharing a state directory never touch each other's uploads.
 
 Upload ids are 32 random bytes (URL-safe base64): unguessable. The bytes all uploads spool
-at once are bounded (``write_spool``); a part that would pass the bound is refused (503
-SlowDown) and leaves nothing. A part sent again (a client's retry) may reuse the bytes of the
-part it replaces. The uploads in progress are bounded too: one idle for a day (no part
-received, nothing completing) is aborted, and past :data:`MAX_UPLOADS` a new one is refused
-(503 SlowDown), so uploads begun and forgotten cannot pile up directories without end. Completing an upload streams its parts in order through the
-same fan-out as a PutObject, checking each part's SHA-256 again as it is read back (a disk
-that altered a part fails the write instead of storing it).
+at once are bounded (``write_spool``, adopted uploads included); a part that would pass the
+bound is refused (503 SlowDown) and leaves nothing. A part sent again (a client's retry) may
+reuse the bytes of the part it replaces. The uploads in progress are bounded too: one idle
+for a day (no part received, nothing completing) is aborted, and past :data:`MAX_UPLOADS` a
+new one is refused (503 SlowDown), so uploads begun and forgotten cannot pile up directories
+without end. Completing an upload streams its parts in order through the same fan-out as a
+PutObject, checking each part's SHA-256 again as it is read back (a disk that altered a part,
+or a part renamed, fails the write instead of storing it).
 """
 
 from __future__ import annotations
@@ -23,19 +29,25 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
+import re
 import secrets
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daulat.errors import IntegrityError
+from daulat.errors import IntegrityError, StateError
 from daulat.gateway.s3xml import S3Failure
 from daulat.state import hold_lock, is_locked, private_dir
+from daulat.stores.described import Described
 from daulat.stores.hashing import StreamHasher
 
 SPOOL_DIR = "gateway-spool"
+RECORD = "upload.json"
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+_PART = re.compile(r"^(\d{5})-([0-9a-f]{64})\.part$")
 READ_PIECE = 1024 * 1024
 MAX_PARTS = 10_000
 #: Multipart uploads one gateway keeps in progress at once.
@@ -71,6 +83,7 @@ class Upload:
     busy: int = 0  # parts being written or a completion under way
     touched: dt.datetime | None = None  # when a part last arrived (else ``started``)
     replacing: set[int] = field(default_factory=set)  # part numbers being sent again
+    described: Described = field(default_factory=Described)  # Content-Type, x-amz-meta-*
 
 
 class Spool:
@@ -83,36 +96,58 @@ class Spool:
         self.mine: Path | None = None
         self._lock: int | None = None
 
-    def start(self) -> list[Path]:
-        """Remove what gateways no longer running left; make this one's directory. Returns
-        the directories removed."""
+    def start(self, buckets: Collection[str] | None = None) -> list[Path]:
+        """Make this gateway's directory and adopt the uploads of gateways no longer running
+        (of ``buckets`` only, when given: the writable ones); remove what cannot be adopted
+        (see the module docstring). Returns the uploads (or stray files) removed."""
         private_dir(self.root)
+        mine = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock = hold_lock(mine.with_name(mine.name + ".lock"))
+        self.mine = private_dir(mine)
         removed = []
+        cutoff = dt.datetime.now(dt.UTC) - UPLOAD_IDLE
         for entry in sorted(self.root.iterdir()):
-            if entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
+            if entry == mine or entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
                 continue
             lock = entry.with_name(entry.name + ".lock")
             if is_locked(lock):
                 continue
-            shutil.rmtree(entry, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                lock.unlink()
-            removed.append(entry)
-        mine = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._lock = hold_lock(mine.with_name(mine.name + ".lock"))
-        self.mine = private_dir(mine)
+            try:
+                # Held while taking over: a gateway starting beside this one skips it.
+                held = hold_lock(lock)
+            except StateError:
+                continue
+            try:
+                for old in sorted(entry.iterdir()):
+                    upload = _adoptable(old, mine / old.name, cutoff, buckets)
+                    if upload is None:
+                        removed.append(old)
+                        continue
+                    with contextlib.suppress(OSError):
+                        old.rename(upload.dir)
+                        self.uploads[upload.id] = upload
+                        self.used += sum(p.size for p in upload.parts.values())
+                shutil.rmtree(entry, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            finally:
+                os.close(held)
         return removed
 
     def close(self) -> None:
+        """Release this gateway's directory: its uploads stay for the next gateway to adopt;
+        an empty directory is removed."""
         if self.mine is not None:
-            shutil.rmtree(self.mine, ignore_errors=True)
             with contextlib.suppress(OSError):
-                self.mine.with_name(self.mine.name + ".lock").unlink()
+                self.mine.rmdir()  # only when empty
+            if not self.mine.exists():
+                with contextlib.suppress(OSError):
+                    self.mine.with_name(self.mine.name + ".lock").unlink()
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
 
-    def create(self, bucket: str, key: str) -> Upload:
+    def create(self, bucket: str, key: str, described: Described | None = None) -> Upload:
         assert self.mine is not None, "Spool.start() first"
         self.expire()
         if len(self.uploads) >= self.max_uploads:
@@ -125,6 +160,12 @@ class Spool:
         upload_id = secrets.token_urlsafe(32)
         path = private_dir(self.mine / upload_id)
         upload = Upload(upload_id, bucket, key, path, dt.datetime.now(dt.UTC))
+        upload.described = described or Described()
+        try:
+            _write_record(upload)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         self.uploads[upload_id] = upload
         return upload
 
@@ -183,13 +224,17 @@ class Spool:
                     held += len(piece)
                     await asyncio.to_thread(out.write, piece)
                 await asyncio.to_thread(out.flush)
-            part = Part(number, hasher.size, hasher.hexdigest(), upload.dir / f"{number:05d}.part")
+            sha = hasher.hexdigest()
+            part = Part(number, hasher.size, sha, upload.dir / f"{number:05d}-{sha}.part")
             if upload.id not in self.uploads:  # aborted meanwhile
                 raise self._gone()
             os.replace(tmp, part.path)
             old = upload.parts.get(number)
             if old is not None:
                 self.used -= old.size
+                if old.path != part.path:
+                    with contextlib.suppress(OSError):
+                        old.path.unlink()
             upload.parts[number] = part
             return part
         except BaseException:
@@ -230,6 +275,70 @@ class Spool:
                     yield piece
                     piece = following
             _check(part, n, check.hexdigest())
+
+
+def _write_record(upload: Upload) -> None:
+    """The upload's record beside its parts (0600), written whole or not at all."""
+    record = {
+        "bucket": upload.bucket,
+        "key": upload.key,
+        "started": upload.started.isoformat(),
+        "content_type": upload.described.content_type,
+        "metadata": dict(upload.described.user),
+    }
+    tmp = upload.dir / f"{RECORD}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(record, out)
+    os.replace(tmp, upload.dir / RECORD)
+
+
+def _adoptable(
+    path: Path, dest: Path, cutoff: dt.datetime, buckets: Collection[str] | None
+) -> Upload | None:
+    """The upload a stopped gateway left at ``path`` (to be moved to ``dest``), or None when
+    it is not to be adopted: no readable record, idle too long, a bucket no longer writable.
+    Parts being written when it stopped (``*.tmp``) are not adopted; the directory moves
+    whole, and they go when the upload does."""
+    if path.is_symlink() or not path.is_dir() or _UPLOAD_ID.match(path.name) is None:
+        return None
+    try:
+        record = json.loads((path / RECORD).read_text(encoding="utf-8"))
+        bucket, key = record["bucket"], record["key"]
+        started = dt.datetime.fromisoformat(record["started"])
+        content_type, metadata = record.get("content_type"), record.get("metadata") or {}
+        if not (isinstance(bucket, str) and isinstance(key, str) and started.tzinfo):
+            return None
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            return None
+        described = Described(content_type if isinstance(content_type, str) else None, metadata)
+        parts: dict[int, Part] = {}
+        when: dict[int, float] = {}
+        touched = started
+        for entry in path.iterdir():
+            m = _PART.match(entry.name)
+            if m is None or entry.is_symlink():
+                continue
+            st = entry.stat()
+            number = int(m.group(1))
+            if number in parts and when[number] >= st.st_mtime:
+                entry.unlink()  # replaced by a retry just before the gateway stopped
+                continue
+            if number in parts:
+                (path / parts[number].path.name).unlink()
+            parts[number] = Part(number, st.st_size, m.group(2), dest / entry.name)
+            when[number] = st.st_mtime
+            touched = max(touched, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if touched < cutoff or (buckets is not None and bucket not in buckets):
+        return None
+    for entry in path.glob("*.tmp"):
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    upload = Upload(path.name, bucket, key, dest, started, parts, touched=touched)
+    upload.described = described
+    return upload
 
 
 def _check(part: Part, size: int, sha256: str) -> None:

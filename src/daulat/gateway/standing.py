@@ -7,10 +7,16 @@ held altered or withheld (``gateway.mismatch``, ``gateway.withheld``), see :mod:
 ``daulat stores`` and the report show the most serious of those per store (evidence about its
 data first, else the latest of the others), so that what the gateway found about a provider
 is shown where the stores are, after the gateway has stopped.
+
+A store's health is a state that ages: a gateway that stops while it holds stores down or
+revoked writes ``gateway.stopped`` naming them, and their state is then shown with the time
+that gateway stopped (nothing has watched the store since: it may well answer now).
+Every state is shown with its age. Evidence about data (altered, withheld) does not age.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +32,8 @@ OPERATIONS = {
     "gateway.mismatch": "altered",
     "gateway.withheld": "withheld",
 }
+#: Written by a gateway as it stops, naming the stores it watched.
+STOPPED = "gateway.stopped"
 #: Findings about the data a store holds (other bytes than were copied, a copy missing):
 #: evidence against the provider. They stay shown until a later such finding: a store that
 #: answers again afterwards ("recovered", "down") does not hide them.
@@ -44,6 +52,9 @@ class Standing:
     replica: str  # the replica (STORE[:PREFIX]) the finding was about
     error: str | None
     key: str | None = None  # the object, for altered and withheld
+    # When the gateway that found it stopped (down, revoked, recovered): no gateway has
+    # watched the store since. None while one runs, or when it ended without saying so.
+    stopped: str | None = None
 
     @property
     def refused(self) -> bool:
@@ -64,6 +75,17 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
         return out
     try:
         for entry in log.entries():
+            if entry.operation == STOPPED:
+                watched = entry.details.get("stores")
+                names = (
+                    [n for n in watched if isinstance(n, str)] if isinstance(watched, list) else []
+                )
+                for name in names:
+                    kept = out.get(name)
+                    if kept is None or kept.state in EVIDENCE or kept.stopped is not None:
+                        continue
+                    out[name] = dataclasses.replace(kept, stopped=_seconds(entry.time))
+                continue
             state = OPERATIONS.get(entry.operation)
             if state is None:
                 continue
@@ -96,7 +118,7 @@ def _seconds(when: str) -> str:
         return when
 
 
-def describe(name: str, s: Standing) -> str:
+def describe(name: str, s: Standing, now: dt.datetime | None = None) -> str:
     """One line for ``daulat stores``."""
     what = {
         "altered": f"held other bytes than were copied for {s.key!r} (altered)",
@@ -107,4 +129,28 @@ def describe(name: str, s: Standing) -> str:
     }[s.state]
     where = f" ({s.replica})" if s.replica != name else ""
     tail = f": {s.error}" if s.error and s.refused else ""
-    return f"{name}: the gateway last found it {what} at {s.since}{where}{tail}"
+    line = f"{name}: the gateway last found it {what} at {s.since} ({age(s.since, now)}){where}"
+    if s.stopped is not None:
+        line += (
+            f"; that gateway stopped at {s.stopped} ({age(s.stopped, now)}) and nothing has "
+            "checked the store since"
+        )
+    return line + tail
+
+
+def age(when: str, now: dt.datetime | None = None) -> str:
+    """How long ago ``when`` (an audit time) was, for people: "5 min ago"."""
+    try:
+        then = dt.datetime.fromisoformat(when)
+    except ValueError:
+        return "age unknown"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.UTC)
+    seconds = max(0, int(((now or dt.datetime.now(dt.UTC)) - then).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds // 60} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"

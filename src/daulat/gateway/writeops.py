@@ -9,9 +9,12 @@ decide: ``daulat sync --delete`` does it, with its limits); so do conditional wr
 (``If-Match``/``If-None-Match``, which this gateway could not keep atomically across
 replicas), object ACLs, tagging and the other sub-resources.
 
-User metadata (``x-amz-meta-*``), ``Content-Type`` and the other headers describing an
-object are not kept: the stores hold the bytes, and reads serve
-``application/octet-stream``.
+``Content-Type`` and user metadata (``x-amz-meta-*``, at most 2 KiB as S3 allows: more is
+refused with S3's ``MetadataTooLarge``) are kept in daulat's ``s3`` field of every replica
+that holds the object in the clear (:mod:`daulat.stores.described`), and reads answer them;
+an age-encrypted replica is given the bytes only (a description in the clear beside the
+ciphertext would tell its provider what the object is). The other headers describing an
+object (``Content-Disposition``, ``Cache-Control``, ...) are not kept.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import Upload
 from daulat.gateway.writes import KeyTooLong, WriteFailed, Written
 from daulat.stores.chunkhash import ChunkHasher
+from daulat.stores.described import DEFAULT_CONTENT_TYPE, MAX_USER_METADATA, Described
 from daulat.stores.hashing import StreamHasher
 
 log = logging.getLogger("daulat.gateway")
@@ -93,7 +97,7 @@ class WriteOps:
                 return self._abort(bucket, key, params["uploadId"])
             raise S3Failure(501, "NotImplemented", "DeleteObject is not implemented")
         if method == "POST" and "uploads" in params:
-            return self._create(bucket, key)
+            return self._create(bucket, key, described_by(headers))
         if method == "POST" and "uploadId" in params:
             body = await _small_body(receive, signed, headers, secure)
             return await self._complete(bucket, cfg, key, params["uploadId"], body)
@@ -113,20 +117,34 @@ class WriteOps:
             return await self._part(bucket, key, params, receive, promises)
         if "partNumber" in params:
             raise S3Failure(400, "InvalidRequest", "partNumber needs uploadId")
-        return await self._put(bucket, cfg, key, receive, promises)
+        desc = described_by(headers)
+        return await self._put(bucket, cfg, key, receive, promises, desc)
 
     async def _put(
-        self, bucket: Bucket, cfg: BucketConfig, key: str, receive: Receive, p: payload.Promises
+        self,
+        bucket: Bucket,
+        cfg: BucketConfig,
+        key: str,
+        receive: Receive,
+        p: payload.Promises,
+        desc: Described,
     ) -> Reply:
         hasher = ChunkHasher()
-        written = await self._write(bucket, cfg, key, payload.body(receive, p, hasher), hasher)
+        body = payload.body(receive, p, hasher)
+        written = await self._write(bucket, cfg, key, body, hasher, desc)
         return Reply(200, [("etag", written.etag)])
 
     async def _write(
-        self, bucket: Bucket, cfg: BucketConfig, key: str, body: Any, hasher: ChunkHasher
+        self,
+        bucket: Bucket,
+        cfg: BucketConfig,
+        key: str,
+        body: Any,
+        hasher: ChunkHasher,
+        desc: Described,
     ) -> Written:
         try:
-            written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum)
+            written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum, desc)
         except InvalidKey as exc:
             raise _refused(exc) from None
         except WriteFailed as exc:
@@ -147,11 +165,11 @@ class WriteOps:
 
     # ------------------------------------------------------------------ multipart
 
-    def _create(self, bucket: Bucket, key: str) -> Reply:
+    def _create(self, bucket: Bucket, key: str, desc: Described) -> Reply:
         refused = self.runtime.writer.refusal(bucket, key)
         if refused is not None:
             raise _refused(refused)
-        upload = self.runtime.spool.create(bucket.name, key)
+        upload = self.runtime.spool.create(bucket.name, key, desc)
         return Reply(
             200, [("content-type", "application/xml")], s3xml.initiated(bucket.name, key, upload.id)
         )
@@ -203,13 +221,34 @@ class WriteOps:
         hasher = ChunkHasher()
         upload.busy += 1
         try:
-            written = await self._write(bucket, cfg, key, spool.read(parts, hasher), hasher)
+            parts_read = spool.read(parts, hasher)
+            written = await self._write(bucket, cfg, key, parts_read, hasher, upload.described)
         finally:
             upload.busy -= 1
         spool.abort(upload)  # done with: its parts are in the stores now
         location = f"/{quote(bucket.name)}/{quote(key)}"
         xml = s3xml.completed(bucket.name, key, written.etag, location)
         return Reply(200, [("content-type", "application/xml"), ("etag", written.etag)], xml)
+
+
+def described_by(headers: dict[str, list[str]]) -> Described:
+    """The Content-Type and ``x-amz-meta-*`` of a PutObject or CreateMultipartUpload;
+    400 ``MetadataTooLarge`` past S3's limit."""
+    user = {
+        name[len("x-amz-meta-") :]: values[0]
+        for name, values in headers.items()
+        if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
+    }
+    content_type = payload.header(headers, "content-type") or DEFAULT_CONTENT_TYPE
+    desc = Described(content_type, user)
+    if desc.user_size() > MAX_USER_METADATA:
+        raise S3Failure(
+            400,
+            "MetadataTooLarge",
+            "Your metadata headers exceed the maximum allowed metadata size "
+            f"({desc.user_size()} bytes, at most {MAX_USER_METADATA}).",
+        )
+    return desc
 
 
 def _refused(exc: InvalidKey) -> S3Failure:

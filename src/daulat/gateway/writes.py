@@ -40,7 +40,9 @@ from daulat.gateway.reading import describe
 from daulat.gateway.replicas import Replica, etag_of, unverified_etag
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
+from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
+from daulat.stores.described import Described
 from daulat.stores.keys import write_problem
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
@@ -203,15 +205,17 @@ class Writer:
         body: AsyncIterable[bytes],
         hasher: ChunkHasher,
         quorum: int,
+        described: Described | None = None,
     ) -> Written:
         """Stream ``body`` (whose pieces feed ``hasher``, checked by its source before it
-        ends) to the replicas. Raises :class:`InvalidKey` (400), :class:`WriteFailed` (503),
+        ends) to the replicas, ``described`` (Content-Type, user metadata) kept by those that
+        hold it in the clear. Raises :class:`InvalidKey` (400), :class:`WriteFailed` (503),
         or what the body's source raised when the body broke a promise."""
         refused = self.refusal(bucket, key)
         if refused is not None:
             raise refused
         async with self.lock(bucket, key):
-            return await self._put(bucket, key, body, hasher, quorum)
+            return await self._put(bucket, key, body, hasher, quorum, described or Described())
 
     async def _put(
         self,
@@ -220,6 +224,7 @@ class Writer:
         body: AsyncIterable[bytes],
         hasher: ChunkHasher,
         quorum: int,
+        described: Described,
     ) -> Written:
         health = bucket.health
         all_targets = self.targets(bucket)
@@ -252,7 +257,10 @@ class Writer:
 
         fan = Fanout(then(body, under_way))
         writing = [primary, *live]
-        results = await fan.run([self._put_to(t, key) for t in writing])
+        results = await fan.run([self._put_to(t, key, described) for t in writing])
+        # A directory stages each put in its .daulat-tmp/: left empty, it goes (the stores stay
+        # open as long as the gateway runs, and their close is when they would tidy it).
+        await asyncio.gather(*(cleanup_temp(t.store) for t in writing), return_exceptions=True)
         if fan.error is not None:
             raise fan.error
         verified: list[tuple[Target, PutResult]] = []
@@ -345,10 +353,13 @@ class Writer:
         return Written(key, hasher.size, sha, etag, holders, lag)
 
     def _put_to(
-        self, t: Target, key: str
+        self, t: Target, key: str, described: Described
     ) -> Callable[[AsyncIterator[bytes]], Awaitable[PutResult]]:
+        # Not beside ciphertext: an age replica's provider would read what the object is.
+        metadata = None if t.encrypted else described.field() or None
+
         async def put(stream: AsyncIterator[bytes]) -> PutResult:
-            return await t.store.put(t.replica.address.prefix + key, stream)
+            return await t.store.put(t.replica.address.prefix + key, stream, metadata=metadata)
 
         return put
 

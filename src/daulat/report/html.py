@@ -197,7 +197,8 @@ def _gateway_standing(data: ReportData) -> str:
             esc(s.name),
             _status("fail") if g["state"] != "recovered" else _status("pass"),
             esc(str(g["state"])),
-            esc(str(g["since"])),
+            esc(str(g["since"]))
+            + (f" (the gateway stopped at {esc(str(g['stopped']))})" if g.get("stopped") else ""),
             esc(str(g["replica"])),
             esc(str(g.get("error") or "")),
         ]

@@ -232,9 +232,16 @@ class ObstoreStore:
             for k, v in result.attributes.items()
             if k.startswith(METADATA_PREFIX)
         }
-        if options.get("head"):
-            return ObstoreReader(self._info(result.meta), metadata, None, self._name)
-        return ObstoreReader(self._info(result.meta), metadata, result, self._name)
+        reader = ObstoreReader(
+            self._info(result.meta),
+            metadata,
+            result if not options.get("head") else None,
+            self._name,
+        )
+        # The store's own description (Content-Type, metadata other applications wrote):
+        # daulat.stores.described reads it.
+        reader.attributes = dict(result.attributes)
+        return reader
 
     async def put(
         self,
@@ -388,6 +395,7 @@ class ObstoreReader:
     ) -> None:
         self.info = info
         self.metadata = metadata
+        self.attributes: Mapping[str, str] = {}
         self._result = result
         self._store = store
 

@@ -207,8 +207,10 @@ class S3Raw(S3Multipart):
         full = self.full_key(key)
         self._check_known_kinds(full, key)
         if end is not None and end == start:
-            info, meta, _ = await self.stat(key)
-            return S3RawReader(info, meta, None, self)
+            info, meta, content_type = await self.stat(key)
+            head = S3RawReader(info, meta, None, self)
+            head.attributes = _attributes({"Metadata": meta, "ContentType": content_type})
+            return head
         params: dict[str, Any] = {"Key": full}
         if start or end is not None:
             params["Range"] = f"bytes={start}-" + (str(end - 1) if end is not None else "")
@@ -226,6 +228,7 @@ class S3Raw(S3Multipart):
             size = int(total)
         info = self._info(key, size, reply)
         reader = S3RawReader(info, dict(reply.get("Metadata") or {}), reply["Body"], self)
+        reader.attributes = _attributes(reply)
         status = (reply.get("ResponseMetadata") or {}).get("HTTPStatusCode")
         if status == 200 and "Range" in params:  # the server ignored Range: cut it out here
             reader._skip, reader._limit = start, (end - start if end is not None else None)
@@ -387,6 +390,8 @@ class S3RawReader:
     ) -> None:
         self.info = info
         self.metadata: Mapping[str, str] = metadata
+        # The store's own description, as obstore's reader reports it (daulat.stores.described).
+        self.attributes: Mapping[str, str] = {}
         self._stream = stream  # botocore's StreamingBody
         self._raw = raw
         self._skip = 0
@@ -435,3 +440,11 @@ def open_fallback_s3(
 ) -> FallbackS3Store:
     """Wrap the obstore store ``open_s3`` built with an :class:`S3Raw` for the same place."""
     return FallbackS3Store(fast, S3Raw.from_config(cfg, env))
+
+
+def _attributes(reply: Mapping[str, Any]) -> dict[str, str]:
+    """A reply's Content-Type and user metadata, named as obstore names its attributes."""
+    out = {str(k): str(v) for k, v in (reply.get("Metadata") or {}).items()}
+    if reply.get("ContentType"):
+        out["Content-Type"] = str(reply["ContentType"])
+    return out

@@ -34,6 +34,7 @@ from daulat.stores.base import ObjectInfo, PutResult, Store
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.crypt import AGE_BUFFER as CRYPT_BUFFER
 from daulat.stores.crypt import CryptPutResult, CryptStore, StoredMismatch, stored_info
+from daulat.stores.described import carried
 from daulat.stores.hashing import StreamHasher, hashed
 from daulat.transfer.adoption import before_end
 from daulat.transfer.bookkeeping import Bookkeeping, Ledger, record_uploads
@@ -429,6 +430,9 @@ class Executor:
                 if self.as_stored:
                     # Ciphertext copied as stored: marked as such, as where it came from.
                     meta["encryption"] = "age"
+                else:
+                    # The source's Content-Type, for whoever serves the copy over HTTP.
+                    meta.update(carried(reader))
                 result = await self.dst.store.put(
                     dst_key, plain, sha256=digest, metadata=meta, prehashed=True
                 )
@@ -483,6 +487,12 @@ class Executor:
                     at_stored_end = completing  # called with the ciphertext's size
                 else:
                     body_stream = before_end(body_stream, completing)
+            if not self.as_stored and not isinstance(self.writing, CryptStore):
+                # The source's Content-Type (never beside ciphertext: it tells what it is).
+                described = carried(reader)
+                if described:
+                    stream_meta = stream_meta if stream_meta is not None else {}
+                    stream_meta.update(described)
             if resumer is not None:
                 result = await resumer.put(
                     dst_key,

@@ -1,0 +1,123 @@
+"""How an object is described to HTTP clients: its Content-Type and its user metadata
+(S3's ``x-amz-meta-*``), as a store holds them.
+
+Two places hold a description:
+
+- **daulat's field** ``s3`` among the object's daulat metadata (``x-amz-meta-daulat_s3`` on
+  S3, ``daulat_s3`` on Azure and GCS, the ``user.daulat.s3`` extended attribute of a file):
+  the pairs ``content-type=...&x-amz-meta-NAME=...``, percent-encoded. One field, so that
+  names S3 allows and Azure does not (hyphens) fit every store, and kept apart from daulat's
+  own fields (``sha256``, ``proof``, ``encryption``): a client's ``x-amz-meta-proof`` never
+  touches the proof, and those fields are never shown to clients. Written by the gateway's
+  writes and, for the Content-Type, by the copy engine.
+- **the store's own attributes**, for objects other applications wrote: the Content-Type and
+  the metadata that an S3 or Azure reader reports (``attributes`` of the readers over obstore
+  and botocore), daulat's ``daulat_*`` names left out.
+
+daulat's field wins when both are there (the store's own Content-Type of an object daulat
+wrote is whatever its client defaulted to). The provider is the adversary: a description read
+from a store is cut to what an HTTP header can carry safely (no control characters, names that
+are HTTP tokens), so a planted value can never add headers to a response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
+
+#: What an object nothing describes is served as, and what a write without a Content-Type
+#: records (so that every replica answers alike: S3 servers store a type of their own
+#: choosing, SeaweedFS one sniffed from the bytes).
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: The name of daulat's field (stores add their prefix: ``daulat_s3``).
+FIELD = "s3"
+#: S3's limit on an object's user metadata: names (without ``x-amz-meta-``) and values, in
+#: UTF-8 bytes.
+MAX_USER_METADATA = 2048
+#: A Content-Type longer than this is not carried by a copy (it would take room from the
+#: metadata limits of the destination, where daulat's proof must fit).
+MAX_CONTENT_TYPE = 256
+#: The store attributes that describe content rather than name user metadata (obstore's).
+_STANDARD = {
+    "content-type",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "cache-control",
+}
+_META = "x-amz-meta-"
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+_VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]*$")
+
+
+@dataclass(frozen=True)
+class Described:
+    """An object's Content-Type (None: not known) and user metadata (names lower-case,
+    without ``x-amz-meta-``)."""
+
+    content_type: str | None = None
+    user: Mapping[str, str] = field(default_factory=dict)
+
+    def field(self) -> dict[str, str]:
+        """daulat's metadata holding this description (empty when there is nothing to hold)."""
+        pairs = [] if self.content_type is None else [("content-type", self.content_type)]
+        pairs += [(_META + name, value) for name, value in sorted(self.user.items())]
+        return {FIELD: urlencode(pairs)} if pairs else {}
+
+    def user_size(self) -> int:
+        """The user metadata's size as S3 counts it against :data:`MAX_USER_METADATA`."""
+        return sum(len(n.encode()) + len(v.encode()) for n, v in self.user.items())
+
+
+def from_field(value: str) -> Described:
+    """The description held in daulat's field (what is not safe as a header is dropped)."""
+    content_type: str | None = None
+    user: dict[str, str] = {}
+    for name, text in parse_qsl(value, keep_blank_values=True):
+        if not _safe_value(text):
+            continue
+        if name == "content-type":
+            content_type = text
+        elif name.startswith(_META) and _safe_name(name[len(_META) :]):
+            user[name[len(_META) :]] = text
+    return Described(content_type, user)
+
+
+def of_reader(reader: object) -> Described:
+    """The description a reader of a store reports: daulat's field in its ``metadata`` if
+    there, else its store's own ``attributes`` (readers that report none: nothing)."""
+    metadata: Mapping[str, str] = getattr(reader, "metadata", None) or {}
+    held = metadata.get(FIELD)
+    if held is not None:
+        return from_field(held)
+    attributes: Mapping[str, str] = getattr(reader, "attributes", None) or {}
+    content_type: str | None = None
+    user: dict[str, str] = {}
+    for name, value in attributes.items():
+        lower = str(name).lower()
+        if not isinstance(value, str) or not _safe_value(value):
+            continue
+        if lower == "content-type":
+            content_type = value
+        elif lower not in _STANDARD and not lower.startswith("daulat_") and _safe_name(lower):
+            user[lower] = value
+    return Described(content_type, user)
+
+
+def carried(reader: object) -> dict[str, str]:
+    """daulat's field for a copy of what ``reader`` reads: its Content-Type only (user
+    metadata could pass the destination's limits, where daulat's own fields must fit)."""
+    content_type = of_reader(reader).content_type
+    if content_type is None or len(content_type) > MAX_CONTENT_TYPE:
+        return {}
+    return Described(content_type).field()
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and _TOKEN.match(name) is not None
+
+
+def _safe_value(value: str) -> bool:
+    return _VALUE.match(value) is not None

@@ -1,0 +1,181 @@
+"""What describes an object through ``daulat serve``: the Content-Type and ``x-amz-meta-*`` a
+client wrote come back from every replica that holds them in the clear, daulat's own fields
+never do, and ``daulat copy`` keeps an S3 source's Content-Type. Real parts as in
+test_gateway.py: the gateway as ``python -m daulat serve``, directories and SeaweedFS buckets,
+boto3 as the client."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
+from test_gateway import MiB, _copy, _status, client, gateway
+from test_gateway_writes import _config, _direct
+
+from daulat.crypto import new_identity
+
+pytestmark = pytest.mark.timeout(300)
+
+META = {"owner": "kpu", "tps-id": "3201-07", "proof": "a client's, not daulat's"}
+
+
+def _described(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    return answer["ContentType"], answer["Metadata"]
+
+
+def _headers(answer: dict[str, Any]) -> dict[str, str]:
+    return dict(answer["ResponseMetadata"]["HTTPHeaders"])
+
+
+def test_put_keeps_content_type_and_metadata_on_every_plain_replica(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        s3_store_config(s3_server, "vault", "gw-described"),
+    ]
+    # "arsip" reads the S3 replica alone: what it holds, as a gateway serving from it answers.
+    config = _config(
+        tmp_path,
+        stores,
+        {
+            "pemilu": 'replicas = ["prim", "vault:arsip"]\nwritable = true',
+            "arsip": 'replicas = ["vault:arsip"]',
+        },
+    )
+    big = os.urandom(11 * MiB)
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(
+            Bucket="pemilu", Key="c1/peta.png", Body=b"\x89PNG..", ContentType="image/png",
+            Metadata=META,
+        )  # fmt: skip
+        s3.put_object(Bucket="pemilu", Key="plain.bin", Body=b"x")
+        up = s3.create_multipart_upload(
+            Bucket="pemilu", Key="c1/video.mp4", ContentType="video/mp4", Metadata={"n": "1"}
+        )
+        parts = []
+        for n, piece in enumerate((big[: 6 * MiB], big[6 * MiB :]), 1):
+            etag = s3.upload_part(
+                Bucket="pemilu", Key="c1/video.mp4", UploadId=up["UploadId"], PartNumber=n,
+                Body=piece,
+            )["ETag"]  # fmt: skip
+            parts.append({"PartNumber": n, "ETag": etag})
+        s3.complete_multipart_upload(
+            Bucket="pemilu", Key="c1/video.mp4", UploadId=up["UploadId"],
+            MultipartUpload={"Parts": parts},
+        )  # fmt: skip
+        for bucket in ("pemilu", "arsip"):
+            for answer in (
+                s3.get_object(Bucket=bucket, Key="c1/peta.png"),
+                s3.head_object(Bucket=bucket, Key="c1/peta.png"),
+                s3.get_object(Bucket=bucket, Key="c1/peta.png", Range="bytes=1-2"),
+            ):
+                assert _described(answer) == ("image/png", META), bucket
+            got = s3.get_object(Bucket=bucket, Key="c1/video.mp4")
+            assert _described(got) == ("video/mp4", {"n": "1"}), bucket
+            assert got["Body"].read() == big
+            head = s3.head_object(Bucket=bucket, Key="plain.bin")
+            assert _described(head) == ("application/octet-stream", {}), bucket
+            # S3's response-* overrides, on a presigned URL as on any signed request.
+            over = s3.get_object(
+                Bucket=bucket, Key="c1/peta.png", ResponseContentType="text/plain",
+                ResponseContentDisposition='attachment; filename="peta.png"',
+            )  # fmt: skip
+            assert over["ContentType"] == "text/plain"
+            assert over["ContentDisposition"] == 'attachment; filename="peta.png"'
+    # The client's "proof" is the client's: daulat's field holds it apart from daulat's own.
+    held = _direct(s3_server).head_object(Bucket="gw-described", Key="arsip/c1/peta.png")
+    assert set(held["Metadata"]) == {"daulat_s3"}
+    assert (tmp_path / "prim" / "c1" / "peta.png").read_bytes() == b"\x89PNG.."
+
+
+def test_metadata_past_s3s_limit_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    stores = [fs_store_config(tmp_path / "prim", "prim"), fs_store_config(tmp_path / "b", "b")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "b"]\nwritable = true'})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        with pytest.raises(ClientError) as err:
+            s3.put_object(Bucket="pemilu", Key="k", Body=b"x", Metadata={"big": "v" * 2046})
+        assert _status(err.value) == 400
+        assert err.value.response["Error"]["Code"] == "MetadataTooLarge"
+        with pytest.raises(ClientError) as err:
+            s3.create_multipart_upload(Bucket="pemilu", Key="k", Metadata={"big": "v" * 2046})
+        assert err.value.response["Error"]["Code"] == "MetadataTooLarge"
+        # At the limit (2,048 bytes of names and values) it is taken.
+        s3.put_object(Bucket="pemilu", Key="k2", Body=b"x", Metadata={"big": "v" * 2045})
+        assert s3.head_object(Bucket="pemilu", Key="k2")["Metadata"] == {"big": "v" * 2045}
+    assert not (tmp_path / "prim" / "k").exists() and not (tmp_path / "b" / "k").exists()
+
+
+def test_served_description_is_the_replicas_never_daulats_own_fields(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """An object another application wrote to the S3 primary is served with its Content-Type
+    and metadata; the copy ``daulat copy`` made of it keeps the Content-Type and is served
+    with it; daulat's own fields (sha256, proof) are never answered."""
+    stores = [
+        s3_store_config(s3_server, "kpu", "gw-described-src"),
+        fs_store_config(tmp_path / "vault", "vault"),
+    ]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["kpu", "vault"]', "vault": 'replicas = ["vault"]'},
+    )
+    direct = _direct(s3_server)
+    big = os.urandom(9 * MiB)  # streamed by the copy, not one PUT
+    direct.put_object(
+        Bucket="gw-described-src", Key="peta.png", Body=b"png", ContentType="image/png",
+        Metadata={"owner": "kpu"},
+    )  # fmt: skip
+    direct.put_object(Bucket="gw-described-src", Key="big.mp4", Body=big, ContentType="video/mp4")
+    _copy(config, "kpu", "vault")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        primary = s3.head_object(Bucket="pemilu", Key="peta.png")
+        assert _described(primary) == ("image/png", {"owner": "kpu"})
+        for key, content_type in (("peta.png", "image/png"), ("big.mp4", "video/mp4")):
+            for answer in (
+                s3.get_object(Bucket="vault", Key=key),
+                s3.head_object(Bucket="vault", Key=key),
+            ):
+                # The copy keeps the Content-Type (not the user metadata: see carried()),
+                # and daulat's own fields are not answered as metadata.
+                assert _described(answer) == (content_type, {}), key
+                assert not [h for h in _headers(answer) if h.startswith("x-amz-meta-")], key
+    # ...though the copy holds them (the test would pass for nothing otherwise).
+    held = {n.removeprefix("user.daulat.") for n in os.listxattr(tmp_path / "vault" / "peta.png")}
+    assert {"sha256", "proof", "s3"} <= held
+
+
+def test_an_age_replica_is_given_the_bytes_only(tmp_path: Path) -> None:
+    """A description in the clear beside ciphertext would tell the provider what the object
+    is: the age replica holds none, and serves none once it is the one answering."""
+    identity = tmp_path / "id.txt"
+    vault = fs_store_config(tmp_path / "vault", "vault")
+    vault["encrypt_to"] = [new_identity(identity)]
+    stores = [fs_store_config(tmp_path / "prim", "prim"), vault]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["prim", "vault"]\nwritable = true'},
+        f'identity = "{identity}"',
+    )
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(
+            Bucket="pemilu", Key="rekap.pdf", Body=b"%PDF", ContentType="application/pdf",
+            Metadata={"tps": "7"},
+        )  # fmt: skip
+        assert "user.daulat.s3" in os.listxattr(tmp_path / "prim" / "rekap.pdf")
+        assert "user.daulat.s3" not in os.listxattr(tmp_path / "vault" / "rekap.pdf")
+        (tmp_path / "prim").rename(tmp_path / "prim.off")
+        got = s3.get_object(Bucket="pemilu", Key="rekap.pdf")
+        assert got["Body"].read() == b"%PDF"
+        assert _described(got) == ("application/octet-stream", {})
