@@ -235,6 +235,23 @@ async def _copy_shard(spec: ShardSpec, items: Sequence[WorkItem], stream: _Strea
     )
 
 
+def warm_worker(config_path: str, stores: Sequence[str]) -> None:
+    """A warm-up task (:mod:`daulat.scale.warmup`): run on a fresh worker process while the
+    driver plans, it has imported this module (Ray imports a task's module before it runs
+    it), loads the config and opens and closes the run's stores, so that what opening a store
+    imports (its SDK, its credential chain's code) is imported too. Nothing is kept: a shard
+    opens its own stores. A failure is left to the shard that follows, which reports it."""
+    with contextlib.suppress(Exception):
+        config = load_config(Path(config_path))
+        opened = [open_store(config.store(name)) for name in stores]
+
+        async def close() -> None:
+            for store in opened:
+                await store.close()
+
+        asyncio.run(close())
+
+
 def run_shard(spec: ShardSpec, items: list[WorkItem]) -> Iterator[Report]:
     """The Ray task (a generator): copy ``items``, yielding reports until the last one."""
     stream = _Stream(items)
