@@ -213,9 +213,9 @@ def show(marks: list[tuple[float, str, str]], workers_asked: int) -> None:
         seen.add((where, what))
         if what.startswith("shard ") and what.endswith(" done") and t not in (done[0], done[-1]):
             continue
-        if what.startswith("shard ") and "submitted" in what:
-            if int(what.split()[1]) >= workers_asked:
-                continue
+        submitted = what.startswith("shard ") and "submitted" in what
+        if submitted and int(what.split()[1]) >= workers_asked:
+            continue
         print(f"{t:8.2f}  {names.get(where, where):9}  {what}")
     print()
     for w in workers:
