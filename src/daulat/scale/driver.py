@@ -87,6 +87,8 @@ class RayRunner:
         early = self._early
         if early is not None:
             conn = await early.connection()
+            # The shards go to the processes that warmed (a free slot would get a new one).
+            await early.warmed_up()
         else:
             # ray.init blocks for seconds while a local Ray starts: off the event loop (and
             # off the main thread, so that Ray leaves daulat's signal handlers alone).

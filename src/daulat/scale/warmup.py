@@ -20,10 +20,16 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from daulat.scale.cluster import Connection, connect
 from daulat.scale.worker import warm_worker
 
+# How long the first shards wait for the warm-ups to end, at most: submitted while a slot is
+# free, a shard would make Ray start a process of its own (with --workers below the cluster's
+# CPUs) instead of taking the one that is warming. A warm-up that takes longer is not waited
+# for further (the shards start anyway).
+WARM_WAIT = 60.0
 # How long the end of a run that was interrupted waits for a connection still being made
 # before leaving it to its thread (which closes it once made): Ctrl-C ends the command in
 # about this time, not in the minutes a local Ray may take to start.
@@ -48,6 +54,7 @@ class EarlyStart:
         self._abandoned = False
         self._closing: concurrent.futures.Future[None] | None = None
         self.warmed = 0  # warm-up tasks submitted (tests, benchmarks)
+        self._refs: list[Any] = []  # their results (None), to wait for
         self._made: concurrent.futures.Future[Connection] = concurrent.futures.Future()
         # Running from the start: cancelling an await on it cannot cancel the thread's result.
         self._made.set_running_or_notify_cancel()
@@ -71,11 +78,19 @@ class EarlyStart:
     def _warm(self, conn: Connection) -> None:
         slots = self._workers or conn.cpus()
         task = conn.ray.remote(num_cpus=1, max_retries=0)(warm_worker)
-        # The references are dropped: the tasks run all the same, and their results (None)
-        # are nobody's business. What matters is that each held a slot while it imported.
         for _ in range(slots):
-            task.remote(self._config_path, self._stores)
+            self._refs.append(task.remote(self._config_path, self._stores))
             self.warmed += 1
+
+    async def warmed_up(self) -> None:
+        """Wait (at most :data:`WARM_WAIT`) until the warm-ups ended, however they ended."""
+        refs, self._refs = self._refs, []
+        if refs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.gather(*(_awaited(r) for r in refs), return_exceptions=True),
+                    WARM_WAIT,
+                )
 
     async def connection(self) -> Connection:
         """The connection, once made; raises what connecting raised
@@ -121,3 +136,8 @@ class EarlyStart:
         closing = self._closing
         if closing is not None:
             await asyncio.wrap_future(closing)
+
+
+async def _awaited(ref: Any) -> Any:
+    # A Ray ObjectRef is awaitable in an event loop (as the driver awaits reports).
+    return await ref
