@@ -9,7 +9,7 @@ imported and when the shard ended. Every time is wall-clock seconds from the mom
 ``daulat`` process was launched. Prints the timeline; writes nothing to RESULTS.md.
 
     python bench/ray_timeline.py [--objects 2000] [--size 65536] [--workers 4]
-        [--bwlimit B] [--address HOST:PORT] [--runs 1]
+        [--bwlimit B] [--address HOST:PORT] [--runs 1] [--src DIR]
 
 Without ``--bwlimit`` the cap is the scaling benchmark's small-case cap scaled to the
 object count (16,432,021 B/s at 10,000 objects), so that each worker has the same ~10 s of
@@ -235,11 +235,19 @@ def main() -> None:
     ap.add_argument("--bwlimit", type=int)
     ap.add_argument("--address", help="An existing cluster (else one is started and stopped).")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument(
+        "--src",
+        type=Path,
+        help="Run the driver from this source tree (e.g. an earlier commit's src, for a "
+        "before/after; the cluster's workers run the code their nodes were started with).",
+    )
     args = ap.parse_args()
     bwlimit = args.bwlimit or round(SCALING_CAP * args.objects / SCALING_OBJECTS)
     from raycluster import ray_cluster, ray_env
 
     env = ray_env()
+    if args.src is not None:
+        env["PYTHONPATH"] = str(args.src.resolve())
     base = Path(tempfile.mkdtemp(prefix="raytl-src-"))
     try:
         _dataset(base / "src", args.objects, args.size)

@@ -12,7 +12,7 @@ from daulat.config import Config
 from daulat.errors import AccessDenied, StoreError
 from daulat.scale.cluster import Connection, connect
 from daulat.scale.shards import bounds_for, shards
-from daulat.scale.warmup import EarlyStart
+from daulat.scale.warmup import EarlyStart, free_when_warm
 from daulat.scale.worker import Report, ShardSpec, run_shard
 from daulat.transfer.adoption import ADOPT_CONCURRENCY, PROOF_FIELD
 from daulat.transfer.engine import SMALL_OBJECT, Executor
@@ -87,14 +87,12 @@ class RayRunner:
         early = self._early
         if early is not None:
             conn = await early.connection()
-            # The shards go to the processes that warmed (a free slot would get a new one).
-            await early.warmed_up()
         else:
             # ray.init blocks for seconds while a local Ray starts: off the event loop (and
             # off the main thread, so that Ray leaves daulat's signal handlers alone).
             conn = await asyncio.to_thread(connect, self.address, local_cpus=self.workers)
         try:
-            await self._run(conn, executor)
+            await self._run(conn, executor, early.warm_ups() if early is not None else [])
         finally:
             executor.finish()
             if executor.stop is not None and not executor.summary.stopped:
@@ -106,7 +104,7 @@ class RayRunner:
             else:
                 await asyncio.to_thread(conn.close)
 
-    async def _run(self, conn: Connection, ex: Executor) -> None:
+    async def _run(self, conn: Connection, ex: Executor, warm_ups: list[Any]) -> None:
         workers = self.workers or conn.cpus()
         self.used_workers = workers
         spec = self._spec(ex)
@@ -115,6 +113,12 @@ class RayRunner:
         slots = asyncio.Semaphore(workers)
         in_flight: dict[int, int] = {}
         running: set[asyncio.Task[None]] = set()
+        # A slot whose process is warming opens when it is warm, so that its shard takes that
+        # process (daulat.scale.warmup).
+        warming: set[asyncio.Task[None]] = set()
+        for ref in warm_ups[:workers]:
+            await slots.acquire()
+            warming.add(asyncio.create_task(free_when_warm(ref, slots)))
 
         async def one(n: int, shard: list[WorkItem]) -> None:
             try:
@@ -135,9 +139,10 @@ class RayRunner:
                 self.shards_run += 1
             await asyncio.gather(*running)
         finally:
-            for t in list(running):
+            # Warm-ups still running when every shard is done are nobody's wait.
+            for t in [*running, *warming]:
                 t.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*running, *warming, return_exceptions=True)
 
     async def check_content(
         self,

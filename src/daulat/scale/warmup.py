@@ -25,10 +25,10 @@ from typing import Any
 from daulat.scale.cluster import Connection, connect
 from daulat.scale.worker import warm_worker
 
-# How long the first shards wait for the warm-ups to end, at most: submitted while a slot is
-# free, a shard would make Ray start a process of its own (with --workers below the cluster's
-# CPUs) instead of taking the one that is warming. A warm-up that takes longer is not waited
-# for further (the shards start anyway).
+# How long a first shard waits for a warm-up to end, at most: submitted while a slot is free,
+# a shard would make Ray start a process of its own (with --workers below the cluster's CPUs)
+# instead of taking the one that is warming. A warm-up that takes longer is not waited for
+# further (its slot's shard starts anyway).
 WARM_WAIT = 60.0
 # How long the end of a run that was interrupted waits for a connection still being made
 # before leaving it to its thread (which closes it once made): Ctrl-C ends the command in
@@ -82,15 +82,10 @@ class EarlyStart:
             self._refs.append(task.remote(self._config_path, self._stores))
             self.warmed += 1
 
-    async def warmed_up(self) -> None:
-        """Wait (at most :data:`WARM_WAIT`) until the warm-ups ended, however they ended."""
+    def warm_ups(self) -> list[Any]:
+        """The warm-up tasks' references (once: the caller waits for them)."""
         refs, self._refs = self._refs, []
-        if refs:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.gather(*(_awaited(r) for r in refs), return_exceptions=True),
-                    WARM_WAIT,
-                )
+        return refs
 
     async def connection(self) -> Connection:
         """The connection, once made; raises what connecting raised
@@ -136,6 +131,17 @@ class EarlyStart:
         closing = self._closing
         if closing is not None:
             await asyncio.wrap_future(closing)
+
+
+async def free_when_warm(ref: Any, slots: asyncio.Semaphore) -> None:
+    """Release one of ``slots`` (held for this warm-up) when the warm-up ``ref`` ended, however
+    it ended, or after :data:`WARM_WAIT`: each shard slot opens as a process becomes warm,
+    not when the slowest of them is."""
+    try:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(_awaited(ref), WARM_WAIT)
+    finally:
+        slots.release()
 
 
 async def _awaited(ref: Any) -> Any:
