@@ -184,7 +184,7 @@ def scaling(cases: list[tuple[str, int, int]], keep: Path | None = None) -> str:
     import raycluster
     from raycluster import ray_cluster, ray_env
 
-    from daulat.scale.shards import bounds_for, shards
+    from daulat.scale.shards import Taper, bounds_for, shards
 
     env = ray_env()
     # A node that did not register within Ray's fixed 30 s is started again: a benchmark on a
@@ -265,7 +265,12 @@ def scaling(cases: list[tuple[str, int, int]], keep: Path | None = None) -> str:
                     if workers == 1:
                         capped_one = rate
                     measured = f"{rate / (workers * capped_one):.2f}" if capped_one else "-"
-                    cut = sum(1 for _ in shards(sizes, bounds_for(n, n * size, workers)))
+                    cut = sum(
+                        1
+                        for _ in shards(
+                            sizes, bounds_for(n, n * size, workers), Taper(n, n * size, workers)
+                        )
+                    )
                     err = (plan["predicted_s"] - s["duration_s"]) / s["duration_s"]
                     cpu = s["_cpu_cluster"] + s["_cpu_driver"]
                     lines.append(

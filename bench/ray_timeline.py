@@ -220,10 +220,14 @@ def show(marks: list[tuple[float, str, str]], workers_asked: int) -> None:
     print()
     for w in workers:
         mine = {what: t for t, where, what in reversed(marks) if where == w}
+        ends = [t for t, where, what in marks if where == w and what == "task body ends"]
+        shards = len(ends)
         print(
             f"{names[w]}: process started {mine.get('process started', float('nan')):.2f}, "
             f"first task body {mine.get('task body begins', float('nan')):.2f}, "
-            f"first report {mine.get('first report', float('nan')):.2f}"
+            f"first report {mine.get('first report', float('nan')):.2f}, "
+            f"{shards} shard(s), last ended {max(ends, default=float('nan')):.2f} "
+            f"(idle {done[-1] - max(ends, default=done[-1]):.2f} s before the last shard)"
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from daulat.config import Config
 from daulat.errors import AccessDenied, StoreError
 from daulat.scale.cluster import Connection, connect
-from daulat.scale.shards import bounds_for, shards
+from daulat.scale.shards import Taper, bounds_for, shards
 from daulat.scale.warmup import EarlyStart, free_when_warm
 from daulat.scale.worker import Report, ShardSpec, run_shard
 from daulat.transfer.adoption import ADOPT_CONCURRENCY, PROOF_FIELD
@@ -128,7 +128,8 @@ class RayRunner:
                 slots.release()
 
         try:
-            for n, shard in enumerate(shards(ex.journal.work(), bounds)):
+            planned = Taper(ex.summary.planned_objects, ex.summary.planned_bytes, workers)
+            for n, shard in enumerate(shards(ex.journal.work(), bounds, planned)):
                 await slots.acquire()
                 if ex.stop is not None:
                     slots.release()
