@@ -140,6 +140,11 @@ def process_started(where):
         up = float(f.read().split()[0])
     with open(LOG, "a") as f:
         f.write(f"{time.time() - (up - start):.4f}\t{where}\tprocess started\n")
+    # The CPU this process spent so far (Ray's worker start, its imports): a figure the
+    # machine's load does not stretch, as it does the wall-clock times.
+    cpu = sum(os.times()[:2])
+    with open(LOG, "a") as f:
+        f.write(f"{time.time():.4f}\t{where}\tCPU before its first task {cpu:.2f} s\n")
 
 
 def timed_shard(spec, items):
@@ -221,13 +226,15 @@ def show(marks: list[tuple[float, str, str]], workers_asked: int) -> None:
     for w in workers:
         mine = {what: t for t, where, what in reversed(marks) if where == w}
         ends = [t for t, where, what in marks if where == w and what == "task body ends"]
+        cpu = next((what for _, where, what in marks if where == w and "CPU" in what), "")
         shards = len(ends)
         print(
             f"{names[w]}: process started {mine.get('process started', float('nan')):.2f}, "
             f"first task body {mine.get('task body begins', float('nan')):.2f}, "
             f"first report {mine.get('first report', float('nan')):.2f}, "
             f"{shards} shard(s), last ended {max(ends, default=float('nan')):.2f} "
-            f"(idle {done[-1] - max(ends, default=done[-1]):.2f} s before the last shard)"
+            f"(idle {done[-1] - max(ends, default=done[-1]):.2f} s before the last shard); "
+            f"{cpu}"
         )
 
 
