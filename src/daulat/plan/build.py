@@ -635,7 +635,7 @@ def _assumptions(plan: Plan, src_region: str | None) -> list[str]:
     if plan.workers > 1:
         out.append(
             f"each Ray worker process takes {WORKER_START_S:g} s to start (Ray's and daulat's "
-            "imports; bench/ray_timeline.py on a 2-core machine, one worker alone), in parallel "
+            "imports, a documented figure: daulat.plan.model.WORKER_START_S), in parallel "
             "and while the driver lists the source: only what exceeds that listing adds "
             f"({plan.worker_start_s:.2g} s here)"
         )

@@ -48,12 +48,13 @@ from daulat.errors import DaulatError
 DRIVER_OBJECTS_PER_S = 100_000
 
 
-# Seconds from the start of a run until a Ray worker process runs its first shard, when the
-# driver has nothing else to do meanwhile: the process starts, imports Ray (about 0.9 CPU s)
-# and daulat's worker (about 0.6 CPU s) and registers with its node. Measured with
-# bench/ray_timeline.py on a 2-core machine (an Intel Xeon, ray 2.60, 2026-12-05): 1.6-2.4 s
-# for one worker alone; several workers on one machine take longer, sharing its cores. An
-# assumption in every plan with more than one worker, named there.
+# Seconds from the start of a run until a Ray worker process runs its first shard, on a
+# machine of its own: the process starts, imports Ray and daulat's worker module and
+# registers with its node. bench/ray_timeline.py (an Intel Xeon with 2 cores, ray 2.60,
+# 2026-12-05, the machine shared at load 8-10): 0.8-1.0 CPU s in the process before its
+# first task; 2.3-3.2 s from the run's start to a lone worker's first task; several workers
+# on one machine take longer, sharing its cores. Rounded to a machine of its own and quiet;
+# an assumption in every plan with more than one worker, named there.
 WORKER_START_S = 2.0
 
 
