@@ -51,7 +51,7 @@ DRIVER_OBJECTS_PER_S = 100_000
 # Seconds from the start of a run until a Ray worker process runs its first shard, on a
 # machine of its own: the process starts, imports Ray and daulat's worker module and
 # registers with its node. bench/ray_timeline.py (an Intel Xeon with 2 cores, ray 2.60,
-# 2026-12-05, the machine shared at load 8-10): 0.8-1.0 CPU s in the process before its
+# 2026-12-05, the machine shared at load 3-11): 0.8-1.3 CPU s in the process before its
 # first task; 2.3-3.2 s from the run's start to a lone worker's first task; several workers
 # on one machine take longer, sharing its cores. Rounded to a machine of its own and quiet;
 # an assumption in every plan with more than one worker, named there.
