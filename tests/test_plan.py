@@ -29,6 +29,7 @@ from daulat.inventory import Manifest, scan_store
 from daulat.plan import (
     DRIVER_OBJECTS_PER_S,
     LABEL,
+    WORKER_START_S,
     ClassCost,
     Fit,
     Fitted,
@@ -177,6 +178,35 @@ def test_unreachable_deadline_says_why() -> None:
     above = workers_for(serial + driver * 1.01, WORK, fitted.fit, o)
     assert above.workers is not None and above.predicted_s is not None
     assert above.predicted_s <= serial + driver * 1.01
+
+
+def test_the_workers_start_up_adds_only_beyond_the_listing() -> None:
+    """More than one worker: Ray's worker processes start while the driver lists the source,
+    so what WORKER_START_S exceeds the listing by adds once, whatever the workers; one worker
+    (one process, no Ray) adds none, nor does a listing longer than the start."""
+    f = Fit({0: ClassCost(1e-3, 1e-8)})
+    small = Workload({0: (10_000, 10_000 * 65_536)})
+    o = Overheads(15e-6, 60e-6, 0.02)  # the scaling benchmark's drill: a 0.15 s listing
+    one = predict(small, f, o, 1)
+    assert one.startup_s == 0
+    listing = small.objects * o.list_s_per_object
+    for w in (2, 4, 150):
+        many = predict(small, f, o, w)
+        assert many.startup_s == pytest.approx(WORKER_START_S - listing)
+        assert many.total_s == pytest.approx(
+            o.fixed_s + listing + many.bookkeeping_s + many.startup_s + many.copy_s
+        )
+    slow_listing = Overheads(WORKER_START_S / small.objects * 2, 60e-6, 0.02)
+    assert predict(small, f, slow_listing, 4).startup_s == 0
+    # A deadline between the serial part with and without the start-up: not reachable, and
+    # the reason names the start-up.
+    serial = o.fixed_s + listing + one.bookkeeping_s
+    needed = workers_for(serial + (WORKER_START_S - listing) / 2, small, f, o)
+    assert needed.workers is None and "start-up" in (needed.reason or "")
+    reachable = workers_for(one.total_s * 0.6, small, f, o)
+    assert reachable.workers is not None and reachable.predicted_s is not None
+    assert reachable.predicted_s == pytest.approx(predict(small, f, o, reachable.workers).total_s)
+    assert reachable.predicted_s <= one.total_s * 0.6
 
 
 def test_one_object_is_never_split_over_workers() -> None:
@@ -548,8 +578,13 @@ def test_plan_from_a_real_drill_json_and_human(
         by_label[label] = max(by_label.get(label, 0), len(data))
     assert {c["label"]: c["largest_bytes"] for c in p["census"]["classes"]} == by_label
     assert p["largest_object_bytes"] == max(by_label.values())
+    # A listing of a few dozen objects hides little of the workers' start-up: it adds.
+    assert p["worker_start_s"] == pytest.approx(WORKER_START_S - p["listing_s"])
+    assert p["worker_start_s"] > 0
+    assert any("to start" in a for a in p["assumptions"])
     assert cli(args) == 0
     text = capsys.readouterr().out
+    assert "the Ray workers' start-up beyond the listing" in text
     assert "PROJECTION (not measured)" in text and "12 worker(s)" in text
     assert "assumptions:" in text and "EU Data Act" in text
 

@@ -48,7 +48,7 @@ from test_transfer import (
 from daulat.config import load_config
 from daulat.errors import InvalidKey
 from daulat.scale.driver import driver_batches
-from daulat.scale.shards import Bounds, bounds_for, shards
+from daulat.scale.shards import Bounds, Taper, bounds_for, shards
 from daulat.scale.verifying import VerifySpec, run_verify_shard
 from daulat.scale.worker import Report
 from daulat.stores.fs import FsStore
@@ -193,6 +193,28 @@ def test_shards_bound_objects_and_bytes_and_never_split_an_object() -> None:
     large = [WorkItem(f"L{i}", 256 * 2**20, None) for i in range(8)]
     cut = {w: len(list(shards(large, bounds_for(8, 8 * 256 * 2**20, w)))) for w in (1, 2, 4)}
     assert cut[1] >= 1 and cut[2] >= 2 and cut[4] == 8, cut
+
+
+def test_shards_taper_at_the_end_of_the_plan() -> None:
+    """The driver's shards get smaller as the plan runs out (the end of a 4-worker run left
+    workers idle up to a whole shard's time), never to crumbs, and every item goes once."""
+    n, size = 10_000, 65_536
+    items = [WorkItem(f"k{i:05d}", size, None) for i in range(n)]
+    b = bounds_for(n, n * size, workers=4)
+    got = list(shards(items, b, Taper(n, n * size, 4)))
+    assert [i for s in got for i in s] == items
+    lengths = [len(s) for s in got]
+    assert lengths[0] == b.objects and max(lengths) <= b.objects
+    # The last shard of each worker is at most a sixth of a full one, and none is a crumb.
+    assert all(x <= b.objects / 6 for x in lengths[-4:]), lengths
+    assert min(lengths) >= b.objects / 8, lengths
+    assert len(got) <= 2 * len(list(shards(items, b)))  # a few more shards, not many
+    # One worker, or objects that are a shard each: as without tapering.
+    one = bounds_for(n, n * size, workers=1)
+    assert list(shards(items, one, Taper(n, n * size, 1))) == list(shards(items, one))
+    large = [WorkItem(f"L{i}", 256 * 2**20, None) for i in range(8)]
+    big = bounds_for(8, 8 * 256 * 2**20, 4)
+    assert list(shards(large, big, Taper(8, 8 * 256 * 2**20, 4))) == list(shards(large, big))
 
 
 # --------------------------------------------------------------------------------------------

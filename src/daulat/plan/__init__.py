@@ -21,7 +21,9 @@ function on the drill's own census)
                      class, nor than objects / 100,000 when W > 1
         listing      objects listed x (listing seconds per object, probed)
         bookkeeping  objects x (bookkeeping seconds per object)
-        exit time    fixed + listing + bookkeeping + copying
+        start-up     Ray workers' start beyond the listing: max(0, WORKER_START_S - listing),
+                     with more than one worker
+        exit time    fixed + listing + bookkeeping + start-up + copying
 
     The floor under the copying is the driver: one coordinator writes every object's result
     to the one journal while the workers copy, at a rate that is issue 12's benchmark goal
@@ -30,7 +32,10 @@ function on the drill's own census)
     time (a what-if's objects are all of the mean size; a scan's largest are its own). Listing and bookkeeping are not divided by W:
     with ``--engine ray`` the driver lists the source, plans, verifies (listing the
     destination) and writes the manifest itself, before and after the copying, as one process
-    does (bench/RESULTS.md, "Ray scaling", compares the plan with measured runs). A class the drill did not measure is costed by the drill's fit across its
+    does (bench/RESULTS.md, "Ray scaling", compares the plan with measured runs). The
+    workers' processes start (Ray's and daulat's imports, :data:`WORKER_START_S`, a documented
+    figure: the drill runs without Ray) while the driver lists the source, in parallel: only
+    what that takes beyond the listing adds, once. A class the drill did not measure is costed by the drill's fit across its
     classes' means (or, with one class measured, by that class), and the plan says so.
 
 Interval
@@ -80,6 +85,7 @@ from daulat.plan.census import (
 )
 from daulat.plan.model import (
     DRIVER_OBJECTS_PER_S,
+    WORKER_START_S,
     Breakdown,
     ClassCost,
     Estimate,
@@ -101,6 +107,7 @@ from daulat.plan.units import parse_bytes, parse_count, parse_hours
 __all__ = [
     "DRIVER_OBJECTS_PER_S",
     "LABEL",
+    "WORKER_START_S",
     "Breakdown",
     "Census",
     "ClassCost",

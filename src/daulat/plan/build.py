@@ -23,6 +23,7 @@ from daulat.errors import ConfigError
 from daulat.plan.census import Census, Requests, part_rule_for, requests_of, take_census
 from daulat.plan.model import (
     DRIVER_OBJECTS_PER_S,
+    WORKER_START_S,
     ClassCost,
     Estimate,
     Fit,
@@ -57,6 +58,8 @@ MODEL = (
     "workers that have an object to copy (never more than the objects: an object is never "
     "split), never less than one worker's time for the largest object, and never less than the driver's journal at "
     f"{DRIVER_OBJECTS_PER_S:,} objects/s when more than one worker reports to it; plus the "
+    f"Ray workers' start-up ({WORKER_START_S:g} s, when more than one worker) where it exceeds "
+    "the driver's source listing, which it overlaps; plus the "
     "source listing (objects listed x listing cost per object) and bookkeeping (objects x "
     "cost per object), which the driver does alone, not divided among the workers; plus the "
     "drill's fixed cost. "
@@ -179,6 +182,9 @@ class Plan:
     largest_object_bytes: int = 0
     largest_object_s: float = 0.0
     busy_workers: int = 1
+    # The Ray workers' start-up beyond the driver's source listing (daulat.plan.model,
+    # WORKER_START_S), part of predicted_s; 0 with one worker.
+    worker_start_s: float = 0.0
 
     @property
     def predicted_hours(self) -> float:
@@ -436,6 +442,7 @@ def make_plan(
         largest_object_bytes=est.point.largest_bytes,
         largest_object_s=est.point.largest_s,
         busy_workers=est.point.busy_workers,
+        worker_start_s=est.point.startup_s,
     )
     if workers > census.objects:
         plan.notes.append(
@@ -650,6 +657,12 @@ def _assumptions(plan: Plan, src_region: str | None) -> list[str]:
         "neither shrinks with the workers (--engine ray runs only the copying on them)",
     ]
     if plan.workers > 1:
+        out.append(
+            f"each Ray worker process takes {WORKER_START_S:g} s to start (Ray's and daulat's "
+            "imports, a documented figure: daulat.plan.model.WORKER_START_S), in parallel "
+            "and while the driver lists the source: only what exceeds that listing adds "
+            f"({plan.worker_start_s:.2g} s here)"
+        )
         out.append(
             f"the driver commits {DRIVER_OBJECTS_PER_S:,} objects/s to the one journal (issue "
             "12's benchmark goal, not measured by this drill); it bounds the exit from below"

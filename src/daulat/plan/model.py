@@ -7,7 +7,8 @@ measures it). A *workload* gives, per class, how many objects and bytes leave. T
     copying      max(sum of the classes, the largest object on one worker)
     listing      listed objects x listing cost per object                 (the driver, once)
     bookkeeping  objects x bookkeeping cost per object                    (the driver, once)
-    total        fixed + listing + bookkeeping + max(copying, driver floor)
+    start-up     max(0, WORKER_START_S - listing)       (more than one worker, once)
+    total        fixed + listing + bookkeeping + start-up + max(copying, driver floor)
 
 with ``busy = min(workers, objects)``: an object is never split, so a worker beyond the
 number of objects has nothing to copy, and the copying lasts at least as long as one worker
@@ -21,6 +22,12 @@ lists the source, plans, verifies (listing the destination) and writes the manif
 before and after the copying (:mod:`daulat.scale`), at the cost the drill measured for one
 process. The interval applies the same model to each bootstrap replicate of the fit and takes
 percentiles.
+
+The start-up: every ``--engine ray`` run is a new Ray job, whose worker processes start and
+import Ray and daulat before their first shard. They start while the driver lists the source
+(:mod:`daulat.scale.warmup`), so only what the start takes beyond that listing is added, once:
+the workers start in parallel, one per machine. The figure is a documented constant, not a
+measurement of the drill (which runs without Ray); see :data:`WORKER_START_S`.
 
 This module depends on nothing else in daulat, so the drill can call it (no import cycle).
 """
@@ -40,6 +47,16 @@ from daulat.plurals import plural
 # benchmark sets this as a goal (bench/RESULTS.md measures it); it is an assumption here, named
 # in every plan, not a measurement of this drill.
 DRIVER_OBJECTS_PER_S = 100_000
+
+
+# Seconds from the start of a run until a Ray worker process runs its first shard, on a
+# machine of its own: the process starts, imports Ray and daulat's worker module and
+# registers with its node. bench/ray_timeline.py (an Intel Xeon with 2 cores, ray 2.60,
+# 2026-12-05, the machine shared at load 3-11): 0.8-1.3 CPU s in the process before its
+# first task; 2.3-3.2 s from the run's start to a lone worker's first task; several workers
+# on one machine take longer, sharing its cores. Rounded to a machine of its own and quiet;
+# an assumption in every plan with more than one worker, named there.
+WORKER_START_S = 2.0
 
 
 class ModelError(DaulatError, ValueError):
@@ -184,6 +201,8 @@ class Breakdown:
     fixed_s: float
     driver_s: float
     total_s: float
+    # The workers' start-up the driver's listing does not hide (more than one worker).
+    startup_s: float = 0.0
     # The longest one object takes one worker (the copying is never shorter), which object
     # (class, bytes), and how many workers have an object to copy.
     largest_s: float = 0.0
@@ -252,7 +271,8 @@ def predict(
     # One worker's measured costs already include its own journal; more report to a driver,
     # which commits while they copy.
     driver_s = work.objects / DRIVER_OBJECTS_PER_S if workers > 1 else 0.0
-    total = overheads.fixed_s + listing_s + bookkeeping_s + max(copy_s, driver_s)
+    startup_s = startup(workers, listing_s)
+    total = overheads.fixed_s + listing_s + bookkeeping_s + startup_s + max(copy_s, driver_s)
     return Breakdown(
         classes,
         bound,
@@ -263,11 +283,19 @@ def predict(
         overheads.fixed_s,
         driver_s,
         total,
+        startup_s,
         largest_s,
         largest_class,
         largest_bytes,
         busy,
     )
+
+
+def startup(workers: int, listing_s: float) -> float:
+    """The workers' start-up that adds to an exit of ``workers`` (see the module doc): none
+    for one worker (one process, no Ray), else what :data:`WORKER_START_S` exceeds the
+    driver's listing of the source by."""
+    return max(0.0, WORKER_START_S - listing_s) if workers > 1 else 0.0
 
 
 def percentiles(values: Sequence[float], confidence: float) -> tuple[float, float]:
@@ -333,22 +361,26 @@ def workers_for(
 ) -> Needed:
     """The fewest workers whose predicted time is within ``deadline_s``.
 
-    The total is ``fixed + listing + bookkeeping + max(C / W, driver)`` for W > 1 (C: the
-    copying of one worker; the rest does not shrink with W), so the answer is
-    ``ceil(C / (deadline - fixed - listing - bookkeeping))``, checked against the forward
-    model (and moved by one where floating point rounding disagrees)."""
+    The total is ``fixed + listing + bookkeeping + start-up + max(C / W, driver)`` for W > 1
+    (C: the copying of one worker; the rest does not shrink with W), so the answer is
+    ``ceil(C / (deadline - fixed - listing - bookkeeping - start-up))``, checked against the
+    forward model (and moved by one where floating point rounding disagrees)."""
     if not (deadline_s > 0 and math.isfinite(deadline_s)):
         raise ModelError(f"the deadline must be a positive number of seconds, not {deadline_s!r}")
     one = predict(work, fit, overheads, 1, link_Bps)
     if one.total_s <= deadline_s:
         return Needed(1, one.total_s)
-    serial = overheads.fixed_s + one.listing_s + one.bookkeeping_s
+    # From two workers on, the start-up not hidden by the listing adds too.
+    serial = overheads.fixed_s + one.listing_s + one.bookkeeping_s + startup(2, one.listing_s)
     room = deadline_s - serial
     driver = work.objects / DRIVER_OBJECTS_PER_S
     if room <= 0 or driver > room or one.largest_s > room:
         if room <= 0:
             why = (
                 f"the fixed cost with the driver's own listing and bookkeeping ({plain(serial)} s)"
+                if not startup(2, one.listing_s)
+                else f"the fixed cost with the driver's own listing and bookkeeping and the "
+                f"workers' start-up ({plain(serial)} s)"
             )
         elif driver > room:
             why = (

@@ -66,6 +66,11 @@ def render_plan(plan: Plan, console: Console) -> None:
             f"  copying {_dur(plan.copy_s)}; listing {_dur(plan.listing_s)} and bookkeeping "
             f"{_dur(plan.bookkeeping_s)} (the driver alone); fixed {_dur(plan.fixed_s)}"
             + (f"; driver's journal at least {_dur(plan.driver_s)}" if plan.driver_s else "")
+            + (
+                f"; the Ray workers' start-up beyond the listing {_dur(plan.worker_start_s)}"
+                if plan.worker_start_s
+                else ""
+            )
         )
     )
     if 0 < plan.largest_object_s >= sum(k.predicted_s for k in plan.classes):

@@ -14,6 +14,8 @@ exactly as a single-process run does; only the copying of planned objects moves 
   attempt completed but had not reported, and sends only the rest again;
 - :mod:`daulat.scale.verifying` runs ``verify --full``'s re-reading and hashing on workers
   in the same way; the driver lists, records and reports;
+- :mod:`daulat.scale.warmup` connects and starts one warm worker process per slot while the
+  driver lists and plans (every run is a new Ray job, whose processes start and import);
 - :mod:`daulat.scale.cluster` connects to Ray (``--ray-address``, else ``RAY_ADDRESS``, else a
   local Ray started for the run and stopped after it).
 """

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from daulat.config import Config
 from daulat.errors import AccessDenied, StoreError
 from daulat.scale.cluster import Connection, connect
-from daulat.scale.shards import bounds_for, shards
+from daulat.scale.shards import Taper, bounds_for, shards
+from daulat.scale.warmup import EarlyStart, free_when_warm
 from daulat.scale.worker import Report, ShardSpec, run_shard
 from daulat.transfer.adoption import ADOPT_CONCURRENCY, PROOF_FIELD
 from daulat.transfer.engine import SMALL_OBJECT, Executor
@@ -23,6 +25,7 @@ from daulat.transfer.journal import (
     State,
     WorkItem,
 )
+from daulat.transfer.model import Endpoint
 from daulat.transfer.verify import ContentJob, Judged, ToCheck
 
 # Outcomes per journal commit on the driver. Larger than a single process's batches: every
@@ -50,22 +53,58 @@ class RayRunner:
     adopted_after_loss: int = 0
     shards_run: int = 0
     used_workers: int = 0
+    warmed_workers: int = 0
+    # Connecting and warming since the run began (warm()); None outside it.
+    _early: EarlyStart | None = field(default=None, repr=False)
+
+    @contextlib.asynccontextmanager
+    async def warm(self, src: Endpoint, dst: Endpoint) -> AsyncIterator[None]:
+        """Connect and start one warm worker process per slot while the run lists and plans
+        (:class:`~daulat.transfer.executor.Warming`, :mod:`daulat.scale.warmup`); on leaving,
+        close what was connected, whether the runner ran or not."""
+        early = EarlyStart(
+            self.address,
+            self.workers,
+            str(self.config.path.resolve()),
+            sorted({src.store.name, dst.store.name}),
+        )
+        self._early = early
+        try:
+            yield
+        except BaseException as exc:
+            # Ctrl-C (a cancelled run) does not wait for a Ray still starting.
+            await early.close(interrupted=not isinstance(exc, Exception))
+            raise
+        else:
+            await early.close(interrupted=False)
+        finally:
+            self._early = None
+            self.warmed_workers = early.warmed
 
     async def __call__(self, executor: Executor) -> None:
         driver_batches(executor)
         executor.report()  # the plan's size shows while Ray starts
-        # ray.init blocks for seconds while a local Ray starts: off the event loop (and off
-        # the main thread, so that Ray leaves daulat's signal handlers alone).
-        conn = await asyncio.to_thread(connect, self.address, local_cpus=self.workers)
+        early = self._early
+        if early is not None:
+            conn = await early.connection()
+        else:
+            # ray.init blocks for seconds while a local Ray starts: off the event loop (and
+            # off the main thread, so that Ray leaves daulat's signal handlers alone).
+            conn = await asyncio.to_thread(connect, self.address, local_cpus=self.workers)
         try:
-            await self._run(conn, executor)
+            await self._run(conn, executor, early.warm_ups() if early is not None else [])
         finally:
             executor.finish()
             if executor.stop is not None and not executor.summary.stopped:
                 executor.summary.stopped = str(executor.stop)
-            await asyncio.to_thread(conn.close)
+            if early is not None:
+                # Ray stops while the driver verifies and writes the manifest; the end of
+                # warm() waits for it.
+                early.close_soon()
+            else:
+                await asyncio.to_thread(conn.close)
 
-    async def _run(self, conn: Connection, ex: Executor) -> None:
+    async def _run(self, conn: Connection, ex: Executor, warm_ups: list[Any]) -> None:
         workers = self.workers or conn.cpus()
         self.used_workers = workers
         spec = self._spec(ex)
@@ -74,6 +113,12 @@ class RayRunner:
         slots = asyncio.Semaphore(workers)
         in_flight: dict[int, int] = {}
         running: set[asyncio.Task[None]] = set()
+        # A slot whose process is warming opens when it is warm, so that its shard takes that
+        # process (daulat.scale.warmup).
+        warming: set[asyncio.Task[None]] = set()
+        for ref in warm_ups[:workers]:
+            await slots.acquire()
+            warming.add(asyncio.create_task(free_when_warm(ref, slots)))
 
         async def one(n: int, shard: list[WorkItem]) -> None:
             try:
@@ -83,7 +128,8 @@ class RayRunner:
                 slots.release()
 
         try:
-            for n, shard in enumerate(shards(ex.journal.work(), bounds)):
+            planned = Taper(ex.summary.planned_objects, ex.summary.planned_bytes, workers)
+            for n, shard in enumerate(shards(ex.journal.work(), bounds, planned)):
                 await slots.acquire()
                 if ex.stop is not None:
                     slots.release()
@@ -94,9 +140,10 @@ class RayRunner:
                 self.shards_run += 1
             await asyncio.gather(*running)
         finally:
-            for t in list(running):
+            # Warm-ups still running when every shard is done are nobody's wait.
+            for t in [*running, *warming]:
                 t.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.gather(*running, *warming, return_exceptions=True)
 
     async def check_content(
         self,

@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daulat.config import load_config
 from daulat.crypto import parse_recipients
 from daulat.errors import ConfigError, DaulatError
 from daulat.stores import open_store
-from daulat.stores.s3raw import FallbackS3Store, unwrap_fallback
 from daulat.transfer.adoption import KEY_FILE, proof_key
 from daulat.transfer.engine import Endpoint, Options, Progress, copy_items
 from daulat.transfer.journal import Completing, Outcome, State, WorkItem
 from daulat.transfer.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from daulat.stores.base import Store
+    from daulat.stores.s3raw import FallbackS3Store
 
 REPORT_SECONDS = 0.25
 
@@ -180,6 +184,17 @@ class _Ledger:
             self._stream.upload("end", key, upload_id)
 
 
+def _s3_destination(store: Store) -> FallbackS3Store | None:
+    """The S3 store under ``store`` (whose multipart uploads the driver records), or None.
+    Only opening an S3 store imports its module: a worker between other stores never pays for
+    that import (issue 12: every worker process imports this module as it starts)."""
+    if "daulat.stores.s3raw" not in sys.modules:
+        return None  # no FallbackS3Store can exist
+    from daulat.stores.s3raw import unwrap_fallback
+
+    return unwrap_fallback(store)
+
+
 def worker_proof_key(state_dir: Path) -> bytes:
     """The proof key from the state directory beside the config; never created here."""
     if not (state_dir / KEY_FILE).exists():
@@ -212,7 +227,7 @@ async def _copy_shard(spec: ShardSpec, items: Sequence[WorkItem], stream: _Strea
             encrypt_names=spec.encrypt_names,
             proof_key=worker_proof_key(config.state_dir) if spec.proof else None,
         )
-        dst_s3 = unwrap_fallback(dst.store)
+        dst_s3 = _s3_destination(dst.store)
         summary = await copy_items(
             src,
             dst,
@@ -233,6 +248,23 @@ async def _copy_shard(spec: ShardSpec, items: Sequence[WorkItem], stream: _Strea
         retries=summary.retries,
         sent_bytes=summary.sent_bytes,
     )
+
+
+def warm_worker(config_path: str, stores: Sequence[str]) -> None:
+    """A warm-up task (:mod:`daulat.scale.warmup`): run on a fresh worker process while the
+    driver plans, it has imported this module (Ray imports a task's module before it runs
+    it), loads the config and opens and closes the run's stores, so that what opening a store
+    imports (its SDK, its credential chain's code) is imported too. Nothing is kept: a shard
+    opens its own stores. A failure is left to the shard that follows, which reports it."""
+    with contextlib.suppress(Exception):
+        config = load_config(Path(config_path))
+        opened = [open_store(config.store(name)) for name in stores]
+
+        async def close() -> None:
+            for store in opened:
+                await store.close()
+
+        asyncio.run(close())
 
 
 def run_shard(spec: ShardSpec, items: list[WorkItem]) -> Iterator[Report]:

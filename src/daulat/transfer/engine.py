@@ -88,6 +88,7 @@ from daulat.transfer.executor import SMALL_OBJECT as SMALL_OBJECT
 from daulat.transfer.executor import STREAM_RESERVATION as STREAM_RESERVATION
 from daulat.transfer.executor import Executor as Executor
 from daulat.transfer.executor import Runner as Runner
+from daulat.transfer.executor import Warming
 from daulat.transfer.existing import Kept, keep_existing
 from daulat.transfer.journal import Journal
 from daulat.transfer.keepout import KeepOut
@@ -165,8 +166,15 @@ async def transfer(
     summary.names_protected = opts.encrypt_names
     started = time.monotonic()
     failed = False
+    # A runner that copies elsewhere gets ready while this run lists and plans (see Warming).
+    warming = (
+        opts.runner.warm(src, dst)
+        if isinstance(opts.runner, Warming) and not opts.dry_run
+        else contextlib.nullcontext()
+    )
     try:
-        await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
+        async with warming:
+            await _run(kind, src, dst, journal, opts, pair, summary, on_progress)
     except STOP_ERRORS as exc:
         summary.stopped = str(exc)
         _count_listed(journal, summary)

@@ -17,7 +17,8 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
 
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError
 from daulat.errors import (
@@ -62,6 +63,18 @@ class Runner(Protocol):
     hands back every outcome through :meth:`Executor.commit`."""
 
     async def __call__(self, executor: Executor) -> None: ...
+
+
+@runtime_checkable
+class Warming(Protocol):
+    """A :class:`Runner` that gets ready while the run lists and plans (``--engine ray``:
+    connecting to the cluster and starting its worker processes takes seconds). The engine
+    enters :meth:`warm` at the beginning of a run that may write, before listing, and leaves
+    it when the run ends however it ends; the runner may then still be called, or not at all
+    (nothing to copy, a failure, an interrupt). Whatever getting ready fails with is raised
+    when the runner is called, as if it had started then."""
+
+    def warm(self, src: Endpoint, dst: Endpoint) -> AbstractAsyncContextManager[None]: ...
 
 
 class Executor:
