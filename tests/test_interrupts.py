@@ -54,7 +54,7 @@ from daulat.errors import Interrupted
 from daulat.signing import existing_local_key, signers_line
 
 MiB = 1024 * 1024
-PROGRESS_LINE = re.compile(r"^exit \S+ → \S+: [\d,]+ of [\d,]+ objects, .* of .*, \d+ s$", re.M)
+PROGRESS_LINE = re.compile(r"^exit \S+ → \S+: [\d,]+ of [\d,]+ objects?, .* of .*, \d+ s$", re.M)
 
 
 def dataset(small: int, big: int, big_size: int) -> DataSet:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -73,3 +76,34 @@ def test_an_address_where_something_else_answers_is_refused_at_once() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("address", ["", "  "])
+def test_an_empty_ray_address_is_refused_not_taken_as_a_local_ray(
+    tmp_path: Path, address: str
+) -> None:
+    # "--ray-address $HEAD" with HEAD unset: a cluster's exit must not run on this machine.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(b"a")
+    (tmp_path / "daulat.toml").write_text(
+        "".join(
+            f'[stores.{n}]\nurl = "file://{tmp_path / n}"\nprovider = "local"\ncountry = "ID"\n'
+            for n in ("src", "dst")
+        )
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            *("daulat", "exit", "src", "dst", "--engine", "ray"),
+            "--ray-address",
+            address,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--ray-address is empty" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "dst").exists() or not any((tmp_path / "dst").iterdir())

@@ -316,6 +316,13 @@ def _engine(
         if address is not None or workers is not None:
             raise typer.BadParameter("--ray-address and --workers need --engine ray")
         return lambda _cfg: None
+    if address is not None and not address.strip():
+        # "--ray-address $HEAD" with HEAD unset would otherwise run a cluster's exit on a
+        # local Ray on this one machine.
+        raise typer.BadParameter(
+            "--ray-address is empty (an unset variable?): give the cluster's address, or "
+            "leave the option out to start a local Ray for the run"
+        )
     from daulat.scale.cluster import require_ray
 
     require_ray()

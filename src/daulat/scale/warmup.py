@@ -37,7 +37,8 @@ INTERRUPTED_WAIT = 2.0
 
 
 class EarlyStart:
-    """A connection to Ray being made in a daemon thread, with the workers warming."""
+    """A connection to Ray made, and later closed, by one daemon thread of its own, with the
+    workers warming."""
 
     def __init__(
         self,
@@ -50,9 +51,9 @@ class EarlyStart:
         self._workers = workers
         self._config_path = config_path
         self._stores = tuple(stores)
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self._closing: concurrent.futures.Future[None] | None = None
+        self._close_requested = threading.Event()
+        self._closed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._closed.set_running_or_notify_cancel()
         self.warmed = 0  # warm-up tasks submitted (tests, benchmarks)
         self._refs: list[Any] = []  # their results (None), to wait for
         self._made: concurrent.futures.Future[Connection] = concurrent.futures.Future()
@@ -68,12 +69,17 @@ class EarlyStart:
             return
         with contextlib.suppress(Exception):
             self._warm(conn)
-        with self._lock:  # with close(): abandoned now, or seen made there
-            self._made.set_result(conn)
-            abandoned = self._abandoned
-        if abandoned:
+        self._made.set_result(conn)
+        # This thread lives until the connection is closed, and closes it itself: a local
+        # Ray's core processes are started with a parent-death signal, which Linux sends when
+        # the *thread* that started them ends, not the process. Ending here would kill the
+        # Ray this run is about to use.
+        self._close_requested.wait()
+        try:
             with contextlib.suppress(Exception):
                 conn.close()
+        finally:
+            self._closed.set_result(None)
 
     def _warm(self, conn: Connection) -> None:
         slots = self._workers or conn.cpus()
@@ -93,44 +99,24 @@ class EarlyStart:
         return await asyncio.wrap_future(self._made)
 
     def close_soon(self) -> None:
-        """Begin closing the connection (stopping a Ray this run started) in a thread: the
-        driver's end of run (the verification listing, the manifest) goes on meanwhile."""
-        with self._lock:
-            if self._closing is not None or self._abandoned:
-                return
-            self._closing = concurrent.futures.Future()
-            closing = self._closing
-        conn = self._made.result()
-
-        def close() -> None:
-            try:
-                conn.close()
-            finally:
-                closing.set_result(None)
-
-        threading.Thread(target=close, name="daulat-ray-close", daemon=True).start()
+        """Begin closing the connection (stopping a Ray this run started) in the thread that
+        made it: the driver's end of run (the verification listing, the manifest) goes on
+        meanwhile."""
+        self._close_requested.set()
 
     async def close(self, *, interrupted: bool) -> None:
         """Close the connection, once made (a run that failed while listing still stops the
         Ray it started). ``interrupted``: wait at most :data:`INTERRUPTED_WAIT` for a
-        connection still being made, then leave it to its thread to close."""
-        try:
-            if not self._made.done():
-                with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.shield(asyncio.wrap_future(self._made)),
-                        INTERRUPTED_WAIT if interrupted else None,
-                    )
-        finally:
-            with self._lock:
-                if not self._made.done():
-                    self._abandoned = True  # its thread closes it once made
-        if self._abandoned or self._made.exception() is not None:
+        connection still being made, then leave it to its thread to close once made."""
+        self._close_requested.set()
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(self._made)),
+                INTERRUPTED_WAIT if interrupted else None,
+            )
+        if not self._made.done() or self._made.exception() is not None:
             return  # left to its thread, or nothing was started
-        self.close_soon()
-        closing = self._closing
-        if closing is not None:
-            await asyncio.wrap_future(closing)
+        await asyncio.wrap_future(self._closed)
 
 
 async def free_when_warm(ref: Any, slots: asyncio.Semaphore) -> None:
