@@ -36,6 +36,9 @@ FIELD = "s3"
 #: S3's limit on an object's user metadata: names (without ``x-amz-meta-``) and values, in
 #: UTF-8 bytes.
 MAX_USER_METADATA = 2048
+#: The longest Content-Type a gateway write keeps or a read answers, in bytes (S3 sets no
+#: lower bound of its own; past this a value is no media type a client chose but a payload).
+MAX_WRITTEN_CONTENT_TYPE = 1024
 #: A Content-Type longer than this is not carried by a copy (it would take room from the
 #: metadata limits of the destination, where daulat's proof must fit).
 MAX_CONTENT_TYPE = 256

@@ -43,10 +43,28 @@ class Upload:
         self.committed = False
         self.closed = False
 
+    def _set_xattr(self, name: str, value: bytes) -> None:
+        try:
+            os.setxattr(self.fd, name, value)
+        except OSError as exc:
+            # A value past the filesystem's limit (ext4 keeps about 4 KB beside a file and
+            # answers ENOSPC; no filesystem takes 64 KiB: E2BIG) refuses this one object,
+            # and "no space left on device" would send its reader to the wrong problem.
+            if exc.errno not in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+                raise
+            full = " (or the filesystem is full)" if exc.errno == errno.ENOSPC else ""
+            raise InvalidKey(
+                f"store {self.store!r} cannot keep the description of {self.key!r}: its "
+                f"extended attribute {name} ({len(value):,} bytes) is more than this "
+                f"filesystem keeps beside a file{full}",
+                store=self.store,
+                key=self.key,
+            ) from None
+
     def commit(self, metadata: Mapping[str, str] | None, durable: bool) -> os.stat_result:
         """Set metadata, make the content durable, rename it into place; its stat."""
         for name, value in (metadata or {}).items():
-            os.setxattr(self.fd, XATTR_PREFIX + name, value.encode("utf-8"))
+            self._set_xattr(XATTR_PREFIX + name, value.encode("utf-8"))
         if durable:
             os.fsync(self.fd)
         st = os.fstat(self.fd)
