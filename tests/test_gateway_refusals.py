@@ -8,14 +8,20 @@ daulat serve``, directories and SeaweedFS buckets, boto3 and raw SigV4 requests.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import urllib.parse
 from pathlib import Path
 
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import _status, client, gateway
-from test_gateway_writes import _config, _direct, _lagging, _rows, _writes
+from test_gateway import KEY_ID, SECRET, _status, client, gateway
+from test_gateway_writes import _config, _direct, _lagging, _rows, _signed_request, _writes
 
 from daulat.cli import run as cli
 
@@ -131,3 +137,61 @@ def test_a_refused_overwrite_leaves_the_earlier_version_vouched_where_it_is_kept
     assert cli(["sync", "pa", "pb", "--config", str(config)]) == 0
     assert _lagging(config, capsys)["pb"] == 0
     assert direct.get_object(Bucket="gw-refusals-over", Key="v.bin")["Body"].read() == b"first"
+
+
+# ------------------------------------------------------------------ unsigned descriptions
+
+
+def _raw(
+    endpoint: str, method: str, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, bytes]:
+    host = urllib.parse.urlsplit(endpoint)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    try:
+        conn.request(method, target, body=body, headers=headers)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def _signed_post(endpoint: str, target: str) -> dict[str, str]:
+    req = AWSRequest(method="POST", url=endpoint + target, data=b"")
+    req.headers["x-amz-content-sha256"] = hashlib.sha256(b"").hexdigest()
+    S3SigV4Auth(Credentials(KEY_ID, SECRET), "s3", "us-east-1").add_auth(req)
+    return dict(req.headers.items())
+
+
+def test_metadata_headers_not_signed_are_403_and_stored_nowhere(tmp_path: Path) -> None:
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    body = b"signed bytes\n"
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        # Header auth: the header added after signing.
+        h = _signed_request(endpoint, "h.txt", {}, hashlib.sha256(body).hexdigest())
+        status, reply = _raw(
+            endpoint, "PUT", "/pemilu/h.txt", {**h, "x-amz-meta-injected": "yes"}, body
+        )
+        assert status == 403 and b"AccessDenied" in reply, reply
+        assert b"not signed" in reply
+        # The same request as signed is taken (the refusal is the header's alone).
+        assert _raw(endpoint, "PUT", "/pemilu/h.txt", h, body)[0] == 200
+        assert s3.head_object(Bucket="pemilu", Key="h.txt")["Metadata"] == {}
+        # A presigned PUT, the header added by whoever holds the URL.
+        url = s3.generate_presigned_url("put_object", Params={"Bucket": "pemilu", "Key": "p.txt"})
+        target = url[len(endpoint) :]
+        status, reply = _raw(endpoint, "PUT", target, {"x-amz-meta-injected": "yes"}, body)
+        assert status == 403 and b"AccessDenied" in reply, reply
+        assert _raw(endpoint, "PUT", target, {}, body)[0] == 200
+        assert s3.head_object(Bucket="pemilu", Key="p.txt")["Metadata"] == {}
+        # CreateMultipartUpload: the description is kept from there.
+        m = _signed_post(endpoint, "/pemilu/m.bin?uploads")
+        status, reply = _raw(
+            endpoint, "POST", "/pemilu/m.bin?uploads", {**m, "x-amz-meta-injected": "yes"}, b""
+        )
+        assert status == 403 and b"AccessDenied" in reply, reply
+        assert _raw(endpoint, "POST", "/pemilu/m.bin?uploads", m, b"")[0] == 200
+        # Signed metadata is taken, from boto3 as from any client that signs what it sends.
+        s3.put_object(Bucket="pemilu", Key="s.txt", Body=body, Metadata={"owner": "kpu"})
+        assert s3.head_object(Bucket="pemilu", Key="s.txt")["Metadata"] == {"owner": "kpu"}
