@@ -44,6 +44,7 @@ from daulat.stores.described import (
     MAX_USER_METADATA,
     MAX_WRITTEN_CONTENT_TYPE,
     Described,
+    reserved,
 )
 from daulat.stores.hashing import StreamHasher
 
@@ -246,6 +247,13 @@ def described_by(headers: dict[str, list[str]]) -> Described:
         for name, values in headers.items()
         if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
     }
+    taken = sorted(n for n in user if reserved(n))
+    if taken:
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"x-amz-meta-{taken[0]} is a name daulat keeps for its own metadata: choose another",
+        )
     content_type = payload.header(headers, "content-type") or DEFAULT_CONTENT_TYPE
     length = len(content_type.encode())
     if length > MAX_WRITTEN_CONTENT_TYPE:
