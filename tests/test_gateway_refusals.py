@@ -86,9 +86,14 @@ def test_a_write_the_primary_refuses_is_held_and_recorded_nowhere(
         message = exc.value.response["Error"]["Message"]
         assert "the primary pa did not take it" in message
         assert "No space left on device" not in message and "description" in message, message
+        # Refused under directories it made: they go with it.
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket="pemilu", Key="tr2/deep/r.bin", Body=b"x", Metadata=meta)
+        assert _status(exc.value) == 503
         # The primary is not taken for down: the next write is acknowledged.
         s3.put_object(Bucket="pemilu", Key="x/after.bin", Body=b"after")
     assert _rows(config, "x/refused.bin") == {}
+    assert sorted(p.name for p in (tmp_path / "pa").iterdir()) == ["x"]
     assert not (tmp_path / "pa" / "x" / "refused.bin").exists()
     held = _direct(s3_server).list_objects_v2(Bucket="gw-refusals-prim")
     assert sorted(o["Key"] for o in held.get("Contents", [])) == ["x/after.bin", "x/kept.bin"]

@@ -42,6 +42,9 @@ class Upload:
         self.tmp_fd, self.tmp_name, self.fd = tmp_fd, tmp_name, fd
         self.committed = False
         self.closed = False
+        #: The key's directories and the index of the first this put made, if it made any:
+        #: removed again (when still empty) if the put does not complete.
+        self.made: tuple[list[str], int] | None = None
 
     def _set_xattr(self, name: str, value: bytes) -> None:
         try:
@@ -101,9 +104,23 @@ class Upload:
         if not self.committed:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp_name, dir_fd=self.tmp_fd)
+            self._remove_made()
         os.close(self.fd)  # releases the lock
         os.close(self.tmp_fd)
         close_all(self.dirs)
+
+    def _remove_made(self) -> None:
+        """Remove the directories this put made, deepest first, while they are empty: a put
+        that failed leaves nothing behind, not even ``a/b/`` (rmdir never removes a
+        directory another put has filled meanwhile, nor follows a symlink)."""
+        if self.made is None:
+            return
+        parents, first = self.made
+        for level in range(len(parents) - 1, first - 1, -1):
+            try:
+                os.rmdir(parents[level], dir_fd=self.dirs[level])
+            except OSError:
+                break
 
     def __del__(self) -> None:
         # A put cancelled while its worker thread was opening the upload never saw it.
