@@ -8,7 +8,9 @@ is the engine's own id for a copy ``P → R`` (``daulat sync P R``: the same cod
 - before any byte is sent, each replica written gets a ``failed`` row ("a gateway write is
   under way"): whatever it held of the key is no longer vouched for, since the write may
   replace it (a copy of the old version would otherwise be served with the new one's bytes
-  in it, or the old version served while the primary is down);
+  in it, or the old version served while the primary is down); if the primary then does not
+  take the write, each row is put back as it was (a pair that had none loses it), except a
+  replica's whose copy the refused write replaced: it lags;
 - once the write is acknowledged, each replica holding it verified gets a ``done`` row:
   source size and ETag as the primary now describes the key, plaintext SHA-256 and size,
   the replica's stored size and ETag, and the per-chunk hashes (objects over one chunk);

@@ -3,8 +3,11 @@
 The primary must take the write: while it answers it is the authority the read path asks,
 and a write it does not hold would vanish from reads. So a write streams to the primary and
 to every other replica whose circuit is not open, at once (:mod:`.fanout`); if the primary
-fails, the write fails (503) whatever the others did. With the primary cut off the gateway
-is read-only; promote a survivor by reordering ``replicas`` and restarting.
+fails, the write fails (503) whatever the others did, and happened nowhere: the journal rows
+of the key are put back as they were and a replica that took the bytes has them removed
+(the primary holds what it held before, and nothing may claim otherwise). With the primary
+cut off the gateway is read-only; promote a survivor by reordering ``replicas`` and
+restarting.
 
 A store holds the write *verified* when its put completed and reports the very size and
 SHA-256 the gateway computed while streaming the body (each store also proves the bytes to
