@@ -23,7 +23,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,23 @@ def test_missing_root_is_created_by_put_but_never_through_a_symlink(tmp_path: Pa
     (tmp_path / "configured-link").symlink_to(outside / "real")
     run(FsStore("linked", tmp_path / "configured-link").put("x", b"x"))
     assert (outside / "real" / "x").read_bytes() == b"x"
+
+
+def test_a_failed_put_removes_the_directories_it_made_and_only_those(tmp_path: Path) -> None:
+    store = FsStore("tidy", tmp_path / "root")
+    run(store.put("kept/old.txt", b"old"))
+    (tmp_path / "root" / "empty-before").mkdir()
+    wrong = "0" * 64  # not the body's SHA-256: the put fails after its directories are made
+
+    async def body() -> AsyncIterator[bytes]:  # streamed: checked once written
+        yield b"body"
+
+    for key in ("new/deep/er/x.bin", "kept/new/x.bin", "empty-before/x.bin"):
+        with pytest.raises(StoreError):
+            run(store.put(key, body(), sha256=wrong))
+    run(store.close())
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["empty-before", "kept"]
+    assert [p.name for p in (tmp_path / "root" / "kept").iterdir()] == ["old.txt"]
 
 
 def test_symlink_swapped_in_while_writing_never_escapes(tmp_path: Path) -> None:

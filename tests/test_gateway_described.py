@@ -21,7 +21,7 @@ from daulat.crypto import new_identity
 
 pytestmark = pytest.mark.timeout(300)
 
-META = {"owner": "kpu", "tps-id": "3201-07", "proof": "a client's, not daulat's"}
+META = {"owner": "kpu", "tps-id": "3201-07", "bukti": "a client's own"}
 
 
 def _described(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -89,7 +89,7 @@ def test_put_keeps_content_type_and_metadata_on_every_plain_replica(
             )  # fmt: skip
             assert over["ContentType"] == "text/plain"
             assert over["ContentDisposition"] == 'attachment; filename="peta.png"'
-    # The client's "proof" is the client's: daulat's field holds it apart from daulat's own.
+    # The client's metadata is held in daulat's field, apart from daulat's own.
     held = _direct(s3_server).head_object(Bucket="gw-described", Key="arsip/c1/peta.png")
     assert set(held["Metadata"]) == {"daulat_s3"}
     assert (tmp_path / "prim" / "c1" / "peta.png").read_bytes() == b"\x89PNG.."
@@ -179,3 +179,71 @@ def test_an_age_replica_is_given_the_bytes_only(tmp_path: Path) -> None:
         got = s3.get_object(Bucket="pemilu", Key="rekap.pdf")
         assert got["Body"].read() == b"%PDF"
         assert _described(got) == ("application/octet-stream", {})
+
+
+def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The provider of an S3 replica rewrites its copies' descriptions (the bytes intact):
+    daulat's own names are never answered, a description past what a write could give is
+    dropped, and HEAD describes the object from the replica GET serves it from (an age
+    replica before the lying one: nothing), not from the first plain one."""
+    identity = tmp_path / "id.txt"
+    age = fs_store_config(tmp_path / "age", "age")
+    age["encrypt_to"] = [new_identity(identity)]
+    stores = [
+        fs_store_config(tmp_path / "prim", "prim"),
+        age,
+        s3_store_config(s3_server, "vault", "gw-described-lie"),
+    ]
+    config = _config(
+        tmp_path,
+        stores,
+        {
+            "pemilu": 'replicas = ["prim:a", "vault:a"]\nwritable = true',
+            "sealed": 'replicas = ["prim:b", "age:b", "vault:b"]\nwritable = true',
+        },
+        f'identity = "{identity}"',
+    )
+    described = {"ContentType": "text/plain", "Metadata": {"owner": "kpu"}}
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        for key in ("b.txt", "c.txt", "d.txt"):
+            s3.put_object(Bucket="pemilu", Key=key, Body=key.encode(), **described)
+        s3.put_object(Bucket="sealed", Key="e.txt", Body=b"e.txt", **described)
+        # Names that are daulat's own are refused in a write, with or without its prefix.
+        for name in ("proof", "sha256", "daulat_s3"):
+            with pytest.raises(ClientError) as err:
+                s3.put_object(Bucket="pemilu", Key="n.txt", Body=b"n", Metadata={name: "x"})
+            assert (_status(err.value), err.value.response["Error"]["Code"]) == (
+                400,
+                "InvalidArgument",
+            ), name
+    direct = _direct(s3_server)
+    field = "content-type=text%2Fhtml&x-amz-meta-proof=planted&x-amz-meta-sha256=planted"
+    planted: dict[str, dict[str, Any]] = {
+        "a/b.txt": {"Metadata": {"daulat_s3": field + "&x-amz-meta-ok=1"}},
+        "a/c.txt": {"Metadata": {"daulat_s3": "x-amz-meta-a=" + "v" * 7000}},
+        "a/d.txt": {
+            "ContentType": "text/html",
+            "Metadata": {"sha256": "planted", "proof": "planted", "encryption": "age", "ok": "1"},
+        },
+        "b/e.txt": {"Metadata": {"daulat_s3": "content-type=text%2Fhtml&x-amz-meta-owner=m"}},
+    }
+    for key, lie in planted.items():
+        body = key.split("/")[1].encode()
+        direct.put_object(Bucket="gw-described-lie", Key=key, Body=body, **lie)
+    (tmp_path / "prim").rename(tmp_path / "prim.off")
+    expected = {
+        ("pemilu", "b.txt"): ("text/html", {"ok": "1"}),  # the provider's word, within bounds
+        ("pemilu", "c.txt"): ("application/octet-stream", {}),
+        ("pemilu", "d.txt"): ("text/html", {"ok": "1"}),
+        ("sealed", "e.txt"): ("application/octet-stream", {}),
+    }
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        for (bucket, key), want in expected.items():
+            got = s3.get_object(Bucket=bucket, Key=key)
+            assert got["Body"].read() == key.encode()
+            assert _described(got) == want, key
+            assert _described(s3.head_object(Bucket=bucket, Key=key)) == want, key

@@ -113,3 +113,13 @@ def test_a_read_only_bucket_with_overlapping_replicas_is_refused(
         gateway_config(load_config(config))
     assert message in str(err.value) and "no copy apart from the other" in str(err.value)
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_serve_help_says_writable_buckets_take_writes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    assert cli(["serve", "--help"]) == 0
+    shown = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out).split())
+    assert "(read-only)" not in shown, shown
+    assert "Read-only, except buckets with writable = true" in shown, shown

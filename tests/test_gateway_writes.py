@@ -261,8 +261,9 @@ def test_primary_refusing_makes_writes_503(tmp_path: Path, s3_server: S3Server) 
             with pytest.raises(ClientError) as exc:
                 s3.put_object(Bucket="pemilu", Key="x.txt", Body=b"the primary refuses\n")
             assert _status(exc.value) == 503
-        # The replica may hold what it received; nothing vouches for it.
-        assert {s for s, _, _ in _rows(config, "x.txt").values()} == {"failed"}
+        # The write happened nowhere: no row claims it, the replica keeps no copy of it.
+        assert _rows(config, "x.txt") == {}
+        assert not (tmp_path / "rep" / "x.txt").exists()
         assert _writes(config) == []
 
 

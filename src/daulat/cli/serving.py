@@ -46,8 +46,9 @@ def serve(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    r"""Serve the \[gateway] buckets over S3 (read-only), from whichever replica holds a verified
-    copy and answers; every byte served is checked against the copy's chunk hashes."""
+    r"""Serve the \[gateway] buckets over S3 from whichever replica holds a verified copy and
+    answers; every byte served is checked against the copy's chunk hashes. Read-only, except
+    buckets with writable = true (writes go to every replica, acknowledged at a quorum)."""
     from daulat.gateway import gateway_config, loop_factory
     from daulat.gateway import serve as run_gateway
     from daulat.gateway.server import banner, listen_socket
@@ -62,13 +63,14 @@ def serve(
     try:
         _run(run_gateway(cfg, gw, sock=sock, announce=announce), loop_factory())
     except Interrupted as exc:
-        # A server has nothing to resume: say what stopping did instead.
+        # A server resumes no run: say what stopping did, and what the next start takes over.
         name = signal.Signals(exc.signum).name
         err.print(
             styled(
                 ("stopped", "bold"),
                 f" by {name}: daulat serve took no new requests and let those in flight "
-                "finish (at most 5 s); it keeps nothing to resume",
+                "finish (at most 5 s); multipart uploads in progress are kept, and the next "
+                "daulat serve on this state directory takes them over",
             )
         )
         raise ExitCode(128 + exc.signum) from None

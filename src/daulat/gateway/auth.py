@@ -8,7 +8,7 @@ what they are), the query re-encoded per the SigV4 rules, and exactly the header
 says it signed. Only the comparison is ours, in constant time.
 
 Anything wrong (no signature, an unknown key, a date too far from now, an expired URL, a
-signature that does not match) is an :class:`AuthError` carrying the S3 error code; the caller
+signature that does not match, an ``x-amz-meta-*`` header the signature does not cover) is an :class:`AuthError` carrying the S3 error code; the caller
 answers 403 and nothing else.
 
 A request that passes is described by a :class:`Signed`: what its ``x-amz-content-sha256``
@@ -40,6 +40,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = dt.timedelta(minutes=15)
 MAX_EXPIRES = 7 * 24 * 3600
 _AUTH_FIELD = re.compile(r"(\w+)=([^,\s]*)")
+_META = "x-amz-meta-"
 
 
 class AuthError(DaulatError):
@@ -219,6 +220,17 @@ def verify(
         raise AuthError(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided",
+        )
+    # User metadata is kept with the object and answered to every reader: a header anyone on
+    # the way could add after signing (or to a presigned URL they were handed) must not be.
+    # AWS refuses every unsigned x-amz-* header so; clients sign all they send of them.
+    covered = {n.lower() for n in signed}
+    unsigned = sorted(n for n in req.headers if n.startswith(_META) and n not in covered)
+    if unsigned:
+        raise AuthError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed: "
+            + ", ".join(unsigned)[:200],
         )
     return Signed(
         payload=payload,

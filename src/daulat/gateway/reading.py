@@ -117,11 +117,15 @@ def describe(exc: BaseException) -> str:
 async def described(
     version: Version, health: Health, skip: Callable[[Source], bool] = lambda s: False
 ) -> Described:
-    """How the first plain replica that answers describes ``version`` (a HEAD's headers):
-    nothing when none does, or only age replicas hold it (their description is not kept)."""
+    """How ``version`` is described (a HEAD's headers): by the replica a GET would begin
+    from (the first usable one of its sources, each holding it verified, in the same order),
+    so that HEAD and GET answer alike. Nothing when that is an age replica (no description
+    is kept beside ciphertext) or when none answers."""
     for source in version.sources:
-        if source.encrypted or skip(source) or not health.usable(source.replica.name):
+        if skip(source) or not health.usable(source.replica.name):
             continue
+        if source.encrypted:
+            return Described()
         try:
             reader = await health.within(
                 source.replica.name, source.replica.store.get(source.key, start=0, end=0)

@@ -9,11 +9,13 @@ decide: ``daulat sync --delete`` does it, with its limits); so do conditional wr
 (``If-Match``/``If-None-Match``, which this gateway could not keep atomically across
 replicas), object ACLs, tagging and the other sub-resources.
 
-``Content-Type`` and user metadata (``x-amz-meta-*``, at most 2 KiB as S3 allows: more is
-refused with S3's ``MetadataTooLarge``) are kept in daulat's ``s3`` field of every replica
-that holds the object in the clear (:mod:`daulat.stores.described`), and reads answer them;
-an age-encrypted replica is given the bytes only (a description in the clear beside the
-ciphertext would tell its provider what the object is). The other headers describing an
+``Content-Type`` (at most 1,024 bytes: more is 400 ``InvalidArgument``) and user metadata
+(``x-amz-meta-*``, at most 2 KiB as S3 allows: more is refused with S3's
+``MetadataTooLarge``; each one signed, or 403 as AWS answers: :mod:`.auth`) are kept in
+daulat's ``s3`` field of every replica that holds the object in the clear
+(:mod:`daulat.stores.described`), and reads answer them; an age-encrypted replica is given
+the bytes only (a description in the clear beside the ciphertext would tell its provider
+what the object is). The other headers describing an
 object (``Content-Disposition``, ``Cache-Control``, ...) are not kept.
 """
 
@@ -37,7 +39,13 @@ from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import Upload
 from daulat.gateway.writes import KeyTooLong, WriteFailed, Written
 from daulat.stores.chunkhash import ChunkHasher
-from daulat.stores.described import DEFAULT_CONTENT_TYPE, MAX_USER_METADATA, Described
+from daulat.stores.described import (
+    DEFAULT_CONTENT_TYPE,
+    MAX_USER_METADATA,
+    MAX_WRITTEN_CONTENT_TYPE,
+    Described,
+    reserved,
+)
 from daulat.stores.hashing import StreamHasher
 
 log = logging.getLogger("daulat.gateway")
@@ -239,7 +247,25 @@ def described_by(headers: dict[str, list[str]]) -> Described:
         for name, values in headers.items()
         if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
     }
+    taken = sorted(n for n in user if reserved(n))
+    if taken:
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"x-amz-meta-{taken[0]} is a name daulat keeps for its own metadata: choose another",
+        )
     content_type = payload.header(headers, "content-type") or DEFAULT_CONTENT_TYPE
+    length = len(content_type.encode())
+    if length > MAX_WRITTEN_CONTENT_TYPE:
+        # Refused before any store is asked: a filesystem keeps the description in an
+        # extended attribute of a few KB, and a write one replica took and the primary
+        # refused would be a 503 the client retries for ever.
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"the Content-Type is {length:,} bytes long; at most "
+            f"{MAX_WRITTEN_CONTENT_TYPE:,} are kept",
+        )
     desc = Described(content_type, user)
     if desc.user_size() > MAX_USER_METADATA:
         raise S3Failure(

@@ -3,8 +3,11 @@
 The primary must take the write: while it answers it is the authority the read path asks,
 and a write it does not hold would vanish from reads. So a write streams to the primary and
 to every other replica whose circuit is not open, at once (:mod:`.fanout`); if the primary
-fails, the write fails (503) whatever the others did. With the primary cut off the gateway
-is read-only; promote a survivor by reordering ``replicas`` and restarting.
+fails, the write fails (503) whatever the others did, and happened nowhere: the journal rows
+of the key are put back as they were and a replica that took the bytes has them removed
+(the primary holds what it held before, and nothing may claim otherwise). With the primary
+cut off the gateway is read-only; promote a survivor by reordering ``replicas`` and
+restarting.
 
 A store holds the write *verified* when its put completed and reports the very size and
 SHA-256 the gateway computed while streaming the body (each store also proves the bytes to
@@ -245,14 +248,17 @@ class Writer:
             if t not in live
         }
 
+        before: dict[str, ledger.Prior | None] | None = None
+
         async def under_way() -> None:
             # Whatever the replicas held of the key is no longer vouched for: the write may
             # replace it. Only once the body has proved itself (a broken one changes nothing).
+            nonlocal before
             rows = [
                 self._row(bucket, t, Outcome(key, 0, None, State.FAILED, error=ledger.UNDER_WAY))
                 for t in others
             ]
-            await self.ledger.record(rows)
+            before = await self.ledger.replace(rows)
             bucket.journal.refresh()
 
         fan = Fanout(then(body, under_way))
@@ -279,6 +285,8 @@ class Writer:
                 continue
             lagging[t.replica.name] = why
             log.warning("write of %r to %s failed: %s", key, t.replica.name, why)
+        if abandoned:
+            raise await self._refused(bucket, key, writing, results, before or {}, lagging)
         ok = {t.replica.name for t, _ in verified}
         info: ObjectInfo | None = None
         if primary.replica.name in ok:
@@ -351,6 +359,50 @@ class Writer:
         etag = etag_of(sha) if len(holders) > 1 else unverified_etag(info)
         lag = {t.replica.name: lagging[t.replica.name] for t in others if t.replica.name in lagging}
         return Written(key, hasher.size, sha, etag, holders, lag)
+
+    async def _refused(
+        self,
+        bucket: Bucket,
+        key: str,
+        writing: list[Target],
+        results: list[PutResult | BaseException],
+        before: dict[str, ledger.Prior | None],
+        lagging: dict[str, str],
+    ) -> WriteFailed:
+        """The primary's put failed: it holds what it held before, so the write happened
+        nowhere. A replica that took it nonetheless holds an object that is no version of
+        the primary's: it is removed. Every replica's row is put back as it was, except that
+        a replica whose earlier copy the refused write replaced lags behind the primary (its
+        copy is gone)."""
+        primary = writing[0]
+        p = primary.replica.name
+        for t, res in zip(writing[1:], results[1:], strict=True):
+            if isinstance(res, BaseException):
+                continue
+            try:
+                await t.store.delete(t.replica.address.prefix + key)
+            except (StoreError, OSError) as exc:
+                log.warning(
+                    "%s holds %r, a write the primary %s refused, and it cannot be removed "
+                    "there (%s): it is no object of the primary's",
+                    t.replica.name, key, p, describe(exc),
+                )  # fmt: skip
+            if before.get(t.pair) is not None:
+                gone = Outcome(
+                    key,
+                    0,
+                    None,
+                    State.FAILED,
+                    error=f"{ledger.LAGS}its copy was replaced by a write the primary {p} refused",
+                )
+                await self.ledger.record([self._row(bucket, t, gone)])
+                before.pop(t.pair)
+        await self.ledger.restore(key, before)
+        bucket.journal.refresh()
+        return WriteFailed(
+            f"write of {shown(key)} not acknowledged: the primary {p} did not take it "
+            f"({lagging.get(p)}); no replica keeps it"
+        )
 
     def _put_to(
         self, t: Target, key: str, described: Described

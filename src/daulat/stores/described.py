@@ -7,9 +7,9 @@ Two places hold a description:
   S3, ``daulat_s3`` on Azure and GCS, the ``user.daulat.s3`` extended attribute of a file):
   the pairs ``content-type=...&x-amz-meta-NAME=...``, percent-encoded. One field, so that
   names S3 allows and Azure does not (hyphens) fit every store, and kept apart from daulat's
-  own fields (``sha256``, ``proof``, ``encryption``): a client's ``x-amz-meta-proof`` never
-  touches the proof, and those fields are never shown to clients. Written by the gateway's
-  writes and, for the Content-Type, by the copy engine.
+  own fields (``sha256``, ``proof``, ``encryption``): those names, ``s3`` and any
+  ``daulat_*`` are daulat's alone, refused in a write and never answered whatever holds
+  them. Written by the gateway's writes and, for the Content-Type, by the copy engine.
 - **the store's own attributes**, for objects other applications wrote: the Content-Type and
   the metadata that an S3 or Azure reader reports (``attributes`` of the readers over obstore
   and botocore), daulat's ``daulat_*`` names left out.
@@ -17,7 +17,10 @@ Two places hold a description:
 daulat's field wins when both are there (the store's own Content-Type of an object daulat
 wrote is whatever its client defaulted to). The provider is the adversary: a description read
 from a store is cut to what an HTTP header can carry safely (no control characters, names that
-are HTTP tokens), so a planted value can never add headers to a response.
+are HTTP tokens), so a planted value can never add headers to a response, and to what a write
+could have given it (a Content-Type of at most 1,024 bytes, user metadata of at most 2 KiB:
+past that, it is dropped). Within those bounds a description is the provider's word: unlike
+the bytes, nothing (no journal row, no signed manifest) binds it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ FIELD = "s3"
 #: S3's limit on an object's user metadata: names (without ``x-amz-meta-``) and values, in
 #: UTF-8 bytes.
 MAX_USER_METADATA = 2048
+#: The longest Content-Type a gateway write keeps or a read answers, in bytes (S3 sets no
+#: lower bound of its own; past this a value is no media type a client chose but a payload).
+MAX_WRITTEN_CONTENT_TYPE = 1024
 #: A Content-Type longer than this is not carried by a copy (it would take room from the
 #: metadata limits of the destination, where daulat's proof must fit).
 MAX_CONTENT_TYPE = 256
@@ -48,6 +54,12 @@ _STANDARD = {
     "cache-control",
 }
 _META = "x-amz-meta-"
+#: The names of daulat's own fields (the proof, the plaintext's hash, the age mark, this
+#: description's field): never a client's metadata, whoever put them on an object.
+INTERNAL = frozenset({"sha256", "proof", "encryption", FIELD})
+#: A field longer than this is no description daulat wrote (2 KiB of metadata and a 1 KiB
+#: Content-Type, every byte percent-encoded, and the names' prefixes): not even parsed.
+_MAX_FIELD = 64 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]*$")
 
@@ -73,6 +85,8 @@ class Described:
 
 def from_field(value: str) -> Described:
     """The description held in daulat's field (what is not safe as a header is dropped)."""
+    if len(value) > _MAX_FIELD:
+        return Described()
     content_type: str | None = None
     user: dict[str, str] = {}
     for name, text in parse_qsl(value, keep_blank_values=True):
@@ -80,9 +94,9 @@ def from_field(value: str) -> Described:
             continue
         if name == "content-type":
             content_type = text
-        elif name.startswith(_META) and _safe_name(name[len(_META) :]):
+        elif name.startswith(_META) and _allowed(name[len(_META) :]):
             user[name[len(_META) :]] = text
-    return Described(content_type, user)
+    return _within_limits(Described(content_type, user))
 
 
 def of_reader(reader: object) -> Described:
@@ -101,9 +115,9 @@ def of_reader(reader: object) -> Described:
             continue
         if lower == "content-type":
             content_type = value
-        elif lower not in _STANDARD and not lower.startswith("daulat_") and _safe_name(lower):
+        elif lower not in _STANDARD and _allowed(lower):
             user[lower] = value
-    return Described(content_type, user)
+    return _within_limits(Described(content_type, user))
 
 
 def carried(reader: object) -> dict[str, str]:
@@ -113,6 +127,28 @@ def carried(reader: object) -> dict[str, str]:
     if content_type is None or len(content_type) > MAX_CONTENT_TYPE:
         return {}
     return Described(content_type).field()
+
+
+def _within_limits(desc: Described) -> Described:
+    """``desc`` less what no write through the gateway could have given it: a Content-Type
+    past :data:`MAX_WRITTEN_CONTENT_TYPE`, user metadata past S3's 2 KiB (all of it: a
+    part of it would be a description nobody wrote)."""
+    content_type = desc.content_type
+    if content_type is not None and len(content_type.encode()) > MAX_WRITTEN_CONTENT_TYPE:
+        content_type = None
+    user = desc.user if desc.user_size() <= MAX_USER_METADATA else {}
+    return Described(content_type, user)
+
+
+def reserved(name: str) -> bool:
+    """Whether ``name`` (user metadata, lower-case, without ``x-amz-meta-``) is one of
+    daulat's own, with or without the ``daulat_`` prefix stores add: never a client's."""
+    return name in INTERNAL or name.startswith(("daulat_", "daulat-"))
+
+
+def _allowed(name: str) -> bool:
+    """Whether ``name`` may be answered as a client's metadata."""
+    return _safe_name(name) and not reserved(name)
 
 
 def _safe_name(name: str) -> bool:

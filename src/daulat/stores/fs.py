@@ -221,7 +221,9 @@ class FsStore:
             f"store {self._name!r}: directory {self.root} does not exist", store=self._name
         )
 
-    def _dirs(self, segments: Sequence[str], key: str, *, create: bool) -> Fds | None:
+    def _dirs(
+        self, segments: Sequence[str], key: str, *, create: bool, made: list[int] | None = None
+    ) -> Fds | None:
         """Descriptors from the root to the directory of ``key``; None when it does not exist.
 
         Reading (``create`` false), a missing directory, a file or a symlink in the way all mean
@@ -231,7 +233,7 @@ class FsStore:
         if root is None:
             return None
         try:
-            return walk(root, segments, create=create)
+            return walk(root, segments, create=create, made=made)
         except OSError as exc:
             os.close(root)
             if not create and (
@@ -559,7 +561,8 @@ class FsStore:
 
     def _begin(self, segments: Segments, key: str) -> Upload:
         """Make the key's directories and a locked temp file for it."""
-        dirs = self._dirs(segments[:-1], key, create=True)
+        made: list[int] = []
+        dirs = self._dirs(segments[:-1], key, create=True, made=made)
         assert dirs is not None  # created
         self._wrote = True
         try:
@@ -575,7 +578,10 @@ class FsStore:
         except BaseException:
             close_all(dirs)
             raise
-        return Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
+        upload = Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
+        if made:
+            upload.made = (list(segments[:-1]), made[0])
+        return upload
 
     # ------------------------------------------------------------------ delete
 

@@ -42,11 +42,32 @@ class Upload:
         self.tmp_fd, self.tmp_name, self.fd = tmp_fd, tmp_name, fd
         self.committed = False
         self.closed = False
+        #: The key's directories and the index of the first this put made, if it made any:
+        #: removed again (when still empty) if the put does not complete.
+        self.made: tuple[list[str], int] | None = None
+
+    def _set_xattr(self, name: str, value: bytes) -> None:
+        try:
+            os.setxattr(self.fd, name, value)
+        except OSError as exc:
+            # A value past the filesystem's limit (ext4 keeps about 4 KB beside a file and
+            # answers ENOSPC; no filesystem takes 64 KiB: E2BIG) refuses this one object,
+            # and "no space left on device" would send its reader to the wrong problem.
+            if exc.errno not in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
+                raise
+            full = " (or the filesystem is full)" if exc.errno == errno.ENOSPC else ""
+            raise InvalidKey(
+                f"store {self.store!r} cannot keep the description of {self.key!r}: its "
+                f"extended attribute {name} ({len(value):,} bytes) is more than this "
+                f"filesystem keeps beside a file{full}",
+                store=self.store,
+                key=self.key,
+            ) from None
 
     def commit(self, metadata: Mapping[str, str] | None, durable: bool) -> os.stat_result:
         """Set metadata, make the content durable, rename it into place; its stat."""
         for name, value in (metadata or {}).items():
-            os.setxattr(self.fd, XATTR_PREFIX + name, value.encode("utf-8"))
+            self._set_xattr(XATTR_PREFIX + name, value.encode("utf-8"))
         if durable:
             os.fsync(self.fd)
         st = os.fstat(self.fd)
@@ -83,9 +104,23 @@ class Upload:
         if not self.committed:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp_name, dir_fd=self.tmp_fd)
+            self._remove_made()
         os.close(self.fd)  # releases the lock
         os.close(self.tmp_fd)
         close_all(self.dirs)
+
+    def _remove_made(self) -> None:
+        """Remove the directories this put made, deepest first, while they are empty: a put
+        that failed leaves nothing behind, not even ``a/b/`` (rmdir never removes a
+        directory another put has filled meanwhile, nor follows a symlink)."""
+        if self.made is None:
+            return
+        parents, first = self.made
+        for level in range(len(parents) - 1, first - 1, -1):
+            try:
+                os.rmdir(parents[level], dir_fd=self.dirs[level])
+            except OSError:
+                break
 
     def __del__(self) -> None:
         # A put cancelled while its worker thread was opening the upload never saw it.

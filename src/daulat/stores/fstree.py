@@ -93,14 +93,14 @@ def _create_root(root: Path) -> int:
     return fd
 
 
-def _enter(fd: int, name: str, *, create: bool) -> int:
+def _enter(fd: int, name: str, *, create: bool, made: list[str] | None = None) -> int:
     """Open directory ``name`` inside ``fd``, making it first if ``create``.
 
     A symlink raises ``OSError(ELOOP)`` and anything else that is not a directory
     ``NotADirectoryError``.
     """
     try:
-        return _open_dir(fd, name, create=create)
+        return _open_dir(fd, name, create=create, made=made)
     except NotADirectoryError:
         # Linux answers ENOTDIR for a symlink opened with O_DIRECTORY | O_NOFOLLOW: tell the two
         # apart (only on this error path), since a symlink is refused and a file is a conflict.
@@ -113,7 +113,8 @@ def _enter(fd: int, name: str, *, create: bool) -> int:
         raise
 
 
-def _open_dir(fd: int, name: str, *, create: bool) -> int:
+def _open_dir(fd: int, name: str, *, create: bool, made: list[str] | None = None) -> int:
+    """``made``, if given, hears of ``name`` when this call made the directory."""
     for _attempt in range(3):
         try:
             return os.open(name, DIR_FLAGS, dir_fd=fd)
@@ -123,6 +124,8 @@ def _open_dir(fd: int, name: str, *, create: bool) -> int:
         # Made meanwhile by someone else, or a symlink: the open decides.
         with contextlib.suppress(FileExistsError):
             os.mkdir(name, 0o777, dir_fd=fd)
+            if made is not None:
+                made.append(name)
     # Removed again each time between mkdir and open (a concurrent prune): give up.
     return os.open(name, DIR_FLAGS, dir_fd=fd)
 
@@ -134,13 +137,16 @@ def is_entry_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
-def walk(root_fd: int, segments: Sequence[str], *, create: bool) -> list[int]:
+def walk(
+    root_fd: int, segments: Sequence[str], *, create: bool, made: list[int] | None = None
+) -> list[int]:
     """Descriptors of the directories from the root down to ``ROOT/segments...``.
 
     The list starts with ``root_fd`` and holds one descriptor per segment, each opened relative
     to the one before without following symlinks; with ``create`` missing directories are made.
     The caller closes every descriptor (:func:`close_all`), including ``root_fd``. On error the
-    descriptors opened here are closed and ``root_fd`` is left to the caller.
+    descriptors opened here are closed and ``root_fd`` is left to the caller. ``made``, if
+    given, hears of the index of each segment whose directory this walk made.
 
     A segment that is not a single entry name (:func:`is_entry_name`: ``..``, ``.``, empty,
     holding ``/`` or NUL) raises ``OSError(EINVAL)`` before anything is opened: whatever a
@@ -151,12 +157,15 @@ def walk(root_fd: int, segments: Sequence[str], *, create: bool) -> list[int]:
             raise OSError(errno.EINVAL, f"{name!r} is not a name below the root")
     fds = [root_fd]
     try:
-        for name in segments:
+        for index, name in enumerate(segments):
             try:
                 # The common case first: the directory is there. _enter makes and classifies.
                 fds.append(os.open(name, DIR_FLAGS, dir_fd=fds[-1]))
             except OSError:
-                fds.append(_enter(fds[-1], name, create=create))
+                names: list[str] = []
+                fds.append(_enter(fds[-1], name, create=create, made=names))
+                if names and made is not None:
+                    made.append(index)
     except BaseException:
         close_all(fds[1:])
         raise
