@@ -21,7 +21,7 @@ from daulat.crypto import new_identity
 
 pytestmark = pytest.mark.timeout(300)
 
-META = {"owner": "kpu", "tps-id": "3201-07", "bukti": "a client's own"}
+META = {"owner": "kpu", "tps-id": "3201-07", "proof": "a client's, not daulat's"}
 
 
 def _described(answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -211,8 +211,8 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
         for key in ("b.txt", "c.txt", "d.txt"):
             s3.put_object(Bucket="pemilu", Key=key, Body=key.encode(), **described)
         s3.put_object(Bucket="sealed", Key="e.txt", Body=b"e.txt", **described)
-        # Names that are daulat's own are refused in a write, with or without its prefix.
-        for name in ("proof", "sha256", "daulat_s3"):
+        # Names with daulat's prefix are daulat's own: refused in a write.
+        for name in ("daulat_s3", "daulat_proof", "daulat-x"):
             with pytest.raises(ClientError) as err:
                 s3.put_object(Bucket="pemilu", Key="n.txt", Body=b"n", Metadata={name: "x"})
             assert (_status(err.value), err.value.response["Error"]["Code"]) == (
@@ -220,13 +220,13 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
                 "InvalidArgument",
             ), name
     direct = _direct(s3_server)
-    field = "content-type=text%2Fhtml&x-amz-meta-proof=planted&x-amz-meta-sha256=planted"
+    field = "content-type=text%2Fhtml&x-amz-meta-daulat_proof=planted&x-amz-meta-sha256=m"
     planted: dict[str, dict[str, Any]] = {
         "a/b.txt": {"Metadata": {"daulat_s3": field + "&x-amz-meta-ok=1"}},
         "a/c.txt": {"Metadata": {"daulat_s3": "x-amz-meta-a=" + "v" * 7000}},
         "a/d.txt": {
             "ContentType": "text/html",
-            "Metadata": {"sha256": "planted", "proof": "planted", "encryption": "age", "ok": "1"},
+            "Metadata": {"daulat_sha256": "0" * 64, "daulat_proof": "planted", "ok": "1"},
         },
         "b/e.txt": {"Metadata": {"daulat_s3": "content-type=text%2Fhtml&x-amz-meta-owner=m"}},
     }
@@ -235,7 +235,8 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
         direct.put_object(Bucket="gw-described-lie", Key=key, Body=body, **lie)
     (tmp_path / "prim").rename(tmp_path / "prim.off")
     expected = {
-        ("pemilu", "b.txt"): ("text/html", {"ok": "1"}),  # the provider's word, within bounds
+        # The provider's word, within bounds; never daulat's own names.
+        ("pemilu", "b.txt"): ("text/html", {"sha256": "m", "ok": "1"}),
         ("pemilu", "c.txt"): ("application/octet-stream", {}),
         ("pemilu", "d.txt"): ("text/html", {"ok": "1"}),
         ("sealed", "e.txt"): ("application/octet-stream", {}),

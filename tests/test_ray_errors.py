@@ -107,3 +107,42 @@ def test_an_empty_ray_address_is_refused_not_taken_as_a_local_ray(
     assert done.returncode == 2
     assert "--ray-address is empty" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "dst").exists() or not any((tmp_path / "dst").iterdir())
+
+
+def test_a_local_ray_gets_no_more_slots_than_the_machine_has_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --workers 500 on a small machine: Ray would start a worker process per slot.
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        cluster,
+        "require_ray",
+        lambda: SimpleNamespace(init=lambda **kw: seen.update(kw), shutdown=lambda: None),
+    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
+    cluster.connect(None, local_cpus=500)
+    assert seen["address"] == "local" and seen["num_cpus"] == 2
+    cluster.connect(None, local_cpus=1)
+    assert seen["num_cpus"] == 1
+
+
+def test_verify_without_full_says_that_engine_ray_does_not_apply(tmp_path: Path) -> None:
+    for name in ("src", "dst"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a").write_bytes(b"a")
+    (tmp_path / "daulat.toml").write_text(
+        "".join(
+            f'[stores.{n}]\nurl = "file://{tmp_path / n}"\nprovider = "local"\ncountry = "ID"\n'
+            for n in ("src", "dst")
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "daulat", "verify", "src", "dst", "--engine", "ray"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "--engine ray spreads only verify --full" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -151,6 +151,18 @@ def test_with_workers_as_many_warm_ups_as_workers(
     assert len(ray.submitted) == 2 and ray.shutdowns == 1
 
 
+def test_no_more_warm_ups_than_the_cluster_has_cpus(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --workers above the CPUs: the extra warm-ups could only queue, and Ray starts a
+    # process for each task it sees waiting.
+    ray = FakeRay(cpus=3)
+    fake_ray(monkeypatch, ray)
+    runner = RayRunner(config, address="10.0.0.9:6379", workers=500)
+    run_exit(config, tmp_path, runner, src=UnlistableSource("src", tmp_path / "src"))
+    assert len(ray.submitted) == 3 and ray.shutdowns == 1
+
+
 def test_an_interrupt_does_not_wait_for_a_ray_still_starting(
     config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -286,6 +286,15 @@ EngineOpt = Annotated[
         "(ray; needs pip install 'daulat\\[ray]').",
     ),
 ]
+VerifyEngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="Where --full re-reads and hashes content: this process (local), or shards on a "
+        "Ray cluster (ray; needs pip install 'daulat\\[ray]'). Without --full, verify compares "
+        "listings and records in this process.",
+    ),
+]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(

@@ -35,6 +35,7 @@ from daulat.cli._shared import (
     RayAddressOpt,
     ReencryptOpt,
     RequestTimeoutOpt,
+    VerifyEngineOpt,
     WorkersOpt,
     _engine,
     _excluded_line,
@@ -347,7 +348,7 @@ def verify(
     filter_rule: FilterRuleOpt = None,
     filter_from: FilterFromOpt = None,
     quiet: QuietOpt = False,
-    engine: EngineOpt = Engine.local,
+    engine: VerifyEngineOpt = Engine.local,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = None,
 ) -> None:
@@ -364,6 +365,13 @@ def verify(
     # Only --full reads object content, so only it moves to Ray workers (which open the
     # identity file at the same path themselves); listings and records stay here.
     run_on = _engine(engine, ray_address, workers)
+    if engine == Engine.ray and not full:
+        err.print(
+            "note: --engine ray spreads only verify --full (which re-reads content); this "
+            "verify compares listings and records in this process",
+            markup=False,
+            highlight=False,
+        )
     cfg = _load(config)
     with (
         failures_audited(cfg.state_dir, "verify", {"src": src, "dst": dst, "full": full}),

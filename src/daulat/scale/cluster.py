@@ -66,9 +66,12 @@ def connect(address: str | None, *, local_cpus: int | None = None) -> Connection
         "configure_logging": True,
     }
     if target is None:
+        cpus = os.cpu_count() or 1
         kwargs.update(
             address="local",
-            num_cpus=local_cpus or os.cpu_count() or 1,
+            # No more task slots than this machine has CPUs: Ray starts a worker process per
+            # slot it sees work for, and --workers 500 on a laptop would start hundreds.
+            num_cpus=min(local_cpus or cpus, cpus),
             object_store_memory=LOCAL_OBJECT_STORE,
             include_dashboard=False,
         )

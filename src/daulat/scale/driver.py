@@ -93,6 +93,15 @@ class RayRunner:
             conn = await asyncio.to_thread(connect, self.address, local_cpus=self.workers)
         try:
             await self._run(conn, executor, early.warm_ups() if early is not None else [])
+        except asyncio.CancelledError:
+            # Interrupted: what a shard finished since its last report is at the destination
+            # but not in the journal, and is not counted in the summary's figures.
+            executor.summary.notes.append(
+                "objects the Ray workers finished after their last report are not counted "
+                "here: the next run finds them at the destination and adopts them by proof, "
+                "without sending them again"
+            )
+            raise
         finally:
             executor.finish()
             if executor.stop is not None and not executor.summary.stopped:
@@ -106,6 +115,10 @@ class RayRunner:
 
     async def _run(self, conn: Connection, ex: Executor, warm_ups: list[Any]) -> None:
         workers = self.workers or conn.cpus()
+        if conn.started_here:
+            # A local Ray has this machine's CPUs at most (cluster.connect): shards beyond its
+            # slots would only queue. A cluster's own may grow (an autoscaler): not capped.
+            workers = min(workers, conn.cpus())
         self.used_workers = workers
         spec = self._spec(ex)
         task = conn.ray.remote(num_cpus=1, max_retries=0)(run_shard)

@@ -205,6 +205,8 @@ async def _check(
     on_judged: Callable[[Sequence[Judged]], None],
 ) -> tuple[int, int]:
     slots_n = workers or conn.cpus()
+    if conn.started_here:  # as the copy's driver: a local Ray's slots at most
+        slots_n = min(slots_n, conn.cpus())
     timeouts: list[tuple[str, float]] = []
     for name in sorted({job.src_store, job.dst_store}):
         cfg = config.stores.get(name)

@@ -82,7 +82,9 @@ class EarlyStart:
             self._closed.set_result(None)
 
     def _warm(self, conn: Connection) -> None:
-        slots = self._workers or conn.cpus()
+        # One per slot that can run now: warm-ups queued beyond the cluster's CPUs would only
+        # make Ray start processes for a backlog.
+        slots = min(self._workers or conn.cpus(), conn.cpus())
         task = conn.ray.remote(num_cpus=1, max_retries=0)(warm_worker)
         for _ in range(slots):
             self._refs.append(task.remote(self._config_path, self._stores))

@@ -7,9 +7,11 @@ Two places hold a description:
   S3, ``daulat_s3`` on Azure and GCS, the ``user.daulat.s3`` extended attribute of a file):
   the pairs ``content-type=...&x-amz-meta-NAME=...``, percent-encoded. One field, so that
   names S3 allows and Azure does not (hyphens) fit every store, and kept apart from daulat's
-  own fields (``sha256``, ``proof``, ``encryption``): those names, ``s3`` and any
-  ``daulat_*`` are daulat's alone, refused in a write and never answered whatever holds
-  them. Written by the gateway's writes and, for the Content-Type, by the copy engine.
+  own fields (``daulat_sha256``, ``daulat_proof``, ``daulat_encryption`` at a provider): a
+  client's ``x-amz-meta-proof`` never touches the proof. Names with daulat's prefix
+  (``daulat_*``, ``daulat-*``) are daulat's alone, refused in a write and never answered
+  whatever holds them. Written by the gateway's writes and, for the Content-Type, by the copy
+  engine.
 - **the store's own attributes**, for objects other applications wrote: the Content-Type and
   the metadata that an S3 or Azure reader reports (``attributes`` of the readers over obstore
   and botocore), daulat's ``daulat_*`` names left out.
@@ -54,9 +56,6 @@ _STANDARD = {
     "cache-control",
 }
 _META = "x-amz-meta-"
-#: The names of daulat's own fields (the proof, the plaintext's hash, the age mark, this
-#: description's field): never a client's metadata, whoever put them on an object.
-INTERNAL = frozenset({"sha256", "proof", "encryption", FIELD})
 #: A field longer than this is no description daulat wrote (2 KiB of metadata and a 1 KiB
 #: Content-Type, every byte percent-encoded, and the names' prefixes): not even parsed.
 _MAX_FIELD = 64 * 1024
@@ -141,9 +140,10 @@ def _within_limits(desc: Described) -> Described:
 
 
 def reserved(name: str) -> bool:
-    """Whether ``name`` (user metadata, lower-case, without ``x-amz-meta-``) is one of
-    daulat's own, with or without the ``daulat_`` prefix stores add: never a client's."""
-    return name in INTERNAL or name.startswith(("daulat_", "daulat-"))
+    """Whether ``name`` (user metadata, lower-case, without ``x-amz-meta-``) bears the prefix
+    stores give daulat's own fields (``daulat_proof``...): never a client's. A client's
+    ``sha256`` or ``proof`` is its own: daulat's field keeps it apart from daulat's."""
+    return name.startswith(("daulat_", "daulat-"))
 
 
 def _allowed(name: str) -> bool:
