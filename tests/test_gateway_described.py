@@ -208,7 +208,7 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
     described = {"ContentType": "text/plain", "Metadata": {"owner": "kpu"}}
     with gateway(config) as endpoint:
         s3 = client(endpoint)
-        for key in ("b.txt", "c.txt", "d.txt"):
+        for key in ("b.txt", "c.txt", "d.txt", "f.txt"):
             s3.put_object(Bucket="pemilu", Key=key, Body=key.encode(), **described)
         s3.put_object(Bucket="sealed", Key="e.txt", Body=b"e.txt", **described)
         # Names with daulat's prefix are daulat's own: refused in a write.
@@ -233,6 +233,13 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
     for key, lie in planted.items():
         body = key.split("/")[1].encode()
         direct.put_object(Bucket="gw-described-lie", Key=key, Body=body, **lie)
+    # Replaced by bytes of another size: not the object recorded, so not what HEAD describes.
+    direct.put_object(
+        Bucket="gw-described-lie",
+        Key="a/f.txt",
+        Body=b"another size",
+        Metadata={"daulat_s3": "content-type=text%2Fhtml&x-amz-meta-evil=1"},
+    )
     (tmp_path / "prim").rename(tmp_path / "prim.off")
     expected = {
         # The provider's word, within bounds; never daulat's own names.
@@ -248,3 +255,5 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
             assert got["Body"].read() == key.encode()
             assert _described(got) == want, key
             assert _described(s3.head_object(Bucket=bucket, Key=key)) == want, key
+        replaced = s3.head_object(Bucket="pemilu", Key="f.txt")
+        assert _described(replaced) == ("application/octet-stream", {})

@@ -23,6 +23,7 @@ from test_gateway_writes import _config
 from daulat.cli import run as cli
 from daulat.config import load_config
 from daulat.errors import ConfigError
+from daulat.gateway.app import _range as byte_range
 from daulat.gateway.config import gateway_config
 from daulat.gateway.standing import Standing, describe
 
@@ -123,3 +124,20 @@ def test_serve_help_says_writable_buckets_take_writes(
     shown = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out).split())
     assert "(read-only)" not in shown, shown
     assert "Read-only, except buckets with writable = true" in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "want"),
+    [
+        ("bytes=-1", 0, (0, 0, None)),  # an empty object has no last byte: 416, as bytes=0-0
+        ("bytes=-5", 0, (0, 0, None)),
+        ("bytes=0-0", 0, (0, 0, None)),
+        ("bytes=-5", 3, (0, 3, True)),
+        ("bytes=-2", 10, (8, 10, True)),
+        ("bytes=2-", 10, (2, 10, True)),
+    ],
+)
+def test_ranges_never_make_a_malformed_content_range(
+    header: str, size: int, want: tuple[int, int, bool | None]
+) -> None:
+    assert byte_range(header, size) == want

@@ -495,7 +495,7 @@ def _range(value: str | None, size: int) -> tuple[int, int, bool | None]:
     first, last = m.group(1), m.group(2)
     if not first:
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:  # no last byte to give: S3 answers 416 as for bytes=0-0
             return 0, 0, None
         return max(0, size - n), size, True
     start = int(first)

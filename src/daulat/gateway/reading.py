@@ -134,6 +134,10 @@ async def described(
             raise
         except Exception:  # the read that follows, if any, judges the replica
             continue
+        if reader.info.size != version.size:
+            # Not the object recorded (its provider replaced it): a GET would fail over from
+            # it, so its description is not the one served.
+            continue
         return of_reader(reader)
     return Described()
 
