@@ -118,9 +118,8 @@ async def described(
     version: Version, health: Health, skip: Callable[[Source], bool] = lambda s: False
 ) -> Described:
     """How ``version`` is described (a HEAD's headers): by the replica a GET would begin
-    from (the first usable one of its sources, each holding it verified, in the same order),
-    so that HEAD and GET answer alike. Nothing when that is an age replica (no description
-    is kept beside ciphertext) or when none answers."""
+    from (the first usable one of its sources holding it verified, of the recorded size), so
+    that HEAD and GET answer alike; nothing from an age replica (none is kept) or none."""
     for source in version.sources:
         if skip(source) or not health.usable(source.replica.name):
             continue
@@ -134,9 +133,7 @@ async def described(
             raise
         except Exception:  # the read that follows, if any, judges the replica
             continue
-        if reader.info.size != version.size:
-            # Not the object recorded (its provider replaced it): a GET would fail over from
-            # it, so its description is not the one served.
+        if reader.info.size != version.size:  # replaced there: a GET would fail over from it
             continue
         return of_reader(reader)
     return Described()
