@@ -78,19 +78,25 @@ def test_an_address_where_something_else_answers_is_refused_at_once() -> None:
         server.server_close()
 
 
-@pytest.mark.parametrize("address", ["", "  "])
-def test_an_empty_ray_address_is_refused_not_taken_as_a_local_ray(
-    tmp_path: Path, address: str
-) -> None:
-    # "--ray-address $HEAD" with HEAD unset: a cluster's exit must not run on this machine.
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a").write_bytes(b"a")
+def _two_directory_stores(tmp_path: Path, *holding_a: str) -> None:
+    """A daulat.toml of directory stores src and dst; those named hold one object, a."""
+    for name in holding_a:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a").write_bytes(b"a")
     (tmp_path / "daulat.toml").write_text(
         "".join(
             f'[stores.{n}]\nurl = "file://{tmp_path / n}"\nprovider = "local"\ncountry = "ID"\n'
             for n in ("src", "dst")
         )
     )
+
+
+@pytest.mark.parametrize("address", ["", "  "])
+def test_an_empty_ray_address_is_refused_not_taken_as_a_local_ray(
+    tmp_path: Path, address: str
+) -> None:
+    # "--ray-address $HEAD" with HEAD unset: a cluster's exit must not run on this machine.
+    _two_directory_stores(tmp_path, "src")
     done = subprocess.run(
         [
             sys.executable,
@@ -128,15 +134,7 @@ def test_a_local_ray_gets_no_more_slots_than_the_machine_has_cpus(
 
 
 def test_verify_without_full_says_that_engine_ray_does_not_apply(tmp_path: Path) -> None:
-    for name in ("src", "dst"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "a").write_bytes(b"a")
-    (tmp_path / "daulat.toml").write_text(
-        "".join(
-            f'[stores.{n}]\nurl = "file://{tmp_path / n}"\nprovider = "local"\ncountry = "ID"\n'
-            for n in ("src", "dst")
-        )
-    )
+    _two_directory_stores(tmp_path, "src", "dst")
     done = subprocess.run(
         [sys.executable, "-m", "daulat", "verify", "src", "dst", "--engine", "ray"],
         cwd=tmp_path,

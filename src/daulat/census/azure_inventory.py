@@ -33,6 +33,7 @@ from typing import Any
 from daulat.census.reports import InventoryError, ReportFiles, made_when
 from daulat.census.rows import (
     csv_rows,
+    iso_time,
     parquet_rows,
     parse_bool,
     parse_size,
@@ -102,13 +103,7 @@ class AzureInventory:
     def _completed(self, value: object) -> dt.datetime:
         """When the inventory run completed (``inventoryCompletionTime``): the census is as
         of then, as an S3 report's is as of its ``creationTimestamp``."""
-        when = None
-        if isinstance(value, str) and value:
-            try:
-                when = dt.datetime.fromisoformat(value)
-            except ValueError:
-                when = None
-        return made_when(self.name, "inventoryCompletionTime", value, when)
+        return made_when(self.name, "inventoryCompletionTime", value, iso_time(value))
 
     async def check_manifest(self, raw: bytes) -> None:
         """``<rule>-manifest.checksum``, where it is beside the manifest, is its MD5."""

@@ -125,17 +125,20 @@ def parse_time(value: object, name: str, line: int, column: str, unit: str = "li
     """A time as the reports write it: ISO 8601 text (CSV), or a timestamp (Parquet's
     TIMESTAMP_MILLIS, which pyarrow gives as a datetime, naive meaning UTC)."""
     required(value, name, line, column, unit)
-    when: dt.datetime | None = None
-    if isinstance(value, dt.datetime):
-        when = value
-    elif isinstance(value, str) and value:
-        try:
-            when = dt.datetime.fromisoformat(value)
-        except ValueError:
-            when = None
+    when = value if isinstance(value, dt.datetime) else iso_time(value)
     if when is None:
         raise InventoryError(name, f"{column} {value!r} is not a date and time", line, unit=unit)
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+def iso_time(value: object) -> dt.datetime | None:
+    """``value`` read as ISO 8601 text, or None when it is not such text."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def parse_bool(value: object, name: str, line: int, column: str, unit: str = "line") -> bool:
