@@ -126,7 +126,7 @@ def test_a_local_ray_gets_no_more_slots_than_the_machine_has_cpus(
         lambda: SimpleNamespace(init=lambda **kw: seen.update(kw), shutdown=lambda: None),
     )
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(cluster.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     cluster.connect(None, local_cpus=500)
     assert seen["address"] == "local" and seen["num_cpus"] == 2
     cluster.connect(None, local_cpus=1)
