@@ -186,6 +186,60 @@ def list_parts(
     ).encode()
 
 
+@dataclass(frozen=True)
+class InProgress:
+    """A multipart upload in progress, as ListMultipartUploads lists it."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+def list_uploads(
+    *,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_uploads: int,
+    url: bool,
+    key_marker: str,
+    upload_id_marker: str,
+    uploads: Sequence[InProgress],
+    prefixes: Sequence[str],
+    truncated: bool,
+    next_key_marker: str = "",
+    next_upload_id_marker: str = "",
+) -> bytes:
+    """A ListMultipartUploadsResult. With ``url``, keys, prefixes, the delimiter and the key
+    markers are percent-encoded, as S3 does for ``encoding-type=url``."""
+    parts = [
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="{NS}">',
+        f"<Bucket>{escape(bucket)}</Bucket><KeyMarker>{text(key_marker, url)}</KeyMarker>",
+        f"<UploadIdMarker>{escape(upload_id_marker)}</UploadIdMarker>",
+    ]
+    if truncated:
+        parts.append(f"<NextKeyMarker>{text(next_key_marker, url)}</NextKeyMarker>")
+        parts.append(f"<NextUploadIdMarker>{escape(next_upload_id_marker)}</NextUploadIdMarker>")
+    if url:
+        parts.append("<EncodingType>url</EncodingType>")
+    if delimiter:
+        parts.append(f"<Delimiter>{text(delimiter, url)}</Delimiter>")
+    parts.append(f"<Prefix>{text(prefix, url)}</Prefix><MaxUploads>{max_uploads}</MaxUploads>")
+    parts.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
+    owner = "<ID>daulat</ID><DisplayName>daulat</DisplayName>"
+    for u in uploads:
+        parts.append(
+            f"<Upload><Key>{text(u.key, url)}</Key><UploadId>{escape(u.upload_id)}</UploadId>"
+            f"<Initiator>{owner}</Initiator><Owner>{owner}</Owner>"
+            f"<StorageClass>STANDARD</StorageClass><Initiated>{iso(u.initiated)}</Initiated>"
+            "</Upload>"
+        )
+    for p in prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{text(p, url)}</Prefix></CommonPrefixes>")
+    parts.append("</ListMultipartUploadsResult>")
+    return "".join(parts).encode()
+
+
 def completion_parts(body: bytes) -> list[tuple[int, str]]:
     """(part number, ETag without quotes) of a CompleteMultipartUpload body, in its order.
     :class:`S3Failure` 400 MalformedXML for anything else (a DTD is refused outright: no

@@ -209,6 +209,14 @@ class WriteOps:
         self.runtime.spool.abort(upload)
         return Reply(204)
 
+    def in_progress(self, bucket: Bucket) -> list[s3xml.InProgress]:
+        """The multipart uploads in progress of ``bucket`` (ListMultipartUploads)."""
+        return [
+            s3xml.InProgress(u.key, u.id, u.started)
+            for u in list(self.runtime.spool.uploads.values())
+            if u.bucket == bucket.name
+        ]
+
     def list_parts(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
         upload = self.runtime.spool.get(upload_id, bucket.name, key)
         parts = [
