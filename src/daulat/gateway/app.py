@@ -30,7 +30,7 @@ from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import SpoolError
 from daulat.gateway.writeops import Reply, WriteOps, read_only
-from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described
+from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described, header_value
 
 log = logging.getLogger("daulat.gateway")
 
@@ -431,7 +431,8 @@ def _description(desc: Described, params: dict[str, str]) -> list[tuple[str, str
     holds them, and the ``response-*`` overrides of the request (S3 applies them to signed
     requests, and every request here is signed)."""
     out = [("content-type", desc.content_type or DEFAULT_CONTENT_TYPE)]
-    out += [(f"x-amz-meta-{name}", value) for name, value in sorted(desc.user.items())]
+    # Values that are not ASCII as S3 answers them: RFC 2047 encoded words, never raw bytes.
+    out += [(f"x-amz-meta-{name}", header_value(v)) for name, v in sorted(desc.user.items())]
     for param, header in _OVERRIDES.items():
         value = params.get(param)
         if value is None:

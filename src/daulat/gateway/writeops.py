@@ -44,7 +44,9 @@ from daulat.stores.described import (
     MAX_USER_METADATA,
     MAX_WRITTEN_CONTENT_TYPE,
     Described,
+    from_header,
     reserved,
+    safe_text,
 )
 from daulat.stores.hashing import StreamHasher
 
@@ -250,11 +252,20 @@ class WriteOps:
 def described_by(headers: dict[str, list[str]]) -> Described:
     """The Content-Type and ``x-amz-meta-*`` of a PutObject or CreateMultipartUpload;
     400 ``MetadataTooLarge`` past S3's limit."""
+    # RFC 2047 encoded words are the text they encode, as S3 stores them (boto3 refuses
+    # non-ASCII metadata: its users send =?UTF-8?B?...?=); a read answers them encoded again.
     user = {
-        name[len("x-amz-meta-") :]: values[0]
+        name[len("x-amz-meta-") :]: from_header(values[0])
         for name, values in headers.items()
         if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
     }
+    bad = sorted(n for n, v in user.items() if not safe_text(v))
+    if bad:
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"x-amz-meta-{bad[0]} holds control characters, which metadata cannot",
+        )
     taken = sorted(n for n in user if reserved(n))
     if taken:
         raise S3Failure(
