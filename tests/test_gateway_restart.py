@@ -133,3 +133,28 @@ def test_a_restart_removes_what_it_cannot_take_over(tmp_path: Path) -> None:
             second.close()
 
     asyncio.run(scenario())
+
+
+def test_serve_on_a_fresh_project_makes_its_own_files_private_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """The state daulat serve creates (the state directory, the spool, the journal and its
+    WAL, the audit log, an upload's record and part) is private as created: no start, the
+    first or the next, has anything of its own to make private, so none says it did."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    assert not (tmp_path / ".daulat").exists()
+    for _ in range(2):
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"a")
+            up = s3.create_multipart_upload(Bucket="pemilu", Key="m.bin")["UploadId"]
+            s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=b"p")
+    logs = sorted(tmp_path.glob("serve-*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        assert "made private" not in text and "could read" not in text, text
+    state = tmp_path / ".daulat"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert _modes(state) <= {"0o700", "0o600"}, _modes(state)

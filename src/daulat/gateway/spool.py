@@ -100,6 +100,9 @@ class Spool:
         """Make this gateway's directory and adopt the uploads of gateways no longer running
         (of ``buckets`` only, when given: the writable ones); remove what cannot be adopted
         (see the module docstring). Returns the uploads (or stray files) removed."""
+        # The state directory first: made as the parent of the spool, it would take the
+        # umask's mode, and the next process to open it would find it open to others.
+        private_dir(self.root.parent)
         private_dir(self.root)
         mine = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = hold_lock(mine.with_name(mine.name + ".lock"))
