@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import fs_store_config
 from test_gateway import client, gateway
-from test_gateway_clients import _aws_env, _run
+from test_gateway_clients import _aws_env, _rclone_env, _run, _tool
 from test_gateway_writes import _config
 
 from daulat.gateway.s3xml import InProgress
@@ -102,9 +102,16 @@ def test_uploads_in_progress_listed_with_boto3_and_the_aws_cli(tmp_path: Path) -
             with pytest.raises(Exception) as err:
                 s3.list_multipart_uploads(Bucket="pemilu", **bad)
             assert "InvalidArgument" in str(err.value) or "Invalid" in str(err.value)
-        # Callers that clean up or remove do not break on it.
-        _run([sys.executable, "-m", "awscli", "--endpoint-url", endpoint, "s3", "ls",
-              "s3://arsip"], env)  # fmt: skip
+        # rclone's cleaners list, then abort what is old enough: a read-only bucket has
+        # nothing; at the writable one, with max-age=0s, every upload goes.
+        renv = _rclone_env(tmp_path, endpoint)
+        rclone = [_tool("rclone"), "--retries", "1", "--low-level-retries", "1"]
+        for bucket in ("arsip", "pemilu"):
+            _run([*rclone, "cleanup", f"gw:{bucket}"], renv)
+        listed = json.loads(_run([*rclone, "backend", "list-multipart-uploads", "gw:pemilu"], renv))
+        assert sorted(u["UploadId"] for u in listed["pemilu"]) == sorted(ids[:3] + ids[4:])
+        _run([*rclone, "backend", "cleanup", "gw:pemilu", "-o", "max-age=0s"], renv)
+        assert s3.list_multipart_uploads(Bucket="pemilu").get("Uploads", []) == []
 
 
 def test_upload_pages_follow_s3s_markers() -> None:
