@@ -234,8 +234,7 @@ def test_what_a_killed_gateway_left_mid_upload_goes_at_the_next_start(tmp_path: 
         temps = [tmp_path / r / ".daulat-tmp" for r in ("prim", "rep")]
         deadline = time.monotonic() + 30
         while not (
-            all(t.is_dir() and any(t.iterdir()) for t in temps)
-            and any(spool.rglob("*.tmp"))
+            all(t.is_dir() and any(t.iterdir()) for t in temps) and any(spool.rglob("*.tmp"))
         ):
             assert time.monotonic() < deadline, "the uploads never began"
             time.sleep(0.1)
