@@ -57,6 +57,24 @@ BUCKET = '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n'
             KEYS + 'listen = "127.0.0.1:99999"\n' + BUCKET,
             "[gateway]: field 'listen': port 99999 is outside 1-65535",
         ),
+        # Not "<the config's directory> does not exist".
+        (
+            KEYS + 'identity = ""\n' + BUCKET,
+            "[gateway]: field 'identity' is empty: give a file, or leave it out",
+        ),
+        (
+            KEYS + 'identity = "prim"\n' + BUCKET,
+            "[gateway]: field 'identity': {dir}/prim is not a file",
+        ),
+        # Not pydantic's "instance of _Bucket".
+        (
+            KEYS + "[gateway.buckets]\npemilu = 3\n",
+            "[gateway]: field 'buckets.pemilu': should be a table ([gateway.buckets.pemilu])",
+        ),
+        (
+            KEYS + 'region = ""\n' + BUCKET,
+            "[gateway]: field 'region': String should have at least 1 character",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_naming_the_file_once(
@@ -74,4 +92,5 @@ def test_each_mistake_is_one_line_naming_the_file_once(
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
+    line = line.format(dir=tmp_path.resolve())
     assert proc.stderr.splitlines() == [f"error: {config}: {line}"], proc.stderr

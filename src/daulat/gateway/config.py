@@ -86,7 +86,7 @@ class _Gateway(BaseModel):
     identity: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", min_length=1)
     read_buffers: str | int = DEFAULT_READ_BUFFERS
     write_spool: str | int = DEFAULT_WRITE_SPOOL
     # Strict, as writable: a TOML string "yes" is a mistake, never consent to plain HTTP.
@@ -200,7 +200,11 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         if value is None:
             return None
         path = (base / Path(value).expanduser()).resolve()
-        if not path.is_file():
+        if not value.strip():
+            problems.append(f"{where}: field {field!r} is empty: give a file, or leave it out")
+        elif path.exists() and not path.is_file():
+            problems.append(f"{where}: field {field!r}: {path} is not a file")
+        elif not path.is_file():
             problems.append(f"{where}: field {field!r}: {path} does not exist")
         return path
 
@@ -287,6 +291,10 @@ def _invalid(exc: ValidationError, where: str) -> list[str]:
         lines.append(f"{where}: unknown field {loc!r} (did you mean {target!r}?)")
     for e in errors:
         if e["type"] == "extra_forbidden" or (e["type"] == "missing" and _loc(e) in meant):
+            continue
+        if e["type"] in ("model_type", "dict_type"):
+            # pydantic would name its model class ("instance of _Bucket"): say what to write.
+            lines.append(f"{where}: field {_loc(e)!r}: should be a table ([gateway.{_loc(e)}])")
             continue
         lines.append(f"{where}: {_describe(e)}")
     return lines
