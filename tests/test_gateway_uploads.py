@@ -71,9 +71,22 @@ def test_uploads_in_progress_listed_with_boto3_and_the_aws_cli(tmp_path: Path) -
         )
         flat = [p["Prefix"] for pg in pages for p in pg.get("CommonPrefixes", [])]
         assert flat == ["c1/", "c2/"]
-        # ListParts of one of them.
+        # ListParts of one of them, in pages by part-number-marker.
+        for n in (2, 3):
+            s3.upload_part(
+                Bucket="pemilu", Key="c1/a.bin", UploadId=ids[0], PartNumber=n, Body=b"y" * n
+            )
         parts = s3.list_parts(Bucket="pemilu", Key="c1/a.bin", UploadId=ids[0])["Parts"]
-        assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 10)]
+        assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 10), (2, 2), (3, 3)]
+        first = s3.list_parts(Bucket="pemilu", Key="c1/a.bin", UploadId=ids[0], MaxParts=2)
+        assert [p["PartNumber"] for p in first["Parts"]] == [1, 2]
+        assert first["IsTruncated"] and first["NextPartNumberMarker"] == 2
+        rest = s3.list_parts(Bucket="pemilu", Key="c1/a.bin", UploadId=ids[0], PartNumberMarker=2)
+        assert [p["PartNumber"] for p in rest["Parts"]] == [3] and not rest["IsTruncated"]
+        pages = s3.get_paginator("list_parts").paginate(
+            Bucket="pemilu", Key="c1/a.bin", UploadId=ids[0], PaginationConfig={"PageSize": 1}
+        )
+        assert [p["PartNumber"] for pg in pages for p in pg["Parts"]] == [1, 2, 3]
         # The AWS CLI (encoding-type=url: the space, "+" and "%" arrive as they are).
         env = _aws_env(tmp_path)
         aws = [sys.executable, "-m", "awscli", "--endpoint-url", endpoint, "s3api"]
@@ -86,7 +99,7 @@ def test_uploads_in_progress_listed_with_boto3_and_the_aws_cli(tmp_path: Path) -
                 env,
             )
         )  # fmt: skip
-        assert [p["PartNumber"] for p in out["Parts"]] == [1]
+        assert [p["PartNumber"] for p in out["Parts"]] == [1, 2, 3]
         # Aborted and completed uploads leave the list.
         s3.abort_multipart_upload(Bucket="pemilu", Key="top.bin", UploadId=ids[3])
         got = s3.list_multipart_uploads(Bucket="pemilu", Prefix="top")

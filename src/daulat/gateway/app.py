@@ -292,7 +292,7 @@ class Gateway:
             # upload id it does not know.
             if not self.cfg.buckets[bucket.name].writable:
                 raise SpoolError(404, "NoSuchUpload", "The specified upload does not exist.")
-            reply = self.writes.list_parts(bucket, key, params["uploadId"])
+            reply = self.writes.list_parts(bucket, key, params["uploadId"], params)
             await _respond(
                 send, reply.status, [("x-amz-request-id", rid), *reply.headers], reply.body
             )

@@ -170,9 +170,21 @@ def completed(bucket: str, key: str, etag: str, location: str) -> bytes:
 
 
 def list_parts(
-    bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str, int, dt.datetime]]
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: Sequence[tuple[int, str, int, dt.datetime]],
+    *,
+    marker: int = 0,
+    max_parts: int = 1000,
+    truncated: bool = False,
 ) -> bytes:
-    """``parts``: (number, ETag, size, when) in order."""
+    """``parts``: (number, ETag, size, when) in order, those of this page."""
+    following = (
+        f"<NextPartNumberMarker>{parts[-1][0]}</NextPartNumberMarker>"
+        if (truncated and parts)
+        else ""
+    )
     items = "".join(
         f"<Part><PartNumber>{n}</PartNumber><LastModified>{iso(when)}</LastModified>"
         f"<ETag>{escape(etag)}</ETag><Size>{size}</Size></Part>"
@@ -181,8 +193,9 @@ def list_parts(
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="{NS}">'
         f"<Bucket>{escape(bucket)}</Bucket><Key>{text(key)}</Key>"
-        f"<UploadId>{escape(upload_id)}</UploadId><MaxParts>10000</MaxParts>"
-        f"<IsTruncated>false</IsTruncated>{items}</ListPartsResult>"
+        f"<UploadId>{escape(upload_id)}</UploadId><PartNumberMarker>{marker}</PartNumberMarker>"
+        f"{following}<MaxParts>{max_parts}</MaxParts>"
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListPartsResult>"
     ).encode()
 
 

@@ -219,12 +219,35 @@ class WriteOps:
             if u.bucket == bucket.name
         ]
 
-    def list_parts(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
+    def list_parts(
+        self, bucket: Bucket, key: str, upload_id: str, params: dict[str, str] | None = None
+    ) -> Reply:
+        """ListParts: the parts after ``part-number-marker``, at most ``max-parts`` (1,000,
+        as S3) of them."""
+        params = params or {}
         upload = self.runtime.spool.get(upload_id, bucket.name, key)
-        parts = [
-            (n, part.etag, part.size, upload.started) for n, part in sorted(upload.parts.items())
+        marker, max_parts = params.get("part-number-marker", "0"), params.get("max-parts", "1000")
+        if not (
+            marker.isdigit() and marker.isascii() and max_parts.isdigit() and max_parts.isascii()
+        ):
+            raise S3Failure(
+                400, "InvalidArgument", "part-number-marker and max-parts must be integers"
+            )
+        limit = min(1000, int(max_parts))
+        after = [
+            (n, part.etag, part.size, upload.started)
+            for n, part in sorted(upload.parts.items())
+            if n > int(marker)
         ]
-        body = s3xml.list_parts(bucket.name, key, upload.id, parts)
+        body = s3xml.list_parts(
+            bucket.name,
+            key,
+            upload.id,
+            after[:limit],
+            marker=int(marker),
+            max_parts=limit,
+            truncated=len(after) > limit and limit > 0,
+        )
         return Reply(200, [("content-type", "application/xml")], body)
 
     async def _complete(
