@@ -268,3 +268,22 @@ def test_what_a_killed_gateway_left_mid_upload_goes_at_the_next_start(tmp_path: 
         assert s3.get_object(Bucket="pemilu", Key="mp/m.bin")["Body"].read() == b"m"
     # Nothing of the stopped gateways is left in the spool but the running one's (none now).
     assert [p for p in spool.iterdir() if p.is_dir() and any(p.iterdir())] == []
+
+
+def test_a_lock_file_a_killed_gateway_left_alone_goes_at_the_next_start(tmp_path: Path) -> None:
+    """A gateway killed between taking its lock and making its directory leaves the lock
+    file alone; the next start removes it, never the lock of a gateway still running."""
+    from daulat.state import hold_lock, private_dir
+
+    root = private_dir(private_dir(tmp_path / ".daulat") / "gateway-spool")
+    dead = root / "999999-deadbeef.lock"
+    dead.touch(mode=0o600)
+    live = hold_lock(root / "1-cafe.lock")
+    spool = Spool(tmp_path / ".daulat", 1024)
+    try:
+        spool.start()
+        assert not dead.exists()
+        assert (root / "1-cafe.lock").exists()
+    finally:
+        spool.close()
+        os.close(live)

@@ -110,7 +110,10 @@ class Spool:
         removed = []
         cutoff = dt.datetime.now(dt.UTC) - UPLOAD_IDLE
         for entry in sorted(self.root.iterdir()):
-            if entry == mine or entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
+            if entry.suffix == ".lock" and entry != self._lock_path(mine):
+                _drop_orphan_lock(entry)
+                continue
+            if entry == mine or entry.is_symlink() or not entry.is_dir():
                 continue
             lock = entry.with_name(entry.name + ".lock")
             if is_locked(lock):
@@ -136,6 +139,10 @@ class Spool:
             finally:
                 os.close(held)
         return removed
+
+    @staticmethod
+    def _lock_path(directory: Path) -> Path:
+        return directory.with_name(directory.name + ".lock")
 
     def close(self) -> None:
         """Release this gateway's directory: its uploads stay for the next gateway to adopt;
@@ -278,6 +285,24 @@ class Spool:
                     yield piece
                     piece = following
             _check(part, n, check.hexdigest())
+
+
+def _drop_orphan_lock(lock: Path) -> None:
+    """Remove the lock file of a gateway killed before it made its directory (or after it
+    removed it): no live process holds it and no directory goes with it."""
+    directory = lock.with_suffix("")
+    if directory.exists() or lock.is_symlink() or is_locked(lock):
+        return  # a directory to take over first (below), or a live gateway's
+    try:
+        held = hold_lock(lock)  # a gateway starting beside this one skips it meanwhile
+    except StateError:
+        return
+    try:
+        if not directory.exists():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(held)
 
 
 def _write_record(upload: Upload) -> None:
