@@ -9,7 +9,8 @@ outlive a client: a gateway that starts adopts the uploads of every such directo
 no live process holds (one stopped, crashed or killed), and UploadPart, ListParts, Complete and
 Abort go on with their ids. What cannot be adopted is removed at that start: a directory
 without a readable record, a part being written when its gateway died, an upload idle for
-longer than :data:`UPLOAD_IDLE`, an upload of a bucket that is no longer writable. Two
+longer than :data:`UPLOAD_IDLE`, an upload of a bucket that is no longer writable, the lock
+file of a gateway killed before it made its directory. Two
 gateways sharing a state directory never touch each other's uploads.
 
 Upload ids are 32 random bytes (URL-safe base64): unguessable. The bytes all uploads spool
