@@ -266,10 +266,12 @@ class Runtime:
         """Remove what a gateway killed mid-write left in the writable buckets' directory
         stores: temp files no live writer holds, an emptied ``.daulat-tmp/``, and the key
         directories those puts made while they are empty (:mod:`daulat.stores.fstemp`).
-        A store that cannot be tidied now is left for the next start."""
+        A store that cannot be tidied now (down, or slower than 30 s: a hung mount must not
+        hold the start) is left for the next start."""
         stores = {id(r.store): r.store for n in writable for r in self.buckets[n].replicas}
         await asyncio.gather(
-            *(cleanup_temp(store) for store in stores.values()), return_exceptions=True
+            *(asyncio.wait_for(cleanup_temp(store), 30) for store in stores.values()),
+            return_exceptions=True,
         )
 
     def _check_writable(self) -> None:
