@@ -343,3 +343,16 @@ def _raw_head(endpoint: str, s3: Any, bucket: str, key: str) -> bytes:
                 break
             data += chunk
     return data.partition(b"\r\n\r\n")[0]
+
+
+def test_metadata_header_values_never_carry_raw_bytes_or_line_breaks() -> None:
+    from daulat.stores.described import from_header, header_value
+
+    for value in ("plain", "é", "中文 📈", "a\r\nX-Injected: 1", "a\x00b", "tab\there"):
+        sent = header_value(value)
+        assert sent.isascii() and not set(sent) & {"\r", "\n", "\x00"}, sent
+        assert from_header(sent) == value
+    assert header_value("plain") == "plain"
+    # Q encoding, lower-case charset names, and a word that does not decode kept as written.
+    assert from_header("=?utf-8?q?caf=C3=A9_?=") == "café "
+    assert from_header("=?x-unknown?B?w6k=?=") == "=?x-unknown?B?w6k=?="

@@ -178,8 +178,10 @@ def safe_text(value: str) -> bool:
 
 def header_value(value: str) -> str:
     """``value`` as S3 answers it in an ``x-amz-meta-*`` header: as it is when ASCII, else
-    one RFC 2047 encoded word of its UTF-8 (``é`` → ``=?UTF-8?B?w6k=?=``)."""
-    if value.isascii():
+    one RFC 2047 encoded word of its UTF-8 (``é`` → ``=?UTF-8?B?w6k=?=``). A control
+    character, which no value read from a store holds (they are dropped), would be encoded
+    too: whatever reaches here, CR, LF or NUL never reach the response's header block."""
+    if value.isascii() and safe_text(value):
         return value
     return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
 
