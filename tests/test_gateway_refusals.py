@@ -25,8 +25,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
-from botocore.config import Config as BotoConfig
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
