@@ -22,17 +22,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
 from test_gateway import KEY_ID, SECRET, MiB, _audit, _status, client, gateway
-from test_gateway_writes import _config, _direct, _lagging, _rows, _signed_request, _writes
+from test_gateway_writes import (
+    _config,
+    _direct,
+    _lagging,
+    _retrying,
+    _rows,
+    _signed_request,
+    _writes,
+)
 
 from daulat.cli import run as cli
 
@@ -71,17 +77,6 @@ def test_a_content_type_past_the_cap_is_400_and_written_nowhere(
     held = _direct(s3_server).list_objects_v2(Bucket="gw-refusals-ct")
     assert [o["Key"] for o in held.get("Contents", [])] == ["x/ok.bin"]
     assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
-
-
-def _retrying(endpoint: str) -> Any:
-    """A boto3 client that retries as SDKs do by default (a 503 is sent again; a 4xx never)."""
-    return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-        config=BotoConfig(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}
-        ),
-    )  # fmt: skip
 
 
 def _seen(config: Path, key: str) -> int:
