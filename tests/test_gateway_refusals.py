@@ -180,15 +180,16 @@ def test_a_description_too_large_for_a_replica_is_400_before_a_byte_is_sent(
         assert sorted(o["Key"] for o in listed["Contents"]) == ["x/after.bin", "x/v.bin"]
 
 
+@pytest.mark.parametrize("locked", ["d/v.bin", "d"], ids=["file", "directory"])
 def test_a_file_the_primary_may_not_replace_refuses_that_write_alone(
-    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str], locked: str
 ) -> None:
-    """The primary's filesystem refuses to replace one file (EPERM: it is immutable) only once
-    the replicas have been sent every byte of the new version. The replicas are given the
-    body's end only after the primary's put returned, so each keeps its earlier copy, still
-    vouched for and still served with the primary gone; the client gets 403 once (never a
-    503 it would send again); the primary is neither revoked nor down: reads and other
-    writes go on at once."""
+    """The primary's filesystem refuses to replace one file (EPERM: the file, or its
+    directory, is immutable) only once the replicas have been sent every byte of the new
+    version. The replicas are given the body's end only after the primary's put returned,
+    so each abandons its upload and keeps its earlier copy, still vouched for and still
+    served with the primary gone; the client gets 403 once (never a 503 it would send
+    again); the primary is neither revoked nor down: reads and other writes go on at once."""
     stores = [
         fs_store_config(tmp_path / "pa", "pa"),
         fs_store_config(tmp_path / "pc", "pc"),
@@ -197,13 +198,15 @@ def test_a_file_the_primary_may_not_replace_refuses_that_write_alone(
     config = _config(
         tmp_path, stores, {"pemilu": 'replicas = ["pa", "pc", "pb"]\nwritable = true\nquorum = 2'}
     )
-    second = os.urandom(3 * MiB + 5)  # every byte reaches the replicas before the refusal
+    # Every byte reaches the replicas before the refusal: the S3 one has begun a multipart
+    # upload (parts of 8 MiB), the directory one has written its temporary file.
+    second = os.urandom(9 * MiB + 5)
     with gateway(config) as endpoint:
         s3 = client(endpoint)
         s3.put_object(Bucket="pemilu", Key="d/v.bin", Body=b"first")
         before = _rows(config, "d/v.bin")
         assert {s for s, _, _ in before.values()} == {"done"}
-        with _immutable(tmp_path / "pa" / "d" / "v.bin"):
+        with _immutable(tmp_path / "pa" / locked):
             with pytest.raises(ClientError) as exc:
                 _retrying(endpoint).put_object(Bucket="pemilu", Key="d/v.bin", Body=second)
             error = exc.value.response["Error"]
@@ -211,14 +214,17 @@ def test_a_file_the_primary_may_not_replace_refuses_that_write_alone(
             assert "permission denied" in error["Message"], error["Message"]
             assert _seen(config, "d/v.bin") == 1
             # Not revoked, not down: the next write and read go to the primary at once.
-            s3.put_object(Bucket="pemilu", Key="d/other.bin", Body=b"other")
+            s3.put_object(Bucket="pemilu", Key="other.bin", Body=b"other")
             assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
-        assert (tmp_path / "pa" / "d" / "v.bin").read_bytes() == b"first"
-        assert (tmp_path / "pc" / "d" / "v.bin").read_bytes() == b"first"
+        for root in ("pa", "pc"):
+            assert (tmp_path / root / "d" / "v.bin").read_bytes() == b"first"
+            # The abandoned upload left nothing (nor the staging directory).
+            assert sorted(p.name for p in (tmp_path / root).iterdir()) == ["d", "other.bin"]
         direct = _direct(s3_server)
         assert direct.get_object(Bucket="gw-refusals-over", Key="d/v.bin")["Body"].read() == (
             b"first"
         )
+        assert direct.list_multipart_uploads(Bucket="gw-refusals-over").get("Uploads", []) == []
     assert _rows(config, "d/v.bin") == before
     assert _health_changes(config) == []
     assert _lagging(config, capsys) == {"pa": 0, "pc": 0, "pb": 0}
@@ -229,8 +235,8 @@ def test_a_file_the_primary_may_not_replace_refuses_that_write_alone(
     with gateway(config) as endpoint:
         s3 = client(endpoint)
         assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
-        listed = s3.list_objects_v2(Bucket="pemilu", Prefix="d/")
-        assert sorted(o["Key"] for o in listed["Contents"]) == ["d/other.bin", "d/v.bin"]
+        listed = s3.list_objects_v2(Bucket="pemilu")
+        assert sorted(o["Key"] for o in listed["Contents"]) == ["d/v.bin", "other.bin"]
         (tmp_path / "pc").rename(tmp_path / "pc.off")
         assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
 
