@@ -11,8 +11,10 @@ replicas), object ACLs, tagging and the other sub-resources.
 
 ``Content-Type`` (at most 1,024 bytes: more is 400 ``InvalidArgument``) and user metadata
 (``x-amz-meta-*``, at most 2 KiB as S3 allows: more is refused with S3's
-``MetadataTooLarge``; each one signed, or 403 as AWS answers: :mod:`.auth`) are kept in
-daulat's ``s3`` field of every replica that holds the object in the clear
+``MetadataTooLarge``, and so is a description past what one of the bucket's stores keeps
+beside an object, as that store writes it: :meth:`.writes.Writer.too_large`; each one
+signed, or 403 as AWS answers: :mod:`.auth`) are kept in daulat's ``s3`` field of every
+replica that holds the object in the clear
 (:mod:`daulat.stores.described`), and reads answer them; an age-encrypted replica is given
 the bytes only (a description in the clear beside the ciphertext would tell its provider
 what the object is). The other headers describing an

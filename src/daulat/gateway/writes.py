@@ -400,9 +400,11 @@ class Writer:
         object alone (:class:`WriteRefused`)."""
         primary = writing[0]
         p = primary.replica.name
+        kept = "every store holds what it held before"
         for t, res in zip(writing[1:], results[1:], strict=True):
             if isinstance(res, BaseException):
                 continue
+            kept = f"{t.replica.name} completed it all the same: removed there, it lags"
             # A store that completed an object whose body never ended broke the Store
             # contract (the conformance suite holds every kind to it). What it holds is no
             # version of the primary's, and its earlier copy is gone: removed, and it lags.
@@ -427,7 +429,7 @@ class Writer:
         cause = results[0]
         message = (
             f"write of {shown(key)} not acknowledged: the primary {p} did not take it "
-            f"({lagging.get(p)}); every store holds what it held before"
+            f"({lagging.get(p)}); {kept}"
         )
         if own and isinstance(cause, StoreError):
             return WriteRefused(message, cause)
