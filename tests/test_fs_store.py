@@ -720,6 +720,26 @@ _STALLED_WRITER = textwrap.dedent(
 )
 
 
+_READ_ONLY_PUT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from daulat.errors import AccessDenied
+    from daulat.stores.fs import FsStore
+
+    async def main():
+        store = FsStore("ro", sys.argv[1])
+        try:
+            await store.put("k", b"new")
+        except AccessDenied as exc:
+            print("AccessDenied:", exc)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    """
+)
+
+
 def test_cleanup_removes_the_key_directories_a_killed_put_made_and_no_others(
     tmp_path: Path,
 ) -> None:
@@ -752,3 +772,31 @@ def test_cleanup_removes_the_key_directories_a_killed_put_made_and_no_others(
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
         "r", "r/mine.txt", "u",
     ]  # fmt: skip
+
+
+def test_a_read_only_mount_refuses_a_put_as_access_denied(tmp_path: Path) -> None:
+    """EROFS is a refusal that no retry mends (AccessDenied, as a permission is), never a
+    passing fault: the directory is bind-mounted read-only in a mount namespace of its own."""
+    root = tmp_path / "ro"
+    root.mkdir()
+    (root / "k").write_bytes(b"old")
+    script = (
+        f'mount --bind "{root}" "{root}" && mount -o remount,bind,ro "{root}" && '
+        f'"{sys.executable}" -c "$0" "{root}"'
+    )
+    try:
+        out = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, _READ_ONLY_PUT],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("unshare is not installed")
+    if "mount:" in out.stderr or "unshare:" in out.stderr:
+        pytest.skip(f"no read-only bind mount here: {out.stderr.strip()}")
+    assert (
+        out.stdout.strip() == "AccessDenied: store 'ro': put 'k' refused: read-only file system"
+    ), (
+        out.stdout,
+        out.stderr,
+    )
+    assert (root / "k").read_bytes() == b"old"

@@ -11,8 +11,10 @@ replicas), object ACLs, tagging and the other sub-resources.
 
 ``Content-Type`` (at most 1,024 bytes: more is 400 ``InvalidArgument``) and user metadata
 (``x-amz-meta-*``, at most 2 KiB as S3 allows: more is refused with S3's
-``MetadataTooLarge``; each one signed, or 403 as AWS answers: :mod:`.auth`) are kept in
-daulat's ``s3`` field of every replica that holds the object in the clear
+``MetadataTooLarge``, and so is a description past what one of the bucket's stores keeps
+beside an object, as that store writes it: :meth:`.writes.Writer.too_large`; each one
+signed, or 403 as AWS answers: :mod:`.auth`) are kept in daulat's ``s3`` field of every
+replica that holds the object in the clear
 (:mod:`daulat.stores.described`), and reads answer them; an age-encrypted replica is given
 the bytes only (a description in the clear beside the ciphertext would tell its provider
 what the object is). The other headers describing an
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from daulat.errors import DaulatError, InvalidKey
+from daulat.errors import AccessDenied, DaulatError, InvalidKey, MetadataTooLarge
 from daulat.gateway import payload, s3xml
 from daulat.gateway.auth import AuthError, Signed
 from daulat.gateway.bucket import Bucket
@@ -37,7 +39,7 @@ from daulat.gateway.config import BucketConfig
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import Upload
-from daulat.gateway.writes import KeyTooLong, WriteFailed, Written
+from daulat.gateway.writes import KeyTooLong, WriteFailed, WriteRefused, Written
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.described import (
     DEFAULT_CONTENT_TYPE,
@@ -157,6 +159,9 @@ class WriteOps:
             written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum, desc)
         except InvalidKey as exc:
             raise _refused(exc) from None
+        except WriteRefused as exc:
+            log.warning("%s", exc)
+            raise _refused(exc.cause, str(exc)) from None
         except WriteFailed as exc:
             log.warning("%s", exc)
             if exc.unacknowledged is not None:
@@ -176,7 +181,8 @@ class WriteOps:
     # ------------------------------------------------------------------ multipart
 
     def _create(self, bucket: Bucket, key: str, desc: Described) -> Reply:
-        refused = self.runtime.writer.refusal(bucket, key)
+        writer = self.runtime.writer
+        refused = writer.refusal(bucket, key) or writer.too_large(bucket, key, desc)
         if refused is not None:
             raise _refused(refused)
         upload = self.runtime.spool.create(bucket.name, key, desc)
@@ -319,10 +325,16 @@ def described_by(headers: dict[str, list[str]]) -> Described:
     return desc
 
 
-def _refused(exc: InvalidKey) -> S3Failure:
-    """A key no replica's store could ever hold: 400, never a 503 a client would retry."""
+def _refused(exc: DaulatError, message: str | None = None) -> S3Failure:
+    """A write no retry can mend (a key or description a replica's store cannot hold, access
+    to the object refused): a 4xx, never a 503 a client would retry."""
+    text = message or str(exc)
+    if isinstance(exc, AccessDenied):
+        return S3Failure(403, "AccessDenied", text)
+    if isinstance(exc, MetadataTooLarge):
+        return S3Failure(400, "MetadataTooLarge", text)
     code = "KeyTooLongError" if isinstance(exc, KeyTooLong) else "InvalidArgument"
-    return S3Failure(400, code, str(exc))
+    return S3Failure(400, code, text)
 
 
 def _chosen(upload: Upload, listed: list[tuple[int, str]]) -> list[Any]:
