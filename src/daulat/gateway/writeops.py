@@ -46,7 +46,9 @@ from daulat.stores.described import (
     MAX_USER_METADATA,
     MAX_WRITTEN_CONTENT_TYPE,
     Described,
+    from_header,
     reserved,
+    safe_text,
 )
 from daulat.stores.hashing import StreamHasher
 
@@ -215,12 +217,43 @@ class WriteOps:
         self.runtime.spool.abort(upload)
         return Reply(204)
 
-    def list_parts(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
-        upload = self.runtime.spool.get(upload_id, bucket.name, key)
-        parts = [
-            (n, part.etag, part.size, upload.started) for n, part in sorted(upload.parts.items())
+    def in_progress(self, bucket: Bucket) -> list[s3xml.InProgress]:
+        """The multipart uploads in progress of ``bucket`` (ListMultipartUploads)."""
+        return [
+            s3xml.InProgress(u.key, u.id, u.started)
+            for u in list(self.runtime.spool.uploads.values())
+            if u.bucket == bucket.name
         ]
-        body = s3xml.list_parts(bucket.name, key, upload.id, parts)
+
+    def list_parts(
+        self, bucket: Bucket, key: str, upload_id: str, params: dict[str, str] | None = None
+    ) -> Reply:
+        """ListParts: the parts after ``part-number-marker``, at most ``max-parts`` (1,000,
+        as S3) of them."""
+        params = params or {}
+        upload = self.runtime.spool.get(upload_id, bucket.name, key)
+        marker, max_parts = params.get("part-number-marker", "0"), params.get("max-parts", "1000")
+        if not (
+            marker.isdigit() and marker.isascii() and max_parts.isdigit() and max_parts.isascii()
+        ):
+            raise S3Failure(
+                400, "InvalidArgument", "part-number-marker and max-parts must be integers"
+            )
+        limit = min(1000, int(max_parts))
+        after = [
+            (n, part.etag, part.size, upload.started)
+            for n, part in sorted(upload.parts.items())
+            if n > int(marker)
+        ]
+        body = s3xml.list_parts(
+            bucket.name,
+            key,
+            upload.id,
+            after[:limit],
+            marker=int(marker),
+            max_parts=limit,
+            truncated=len(after) > limit and limit > 0,
+        )
         return Reply(200, [("content-type", "application/xml")], body)
 
     async def _complete(
@@ -248,11 +281,20 @@ class WriteOps:
 def described_by(headers: dict[str, list[str]]) -> Described:
     """The Content-Type and ``x-amz-meta-*`` of a PutObject or CreateMultipartUpload;
     400 ``MetadataTooLarge`` past S3's limit."""
+    # RFC 2047 encoded words are the text they encode, as S3 stores them (boto3 refuses
+    # non-ASCII metadata: its users send =?UTF-8?B?...?=); a read answers them encoded again.
     user = {
-        name[len("x-amz-meta-") :]: values[0]
+        name[len("x-amz-meta-") :]: from_header(values[0])
         for name, values in headers.items()
         if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
     }
+    bad = sorted(n for n, v in user.items() if not safe_text(v))
+    if bad:
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"x-amz-meta-{bad[0]} holds control characters, which metadata cannot",
+        )
     taken = sorted(n for n in user if reserved(n))
     if taken:
         raise S3Failure(

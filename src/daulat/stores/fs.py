@@ -587,6 +587,7 @@ class FsStore:
         upload = Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
         if made:
             upload.made = (list(segments[:-1]), made[0])
+            fstemp.record_made(fd, list(segments[:-1]), made[0], dirs)  # for a killed put
         return upload
 
     # ------------------------------------------------------------------ delete
