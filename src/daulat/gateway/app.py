@@ -28,7 +28,7 @@ from daulat.gateway.reading import Unavailable, VerifiedRead, described
 from daulat.gateway.replicas import Version
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
-from daulat.gateway.writeops import Reply, WriteOps, read_only
+from daulat.gateway.writeops import Reply, WriteOps, already_yours, no_such_bucket, read_only
 from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described
 
 log = logging.getLogger("daulat.gateway")
@@ -154,12 +154,16 @@ class Gateway:
         gateway answers. ``secure``: the body came over TLS or from this machine."""
         gw = self.cfg.buckets
         any_writable = any(b.writable for b in gw.values())
-        if not any_writable or path == "/":
-            raise read_only(None, any_writable)
+        if path == "/":
+            raise read_only(None, False)
         params, name, key = _target(path, query)
         bucket = self.runtime.buckets.get(name)
-        if bucket is None or not gw[name].writable:
-            raise read_only(gw.get(name), any_writable)
+        if bucket is None:
+            raise no_such_bucket()  # as a read of it answers, whatever else is writable
+        if method == "PUT" and not key and set(params) <= {"x-id"}:
+            raise already_yours(name)
+        if not gw[name].writable:
+            raise read_only(gw[name], any_writable)
         client = scope.get("client") or ("", 0)
         secure = scope.get("scheme") == "https" or is_loopback(str(client[0]))
         return await self.writes.handle(

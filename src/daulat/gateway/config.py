@@ -196,7 +196,8 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
             return None
         path = (base / Path(value).expanduser()).resolve()
         if not path.is_file():
-            problems.append(f"{where}: field {field!r}: {path} does not exist")
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            problems.append(f"{where}: field {field!r}: {path} {what}")
         return path
 
     cert, key = file(model.tls_cert, "tls_cert"), file(model.tls_key, "tls_key")

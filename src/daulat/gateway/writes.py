@@ -108,6 +108,10 @@ def write_key_problem(key: str) -> str | None:
         return problem
     if any(s.casefold() == ".daulat" for s in key.split("/")):
         return "daulat's own .daulat/ directory is never written as data"
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        # C1 controls (U+0080-U+009F: NEL, CSI) beyond the C0 and DEL the portable rules
+        # refuse; those rules stay as they are, since copies must still take a source's keys.
+        return "a control character"
     if unicodedata.normalize("NFC", key) != key:
         return "not in Unicode NFC (some stores would hold it under another spelling)"
     if any(unicodedata.category(c) in _ODD for c in key):
