@@ -6,13 +6,14 @@ and SeaweedFS, boto3 and rclone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import fs_store_config
-from test_gateway import _status, client, gateway
-from test_gateway_clients import _rclone_env, _run, _tool
+from test_gateway import KEY_ID, SECRET, _status, client, gateway
+from test_gateway_clients import _clean_env, _rclone_env, _run, _s5cmd, _tool
 from test_gateway_writes import _config
 
 pytestmark = pytest.mark.timeout(300)
@@ -77,18 +78,28 @@ def test_a_write_to_a_bucket_the_gateway_lacks_is_404_and_create_bucket_of_its_o
         assert not (tmp_path / "newb").exists()
 
 
-def test_rclone_uploads_with_its_defaults(tmp_path: Path) -> None:
+def test_rclone_and_s5cmd_upload_with_their_defaults(tmp_path: Path) -> None:
     """rclone sends CreateBucket before its first upload (no ``--s3-no-check-bucket``) and
-    goes on when told the bucket is already the caller's."""
+    goes on when told the bucket is already the caller's. s5cmd uploads as it is, a large
+    file as a multipart upload."""
     stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
     config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
     local = tmp_path / "up.txt"
     local.write_bytes(b"uploaded by rclone\n")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * 1024 * 1024))  # three parts of 5 MiB
     with gateway(config) as endpoint:
         env = _rclone_env(tmp_path, endpoint)
         rclone = [_tool("rclone"), "--retries", "1", "--low-level-retries", "1"]
         _run([*rclone, "copyto", str(local), "gw:pemilu/dir/up.txt"], env)
         got = client(endpoint).get_object(Bucket="pemilu", Key="dir/up.txt")
         assert got["Body"].read() == b"uploaded by rclone\n"
+        env = _clean_env(tmp_path)
+        env.update(AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
+        s5 = [_s5cmd(), "--endpoint-url", endpoint, "--retry-count", "1"]
+        _run([*s5, "cp", "--part-size", "5", str(big), "s3://pemilu/big.bin"], env)
+        got = client(endpoint).get_object(Bucket="pemilu", Key="big.bin")
+        assert got["Body"].read() == big.read_bytes()
     for root in ("prim", "rep"):
         assert (tmp_path / root / "dir" / "up.txt").read_bytes() == b"uploaded by rclone\n"
+        assert (tmp_path / root / "big.bin").read_bytes() == big.read_bytes()
