@@ -6,15 +6,25 @@ and SeaweedFS, boto3 and rclone."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import fs_store_config
-from test_gateway import KEY_ID, SECRET, _status, client, gateway
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
+from test_gateway import KEY_ID, SECRET, MiB, _free_port, _status, client, gateway
 from test_gateway_clients import _clean_env, _rclone_env, _run, _s5cmd, _tool
-from test_gateway_writes import _config
+from test_gateway_writes import _config, _direct, _signed_request
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -103,3 +113,102 @@ def test_rclone_and_s5cmd_upload_with_their_defaults(tmp_path: Path) -> None:
     for root in ("prim", "rep"):
         assert (tmp_path / root / "dir" / "up.txt").read_bytes() == b"uploaded by rclone\n"
         assert (tmp_path / root / "big.bin").read_bytes() == big.read_bytes()
+
+
+# ------------------------------------------------------------- a gateway stopped mid-write
+
+
+@contextlib.contextmanager
+def _serving(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``daulat serve`` on ``port``, its output in serve-PORT.log; the caller stops it (it is
+    killed here only if still running)."""
+    env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
+    with open(config.parent / f"serve-{port}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def _start_put(endpoint: str, key: str, size: int, sent: int) -> http.client.HTTPConnection:
+    """A PUT of ``size`` bytes (unsigned body, from this machine) of which only ``sent`` are
+    sent: the rest never comes."""
+    headers = {"content-length": str(size)}
+    headers = _signed_request(endpoint, key, headers, "UNSIGNED-PAYLOAD")
+    host = urllib.parse.urlsplit(endpoint)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    conn.putrequest("PUT", f"/pemilu/{urllib.parse.quote(key)}", skip_accept_encoding=True)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(os.urandom(sent))
+    return conn
+
+
+def _uploads(server: S3Server, bucket: str) -> list[tuple[str, str]]:
+    listed = _direct(server).list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return sorted((u["Key"], u["UploadId"]) for u in listed)
+
+
+def _stop_mid_put(
+    tmp_path: Path, s3_server: S3Server, name: str
+) -> tuple[Path, list[str], str]:
+    """A writable bucket of three SeaweedFS buckets (quorum 2), another client's unfinished
+    upload in each: the config, the buckets, that upload's key."""
+    buckets = [f"gw-stop-{name}-{n}" for n in ("a", "b", "c")]
+    stores = [s3_store_config(s3_server, f"s{n}", b) for n, b in enumerate(buckets)]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["s0", "s1", "s2"]\nwritable = true\nquorum = 2'}
+    )
+    direct = _direct(s3_server)
+    foreign = "theirs/in-progress.bin"
+    for b in buckets:
+        up = direct.create_multipart_upload(Bucket=b, Key=foreign)
+        direct.upload_part(
+            Bucket=b, Key=foreign, UploadId=up["UploadId"], PartNumber=1, Body=b"theirs"
+        )
+    return config, buckets, foreign
+
+
+def _wait_for_uploads(server: S3Server, buckets: list[str], n: int) -> None:
+    deadline = time.monotonic() + 60
+    while any(len(_uploads(server, b)) < n for b in buckets):
+        assert time.monotonic() < deadline, [_uploads(server, b) for b in buckets]
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_gateway_stopped_mid_put_aborts_its_uploads_and_no_one_elses(
+    tmp_path: Path, s3_server: S3Server, sig: signal.Signals
+) -> None:
+    """SIGINT or SIGTERM while a 64 MiB PUT has sent 20 MiB: once the graceful time is past
+    the request is cancelled, and each store's put aborts its multipart upload before the
+    gateway exits, with no traceback in its output. Another client's unfinished upload in
+    the same buckets is left as it was."""
+    config, buckets, foreign = _stop_mid_put(tmp_path, s3_server, sig.name.lower())
+    port = _free_port()
+    with _serving(config, port) as proc:
+        endpoint = f"http://127.0.0.1:{port}"
+        conn = _start_put(endpoint, "big/cut.bin", 64 * MiB, 20 * MiB)
+        _wait_for_uploads(s3_server, buckets, 2)  # the gateway's, beside the foreign one
+        proc.send_signal(sig)
+        code = proc.wait(60)
+        conn.close()
+    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert code == 128 + sig, (code, log)
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    for b in buckets:
+        assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
