@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ from servers import S3Server
 from test_gateway import KEY_ID, SECRET, MiB, _free_port, _status, client, gateway
 from test_gateway_clients import _clean_env, _rclone_env, _run, _s5cmd, _tool
 from test_gateway_writes import _config, _direct, _signed_request
+
+from daulat.cli import run as cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -163,9 +166,7 @@ def _uploads(server: S3Server, bucket: str) -> list[tuple[str, str]]:
     return sorted((u["Key"], u["UploadId"]) for u in listed)
 
 
-def _stop_mid_put(
-    tmp_path: Path, s3_server: S3Server, name: str
-) -> tuple[Path, list[str], str]:
+def _stop_mid_put(tmp_path: Path, s3_server: S3Server, name: str) -> tuple[Path, list[str], str]:
     """A writable bucket of three SeaweedFS buckets (quorum 2), another client's unfinished
     upload in each: the config, the buckets, that upload's key."""
     buckets = [f"gw-stop-{name}-{n}" for n in ("a", "b", "c")]
@@ -212,3 +213,47 @@ def test_a_gateway_stopped_mid_put_aborts_its_uploads_and_no_one_elses(
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log
     for b in buckets:
         assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
+    assert _recorded(config) == []  # each recorded upload forgotten once aborted
+
+
+def _recorded(config: Path) -> list[tuple[str, str]]:
+    """(location, key) of the multipart uploads the journal records as daulat's."""
+    db = sqlite3.connect(config.parent / ".daulat" / "transfers.sqlite")
+    try:
+        return sorted(db.execute("SELECT location, key FROM uploads").fetchall())
+    finally:
+        db.close()
+
+
+def test_uploads_a_killed_gateway_left_are_aborted_by_clean_and_the_next_serve(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """``kill -9`` mid-PUT: nothing aborts the uploads then, but each was recorded before its
+    first part was sent. ``daulat clean STORE`` aborts the one at that store; the next
+    ``daulat serve`` aborts the rest before it serves. Another client's unfinished upload in
+    the same buckets survives both."""
+    config, buckets, foreign = _stop_mid_put(tmp_path, s3_server, "kill")
+    port = _free_port()
+    with _serving(config, port) as proc:
+        conn = _start_put(f"http://127.0.0.1:{port}", "big/killed.bin", 64 * MiB, 20 * MiB)
+        _wait_for_uploads(s3_server, buckets, 2)
+        proc.kill()
+        proc.wait(30)
+        conn.close()
+    for b in buckets:
+        assert [k for k, _ in _uploads(s3_server, b)] == ["big/killed.bin", foreign], b
+    assert [k for _, k in _recorded(config)] == ["big/killed.bin"] * 3
+    assert cli(["clean", "s1", "--config", str(config)]) == 0
+    assert [k for k, _ in _uploads(s3_server, buckets[1])] == [foreign]
+    assert len(_recorded(config)) == 2
+    port = _free_port()
+    with _serving(config, port) as proc:
+        # Done before the gateway serves: once it answers, the uploads are gone.
+        client(f"http://127.0.0.1:{port}").list_objects_v2(Bucket="pemilu")
+        for b in buckets:
+            assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
+        assert _recorded(config) == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert "aborted 1 multipart upload(s) a stopped gateway left" in log, log

@@ -49,6 +49,7 @@ from daulat.gateway.fanout import Fanout
 from daulat.gateway.health import answered, refused_access
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import Replica, etag_of, unverified_etag
+from daulat.stores.abilities import UploadCleanup, upload_cleanup
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
@@ -445,10 +446,52 @@ class Writer:
         # Not beside ciphertext: an age replica's provider would read what the object is.
         metadata = None if t.encrypted else described.field() or None
 
-        async def put(stream: AsyncIterator[bytes]) -> PutResult:
-            return await t.store.put(t.replica.address.prefix + key, stream, metadata=metadata)
+        cleanup = upload_cleanup(t.replica.store) if self.ledger.records_uploads else None
+        if cleanup is None:
 
-        return put
+            async def put(stream: AsyncIterator[bytes]) -> PutResult:
+                return await t.store.put(t.replica.address.prefix + key, stream, metadata=metadata)
+
+            return put
+        where, part_size = cleanup.location, cleanup.part_size
+
+        async def recorded_put(stream: AsyncIterator[bytes]) -> PutResult:
+            # The multipart upload the put begins is recorded before its first part (a
+            # gateway killed mid-write leaves it to the next serve: ledger), and forgotten
+            # once the put has completed or aborted it.
+            begun: list[tuple[str, str]] = []
+
+            def started(stored: str, upload_id: str) -> None:
+                self.ledger.upload_started(where, stored, upload_id, part_size)
+                begun.append((stored, upload_id))
+
+            completed = False
+            try:
+                result = await t.store.put(
+                    t.replica.address.prefix + key, stream, metadata=metadata, on_upload=started
+                )
+                completed = True
+                return result
+            finally:
+                if begun:
+                    await asyncio.shield(self._ended(cleanup, begun, completed))
+
+        return recorded_put
+
+    async def _ended(
+        self, store: UploadCleanup, begun: list[tuple[str, str]], completed: bool
+    ) -> None:
+        """Forget the uploads a put began, once gone: completed, or aborted by the failed put
+        (made sure of here; a failed abort stays recorded for the next serve or ``daulat
+        clean``)."""
+        for stored, upload_id in begun:
+            if not completed:
+                try:
+                    await store.abort_multipart_upload(stored, upload_id)  # gone: a no-op
+                except (StoreError, OSError) as exc:
+                    log.warning("upload of %r left at %s: %s", stored, store.location, exc)
+                    continue
+            await self.ledger.upload_ended(store.location, stored, upload_id)
 
     async def _primary_now(
         self, bucket: Bucket, key: str, size: int, put: PutResult, lagging: dict[str, str]
