@@ -18,12 +18,13 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import KEY_ID, SECRET, MiB, _free_port, _status, client, gateway
+from test_gateway import KEY_ID, SECRET, MiB, _audit, _free_port, _status, client, gateway
 from test_gateway_clients import _clean_env, _rclone_env, _run, _s5cmd, _tool
 from test_gateway_writes import _config, _direct, _signed_request
 
@@ -257,3 +258,37 @@ def test_uploads_a_killed_gateway_left_are_aborted_by_clean_and_the_next_serve(
         assert proc.wait(60) == 143
     log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
     assert "aborted 1 multipart upload(s) a stopped gateway left" in log, log
+
+
+# ------------------------------------------------------------------------ what is recorded
+
+
+def _writes_audited(config: Path) -> list[dict[str, Any]]:
+    return [e["details"] for e in _audit(config) if e["operation"] == "gateway.write"]
+
+
+def test_a_replica_down_at_write_time_is_recorded_with_the_reason_seen_then(
+    tmp_path: Path,
+) -> None:
+    """A replica whose circuit is open when a write comes is skipped; asking whether it is
+    usable starts its probe, which may find it back before the write is recorded. The
+    lagging reason is the one the gateway had when it skipped it, never empty."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true\nquorum = 1'}
+    )
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="both.txt", Body=b"both\n")
+        (tmp_path / "rep").rename(tmp_path / "rep.off")
+        s3.put_object(Bucket="pemilu", Key="gone.txt", Body=b"rep gone\n")
+        (tmp_path / "rep.off").rename(tmp_path / "rep")
+        time.sleep(2.5)  # past the circuit's cool-down: the next request probes it
+        s3.put_object(Bucket="pemilu", Key="probed.txt", Body=b"rep probed\n")
+    entries = {e["key"]: e for e in _writes_audited(config)}
+    first = entries["gone.txt"]["lagging"]["rep"]
+    assert "down at write time ()" not in first and first, first
+    reason = entries["probed.txt"]["lagging"].get("rep")
+    assert reason is not None, entries["probed.txt"]
+    assert reason.startswith("down at write time (") and reason != "down at write time ()"
+    assert reason.removeprefix("down at write time (").rstrip(")"), reason

@@ -265,7 +265,15 @@ class Writer:
         primary, others = all_targets[0], all_targets[1:]
         if not health.usable(primary.replica.name):
             raise _primary_down(bucket)
-        live = [t for t in others if health.usable(t.replica.name)]
+        # Why each replica skipped is down, read now: asking whether it is usable may start
+        # its probe, whose success clears the reason before this write is recorded.
+        down: dict[str, str] = {}
+        live = []
+        for t in others:
+            if health.usable(t.replica.name):
+                live.append(t)
+            else:
+                down[t.replica.name] = health.circuit(t.replica.name).last_error
         # Each store is asked whether it is there (one small listing): a directory store
         # whose root vanished would otherwise be re-created by the put, and a primary holding
         # only this object would then answer "no such key" for every other one.
@@ -274,7 +282,9 @@ class Writer:
             raise _primary_down(bucket)
         live = [t for t, ok in zip(live, there[1:], strict=True) if ok]
         lagging: dict[str, str] = {
-            t.replica.name: f"down at write time ({health.circuit(t.replica.name).last_error})"
+            t.replica.name: "down at write time ("
+            + (down.get(t.replica.name) or health.circuit(t.replica.name).last_error or "down")
+            + ")"
             for t in others
             if t not in live
         }
@@ -323,15 +333,9 @@ class Writer:
         if primary.replica.name in ok:
             put = next(r for t, r in verified if t is primary)
             info = await self._primary_now(bucket, key, hasher.size, put, lagging)
-        if info is None or len(ok) < quorum:
-            p = primary.replica.name
-            holding = ", ".join(t.replica.name for t, _ in verified)
-            why = (
-                f"the primary {p} did not take it ({lagging.get(p)})"
-                if info is None
-                else f"{len(ok)} store(s) hold it verified ({holding}), quorum is {quorum}; "
-                f"the primary {p} now serves the new bytes"
-            )
+        p = primary.replica.name
+        if info is None:
+            why = f"the primary {p} did not take it ({lagging.get(p)})"
             rows = [
                 self._row(
                     bucket,
@@ -349,14 +353,19 @@ class Writer:
             await self.ledger.record(rows)
             bucket.journal.refresh()
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
-            # The primary serves the new bytes all the same: an audit entry must say so.
+            # The primary may hold the new bytes all the same: an audit entry must say so.
             taken = None
-            if primary.replica.name in ok:
+            if p in ok:
                 holders = [t.replica.name for t, _ in verified]
                 taken = Written(
                     key, hasher.size, hasher.hexdigest(), "", holders, dict(lagging), False
                 )
             raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", taken)
+        # The primary holds this write, quorum met or not: each replica holding it verified is
+        # vouched for, so that the answer, the audit entry and the journal name the same
+        # holders (and a read after the primary is lost serves what the primary served).
+        acknowledged = len(ok) >= quorum
+        lags = ledger.LAGS if acknowledged else ledger.NOT_ACKNOWLEDGED
         sha = hasher.hexdigest()
         chunks = hasher.chunks if hasher.size > hasher.chunk_size else None
         rows = []
@@ -368,7 +377,7 @@ class Writer:
                     info.size,
                     info.etag,
                     State.FAILED,
-                    error=f"{ledger.LAGS}{lagging[t.replica.name]}",
+                    error=f"{lags}{lagging[t.replica.name]}",
                 )
             else:
                 outcome = Outcome(
@@ -389,7 +398,15 @@ class Writer:
         holders = [t.replica.name for t, _ in verified]
         etag = etag_of(sha) if len(holders) > 1 else unverified_etag(info)
         lag = {t.replica.name: lagging[t.replica.name] for t in others if t.replica.name in lagging}
-        return Written(key, hasher.size, sha, etag, holders, lag)
+        written = Written(key, hasher.size, sha, etag, holders, lag, acknowledged)
+        if not acknowledged:
+            why = (
+                f"{len(ok)} store(s) hold it verified ({', '.join(holders)}), quorum is "
+                f"{quorum}; the primary {p} now serves the new bytes"
+            )
+            failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
+            raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", written)
+        return written
 
     async def _refused(
         self,
