@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
+from faultproxy import fault_proxy
 from servers import S3Server
 from test_gateway import KEY_ID, SECRET, MiB, _audit, _free_port, _status, client, gateway
 from test_gateway_clients import _clean_env, _rclone_env, _run, _s5cmd, _tool
@@ -292,3 +295,69 @@ def test_a_replica_down_at_write_time_is_recorded_with_the_reason_seen_then(
     assert reason is not None, entries["probed.txt"]
     assert reason.startswith("down at write time (") and reason != "down at write time ()"
     assert reason.removeprefix("down at write time (").rstrip(")"), reason
+
+
+def test_a_get_nothing_can_serve_names_the_primary_and_each_replica(tmp_path: Path) -> None:
+    """Every replica gone: the GET's 503 names each one and why, the primary too (it was not
+    asked by the read: found down while the version was resolved)."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"both hold it\n")
+        for n in ("prim", "rep"):
+            (tmp_path / n).rename(tmp_path / f"{n}.off")
+        with pytest.raises(ClientError) as exc:
+            s3.get_object(Bucket="pemilu", Key="a.txt")
+        assert _status(exc.value) == 503
+        message = exc.value.response["Error"]["Message"]
+        assert "prim: down (" in message and "rep: " in message, message
+
+
+def _standing(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """Store name → its gateway standing per ``daulat stores --json`` (exit 1 when a store
+    does not answer it)."""
+    assert cli(["stores", "--json", "--config", str(config)]) in (0, 1)
+    return {r["name"]: r["gateway"] for r in json.loads(capsys.readouterr().out)}
+
+
+def test_a_replica_killed_mid_get_is_down_in_the_audit_and_in_stores(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The primary's endpoint dies while it serves a GET (after it had been down and was
+    found back): the response continues from the replica, and the primary is down at once
+    (``gateway.down`` beside the failover), so ``daulat stores`` says down, not the earlier
+    "recovered"."""
+    big = os.urandom(12 * MiB)
+    with fault_proxy(s3_server.endpoint) as proxy:
+        prim = s3_store_config(s3_server, "prim", "gw-killed-mid-get")
+        prim["endpoint"] = proxy.endpoint
+        prim["request_timeout"] = 5
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep")]
+        config = _config(
+            tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'}
+        )
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            s3.put_object(Bucket="pemilu", Key="big.bin", Body=big)
+            proxy.mode = "deny"  # refused: revoked, then found back
+            assert s3.get_object(Bucket="pemilu", Key="big.bin")["Body"].read() == big
+            proxy.mode = "pass"
+            deadline = time.monotonic() + 30
+            while _standing(config, capsys)["prim"]["state"] != "recovered":
+                assert time.monotonic() < deadline, _standing(config, capsys)
+                s3.head_object(Bucket="pemilu", Key="big.bin")
+                time.sleep(0.5)
+            proxy.response_rate = 4 * MiB  # three seconds for the whole object
+            body = s3.get_object(Bucket="pemilu", Key="big.bin")["Body"]
+            first = body.read(2 * MiB)
+            threading.Thread(target=proxy.stop, daemon=True).start()  # the endpoint dies
+            assert first + body.read() == big
+            ops = [
+                (e["operation"], e["details"].get("replica"))
+                for e in _audit(config)
+                if e["operation"].startswith("gateway.") and e["operation"] != "gateway.write"
+            ]
+            after = ops[ops.index(("gateway.recovered", "prim")) + 1 :]
+            assert ("gateway.down", "prim") in after and ("gateway.failover", "prim") in after
+            assert _standing(config, capsys)["prim"]["state"] == "down"

@@ -349,7 +349,8 @@ class Gateway:
             await read.open()
         except Unavailable as exc:
             await read.aclose()
-            raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
+            why = str(bucket.unavailable(version, exc))
+            raise S3Failure(503, "ServiceUnavailable", why, [("retry-after", "1")]) from None
         # The headers of the replica the response begins from (a failover later goes on
         # with the same bytes, and the headers are sent by then).
         hdrs += _description(read.described, params)

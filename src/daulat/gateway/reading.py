@@ -54,7 +54,7 @@ from typing import Protocol
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import DaulatError, NotFound
 from daulat.gateway.budget import ByteBudget
-from daulat.gateway.health import Health, refused_access
+from daulat.gateway.health import Health, answered, refused_access
 from daulat.gateway.replicas import Source, Version
 from daulat.stores.described import Described, of_reader
 
@@ -318,7 +318,11 @@ class VerifiedRead:
             index = self.pos // self.version.chunk_size
             self.events.mismatch(self.version, source, index, error)
             return f"{source.replica.name}: its copy is altered ({error})"
-        self.health.failed(source.replica.name, error, revoked=refused_access(exc))
+        # A replica that broke off a response it had begun (killed, its connection reset) is
+        # down at once, not after three such failures: it is skipped until its probe finds
+        # it back, and its standing says so (gateway.down), never an earlier "recovered".
+        gone = not answered(exc) and not isinstance(exc, DecryptError)
+        self.health.failed(source.replica.name, error, revoked=refused_access(exc), gone=gone)
         self.events.failover(self.version, source, self.pos, error)
         return f"{source.replica.name}: {error}"
 
