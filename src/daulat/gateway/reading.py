@@ -309,8 +309,7 @@ class VerifiedRead:
 
     def _failed(self, exc: BaseException) -> str:
         assert self.current is not None
-        source = self.current.source
-        error = describe(exc)
+        source, error = self.current.source, describe(exc)
         if source.encrypted and isinstance(exc, DecryptError) and str(exc) != NO_MATCHING_IDENTITY:
             # Age ciphertext that does not authenticate: the replica holds other bytes than
             # were copied (an altered object, not an outage): that object is not read from it
@@ -318,10 +317,7 @@ class VerifiedRead:
             index = self.pos // self.version.chunk_size
             self.events.mismatch(self.version, source, index, error)
             return f"{source.replica.name}: its copy is altered ({error})"
-        # A replica that broke off a response it had begun (killed, its connection reset) is
-        # down at once, not after three such failures: it is skipped until its probe finds
-        # it back, and its standing says so (gateway.down), never an earlier "recovered".
-        gone = not answered(exc) and not isinstance(exc, DecryptError)
+        gone = not answered(exc) and not isinstance(exc, DecryptError)  # broke off: down now
         self.health.failed(source.replica.name, error, revoked=refused_access(exc), gone=gone)
         self.events.failover(self.version, source, self.pos, error)
         return f"{source.replica.name}: {error}"
