@@ -593,6 +593,9 @@ def test_hostile_keys_served_exactly(tmp_path: Path, moto_server: MotoServer) ->
          'replicas = ["prim"]\n', "not an S3 bucket name"),
         ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "missing.pem"\n'
          '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n', "tls_key must be given together"),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "prim"\n'
+         'tls_key = "prim"\n[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
+         "prim is a directory, not a file"),
     ],
 )
 def test_bad_gateway_config_exits_2(

@@ -29,7 +29,7 @@ from daulat.gateway.replicas import Version
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import SpoolError
-from daulat.gateway.writeops import Reply, WriteOps, read_only
+from daulat.gateway.writeops import Reply, WriteOps, already_yours, no_such_bucket, read_only
 from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described, header_value
 
 log = logging.getLogger("daulat.gateway")
@@ -155,12 +155,16 @@ class Gateway:
         gateway answers. ``secure``: the body came over TLS or from this machine."""
         gw = self.cfg.buckets
         any_writable = any(b.writable for b in gw.values())
-        if not any_writable or path == "/":
-            raise read_only(None, any_writable)
+        if path == "/":
+            raise read_only(None, False)
         params, name, key = _target(path, query)
         bucket = self.runtime.buckets.get(name)
-        if bucket is None or not gw[name].writable:
-            raise read_only(gw.get(name), any_writable)
+        if bucket is None:
+            raise no_such_bucket()  # as a read of it answers, whatever else is writable
+        if method == "PUT" and not key and set(params) <= {"x-id"}:
+            raise already_yours(name)
+        if not gw[name].writable:
+            raise read_only(gw[name], any_writable)
         client = scope.get("client") or ("", 0)
         secure = scope.get("scheme") == "https" or is_loopback(str(client[0]))
         return await self.writes.handle(
@@ -365,7 +369,8 @@ class Gateway:
             await read.open()
         except Unavailable as exc:
             await read.aclose()
-            raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
+            why = str(bucket.unavailable(version, exc))
+            raise S3Failure(503, "ServiceUnavailable", why, [("retry-after", "1")]) from None
         # The headers of the replica the response begins from (a failover later goes on
         # with the same bytes, and the headers are sent by then).
         hdrs += _description(read.described, params)

@@ -292,6 +292,18 @@ class Bucket:
             )
         return out
 
+    def unavailable(self, version: Version, exc: Unavailable) -> Unavailable:
+        """A read no source could serve, its message naming the primary too where the read
+        never asked it (it was down when the version was resolved): the 503 names each
+        replica and why."""
+        p = self.primary
+        if any(s.replica.name == p.name for s in version.sources):
+            return exc
+        last = self.health.circuit(p.name).last_error
+        head = "no replica could serve the object: "
+        rest = str(exc).removeprefix(head)
+        return Unavailable(f"{head}{p.name}: down" + (f" ({last})" if last else "") + f"; {rest}")
+
     async def missing(self, source: Source, version: Version) -> str:
         """``source`` answered that it does not hold the object: say why, for the 503's
         message. A replica that is gone is marked down; one that is there yet lacks an object

@@ -202,6 +202,8 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         path = (base / Path(value).expanduser()).resolve()
         if not value.strip():
             problems.append(f"{where}: field {field!r} is empty: give a file, or leave it out")
+        elif path.is_dir():
+            problems.append(f"{where}: field {field!r}: {path} is a directory, not a file")
         elif path.exists() and not path.is_file():
             problems.append(f"{where}: field {field!r}: {path} is not a file")
         elif not path.is_file():

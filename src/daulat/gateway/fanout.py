@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 #: Pieces queued per store (each up to payload.PIECE: 1 MiB).
 DEPTH = 4
+#: Seconds a cancelled write waits for its puts to abort their uploads.
+ABORT_WAIT = 10.0
 
 
 class Abandoned(DaulatError):
@@ -106,9 +108,13 @@ class Fanout:
         try:
             await self._pump(feeds)
         except asyncio.CancelledError:
-            for feed in feeds:
-                assert feed.task is not None
-                feed.task.cancel()
+            # The request was cancelled (the gateway stopping, its graceful time past). Each
+            # put aborts its upload when cancelled (S3's AbortMultipartUpload, a temp file
+            # removed): wait for that, within a bound, or the uploads stay at the stores.
+            tasks = [feed.task for feed in feeds if feed.task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=ABORT_WAIT)
             raise
         out: list[T | BaseException] = []
         for feed in feeds:

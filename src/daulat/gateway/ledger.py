@@ -21,6 +21,13 @@ is the engine's own id for a copy ``P → R`` (``daulat sync P R``: the same cod
 
 Each pair's rows go in a run of kind ``gateway`` (the journal's pairs are found through its
 runs), ended ``complete`` when the replica holds the write, else ``incomplete``.
+
+The multipart uploads the gateway's puts begin at S3 stores are recorded in the journal's
+uploads table as the copy engine records its own (:mod:`daulat.transfer.uploads`): before
+the first part is sent, under one run of kind ``gateway-uploads`` that the gateway holds
+(locked) for as long as it serves, forgotten when the put ends. A gateway killed mid-write
+(``kill -9``, a power cut) leaves the records and releases the run: the next ``daulat serve``
+aborts exactly those uploads, and so does ``daulat clean STORE``; never another writer's.
 """
 
 from __future__ import annotations
@@ -29,17 +36,24 @@ import asyncio
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from daulat.state import connect_readonly, has_tables
 from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME, Journal, Outcome, State
+
+T = TypeVar("T")
 
 UNDER_WAY = "a gateway write of this key is under way (or was cut short): not verified here"
 #: How the rows of a replica that lags behind the gateway's writes begin (see :func:`lagging`).
 LAGS = "lags: "
 NOT_ACKNOWLEDGED = "gateway write not acknowledged: "
+#: The run under which a gateway's multipart uploads are recorded (see the module docstring).
+UPLOADS_KIND = "gateway-uploads"
+UPLOADS_PAIR = "gateway: its multipart uploads"
 # A journal pair id: "SRC:PREFIX -> DST:PREFIX[ [TAG]]" (see daulat.transfer.model.pair_id).
 _PAIR = re.compile(
     r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
@@ -66,6 +80,52 @@ class Ledger:
         self.state_dir = state_dir
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="daulat-ledger")
         self._journal: Journal | None = None
+        self._uploads_run: int | None = None
+
+    # ------------------------------------------------------------------ multipart uploads
+
+    @property
+    def records_uploads(self) -> bool:
+        return self._uploads_run is not None
+
+    async def hold_uploads(self) -> None:
+        """Begin the run the gateway's uploads are recorded under (held until :meth:`close`)."""
+        await self._run(self._hold_uploads)
+
+    def _hold_uploads(self) -> None:
+        journal = self._open()
+        self._uploads_run = journal.begin_run(UPLOADS_KIND, UPLOADS_PAIR, "gateway", "gateway")
+
+    def upload_started(self, location: str, key: str, upload_id: str, part_size: int) -> None:
+        """``on_upload`` of a put (called in the event loop, before the first part is sent):
+        the record is committed before it returns, so the loop waits for this one commit."""
+        self._pool.submit(self._record_upload, location, key, upload_id, part_size).result()
+
+    def _record_upload(self, location: str, key: str, upload_id: str, part_size: int) -> None:
+        assert self._uploads_run is not None
+        self._open().record_upload(location, key, upload_id, self._uploads_run, part_size)
+
+    async def upload_ended(self, location: str, key: str, upload_id: str) -> None:
+        """The upload was completed or aborted: it no longer exists."""
+        await self._run(lambda: self._open().forget_upload(location, key, upload_id))
+
+    async def left_uploads(self, location: str) -> list[tuple[str, str]]:
+        """(key, upload id) of the uploads gateways recorded at ``location`` under a run no
+        longer going on (killed: a stopped gateway forgets its own)."""
+        return await self._run(lambda: self._left_uploads(location))
+
+    def _left_uploads(self, location: str) -> list[tuple[str, str]]:
+        journal = self._open()
+        out = []
+        for key, upload_id, run, _started, _part in journal.recorded_uploads(location):
+            row = journal.db.execute("SELECT kind FROM runs WHERE id = ?", (run,)).fetchone()
+            if row is None or row[0] != UPLOADS_KIND or journal.run_is_live(run):
+                continue
+            out.append((key, upload_id))
+        return out
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def record(self, rows: list[Row]) -> None:
         """Commit ``rows``, each pair in a run of its own (kind ``gateway``), ended at once."""
@@ -93,6 +153,10 @@ class Ledger:
 
     def _close(self) -> None:
         if self._journal is not None:
+            if self._uploads_run is not None:
+                # Uploads still recorded (an abort that failed) stay for the next serve.
+                self._journal.end_run(self._uploads_run, "complete", "{}")
+                self._uploads_run = None
             self._journal.close()
             self._journal = None
 

@@ -54,7 +54,7 @@ from typing import Protocol
 from daulat.crypto import NO_MATCHING_IDENTITY, DecryptError, Identity, decrypt_stream
 from daulat.errors import DaulatError, NotFound
 from daulat.gateway.budget import ByteBudget
-from daulat.gateway.health import Health, refused_access
+from daulat.gateway.health import Health, answered, refused_access
 from daulat.gateway.replicas import Source, Version
 from daulat.stores.described import Described, of_reader
 
@@ -309,8 +309,7 @@ class VerifiedRead:
 
     def _failed(self, exc: BaseException) -> str:
         assert self.current is not None
-        source = self.current.source
-        error = describe(exc)
+        source, error = self.current.source, describe(exc)
         if source.encrypted and isinstance(exc, DecryptError) and str(exc) != NO_MATCHING_IDENTITY:
             # Age ciphertext that does not authenticate: the replica holds other bytes than
             # were copied (an altered object, not an outage): that object is not read from it
@@ -318,7 +317,8 @@ class VerifiedRead:
             index = self.pos // self.version.chunk_size
             self.events.mismatch(self.version, source, index, error)
             return f"{source.replica.name}: its copy is altered ({error})"
-        self.health.failed(source.replica.name, error, revoked=refused_access(exc))
+        gone = not answered(exc) and not isinstance(exc, DecryptError)  # broke off: down now
+        self.health.failed(source.replica.name, error, revoked=refused_access(exc), gone=gone)
         self.events.failover(self.version, source, self.pos, error)
         return f"{source.replica.name}: {error}"
 

@@ -24,6 +24,7 @@ from daulat.gateway.standing import STOPPED
 from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
+from daulat.stores.abilities import upload_cleanup
 from daulat.stores.cleanup import cleanup_temp
 
 log = logging.getLogger("daulat.gateway")
@@ -177,6 +178,12 @@ class AuditEvents:
         if stores:
             await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
 
+    async def started(self, writable: list[str]) -> None:
+        """A gateway taking writes starts: written before it records anything in the
+        journal (a run there is evidence the audit log existed; a gateway killed during its
+        first write must leave a log ``daulat clean`` accepts)."""
+        await asyncio.to_thread(self._append, "gateway.started", {"writable": writable})
+
     async def drain(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
@@ -261,6 +268,44 @@ class Runtime:
                     "took over %d multipart upload(s) a stopped gateway left in progress",
                     len(self.spool.uploads),
                 )
+            await self.events.started(writable)
+            await self.writer.ledger.hold_uploads()
+            await self._abort_left_uploads()
+
+    async def _abort_left_uploads(self) -> None:
+        """Abort the multipart uploads a killed gateway's puts left at the writable buckets'
+        stores: exactly those it recorded (:mod:`.ledger`), never another writer's."""
+        ledger = self.writer.ledger
+        seen: set[str] = set()
+        for b in self.gw.buckets.values():
+            if not b.writable:
+                continue
+            for r in self.buckets[b.name].replicas:
+                store = upload_cleanup(r.store)
+                if store is None or store.location in seen:
+                    continue
+                seen.add(store.location)
+                aborted = 0
+                for key, upload_id in await ledger.left_uploads(store.location):
+                    try:
+                        await asyncio.wait_for(store.abort_multipart_upload(key, upload_id), 60)
+                    except (TimeoutError, StoreError, OSError) as exc:
+                        log.warning(
+                            "%s: cannot abort the upload of %r a stopped gateway left (%s); "
+                            "the next start or daulat clean tries again",
+                            r.address.store,
+                            key,
+                            describe(exc),
+                        )
+                        continue
+                    await ledger.upload_ended(store.location, key, upload_id)
+                    aborted += 1
+                if aborted:
+                    log.warning(
+                        "%s: aborted %d multipart upload(s) a stopped gateway left",
+                        r.address.store,
+                        aborted,
+                    )
 
     async def _tidy_stores(self, writable: list[str]) -> None:
         """Remove what a gateway killed mid-write left in the writable buckets' directory

@@ -19,6 +19,7 @@ from daulat.config import Config
 from daulat.errors import ConfigError, DaulatError
 from daulat.gateway.app import Gateway
 from daulat.gateway.config import GatewayConfig
+from daulat.gateway.fanout import ABORT_WAIT
 from daulat.gateway.runtime import Runtime
 
 log = logging.getLogger("daulat.gateway")
@@ -126,9 +127,13 @@ def _server_class() -> type:
 
 class _QuietCuts(logging.Filter):
     """uvicorn reports a response the app ended early as an error; for the gateway that is
-    a deliberate cut (a replica's bytes could not be checked), already logged by the app."""
+    a deliberate cut (a replica's bytes could not be checked), already logged by the app.
+    So is a request it cancelled when stopping past its graceful time (a traceback for a
+    shutdown; uvicorn's own line says how many it cancelled)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
         return "returned without completing response" not in record.getMessage()
 
 
@@ -181,6 +186,12 @@ async def serve(
         server.should_exit = True
         with contextlib.suppress(BaseException):
             await task
+        # Past its graceful time uvicorn cancels the requests still running and returns
+        # without waiting for them: a write's puts abort their uploads on cancellation
+        # (fanout.ABORT_WAIT), and must be given that time before the stores close.
+        running = set(server.server_state.tasks)
+        if running:
+            await asyncio.wait(running, timeout=ABORT_WAIT + 1)
         raise
     finally:
         await runtime.close()

@@ -72,9 +72,26 @@ class Reply:
 
 
 def read_only(bucket: BucketConfig | None, any_writable: bool) -> S3Failure:
-    if not any_writable or bucket is None:
+    if not any_writable:
         return S3Failure(405, "MethodNotAllowed", "this gateway is read-only")
+    if bucket is None:
+        return no_such_bucket()
     return S3Failure(405, "MethodNotAllowed", f"bucket {bucket.name!r} is read-only")
+
+
+def no_such_bucket() -> S3Failure:
+    """A bucket the gateway does not have, written to as read (a 405 would say it exists)."""
+    return S3Failure(404, "NoSuchBucket", "The specified bucket does not exist")
+
+
+def already_yours(name: str) -> S3Failure:
+    """CreateBucket of a configured bucket: S3's answer for a bucket one already owns, which
+    clients that create before they upload (rclone) take as success."""
+    return S3Failure(
+        409,
+        "BucketAlreadyOwnedByYou",
+        f"bucket {name!r} exists: the gateway's buckets are configured in daulat.toml",
+    )
 
 
 class WriteOps:

@@ -49,6 +49,7 @@ from daulat.gateway.fanout import Fanout
 from daulat.gateway.health import answered, refused_access
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import Replica, etag_of, unverified_etag
+from daulat.stores.abilities import UploadCleanup, upload_cleanup
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
@@ -108,6 +109,10 @@ def write_key_problem(key: str) -> str | None:
         return problem
     if any(s.casefold() == ".daulat" for s in key.split("/")):
         return "daulat's own .daulat/ directory is never written as data"
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        # C1 controls (U+0080-U+009F: NEL, CSI) beyond the C0 and DEL the portable rules
+        # refuse; those rules stay as they are, since copies must still take a source's keys.
+        return "a control character"
     if unicodedata.normalize("NFC", key) != key:
         return "not in Unicode NFC (some stores would hold it under another spelling)"
     if any(unicodedata.category(c) in _ODD for c in key):
@@ -260,7 +265,15 @@ class Writer:
         primary, others = all_targets[0], all_targets[1:]
         if not health.usable(primary.replica.name):
             raise _primary_down(bucket)
-        live = [t for t in others if health.usable(t.replica.name)]
+        # Why each replica skipped is down, read now: asking whether it is usable may start
+        # its probe, whose success clears the reason before this write is recorded.
+        down: dict[str, str] = {}
+        live = []
+        for t in others:
+            if health.usable(t.replica.name):
+                live.append(t)
+            else:
+                down[t.replica.name] = health.circuit(t.replica.name).last_error
         # Each store is asked whether it is there (one small listing): a directory store
         # whose root vanished would otherwise be re-created by the put, and a primary holding
         # only this object would then answer "no such key" for every other one.
@@ -269,7 +282,9 @@ class Writer:
             raise _primary_down(bucket)
         live = [t for t, ok in zip(live, there[1:], strict=True) if ok]
         lagging: dict[str, str] = {
-            t.replica.name: f"down at write time ({health.circuit(t.replica.name).last_error})"
+            t.replica.name: "down at write time ("
+            + (down.get(t.replica.name) or health.circuit(t.replica.name).last_error or "down")
+            + ")"
             for t in others
             if t not in live
         }
@@ -318,15 +333,9 @@ class Writer:
         if primary.replica.name in ok:
             put = next(r for t, r in verified if t is primary)
             info = await self._primary_now(bucket, key, hasher.size, put, lagging)
-        if info is None or len(ok) < quorum:
-            p = primary.replica.name
-            holding = ", ".join(t.replica.name for t, _ in verified)
-            why = (
-                f"the primary {p} did not take it ({lagging.get(p)})"
-                if info is None
-                else f"{len(ok)} store(s) hold it verified ({holding}), quorum is {quorum}; "
-                f"the primary {p} now serves the new bytes"
-            )
+        p = primary.replica.name
+        if info is None:
+            why = f"the primary {p} did not take it ({lagging.get(p)})"
             rows = [
                 self._row(
                     bucket,
@@ -344,14 +353,19 @@ class Writer:
             await self.ledger.record(rows)
             bucket.journal.refresh()
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
-            # The primary serves the new bytes all the same: an audit entry must say so.
+            # The primary may hold the new bytes all the same: an audit entry must say so.
             taken = None
-            if primary.replica.name in ok:
+            if p in ok:
                 holders = [t.replica.name for t, _ in verified]
                 taken = Written(
                     key, hasher.size, hasher.hexdigest(), "", holders, dict(lagging), False
                 )
             raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", taken)
+        # The primary holds this write, quorum met or not: each replica holding it verified is
+        # vouched for, so that the answer, the audit entry and the journal name the same
+        # holders (and a read after the primary is lost serves what the primary served).
+        acknowledged = len(ok) >= quorum
+        lags = ledger.LAGS if acknowledged else ledger.NOT_ACKNOWLEDGED
         sha = hasher.hexdigest()
         chunks = hasher.chunks if hasher.size > hasher.chunk_size else None
         rows = []
@@ -363,7 +377,7 @@ class Writer:
                     info.size,
                     info.etag,
                     State.FAILED,
-                    error=f"{ledger.LAGS}{lagging[t.replica.name]}",
+                    error=f"{lags}{lagging[t.replica.name]}",
                 )
             else:
                 outcome = Outcome(
@@ -384,7 +398,15 @@ class Writer:
         holders = [t.replica.name for t, _ in verified]
         etag = etag_of(sha) if len(holders) > 1 else unverified_etag(info)
         lag = {t.replica.name: lagging[t.replica.name] for t in others if t.replica.name in lagging}
-        return Written(key, hasher.size, sha, etag, holders, lag)
+        written = Written(key, hasher.size, sha, etag, holders, lag, acknowledged)
+        if not acknowledged:
+            why = (
+                f"{len(ok)} store(s) hold it verified ({', '.join(holders)}), quorum is "
+                f"{quorum}; the primary {p} now serves the new bytes"
+            )
+            failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
+            raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", written)
+        return written
 
     async def _refused(
         self,
@@ -441,10 +463,52 @@ class Writer:
         # Not beside ciphertext: an age replica's provider would read what the object is.
         metadata = None if t.encrypted else described.field() or None
 
-        async def put(stream: AsyncIterator[bytes]) -> PutResult:
-            return await t.store.put(t.replica.address.prefix + key, stream, metadata=metadata)
+        cleanup = upload_cleanup(t.replica.store) if self.ledger.records_uploads else None
+        if cleanup is None:
 
-        return put
+            async def put(stream: AsyncIterator[bytes]) -> PutResult:
+                return await t.store.put(t.replica.address.prefix + key, stream, metadata=metadata)
+
+            return put
+        where, part_size = cleanup.location, cleanup.part_size
+
+        async def recorded_put(stream: AsyncIterator[bytes]) -> PutResult:
+            # The multipart upload the put begins is recorded before its first part (a
+            # gateway killed mid-write leaves it to the next serve: ledger), and forgotten
+            # once the put has completed or aborted it.
+            begun: list[tuple[str, str]] = []
+
+            def started(stored: str, upload_id: str) -> None:
+                self.ledger.upload_started(where, stored, upload_id, part_size)
+                begun.append((stored, upload_id))
+
+            completed = False
+            try:
+                result = await t.store.put(
+                    t.replica.address.prefix + key, stream, metadata=metadata, on_upload=started
+                )
+                completed = True
+                return result
+            finally:
+                if begun:
+                    await asyncio.shield(self._ended(cleanup, begun, completed))
+
+        return recorded_put
+
+    async def _ended(
+        self, store: UploadCleanup, begun: list[tuple[str, str]], completed: bool
+    ) -> None:
+        """Forget the uploads a put began, once gone: completed, or aborted by the failed put
+        (made sure of here; a failed abort stays recorded for the next serve or ``daulat
+        clean``)."""
+        for stored, upload_id in begun:
+            if not completed:
+                try:
+                    await store.abort_multipart_upload(stored, upload_id)  # gone: a no-op
+                except (StoreError, OSError) as exc:
+                    log.warning("upload of %r left at %s: %s", stored, store.location, exc)
+                    continue
+            await self.ledger.upload_ended(store.location, stored, upload_id)
 
     async def _primary_now(
         self, bucket: Bucket, key: str, size: int, put: PutResult, lagging: dict[str, str]
