@@ -389,18 +389,18 @@ class Executor:
         etag = stored.etag
         plain: bytes | None = None
         chunks: tuple[bytes, int] | None = None
-        stream: AsyncIterable[bytes] = self._metered(
-            capped(reader, item.size, store=where, key=src_key), item.key
-        )
-        if expected_stored is not None and not decrypting and stored.size > SMALL_OBJECT:
-            stream = hashed(
-                stream,
-                StreamHasher(),
-                expected=expected_stored,
-                store=self.dst.store.name,
-                key=src_key,
-            )
-        if stored.size <= SMALL_OBJECT:
+        stream: AsyncIterable[bytes] = reader  # wrapped below when it is streamed
+        if stored.size > SMALL_OBJECT:
+            stream = self._metered(capped(reader, item.size, store=where, key=src_key), item.key)
+            if expected_stored is not None and not decrypting:
+                stream = hashed(
+                    stream,
+                    StreamHasher(),
+                    expected=expected_stored,
+                    store=self.dst.store.name,
+                    key=src_key,
+                )
+        else:
             try:
                 data = await reader.read_all()
             except StoredMismatch:
