@@ -250,6 +250,8 @@ class Executor:
         """Count outcomes the journal has committed. Batch-wise: the Ray driver acknowledges
         thousands at a time, so the common case (all done) is two sums, not a loop of
         counters."""
+        if not committed:
+            return  # most calls: the object waits in the batch (nothing to count yet)
         s = self.summary
         if self._in_flight:  # empty on the Ray driver: its workers stream, not it
             for o in committed:
