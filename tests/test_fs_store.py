@@ -44,6 +44,7 @@ from daulat.errors import (
 )
 from daulat.stores import Store, open_store
 from daulat.stores.fs import TMP_DIR, FsStore
+from daulat.stores.fstemp import MADE_XATTR
 from daulat.transfer.engine import Endpoint, Kind, Options, Summary, transfer
 from daulat.transfer.journal import Journal
 from daulat.transfer.retry import RetryPolicy
@@ -702,3 +703,100 @@ def test_failed_puts_leave_no_temp_files(tmp_path: Path) -> None:
     assert temp_files(root) == []
     run(store.close())
     assert not (root / TMP_DIR).exists()
+
+
+_STALLED_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from daulat.stores.fs import FsStore
+
+    async def body():
+        yield b"a" * 65536
+        await asyncio.sleep(600)
+
+    asyncio.run(FsStore("writer", Path(sys.argv[1])).put(sys.argv[2], body()))
+    """
+)
+
+
+_READ_ONLY_PUT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from daulat.errors import AccessDenied
+    from daulat.stores.fs import FsStore
+
+    async def main():
+        store = FsStore("ro", sys.argv[1])
+        try:
+            await store.put("k", b"new")
+        except AccessDenied as exc:
+            print("AccessDenied:", exc)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_cleanup_removes_the_key_directories_a_killed_put_made_and_no_others(
+    tmp_path: Path,
+) -> None:
+    """kill -9 during puts that made their key's directories: the cleanup removes those
+    directories while they are empty, not one the user made (``u/``), nor one filled since."""
+    root = tmp_path / "dst"
+    (root / "u").mkdir(parents=True)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _STALLED_WRITER, str(root), key])
+        for key in ("a/b/c.bin", "u/v/w.bin", "r/s.bin")
+    ]
+    try:
+
+        def recorded() -> bool:  # each temp file made and its directories recorded on it
+            names = temp_files(root)
+            with contextlib.suppress(OSError):
+                return len(names) == 3 and all(
+                    os.getxattr(root / TMP_DIR / n, MADE_XATTR) for n in names
+                )
+            return False
+
+        wait_until(recorded, 30, "the writers' temp files")
+    finally:
+        for w in writers:
+            w.send_signal(signal.SIGKILL)
+            w.wait(10)
+    assert (root / "a" / "b").is_dir() and (root / "u" / "v").is_dir() and (root / "r").is_dir()
+    (root / "r" / "mine.txt").write_bytes(b"someone's since")
+    assert run(FsStore("cleaner", root).cleanup_temp()) == (3, 3 * 65536)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "r", "r/mine.txt", "u",
+    ]  # fmt: skip
+
+
+def test_a_read_only_mount_refuses_a_put_as_access_denied(tmp_path: Path) -> None:
+    """EROFS is a refusal that no retry mends (AccessDenied, as a permission is), never a
+    passing fault: the directory is bind-mounted read-only in a mount namespace of its own."""
+    root = tmp_path / "ro"
+    root.mkdir()
+    (root / "k").write_bytes(b"old")
+    script = (
+        f'mount --bind "{root}" "{root}" && mount -o remount,bind,ro "{root}" && '
+        f'"{sys.executable}" -c "$0" "{root}"'
+    )
+    try:
+        out = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script, _READ_ONLY_PUT],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("unshare is not installed")
+    if "mount:" in out.stderr or "unshare:" in out.stderr:
+        pytest.skip(f"no read-only bind mount here: {out.stderr.strip()}")
+    assert (
+        out.stdout.strip() == "AccessDenied: store 'ro': put 'k' refused: read-only file system"
+    ), (
+        out.stdout,
+        out.stderr,
+    )
+    assert (root / "k").read_bytes() == b"old"

@@ -6,7 +6,10 @@ boto3 as the client."""
 
 from __future__ import annotations
 
+import base64
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +260,99 @@ def test_what_a_lying_replica_plants_is_bounded_and_head_describes_as_get_serves
             assert _described(s3.head_object(Bucket=bucket, Key=key)) == want, key
         replaced = s3.head_object(Bucket="pemilu", Key="f.txt")
         assert _described(replaced) == ("application/octet-stream", {})
+
+
+def _word(text: str, charset: str = "UTF-8") -> str:
+    return f"=?{charset}?B?{base64.b64encode(text.encode(charset)).decode()}?="
+
+
+def test_non_ascii_metadata_is_answered_as_s3_does_rfc_2047_never_raw_bytes(
+    tmp_path: Path,
+) -> None:
+    """boto3 refuses non-ASCII metadata, so its users send RFC 2047 encoded words; S3 keeps
+    the text they encode and answers any value that is not ASCII as an encoded word of its
+    UTF-8. A replica's planted value is answered so too; control characters never are."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    text = "Jakarta é 中文 📈"
+    sent = {
+        "nama": _word(text),
+        "kota": "=?ISO-8859-1?Q?caf=E9_au_lait?=",
+        "two": _word("é") + " " + _word("中"),  # adjacent words: the space between goes
+        "plain": "ascii only",
+        "literal": "=?UTF-8?B?not base64!?=",  # no encoded word: kept as written
+    }
+    answered = {
+        "nama": _word(text),
+        "kota": _word("café au lait"),
+        "two": _word("é中"),
+        "plain": "ascii only",
+        "literal": "=?UTF-8?B?not base64!?=",
+    }
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"a", Metadata=sent)
+        for got in (
+            s3.get_object(Bucket="pemilu", Key="a.txt"),
+            s3.head_object(Bucket="pemilu", Key="a.txt"),
+        ):
+            assert got["Metadata"] == answered
+            assert all(v.isascii() for v in _headers(got).values())
+        # Each replica holds the text itself, as S3 would.
+        for root in ("prim", "rep"):
+            field = os.getxattr(tmp_path / root / "a.txt", "user.daulat.s3").decode()
+            assert ("x-amz-meta-nama=" + urllib.parse.quote_plus(text)) in field, field
+        # A value that decodes to control characters is no metadata: 400, written nowhere.
+        for bad in (_word("a\r\nX-Injected: 1"), _word("a\x00b")):
+            with pytest.raises(ClientError) as err:
+                s3.put_object(Bucket="pemilu", Key="bad.txt", Body=b"b", Metadata={"x": bad})
+            assert _status(err.value) == 400
+        assert not (tmp_path / "prim" / "bad.txt").exists()
+    # What a replica's provider planted: text beyond Latin-1 and Latin-1 alike go encoded;
+    # a value that would end the header is dropped.
+    planted = "&".join(
+        f"x-amz-meta-{n}={urllib.parse.quote(v)}"
+        for n, v in [
+            ("city", "é"), ("han", "中文"), ("crlf", "a\r\nX-Injected: 1"), ("nul", "a\x00"),
+            ("c1", "a\x85b"), ("ok", "1"),
+        ]
+    )  # fmt: skip
+    os.setxattr(tmp_path / "prim" / "a.txt", "user.daulat.s3", planted.encode())
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        got = s3.head_object(Bucket="pemilu", Key="a.txt")
+        assert got["Metadata"] == {"city": _word("é"), "han": _word("中文"), "ok": "1"}
+        raw = _raw_head(endpoint, s3, "pemilu", "a.txt")
+        assert b"x-injected" not in raw.lower() and raw.isascii(), raw
+        assert b"x-amz-meta-city: =?UTF-8?B?w6k=?=" in raw
+
+
+def _raw_head(endpoint: str, s3: Any, bucket: str, key: str) -> bytes:
+    """The response head of a GET as it crossed the wire."""
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), 10) as sock:
+        sock.sendall(
+            f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.partition(b"\r\n\r\n")[0]
+
+
+def test_metadata_header_values_never_carry_raw_bytes_or_line_breaks() -> None:
+    from daulat.stores.described import from_header, header_value
+
+    for value in ("plain", "é", "中文 📈", "a\r\nX-Injected: 1", "a\x00b", "tab\there"):
+        sent = header_value(value)
+        assert sent.isascii() and not set(sent) & {"\r", "\n", "\x00"}, sent
+        assert from_header(sent) == value
+    assert header_value("plain") == "plain"
+    # Q encoding, lower-case charset names, and a word that does not decode kept as written.
+    assert from_header("=?utf-8?q?caf=C3=A9_?=") == "café "
+    assert from_header("=?x-unknown?B?w6k=?=") == "=?x-unknown?B?w6k=?="

@@ -1,17 +1,26 @@
 """Writes ``daulat serve`` must refuse, and what a refused write leaves behind: nothing.
 
-A description too long for any store is 400 before a byte is sent; a write the primary
-itself refuses (its filesystem will not keep the description beside the file) is recorded
-nowhere, held by no replica, and lags nowhere; a description header the client did not sign
-is 403, as AWS answers it. Real parts as in test_gateway.py: the gateway as ``python -m
-daulat serve``, directories and SeaweedFS buckets, boto3 and raw SigV4 requests."""
+A description too long for a replica's store (as that store writes it) is 400 before a byte
+is sent; a write the primary itself refuses at its end (a file its filesystem may not
+replace) is a 403 the client does not send again, leaves every store holding what it held
+and every journal row as it was, lags nowhere, and changes nothing of the primary's health;
+a description header the client did not sign is 403, as AWS answers it. Real parts as in
+test_gateway.py: the gateway as ``python -m daulat serve``, directories and SeaweedFS
+buckets, boto3 and raw SigV4 requests."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import json
+import os
+import shutil
+import subprocess
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.auth import S3SigV4Auth
@@ -20,8 +29,16 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import KEY_ID, SECRET, _status, client, gateway
-from test_gateway_writes import _config, _direct, _lagging, _rows, _signed_request, _writes
+from test_gateway import KEY_ID, SECRET, MiB, _audit, _status, client, gateway
+from test_gateway_writes import (
+    _config,
+    _direct,
+    _lagging,
+    _retrying,
+    _rows,
+    _signed_request,
+    _writes,
+)
 
 from daulat.cli import run as cli
 
@@ -62,60 +79,117 @@ def test_a_content_type_past_the_cap_is_400_and_written_nowhere(
     assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
 
 
-def test_a_write_the_primary_refuses_is_held_and_recorded_nowhere(
+def _seen(config: Path, key: str) -> int:
+    """How many writes of ``key`` the gateways of this test logged as not acknowledged: one
+    per request they received for it."""
+    return sum(
+        log.read_text().count(f"write of {key!r} not acknowledged")
+        for log in config.parent.glob("serve-*.log")
+    )
+
+
+def _health_changes(config: Path) -> list[dict[str, Any]]:
+    return [
+        e for e in _audit(config)
+        if e["operation"] in ("gateway.revoked", "gateway.down", "gateway.recovered")
+    ]  # fmt: skip
+
+
+def _copied(config: Path, src: str, dst: str, capsys: pytest.CaptureFixture[str]) -> int:
+    """What ``daulat sync SRC DST`` copies (0: it has nothing to do)."""
+    capsys.readouterr()
+    assert cli(["sync", src, dst, "--json", "--config", str(config)]) == 0
+    return int(json.loads(capsys.readouterr().out)["copied_objects"])
+
+
+@contextlib.contextmanager
+def _immutable(path: Path) -> Iterator[None]:
+    """``path`` made immutable (``chattr +i``: nothing may replace, rename or remove it, root
+    included; the tests run as root, which file modes do not stop)."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"this filesystem keeps no immutable flag: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_description_too_large_for_a_replica_is_400_before_a_byte_is_sent(
     tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The primary's filesystem refuses the description (as an extended attribute it is more
-    than ext4 keeps beside a file) after the S3 replica took the object: the replica's copy
-    is removed, no journal row claims the object anywhere, and nothing lags."""
+    """2,001 bytes of metadata are within S3's 2 KiB, but daulat's field holds them
+    percent-encoded (~6 KB): more than ext4 keeps beside a file, more than S3 keeps. Refused
+    up front, once (400, which no SDK retries), for PutObject and multipart uploads alike; an
+    earlier version stays everywhere, vouched for, and nothing lags."""
     stores = [
         fs_store_config(tmp_path / "pa", "pa"),
+        fs_store_config(tmp_path / "pc", "pc"),
         s3_store_config(s3_server, "pb", "gw-refusals-prim"),
     ]
     config = _config(
-        tmp_path, stores, {"pemilu": 'replicas = ["pa", "pb"]\nwritable = true\nquorum = 2'}
+        tmp_path, stores, {"pemilu": 'replicas = ["pa", "pc", "pb"]\nwritable = true\nquorum = 2'}
     )
-    # 2,001 bytes of metadata, within S3's 2 KiB; percent-encoded in daulat's field: ~6 KB.
     meta = {"m": "%" * 2000}
     with gateway(config) as endpoint:
         s3 = client(endpoint)
-        s3.put_object(Bucket="pemilu", Key="x/kept.bin", Body=b"kept")
+        s3.put_object(Bucket="pemilu", Key="x/v.bin", Body=b"first")
+        before = _rows(config, "x/v.bin")
+        for key in ("x/v.bin", "x/new.bin", "tr2/deep/r.bin"):
+            with pytest.raises(ClientError) as exc:
+                _retrying(endpoint).put_object(
+                    Bucket="pemilu", Key=key, Body=b"second", Metadata=meta
+                )
+            error = exc.value.response["Error"]
+            assert (_status(exc.value), error["Code"]) == (400, "MetadataTooLarge"), key
+            assert "pa keeps at most 3,900" in error["Message"], error["Message"]
+            with pytest.raises(ClientError) as exc:
+                s3.create_multipart_upload(Bucket="pemilu", Key=key, Metadata=meta)
+            assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (
+                400, "MetadataTooLarge"
+            )  # fmt: skip
+        # Within ext4's bound, past S3's once daulat's field is counted: the S3 replica
+        # would refuse it (AWS does), so it is refused for the bucket.
         with pytest.raises(ClientError) as exc:
-            s3.put_object(Bucket="pemilu", Key="x/refused.bin", Body=b"x", Metadata=meta)
-        assert _status(exc.value) == 503
-        message = exc.value.response["Error"]["Message"]
-        assert "the primary pa did not take it" in message
-        assert "No space left on device" not in message and "description" in message, message
-        # Refused under directories it made: they go with it.
-        with pytest.raises(ClientError) as exc:
-            s3.put_object(Bucket="pemilu", Key="tr2/deep/r.bin", Body=b"x", Metadata=meta)
-        assert _status(exc.value) == 503
+            s3.put_object(Bucket="pemilu", Key="x/s3.bin", Body=b"x", Metadata={"m": "a" * 2030})
+        assert exc.value.response["Error"]["Code"] == "MetadataTooLarge"
+        assert "pb keeps at most 2,048" in exc.value.response["Error"]["Message"]
+        assert s3.get_object(Bucket="pemilu", Key="x/v.bin")["Body"].read() == b"first"
         # The primary is not taken for down: the next write is acknowledged.
-        s3.put_object(Bucket="pemilu", Key="x/after.bin", Body=b"after")
-    assert _rows(config, "x/refused.bin") == {}
-    assert sorted(p.name for p in (tmp_path / "pa").iterdir()) == ["x"]
-    assert not (tmp_path / "pa" / "x" / "refused.bin").exists()
+        s3.put_object(Bucket="pemilu", Key="x/after.bin", Body=b"after", Metadata={"m": "%" * 600})
+        assert s3.head_object(Bucket="pemilu", Key="x/after.bin")["Metadata"] == {"m": "%" * 600}
+    assert _rows(config, "x/v.bin") == before
+    for key in ("x/new.bin", "tr2/deep/r.bin", "x/s3.bin"):
+        assert _rows(config, key) == {}, key
+    for root in ("pa", "pc"):
+        assert sorted(p.name for p in (tmp_path / root).iterdir()) == ["x"]
+        assert sorted(p.name for p in (tmp_path / root / "x").iterdir()) == ["after.bin", "v.bin"]
     held = _direct(s3_server).list_objects_v2(Bucket="gw-refusals-prim")
-    assert sorted(o["Key"] for o in held.get("Contents", [])) == ["x/after.bin", "x/kept.bin"]
-    assert [w["key"] for w in _writes(config)] == ["x/kept.bin", "x/after.bin"]
-    assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
-    assert cli(["sync", "pa", "pb", "--config", str(config)]) == 0
-    assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
+    assert sorted(o["Key"] for o in held.get("Contents", [])) == ["x/after.bin", "x/v.bin"]
+    assert [w["key"] for w in _writes(config)] == ["x/v.bin", "x/after.bin"]
+    assert _lagging(config, capsys) == {"pa": 0, "pc": 0, "pb": 0}
+    assert _copied(config, "pa", "pb", capsys) == 0
+    assert _health_changes(config) == []
     # The primary gone: the replica lists what it holds, and no object it was never given is
     # claimed as the primary's.
     (tmp_path / "pa").rename(tmp_path / "pa.off")
     with gateway(config) as endpoint:
         listed = client(endpoint).list_objects_v2(Bucket="pemilu", Prefix="x/")
-        assert sorted(o["Key"] for o in listed["Contents"]) == ["x/after.bin", "x/kept.bin"]
+        assert sorted(o["Key"] for o in listed["Contents"]) == ["x/after.bin", "x/v.bin"]
 
 
-def test_a_refused_overwrite_leaves_the_earlier_version_vouched_where_it_is_kept(
-    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("locked", ["d/v.bin", "d"], ids=["file", "directory"])
+def test_a_file_the_primary_may_not_replace_refuses_that_write_alone(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str], locked: str
 ) -> None:
-    """Overwriting a key with a write the primary refuses leaves the earlier version: the
-    primary serves it, a replica that refused the write too stays vouched for, and the S3
-    replica that took the refused bytes (its earlier copy overwritten) has them removed and
-    lags until ``daulat sync`` copies the earlier version back."""
+    """The primary's filesystem refuses to replace one file (EPERM: the file, or its
+    directory, is immutable) only once the replicas have been sent every byte of the new
+    version. The replicas are given the body's end only after the primary's put returned,
+    so each abandons its upload and keeps its earlier copy, still vouched for and still
+    served with the primary gone; the client gets 403 once (never a 503 it would send
+    again); the primary is neither revoked nor down: reads and other writes go on at once."""
     stores = [
         fs_store_config(tmp_path / "pa", "pa"),
         fs_store_config(tmp_path / "pc", "pc"),
@@ -124,24 +198,87 @@ def test_a_refused_overwrite_leaves_the_earlier_version_vouched_where_it_is_kept
     config = _config(
         tmp_path, stores, {"pemilu": 'replicas = ["pa", "pc", "pb"]\nwritable = true\nquorum = 2'}
     )
+    # Every byte reaches the replicas before the refusal: the S3 one has begun a multipart
+    # upload (parts of 8 MiB), the directory one has written its temporary file.
+    second = os.urandom(9 * MiB + 5)
     with gateway(config) as endpoint:
         s3 = client(endpoint)
-        s3.put_object(Bucket="pemilu", Key="v.bin", Body=b"first")
-        before = _rows(config, "v.bin")
+        s3.put_object(Bucket="pemilu", Key="d/v.bin", Body=b"first")
+        before = _rows(config, "d/v.bin")
         assert {s for s, _, _ in before.values()} == {"done"}
-        with pytest.raises(ClientError) as exc:
-            s3.put_object(Bucket="pemilu", Key="v.bin", Body=b"second", Metadata={"m": "%" * 2000})
-        assert _status(exc.value) == 503
-        assert s3.get_object(Bucket="pemilu", Key="v.bin")["Body"].read() == b"first"
-    after = _rows(config, "v.bin")
-    assert after["pc:"] == before["pc:"]
-    assert after["pb:"][0] == "failed" and "refused" in (after["pb:"][2] or "")
-    direct = _direct(s3_server)
-    assert direct.list_objects_v2(Bucket="gw-refusals-over").get("Contents", []) == []
-    assert _lagging(config, capsys) == {"pa": 0, "pc": 0, "pb": 1}
-    assert cli(["sync", "pa", "pb", "--config", str(config)]) == 0
-    assert _lagging(config, capsys)["pb"] == 0
-    assert direct.get_object(Bucket="gw-refusals-over", Key="v.bin")["Body"].read() == b"first"
+        with _immutable(tmp_path / "pa" / locked):
+            with pytest.raises(ClientError) as exc:
+                _retrying(endpoint).put_object(Bucket="pemilu", Key="d/v.bin", Body=second)
+            error = exc.value.response["Error"]
+            assert (_status(exc.value), error["Code"]) == (403, "AccessDenied"), error
+            assert "permission denied" in error["Message"], error["Message"]
+            assert _seen(config, "d/v.bin") == 1
+            # Not revoked, not down: the next write and read go to the primary at once.
+            s3.put_object(Bucket="pemilu", Key="other.bin", Body=b"other")
+            assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
+        for root in ("pa", "pc"):
+            assert (tmp_path / root / "d" / "v.bin").read_bytes() == b"first"
+            # The abandoned upload left nothing (nor the staging directory).
+            assert sorted(p.name for p in (tmp_path / root).iterdir()) == ["d", "other.bin"]
+        direct = _direct(s3_server)
+        assert direct.get_object(Bucket="gw-refusals-over", Key="d/v.bin")["Body"].read() == (
+            b"first"
+        )
+        assert direct.list_multipart_uploads(Bucket="gw-refusals-over").get("Uploads", []) == []
+    assert _rows(config, "d/v.bin") == before
+    assert _health_changes(config) == []
+    assert _lagging(config, capsys) == {"pa": 0, "pc": 0, "pb": 0}
+    assert _copied(config, "pa", "pb", capsys) == 0
+    assert _copied(config, "pa", "pc", capsys) == 0
+    # The primary stopped, then the directory replica: each replica serves the earlier bytes.
+    (tmp_path / "pa").rename(tmp_path / "pa.off")
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
+        listed = s3.list_objects_v2(Bucket="pemilu")
+        assert sorted(o["Key"] for o in listed["Contents"]) == ["d/v.bin", "other.bin"]
+        (tmp_path / "pc").rename(tmp_path / "pc.off")
+        assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"first"
+
+
+def test_a_multipart_upload_the_primary_refuses_leaves_every_store_as_it_was(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CompleteMultipartUpload takes the same path as PutObject: the primary refusing the
+    object at its end leaves the replicas' earlier copies, and the client gets 403."""
+    stores = [
+        fs_store_config(tmp_path / "pa", "pa"),
+        s3_store_config(s3_server, "pb", "gw-refusals-mpu"),
+    ]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["pa", "pb"]\nwritable = true\nquorum = 2'}
+    )
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="m.bin", Body=b"first")
+        before = _rows(config, "m.bin")
+        with _immutable(tmp_path / "pa" / "m.bin"):
+            up = s3.create_multipart_upload(Bucket="pemilu", Key="m.bin")["UploadId"]
+            parts = []
+            for n, data in enumerate((os.urandom(5 * MiB), b"tail"), start=1):
+                etag = s3.upload_part(
+                    Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=n, Body=data
+                )["ETag"]
+                parts.append({"PartNumber": n, "ETag": etag})
+            with pytest.raises(ClientError) as exc:
+                s3.complete_multipart_upload(
+                    Bucket="pemilu", Key="m.bin", UploadId=up, MultipartUpload={"Parts": parts}
+                )
+            assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (
+                403, "AccessDenied"
+            )  # fmt: skip
+            assert s3.get_object(Bucket="pemilu", Key="m.bin")["Body"].read() == b"first"
+        got = _direct(s3_server).get_object(Bucket="gw-refusals-mpu", Key="m.bin")
+        assert got["Body"].read() == b"first"
+    assert _rows(config, "m.bin") == before
+    assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
+    assert _copied(config, "pa", "pb", capsys) == 0
+    assert _health_changes(config) == []
 
 
 # ------------------------------------------------------------------ unsigned descriptions

@@ -5,17 +5,29 @@ lingers without end. Real parts as in test_gateway.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import http.client
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import MiB, _sha, client, gateway
+from test_gateway import KEY_ID, SECRET, MiB, _free_port, _sha, client, gateway
 from test_gateway_writes import _config, _direct
 
 from daulat.gateway.spool import RECORD, UPLOAD_IDLE, Spool
@@ -133,3 +145,145 @@ def test_a_restart_removes_what_it_cannot_take_over(tmp_path: Path) -> None:
             second.close()
 
     asyncio.run(scenario())
+
+
+def test_serve_on_a_fresh_project_makes_its_own_files_private_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """The state daulat serve creates (the state directory, the spool, the journal and its
+    WAL, the audit log, an upload's record and part) is private as created: no start, the
+    first or the next, has anything of its own to make private, so none says it did."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    assert not (tmp_path / ".daulat").exists()
+    for _ in range(2):
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"a")
+            up = s3.create_multipart_upload(Bucket="pemilu", Key="m.bin")["UploadId"]
+            s3.upload_part(Bucket="pemilu", Key="m.bin", UploadId=up, PartNumber=1, Body=b"p")
+    logs = sorted(tmp_path.glob("serve-*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        assert "made private" not in text and "could read" not in text, text
+    state = tmp_path / ".daulat"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert _modes(state) <= {"0o700", "0o600"}, _modes(state)
+
+
+def _serve(config: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``daulat serve`` as a process of this test's own (to kill -9), once it listens."""
+    port = _free_port()
+    env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return proc, f"http://127.0.0.1:{port}"
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("daulat serve did not start")
+        time.sleep(0.1)
+
+
+def _start_put(endpoint: str, path: str, size: int, sent: int) -> http.client.HTTPConnection:
+    """A signed PUT of ``size`` bytes of which only ``sent`` are sent: an upload in flight."""
+    url = endpoint + path
+    req = AWSRequest(method="PUT", url=url, headers={"content-length": str(size)})
+
+    class _Unsigned(S3SigV4Auth):  # type: ignore[misc]
+        def payload(self, request: Any) -> str:
+            return "UNSIGNED-PAYLOAD"  # taken from this machine (loopback)
+
+    _Unsigned(Credentials(KEY_ID, SECRET), "s3", "us-east-1").add_auth(req)
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+    for name, value in req.headers.items():
+        conn.putheader(name, value)
+    conn.putheader("host", parts.netloc)
+    conn.endheaders()
+    conn.send(b"x" * sent)
+    return conn
+
+
+def test_what_a_killed_gateway_left_mid_upload_goes_at_the_next_start(tmp_path: Path) -> None:
+    """kill -9 while a PutObject and an UploadPart stream: the directory replicas hold the
+    puts' temp files and the key directories they made, the spool a part being written. The
+    next start removes them (the upload itself goes on), and never a user's empty
+    directory."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "rep")]
+    config = _config(tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true'})
+    (tmp_path / "prim" / "deep").mkdir()
+    (tmp_path / "prim" / "users-own-empty").mkdir()
+    proc, endpoint = _serve(config)
+    conns = []
+    try:
+        s3 = client(endpoint)
+        up = s3.create_multipart_upload(Bucket="pemilu", Key="mp/m.bin")["UploadId"]
+        conns.append(_start_put(endpoint, "/pemilu/deep/dir/x.bin", 8 * MiB, 3 * MiB))
+        conns.append(
+            _start_put(endpoint, f"/pemilu/mp/m.bin?partNumber=1&uploadId={up}", 8 * MiB, MiB)
+        )
+        spool = tmp_path / ".daulat" / "gateway-spool"
+        temps = [tmp_path / r / ".daulat-tmp" for r in ("prim", "rep")]
+        deadline = time.monotonic() + 30
+        while not (
+            all(t.is_dir() and any(t.iterdir()) for t in temps) and any(spool.rglob("*.tmp"))
+        ):
+            assert time.monotonic() < deadline, "the uploads never began"
+            time.sleep(0.1)
+        assert (tmp_path / "rep" / "deep" / "dir").is_dir()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for conn in conns:
+            conn.close()
+    assert (tmp_path / "prim" / "deep" / "dir").is_dir()  # left by the killed puts
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.list_buckets()  # answered once the start is done (the socket listens before)
+        for root in ("prim", "rep"):
+            assert not (tmp_path / root / ".daulat-tmp").exists(), root
+            assert not (tmp_path / root / "deep" / "dir").exists(), root
+        # "deep" at prim was there before the put: not the gateway's to remove.
+        assert (tmp_path / "prim" / "deep").is_dir()
+        assert not (tmp_path / "rep" / "deep").exists()
+        assert (tmp_path / "prim" / "users-own-empty").is_dir()
+        assert not list(spool.rglob("*.tmp"))
+        # The upload goes on with its id.
+        assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="pemilu")["Uploads"]] == [
+            up
+        ]
+        s3.upload_part(Bucket="pemilu", Key="mp/m.bin", UploadId=up, PartNumber=1, Body=b"m")
+        s3.complete_multipart_upload(
+            Bucket="pemilu", Key="mp/m.bin", UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": f'"{_sha(b"m")}"'}]},
+        )  # fmt: skip
+        assert s3.get_object(Bucket="pemilu", Key="mp/m.bin")["Body"].read() == b"m"
+    # Nothing of the stopped gateways is left in the spool but the running one's (none now).
+    assert [p for p in spool.iterdir() if p.is_dir() and any(p.iterdir())] == []
+
+
+def test_a_lock_file_a_killed_gateway_left_alone_goes_at_the_next_start(tmp_path: Path) -> None:
+    """A gateway killed between taking its lock and making its directory leaves the lock
+    file alone; the next start removes it, never the lock of a gateway still running."""
+    from daulat.state import hold_lock, private_dir
+
+    root = private_dir(private_dir(tmp_path / ".daulat") / "gateway-spool")
+    dead = root / "999999-deadbeef.lock"
+    dead.touch(mode=0o600)
+    live = hold_lock(root / "1-cafe.lock")
+    spool = Spool(tmp_path / ".daulat", 1024)
+    try:
+        spool.start()
+        assert not dead.exists()
+        assert (root / "1-cafe.lock").exists()
+    finally:
+        spool.close()
+        os.close(live)

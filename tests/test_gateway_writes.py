@@ -247,7 +247,25 @@ def test_replica_down_lags_then_sync_catches_up_and_quorum_unmet_is_503(
             assert got["Body"].read() == b"rep2 was down\n"
 
 
-def test_primary_refusing_makes_writes_503(tmp_path: Path, s3_server: S3Server) -> None:
+def _retrying(endpoint: str) -> Any:
+    """A boto3 client that retries as SDKs do by default (a 5xx is sent again, a 4xx never)."""
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=BotoConfig(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}
+        ),
+    )  # fmt: skip
+
+
+def test_a_primary_refusing_one_write_is_403_once_and_one_refusing_all_access_is_503(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """A 403 on the primary's PUT while its bucket still lists (a bucket policy denying
+    writes, or a prefix) concerns that write: 403 to the client, which does not send it
+    again, and the primary stays up, serving reads. Access refused to the whole bucket is
+    the store's: revoked, 503 (SDKs retry it, and the gateway answers those at once). A
+    proxy in front of the gateway counts the requests it received."""
     with fault_proxy(s3_server.endpoint) as proxy:
         prim = s3_store_config(s3_server, "prim", "gw-writes-prim")
         prim["endpoint"] = proxy.endpoint
@@ -255,16 +273,34 @@ def test_primary_refusing_makes_writes_503(tmp_path: Path, s3_server: S3Server) 
         config = _config(
             tmp_path, stores, {"pemilu": 'replicas = ["prim", "rep"]\nwritable = true\nquorum = 1'}
         )
-        with gateway(config) as endpoint:
-            s3 = client(endpoint)
+        with gateway(config) as endpoint, fault_proxy(endpoint) as front:
+            s3 = _retrying(front.endpoint)
+            s3.put_object(Bucket="pemilu", Key="x.txt", Body=b"before\n")
+            before = _rows(config, "x.txt")
             proxy.mode = "deny-write"
             with pytest.raises(ClientError) as exc:
                 s3.put_object(Bucket="pemilu", Key="x.txt", Body=b"the primary refuses\n")
+            assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (
+                403, "AccessDenied"
+            )  # fmt: skip
+            assert front.sends()["pemilu/x.txt"] == 2  # the first write, and this one once
+            assert proxy.stats["deny"] == 1  # the primary was sent it once
+            # Still the primary, up: it serves the key.
+            assert s3.get_object(Bucket="pemilu", Key="x.txt")["Body"].read() == b"before\n"
+            assert not [e for e in _audit(config) if e["operation"] == "gateway.revoked"]
+            proxy.mode = "deny"
+            with pytest.raises(ClientError) as exc:
+                s3.put_object(Bucket="pemilu", Key="y.txt", Body=b"nobody takes it\n")
             assert _status(exc.value) == 503
-        # The write happened nowhere: no row claims it, the replica keeps no copy of it.
-        assert _rows(config, "x.txt") == {}
-        assert not (tmp_path / "rep" / "x.txt").exists()
-        assert _writes(config) == []
+            assert front.sends()["pemilu/y.txt"] == 4  # sent again 3 times, as any 503
+        # Neither write happened anywhere: the replica keeps its earlier copy, vouched for.
+        assert _rows(config, "x.txt") == before
+        assert (tmp_path / "rep" / "x.txt").read_bytes() == b"before\n"
+        assert _rows(config, "y.txt") == {}
+        assert not (tmp_path / "rep" / "y.txt").exists()
+        assert [w["key"] for w in _writes(config)] == ["x.txt"]
+        revoked = [e for e in _audit(config) if e["operation"] == "gateway.revoked"]
+        assert [e["details"]["replica"] for e in revoked] == ["prim"]
 
 
 def test_a_key_a_replica_can_never_hold_is_400_written_nowhere_and_never_lagging(

@@ -13,6 +13,8 @@ Users of the library catch these, never a provider SDK's exceptions::
     ├── StoreError             an operation on one store failed
     │   ├── NotFound           the key does not exist
     │   ├── InvalidKey         this store cannot hold this key (per object; the run goes on)
+    │   │   └── MetadataTooLarge  nor this object's metadata (a filesystem's extended
+    │   │                      attributes hold a few KB)
     │   ├── IntegrityError     content did not match the expected hash; nothing was written
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │   │                  missing bucket or disabled account (permanent: stop, do not retry)
@@ -135,6 +137,11 @@ class NotFound(StoreError):
 
 class InvalidKey(StoreError):
     """This store cannot hold the key; refused per object, nothing was written."""
+
+
+class MetadataTooLarge(InvalidKey):
+    """This store cannot keep the object's metadata beside it (more than its limit); refused
+    per object, nothing was written."""
 
 
 class IntegrityError(StoreError):

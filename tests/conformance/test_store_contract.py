@@ -417,6 +417,33 @@ def test_failing_body_leaves_nothing_and_its_error_escapes(store: Store, size: i
     run(go())
 
 
+@pytest.mark.parametrize("size", [1000, 20 * 1024 * 1024], ids=["single-put", "multipart"])
+def test_a_put_commits_only_when_its_body_ends(store: Store, size: int) -> None:
+    """Until the body's end is taken, readers see the earlier version and the listing holds
+    nothing new: every byte may have been handed to a store while the writer can still decide
+    that the object must not be made (the gateway gives a replica the end of a write only once
+    the primary took it, and else raises from the body: see the test above)."""
+
+    async def go() -> None:
+        await store.put("late", b"the earlier version")
+        await store.put("other", b"x")
+        seen: list[object] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            async for chunk in _chunks(size):
+                yield chunk
+            await asyncio.sleep(0.3)  # room for anything the store would do unasked
+            seen.append(await (await store.get("late")).read_all())
+            seen.append(await _all_keys(store))
+
+        res = await store.put("late", body())
+        assert seen == [b"the earlier version", ["late", "other"]]
+        assert res.sha256 == _expected_sha(size)
+        assert (await store.head("late")).size == size
+
+    run(go())
+
+
 LARGE = 96 * 1024 * 1024
 
 _MEMORY_SCRIPT = textwrap.dedent(

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from daulat.errors import InvalidKey, NotFound
-from daulat.gateway import s3xml
+from daulat.gateway import s3xml, uploadlist
 from daulat.gateway.auth import AuthError, Request, Signed, query_pairs, verify
 from daulat.gateway.bucket import Bucket, decode_token, encode_token
 from daulat.gateway.config import GatewayConfig, is_loopback
@@ -28,8 +28,9 @@ from daulat.gateway.reading import Unavailable, VerifiedRead, described
 from daulat.gateway.replicas import Version
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
+from daulat.gateway.spool import SpoolError
 from daulat.gateway.writeops import Reply, WriteOps, read_only
-from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described
+from daulat.stores.described import DEFAULT_CONTENT_TYPE, Described, header_value
 
 log = logging.getLogger("daulat.gateway")
 
@@ -198,6 +199,9 @@ class Gateway:
         if method == "HEAD":
             await _respond(send, 200, [*_xml(rid), *region], b"", method)
             return
+        if "uploads" in params:
+            await self._uploads(bucket, params, send, rid)
+            return
         unknown = set(params) - _BUCKET_QUERIES
         if unknown:
             raise S3Failure(501, "NotImplemented", f"not implemented: {sorted(unknown)[0]}")
@@ -258,6 +262,18 @@ class Gateway:
             ) from None
         await _respond(send, 200, _xml(rid), body, method)
 
+    async def _uploads(self, bucket: Bucket, params: dict[str, str], send: Send, rid: str) -> None:
+        """ListMultipartUploads: this gateway's uploads in progress (a read-only bucket has
+        none, and answers an empty list as S3 does for a bucket without any)."""
+        unknown = sorted(
+            p for p in params if p not in uploadlist.PARAMS and not p.lower().startswith("x-amz-")
+        )
+        if unknown:
+            raise S3Failure(501, "NotImplemented", f"not implemented: {unknown[0]}")
+        uploads = self.writes.in_progress(bucket) if self.cfg.buckets[bucket.name].writable else []
+        body = uploadlist.answer(bucket.name, uploads, params)
+        await _respond(send, 200, _xml(rid), body)
+
     # ------------------------------------------------------------------ objects
 
     async def _object(
@@ -271,8 +287,12 @@ class Gateway:
         receive: Receive,
         rid: str,
     ) -> None:
-        if method == "GET" and "uploadId" in params and self.cfg.buckets[bucket.name].writable:
-            reply = self.writes.list_parts(bucket, key, params["uploadId"])
+        if method == "GET" and "uploadId" in params and "partNumber" not in params:
+            # ListParts. A read-only bucket has no upload in progress: S3's answer for an
+            # upload id it does not know.
+            if not self.cfg.buckets[bucket.name].writable:
+                raise SpoolError(404, "NoSuchUpload", "The specified upload does not exist.")
+            reply = self.writes.list_parts(bucket, key, params["uploadId"], params)
             await _respond(
                 send, reply.status, [("x-amz-request-id", rid), *reply.headers], reply.body
             )
@@ -411,7 +431,8 @@ def _description(desc: Described, params: dict[str, str]) -> list[tuple[str, str
     holds them, and the ``response-*`` overrides of the request (S3 applies them to signed
     requests, and every request here is signed)."""
     out = [("content-type", desc.content_type or DEFAULT_CONTENT_TYPE)]
-    out += [(f"x-amz-meta-{name}", value) for name, value in sorted(desc.user.items())]
+    # Values that are not ASCII as S3 answers them: RFC 2047 encoded words, never raw bytes.
+    out += [(f"x-amz-meta-{name}", header_value(v)) for name, v in sorted(desc.user.items())]
     for param, header in _OVERRIDES.items():
         value = params.get(param)
         if value is None:

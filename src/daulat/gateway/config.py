@@ -29,6 +29,7 @@ relative to the config file's directory.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import ipaddress
 import os
 import re
@@ -85,10 +86,11 @@ class _Gateway(BaseModel):
     identity: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", min_length=1)
     read_buffers: str | int = DEFAULT_READ_BUFFERS
     write_spool: str | int = DEFAULT_WRITE_SPOOL
-    allow_plain_http: bool = False
+    # Strict, as writable: a TOML string "yes" is a mistake, never consent to plain HTTP.
+    allow_plain_http: StrictBool = False
     buckets: dict[str, _Bucket] = Field(min_length=1)
 
 
@@ -147,7 +149,7 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
     try:
         model = _Gateway.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{where}: {_describe(e)}" for e in exc.errors())) from None
+        raise ConfigError("\n".join(_invalid(exc, where))) from None
     problems: list[str] = []
     if not model.access_key_id.get_secret_value() or not model.secret_access_key.get_secret_value():
         problems.append(f"{where}: access_key_id and secret_access_key must not be empty")
@@ -161,9 +163,12 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         for spec in bucket.replicas:
             try:
                 address = parse_address(spec)
-                cfg.store(address.store)
             except ConfigError as exc:
                 problems.append(f"{here}: replicas: {exc}")
+                continue
+            if address.store not in cfg.stores:
+                # Said here rather than by cfg.store(), whose message names the file again.
+                problems.append(f"{here}: replicas: {_unknown_store(cfg, address.store)}")
                 continue
             if address in addresses:
                 problems.append(f"{here}: replicas: {spec!r} is listed twice")
@@ -195,7 +200,11 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         if value is None:
             return None
         path = (base / Path(value).expanduser()).resolve()
-        if not path.is_file():
+        if not value.strip():
+            problems.append(f"{where}: field {field!r} is empty: give a file, or leave it out")
+        elif path.exists() and not path.is_file():
+            problems.append(f"{where}: field {field!r}: {path} is not a file")
+        elif not path.is_file():
             problems.append(f"{where}: field {field!r}: {path} does not exist")
         return path
 
@@ -258,6 +267,48 @@ def gateway_config(cfg: Config, listen: str | None = None) -> GatewayConfig:
         write_spool=write_spool,
         plain_http_exposed=exposed,
     )
+
+
+def _invalid(exc: ValidationError, where: str) -> list[str]:
+    """One line per mistake in the table. A misspelt field is one mistake, said once:
+    ``unknown field 'acess_key_id' (did you mean 'access_key_id'?)``, and the required field
+    it was meant to be is then not also reported missing."""
+    errors = exc.errors()
+    meant: set[str] = set()
+    lines = []
+    for e in errors:
+        if e["type"] != "extra_forbidden":
+            continue
+        loc = _loc(e)
+        parent, _, name = loc.rpartition(".")
+        fields = _Bucket.model_fields if parent.startswith("buckets.") else _Gateway.model_fields
+        close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.7)
+        if not close:
+            lines.append(f"{where}: {_describe(e)}")
+            continue
+        target = f"{parent}.{close[0]}" if parent else close[0]
+        meant.add(target)
+        lines.append(f"{where}: unknown field {loc!r} (did you mean {target!r}?)")
+    for e in errors:
+        if e["type"] == "extra_forbidden" or (e["type"] == "missing" and _loc(e) in meant):
+            continue
+        if e["type"] in ("model_type", "dict_type"):
+            # pydantic would name its model class ("instance of _Bucket"): say what to write.
+            lines.append(f"{where}: field {_loc(e)!r}: should be a table ([gateway.{_loc(e)}])")
+            continue
+        lines.append(f"{where}: {_describe(e)}")
+    return lines
+
+
+def _loc(err: Any) -> str:
+    return ".".join(str(part) for part in err["loc"])
+
+
+def _unknown_store(cfg: Config, name: str) -> str:
+    known = sorted(cfg.stores)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown store {name!r} ({hint}known: {', '.join(known) or 'none configured'})"
 
 
 def _hostport(host: str, port: int) -> str:

@@ -10,10 +10,16 @@ The first put is the one the write cannot do without (the primary's): once it fa
 others are failed too (their streams raise :class:`Abandoned`, so each store aborts its
 upload as for any failed body) and the rest of the body is left unread.
 
-The end of the body reaches the stores only after the source has ended without error (the
-source checks the body's promises before it ends: :mod:`daulat.gateway.payload`). When the
-source fails, every stream raises that error instead of ending, so no store can complete
-the object (the Store contract: a put whose body fails leaves nothing behind).
+A store's put commits the object only when its stream ends (the Store contract: S3's
+single PUT or CompleteMultipartUpload, Azure's block list, a file's rename, all after the
+last piece; a stream that raises instead leaves the key as it was). So the ends are handed
+out in order: the end of the body reaches the first put only after the source has ended
+without error (the source checks the body's promises before it ends:
+:mod:`daulat.gateway.payload`), and the others' only after the first put has *returned*
+(and ``committed``, the caller's step between the two, has run). A first put that fails
+at its very end (a description its filesystem cannot keep, a file it may not replace)
+has the others' streams raise :class:`Abandoned` instead: whatever they held of the key
+they still hold. When the source fails, every stream raises that error instead of ending.
 """
 
 from __future__ import annotations
@@ -79,9 +85,15 @@ class Fanout:
     """Run ``len(puts)`` puts, each given its own stream of ``source``'s pieces; the first
     is required (see the module docstring)."""
 
-    def __init__(self, source: AsyncIterable[bytes]) -> None:
+    def __init__(
+        self,
+        source: AsyncIterable[bytes],
+        committed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.source = source
-        self.error: BaseException | None = None  # what ended the source, if it failed
+        #: Awaited once the first put has returned, before any other stream ends.
+        self.committed = committed
+        self.error: BaseException | None = None  # what ended the source or `committed`
 
     async def run(
         self, puts: list[Callable[[AsyncIterator[bytes]], Awaitable[T]]]
@@ -126,5 +138,25 @@ class Fanout:
             for feed in feeds:
                 await feed.give(exc)
             return
-        for feed in feeds:
+        first, rest = feeds[0], feeds[1:]
+        await first.give(_END)
+        assert first.task is not None
+        # The first put's own outcome is read from its task by run(); here only whether it
+        # committed matters (asyncio.wait neither raises it nor consumes it).
+        await asyncio.wait({first.task})
+        if first.task.cancelled() or first.task.exception() is not None:
+            for feed in rest:
+                await feed.give(Abandoned("the primary did not take the write"))
+            return
+        if self.committed is not None:
+            try:
+                await self.committed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = exc
+                for feed in rest:
+                    await feed.give(Abandoned(f"the write could not be recorded: {exc}"))
+                return
+        for feed in rest:
             await feed.give(_END)

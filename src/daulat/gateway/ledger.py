@@ -5,12 +5,13 @@ is the engine's own id for a copy ``P → R`` (``daulat sync P R``: the same cod
 ``R``'s store declares ``encrypt_to``), so the read path, ``daulat verify`` and the next
 ``daulat sync`` treat the object as a copy the engine made:
 
-- before any byte is sent, each replica written gets a ``failed`` row ("a gateway write is
-  under way"): whatever it held of the key is no longer vouched for, since the write may
-  replace it (a copy of the old version would otherwise be served with the new one's bytes
-  in it, or the old version served while the primary is down); if the primary then does not
-  take the write, each row is put back as it was (a pair that had none loses it), except a
-  replica's whose copy the refused write replaced: it lags;
+- once the primary holds the write, and before any other replica can complete it, each
+  other replica gets a ``failed`` row ("a gateway write is under way"): whatever it held of
+  the key is no longer vouched for, since the write may replace it (a copy of the old version
+  would otherwise be served with the new one's bytes in it, or the old version served while
+  the primary is down). A write the primary does not take touches no row: every replica
+  still holds what its row says (:mod:`.fanout` hands them the end of the body only after
+  the primary's put returned);
 - once the write is acknowledged, each replica holding it verified gets a ``done`` row:
   source size and ETag as the primary now describes the key, plaintext SHA-256 and size,
   the replica's stored size and ETag, and the per-chunk hashes (objects over one chunk);
@@ -28,7 +29,6 @@ import asyncio
 import json
 import re
 import sqlite3
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +45,6 @@ _PAIR = re.compile(
     r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
     r"(?P<dst>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<dp>.*?)(?: \[[^\]]*\])?$"
 )
-
-
-#: The columns of a journal row that a write's "under way" row changes (the others it keeps:
-#: see Journal.record), as :meth:`Ledger.replace` reads them back.
-_PRIOR = ("size", "src_etag", "state", "error", "run_id", "updated", "stored_as")
-Prior = tuple[object, ...]
 
 
 @dataclass(frozen=True)
@@ -78,54 +72,10 @@ class Ledger:
         if rows:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._record, rows)
 
-    async def replace(self, rows: list[Row]) -> dict[str, Prior | None]:
-        """Commit ``rows`` as :meth:`record` does; what each pair held of the key before
-        (None: no row), for :meth:`restore`."""
-        if not rows:
-            return {}
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._replace, rows)
-
-    async def restore(self, key: str, before: Mapping[str, Prior | None]) -> None:
-        """Put back each pair's row of ``key`` as :meth:`replace` found it (a pair that had
-        none loses its row): a write the primary refused changed nothing anywhere."""
-        if before:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._restore, key, before)
-
     def _open(self) -> Journal:
         if self._journal is None:
             self._journal = Journal.in_state_dir(self.state_dir)
         return self._journal
-
-    def _replace(self, rows: list[Row]) -> dict[str, Prior | None]:
-        db = self._open().db
-        before: dict[str, Prior | None] = {}
-        for row in rows:
-            found = db.execute(
-                f"SELECT {', '.join(_PRIOR)} FROM journal WHERE pair = ? AND key = ?",
-                (row.pair, row.outcome.key),
-            ).fetchone()
-            before[row.pair] = None if found is None else tuple(found)
-        self._record(rows)
-        return before
-
-    def _restore(self, key: str, before: Mapping[str, Prior | None]) -> None:
-        db = self._open().db
-        db.execute("BEGIN")
-        try:
-            for pair, prior in before.items():
-                if prior is None:
-                    db.execute("DELETE FROM journal WHERE pair = ? AND key = ?", (pair, key))
-                else:
-                    db.execute(
-                        f"UPDATE journal SET {', '.join(f'{c} = ?' for c in _PRIOR)} "
-                        "WHERE pair = ? AND key = ?",
-                        (*prior, pair, key),
-                    )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _record(self, rows: list[Row]) -> None:
         journal = self._open()

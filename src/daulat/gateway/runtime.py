@@ -24,6 +24,7 @@ from daulat.gateway.standing import STOPPED
 from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
+from daulat.stores.cleanup import cleanup_temp
 
 log = logging.getLogger("daulat.gateway")
 
@@ -254,11 +255,24 @@ class Runtime:
             writable = [name for name, b in self.gw.buckets.items() if b.writable]
             for gone in self.spool.start(writable):
                 log.warning("removed a multipart upload a stopped gateway left: %s", gone)
+            await self._tidy_stores(writable)
             if self.spool.uploads:
                 log.warning(
                     "took over %d multipart upload(s) a stopped gateway left in progress",
                     len(self.spool.uploads),
                 )
+
+    async def _tidy_stores(self, writable: list[str]) -> None:
+        """Remove what a gateway killed mid-write left in the writable buckets' directory
+        stores: temp files no live writer holds, an emptied ``.daulat-tmp/``, and the key
+        directories those puts made while they are empty (:mod:`daulat.stores.fstemp`).
+        A store that cannot be tidied now (down, or slower than 30 s: a hung mount must not
+        hold the start) is left for the next start."""
+        stores = {id(r.store): r.store for n in writable for r in self.buckets[n].replicas}
+        await asyncio.gather(
+            *(asyncio.wait_for(cleanup_temp(store), 30) for store in stores.values()),
+            return_exceptions=True,
+        )
 
     def _check_writable(self) -> None:
         """A writable bucket's replica that holds age-encrypted copies must be written

@@ -170,9 +170,21 @@ def completed(bucket: str, key: str, etag: str, location: str) -> bytes:
 
 
 def list_parts(
-    bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str, int, dt.datetime]]
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: Sequence[tuple[int, str, int, dt.datetime]],
+    *,
+    marker: int = 0,
+    max_parts: int = 1000,
+    truncated: bool = False,
 ) -> bytes:
-    """``parts``: (number, ETag, size, when) in order."""
+    """``parts``: (number, ETag, size, when) in order, those of this page."""
+    following = (
+        f"<NextPartNumberMarker>{parts[-1][0]}</NextPartNumberMarker>"
+        if (truncated and parts)
+        else ""
+    )
     items = "".join(
         f"<Part><PartNumber>{n}</PartNumber><LastModified>{iso(when)}</LastModified>"
         f"<ETag>{escape(etag)}</ETag><Size>{size}</Size></Part>"
@@ -181,9 +193,64 @@ def list_parts(
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="{NS}">'
         f"<Bucket>{escape(bucket)}</Bucket><Key>{text(key)}</Key>"
-        f"<UploadId>{escape(upload_id)}</UploadId><MaxParts>10000</MaxParts>"
-        f"<IsTruncated>false</IsTruncated>{items}</ListPartsResult>"
+        f"<UploadId>{escape(upload_id)}</UploadId><PartNumberMarker>{marker}</PartNumberMarker>"
+        f"{following}<MaxParts>{max_parts}</MaxParts>"
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListPartsResult>"
     ).encode()
+
+
+@dataclass(frozen=True)
+class InProgress:
+    """A multipart upload in progress, as ListMultipartUploads lists it."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+def list_uploads(
+    *,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    max_uploads: int,
+    url: bool,
+    key_marker: str,
+    upload_id_marker: str,
+    uploads: Sequence[InProgress],
+    prefixes: Sequence[str],
+    truncated: bool,
+    next_key_marker: str = "",
+    next_upload_id_marker: str = "",
+) -> bytes:
+    """A ListMultipartUploadsResult. With ``url``, keys, prefixes, the delimiter and the key
+    markers are percent-encoded, as S3 does for ``encoding-type=url``."""
+    parts = [
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="{NS}">',
+        f"<Bucket>{escape(bucket)}</Bucket><KeyMarker>{text(key_marker, url)}</KeyMarker>",
+        f"<UploadIdMarker>{escape(upload_id_marker)}</UploadIdMarker>",
+    ]
+    if truncated:
+        parts.append(f"<NextKeyMarker>{text(next_key_marker, url)}</NextKeyMarker>")
+        parts.append(f"<NextUploadIdMarker>{escape(next_upload_id_marker)}</NextUploadIdMarker>")
+    if url:
+        parts.append("<EncodingType>url</EncodingType>")
+    if delimiter:
+        parts.append(f"<Delimiter>{text(delimiter, url)}</Delimiter>")
+    parts.append(f"<Prefix>{text(prefix, url)}</Prefix><MaxUploads>{max_uploads}</MaxUploads>")
+    parts.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
+    owner = "<ID>daulat</ID><DisplayName>daulat</DisplayName>"
+    for u in uploads:
+        parts.append(
+            f"<Upload><Key>{text(u.key, url)}</Key><UploadId>{escape(u.upload_id)}</UploadId>"
+            f"<Initiator>{owner}</Initiator><Owner>{owner}</Owner>"
+            f"<StorageClass>STANDARD</StorageClass><Initiated>{iso(u.initiated)}</Initiated>"
+            "</Upload>"
+        )
+    for p in prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{text(p, url)}</Prefix></CommonPrefixes>")
+    parts.append("</ListMultipartUploadsResult>")
+    return "".join(parts).encode()
 
 
 def completion_parts(body: bytes) -> list[tuple[int, str]]:

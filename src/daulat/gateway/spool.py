@@ -9,7 +9,8 @@ outlive a client: a gateway that starts adopts the uploads of every such directo
 no live process holds (one stopped, crashed or killed), and UploadPart, ListParts, Complete and
 Abort go on with their ids. What cannot be adopted is removed at that start: a directory
 without a readable record, a part being written when its gateway died, an upload idle for
-longer than :data:`UPLOAD_IDLE`, an upload of a bucket that is no longer writable. Two
+longer than :data:`UPLOAD_IDLE`, an upload of a bucket that is no longer writable, the lock
+file of a gateway killed before it made its directory. Two
 gateways sharing a state directory never touch each other's uploads.
 
 Upload ids are 32 random bytes (URL-safe base64): unguessable. The bytes all uploads spool
@@ -100,6 +101,9 @@ class Spool:
         """Make this gateway's directory and adopt the uploads of gateways no longer running
         (of ``buckets`` only, when given: the writable ones); remove what cannot be adopted
         (see the module docstring). Returns the uploads (or stray files) removed."""
+        # The state directory first: made as the parent of the spool, it would take the
+        # umask's mode, and the next process to open it would find it open to others.
+        private_dir(self.root.parent)
         private_dir(self.root)
         mine = self.root / f"{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = hold_lock(mine.with_name(mine.name + ".lock"))
@@ -107,7 +111,10 @@ class Spool:
         removed = []
         cutoff = dt.datetime.now(dt.UTC) - UPLOAD_IDLE
         for entry in sorted(self.root.iterdir()):
-            if entry == mine or entry.suffix == ".lock" or entry.is_symlink() or not entry.is_dir():
+            if entry.suffix == ".lock" and entry != self._lock_path(mine):
+                _drop_orphan_lock(entry)
+                continue
+            if entry == mine or entry.is_symlink() or not entry.is_dir():
                 continue
             lock = entry.with_name(entry.name + ".lock")
             if is_locked(lock):
@@ -133,6 +140,10 @@ class Spool:
             finally:
                 os.close(held)
         return removed
+
+    @staticmethod
+    def _lock_path(directory: Path) -> Path:
+        return directory.with_name(directory.name + ".lock")
 
     def close(self) -> None:
         """Release this gateway's directory: its uploads stay for the next gateway to adopt;
@@ -275,6 +286,24 @@ class Spool:
                     yield piece
                     piece = following
             _check(part, n, check.hexdigest())
+
+
+def _drop_orphan_lock(lock: Path) -> None:
+    """Remove the lock file of a gateway killed before it made its directory (or after it
+    removed it): no live process holds it and no directory goes with it."""
+    directory = lock.with_suffix("")
+    if directory.exists() or lock.is_symlink() or is_locked(lock):
+        return  # a directory to take over first (below), or a live gateway's
+    try:
+        held = hold_lock(lock)  # a gateway starting beside this one skips it meanwhile
+    except StateError:
+        return
+    try:
+        if not directory.exists():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(held)
 
 
 def _write_record(upload: Upload) -> None:

@@ -11,8 +11,10 @@ replicas), object ACLs, tagging and the other sub-resources.
 
 ``Content-Type`` (at most 1,024 bytes: more is 400 ``InvalidArgument``) and user metadata
 (``x-amz-meta-*``, at most 2 KiB as S3 allows: more is refused with S3's
-``MetadataTooLarge``; each one signed, or 403 as AWS answers: :mod:`.auth`) are kept in
-daulat's ``s3`` field of every replica that holds the object in the clear
+``MetadataTooLarge``, and so is a description past what one of the bucket's stores keeps
+beside an object, as that store writes it: :meth:`.writes.Writer.too_large`; each one
+signed, or 403 as AWS answers: :mod:`.auth`) are kept in daulat's ``s3`` field of every
+replica that holds the object in the clear
 (:mod:`daulat.stores.described`), and reads answer them; an age-encrypted replica is given
 the bytes only (a description in the clear beside the ciphertext would tell its provider
 what the object is). The other headers describing an
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from daulat.errors import DaulatError, InvalidKey
+from daulat.errors import AccessDenied, DaulatError, InvalidKey, MetadataTooLarge
 from daulat.gateway import payload, s3xml
 from daulat.gateway.auth import AuthError, Signed
 from daulat.gateway.bucket import Bucket
@@ -37,14 +39,16 @@ from daulat.gateway.config import BucketConfig
 from daulat.gateway.runtime import Runtime
 from daulat.gateway.s3xml import S3Failure
 from daulat.gateway.spool import Upload
-from daulat.gateway.writes import KeyTooLong, WriteFailed, Written
+from daulat.gateway.writes import KeyTooLong, WriteFailed, WriteRefused, Written
 from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.described import (
     DEFAULT_CONTENT_TYPE,
     MAX_USER_METADATA,
     MAX_WRITTEN_CONTENT_TYPE,
     Described,
+    from_header,
     reserved,
+    safe_text,
 )
 from daulat.stores.hashing import StreamHasher
 
@@ -155,6 +159,9 @@ class WriteOps:
             written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum, desc)
         except InvalidKey as exc:
             raise _refused(exc) from None
+        except WriteRefused as exc:
+            log.warning("%s", exc)
+            raise _refused(exc.cause, str(exc)) from None
         except WriteFailed as exc:
             log.warning("%s", exc)
             if exc.unacknowledged is not None:
@@ -174,7 +181,8 @@ class WriteOps:
     # ------------------------------------------------------------------ multipart
 
     def _create(self, bucket: Bucket, key: str, desc: Described) -> Reply:
-        refused = self.runtime.writer.refusal(bucket, key)
+        writer = self.runtime.writer
+        refused = writer.refusal(bucket, key) or writer.too_large(bucket, key, desc)
         if refused is not None:
             raise _refused(refused)
         upload = self.runtime.spool.create(bucket.name, key, desc)
@@ -209,12 +217,43 @@ class WriteOps:
         self.runtime.spool.abort(upload)
         return Reply(204)
 
-    def list_parts(self, bucket: Bucket, key: str, upload_id: str) -> Reply:
-        upload = self.runtime.spool.get(upload_id, bucket.name, key)
-        parts = [
-            (n, part.etag, part.size, upload.started) for n, part in sorted(upload.parts.items())
+    def in_progress(self, bucket: Bucket) -> list[s3xml.InProgress]:
+        """The multipart uploads in progress of ``bucket`` (ListMultipartUploads)."""
+        return [
+            s3xml.InProgress(u.key, u.id, u.started)
+            for u in list(self.runtime.spool.uploads.values())
+            if u.bucket == bucket.name
         ]
-        body = s3xml.list_parts(bucket.name, key, upload.id, parts)
+
+    def list_parts(
+        self, bucket: Bucket, key: str, upload_id: str, params: dict[str, str] | None = None
+    ) -> Reply:
+        """ListParts: the parts after ``part-number-marker``, at most ``max-parts`` (1,000,
+        as S3) of them."""
+        params = params or {}
+        upload = self.runtime.spool.get(upload_id, bucket.name, key)
+        marker, max_parts = params.get("part-number-marker", "0"), params.get("max-parts", "1000")
+        if not (
+            marker.isdigit() and marker.isascii() and max_parts.isdigit() and max_parts.isascii()
+        ):
+            raise S3Failure(
+                400, "InvalidArgument", "part-number-marker and max-parts must be integers"
+            )
+        limit = min(1000, int(max_parts))
+        after = [
+            (n, part.etag, part.size, upload.started)
+            for n, part in sorted(upload.parts.items())
+            if n > int(marker)
+        ]
+        body = s3xml.list_parts(
+            bucket.name,
+            key,
+            upload.id,
+            after[:limit],
+            marker=int(marker),
+            max_parts=limit,
+            truncated=len(after) > limit and limit > 0,
+        )
         return Reply(200, [("content-type", "application/xml")], body)
 
     async def _complete(
@@ -242,11 +281,20 @@ class WriteOps:
 def described_by(headers: dict[str, list[str]]) -> Described:
     """The Content-Type and ``x-amz-meta-*`` of a PutObject or CreateMultipartUpload;
     400 ``MetadataTooLarge`` past S3's limit."""
+    # RFC 2047 encoded words are the text they encode, as S3 stores them (boto3 refuses
+    # non-ASCII metadata: its users send =?UTF-8?B?...?=); a read answers them encoded again.
     user = {
-        name[len("x-amz-meta-") :]: values[0]
+        name[len("x-amz-meta-") :]: from_header(values[0])
         for name, values in headers.items()
         if name.startswith("x-amz-meta-") and len(name) > len("x-amz-meta-")
     }
+    bad = sorted(n for n, v in user.items() if not safe_text(v))
+    if bad:
+        raise S3Failure(
+            400,
+            "InvalidArgument",
+            f"x-amz-meta-{bad[0]} holds control characters, which metadata cannot",
+        )
     taken = sorted(n for n in user if reserved(n))
     if taken:
         raise S3Failure(
@@ -277,10 +325,16 @@ def described_by(headers: dict[str, list[str]]) -> Described:
     return desc
 
 
-def _refused(exc: InvalidKey) -> S3Failure:
-    """A key no replica's store could ever hold: 400, never a 503 a client would retry."""
+def _refused(exc: DaulatError, message: str | None = None) -> S3Failure:
+    """A write no retry can mend (a key or description a replica's store cannot hold, access
+    to the object refused): a 4xx, never a 503 a client would retry."""
+    text = message or str(exc)
+    if isinstance(exc, AccessDenied):
+        return S3Failure(403, "AccessDenied", text)
+    if isinstance(exc, MetadataTooLarge):
+        return S3Failure(400, "MetadataTooLarge", text)
     code = "KeyTooLongError" if isinstance(exc, KeyTooLong) else "InvalidArgument"
-    return S3Failure(400, code, str(exc))
+    return S3Failure(400, code, text)
 
 
 def _chosen(upload: Upload, listed: list[tuple[int, str]]) -> list[Any]:

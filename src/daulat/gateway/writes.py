@@ -2,12 +2,19 @@
 
 The primary must take the write: while it answers it is the authority the read path asks,
 and a write it does not hold would vanish from reads. So a write streams to the primary and
-to every other replica whose circuit is not open, at once (:mod:`.fanout`); if the primary
-fails, the write fails (503) whatever the others did, and happened nowhere: the journal rows
-of the key are put back as they were and a replica that took the bytes has them removed
-(the primary holds what it held before, and nothing may claim otherwise). With the primary
-cut off the gateway is read-only; promote a survivor by reordering ``replicas`` and
-restarting.
+to every other replica whose circuit is not open, at once (:mod:`.fanout`), but only the
+primary is handed the end of the body at first: the others' puts complete only once the
+primary's has returned (a store commits an object when its body ends). If the primary
+fails, the others are abandoned before they could commit, and the write happened nowhere:
+every store holds what it held before, every journal row stays as it was, nothing lags.
+
+Why the primary failed decides the answer. A refusal of this object alone, which sending it
+again will not change, is a 4xx no SDK retries (:class:`WriteRefused`): a key or a
+description its store cannot hold (400), access to the object refused while the store
+still answers a listing (403: a file it may not replace, a bucket policy denying a prefix);
+it says nothing of the store's health. Anything else (the store down, not answering, access
+to the whole store refused) is a 503 and is the health's business. With the primary cut off
+the gateway is read-only; promote a survivor by reordering ``replicas`` and restarting.
 
 A store holds the write *verified* when its put completed and reports the very size and
 SHA-256 the gateway computed while streaming the body (each store also proves the bytes to
@@ -35,10 +42,11 @@ from pathlib import Path
 
 from daulat.config import Config
 from daulat.crypto import parse_recipients
-from daulat.errors import DaulatError, InvalidKey, StoreError
+from daulat.errors import DaulatError, InvalidKey, MetadataTooLarge, StoreError
 from daulat.gateway import ledger
 from daulat.gateway.bucket import Bucket
 from daulat.gateway.fanout import Fanout
+from daulat.gateway.health import answered, refused_access
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import Replica, etag_of, unverified_etag
 from daulat.stores.base import ObjectInfo, PutResult, Store, portable_key_problem
@@ -47,6 +55,7 @@ from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
 from daulat.stores.described import Described
 from daulat.stores.keys import write_problem
+from daulat.stores.objectstore import METADATA_PREFIX
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
 
@@ -65,6 +74,16 @@ class WriteFailed(DaulatError):
     def __init__(self, message: str, unacknowledged: Written | None = None) -> None:
         super().__init__(message)
         self.unacknowledged = unacknowledged
+
+
+class WriteRefused(WriteFailed):
+    """The primary refused the write for a reason of this object's own, which sending it
+    again will not change (an S3 4xx, never a 503 that SDKs retry, each retry streaming the
+    body to every store again): ``cause`` is its store's error."""
+
+    def __init__(self, message: str, cause: StoreError) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class KeyTooLong(InvalidKey):
@@ -142,21 +161,6 @@ def targets(cfg: Config, bucket: Bucket) -> list[Target]:
     return out
 
 
-async def then(
-    source: AsyncIterable[bytes], at_end: Callable[[], Awaitable[None]]
-) -> AsyncIterator[bytes]:
-    """``source``'s pieces, with ``at_end()`` awaited after it ended without error and before
-    its last piece is handed on (so before any store can complete the object)."""
-    held: bytes | None = None
-    async for piece in source:
-        if held is not None:
-            yield held
-        held = piece
-    await at_end()
-    if held is not None:
-        yield held
-
-
 class Writer:
     """The writes of one gateway: per-bucket targets, per-key serialisation."""
 
@@ -201,6 +205,27 @@ class Writer:
         kind = KeyTooLong if "longer than" in problem else InvalidKey
         return kind(f"key {shown(key)} is refused for writes: {problem}", key=key)
 
+    def too_large(
+        self, bucket: Bucket, key: str, described: Described | None
+    ) -> MetadataTooLarge | None:
+        """Why ``described`` can never be kept with ``key`` in ``bucket``, or None: daulat's
+        field as the stores write it (percent-encoded: a ``%`` takes three bytes) against the
+        smallest ``max_metadata`` of the replicas that keep it (not the age-encrypted ones).
+        Asked before any byte is sent: the store would refuse it only at the end, and a
+        503 would be retried for ever."""
+        fields = described.field() if described is not None else {}
+        size = sum(len((METADATA_PREFIX + n).encode()) + len(v.encode()) for n, v in fields.items())
+        for t in self.targets(bucket):
+            limit = None if t.encrypted else t.store.capabilities.max_metadata
+            if limit is not None and size > limit:
+                return MetadataTooLarge(
+                    f"the description of {shown(key)} (Content-Type and x-amz-meta-*) takes "
+                    f"{size:,} bytes as daulat keeps it, percent-encoded; store "
+                    f"{t.replica.name} keeps at most {limit:,} beside an object",
+                    key=key,
+                )
+        return None
+
     async def put(
         self,
         bucket: Bucket,
@@ -212,9 +237,10 @@ class Writer:
     ) -> Written:
         """Stream ``body`` (whose pieces feed ``hasher``, checked by its source before it
         ends) to the replicas, ``described`` (Content-Type, user metadata) kept by those that
-        hold it in the clear. Raises :class:`InvalidKey` (400), :class:`WriteFailed` (503),
-        or what the body's source raised when the body broke a promise."""
-        refused = self.refusal(bucket, key)
+        hold it in the clear. Raises :class:`InvalidKey` (400), :class:`WriteRefused` (4xx),
+        :class:`WriteFailed` (503), or what the body's source raised when the body broke a
+        promise."""
+        refused = self.refusal(bucket, key) or self.too_large(bucket, key, described)
         if refused is not None:
             raise refused
         async with self.lock(bucket, key):
@@ -248,20 +274,18 @@ class Writer:
             if t not in live
         }
 
-        before: dict[str, ledger.Prior | None] | None = None
-
         async def under_way() -> None:
-            # Whatever the replicas held of the key is no longer vouched for: the write may
-            # replace it. Only once the body has proved itself (a broken one changes nothing).
-            nonlocal before
+            # The primary holds the write: what the replicas held of the key is no longer
+            # vouched for, as they are about to be given its end. Not before: a body that
+            # broke a promise, or a write the primary refused, changes nothing anywhere.
             rows = [
                 self._row(bucket, t, Outcome(key, 0, None, State.FAILED, error=ledger.UNDER_WAY))
                 for t in others
             ]
-            before = await self.ledger.replace(rows)
+            await self.ledger.record(rows)
             bucket.journal.refresh()
 
-        fan = Fanout(then(body, under_way))
+        fan = Fanout(body, committed=under_way)
         writing = [primary, *live]
         results = await fan.run([self._put_to(t, key, described) for t in writing])
         # A directory stages each put in its .daulat-tmp/: left empty, it goes (the stores stay
@@ -273,11 +297,13 @@ class Writer:
         # Once the primary failed the others were given up (fanout.Abandoned), whatever a store
         # makes of that: only the primary's own failure says anything about a store's health.
         abandoned = isinstance(results[0], BaseException)
+        own = False  # the primary's failure concerns this object alone
         for t, res in zip(writing, results, strict=True):
             if isinstance(res, BaseException):
                 why = describe(res)
-                if isinstance(res, (StoreError, OSError)) and (t is primary or not abandoned):
-                    bucket.note_failure(t.replica, res)
+                if t is primary or not abandoned:
+                    alone = await _heard(bucket, t, res)
+                    own = own or (alone and t is primary)
             elif res.size != hasher.size or res.sha256 != hasher.hexdigest():
                 why = "the store reports other bytes than were sent"
             else:
@@ -286,7 +312,7 @@ class Writer:
             lagging[t.replica.name] = why
             log.warning("write of %r to %s failed: %s", key, t.replica.name, why)
         if abandoned:
-            raise await self._refused(bucket, key, writing, results, before or {}, lagging)
+            raise await self._refused(bucket, key, writing, results, lagging, own)
         ok = {t.replica.name for t, _ in verified}
         info: ObjectInfo | None = None
         if primary.replica.name in ok:
@@ -366,43 +392,48 @@ class Writer:
         key: str,
         writing: list[Target],
         results: list[PutResult | BaseException],
-        before: dict[str, ledger.Prior | None],
         lagging: dict[str, str],
+        own: bool,
     ) -> WriteFailed:
-        """The primary's put failed: it holds what it held before, so the write happened
-        nowhere. A replica that took it nonetheless holds an object that is no version of
-        the primary's: it is removed. Every replica's row is put back as it was, except that
-        a replica whose earlier copy the refused write replaced lags behind the primary (its
-        copy is gone)."""
+        """The primary's put failed: it holds what it held before, and the others, abandoned
+        before their end, too; no journal row was touched. ``own``: the failure concerns this
+        object alone (:class:`WriteRefused`)."""
         primary = writing[0]
         p = primary.replica.name
+        kept = "every store holds what it held before"
         for t, res in zip(writing[1:], results[1:], strict=True):
             if isinstance(res, BaseException):
                 continue
+            kept = f"{t.replica.name} completed it all the same: removed there, it lags"
+            # A store that completed an object whose body never ended broke the Store
+            # contract (the conformance suite holds every kind to it). What it holds is no
+            # version of the primary's, and its earlier copy is gone: removed, and it lags.
+            log.error(
+                "%s completed %r although the write was abandoned before its end",
+                t.replica.name,
+                key,
+            )
             try:
                 await t.store.delete(t.replica.address.prefix + key)
             except (StoreError, OSError) as exc:
-                log.warning(
-                    "%s holds %r, a write the primary %s refused, and it cannot be removed "
-                    "there (%s): it is no object of the primary's",
-                    t.replica.name, key, p, describe(exc),
-                )  # fmt: skip
-            if before.get(t.pair) is not None:
-                gone = Outcome(
-                    key,
-                    0,
-                    None,
-                    State.FAILED,
-                    error=f"{ledger.LAGS}its copy was replaced by a write the primary {p} refused",
-                )
-                await self.ledger.record([self._row(bucket, t, gone)])
-                before.pop(t.pair)
-        await self.ledger.restore(key, before)
-        bucket.journal.refresh()
-        return WriteFailed(
+                log.warning("%s: %r cannot be removed (%s)", t.replica.name, key, describe(exc))
+            gone = Outcome(
+                key,
+                0,
+                None,
+                State.FAILED,
+                error=f"{ledger.LAGS}its copy was replaced by a write the primary {p} refused",
+            )
+            await self.ledger.record([self._row(bucket, t, gone)])
+            bucket.journal.refresh()
+        cause = results[0]
+        message = (
             f"write of {shown(key)} not acknowledged: the primary {p} did not take it "
-            f"({lagging.get(p)}); no replica keeps it"
+            f"({lagging.get(p)}); {kept}"
         )
+        if own and isinstance(cause, StoreError):
+            return WriteRefused(message, cause)
+        return WriteFailed(message)
 
     def _put_to(
         self, t: Target, key: str, described: Described
@@ -432,6 +463,20 @@ class Writer:
 
     def _row(self, bucket: Bucket, t: Target, outcome: Outcome) -> ledger.Row:
         return ledger.Row(t.pair, bucket.primary.name, t.replica.name, outcome)
+
+
+async def _heard(bucket: Bucket, t: Target, exc: BaseException) -> bool:
+    """Tell the replica's health of its failed put, unless the failure concerns this object
+    alone; whether it does. Access refused is asked about once more: the same refusal comes
+    for one object (a file the filesystem may not replace, a bucket policy denying a prefix)
+    and for the whole store (credentials revoked, the root unreadable); the store is listed,
+    and if it answers, only the object was refused (else the listing's failure is heard)."""
+    if not isinstance(exc, (StoreError, OSError)):
+        return False
+    if refused_access(exc):
+        return await bucket.present(t.replica)
+    bucket.note_failure(t.replica, exc)
+    return answered(exc)
 
 
 def _primary_down(bucket: Bucket) -> WriteFailed:

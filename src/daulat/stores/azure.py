@@ -28,8 +28,8 @@ from obstore.store import AzureStore
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.stores.azureblocks import AzureBlocks
-from daulat.stores.base import portable_key_problem
-from daulat.stores.objectstore import RETRY_CONFIG, ObstoreStore
+from daulat.stores.base import Capabilities, portable_key_problem
+from daulat.stores.objectstore import AZURE_MAX_METADATA, RETRY_CONFIG, ObstoreStore
 from daulat.stores.timeouts import client_options
 
 
@@ -75,6 +75,7 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
         etag_scheme="azure",
         request_timeout=cfg.request_timeout,
         key_problem=azure_key_problem,
+        capabilities=Capabilities(max_metadata=AZURE_MAX_METADATA),
     )
     # Large objects: resumable block uploads (daulat.stores.azureblocks), found by the engine
     # through this attribute.

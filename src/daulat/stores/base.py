@@ -90,6 +90,11 @@ class Capabilities:
     # filesystem sets its extended attributes just before the rename), so a caller may complete
     # the mapping from what the end of the body tells (daulat seals an object's proof there).
     metadata_at_commit: bool = False
+    #: The most metadata one object may carry here, in bytes, counted as S3 counts it: each
+    #: name as daulat's stores write it (``daulat_`` and daulat's name) plus its value, in
+    #: UTF-8. None: no limit daulat's own fields could reach. A put past it is refused by the
+    #: server (or the filesystem) after its bytes were sent, so writers check it first.
+    max_metadata: int | None = None
 
 
 class ObjectReader(Protocol):

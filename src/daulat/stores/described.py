@@ -23,10 +23,19 @@ are HTTP tokens), so a planted value can never add headers to a response, and to
 could have given it (a Content-Type of at most 1,024 bytes, user metadata of at most 2 KiB:
 past that, it is dropped). Within those bounds a description is the provider's word: unlike
 the bytes, nothing (no journal row, no signed manifest) binds it.
+
+User metadata values are Unicode text, as S3 keeps them. HTTP carries header values as bytes,
+so S3 takes RFC 2047 encoded words in a written value (``=?UTF-8?B?w6k=?=``: how clients
+such as boto3, which refuse non-ASCII metadata, send it) as the text they encode
+(:func:`from_header`), and answers a value that is not ASCII as one encoded word
+(:func:`header_value`); ASCII values go as they are. Control characters are no metadata:
+never written, never answered, so no value can end a header or add one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from collections.abc import Mapping
@@ -61,7 +70,12 @@ _META = "x-amz-meta-"
 #: Content-Type, every byte percent-encoded, and the names' prefixes): not even parsed.
 _MAX_FIELD = 64 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+#: What a Content-Type may hold: printable ASCII and the Latin-1 bytes HTTP allows in a field.
 _VALUE = re.compile(r"^[\x20-\x7e\x80-\xff]*$")
+#: What user metadata may not hold: control characters (C0, DEL, C1) and lone surrogates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: An RFC 2047 encoded word: =?charset?B|Q?text?=
+_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
 
 
 @dataclass(frozen=True)
@@ -90,11 +104,9 @@ def from_field(value: str) -> Described:
     content_type: str | None = None
     user: dict[str, str] = {}
     for name, text in parse_qsl(value, keep_blank_values=True):
-        if not _safe_value(text):
-            continue
-        if name == "content-type":
+        if name == "content-type" and _safe_value(text):
             content_type = text
-        elif name.startswith(_META) and _allowed(name[len(_META) :]):
+        elif name.startswith(_META) and _allowed(name[len(_META) :]) and safe_text(text):
             user[name[len(_META) :]] = text
     return _within_limits(Described(content_type, user))
 
@@ -111,11 +123,11 @@ def of_reader(reader: object) -> Described:
     user: dict[str, str] = {}
     for name, value in attributes.items():
         lower = str(name).lower()
-        if not isinstance(value, str) or not _safe_value(value):
+        if not isinstance(value, str):
             continue
-        if lower == "content-type":
+        if lower == "content-type" and _safe_value(value):
             content_type = value
-        elif lower not in _STANDARD and _allowed(lower):
+        elif lower not in _STANDARD and _allowed(lower) and safe_text(value):
             user[lower] = value
     return _within_limits(Described(content_type, user))
 
@@ -181,3 +193,49 @@ def _safe_name(name: str) -> bool:
 
 def _safe_value(value: str) -> bool:
     return _VALUE.match(value) is not None
+
+
+def safe_text(value: str) -> bool:
+    """Whether ``value`` may be user metadata: any text without control characters."""
+    return _CONTROL.search(value) is None
+
+
+def header_value(value: str) -> str:
+    """``value`` as S3 answers it in an ``x-amz-meta-*`` header: as it is when ASCII, else
+    one RFC 2047 encoded word of its UTF-8 (``é`` → ``=?UTF-8?B?w6k=?=``). A control
+    character, which no value read from a store holds (they are dropped), would be encoded
+    too: whatever reaches here, CR, LF or NUL never reach the response's header block."""
+    if value.isascii() and safe_text(value):
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def from_header(value: str) -> str:
+    """The text of a written ``x-amz-meta-*`` value: its RFC 2047 encoded words decoded (the
+    white space between two adjacent words dropped, as RFC 2047 says). A word that does not
+    decode (an unknown charset, bad base64) stays as written."""
+    out: list[str] = []
+    pos = 0
+    after_word = False
+    for m in _WORD.finditer(value):
+        between = value[pos : m.start()]
+        if not (after_word and between.strip(" \t") == ""):
+            out.append(between)
+        decoded = _decode_word(m.group(1), m.group(2), m.group(3))
+        out.append(m.group(0) if decoded is None else decoded)
+        after_word = decoded is not None
+        pos = m.end()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _decode_word(charset: str, encoding: str, text: str) -> str | None:
+    charset = charset.partition("*")[0]  # RFC 2231's language suffix
+    try:
+        if encoding in "Bb":
+            raw = base64.b64decode(text, validate=True)
+        else:
+            raw = binascii.a2b_qp(text, header=True)  # "_" is a space
+        return raw.decode(charset)
+    except (binascii.Error, LookupError, UnicodeDecodeError, ValueError):
+        return None

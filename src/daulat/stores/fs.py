@@ -92,6 +92,7 @@ from daulat.stores.base import (
 from daulat.stores.fsio import (
     READ_CHUNK,
     XATTR_PREFIX,
+    XATTR_ROOM,
     FsReader,
     Source,
     Upload,
@@ -189,7 +190,12 @@ class FsStore:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(user_metadata=True, server_side_copy=False, metadata_at_commit=True)
+        return Capabilities(
+            user_metadata=True,
+            server_side_copy=False,
+            metadata_at_commit=True,
+            max_metadata=XATTR_ROOM,
+        )
 
     def key_problem(self, key: str) -> str | None:
         """Why a put of ``key`` would be refused (:class:`~daulat.stores.keys.KeyRules`)."""
@@ -581,6 +587,7 @@ class FsStore:
         upload = Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
         if made:
             upload.made = (list(segments[:-1]), made[0])
+            fstemp.record_made(fd, list(segments[:-1]), made[0], dirs)  # for a killed put
         return upload
 
     # ------------------------------------------------------------------ delete

@@ -15,11 +15,24 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
-from daulat.errors import AccessDenied, InvalidKey, SourceChanged, StoreError, Transient
+from daulat.errors import (
+    AccessDenied,
+    InvalidKey,
+    MetadataTooLarge,
+    SourceChanged,
+    StoreError,
+    Transient,
+)
 from daulat.stores.base import ObjectInfo
 from daulat.stores.fstree import close_all
 
 XATTR_PREFIX = "user.daulat."
+#: The metadata a file keeps beside it, counted as :attr:`Capabilities.max_metadata` counts
+#: it. ext4 (and overlayfs over it) keeps every extended attribute of a file in one 4 KiB
+#: block: measured, ``user.daulat.s3`` takes a value of at most 4,032 bytes there. Less, so
+#: that a security label or overlayfs' own attributes beside it still fit (XFS and btrfs
+#: keep more; a directory store on them is held to ext4's bound all the same).
+XATTR_ROOM = 3900
 READ_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
@@ -56,7 +69,7 @@ class Upload:
             if exc.errno not in (errno.ENOSPC, errno.E2BIG, errno.ERANGE):
                 raise
             full = " (or the filesystem is full)" if exc.errno == errno.ENOSPC else ""
-            raise InvalidKey(
+            raise MetadataTooLarge(
                 f"store {self.store!r} cannot keep the description of {self.key!r}: its "
                 f"extended attribute {name} ({len(value):,} bytes) is more than this "
                 f"filesystem keeps beside a file{full}",
@@ -280,6 +293,12 @@ def os_error(exc: OSError, store: str, key: str | None, op: str) -> StoreError:
     what = f"{op} {key!r}" if key is not None else op
     if isinstance(exc, PermissionError):
         return AccessDenied(f"store {store!r}: permission denied for {what}", store=store, key=key)
+    if exc.errno == errno.EROFS:
+        # A read-only mount refuses every write for as long as it stays mounted so: a
+        # refusal, not a fault that a retry could mend.
+        return AccessDenied(
+            f"store {store!r}: {what} refused: read-only file system", store=store, key=key
+        )
     if exc.errno == errno.ENAMETOOLONG and key is not None:
         return InvalidKey(
             f"store {store!r} cannot hold key {key!r}: name too long", store=store, key=key

@@ -8,7 +8,12 @@ writer exits, however it dies (``kill -9`` included). The pid in the name is for
 not trusted (pids are reused, and another machine sharing the directory has its own).
 
 :func:`cleanup` removes daulat's temp files whose lock it can take, i.e. that no live process is
-writing, and then ``.daulat-tmp/`` itself when it is empty. Files named by daulat versions before
+writing, and then ``.daulat-tmp/`` itself when it is empty. A put that made the key's
+directories (``a/b/`` for ``a/b/c``) records them on its temp file (:func:`record_made`: their
+names and inode numbers, in an extended attribute), so that when its writer was killed the
+cleanup also removes them while they are empty and still the very directories it made: never
+a directory someone else made or filled since. (A writer killed between making them and
+recording them, an instant, leaves them; so does a filesystem without extended attributes.) Files named by daulat versions before
 the lock (``<32 hex>.part``) carry no lock, so they are removed only once they have not been
 written for :data:`LEGACY_GRACE` seconds. Anything else in the directory is left alone.
 
@@ -22,17 +27,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import stat
 import time
 
 from daulat.errors import DaulatError
-from daulat.stores.fstree import DIR_FLAGS, is_symlink_error
+from daulat.stores.fstree import DIR_FLAGS, close_all, is_symlink_error, walk
 
 TMP_DIR = ".daulat-tmp"
 SUFFIX = ".daulat-part"
 LEGACY_GRACE = 600.0
+#: The extended attribute of a temp file naming the key directories its put made.
+MADE_XATTR = "user.daulat.made"
 _OURS = re.compile(r"[0-9a-f]{16}\.[0-9]+\.daulat-part")
 _LEGACY = re.compile(r"[0-9a-f]{32}\.part")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -135,7 +143,7 @@ def cleanup(
                 e.name for e in entries if is_ours(e.name) and e.is_file(follow_symlinks=False)
             ]
         for name in names:
-            removed = _remove_if_abandoned(tmp_fd, name, now, older_than, dry_run)
+            removed = _remove_if_abandoned(root_fd, tmp_fd, name, now, older_than, dry_run)
             if removed is not None:
                 files += 1
                 size += removed
@@ -147,7 +155,12 @@ def cleanup(
 
 
 def _remove_if_abandoned(
-    tmp_fd: int, name: str, now: float, older_than: float | None, dry_run: bool = False
+    root_fd: int,
+    tmp_fd: int,
+    name: str,
+    now: float,
+    older_than: float | None,
+    dry_run: bool = False,
 ) -> int | None:
     """Unlink ``name`` if no writer holds its lock (``dry_run``: only say so); its size, or
     None when it was left."""
@@ -178,7 +191,59 @@ def _remove_if_abandoned(
         if (now_st.st_ino, now_st.st_dev) != (st.st_ino, st.st_dev):
             return None
         if not dry_run:
+            made = _made(fd)
             os.unlink(name, dir_fd=tmp_fd)
+            if made is not None:
+                _remove_made(root_fd, *made)
         return st.st_size
     finally:
         os.close(fd)
+
+
+def record_made(fd: int, parents: list[str], first: int, dirs: list[int]) -> None:
+    """Record on the temp file ``fd`` that its put made the directories ``parents[first:]``
+    (``dirs``: the descriptors of the root and of each of ``parents``), for :func:`cleanup`.
+    Best effort: without the record, a killed put's directories are left, never wrongly
+    removed."""
+    with contextlib.suppress(OSError):
+        inodes = []
+        for level in range(first, len(parents)):
+            st = os.fstat(dirs[level + 1])
+            inodes.append([st.st_ino, st.st_dev])
+        record = json.dumps({"parents": parents, "first": first, "inodes": inodes})
+        os.setxattr(fd, MADE_XATTR, record.encode("ascii"))  # json.dumps writes ASCII
+
+
+def _made(fd: int) -> tuple[list[str], int, list[tuple[int, int]]] | None:
+    try:
+        record = json.loads(os.getxattr(fd, MADE_XATTR).decode("ascii"))
+        parents = [str(p) for p in record["parents"]]
+        first = int(record["first"])
+        inodes = [(int(i), int(d)) for i, d in record["inodes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not 0 <= first < len(parents) or len(inodes) != len(parents) - first:
+        return None
+    return parents, first, inodes
+
+
+def _remove_made(
+    root_fd: int, parents: list[str], first: int, inodes: list[tuple[int, int]]
+) -> None:
+    """Remove, deepest first, the directories a killed put made while each is empty and is
+    the directory it made (same inode); stop at the first that is not."""
+    try:
+        fds = walk(root_fd, parents, create=False)
+    except OSError:
+        return  # gone, or no longer a directory below the root
+    try:
+        for level in range(len(parents) - 1, first - 1, -1):
+            st = os.fstat(fds[level + 1])
+            if (st.st_ino, st.st_dev) != inodes[level - first]:
+                break
+            try:
+                os.rmdir(parents[level], dir_fd=fds[level])
+            except OSError:
+                break
+    finally:
+        close_all(fds[1:])

@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 MiB = 1024 * 1024
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+#: Custom metadata of one object: at most 8 KiB of names and values (Cloud Storage quotas).
+GCS_MAX_METADATA = 8 * 1024
 #: Bytes per read of a body (downloads, and the kept bytes of a continued upload).
 READ_CHUNK = 1 * MiB
 #: Connections kept per store (requests' default, 10, would drop and reopen connections
@@ -99,7 +101,9 @@ class GcsBase:
         self._handle: GcsHandle | None = None
         self._closed = False
         self._live = Liveness(request_timeout)
-        self._capabilities = Capabilities(user_metadata=True, server_side_copy=False)
+        self._capabilities = Capabilities(
+            user_metadata=True, server_side_copy=False, max_metadata=GCS_MAX_METADATA
+        )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -63,6 +63,10 @@ PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1 * MiB
 LIST_PAGE = 1000
 METADATA_PREFIX = "daulat_"  # Azure metadata names must be C# identifiers: no hyphens
+#: The user metadata of one object, names and values (S3 counts names without their
+#: ``x-amz-meta-``): AWS takes at most 2 KiB, Azure 8 KiB (as Capabilities.max_metadata).
+S3_MAX_METADATA = 2 * 1024
+AZURE_MAX_METADATA = 8 * 1024
 
 # obstore retries a failed request itself (cheap: a multipart part is retried alone), but only
 # briefly: persistent throttling must reach daulat's retry layer, which backs off per object and

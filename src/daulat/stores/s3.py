@@ -18,8 +18,8 @@ from obstore.store import S3Store
 from daulat.config import StoreConfig
 from daulat.errors import ConfigError
 from daulat.providers import load_catalogue
-from daulat.stores.base import Store
-from daulat.stores.objectstore import RETRY_CONFIG, ObstoreStore
+from daulat.stores.base import Capabilities, Store
+from daulat.stores.objectstore import RETRY_CONFIG, S3_MAX_METADATA, ObstoreStore
 from daulat.stores.s3creds import CredentialChain, proxy_options
 from daulat.stores.s3raw import FallbackS3Store, S3Raw
 from daulat.stores.timeouts import client_options
@@ -92,4 +92,10 @@ def open_s3_obstore(
         raise ConfigError(
             f"store {cfg.name!r}: cannot configure S3 client ({type(exc).__name__})"
         ) from None
-    return ObstoreStore(cfg.name, inner, etag_scheme="s3", request_timeout=cfg.request_timeout)
+    return ObstoreStore(
+        cfg.name,
+        inner,
+        etag_scheme="s3",
+        request_timeout=cfg.request_timeout,
+        capabilities=Capabilities(max_metadata=S3_MAX_METADATA),
+    )

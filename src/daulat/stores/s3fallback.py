@@ -25,9 +25,7 @@ from daulat.stores.base import (
 )
 from daulat.stores.hashing import StreamHasher
 from daulat.stores.keys import check_prefix
-from daulat.stores.objectstore import (
-    METADATA_PREFIX,
-)
+from daulat.stores.objectstore import METADATA_PREFIX, S3_MAX_METADATA
 from daulat.stores.ranges import Batch, Level
 from daulat.stores.resumable import OnSession, ResumeStats, Session
 
@@ -63,7 +61,7 @@ class FallbackS3Store:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(user_metadata=True, server_side_copy=True)
+        return Capabilities(user_metadata=True, server_side_copy=True, max_metadata=S3_MAX_METADATA)
 
     @property
     def location(self) -> str:
