@@ -4,13 +4,17 @@ whether a run changed anything) see no difference."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from test_hostile_names import HOSTILE_KEYS
 
 from daulat.transfer.manifests import entry_line
+from daulat.transfer.provenance import _content_digest
 
 SOURCES: list[dict[str, Any]] = [
     {"store": "a", "prefix": "", "provider": "self-hosted", "region": None, "country": "ID"},
@@ -82,3 +86,32 @@ def test_optional_fields_and_odd_values_keep_their_order_and_form() -> None:
         chunks=chunks,
     )
     assert got == want
+
+
+@pytest.mark.parametrize("count", [0, 1, 999, 1000, 2500])
+def test_the_content_hash_is_the_lines_hashed_one_by_one(count: int) -> None:
+    """The hash that tells whether a run changed anything, now one update per page of lines,
+    is what hashing each line and its newline gave (a head recorded before still matches)."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TEMP TABLE mf (key TEXT PRIMARY KEY, line TEXT)")
+    keys = [k for k in KEYS if "\ud800" not in k]  # not encodable: no manifest holds it
+    lines = {}
+    for i in range(count):
+        name = f"{i:05d}/{keys[i % len(keys)]}"
+        source = json.dumps(SOURCES[i % 2], ensure_ascii=False)
+        lines[name] = entry_line(
+            name,
+            size=i,
+            sha256="0" * 64,
+            source=source,
+            copied="2026-12-05T15:57:34+00:00",
+            stored_size=i,
+            etag=None,
+        )
+    db.executemany("INSERT INTO mf VALUES (?, ?)", lines.items())
+    dst = SimpleNamespace(prefix="c1/é/")
+    key = SimpleNamespace(public=SimpleNamespace(line="ssh-ed25519 AAAA kpu"))
+    want = hashlib.sha256(json.dumps(["c1/é/", "ssh-ed25519 AAAA kpu", []]).encode())
+    for k in sorted(lines):
+        want.update(lines[k].encode() + b"\n")
+    assert _content_digest(db, dst, key, ()) == want.hexdigest()  # type: ignore[arg-type]

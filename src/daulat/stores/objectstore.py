@@ -231,9 +231,11 @@ class ObstoreStore:
                     return ObstoreReader(info, {}, None, self._name)
             raise err from None
         self._live.answer()
+        # Built anew by obstore at each access: read once.
+        attributes = dict(result.attributes)
         metadata = {
             k[len(METADATA_PREFIX) :]: v
-            for k, v in result.attributes.items()
+            for k, v in attributes.items()
             if k.startswith(METADATA_PREFIX)
         }
         reader = ObstoreReader(
@@ -244,7 +246,7 @@ class ObstoreStore:
         )
         # The store's own description (Content-Type, metadata other applications wrote):
         # daulat.stores.described reads it.
-        reader.attributes = dict(result.attributes)
+        reader.attributes = attributes
         return reader
 
     async def put(
@@ -261,7 +263,7 @@ class ObstoreStore:
         attributes: dict[str, str] | None = None
         if metadata:
             attributes = {METADATA_PREFIX + k: v for k, v in metadata.items()}
-        hasher = StreamHasher()
+        hasher: StreamHasher | None = None  # a stream's (bytes are hashed whole)
         body: bytes | AsyncIterator[bytes]
         digest: str | None = None
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -272,6 +274,7 @@ class ObstoreStore:
         if isinstance(body, bytes):
             digest = await body_digest(body, sha256, prehashed=prehashed, store=self._name, key=key)
         else:
+            hasher = StreamHasher()
             body = hashed(body, hasher, expected=sha256, store=self._name, key=key)
         try:
             if isinstance(body, bytes):
@@ -317,6 +320,7 @@ class ObstoreStore:
             return PutResult(
                 key=key, size=len(body), sha256=digest, etag=normalise_etag(result["e_tag"])
             )
+        assert hasher is not None
         return PutResult(
             key=key,
             size=hasher.size,

@@ -11,25 +11,38 @@ The problem
 The proof
     Every object the engine writes carries one user-metadata field, ``proof``
     (``daulat_proof`` at the provider), holding a MAC under a key only the customer holds
-    (:func:`proof_key`; never sent anywhere). Two forms exist::
+    (:func:`proof_key`; never sent anywhere). These forms exist::
 
-        2s.<base64url(nonce[16] || sealed_sha256[32] || sealed_run[8] || tag[32])>
+        3s.<base64url(nonce[12] || AES-GCM-SIV(sha256[32] || run[8])[40] || tag[16])>
                                                          objects whose hash is known when the
                                                          metadata is written (one PUT, or
                                                          streamed to a directory: see below)
         1n.<base64url(nonce[16] || tag[32])>             objects streamed in parts
-        1s.<base64url(nonce[16] || sealed_sha256[32] || tag[32])>   written by earlier versions
+        2s.<base64url(nonce[16] || sealed_sha256[32] || sealed_run[8] || tag[32])>
+        1s.<base64url(nonce[16] || sealed_sha256[32] || tag[32])>   both written by earlier
+                                                         versions, still checked
 
-    ``tag`` is HMAC-SHA256 over a length-prefixed frame of: a version label, the form, the
-    transfer's codec (plain, age to which recipients, protected names, decrypting — an object
-    written for another codec is never adopted, so plaintext is never adopted into an encrypted
-    exit), the destination key exactly as stored, the source version that was read (size and
-    ETag; the filesystem's ETag is inode, mtime and size), then for ``s`` the plaintext SHA-256
-    and the stored size, and the nonce (for ``2s`` also the id of the journal run that wrote
-    the object). ``sealed_sha256`` is the plaintext SHA-256 XOR a pad HMAC(seal key, nonce), and
-    ``sealed_run`` the run id XOR a second pad: the provider learns neither the hash, nor the
-    run, nor (under protected names) the name, only random-looking bytes; the tag binds the
-    unsealed values, so a changed seal fails.
+    Every form binds a length-prefixed frame of: a version label, the form, the transfer's
+    codec (plain, age to which recipients, protected names, decrypting — an object written for
+    another codec is never adopted, so plaintext is never adopted into an encrypted exit), the
+    destination key exactly as stored, the source version that was read (size and ETag; the
+    filesystem's ETag is inode, mtime and size), then for ``s`` the stored size.
+
+    ``3s`` is one AES-GCM-SIV encryption (RFC 8452, under a key derived from the proof key) of
+    the plaintext SHA-256 and the id of the journal run that wrote the object, with the frame
+    as associated data: one pass of a standard AEAD seals both values (the provider learns
+    neither the hash, nor the run, nor under protected names the name) and authenticates them
+    with the frame (any changed byte fails its 128-bit tag). GCM-SIV, not GCM, because its
+    nonces are random: a repeated nonce would reveal only that two proofs are identical, never
+    the key that authenticates them. Where the cryptography library offers no AES-GCM-SIV
+    (OpenSSL before 3.2) ``2s`` is written instead, and a ``3s`` proof is not adopted (sent
+    again, never believed).
+
+    ``1n``, ``1s`` and ``2s`` are HMAC-SHA256 tags over the frame plus, for ``s``, the
+    plaintext SHA-256, the nonce (for ``2s`` also the run id). Their ``sealed_sha256`` is the
+    plaintext SHA-256 XOR a pad HMAC(seal key, nonce), and ``sealed_run`` the run id XOR a
+    second pad; the tag binds the unsealed values, so a changed seal fails. ``2s`` took three
+    MACs per object where ``3s`` takes one AEAD pass.
     Plain single-PUT copies still carry ``sha256`` in clear, as before; encrypted ones never do.
 
 Adoption
@@ -37,8 +50,8 @@ Adoption
     *candidate*. One that the journal records as done from this very source version, but that
     is listed with another size or ETag, is either a later write whose journal commit a kill
     lost (the destination was emptied, say, and the killed run had written it again) or a
-    change made after daulat wrote it. Only the proof can tell: it is adopted when its ``2s``
-    proof names a run *later* than the one the done row was recorded by, or when a
+    change made after daulat wrote it. Only the proof can tell: it is adopted when its ``3s``
+    or ``2s`` proof names a run *later* than the one the done row was recorded by, or when a
     ``completing`` row newer than the done row matches its ``n`` proof; otherwise (the object
     that row records, changed in place under its old proof; a ``1s`` proof, which names no run)
     it is sent again. Run ids come from this state directory's journal, the only place whose
@@ -67,7 +80,7 @@ Large objects (streamed in parts, over 8 MiB)
     destination is never sent again.
 
     A store that sets metadata only when it commits, after the last byte (the filesystem:
-    ``Capabilities.metadata_at_commit``), gets the full ``2s`` proof at step 2 instead of the
+    ``Capabilities.metadata_at_commit``), gets the full ``3s`` proof at step 2 instead of the
     nonce, so its large objects are adopted like small ones even when the journal is lost.
     Elsewhere a lost journal means a large object is sent again: hashing what the destination
     holds would make the provider's bytes the only witness of the SHA-256 then recorded.
@@ -94,6 +107,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -111,8 +126,11 @@ KEY_BYTES = 32
 NONCE_BYTES = 16
 _TAG_BYTES = 32
 _LABEL = b"daulat-proof-1"
-_SEALED, _NONCE, _SEALED_RUN = "1s.", "1n.", "2s."
+_SEALED, _NONCE, _SEALED_RUN, _SEALED_AEAD = "1s.", "1n.", "2s.", "3s."
 _RUN_BYTES = 8
+_AEAD_NONCE_BYTES = 12
+_AEAD_TAG_BYTES = 16
+_AEAD_BLOB = _AEAD_NONCE_BYTES + 32 + _RUN_BYTES + _AEAD_TAG_BYTES
 # Metadata requests in flight while adopting, at most: each is one small round trip.
 ADOPT_CONCURRENCY = 32
 ADOPT_PAGE = 1000
@@ -193,13 +211,13 @@ class Proven:
 
     sha256: str
     plain_size: int
-    run_id: int | None = None  # the journal run that wrote it (``2s`` proofs)
+    run_id: int | None = None  # the journal run that wrote it (``3s`` and ``2s`` proofs)
 
 
 class Prover:
     """Makes and checks proofs for one transfer (one codec); see the module docstring."""
 
-    __slots__ = ("_codec", "_encrypting", "_mac", "_run_id", "_seal")
+    __slots__ = ("_aead", "_codec", "_encrypting", "_mac", "_run_id", "_seal")
 
     def __init__(
         self, key: bytes, *, codec: str, encrypting: bool, run_id: int | None = None
@@ -207,6 +225,8 @@ class Prover:
         # Keyed once; each MAC starts from a copy (saves re-keying on every object).
         self._mac = hmac.new(_derive(key, b"mac"), digestmod="sha256")
         self._seal = hmac.new(_derive(key, b"seal"), digestmod="sha256")
+        # None where the library has no AES-GCM-SIV (OpenSSL < 3.2): 2s is written then.
+        self._aead = _aead(_derive(key, b"aead"))
         self._codec = codec.encode()
         # Encrypting: the plaintext is the source object; otherwise it is what is stored.
         self._encrypting = encrypting
@@ -223,9 +243,18 @@ class Prover:
         """Metadata for an object sent in one PUT (empty when the source has no version)."""
         if src_etag is None:
             return {}
-        nonce = os.urandom(NONCE_BYTES)
         digest = bytes.fromhex(sha256)
         run = self._run_id
+        if run is not None and self._aead is not None:
+            # One AEAD pass seals and binds everything (this runs once per object).
+            nonce = os.urandom(_AEAD_NONCE_BYTES)
+            sealed = self._aead.encrypt(
+                nonce,
+                digest + run.to_bytes(_RUN_BYTES, "big"),
+                self._frame(_SEALED_AEAD, dst_key, src_size, src_etag, stored_size),
+            )
+            return {PROOF_FIELD: _SEALED_AEAD + _b64(nonce + sealed)}
+        nonce = os.urandom(NONCE_BYTES)
         if run is None:
             tag = self._tag(_SEALED, dst_key, src_size, src_etag, nonce, digest, stored_size)
             return {PROOF_FIELD: _SEALED + _b64(nonce + _xor(digest, self._pad(nonce)) + tag)}
@@ -259,6 +288,18 @@ class Prover:
         c = candidate
         if value is None or c.etag is None or c.dst_size is None:
             return None
+        if value.startswith(_SEALED_AEAD):
+            blob = _unb64(value[len(_SEALED_AEAD) :], _AEAD_BLOB)
+            if blob is None or self._aead is None:
+                return None
+            frame = self._frame(_SEALED_AEAD, dst_key, c.size, c.etag, c.dst_size)
+            try:
+                opened = self._aead.decrypt(
+                    blob[:_AEAD_NONCE_BYTES], blob[_AEAD_NONCE_BYTES:], frame
+                )
+            except InvalidTag:
+                return None
+            return self._after_recorded(opened[:32], opened[32:], c)
         if value.startswith(_SEALED_RUN):
             blob = _unb64(value[len(_SEALED_RUN) :], NONCE_BYTES + 32 + _RUN_BYTES + _TAG_BYTES)
             if blob is None:
@@ -273,11 +314,7 @@ class Prover:
             )
             if not hmac.compare_digest(tag, want):
                 return None
-            run = int.from_bytes(run_bytes, "big")
-            if c.recorded_run is not None and run <= c.recorded_run:
-                # The very write the done row records (or an older one), changed since.
-                return None
-            return Proven(digest.hex(), c.size if self._encrypting else c.dst_size, run)
+            return self._after_recorded(digest, run_bytes, c)
         if value.startswith(_SEALED):
             if c.recorded_run is not None:
                 return None  # names no run: cannot be told from the write the row records
@@ -312,6 +349,32 @@ class Prover:
                 return None
             return Proven(done.sha256, done.plain_size)
         return None
+
+    def _after_recorded(self, digest: bytes, run_bytes: bytes, c: Candidate) -> Proven | None:
+        """A verified proof naming run ``run_bytes``: adopted unless the journal records this
+        source version as done by that run or a later one."""
+        run = int.from_bytes(run_bytes, "big")
+        if c.recorded_run is not None and run <= c.recorded_run:
+            # The very write the done row records (or an older one), changed since.
+            return None
+        assert c.dst_size is not None  # checked by the caller
+        return Proven(digest.hex(), c.size if self._encrypting else c.dst_size, run)
+
+    def _frame(
+        self, form: str, dst_key: str, src_size: int, src_etag: str, stored_size: int
+    ) -> bytes:
+        """What a ``3s`` proof binds besides the sealed values (the AEAD's associated data),
+        framed as the HMAC forms' fields are."""
+        fields = (
+            _LABEL,
+            form.encode(),
+            self._codec,
+            dst_key.encode("utf-8", "surrogatepass"),
+            b"%d" % src_size,
+            src_etag.encode("utf-8", "surrogatepass"),
+            b"%d" % stored_size,
+        )
+        return struct.pack(">B7I", 7, *map(len, fields)) + b"".join(fields)
 
     def _pad(self, nonce: bytes, purpose: bytes = b"") -> bytes:
         h = self._seal.copy()
@@ -348,6 +411,13 @@ class Prover:
         h.update(struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields)))
         h.update(b"".join(fields))
         return h.digest()
+
+
+def _aead(key: bytes) -> AESGCMSIV | None:
+    try:
+        return AESGCMSIV(key)
+    except UnsupportedAlgorithm:
+        return None
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:

@@ -250,6 +250,8 @@ class Executor:
         """Count outcomes the journal has committed. Batch-wise: the Ray driver acknowledges
         thousands at a time, so the common case (all done) is two sums, not a loop of
         counters."""
+        if not committed:
+            return  # most calls: the object waits in the batch (nothing to count yet)
         s = self.summary
         if self._in_flight:  # empty on the Ray driver: its workers stream, not it
             for o in committed:
@@ -389,18 +391,18 @@ class Executor:
         etag = stored.etag
         plain: bytes | None = None
         chunks: tuple[bytes, int] | None = None
-        stream: AsyncIterable[bytes] = self._metered(
-            capped(reader, item.size, store=where, key=src_key), item.key
-        )
-        if expected_stored is not None and not decrypting and stored.size > SMALL_OBJECT:
-            stream = hashed(
-                stream,
-                StreamHasher(),
-                expected=expected_stored,
-                store=self.dst.store.name,
-                key=src_key,
-            )
-        if stored.size <= SMALL_OBJECT:
+        stream: AsyncIterable[bytes] = reader  # wrapped below when it is streamed
+        if stored.size > SMALL_OBJECT:
+            stream = self._metered(capped(reader, item.size, store=where, key=src_key), item.key)
+            if expected_stored is not None and not decrypting:
+                stream = hashed(
+                    stream,
+                    StreamHasher(),
+                    expected=expected_stored,
+                    store=self.dst.store.name,
+                    key=src_key,
+                )
+        else:
             try:
                 data = await reader.read_all()
             except StoredMismatch:

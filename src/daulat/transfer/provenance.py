@@ -446,14 +446,20 @@ def _retried_key(journal: Journal, loc: str, tip: Tip, encrypted: bool) -> str |
     return key
 
 
+_DIGEST_PAGE = 1000  # manifest lines hashed per update
+
+
 def _content_digest(
     db: sqlite3.Connection, dst: Endpoint, key: SigningKey, encrypt_to: Sequence[Recipient]
 ) -> str:
     """What a manifest would say (its entries, signer, prefix and recipients), as a hash."""
     h = hashlib.sha256()
     h.update(json.dumps([dst.prefix, key.public.line, sorted(map(str, encrypt_to))]).encode())
-    for (line,) in db.execute("SELECT line FROM mf ORDER BY key"):
-        h.update(line.encode() + b"\n")
+    rows = db.execute("SELECT line FROM mf ORDER BY key")
+    # The lines each followed by a newline, as one update per page of rows rather than one
+    # per object: the same bytes in the same order, so the same digest as ever.
+    while page := rows.fetchmany(_DIGEST_PAGE):
+        h.update(("\n".join([line for (line,) in page]) + "\n").encode())
     return h.hexdigest()
 
 
