@@ -64,7 +64,7 @@ BUCKET = '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n'
         ),
         (
             KEYS + 'identity = "prim"\n' + BUCKET,
-            "[gateway]: field 'identity': {dir}/prim is not a file",
+            "[gateway]: field 'identity': {dir}/prim is a directory, not a file",
         ),
         # Not pydantic's "instance of _Bucket".
         (
