@@ -73,3 +73,37 @@ def test_azure_counts_its_prefix_in_the_1024_characters_of_a_blob_name() -> None
     assert problem is not None and problem.startswith("longer than 1024 characters"), problem
     # Characters, not bytes: 1,000 two-byte characters fit where the prefix leaves room.
     assert azure_key_problem("é" * 500, prefix="p" * 23) is None
+
+
+def test_a_file_directory_conflict_at_a_directory_replica_is_refused_up_front(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    stores = [
+        s3_store_config(s3_server, "prim", "gw-conflict"),
+        fs_store_config(tmp_path / "loc", "loc"),
+    ]
+    config = _config(tmp_path, stores, {"fsb": 'replicas = ["prim", "loc"]\nwritable = true'})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="fsb", Key="a/one.bin", Body=b"one")
+        conflicts = {
+            "a": "'a' is a directory of other objects here",
+            "a/one.bin/child": "'a/one.bin' is an object here",
+        }
+        for key, why in conflicts.items():
+            with pytest.raises(ClientError) as exc:
+                s3.put_object(Bucket="fsb", Key=key, Body=b"never anywhere")
+            status, code, message = _error(exc.value)
+            assert (status, code) == (400, "InvalidArgument"), message
+            assert "store loc cannot hold it" in message and why in message, message
+            assert exc.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+            with pytest.raises(ClientError) as exc:
+                s3.create_multipart_upload(Bucket="fsb", Key=key)
+            assert _error(exc.value)[:2] == (400, "InvalidArgument")
+        # Names that merely start alike are no conflict.
+        s3.put_object(Bucket="fsb", Key="a/one.binary", Body=b"fine")
+    for key in conflicts:
+        assert _rows(config, key) == {}, key
+    held = _direct(s3_server).list_objects_v2(Bucket="gw-conflict")
+    assert sorted(o["Key"] for o in held.get("Contents", [])) == ["a/one.bin", "a/one.binary"]
+    assert [w["key"] for w in _writes(config)] == ["a/one.bin", "a/one.binary"]

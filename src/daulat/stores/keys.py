@@ -42,6 +42,24 @@ def write_problem(store: object, key: str) -> str | None:
     return None
 
 
+@runtime_checkable
+class NameConflicts(Protocol):
+    """A store (a directory tree) where one name cannot be an object and hold others."""
+
+    def name_conflict(self, key: str) -> str | None:
+        """Which object ``key`` cannot be held beside, or None (blocking: a few stats)."""
+        ...
+
+
+def name_conflict(store: object, key: str) -> str | None:
+    """Which object of ``store`` (under its wrappers) ``key`` cannot be written beside, or
+    None. Blocking: run it in a thread."""
+    for layer in layers(store):
+        if isinstance(layer, NameConflicts):
+            return layer.name_conflict(key)
+    return None
+
+
 def invalid_key(store: str, key: str, reason: str) -> InvalidKey:
     """The one wording of a refused key."""
     return InvalidKey(f"store {store!r} cannot hold key {key!r}: {reason}", store=store, key=key)
