@@ -336,6 +336,9 @@ class Writer:
         for t, res in zip(writing, results, strict=True):
             if isinstance(res, BaseException):
                 why = describe(res)
+                if isinstance(res, NameConflict):
+                    # A race past conflict(): no sync mends it while the other object exists.
+                    why = f"{ledger.CONFLICT}{why}"
                 if t is primary or not abandoned:
                     alone = await _heard(bucket, t, res)
                     own = own or (alone and t is primary)
