@@ -6,6 +6,7 @@ SeaweedFS, boto3 and the CLI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from conftest import fs_store_config, s3_store_config
 from servers import S3Server
 from test_gateway import _status, client, gateway
 from test_gateway_writes import _config, _direct, _rows, _writes
+from test_gateway_writes_review import _start_put
 
+from daulat.cli import run as cli
 from daulat.stores.azure import azure_key_problem
 
 pytestmark = pytest.mark.timeout(300)
@@ -107,3 +110,35 @@ def test_a_file_directory_conflict_at_a_directory_replica_is_refused_up_front(
     held = _direct(s3_server).list_objects_v2(Bucket="gw-conflict")
     assert sorted(o["Key"] for o in held.get("Contents", [])) == ["a/one.bin", "a/one.binary"]
     assert [w["key"] for w in _writes(config)] == ["a/one.bin", "a/one.binary"]
+
+
+def test_a_conflict_that_races_past_the_check_is_named_and_no_sync_is_recommended(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stores = [
+        s3_store_config(s3_server, "prim", "gw-race"),
+        fs_store_config(tmp_path / "loc", "loc"),
+    ]
+    config = _config(
+        tmp_path, stores, {"pemilu": 'replicas = ["prim", "loc"]\nwritable = true\nquorum = 1'}
+    )
+    with gateway(config) as endpoint:
+        # 'a' is checked (nothing at loc yet) and under way; 'a/b' is checked and written
+        # meanwhile; when 'a' ends, loc holds a directory 'a'.
+        racing = _start_put(endpoint, "a", 10, 5)
+        client(endpoint).put_object(Bucket="pemilu", Key="a/b", Body=b"b")
+        racing.send(b"12345")
+        reply = racing.getresponse()
+        assert reply.status == 200, reply.read()
+        racing.close()
+    row = _rows(config, "a")["loc:"]
+    assert row[0] == "failed" and "name conflict" in (row[2] or ""), row
+    capsys.readouterr()
+    cli(["stores", "--config", str(config)])
+    text = capsys.readouterr().out
+    assert "loc: 1 object(s) written through the gateway cannot be held here" in text, text
+    assert "directory of other objects" in text, text
+    assert "daulat sync" not in text, text
+    cli(["stores", "--json", "--config", str(config)])
+    loc = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["loc"]
+    assert (loc["gateway_lagging"], loc["gateway_conflicting"]) == (0, 1)

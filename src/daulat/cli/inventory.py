@@ -150,7 +150,11 @@ def stores(
                 {
                     **asdict(r),
                     "gateway": s.to_json() if (s := standing.get(r.name)) else None,
-                    "gateway_lagging": lag.objects if (lag := lags.get(r.name)) else 0,
+                    "gateway_lagging": lag.objects - lag.conflicts
+                    if (lag := lags.get(r.name))
+                    else 0,
+                    # Of what lags, what no sync can copy (see the text output).
+                    "gateway_conflicting": lag.conflicts if lag else 0,
                     "written_by_daulat": dict(
                         zip(("objects", "bytes", "latest"), written[r.name], strict=True)
                     ),
