@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_gateway import _status, client, gateway
+from test_gateway import _audit, _status, client, gateway
 from test_gateway_writes import _config, _direct, _rows, _writes
 from test_gateway_writes_review import _start_put
 
@@ -142,3 +143,49 @@ def test_a_conflict_that_races_past_the_check_is_named_and_no_sync_is_recommende
     cli(["stores", "--json", "--config", str(config)])
     loc = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["loc"]
     assert (loc["gateway_lagging"], loc["gateway_conflicting"]) == (0, 1)
+
+
+def _stores(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], str]:
+    """``daulat stores``: each store's gateway standing (--json), and the text."""
+    capsys.readouterr()
+    assert cli(["stores", "--json", "--config", str(config)]) in (0, 1)
+    standing = {r["name"]: r["gateway"] for r in json.loads(capsys.readouterr().out)}
+    assert cli(["stores", "--config", str(config)]) in (0, 1)
+    return standing, capsys.readouterr().out
+
+
+def test_a_down_an_earlier_gateway_stopped_with_is_not_current_once_a_later_one_watches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "loc")]
+    writable = 'replicas = ["prim", "loc"]\nwritable = true\nquorum = 1'
+    config = _config(tmp_path, stores, {"pemilu": writable})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"both\n")
+        (tmp_path / "loc").rename(tmp_path / "loc.off")
+        s3.put_object(Bucket="pemilu", Key="b.txt", Body=b"loc is down\n")
+    ops = [(e["operation"], e["details"]) for e in _audit(config)]
+    assert any(op == "gateway.down" and d.get("store") == "loc" for op, d in ops), ops
+    assert ("gateway.stopped", {"stores": ["loc"]}) in ops, ops
+    standing, text = _stores(config, capsys)
+    assert standing["loc"]["state"] == "down" and standing["loc"].get("watched") is None
+    assert "nothing has checked the store since" in text, text
+    # loc answers again; a new gateway watches it, writes to it, never finds it down.
+    (tmp_path / "loc.off").rename(tmp_path / "loc")
+    with gateway(config) as endpoint:
+        client(endpoint).put_object(Bucket="pemilu", Key="c.txt", Body=b"both again\n")
+        assert (tmp_path / "loc" / "c.txt").read_bytes() == b"both again\n"
+        standing, text = _stores(config, capsys)
+    assert "nothing has checked the store since" not in text, text
+    started = [e["details"] for e in _audit(config) if e["operation"] == "gateway.started"]
+    assert started[-1] == {"writable": ["pemilu"], "stores": ["loc", "prim"]}
+    loc = standing["loc"]
+    assert loc["state"] == "down" and loc["watched"] is not None, loc
+    assert "a later gateway, started at" in text and "has not found it down" in text, text
+    # A read-only gateway starts a watch too, and says so in the audit log.
+    config.write_text(config.read_text().replace("writable = true\nquorum = 1", ""))
+    with gateway(config) as endpoint:
+        client(endpoint).head_object(Bucket="pemilu", Key="c.txt")
+    last = [e["details"] for e in _audit(config) if e["operation"] == "gateway.started"][-1]
+    assert last == {"writable": [], "stores": ["loc", "prim"]}
