@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from daulat.errors import InvalidKey
+from daulat.errors import DaulatError, InvalidKey
 from daulat.stores.forwarding import layers
 
 #: Why a store cannot hold a key, or None when it can.
@@ -57,6 +57,14 @@ def name_conflict(store: object, key: str) -> str | None:
     for layer in layers(store):
         if isinstance(layer, NameConflicts):
             return layer.name_conflict(key)
+        # A wrapper that stores objects under other names (protected names: keyed hashes)
+        # is asked where the key lands below it.
+        stored_key = getattr(layer, "stored_key", None)
+        if callable(stored_key):
+            try:
+                key = stored_key(key)
+            except DaulatError:
+                return None  # it cannot place the key at all: its own put says why
     return None
 
 
