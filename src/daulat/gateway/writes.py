@@ -55,7 +55,7 @@ from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
 from daulat.stores.described import Described
-from daulat.stores.keys import name_conflict, write_problem
+from daulat.stores.keys import has_name_conflicts, name_conflict, write_problem
 from daulat.stores.objectstore import METADATA_PREFIX
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
@@ -216,6 +216,8 @@ class Writer:
         sent, as :meth:`refusal`: written anyway, the replica would lag for ever, since no
         sync can copy it there while the other object exists."""
         for t in self.targets(bucket):
+            if not has_name_conflicts(t.store):
+                continue
             full = t.replica.address.prefix + key
             reason = await asyncio.to_thread(name_conflict, t.store, full)
             if reason is not None:

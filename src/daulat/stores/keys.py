@@ -51,6 +51,12 @@ class NameConflicts(Protocol):
         ...
 
 
+def has_name_conflicts(store: object) -> bool:
+    """Whether ``store`` (under its wrappers) is a tree where names can conflict: only those
+    are worth the thread a :func:`name_conflict` takes."""
+    return any(isinstance(layer, NameConflicts) for layer in layers(store))
+
+
 def name_conflict(store: object, key: str) -> str | None:
     """Which object of ``store`` (under its wrappers) ``key`` cannot be written beside, or
     None. Blocking: run it in a thread."""
