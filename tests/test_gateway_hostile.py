@@ -117,8 +117,9 @@ def test_invalid_keys_never_knock_the_primary_down(tmp_path: Path, s3_server: S3
         got = s3.get_object(Bucket="s3b", Key="only/prim.txt")
         assert got["Body"].read() == b"only at the primary\n"
         assert s3.get_object(Bucket="s3b", Key="a/one.txt")["Body"].read() == b"one\n"
+    # Findings only: every gateway audits its start (gateway.started).
     entries = [e for e in _audit(config) if e["operation"].startswith("gateway.")]
-    assert entries == [], entries
+    assert [e["operation"] for e in entries] == ["gateway.started"], entries
 
 
 class HangingProxy:
@@ -208,6 +209,8 @@ def test_hung_primary_costs_one_timeout_and_probes_in_the_background(
     finally:
         proxy.close()
     found = [e for e in _audit(config) if e["operation"].startswith("gateway.")]
+    assert found[0]["operation"] == "gateway.started", found  # every gateway audits its start
+    found = found[1:]
     assert [e["operation"] for e in found] == ["gateway.down", "gateway.recovered"], found
     down, recovered = found[0]["details"], found[1]["details"]
     assert "no answer within 4 s (request_timeout)" in down["error"], down

@@ -13,8 +13,10 @@ Users of the library catch these, never a provider SDK's exceptions::
     ├── StoreError             an operation on one store failed
     │   ├── NotFound           the key does not exist
     │   ├── InvalidKey         this store cannot hold this key (per object; the run goes on)
-    │   │   └── MetadataTooLarge  nor this object's metadata (a filesystem's extended
-    │   │                      attributes hold a few KB)
+    │   │   ├── MetadataTooLarge  nor this object's metadata (a filesystem's extended
+    │   │   │                  attributes hold a few KB)
+    │   │   └── NameConflict   a directory store holds 'a' as a file and 'a/b' is asked, or
+    │   │                      the reverse (no copy can mend it while both exist)
     │   ├── IntegrityError     content did not match the expected hash; nothing was written
     │   ├── AccessDenied       the provider refused: bad or revoked credentials, no permission,
     │   │   │                  missing bucket or disabled account (permanent: stop, do not retry)
@@ -137,6 +139,11 @@ class NotFound(StoreError):
 
 class InvalidKey(StoreError):
     """This store cannot hold the key; refused per object, nothing was written."""
+
+
+class NameConflict(InvalidKey):
+    """A directory store cannot hold the key beside another object of the store: one of them
+    would be a file and a directory at once ('a' and 'a/b'). Refused per object."""
 
 
 class MetadataTooLarge(InvalidKey):

@@ -150,7 +150,11 @@ def stores(
                 {
                     **asdict(r),
                     "gateway": s.to_json() if (s := standing.get(r.name)) else None,
-                    "gateway_lagging": lag.objects if (lag := lags.get(r.name)) else 0,
+                    "gateway_lagging": lag.objects - lag.conflicts
+                    if (lag := lags.get(r.name))
+                    else 0,
+                    # Of what lags, what no sync can copy (see the text output).
+                    "gateway_conflicting": lag.conflicts if lag else 0,
                     "written_by_daulat": dict(
                         zip(("objects", "bytes", "latest"), written[r.name], strict=True)
                     ),
@@ -189,10 +193,20 @@ def stores(
             if (s := standing.get(r.name)) is not None:
                 line = "  " + describe(r.name, s)
                 out.print(styled((line, "red")) if s.refused else styled(line))
-            if (lag := lags.get(r.name)) is not None:
+            if (lag := lags.get(r.name)) is not None and lag.objects > lag.conflicts:
                 out.print(
-                    f"  {r.name}: {lag.objects:,} object(s) written through the gateway are not "
-                    f"held verified here yet: `{lag.sync}` copies them",
+                    f"  {r.name}: {lag.objects - lag.conflicts:,} object(s) written through the "
+                    f"gateway are not held verified here yet: `{lag.sync}` copies them",
+                    markup=False,
+                    highlight=False,
+                )
+            if lag is not None and lag.conflicts:
+                # No sync can copy these while the other object is there: saying so beats a
+                # recommended command that fails every time.
+                out.print(
+                    f"  {r.name}: {lag.conflicts:,} object(s) written through the gateway cannot "
+                    f"be held here beside another object of one name ({printable(lag.conflict)}):"
+                    " no sync copies them until one of the two is removed or renamed",
                     markup=False,
                     highlight=False,
                 )

@@ -51,6 +51,9 @@ UNDER_WAY = "a gateway write of this key is under way (or was cut short): not ve
 #: How the rows of a replica that lags behind the gateway's writes begin (see :func:`lagging`).
 LAGS = "lags: "
 NOT_ACKNOWLEDGED = "gateway write not acknowledged: "
+#: Marks, inside a lag's reason, a key the replica cannot hold beside another of its objects
+#: (a file and a directory of one name): no sync copies it while that object is there.
+CONFLICT = "name conflict: "
 #: The run under which a gateway's multipart uploads are recorded (see the module docstring).
 UPLOADS_KIND = "gateway-uploads"
 UPLOADS_PAIR = "gateway: its multipart uploads"
@@ -171,6 +174,8 @@ class Lag:
 
     objects: int
     sync: str  # the command that copies them: daulat sync PRIMARY REPLICA
+    conflicts: int = 0  # of them, keys the replica cannot hold beside another of its objects
+    conflict: str = ""  # one such conflict, as the store put it
 
 
 def lagging(state_dir: Path) -> dict[str, Lag]:
@@ -189,21 +194,30 @@ def lagging(state_dir: Path) -> dict[str, Lag]:
         if not has_tables(db, "journal"):
             return {}
         rows = db.execute(
-            "SELECT pair, count(*) FROM journal WHERE state = 'failed' AND "
+            "SELECT pair, count(*), sum(instr(error, ?) > 0), "
+            "max(CASE WHEN instr(error, ?) > 0 THEN substr(error, instr(error, ?) + ?) END) "
+            "FROM journal WHERE state = 'failed' AND "
             "(substr(error, 1, ?) = ? OR substr(error, 1, ?) = ? OR error = ?) GROUP BY pair",
-            (len(LAGS), LAGS, len(NOT_ACKNOWLEDGED), NOT_ACKNOWLEDGED, UNDER_WAY),
+            (
+                *(CONFLICT, CONFLICT, CONFLICT, len(CONFLICT)),
+                *(len(LAGS), LAGS, len(NOT_ACKNOWLEDGED), NOT_ACKNOWLEDGED, UNDER_WAY),
+            ),
         ).fetchall()
     except sqlite3.Error:
         return {}
     finally:
         db.close()
-    for pair, n in rows:
+    for pair, n, conflicts, conflict in rows:
         m = _PAIR.match(pair)
         if m is None:
             continue
         src = f"{m['src']}:{m['sp']}".rstrip(":")
         dst = f"{m['dst']}:{m['dp']}".rstrip(":")
-        kept = out.get(m["dst"])
-        objects = int(n) + (kept.objects if kept else 0)
-        out[m["dst"]] = Lag(objects, f"daulat sync {src} {dst}")
+        kept = out.get(m["dst"]) or Lag(0, "")
+        out[m["dst"]] = Lag(
+            kept.objects + int(n),
+            f"daulat sync {src} {dst}",
+            kept.conflicts + int(conflicts or 0),
+            kept.conflict or conflict or "",
+        )
     return out

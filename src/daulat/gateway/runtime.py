@@ -20,7 +20,7 @@ from daulat.gateway.health import Circuit, Health
 from daulat.gateway.reading import describe
 from daulat.gateway.replicas import JournalView, ManifestIndex, Source, Version
 from daulat.gateway.spool import Spool
-from daulat.gateway.standing import STOPPED
+from daulat.gateway.standing import STARTED, STOPPED
 from daulat.gateway.writes import Writer, Written
 from daulat.signing import existing_local_key, signers_line
 from daulat.stores import Store, open_store
@@ -178,11 +178,14 @@ class AuditEvents:
         if stores:
             await asyncio.to_thread(self._append, STOPPED, {"stores": stores})
 
-    async def started(self, writable: list[str]) -> None:
-        """A gateway taking writes starts: written before it records anything in the
-        journal (a run there is evidence the audit log existed; a gateway killed during its
-        first write must leave a log ``daulat clean`` accepts)."""
-        await asyncio.to_thread(self._append, "gateway.started", {"writable": writable})
+    async def started(self, writable: list[str], stores: list[str]) -> None:
+        """A gateway starts watching ``stores``, taking writes for the ``writable`` buckets.
+        Written by every gateway, read-only ones too: a store an earlier gateway stopped with
+        down is watched again from here (:mod:`.standing`). A writable one writes it before
+        it records anything in the journal (a run there is evidence the audit log existed; a
+        gateway killed during its first write must leave a log ``daulat clean`` accepts)."""
+        details = {"writable": writable, "stores": stores}
+        await asyncio.to_thread(self._append, STARTED, details)
 
     async def drain(self) -> None:
         if self._pending:
@@ -257,9 +260,9 @@ class Runtime:
             for line in coverage(bucket, self.journal):
                 log.warning("%s", line)
         await self._check_identity()
-        if any(b.writable for b in self.gw.buckets.values()):
+        writable = [name for name, b in self.gw.buckets.items() if b.writable]
+        if writable:
             self._check_writable()
-            writable = [name for name, b in self.gw.buckets.items() if b.writable]
             for gone in self.spool.start(writable):
                 log.warning("removed a multipart upload a stopped gateway left: %s", gone)
             await self._tidy_stores(writable)
@@ -268,7 +271,8 @@ class Runtime:
                     "took over %d multipart upload(s) a stopped gateway left in progress",
                     len(self.spool.uploads),
                 )
-            await self.events.started(writable)
+        await self.events.started(writable, sorted(self.stores))
+        if writable:
             await self.writer.ledger.hold_uploads()
             await self._abort_left_uploads()
 

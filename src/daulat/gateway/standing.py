@@ -10,7 +10,10 @@ is shown where the stores are, after the gateway has stopped.
 
 A store's health is a state that ages: a gateway that stops while it holds stores down or
 revoked writes ``gateway.stopped`` naming them, and their state is then shown with the time
-that gateway stopped (nothing has watched the store since: it may well answer now).
+that gateway stopped (nothing has watched the store since: it may well answer now). A gateway
+that starts writes ``gateway.started`` naming the stores it watches: from then on an earlier
+"down" or "revoked" of one of them is history, shown with the time the new watch began, and
+no longer as current (that gateway writes ``gateway.down`` if it finds the store down again).
 Every state is shown with its age. Evidence about data (altered, withheld) does not age.
 """
 
@@ -34,6 +37,8 @@ OPERATIONS = {
 }
 #: Written by a gateway as it stops, naming the stores it watched.
 STOPPED = "gateway.stopped"
+#: Written by a gateway as it starts, naming the stores it watches: a new watch begins.
+STARTED = "gateway.started"
 #: Findings about the data a store holds (other bytes than were copied, a copy missing):
 #: evidence against the provider. They stay shown until a later such finding: a store that
 #: answers again afterwards ("recovered", "down") does not hide them.
@@ -55,10 +60,14 @@ class Standing:
     # When the gateway that found it stopped (down, revoked, recovered): no gateway has
     # watched the store since. None while one runs, or when it ended without saying so.
     stopped: str | None = None
+    # When a later gateway started watching the store (down, revoked): it has not found it
+    # so since, or a newer finding would have replaced this one. None if none has.
+    watched: str | None = None
 
     @property
     def refused(self) -> bool:
-        return self.state != "recovered"
+        """Whether the store is, as far as the gateways know, refusing or down now."""
+        return self.state != "recovered" and self.watched is None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,12 +84,16 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
         return out
     try:
         for entry in log.entries():
+            if entry.operation == STARTED:
+                for name in _names(entry.details.get("stores")):
+                    kept = out.get(name)
+                    if kept is None or kept.state in EVIDENCE or kept.state == "recovered":
+                        continue
+                    if kept.watched is None:
+                        out[name] = dataclasses.replace(kept, watched=_seconds(entry.time))
+                continue
             if entry.operation == STOPPED:
-                watched = entry.details.get("stores")
-                names = (
-                    [n for n in watched if isinstance(n, str)] if isinstance(watched, list) else []
-                )
-                for name in names:
+                for name in _names(entry.details.get("stores")):
                     kept = out.get(name)
                     if kept is None or kept.state in EVIDENCE or kept.stopped is not None:
                         continue
@@ -110,6 +123,11 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
     return out
 
 
+def _names(value: object) -> list[str]:
+    """The store names an entry lists (nothing from a malformed entry)."""
+    return [n for n in value if isinstance(n, str)] if isinstance(value, list) else []
+
+
 def _seconds(when: str) -> str:
     """An audit time to the second (people read it; the log keeps the exact one)."""
     try:
@@ -128,14 +146,19 @@ def describe(name: str, s: Standing, now: dt.datetime | None = None) -> str:
         "recovered": "answered again (recovered)",
     }[s.state]
     where = f" ({s.replica})" if s.replica != name else ""
-    tail = f": {s.error}" if s.error and s.refused else ""
+    tail = f": {s.error}" if s.error and s.state != "recovered" else ""
     line = f"{name}: the gateway last found it {what} at {s.since} ({age(s.since, now)}){where}"
     if s.stopped is not None:
+        line += f"; that gateway stopped at {s.stopped} ({age(s.stopped, now)})"
+        if s.watched is None:
+            line += " and nothing has checked the store since"
+    line += tail
+    if s.watched is not None:
         line += (
-            f"; that gateway stopped at {s.stopped} ({age(s.stopped, now)}) and nothing has "
-            "checked the store since"
+            f"; a later gateway, started at {s.watched} ({age(s.watched, now)}), has not found "
+            "it down or refusing"
         )
-    return line + tail
+    return line
 
 
 def age(when: str, now: dt.datetime | None = None) -> str:

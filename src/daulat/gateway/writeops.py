@@ -126,7 +126,7 @@ class WriteOps:
                 return self._abort(bucket, key, params["uploadId"])
             raise S3Failure(501, "NotImplemented", "DeleteObject is not implemented")
         if method == "POST" and "uploads" in params:
-            return self._create(bucket, key, described_by(headers))
+            return await self._create(bucket, key, described_by(headers))
         if method == "POST" and "uploadId" in params:
             body = await _small_body(receive, signed, headers, secure)
             return await self._complete(bucket, cfg, key, params["uploadId"], body)
@@ -197,9 +197,13 @@ class WriteOps:
 
     # ------------------------------------------------------------------ multipart
 
-    def _create(self, bucket: Bucket, key: str, desc: Described) -> Reply:
+    async def _create(self, bucket: Bucket, key: str, desc: Described) -> Reply:
         writer = self.runtime.writer
-        refused = writer.refusal(bucket, key) or writer.too_large(bucket, key, desc)
+        refused = (
+            writer.refusal(bucket, key)
+            or writer.too_large(bucket, key, desc)
+            or await writer.conflict(bucket, key)
+        )
         if refused is not None:
             raise _refused(refused)
         upload = self.runtime.spool.create(bucket.name, key, desc)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from daulat.config import Config
 from daulat.crypto import parse_recipients
-from daulat.errors import DaulatError, InvalidKey, MetadataTooLarge, StoreError
+from daulat.errors import DaulatError, InvalidKey, MetadataTooLarge, NameConflict, StoreError
 from daulat.gateway import ledger
 from daulat.gateway.bucket import Bucket
 from daulat.gateway.fanout import Fanout
@@ -55,7 +55,7 @@ from daulat.stores.chunkhash import ChunkHasher
 from daulat.stores.cleanup import cleanup_temp
 from daulat.stores.crypt import AGE_BUFFER, CryptPutResult, CryptStore
 from daulat.stores.described import Described
-from daulat.stores.keys import write_problem
+from daulat.stores.keys import has_name_conflicts, name_conflict, write_problem
 from daulat.stores.objectstore import METADATA_PREFIX
 from daulat.transfer.journal import Outcome, State
 from daulat.transfer.model import Options
@@ -210,6 +210,24 @@ class Writer:
         kind = KeyTooLong if "longer than" in problem else InvalidKey
         return kind(f"key {shown(key)} is refused for writes: {problem}", key=key)
 
+    async def conflict(self, bucket: Bucket, key: str) -> NameConflict | None:
+        """Why ``key`` cannot be written beside what a directory replica holds ('a' is a
+        file there and ``key`` is 'a/b', or the reverse), or None. Asked before anything is
+        sent, as :meth:`refusal`: written anyway, the replica would lag for ever, since no
+        sync can copy it there while the other object exists."""
+        for t in self.targets(bucket):
+            if not has_name_conflicts(t.store):
+                continue
+            full = t.replica.address.prefix + key
+            reason = await asyncio.to_thread(name_conflict, t.store, full)
+            if reason is not None:
+                return NameConflict(
+                    f"key {shown(key)} is refused for writes: store {t.replica.name} cannot "
+                    f"hold it: {reason}",
+                    key=key,
+                )
+        return None
+
     def too_large(
         self, bucket: Bucket, key: str, described: Described | None
     ) -> MetadataTooLarge | None:
@@ -245,7 +263,11 @@ class Writer:
         hold it in the clear. Raises :class:`InvalidKey` (400), :class:`WriteRefused` (4xx),
         :class:`WriteFailed` (503), or what the body's source raised when the body broke a
         promise."""
-        refused = self.refusal(bucket, key) or self.too_large(bucket, key, described)
+        refused = (
+            self.refusal(bucket, key)
+            or self.too_large(bucket, key, described)
+            or await self.conflict(bucket, key)
+        )
         if refused is not None:
             raise refused
         async with self.lock(bucket, key):
@@ -316,6 +338,9 @@ class Writer:
         for t, res in zip(writing, results, strict=True):
             if isinstance(res, BaseException):
                 why = describe(res)
+                if isinstance(res, NameConflict):
+                    # A race past conflict(): no sync mends it while the other object exists.
+                    why = f"{ledger.CONFLICT}{why}"
                 if t is primary or not abandoned:
                     alone = await _heard(bucket, t, res)
                     own = own or (alone and t is primary)

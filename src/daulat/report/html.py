@@ -195,10 +195,18 @@ def _gateway_standing(data: ReportData) -> str:
     rows = [
         [
             esc(s.name),
-            _status("fail") if g["state"] != "recovered" else _status("pass"),
+            # Failing while a gateway last found it so; history once a later one watches it.
+            _status("fail")
+            if g["state"] != "recovered" and not g.get("watched")
+            else _status("pass"),
             esc(str(g["state"])),
             esc(str(g["since"]))
-            + (f" (the gateway stopped at {esc(str(g['stopped']))})" if g.get("stopped") else ""),
+            + (f" (the gateway stopped at {esc(str(g['stopped']))})" if g.get("stopped") else "")
+            + (
+                f" (watched again since {esc(str(g['watched']))}, not found so)"
+                if g.get("watched")
+                else ""
+            ),
             esc(str(g["replica"])),
             esc(str(g.get("error") or "")),
         ]

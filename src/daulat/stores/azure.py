@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any
 
 from obstore.store import AzureStore
@@ -31,6 +32,9 @@ from daulat.stores.azureblocks import AzureBlocks
 from daulat.stores.base import Capabilities, portable_key_problem
 from daulat.stores.objectstore import AZURE_MAX_METADATA, RETRY_CONFIG, ObstoreStore
 from daulat.stores.timeouts import client_options
+
+#: Azure Blob's longest blob name, in characters (the portable rule caps a key at 1,024 bytes).
+AZURE_MAX_NAME = 1024
 
 
 def open_azure(cfg: StoreConfig) -> ObstoreStore:
@@ -74,7 +78,7 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
         inner,
         etag_scheme="azure",
         request_timeout=cfg.request_timeout,
-        key_problem=azure_key_problem,
+        key_problem=functools.partial(azure_key_problem, prefix=cfg.prefix or ""),
         capabilities=Capabilities(max_metadata=AZURE_MAX_METADATA),
     )
     # Large objects: resumable block uploads (daulat.stores.azureblocks), found by the engine
@@ -83,13 +87,20 @@ def open_azure(cfg: StoreConfig) -> ObstoreStore:
     return store
 
 
-def azure_key_problem(key: str) -> str | None:
-    """Why Azure cannot hold ``key`` exactly, or None. Beyond the portable rules: the Blob
-    service (and Azurite) stores a backslash as '/', which would put the object under another
-    name, perhaps another object's."""
+def azure_key_problem(key: str, prefix: str = "") -> str | None:
+    """Why Azure cannot hold ``key`` exactly (under the store's ``prefix``), or None. Beyond
+    the portable rules: the Blob service (and Azurite) stores a backslash as '/', which would
+    put the object under another name, perhaps another object's; and a blob name, prefix
+    included, has at most 1,024 characters."""
     if "\\" in key:
         return "Azure Blob stores '\\' as '/' (the object would land under another name)"
-    return portable_key_problem(key)
+    problem = portable_key_problem(key)
+    if problem is not None:
+        return problem
+    head = prefix.strip("/")
+    if head and len(head) + 1 + len(key) > AZURE_MAX_NAME:
+        return f"longer than {AZURE_MAX_NAME} characters with the store's prefix (Azure's limit)"
+    return None
 
 
 def _is_base64(text: str) -> bool:

@@ -77,6 +77,7 @@ from daulat.errors import (
     AccessDenied,
     InvalidKey,
     MissingRoot,
+    NameConflict,
     NotFound,
     StoreError,
     Transient,
@@ -201,6 +202,26 @@ class FsStore:
         """Why a put of ``key`` would be refused (:class:`~daulat.stores.keys.KeyRules`)."""
         return fs_key_problem(key)
 
+    def name_conflict(self, key: str) -> str | None:
+        """Which object here ``key`` cannot be held beside (a file where it needs a directory,
+        or a directory of other objects where it needs a file), or None. One ``lstat`` per
+        segment, stopping at the first that is absent: never a listing. Blocking."""
+        path = self._root_path
+        segments = key.split("/")
+        for i, segment in enumerate(segments):
+            path = os.path.join(path, segment)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return None  # absent (or unreadable: the put itself will say)
+            name = "/".join(segments[: i + 1])
+            last = i == len(segments) - 1
+            if not last and stat.S_ISREG(st.st_mode):
+                return f"{name!r} is an object here, so it cannot also be a directory"
+            if last and stat.S_ISDIR(st.st_mode):
+                return f"{name!r} is a directory of other objects here"
+        return None
+
     # ------------------------------------------------------------------ paths
 
     def _segments(self, key: str, *, writing: bool = False) -> Segments:
@@ -247,10 +268,11 @@ class FsStore:
             ):
                 return None
             if isinstance(exc, NotADirectoryError):
-                raise self._invalid(
-                    key,
-                    "a leading part of it is already an object (filesystems cannot hold both "
-                    "'a' and 'a/b')",
+                raise NameConflict(
+                    f"store {self._name!r} cannot hold key {key!r}: a leading part of it is "
+                    "already an object (filesystems cannot hold both 'a' and 'a/b')",
+                    store=self._name,
+                    key=key,
                 ) from None
             if is_symlink_error(exc):
                 raise self._invalid(

@@ -19,6 +19,7 @@ from daulat.errors import (
     AccessDenied,
     InvalidKey,
     MetadataTooLarge,
+    NameConflict,
     SourceChanged,
     StoreError,
     Transient,
@@ -94,7 +95,7 @@ class Upload:
         try:
             os.replace(self.tmp_name, self.final, src_dir_fd=self.tmp_fd, dst_dir_fd=self.dirs[-1])
         except (IsADirectoryError, NotADirectoryError):
-            raise InvalidKey(
+            raise NameConflict(
                 f"store {self.store!r} cannot hold key {self.key!r}: a directory of other "
                 "objects has that name",
                 store=self.store,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from daulat.errors import InvalidKey
+from daulat.errors import DaulatError, InvalidKey
 from daulat.stores.forwarding import layers
 
 #: Why a store cannot hold a key, or None when it can.
@@ -39,6 +39,38 @@ def write_problem(store: object, key: str) -> str | None:
     for layer in layers(store):
         if isinstance(layer, KeyRules):
             return layer.key_problem(key)
+    return None
+
+
+@runtime_checkable
+class NameConflicts(Protocol):
+    """A store (a directory tree) where one name cannot be an object and hold others."""
+
+    def name_conflict(self, key: str) -> str | None:
+        """Which object ``key`` cannot be held beside, or None (blocking: a few stats)."""
+        ...
+
+
+def has_name_conflicts(store: object) -> bool:
+    """Whether ``store`` (under its wrappers) is a tree where names can conflict: only those
+    are worth the thread a :func:`name_conflict` takes."""
+    return any(isinstance(layer, NameConflicts) for layer in layers(store))
+
+
+def name_conflict(store: object, key: str) -> str | None:
+    """Which object of ``store`` (under its wrappers) ``key`` cannot be written beside, or
+    None. Blocking: run it in a thread."""
+    for layer in layers(store):
+        if isinstance(layer, NameConflicts):
+            return layer.name_conflict(key)
+        # A wrapper that stores objects under other names (protected names: keyed hashes)
+        # is asked where the key lands below it.
+        stored_key = getattr(layer, "stored_key", None)
+        if callable(stored_key):
+            try:
+                key = stored_key(key)
+            except DaulatError:
+                return None  # it cannot place the key at all: its own put says why
     return None
 
 

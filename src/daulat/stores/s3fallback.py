@@ -70,6 +70,12 @@ class FallbackS3Store:
         raw = self.raw
         return f"{raw.endpoint}/{raw.bucket}/{raw.prefix}"
 
+    def key_problem(self, key: str) -> str | None:
+        """Why S3 could never hold ``key`` (:class:`~daulat.stores.keys.KeyRules`): empty,
+        not UTF-8, over 1,024 bytes with the store's prefix, or of a kind a probe found the
+        server rewrites. Non-portable keys S3 keeps are not refused."""
+        return self.raw.read_key_problem(key)
+
     @staticmethod
     def needs_raw(key: str) -> bool:
         """Whether ``key`` takes the slow path (obstore cannot address it faithfully)."""
