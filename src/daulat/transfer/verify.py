@@ -48,6 +48,8 @@ from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
 from daulat.stores.crypt import CryptStore
+from daulat.transfer.adoption import PROOF_FIELD
+from daulat.transfer.distrust import Found, distrust, store_place
 from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.listings import list_into
@@ -567,6 +569,31 @@ async def _verify_full(
     report.problems.sort()
     _record(journal, pair, run_id, ok_keys, report, whole=whole)
     journal.replaced(pair, replaced)
+    await _distrust_replaced(journal, dst, replaced)
+
+
+async def _distrust_replaced(journal: Journal, dst: Endpoint, replaced: Sequence[str]) -> None:
+    """Keep, per destination object, that its proof is not believed (see
+    :mod:`daulat.transfer.distrust`): whichever pair later meets it, with journal rows or not,
+    adopts it no more while it carries the proof it had now."""
+    found: dict[str, Found] = {}
+    for key in replaced:
+        row = journal.db.execute(
+            "SELECT coalesce(s.dkey, s.key), d.size, d.etag FROM src s "
+            "JOIN dst d ON d.key = coalesce(s.dkey, s.key) WHERE s.key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            continue
+        dkey, size, etag = row
+        try:
+            reader = await dst.store.get(dst.prefix + dkey, start=0, end=0)
+        except (NotFound, StoreError):
+            # Unreadable now: the version it was listed with is what is not believed.
+            found[dst.prefix + dkey] = Found(None, size, etag)
+            continue
+        found[dst.prefix + dkey] = Found(reader.metadata.get(PROOF_FIELD), size, etag)
+    distrust(journal, store_place(dst.store), found)
 
 
 def _only_selected_stored(journal: Journal) -> None:

@@ -1,0 +1,91 @@
+"""Destination objects whose proof is no longer believed: ``verify --full`` found them different.
+
+A proof in an object's metadata says what daulat wrote; a provider that flips bytes and keeps
+the metadata leaves a proof that still verifies. Once ``verify --full`` has read such an object
+and found its content wrong, no pair may adopt it by that proof again: not the pair that
+verified it, nor one that meets the same stored object under another prefix spelling, a
+sub-prefix or another source, nor one whose journal rows were lost. So the fact is kept per
+destination object, not per pair: the store's location (endpoint and bucket, or the real
+directory), the full stored key, and what the object carried when it was found different (its
+proof value, or, without one, its listed size and ETag). An object rewritten since (a new proof,
+or a new version where there was none) is judged afresh.
+
+Adoption loads the facts for its destination once (:func:`distrusted_in`): one dict lookup per
+candidate, nothing on the copy path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from daulat.stores.abilities import UploadCleanup
+from daulat.stores.base import Store
+from daulat.transfer.journal import Journal
+from daulat.transfer.journalrows import now
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS distrusted (
+    location TEXT NOT NULL,        -- the destination store: endpoint and bucket, or real root
+    key TEXT NOT NULL,             -- the full stored key (destination prefix included)
+    proof TEXT,                    -- the proof it carried when found different (NULL: none)
+    size INTEGER,                  -- its listed size then
+    etag TEXT,                     -- its listed ETag then
+    found TEXT NOT NULL,
+    PRIMARY KEY (location, key)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a destination object carried when ``verify --full`` found it different."""
+
+    proof: str | None
+    size: int | None
+    etag: str | None
+
+    def still(self, proof: str | None, size: int, etag: str | None) -> bool:
+        """Whether an object carrying ``proof`` (listed with ``size``, ``etag``) is the one
+        found different. With a proof then, only that proof is: daulat's next write carries
+        a new one. Without, the same listed version is."""
+        if self.proof is not None:
+            return proof == self.proof
+        return size == self.size and etag == self.etag
+
+
+def store_place(store: Store) -> str:
+    """Where ``store``'s objects are, whatever it is called: the location object stores keep
+    upload records under, or a directory's real path."""
+    if isinstance(store, UploadCleanup):
+        return store.location
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        return f"file://{root.resolve()}/"
+    return f"store:{store.name}"
+
+
+def distrust(journal: Journal, place: str, found: dict[str, Found]) -> None:
+    """Record objects (full stored keys) whose proof is no longer believed."""
+    if not found:
+        return
+    db = journal.db
+    db.executescript(_SCHEMA)
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT OR REPLACE INTO distrusted (location, key, proof, size, etag, found) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(place, k, f.proof, f.size, f.etag, now()) for k, f in found.items()],
+    )
+    db.execute("COMMIT")
+
+
+def distrusted_in(journal: Journal, place: str, prefix: str) -> dict[str, Found]:
+    """The objects under ``prefix`` of the store at ``place`` whose proof is not believed."""
+    db = journal.db
+    db.executescript(_SCHEMA)
+    rows = db.execute(
+        "SELECT key, proof, size, etag FROM distrusted WHERE location = ? AND substr(key, 1, ?) = ?",
+        (place, len(prefix), prefix),
+    )
+    return {k: Found(p, s, e) for k, p, s, e in rows}
