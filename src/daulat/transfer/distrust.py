@@ -16,13 +16,16 @@ candidate, nothing on the copy path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from daulat.errors import NotFound, StoreError
 from daulat.stores.abilities import UploadCleanup
 from daulat.stores.base import Store
 from daulat.transfer.journal import Journal
 from daulat.transfer.journalrows import now
+from daulat.transfer.model import Endpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS distrusted (
@@ -89,3 +92,29 @@ def distrusted_in(journal: Journal, place: str, prefix: str) -> dict[str, Found]
         (place, len(prefix), prefix),
     )
     return {k: Found(p, s, e) for k, p, s, e in rows}
+
+
+async def distrust_replaced(
+    journal: Journal, dst: Endpoint, replaced: Sequence[str], proof_field: str
+) -> None:
+    """Keep, per destination object, that its proof is not believed (see
+    :mod:`daulat.transfer.distrust`): whichever pair later meets it, with journal rows or not,
+    adopts it no more while it carries the proof (metadata ``proof_field``) it had now."""
+    found: dict[str, Found] = {}
+    for key in replaced:
+        row = journal.db.execute(
+            "SELECT coalesce(s.dkey, s.key), d.size, d.etag FROM src s "
+            "JOIN dst d ON d.key = coalesce(s.dkey, s.key) WHERE s.key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            continue
+        dkey, size, etag = row
+        try:
+            reader = await dst.store.get(dst.prefix + dkey, start=0, end=0)
+        except (NotFound, StoreError):
+            # Unreadable now: the version it was listed with is what is not believed.
+            found[dst.prefix + dkey] = Found(None, size, etag)
+            continue
+        found[dst.prefix + dkey] = Found(reader.metadata.get(proof_field), size, etag)
+    distrust(journal, store_place(dst.store), found)
