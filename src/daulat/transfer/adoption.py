@@ -89,8 +89,9 @@ What this proves, and what not
     Adoption is as strong as the journal's own skip: both rest on the listing's size (and the
     proof binds it, under the customer's key), neither re-reads content. A provider that
     alters content but keeps size and metadata defeats both; ``verify --full`` and restore,
-    which check the plaintext SHA-256 recorded here, catch it. Losing the key costs re-sends,
-    never a wrong adoption.
+    which check the plaintext SHA-256 recorded here, catch it. An object ``verify --full``
+    found different is never adopted again by the proof it carried then, whichever pair meets
+    it (:mod:`daulat.transfer.distrust`). Losing the key costs re-sends, never a wrong adoption.
 """
 
 from __future__ import annotations
