@@ -115,7 +115,9 @@ def azure_store_config(
     }
 
 
-def gcs_store_config(server: GcsServer, name: str, bucket: str, prefix: str = "") -> dict[str, Any]:
+def gcs_store_config(
+    server: GcsServer, name: str, bucket: str, prefix: str = ""
+) -> dict[str, Any]:
     """A [stores.NAME] table for a bucket on the local fake-gcs-server (no credentials: an
     emulator endpoint gets none)."""
     server.create_bucket(bucket)

@@ -322,9 +322,7 @@ class FaultyStore(ForwardingStore):
         ok = False
         try:
             result = await self.inner.put(
-                key,
-                data,
-                sha256=sha256,
+                key, data, sha256=sha256,
                 metadata=metadata,
                 prehashed=prehashed,
                 on_upload=on_upload,

@@ -74,7 +74,9 @@ def setup(s3_server: S3Server, tmp_path: Path) -> Iterator[tuple[Path, str, Any]
     client = _client(s3_server)
     yield tmp_path, prefix, client
     for upload in _uploads(client, prefix):
-        client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+        client.abort_multipart_upload(
+            Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
     client.close()
 
 
@@ -214,7 +216,9 @@ def test_with_the_journal_lost_only_stale_uploads_on_keys_it_writes_are_aborted(
     # client's upload is just as old but on a key daulat does not write: it survives.
     (cwd / "src" / "big.bin").write_bytes(os.urandom(9 * MiB))  # planned again
     time.sleep(1.5)
-    proc = _daulat(["copy", "src", "dst", "--json", "--abort-uploads-older-than", "1s"], cwd)
+    proc = _daulat(
+        ["copy", "src", "dst", "--json", "--abort-uploads-older-than", "1s"], cwd
+    )
     assert isinstance(proc, subprocess.CompletedProcess)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["aborted_uploads"] == 1

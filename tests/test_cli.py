@@ -442,7 +442,8 @@ def test_stores_says_when_daulat_wrote_to_a_store_after_its_last_scan(
         (tmp_path / "a" / f"f{i}").write_bytes(b"x" * (i + 1))
     (tmp_path / "daulat.toml").write_text(
         "".join(
-            f'[stores.{n}]\nurl = "{(tmp_path / n).as_uri()}"\nprovider = "local"\ncountry = "ID"\n'
+            f'[stores.{n}]\nurl = "{(tmp_path / n).as_uri()}"\nprovider = "local"\n'
+            'country = "ID"\n'
             for n in ("a", "b")
         ),
         encoding="utf-8",
@@ -453,9 +454,9 @@ def test_stores_says_when_daulat_wrote_to_a_store_after_its_last_scan(
     notes = [line for line in res.out.splitlines() if "daulat wrote here" in line]
     assert len(notes) == 1 and notes[0].startswith("  b: daulat wrote here it was never scanned")
     assert "3 objects, 6 B in all" in notes[0] and "`daulat scan b`" in notes[0]
-    assert (
-        by_name(cli(["stores", "--json"], capsys).json())["b"]["written_by_daulat"]["objects"] == 3
-    )
+    assert by_name(cli(["stores", "--json"], capsys).json())["b"]["written_by_daulat"][
+        "objects"
+    ] == 3
     assert cli(["scan", "b", "-q"], capsys).code == 0
     assert "daulat wrote here" not in cli(["stores"], capsys).out
     (tmp_path / "a" / "f9").write_bytes(b"new")

@@ -142,10 +142,7 @@ def test_obstore_gets_the_chains_credentials_with_their_expiry(
     for name, value in _clean_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     for name in list(os.environ):
-        if name.startswith("AWS_") and name not in (
-            "AWS_CONFIG_FILE",
-            "AWS_SHARED_CREDENTIALS_FILE",
-        ):
+        if name.startswith("AWS_") and name not in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             monkeypatch.delenv(name)
     with fake_imds((*ROLE_KEY, ""), lifetime=dt.timedelta(minutes=5)) as imds:
         monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint)

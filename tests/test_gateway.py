@@ -41,9 +41,7 @@ def _toml(stores: list[dict[str, Any]], buckets: dict[str, list[str]], gateway: 
     out = []
     for raw in stores:
         out.append(f"[stores.{raw['name']}]")
-        out += [
-            f"{k} = {json.dumps(v)}" for k, v in raw.items() if k not in ("name", "credentials")
-        ]
+        out += [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k not in ("name", "credentials")]
         if "credentials" in raw:
             out.append(f"[stores.{raw['name']}.credentials]")
             out += [f"{k} = {json.dumps(v)}" for k, v in raw["credentials"].items()]
@@ -68,19 +66,9 @@ def gateway(config: Path) -> Iterator[str]:
     log = config.parent / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daulat",
-                "serve",
-                "--config",
-                str(config),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
+            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
         )
     try:
         deadline = time.monotonic() + 60
@@ -199,18 +187,12 @@ def test_list_get_head_range_conditional(
         sub = s3.list_objects_v2(Bucket="pemilu", Prefix="dir/", Delimiter="/", MaxKeys=1)
         assert sub["IsTruncated"] and [o["Key"] for o in sub["Contents"]] == ["dir/b.bin"]
         rest = s3.list_objects_v2(
-            Bucket="pemilu",
-            Prefix="dir/",
-            Delimiter="/",
+            Bucket="pemilu", Prefix="dir/", Delimiter="/",
             ContinuationToken=sub["NextContinuationToken"],
         )
         assert [p["Prefix"] for p in rest["CommonPrefixes"]] == ["dir/sub/"]
         after = s3.list_objects_v2(Bucket="pemilu", StartAfter="dir/sub/c.txt")
-        assert [o["Key"] for o in after["Contents"]] == [
-            "dir/sub/d.txt",
-            "empty",
-            "z/ünï cödé ✓.txt",
-        ]
+        assert [o["Key"] for o in after["Contents"]] == ["dir/sub/d.txt", "empty", "z/ünï cödé ✓.txt"]
         v1 = s3.list_objects(Bucket="pemilu", Prefix="z/")
         assert [o["Key"] for o in v1["Contents"]] == ["z/ünï cödé ✓.txt"]
 
@@ -220,12 +202,7 @@ def test_list_get_head_range_conditional(
             assert got["ContentLength"] == len(data)
             assert got["ETag"] == f'"{_sha(data)}"'
         big = objects["dir/b.bin"]
-        for first, last in [
-            (0, 0),
-            (8 * MiB - 3, 8 * MiB + 2),
-            (100, 17 * MiB),
-            (20 * MiB, len(big) - 1),
-        ]:
+        for first, last in [(0, 0), (8 * MiB - 3, 8 * MiB + 2), (100, 17 * MiB), (20 * MiB, len(big) - 1)]:
             got = s3.get_object(Bucket="pemilu", Key="dir/b.bin", Range=f"bytes={first}-{last}")
             assert got["Body"].read() == big[first : last + 1]
             assert got["ContentRange"] == f"bytes {first}-{last}/{len(big)}"
@@ -241,20 +218,10 @@ def test_list_get_head_range_conditional(
         with pytest.raises(ClientError) as exc:
             s3.get_object(Bucket="pemilu", Key="a.txt", IfMatch='"nope"')
         assert _status(exc.value) == 412
-        assert (
-            s3.get_object(
-                Bucket="pemilu",
-                Key="a.txt",
-                IfMatch=s3.head_object(Bucket="pemilu", Key="a.txt")["ETag"],
-            )["Body"].read()
-            == objects["a.txt"]
-        )
+        assert s3.get_object(Bucket="pemilu", Key="a.txt", IfMatch=s3.head_object(
+            Bucket="pemilu", Key="a.txt")["ETag"])["Body"].read() == objects["a.txt"]
         with pytest.raises(ClientError) as exc:
-            s3.get_object(
-                Bucket="pemilu",
-                Key="a.txt",
-                IfModifiedSince=head["LastModified"].replace(year=2999),
-            )
+            s3.get_object(Bucket="pemilu", Key="a.txt", IfModifiedSince=head["LastModified"].replace(year=2999))
         assert _status(exc.value) == 304
         with pytest.raises(ClientError) as exc:
             s3.get_object(Bucket="pemilu", Key="a.txt", Range="bytes=500-600")
@@ -384,9 +351,7 @@ def test_altered_replica_never_served(
     entries = _audit(config)
     mismatches = [e["details"] for e in entries if e["operation"] == "gateway.mismatch"]
     assert {(m["key"], m["replica"]) for m in mismatches} == {("a.txt", "a"), ("dir/b.bin", "a")}
-    assert any(
-        e["operation"] == "gateway.revoked" and e["details"]["replica"] == "prim" for e in entries
-    )
+    assert any(e["operation"] == "gateway.revoked" and e["details"]["replica"] == "prim" for e in entries)
 
 
 def test_manifests_believed_only_from_pinned_signers(
@@ -401,11 +366,7 @@ def test_manifests_believed_only_from_pinned_signers(
     with fault_proxy(s3_server.endpoint) as proxy:
         prim = s3_store_config(s3_server, "prim", "gw-pinned")
         prim["endpoint"] = proxy.endpoint
-        stores = [
-            prim,
-            fs_store_config(tmp_path / "rep", "rep"),
-            fs_store_config(tmp_path / "seed", "seed"),
-        ]
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
         _fill(tmp_path / "seed", {"a.txt": objects["a.txt"]})
         config = tmp_path / "daulat.toml"
         config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
@@ -438,11 +399,7 @@ def test_revocation_shown_in_stores_and_report(
         prim = s3_store_config(s3_server, "prim", "gw-standing")
         prim["endpoint"] = proxy.endpoint
         prim["request_timeout"] = 5
-        stores = [
-            prim,
-            fs_store_config(tmp_path / "rep", "rep"),
-            fs_store_config(tmp_path / "seed", "seed"),
-        ]
+        stores = [prim, fs_store_config(tmp_path / "rep", "rep"), fs_store_config(tmp_path / "seed", "seed")]
         _fill(tmp_path / "seed", {"a.txt": b"hello world\n"})
         config = tmp_path / "daulat.toml"
         config.write_text(_toml(stores, {"pemilu": ["prim", "rep"]}))
@@ -468,32 +425,18 @@ def test_revocation_shown_in_stores_and_report(
             cli(["stores", "--config", str(config)])
             text = " ".join(capsys.readouterr().out.split())
             assert "prim: the gateway last found it refused access (revoked)" in text
-            assert (
-                cli(
-                    [
-                        "report",
-                        "-o",
-                        str(tmp_path / "r.json"),
-                        "--format",
-                        "json",
-                        "--config",
-                        str(config),
-                    ]
-                )
-                == 0
-            )
+            assert cli(["report", "-o", str(tmp_path / "r.json"), "--format", "json",
+                        "--config", str(config)]) == 0
             rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["stores"]}
             assert rows["prim"]["gateway"]["state"] == "revoked"
             assert cli(["report", "-o", str(tmp_path / "r.html"), "--config", str(config)]) == 0
             html = (tmp_path / "r.html").read_text()
             assert "As the gateway last found them" in html and ">revoked<" in html
             proxy.mode = "pass"  # access restored: after the cool-down, a probe (in the
-            time.sleep(2.5)  # background, started by a request) finds it back
+            time.sleep(2.5)      # background, started by a request) finds it back
             deadline = time.monotonic() + 20
             while standing()["prim"]["state"] != "recovered" and time.monotonic() < deadline:
-                assert (
-                    s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
-                )
+                assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello world\n"
                 time.sleep(0.5)
         assert standing()["prim"]["state"] == "recovered"
 
@@ -510,20 +453,11 @@ def test_listing_pages_from_the_primary_cost_a_page(tmp_path: Path, s3_server: S
         config = tmp_path / "daulat.toml"
         config.write_text(_toml([prim], {"pemilu": ["prim"]}))
         direct = boto3.client(
-            "s3",
-            endpoint_url=s3_server.endpoint,
-            aws_access_key_id=s3_server.access_key_id,
-            aws_secret_access_key=s3_server.secret_access_key,
-            region_name="us-east-1",
+            "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+            aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
             config=BotoConfig(s3={"addressing_style": "path"}, max_pool_connections=16),
         )
-        keys = [f"many/{i:04d}" for i in range(1100)] + [
-            "a.txt",
-            "dir/x/1",
-            "dir/x/2",
-            "dir/y",
-            "z",
-        ]
+        keys = [f"many/{i:04d}" for i in range(1100)] + ["a.txt", "dir/x/1", "dir/x/2", "dir/y", "z"]
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda k: direct.put_object(Bucket="gw-paging", Key=k, Body=b"x"), keys))
         direct.put_object(Bucket="gw-paging", Key=".daulat/manifest-x.jsonl", Body=b"{}")
@@ -600,11 +534,7 @@ def test_encrypted_replica_served_decrypted(
     with fault_proxy(s3_server.endpoint) as proxy:
         prim = s3_store_config(s3_server, "prim", "gw-enc")
         prim["endpoint"] = proxy.endpoint
-        stores = [
-            prim,
-            fs_store_config(tmp_path / "vault", "vault"),
-            fs_store_config(tmp_path / "seed", "seed"),
-        ]
+        stores = [prim, fs_store_config(tmp_path / "vault", "vault"), fs_store_config(tmp_path / "seed", "seed")]
         _fill(tmp_path / "seed", objects)
         config = tmp_path / "daulat.toml"
         config.write_text(_toml(stores, {"pemilu": ["prim", "vault"]}, f'identity = "{identity}"'))
@@ -615,35 +545,14 @@ def test_encrypted_replica_served_decrypted(
         with gateway(config) as endpoint:
             s3 = client(endpoint)
             assert _sha(s3.get_object(Bucket="pemilu", Key="dir/b.bin")["Body"].read()) == _sha(big)
-            got = s3.get_object(
-                Bucket="pemilu", Key="dir/b.bin", Range=f"bytes={17 * MiB}-{17 * MiB + 99}"
-            )
+            got = s3.get_object(Bucket="pemilu", Key="dir/b.bin", Range=f"bytes={17 * MiB}-{17 * MiB + 99}")
             assert got["Body"].read() == big[17 * MiB : 17 * MiB + 100]
-            assert (
-                s3.get_object(Bucket="pemilu", Key="z/ünï cödé ✓.txt")["Body"].read()
-                == "ünï".encode()
-            )
+            assert s3.get_object(Bucket="pemilu", Key="z/ünï cödé ✓.txt")["Body"].read() == "ünï".encode()
 
 
-HOSTILE = [
-    "a/../b.txt",
-    "b.txt",
-    "x/./y",
-    "x/y",
-    "100%2F.txt",
-    "100/.txt",
-    "a//b",
-    "a/b",
-    "/abs",
-    "abs",
-    "tr/",
-    "sp ace+plus&eq=?#.txt",
-    "caf\u00e9",
-    "cafe\u0301",
-    "dir/..",
-    "..",
-    "%2E%2E/up",
-]
+HOSTILE = ["a/../b.txt", "b.txt", "x/./y", "x/y", "100%2F.txt", "100/.txt", "a//b", "a/b",
+           "/abs", "abs", "tr/", "sp ace+plus&eq=?#.txt", "caf\u00e9", "cafe\u0301", "dir/..",
+           "..", "%2E%2E/up"]
 
 
 def test_hostile_keys_served_exactly(tmp_path: Path, moto_server: MotoServer) -> None:
@@ -654,11 +563,8 @@ def test_hostile_keys_served_exactly(tmp_path: Path, moto_server: MotoServer) ->
     config = tmp_path / "daulat.toml"
     config.write_text(_toml(stores, {"pemilu": ["prim"]}))
     direct = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key_id,
-        aws_secret_access_key=s3_server.secret_access_key,
-        region_name="us-east-1",
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
         config=BotoConfig(s3={"addressing_style": "path"}),
     )
     for i, key in enumerate(HOSTILE):
@@ -668,9 +574,7 @@ def test_hostile_keys_served_exactly(tmp_path: Path, moto_server: MotoServer) ->
     with gateway(config) as endpoint:
         s3 = client(endpoint)
         for i, key in enumerate(HOSTILE):
-            assert (
-                s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == f"object {i}".encode()
-            ), key
+            assert s3.get_object(Bucket="pemilu", Key=key)["Body"].read() == f"object {i}".encode(), key
         listed = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
         assert listed == sorted(HOSTILE, key=lambda k: k.encode())
 
@@ -679,36 +583,19 @@ def test_hostile_keys_served_exactly(tmp_path: Path, moto_server: MotoServer) ->
     "gateway_toml, message",
     [
         ("", "no [gateway] table"),
-        (
-            '[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\n[gateway.buckets.pemilu]\n'
-            'replicas = ["nope"]\n',
-            "unknown store 'nope'",
-        ),
-        (
-            '[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\nlisten = "nowhere"\n'
-            '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
-            "not HOST:PORT",
-        ),
-        (
-            '[gateway]\naccess_key_id = "${GW_UNSET_VARIABLE}"\nsecret_access_key = "s"\n'
-            '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
-            "GW_UNSET_VARIABLE",
-        ),
-        (
-            '[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\n[gateway.buckets.Bad_Name]\n'
-            'replicas = ["prim"]\n',
-            "not an S3 bucket name",
-        ),
-        (
-            '[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "missing.pem"\n'
-            '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
-            "tls_key must be given together",
-        ),
-        (
-            '[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "prim"\n'
-            'tls_key = "prim"\n[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
-            "prim is a directory, not a file",
-        ),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\n[gateway.buckets.pemilu]\n'
+         'replicas = ["nope"]\n', "unknown store 'nope'"),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\nlisten = "nowhere"\n'
+         '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n', "not HOST:PORT"),
+        ('[gateway]\naccess_key_id = "${GW_UNSET_VARIABLE}"\nsecret_access_key = "s"\n'
+         '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n', "GW_UNSET_VARIABLE"),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\n[gateway.buckets.Bad_Name]\n'
+         'replicas = ["prim"]\n', "not an S3 bucket name"),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "missing.pem"\n'
+         '[gateway.buckets.pemilu]\nreplicas = ["prim"]\n', "tls_key must be given together"),
+        ('[gateway]\naccess_key_id = "k"\nsecret_access_key = "s"\ntls_cert = "prim"\n'
+         'tls_key = "prim"\n[gateway.buckets.pemilu]\nreplicas = ["prim"]\n',
+         "prim is a directory, not a file"),
     ],
 )
 def test_bad_gateway_config_exits_2(
@@ -732,9 +619,7 @@ def test_demo_reads_through_the_gateway(tmp_path: Path, capsys: pytest.CaptureFi
     tour = tmp_path / "tour"
     assert cli(["demo", "--dir", str(tour)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "10. daulat serve" in out and out.index("10. daulat serve") < out.index(
-        "11. daulat check"
-    )
+    assert "10. daulat serve" in out and out.index("10. daulat serve") < out.index("11. daulat check")
     assert "served by kpu-primary" in out
     assert "GET again: the same bytes" in out and "served by vault after kpu-primary refused" in out
     revoked = [e for e in _audit(tour / "daulat.toml") if e["operation"] == "gateway.revoked"]
@@ -816,18 +701,9 @@ def test_concurrent_reads_wait_for_the_read_budget(
             assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
         out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _CLIENTS,
-                f"http://127.0.0.1:{port}",
-                KEY_ID,
-                SECRET,
-                json.dumps(jobs),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=240,
+            [sys.executable, "-c", _CLIENTS, f"http://127.0.0.1:{port}", KEY_ID, SECRET,
+             json.dumps(jobs)],
+            capture_output=True, text=True, timeout=240,
         )
     finally:
         loop.call_soon_threadsafe(task.cancel)

@@ -66,10 +66,7 @@ def _alter(path: Path, offset: int, size: int) -> None:
 
 
 def _s3_primary_copied(
-    tmp_path: Path,
-    s3_server: S3Server,
-    objects: dict[str, bytes],
-    bucket: str,
+    tmp_path: Path, s3_server: S3Server, objects: dict[str, bytes], bucket: str,
     prefix: str = "",
 ) -> tuple[Path, Any]:
     """Config of bucket ``pemilu`` over primary ``prim`` (``bucket`` on SeaweedFS, under
@@ -86,11 +83,8 @@ def _s3_primary_copied(
     _copy(config, "seed", "prim")
     _copy(config, "prim", "rep")
     direct = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key_id,
-        aws_secret_access_key=s3_server.secret_access_key,
-        region_name="us-east-1",
+        "s3", endpoint_url=s3_server.endpoint, aws_access_key_id=s3_server.access_key_id,
+        aws_secret_access_key=s3_server.secret_access_key, region_name="us-east-1",
         config=BotoConfig(s3={"addressing_style": "path"}),
     )
     return config, direct
@@ -191,9 +185,7 @@ def test_deleted_primary_bucket_fails_over(tmp_path: Path, s3_server: S3Server) 
     direct.delete_bucket(Bucket="gw-gone")
     with gateway(config) as endpoint:
         s3 = client(endpoint)
-        assert (
-            s3.get_object(Bucket="pemilu", Key="dir/b.bin")["Body"].read() == objects["dir/b.bin"]
-        )
+        assert s3.get_object(Bucket="pemilu", Key="dir/b.bin")["Body"].read() == objects["dir/b.bin"]
         assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == objects["a.txt"]
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pemilu")["Contents"]]
         assert keys == sorted(objects)
@@ -290,8 +282,7 @@ def test_every_write_is_405_read_only(tmp_path: Path) -> None:
             error = exc.value.response["Error"]
             assert _status(exc.value) == 405, exc.value.response
             assert (error["Code"], error["Message"]) == (
-                "MethodNotAllowed",
-                "this gateway is read-only",
+                "MethodNotAllowed", "this gateway is read-only"
             )
         assert s3.get_object(Bucket="pemilu", Key="a.txt")["Body"].read() == b"hello\n"
     # The unread body of a refused write never spills into the next request on the connection.

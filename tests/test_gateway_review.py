@@ -55,9 +55,7 @@ def _serve(config: Path, listen: str | None) -> subprocess.CompletedProcess[str]
     where = ["--listen", listen] if listen else []
     return subprocess.run(
         [sys.executable, "-m", "daulat", "serve", "--config", str(config), *where],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        capture_output=True, text=True, timeout=60,
         env={**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET},
     )
 
@@ -246,7 +244,6 @@ def test_object_subresources_are_not_implemented_never_the_bytes(three: Path) ->
             assert _status(info.value) == 501, name
             assert info.value.response["Error"]["Code"] == "NotImplemented", name
             assert name in info.value.response["Error"]["Message"], name
-
         # A sub-resource no SDK call here knows (signed with it) is 501 too.
         def unknown(request: Any, **kwargs: Any) -> None:
             request.url += ("&" if "?" in request.url else "?") + "fancy-new-thing"
@@ -312,9 +309,7 @@ def test_replica_withholding_an_object_is_a_finding(
         assert [(e["details"]["replica"], e["details"]["key"]) for e in found] == [
             ("rep1", "docs/two.txt")
         ]
-        assert not [
-            e for e in _operations(three, "gateway.down") if e["details"]["replica"] == "rep1"
-        ]
+        assert not [e for e in _operations(three, "gateway.down") if e["details"]["replica"] == "rep1"]
     standing = _standing(three, capsys)
     assert standing["rep1"]["state"] == "withheld" and standing["rep1"]["key"] == "docs/two.txt"
     assert "rep1: the gateway last found it lacked 'docs/two.txt'" in _stores_text(three, capsys)
@@ -424,23 +419,18 @@ def test_altered_plain_replica_stays_visible_in_stores(
         _off(three, "rep1")  # rep1 goes down, then answers again
         assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
         assert [e["details"]["replica"] for e in _wait_audit(three, "gateway.down", 2)] == [
-            "prim",
-            "rep1",
+            "prim", "rep1"
         ]
         _on(three, "rep1")
         deadline = time.monotonic() + 20  # until a probe (after the cool-down) finds it back
         while not _operations(three, "gateway.recovered") and time.monotonic() < deadline:
             assert s3.get_object(Bucket="pemilu", Key="top.txt")["Body"].read() == b"x3\n"
             time.sleep(0.5)
-        assert [e["details"]["replica"] for e in _operations(three, "gateway.recovered")] == [
-            "rep1"
-        ]
+        assert [e["details"]["replica"] for e in _operations(three, "gateway.recovered")] == ["rep1"]
     standing = _standing(three, capsys)
     assert standing["rep1"]["state"] == "altered" and standing["rep1"]["key"] == "a/b/c.txt"
     text = _stores_text(three, capsys)
-    assert (
-        "rep1: the gateway last found it held other bytes than were copied for 'a/b/c.txt'" in text
-    )
+    assert "rep1: the gateway last found it held other bytes than were copied for 'a/b/c.txt'" in text
 
 
 def test_tampered_age_replica_is_a_mismatch_for_that_object_only(
@@ -494,26 +484,10 @@ def test_tls_key_not_matching_its_certificate_is_a_config_error(tmp_path: Path) 
     banner as uvicorn's failure (exit 1)."""
     for name in ("a", "b"):
         subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                str(tmp_path / f"{name}.key"),
-                "-out",
-                str(tmp_path / f"{name}.crt"),
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ],
-            check=True,
-            capture_output=True,
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(tmp_path / f"{name}.key"), "-out", str(tmp_path / f"{name}.crt"),
+             "-days", "2", "-subj", "/CN=localhost"],
+            check=True, capture_output=True,
         )
     (tmp_path / "prim").mkdir()
     config = tmp_path / "daulat.toml"

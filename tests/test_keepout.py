@@ -134,7 +134,9 @@ def test_sync_delete_into_a_directory_holding_the_state_keeps_it(
     proj.mkdir(parents=True)
     write_config(proj, [_fs(src, "src"), _fs(home, "home", "file:..")])
     monkeypatch.chdir(proj)
-    res = cli(["sync", "src", "home", "--delete", "--max-delete", "100%", "--json"], capsys)
+    res = cli(
+        ["sync", "src", "home", "--delete", "--max-delete", "100%", "--json"], capsys
+    )
     assert res.code == 1, res.explain()
     assert [r["key"] for r in res.json["refused"]] == ["proj/.daulat/planted.txt"]
     assert not (proj / ".daulat" / "planted.txt").exists()

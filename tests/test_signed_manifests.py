@@ -751,15 +751,7 @@ def test_every_writing_run_leaves_one_complete_manifest(
     assert header["seq"] == 3
     assert {e["key"] for e in entries} == (set(one) | set(two)) - {gone}
     ssh = subprocess.run(
-        [
-            _tool("ssh-keygen"),
-            "-Y",
-            "check-novalidate",
-            "-n",
-            NAMESPACE,
-            "-s",
-            str(tmp_path / "vault" / "pool" / (third + ".sig")),
-        ],
+        [_tool("ssh-keygen"), "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(tmp_path / "vault" / "pool" / (third + ".sig"))],
         input=(tmp_path / "vault" / "pool" / third).read_bytes(),
         capture_output=True,
     )
