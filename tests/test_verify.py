@@ -298,21 +298,30 @@ def _flip_keeping_metadata(direct: dict[str, object], key: str) -> None:
     run(flip())
 
 
-@pytest.mark.parametrize("lost_rows", [False, True])
+@pytest.mark.parametrize(("kind", "lost_rows"), [("s3", False), ("s3", True), ("fs", False)])
 def test_an_object_full_verify_found_different_is_adopted_by_no_pair(
-    lost_rows: bool, tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    lost_rows: bool,
+    tmp_path: Path,
+    s3_server: S3Server,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Hostile review: after ``verify --full`` found an altered ``o/a`` (proof kept), ``copy
     fsrc:o rdst:o`` adopted it by its proof, sending nothing. The distrust belongs to the
     destination object, not the pair: another pair (a sub-prefix) sends it again, and so does
     the same pair when its journal rows were lost before the verification."""
     put_files(tmp_path / "src", {"o/a": b"alpha" * 10, "o/b": b"bravo" * 10})
-    rdst = s3_store_config(s3_server, "rdst", unique("distrust"), "p/")
+    if kind == "s3":
+        rdst = s3_store_config(s3_server, "rdst", unique("distrust"), "p/")
+        whole = {**rdst, "url": rdst["url"].removesuffix("p/")}
+    else:
+        rdst = {**fs_store_config(tmp_path / "dst" / "p", "rdst")}
+        whole = fs_store_config(tmp_path / "dst", "whole")
     config = write_config(tmp_path, [fs_store_config(tmp_path / "src", "fsrc"), rdst])
     c = ["-c", str(config)]
     res = cli(["copy", "fsrc", "rdst", "--json", *c], capsys)
     assert res.code == 0 and res.json["copied_objects"] == 2, res.explain()
-    _flip_keeping_metadata({**rdst, "url": rdst["url"].removesuffix("p/")}, "p/o/a")
+    _flip_keeping_metadata(whole, "p/o/a")
     if lost_rows:
         with sqlite3.connect(tmp_path / ".daulat" / JOURNAL_NAME) as db:
             db.execute("DELETE FROM journal")

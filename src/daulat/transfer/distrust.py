@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daulat.errors import NotFound, StoreError
-from daulat.stores.abilities import UploadCleanup
+from daulat.stores.abilities import upload_cleanup
 from daulat.stores.base import Store
+from daulat.stores.forwarding import layers
+from daulat.stores.resumable import unwrap_resumable
 from daulat.transfer.journal import Journal
 from daulat.transfer.journalrows import now
 from daulat.transfer.model import Endpoint
@@ -58,13 +60,19 @@ class Found:
 
 
 def store_place(store: Store) -> str:
-    """Where ``store``'s objects are, whatever it is called: the location object stores keep
-    upload records under, or a directory's real path."""
-    if isinstance(store, UploadCleanup):
-        return store.location
-    root = getattr(store, "root", None)
-    if isinstance(root, Path):
-        return f"file://{root.resolve()}/"
+    """Where ``store``'s objects are, whatever it is called and however it is wrapped (retries,
+    fault injection): the location object stores keep upload records under, or a directory's
+    real path; the configured name only for a store that offers neither."""
+    cleanup = upload_cleanup(store)
+    if cleanup is not None:
+        return cleanup.location
+    resumable = unwrap_resumable(store)
+    if resumable is not None:
+        return resumable.location
+    for layer in layers(store):
+        root = getattr(layer, "root", None)
+        if isinstance(root, Path):
+            return f"file://{root.resolve()}/"
     return f"store:{store.name}"
 
 
