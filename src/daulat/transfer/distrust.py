@@ -81,7 +81,7 @@ def distrust(journal: Journal, place: str, found: dict[str, Found]) -> None:
     if not found:
         return
     db = journal.db
-    db.executescript(_SCHEMA)
+    db.execute(_SCHEMA)
     db.execute("BEGIN")
     db.executemany(
         "INSERT OR REPLACE INTO distrusted (location, key, proof, size, etag, found) "
@@ -94,7 +94,7 @@ def distrust(journal: Journal, place: str, found: dict[str, Found]) -> None:
 def distrusted_in(journal: Journal, place: str, prefix: str) -> dict[str, Found]:
     """The objects under ``prefix`` of the store at ``place`` whose proof is not believed."""
     db = journal.db
-    db.executescript(_SCHEMA)
+    db.execute(_SCHEMA)
     rows = db.execute(
         "SELECT key, proof, size, etag FROM distrusted WHERE location = ? AND substr(key, 1, ?) = ?",
         (place, len(prefix), prefix),
