@@ -43,7 +43,7 @@ from conftest import fs_store_config, run, s3_store_config
 from faultproxy import Proxy, fault_proxy
 from servers import S3Server
 from test_safety import pin_signer_of
-from test_transfer import journal_path, read_config, sha, unique, write_config
+from test_transfer import cli, journal_path, read_config, sha, unique, write_config
 from test_transfer_crash import _seed
 from test_transfer_faults import Proc, start_daulat
 
@@ -903,3 +903,42 @@ def test_lost_journal_adopts_large_objects_in_a_directory(codec: str, tmp_path: 
     assert proof.startswith("3s."), proof
     names = set(os.listxattr(big))
     assert ("user.daulat.sha256" in names) == (codec == "plain"), names
+
+
+def test_server_side_copies_carry_no_proof_and_are_copied_again(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Within one S3 endpoint ``copy`` copies server-side: daulat never reads the source bytes,
+    so it puts no proof on the copy (what the threat model says). Its journal still records
+    the copy's SHA-256 (read back), and once those rows are lost the objects are copied again
+    server-side, never adopted."""
+    bucket = unique("ssc")
+    rsrc = s3_store_config(s3_server, "rsrc", bucket, "src/")
+    rdst = s3_store_config(s3_server, "rdst", bucket, "dst/")
+    objects = {"o/a": b"alpha" * 10, "o/b": b"bravo" * 10}
+
+    async def fill(store: Store) -> None:
+        for key, data in objects.items():
+            await store.put("src/" + key, data)
+
+    direct = {**rsrc, "url": f"s3://{bucket}"}
+    run(_plant(direct, fill))
+    config = write_config(tmp_path, [rsrc, rdst])
+    c = ["-c", str(config)]
+    res = cli(["copy", "rsrc", "rdst", "--json", *c], capsys)
+    assert res.code == 0 and res.json["copied_objects"] == 2, res.explain()
+    rows = done_sha256(config)
+    assert {k: h for k, (_, h) in rows.items()} == {k: sha(v) for k, v in objects.items()}
+
+    async def look(store: Store) -> None:
+        for key in objects:
+            reader = await store.get("dst/" + key, start=0, end=0)
+            assert PROOF_FIELD not in reader.metadata, dict(reader.metadata)
+
+    run(_plant(direct, look))
+    with sqlite3.connect(journal_path(config)) as db:
+        db.execute("DELETE FROM journal")
+    db.close()
+    res = cli(["copy", "rsrc", "rdst", "--json", *c], capsys)
+    assert res.code == 0 and res.json["copied_objects"] == 2, res.explain()
+    assert res.json["adopted_objects"] == 0

@@ -800,3 +800,41 @@ def test_a_read_only_mount_refuses_a_put_as_access_denied(tmp_path: Path) -> Non
         out.stderr,
     )
     assert (root / "k").read_bytes() == b"old"
+
+
+def test_a_failed_put_removing_its_new_directory_does_not_fail_a_sibling_put(
+    tmp_path: Path,
+) -> None:
+    """Seen under load as a third read of a large object: two puts into a new ``big/``; the
+    one that made it fails (its source broke) and removes the now empty directory, as a failed
+    put leaves nothing behind, while the other's body sits complete in its temp file. That one
+    commits all the same (the directory made again), instead of failing and being read again."""
+    store = open_store(StoreConfig.model_validate(fs_store_config(tmp_path / "dst", "dst")))
+
+    async def go() -> None:
+        began = {k: asyncio.Event() for k in ("a", "b")}
+        go_on = {k: asyncio.Event() for k in ("a", "b")}
+
+        async def body(name: str, fail: bool) -> AsyncIterator[bytes]:
+            yield name.encode() * 1000
+            began[name].set()
+            await go_on[name].wait()
+            if fail:
+                raise Transient("the source broke", store="src", key=name)
+            yield b"end"
+
+        maker = asyncio.ensure_future(store.put("big/a.bin", body("a", fail=True)))
+        await began["a"].wait()  # big/ made by the first put
+        other = asyncio.ensure_future(store.put("big/b.bin", body("b", fail=False)))
+        await began["b"].wait()
+        go_on["a"].set()
+        with pytest.raises(Transient):
+            await maker
+        assert not (tmp_path / "dst" / "big").exists()  # removed: it was empty
+        go_on["b"].set()
+        await other
+        assert (tmp_path / "dst" / "big" / "b.bin").read_bytes() == b"b" * 1000 + b"end"
+        assert not (tmp_path / "dst" / "big" / "a.bin").exists()
+        await store.close()
+
+    run(go())

@@ -890,6 +890,8 @@ def test_restore_leaves_out_nested_manifests_and_says_when_a_rerun_cannot_help(
     the same command again, which would only repeat that."""
     monkeypatch.chdir(tmp_path)
     top, nested = _files("atas", n=2), {"bawah/x.json": MARKER + b" nested"}
+    # A user's own file in a nested .daulat/ is data: exited and restored like any other.
+    top["foto/.daulat/x.json"] = MARKER + b" the user's"
     stores = [fs_store_config(tmp_path / n, n) for n in ("src", "src2", "vault", "back")]
     fill_config(stores[0], top)
     fill_config(stores[1], nested)
@@ -902,7 +904,9 @@ def test_restore_leaves_out_nested_manifests_and_says_when_a_rerun_cannot_help(
     assert restored.code == 1, restored.explain()  # sub/bawah/x.json: unproven at the root
     unproven = [u["key"] for u in restored.json["unproven"]]
     assert unproven == ["sub/bawah/x.json"], unproven
-    assert not any("/.daulat/" in k for k in read_config(stores[3], skip_manifests=False))
+    back = read_config(stores[3], skip_manifests=False)
+    assert not any(k.startswith("sub/") for k in back), sorted(back)
+    assert back["foto/.daulat/x.json"] == top["foto/.daulat/x.json"]
     assert any("sub-prefixes" in n for n in restored.json["notes"])
     # Restoring the sub-prefix itself proves its objects with its own manifest.
     sub = cli(["restore", "vault:sub", "back:sub", "--identity", str(identity)], capsys)

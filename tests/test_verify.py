@@ -17,16 +17,20 @@ import pytest
 from conftest import fs_store_config, run, s3_store_config
 from servers import S3Server
 from test_safety import put_files
-from test_transfer import cli, endpoint, exit_lib, small_dataset, write_config
+from test_transfer import cli, endpoint, exit_lib, small_dataset, unique, write_config
 
+from daulat.config import StoreConfig
 from daulat.crypto import (
     decrypt_bytes,
     load_identities,
     new_identity,
 )
+from daulat.stores import open_store
 from daulat.stores.fs import FsStore
+from daulat.transfer.adoption import PROOF_FIELD
 from daulat.transfer.engine import VERIFIED_BY_CONTENT, VERIFIED_BY_LISTING
 from daulat.transfer.journal import JOURNAL_NAME, REPLACED, Journal
+from daulat.transfer.model import VERIFIED_BY_LISTING_ADOPTED
 from daulat.transfer.verify import VerifyReport, verify
 
 
@@ -275,3 +279,84 @@ def test_a_stopped_verify_says_what_it_did_not_check(
         assert "STOPPED before it finished" in res.out, res.out
         assert f"{len(data):,} objects" in res.out and "not checked" in res.out, res.out
         assert "stopped:" in res.err
+
+
+def _flip_keeping_metadata(direct: dict[str, object], key: str) -> None:
+    """The provider flips one byte of ``key`` and keeps its metadata (the proof with it)."""
+
+    async def flip() -> None:
+        store = open_store(StoreConfig.model_validate(direct))
+        try:
+            reader = await store.get(key)
+            body, meta = bytearray(await reader.read_all()), dict(reader.metadata)
+            assert PROOF_FIELD in meta
+            body[0] ^= 1
+            await store.put(key, bytes(body), metadata=meta)
+        finally:
+            await store.close()
+
+    run(flip())
+
+
+@pytest.mark.parametrize(("kind", "lost_rows"), [("s3", False), ("s3", True), ("fs", False)])
+def test_an_object_full_verify_found_different_is_adopted_by_no_pair(
+    kind: str,
+    lost_rows: bool,
+    tmp_path: Path,
+    s3_server: S3Server,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Hostile review: after ``verify --full`` found an altered ``o/a`` (proof kept), ``copy
+    fsrc:o rdst:o`` adopted it by its proof, sending nothing. The distrust belongs to the
+    destination object, not the pair: another pair (a sub-prefix) sends it again, and so does
+    the same pair when its journal rows were lost before the verification."""
+    put_files(tmp_path / "src", {"o/a": b"alpha" * 10, "o/b": b"bravo" * 10})
+    if kind == "s3":
+        rdst = s3_store_config(s3_server, "rdst", unique("distrust"), "p/")
+        whole = {**rdst, "url": rdst["url"].removesuffix("p/")}
+    else:
+        rdst = {**fs_store_config(tmp_path / "dst" / "p", "rdst")}
+        whole = fs_store_config(tmp_path / "dst", "whole")
+    config = write_config(tmp_path, [fs_store_config(tmp_path / "src", "fsrc"), rdst])
+    c = ["-c", str(config)]
+    res = cli(["copy", "fsrc", "rdst", "--json", *c], capsys)
+    assert res.code == 0 and res.json["copied_objects"] == 2, res.explain()
+    _flip_keeping_metadata(whole, "p/o/a")
+    if lost_rows:
+        with sqlite3.connect(tmp_path / ".daulat" / JOURNAL_NAME) as db:
+            db.execute("DELETE FROM journal")
+        db.close()
+    res = cli(["verify", "fsrc", "rdst", "--full", "--json", *c], capsys)
+    assert res.code == 1 and [p["key"] for p in res.json["problems"]] == ["o/a"], res.explain()
+    again = ["copy", "fsrc", "rdst"] if lost_rows else ["copy", "fsrc:o", "rdst:o"]
+    res = cli([*again, "--json", *c], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["copied_objects"] == 1 and res.json.get("adopted_objects", 0) <= 1, res.out
+    # The parent pair catches up (its own row still says replaced); the manifests the
+    # sub-prefix copy left in o/.daulat/ are daulat's, not unproven objects.
+    assert cli(["copy", "fsrc", "rdst", *c], capsys).code == 0
+    for full in ([], ["--full"]):
+        res = cli(["verify", "fsrc", "rdst", *full, "--json", *c], capsys)
+        assert res.code == 0 and res.json["problems"] == [], res.json["problems"]
+
+
+def test_listing_verify_of_adopted_objects_claims_no_upload_checksum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: after a lost journal the objects were adopted by proof (nothing sent),
+    yet ``verify`` said "listing size + provider-checked upload checksum". Now it says what
+    was checked for adopted objects."""
+    put_files(tmp_path / "src", {"o/a": b"alpha" * 10, "o/b": b"bravo" * 10})
+    stores = [fs_store_config(tmp_path / "src", "fsrc"), fs_store_config(tmp_path / "d", "d")]
+    c = ["-c", str(write_config(tmp_path, stores))]
+    assert cli(["copy", "fsrc", "d", *c], capsys).code == 0
+    res = cli(["verify", "fsrc", "d", "--json", *c], capsys)
+    assert res.json["verified_by"] == VERIFIED_BY_LISTING
+    with sqlite3.connect(tmp_path / ".daulat" / JOURNAL_NAME) as db:
+        db.execute("DELETE FROM journal")
+    db.close()
+    res = cli(["copy", "fsrc", "d", "--json", *c], capsys)
+    assert res.code == 0 and res.json["adopted_objects"] == 2, res.explain()
+    res = cli(["verify", "fsrc", "d", "--json", *c], capsys)
+    assert res.code == 0 and res.json["verified_by"] == VERIFIED_BY_LISTING_ADOPTED
+    assert "content not re-read" in cli(["verify", "fsrc", "d", *c], capsys).out

@@ -607,10 +607,17 @@ class FsStore:
             close_all(dirs)
             raise
         upload = Upload(self._name, key, dirs, segments[-1], tmp_fd, tmp_name, fd)
+        upload.remake, upload.parents = self._remake, segments[:-1]
         if made:
             upload.made = (list(segments[:-1]), made[0])
             fstemp.record_made(fd, list(segments[:-1]), made[0], dirs)  # for a killed put
         return upload
+
+    def _remake(self, segments: Sequence[str], key: str) -> Fds:
+        """The key's directories, made again for a commit that found them removed."""
+        dirs = self._dirs(segments, key, create=True)
+        assert dirs is not None  # created
+        return dirs
 
     # ------------------------------------------------------------------ delete
 

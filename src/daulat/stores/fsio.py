@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from daulat.errors import (
@@ -56,6 +56,10 @@ class Upload:
         self.tmp_fd, self.tmp_name, self.fd = tmp_fd, tmp_name, fd
         self.committed = False
         self.closed = False
+        #: Makes the key's directories (``parents``) again, descriptors from the root, for a
+        #: commit that finds them removed (see :meth:`commit`); None: the commit fails instead.
+        self.remake: Callable[[Sequence[str], str], list[int]] | None = None
+        self.parents: Sequence[str] = ()
         #: The key's directories and the index of the first this put made, if it made any:
         #: removed again (when still empty) if the put does not complete.
         self.made: tuple[list[str], int] | None = None
@@ -93,7 +97,20 @@ class Upload:
                 key=self.key,
             )
         try:
-            os.replace(self.tmp_name, self.final, src_dir_fd=self.tmp_fd, dst_dir_fd=self.dirs[-1])
+            try:
+                self._replace()
+            except FileNotFoundError:
+                # The key's directory was removed while we wrote: emptied by a delete, or
+                # made by another put of this store that failed and removed it again (its
+                # temp file, like ours, was elsewhere until the commit). The content is
+                # complete in the temp file: make the directories again and commit it,
+                # rather than read the whole object again.
+                if self.remake is None:
+                    raise
+                fresh = self.remake(self.parents, self.key)
+                close_all(self.dirs)
+                self.dirs = fresh
+                self._replace()
         except (IsADirectoryError, NotADirectoryError):
             raise NameConflict(
                 f"store {self.store!r} cannot hold key {self.key!r}: a directory of other "
@@ -102,7 +119,7 @@ class Upload:
                 key=self.key,
             ) from None
         except FileNotFoundError:
-            # The key's directory was removed (emptied by a delete) while we wrote.
+            # Removed again at once: a delete racing with this put.
             raise Transient(
                 f"store {self.store!r}: the directory of {self.key!r} disappeared during the put",
                 store=self.store,
@@ -110,6 +127,9 @@ class Upload:
             ) from None
         self.committed = True
         return st
+
+    def _replace(self) -> None:
+        os.replace(self.tmp_name, self.final, src_dir_fd=self.tmp_fd, dst_dir_fd=self.dirs[-1])
 
     def close(self) -> None:
         if self.closed:

@@ -89,8 +89,9 @@ What this proves, and what not
     Adoption is as strong as the journal's own skip: both rest on the listing's size (and the
     proof binds it, under the customer's key), neither re-reads content. A provider that
     alters content but keeps size and metadata defeats both; ``verify --full`` and restore,
-    which check the plaintext SHA-256 recorded here, catch it. Losing the key costs re-sends,
-    never a wrong adoption.
+    which check the plaintext SHA-256 recorded here, catch it. An object ``verify --full``
+    found different is never adopted again by the proof it carried then, whichever pair meets
+    it (:mod:`daulat.transfer.distrust`). Losing the key costs re-sends, never a wrong adoption.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ from daulat.errors import AccessDenied, ConfigError, StoreError
 from daulat.state import private_dir
 from daulat.stores.base import Store
 from daulat.stores.hashing import Hashed
+from daulat.transfer.distrust import distrusted_in, store_place
 from daulat.transfer.journal import Candidate, Journal, Outcome, State
 from daulat.transfer.retry import RetryPolicy
 
@@ -493,6 +495,8 @@ async def adopt_proven(
     whose proven hash differs is not adopted (its copy then fails the manifest check)."""
     result = Adopted()
     sem = asyncio.Semaphore(max(1, concurrency))
+    # verify --full found these different: their proof is not believed, whichever pair asks.
+    distrusted = distrusted_in(journal, store_place(store), prefix)
 
     async def one(c: Candidate) -> Outcome | None:
         dst_key = prefix + (c.key if c.dkey is None else c.dkey)
@@ -507,7 +511,11 @@ async def adopt_proven(
         # Changed since it was listed: whatever it is now, it is not what was listed.
         if info.size != c.dst_size or (info.etag is not None and info.etag != c.dst_etag):
             return None
-        proven = prover.check(reader.metadata.get(PROOF_FIELD), c, dst_key)
+        proof = reader.metadata.get(PROOF_FIELD)
+        found = distrusted.get(dst_key)
+        if found is not None and found.still(proof, info.size, info.etag):
+            return None
+        proven = prover.check(proof, c, dst_key)
         if proven is None:
             return None
         if expected is not None and expected(c.key) not in (None, proven.sha256):

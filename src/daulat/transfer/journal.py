@@ -331,6 +331,16 @@ class Journal(PlanningTables):
             (pair,),
         )
 
+    def adopted_in(self, pair: str) -> bool:
+        """Whether a run of ``pair`` adopted objects by proof (its summary says how many):
+        daulat did not send those, so no provider checked an upload checksum of theirs."""
+        row = self.db.execute(
+            "SELECT 1 FROM runs WHERE pair = ? AND json_valid(summary) "
+            "AND coalesce(json_extract(summary, '$.adopted_objects'), 0) > 0 LIMIT 1",
+            (pair,),
+        ).fetchone()
+        return row is not None
+
     def runs_done_in(self, pair: str, run_id: int) -> int:
         (n,) = self.db.execute(
             "SELECT count(*) FROM journal WHERE pair = ? AND run_id = ? AND state = 'done'",

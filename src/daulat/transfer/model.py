@@ -174,6 +174,13 @@ class Options:
 # form trusts the destination's listing to show what was written: an object the provider
 # replaced with the same size (and ETag) passes it; reading the content back is --full.
 VERIFIED_BY_LISTING = "listing size + provider-checked upload checksum"
+# Some objects of the pair were adopted by proof after a crash or a lost journal: daulat did not
+# send them, so no provider checked an upload checksum; their proof binds size and source
+# version, their content was not re-read.
+VERIFIED_BY_LISTING_ADOPTED = (
+    "listing size; provider-checked upload checksum for objects daulat sent, adopted by "
+    "proof (size and source version, content not re-read) for the rest: use --full"
+)
 VERIFIED_BY_CONTENT = "content re-read and hashed (--full)"
 VERIFIED_BY_RESTORE = "content decrypted and hashed while restored"
 VERIFIED_BY_RESTORE_PLAIN = "content hashed while restored as stored (a plain replica)"

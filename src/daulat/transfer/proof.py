@@ -21,6 +21,7 @@ from daulat.transfer.manifests import (
     DST_MANIFEST_PREFIX,
     Entry,
     ProvenanceError,
+    is_nested_own,
     load_into_expected,
 )
 from daulat.transfer.onward import (
@@ -270,14 +271,19 @@ def drop_nested_bookkeeping(journal: Journal, summary: Summary) -> None:
     are neither data to restore nor objects that may have been planted. Restoring ``SRC:sub``
     checks them."""
     db = journal.db
-    where = "instr(key, '/' || ?) > 0"
-    n, size = db.execute(
-        f"SELECT count(*), coalesce(sum(size), 0) FROM src WHERE {where}", (DST_MANIFEST_PREFIX,)
-    ).fetchone()
-    if not n:
+    # Only daulat's own names: a user's ``photos/.daulat/x.jpg`` is data to restore.
+    own = [
+        (key, size)
+        for key, size in db.execute(
+            "SELECT key, size FROM src WHERE instr(key, '/' || ?) > 0", (DST_MANIFEST_PREFIX,)
+        )
+        if is_nested_own(key)
+    ]
+    if not own:
         return
+    n, size = len(own), sum(s for _, s in own)
     db.execute("BEGIN")
-    db.execute(f"DELETE FROM src WHERE {where}", (DST_MANIFEST_PREFIX,))
+    db.executemany("DELETE FROM src WHERE key = ?", [(k,) for k, _ in own])
     db.execute("COMMIT")
     summary.source_objects -= int(n)
     summary.source_bytes -= int(size)
@@ -393,8 +399,11 @@ async def check_destination(
         "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
         "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) ORDER BY d.key"
     )
+    # The manifests of a copy made into a sub-prefix are daulat's, proven by their own chain
+    # (verify that sub-prefix to check them), not objects of this copy.
     problems += [
         (str(k), "unproven: at the destination but not listed in its signed manifest")
         for (k,) in unproven
+        if not is_nested_own(str(k))
     ]
     return problems

@@ -48,12 +48,20 @@ from daulat.errors import AccessDenied, ConfigError, NotFound, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.signing import PublicKey, existing_local_key
 from daulat.stores.crypt import CryptStore
+from daulat.transfer.adoption import PROOF_FIELD
+from daulat.transfer.distrust import distrust_replaced
 from daulat.transfer.journal import REPLACED, Journal, now
 from daulat.transfer.keepout import KeepOut, OwnState
 from daulat.transfer.listings import list_into
 from daulat.transfer.manifests import DST_MANIFEST_PREFIX, WrongIdentity
 from daulat.transfer.markers import set_aside_folder_markers
-from daulat.transfer.model import VERIFIED_BY_CONTENT, VERIFIED_BY_LISTING, Endpoint, pair_id
+from daulat.transfer.model import (
+    VERIFIED_BY_CONTENT,
+    VERIFIED_BY_LISTING,
+    VERIFIED_BY_LISTING_ADOPTED,
+    Endpoint,
+    pair_id,
+)
 from daulat.transfer.names import NameKey
 from daulat.transfer.onward import holds_onward_copies
 from daulat.transfer.proof import check_destination
@@ -83,11 +91,16 @@ class VerifyReport:
     reserved_objects: int = 0
     reserved_bytes: int = 0
     reserved: list[str] = field(default_factory=list)
+    # Runs of the pair adopted objects by proof: the listing check claims no upload checksum
+    # for them.
+    adopted: bool = False
 
     @property
     def verified_by(self) -> str:
         """What "verified" meant for this report."""
-        return VERIFIED_BY_CONTENT if self.full else VERIFIED_BY_LISTING
+        if self.full:
+            return VERIFIED_BY_CONTENT
+        return VERIFIED_BY_LISTING_ADOPTED if self.adopted else VERIFIED_BY_LISTING
 
     @property
     def ok(self) -> bool:
@@ -278,6 +291,7 @@ async def verify(
         )
     run_id = journal.begin_run("verify", pair, src.label, dst.label)
     report = VerifyReport(src.label, dst.label, full)
+    report.adopted = journal.adopted_in(pair)
     whole = not filter.active
     excluded: tuple[int, int] | None = None
     src_keep_out = KeepOut(own_state.src if own_state else None)
@@ -308,6 +322,7 @@ async def verify(
         if not full:
             listed = check_listed(journal, pair, run_id=run_id, whole=whole)
             listed.src, listed.dst = src.label, dst.label
+            listed.adopted = report.adopted
             report = listed
         else:
             onward = not encrypted
@@ -567,6 +582,7 @@ async def _verify_full(
     report.problems.sort()
     _record(journal, pair, run_id, ok_keys, report, whole=whole)
     journal.replaced(pair, replaced)
+    await distrust_replaced(journal, dst, replaced, PROOF_FIELD)
 
 
 def _only_selected_stored(journal: Journal) -> None:
