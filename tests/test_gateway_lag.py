@@ -47,6 +47,8 @@ def test_a_key_lagging_behind_a_file_the_replica_holds_is_not_sent_to_a_sync(
     with gateway(config) as endpoint:
         s3 = client(endpoint)
         s3.put_object(Bucket="pemilu", Key="qq", Body=b"qq everywhere\n")
+        # Not the primary's only object: an empty primary is taken to have vanished.
+        s3.put_object(Bucket="pemilu", Key="keep.txt", Body=b"kept\n")
         (tmp_path / "prim" / "qq").unlink()  # the primary can now hold qq/x; d2 cannot
         (tmp_path / "d2").rename(tmp_path / "d2.off")
         s3.put_object(Bucket="pemilu", Key="qq/x", Body=b"never at d2\n")
