@@ -143,6 +143,7 @@ def test_a_conflict_that_races_past_the_check_is_named_and_no_sync_is_recommende
     cli(["stores", "--json", "--config", str(config)])
     loc = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["loc"]
     assert (loc["gateway_lagging"], loc["gateway_conflicting"]) == (0, 1)
+    assert "directory of other objects" in loc["gateway_conflict"], loc
 
 
 def _stores(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], str]:

@@ -133,7 +133,7 @@ def stores(
     request_timeout: RequestTimeoutOpt = None,
 ) -> None:
     """List configured stores: provider, region, country, jurisdictions, reachable, objects."""
-    from daulat.gateway.ledger import lagging
+    from daulat.gateway.lag import lagging
     from daulat.gateway.standing import describe, store_standing
     from daulat.inventory import Manifest, store_statuses
     from daulat.report.data import daulat_writes
@@ -142,7 +142,7 @@ def stores(
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
     standing = store_standing(cfg.state_dir)
-    lags = lagging(cfg.state_dir)
+    lags = lagging(cfg.state_dir, cfg.stores)
     written = daulat_writes(cfg)
     if as_json:
         _print_json(
@@ -153,8 +153,9 @@ def stores(
                     "gateway_lagging": lag.objects - lag.conflicts
                     if (lag := lags.get(r.name))
                     else 0,
-                    # Of what lags, what no sync can copy (see the text output).
+                    # Of what lags, what no sync can copy (see the text output), and why.
                     "gateway_conflicting": lag.conflicts if lag else 0,
+                    "gateway_conflict": (lag.conflict or None) if lag else None,
                     "written_by_daulat": dict(
                         zip(("objects", "bytes", "latest"), written[r.name], strict=True)
                     ),
@@ -201,12 +202,13 @@ def stores(
                     highlight=False,
                 )
             if lag is not None and lag.conflicts:
-                # No sync can copy these while the other object is there: saying so beats a
-                # recommended command that fails every time.
+                # No sync can copy these while what stands in their way is there (an object of
+                # one name, or what a sync refused them for): saying so beats a recommended
+                # command that fails every time.
                 out.print(
                     f"  {r.name}: {lag.conflicts:,} object(s) written through the gateway cannot "
-                    f"be held here beside another object of one name ({printable(lag.conflict)}):"
-                    " no sync copies them until one of the two is removed or renamed",
+                    f"be held here ({printable(lag.conflict)}): no sync copies them until what "
+                    "stands in their way is removed or renamed",
                     markup=False,
                     highlight=False,
                 )

@@ -9,7 +9,8 @@ byte offset when one fails. Modules: :mod:`.config` (the ``[gateway]`` table), :
 serve what), :mod:`.reading` (checked reads and failover), :mod:`.health` (circuit breakers),
 :mod:`.runtime` and :mod:`.server` (uvicorn). Writes: :mod:`.writeops` (the S3 operations),
 :mod:`.payload` (bodies and their checks), :mod:`.writes` and :mod:`.fanout` (one body to
-every replica, quorum), :mod:`.ledger` (journal rows), :mod:`.spool` (multipart parts).
+every replica, quorum), :mod:`.ledger` (journal rows), :mod:`.spool` (multipart parts);
+:mod:`.lag` (what each replica lacks of the writes, for ``daulat stores``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from daulat.gateway.config import GatewayConfig, gateway_config
     from daulat.gateway.server import loop_factory, serve
 
-# Imported on first use (daulat.lazy): `daulat stores` reads .standing and .ledger, and would
+# Imported on first use (daulat.lazy): `daulat stores` reads .standing and .lag, and would
 # otherwise pay for uvicorn and the whole gateway.
 _WHERE = {
     "daulat.gateway.config": ("GatewayConfig", "gateway_config"),

@@ -17,7 +17,7 @@ is the engine's own id for a copy ``P → R`` (``daulat sync P R``: the same cod
   the replica's stored size and ETag, and the per-chunk hashes (objects over one chunk);
 - a replica that failed or was down keeps a ``failed`` row with the reason: it lags, and
   ``daulat sync P R`` copies the object (the planner copies every key without a matching
-  ``done`` row).
+  ``done`` row). :mod:`.lag` says for ``daulat stores`` what each replica lacks.
 
 Each pair's rows go in a run of kind ``gateway`` (the journal's pairs are found through its
 runs), ended ``complete`` when the replica holds the write, else ``incomplete``.
@@ -34,21 +34,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from daulat.state import connect_readonly, has_tables
-from daulat.transfer.journal import JOURNAL_KIND, JOURNAL_NAME, Journal, Outcome, State
+from daulat.transfer.journal import Journal, Outcome, State
 
 T = TypeVar("T")
 
 UNDER_WAY = "a gateway write of this key is under way (or was cut short): not verified here"
-#: How the rows of a replica that lags behind the gateway's writes begin (see :func:`lagging`).
+#: How the rows of a replica that lags behind the gateway's writes begin (see
+#: :func:`daulat.gateway.lag.lagging`).
 LAGS = "lags: "
 NOT_ACKNOWLEDGED = "gateway write not acknowledged: "
 #: Marks, inside a lag's reason, a key the replica cannot hold beside another of its objects
@@ -57,11 +55,6 @@ CONFLICT = "name conflict: "
 #: The run under which a gateway's multipart uploads are recorded (see the module docstring).
 UPLOADS_KIND = "gateway-uploads"
 UPLOADS_PAIR = "gateway: its multipart uploads"
-# A journal pair id: "SRC:PREFIX -> DST:PREFIX[ [TAG]]" (see daulat.transfer.model.pair_id).
-_PAIR = re.compile(
-    r"^(?P<src>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<sp>.*?) -> "
-    r"(?P<dst>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<dp>.*?)(?: \[[^\]]*\])?$"
-)
 
 
 @dataclass(frozen=True)
@@ -146,6 +139,8 @@ class Ledger:
             run_id = journal.begin_run("gateway", row.pair, row.src, row.dst)
             journal.record(row.pair, run_id, [row.outcome])
             done = row.outcome.state == State.DONE
+            # The key is how daulat.gateway.lag knows the row for a gateway write once a sync
+            # has rewritten it (refused it, say).
             summary = {
                 "kind": "gateway",
                 "key": row.outcome.key,
@@ -166,58 +161,3 @@ class Ledger:
     def close(self) -> None:
         self._pool.submit(self._close).result()
         self._pool.shutdown()
-
-
-@dataclass(frozen=True)
-class Lag:
-    """Objects written through the gateway that a replica does not hold verified yet."""
-
-    objects: int
-    sync: str  # the command that copies them: daulat sync PRIMARY REPLICA
-    conflicts: int = 0  # of them, keys the replica cannot hold beside another of its objects
-    conflict: str = ""  # one such conflict, as the store put it
-
-
-def lagging(state_dir: Path) -> dict[str, Lag]:
-    """Store name → what lags there of the gateway's writes (its journal rows still
-    ``failed`` from a write it missed, was not acknowledged, or that was cut short; the next
-    ``daulat sync`` of the pair makes them ``done``)."""
-    path = state_dir / JOURNAL_NAME
-    if not path.exists():
-        return {}
-    out: dict[str, Lag] = {}
-    try:
-        db = connect_readonly(path, JOURNAL_KIND)
-    except Exception:  # unreadable state is reported by the commands that own it
-        return {}
-    try:
-        if not has_tables(db, "journal"):
-            return {}
-        rows = db.execute(
-            "SELECT pair, count(*), sum(instr(error, ?) > 0), "
-            "max(CASE WHEN instr(error, ?) > 0 THEN substr(error, instr(error, ?) + ?) END) "
-            "FROM journal WHERE state = 'failed' AND "
-            "(substr(error, 1, ?) = ? OR substr(error, 1, ?) = ? OR error = ?) GROUP BY pair",
-            (
-                *(CONFLICT, CONFLICT, CONFLICT, len(CONFLICT)),
-                *(len(LAGS), LAGS, len(NOT_ACKNOWLEDGED), NOT_ACKNOWLEDGED, UNDER_WAY),
-            ),
-        ).fetchall()
-    except sqlite3.Error:
-        return {}
-    finally:
-        db.close()
-    for pair, n, conflicts, conflict in rows:
-        m = _PAIR.match(pair)
-        if m is None:
-            continue
-        src = f"{m['src']}:{m['sp']}".rstrip(":")
-        dst = f"{m['dst']}:{m['dp']}".rstrip(":")
-        kept = out.get(m["dst"]) or Lag(0, "")
-        out[m["dst"]] = Lag(
-            kept.objects + int(n),
-            f"daulat sync {src} {dst}",
-            kept.conflicts + int(conflicts or 0),
-            kept.conflict or conflict or "",
-        )
-    return out
