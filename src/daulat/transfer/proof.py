@@ -421,10 +421,10 @@ async def check_destination(
     # The manifests of a copy made into a sub-prefix are daulat's, proven by their own chain
     # (verify that sub-prefix to check them), not objects of this copy; files merely named so
     # stay unproven (daulat.transfer.nested).
-    own = await own_records(dst.store, dst.prefix, unproven, trusted, listed=listed)
+    records = await own_records(dst.store, dst.prefix, unproven, trusted, listed=listed)
     problems += [
         (k, "unproven: at the destination but not listed in its signed manifest")
         for k in unproven
-        if k not in own
+        if k not in records
     ]
     return problems
