@@ -922,6 +922,127 @@ def test_restore_leaves_out_nested_manifests_and_says_when_a_rerun_cannot_help(
     assert "will not change that" in again.err and "--allow-unproven" in again.err, again.err
 
 
+def _records(raw: Mapping[str, Any], prefix: str = "") -> dict[str, bytes]:
+    """The files under a sub-prefix's ``.daulat/`` at a store (keys relative to its root)."""
+    at = read_config(raw, prefix, skip_manifests=False)
+    return {prefix + k: v for k, v in at.items() if "/.daulat/" in prefix + k}
+
+
+def test_sync_delete_of_the_parent_never_deletes_a_sub_prefixs_manifests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: after ``copy fsrc:sub rdst:sub``, ``sync fsrc rdst --delete`` listed
+    (dry run) and deleted every ``sub/.daulat/manifest-*``, and the restore of ``rdst:sub``
+    then accused the provider of withholding its newest manifest. The sub-prefix's signed
+    records are daulat's: never planned for deletion, still believed by verify and restore."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("fsrc", "rdst", "rest")]
+    sub = {"sub/bawah/x.json": MARKER + b" sub", "sub/bawah/y.json": MARKER + b" later"}
+    fill_config(stores[0], _files("atas", n=2))
+    _setup(tmp_path, capsys, stores)
+    for key, data in sub.items():  # two runs that change something: two manifests
+        fill_config(stores[0], {key: data})
+        res = cli(["copy", "fsrc:sub", "rdst:sub"], capsys)
+        assert res.code == 0, res.explain()
+    records = _records(stores[1], "sub/")
+    assert len(records) == 4, sorted(records)
+    fill_config(stores[1], {"sisa.txt": b"not at the source"})  # extraneous: deleted
+
+    sync = ["sync", "fsrc", "rdst", "--delete", "--max-delete", "100%", "--json"]
+    dry = cli([*sync, "--dry-run"], capsys)
+    assert dry.code == 0, dry.explain()
+    assert [d["key"] for d in dry.json["would_delete"]] == ["sisa.txt"], dry.json["would_delete"]
+    done = cli(sync, capsys)
+    assert done.code == 0, done.explain()
+    assert done.json["deleted"]["keys"] == ["sisa.txt"], done.json["deleted"]
+    assert _records(stores[1], "sub/") == records
+    assert any("never deletes them" in n for n in done.json["notes"]), done.json["notes"]
+
+    res = cli(["verify", "fsrc", "rdst", "--json"], capsys)
+    assert res.code == 0 and res.json["problems"] == [], res.json["problems"]
+    restored = cli(["restore", "rdst:sub", "rest:r3", "--json"], capsys)
+    assert restored.code == 0, restored.explain()
+    assert read_config(stores[2], "r3/") == {k.removeprefix("sub/"): v for k, v in sub.items()}
+
+
+def test_a_users_files_named_like_daulat_manifests_are_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hostile review: a user's own ``x/.daulat/manifest-20200101T000000Z.jsonl`` and ``.sig``
+    were copied, listed and verified, then left out of the restore, which failed "listed in
+    the manifest but missing at the source". What the parent's manifest lists is data, named
+    so or not, even a daulat destination's genuinely signed manifest kept as a file; and
+    ``sync --delete`` deletes such files when the user deletes them."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("fsrc", "rdst", "rest", "lama", "arsip")]
+    fill_config(stores[3], {"a.txt": b"old archive"})
+    _setup(tmp_path, capsys, stores)
+    assert cli(["copy", "lama", "arsip"], capsys).code == 0
+    (genuine,) = _manifests(stores[4])  # signed by the pinned key: a daulat record, kept as data
+    at_arsip = read_config(stores[4], skip_manifests=False)
+    users = {
+        "x/.daulat/manifest-20200101T000000Z.jsonl": b'{"my": "own notes"}\n',
+        "x/.daulat/manifest-20200101T000000Z.jsonl.sig": b"my own signature file\n",
+        f"y/{genuine}": at_arsip[genuine],
+        f"y/{genuine}.sig": at_arsip[genuine + ".sig"],
+    }
+    fill_config(stores[0], {**_files("atas", n=2), **users})
+
+    res = cli(["copy", "fsrc", "rdst", "--json"], capsys)
+    assert res.code == 0 and res.json["copied_objects"] == 8, res.explain()
+    res = cli(["verify", "fsrc", "rdst", "--json"], capsys)
+    assert res.code == 0 and res.json["problems"] == [], res.json["problems"]
+    restored = cli(["restore", "rdst", "rest", "--json"], capsys)
+    assert restored.code == 0, restored.explain()
+    assert _records(stores[2]) == users
+
+    for key in users:
+        (tmp_path / "fsrc" / key).unlink()
+    sync = ["sync", "fsrc", "rdst", "--delete", "--max-delete", "100%", "--json"]
+    done = cli(sync, capsys)
+    assert done.code == 0, done.explain()
+    assert sorted(done.json["deleted"]["keys"]) == sorted(users), done.json["deleted"]
+    assert _records(stores[1]) == {}
+
+
+def test_files_planted_as_nested_manifests_are_unproven_and_never_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The provider plants ``zz/.daulat/manifest-…`` files, one beside a genuine signature
+    copied from the sub-prefix's records (valid, but over other bytes), one beside a
+    signature that is not one. Named like daulat's records, listed by no manifest, signed by
+    no pinned key over their bytes: verify reports them unproven, a restore does not restore
+    them; the sub-prefix's real records are neither."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("fsrc", "rdst", "rest")]
+    fill_config(stores[0], {**_files("atas", n=2), "sub/bawah/x.json": MARKER + b" sub"})
+    _setup(tmp_path, capsys, stores)
+    assert cli(["copy", "fsrc:sub", "rdst:sub"], capsys).code == 0
+    assert cli(["copy", "fsrc", "rdst"], capsys).code == 0  # after: its records are current
+    records = _records(stores[1], "sub/")
+    real_sig = next(v for k, v in records.items() if k.endswith(".sig"))
+    planted = {
+        "zz/.daulat/manifest-20200101T000000Z.jsonl": b'{"daulat": "manifest", "seq": 1}\n',
+        "zz/.daulat/manifest-20200101T000000Z.jsonl.sig": real_sig,
+        "zz/.daulat/manifest-20200102T000000Z.jsonl.age": b"age-encryption.org/v1\n",
+        "zz/.daulat/manifest-20200102T000000Z.jsonl.age.sig": b"not a signature\n",
+    }
+    fill_config(stores[1], planted)
+
+    res = cli(["verify", "fsrc", "rdst", "--json"], capsys)
+    assert res.code == 1, res.explain()
+    problems = {p["key"]: p["reason"] for p in res.json["problems"]}
+    assert sorted(problems) == sorted(planted), problems
+    assert all(r.startswith("unproven") for r in problems.values()), problems
+
+    restored = cli(["restore", "rdst", "rest", "--json"], capsys)
+    assert restored.code == 1, restored.explain()  # the planted files: unproven
+    assert sorted(u["key"] for u in restored.json["unproven"]) == sorted(planted)
+    assert _records(stores[2]) == {}
+    assert any("sub-prefixes" in n for n in restored.json["notes"]), restored.json["notes"]
+    assert read_config(stores[2]) == read_config(stores[0])
+
+
 def test_a_rerun_is_suggested_only_when_it_can_help() -> None:
     """What the summary's last line rests on: objects that failed for a reason a rerun can
     change (a timeout), or were never tried, can be done by running again; objects refused,

@@ -14,8 +14,11 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 
+from daulat.signing import PublicKey
 from daulat.transfer.journal import Journal
+from daulat.transfer.manifests import DST_MANIFEST_PREFIX
 from daulat.transfer.model import Endpoint, Options, Summary
+from daulat.transfer.nested import named_as_own, own_records
 
 # Seconds an interrupted ``sync --delete`` waits for the deletions it has sent to be answered.
 DELETE_SETTLE_S = 10.0
@@ -116,3 +119,50 @@ async def delete_extraneous(
                 journal.forget(pair, done)
     finally:
         summary.deleted = record.to_json()
+
+
+async def spare_own_records(
+    dst: Endpoint,
+    journal: Journal,
+    pair: str,
+    summary: Summary,
+    opts: Options,
+    trusted: Sequence[PublicKey],
+) -> None:
+    """Take daulat's own records of sub-prefixes (``sub/.daulat/manifest-…`` of a copy made
+    into ``sub/``) out of the destination listing (temp table ``dst``) before the deletions are
+    planned: the source never holds them, and deleting them would make the sub-prefix's
+    restore accuse its provider of withholding them. The rule is
+    :func:`daulat.transfer.nested.own_records`'s: what the pair's journal records as copied is
+    data, as is anything no trusted key signed (a planted file, deleted like any other)."""
+    db = journal.db
+
+    def copied(key: str) -> bool:
+        # The pair's journal: the manifest this run follows is not read before deletions
+        # are planned, and the journal is the record of what the pair copied there.
+        row = db.execute(
+            "SELECT 1 FROM journal WHERE pair = ? AND stored_as = ? UNION ALL "
+            "SELECT 1 FROM journal WHERE pair = ? AND key = ? AND stored_as IS NULL LIMIT 1",
+            (pair, key, pair, key),
+        ).fetchone()
+        return row is not None
+
+    candidates = [
+        k
+        for page in journal.extraneous(pair, keep=deletable(opts))
+        for k, _ in page
+        if named_as_own(k)
+    ]
+    if not candidates:
+        return
+    own = sorted(await own_records(dst.store, dst.prefix, candidates, trusted, listed=copied))
+    if not own:
+        return
+    db.execute("BEGIN")
+    db.executemany("DELETE FROM temp.dst WHERE key = ?", [(k,) for k in own])
+    db.execute("COMMIT")
+    summary.notes.append(
+        f"kept {len(own):,} file(s) daulat keeps under {DST_MANIFEST_PREFIX} of sub-prefixes of "
+        f"{dst.label or dst.store.name} (the signed manifests of copies made into them): "
+        "sync --delete never deletes them"
+    )

@@ -82,7 +82,7 @@ from daulat.transfer.bookkeeping import Ledger as Ledger
 from daulat.transfer.deletion import DELETE_SETTLE_S as DELETE_SETTLE_S
 from daulat.transfer.deletion import DELETED_KEYS_KEPT as DELETED_KEYS_KEPT
 from daulat.transfer.deletion import DeletedKeys as DeletedKeys
-from daulat.transfer.deletion import deletable, delete_extraneous
+from daulat.transfer.deletion import deletable, delete_extraneous, spare_own_records
 from daulat.transfer.executor import AGE_BUFFER as AGE_BUFFER
 from daulat.transfer.executor import SMALL_OBJECT as SMALL_OBJECT
 from daulat.transfer.executor import STREAM_RESERVATION as STREAM_RESERVATION
@@ -291,7 +291,7 @@ async def _run(
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
     if kind == Kind.RESTORE:
-        drop_nested_bookkeeping(journal, summary)
+        await drop_nested_bookkeeping(src, journal, opts.signing, summary)
     if kind == Kind.RESTORE and (
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
     ):
@@ -327,6 +327,9 @@ async def _run(
         summary.remaining_known = True
         summary.stopped = f"cannot list the destination {dst.label or dst.store.name}: {exc}"
         return
+    if kind == Kind.SYNC and opts.delete:
+        # Before the deletions are counted, listed (dry run) or done: never daulat's own.
+        await spare_own_records(dst, journal, pair, summary, opts, trusted(opts, journal))
     # Planning, the safety checks and adoption (which reads what the destination holds).
     _waiting(on_progress, "planning")
     summary.planned_objects, summary.planned_bytes = journal.plan(pair, force=opts.force)

@@ -97,7 +97,6 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -189,21 +188,6 @@ class Header:
             store=str(d.get("store", "")),
             name=str(d.get("name", "")),
         )
-
-
-# daulat's own files in the ``.daulat/`` of a copy made into a sub-prefix: its manifests, their
-# signatures, a carried origin manifest, the name key. Only these names: a user's own
-# ``photos/.daulat/x.jpg`` is the user's object.
-_NESTED_OWN = re.compile(
-    r"/\.daulat/(?:manifest-\d{8}T\d{6}Z\.jsonl(?:\.age)?|origin/[0-9a-f]{64}\.jsonl\.age"
-    r"|names\.key\.age)(?:\.sig)?\Z"
-)
-
-
-def is_nested_own(key: str) -> bool:
-    """Whether ``key`` (relative to an endpoint's prefix) names one of daulat's own files in
-    the ``.daulat/`` of a sub-prefix (see ``_NESTED_OWN``)."""
-    return "/.daulat/" in key and _NESTED_OWN.search(key) is not None
 
 
 def is_manifest_key(key: str, prefix: str) -> bool:

@@ -21,9 +21,9 @@ from daulat.transfer.manifests import (
     DST_MANIFEST_PREFIX,
     Entry,
     ProvenanceError,
-    is_nested_own,
     load_into_expected,
 )
+from daulat.transfer.nested import own_records
 from daulat.transfer.onward import (
     OnwardEntries,
     Origin,
@@ -265,20 +265,31 @@ def name_problems_by_real_name(journal: Journal, summary: Summary) -> None:
     summary.unverified = renamed(summary.unverified)
 
 
-def drop_nested_bookkeeping(journal: Journal, summary: Summary) -> None:
+async def drop_nested_bookkeeping(
+    src: Endpoint, journal: Journal, signing: ManifestSigning, summary: Summary
+) -> None:
     """Leave out of a restore daulat's own files of copies made into sub-prefixes of the
     source (``sub/.daulat/manifest-...``; the source's own ``.daulat/`` is never listed): they
-    are neither data to restore nor objects that may have been planted. Restoring ``SRC:sub``
-    checks them."""
+    are not data to restore. Restoring ``SRC:sub`` checks them. What is daulat's own is decided
+    by :func:`daulat.transfer.nested.own_records`: a file the restore's manifest lists is data
+    (a user's ``x/.daulat/manifest-…``), one no pinned signer signed is left to
+    :func:`settle_unproven` (planted, as far as anyone can tell)."""
     db = journal.db
-    # Only daulat's own names: a user's ``photos/.daulat/x.jpg`` is data to restore.
-    own = [
-        (key, size)
+    sizes = {
+        str(key): int(size)
         for key, size in db.execute(
             "SELECT key, size FROM src WHERE instr(key, '/' || ?) > 0", (DST_MANIFEST_PREFIX,)
         )
-        if is_nested_own(key)
-    ]
+    }
+    if not sizes:
+        return
+
+    def listed(key: str) -> bool:
+        row = db.execute("SELECT 1 FROM expected WHERE stored = ?", (src.prefix + key,)).fetchone()
+        return row is not None
+
+    found = await own_records(src.store, src.prefix, sizes, signing.signers, listed=listed)
+    own = sorted((k, sizes[k]) for k in found)
     if not own:
         return
     n, size = len(own), sum(s for _, s in own)
@@ -394,16 +405,26 @@ async def check_destination(
         fill_entries(journal, loc, encrypted=True)
         db.execute("INSERT OR IGNORE INTO proven SELECT stored FROM mf")
     db.execute("CREATE INDEX IF NOT EXISTS temp.src_dkey ON src (dkey) WHERE dkey IS NOT NULL")
-    unproven = db.execute(
-        "SELECT d.key FROM dst d WHERE NOT EXISTS (SELECT 1 FROM proven p WHERE p.stored = d.key) "
-        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
-        "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) ORDER BY d.key"
-    )
+    unproven = [
+        str(k)
+        for (k,) in db.execute(
+            "SELECT d.key FROM dst d "
+            "WHERE NOT EXISTS (SELECT 1 FROM proven p WHERE p.stored = d.key) "
+            "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NULL) "
+            "AND NOT EXISTS (SELECT 1 FROM src s WHERE s.dkey = d.key) ORDER BY d.key"
+        )
+    ]
+
+    def listed(key: str) -> bool:
+        return db.execute("SELECT 1 FROM proven WHERE stored = ?", (key,)).fetchone() is not None
+
     # The manifests of a copy made into a sub-prefix are daulat's, proven by their own chain
-    # (verify that sub-prefix to check them), not objects of this copy.
+    # (verify that sub-prefix to check them), not objects of this copy; files merely named so
+    # stay unproven (daulat.transfer.nested).
+    records = await own_records(dst.store, dst.prefix, unproven, trusted, listed=listed)
     problems += [
-        (str(k), "unproven: at the destination but not listed in its signed manifest")
-        for (k,) in unproven
-        if not is_nested_own(str(k))
+        (k, "unproven: at the destination but not listed in its signed manifest")
+        for k in unproven
+        if k not in records
     ]
     return problems
