@@ -1010,9 +1010,10 @@ def test_files_planted_as_nested_manifests_are_unproven_and_never_restored(
 ) -> None:
     """The provider plants ``zz/.daulat/manifest-…`` files, one beside a genuine signature
     copied from the sub-prefix's records (valid, but over other bytes), one beside a
-    signature that is not one. Named like daulat's records, listed by no manifest, signed by
-    no pinned key over their bytes: verify reports them unproven, a restore does not restore
-    them; the sub-prefix's real records are neither."""
+    signature that is not one, and a real manifest copied whole with its signature (valid,
+    but written for ``sub/``). Named like daulat's records, listed by no manifest, none a
+    record of ``zz/``: verify reports them unproven, a restore does not restore them; the
+    sub-prefix's real records are neither."""
     monkeypatch.chdir(tmp_path)
     stores = [fs_store_config(tmp_path / n, n) for n in ("fsrc", "rdst", "rest")]
     fill_config(stores[0], {**_files("atas", n=2), "sub/bawah/x.json": MARKER + b" sub"})
@@ -1027,6 +1028,10 @@ def test_files_planted_as_nested_manifests_are_unproven_and_never_restored(
         "zz/.daulat/manifest-20200102T000000Z.jsonl.age": b"age-encryption.org/v1\n",
         "zz/.daulat/manifest-20200102T000000Z.jsonl.age.sig": b"not a signature\n",
     }
+    # A real manifest and its valid signature, copied whole: signed, but written for sub/.
+    real = next(k for k in records if k.endswith(".jsonl"))
+    for k in (real, real + ".sig"):
+        planted["zz/" + k.removeprefix("sub/")] = records[k]
     fill_config(stores[1], planted)
 
     res = cli(["verify", "fsrc", "rdst", "--json"], capsys)

@@ -14,8 +14,10 @@ So one rule, :func:`own_records`, decides for all three. A file is daulat's own 
    restore), nor its journal as copied (``sync --delete``, which decides before its own
    manifest exists), and
 3. a pinned signer signed it: the ``.sig`` beside it is a valid SSHSIG over its bytes as stored,
-   by a trusted key, in daulat's namespace for it. A ``.sig`` is daulat's when the file it signs
-   is.
+   by a trusted key, in daulat's namespace for it, and a manifest in the clear says (in its
+   signed header) that it was written there, for that sub-prefix and under that name: a real
+   manifest copied by the provider to another sub-prefix is not daulat's record there. A
+   ``.sig`` is daulat's when the file it signs is.
 
 The name alone proves nothing; a signature cannot be made without a pinned key. A file that
 fails 3 is what any other unlisted object is: verify reports it unproven, restore does not
@@ -27,6 +29,7 @@ Checking a signature reads the whole file: a cost paid only for files named so a
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 
@@ -39,7 +42,7 @@ from daulat.signing import (
     parse_signature,
 )
 from daulat.stores.base import Store
-from daulat.transfer.manifests import SIG_SUFFIX
+from daulat.transfer.manifests import SIG_SUFFIX, Header
 
 # The names daulat writes in the ``.daulat/`` of a sub-prefix: its manifests, a carried origin
 # manifest, the name key, and the signatures of each.
@@ -49,6 +52,8 @@ _OWN_NAME = re.compile(
 )
 # Signatures checked at once: each reads a whole file.
 _CONCURRENT_CHECKS = 8
+# A manifest's header line is far shorter: more is not a header daulat wrote.
+_HEADER_MAX = 64 * 1024
 
 
 def named_as_own(key: str) -> bool:
@@ -83,8 +88,12 @@ async def own_records(
     async def check(key: str) -> bool:
         match = _OWN_NAME.search(key)
         namespace = NAME_KEY_NAMESPACE if match and match["names"] else MANIFEST_NAMESPACE
+        sub, name = key.rsplit("/.daulat/", 1)
+        # A manifest in the clear names where it was written; an encrypted one cannot be read
+        # here (no identity), and its signature is what there is.
+        written_for = (prefix + sub + "/", name) if name.endswith(".jsonl") else None
         async with sem:
-            return await _signed_by(store, prefix + key, namespace, trusted)
+            return await _signed_by(store, prefix + key, namespace, trusted, written_for)
 
     order = sorted(signed)
     verdicts = await asyncio.gather(*(check(k) for k in order))
@@ -92,17 +101,39 @@ async def own_records(
     return {k for k in named if k.removesuffix(SIG_SUFFIX) in proven}
 
 
-async def _signed_by(store: Store, key: str, namespace: str, trusted: Sequence[PublicKey]) -> bool:
+async def _signed_by(
+    store: Store,
+    key: str,
+    namespace: str,
+    trusted: Sequence[PublicKey],
+    written_for: tuple[str, str] | None,
+) -> bool:
     """Whether ``key``'s ``.sig`` is a valid signature over its bytes as stored, made for
-    ``namespace`` by one of ``trusted``. Anything missing, unreadable or malformed: no."""
+    ``namespace`` by one of ``trusted``, and, given ``written_for`` (prefix, file name), whether
+    its header says it was written for that prefix under that name. Anything missing,
+    unreadable or malformed: no."""
     try:
         sig = parse_signature(await (await store.get(key + SIG_SUFFIX)).read_all())
         if sig.namespace != namespace or sig.public_key not in set(trusted):
             return False  # not worth reading the file: it cannot pass
         hasher = sig.hasher()
+        first = b""
         async for chunk in await store.get(key):
             hasher.update(chunk)
+            if written_for is not None and b"\n" not in first and len(first) < _HEADER_MAX:
+                first += chunk[:_HEADER_MAX]
         sig.check(hasher.digest(), namespace, trusted)
     except (StoreError, SignatureError):
         return False
-    return True
+    if written_for is None:
+        return True
+    try:
+        line = json.loads(first.split(b"\n", 1)[0])
+        if not isinstance(line, dict) or line.get("daulat") != "manifest":
+            return False
+        header = Header.from_json(line)
+    except ValueError:
+        return False
+    prefix, name = written_for
+    # As when a manifest is read for its own pair: the name is checked where it was written.
+    return header.prefix == prefix and (not header.name or header.name == name)
