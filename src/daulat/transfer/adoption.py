@@ -367,16 +367,18 @@ class Prover:
     ) -> bytes:
         """What a ``3s`` proof binds besides the sealed values (the AEAD's associated data),
         framed as the HMAC forms' fields are."""
-        fields = (
+        return _framed([*self._bound(form, dst_key, src_size, src_etag), b"%d" % stored_size])
+
+    def _bound(self, form: str, dst_key: str, src_size: int, src_etag: str) -> list[bytes]:
+        """The fields every form binds first: label, form, codec, key, source version."""
+        return [
             _LABEL,
             form.encode(),
             self._codec,
             dst_key.encode("utf-8", "surrogatepass"),
             b"%d" % src_size,
             src_etag.encode("utf-8", "surrogatepass"),
-            b"%d" % stored_size,
-        )
-        return struct.pack(">B7I", 7, *map(len, fields)) + b"".join(fields)
+        ]
 
     def _pad(self, nonce: bytes, purpose: bytes = b"") -> bytes:
         h = self._seal.copy()
@@ -394,25 +396,20 @@ class Prover:
         stored_size: int | None,
         run: bytes | None = None,
     ) -> bytes:
-        fields = [
-            _LABEL,
-            form.encode(),
-            self._codec,
-            dst_key.encode("utf-8", "surrogatepass"),
-            b"%d" % src_size,
-            src_etag.encode("utf-8", "surrogatepass"),
-            nonce,
-        ]
+        fields = [*self._bound(form, dst_key, src_size, src_etag), nonce]
         if digest is not None and stored_size is not None:
             fields += [digest, b"%d" % stored_size]
         if run is not None:
             fields.append(run)
-        # The count and every length first: no two different field lists frame to the same
-        # bytes (one pack and one join: this runs once per object).
         h = self._mac.copy()
-        h.update(struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields)))
-        h.update(b"".join(fields))
+        h.update(_framed(fields))
         return h.digest()
+
+
+def _framed(fields: list[bytes]) -> bytes:
+    """The count and every length first: no two different field lists frame to the same
+    bytes (one pack and one join: this runs once per object)."""
+    return struct.pack(f">B{len(fields)}I", len(fields), *map(len, fields)) + b"".join(fields)
 
 
 def _aead(key: bytes) -> AESGCMSIV | None:
