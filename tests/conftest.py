@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +38,28 @@ from daulat.stores import Store, open_store
 T = TypeVar("T")
 STORE_KINDS = ("fs", "s3", "azure", "gcs")
 _counter = itertools.count()
+
+
+#: Free space the suite needs where its files go (servers' volumes, test data, the
+#: kill-and-resume runs' objects): about 5 GiB at its peak on 3 workers, and more on a disk
+#: shared with other work.
+NEEDS_FREE = 8 << 30
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to start on a nearly full disk: every test after the disk filled would fail
+    with an error about something else (a server that cannot start, a store that cannot
+    write), and the one real cause would be lost among them."""
+    if hasattr(session.config, "workerinput"):
+        return  # the controller checked, once
+    where = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(where).free
+    if free < NEEDS_FREE:
+        raise pytest.UsageError(
+            f"only {free / (1 << 30):.1f} GiB free on {where}; the suite needs about "
+            f"{NEEDS_FREE >> 30} GiB there (its servers' volumes and test data): free some "
+            "space first"
+        )
 
 
 def begin_audit(state_dir: Path) -> None:
