@@ -1,7 +1,7 @@
 """What the trust work costs the client in CPU: the same exit under two checkouts of daulat.
 
     python bench/trust_cost.py --before DIR [--after DIR] [--objects 3000] [--large-mib 256]
-                               [--runs 3] [--no-results]
+                               [--runs 3] [--loop product|asyncio] [--no-results]
 
 ``--before`` is a checkout of daulat from before signed manifests, provider-checked upload
 checksums, proofs of completion and the audit anchor (e.g. ``git worktree add /tmp/before
@@ -20,6 +20,11 @@ system, every thread) are compared:
   while the executor ran (``engine._Executor.run`` in both checkouts), small - fixed, per
   object. It leaves out listings, planning and the manifest, which scale with the objects
   too but are not the copy.
+
+Each child runs the exit on the event loop its checkout's commands run on: asyncio's for a
+checkout from before ``daulat.loops``, uvloop's after it (part of the client's CPU per object,
+as users run it). ``--loop asyncio`` runs both on asyncio's instead, to show what the trust work
+itself costs on the same loop (section ``trust-cost-asyncio``).
 
 A second table splits each case's CPU into user and system seconds, with the child's context
 switches and minor page faults (``getrusage``): work the kernel does for the client (system
@@ -67,6 +72,8 @@ from transfer import Dataset, _fill, delete_bucket
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 FIXED = "trust-fixed"  # the dataset that measures a run's fixed cost
+#: The children's event loop (--loop): "product" (each checkout's own) or "asyncio" (both).
+LOOP = "product"
 
 CHILD = r"""
 import asyncio, json, os, resource, sys, time
@@ -90,10 +97,22 @@ async def timed_run(self):
         copy_cpu[0] += time.process_time() - c
 engine._Executor.run = timed_run
 
+# The event loop: the one the checkout's commands run on (daulat.loops where the checkout has
+# it; asyncio's before it), or asyncio's for both with --loop asyncio.
+factory = None
+if os.environ["TRUST_COST_LOOP"] == "product":
+    try:
+        from daulat.loops import loop_factory
+    except ImportError:
+        pass
+    else:
+        factory = loop_factory()
+
 config = load_config(Path(sys.argv[1]))
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0, c0 = time.monotonic(), time.process_time()
-summary = asyncio.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
+with asyncio.Runner(loop_factory=factory) as runner:
+    summary = runner.run(run_transfer(config, Kind.EXIT, "a", "b", Options()))
 c1, r1 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"ok": summary.ok, "copied": summary.copied_objects,
                   "wall": time.monotonic() - t0, "cpu": c1 - c0, "copy": copy_cpu[0],
@@ -136,6 +155,7 @@ def one_run(
     env = clean_env()
     env["PYTHONPATH"] = str(checkout / "src")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["TRUST_COST_LOOP"] = LOOP
     env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache" / tag)
     load = os.getloadavg()[0]
     argv = [sys.executable, "-c", CHILD, str(config)]
@@ -176,11 +196,18 @@ def render(
 ) -> str:
     lines = [
         "## Trust cost — client CPU of the same exit before and after signed manifests, "
-        "upload checksums, proofs and the audit anchor",
+        "upload checksums, proofs and the audit anchor"
+        + (" (both on asyncio's event loop)" if LOOP == "asyncio" else ""),
         "",
         f"- Date: {now_utc()}; {machine()}; before = git {heads['before']}, after = git "
         f"{heads['after']}. SeaweedFS A → B on 127.0.0.1, `run_transfer` in a child process "
-        "(no CLI start-up); client CPU = the child's user + system seconds, every thread.",
+        "(no CLI start-up); client CPU = the child's user + system seconds, every thread. "
+        + (
+            "Event loop: asyncio's for both checkouts (`--loop asyncio`)."
+            if LOOP == "asyncio"
+            else "Event loop: each checkout's own, as its commands run (before: asyncio's; "
+            "after: `daulat.loops`, uvloop's)."
+        ),
         "- Loads at the starts of the runs: "
         + ", ".join(f"{r['load']:.1f}" for rs in runs.values() for r in rs)
         + " (a shared 2-CPU machine: CPU seconds are steadier than wall time).",
@@ -380,7 +407,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="count instructions of N and 4N small objects instead (printed only)",
     )
+    p.add_argument(
+        "--loop",
+        choices=("product", "asyncio"),
+        default="product",
+        help="the children's event loop: each checkout's own (default) or asyncio's for both "
+        "(writes the section trust-cost-asyncio)",
+    )
     args = p.parse_args(argv)
+    global LOOP
+    LOOP = args.loop
     checkouts = {"before": args.before.resolve(), "after": args.after.resolve()}
     heads = {tag: git_head(path) for tag, path in checkouts.items()}
     workdir = (args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "daulat-trust").resolve()
@@ -425,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/trust_cost.py " + " ".join(argv or sys.argv[1:])
     text = render(runs, sets, heads, command)
     if not args.no_results:
-        update_section("trust-cost", text)
+        update_section("trust-cost" if LOOP == "product" else "trust-cost-asyncio", text)
     print(text)
     sys.stdout.flush()
     os._exit(0)

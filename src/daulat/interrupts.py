@@ -44,7 +44,7 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from daulat.errors import Interrupted
+from daulat.errors import ConfigError, Interrupted
 
 if TYPE_CHECKING:
     # Imported by run(): the command line imports this module in every process, and one that
@@ -138,13 +138,22 @@ def run(
 
     Raises :class:`~daulat.errors.Interrupted` when a signal stopped it. Off the main thread
     (where signal handlers cannot be installed) this is plain :func:`asyncio.run`.
-    ``loop_factory`` makes the event loop (as :class:`asyncio.Runner`'s does), e.g. uvloop's.
+    ``loop_factory`` makes the event loop (as :class:`asyncio.Runner`'s does); by default
+    daulat's (:func:`daulat.loops.loop_factory`: uvloop's where installed).
     ``polite``: take over only signals whose handling is Python's default, and let a second
     signal reach the handling the process had (the library's calls; see the module doc).
     """
     global _received, _received_at, _handled
     import asyncio
 
+    from daulat import loops
+
+    if loop_factory is None:
+        try:
+            loop_factory = loops.loop_factory()
+        except ConfigError:
+            coro.close()  # never started: no "was never awaited" warning after the error line
+            raise
     begin()
     if threading.current_thread() is not threading.main_thread():
         with asyncio.Runner(loop_factory=loop_factory) as runner:

@@ -49,7 +49,7 @@ def serve(
     r"""Serve the \[gateway] buckets over S3 from whichever replica holds a verified copy and
     answers; every byte served is checked against the copy's chunk hashes. Read-only, except
     buckets with writable = true (writes go to every replica, acknowledged at a quorum)."""
-    from daulat.gateway import gateway_config, loop_factory
+    from daulat.gateway import gateway_config
     from daulat.gateway import serve as run_gateway
     from daulat.gateway.server import banner, listen_socket
 
@@ -61,7 +61,7 @@ def serve(
         err.print(banner(gw), markup=False, highlight=False)
 
     try:
-        _run(run_gateway(cfg, gw, sock=sock, announce=announce), loop_factory())
+        _run(run_gateway(cfg, gw, sock=sock, announce=announce))
     except Interrupted as exc:
         # A server resumes no run: say what stopping did, and what the next start takes over.
         name = signal.Signals(exc.signum).name

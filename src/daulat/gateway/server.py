@@ -29,17 +29,6 @@ class GatewayError(DaulatError):
     """The gateway could not start."""
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (the gateway extra brings it): its
-    transports write the gateway's buffers to the socket with less work per byte than
-    asyncio's; else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def cap_malloc_arenas(arenas: int = 2) -> None:
     """Limit glibc's malloc to ``arenas`` arenas for the threads started from now on.
 
