@@ -1,7 +1,7 @@
 """What the trust work costs the client in CPU: the same exit under two checkouts of daulat.
 
     python bench/trust_cost.py --before DIR [--after DIR] [--objects 3000] [--large-mib 256]
-                               [--runs 3] [--loop product|asyncio] [--no-results]
+                               [--runs 3] [--loop product|asyncio|uvloop] [--no-results]
 
 ``--before`` is a checkout of daulat from before signed manifests, provider-checked upload
 checksums, proofs of completion and the audit anchor (e.g. ``git worktree add /tmp/before
@@ -23,8 +23,9 @@ system, every thread) are compared:
 
 Each child runs the exit on the event loop its checkout's commands run on: asyncio's for a
 checkout from before ``daulat.loops``, uvloop's after it (part of the client's CPU per object,
-as users run it). ``--loop asyncio`` runs both on asyncio's instead, to show what the trust work
-itself costs on the same loop (section ``trust-cost-asyncio``).
+as users run it). ``--loop asyncio`` or ``--loop uvloop`` runs both on that loop instead, to
+show what the trust work itself costs on one loop (section ``trust-cost-asyncio`` or
+``trust-cost-uvloop``).
 
 A second table splits each case's CPU into user and system seconds, with the child's context
 switches and minor page faults (``getrusage``): work the kernel does for the client (system
@@ -72,7 +73,8 @@ from transfer import Dataset, _fill, delete_bucket
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 FIXED = "trust-fixed"  # the dataset that measures a run's fixed cost
-#: The children's event loop (--loop): "product" (each checkout's own) or "asyncio" (both).
+#: The children's event loop (--loop): "product" (each checkout's own), or "asyncio" or
+#: "uvloop" for both.
 LOOP = "product"
 
 CHILD = r"""
@@ -98,9 +100,12 @@ async def timed_run(self):
 engine._Executor.run = timed_run
 
 # The event loop: the one the checkout's commands run on (daulat.loops where the checkout has
-# it; asyncio's before it), or asyncio's for both with --loop asyncio.
+# it; asyncio's before it), or the same for both with --loop asyncio|uvloop.
 factory = None
-if os.environ["TRUST_COST_LOOP"] == "product":
+if os.environ["TRUST_COST_LOOP"] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+elif os.environ["TRUST_COST_LOOP"] == "product":
     try:
         from daulat.loops import loop_factory
     except ImportError:
@@ -197,14 +202,14 @@ def render(
     lines = [
         "## Trust cost — client CPU of the same exit before and after signed manifests, "
         "upload checksums, proofs and the audit anchor"
-        + (" (both on asyncio's event loop)" if LOOP == "asyncio" else ""),
+        + (f" (both on {LOOP}'s event loop)" if LOOP != "product" else ""),
         "",
         f"- Date: {now_utc()}; {machine()}; before = git {heads['before']}, after = git "
         f"{heads['after']}. SeaweedFS A → B on 127.0.0.1, `run_transfer` in a child process "
         "(no CLI start-up); client CPU = the child's user + system seconds, every thread. "
         + (
-            "Event loop: asyncio's for both checkouts (`--loop asyncio`)."
-            if LOOP == "asyncio"
+            f"Event loop: {LOOP}'s for both checkouts (`--loop {LOOP}`)."
+            if LOOP != "product"
             else "Event loop: each checkout's own, as its commands run (before: asyncio's; "
             "after: `daulat.loops`, uvloop's)."
         ),
@@ -409,10 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--loop",
-        choices=("product", "asyncio"),
+        choices=("product", "asyncio", "uvloop"),
         default="product",
-        help="the children's event loop: each checkout's own (default) or asyncio's for both "
-        "(writes the section trust-cost-asyncio)",
+        help="the children's event loop: each checkout's own (default), or asyncio's or "
+        "uvloop's for both (writes the section trust-cost-asyncio or trust-cost-uvloop)",
     )
     args = p.parse_args(argv)
     global LOOP
@@ -461,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/trust_cost.py " + " ".join(argv or sys.argv[1:])
     text = render(runs, sets, heads, command)
     if not args.no_results:
-        update_section("trust-cost" if LOOP == "product" else "trust-cost-asyncio", text)
+        update_section("trust-cost" if LOOP == "product" else f"trust-cost-{LOOP}", text)
     print(text)
     sys.stdout.flush()
     os._exit(0)
