@@ -312,17 +312,18 @@ async def _run_locked(
         ):
             raise names_in_clear(kind, dst, "this machine holds its name key")
         if opts.encrypt_names and opts.name_key is None:
-            key = await name_key_for_run(
+            found = await name_key_for_run(
                 config.state_dir,
                 dst,
                 opts.encrypt_to,
                 identities,
-                dry_run=opts.dry_run,
                 retry=opts.retry,
                 signing_key=signing.key,
                 trusted=signing.trusted(signing.key.public if signing.key else None),
             )
-            opts = replace(opts, name_key=key)
+            # Kept by the engine once the run goes ahead: a refused run writes no key.
+            keep = None if opts.dry_run else found.keep
+            opts = replace(opts, name_key=found.key, keep_name_key=keep)
         with Journal.in_state_dir(config.state_dir) as journal:
             await _refuse_inside_encrypted(config, kind, opts, src, dst, dst_location, journal)
             changed = recipients_changed(kind, journal, dst, opts)

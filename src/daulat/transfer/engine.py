@@ -386,6 +386,10 @@ async def _run(
         return
     # Before anything is written: the run's manifest must be able to follow the destination's.
     await check_chain_before_writing(dst, journal, opts.signing, opts.retry)
+    if opts.keep_name_key is not None:
+        # Every refusal is behind: the name key the plan used is kept (locally and at the
+        # destination) before anything is stored under it.
+        await opts.keep_name_key()
     if carry is not None:
         summary.notes += await carry_origin(src, dst, carry, trusted(opts, journal), opts.retry)
         summary.notes.append(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -125,6 +125,10 @@ class Options:
     encrypt_names: bool = False  # store objects under keyed hashes of their names
     # The destination's name key (see daulat.transfer.names); required with encrypt_names.
     name_key: NameKey | None = field(default=None, repr=False)
+    # Keeps that key (daulat.transfer.names.RunNameKey.keep), called once the run is known to go
+    # ahead and before its first write, so that a refused run writes no key. None: nothing to
+    # keep (a dry run, a drill's scratch key, a key the caller keeps).
+    keep_name_key: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
     # Safety (see daulat.transfer.safety): what the run refuses unless told otherwise.
     allow_empty_source: bool = False  # exit / sync --delete from a source listing nothing
     allow_plaintext: bool = False  # plaintext (or real names) over daulat's ciphertext

@@ -17,6 +17,11 @@ under other names. It is kept in two places, as 64 hex characters and a newline:
   recovered key is used only when a pinned signer signed it: a planted key would let its author
   compute the stored names of every object written afterwards.
 
+A run finds (or makes) the key before it plans, since the plan compares stored names, but
+keeps it in either place only once it is known to go ahead (:class:`RunNameKey`): a run refused
+by any check writes no key at the destination (nor rewrites the one there) and keeps no new key
+in the local state.
+
 The key never appears in messages, reprs, summaries, manifests or the audit log.
 """
 
@@ -28,6 +33,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -60,6 +66,7 @@ __all__ = [
     "NAME_KEY_SIGNATURE",
     "NameKey",
     "NameKeyError",
+    "RunNameKey",
     "existing_name_key",
     "has_protected_names",
     "local_key_path",
@@ -355,31 +362,63 @@ async def _publish(
         await retry.call(lambda: dst.store.put(dst.prefix + NAME_KEY_SIGNATURE, armored))
 
 
+@dataclass(frozen=True)
+class RunNameKey:
+    """The name key a run into ``dst`` uses, and what keeping it takes (:meth:`keep`).
+
+    The run needs the key to plan (it compares stored names), before its refusals are decided;
+    keeping it writes to the destination, so that waits until the run goes ahead."""
+
+    key: NameKey
+    dst: Endpoint
+    local: Path  # this machine's key file
+    new_here: bool  # not in this machine's state yet (made now, or recovered from dst)
+    recipients: Sequence[Recipient]
+    retry: RetryPolicy
+    signing_key: SigningKey | None = field(default=None, repr=False)
+
+    async def keep(self) -> None:
+        """Make the key durable before the run's first write: in this machine's state (unless
+        it came from there) and, encrypted to ``recipients`` and signed, at the destination.
+
+        Raises :class:`NameKeyError`, having written nothing at the destination, when another
+        run put a different key in the state since this one found none: the run planned with a
+        key that is not the destination's."""
+        if self.new_here:
+            kept = _save_local(self.local, self.key)
+            if not hmac.compare_digest(kept._key, self.key._key):
+                raise NameKeyError(
+                    f"another run made the name key of {self.dst.label or self.dst.store.name} "
+                    "while this one was planning with none; nothing was written: run again"
+                )
+        await _publish(self.dst, self.key, self.recipients, self.retry, self.signing_key)
+
+
 async def name_key_for_run(
     state_dir: Path,
     dst: Endpoint,
     recipients: Sequence[Recipient],
     identities: Sequence[Identity] = (),
     *,
-    dry_run: bool = False,
     retry: RetryPolicy | None = None,
     signing_key: SigningKey | None = None,
     trusted: Sequence[PublicKey] = (),
-) -> NameKey:
-    """The name key a copy to ``dst`` uses, made durable before any object is written.
+) -> RunNameKey:
+    """The name key a copy to ``dst`` uses; nothing is written until :meth:`RunNameKey.keep`.
 
     This machine's key if it has one; else the destination's (recovered with ``identities``,
     and only if one of ``trusted`` signed it); else a new key, unless the destination already
     holds objects under protected names (:func:`stored_names_evidence`,
-    :func:`manifest_names_evidence`): its key was withheld, and a second one is never made. Unless ``dry_run``, the key is
-    then in the local state and, encrypted to ``recipients`` and signed with ``signing_key``,
-    at the destination. Raises :class:`NameKeyError` when the destination has a key and no
-    identity to open it was given, or its signature is not trusted (never a second key for one
-    destination), and store errors as they come.
+    :func:`manifest_names_evidence`): its key was withheld, and a second one is never made.
+    Kept, it is in the local state and, encrypted to ``recipients`` and signed with
+    ``signing_key``, at the destination. Raises :class:`NameKeyError` when the destination has
+    a key and no identity to open it was given, or its signature is not trusted (never a second
+    key for one destination), and store errors as they come.
     """
     policy = retry or RetryPolicy()
     path = local_key_path(state_dir, dst)
     key = _read_local(path)
+    new_here = key is None
     if key is None:
         sealed = await _fetch_sealed(dst, policy)
         if sealed is not None:
@@ -390,12 +429,7 @@ async def name_key_for_run(
         else:
             await _refuse_second_key(dst, policy, identities, trusted)
             key = NameKey.generate()
-        if dry_run:
-            return key
-        key = _save_local(path, key)
-    if not dry_run:
-        await _publish(dst, key, recipients, policy, signing_key)
-    return key
+    return RunNameKey(key, dst, path, new_here, tuple(recipients), policy, signing_key)
 
 
 async def existing_name_key(
