@@ -293,8 +293,8 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
             were = "was" if len(replaced) == 1 else "were"
             why.append(
                 f"{plural(len(replaced), 'object')} failed above {were} "
-                "replaced by a plaintext copy by a later signed run into a sub-prefix (as "
-                "--allow-plaintext does) and not restored from here; restore that sub-prefix "
+                "replaced by a plaintext copy by a later signed run into a sub-prefix "
+                "(--allow-plaintext) and not restored from here; restore that sub-prefix "
                 "itself, as named above, to restore them"
             )
         others = len(s.failed) - len(replaced)

@@ -4,8 +4,8 @@ only by a signed record.
 ``daulat sync --allow-plaintext SRC vault:sub`` replaces the encrypted copies under ``vault``'s
 ``sub/`` with plaintext on purpose, and leaves its own signed manifest at ``sub/.daulat/``. A
 later restore of ``vault`` checks ``sub/x`` against ``vault``'s manifest, which lists the
-ciphertext: it cannot be decrypted (or, over a plain replica, its hash differs), and on its own
-that looks exactly like a provider's forgery. :func:`explain_replaced` says which it is.
+ciphertext: it cannot be decrypted, and on its own that looks exactly like a provider's
+forgery. :func:`explain_replaced` says which it is.
 
 A failure is explained only when all of these hold, else the old reason stays (the provider may
 have forged it):
@@ -41,8 +41,9 @@ from daulat.transfer.model import Endpoint, Summary
 from daulat.transfer.proof import REPLACED
 from daulat.transfer.provenance import choose_manifest
 
-# The failures a plaintext copy causes: it is not age, or (over a plain replica) other bytes.
-_CAUSED = ("cannot decrypt", "the source manifest's SHA-256")
+# The failure a plaintext copy over ciphertext causes. (Over a plain replica, another copy
+# fails the manifest's SHA-256 instead; nothing here says what that was, so it is left as is.)
+_CAUSED = "cannot decrypt"
 
 
 def _manifest_time(key: str | None) -> datetime | None:
@@ -86,7 +87,7 @@ async def explain_replaced(
     since = _manifest_time(summary.checked_against_manifest)
     if since is None or not signers or (summary.provenance or "").startswith("origin not"):
         return  # no signed manifest to be later than: nothing is explained
-    failed = {k for k, r in summary.failed if any(c in r for c in _CAUSED)}
+    failed = {k for k, r in summary.failed if r.startswith(_CAUSED)}
     by_prefix: dict[str, set[str]] = {}
     for p in sorted(set(records)):
         under = {k for k in failed if k.startswith(p)}
