@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 from conftest import fs_store_config, s3_store_config
 from servers import S3Server
-from test_signed_manifests import MARKER, _manifests, _setup, _store_put, _tool
+from test_signed_manifests import (
+    MARKER,
+    _age_encrypt,
+    _manifests,
+    _setup,
+    _store_put,
+    _tool,
+)
 from test_transfer import cli, fill_config, read_config, unique
 
 from daulat.signing import MANIFEST_NAMESPACE, load_signing_key, sign_bytes
@@ -45,9 +52,9 @@ def _after_second_of(manifest: str) -> None:
 
 def _encrypted_then_plaintext(
     tmp: Path, capsys: pytest.CaptureFixture[str], stores: list[dict[str, Any]]
-) -> Path:
+) -> tuple[Path, str]:
     """``sync src vault`` encrypted, then ``sync src:sub vault:sub --allow-plaintext`` after
-    ``sub/x.json`` changed at the source. Returns the identity file."""
+    ``sub/x.json`` changed at the source. Returns the identity file and its recipient."""
     src, vault = stores[0], stores[1]
     fill_config(src, FILES)
     _, identity, recipient = _setup(tmp, capsys, stores)
@@ -60,7 +67,7 @@ def _encrypted_then_plaintext(
     done = cli(["sync", "src:sub", "vault:sub", "--allow-plaintext"], capsys)
     assert done.code == 0, done.explain()
     assert read_config(vault)["sub/x.json"] == CLEAR
-    return identity
+    return identity, recipient
 
 
 def test_a_plaintext_copy_made_on_purpose_is_named_so_and_not_restored(
@@ -72,7 +79,7 @@ def test_a_plaintext_copy_made_on_purpose_is_named_so_and_not_restored(
     is not suggested. That restore of the sub-prefix then restores it, checked."""
     monkeypatch.chdir(tmp_path)
     stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
-    identity = _encrypted_then_plaintext(tmp_path, capsys, stores)
+    identity, recipient = _encrypted_then_plaintext(tmp_path, capsys, stores)
     (sub_manifest,) = _manifests(stores[1], "sub/")
 
     restore = ["restore", "vault", "back", "--identity", str(identity)]
@@ -99,6 +106,15 @@ def test_a_plaintext_copy_made_on_purpose_is_named_so_and_not_restored(
     sub = cli(["restore", "vault:sub", "back:sub", "--json"], capsys)
     assert sub.code == 0, sub.explain()
     assert read_config(stores[2], "sub/") == {"x.json": CLEAR}
+
+    # An object forged beside it keeps the old words, for it alone.
+    _store_put(stores[1], "atas/a.json", _age_encrypt(recipient, MARKER + b" forged"))
+    again = cli(["restore", "vault", "back:lagi", "--identity", str(identity)], capsys)
+    assert again.code == 1, again.explain()
+    assert "1 object failed above was replaced by a plaintext copy" in again.err, again.err
+    assert (
+        "the other objects failed above are not what the signed manifest says (forged" in again.err
+    ), again.err
 
 
 def _plant_record(

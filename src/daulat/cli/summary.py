@@ -290,12 +290,12 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
         replaced = [k for k, r in s.failed if r.startswith(REPLACED)]
         if replaced:
             # Said only where a sub-prefix's signed manifest proves it (transfer.replaced).
-            were = "was" if len(replaced) == 1 else "were"
+            were, them = ("was", "it") if len(replaced) == 1 else ("were", "them")
             why.append(
                 f"{plural(len(replaced), 'object')} failed above {were} "
                 "replaced by a plaintext copy by a later signed run into a sub-prefix "
                 "(--allow-plaintext) and not restored from here; restore that sub-prefix "
-                "itself, as named above, to restore them"
+                f"itself, as named above, to restore {them}"
             )
         others = len(s.failed) - len(replaced)
         if others and s.checked_against_manifest:
