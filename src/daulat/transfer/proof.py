@@ -221,7 +221,8 @@ REPLACED = "replaced by a plaintext copy"
 
 # Failures (``Summary.failed`` reasons) that running the same command again cannot change:
 # the source object is not what its signed manifest says, or cannot be decrypted, or a later
-# signed run replaced it by a plaintext copy. The first three are objects the run tried (they count as left); the last two are never attempted.
+# signed run replaced it by a plaintext copy. The first three are objects the run tried (they
+# count as left); the last two are never attempted.
 _LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt", REPLACED)
 _LASTING_UNATTEMPTED = ("listed in the manifest but missing at the source", "real name is unknown")
 
