@@ -31,12 +31,12 @@ the same restore again cannot change it (:func:`daulat.transfer.proof.retry_woul
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from daulat.crypto import Identity
 from daulat.signing import PublicKey
 from daulat.transfer.journal import Journal
-from daulat.transfer.manifests import MANIFEST_NAME, STAMP, Entry, is_onward_entry
+from daulat.transfer.manifests import Entry, is_onward_entry, name_time
 from daulat.transfer.model import Endpoint, Summary
 from daulat.transfer.proof import REPLACED
 from daulat.transfer.provenance import choose_manifest
@@ -44,17 +44,6 @@ from daulat.transfer.provenance import choose_manifest
 # The failure a plaintext copy over ciphertext causes. (Over a plain replica, another copy
 # fails the manifest's SHA-256 instead; nothing here says what that was, so it is left as is.)
 _CAUSED = "cannot decrypt"
-
-
-def _manifest_time(key: str | None) -> datetime | None:
-    """The time in a manifest's name (``…/manifest-20261205T215343Z.jsonl.age``), or None."""
-    if not key or MANIFEST_NAME not in key:
-        return None
-    try:
-        stamp = key.rsplit(MANIFEST_NAME, 1)[1][:16]
-        return datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _header_time(text: str | None) -> datetime | None:
@@ -83,8 +72,9 @@ async def explain_replaced(
     """Rewrite the reasons in ``summary.failed`` of objects a later signed run replaced by a
     plaintext copy (see the module's rules). ``records``: the sub-prefixes (relative to
     ``src.prefix``, ending in '/') where daulat's own records were found. Reads temp table
-    ``src`` (the restore's listing); changes nothing else."""
-    since = _manifest_time(summary.checked_against_manifest)
+    ``src`` (the restore's listing). Besides the reasons it changes only what a restore of such
+    a sub-prefix would: this machine's record of the newest manifest seen there."""
+    since = name_time(summary.checked_against_manifest or "")
     if since is None or not signers or (summary.provenance or "").startswith("origin not"):
         return  # no signed manifest to be later than: nothing is explained
     failed = {k for k, r in summary.failed if r.startswith(_CAUSED)}
@@ -112,7 +102,7 @@ async def _explained(
     identities: Sequence[Identity],
     sub: str,
     keys: set[str],
-    since: datetime,
+    since: int,
 ) -> dict[str, tuple[datetime, str]]:
     """The reasons for those of ``keys`` (relative to ``src.prefix``) that the newest sound
     manifest of ``sub`` explains, with its time."""
@@ -133,7 +123,7 @@ async def _explained(
     if choice.key is None or not choice.read or choice.problems:
         return {}
     when = _header_time(choice.time)
-    if when is None or when <= since:
+    if when is None or when.timestamp() <= since:
         return {}
     restore_sub = (
         f"daulat restore {_spec(src.label or src.store.name, src.prefix + sub)} "
