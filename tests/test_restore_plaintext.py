@@ -70,15 +70,24 @@ def _encrypted_then_plaintext(
     return identity, recipient
 
 
+@pytest.mark.parametrize("kind", ["fs", "seaweedfs"])
 def test_a_plaintext_copy_made_on_purpose_is_named_so_and_not_restored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     """Before: "cannot decrypt" and "forged, damaged or withheld at the source" (exit 1). Now
     the reason names the signed run that replaced it and the restore that restores it; the
     object is still not restored from the encrypted replica's manifest (exit 1), and a rerun
-    is not suggested. That restore of the sub-prefix then restores it, checked."""
+    is not suggested. That restore of the sub-prefix then restores it, checked. On SeaweedFS
+    the replica's listing gives ETags as S3 does, compared with those the record holds."""
     monkeypatch.chdir(tmp_path)
     stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    if kind == "seaweedfs":
+        server: S3Server = request.getfixturevalue("s3_server")
+        stores[1] = s3_store_config(server, "vault", unique("replaced-vault"))
     identity, recipient = _encrypted_then_plaintext(tmp_path, capsys, stores)
     (sub_manifest,) = _manifests(stores[1], "sub/")
 
