@@ -107,7 +107,7 @@ def _interrupted_note(s: Summary) -> Text:
 
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
     from daulat.transfer import Kind
-    from daulat.transfer.proof import retry_would_help
+    from daulat.transfer.proof import REPLACED, retry_would_help
 
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
@@ -287,12 +287,23 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "them at the source, or store them under keyed hashes with --encrypt-to "
                 "AGE_RECIPIENT --encrypt-names)"
             )
-        if s.failed and s.checked_against_manifest:
+        replaced = [k for k, r in s.failed if r.startswith(REPLACED)]
+        if replaced:
+            # Said only where a sub-prefix's signed manifest proves it (transfer.replaced).
+            were, them = ("was", "it") if len(replaced) == 1 else ("were", "them")
             why.append(
-                "the objects failed above are not what the signed manifest says (forged, "
-                "damaged or withheld at the source)"
+                f"{plural(len(replaced), 'object')} failed above {were} "
+                "replaced by a plaintext copy by a later signed run into a sub-prefix "
+                "(--allow-plaintext) and not restored from here; restore that sub-prefix "
+                f"itself, as named above, to restore {them}"
             )
-        elif s.failed:
+        others = len(s.failed) - len(replaced)
+        if others and s.checked_against_manifest:
+            why.append(
+                f"the {'other ' if replaced else ''}objects failed above are not what the signed "
+                "manifest says (forged, damaged or withheld at the source)"
+            )
+        elif others:
             why.append("the objects failed above are damaged at the source")
         err.print(
             styled(

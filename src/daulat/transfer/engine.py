@@ -118,6 +118,7 @@ from daulat.transfer.proof import (
     settle_unproven,
 )
 from daulat.transfer.provenance import location as provenance_location
+from daulat.transfer.replaced import explain_replaced
 from daulat.transfer.safety import PlannedChanges, empty_source, refusal_or_raise
 from daulat.transfer.steps import STOP_ERRORS as STOP_ERRORS
 from daulat.transfer.steps import (
@@ -290,8 +291,9 @@ async def _run(
         found = empty_source(kind, opts, src, dst, summary.excluded_objects, keep_out.kept)
         summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     unnamed = 0
+    records: set[str] = set()  # restore: sub-prefixes holding daulat's own signed records
     if kind == Kind.RESTORE:
-        await drop_nested_bookkeeping(src, journal, opts.signing, summary)
+        records = await drop_nested_bookkeeping(src, journal, opts.signing, summary)
     if kind == Kind.RESTORE and (
         journal.expects_stored_names() or await has_protected_names(src, opts.retry)
     ):
@@ -433,6 +435,11 @@ async def _run(
             summary.aborted_uploads += totals.discarded_uploads
     if summary.stopped:
         return
+    if kind == Kind.RESTORE and records and summary.failed:
+        # A plaintext copy a later signed run put there on purpose is not called forged.
+        await explain_replaced(
+            src, dst, journal, opts.signing.signers, opts.decrypt_with, summary, records
+        )
     if kind == Kind.SYNC and opts.delete and not summary.failed:
         await delete_extraneous(dst, journal, pair, summary, opts)
     if kind.verifies:

@@ -215,16 +215,21 @@ async def latest_manifest(ep: Endpoint) -> str | None:
     return found[0] if found else None
 
 
+def name_time(key: str) -> int | None:
+    """The time in a manifest's name (``…/manifest-20261205T215343Z.jsonl.age``), in seconds
+    since the epoch; None when the name holds none."""
+    try:
+        return calendar.timegm(time.strptime(key.rsplit(MANIFEST_NAME, 1)[1][:16], STAMP))
+    except (IndexError, ValueError):
+        return None
+
+
 def next_manifest_key(ep: Endpoint, encrypted: bool, after: str | None) -> str:
     """A new manifest's key: now, but always after ``after`` (clocks differ, runs are quick)."""
     now = int(time.time())
-    if after is not None:
-        try:
-            last = calendar.timegm(time.strptime(after.rsplit(MANIFEST_NAME, 1)[1][:16], STAMP))
-        except (IndexError, ValueError):
-            last = None
-        if last is not None and last >= now:
-            now = last + 1
+    last = name_time(after) if after is not None else None
+    if last is not None and last >= now:
+        now = last + 1
     stamp = time.strftime(STAMP, time.gmtime(now))
     key = f"{ep.prefix}{DST_MANIFEST_PREFIX}{MANIFEST_NAME}{stamp}.jsonl"
     return key + ".age" if encrypted else key

@@ -215,16 +215,22 @@ async def load_restore_manifest(
     return plain()
 
 
+# How the reason of an object a later signed run replaced by a plaintext copy begins
+# (:mod:`daulat.transfer.replaced`, which proves it before saying it).
+REPLACED = "replaced by a plaintext copy"
+
 # Failures (``Summary.failed`` reasons) that running the same command again cannot change:
-# the source object is not what its signed manifest says, or cannot be decrypted. The first two
-# are objects the run tried (they count as left); the last two are never attempted.
-_LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt")
+# the source object is not what its signed manifest says, or cannot be decrypted, or a later
+# signed run replaced it by a plaintext copy. The first three are objects the run tried (they
+# count as left); the last two are never attempted.
+_LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt", REPLACED)
 _LASTING_UNATTEMPTED = ("listed in the manifest but missing at the source", "real name is unknown")
 
 
 def retry_would_help(summary: Summary) -> bool:
     """Whether anything left undone by a run could be done by running it again: False when
-    all that is missing was refused, forged, damaged or withheld at the source."""
+    all that is missing was refused, forged, damaged or withheld at the source, or replaced
+    by a plaintext copy by a later signed run (:mod:`daulat.transfer.replaced`)."""
     attempted = {k for k, r in summary.failed if any(m in r for m in _LASTING_ATTEMPTED)}
     lasting = attempted | {
         k for k, r in summary.failed if any(m in r for m in _LASTING_UNATTEMPTED)
@@ -267,13 +273,16 @@ def name_problems_by_real_name(journal: Journal, summary: Summary) -> None:
 
 async def drop_nested_bookkeeping(
     src: Endpoint, journal: Journal, signing: ManifestSigning, summary: Summary
-) -> None:
+) -> set[str]:
     """Leave out of a restore daulat's own files of copies made into sub-prefixes of the
     source (``sub/.daulat/manifest-...``; the source's own ``.daulat/`` is never listed): they
     are not data to restore. Restoring ``SRC:sub`` checks them. What is daulat's own is decided
     by :func:`daulat.transfer.nested.own_records`: a file the restore's manifest lists is data
     (a user's ``x/.daulat/manifest-…``), one no pinned signer signed is left to
-    :func:`settle_unproven` (planted, as far as anyone can tell)."""
+    :func:`settle_unproven` (planted, as far as anyone can tell).
+
+    Returns the sub-prefixes (relative to ``src.prefix``, ending in '/') that hold such files,
+    where :func:`daulat.transfer.replaced.explain_replaced` looks for signed records."""
     db = journal.db
     sizes = {
         str(key): int(size)
@@ -282,7 +291,7 @@ async def drop_nested_bookkeeping(
         )
     }
     if not sizes:
-        return
+        return set()
 
     def listed(key: str) -> bool:
         row = db.execute("SELECT 1 FROM expected WHERE stored = ?", (src.prefix + key,)).fetchone()
@@ -291,7 +300,7 @@ async def drop_nested_bookkeeping(
     found = await own_records(src.store, src.prefix, sizes, signing.signers, listed=listed)
     own = sorted((k, sizes[k]) for k in found)
     if not own:
-        return
+        return set()
     n, size = len(own), sum(s for _, s in own)
     db.execute("BEGIN")
     db.executemany("DELETE FROM src WHERE key = ?", [(k,) for k, _ in own])
@@ -302,6 +311,7 @@ async def drop_nested_bookkeeping(
         f"left out {int(n):,} file(s) daulat keeps under {DST_MANIFEST_PREFIX} of sub-prefixes "
         "(the manifests of copies made into them): restore such a prefix itself to check them"
     )
+    return {k.rsplit("/" + DST_MANIFEST_PREFIX, 1)[0] + "/" for k, _ in own}
 
 
 def settle_unproven(

@@ -475,6 +475,7 @@ class Choice:
     sha256: str | None = None
     signer: PublicKey | None = None
     read: bool = False  # its entries went to the sink
+    time: str | None = None  # when it was written, as its signed header says (None: unread)
     problems: list[str] = field(default_factory=list)  # origin or newness not proven
     ignored: list[tuple[str, str]] = field(default_factory=list)  # manifests not believed
 
@@ -523,7 +524,7 @@ async def choose_manifest(
         chosen.read,
     )
     if chosen.header is not None:
-        choice.seq = chosen.header.seq
+        choice.seq, choice.time = chosen.header.seq, chosen.header.time
         if head is not None:
             problem = await _against_head(ep, chosen, head, rest, trusted, identities, label)
             if problem and chosen.header.seq < head.seq and head.key in names:
