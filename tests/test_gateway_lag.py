@@ -1,12 +1,14 @@
 """``daulat stores`` on what a directory replica lacks of the gateway's writes, as a hostile
 review found it: a key it lags by that it cannot hold beside a file it holds now (it was down
 when the write came, so the write's up-front check could not see the file), and a key a sync
-refused. Real parts as in test_gateway_writes_conflicts.py: ``python -m daulat serve``,
-directories, boto3 and the CLI."""
+refused; and a replica found down that is back, caught up by a sync, shown so. Real parts as
+in test_gateway_writes_conflicts.py: ``python -m daulat serve``, directories, boto3 and the
+CLI."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,43 @@ def test_a_key_a_sync_refused_stays_in_view_with_the_reason(
     assert "'g/h'" in d2["gateway_conflict"], d2
     assert "d2: 1 object(s) written through the gateway cannot be held here" in text, text
     assert REFUSED_BY_SYNC in text and "daulat sync" not in text, text
+
+
+def test_a_replica_back_and_caught_up_by_a_sync_is_no_longer_shown_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """d2 vanished while the gateway wrote (it found it down, audited), came back, and a
+    sync copied what it lacked: nothing lags, so "did not answer (down)" is no longer its
+    state, while the gateway runs and after it stopped; when it was last down is said in the
+    past tense. Until the sync it is still shown down: nothing but the gateway had seen it."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("prim", "d2")]
+    config = _config(tmp_path, stores, {"pemilu": WRITABLE})
+    with gateway(config) as endpoint:
+        s3 = client(endpoint)
+        s3.put_object(Bucket="pemilu", Key="keep.txt", Body=b"kept\n")
+        (tmp_path / "d2").rename(tmp_path / "d2.off")
+        s3.put_object(Bucket="pemilu", Key="a.txt", Body=b"d2 was down\n")
+        (tmp_path / "d2.off").rename(tmp_path / "d2")
+        d2, text = _stores(config, capsys)
+        assert d2["gateway"]["state"] == "down" and d2["gateway_lagging"] == 1, d2
+        assert "d2: the gateway last found it did not answer (down)" in text, text
+        capsys.readouterr()
+        assert cli(["sync", "prim", "d2", "--config", str(config)]) == 0
+        assert (tmp_path / "d2" / "a.txt").read_bytes() == b"d2 was down\n"
+        running = _stores(config, capsys)
+    for d2, text in (running, _stores(config, capsys)):
+        # Before: state "down", and "did not answer (down)" shown as the current state.
+        found = d2["gateway"]
+        assert found["state"] == "recovered", found
+        assert (found["seen_by"], found["was"]) == ("sync", "down"), found
+        assert found["error"] is None and "does not exist" in found["was_error"], found
+        assert found["since"] >= found["was_since"], found
+        assert d2["gateway_lagging"] == 0, d2
+        text = " ".join(text.split())
+        assert "did not answer" not in text, text
+        assert re.search(
+            r"d2: it answered again \(recovered\): `daulat sync` to d2 ended ok at \S+ \(\d+ s "
+            r"ago\) and nothing of the gateway's writes lags there; it was last found down at "
+            r"\S+ \(\d+ s ago\): store 'd2': directory \S+ does not exist",
+            text,
+        ), text

@@ -28,6 +28,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from conftest import fs_store_config, s3_store_config
+from faultproxy import fault_proxy
 from servers import S3Server
 from test_gateway import KEY_ID, SECRET, MiB, _audit, _status, client, gateway
 from test_gateway_writes import (
@@ -279,6 +280,92 @@ def test_a_multipart_upload_the_primary_refuses_leaves_every_store_as_it_was(
     assert _lagging(config, capsys) == {"pa": 0, "pb": 0}
     assert _copied(config, "pa", "pb", capsys) == 0
     assert _health_changes(config) == []
+
+
+# ------------------------------------------------------------------ a quorum missed for good
+
+
+@pytest.mark.parametrize("refuser", ["directory", "s3"])
+def test_a_quorum_missed_only_by_refusals_for_good_is_that_refusal_sent_once(
+    tmp_path: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str], refuser: str
+) -> None:
+    """quorum = 2: the primary takes the write and the other replica refuses this object for
+    good while it still answers (a directory whose file is immutable: EPERM, AccessDenied; a
+    provider that denies the PUT and still lists: 403). Sending it again changes nothing, so
+    the client gets that refusal, 403 once, not a 503 an SDK sends again. What is recorded is
+    a missed quorum's: the primary serves the new bytes, audited as not acknowledged; the
+    replica lags, not down, until a sync copies it once the refusal is lifted."""
+    with fault_proxy(s3_server.endpoint) as proxy:
+        if refuser == "directory":
+            rep = fs_store_config(tmp_path / "rep", "rep")
+        else:
+            rep = s3_store_config(s3_server, "rep", "gw-refusals-quorum")
+            rep["endpoint"] = proxy.endpoint
+        stores = [fs_store_config(tmp_path / "pa", "pa"), rep]
+        config = _config(
+            tmp_path, stores, {"pemilu": 'replicas = ["pa", "rep"]\nwritable = true\nquorum = 2'}
+        )
+
+        @contextlib.contextmanager
+        def refusing() -> Iterator[None]:
+            if refuser == "directory":
+                with _immutable(tmp_path / "rep" / "d" / "v.bin"):
+                    yield
+                return
+            proxy.mode = "deny-write"
+            try:
+                yield
+            finally:
+                proxy.mode = "pass"
+
+        with gateway(config) as endpoint:
+            s3 = client(endpoint)
+            s3.put_object(Bucket="pemilu", Key="d/v.bin", Body=b"first")
+            with refusing():
+                with pytest.raises(ClientError) as exc:
+                    _retrying(endpoint).put_object(Bucket="pemilu", Key="d/v.bin", Body=b"second")
+                error = exc.value.response["Error"]
+                # Before: 503 ServiceUnavailable, sent three times.
+                assert (_status(exc.value), error["Code"]) == (403, "AccessDenied"), error
+                assert "quorum is 2" in error["Message"], error["Message"]
+                assert _seen(config, "d/v.bin") == 1
+                if refuser == "s3":
+                    assert proxy.stats["deny"] == 1  # the replica was sent it once
+                # The primary took it: it serves the new bytes.
+                assert s3.get_object(Bucket="pemilu", Key="d/v.bin")["Body"].read() == b"second"
+        state, _, why = _rows(config, "d/v.bin")["rep:"]
+        assert state == "failed", why
+        assert (why or "").startswith("gateway write not acknowledged: "), why
+        first, missed = _writes(config)
+        assert (first["acknowledged"], missed["acknowledged"]) == (True, False)
+        assert (missed["replicas"], list(missed["lagging"])) == (["pa"], ["rep"])
+        assert _health_changes(config) == []
+        assert _lagging(config, capsys) == {"pa": 0, "rep": 1}
+        assert _copied(config, "pa", "rep", capsys) == 1
+        assert _lagging(config, capsys) == {"pa": 0, "rep": 0}
+
+
+def test_a_quorum_missed_also_for_a_replica_down_stays_503(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One replica refuses the object for good, another is down: sending it again may yet
+    reach the quorum once that one answers, so the answer stays 503, which SDKs retry."""
+    stores = [fs_store_config(tmp_path / n, n) for n in ("pa", "rep", "gone")]
+    config = _config(
+        tmp_path,
+        stores,
+        {"pemilu": 'replicas = ["pa", "rep", "gone"]\nwritable = true\nquorum = 3'},
+    )
+    with gateway(config) as endpoint:
+        client(endpoint).put_object(Bucket="pemilu", Key="v.bin", Body=b"first")
+        (tmp_path / "gone").rename(tmp_path / "gone.off")
+        with _immutable(tmp_path / "rep" / "v.bin"), pytest.raises(ClientError) as exc:
+            _retrying(endpoint).put_object(Bucket="pemilu", Key="v.bin", Body=b"second")
+        assert (_status(exc.value), exc.value.response["Error"]["Code"]) == (
+            503, "ServiceUnavailable"
+        )  # fmt: skip
+        assert _seen(config, "v.bin") > 1
+    assert _lagging(config, capsys) == {"pa": 0, "rep": 1, "gone": 1}
 
 
 # ------------------------------------------------------------------ unsigned descriptions

@@ -172,18 +172,26 @@ def test_a_down_an_earlier_gateway_stopped_with_is_not_current_once_a_later_one_
     standing, text = _stores(config, capsys)
     assert standing["loc"]["state"] == "down" and standing["loc"].get("watched") is None
     assert "nothing has checked the store since" in text, text
-    # loc answers again; a new gateway watches it, writes to it, never finds it down.
+    # loc answers again; a new gateway watches it, never finds it down, writes to it.
     (tmp_path / "loc.off").rename(tmp_path / "loc")
     with gateway(config) as endpoint:
+        standing, text = _stores(config, capsys)
+        assert "nothing has checked the store since" not in text, text
+        started = [e["details"] for e in _audit(config) if e["operation"] == "gateway.started"]
+        assert started[-1] == {"writable": ["pemilu"], "stores": ["loc", "prim"]}
+        loc = standing["loc"]
+        assert loc["state"] == "down" and loc["watched"] is not None, loc
+        assert "a later gateway, started at" in text and "has not found it down" in text, text
         client(endpoint).put_object(Bucket="pemilu", Key="c.txt", Body=b"both again\n")
         assert (tmp_path / "loc" / "c.txt").read_bytes() == b"both again\n"
         standing, text = _stores(config, capsys)
-    assert "nothing has checked the store since" not in text, text
-    started = [e["details"] for e in _audit(config) if e["operation"] == "gateway.started"]
-    assert started[-1] == {"writable": ["pemilu"], "stores": ["loc", "prim"]}
+    # The write reached loc: it answers, and its "down" is history, said so.
     loc = standing["loc"]
-    assert loc["state"] == "down" and loc["watched"] is not None, loc
-    assert "a later gateway, started at" in text and "has not found it down" in text, text
+    assert loc["state"] == "recovered", loc
+    assert (loc["seen_by"], loc["was"]) == ("write", "down"), loc
+    text = " ".join(text.split())
+    assert "loc: it answered again (recovered): a write through the gateway reached it" in text
+    assert "; it was last found down at" in text and "did not answer" not in text, text
     # A read-only gateway starts a watch too, and says so in the audit log.
     config.write_text(config.read_text().replace("writable = true\nquorum = 1", ""))
     with gateway(config) as endpoint:

@@ -141,8 +141,8 @@ def stores(
     cfg = _load(config)
     with Manifest.in_state_dir(cfg.state_dir) as manifest:
         rows = _run(store_statuses(cfg, manifest))
-    standing = store_standing(cfg.state_dir)
     lags = lagging(cfg.state_dir, cfg.stores)
+    standing = store_standing(cfg.state_dir, lags)
     written = daulat_writes(cfg)
     if as_json:
         _print_json(

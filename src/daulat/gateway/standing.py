@@ -15,17 +15,30 @@ that starts writes ``gateway.started`` naming the stores it watches: from then o
 "down" or "revoked" of one of them is history, shown with the time the new watch began, and
 no longer as current (that gateway writes ``gateway.down`` if it finds the store down again).
 Every state is shown with its age. Evidence about data (altered, withheld) does not age.
+
+A store found down or refusing is found answering again by more than the gateway that found
+it so (whose probe writes ``gateway.recovered``): a later ``gateway.write`` that the same
+replica holds verified (another gateway wrote to it), or a later ``daulat sync`` (``copy``,
+``exit``) to the replica's address that ended ok, once nothing written through the gateway
+lags there (:mod:`.lag`): the sync caught it up. Either is shown as "recovered", with when
+it was last found down or refusing, in the past tense.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from daulat.address import parse_address
 from daulat.audit import AuditLogError, audit_log
+from daulat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from daulat.gateway.lag import Lag
 
 #: The audit operations that change a replica's standing, and the state each one means.
 OPERATIONS = {
@@ -43,6 +56,11 @@ STARTED = "gateway.started"
 #: evidence against the provider. They stay shown until a later such finding: a store that
 #: answers again afterwards ("recovered", "down") does not hide them.
 EVIDENCE = {"altered", "withheld"}
+#: The states a later answer of the store makes history.
+REFUSING = {"down", "revoked"}
+#: The audit operations of transfers that write to their destination (``daulat copy``,
+#: ``sync``, ``exit``): one that ended ok shows the destination answered.
+TRANSFERS = {"copy", "sync", "exit"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,15 @@ class Standing:
     # When a later gateway started watching the store (down, revoked): it has not found it
     # so since, or a newer finding would have replaced this one. None if none has.
     watched: str | None = None
+    # For "recovered", what showed the store answering: "gateway" (the gateway that found it
+    # down or refusing: a request or its probe), "write" (a later write through a gateway
+    # reached the replica), or the transfer ("sync", "copy", "exit") that ended ok at the
+    # replica's address, nothing written through the gateway lagging there since.
+    seen_by: str | None = None
+    # For "recovered", the finding it recovered from ("down", "revoked"), when, and why.
+    was: str | None = None
+    was_since: str | None = None
+    was_error: str | None = None
 
     @property
     def refused(self) -> bool:
@@ -73,17 +100,36 @@ class Standing:
         return asdict(self)
 
 
-def store_standing(state_dir: Path) -> dict[str, Standing]:
+def store_standing(state_dir: Path, lags: Mapping[str, Lag] | None = None) -> dict[str, Standing]:
     """Store name → the most serious gateway finding about any of its replicas: the latest
     altered or withheld object if any (see :data:`EVIDENCE`), else the latest of revoked, down
-    and recovered. A damaged audit log yields what was read before the damage (``daulat
-    audit verify`` says where it is)."""
+    and recovered, a store found answering since counting as recovered (see the module
+    docstring). ``lags``: what each store lacks of the gateway's writes
+    (:func:`.lag.lagging`), read from the journal when not given. A damaged audit log yields
+    what was read before the damage (``daulat audit verify`` says where it is)."""
     out: dict[str, Standing] = {}
+    # Store → the latest transfer that ended ok at the address of its replica found down or
+    # refusing, after that finding: (when, operation).
+    synced: dict[str, tuple[str, str]] = {}
     log = audit_log(state_dir)
     if not log.path.exists():
         return out
     try:
         for entry in log.entries():
+            if entry.operation == "gateway.write":
+                for holder in _names(entry.details.get("replicas")):
+                    name = holder.partition(":")[0]
+                    kept = out.get(name)
+                    if kept is not None and kept.state in REFUSING and kept.replica == holder:
+                        out[name] = _answered(kept, _seconds(entry.time), "write")
+                        synced.pop(name, None)
+                continue
+            if entry.operation in TRANSFERS:
+                name, address = _destination(entry.details)
+                kept = out.get(name)
+                if kept is not None and kept.state in REFUSING and kept.replica == address:
+                    synced[name] = (_seconds(entry.time), entry.operation)
+                continue
             if entry.operation == STARTED:
                 for name in _names(entry.details.get("stores")):
                     kept = out.get(name)
@@ -97,6 +143,8 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
                     kept = out.get(name)
                     if kept is None or kept.state in EVIDENCE or kept.stopped is not None:
                         continue
+                    if kept.seen_by not in (None, "gateway"):
+                        continue  # not that gateway's finding: its stop says nothing of it
                     out[name] = dataclasses.replace(kept, stopped=_seconds(entry.time))
                 continue
             state = OPERATIONS.get(entry.operation)
@@ -111,16 +159,61 @@ def store_standing(state_dir: Path) -> dict[str, Standing]:
                 continue
             error = entry.details.get("error")
             key = entry.details.get("key")
-            out[name] = Standing(
+            kept = out.get(name)
+            found = Standing(
                 state,
                 _seconds(entry.time),
                 replica,
                 error if isinstance(error, str) else None,
                 key if isinstance(key, str) and state in EVIDENCE else None,
             )
+            if state == "recovered":
+                found = dataclasses.replace(found, seen_by="gateway")
+                if kept is not None and kept.state in REFUSING:
+                    found = _answered(kept, found.since, "gateway")
+            out[name] = found
+            synced.pop(name, None)
     except AuditLogError:
         pass
+    if synced:
+        if lags is None:
+            from daulat.gateway.lag import lagging
+
+            lags = lagging(state_dir)
+        for name, (when, operation) in synced.items():
+            # Caught up only when nothing written through the gateway lags there: a write
+            # since, which the gateway still found it down for, says it was not.
+            if (lag := lags.get(name)) is None or lag.objects == 0:
+                out[name] = _answered(out[name], when, operation)
     return out
+
+
+def _answered(kept: Standing, when: str, seen_by: str) -> Standing:
+    """``kept`` (down or refusing) made history: the store answered at ``when``."""
+    return Standing(
+        "recovered",
+        when,
+        kept.replica,
+        None,
+        seen_by=seen_by,
+        was=kept.state,
+        was_since=kept.since,
+        was_error=kept.error,
+    )
+
+
+def _destination(details: Mapping[str, object]) -> tuple[str, str]:
+    """The store and address (``STORE[:PREFIX]`` as replicas are named) a transfer wrote to
+    and ended ok at, or ("", "") for one that did not (a dry run, a run that failed or is
+    incomplete, a malformed entry)."""
+    dst = details.get("dst")
+    if details.get("outcome") != "ok" or details.get("dry_run") or not isinstance(dst, str):
+        return "", ""
+    try:
+        address = parse_address(dst)
+    except ConfigError:
+        return "", ""
+    return address.store, address.label
 
 
 def _names(value: object) -> list[str]:
@@ -147,7 +240,23 @@ def describe(name: str, s: Standing, now: dt.datetime | None = None) -> str:
     }[s.state]
     where = f" ({s.replica})" if s.replica != name else ""
     tail = f": {s.error}" if s.error and s.state != "recovered" else ""
-    line = f"{name}: the gateway last found it {what} at {s.since} ({age(s.since, now)}){where}"
+    if s.seen_by == "write":
+        line = (
+            f"{name}: it answered again (recovered): a write through the gateway reached it at "
+            f"{s.since} ({age(s.since, now)}){where}"
+        )
+    elif s.seen_by in TRANSFERS:
+        line = (
+            f"{name}: it answered again (recovered): `daulat {s.seen_by}` to {s.replica} ended "
+            f"ok at {s.since} ({age(s.since, now)}) and nothing of the gateway's writes "
+            "lags there"
+        )
+    else:
+        line = f"{name}: the gateway last found it {what} at {s.since} ({age(s.since, now)}){where}"
+    if s.was is not None and s.was_since is not None:
+        was = "refusing access (revoked)" if s.was == "revoked" else "down"
+        line += f"; it was last found {was} at {s.was_since} ({age(s.was_since, now)})"
+        line += f": {s.was_error}" if s.was_error else ""
     if s.stopped is not None:
         line += f"; that gateway stopped at {s.stopped} ({age(s.stopped, now)})"
         if s.watched is None:

@@ -176,13 +176,12 @@ class WriteOps:
             written = await self.runtime.writer.put(bucket, key, body, hasher, cfg.quorum, desc)
         except InvalidKey as exc:
             raise _refused(exc) from None
-        except WriteRefused as exc:
-            log.warning("%s", exc)
-            raise _refused(exc.cause, str(exc)) from None
         except WriteFailed as exc:
             log.warning("%s", exc)
             if exc.unacknowledged is not None:
                 await self.runtime.events.written(bucket.name, exc.unacknowledged)
+            if isinstance(exc, WriteRefused):
+                raise _refused(exc.cause, str(exc)) from None
             raise S3Failure(503, "ServiceUnavailable", str(exc), [("retry-after", "1")]) from None
         except (S3Failure, AuthError):
             raise

@@ -20,7 +20,9 @@ A store holds the write *verified* when its put completed and reports the very s
 SHA-256 the gateway computed while streaming the body (each store also proves the bytes to
 its server as the copy engine does: checksums on every PUT and part). The write is
 acknowledged (200, the ETag of the plaintext's SHA-256) once ``quorum`` stores, the primary
-among them, hold it verified; else 503, the stores that failed named in the log.
+among them, hold it verified; else 503, the stores that failed named in the log, or, when
+every replica that failed refused this object for good while it still answers (as the primary
+may, above), that refusal's 4xx: sending it again cannot reach the quorum.
 
 The journal (:mod:`.ledger`) then vouches for each replica holding it and records the others
 as lagging; one audit entry per write the primary took names both (``acknowledged`` false
@@ -78,12 +80,12 @@ class WriteFailed(DaulatError):
 
 
 class WriteRefused(WriteFailed):
-    """The primary refused the write for a reason of this object's own, which sending it
-    again will not change (an S3 4xx, never a 503 that SDKs retry, each retry streaming the
-    body to every store again): ``cause`` is its store's error."""
+    """The write was refused for a reason of this object's own, which sending it again will
+    not change (an S3 4xx, never a 503 SDKs retry): ``cause`` is the refusing store's error;
+    ``taken``, the write when the primary took it and only such refusals missed the quorum."""
 
-    def __init__(self, message: str, cause: StoreError) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, cause: StoreError, taken: Written | None = None) -> None:
+        super().__init__(message, taken)
         self.cause = cause
 
 
@@ -335,6 +337,8 @@ class Writer:
         # makes of that: only the primary's own failure says anything about a store's health.
         abandoned = isinstance(results[0], BaseException)
         own = False  # the primary's failure concerns this object alone
+        # Replica → its failure, where it concerns this object alone (a refusal for good).
+        for_good: dict[str, StoreError] = {}
         for t, res in zip(writing, results, strict=True):
             if isinstance(res, BaseException):
                 why = describe(res)
@@ -344,6 +348,8 @@ class Writer:
                 if t is primary or not abandoned:
                     alone = await _heard(bucket, t, res)
                     own = own or (alone and t is primary)
+                    if alone and isinstance(res, StoreError):
+                        for_good[t.replica.name] = res
             elif res.size != hasher.size or res.sha256 != hasher.hexdigest():
                 why = "the store reports other bytes than were sent"
             else:
@@ -425,12 +431,20 @@ class Writer:
         lag = {t.replica.name: lagging[t.replica.name] for t in others if t.replica.name in lagging}
         written = Written(key, hasher.size, sha, etag, holders, lag, acknowledged)
         if not acknowledged:
+            # Refusals for good alone kept the quorum out of reach: a retry meets them again,
+            # so the client is told the refusal, as the primary's. Else one may answer: 503.
+            refused = bool(lag) and all(n in for_good for n in lag)
             why = (
                 f"{len(ok)} store(s) hold it verified ({', '.join(holders)}), quorum is "
-                f"{quorum}; the primary {p} now serves the new bytes"
+                f"{quorum}"
+                + ("; the others refused it for good" if refused else "")
+                + f"; the primary {p} now serves the new bytes"
             )
             failed = "; ".join(f"{n}: {w}" for n, w in lagging.items())
-            raise WriteFailed(f"write of {shown(key)} not acknowledged: {why} ({failed})", written)
+            message = f"write of {shown(key)} not acknowledged: {why} ({failed})"
+            if refused:
+                raise WriteRefused(message, for_good[next(iter(lag))], written)
+            raise WriteFailed(message, written)
         return written
 
     async def _refused(

@@ -199,8 +199,19 @@ def _gateway_standing(data: ReportData) -> str:
             _status("fail")
             if g["state"] != "recovered" and not g.get("watched")
             else _status("pass"),
-            esc(str(g["state"])),
+            esc(str(g["state"]))
+            + (
+                f" (seen by a {esc(str(g['seen_by']))})"
+                if g.get("seen_by") not in (None, "gateway")
+                else ""
+            ),
             esc(str(g["since"]))
+            + (
+                # What it recovered from, in the past: never shown as its state.
+                f" (last found {esc(str(g['was']))} at {esc(str(g['was_since']))})"
+                if g.get("was") and g.get("was_since")
+                else ""
+            )
             + (f" (the gateway stopped at {esc(str(g['stopped']))})" if g.get("stopped") else "")
             + (
                 f" (watched again since {esc(str(g['watched']))}, not found so)"
