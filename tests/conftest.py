@@ -42,7 +42,7 @@ _counter = itertools.count()
 
 #: Free space the suite needs where its files go (servers' volumes, test data, the
 #: kill-and-resume runs' objects): a whole run from a clean clone, its venv included, took
-#: at most 10 GiB more of a disk it shared with other work (12 GiB before passing tests'
+#: at most 10 GB more of a disk it shared with other work (16 GB before passing tests'
 #: files were removed as they end).
 NEEDS_FREE = 8 << 30
 
