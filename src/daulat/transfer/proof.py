@@ -4,7 +4,8 @@ only what a pinned key signed, and set apart what no believed manifest lists (*u
 A restore (``Kind.RESTORE``) refuses, as a configuration matter (exit 2), when it cannot prove
 the origin of what it would restore: no pinned signer, no manifest signed by one, the newest
 manifest seen here withheld or replaced by an older one. ``allow_unsigned`` restores anyway and
-says so; ``allow_unproven`` also restores objects the believed manifest does not list.
+says so; ``allow_unproven`` also restores objects the believed manifest does not list (an age
+file among them decrypted or failed, never written as ciphertext: :mod:`daulat.transfer.unproven`).
 """
 
 from __future__ import annotations
