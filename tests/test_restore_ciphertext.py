@@ -21,7 +21,7 @@ import pytest
 from conftest import fs_store_config, run, s3_store_config
 from servers import S3Server
 from test_restore_plaintext import _after_second_of
-from test_signed_manifests import MARKER, _manifests, _setup, _tool
+from test_signed_manifests import MARKER, _manifests, _setup, _store_put, _tool
 from test_transfer import cli, fill_config, read_config, unique
 
 from daulat.crypto import AGE_MAGIC
@@ -197,3 +197,37 @@ def test_age_header_in_pieces_is_refused_and_plain_bytes_pass_whole(n: int) -> N
         run(streamed(AGE_MAGIC + b"rest of an age file"))
     for plain in (MARKER * 9, AGE_MAGIC[:10], b"", AGE_MAGIC[:-1] + b"x" + MARKER):
         assert run(streamed(plain)) == plain
+
+
+def test_an_object_a_later_plaintext_run_deleted_stays_unproven_when_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Why an earlier encrypted manifest of the chain proves nothing a later plaintext one
+    leaves out: that one never lists encrypted objects, so it cannot say whether its run
+    deleted one. ``sync --delete --allow-plaintext`` deletes ``atas/a.json``; the provider puts
+    its old ciphertext back. The restore never counts it as proven (the earlier manifest would
+    "prove" a deleted file), and decrypts it only as unproven."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    fill_config(stores[0], FILES)
+    _, identity, recipient = _setup(tmp_path, capsys, stores)
+    done = cli(["sync", "src", "vault", "--encrypt-to", recipient], capsys)
+    assert done.code == 0, done.explain()
+    kept = read_config(stores[1])["atas/a.json"]
+    _after_second_of(_manifests(stores[1])[-1])
+    (tmp_path / "src" / "atas" / "a.json").unlink()
+    done = cli(["sync", "src", "vault", "--allow-plaintext", "--delete"], capsys)
+    assert done.code == 0, done.explain()
+    assert "atas/a.json" not in read_config(stores[1])
+    _store_put(stores[1], "atas/a.json", kept)  # the provider's replay
+
+    restore = ["restore", "vault", "back", "--identity", str(identity), "--json"]
+    res = cli(restore, capsys)
+    assert res.code == 1, res.explain()
+    assert [u["key"] for u in res.json["unproven"]] == ["atas/a.json"]
+    assert read_config(stores[2]) == {k: v for k, v in FILES.items() if k != "atas/a.json"}
+    res = cli([*restore, "--allow-unproven"], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["unproven_restored"] == ["atas/a.json"]
+    assert res.json["verified_objects"] == 2
+    assert read_config(stores[2]) == FILES  # decrypted, never ciphertext
