@@ -514,7 +514,7 @@ def test_restore_of_a_plain_replica_restores_it_and_writes_no_manifest_when_noth
     assert cli(["restore", "plain", "back", "--identity", str(key), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["copied_objects"] == len(files) and not out["failed"]
-    assert any("holds no encrypted objects" in n for n in out["notes"]), out["notes"]
+    assert any("signed manifest lists no encrypted object" in n for n in out["notes"]), out["notes"]
     for name, data in files.items():
         assert (tmp_path / "back" / name).read_bytes() == data
 

@@ -108,6 +108,7 @@ def _interrupted_note(s: Summary) -> Text:
 def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options) -> None:
     from daulat.transfer import Kind
     from daulat.transfer.proof import REPLACED, retry_would_help
+    from daulat.transfer.unproven import UNPROVEN_AGE
 
     head = f"{kind.value} {printable(src)} → {printable(dst)}"
     if s.dry_run and not s.interrupted:
@@ -297,11 +298,22 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "(--allow-plaintext) and not restored from here; restore that sub-prefix "
                 f"itself, as named above, to restore {them}"
             )
-        others = len(s.failed) - len(replaced)
+        unopened = [k for k, r in s.failed if r.startswith(UNPROVEN_AGE)]
+        if unopened:
+            # Unproven age files: never written as ciphertext (transfer.unproven).
+            were, it, them = (
+                ("was", "it was", "it") if len(unopened) == 1 else ("were", "they were", "them")
+            )
+            why.append(
+                f"{plural(len(unopened), 'object')} failed above {were} age-encrypted and not "
+                "listed in the manifest, and not written as ciphertext: --identity FILE with the "
+                f"key {it} encrypted to decrypts {them} (origin still not proven)"
+            )
+        others = len(s.failed) - len(replaced) - len(unopened)
         if others and s.checked_against_manifest:
             why.append(
-                f"the {'other ' if replaced else ''}objects failed above are not what the signed "
-                "manifest says (forged, damaged or withheld at the source)"
+                f"the {'other ' if replaced or unopened else ''}objects failed above are not "
+                "what the signed manifest says (forged, damaged or withheld at the source)"
             )
         elif others:
             why.append("the objects failed above are damaged at the source")

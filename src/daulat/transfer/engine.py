@@ -132,6 +132,7 @@ from daulat.transfer.steps import (
     write_manifest,
 )
 from daulat.transfer.steps import verify_listed as verify_listed
+from daulat.transfer.unproven import Unproven
 from daulat.transfer.uploads import UploadLedger
 
 # The executor's old name, which bench/ray_scaling.py imports.
@@ -248,6 +249,7 @@ async def _run(
     summary.remaining_known = False
     journal.new_listing("src")  # counted as listed so far if the run stops in what follows
     _waiting(on_progress, f"listing {src.label or src.store.name}")
+    identities = opts.decrypt_with  # kept for unproven age files when the replica is plain
     if kind == Kind.RESTORE:
         if not opts.decrypt_with and (await latest_manifest(src) or "").endswith(".age"):
             raise _needs_identity(src)
@@ -417,6 +419,7 @@ async def _run(
         )
     executor = Executor(src, dst, journal, opts, pair, summary, on_progress, ledger)
     executor.as_stored = carry is not None
+    executor.unproven = Unproven(frozenset(summary.unproven_restored), identities)
     executor.resumer = resumer
     if on_progress is not None:
         on_progress(executor.progress)  # the plan's counts, at 0 done, from now on
@@ -455,6 +458,9 @@ async def _run(
         )
         if kind == Kind.RESTORE and summary.unproven_restored:
             # Restored as asked, but nothing proves their origin: never counted as verified.
+            # Those that failed (age files no identity opened) were not restored at all.
+            failed = {k for k, _ in summary.failed}
+            summary.unproven_restored = [k for k in summary.unproven_restored if k not in failed]
             summary.verified_objects = (summary.verified_objects or 0) - len(
                 summary.unproven_restored
             )

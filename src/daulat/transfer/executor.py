@@ -48,6 +48,7 @@ from daulat.transfer.pacing import ByteBudget, Progress, RateLimit
 from daulat.transfer.resume import Resumer
 from daulat.transfer.retry import AdaptiveLimiter
 from daulat.transfer.steps import STOP_ERRORS, own_at_dst, prover_for
+from daulat.transfer.unproven import Unproven
 
 SMALL_OBJECT = 8 * MiB
 # What one streamed object can hold at once: read chunks plus the parts being uploaded
@@ -117,6 +118,8 @@ class Executor:
         self.expect_stored = self._manifest is not None and expects_stored(self._manifest)
         # Copying an encrypted replica's ciphertext as stored (daulat.transfer.onward).
         self.as_stored = False
+        # Restore: objects no believed manifest lists, never written as age ciphertext.
+        self.unproven = Unproven()
         # Encryption and protected names are the stores' (daulat.stores.crypt): an encrypting
         # run writes through a CryptStore over the destination (which hashes the names when
         # they are protected), a decrypting one reads through one over the source. Listings,
@@ -309,8 +312,10 @@ class Executor:
             raise
         except DecryptError as exc:
             # No identity opens it: none will open the rest either, so the run stops
-            # (nothing is written with the wrong key). Damaged or truncated ciphertext is
-            # this object's own failure.
+            # (nothing is written with the wrong key). Damaged or truncated ciphertext, and
+            # an object no manifest lists, fail on their own.
+            if item.key in self.unproven:
+                return _unfinished(item, State.FAILED, self.unproven.failure(exc))
             if isinstance(exc, WrongIdentity) or str(exc) == NO_MATCHING_IDENTITY:
                 raise WrongIdentity(str(exc)) from None
             return _unfinished(item, State.FAILED, str(exc))
@@ -373,13 +378,16 @@ class Executor:
                 plain_size=copied.size,
                 stored_as=item.dkey,
             )
-        decrypting = isinstance(self.reading, CryptStore)
+        reading = self.reading
+        if item.key in self.unproven:
+            reading = await self.unproven.reading(reading, src_key, item.size)
+        decrypting = isinstance(reading, CryptStore)
         try:
-            if isinstance(self.reading, CryptStore):
+            if isinstance(reading, CryptStore):
                 # The ciphertext is checked against the onward manifest as it is read.
-                reader = await self.reading.get(src_key, stored_sha256=expected_stored)
+                reader = await reading.get(src_key, stored_sha256=expected_stored)
             else:
-                reader = await self.reading.get(src_key)
+                reader = await reading.get(src_key)
         except StoredMismatch:
             raise self._not_onward(src_key, dst_key) from None
         # Copied as listed or not at all (daulat.transfer.listed): the listing is of what is

@@ -4,7 +4,8 @@ only what a pinned key signed, and set apart what no believed manifest lists (*u
 A restore (``Kind.RESTORE``) refuses, as a configuration matter (exit 2), when it cannot prove
 the origin of what it would restore: no pinned signer, no manifest signed by one, the newest
 manifest seen here withheld or replaced by an older one. ``allow_unsigned`` restores anyway and
-says so; ``allow_unproven`` also restores objects the believed manifest does not list.
+says so; ``allow_unproven`` also restores objects the believed manifest does not list (an age
+file among them decrypted or failed, never written as ciphertext: :mod:`daulat.transfer.unproven`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from daulat.transfer.provenance import (
     write_manifest,
 )
 from daulat.transfer.retry import RetryPolicy
+from daulat.transfer.unproven import UNPROVEN_AGE
 
 if TYPE_CHECKING:
     from daulat.transfer.model import Endpoint, Summary
@@ -173,8 +175,8 @@ async def load_restore_manifest(
         if manifest.endswith(".age"):
             return False
         summary.notes.append(
-            f"{label} holds no encrypted objects (its manifest lists none): restored as "
-            "stored, each checked against the manifest's SHA-256; no identity is needed"
+            f"{label}'s signed manifest lists no encrypted object: what it lists is restored as "
+            "stored, each checked against the manifest's SHA-256; no identity is needed for it"
         )
         return True
 
@@ -221,9 +223,10 @@ REPLACED = "replaced by a plaintext copy"
 
 # Failures (``Summary.failed`` reasons) that running the same command again cannot change:
 # the source object is not what its signed manifest says, or cannot be decrypted, or a later
-# signed run replaced it by a plaintext copy. The first three are objects the run tried (they
-# count as left); the last two are never attempted.
-_LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt", REPLACED)
+# signed run replaced it by a plaintext copy, or it is an unproven age file the restore cannot
+# open (daulat.transfer.unproven). Those are objects the run tried (they count as left); the
+# last two here are never attempted.
+_LASTING_ATTEMPTED = ("the source manifest's SHA-256", "cannot decrypt", REPLACED, UNPROVEN_AGE)
 _LASTING_UNATTEMPTED = ("listed in the manifest but missing at the source", "real name is unknown")
 
 
@@ -345,10 +348,18 @@ def settle_unproven(
     if signing.allow_unproven:
         summary.unproven_restored = keys
         summary.notes.append(
-            f"{len(keys):,} object(s) the manifest does not list were restored anyway "
-            "(--allow-unproven): their origin is not proven"
+            f"{len(keys):,} object(s) the manifest does not list are restored anyway "
+            "(--allow-unproven): their origin is not proven; age files among them are "
+            "decrypted with the identity or fail, never written as ciphertext"
         )
         return 0
+    if summary.restored_plain:
+        summary.notes.append(
+            "a manifest of a run that copied in the clear never lists the encrypted objects an "
+            "earlier run left beside them: if the objects not listed were copied encrypted, "
+            "--allow-unproven with --identity FILE restores them decrypted (their origin "
+            "still not proven)"
+        )
     db.execute("BEGIN")
     db.execute(f"DELETE FROM src WHERE {unlisted}", (prefix,))
     db.execute("COMMIT")
