@@ -16,6 +16,7 @@ from test_gateway_clients import _aws_env, _rclone_env, _run, _tool
 from test_gateway_writes import _config
 
 from daulat.gateway.s3xml import InProgress
+from daulat.gateway.spool import _UPLOAD_ID, new_upload_id
 from daulat.gateway.uploadlist import page
 
 pytestmark = pytest.mark.timeout(300)
@@ -151,3 +152,11 @@ def test_upload_pages_follow_s3s_markers() -> None:
     # A key marker alone: after every upload of that key.
     assert [u.key for u in page(ups, key_marker="b").uploads] == ["c"]
     assert page(ups, prefix="a/", max_uploads=0).truncated is False
+
+
+def test_upload_ids_never_start_with_a_dash() -> None:
+    """The AWS CLI reads `--upload-id -x…` as an option (exit 2): one id in 64 of
+    token_urlsafe's started so, and made a client's next call fail at random."""
+    ids = [new_upload_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(_UPLOAD_ID.match(i) for i in ids) and len(set(ids)) == len(ids)

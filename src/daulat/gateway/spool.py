@@ -57,6 +57,15 @@ MAX_UPLOADS = 1_000
 UPLOAD_IDLE = dt.timedelta(days=1)
 
 
+def new_upload_id() -> str:
+    """A new multipart upload's id: 256 random bits, never starting with "-", which the AWS
+    CLI and other argument parsers would read as an option (`--upload-id -x…` fails)."""
+    while True:
+        upload_id = secrets.token_urlsafe(32)
+        if not upload_id.startswith("-"):
+            return upload_id
+
+
 class SpoolError(S3Failure):
     """An upload that cannot be used, or a part the spool cannot take."""
 
@@ -168,7 +177,7 @@ class Spool:
                 f"this gateway has {len(self.uploads)} multipart uploads in progress, its "
                 "limit: complete or abort some (uploads idle for a day are aborted)",
             )
-        upload_id = secrets.token_urlsafe(32)
+        upload_id = new_upload_id()
         path = private_dir(self.mine / upload_id)
         upload = Upload(upload_id, bucket, key, path, dt.datetime.now(dt.UTC))
         upload.described = described or Described()
