@@ -798,23 +798,35 @@ LIBRARY = """
 import json, os, signal, sys
 import daulat
 sig = signal.Signals[sys.argv[1]]
-own = sys.argv[2] == "own-handler"
+own = sys.argv[2] in ("own-handler", "raising-handler")
+class Shutdown(Exception):
+    pass
 if own:
     seen = []
     def mine(signum, frame):
         seen.append(signum)
+        if sys.argv[2] == "raising-handler":
+            raise Shutdown("stop")
     signal.signal(sig, mine)
 before = signal.getsignal(sig)
 sent = []
 def progress(p):
     if not sent and p.waiting_for is None:
         sent.append(1)
-        os.kill(os.getpid(), sig)
+        if sys.argv[2] == "raising-handler":
+            # From another thread, as from another process: the handler runs where the
+            # event loop runs Python's signal handlers, not inside this callback.
+            import threading
+            threading.Timer(0.3, os.kill, (os.getpid(), sig)).start()
+        else:
+            os.kill(os.getpid(), sig)
 out = {}
 try:
     summary = daulat.copy("daulat.toml", "src", "dst", bwlimit=200_000, concurrency=2,
                           progress=progress)
     out["returned"] = summary.ok
+except Shutdown:
+    out["raised"] = "Shutdown"
 except daulat.Interrupted as stopped:
     out["interrupted"] = stopped.signal_name
     out["exit_code"] = stopped.exit_code
@@ -862,9 +874,11 @@ def test_a_signal_during_a_library_call_raises_interrupted_with_the_result(
     assert_exact_copy(data.objects, read_config(dst_raw))
 
 
-def _library_call(workdir: Path, signame: str, mode: str) -> dict[str, Any]:
+def _library_call(
+    workdir: Path, signame: str, mode: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run LIBRARY in ``workdir`` (a signal ``signame`` during a daulat.copy call, ``mode`` as
-    it reads it); what it printed, as JSON."""
+    it reads it, ``env`` added to the environment); what it printed, as JSON."""
     script = workdir / "library.py"
     script.write_text(LIBRARY)
     done = subprocess.run(
@@ -873,6 +887,7 @@ def _library_call(workdir: Path, signame: str, mode: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=100,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
@@ -888,6 +903,26 @@ def test_a_library_call_leaves_the_callers_own_sigterm_handler_in_charge(tmp_pat
     write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
     out = _library_call(tmp_path, "SIGTERM", "own-handler")
     assert out == {"returned": True, "handler_restored": True, "own_handler_ran": True}, out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_callers_handler_that_raises_stops_the_call_cleanly_with_its_exception(
+    tmp_path: Path, loop: str
+) -> None:
+    """A job runner whose SIGTERM handler raises its own exception to stop work: the call stops
+    (uvloop would pass the exception to its exception handler and copy on to the end), the
+    caller gets that exception, the audit log says the run was interrupted, and the
+    caller's handler is back afterwards."""
+    data = dataset(4, 3, 1 * MiB)
+    src_raw = fs_store_config(tmp_path / "src", "src")
+    fill_config(src_raw, data.objects)
+    config = write_config(tmp_path, [src_raw, fs_store_config(tmp_path / "dst", "dst")])
+    out = _library_call(tmp_path, "SIGTERM", "raising-handler", {"DAULAT_EVENT_LOOP": loop})
+    assert out == {"raised": "Shutdown", "handler_restored": True, "own_handler_ran": True}, out
+    [entry] = audit_entries(config)
+    assert entry["operation"] == "copy"
+    assert entry["details"]["outcome"] == "interrupted", entry["details"]
 
 
 RATE_UNITS = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB}

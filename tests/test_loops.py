@@ -13,7 +13,7 @@ import pytest
 
 from daulat import interrupts
 from daulat.errors import ConfigError
-from daulat.loops import ENV
+from daulat.loops import ENV, chosen
 
 
 async def _loop_module() -> str:
@@ -87,3 +87,39 @@ def test_the_command_line_names_a_mistyped_choice_in_one_line(tmp_path: Path) ->
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "DAULAT_EVENT_LOOP='fast'" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("Uvlop", "'Uvlop'"), ("x" * 5000, "'" + "x" * 40 + "' (… 5,000 characters)")],
+)
+def test_the_error_quotes_what_was_set_and_no_more_than_a_line(
+    monkeypatch: pytest.MonkeyPatch, value: str, shown: str
+) -> None:
+    monkeypatch.setenv(ENV, value)
+    with pytest.raises(ConfigError) as raised:
+        chosen()
+    assert str(raised.value) == f"DAULAT_EVENT_LOOP={shown}: expected 'uvloop' or 'asyncio'"
+
+
+@pytest.mark.parametrize("value", ["UVLOOP", " asyncio ", "\tasyncio", ""])
+def test_case_and_surrounding_spaces_do_not_matter(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(ENV, value)
+    assert chosen() == (value.strip().lower() or "uvloop")
+
+
+def test_demo_refuses_a_mistyped_choice_before_writing_anything(tmp_path: Path) -> None:
+    exe = shutil.which("daulat")
+    assert exe, "the daulat console script is not installed"
+    done = subprocess.run(
+        [exe, "demo"],
+        cwd=tmp_path,
+        env={**os.environ, ENV: "uvlop"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "DAULAT_EVENT_LOOP='uvlop'" in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []

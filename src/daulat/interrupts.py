@@ -29,7 +29,9 @@ The synchronous library functions (``daulat.exit`` …) run with ``polite=True``
 in someone else's process, so they take over a signal only where its handling is still
 Python's default (SIGINT raising ``KeyboardInterrupt``, SIGTERM killing the process unrecorded),
 put the caller's handlers back when the call returns, and leave a handler the caller installed
-(or ``SIG_IGN``) alone. A second signal during such a call gets the process's own handling (a
+(or ``SIG_IGN``) in charge. When such a handler raises an exception to stop the work, the call
+is cancelled cleanly (recorded as interrupted) and the exception is raised to the caller, on
+either event loop (uvloop would otherwise log it and run on). A second signal during such a call gets the process's own handling (a
 ``KeyboardInterrupt``, or SIGTERM's default death) instead of ending the process with
 :func:`os._exit`.
 """
@@ -197,17 +199,44 @@ def run(
                 _handled = True
             return await coro
 
-        previous = {
-            s: signal.signal(s, on_signal)
-            for s in SIGNALS
-            if not polite or _default_handling(s, signal.getsignal(s))
-        }
+        # What the caller's own handlers raised (polite runs): see guarded().
+        raised: list[Exception] = []
+
+        def guarded(handler: Callable[[int, FrameType | None], Any]) -> Callable[..., None]:
+            def on_callers_signal(signum: int, frame: FrameType | None) -> None:
+                try:
+                    handler(signum, frame)
+                except Exception as exc:
+                    # The caller's handler raised to stop the call. uvloop would hand the
+                    # exception to its exception handler and run on; asyncio lets it tear
+                    # through the loop at whatever line it reached. Cancel the run cleanly
+                    # instead (the journal and the audit log record the interruption), then
+                    # raise it to the caller. KeyboardInterrupt and SystemExit stop either
+                    # loop already.
+                    if not raised:
+                        raised.append(exc)
+                        loop.call_soon_threadsafe(cancel)
+
+            return on_callers_signal
+
+        previous: dict[signal.Signals, Any] = {}
+        for s in SIGNALS:
+            current = signal.getsignal(s)
+            if not polite or _default_handling(s, current):
+                previous[s] = signal.signal(s, on_signal)
+            elif callable(current):
+                previous[s] = signal.signal(s, guarded(current))
         try:
-            return runner.run(wrapper())
+            result = runner.run(wrapper())
         except asyncio.CancelledError:
+            if raised:
+                raise raised[0] from None
             if _received is None:
                 raise
             raise Interrupted(_received) from None
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        if raised:
+            raise raised[0]  # the run ended before the cancellation reached it
+        return result

@@ -22,19 +22,28 @@ from daulat.errors import ConfigError
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["ENV", "loop_factory"]
+__all__ = ["ENV", "chosen", "loop_factory"]
 
 #: The environment variable that chooses the loop: ``uvloop`` (the default) or ``asyncio``.
 ENV = "DAULAT_EVENT_LOOP"
 
 
+def chosen() -> str:
+    """The loop :data:`ENV` chooses: ``uvloop`` (also when unset or empty) or ``asyncio``,
+    in any case and with surrounding spaces; anything else is a :class:`ConfigError` quoting
+    what was set. The command line checks it before any command does work."""
+    raw = os.environ.get(ENV, "")
+    value = raw.strip().lower() or "uvloop"
+    if value not in ("uvloop", "asyncio"):
+        shown = repr(raw[:40]) + (f" (… {len(raw):,} characters)" if len(raw) > 40 else "")
+        raise ConfigError(f"{ENV}={shown}: expected 'uvloop' or 'asyncio'")
+    return value
+
+
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """What makes a new event loop for a run; None for asyncio's default."""
-    chosen = os.environ.get(ENV, "").strip().lower() or "uvloop"
-    if chosen == "asyncio":
+    if chosen() == "asyncio":
         return None
-    if chosen != "uvloop":
-        raise ConfigError(f"{ENV}={chosen!r}: expected 'uvloop' or 'asyncio'")
     try:
         import uvloop
     except ImportError:  # a platform uvloop does not support (Windows)

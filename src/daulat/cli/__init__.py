@@ -37,7 +37,7 @@ import typer.main
 from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
 
-from daulat import __version__, interrupts
+from daulat import __version__, interrupts, loops
 from daulat.cli import _shared
 from daulat.cli._shared import (
     ExitCode,
@@ -363,6 +363,9 @@ def run(argv: list[str] | None = None) -> int:
         try:
             try:
                 with _failures_audited(_shared._argv):
+                    # A mistyped DAULAT_EVENT_LOOP stops every command before it does work
+                    # (`daulat demo` would otherwise write its sample data first).
+                    loops.chosen()
                     code = app(args=argv, prog_name="daulat", standalone_mode=False)
             except KeyboardInterrupt:
                 code = 130
