@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from daulat.drill.result import DrillFailed
 from daulat.drill.sample import SampledObject, Stratum
 from daulat.drill.stores import SampledSource, TimedDestination, _Clock
+from daulat.errors import Interrupted
 from daulat.plurals import plural
 from daulat.transfer.engine import transfer
 from daulat.transfer.journal import Journal
@@ -118,7 +119,14 @@ async def _copy_part(
         names = {opts.name_key.stored_name(rel): rel for rel in rels}
     target = Endpoint(TimedDestination(dst.store, prefix, clock, names), prefix)
     t0 = time.monotonic()
-    summary = await transfer(Kind.EXIT, source, target, journal, opts)
+    try:
+        summary = await transfer(Kind.EXIT, source, target, journal, opts)
+    except Interrupted as exc:
+        # The engine's Interrupted carries the summary of this one copy into the scratch
+        # prefix, an internal step: what reaches the drill's caller (and the audit log, whose
+        # drill entry describes a DrillResult) is the drill's own interruption, which has no
+        # result to report: nothing was measured to the end.
+        raise Interrupted(exc.signum) from None
     t1 = time.monotonic()
     if summary.stopped:
         raise DrillFailed(f"the drill's copy stopped: {summary.stopped}")

@@ -19,7 +19,7 @@ from daulat.drill.record import DrillLog, _last_run_id
 from daulat.drill.result import DrillFailed, DrillResult
 from daulat.drill.sample import Stratum, _describe_sample, draw_sample, excluded_by
 from daulat.drill.units import _now
-from daulat.errors import ConfigError, MissingRoot, StoreError
+from daulat.errors import ConfigError, Interrupted, MissingRoot, StoreError
 from daulat.filters import EVERYTHING, Filter
 from daulat.inventory.database import MANIFEST_NAME, Manifest
 from daulat.plurals import plural
@@ -440,6 +440,6 @@ async def sweep_leftovers(
 
 
 def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError, Interrupted)):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
