@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -126,13 +127,15 @@ def test_rclone_and_s5cmd_upload_with_their_defaults(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _serving(config: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """``daulat serve`` on ``port``, its output in serve-PORT.log; the caller stops it (it is
-    killed here only if still running)."""
+def _serving(
+    config: Path, port: int, wrap: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``daulat serve`` on ``port`` (run by ``wrap``, such as ``timeout``, when given), its
+    output in serve-PORT.log; the caller stops it (it is killed here only if still running)."""
     env = {**os.environ, "GW_KEY": KEY_ID, "GW_SECRET": SECRET}
     with open(config.parent / f"serve-{port}.log", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daulat", "serve", "--config", str(config),
+            [*(wrap or []), sys.executable, "-m", "daulat", "serve", "--config", str(config),
              "--listen", f"127.0.0.1:{port}"],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
@@ -163,6 +166,28 @@ def _start_put(endpoint: str, key: str, size: int, sent: int) -> http.client.HTT
     conn.endheaders()
     conn.send(os.urandom(sent))
     return conn
+
+
+@contextlib.contextmanager
+def _trickling(conn: http.client.HTTPConnection) -> Iterator[None]:
+    """The PUT's body goes on trickling in (16 bytes every 0.1 s) while the block runs: a slow
+    client, whose request outlives any graceful time."""
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.1):
+            try:
+                conn.send(b"\0" * 16)
+            except OSError:
+                return  # the gateway is gone
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 def _uploads(server: S3Server, bucket: str) -> list[tuple[str, str]]:
@@ -215,9 +240,74 @@ def test_a_gateway_stopped_mid_put_aborts_its_uploads_and_no_one_elses(
     log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
     assert code == 128 + sig, (code, log)
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    # One message, daulat's: uvicorn's own line about the cancelled request is not printed.
+    assert "graceful shutdown exceeded" not in log and "ERROR:" not in log, log
+    assert "1 request still running after 5 s was cut off" in log, log
     for b in buckets:
         assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
     assert _recorded(config) == []  # each recorded upload forgotten once aborted
+
+
+def test_a_second_sigint_during_the_drain_ends_the_gateway_at_once(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """Ctrl-C while a PUT trickles in, and Ctrl-C again a second later (the drain would take
+    5 s, then the aborts): the gateway ends within moments of the second, exit 130, with
+    "SIGINT again" and no traceback. Nothing is lost: the uploads it had recorded are aborted
+    by the next ``daulat serve`` (as after ``kill -9``); another client's upload stays."""
+    config, buckets, foreign = _stop_mid_put(tmp_path, s3_server, "again")
+    port = _free_port()
+    with _serving(config, port) as proc:
+        conn = _start_put(f"http://127.0.0.1:{port}", "big/again.bin", 64 * MiB, 20 * MiB)
+        _wait_for_uploads(s3_server, buckets, 2)
+        with _trickling(conn):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            second = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(60)
+            took = time.monotonic() - second
+        conn.close()
+    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert code == 130, (code, log)
+    assert took < 2.0, (took, log)  # the drain alone would take 4 s more
+    assert "SIGINT again: stopping now" in log, log
+    assert "Traceback" not in log and "graceful shutdown exceeded" not in log, log
+    assert [k for _, k in _recorded(config)] == ["big/again.bin"] * 3
+    port = _free_port()
+    with _serving(config, port) as proc:
+        client(f"http://127.0.0.1:{port}").list_objects_v2(Bucket="pemilu")
+        for b in buckets:
+            assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
+        assert _recorded(config) == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+
+
+def test_timeout_s_int_drains_a_gateway_once(tmp_path: Path, s3_server: S3Server) -> None:
+    """``timeout -s INT`` signals the gateway and then its own process group, the gateway
+    included: the same SIGINT twice within moments. It is one Ctrl-C: the drain runs, the
+    request still running after it is cut off and its uploads aborted, exit 130, never
+    "SIGINT again"."""
+    timeout_bin = shutil.which("timeout")
+    assert timeout_bin, "GNU timeout (coreutils) is needed"
+    config, buckets, foreign = _stop_mid_put(tmp_path, s3_server, "timeout")
+    port = _free_port()
+    with _serving(config, port, wrap=[timeout_bin, "--preserve-status", "-s", "INT", "20"]) as proc:
+        started = time.monotonic()
+        conn = _start_put(f"http://127.0.0.1:{port}", "big/timeout.bin", 64 * MiB, 20 * MiB)
+        _wait_for_uploads(s3_server, buckets, 2)
+        assert time.monotonic() - started < 15, "too slow to start the PUT before timeout's"
+        with _trickling(conn):
+            code = proc.wait(90)
+        conn.close()
+    log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+    assert code == 130, (code, log)
+    assert "again" not in log and "Traceback" not in log, log
+    assert "stopped by SIGINT" in log, log
+    for b in buckets:
+        assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
+    assert _recorded(config) == []
 
 
 def _recorded(config: Path) -> list[tuple[str, str]]:

@@ -15,7 +15,8 @@ journal commits atomically and a rerun resumes from its last commit. Only a sign
 after the first was handled counts as a second one: ``timeout -s INT`` (and other supervisors)
 signal both the process and its process group, so one expiry delivers the signal twice, moments
 apart. Copies that arrive before the run was cancelled, or within :data:`REPEAT_WINDOW` seconds
-of the first, are the same request.
+of the first, are the same request. A run whose stop takes long and whose main thread stays free
+to handle signals at once (``daulat serve``'s drain) passes a shorter ``repeat_window``.
 
 A signal that arrives before the coroutine has started does not skip it: the coroutine starts
 already cancelled, so that its first ``await`` raises the cancellation inside its own clean-up
@@ -80,6 +81,7 @@ _received: int | None = None
 _received_at: float | None = None
 _handled = False
 _begun = False
+_window = REPEAT_WINDOW  # the current run's (see run())
 
 
 def received() -> int | None:
@@ -89,8 +91,9 @@ def received() -> int | None:
 
 def reset() -> None:
     """Forget a signal an earlier run received (a process may run several commands)."""
-    global _received, _received_at, _handled, _begun
+    global _received, _received_at, _handled, _begun, _window
     _received, _received_at, _handled, _begun = None, None, False, False
+    _window = REPEAT_WINDOW
 
 
 def note(signum: int, *, handled: bool = True) -> None:
@@ -101,12 +104,13 @@ def note(signum: int, *, handled: bool = True) -> None:
 
 def repeated() -> bool:
     """Whether a signal arriving now is a *second* one: a first arrived, was handled, and
-    :data:`REPEAT_WINDOW` has passed since (see the module doc)."""
+    the run's repeat window (:data:`REPEAT_WINDOW` unless it gave another) has passed since
+    (see the module doc)."""
     return (
         _received is not None
         and _handled
         and _received_at is not None
-        and time.monotonic() - _received_at >= REPEAT_WINDOW
+        and time.monotonic() - _received_at >= _window
     )
 
 
@@ -135,6 +139,7 @@ def run(
     *,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     polite: bool = False,
+    repeat_window: float = REPEAT_WINDOW,
 ) -> T:
     """Run ``coro`` to completion; SIGINT/SIGTERM cancel it cleanly (see the module doc).
 
@@ -144,8 +149,9 @@ def run(
     daulat's (:func:`daulat.loops.loop_factory`: uvloop's where installed).
     ``polite``: take over only signals whose handling is Python's default, and let a second
     signal reach the handling the process had (the library's calls; see the module doc).
+    ``repeat_window``: seconds after the first signal during which another is a copy of it.
     """
-    global _received, _received_at, _handled
+    global _received, _received_at, _handled, _window
     import asyncio
 
     from daulat import loops
@@ -160,7 +166,7 @@ def run(
     if threading.current_thread() is not threading.main_thread():
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(coro)
-    _received, _received_at, _handled = None, None, False
+    _received, _received_at, _handled, _window = None, None, False, repeat_window
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         loop = runner.get_loop()
         main: list[asyncio.Task[T]] = []

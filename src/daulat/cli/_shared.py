@@ -245,9 +245,10 @@ def _load(config: Path | None) -> Config:
 def _run(
     coro: Coroutine[Any, Any, T],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    repeat_window: float = interrupts.REPEAT_WINDOW,
 ) -> T:
     # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
-    return interrupts.run(coro, loop_factory=loop_factory)
+    return interrupts.run(coro, loop_factory=loop_factory, repeat_window=repeat_window)
 
 
 _human_bytes = human_bytes

@@ -19,6 +19,7 @@ from daulat.cli._shared import (
 from daulat.errors import (
     Interrupted,
 )
+from daulat.plurals import plural
 from daulat.terminal import styled
 
 
@@ -51,7 +52,7 @@ def serve(
     buckets with writable = true (writes go to every replica, acknowledged at a quorum)."""
     from daulat.gateway import gateway_config
     from daulat.gateway import serve as run_gateway
-    from daulat.gateway.server import banner, listen_socket
+    from daulat.gateway.server import GRACEFUL, REPEAT_WINDOW, banner, listen_socket
 
     cfg = _load(config)
     gw = gateway_config(cfg, listen)
@@ -60,17 +61,29 @@ def serve(
     def announce() -> None:
         err.print(banner(gw), markup=False, highlight=False)
 
+    cut: list[int] = []
     try:
-        _run(run_gateway(cfg, gw, sock=sock, announce=announce))
+        _run(
+            run_gateway(cfg, gw, sock=sock, announce=announce, cut=cut.append),
+            repeat_window=REPEAT_WINDOW,
+        )
     except Interrupted as exc:
         # A server resumes no run: say what stopping did, and what the next start takes over.
         name = signal.Signals(exc.signum).name
+        late = sum(cut)
         err.print(
             styled(
                 ("stopped", "bold"),
                 f" by {name}: daulat serve took no new requests and let those in flight "
-                "finish (at most 5 s); multipart uploads in progress are kept, and the next "
-                "daulat serve on this state directory takes them over",
+                f"finish (at most {GRACEFUL} s)"
+                + (
+                    f": {plural(late, 'request')} still running after {GRACEFUL} s "
+                    f"{'was' if late == 1 else 'were'} cut off"
+                    if late
+                    else ""
+                )
+                + "; multipart uploads in progress are kept, and the next daulat serve on "
+                "this state directory takes them over",
             )
         )
         raise ExitCode(128 + exc.signum) from None

@@ -24,6 +24,17 @@ from daulat.gateway.runtime import Runtime
 
 log = logging.getLogger("daulat.gateway")
 
+#: Seconds uvicorn lets the requests in flight run once a signal stops the gateway.
+GRACEFUL = 5
+
+#: ``daulat serve``'s repeat window (:func:`daulat.interrupts.run`): a signal this long after
+#: the first is a second one, which ends the gateway at once. Shorter than the commands' 2 s:
+#: the copy of one signal (``timeout -s INT`` signals the process and its group) is handled
+#: as soon as the main thread is free, and during the drain that thread only runs the event
+#: loop, where a command's stop works in it (the journal, the audit log) and delays the copy;
+#: and the drain lasts up to GRACEFUL + ABORT_WAIT s, too long to be deaf to a second Ctrl-C.
+REPEAT_WINDOW = 0.5
+
 
 class GatewayError(DaulatError):
     """The gateway could not start."""
@@ -118,12 +129,17 @@ class _QuietCuts(logging.Filter):
     """uvicorn reports a response the app ended early as an error; for the gateway that is
     a deliberate cut (a replica's bytes could not be checked), already logged by the app.
     So is a request it cancelled when stopping past its graceful time (a traceback for a
-    shutdown; uvicorn's own line says how many it cancelled)."""
+    shutdown), and its count of those: :func:`serve` hands that to its caller, whose stop
+    message says it in daulat's words."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
             return False
-        return "returned without completing response" not in record.getMessage()
+        message = record.getMessage()
+        return not (
+            "returned without completing response" in message
+            or "timeout graceful shutdown exceeded" in message
+        )
 
 
 async def serve(
@@ -133,12 +149,15 @@ async def serve(
     announce: Callable[[], None] | None = None,
     runtime: Runtime | None = None,
     sock: socket.socket | None = None,
+    cut: Callable[[int], None] | None = None,
 ) -> None:
     """Run the gateway until cancelled (SIGINT/SIGTERM end it). ``runtime``: one made by the
     caller (``daulat demo`` wraps a store in it first); by default a new one. ``sock``: the
     listening socket (:func:`listen_socket`), bound here when not given. ``announce``: called
     once the replicas are open and the identities checked, just before serving (``daulat
-    serve`` prints its banner then, so that a refusal at start is never preceded by one)."""
+    serve`` prints its banner then, so that a refusal at start is never preceded by one).
+    ``cut``: called, when a signal stopped it, with how many requests were still running
+    after the graceful time and were cancelled."""
     try:
         import uvicorn
     except ImportError:
@@ -162,7 +181,7 @@ async def serve(
         access_log=False,
         server_header=False,
         timeout_keep_alive=30,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=GRACEFUL,
     )
     logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
     server = _server_class()(config)
@@ -181,6 +200,8 @@ async def serve(
         running = set(server.server_state.tasks)
         if running:
             await asyncio.wait(running, timeout=ABORT_WAIT + 1)
+        if cut is not None:
+            cut(len(running))
         raise
     finally:
         await runtime.close()
