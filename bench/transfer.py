@@ -557,9 +557,9 @@ def render_transfer(
         f"- 1-minute load average when the runs started: {min(loads, default=0):.1f} to"
         f" {max(loads, default=0):.1f} on {os.cpu_count()} CPUs"
         + (
-            " (the benchmark itself keeps about 3 runnable: the client and two servers) — other"
-            " work (other engineers' test suites) was also running on this shared machine: wall"
-            " times are noisy, CPU seconds less so."
+            " (the benchmark itself keeps about 3 runnable: the client and two servers; on a"
+            " shared machine other work may add to it): wall times are noisy, CPU seconds less"
+            " so."
             if max(loads, default=0) > 1.5
             else "."
         ),
