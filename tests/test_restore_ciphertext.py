@@ -29,7 +29,7 @@ from daulat.errors import IntegrityError
 from daulat.stores.base import ObjectInfo
 from daulat.stores.fs import FsStore
 from daulat.transfer.executor import SMALL_OBJECT
-from daulat.transfer.unproven import NotAgeStore, Unproven, _NotAgeReader
+from daulat.transfer.unproven import ARMOR_BEGIN, NotAgeStore, Unproven, _NotAgeReader
 
 FILES = {
     "atas/a.json": MARKER + b" a",
@@ -231,3 +231,54 @@ def test_an_object_a_later_plaintext_run_deleted_stays_unproven_when_replayed(
     assert res.json["unproven_restored"] == ["atas/a.json"]
     assert res.json["verified_objects"] == 2
     assert read_config(stores[2]) == FILES  # decrypted, never ciphertext
+
+
+def test_an_armored_age_file_is_never_written_as_restored_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An age file in ASCII armor (`age -a`) among the unproven objects, encrypted to the very
+    recipient whose identity the restore holds: before, it was written as it was (armored
+    ciphertext) and reported "restored anyway". It fails on its own, with its reason, and the
+    binary age files beside it are still decrypted."""
+    monkeypatch.chdir(tmp_path)
+    stores = [fs_store_config(tmp_path / n, n) for n in ("src", "vault", "back")]
+    identity, recipient = _encrypted_then_filtered_plaintext(tmp_path, capsys, stores)
+    armored = subprocess.run(
+        [_tool("age"), "-a", "-r", recipient],
+        input=MARKER + b" armored",
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert armored.startswith(ARMOR_BEGIN)
+    vault = tmp_path / "vault"
+    (vault / "atas" / "armored.txt").write_bytes(armored)
+    (vault / "atas" / "spaced.txt").write_bytes(b"\n  " + armored)
+
+    res = cli(
+        ["restore", "vault", "back", "--identity", str(identity), "--allow-unproven", "--json"],
+        capsys,
+    )
+    assert res.code == 1, res.explain()
+    failed = {f["key"]: f["reason"] for f in res.json["failed"]}
+    assert sorted(failed) == ["atas/armored.txt", "atas/spaced.txt"], res.explain()
+    assert all("ASCII armor" in r and "not written" in r for r in failed.values()), failed
+    back = read_config(stores[2])
+    assert "atas/armored.txt" not in back and "atas/spaced.txt" not in back
+    _no_ciphertext(back)
+    assert back == {**FILES, "atas/besar.bin": BIG}
+
+
+@pytest.mark.parametrize("n", [1, 7, 40, 64, 65])
+def test_an_armored_header_in_pieces_is_refused_and_look_alikes_pass(n: int) -> None:
+    """The same hold-back for armor, after blank space too; text that only begins like it
+    passes whole."""
+
+    async def streamed(data: bytes) -> bytes:
+        reader = _NotAgeReader(_Pieces(data, n), "vault", "k")
+        return b"".join([c async for c in reader])
+
+    for age_file in (ARMOR_BEGIN + b"\nYWdl", b"\r\n \t" + ARMOR_BEGIN + b"\n", ARMOR_BEGIN):
+        with pytest.raises(IntegrityError):
+            run(streamed(age_file))
+    for plain in (b"-----BEGIN PGP MESSAGE-----\n" + MARKER * 4, ARMOR_BEGIN[:-1], b"  x"):
+        assert run(streamed(plain)) == plain

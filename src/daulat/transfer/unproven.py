@@ -2,7 +2,8 @@
 never written as age ciphertext.
 
 Such an object holds whatever the source serves. An age file among them (its body begins with
-age's header, ``age-encryption.org/v1``) is most often an object an earlier encrypted run
+age's header, ``age-encryption.org/v1``, or is ASCII-armored: ``-----BEGIN AGE ENCRYPTED
+FILE-----`` after any blank space) is most often an object an earlier encrypted run
 copied that the newest signed manifest does not list (a later plaintext run's manifest never
 lists encrypted objects). Writing it as it is would leave ciphertext where the user expects
 their data, under a summary that says "complete". So:
@@ -10,7 +11,8 @@ their data, under a summary that says "complete". So:
 * an unproven age file is read through the restore's identities: decrypted, and still
   reported unproven (nothing proves what it decrypts to);
 * one that no identity opens, or that arrives when no identity was given, fails with its
-  reason; it is never written;
+  reason; it is never written; an armored one fails too (daulat's copies are binary age;
+  ``age -d`` reads the armored kind);
 * an unproven object read as stored is checked, as it is read, not to begin with age's header:
   the first look decides how to read it, and the provider may serve other bytes to the read
   than to that look.
@@ -32,10 +34,28 @@ from daulat.stores.forwarding import ForwardingStore
 
 # How the failure of an unproven object that is an age file begins.
 UNPROVEN_AGE = "not listed in the manifest (origin not proven) and age-encrypted"
+# The first line of an ASCII-armored age file (age -a), which may follow blank space.
+ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
+# The bytes a first look reads: enough for either header after some blank space.
+LOOK = 64
+
+
+def age_kind(head: bytes) -> str | None:
+    """ "binary" or "armored" when ``head``, an object's first bytes (up to :data:`LOOK`),
+    begins an age file of that kind; else None."""
+    if head.startswith(AGE_MAGIC):
+        return "binary"
+    if head.lstrip(b" \t\r\n").startswith(ARMOR_BEGIN):
+        return "armored"
+    return None
 
 
 class NoIdentity(DecryptError):
     """An unproven age file, and the restore was given no identity to open it."""
+
+
+class Armored(DecryptError):
+    """An unproven age file in ASCII armor, which daulat does not decrypt."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +75,19 @@ class Unproven:
         through: that one when it decrypts already (it refuses what is not age), a decrypting
         wrapper when ``key`` is an age file, else one that refuses age files as it reads.
 
-        Raises :class:`NoIdentity` for an age file when no identity was given."""
+        Raises :class:`NoIdentity` for an age file when no identity was given, and
+        :class:`Armored` for an armored one."""
         if isinstance(store, CryptStore):
             return store
-        if size >= len(AGE_MAGIC):
-            reader = await store.get(key, start=0, end=len(AGE_MAGIC))
-            if await reader.read_all() == AGE_MAGIC:
+        if size:
+            reader = await store.get(key, start=0, end=min(size, LOOK))
+            kind = age_kind(await reader.read_all())
+            if kind == "armored":
+                raise Armored(
+                    f"{UNPROVEN_AGE} in ASCII armor: daulat decrypts binary age files only "
+                    "(`age -d` reads this one); not written"
+                )
+            if kind == "binary":
                 if not self.identities:
                     raise NoIdentity(
                         f"{UNPROVEN_AGE}: not decrypted, no identity was given "
@@ -74,7 +101,7 @@ class Unproven:
     def failure(self, exc: DecryptError) -> str:
         """The reason an unproven object that could not be decrypted failed. Its own failure:
         a key that opens none of what the manifest lists would have stopped the run."""
-        if isinstance(exc, NoIdentity):
+        if isinstance(exc, (NoIdentity, Armored)):
             return str(exc)
         return f"{UNPROVEN_AGE}: {exc}; not written"
 
@@ -109,7 +136,7 @@ class _NotAgeReader:
 
     async def read_all(self) -> bytes:
         data = await self.inner.read_all()
-        if data.startswith(AGE_MAGIC):
+        if age_kind(data[:LOOK]):
             raise self._refuse()
         return data
 
@@ -123,13 +150,15 @@ class _NotAgeReader:
                     yield chunk
                     continue
                 head += bytes(chunk)
-                if len(head) < len(AGE_MAGIC):
+                if len(head) < LOOK:
                     continue
-                if head.startswith(AGE_MAGIC):
+                if age_kind(head[:LOOK]):
                     raise self._refuse()
                 yield head
                 head = None
             if head:
+                if age_kind(head):
+                    raise self._refuse()
                 yield head
         finally:
             aclose = getattr(it, "aclose", None)
