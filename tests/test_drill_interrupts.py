@@ -118,7 +118,8 @@ def test_a_signal_while_the_drill_copies_stops_the_command_cleanly(
     assert code == 128 + sig, (code, err)
     assert "Traceback" not in err and "Error" not in err, err
     [said] = [line for line in err.splitlines() if "interrupted" in line]
-    assert f"interrupted by {sig.name}: stopped cleanly" in said, err
+    assert f"interrupted by {sig.name}: the drill stopped cleanly" in said, err
+    assert "does not resume" in said and "to resume" not in said, err
     assert proc.out == "", proc.out  # no prediction: nothing was measured to the end
     assert_recorded_as_interrupted(config, sig)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from daulat import interrupts
 from daulat.cli._shared import (
     AllowPlaintextOpt,
     ConcurrencyOpt,
@@ -24,11 +25,13 @@ from daulat.cli._shared import (
     _load,
     _print_json,
     _recipients,
+    _resume_command,
     _run,
     err,
     out,
 )
-from daulat.errors import ConfigError
+from daulat.errors import ConfigError, Interrupted
+from daulat.terminal import styled
 
 # A drill's and a plan's machinery is imported by the command that runs it (see
 # daulat.cli._shared).
@@ -111,23 +114,37 @@ def drill(
         return
     if src is None or dst is None:
         raise typer.BadParameter("give SRC and DST, or --history")
-    result = _run(
-        run_drill(
-            cfg,
-            src,
-            dst,
-            sample=picked,
-            link_bps=link_bps,
-            workers=workers,
-            concurrency=concurrency,
-            seed=seed,
-            encrypt_to=_recipients(encrypt_to),
-            on_event=None if as_json else Feedback(err, quiet=quiet).say,
-            filter=flt,
-            encrypt_names=encrypt_names,
-            allow_plaintext=allow_plaintext,
+    try:
+        result = _run(
+            run_drill(
+                cfg,
+                src,
+                dst,
+                sample=picked,
+                link_bps=link_bps,
+                workers=workers,
+                concurrency=concurrency,
+                seed=seed,
+                encrypt_to=_recipients(encrypt_to),
+                on_event=None if as_json else Feedback(err, quiet=quiet).say,
+                filter=flt,
+                encrypt_names=encrypt_names,
+                allow_plaintext=allow_plaintext,
+            )
         )
-    )
+    except Interrupted as exc:
+        if not interrupts.begun():
+            raise  # before anything started: the command line's usual words
+        # A drill does not resume: its scratch copy is removed, and a new run starts afresh.
+        err.print(
+            styled(
+                ("interrupted", "bold red"),
+                f" by {exc.signal_name}: the drill stopped cleanly and predicted nothing (a "
+                f"drill does not resume). Run the same command again for a new drill: "
+                f"{_resume_command()}",
+            )
+        )
+        raise ExitCode(exc.exit_code) from None
     if as_json:
         _print_json(result.to_json())
     else:
