@@ -262,6 +262,12 @@ def test_an_armored_age_file_is_never_written_as_restored_data(
     failed = {f["key"]: f["reason"] for f in res.json["failed"]}
     assert sorted(failed) == ["atas/armored.txt", "atas/spaced.txt"], res.explain()
     assert all("ASCII armor" in r and "not written" in r for r in failed.values()), failed
+    human = cli(
+        ["restore", "vault", "back", "--identity", str(identity), "--allow-unproven"], capsys
+    )
+    assert "2 objects failed above were ASCII-armored age files" in human.err, human.err
+    assert "age-encrypted and not listed" not in human.err, human.err
+    assert "--allow-unproven restores them anyway" not in human.err, human.err
     back = read_config(stores[2])
     assert "atas/armored.txt" not in back and "atas/spaced.txt" not in back
     _no_ciphertext(back)

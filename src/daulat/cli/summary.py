@@ -298,7 +298,18 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "(--allow-plaintext) and not restored from here; restore that sub-prefix "
                 f"itself, as named above, to restore {them}"
             )
-        unopened = [k for k, r in s.failed if r.startswith(UNPROVEN_AGE)]
+        armored = {k for k, r in s.failed if r.startswith(UNPROVEN_AGE + " in ASCII armor")}
+        if armored:
+            were, files, them = (
+                ("was", "an ASCII-armored age file", "it")
+                if len(armored) == 1
+                else ("were", "ASCII-armored age files", "them")
+            )
+            why.append(
+                f"{plural(len(armored), 'object')} failed above {were} {files} not listed in "
+                f"the manifest, not written: `age -d` reads {them}"
+            )
+        unopened = [k for k, r in s.failed if r.startswith(UNPROVEN_AGE) and k not in armored]
         if unopened:
             # Unproven age files: never written as ciphertext (transfer.unproven).
             were, it, them = (
@@ -309,10 +320,11 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 "listed in the manifest, and not written as ciphertext: --identity FILE with the "
                 f"key {it} encrypted to decrypts {them} (origin still not proven)"
             )
-        others = len(s.failed) - len(replaced) - len(unopened)
+        others = len(s.failed) - len(replaced) - len(unopened) - len(armored)
         if others and s.checked_against_manifest:
             why.append(
-                f"the {'other ' if replaced or unopened else ''}objects failed above are not "
+                f"the {'other ' if replaced or unopened or armored else ''}objects failed above "
+                "are not "
                 "what the signed manifest says (forged, damaged or withheld at the source)"
             )
         elif others:
@@ -325,7 +337,11 @@ def _print_summary(s: Summary, kind: Kind, src: str, dst: str, options: Options)
                 + "; running the same command again will not change that"
                 + (
                     f". {len(s.unproven):,} object(s) not listed in the manifest were not "
-                    "restored; --allow-unproven restores them anyway"
+                    + (
+                        "restored, even with --allow-unproven (why is said above)"
+                        if "--allow-unproven" in _shared._argv
+                        else "restored; --allow-unproven restores them anyway"
+                    )
                     if s.unproven
                     else ""
                 ),
