@@ -12,6 +12,7 @@ and a fresh key that a refused run made is kept nowhere.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,56 @@ def test_a_key_made_meanwhile_by_another_run_stops_this_one_before_it_writes(
 
     run(go())
     assert _everything(vault, tmp_path / "vault") == {}
+
+
+@pytest.mark.parametrize("kind", ["fs", "seaweedfs"])
+def test_turning_on_protected_names_over_real_named_copies_needs_delete(
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A replica written without name protection, then synced with --encrypt-names to a new
+    recipient (--reencrypt): the earlier copies under the files' real names stayed next to the
+    new hashed ones, readable with the old key, listed in the signed manifest, and the new
+    identity could not restore them. Without --delete that run is refused (dry run too),
+    writing nothing; with --delete the old copies go and the new identity restores it all."""
+    monkeypatch.chdir(tmp_path)
+    old, old_recipient = _identity(tmp_path, capsys, "old.txt")
+    new, new_recipient = _identity(tmp_path, capsys, "new.txt")
+    files = {"a.txt": b"one\n", "b.txt": b"two\n"}
+    src = fs_store_config(tmp_path / "src", "src")
+    vault, root = _destination(kind, tmp_path, request)
+    back = fs_store_config(tmp_path / "back", "back")
+    fill_config(src, files)
+    write_config(tmp_path, [src, vault, back])
+    first = cli(["sync", "src", "vault", "--encrypt-to", old_recipient, "--json"], capsys)
+    assert first.code == 0, first.explain()
+    before = _everything(vault, root)
+    switch = ["sync", "src", "vault", "--encrypt-to", new_recipient, "--reencrypt", *PROTECT]
+
+    for dry in ([], ["--dry-run"]):
+        res = cli([*switch, *dry], capsys)
+        refused(res, "2 objects", "real names", "--delete", "new prefix")
+        assert _everything(vault, root) == before
+        assert _local_keys(tmp_path) == [], "a refused run kept the name key it made"
+
+    res = cli([*switch, "--delete", "--max-delete", "100%"], capsys)
+    assert res.code == 0, res.explain()
+    assert res.json["deleted_objects"] == 2 and res.json["copied_objects"] == 2
+    at_vault = _everything(vault, root)
+    assert not set(files) & set(at_vault), "copies under real names are left"
+    # Every object the replica now holds; the first run's own manifest (under .daulat/, kept
+    # as the replica's signed history) stays encrypted to the old key.
+    objects = {k: v for k, v in at_vault.items() if not k.startswith(".daulat/")}
+    assert len(objects) == 2
+    for name, blob in objects.items():
+        opened = subprocess.run(
+            [_age(), "-d", "-i", str(old)], input=blob, capture_output=True, check=False
+        )
+        assert opened.returncode != 0, f"the old identity still opens {name}"
+    res = cli(["restore", "vault", "back", "--identity", str(new), "--json"], capsys)
+    assert res.code == 0, res.explain()
+    restored = _everything(back, tmp_path / "back")
+    assert {k: v for k, v in restored.items() if not k.startswith(".daulat/")} == files

@@ -77,6 +77,11 @@ class PlaintextOverCiphertext(SafetyRefusal):
     objects under protected names)."""
 
 
+class RealNamesLeft(SafetyRefusal):
+    """A run with ``--encrypt-names`` (and without ``sync --delete``) into a destination that
+    holds copies under the real names of source objects, from a run without name protection."""
+
+
 class FilterOnProtectedNames(SafetyRefusal):
     """``sync --delete`` with filters into a destination whose names are protected: its keys
     are keyed hashes, so no filter can tell which of them it would exclude."""

@@ -253,6 +253,16 @@ class PlanningTables:
             if found:
                 yield found
 
+    def real_named_copies(self) -> int:
+        """How many destination objects are stored under the real name of a source object
+        that this run stores under another (protected) name: copies an earlier run wrote
+        without name protection, which only ``sync --delete`` would remove."""
+        row = self.db.execute(
+            "SELECT count(*) FROM dst d WHERE EXISTS "
+            "(SELECT 1 FROM src s WHERE s.key = d.key AND s.dkey IS NOT NULL AND s.dkey != d.key)"
+        ).fetchone()
+        return int(row[0])
+
     def is_planned(self, dkey: str) -> bool:
         """Whether this run's plan writes ``dkey`` (relative to the destination prefix)."""
         row = self.db.execute(

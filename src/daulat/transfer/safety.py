@@ -27,10 +27,14 @@ anything when
   is looked for at the destination prefix, at every prefix above it up to the store's root
   (manifests, name keys, a few objects' metadata), below it (manifests and name keys in the
   plan's listing that the source does not bring), and, through the journal, at every prefix
-  of the store daulat wrote ciphertext to.
+  of the store daulat wrote ciphertext to;
+- a run with ``--encrypt-names`` (other than ``sync --delete``) into a destination that holds
+  objects under the real names of source objects (:func:`real_names_left`): copies an earlier
+  run wrote without name protection would stay beside the protected ones, readable with
+  the key they were encrypted to and listed in the new manifest.
 
-Each check but the last has an override that the message names (``--allow-empty-source``,
-``--max-delete``, ``--allow-plaintext``).
+Each check but the filters' one and the last has an override that the message names
+(``--allow-empty-source``, ``--max-delete``, ``--allow-plaintext``).
 
 This module is the one list of refusals and their messages; the search for daulat's
 ciphertext and protected names at a destination (the journal, manifests, name keys,
@@ -47,10 +51,12 @@ from daulat.errors import (
     FilterOnProtectedNames,
     OverlappingLocations,
     PlaintextOverCiphertext,
+    RealNamesLeft,
     SafetyRefusal,
     StoreError,
     TooManyDeletions,
 )
+from daulat.plurals import plural
 from daulat.transfer.ciphertext import (
     NESTED_MANIFEST,
     NESTED_NAME_KEY,
@@ -92,6 +98,7 @@ __all__ = [
     "overlap_phrase",
     "plaintext_into",
     "plaintext_over_ciphertext",
+    "real_names_left",
     "refuse_overlap",
     "too_many_deletions",
 ]
@@ -205,6 +212,29 @@ async def filtered_delete_on_protected_names(
         f"sync --delete with filters into {_label(dst)}, {whose}: its keys are keyed hashes, "
         "so the filters cannot tell which objects they exclude, and an excluded object must "
         "never be deleted. Run sync --delete without filters, or filter without --delete"
+    )
+
+
+def real_names_left(
+    kind: Kind, opts: Options, dst: Endpoint, journal: Journal
+) -> RealNamesLeft | None:
+    """A protected-names run that would leave copies under real names at the destination.
+
+    Their names are what protection hides; they stay readable with whatever key they were
+    encrypted to (not this run's, after ``--reencrypt``), and the run's manifest would list
+    them beside the protected copies. Only ``sync --delete`` removes them, so any other run is
+    refused; no override. Reads the plan's listings, so call it after planning."""
+    if not opts.encrypt_names or (kind == Kind.SYNC and opts.delete):
+        return None
+    found = journal.real_named_copies()
+    if not found:
+        return None
+    return RealNamesLeft(
+        f"{_label(dst)} holds {plural(found, 'object')} under the real names "
+        "of source files (copies written without name protection); this "
+        f"{kind.value} with --encrypt-names would leave them there, readable with the key "
+        "they were encrypted to; nothing was copied. Run sync --delete to replace them, or "
+        "write to a new prefix"
     )
 
 

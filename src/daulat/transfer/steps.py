@@ -29,6 +29,7 @@ from daulat.transfer.safety import (
     count_deletions,
     filtered_delete_on_protected_names,
     plaintext_over_ciphertext,
+    real_names_left,
     refusal_or_raise,
     too_many_deletions,
 )
@@ -90,6 +91,8 @@ async def refuse_unsafe(
         as_stored=carry is not None,
         hashed_names=carry is not None and carry.protected_names,
     )
+    summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
+    found = real_names_left(kind, opts, dst, journal)
     summary.refusal = refusal_or_raise(summary.refusal, found, opts.dry_run)
     if kind == Kind.SYNC and opts.delete:
         found = await filtered_delete_on_protected_names(opts, dst)
