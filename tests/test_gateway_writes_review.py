@@ -213,6 +213,22 @@ def _stop_mid_put(tmp_path: Path, s3_server: S3Server, name: str) -> tuple[Path,
     return config, buckets, foreign
 
 
+def _next_serve_leaves_only(
+    config: Path, s3_server: S3Server, buckets: list[str], foreign: str
+) -> None:
+    """The next ``daulat serve`` aborts the uploads a stopped gateway recorded: once it answers,
+    only the other client's upload is left in each bucket and none is recorded."""
+    port = _free_port()
+    with _serving(config, port) as proc:
+        # Done before the gateway serves: once it answers, the uploads are gone.
+        client(f"http://127.0.0.1:{port}").list_objects_v2(Bucket="pemilu")
+        for b in buckets:
+            assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
+        assert _recorded(config) == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+
+
 def _wait_for_uploads(server: S3Server, buckets: list[str], n: int) -> None:
     deadline = time.monotonic() + 60
     while any(len(_uploads(server, b)) < n for b in buckets):
@@ -274,14 +290,7 @@ def test_a_second_sigint_during_the_drain_ends_the_gateway_at_once(
     assert "SIGINT again: stopping now" in log, log
     assert "Traceback" not in log and "graceful shutdown exceeded" not in log, log
     assert [k for _, k in _recorded(config)] == ["big/again.bin"] * 3
-    port = _free_port()
-    with _serving(config, port) as proc:
-        client(f"http://127.0.0.1:{port}").list_objects_v2(Bucket="pemilu")
-        for b in buckets:
-            assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
-        assert _recorded(config) == []
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
+    _next_serve_leaves_only(config, s3_server, buckets, foreign)
 
 
 def test_timeout_s_int_drains_a_gateway_once(tmp_path: Path, s3_server: S3Server) -> None:
@@ -340,15 +349,7 @@ def test_uploads_a_killed_gateway_left_are_aborted_by_clean_and_the_next_serve(
     assert cli(["clean", "s1", "--config", str(config)]) == 0
     assert [k for k, _ in _uploads(s3_server, buckets[1])] == [foreign]
     assert len(_recorded(config)) == 2
-    port = _free_port()
-    with _serving(config, port) as proc:
-        # Done before the gateway serves: once it answers, the uploads are gone.
-        client(f"http://127.0.0.1:{port}").list_objects_v2(Bucket="pemilu")
-        for b in buckets:
-            assert [k for k, _ in _uploads(s3_server, b)] == [foreign], b
-        assert _recorded(config) == []
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
+    _next_serve_leaves_only(config, s3_server, buckets, foreign)
     log = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
     assert "aborted 1 multipart upload(s) a stopped gateway left" in log, log
 

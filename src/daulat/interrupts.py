@@ -32,9 +32,9 @@ Python's default (SIGINT raising ``KeyboardInterrupt``, SIGTERM killing the proc
 put the caller's handlers back when the call returns, and leave a handler the caller installed
 (or ``SIG_IGN``) in charge. When such a handler raises an exception to stop the work, the call
 is cancelled cleanly (recorded as interrupted) and the exception is raised to the caller, on
-either event loop (uvloop would otherwise log it and run on). A second signal during such a call gets the process's own handling (a
-``KeyboardInterrupt``, or SIGTERM's default death) instead of ending the process with
-:func:`os._exit`.
+either event loop (uvloop would otherwise log it and run on). A second signal during such a
+call gets the process's own handling (a ``KeyboardInterrupt``, or SIGTERM's default death)
+instead of ending the process with :func:`os._exit`.
 """
 
 from __future__ import annotations

@@ -35,8 +35,6 @@ from daulat.terminal import SafeConsole, json_text, printable
 # --help` and `daulat ls` included, and none of them should pay for the transfer engine, the
 # configuration's models or the stores (tests/test_startup.py holds that).
 if TYPE_CHECKING:
-    import asyncio
-
     from daulat.config import Config
     from daulat.crypto import Recipient
     from daulat.transfer import Options
@@ -242,13 +240,10 @@ def _load(config: Path | None) -> Config:
     return load_config(find_config(_config_path(config))).with_request_timeout(_request_timeout)
 
 
-def _run(
-    coro: Coroutine[Any, Any, T],
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-    repeat_window: float = interrupts.REPEAT_WINDOW,
-) -> T:
-    # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts).
-    return interrupts.run(coro, loop_factory=loop_factory, repeat_window=repeat_window)
+def _run(coro: Coroutine[Any, Any, T], repeat_window: float = interrupts.REPEAT_WINDOW) -> T:
+    # SIGINT/SIGTERM cancel the run cleanly and raise Interrupted (see daulat.interrupts), on
+    # daulat's event loop (daulat.loops).
+    return interrupts.run(coro, repeat_window=repeat_window)
 
 
 _human_bytes = human_bytes

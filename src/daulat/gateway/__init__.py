@@ -20,17 +20,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from daulat.gateway.config import GatewayConfig, gateway_config
     from daulat.gateway.server import serve
-    from daulat.loops import loop_factory
 
 # Imported on first use (daulat.lazy): `daulat stores` reads .standing and .lag, and would
 # otherwise pay for uvicorn and the whole gateway.
 _WHERE = {
     "daulat.gateway.config": ("GatewayConfig", "gateway_config"),
     "daulat.gateway.server": ("serve",),
-    "daulat.loops": ("loop_factory",),
 }
 
-__all__ = ["GatewayConfig", "gateway_config", "loop_factory", "serve"]
+__all__ = ["GatewayConfig", "gateway_config", "serve"]
 
 if not TYPE_CHECKING:
     from daulat import lazy
